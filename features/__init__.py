@@ -1,0 +1,27 @@
+"""inferline features: pipeline specs, validation, and the feature kernels shared by training, serving and batch."""
+
+from features.backend import FrameBackend, backend_for, get_backend
+from features.spec import Column, FeatureDef, ModelParams, PipelineSpec, Rule, SpecError, load_pipeline
+from features.state import FeatureMatrix, FeatureState, compute_features, fit_state
+from features.validation import FileLevelError, ValidationResult, build_schema, validate_frame
+
+__all__ = [
+    "Column",
+    "FeatureDef",
+    "FeatureMatrix",
+    "FeatureState",
+    "FileLevelError",
+    "FrameBackend",
+    "ModelParams",
+    "PipelineSpec",
+    "Rule",
+    "SpecError",
+    "ValidationResult",
+    "backend_for",
+    "build_schema",
+    "compute_features",
+    "fit_state",
+    "get_backend",
+    "load_pipeline",
+    "validate_frame",
+]

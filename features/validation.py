@@ -1,0 +1,274 @@
+"""Validation built from the pipeline spec.
+
+Two entry points over the same ``Rule`` functions:
+
+- ``validate_frame``: a data set (a Parquet file, a partition). pandera runs lazily so every failure is reported at
+  once; structural breaks (missing/extra columns, dtype changes) fail the whole file with ``FileLevelError``; row
+  failures send the row to quarantine with every reason (``column:rule``).
+- ``coerce_request`` + ``row_reasons``: a served request (numpy arrays per column, as Triton hands them). It parses
+  wire types (BYTES -> text, ISO-8601 -> UTC timestamps) and evaluates the same rules per row without pandera's
+  per-call overhead, so one bad row gets a status and the rest of the batch is scored.
+
+Rows in = rows valid + rows quarantined, always.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+from features.spec import Column, PipelineSpec
+
+__all__ = [
+    "FileLevelError",
+    "ValidationResult",
+    "build_schema",
+    "coerce_request",
+    "first_reason",
+    "row_reasons",
+    "validate_frame",
+]
+
+NULL = "null"
+DUPLICATE = "duplicate"
+_OFFSET = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
+
+
+class FileLevelError(ValueError):
+    """A whole file (or partition) breaks the schema: no row of it can be trusted."""
+
+    def __init__(self, source: str, problems: list[dict[str, Any]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = [
+            f"  - column {p['column']!r}: {p['problem']} (received {p['received']}, expected {p['expected']})"
+            for p in problems
+        ]
+        super().__init__(
+            f"{source}: schema does not match pipeline spec:\n"
+            + "\n".join(lines)
+            + "\nFix the upstream export or bump the pipeline spec (features/pipelines/) and retrain; "
+            "no value was cast silently."
+        )
+
+
+@dataclass
+class ValidationResult:
+    valid: pd.DataFrame
+    quarantine: pd.DataFrame  # the failing rows, plus a `_reasons` column ("col:rule;col:rule")
+    rows_in: int
+    reason_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows_valid(self) -> int:
+        return len(self.valid)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return len(self.quarantine)
+
+    @property
+    def invalid_share(self) -> float:
+        return self.rows_quarantined / self.rows_in if self.rows_in else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "rows_in": self.rows_in,
+            "rows_valid": self.rows_valid,
+            "rows_quarantined": self.rows_quarantined,
+            "reasons": dict(sorted(self.reason_counts.items())),
+        }
+
+
+def _columns(spec: PipelineSpec, include_label: bool) -> tuple[Column, ...]:
+    return spec.columns if include_label else spec.input_columns
+
+
+def build_schema(spec: PipelineSpec, include_label: bool = True) -> pa.DataFrameSchema:
+    """The pandera schema of a pipeline's raw data: exact dtypes (no coercion), nullability, rules, uniqueness."""
+    columns = {
+        c.name: pa.Column(
+            c.raw_dtype,
+            checks=[pa.Check(r.check, name=r.name, description=r.description, ignore_na=True) for r in c.rules],
+            nullable=not c.required,
+            unique=c.unique,
+            coerce=False,
+            required=True,
+        )
+        for c in _columns(spec, include_label)
+    }
+    return pa.DataFrameSchema(columns, strict=True, coerce=False, name=f"{spec.name}_v{spec.version}")
+
+
+_ROW_CHECK_NAMES = {"not_nullable": NULL, "field_uniqueness": DUPLICATE}
+
+
+def validate_frame(
+    frame: pd.DataFrame, spec: PipelineSpec, source: str = "<frame>", include_label: bool = True
+) -> ValidationResult:
+    """Validate a data set lazily; raise ``FileLevelError`` for structural breaks, quarantine failing rows."""
+    frame = frame.reset_index(drop=True)
+    schema = build_schema(spec, include_label)
+    try:
+        schema.validate(frame, lazy=True)
+        return ValidationResult(valid=frame, quarantine=_quarantine(frame.iloc[:0], {}), rows_in=len(frame))
+    except SchemaErrors as exc:
+        cases = exc.failure_cases
+    structural = cases[cases["index"].isna()]
+    if len(structural):
+        problems = []
+        for case in structural.itertuples():
+            check = str(case.check)
+            column = case.column if isinstance(case.column, str) else str(case.failure_case)
+            if check == "column_in_dataframe":
+                problem, received, expected = "missing", "no such column", "present"
+                column = str(case.failure_case)
+            elif check == "column_in_schema":
+                problem, received, expected = "unexpected column", "present", "absent (strict schema)"
+                column = str(case.failure_case)
+            elif check.startswith("dtype("):
+                problem, received = "dtype changed", str(case.failure_case)
+                expected = str(spec.column(column).raw_dtype)
+            else:
+                problem, received, expected = check, str(case.failure_case), "see spec"
+            problems.append({"column": column, "problem": problem, "received": received, "expected": expected})
+        raise FileLevelError(source, problems)
+    reasons: dict[int, list[str]] = {}
+    for case in cases.itertuples():
+        code = _ROW_CHECK_NAMES.get(str(case.check), str(case.check))
+        reason = f"{case.column}:{code}"
+        bucket = reasons.setdefault(int(case.index), [])
+        if reason not in bucket:
+            bucket.append(reason)
+    bad = np.zeros(len(frame), dtype=bool)
+    bad[list(reasons)] = True
+    counts: dict[str, int] = {}
+    for rs in reasons.values():
+        for r in rs:
+            counts[r] = counts.get(r, 0) + 1
+    return ValidationResult(
+        valid=frame[~bad].reset_index(drop=True),
+        quarantine=_quarantine(frame[bad], reasons),
+        rows_in=len(frame),
+        reason_counts=counts,
+    )
+
+
+def _quarantine(rows: pd.DataFrame, reasons: Mapping[int, list[str]]) -> pd.DataFrame:
+    out = rows.copy()
+    out.insert(0, "_reasons", pd.Series([";".join(sorted(reasons[i])) for i in rows.index], index=rows.index, dtype="string"))
+    return out.reset_index(drop=True)
+
+
+def row_reasons(frame: pd.DataFrame, spec: PipelineSpec, include_label: bool = False) -> dict[str, np.ndarray]:
+    """Per-row failures as ``{reason: boolean mask}``, evaluating the spec's rules directly (serving path)."""
+    out: dict[str, np.ndarray] = {}
+    n = len(frame)
+    for c in _columns(spec, include_label):
+        s = frame[c.name]
+        null = s.isna().to_numpy(dtype=bool)
+        if c.required and null.any():
+            out[f"{c.name}:{NULL}"] = null
+        present = s[~null]
+        for rule in c.rules:
+            if len(present) == 0:
+                break
+            ok = rule.check(present).to_numpy(dtype=bool)
+            if not ok.all():
+                mask = np.zeros(n, dtype=bool)
+                mask[np.flatnonzero(~null)[~ok]] = True
+                out[f"{c.name}:{rule.name}"] = mask
+        if c.unique:
+            dup = s.duplicated(keep=False).to_numpy(dtype=bool) & ~null
+            if dup.any():
+                out[f"{c.name}:{DUPLICATE}"] = dup
+    return out
+
+
+def first_reason(reasons: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    """One status per row: ``ok`` or the first failing reason in spec order."""
+    status = np.full(n, "ok", dtype=object)
+    for reason, mask in reversed(list(reasons.items())):
+        status[mask] = reason
+    return status
+
+
+def _decode(values: np.ndarray, name: str, reasons: dict[str, np.ndarray]) -> pd.Series:
+    """BYTES tensor -> text, recording invalid UTF-8 as a row reason (the row is not dropped)."""
+    out: list[str | None] = []
+    bad = np.zeros(len(values), dtype=bool)
+    for i, v in enumerate(values):
+        if isinstance(v, bytes | np.bytes_):
+            try:
+                out.append(v.decode("utf-8"))
+            except UnicodeDecodeError:
+                out.append(None)
+                bad[i] = True
+        elif v is None:
+            out.append(None)
+        else:
+            out.append(str(v))
+    if bad.any():
+        reasons[f"{name}:invalid_utf8"] = bad
+    return pd.Series(out, dtype="string")
+
+
+def _parse_timestamps(text: pd.Series, col: Column, reasons: dict[str, np.ndarray]) -> pd.Series:
+    parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+    present = text.notna().to_numpy(dtype=bool)
+    unparseable = present & parsed.isna().to_numpy(dtype=bool)
+    if unparseable.any():
+        reasons[f"{col.name}:unparseable"] = unparseable
+    if col.timezone_policy == "to_utc":
+        has_offset = text.str.strip().str.contains(_OFFSET, regex=True).fillna(False).to_numpy(dtype=bool)
+        naive = present & ~unparseable & ~has_offset
+        if naive.any():
+            reasons[f"{col.name}:naive_timestamp"] = naive
+            parsed = parsed.where(~naive)
+    return parsed.astype(col.raw_dtype)
+
+
+def coerce_request(
+    arrays: Mapping[str, np.ndarray], spec: PipelineSpec
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Wire arrays (one per raw column, shape [n] or [n, 1]) -> a canonical frame and the per-row reasons found while
+    parsing. Missing required inputs raise ``KeyError`` naming them (a malformed request, not a bad row)."""
+    missing = [c.name for c in spec.input_columns if c.name not in arrays]
+    if missing:
+        raise KeyError(f"request lacks input(s) {missing}; expected one tensor per raw column: "
+                       f"{[c.name for c in spec.input_columns]}")
+    reasons: dict[str, np.ndarray] = {}
+    data: dict[str, Any] = {}
+    for c in spec.input_columns:
+        values = np.asarray(arrays[c.name]).reshape(-1)
+        if c.kind in ("id", "categorical", "text"):
+            data[c.name] = _decode(values, c.name, reasons)
+        elif c.kind == "timestamp":
+            if values.dtype.kind in "OSU":
+                data[c.name] = _parse_timestamps(_decode(values, c.name, reasons), c, reasons)
+            else:
+                data[c.name] = pd.Series(pd.to_datetime(values, utc=True)).astype(c.raw_dtype)
+        elif c.kind == "numeric":
+            data[c.name] = pd.Series(values.astype("float64"))
+        else:  # integer
+            data[c.name] = pd.Series(values.astype("int64"))
+    frame = pd.DataFrame(data)
+    parse_failed: dict[str, np.ndarray] = {}
+    for reason, mask in reasons.items():
+        column = reason.split(":", 1)[0]
+        parse_failed[column] = parse_failed.get(column, np.zeros(len(frame), dtype=bool)) | mask
+    for reason, mask in row_reasons(frame, spec).items():
+        column, code = reason.split(":", 1)
+        if code == NULL and column in parse_failed:
+            mask = mask & ~parse_failed[column]  # a value that failed to parse is reported as such, not as null
+            if not mask.any():
+                continue
+        reasons[reason] = reasons[reason] | mask if reason in reasons else mask
+    return frame, reasons
