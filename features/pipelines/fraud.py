@@ -142,12 +142,13 @@ def generate(n_rows: int, seed: int = 0) -> pd.DataFrame:
     start = pd.Timestamp("2026-01-01", tz="UTC").value
     day = rng.integers(0, 90, n_rows)
     legit_hour = np.clip(rng.normal(14.0, 4.0, n_rows), 0, 23.99)
-    fraud_hour = (rng.normal(3.0, 3.0, n_rows)) % 24
+    night_hour = (rng.normal(3.0, 3.0, n_rows)) % 24
+    fraud_hour = np.where(rng.random(n_rows) < 0.45, night_hour, legit_hour)  # much fraud hides in daytime
     hour = np.where(fraud, fraud_hour, legit_hour)
     ns = start + day * 86_400 * 10**9 + (hour * 3600 * 10**9).astype("int64")
     event_time = pd.to_datetime(ns, utc=True).floor("s")
 
-    amount = np.where(fraud, rng.lognormal(5.0, 1.1, n_rows), rng.lognormal(3.4, 1.0, n_rows)).round(2)
+    amount = np.where(fraud, rng.lognormal(4.1, 1.2, n_rows), rng.lognormal(3.4, 1.0, n_rows)).round(2)
 
     country_p_legit = np.array([30, 12, 9, 8, 5, 4, 3, 8, 4, 5, 1, 4, 4, 3, 0.5])
     country_p_fraud = np.array([18, 8, 5, 5, 3, 3, 2, 4, 10, 4, 12, 2, 4, 6, 14])
@@ -157,26 +158,27 @@ def generate(n_rows: int, seed: int = 0) -> pd.DataFrame:
         rng.choice(COUNTRIES, n_rows, p=country_p_legit / country_p_legit.sum()),
     )
     home_currency = np.array([CURRENCY_BY_COUNTRY[c] for c in country])
-    foreign = rng.random(n_rows) < np.where(fraud, 0.35, 0.04)
+    foreign = rng.random(n_rows) < np.where(fraud, 0.2, 0.05)
     other_currency = rng.choice(["USD", "EUR", "GBP"], n_rows)
     currency = np.where(foreign, other_currency, home_currency)
 
     mcc_p_legit = np.array([22, 16, 10, 5, 5, 9, 6, 1, 8, 10, 1, 7])
-    mcc_p_fraud = np.array([4, 3, 3, 12, 20, 6, 18, 12, 2, 1, 16, 3])
+    mcc_p_fraud = np.array([12, 8, 6, 9, 14, 8, 12, 6, 5, 4, 9, 7])
     merchant_category = np.where(
         fraud,
         rng.choice(MERCHANT_CATEGORIES, n_rows, p=mcc_p_fraud / mcc_p_fraud.sum()),
         rng.choice(MERCHANT_CATEGORIES, n_rows, p=mcc_p_legit / mcc_p_legit.sum()),
     )
     channel = np.where(
-        fraud, rng.choice(CHANNELS, n_rows, p=[0.65, 0.1, 0.25]), rng.choice(CHANNELS, n_rows, p=[0.3, 0.5, 0.2])
+        fraud, rng.choice(CHANNELS, n_rows, p=[0.5, 0.25, 0.25]), rng.choice(CHANNELS, n_rows, p=[0.3, 0.5, 0.2])
     )
     customer_age_days = np.where(
-        fraud, rng.exponential(60.0, n_rows), rng.exponential(900.0, n_rows)
+        fraud, rng.exponential(250.0, n_rows), rng.exponential(900.0, n_rows)
     ).astype("int64")
-    description = np.where(
-        fraud, rng.choice(_FRAUD_DESCRIPTIONS, n_rows), rng.choice(_LEGIT_DESCRIPTIONS, n_rows)
-    ).astype(object)
+    fraud_text = np.where(
+        rng.random(n_rows) < 0.4, rng.choice(_FRAUD_DESCRIPTIONS, n_rows), rng.choice(_LEGIT_DESCRIPTIONS, n_rows)
+    )
+    description = np.where(fraud, fraud_text, rng.choice(_LEGIT_DESCRIPTIONS, n_rows)).astype(object)
     description[rng.random(n_rows) < 0.03] = None  # free text is optional upstream
 
     frame = pd.DataFrame(

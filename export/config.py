@@ -1,0 +1,173 @@
+"""Triton model configurations as data, rendered to config.pbtxt (on disk) and JSON (``load_model`` overrides).
+
+One dict describes a config; ``Const`` marks enum values (bare in pbtxt) and ``PbMap`` marks protobuf map fields.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from features.spec import PipelineSpec
+from features.state import FeatureState
+
+__all__ = ["Const", "PbMap", "Target", "model_names", "pipeline_configs", "to_json", "to_pbtxt"]
+
+Target = Literal["local", "gpu"]
+TYPE = {"BYTES": "TYPE_STRING", "FP32": "TYPE_FP32", "FP64": "TYPE_FP64", "INT64": "TYPE_INT64"}
+
+
+class Const(str):
+    """A protobuf enum value: ``KIND_CPU`` rather than ``"KIND_CPU"``."""
+
+
+class PbMap(dict[str, Any]):
+    """A protobuf map field (``parameters``, ``input_map``)."""
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, Const):
+        return str(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    return json.dumps(str(v))
+
+
+def to_pbtxt(cfg: dict[str, Any], indent: int = 0) -> str:
+    pad = "  " * indent
+    lines: list[str] = []
+    for key, value in cfg.items():
+        if isinstance(value, PbMap):
+            for k, v in value.items():
+                if isinstance(v, dict):
+                    inner = to_pbtxt(v, indent + 2)
+                    lines.append(f"{pad}{key} {{\n{pad}  key: {json.dumps(k)}\n{pad}  value {{\n{inner}{pad}  }}\n{pad}}}")
+                else:
+                    lines.append(f"{pad}{key} {{ key: {json.dumps(k)} value: {_scalar(v)} }}")
+        elif isinstance(value, dict):
+            lines.append(f"{pad}{key} {{\n{to_pbtxt(value, indent + 1)}{pad}}}")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            blocks = [f"{pad}  {{\n{to_pbtxt(v, indent + 2)}{pad}  }}" for v in value]
+            lines.append(f"{pad}{key} [\n" + ",\n".join(blocks) + f"\n{pad}]")
+        elif isinstance(value, list):
+            lines.append(f"{pad}{key}: [ {', '.join(_scalar(v) for v in value)} ]")
+        else:
+            lines.append(f"{pad}{key}: {_scalar(value)}")
+    return "".join(line + "\n" for line in lines)
+
+
+def to_json(cfg: dict[str, Any]) -> str:
+    """The protobuf-JSON form Triton's model control accepts as a config override."""
+    return json.dumps(cfg)
+
+
+def model_names(pipeline: str) -> dict[str, str]:
+    """Contract: ensemble ``<p>`` routes ``<p>_preprocess`` -> ``<p>_model``."""
+    return {"ensemble": pipeline, "preprocess": f"{pipeline}_preprocess", "model": f"{pipeline}_model"}
+
+
+def _tensor(name: str, dtype: str, dims: list[int]) -> dict[str, Any]:
+    return {"name": name, "data_type": Const(TYPE[dtype]), "dims": dims}
+
+
+def _batching(queue_size: int, timeout_us: int) -> dict[str, Any]:
+    return {
+        "max_queue_delay_microseconds": 0,  # measured: a queue delay taxes light load and gains nothing here
+        "default_queue_policy": {
+            "timeout_action": Const("REJECT"),
+            "default_timeout_microseconds": timeout_us,
+            "allow_timeout_override": True,
+            "max_queue_size": queue_size,
+        },
+    }
+
+
+def _version_policy(version: int) -> dict[str, Any]:
+    return {"specific": {"versions": [version]}}
+
+
+def pipeline_configs(
+    spec: PipelineSpec,
+    state: FeatureState,
+    version: int,
+    target: Target = "local",
+    max_batch_size: int | None = None,
+    queue_size: int = 2048,
+    queue_timeout_us: int = 5_000_000,
+    tensorrt: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Configs for the three models of a pipeline, loading exactly ``version`` of the inner models."""
+    if target not in ("local", "gpu"):
+        raise ValueError(f"target must be 'local' or 'gpu', got {target!r}")
+    names = model_names(spec.name)
+    mbs = max_batch_size or spec.model.max_batch_size
+    raw_inputs = [_tensor(c.name, c.triton_dtype, [1]) for c in spec.input_columns]
+    features_out = [
+        _tensor("numeric", "FP32", [len(state.numeric)]),
+        _tensor("categorical", "INT64", [len(state.categorical)]),
+    ]
+    model_out = [_tensor("probabilities", "FP32", [len(spec.classes)]), _tensor("predicted_class", "INT64", [1])]
+    status_out = [_tensor("status", "BYTES", [1]), _tensor("release", "BYTES", [1])]
+    batching = _batching(queue_size, queue_timeout_us)
+
+    preprocess = {
+        "name": names["preprocess"],
+        "backend": "python",
+        "max_batch_size": mbs,
+        "input": raw_inputs,
+        "output": features_out + status_out,
+        # string parsing and validation are CPU work on either target; the GPU runs the model
+        "instance_group": [{"count": 1, "kind": Const("KIND_CPU")}],
+        "dynamic_batching": batching,
+        "version_policy": _version_policy(version),
+        "parameters": PbMap({"pipeline": {"string_value": spec.name}}),
+    }
+    model: dict[str, Any] = {"name": names["model"], "max_batch_size": mbs, "input": features_out, "output": model_out}
+    if target == "local":
+        model |= {
+            "backend": "python",  # the bundled server has no native onnxruntime backend: serving/backend/onnx_runner.py
+            "instance_group": [{"count": 1, "kind": Const("KIND_CPU")}],
+            "parameters": PbMap({"intra_op_threads": {"string_value": "1"}}),
+        }
+    else:
+        model |= {
+            "platform": "onnxruntime_onnx",
+            "default_model_filename": "model.onnx",
+            "instance_group": [{"count": 1, "kind": Const("KIND_GPU"), "gpus": [0]}],
+        }
+        if tensorrt:
+            model["optimization"] = {
+                "execution_accelerators": {
+                    "gpu_execution_accelerator": [
+                        {"name": "tensorrt", "parameters": PbMap({"precision_mode": "FP32", "max_workspace_size_bytes": "1073741824"})}
+                    ]
+                }
+            }
+    model |= {"dynamic_batching": batching, "version_policy": _version_policy(version)}
+
+    ensemble = {
+        "name": names["ensemble"],
+        "platform": "ensemble",
+        "max_batch_size": mbs,
+        "input": raw_inputs,
+        "output": model_out + status_out,
+        "ensemble_scheduling": {
+            "step": [
+                {
+                    "model_name": names["preprocess"],
+                    "model_version": -1,
+                    "input_map": PbMap({c.name: c.name for c in spec.input_columns}),
+                    "output_map": PbMap({t: t for t in ("numeric", "categorical", "status", "release")}),
+                },
+                {
+                    "model_name": names["model"],
+                    "model_version": -1,
+                    "input_map": PbMap({"numeric": "numeric", "categorical": "categorical"}),
+                    "output_map": PbMap({"probabilities": "probabilities", "predicted_class": "predicted_class"}),
+                },
+            ]
+        },
+    }
+    return {"ensemble": ensemble, "preprocess": preprocess, "model": model}

@@ -1,0 +1,264 @@
+"""Export a training run to ONNX, gate it on parity, and publish it as a numbered release.
+
+Layout written into the Triton model repository for pipeline ``p`` and release ``N``::
+
+    p.registry.json                       current / previous / releases / history (the commit point)
+    p/config.pbtxt, p/1/                  the ensemble (its own version stays 1; it routes to model_version -1)
+    p_preprocess/config.pbtxt             version_policy specific [current]
+    p_preprocess/N/model.py               serving/backend/preprocess.py (shared feature kernels + validation)
+    p_preprocess/N/feature_state.json     fitted vocabularies, statistics, threshold
+    p_model/config.pbtxt                  version_policy specific [current]
+    p_model/N/model.onnx                  the gated model; model.py (onnx runner) on the local target
+    */N/release.json                      the release manifest (lineage), identical in both version directories
+    */N/release.config.{pbtxt,json}       this release's config, restored on promote/rollback
+
+Nothing is visible to the server until the registry moves: version directories are staged in ``.staging/``,
+validated, renamed into place, then the registry and model-level configs are rewritten atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import platform
+import py_compile
+import shutil
+import subprocess
+import uuid
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from export.config import Target, model_names, pipeline_configs, to_json, to_pbtxt
+from export.parity import ParityGateFailed, ParityReport, run_parity_gate
+from export.registry import Registry, RegistryError
+from export.runtime import onnx_session
+from features.artifacts import atomic_write_bytes, atomic_write_json, sha256_file
+from features.spec import PipelineSpec, load_pipeline
+from features.state import FeatureState, compute_features
+from training.model import ScoringModel, load_checkpoint
+
+__all__ = ["PublishResult", "activate", "export_onnx", "publish"]
+
+log = logging.getLogger("inferline.export")
+
+
+@dataclass
+class PublishResult:
+    version: int
+    promoted: bool
+    manifest: dict[str, Any]
+    parity: ParityReport
+
+
+def export_onnx(model: ScoringModel, path: Path, max_batch_size: int) -> None:
+    """torch -> ONNX (dynamo exporter) with a dynamic batch axis; inputs ``numeric``/``categorical``."""
+    arch = model.net.arch
+    example = (
+        torch.zeros(8, arch.n_numeric, dtype=torch.float32),
+        torch.zeros(8, len(arch.cardinalities), dtype=torch.int64),
+    )
+    batch = torch.export.Dim("batch", min=1, max=max(max_batch_size, 65536))
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            example,
+            input_names=["numeric", "categorical"],
+            output_names=["probabilities", "predicted_class"],
+            dynamo=True,
+            dynamic_shapes={"numeric": {0: batch}, "categorical": {0: batch}},
+            verbose=False,
+        )
+    assert program is not None
+    tmp = path.with_suffix(".tmp.onnx")
+    program.save(str(tmp))
+    tmp.replace(path)
+
+
+def _code_revision() -> dict[str, Any]:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, check=True).stdout.strip())
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown", "dirty": None}
+
+
+def backend_source(name: str) -> Path:
+    """The Python-backend model file shipped in ``serving/backend/`` (found without importing serving)."""
+    spec = importlib.util.find_spec("serving")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package 'serving' is not importable; install inferline (pip install -e .)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "backend" / name
+    if not path.exists():
+        raise FileNotFoundError(f"Python-backend model source missing: {path}")
+    return path
+
+
+def _next_version(repository: Path, names: dict[str, str], registry: Registry) -> int:
+    seen = [int(v) for v in registry.read()["releases"]]
+    for key in ("preprocess", "model"):
+        d = repository / names[key]
+        if d.exists():
+            seen += [int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(seen, default=0) + 1
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def activate(repository: Path, pipeline: str, version: int) -> None:
+    """Point the model-level configs at ``version`` (copied from that release's own configs, atomically)."""
+    names = model_names(pipeline)
+    for key in ("preprocess", "model"):
+        src = repository / names[key] / str(version) / "release.config.pbtxt"
+        atomic_write_bytes(repository / names[key] / "config.pbtxt", src.read_bytes())
+    ens = repository / names["preprocess"] / str(version) / "ensemble.config.pbtxt"
+    atomic_write_bytes(repository / names["ensemble"] / "config.pbtxt", ens.read_bytes())
+    (repository / names["ensemble"] / "1").mkdir(parents=True, exist_ok=True)
+
+
+def _validate_staged(stage: Path, names: dict[str, str], spec: PipelineSpec, holdout_numeric: np.ndarray,
+                     holdout_categorical: np.ndarray) -> None:
+    """The staged release must be loadable as a whole before it may move into place."""
+    state = FeatureState.load(stage / names["preprocess"] / "feature_state.json")
+    state.check(spec)
+    session = onnx_session(stage / names["model"] / "model.onnx")
+    session.run(None, {"numeric": holdout_numeric[:2], "categorical": holdout_categorical[:2]})
+    for key in ("preprocess", "model"):
+        for f in (stage / names[key]).glob("*.py"):
+            py_compile.compile(str(f), doraise=True)
+        json.loads((stage / names[key] / "release.config.json").read_text())
+
+
+def publish(
+    run_dir: Path,
+    repository: Path,
+    target: Target = "local",
+    promote: bool = True,
+    onnx_model: Path | None = None,
+    max_batch_size: int | None = None,
+    tensorrt: bool = False,
+    atol: float = 1e-5,
+) -> PublishResult:
+    """Stage, gate, validate and publish ``run_dir`` as the next release. ``onnx_model`` publishes a given ONNX
+    file instead of exporting one (it must still pass the gate against the run's checkpoint)."""
+    run_dir, repository = Path(run_dir), Path(repository)
+    run = json.loads((run_dir / "run.json").read_text())
+    spec = load_pipeline(run["pipeline"])
+    state = FeatureState.load(run_dir / "feature_state.json")
+    state.check(spec)
+    model = load_checkpoint(run_dir / "checkpoint.pt")
+    names = model_names(spec.name)
+    mbs = max_batch_size or spec.model.max_batch_size
+    registry = Registry(repository, spec.name)
+
+    stage = repository / ".staging" / f"{spec.name}-{uuid.uuid4().hex[:12]}"
+    try:
+        for key in ("preprocess", "model"):
+            (stage / names[key]).mkdir(parents=True)
+        onnx_path = stage / names["model"] / "model.onnx"
+        if onnx_model is not None:
+            shutil.copyfile(onnx_model, onnx_path)
+        else:
+            export_onnx(model, onnx_path, mbs)
+        holdout = compute_features(pd.read_parquet(run_dir / "holdout.parquet"), spec, state)
+        parity = run_parity_gate(model, onnx_path, holdout, batch_sizes=(1, 7, mbs), atol=atol)
+        if not parity.passed:
+            raise ParityGateFailed(parity)
+
+        shutil.copyfile(run_dir / "feature_state.json", stage / names["preprocess"] / "feature_state.json")
+        shutil.copyfile(backend_source("preprocess.py"), stage / names["preprocess"] / "model.py")
+        if target == "local":
+            shutil.copyfile(backend_source("onnx_runner.py"), stage / names["model"] / "model.py")
+
+        with registry.locked() as reg:
+            version = _next_version(repository, names, registry)
+            configs = pipeline_configs(spec, state, version, target, mbs, tensorrt=tensorrt)
+            texts = {key: to_pbtxt(cfg) for key, cfg in configs.items()}
+            for key in ("preprocess", "model"):
+                atomic_write_bytes(stage / names[key] / "release.config.pbtxt", texts[key].encode())
+                atomic_write_bytes(stage / names[key] / "release.config.json", to_json(configs[key]).encode())
+            atomic_write_bytes(stage / names["preprocess"] / "ensemble.config.pbtxt", texts["ensemble"].encode())
+            manifest = {
+                "release": version,
+                "pipeline": spec.name,
+                "models": names,
+                "target": target,
+                "created_at": datetime.now(timezone.utc).isoformat(),
+                "run_id": run["run_id"],
+                "data_fingerprint": run["data_fingerprint"]["sha256"],
+                "data_files": run["data_fingerprint"]["files"],
+                "schema_version": spec.version,
+                "feature_hash": spec.feature_hash(),
+                "feature_state_sha256": sha256_file(run_dir / "feature_state.json"),
+                "checkpoint_sha256": sha256_file(run_dir / "checkpoint.pt"),
+                "onnx_sha256": sha256_file(onnx_path),
+                "parity": parity.as_dict(),
+                "config_sha256": {key: _sha256_text(t) for key, t in texts.items()},
+                "configs": texts,
+                "code_revision": _code_revision(),
+                "metrics": json.loads((run_dir / "metrics.json").read_text())["holdout"],
+                "reference_profile": json.loads((run_dir / "reference_profile.json").read_text()),
+                "max_batch_size": mbs,
+                "environment": {
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                    "onnxruntime": __import__("onnxruntime").__version__,
+                    "onnx": __import__("onnx").__version__,
+                },
+            }
+            for key in ("preprocess", "model"):
+                atomic_write_json(stage / names[key] / "release.json", manifest)
+            _validate_staged(stage, names, spec, holdout.numeric, holdout.categorical)
+
+            for key in ("preprocess", "model"):
+                (repository / names[key]).mkdir(parents=True, exist_ok=True)
+                (stage / names[key]).rename(repository / names[key] / str(version))
+            reg["releases"][str(version)] = {
+                "published_at": manifest["created_at"],
+                "manifest_sha256": sha256_file(repository / names["model"] / str(version) / "release.json"),
+                "target": target,
+                "run_id": run["run_id"],
+                "metrics": {k: manifest["metrics"][k] for k in ("roc_auc", "pr_auc", "precision", "recall")},
+            }
+            Registry.record(reg, "publish", version, run_id=run["run_id"])
+            if promote or reg["current"] is None:
+                activate(repository, spec.name, version)
+                Registry.move_pointer(reg, version, "promote", reason="publish")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    log.info("published %s:%d (promoted=%s)", spec.name, version, promote)
+    return PublishResult(version=version, promoted=promote, manifest=manifest, parity=parity)
+
+
+def set_current(repository: Path, pipeline: str, version: int | None = None, action: str = "promote",
+                reason: str = "") -> dict[str, Any]:
+    """``promote`` to ``version`` or ``rollback`` to the previous release: moves configs and registry together."""
+    registry = Registry(Path(repository), pipeline)
+    with registry.locked() as reg:
+        if action == "rollback":
+            if reg["previous"] is None:
+                raise RegistryError(f"pipeline {pipeline!r} has no previous release to roll back to "
+                                    f"(current {reg['current']}, history {len(reg['history'])} entries)")
+            version = int(reg["previous"])
+        if version is None:
+            raise RegistryError("promote needs a version")
+        if str(version) not in reg["releases"]:
+            raise RegistryError(f"release {pipeline}:{version} does not exist; published: {sorted(map(int, reg['releases']))}")
+        activate(Path(repository), pipeline, version)
+        Registry.move_pointer(reg, version, action, reason=reason)
+        return dict(reg)

@@ -1,0 +1,106 @@
+"""The release registry: one JSON file per pipeline beside the model directories.
+
+It records every published release, which one is ``current`` (what Triton serves), which one was ``previous``
+(what a rollback returns to), and an audit history. It is the commit point of a publish: version directories are
+moved into place first, then the registry and the model-level config.pbtxt files are rewritten atomically. Every
+change happens under an exclusive file lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from features.artifacts import atomic_write_json
+
+__all__ = ["Registry", "RegistryError"]
+
+
+class RegistryError(RuntimeError):
+    pass
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass
+class Registry:
+    repository: Path
+    pipeline: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.repository) / f"{self.pipeline}.registry.json"
+
+    def read(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {"pipeline": self.pipeline, "current": None, "previous": None, "releases": {}, "history": []}
+        data: dict[str, Any] = json.loads(self.path.read_text())
+        return data
+
+    @contextmanager
+    def locked(self) -> Iterator[dict[str, Any]]:
+        """Exclusive read-modify-write: yields the registry; it is written back atomically on success."""
+        Path(self.repository).mkdir(parents=True, exist_ok=True)
+        lock_path = Path(self.repository) / f".{self.pipeline}.registry.lock"
+        with open(lock_path, "a+") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                data = self.read()
+                yield data
+                atomic_write_json(self.path, data)
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    @property
+    def current(self) -> int | None:
+        value = self.read()["current"]
+        return int(value) if value is not None else None
+
+    @property
+    def previous(self) -> int | None:
+        value = self.read()["previous"]
+        return int(value) if value is not None else None
+
+    def versions(self) -> list[int]:
+        return sorted(int(v) for v in self.read()["releases"])
+
+    def manifest(self, version: int | None = None) -> dict[str, Any]:
+        """The release manifest of ``version`` (default: current)."""
+        from export.config import model_names
+
+        v = self.current if version is None else version
+        if v is None:
+            raise RegistryError(f"pipeline {self.pipeline!r} has no current release in {self.repository}; "
+                                "publish one with `python -m export publish`")
+        path = Path(self.repository) / model_names(self.pipeline)["model"] / str(v) / "release.json"
+        if not path.exists():
+            raise RegistryError(f"release {self.pipeline}:{v} has no manifest at {path}; known: {self.versions()}")
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+
+    @staticmethod
+    def record(data: dict[str, Any], action: str, version: int, **extra: Any) -> None:
+        data["history"].append(
+            {"at": _now(), "action": action, "version": version, "user": getpass.getuser(), **extra}
+        )
+
+    @staticmethod
+    def move_pointer(data: dict[str, Any], version: int, action: str, reason: str = "") -> None:
+        if str(version) not in data["releases"]:
+            raise RegistryError(
+                f"release {data['pipeline']}:{version} does not exist; published: {sorted(map(int, data['releases']))}"
+            )
+        old = data["current"]
+        if old == version:
+            return
+        data["previous"], data["current"] = old, version
+        Registry.record(data, action, version, replaced=old, reason=reason)
