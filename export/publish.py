@@ -23,7 +23,6 @@ import importlib.util
 import json
 import logging
 import platform
-import py_compile
 import shutil
 import subprocess
 import uuid
@@ -140,7 +139,7 @@ def _validate_staged(stage: Path, names: dict[str, str], spec: PipelineSpec, hol
     session.run(None, {"numeric": holdout_numeric[:2], "categorical": holdout_categorical[:2]})
     for key in ("preprocess", "model"):
         for f in (stage / names[key]).glob("*.py"):
-            py_compile.compile(str(f), doraise=True)
+            compile(f.read_text(), str(f), "exec")  # syntax check without leaving __pycache__ in the release
         json.loads((stage / names[key] / "release.config.json").read_text())
 
 
@@ -241,6 +240,10 @@ def publish(
                 Registry.move_pointer(reg, version, "promote", reason="publish")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        try:
+            stage.parent.rmdir()
+        except OSError:
+            pass  # another publish is staging
     log.info("published %s:%d (promoted=%s)", spec.name, version, promote)
     return PublishResult(version=version, promoted=promote, manifest=manifest, parity=parity)
 

@@ -1,0 +1,96 @@
+"""python -m export [publish|promote|rollback|history]: gate, publish and move releases."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from export.parity import ParityGateFailed
+from export.publish import publish, set_current
+from export.registry import Registry, RegistryError
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from training.train import latest_run
+
+    run_dir = Path(args.run) if args.run else latest_run(Path(args.runs))
+    try:
+        result = publish(run_dir, Path(args.repository), target=args.target, promote=not args.no_promote,
+                         onnx_model=Path(args.onnx) if args.onnx else None, tensorrt=args.tensorrt)
+    except ParityGateFailed as exc:
+        print(f"export FAILED: {exc}", file=sys.stderr)
+        print(json.dumps(exc.report.as_dict(), indent=2), file=sys.stderr)
+        return 2
+    p = result.parity
+    print(json.dumps({
+        "release": f"{result.manifest['pipeline']}:{result.version}",
+        "promoted": result.promoted,
+        "target": args.target,
+        "parity": {"passed": p.passed, "max_abs_error": p.max_abs_error, "max_rel_error": p.max_rel_error,
+                   "rows": p.rows, "class_mismatches": p.class_mismatches},
+        "onnx_sha256": result.manifest["onnx_sha256"],
+        "repository": str(args.repository),
+    }, indent=2))
+    return 0
+
+
+def _move(args: argparse.Namespace) -> int:
+    try:
+        reg = set_current(Path(args.repository), args.pipeline, getattr(args, "version", None), args.command,
+                          reason=args.reason)
+    except RegistryError as exc:
+        print(f"{args.command} FAILED: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.pipeline}: current {reg['current']}, previous {reg['previous']} "
+          "(a running server picks this up on `python -m serving up` or through model control)")
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    reg = Registry(Path(args.repository), args.pipeline).read()
+    if args.json:
+        print(json.dumps(reg, indent=2))
+        return 0
+    print(f"{args.pipeline}: current {reg['current']}, previous {reg['previous']}")
+    for v, r in sorted(reg["releases"].items(), key=lambda kv: int(kv[0])):
+        m = r.get("metrics", {})
+        print(f"  release {v}: {r['published_at']} target={r['target']} roc_auc={m.get('roc_auc', float('nan')):.4f}")
+    for h in reg["history"]:
+        print(f"  {h['at']} {h['action']:<8} -> {h['version']} {h.get('reason', '')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser.add_argument("--repository", default="triton_models", help="Triton model repository")
+    sub = parser.add_subparsers(dest="command")
+    p = sub.add_parser("publish", help="export the latest (or given) run, gate it, publish and promote it")
+    p.add_argument("--run", help="training run directory (default: the LATEST run in --runs)")
+    p.add_argument("--runs", default=".inferline/runs")
+    p.add_argument("--target", choices=["local", "gpu"], default="local",
+                   help="local: Python-backend onnx runner on KIND_CPU (bundled server); gpu: native onnxruntime on KIND_GPU")
+    p.add_argument("--tensorrt", action="store_true", help="gpu target: enable the TensorRT accelerator")
+    p.add_argument("--onnx", help="publish this ONNX file instead of exporting (it must pass the gate)")
+    p.add_argument("--no-promote", action="store_true", help="publish without making it current")
+    p.set_defaults(func=_publish)
+    for name, helptext in (("promote", "make a published release current"), ("rollback", "return to the previous release")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--pipeline", default="fraud")
+        if name == "promote":
+            s.add_argument("version", type=int)
+        s.add_argument("--reason", default="manual")
+        s.set_defaults(func=_move)
+    h = sub.add_parser("history", help="releases and the audit history")
+    h.add_argument("--pipeline", default="fraud")
+    h.add_argument("--json", action="store_true")
+    h.set_defaults(func=_history)
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `python -m export` publishes the latest run
+        args = parser.parse_args([*(argv or sys.argv[1:]), "publish"])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

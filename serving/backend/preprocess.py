@@ -1,0 +1,73 @@
+"""Triton Python-backend model ``<pipeline>_preprocess``: raw rows -> validated, featurized tensors.
+
+Copied by ``python -m export publish`` into every published version as ``model.py``. It runs the same
+``features`` code as training and the batch job, with the fitted state of its own release. Requests that arrive
+together are featurized as one frame. A row that breaks a rule gets ``status`` = its reason (for example
+``amount:negative``) and neutral features; the rows beside it are scored normally.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils  # provided by the Triton Python backend
+
+from features.spec import load_pipeline
+from features.state import FeatureState, compute_features
+from features.validation import coerce_request, first_reason
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.spec = load_pipeline(params["pipeline"])
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        self.state = FeatureState.load(os.path.join(version_dir, "feature_state.json"))
+        self.state.check(self.spec)  # refuses to load a release whose features no longer match this code
+        self.release = f"{self.spec.name}:{args['model_version']}".encode()
+        self.columns = [c.name for c in self.spec.input_columns]
+
+    def _featurize(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+        frame, reasons = coerce_request(arrays, self.spec)
+        n = len(frame)
+        status = first_reason(reasons, n)
+        ok = status == "ok"
+        m = compute_features(frame, self.spec, self.state)
+        numeric = np.where(ok[:, None], m.numeric, np.float32(0)).astype(np.float32)
+        categorical = np.where(ok[:, None], m.categorical, 0).astype(np.int64)
+        status_out = np.array([s.encode() for s in status], dtype=object).reshape(n, 1)
+        release_out = np.full((n, 1), self.release, dtype=object)
+        return [numeric, categorical, status_out, release_out]
+
+    def _response(self, outputs: list[np.ndarray]) -> Any:
+        names = ("numeric", "categorical", "status", "release")
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in zip(names, outputs, strict=True)])
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        per_request = []
+        for request in requests:
+            arrays = {}
+            for name in self.columns:
+                tensor = pb_utils.get_input_tensor_by_name(request, name)
+                if tensor is not None:
+                    arrays[name] = tensor.as_numpy().reshape(-1)
+            per_request.append(arrays)
+        sizes = [len(next(iter(a.values()))) if a else 0 for a in per_request]
+        try:  # the common case: featurize every request of the batch at once
+            merged = {name: np.concatenate([a[name] for a in per_request]) for name in self.columns}
+            outputs = self._featurize(merged)
+            bounds = np.cumsum([0] + sizes)
+            return [self._response([o[bounds[i] : bounds[i + 1]] for o in outputs]) for i in range(len(requests))]
+        except Exception:  # noqa: BLE001 - isolate the failing request; the others are still answered
+            responses = []
+            for arrays in per_request:
+                try:
+                    responses.append(self._response(self._featurize(arrays)))
+                except Exception as exc:  # noqa: BLE001
+                    responses.append(pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(f"{self.spec.name}_preprocess could not read the request: {exc}")))
+            return responses

@@ -1,0 +1,207 @@
+"""The local Triton Inference Server: the real ``tritonserver`` binary bundled in nvidia-pytriton (2.51, CPU,
+Python backend), started with hardened defaults.
+
+Hardening: every endpoint binds 127.0.0.1; the admin APIs (model repository, logging, trace, shared memory) need
+the ``admin-key`` header over HTTP and gRPC; model control is explicit and the server loads exactly the current
+release of each pipeline in the repository (the registry is the source of truth); queue policies in the model
+configs bound waiting work. 2.51 has no request-size limit flag; production should run a current NGC image.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from export.config import model_names
+from export.publish import activate
+from export.registry import Registry
+from serving.secrets import ADMIN_HEADER, admin_key
+
+__all__ = ["ServerConfig", "ServerError", "TritonServer", "free_port", "published_pipelines"]
+
+RESTRICTED = "model-repository,logging,trace,shared-memory"
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pytriton_dir() -> Path:
+    import pytriton
+
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def published_pipelines(repository: Path) -> dict[str, int]:
+    """``{pipeline: current release}`` for every registry in the repository."""
+    out = {}
+    for path in sorted(Path(repository).glob("*.registry.json")):
+        pipeline = path.name.removesuffix(".registry.json")
+        current = Registry(Path(repository), pipeline).current
+        if current is not None:
+            out[pipeline] = current
+    return out
+
+
+@dataclass
+class ServerConfig:
+    repository: Path
+    workdir: Path = Path(".inferline")
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    exit_timeout_s: int = 10
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+
+class TritonServer:
+    """Start, wait for, and stop one tritonserver process. Usable as a context manager."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.process: subprocess.Popen[bytes] | None = None
+        self.admin_key = admin_key(config.workdir)
+        self.log_path = Path(config.workdir) / "serving" / f"tritonserver-{config.http_port}.log"
+
+    def _backend_dir(self) -> Path:
+        """Symlinks (not copies: the stub finds its bundled libraries relative to its real location)."""
+        src = _pytriton_dir()
+        py = f"{sys.version_info.major}.{sys.version_info.minor}"
+        links = {
+            "libtriton_python.so": src / "backends" / "python" / "libtriton_python.so",
+            "triton_python_backend_utils.py": src / "backends" / "python" / "triton_python_backend_utils.py",
+            "triton_python_backend_stub": src / "python_backend_stubs" / py / "triton_python_backend_stub",
+        }
+        root = Path(self.config.workdir).resolve() / "serving" / "backends"
+        (root / "python").mkdir(parents=True, exist_ok=True)
+        for name, target in links.items():
+            if not target.exists():
+                raise ServerError(f"nvidia-pytriton is missing {target}; reinstall it (pip install nvidia-pytriton==0.7.0)")
+            link = root / "python" / name
+            if link.is_symlink() and Path(os.readlink(link)) == target:
+                continue
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
+        return root
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        libdir = sysconfig.get_config_var("LIBDIR") or ""
+        # the stub must load this interpreter's libpython, and find this environment's packages via `python3`
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
+        env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+        env["OMP_NUM_THREADS"] = "1"
+        return env
+
+    def command(self) -> list[str]:
+        c = self.config
+        repository = Path(c.repository).resolve()
+        restricted = f"{RESTRICTED}:{ADMIN_HEADER}={self.admin_key}"
+        cmd = [
+            str(_pytriton_dir() / "bin" / "tritonserver"),
+            f"--model-repository={repository}",
+            f"--backend-directory={self._backend_dir()}",
+            f"--http-address={c.host}", f"--grpc-address={c.host}", f"--metrics-address={c.host}",
+            f"--http-port={c.http_port}", f"--grpc-port={c.grpc_port}", f"--metrics-port={c.metrics_port}",
+            "--metrics-config=summary_latencies=true",
+            "--model-control-mode=explicit",
+            f"--http-restricted-api={restricted}",
+            f"--grpc-restricted-protocol={restricted}",
+            "--allow-sagemaker=false", "--allow-vertex-ai=false",
+            "--strict-readiness=true",
+            f"--exit-timeout-secs={c.exit_timeout_s}",
+            "--log-verbose=0",
+        ]
+        for pipeline in published_pipelines(repository):
+            names = model_names(pipeline)
+            cmd += [f"--load-model={names['preprocess']}", f"--load-model={names['model']}", f"--load-model={names['ensemble']}"]
+        return cmd + list(c.extra_args)
+
+    def start(self, wait: bool = True, timeout_s: float = 60.0) -> TritonServer:
+        if self.process is not None and self.process.poll() is None:
+            raise ServerError(f"server already running (pid {self.process.pid})")
+        repository = Path(self.config.repository)
+        pipelines = published_pipelines(repository)
+        if not pipelines:
+            raise ServerError(f"no published release in {repository}: run `python -m export publish` first")
+        for pipeline, version in pipelines.items():  # configs on disk follow the registry (restart = current release)
+            activate(repository, pipeline, version)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=self._env(),
+                                        start_new_session=True)
+        log.close()
+        if wait:
+            self.wait_ready(timeout_s)
+        return self
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.config.http_url}/v2/health/ready", timeout=2) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerError(f"tritonserver exited with code {self.process.returncode} before becoming ready; "
+                                  f"last log lines:\n{self.log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(0.1)  # polling interval of the readiness check, not a wait for an event
+        raise ServerError(f"tritonserver not ready after {timeout_s:.0f}s; last log lines:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout_s: float | None = None) -> int | None:
+        """SIGTERM (Triton drains in-flight requests up to --exit-timeout-secs), then SIGKILL."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s if timeout_s is not None else self.config.exit_timeout_s + 5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
