@@ -135,6 +135,16 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from serving.demo import print_summary, run_demo
+
+    summary = run_demo(workdir=Path(args.workdir), repository=Path(args.repository), rows=args.rows,
+                       keep_serving=args.keep_serving)
+    print_summary(summary)
+    worst = max(d["max_abs_diff"] for d in summary["served"].values())
+    return 0 if worst <= 1e-5 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__)
     parser.add_argument("--workdir", default=".inferline", help="server state, logs and the generated admin key")
@@ -159,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--url", help="host:port (default: the server started by `up`)")
     pr.add_argument("--timeout", type=float, default=10.0)
     pr.set_defaults(func=_predict)
+    dm = sub.add_parser("demo", help="the whole flow end to end on the embedded defaults, then a summary")
+    dm.add_argument("--repository", default="triton_models")
+    dm.add_argument("--rows", type=int, default=200_000)
+    dm.add_argument("--keep-serving", action="store_true", help="leave the server running after the summary")
+    dm.set_defaults(func=_demo)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

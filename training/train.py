@@ -116,7 +116,7 @@ def train(
         n_epochs = epochs if epochs is not None else p.epochs
         steps = n_epochs * -(-len(train_df) // p.batch_size)
         history = []
-        with tqdm(total=steps, desc=f"train {spec.name}", unit="step", disable=not progress) as bar:
+        with tqdm(total=steps, desc=f"train {spec.name}", unit="step", disable=None if progress else True) as bar:
             for epoch in range(n_epochs):
                 net.train()
                 perm = torch.randperm(len(train_df), generator=generator)

@@ -1,0 +1,173 @@
+"""The end-to-end demo: generate -> validate -> train -> export + parity gate -> publish -> Triton -> HTTP and gRPC
+predictions -> summary. Every step is the same public code the stage command lines run."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from export.publish import publish
+from features.artifacts import atomic_write_json, atomic_write_parquet
+from features.dataset import expand_paths, load_validated
+from features.spec import load_pipeline_module
+from features.state import FeatureState, compute_features
+from serving.client import InferlineClient
+from serving.server import ServerConfig, TritonServer, free_port
+from training.model import load_checkpoint
+from training.train import train
+
+
+def _port(preferred: int) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return free_port()
+
+
+def in_process_probabilities(run_dir: Path, rows: pd.DataFrame, pipeline: str) -> np.ndarray:
+    """Training code, in this process: the run's fitted state + checkpoint on the same raw rows."""
+    spec = load_pipeline_module(pipeline).SPEC
+    state = FeatureState.load(run_dir / "feature_state.json")
+    m = compute_features(rows, spec, state)
+    model = load_checkpoint(run_dir / "checkpoint.pt")
+    with torch.no_grad():
+        probs, _ = model(torch.from_numpy(m.numeric), torch.from_numpy(m.categorical))
+    return np.asarray(probs.numpy())
+
+
+def _latency(client: InferlineClient, rows: pd.DataFrame, n: int) -> dict[str, float]:
+    for i in range(10):  # warm-up
+        client.predict(rows.iloc[[i]])
+    samples = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        client.predict(rows.iloc[[i % len(rows)]])
+        samples.append(time.perf_counter() - t0)
+    ms = np.array(samples) * 1e3
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "requests": n}
+
+
+def step(msg: str) -> float:
+    print(f"==> {msg}", flush=True)
+    return time.perf_counter()
+
+
+def run_demo(
+    workdir: Path = Path(".inferline"),
+    repository: Path = Path("triton_models"),
+    pipeline: str = "fraud",
+    rows: int = 200_000,
+    files: int = 4,
+    seed: int = 0,
+    keep_serving: bool = False,
+    latency_requests: int = 300,
+) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    module = load_pipeline_module(pipeline)
+    spec = module.SPEC
+    raw_dir = workdir / "data" / "raw"
+    timings: dict[str, float] = {}
+
+    t = step(f"generate {rows} synthetic {pipeline} rows into {raw_dir}")
+    per = -(-rows // files)
+    for i in range(files):
+        atomic_write_parquet(raw_dir / f"{pipeline}-{i:04d}.parquet", module.generate(min(per, rows - i * per), seed * 1000 + i))
+    timings["generate_s"] = time.perf_counter() - t
+
+    t = step("validate (pandera, lazy) and quarantine")
+    paths = expand_paths([raw_dir])
+    _, report = load_validated(paths, spec, quarantine_dir=workdir / "quarantine", include_label=True)
+    print(f"    {report.rows_in} rows in = {report.rows_valid} valid + {report.rows_quarantined} quarantined")
+    timings["validate_s"] = time.perf_counter() - t
+
+    t = step("train (PyTorch, deterministic for the seed)")
+    torch.set_num_threads(1)
+    result = train(paths, spec, workdir / "runs", seed=seed)
+    h = result.metrics["holdout"]
+    print(f"    holdout ROC AUC {h['roc_auc']:.4f}, PR AUC {h['pr_auc']:.4f}, precision {h['precision']:.3f}, "
+          f"recall {h['recall']:.3f} at threshold {h['threshold']:.3f}")
+    timings["train_s"] = time.perf_counter() - t
+
+    t = step(f"export to ONNX, parity gate, publish into {repository}")
+    published = publish(result.run_dir, repository)
+    print(f"    release {pipeline}:{published.version}, parity max abs error {published.parity.max_abs_error:.2e} "
+          f"over {published.parity.rows} rows")
+    timings["export_s"] = time.perf_counter() - t
+
+    t = step("start Triton (127.0.0.1, admin APIs behind a secret, explicit model control)")
+    config = ServerConfig(repository=repository, workdir=workdir, http_port=_port(8000), grpc_port=_port(8001),
+                          metrics_port=_port(8002))
+    server = TritonServer(config)
+    server.start(timeout_s=120)
+    timings["server_ready_s"] = time.perf_counter() - t
+    print(f"    ready in {timings['server_ready_s']:.1f}s: http {config.http_url}, grpc {config.grpc_url}, "
+          f"metrics {config.metrics_url}")
+    try:
+        t = step("predict the holdout over HTTP and gRPC; compare with training code in process")
+        holdout = pd.read_parquet(result.run_dir / "holdout.parquet").head(4000)
+        expected = in_process_probabilities(result.run_dir, holdout, pipeline)
+        served: dict[str, Any] = {}
+        for protocol, url in (("http", config.http_url), ("grpc", config.grpc_url)):
+            with InferlineClient(url, protocol, pipeline=pipeline) as client:
+                p = client.predict(holdout)
+                served[protocol] = {
+                    "rows": len(p),
+                    "ok": int(p.ok.sum()),
+                    "max_abs_diff": float(np.abs(p.probabilities - expected).max()),
+                    "release": sorted(set(p.release)),
+                    "latency_single_row": _latency(client, holdout, latency_requests),
+                }
+            print(f"    {protocol}: {served[protocol]['rows']} rows, max |served - in-process| = "
+                  f"{served[protocol]['max_abs_diff']:.2e}, single-row p50 "
+                  f"{served[protocol]['latency_single_row']['p50_ms']:.2f} ms, p99 "
+                  f"{served[protocol]['latency_single_row']['p99_ms']:.2f} ms")
+        timings["predict_s"] = time.perf_counter() - t
+    finally:
+        if not keep_serving:
+            server.stop()
+    summary = {
+        "pipeline": pipeline,
+        "rows": {"in": report.rows_in, "valid": report.rows_valid, "quarantined": report.rows_quarantined},
+        "holdout": h,
+        "release": published.version,
+        "parity_max_abs_error": published.parity.max_abs_error,
+        "served": served,
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "total_s": round(time.perf_counter() - t_start, 1),
+        "server": "kept running (python -m serving down to stop)" if keep_serving else "stopped",
+    }
+    atomic_write_json(workdir / "reports" / "demo-summary.json", summary)
+    if keep_serving:
+        assert server.process is not None
+        atomic_write_json(workdir / "serving" / "server.json", {
+            "pid": server.process.pid, "http": config.http_url, "grpc": config.grpc_url,
+            "metrics": config.metrics_url, "repository": str(repository.resolve()), "log": str(server.log_path),
+            "releases": {pipeline: published.version}})
+    return summary
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    h = s["holdout"]
+    print("\n" + "=" * 72)
+    print(f"inferline demo summary ({s['pipeline']}), {s['total_s']} s end to end")
+    print("=" * 72)
+    print(f"rows             {s['rows']['in']} in = {s['rows']['valid']} valid + {s['rows']['quarantined']} quarantined")
+    print(f"holdout          ROC AUC {h['roc_auc']:.4f}  PR AUC {h['pr_auc']:.4f}  precision {h['precision']:.3f}  "
+          f"recall {h['recall']:.3f}  (threshold {h['threshold']:.3f}, fraud rate {h['positive_rate']:.2%})")
+    print(f"parity gate      max |onnxruntime - torch| = {s['parity_max_abs_error']:.2e}")
+    for proto, d in s["served"].items():
+        lat = d["latency_single_row"]
+        print(f"served ({proto:<4})    {d['rows']} rows, max |served - in-process| = {d['max_abs_diff']:.2e}; "
+              f"single-row latency p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
+    print(f"model version    {s['pipeline']}:{s['release']} (answered by {s['served']['http']['release']})")
+    print(f"server           {s['server']}")
+    print(json.dumps(s["timings_s"]))

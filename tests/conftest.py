@@ -1,0 +1,84 @@
+"""Fixtures that build real artifacts and start real components: Parquet files, a trained model, a published
+Triton repository with two releases, and a live tritonserver on free loopback ports (stopped at the end)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from export.publish import PublishResult, publish
+from features.artifacts import atomic_write_parquet
+from features.backend import gpu_available
+from features.pipelines import fraud
+from serving.server import ServerConfig, TritonServer, free_port
+from training.train import RunResult, train
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if gpu_available():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU with cuDF/cupy (pip install 'inferline[gpu]')")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def raw_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("raw")
+    paths = []
+    for i in range(2):
+        path = root / f"fraud-{i:04d}.parquet"
+        atomic_write_parquet(path, fraud.generate(15_000, seed=100 + i))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def run(raw_files: list[Path], tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    return train(raw_files, fraud.SPEC, tmp_path_factory.mktemp("runs"), seed=0, epochs=3, progress=False)
+
+
+@pytest.fixture(scope="session")
+def holdout(run: RunResult) -> pd.DataFrame:
+    return pd.read_parquet(run.run_dir / "holdout.parquet")
+
+
+@dataclass
+class Published:
+    repository: Path
+    releases: list[PublishResult]
+    runs: list[RunResult]
+
+
+@pytest.fixture(scope="session")
+def published(run: RunResult, raw_files: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Published:
+    """Two releases: v1 from a seed-1 run, v2 (current) from the session's seed-0 run."""
+    repository = tmp_path_factory.mktemp("triton_models")
+    first = train(raw_files, fraud.SPEC, tmp_path_factory.mktemp("runs1"), seed=1, epochs=2, progress=False)
+    r1 = publish(first.run_dir, repository)
+    r2 = publish(run.run_dir, repository)
+    return Published(repository=repository, releases=[r1, r2], runs=[first, run])
+
+
+@pytest.fixture(scope="session")
+def triton(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    workdir = tmp_path_factory.mktemp("work")
+    config = ServerConfig(repository=published.repository, workdir=workdir, http_port=free_port(),
+                          grpc_port=free_port(), metrics_port=free_port())
+    server = TritonServer(config)
+    server.start(timeout_s=120)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from export.config import pipeline_configs, to_json, to_pbtxt
+from export.parity import ParityGateFailed
+from export.publish import publish, set_current
+from export.registry import Registry, RegistryError
+from export.runtime import choose_providers
+from features.artifacts import sha256_file
+from features.pipelines import fraud
+from features.state import FeatureState
+from training.train import RunResult
+
+from .conftest import Published
+
+MANIFEST_FIELDS = {
+    "data_fingerprint", "schema_version", "feature_hash", "checkpoint_sha256", "onnx_sha256", "parity",
+    "config_sha256", "code_revision", "metrics", "reference_profile", "feature_state_sha256", "target", "release",
+}
+
+
+def _parse(text: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+@pytest.mark.parametrize("target", ["local", "gpu"])
+def test_configs_are_valid_triton_model_configs(run: RunResult, target: str) -> None:
+    state = FeatureState.load(run.run_dir / "feature_state.json")
+    configs = pipeline_configs(fraud.SPEC, state, 5, target, tensorrt=True)  # type: ignore[arg-type]
+    parsed = {k: _parse(to_pbtxt(c)) for k, c in configs.items()}
+    for key, cfg in configs.items():  # the JSON form (model-control overrides) says the same thing
+        same = json_format.Parse(to_json(cfg), model_config_pb2.ModelConfig())
+        assert same == parsed[key]
+    model = parsed["model"]
+    assert model.max_batch_size == fraud.SPEC.model.max_batch_size
+    assert list(model.version_policy.specific.versions) == [5]
+    assert model.dynamic_batching.default_queue_policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+    kind = model.instance_group[0].kind
+    if target == "gpu":
+        assert model.platform == "onnxruntime_onnx" and kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+        assert model.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
+    else:
+        assert model.backend == "python" and kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    ensemble = parsed["ensemble"]
+    steps = [s.model_name for s in ensemble.ensemble_scheduling.step]
+    assert steps == ["fraud_preprocess", "fraud_model"]
+    assert all(s.model_version == -1 for s in ensemble.ensemble_scheduling.step)
+    assert [i.name for i in ensemble.input] == [c.name for c in fraud.SPEC.input_columns]
+    assert {o.name for o in ensemble.output} == {"probabilities", "predicted_class", "status", "release"}
+
+
+def test_two_publishes_give_two_versions_with_manifests(published: Published) -> None:
+    repo = published.repository
+    assert [r.version for r in published.releases] == [1, 2]
+    reg = Registry(repo, "fraud").read()
+    assert (reg["current"], reg["previous"]) == (2, 1)
+    for v in (1, 2):
+        for model in ("fraud_preprocess", "fraud_model"):
+            assert (repo / model / str(v)).is_dir()
+        manifest = json.loads((repo / "fraud_model" / str(v) / "release.json").read_text())
+        assert MANIFEST_FIELDS <= set(manifest)
+        assert manifest["release"] == v
+        assert manifest["onnx_sha256"] == sha256_file(repo / "fraud_model" / str(v) / "model.onnx")
+        assert manifest["parity"]["passed"] and manifest["parity"]["max_abs_error"] <= 1e-5
+        assert {c["name"] for c in manifest["parity"]["checks"]} >= {"holdout", "batch_1", "batch_7", "batch_256"}
+        assert manifest == json.loads((repo / "fraud_preprocess" / str(v) / "release.json").read_text())
+        assert reg["releases"][str(v)]["manifest_sha256"] == sha256_file(repo / "fraud_model" / str(v) / "release.json")
+    text = (repo / "fraud_model" / "config.pbtxt").read_text()
+    assert list(_parse(text).version_policy.specific.versions) == [2]
+    assert not (repo / ".staging").exists()
+
+
+def _tamper(src: Path, dst: Path) -> None:
+    """A model whose graph differs: one weight matrix of the exported graph nudged."""
+    model = onnx.load(str(src))
+    init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    arr = onnx.numpy_helper.to_array(init).copy()
+    arr += 0.05
+    init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    onnx.save(model, str(dst))
+
+
+def _snapshot(repo: Path) -> dict[str, str]:
+    return {str(p.relative_to(repo)): sha256_file(p) for p in sorted(repo.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+
+
+def test_parity_gate_refuses_a_broken_export(published: Published, tmp_path: Path) -> None:
+    repo = published.repository
+    tampered = tmp_path / "tampered.onnx"
+    _tamper(repo / "fraud_model" / "2" / "model.onnx", tampered)
+    before = _snapshot(repo)
+    with pytest.raises(ParityGateFailed, match="Nothing was published") as info:
+        publish(published.runs[1].run_dir, repo, onnx_model=tampered)
+    assert not info.value.report.passed
+    assert info.value.report.max_abs_error > 1e-5
+    assert _snapshot(repo) == before, "the previously published versions and registry are untouched"
+    assert not (repo / "fraud_model" / "3").exists()
+
+
+def test_promote_and_rollback_move_registry_and_configs(published: Published, tmp_path: Path) -> None:
+    import shutil
+
+    repo = tmp_path / "copy"
+    shutil.copytree(published.repository, repo)
+    reg = set_current(repo, "fraud", action="rollback", reason="test")
+    assert (reg["current"], reg["previous"]) == (1, 2)
+    assert list(_parse((repo / "fraud_model" / "config.pbtxt").read_text()).version_policy.specific.versions) == [1]
+    reg = set_current(repo, "fraud", 2, action="promote")
+    assert (reg["current"], reg["previous"]) == (2, 1)
+    assert [h["action"] for h in reg["history"]][-2:] == ["rollback", "promote"]
+    with pytest.raises(RegistryError, match="does not exist; published: \\[1, 2\\]"):
+        set_current(repo, "fraud", 9)
+
+
+def test_provider_choice() -> None:
+    assert choose_providers("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    auto = choose_providers("auto", ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+                            tensorrt=True)
+    assert [p[0] if isinstance(p, tuple) else p for p in auto] == [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    with pytest.raises(RuntimeError, match="install the GPU extra"):
+        choose_providers("cuda", ["CPUExecutionProvider"])

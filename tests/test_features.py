@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.backend import BackendUnavailable, get_backend
+from features.pipelines import fraud
+from features.spec import Rule, SpecError, load_pipeline
+from features.state import FeatureState, StateMismatch, compute_features, fit_state
+from features.validation import (
+    FileLevelError,
+    coerce_request,
+    first_reason,
+    row_reasons,
+    validate_frame,
+)
+
+SPEC = fraud.SPEC
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return fraud.generate(4000, seed=7)
+
+
+def test_generator_is_seeded_and_realistic(frame: pd.DataFrame) -> None:
+    again = fraud.generate(4000, seed=7)
+    pd.testing.assert_frame_equal(frame, again)
+    assert not frame.equals(fraud.generate(4000, seed=8))
+    big = fraud.generate(50_000, seed=1)
+    assert 0.01 < big["is_fraud"].mean() < 0.04
+    assert big["transaction_id"].is_unique
+    assert str(big["event_time"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_spec_hash_tracks_rules_and_features() -> None:
+    h = SPEC.feature_hash()
+    assert h == load_pipeline("fraud").feature_hash()
+    changed_rule = dataclasses.replace(
+        SPEC,
+        columns=tuple(
+            dataclasses.replace(c, rules=(Rule("tiny", lambda s: s < 10, "below 10"),)) if c.name == "amount" else c
+            for c in SPEC.columns
+        ),
+    )
+    assert changed_rule.feature_hash() != h
+    assert dataclasses.replace(SPEC, features=SPEC.features[:-1]).feature_hash() != h
+
+
+def test_unknown_pipeline_names_the_known_ones() -> None:
+    with pytest.raises(SpecError, match=r"known pipelines: \[.*'fraud'"):
+        load_pipeline("nope")
+
+
+def test_kernels_compute_expected_values(frame: pd.DataFrame) -> None:
+    state = fit_state(frame, SPEC)
+    rows = frame.head(3).copy()
+    rows["event_time"] = pd.to_datetime(["2026-03-02T06:00:00Z", "2026-03-02T18:00:00Z", "2026-03-05T00:00:00Z"], utc=True)
+    rows["description"] = pd.array(["Café", None, "abc"], dtype="string")
+    rows["channel"] = pd.array(["web", "fax", "pos"], dtype="string")
+    rows["amount"] = [0.0, math.e - 1, 10.0]
+    m = compute_features(rows, SPEC, state)
+    raw = m.numeric.astype("float64") * np.array(state.std) + np.array(state.mean)
+    names = state.numeric
+    col = {n: raw[:, i] for i, n in enumerate(names)}
+    np.testing.assert_allclose(col["log_amount"], [0.0, 1.0, math.log1p(10)], atol=1e-5)
+    np.testing.assert_allclose(col["hour_sin"], [1.0, -1.0, 0.0], atol=1e-5)  # 06:00 and 18:00 UTC
+    np.testing.assert_allclose(col["weekday_sin"][0], 0.0, atol=1e-5)  # a Monday
+    np.testing.assert_allclose(col["description_non_ascii"], [0.25, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(col["description_length"], [math.log1p(4), 0.0, math.log1p(3)], atol=1e-5)
+    channel = m.categorical[:, state.categorical.index("channel_idx")]
+    assert channel[1] == 0, "unknown value goes to the unknown bucket"
+    assert channel[0] == state.vocabularies["channel_idx"].index("web") + 1
+    assert m.numeric.dtype == np.float32 and m.categorical.dtype == np.int64
+
+
+def test_state_round_trip_and_mismatch(frame: pd.DataFrame, tmp_path) -> None:
+    state = fit_state(frame, SPEC)
+    state.save(tmp_path / "s.json")
+    loaded = FeatureState.load(tmp_path / "s.json")
+    assert loaded == state
+    np.testing.assert_array_equal(compute_features(frame, SPEC, loaded).numeric, compute_features(frame, SPEC, state).numeric)
+    loaded.feature_hash = "0" * 64
+    with pytest.raises(StateMismatch, match="retrain and republish"):
+        loaded.check(SPEC)
+
+
+def _corrupt(frame: pd.DataFrame) -> pd.DataFrame:
+    bad = frame.copy()
+    bad.loc[3, "amount"] = -1.0
+    bad.loc[4, "country"] = pd.NA
+    bad.loc[4, "channel"] = "fax"
+    bad.loc[5, "transaction_id"] = bad.loc[6, "transaction_id"]
+    bad.loc[7, "amount"] = np.inf
+    bad.loc[8, "description"] = "bad\x00text"
+    return bad
+
+
+def test_quarantine_reports_every_reason_and_loses_no_row(frame: pd.DataFrame) -> None:
+    result = validate_frame(_corrupt(frame), SPEC, source="upstream.parquet")
+    assert result.rows_in == result.rows_valid + result.rows_quarantined == len(frame)
+    reasons = dict(zip(result.quarantine["transaction_id"], result.quarantine["_reasons"], strict=True))
+    assert reasons[frame.loc[3, "transaction_id"]] == "amount:negative"
+    assert reasons[frame.loc[4, "transaction_id"]] == "channel:unknown_value;country:null"  # both reported
+    assert reasons[frame.loc[6, "transaction_id"]] == "transaction_id:duplicate"
+    assert reasons[frame.loc[7, "transaction_id"]] == "amount:not_finite"
+    assert reasons[frame.loc[8, "transaction_id"]] == "description:control_chars"
+    assert result.rows_quarantined == 6  # the duplicate id quarantines both rows
+
+
+def test_pandera_and_row_evaluator_agree(frame: pd.DataFrame) -> None:
+    bad = _corrupt(frame)
+    by_pandera = validate_frame(bad, SPEC)
+    direct = row_reasons(bad, SPEC, include_label=True)
+    assert sorted(by_pandera.reason_counts) == sorted(direct)
+    for reason, mask in direct.items():
+        assert by_pandera.reason_counts[reason] == int(mask.sum())
+
+
+def test_file_level_break_names_file_and_column(frame: pd.DataFrame) -> None:
+    broken = frame.drop(columns=["country"]).assign(customer_age_days=frame["customer_age_days"].astype("float64"), extra=1)
+    with pytest.raises(FileLevelError) as info:
+        validate_frame(broken, SPEC, source="part-0007.parquet")
+    text = str(info.value)
+    assert "part-0007.parquet" in text
+    assert "'country': missing" in text
+    assert "'customer_age_days': dtype changed (received float64, expected int64)" in text
+    assert "'extra': unexpected column" in text
+
+
+def _request(n: int = 4) -> dict[str, np.ndarray]:
+    arrays = {
+        c.name: np.array([f"tx{i}".encode() for i in range(n)], dtype=object) for c in SPEC.input_columns
+    }
+    arrays["event_time"] = np.array([b"2026-01-01T10:00:00+02:00", b"2026-01-01T10:00:00", b"garbage",
+                                     b"2026-01-01T10:00:00Z"], dtype=object)
+    arrays["amount"] = np.array([1.0, np.nan, -2.0, np.inf])
+    arrays["customer_age_days"] = np.array([1, 2, 3, 4])
+    arrays["currency"] = np.array([b"USD"] * n, dtype=object)
+    arrays["merchant_category"] = np.array([b"grocery"] * n, dtype=object)
+    arrays["country"] = np.array([b"US", b"\xff\xfe", b"US", b"US"], dtype=object)
+    arrays["channel"] = np.array([b"web"] * n, dtype=object)
+    arrays["description"] = np.array([b"Caf\xc3\xa9", b"", b"ok", b"ok"], dtype=object)
+    return arrays
+
+
+def test_request_coercion_converts_offsets_and_reports_per_row() -> None:
+    frame, reasons = coerce_request(_request(), SPEC)
+    assert frame["event_time"].iloc[0] == pd.Timestamp("2026-01-01T08:00:00Z")  # +02:00 converted to UTC
+    assert frame["description"].iloc[0] == "Café"
+    found = {k: list(np.flatnonzero(v)) for k, v in reasons.items()}
+    assert found["event_time:naive_timestamp"] == [1]
+    assert found["event_time:unparseable"] == [2]
+    assert found["country:invalid_utf8"] == [1]
+    assert found["amount:not_finite"] == [3]
+    assert "event_time:null" not in found, "a value that failed to parse is not also reported as null"
+    assert list(first_reason(reasons, 4)) == ["ok", "event_time:naive_timestamp", "event_time:unparseable",
+                                              "amount:not_finite"]
+
+
+def test_request_missing_input_is_a_clear_error() -> None:
+    arrays = _request()
+    del arrays["amount"]
+    with pytest.raises(KeyError, match=r"lacks input\(s\) \['amount'\]"):
+        coerce_request(arrays, SPEC)
+
+
+def test_backend_dispatch_cpu_and_missing_gpu_library() -> None:
+    assert get_backend("pandas").name == "pandas"
+    assert get_backend("auto").name in ("pandas", "cudf")
+    with pytest.raises(ValueError, match="expected one of"):
+        get_backend("polars")  # type: ignore[arg-type]
+    import importlib.util
+
+    if importlib.util.find_spec("cudf") is None:
+        get_backend.cache_clear()
+        with pytest.raises(BackendUnavailable, match=r"pip install 'inferline\[gpu\]'"):
+            get_backend("cudf")
