@@ -17,34 +17,53 @@ def _publish(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run) if args.run else latest_run(Path(args.runs))
     try:
-        result = publish(run_dir, Path(args.repository), target=args.target, promote=not args.no_promote,
-                         onnx_model=Path(args.onnx) if args.onnx else None, tensorrt=args.tensorrt)
+        result = publish(
+            run_dir,
+            Path(args.repository),
+            target=args.target,
+            promote=not args.no_promote,
+            onnx_model=Path(args.onnx) if args.onnx else None,
+            tensorrt=args.tensorrt,
+        )
     except ParityGateFailed as exc:
         print(f"export FAILED: {exc}", file=sys.stderr)
         print(json.dumps(exc.report.as_dict(), indent=2), file=sys.stderr)
         return 2
     p = result.parity
-    print(json.dumps({
-        "release": f"{result.manifest['pipeline']}:{result.version}",
-        "promoted": result.promoted,
-        "target": args.target,
-        "parity": {"passed": p.passed, "max_abs_error": p.max_abs_error, "max_rel_error": p.max_rel_error,
-                   "rows": p.rows, "class_mismatches": p.class_mismatches},
-        "onnx_sha256": result.manifest["onnx_sha256"],
-        "repository": str(args.repository),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "release": f"{result.manifest['pipeline']}:{result.version}",
+                "promoted": result.promoted,
+                "target": args.target,
+                "parity": {
+                    "passed": p.passed,
+                    "max_abs_error": p.max_abs_error,
+                    "max_rel_error": p.max_rel_error,
+                    "rows": p.rows,
+                    "class_mismatches": p.class_mismatches,
+                },
+                "onnx_sha256": result.manifest["onnx_sha256"],
+                "repository": str(args.repository),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
 def _move(args: argparse.Namespace) -> int:
     try:
-        reg = set_current(Path(args.repository), args.pipeline, getattr(args, "version", None), args.command,
-                          reason=args.reason)
+        reg = set_current(
+            Path(args.repository), args.pipeline, getattr(args, "version", None), args.command, reason=args.reason
+        )
     except RegistryError as exc:
         print(f"{args.command} FAILED: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.pipeline}: current {reg['current']}, previous {reg['previous']} "
-          "(a running server picks this up on `python -m serving up` or through model control)")
+    print(
+        f"{args.pipeline}: current {reg['current']}, previous {reg['previous']} "
+        "(a running server picks this up on `python -m serving up` or through model control)"
+    )
     return 0
 
 
@@ -69,13 +88,20 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("publish", help="export the latest (or given) run, gate it, publish and promote it")
     p.add_argument("--run", help="training run directory (default: the LATEST run in --runs)")
     p.add_argument("--runs", default=".inferline/runs")
-    p.add_argument("--target", choices=["local", "gpu"], default="local",
-                   help="local: Python-backend onnx runner on KIND_CPU (bundled server); gpu: native onnxruntime on KIND_GPU")
+    p.add_argument(
+        "--target",
+        choices=["local", "gpu"],
+        default="local",
+        help="local: Python-backend onnx runner on KIND_CPU (bundled server); gpu: native onnxruntime on KIND_GPU",
+    )
     p.add_argument("--tensorrt", action="store_true", help="gpu target: enable the TensorRT accelerator")
     p.add_argument("--onnx", help="publish this ONNX file instead of exporting (it must pass the gate)")
     p.add_argument("--no-promote", action="store_true", help="publish without making it current")
     p.set_defaults(func=_publish)
-    for name, helptext in (("promote", "make a published release current"), ("rollback", "return to the previous release")):
+    for name, helptext in (
+        ("promote", "make a published release current"),
+        ("rollback", "return to the previous release"),
+    ):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("--pipeline", default="fraud")
         if name == "promote":

@@ -43,7 +43,9 @@ def to_pbtxt(cfg: dict[str, Any], indent: int = 0) -> str:
             for k, v in value.items():
                 if isinstance(v, dict):
                     inner = to_pbtxt(v, indent + 2)
-                    lines.append(f"{pad}{key} {{\n{pad}  key: {json.dumps(k)}\n{pad}  value {{\n{inner}{pad}  }}\n{pad}}}")
+                    lines.append(
+                        f"{pad}{key} {{\n{pad}  key: {json.dumps(k)}\n{pad}  value {{\n{inner}{pad}  }}\n{pad}}}"
+                    )
                 else:
                     lines.append(f"{pad}{key} {{ key: {json.dumps(k)} value: {_scalar(v)} }}")
         elif isinstance(value, dict):
@@ -141,7 +143,10 @@ def pipeline_configs(
             model["optimization"] = {
                 "execution_accelerators": {
                     "gpu_execution_accelerator": [
-                        {"name": "tensorrt", "parameters": PbMap({"precision_mode": "FP32", "max_workspace_size_bytes": "1073741824"})}
+                        {
+                            "name": "tensorrt",
+                            "parameters": PbMap({"precision_mode": "FP32", "max_workspace_size_bytes": "1073741824"}),
+                        }
                     ]
                 }
             }

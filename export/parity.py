@@ -43,19 +43,35 @@ class ParityGateFailed(RuntimeError):
         )
 
 
-def _compare(name: str, torch_out: tuple[np.ndarray, np.ndarray], ort_out: list[np.ndarray], threshold_band: np.ndarray,
-             rtol: float) -> dict[str, Any]:
+def _compare(
+    name: str,
+    torch_out: tuple[np.ndarray, np.ndarray],
+    ort_out: list[np.ndarray],
+    threshold_band: np.ndarray,
+    rtol: float,
+) -> dict[str, Any]:
     tp, tk = torch_out
     op, ok = ort_out
     if op.shape != tp.shape or ok.shape != tk.shape:
-        return {"name": name, "rows": int(tp.shape[0]), "max_abs_error": float("inf"), "max_rel_error": float("inf"),
-                "class_mismatches": int(tp.shape[0]), "note": f"shape {op.shape}/{ok.shape} vs {tp.shape}/{tk.shape}"}
+        return {
+            "name": name,
+            "rows": int(tp.shape[0]),
+            "max_abs_error": float("inf"),
+            "max_rel_error": float("inf"),
+            "class_mismatches": int(tp.shape[0]),
+            "note": f"shape {op.shape}/{ok.shape} vs {tp.shape}/{tk.shape}",
+        }
     abs_err = np.abs(op.astype("float64") - tp.astype("float64"))
     rel_err = abs_err / np.maximum(np.abs(tp.astype("float64")), 1e-6)
     # a row whose score sits within tolerance of the threshold may flip without either runtime being wrong
     mismatches = int(((ok.reshape(-1) != tk.reshape(-1)) & ~threshold_band).sum())
-    return {"name": name, "rows": int(tp.shape[0]), "max_abs_error": float(abs_err.max(initial=0.0)),
-            "max_rel_error": float(rel_err.max(initial=0.0)), "class_mismatches": mismatches}
+    return {
+        "name": name,
+        "rows": int(tp.shape[0]),
+        "max_abs_error": float(abs_err.max(initial=0.0)),
+        "max_rel_error": float(rel_err.max(initial=0.0)),
+        "class_mismatches": mismatches,
+    }
 
 
 def run_parity_gate(

@@ -28,7 +28,7 @@ import subprocess
 import uuid
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +87,18 @@ def export_onnx(model: ScoringModel, path: Path, max_batch_size: int) -> None:
 def _code_revision() -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True, check=True).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.CalledProcessError):
         return {"commit": "unknown", "dirty": None}
@@ -130,8 +139,9 @@ def activate(repository: Path, pipeline: str, version: int) -> None:
     (repository / names["ensemble"] / "1").mkdir(parents=True, exist_ok=True)
 
 
-def _validate_staged(stage: Path, names: dict[str, str], spec: PipelineSpec, holdout_numeric: np.ndarray,
-                     holdout_categorical: np.ndarray) -> None:
+def _validate_staged(
+    stage: Path, names: dict[str, str], spec: PipelineSpec, holdout_numeric: np.ndarray, holdout_categorical: np.ndarray
+) -> None:
     """The staged release must be loadable as a whole before it may move into place."""
     state = FeatureState.load(stage / names["preprocess"] / "feature_state.json")
     state.check(spec)
@@ -197,7 +207,7 @@ def publish(
                 "pipeline": spec.name,
                 "models": names,
                 "target": target,
-                "created_at": datetime.now(timezone.utc).isoformat(),
+                "created_at": datetime.now(UTC).isoformat(),
                 "run_id": run["run_id"],
                 "data_fingerprint": run["data_fingerprint"]["sha256"],
                 "data_files": run["data_fingerprint"]["files"],
@@ -248,20 +258,25 @@ def publish(
     return PublishResult(version=version, promoted=promote, manifest=manifest, parity=parity)
 
 
-def set_current(repository: Path, pipeline: str, version: int | None = None, action: str = "promote",
-                reason: str = "") -> dict[str, Any]:
+def set_current(
+    repository: Path, pipeline: str, version: int | None = None, action: str = "promote", reason: str = ""
+) -> dict[str, Any]:
     """``promote`` to ``version`` or ``rollback`` to the previous release: moves configs and registry together."""
     registry = Registry(Path(repository), pipeline)
     with registry.locked() as reg:
         if action == "rollback":
             if reg["previous"] is None:
-                raise RegistryError(f"pipeline {pipeline!r} has no previous release to roll back to "
-                                    f"(current {reg['current']}, history {len(reg['history'])} entries)")
+                raise RegistryError(
+                    f"pipeline {pipeline!r} has no previous release to roll back to "
+                    f"(current {reg['current']}, history {len(reg['history'])} entries)"
+                )
             version = int(reg["previous"])
         if version is None:
             raise RegistryError("promote needs a version")
         if str(version) not in reg["releases"]:
-            raise RegistryError(f"release {pipeline}:{version} does not exist; published: {sorted(map(int, reg['releases']))}")
+            raise RegistryError(
+                f"release {pipeline}:{version} does not exist; published: {sorted(map(int, reg['releases']))}"
+            )
         activate(Path(repository), pipeline, version)
         Registry.move_pointer(reg, version, action, reason=reason)
         return dict(reg)

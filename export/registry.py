@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ class RegistryError(RuntimeError):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 @dataclass
@@ -79,8 +79,10 @@ class Registry:
 
         v = self.current if version is None else version
         if v is None:
-            raise RegistryError(f"pipeline {self.pipeline!r} has no current release in {self.repository}; "
-                                "publish one with `python -m export publish`")
+            raise RegistryError(
+                f"pipeline {self.pipeline!r} has no current release in {self.repository}; "
+                "publish one with `python -m export publish`"
+            )
         path = Path(self.repository) / model_names(self.pipeline)["model"] / str(v) / "release.json"
         if not path.exists():
             raise RegistryError(f"release {self.pipeline}:{v} has no manifest at {path}; known: {self.versions()}")
@@ -89,9 +91,7 @@ class Registry:
 
     @staticmethod
     def record(data: dict[str, Any], action: str, version: int, **extra: Any) -> None:
-        data["history"].append(
-            {"at": _now(), "action": action, "version": version, "user": getpass.getuser(), **extra}
-        )
+        data["history"].append({"at": _now(), "action": action, "version": version, "user": getpass.getuser(), **extra})
 
     @staticmethod
     def move_pointer(data: dict[str, Any], version: int, action: str, reason: str = "") -> None:

@@ -8,7 +8,7 @@ lazily, on first use of the cuDF backend, never at module import.
 from __future__ import annotations
 
 import importlib.util
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 from typing import Any, Literal
 
@@ -46,9 +46,11 @@ class FrameBackend:
     def hour_of_day(self, series: Any) -> Any:
         """Fractional hour in UTC (0 <= h < 24) of a tz-aware UTC timestamp column."""
         dt = series.dt
-        return self.values(dt.hour, "float64") + self.values(dt.minute, "float64") / 60.0 + self.values(
-            dt.second, "float64"
-        ) / 3600.0
+        return (
+            self.values(dt.hour, "float64")
+            + self.values(dt.minute, "float64") / 60.0
+            + self.values(dt.second, "float64") / 3600.0
+        )
 
     def weekday(self, series: Any) -> Any:
         return self.values(series.dt.weekday, "float64")
@@ -113,7 +115,7 @@ def gpu_available() -> bool:
         return False
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_backend(name: BackendName = "auto") -> FrameBackend:
     """``pandas`` (CPU), ``cudf`` (GPU) or ``auto`` (cudf when a GPU and cuDF are present, else pandas)."""
     if name == "auto":

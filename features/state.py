@@ -55,7 +55,7 @@ class FeatureState:
         atomic_write_json(path, asdict(self))
 
     @classmethod
-    def load(cls, path: Path) -> FeatureState:
+    def load(cls, path: Path | str) -> FeatureState:
         return cls(**json.loads(Path(path).read_text()))
 
 

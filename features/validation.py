@@ -163,7 +163,9 @@ def validate_frame(
 
 def _quarantine(rows: pd.DataFrame, reasons: Mapping[int, list[str]]) -> pd.DataFrame:
     out = rows.copy()
-    out.insert(0, "_reasons", pd.Series([";".join(sorted(reasons[i])) for i in rows.index], index=rows.index, dtype="string"))
+    out.insert(
+        0, "_reasons", pd.Series([";".join(sorted(reasons[i])) for i in rows.index], index=rows.index, dtype="string")
+    )
     return out.reset_index(drop=True)
 
 
@@ -235,15 +237,15 @@ def _parse_timestamps(text: pd.Series, col: Column, reasons: dict[str, np.ndarra
     return parsed.astype(col.raw_dtype)
 
 
-def coerce_request(
-    arrays: Mapping[str, np.ndarray], spec: PipelineSpec
-) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def coerce_request(arrays: Mapping[str, np.ndarray], spec: PipelineSpec) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Wire arrays (one per raw column, shape [n] or [n, 1]) -> a canonical frame and the per-row reasons found while
     parsing. Missing required inputs raise ``KeyError`` naming them (a malformed request, not a bad row)."""
     missing = [c.name for c in spec.input_columns if c.name not in arrays]
     if missing:
-        raise KeyError(f"request lacks input(s) {missing}; expected one tensor per raw column: "
-                       f"{[c.name for c in spec.input_columns]}")
+        raise KeyError(
+            f"request lacks input(s) {missing}; expected one tensor per raw column: "
+            f"{[c.name for c in spec.input_columns]}"
+        )
     reasons: dict[str, np.ndarray] = {}
     data: dict[str, Any] = {}
     for c in spec.input_columns:

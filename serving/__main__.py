@@ -49,8 +49,13 @@ def _up(args: argparse.Namespace) -> int:
     if state and _alive(state["pid"]):
         print(f"already running (pid {state['pid']}, http {state['http']}); `python -m serving down` first")
         return 1
-    config = ServerConfig(repository=Path(args.repository), workdir=Path(args.workdir), http_port=args.http_port,
-                          grpc_port=args.grpc_port, metrics_port=args.metrics_port)
+    config = ServerConfig(
+        repository=Path(args.repository),
+        workdir=Path(args.workdir),
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+    )
     server = TritonServer(config)
     t0 = time.monotonic()
     try:
@@ -60,12 +65,26 @@ def _up(args: argparse.Namespace) -> int:
         server.stop()
         return 1
     assert server.process is not None
-    info = {"pid": server.process.pid, "http": config.http_url, "grpc": config.grpc_url, "metrics": config.metrics_url,
-            "repository": str(Path(args.repository).resolve()), "log": str(server.log_path),
-            "releases": published_pipelines(Path(args.repository))}
+    info = {
+        "pid": server.process.pid,
+        "http": config.http_url,
+        "grpc": config.grpc_url,
+        "metrics": config.metrics_url,
+        "repository": str(Path(args.repository).resolve()),
+        "log": str(server.log_path),
+        "releases": published_pipelines(Path(args.repository)),
+    }
     atomic_write_json(_state_path(args.workdir), info)
-    print(json.dumps({**info, "ready_s": round(time.monotonic() - t0, 2),
-                      "loaded": _versions(config.http_url, server.admin_key)}, indent=2))
+    print(
+        json.dumps(
+            {
+                **info,
+                "ready_s": round(time.monotonic() - t0, 2),
+                "loaded": _versions(config.http_url, server.admin_key),
+            },
+            indent=2,
+        )
+    )
     if args.foreground:
         signal.signal(signal.SIGTERM, lambda *_: server.stop())
         try:
@@ -126,20 +145,26 @@ def _predict(args: argparse.Namespace) -> int:
         return 1
     id_col = client.spec.id_column.name if client.spec.id_column else None
     for i in range(len(p)):
-        print(json.dumps({
-            **({id_col: str(rows[id_col].iloc[i])} if id_col else {}),
-            "probabilities": [round(float(x), 6) for x in p.probabilities[i]],
-            "predicted_class": client.spec.classes[int(p.predicted_class[i])] if p.status[i] == "ok" else None,
-            "status": p.status[i], "release": p.release[i],
-        }))
+        print(
+            json.dumps(
+                {
+                    **({id_col: str(rows[id_col].iloc[i])} if id_col else {}),
+                    "probabilities": [round(float(x), 6) for x in p.probabilities[i]],
+                    "predicted_class": client.spec.classes[int(p.predicted_class[i])] if p.status[i] == "ok" else None,
+                    "status": p.status[i],
+                    "release": p.release[i],
+                }
+            )
+        )
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from serving.demo import print_summary, run_demo
 
-    summary = run_demo(workdir=Path(args.workdir), repository=Path(args.repository), rows=args.rows,
-                       keep_serving=args.keep_serving)
+    summary = run_demo(
+        workdir=Path(args.workdir), repository=Path(args.repository), rows=args.rows, keep_serving=args.keep_serving
+    )
     print_summary(summary)
     worst = max(d["max_abs_diff"] for d in summary["served"].values())
     return 0 if worst <= 1e-5 else 1

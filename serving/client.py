@@ -20,11 +20,20 @@ import pandas as pd
 from features.spec import Column, PipelineSpec, load_pipeline
 from serving.secrets import ADMIN_HEADER
 
-__all__ = ["InferlineClient", "InferlineError", "Predictions", "encode_rows"]
+__all__ = ["InferlineClient", "InferlineError", "Predictions", "Protocol", "encode_rows"]
 
 Protocol = Literal["http", "grpc"]
-RETRYABLE = ("UNAVAILABLE", "Connection refused", "connection reset", "Broken pipe", "Exceeds maximum queue size",
-             "Request timeout expired", "RESOURCE_EXHAUSTED", "Failed to connect", "Socket closed")
+RETRYABLE = (
+    "UNAVAILABLE",
+    "Connection refused",
+    "connection reset",
+    "Broken pipe",
+    "Exceeds maximum queue size",
+    "Request timeout expired",
+    "RESOURCE_EXHAUSTED",
+    "Failed to connect",
+    "Socket closed",
+)
 
 
 class InferlineError(RuntimeError):
@@ -71,8 +80,9 @@ def encode_rows(rows: pd.DataFrame | Sequence[Mapping[str, Any]], spec: Pipeline
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     missing = [c.name for c in spec.input_columns if c.name not in frame.columns]
     if missing:
-        raise ValueError(f"rows lack column(s) {missing}; pipeline {spec.name!r} expects "
-                         f"{[c.name for c in spec.input_columns]}")
+        raise ValueError(
+            f"rows lack column(s) {missing}; pipeline {spec.name!r} expects {[c.name for c in spec.input_columns]}"
+        )
     return {c.name: _encode_column(c, frame[c.name]) for c in spec.input_columns}
 
 
@@ -148,8 +158,9 @@ class InferlineClient:
     def _infer_once(self, arrays: Mapping[str, np.ndarray]) -> Any:
         outputs = [self._m.InferRequestedOutput(n) for n in ("probabilities", "predicted_class", "status", "release")]
         if self.protocol == "http":
-            return self._client.infer(self.model, self._inputs(arrays), outputs=outputs,
-                                      timeout=int(self.timeout_s * 1e6))
+            return self._client.infer(
+                self.model, self._inputs(arrays), outputs=outputs, timeout=int(self.timeout_s * 1e6)
+            )
         return self._client.infer(self.model, self._inputs(arrays), outputs=outputs, client_timeout=self.timeout_s)
 
     def _infer(self, arrays: Mapping[str, np.ndarray]) -> Any:
@@ -169,7 +180,10 @@ class InferlineClient:
                     status = exc.status() if isinstance(exc, InferenceServerException) else type(exc).__name__
                     raise InferlineError(
                         f"{self.protocol} request to model {self.model!r} at {self.url} failed after {attempt} "
-                        f"attempt(s): {text}", status=status, retryable=retryable) from exc
+                        f"attempt(s): {text}",
+                        status=status,
+                        retryable=retryable,
+                    ) from exc
                 time.sleep(delay)  # backoff between retries
 
     def predict(self, rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> Predictions:

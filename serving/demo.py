@@ -18,7 +18,7 @@ from features.artifacts import atomic_write_json, atomic_write_parquet
 from features.dataset import expand_paths, load_validated
 from features.spec import load_pipeline_module
 from features.state import FeatureState, compute_features
-from serving.client import InferlineClient
+from serving.client import InferlineClient, Protocol
 from serving.server import ServerConfig, TritonServer, free_port
 from training.model import load_checkpoint
 from training.train import train
@@ -80,7 +80,9 @@ def run_demo(
     t = step(f"generate {rows} synthetic {pipeline} rows into {raw_dir}")
     per = -(-rows // files)
     for i in range(files):
-        atomic_write_parquet(raw_dir / f"{pipeline}-{i:04d}.parquet", module.generate(min(per, rows - i * per), seed * 1000 + i))
+        atomic_write_parquet(
+            raw_dir / f"{pipeline}-{i:04d}.parquet", module.generate(min(per, rows - i * per), seed * 1000 + i)
+        )
     timings["generate_s"] = time.perf_counter() - t
 
     t = step("validate (pandera, lazy) and quarantine")
@@ -93,30 +95,38 @@ def run_demo(
     torch.set_num_threads(1)
     result = train(paths, spec, workdir / "runs", seed=seed)
     h = result.metrics["holdout"]
-    print(f"    holdout ROC AUC {h['roc_auc']:.4f}, PR AUC {h['pr_auc']:.4f}, precision {h['precision']:.3f}, "
-          f"recall {h['recall']:.3f} at threshold {h['threshold']:.3f}")
+    print(
+        f"    holdout ROC AUC {h['roc_auc']:.4f}, PR AUC {h['pr_auc']:.4f}, precision {h['precision']:.3f}, "
+        f"recall {h['recall']:.3f} at threshold {h['threshold']:.3f}"
+    )
     timings["train_s"] = time.perf_counter() - t
 
     t = step(f"export to ONNX, parity gate, publish into {repository}")
     published = publish(result.run_dir, repository)
-    print(f"    release {pipeline}:{published.version}, parity max abs error {published.parity.max_abs_error:.2e} "
-          f"over {published.parity.rows} rows")
+    print(
+        f"    release {pipeline}:{published.version}, parity max abs error {published.parity.max_abs_error:.2e} "
+        f"over {published.parity.rows} rows"
+    )
     timings["export_s"] = time.perf_counter() - t
 
     t = step("start Triton (127.0.0.1, admin APIs behind a secret, explicit model control)")
-    config = ServerConfig(repository=repository, workdir=workdir, http_port=_port(8000), grpc_port=_port(8001),
-                          metrics_port=_port(8002))
+    config = ServerConfig(
+        repository=repository, workdir=workdir, http_port=_port(8000), grpc_port=_port(8001), metrics_port=_port(8002)
+    )
     server = TritonServer(config)
     server.start(timeout_s=120)
     timings["server_ready_s"] = time.perf_counter() - t
-    print(f"    ready in {timings['server_ready_s']:.1f}s: http {config.http_url}, grpc {config.grpc_url}, "
-          f"metrics {config.metrics_url}")
+    print(
+        f"    ready in {timings['server_ready_s']:.1f}s: http {config.http_url}, grpc {config.grpc_url}, "
+        f"metrics {config.metrics_url}"
+    )
     try:
         t = step("predict the holdout over HTTP and gRPC; compare with training code in process")
         holdout = pd.read_parquet(result.run_dir / "holdout.parquet").head(4000)
         expected = in_process_probabilities(result.run_dir, holdout, pipeline)
         served: dict[str, Any] = {}
-        for protocol, url in (("http", config.http_url), ("grpc", config.grpc_url)):
+        endpoints: tuple[tuple[Protocol, str], ...] = (("http", config.http_url), ("grpc", config.grpc_url))
+        for protocol, url in endpoints:
             with InferlineClient(url, protocol, pipeline=pipeline) as client:
                 p = client.predict(holdout)
                 served[protocol] = {
@@ -126,10 +136,12 @@ def run_demo(
                     "release": sorted(set(p.release)),
                     "latency_single_row": _latency(client, holdout, latency_requests),
                 }
-            print(f"    {protocol}: {served[protocol]['rows']} rows, max |served - in-process| = "
-                  f"{served[protocol]['max_abs_diff']:.2e}, single-row p50 "
-                  f"{served[protocol]['latency_single_row']['p50_ms']:.2f} ms, p99 "
-                  f"{served[protocol]['latency_single_row']['p99_ms']:.2f} ms")
+            print(
+                f"    {protocol}: {served[protocol]['rows']} rows, max |served - in-process| = "
+                f"{served[protocol]['max_abs_diff']:.2e}, single-row p50 "
+                f"{served[protocol]['latency_single_row']['p50_ms']:.2f} ms, p99 "
+                f"{served[protocol]['latency_single_row']['p99_ms']:.2f} ms"
+            )
         timings["predict_s"] = time.perf_counter() - t
     finally:
         if not keep_serving:
@@ -148,10 +160,18 @@ def run_demo(
     atomic_write_json(workdir / "reports" / "demo-summary.json", summary)
     if keep_serving:
         assert server.process is not None
-        atomic_write_json(workdir / "serving" / "server.json", {
-            "pid": server.process.pid, "http": config.http_url, "grpc": config.grpc_url,
-            "metrics": config.metrics_url, "repository": str(repository.resolve()), "log": str(server.log_path),
-            "releases": {pipeline: published.version}})
+        atomic_write_json(
+            workdir / "serving" / "server.json",
+            {
+                "pid": server.process.pid,
+                "http": config.http_url,
+                "grpc": config.grpc_url,
+                "metrics": config.metrics_url,
+                "repository": str(repository.resolve()),
+                "log": str(server.log_path),
+                "releases": {pipeline: published.version},
+            },
+        )
     return summary
 
 
@@ -160,14 +180,20 @@ def print_summary(s: dict[str, Any]) -> None:
     print("\n" + "=" * 72)
     print(f"inferline demo summary ({s['pipeline']}), {s['total_s']} s end to end")
     print("=" * 72)
-    print(f"rows             {s['rows']['in']} in = {s['rows']['valid']} valid + {s['rows']['quarantined']} quarantined")
-    print(f"holdout          ROC AUC {h['roc_auc']:.4f}  PR AUC {h['pr_auc']:.4f}  precision {h['precision']:.3f}  "
-          f"recall {h['recall']:.3f}  (threshold {h['threshold']:.3f}, fraud rate {h['positive_rate']:.2%})")
+    print(
+        f"rows             {s['rows']['in']} in = {s['rows']['valid']} valid + {s['rows']['quarantined']} quarantined"
+    )
+    print(
+        f"holdout          ROC AUC {h['roc_auc']:.4f}  PR AUC {h['pr_auc']:.4f}  precision {h['precision']:.3f}  "
+        f"recall {h['recall']:.3f}  (threshold {h['threshold']:.3f}, fraud rate {h['positive_rate']:.2%})"
+    )
     print(f"parity gate      max |onnxruntime - torch| = {s['parity_max_abs_error']:.2e}")
     for proto, d in s["served"].items():
         lat = d["latency_single_row"]
-        print(f"served ({proto:<4})    {d['rows']} rows, max |served - in-process| = {d['max_abs_diff']:.2e}; "
-              f"single-row latency p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
+        print(
+            f"served ({proto:<4})    {d['rows']} rows, max |served - in-process| = {d['max_abs_diff']:.2e}; "
+            f"single-row latency p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms"
+        )
     print(f"model version    {s['pipeline']}:{s['release']} (answered by {s['served']['http']['release']})")
     print(f"server           {s['server']}")
     print(json.dumps(s["timings_s"]))

@@ -19,8 +19,10 @@ def admin_key(workdir: Path) -> str:
     if name := os.environ.get("INFERLINE_ADMIN_KEY_FILE"):
         path = Path(name)
         if not path.exists():
-            raise FileNotFoundError(f"INFERLINE_ADMIN_KEY_FILE names {path}, which does not exist; create it "
-                                    "(a single line with the secret) or unset the variable")
+            raise FileNotFoundError(
+                f"INFERLINE_ADMIN_KEY_FILE names {path}, which does not exist; create it "
+                "(a single line with the secret) or unset the variable"
+            )
         return path.read_text().strip()
     path = Path(workdir) / "admin.key"
     if not path.exists():

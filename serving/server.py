@@ -104,7 +104,9 @@ class TritonServer:
         (root / "python").mkdir(parents=True, exist_ok=True)
         for name, target in links.items():
             if not target.exists():
-                raise ServerError(f"nvidia-pytriton is missing {target}; reinstall it (pip install nvidia-pytriton==0.7.0)")
+                raise ServerError(
+                    f"nvidia-pytriton is missing {target}; reinstall it (pip install nvidia-pytriton==0.7.0)"
+                )
             link = root / "python" / name
             if link.is_symlink() and Path(os.readlink(link)) == target:
                 continue
@@ -129,20 +131,29 @@ class TritonServer:
             str(_pytriton_dir() / "bin" / "tritonserver"),
             f"--model-repository={repository}",
             f"--backend-directory={self._backend_dir()}",
-            f"--http-address={c.host}", f"--grpc-address={c.host}", f"--metrics-address={c.host}",
-            f"--http-port={c.http_port}", f"--grpc-port={c.grpc_port}", f"--metrics-port={c.metrics_port}",
+            f"--http-address={c.host}",
+            f"--grpc-address={c.host}",
+            f"--metrics-address={c.host}",
+            f"--http-port={c.http_port}",
+            f"--grpc-port={c.grpc_port}",
+            f"--metrics-port={c.metrics_port}",
             "--metrics-config=summary_latencies=true",
             "--model-control-mode=explicit",
             f"--http-restricted-api={restricted}",
             f"--grpc-restricted-protocol={restricted}",
-            "--allow-sagemaker=false", "--allow-vertex-ai=false",
+            "--allow-sagemaker=false",
+            "--allow-vertex-ai=false",
             "--strict-readiness=true",
             f"--exit-timeout-secs={c.exit_timeout_s}",
             "--log-verbose=0",
         ]
         for pipeline in published_pipelines(repository):
             names = model_names(pipeline)
-            cmd += [f"--load-model={names['preprocess']}", f"--load-model={names['model']}", f"--load-model={names['ensemble']}"]
+            cmd += [
+                f"--load-model={names['preprocess']}",
+                f"--load-model={names['model']}",
+                f"--load-model={names['ensemble']}",
+            ]
         return cmd + list(c.extra_args)
 
     def start(self, wait: bool = True, timeout_s: float = 60.0) -> TritonServer:
@@ -156,8 +167,9 @@ class TritonServer:
             activate(repository, pipeline, version)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=self._env(),
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self._env(), start_new_session=True
+        )
         log.close()
         if wait:
             self.wait_ready(timeout_s)
@@ -174,8 +186,10 @@ class TritonServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise ServerError(f"tritonserver exited with code {self.process.returncode} before becoming ready; "
-                                  f"last log lines:\n{self.log_tail()}")
+                raise ServerError(
+                    f"tritonserver exited with code {self.process.returncode} before becoming ready; "
+                    f"last log lines:\n{self.log_tail()}"
+                )
             if self.is_ready():
                 return
             time.sleep(0.1)  # polling interval of the readiness check, not a wait for an event

@@ -74,8 +74,13 @@ def published(run: RunResult, raw_files: list[Path], tmp_path_factory: pytest.Te
 @pytest.fixture(scope="session")
 def triton(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     workdir = tmp_path_factory.mktemp("work")
-    config = ServerConfig(repository=published.repository, workdir=workdir, http_port=free_port(),
-                          grpc_port=free_port(), metrics_port=free_port())
+    config = ServerConfig(
+        repository=published.repository,
+        workdir=workdir,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+    )
     server = TritonServer(config)
     server.start(timeout_s=120)
     try:

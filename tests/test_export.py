@@ -22,8 +22,19 @@ from training.train import RunResult
 from .conftest import Published
 
 MANIFEST_FIELDS = {
-    "data_fingerprint", "schema_version", "feature_hash", "checkpoint_sha256", "onnx_sha256", "parity",
-    "config_sha256", "code_revision", "metrics", "reference_profile", "feature_state_sha256", "target", "release",
+    "data_fingerprint",
+    "schema_version",
+    "feature_hash",
+    "checkpoint_sha256",
+    "onnx_sha256",
+    "parity",
+    "config_sha256",
+    "code_revision",
+    "metrics",
+    "reference_profile",
+    "feature_state_sha256",
+    "target",
+    "release",
 }
 
 
@@ -89,7 +100,11 @@ def _tamper(src: Path, dst: Path) -> None:
 
 
 def _snapshot(repo: Path) -> dict[str, str]:
-    return {str(p.relative_to(repo)): sha256_file(p) for p in sorted(repo.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+    return {
+        str(p.relative_to(repo)): sha256_file(p)
+        for p in sorted(repo.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
 
 
 def test_parity_gate_refuses_a_broken_export(published: Published, tmp_path: Path) -> None:
@@ -122,10 +137,14 @@ def test_promote_and_rollback_move_registry_and_configs(published: Published, tm
 
 def test_provider_choice() -> None:
     assert choose_providers("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-    auto = choose_providers("auto", ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-                            tensorrt=True)
+    auto = choose_providers(
+        "auto", ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], tensorrt=True
+    )
     assert [p[0] if isinstance(p, tuple) else p for p in auto] == [
-        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
     assert choose_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     with pytest.raises(RuntimeError, match="install the GPU extra"):
         choose_providers("cuda", ["CPUExecutionProvider"])

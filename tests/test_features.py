@@ -59,7 +59,9 @@ def test_unknown_pipeline_names_the_known_ones() -> None:
 def test_kernels_compute_expected_values(frame: pd.DataFrame) -> None:
     state = fit_state(frame, SPEC)
     rows = frame.head(3).copy()
-    rows["event_time"] = pd.to_datetime(["2026-03-02T06:00:00Z", "2026-03-02T18:00:00Z", "2026-03-05T00:00:00Z"], utc=True)
+    rows["event_time"] = pd.to_datetime(
+        ["2026-03-02T06:00:00Z", "2026-03-02T18:00:00Z", "2026-03-05T00:00:00Z"], utc=True
+    )
     rows["description"] = pd.array(["Café", None, "abc"], dtype="string")
     rows["channel"] = pd.array(["web", "fax", "pos"], dtype="string")
     rows["amount"] = [0.0, math.e - 1, 10.0]
@@ -83,7 +85,9 @@ def test_state_round_trip_and_mismatch(frame: pd.DataFrame, tmp_path) -> None:
     state.save(tmp_path / "s.json")
     loaded = FeatureState.load(tmp_path / "s.json")
     assert loaded == state
-    np.testing.assert_array_equal(compute_features(frame, SPEC, loaded).numeric, compute_features(frame, SPEC, state).numeric)
+    np.testing.assert_array_equal(
+        compute_features(frame, SPEC, loaded).numeric, compute_features(frame, SPEC, state).numeric
+    )
     loaded.feature_hash = "0" * 64
     with pytest.raises(StateMismatch, match="retrain and republish"):
         loaded.check(SPEC)
@@ -122,7 +126,9 @@ def test_pandera_and_row_evaluator_agree(frame: pd.DataFrame) -> None:
 
 
 def test_file_level_break_names_file_and_column(frame: pd.DataFrame) -> None:
-    broken = frame.drop(columns=["country"]).assign(customer_age_days=frame["customer_age_days"].astype("float64"), extra=1)
+    broken = frame.drop(columns=["country"]).assign(
+        customer_age_days=frame["customer_age_days"].astype("float64"), extra=1
+    )
     with pytest.raises(FileLevelError) as info:
         validate_frame(broken, SPEC, source="part-0007.parquet")
     text = str(info.value)
@@ -133,11 +139,10 @@ def test_file_level_break_names_file_and_column(frame: pd.DataFrame) -> None:
 
 
 def _request(n: int = 4) -> dict[str, np.ndarray]:
-    arrays = {
-        c.name: np.array([f"tx{i}".encode() for i in range(n)], dtype=object) for c in SPEC.input_columns
-    }
-    arrays["event_time"] = np.array([b"2026-01-01T10:00:00+02:00", b"2026-01-01T10:00:00", b"garbage",
-                                     b"2026-01-01T10:00:00Z"], dtype=object)
+    arrays = {c.name: np.array([f"tx{i}".encode() for i in range(n)], dtype=object) for c in SPEC.input_columns}
+    arrays["event_time"] = np.array(
+        [b"2026-01-01T10:00:00+02:00", b"2026-01-01T10:00:00", b"garbage", b"2026-01-01T10:00:00Z"], dtype=object
+    )
     arrays["amount"] = np.array([1.0, np.nan, -2.0, np.inf])
     arrays["customer_age_days"] = np.array([1, 2, 3, 4])
     arrays["currency"] = np.array([b"USD"] * n, dtype=object)
@@ -158,8 +163,12 @@ def test_request_coercion_converts_offsets_and_reports_per_row() -> None:
     assert found["country:invalid_utf8"] == [1]
     assert found["amount:not_finite"] == [3]
     assert "event_time:null" not in found, "a value that failed to parse is not also reported as null"
-    assert list(first_reason(reasons, 4)) == ["ok", "event_time:naive_timestamp", "event_time:unparseable",
-                                              "amount:not_finite"]
+    assert list(first_reason(reasons, 4)) == [
+        "ok",
+        "event_time:naive_timestamp",
+        "event_time:unparseable",
+        "amount:not_finite",
+    ]
 
 
 def test_request_missing_input_is_a_clear_error() -> None:

@@ -16,8 +16,14 @@ from training.train import RunResult, latest_run, train
 
 def test_run_directory_is_complete(run: RunResult) -> None:
     names = {p.name for p in run.run_dir.iterdir()}
-    assert {"checkpoint.pt", "feature_state.json", "metrics.json", "reference_profile.json", "holdout.parquet",
-            "run.json"} <= names
+    assert {
+        "checkpoint.pt",
+        "feature_state.json",
+        "metrics.json",
+        "reference_profile.json",
+        "holdout.parquet",
+        "run.json",
+    } <= names
     metrics = json.loads((run.run_dir / "metrics.json").read_text())["holdout"]
     assert metrics["roc_auc"] > 0.85, metrics
     assert 0.0 < metrics["threshold"] < 1.0
@@ -52,7 +58,7 @@ def test_failed_training_keeps_last_good_run(run: RunResult, tmp_path: Path) -> 
     before = sorted(p.name for p in runs.iterdir())
     broken = tmp_path / "broken.parquet"
     atomic_write_parquet(broken, fraud.generate(500, seed=9).drop(columns=["country"]))
-    with pytest.raises(FileLevelError, match="broken.parquet"):
+    with pytest.raises(FileLevelError, match=r"broken\.parquet"):
         train([broken], fraud.SPEC, runs, seed=0, epochs=1, progress=False)
     assert sorted(p.name for p in runs.iterdir()) == before, "no partial run directory left behind"
     assert latest_run(runs) == run.run_dir

@@ -16,12 +16,16 @@ from training.train import train
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     parser.add_argument("--pipeline", default="fraud")
-    parser.add_argument("--data", nargs="+", default=[".inferline/data/raw"], help="Parquet files, globs or directories")
+    parser.add_argument(
+        "--data", nargs="+", default=[".inferline/data/raw"], help="Parquet files, globs or directories"
+    )
     parser.add_argument("--runs", default=".inferline/runs", help="directory for run directories")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="override the spec's epoch count")
     parser.add_argument("--max-invalid-share", type=float, default=0.05)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (results are deterministic per count)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (results are deterministic per count)"
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     import torch
@@ -29,8 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     spec = load_pipeline(args.pipeline)
     try:
-        result = train(expand_paths(args.data), spec, Path(args.runs), seed=args.seed, epochs=args.epochs,
-                       max_invalid_share=args.max_invalid_share, progress=not args.quiet)
+        result = train(
+            expand_paths(args.data),
+            spec,
+            Path(args.runs),
+            seed=args.seed,
+            epochs=args.epochs,
+            max_invalid_share=args.max_invalid_share,
+            progress=not args.quiet,
+        )
     except (FileLevelError, InvalidShareExceeded, FileNotFoundError) as exc:
         print(f"training FAILED, last good run kept: {exc}", file=sys.stderr)
         return 1

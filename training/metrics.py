@@ -60,5 +60,5 @@ def classification_metrics(y: np.ndarray, score: np.ndarray, threshold: float) -
         "recall": recall,
         "threshold": float(threshold),
         "positive_rate": float(y.mean()),
-        "rows": int(len(y)),
+        "rows": len(y),
     }

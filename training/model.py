@@ -29,7 +29,14 @@ class Architecture:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Architecture:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return cls(
+            cardinalities=tuple(int(c) for c in d["cardinalities"]),
+            n_numeric=int(d["n_numeric"]),
+            n_classes=int(d["n_classes"]),
+            embedding_dim=int(d["embedding_dim"]),
+            hidden=tuple(int(h) for h in d["hidden"]),
+            dropout=float(d["dropout"]),
+        )
 
 
 class TabularNet(nn.Module):
@@ -60,6 +67,8 @@ class ScoringModel(nn.Module):
     the argmax.
     """
 
+    threshold: torch.Tensor
+
     def __init__(self, net: TabularNet, threshold: float) -> None:
         super().__init__()
         self.net = net
@@ -75,8 +84,9 @@ class ScoringModel(nn.Module):
 
 
 def save_checkpoint(path: Path, net: TabularNet, threshold: float, pipeline: str) -> None:
-    from features.artifacts import atomic_write_bytes
     import io
+
+    from features.artifacts import atomic_write_bytes
 
     buf = io.BytesIO()
     torch.save(

@@ -26,7 +26,7 @@ def _numeric_profile(values: np.ndarray, bins: int = 20) -> dict[str, Any]:
 def reference_profile(features: FeatureMatrix, state: FeatureState, scores: np.ndarray) -> dict[str, Any]:
     numeric = np.asarray(features.numeric)
     categorical = np.asarray(features.categorical)
-    profile: dict[str, Any] = {"rows": int(len(features)), "numeric": {}, "categorical": {}}
+    profile: dict[str, Any] = {"rows": len(features), "numeric": {}, "categorical": {}}
     for i, name in enumerate(state.numeric):
         profile["numeric"][name] = _numeric_profile(numeric[:, i])
     for j, name in enumerate(state.categorical):

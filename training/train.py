@@ -13,7 +13,7 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +40,20 @@ class RunResult:
     seconds: float
 
 
-def split_by_time(frame: pd.DataFrame, spec: PipelineSpec, fractions: tuple[float, float] = (0.7, 0.85)) -> tuple[
-    pd.DataFrame, pd.DataFrame, pd.DataFrame
-]:
+def split_by_time(
+    frame: pd.DataFrame, spec: PipelineSpec, fractions: tuple[float, float] = (0.7, 0.85)
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Train on the past, choose the threshold on the next slice, report on the most recent (as production would)."""
     time_col = next((c.name for c in spec.columns if c.kind == "timestamp"), None)
     id_col = spec.id_column.name if spec.id_column else None
     keys = [k for k in (time_col, id_col) if k]
     ordered = frame.sort_values(keys, kind="mergesort").reset_index(drop=True) if keys else frame
     a, b = int(len(ordered) * fractions[0]), int(len(ordered) * fractions[1])
-    return ordered.iloc[:a].reset_index(drop=True), ordered.iloc[a:b].reset_index(drop=True), ordered.iloc[b:].reset_index(drop=True)
+    return (
+        ordered.iloc[:a].reset_index(drop=True),
+        ordered.iloc[a:b].reset_index(drop=True),
+        ordered.iloc[b:].reset_index(drop=True),
+    )
 
 
 def _tensors(m: FeatureMatrix) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +81,7 @@ def train(
 ) -> RunResult:
     started = time.perf_counter()
     runs_dir = Path(runs_dir)
-    run_id = f"{spec.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-s{seed}"
+    run_id = f"{spec.name}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-s{seed}"
     tmp_dir = runs_dir / f".{run_id}.tmp"
     tmp_dir.mkdir(parents=True)
     try:
@@ -165,7 +169,7 @@ def train(
                 "architecture": arch.as_dict(),
                 "torch": torch.__version__,
                 "seconds": round(seconds, 3),
-                "created_at": datetime.now(timezone.utc).isoformat(),
+                "created_at": datetime.now(UTC).isoformat(),
             },
         )
         run_dir = runs_dir / run_id

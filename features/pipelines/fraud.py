@@ -172,9 +172,7 @@ def generate(n_rows: int, seed: int = 0) -> pd.DataFrame:
     channel = np.where(
         fraud, rng.choice(CHANNELS, n_rows, p=[0.5, 0.25, 0.25]), rng.choice(CHANNELS, n_rows, p=[0.3, 0.5, 0.2])
     )
-    customer_age_days = np.where(
-        fraud, rng.exponential(250.0, n_rows), rng.exponential(900.0, n_rows)
-    ).astype("int64")
+    customer_age_days = np.where(fraud, rng.exponential(250.0, n_rows), rng.exponential(900.0, n_rows)).astype("int64")
     fraud_text = np.where(
         rng.random(n_rows) < 0.4, rng.choice(_FRAUD_DESCRIPTIONS, n_rows), rng.choice(_LEGIT_DESCRIPTIONS, n_rows)
     )

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by the Triton Python backend
 
-from export.runtime import onnx_session
+from export.runtime import Device, onnx_session
 
 OUTPUTS = ("probabilities", "predicted_class")
 
@@ -23,7 +23,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        device = "cuda" if args.get("model_instance_kind") == "GPU" else "cpu"
+        device: Device = "cuda" if args.get("model_instance_kind") == "GPU" else "cpu"
         self.session = onnx_session(path, device=device, threads=int(params.get("intra_op_threads", "1")))
         self.inputs = [i.name for i in self.session.get_inputs()]
 

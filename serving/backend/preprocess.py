@@ -45,7 +45,9 @@ class TritonPythonModel:
 
     def _response(self, outputs: list[np.ndarray]) -> Any:
         names = ("numeric", "categorical", "status", "release")
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in zip(names, outputs, strict=True)])
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor(k, v) for k, v in zip(names, outputs, strict=True)]
+        )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         per_request = []
@@ -60,7 +62,7 @@ class TritonPythonModel:
         try:  # the common case: featurize every request of the batch at once
             merged = {name: np.concatenate([a[name] for a in per_request]) for name in self.columns}
             outputs = self._featurize(merged)
-            bounds = np.cumsum([0] + sizes)
+            bounds = np.cumsum([0, *sizes])
             return [self._response([o[bounds[i] : bounds[i + 1]] for o in outputs]) for i in range(len(requests))]
         except Exception:  # noqa: BLE001 - isolate the failing request; the others are still answered
             responses = []
@@ -68,6 +70,9 @@ class TritonPythonModel:
                 try:
                     responses.append(self._response(self._featurize(arrays)))
                 except Exception as exc:  # noqa: BLE001
-                    responses.append(pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError(f"{self.spec.name}_preprocess could not read the request: {exc}")))
+                    responses.append(
+                        pb_utils.InferenceResponse(
+                            error=pb_utils.TritonError(f"{self.spec.name}_preprocess could not read the request: {exc}")
+                        )
+                    )
             return responses

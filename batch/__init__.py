@@ -1,0 +1,1 @@
+"""inferline batch stage (not built yet: see the open issues)."""

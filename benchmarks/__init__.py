@@ -1,0 +1,1 @@
+"""inferline benchmarks stage (not built yet: see the open issues)."""

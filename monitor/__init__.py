@@ -1,0 +1,1 @@
+"""inferline monitor stage (not built yet: see the open issues)."""

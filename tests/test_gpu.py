@@ -1,0 +1,37 @@
+"""GPU paths: the same kernels on cuDF/cupy and onnxruntime's CUDA provider. Skipped without an NVIDIA GPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from export.runtime import onnx_session
+from features.pipelines import fraud
+from features.state import compute_features, fit_state
+
+from .conftest import Published
+
+pytestmark = pytest.mark.gpu
+
+
+def test_cudf_kernels_match_pandas() -> None:
+    from features.backend import get_backend
+
+    frame = fraud.generate(20_000, seed=5)
+    state = fit_state(frame, fraud.SPEC)
+    cpu = compute_features(frame, fraud.SPEC, state)
+    gpu_backend = get_backend("cudf")
+    gpu = compute_features(gpu_backend.from_pandas(frame), fraud.SPEC, state)
+    np.testing.assert_allclose(gpu_backend.to_numpy(gpu.numeric), cpu.numeric, atol=1e-5)
+    np.testing.assert_array_equal(gpu_backend.to_numpy(gpu.categorical), cpu.categorical)
+
+
+def test_onnxruntime_cuda_matches_cpu(published: Published) -> None:
+    path = published.repository / "fraud_model" / "2" / "model.onnx"
+    cuda = onnx_session(path, device="cuda")
+    assert cuda.get_providers()[0] == "CUDAExecutionProvider"
+    cpu = onnx_session(path, device="cpu")
+    rng = np.random.default_rng(0)
+    feeds = {"numeric": rng.normal(size=(512, 8)).astype(np.float32),
+             "categorical": rng.integers(0, 3, size=(512, 4)).astype(np.int64)}
+    np.testing.assert_allclose(cuda.run(None, feeds)[0], cpu.run(None, feeds)[0], atol=1e-5)
