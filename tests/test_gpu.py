@@ -32,6 +32,8 @@ def test_onnxruntime_cuda_matches_cpu(published: Published) -> None:
     assert cuda.get_providers()[0] == "CUDAExecutionProvider"
     cpu = onnx_session(path, device="cpu")
     rng = np.random.default_rng(0)
-    feeds = {"numeric": rng.normal(size=(512, 8)).astype(np.float32),
-             "categorical": rng.integers(0, 3, size=(512, 4)).astype(np.int64)}
+    feeds = {
+        "numeric": rng.normal(size=(512, 8)).astype(np.float32),
+        "categorical": rng.integers(0, 3, size=(512, 4)).astype(np.int64),
+    }
     np.testing.assert_allclose(cuda.run(None, feeds)[0], cpu.run(None, feeds)[0], atol=1e-5)
