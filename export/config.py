@@ -99,8 +99,10 @@ def pipeline_configs(
     queue_size: int = 2048,
     queue_timeout_us: int = 5_000_000,
     tensorrt: bool = False,
+    dynamic_batching: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Configs for the three models of a pipeline, loading exactly ``version`` of the inner models."""
+    """Configs for the three models of a pipeline, loading exactly ``version`` of the inner models.
+    ``dynamic_batching=False`` serves each request on its own (the benchmark's comparison point)."""
     if target not in ("local", "gpu"):
         raise ValueError(f"target must be 'local' or 'gpu', got {target!r}")
     names = model_names(spec.name)
@@ -122,7 +124,7 @@ def pipeline_configs(
         "output": features_out + status_out,
         # string parsing and validation are CPU work on either target; the GPU runs the model
         "instance_group": [{"count": 1, "kind": Const("KIND_CPU")}],
-        "dynamic_batching": batching,
+        **({"dynamic_batching": batching} if dynamic_batching else {}),
         "version_policy": _version_policy(version),
         "parameters": PbMap({"pipeline": {"string_value": spec.name}}),
     }
@@ -150,7 +152,9 @@ def pipeline_configs(
                     ]
                 }
             }
-    model |= {"dynamic_batching": batching, "version_policy": _version_policy(version)}
+    if dynamic_batching:
+        model["dynamic_batching"] = batching
+    model["version_policy"] = _version_policy(version)
 
     ensemble = {
         "name": names["ensemble"],

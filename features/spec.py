@@ -58,7 +58,8 @@ class SpecError(ValueError):
 @dataclass(frozen=True)
 class Rule:
     """A row-level rule. ``check`` takes the column's non-null values (a pandas Series) and returns a boolean
-    Series, True where the value is valid. ``name`` becomes the machine-readable reason ``<column>:<name>``."""
+    Series, True where the value is valid. It must be element-wise: a value's verdict depends on that value alone
+    (set-level rules such as uniqueness are column flags). ``name`` becomes the reason ``<column>:<name>``."""
 
     name: str
     check: Callable[[pd.Series], pd.Series]

@@ -24,7 +24,8 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from features.spec import Column, PipelineSpec
+from features.backend import Columns
+from features.spec import Column, PipelineSpec, Rule
 
 __all__ = [
     "FileLevelError",
@@ -169,16 +170,57 @@ def _quarantine(rows: pd.DataFrame, reasons: Mapping[int, list[str]]) -> pd.Data
     return out.reset_index(drop=True)
 
 
-def row_reasons(frame: pd.DataFrame, spec: PipelineSpec, include_label: bool = False) -> dict[str, np.ndarray]:
+def _series(frame: pd.DataFrame | Columns, col: Column) -> pd.Series:
+    """The column as a pandas Series of its raw dtype (rules are written against pandas)."""
+    if not isinstance(frame, Columns):
+        return frame[col.name]
+    values = frame[col.name]
+    if col.kind == "timestamp":
+        return pd.Series(values, dtype="datetime64[ns]").dt.tz_localize("UTC")
+    if col.kind in ("id", "categorical", "text"):
+        return pd.Series(values, dtype="string")
+    return pd.Series(values)
+
+
+_VERDICTS: dict[Rule, dict[str, bool]] = {}
+_VERDICTS_MAX = 4096  # per rule; a flood of distinct values only clears the cache, it never grows past this
+
+
+def _categorical_reasons(values: np.ndarray, col: Column, out: dict[str, np.ndarray]) -> None:
+    """Categorical columns on the request path: rules are element-wise, so each distinct value's verdict is
+    computed once by the spec's own rule and remembered (exact, not an approximation)."""
+    n = len(values)
+    null = np.fromiter((v is None for v in values), dtype=bool, count=n)
+    if col.required and null.any():
+        out[f"{col.name}:{NULL}"] = null
+    for rule in col.rules:
+        verdicts = _VERDICTS.setdefault(rule, {})
+        unseen = sorted({v for v in values if v is not None and v not in verdicts})
+        if unseen:
+            if len(verdicts) + len(unseen) > _VERDICTS_MAX:
+                verdicts.clear()
+            ok_unseen = rule.check(pd.Series(unseen, dtype="string")).to_numpy(dtype=bool)
+            verdicts.update(zip(unseen, ok_unseen.tolist(), strict=True))
+        ok = np.fromiter((True if v is None else verdicts.get(v, True) for v in values), dtype=bool, count=n)
+        if not ok.all():
+            out[f"{col.name}:{rule.name}"] = ~ok
+
+
+def row_reasons(
+    frame: pd.DataFrame | Columns, spec: PipelineSpec, include_label: bool = False
+) -> dict[str, np.ndarray]:
     """Per-row failures as ``{reason: boolean mask}``, evaluating the spec's rules directly (serving path)."""
     out: dict[str, np.ndarray] = {}
     n = len(frame)
     for c in _columns(spec, include_label):
-        s = frame[c.name]
+        if isinstance(frame, Columns) and c.kind == "categorical" and not c.unique:
+            _categorical_reasons(frame[c.name], c, out)
+            continue
+        s = _series(frame, c)
         null = s.isna().to_numpy(dtype=bool)
         if c.required and null.any():
             out[f"{c.name}:{NULL}"] = null
-        present = s[~null]
+        present = s[~null] if null.any() else s
         for rule in c.rules:
             if len(present) == 0:
                 break
@@ -187,7 +229,7 @@ def row_reasons(frame: pd.DataFrame, spec: PipelineSpec, include_label: bool = F
                 mask = np.zeros(n, dtype=bool)
                 mask[np.flatnonzero(~null)[~ok]] = True
                 out[f"{c.name}:{rule.name}"] = mask
-        if c.unique:
+        if c.unique and n > 1:
             dup = s.duplicated(keep=False).to_numpy(dtype=bool) & ~null
             if dup.any():
                 out[f"{c.name}:{DUPLICATE}"] = dup
@@ -202,44 +244,48 @@ def first_reason(reasons: Mapping[str, np.ndarray], n: int) -> np.ndarray:
     return status
 
 
-def _decode(values: np.ndarray, name: str, reasons: dict[str, np.ndarray]) -> pd.Series:
-    """BYTES tensor -> text, recording invalid UTF-8 as a row reason (the row is not dropped)."""
-    out: list[str | None] = []
+def _decode(values: np.ndarray, name: str, reasons: dict[str, np.ndarray]) -> np.ndarray:
+    """BYTES tensor -> object array of text (None for null: an empty string on the wire), recording invalid UTF-8
+    as a row reason (the row is not dropped)."""
+    out = np.empty(len(values), dtype=object)
     bad = np.zeros(len(values), dtype=bool)
     for i, v in enumerate(values):
         if isinstance(v, bytes | np.bytes_):
             try:
-                out.append(v.decode("utf-8"))
+                out[i] = v.decode("utf-8") or None
             except UnicodeDecodeError:
-                out.append(None)
+                out[i] = None
                 bad[i] = True
-        elif v is None:
-            out.append(None)
+        elif v is None or v is pd.NA:
+            out[i] = None
         else:
-            out.append(str(v))
+            out[i] = str(v) or None
     if bad.any():
         reasons[f"{name}:invalid_utf8"] = bad
-    return pd.Series(out, dtype="string")
+    return out
 
 
-def _parse_timestamps(text: pd.Series, col: Column, reasons: dict[str, np.ndarray]) -> pd.Series:
-    parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
-    present = text.notna().to_numpy(dtype=bool)
+def _parse_timestamps(text: np.ndarray, col: Column, reasons: dict[str, np.ndarray]) -> np.ndarray:
+    """ISO-8601 text -> UTC ``datetime64[ns]`` (NaT where null, unparseable, or naive under the ``to_utc`` policy)."""
+    series = pd.Series(text, dtype="string")
+    parsed = pd.to_datetime(series, utc=True, format="ISO8601", errors="coerce")
+    present = series.notna().to_numpy(dtype=bool)
     unparseable = present & parsed.isna().to_numpy(dtype=bool)
     if unparseable.any():
         reasons[f"{col.name}:unparseable"] = unparseable
     if col.timezone_policy == "to_utc":
-        has_offset = text.str.strip().str.contains(_OFFSET, regex=True).fillna(False).to_numpy(dtype=bool)
+        has_offset = series.str.strip().str.contains(_OFFSET, regex=True).fillna(False).to_numpy(dtype=bool)
         naive = present & ~unparseable & ~has_offset
         if naive.any():
             reasons[f"{col.name}:naive_timestamp"] = naive
             parsed = parsed.where(~naive)
-    return parsed.astype(col.raw_dtype)
+    return parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
 
 
-def coerce_request(arrays: Mapping[str, np.ndarray], spec: PipelineSpec) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Wire arrays (one per raw column, shape [n] or [n, 1]) -> a canonical frame and the per-row reasons found while
-    parsing. Missing required inputs raise ``KeyError`` naming them (a malformed request, not a bad row)."""
+def coerce_request(arrays: Mapping[str, np.ndarray], spec: PipelineSpec) -> tuple[Columns, dict[str, np.ndarray]]:
+    """Wire arrays (one per raw column, shape [n] or [n, 1]) -> canonical ``Columns`` and the per-row reasons found
+    while parsing and checking rules. Missing required inputs raise ``KeyError`` naming them (a malformed request,
+    not a bad row)."""
     missing = [c.name for c in spec.input_columns if c.name not in arrays]
     if missing:
         raise KeyError(
@@ -247,30 +293,29 @@ def coerce_request(arrays: Mapping[str, np.ndarray], spec: PipelineSpec) -> tupl
             f"{[c.name for c in spec.input_columns]}"
         )
     reasons: dict[str, np.ndarray] = {}
-    data: dict[str, Any] = {}
+    columns = Columns()
     for c in spec.input_columns:
         values = np.asarray(arrays[c.name]).reshape(-1)
         if c.kind in ("id", "categorical", "text"):
-            data[c.name] = _decode(values, c.name, reasons)
+            columns[c.name] = _decode(values, c.name, reasons)
         elif c.kind == "timestamp":
             if values.dtype.kind in "OSU":
-                data[c.name] = _parse_timestamps(_decode(values, c.name, reasons), c, reasons)
+                columns[c.name] = _parse_timestamps(_decode(values, c.name, reasons), c, reasons)
             else:
-                data[c.name] = pd.Series(pd.to_datetime(values, utc=True)).astype(c.raw_dtype)
+                columns[c.name] = np.asarray(values, dtype="datetime64[ns]")
         elif c.kind == "numeric":
-            data[c.name] = pd.Series(values.astype("float64"))
+            columns[c.name] = values.astype("float64")
         else:  # integer
-            data[c.name] = pd.Series(values.astype("int64"))
-    frame = pd.DataFrame(data)
+            columns[c.name] = values.astype("int64")
     parse_failed: dict[str, np.ndarray] = {}
     for reason, mask in reasons.items():
         column = reason.split(":", 1)[0]
-        parse_failed[column] = parse_failed.get(column, np.zeros(len(frame), dtype=bool)) | mask
-    for reason, mask in row_reasons(frame, spec).items():
+        parse_failed[column] = parse_failed.get(column, np.zeros(len(columns), dtype=bool)) | mask
+    for reason, mask in row_reasons(columns, spec).items():
         column, code = reason.split(":", 1)
         if code == NULL and column in parse_failed:
             mask = mask & ~parse_failed[column]  # a value that failed to parse is reported as such, not as null
             if not mask.any():
                 continue
         reasons[reason] = reasons[reason] | mask if reason in reasons else mask
-    return frame, reasons
+    return columns, reasons

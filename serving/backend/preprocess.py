@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by the Triton Python backend
 
+from features.request import featurize_request
 from features.spec import load_pipeline
-from features.state import FeatureState, compute_features
-from features.validation import coerce_request, first_reason
+from features.state import FeatureState
 
 
 class TritonPythonModel:
@@ -32,16 +32,11 @@ class TritonPythonModel:
         self.columns = [c.name for c in self.spec.input_columns]
 
     def _featurize(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
-        frame, reasons = coerce_request(arrays, self.spec)
-        n = len(frame)
-        status = first_reason(reasons, n)
-        ok = status == "ok"
-        m = compute_features(frame, self.spec, self.state)
-        numeric = np.where(ok[:, None], m.numeric, np.float32(0)).astype(np.float32)
-        categorical = np.where(ok[:, None], m.categorical, 0).astype(np.int64)
+        m, status = featurize_request(arrays, self.spec, self.state)
+        n = len(status)
         status_out = np.array([s.encode() for s in status], dtype=object).reshape(n, 1)
         release_out = np.full((n, 1), self.release, dtype=object)
-        return [numeric, categorical, status_out, release_out]
+        return [m.numeric, m.categorical, status_out, release_out]
 
     def _response(self, outputs: list[np.ndarray]) -> Any:
         names = ("numeric", "categorical", "status", "release")

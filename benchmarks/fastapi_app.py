@@ -1,0 +1,68 @@
+"""The baseline most teams start with: FastAPI + uvicorn, a pydantic request body, the PyTorch model run eagerly,
+and inferline's own feature code (the same validation and kernels as the Triton preprocess model).
+
+Run: ``INFERLINE_RUN_DIR=<run> uvicorn benchmarks.fastapi_app:app --workers 1``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, create_model
+
+from features.request import featurize_request
+from features.spec import load_pipeline
+from features.state import FeatureState
+from training.model import load_checkpoint
+
+torch.set_num_threads(int(os.environ.get("INFERLINE_TORCH_THREADS", "1")))
+RUN_DIR = Path(os.environ["INFERLINE_RUN_DIR"])
+SPEC = load_pipeline(os.environ.get("INFERLINE_PIPELINE", "fraud"))
+STATE = FeatureState.load(RUN_DIR / "feature_state.json")
+MODEL = load_checkpoint(RUN_DIR / "checkpoint.pt")
+_PY_TYPES: dict[str, Any] = {"BYTES": str | None, "FP64": float, "INT64": int}
+
+Row: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "Row", **{c.name: (_PY_TYPES[c.triton_dtype], ...) for c in SPEC.input_columns}
+)
+
+
+class PredictRequest(BaseModel):
+    rows: list[Row]  # type: ignore[valid-type]
+
+
+class PredictResponse(BaseModel):
+    probabilities: list[list[float]]
+    predicted_class: list[int]
+    status: list[str]
+
+
+app = FastAPI(title="baseline: FastAPI + PyTorch eager")
+
+
+@app.get("/health")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.post("/predict", response_model=PredictResponse)
+def predict(request: PredictRequest) -> PredictResponse:
+    if not request.rows:
+        raise HTTPException(status_code=400, detail="rows is empty; send at least one row")
+    arrays = {
+        c.name: np.array(
+            [getattr(r, c.name) for r in request.rows], dtype=object if c.triton_dtype == "BYTES" else None
+        )
+        for c in SPEC.input_columns
+    }
+    m, status = featurize_request(arrays, SPEC, STATE)
+    with torch.inference_mode():
+        probabilities, predicted = MODEL(torch.from_numpy(m.numeric), torch.from_numpy(m.categorical))
+    return PredictResponse(
+        probabilities=probabilities.tolist(), predicted_class=predicted.reshape(-1).tolist(), status=status.tolist()
+    )

@@ -1,0 +1,154 @@
+"""Benchmark results as JSON (every sample), a markdown report, and PNG plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from features.artifacts import atomic_write_bytes, atomic_write_json
+
+__all__ = ["markdown", "write_results"]
+
+
+def _fmt(s: dict[str, float], digits: int = 0) -> str:
+    return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [
+        f"# inferline benchmarks ({r['mode']} run, {r['created_at'][:19]}Z, {r['wall_s']} s)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, GPU: {m['gpu']}; Python {m['python']}.",
+        "Each figure: median [min-max] over interleaved repetitions; each ratio is computed per repetition.",
+        "",
+    ]
+    if "goals" in r:
+        lines += ["## Goals", "", "| goal | ratio (a / b) | measured | target | met |", "|---|---|---|---|---|"]
+        for g in r["goals"]:
+            op = ">=" if g["higher_is_better"] else "<="
+            lines.append(
+                f"| {g['goal']} | {g['ratio']} | {g['median']:.2f}x [{g['min']:.2f}-{g['max']:.2f}] | "
+                f"{op} {g['target']} | {'yes' if g['met'] else '**no**'} |"
+            )
+        lines.append("")
+    if "serving" in r:
+        s = r["serving"]
+        lines += [
+            "## Serving: one raw row per request",
+            "",
+            "| stack | concurrency | req/s | p50 ms | p95 ms | p99 ms | inferences / server CPU-s | "
+            "server CPU-s | load-generator CPU-s | errors |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, per_c in s["summary"].items():
+            for c, v in per_c.items():
+                lines.append(
+                    f"| {name} | {c} | {_fmt(v['throughput_rps'])} | {_fmt(v['p50_ms'], 2)} | {_fmt(v['p95_ms'], 2)} | "
+                    f"{_fmt(v['p99_ms'], 2)} | {_fmt(v['inferences_per_server_cpu_s'])} | "
+                    f"{v['server_cpu_s']['median']:.1f} | {v['loadgen_cpu_s']['median']:.1f} | "
+                    f"{v['errors']['max']:.0f} |"
+                )
+        lines += [
+            "",
+            "Stacks: " + "; ".join(f"`{k}`: {d}" for k, d in s["stacks"].items()) + ".",
+            "HTTP stacks are driven by wrk (1 thread); gRPC by `benchmarks.grpc_load` (Python asyncio, whose "
+            "own CPU use caps what it can offer on 2 cores). Torch, onnxruntime and OpenMP use 1 thread each.",
+            "",
+        ]
+    if "inprocess" in r:
+        p = r["inprocess"]["per_call_us"]
+        sizes = list(next(iter(p.values())))
+        lines += [
+            "## In process: model only, one thread",
+            "",
+            "| runtime | " + " | ".join(f"batch {b} (us)" for b in sizes) + " |",
+            "|---|" + "---|" * len(sizes),
+        ]
+        for name, d in p.items():
+            lines.append(
+                f"| {name} | "
+                + " | ".join(_fmt({"median": _med(v), "min": min(v), "max": max(v)}, 1) for v in d.values())
+                + " |"
+            )
+        for name, note in r["inprocess"]["notes"].items():
+            lines.append(f"\n{name}: {note}")
+        lines.append("")
+    if "features" in r:
+        f = r["features"]
+        lines += [
+            "## Feature kernels",
+            "",
+            f"pandas backend over {f['rows']} rows: {_fmt(_s(f['pandas_rows_per_s']))} rows/s, "
+            f"{_fmt(_s(f['pandas_gb_per_s']), 3)} GB/s of raw input, against numpy copy bandwidth "
+            f"{_fmt(_s(f['numpy_copy_gb_per_s']), 2)} GB/s in the same run.",
+            "Request path (validation + features, numpy backend): "
+            + ", ".join(f"{n} row(s) {_fmt(_s(v), 0)} us per call" for n, v in f["request_path_us_per_call"].items())
+            + ".",
+            f"cuDF kernels: {f['cudf']}.",
+            "",
+        ]
+    lines += [f"GPU rows: {r['gpu']}.", ""]
+    return "\n".join(lines)
+
+
+def _med(v: list[float]) -> float:
+    return sorted(v)[len(v) // 2] if len(v) % 2 else (sorted(v)[len(v) // 2 - 1] + sorted(v)[len(v) // 2]) / 2
+
+
+def _s(v: list[float]) -> dict[str, float]:
+    return {"median": _med(v), "min": min(v), "max": max(v)}
+
+
+def _plots(r: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    if "serving" in r:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        for name, per_c in r["serving"]["summary"].items():
+            cs = [int(c) for c in per_c]
+            for ax, key in zip(axes, ("throughput_rps", "p99_ms"), strict=True):
+                med = [per_c[str(c)][key]["median"] for c in cs]
+                lo = [med[i] - per_c[str(c)][key]["min"] for i, c in enumerate(cs)]
+                hi = [per_c[str(c)][key]["max"] - med[i] for i, c in enumerate(cs)]
+                ax.errorbar(cs, med, yerr=[lo, hi], marker="o", capsize=3, label=name)
+        for ax, label in zip(axes, ("requests/s (one row each)", "p99 latency (ms)"), strict=True):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrent connections")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[1].set_yscale("log")
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"Serving, {r['machine']['cores']} cores, {r['mode']} run (median, min-max)")
+        fig.tight_layout()
+        fig.savefig(out / "serving.png", dpi=110)
+        plt.close(fig)
+        written.append("serving.png")
+    if "inprocess" in r:
+        p = r["inprocess"]["per_call_us"]
+        sizes = list(next(iter(p.values())))
+        fig, ax = plt.subplots(figsize=(7, 4))
+        width = 0.8 / len(p)
+        for i, (name, d) in enumerate(p.items()):
+            ax.bar([j + i * width for j in range(len(sizes))], [_med(v) for v in d.values()], width, label=name)
+        ax.set_xticks([j + width * (len(p) - 1) / 2 for j in range(len(sizes))], [f"batch {b}" for b in sizes])
+        ax.set_yscale("log")
+        ax.set_ylabel("microseconds per call (median)")
+        ax.legend()
+        ax.set_title("Model only, in process, 1 thread")
+        fig.tight_layout()
+        fig.savefig(out / "inprocess.png", dpi=110)
+        plt.close(fig)
+        written.append("inprocess.png")
+    return written
+
+
+def write_results(r: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    r["plots"] = _plots(r, out)
+    atomic_write_json(out / "results.json", r)
+    atomic_write_bytes(out / "results.md", markdown(r).encode())

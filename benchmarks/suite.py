@@ -1,0 +1,201 @@
+"""The benchmark suite: every figure a median over interleaved repetitions (with min and max), every ratio naming
+both sides and computed per repetition (the two sides ran back to back, so machine noise hits both)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+from tqdm import tqdm
+
+from benchmarks.features_bench import bench_features
+from benchmarks.inprocess import bench_inprocess
+from benchmarks.load import run_grpc, run_wrk
+from benchmarks.stacks import Stack, build_release, start_stacks
+
+__all__ = ["Settings", "run_suite"]
+
+
+@dataclass
+class Settings:
+    quick: bool = False
+    concurrency: tuple[int, ...] = (1, 4, 16, 64)
+    reps: int = 3
+    duration_s: float = 10.0
+    warmup_s: float = 2.0
+    grpc: bool = True
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> Settings:
+        return cls(quick=True, duration_s=4.0, warmup_s=1.0) if quick else cls()
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "gpu": "none",
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
+
+
+def _measure(stack: Stack, concurrency: int, duration_s: float, row_file: Path) -> dict[str, Any]:
+    cpu0 = stack.server_cpu_s()
+    if stack.protocol == "http":
+        r = run_wrk(stack.url, stack.body, concurrency, duration_s)
+    else:
+        r = run_grpc(stack.url, row_file, concurrency, duration_s)
+    server_cpu = stack.server_cpu_s() - cpu0
+    return {
+        "throughput_rps": r.throughput,
+        "p50_ms": r.p50_ms,
+        "p95_ms": r.p95_ms,
+        "p99_ms": r.p99_ms,
+        "requests": r.requests,
+        "errors": r.errors,
+        "server_cpu_s": server_cpu,
+        "loadgen_cpu_s": r.loadgen_cpu_s,
+        "inferences_per_server_cpu_s": r.requests / server_cpu if server_cpu > 0 else 0.0,
+    }
+
+
+def bench_serving(settings: Settings, workdir: Path) -> tuple[dict[str, Any], Any]:
+    release = build_release(workdir)
+    stacks = start_stacks(release, workdir, grpc=settings.grpc)
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {
+        s.name: {str(c): [] for c in settings.concurrency} for s in stacks
+    }
+    try:
+        for s in stacks:  # warm every stack (first requests load code paths and caches)
+            _measure(s, 16, settings.warmup_s, release.row_file)
+        total = settings.reps * len(settings.concurrency) * len(stacks)
+        with tqdm(total=total, desc="serving", unit="run", disable=None) as bar:
+            for _ in range(settings.reps):
+                for c in settings.concurrency:
+                    for s in stacks:
+                        raw[s.name][str(c)].append(_measure(s, c, settings.duration_s, release.row_file))
+                        bar.update()
+    finally:
+        for s in stacks:
+            if s.stop_fn is not None:
+                s.stop_fn()
+    result = {
+        "stacks": {s.name: s.description for s in stacks},
+        "raw": raw,
+        "summary": {
+            name: {c: {k: summary([r[k] for r in runs]) for k in runs[0]} for c, runs in per_c.items()}
+            for name, per_c in raw.items()
+        },
+    }
+    return result, release
+
+
+def _ratio(raw: dict[str, Any], a: str, b: str, c: int, key: str) -> list[float]:
+    """Per repetition: a's ``key`` divided by b's, at concurrency ``c``."""
+    return [x[key] / y[key] if y[key] else float("inf") for x, y in zip(raw[a][str(c)], raw[b][str(c)], strict=True)]
+
+
+def goals(serving: dict[str, Any], inprocess: dict[str, Any]) -> list[dict[str, Any]]:
+    raw = serving["raw"]
+    t, f, nb = "triton_batching_http", "fastapi_torch_http", "triton_nobatch_http"
+    rows: list[dict[str, Any]] = []
+
+    def add(goal: str, sides: str, values: list[float], target: float, higher_is_better: bool) -> None:
+        s = summary(values)
+        met = s["median"] >= target if higher_is_better else s["median"] <= target
+        rows.append(
+            {"goal": goal, "ratio": sides, **s, "target": target, "higher_is_better": higher_is_better, "met": met}
+        )
+
+    for c in (16, 64):
+        add(
+            f"throughput >= 5x FastAPI at c={c}",
+            f"{t} / {f} (req/s)",
+            _ratio(raw, t, f, c, "throughput_rps"),
+            5.0,
+            True,
+        )
+        add(f"p99 no worse than FastAPI at c={c}", f"{t} / {f} (p99)", _ratio(raw, t, f, c, "p99_ms"), 1.0, False)
+    add("p50 at c=1 no worse than FastAPI", f"{t} / {f} (p50)", _ratio(raw, t, f, 1, "p50_ms"), 1.0, False)
+    add(
+        "inferences per server CPU-second >= 5x FastAPI at c=64",
+        f"{t} / {f} (inferences/CPU-s)",
+        _ratio(raw, t, f, 64, "inferences_per_server_cpu_s"),
+        5.0,
+        True,
+    )
+    add(
+        "dynamic batching >= 2.5x no batching at c=16",
+        f"{t} / {nb} (req/s)",
+        _ratio(raw, t, nb, 16, "throughput_rps"),
+        2.5,
+        True,
+    )
+    per = inprocess["per_call_us"]
+    add(
+        "onnxruntime batch-1 latency <= 0.5x PyTorch eager",
+        "onnxruntime / torch_eager (us per call, batch 1)",
+        [a / b for a, b in zip(per["onnxruntime"]["1"], per["torch_eager"]["1"], strict=True)],
+        0.5,
+        False,
+    )
+    return rows
+
+
+def run_suite(settings: Settings, out_dir: Path, only: set[str]) -> dict[str, Any]:
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "created_at": datetime.now(UTC).isoformat(),
+        "mode": "quick" if settings.quick else "full",
+        "settings": asdict(settings),
+        "machine": machine(),
+    }
+    with tempfile.TemporaryDirectory(prefix="inferline-bench-") as tmp:
+        workdir = Path(tmp)
+        release = None
+        if "serving" in only:
+            results["serving"], release = bench_serving(settings, workdir)
+        if "inprocess" in only:
+            if release is None:
+                release = build_release(workdir)
+            onnx_path = release.repository / "fraud_model" / str(release.version) / "model.onnx"
+            results["inprocess"] = bench_inprocess(
+                release.run_dir,
+                onnx_path,
+                (1, 64, 1024),
+                settings.reps,
+                0.3 if settings.quick else 1.0,
+                compile_model=not settings.quick,
+            )
+        if "features" in only:
+            results["features"] = bench_features(100_000 if settings.quick else 400_000, settings.reps)
+    if "serving" in results and "inprocess" in results:
+        results["goals"] = goals(results["serving"], results["inprocess"])
+    results["gpu"] = "not measured: no GPU on this machine (Triton KIND_GPU, onnxruntime CUDA/TensorRT, cuDF kernels)"
+    results["wall_s"] = round(time.perf_counter() - started, 1)
+    from benchmarks.report import write_results
+
+    write_results(results, out_dir)
+    return results

@@ -1,0 +1,31 @@
+"""The serving path's one function: raw request arrays -> validated, featurized model inputs.
+
+Used by the Triton ``preprocess`` model and by the FastAPI baseline in ``benchmarks/``, so both serve the exact
+features training computed. A row that breaks a rule gets its reason as status and neutral features (zeros,
+the unknown bucket), so it can ride in the same batch without producing a NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from features.spec import PipelineSpec
+from features.state import FeatureMatrix, FeatureState, compute_features
+from features.validation import coerce_request, first_reason
+
+__all__ = ["featurize_request"]
+
+
+def featurize_request(
+    arrays: Mapping[str, np.ndarray], spec: PipelineSpec, state: FeatureState
+) -> tuple[FeatureMatrix, np.ndarray]:
+    """``(features, status)``: status is ``ok`` or the row's first failing reason (e.g. ``amount:negative``)."""
+    columns, reasons = coerce_request(arrays, spec)
+    status = first_reason(reasons, len(columns))
+    ok = (status == "ok")[:, None]
+    m = compute_features(columns, spec, state)
+    numeric = np.where(ok, m.numeric, np.float32(0)).astype(np.float32, copy=False)
+    categorical = np.where(ok, m.categorical, 0).astype(np.int64, copy=False)
+    return FeatureMatrix(numeric=numeric, categorical=categorical), status
