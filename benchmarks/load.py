@@ -72,7 +72,7 @@ def run_wrk(url: str, body: str, concurrency: int, duration_s: float) -> LoadRes
         script = fh.name
     try:
         out, cpu = _run_child(
-            [wrk, "-t1", f"-c{concurrency}", f"-d{duration_s}s", "--timeout", "10s", "-s", script, url]
+            [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", "--timeout", "10s", "-s", script, url]
         )
     finally:
         Path(script).unlink(missing_ok=True)

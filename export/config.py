@@ -74,16 +74,16 @@ def _tensor(name: str, dtype: str, dims: list[int]) -> dict[str, Any]:
     return {"name": name, "data_type": Const(TYPE[dtype]), "dims": dims}
 
 
-def _batching(queue_size: int, timeout_us: int) -> dict[str, Any]:
-    return {
-        "max_queue_delay_microseconds": 0,  # measured: a queue delay taxes light load and gains nothing here
-        "default_queue_policy": {
+def _batching(queue_size: int, timeout_us: int, queue_policy: bool) -> dict[str, Any]:
+    batching: dict[str, Any] = {"max_queue_delay_microseconds": 0}  # measured: a delay taxes light load, gains nothing
+    if queue_policy:
+        batching["default_queue_policy"] = {
             "timeout_action": Const("REJECT"),
             "default_timeout_microseconds": timeout_us,
             "allow_timeout_override": True,
             "max_queue_size": queue_size,
-        },
-    }
+        }
+    return batching
 
 
 def _version_policy(version: int) -> dict[str, Any]:
@@ -100,9 +100,14 @@ def pipeline_configs(
     queue_timeout_us: int = 5_000_000,
     tensorrt: bool = False,
     dynamic_batching: bool = True,
+    queue_policy: bool | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Configs for the three models of a pipeline, loading exactly ``version`` of the inner models.
-    ``dynamic_batching=False`` serves each request on its own (the benchmark's comparison point)."""
+
+    ``dynamic_batching=False`` serves each request on its own (the benchmark's comparison point).
+    ``queue_policy`` (bounded queue, reject after a timeout) defaults to on for the ``gpu`` target and off for
+    ``local``: on the bundled Triton 2.51 any ``default_queue_policy``, even ``max_queue_size`` alone, made the
+    dynamic batcher stall requests for up to ~500 ms under concurrency (measured; see benchmarks/README.md)."""
     if target not in ("local", "gpu"):
         raise ValueError(f"target must be 'local' or 'gpu', got {target!r}")
     names = model_names(spec.name)
@@ -114,7 +119,7 @@ def pipeline_configs(
     ]
     model_out = [_tensor("probabilities", "FP32", [len(spec.classes)]), _tensor("predicted_class", "INT64", [1])]
     status_out = [_tensor("status", "BYTES", [1]), _tensor("release", "BYTES", [1])]
-    batching = _batching(queue_size, queue_timeout_us)
+    batching = _batching(queue_size, queue_timeout_us, target == "gpu" if queue_policy is None else queue_policy)
 
     preprocess = {
         "name": names["preprocess"],

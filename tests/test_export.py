@@ -53,13 +53,16 @@ def test_configs_are_valid_triton_model_configs(run: RunResult, target: str) -> 
     model = parsed["model"]
     assert model.max_batch_size == fraud.SPEC.model.max_batch_size
     assert list(model.version_policy.specific.versions) == [5]
-    assert model.dynamic_batching.default_queue_policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+    assert model.HasField("dynamic_batching") and model.dynamic_batching.max_queue_delay_microseconds == 0
+    queue = model.dynamic_batching.default_queue_policy
     kind = model.instance_group[0].kind
     if target == "gpu":
+        assert queue.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT and queue.max_queue_size == 2048
         assert model.platform == "onnxruntime_onnx" and kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
         assert model.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
     else:
         assert model.backend == "python" and kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+        assert not model.dynamic_batching.HasField("default_queue_policy"), "stalls the 2.51 batcher (measured)"
     ensemble = parsed["ensemble"]
     steps = [s.model_name for s in ensemble.ensemble_scheduling.step]
     assert steps == ["fraud_preprocess", "fraud_model"]
