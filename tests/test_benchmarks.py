@@ -1,0 +1,75 @@
+"""The benchmark report's arithmetic: ratios are paired per repetition, goals are judged on the median."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.report import markdown, write_results
+from benchmarks.suite import goals, summary
+
+
+def _run(rps: float, p50: float, p99: float, per_cpu: float) -> dict[str, float]:
+    return {
+        "throughput_rps": rps,
+        "p50_ms": p50,
+        "p95_ms": p99,
+        "p99_ms": p99,
+        "requests": rps,
+        "errors": 0,
+        "server_cpu_s": 1.0,
+        "loadgen_cpu_s": 0.5,
+        "inferences_per_server_cpu_s": per_cpu,
+    }
+
+
+def _serving() -> dict:
+    # three interleaved repetitions per stack and concurrency
+    triton = {c: [_run(1000.0 * k, 2.0, 10.0, 800.0) for k in (1, 2, 3)] for c in ("1", "16", "64")}
+    fastapi = {c: [_run(200.0 * k, 1.0, 20.0, 100.0) for k in (1, 1, 1)] for c in ("1", "16", "64")}
+    nobatch = {c: [_run(500.0, 2.0, 10.0, 400.0) for _ in range(3)] for c in ("1", "16", "64")}
+    raw = {"triton_batching_http": triton, "fastapi_torch_http": fastapi, "triton_nobatch_http": nobatch}
+    return {
+        "stacks": {k: k for k in raw},
+        "raw": raw,
+        "summary": {
+            n: {c: {k: summary([r[k] for r in runs]) for k in runs[0]} for c, runs in pc.items()}
+            for n, pc in raw.items()
+        },
+    }
+
+
+def test_goals_pair_repetitions_and_judge_the_median() -> None:
+    inprocess = {
+        "per_call_us": {"onnxruntime": {"1": [30.0, 40.0, 50.0]}, "torch_eager": {"1": [100.0] * 3}},
+        "notes": {},
+    }
+    rows = {g["goal"]: g for g in goals(_serving(), inprocess)}
+    thr = rows["throughput >= 5x FastAPI at c=16"]
+    assert (thr["min"], thr["median"], thr["max"]) == (5.0, 10.0, 15.0) and thr["met"]
+    assert rows["p99 no worse than FastAPI at c=64"]["median"] == pytest.approx(0.5)
+    assert rows["p99 no worse than FastAPI at c=64"]["met"]
+    p50 = rows["p50 at c=1 no worse than FastAPI"]
+    assert p50["median"] == pytest.approx(2.0) and not p50["met"]
+    assert rows["inferences per server CPU-second >= 5x FastAPI at c=64"]["median"] == pytest.approx(8.0)
+    assert rows["dynamic batching >= 2.5x no batching at c=16"]["median"] == pytest.approx(4.0)
+    ort = rows["onnxruntime batch-1 latency <= 0.5x PyTorch eager"]
+    assert ort["median"] == pytest.approx(0.4) and ort["met"]
+
+
+def test_results_are_written_in_three_forms(tmp_path: Path) -> None:
+    results = {
+        "created_at": "2026-11-25T00:00:00",
+        "mode": "quick",
+        "wall_s": 1.0,
+        "machine": {"cpu": "test cpu", "cores": 2, "memory_gib": 1.0, "gpu": "none", "python": "3.11"},
+        "serving": _serving(),
+        "gpu": "not measured",
+        "inprocess": {"per_call_us": {"onnxruntime": {"1": [1.0]}, "torch_eager": {"1": [2.0]}}, "notes": {}},
+    }
+    write_results(results, tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.md", "serving.png", "inprocess.png"}
+    text = markdown(results)
+    assert "test cpu, 2 cores" in text
+    assert "| triton_batching_http | 16 | 2000 [1000-3000] |" in text
