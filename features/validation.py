@@ -14,9 +14,9 @@ Rows in = rows valid + rows quarantined, always.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,6 @@ __all__ = [
 
 NULL = "null"
 DUPLICATE = "duplicate"
-_OFFSET = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
 
 
 class FileLevelError(ValueError):
@@ -176,7 +175,7 @@ def _series(frame: pd.DataFrame | Columns, col: Column) -> pd.Series:
         return frame[col.name]
     values = frame[col.name]
     if col.kind == "timestamp":
-        return pd.Series(values, dtype="datetime64[ns]").dt.tz_localize("UTC")
+        return pd.Series(pd.DatetimeIndex(values, tz="UTC"))
     if col.kind in ("id", "categorical", "text"):
         return pd.Series(values, dtype="string")
     return pd.Series(values)
@@ -186,9 +185,10 @@ _VERDICTS: dict[Rule, dict[str, bool]] = {}
 _VERDICTS_MAX = 4096  # per rule; a flood of distinct values only clears the cache, it never grows past this
 
 
-def _categorical_reasons(values: np.ndarray, col: Column, out: dict[str, np.ndarray]) -> None:
-    """Categorical columns on the request path: rules are element-wise, so each distinct value's verdict is
-    computed once by the spec's own rule and remembered (exact, not an approximation)."""
+def _remembered_reasons(values: np.ndarray, col: Column, out: dict[str, np.ndarray]) -> None:
+    """String columns whose values repeat (categories, merchant descriptors) on the request path: rules are
+    element-wise, so each distinct value's verdict is computed once by the spec's own rule and remembered (exact,
+    not an approximation)."""
     n = len(values)
     null = np.fromiter((v is None for v in values), dtype=bool, count=n)
     if col.required and null.any():
@@ -213,8 +213,8 @@ def row_reasons(
     out: dict[str, np.ndarray] = {}
     n = len(frame)
     for c in _columns(spec, include_label):
-        if isinstance(frame, Columns) and c.kind == "categorical" and not c.unique:
-            _categorical_reasons(frame[c.name], c, out)
+        if isinstance(frame, Columns) and c.kind in ("categorical", "text") and not c.unique:
+            _remembered_reasons(frame[c.name], c, out)
             continue
         s = _series(frame, c)
         null = s.isna().to_numpy(dtype=bool)
@@ -265,21 +265,41 @@ def _decode(values: np.ndarray, name: str, reasons: dict[str, np.ndarray]) -> np
     return out
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NS_MIN, _NS_MAX = datetime(1678, 1, 1, tzinfo=UTC), datetime(2262, 1, 1, tzinfo=UTC)  # datetime64[ns] range
+
+
 def _parse_timestamps(text: np.ndarray, col: Column, reasons: dict[str, np.ndarray]) -> np.ndarray:
-    """ISO-8601 text -> UTC ``datetime64[ns]`` (NaT where null, unparseable, or naive under the ``to_utc`` policy)."""
-    series = pd.Series(text, dtype="string")
-    parsed = pd.to_datetime(series, utc=True, format="ISO8601", errors="coerce")
-    present = series.notna().to_numpy(dtype=bool)
-    unparseable = present & parsed.isna().to_numpy(dtype=bool)
+    """ISO-8601 text -> UTC ``datetime64[ns]`` (NaT where null, unparseable, or naive under the ``to_utc`` policy).
+
+    Values with an offset are converted to UTC; naive values are rejected (``to_utc``) or taken as UTC
+    (``assume_utc``). Dates outside what nanosecond timestamps can hold are unparseable."""
+    n = len(text)
+    out = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)  # NaT
+    unparseable = np.zeros(n, dtype=bool)
+    naive = np.zeros(n, dtype=bool)
+    for i, value in enumerate(text):
+        if value is None:
+            continue
+        try:
+            dt = datetime.fromisoformat(value.strip())
+        except ValueError:
+            unparseable[i] = True
+            continue
+        if dt.tzinfo is None:
+            if col.timezone_policy == "to_utc":
+                naive[i] = True
+                continue
+            dt = dt.replace(tzinfo=UTC)
+        if not _NS_MIN <= dt < _NS_MAX:
+            unparseable[i] = True
+            continue
+        out[i] = (dt - _EPOCH) // timedelta(microseconds=1) * 1000
     if unparseable.any():
         reasons[f"{col.name}:unparseable"] = unparseable
-    if col.timezone_policy == "to_utc":
-        has_offset = series.str.strip().str.contains(_OFFSET, regex=True).fillna(False).to_numpy(dtype=bool)
-        naive = present & ~unparseable & ~has_offset
-        if naive.any():
-            reasons[f"{col.name}:naive_timestamp"] = naive
-            parsed = parsed.where(~naive)
-    return parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    if naive.any():
+        reasons[f"{col.name}:naive_timestamp"] = naive
+    return out.view("datetime64[ns]")
 
 
 def coerce_request(arrays: Mapping[str, np.ndarray], spec: PipelineSpec) -> tuple[Columns, dict[str, np.ndarray]]:

@@ -218,3 +218,31 @@ def test_request_path_rules_agree_with_pandera(frame: pd.DataFrame) -> None:
         direct = row_reasons(columns, SPEC)
         assert {k: int(v.sum()) for k, v in direct.items()} == by_pandera.reason_counts
     assert list(np.flatnonzero(direct["currency:not_iso4217"])) == [9]
+
+
+def test_timestamp_parser_policies() -> None:
+    from features.validation import _parse_timestamps
+
+    col = SPEC.column("event_time")
+    text = np.array(
+        [
+            "2026-03-01T12:00:00.5Z",
+            "2026-03-01",
+            " 2026-03-01T12:00:00-05:00 ",
+            "3000-01-01T00:00:00Z",
+            None,
+            "31/12/2026",
+        ],
+        dtype=object,
+    )
+    reasons: dict[str, np.ndarray] = {}
+    parsed = _parse_timestamps(text, col, reasons)
+    assert parsed[0] == np.datetime64("2026-03-01T12:00:00.500")
+    assert parsed[2] == np.datetime64("2026-03-01T17:00:00"), "-05:00 converted to UTC"
+    assert list(np.flatnonzero(reasons["event_time:naive_timestamp"])) == [1]
+    assert list(np.flatnonzero(reasons["event_time:unparseable"])) == [3, 5]  # year 3000 does not fit nanoseconds
+    assert np.isnat(parsed[[1, 3, 4, 5]]).all()
+    lenient = dataclasses.replace(col, timezone_policy="assume_utc")
+    reasons = {}
+    parsed = _parse_timestamps(text[:2], lenient, reasons)
+    assert parsed[1] == np.datetime64("2026-03-01T00:00:00") and not reasons
