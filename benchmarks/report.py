@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
 from features.artifacts import atomic_write_bytes, atomic_write_json
 
-__all__ = ["markdown", "write_results"]
+__all__ = ["markdown", "summary", "write_results"]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Median, min and max of a figure's repetitions."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def _fmt(s: dict[str, float], digits: int = 0) -> str:
@@ -66,11 +72,7 @@ def markdown(r: dict[str, Any]) -> str:
             "|---|" + "---|" * len(sizes),
         ]
         for name, d in p.items():
-            lines.append(
-                f"| {name} | "
-                + " | ".join(_fmt({"median": _med(v), "min": min(v), "max": max(v)}, 1) for v in d.values())
-                + " |"
-            )
+            lines.append(f"| {name} | " + " | ".join(_fmt(summary(v), 1) for v in d.values()) + " |")
         for name, note in r["inprocess"]["notes"].items():
             lines.append(f"\n{name}: {note}")
         lines.append("")
@@ -79,25 +81,19 @@ def markdown(r: dict[str, Any]) -> str:
         lines += [
             "## Feature kernels",
             "",
-            f"pandas backend over {f['rows']} rows: {_fmt(_s(f['pandas_rows_per_s']))} rows/s, "
-            f"{_fmt(_s(f['pandas_gb_per_s']), 3)} GB/s of raw input, against numpy copy bandwidth "
-            f"{_fmt(_s(f['numpy_copy_gb_per_s']), 2)} GB/s in the same run.",
+            f"pandas backend over {f['rows']} rows: {_fmt(summary(f['pandas_rows_per_s']))} rows/s, "
+            f"{_fmt(summary(f['pandas_gb_per_s']), 3)} GB/s of raw input, against numpy copy bandwidth "
+            f"{_fmt(summary(f['numpy_copy_gb_per_s']), 2)} GB/s in the same run.",
             "Request path (validation + features, numpy backend): "
-            + ", ".join(f"{n} row(s) {_fmt(_s(v), 0)} us per call" for n, v in f["request_path_us_per_call"].items())
+            + ", ".join(
+                f"{n} row(s) {_fmt(summary(v), 0)} us per call" for n, v in f["request_path_us_per_call"].items()
+            )
             + ".",
             f"cuDF kernels: {f['cudf']}.",
             "",
         ]
     lines += [f"GPU rows: {r['gpu']}.", ""]
     return "\n".join(lines)
-
-
-def _med(v: list[float]) -> float:
-    return sorted(v)[len(v) // 2] if len(v) % 2 else (sorted(v)[len(v) // 2 - 1] + sorted(v)[len(v) // 2]) / 2
-
-
-def _s(v: list[float]) -> dict[str, float]:
-    return {"median": _med(v), "min": min(v), "max": max(v)}
 
 
 def _plots(r: dict[str, Any], out: Path) -> list[str]:
@@ -134,7 +130,12 @@ def _plots(r: dict[str, Any], out: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(7, 4))
         width = 0.8 / len(p)
         for i, (name, d) in enumerate(p.items()):
-            ax.bar([j + i * width for j in range(len(sizes))], [_med(v) for v in d.values()], width, label=name)
+            ax.bar(
+                [j + i * width for j in range(len(sizes))],
+                [statistics.median(v) for v in d.values()],
+                width,
+                label=name,
+            )
         ax.set_xticks([j + width * (len(p) - 1) / 2 for j in range(len(sizes))], [f"batch {b}" for b in sizes])
         ax.set_yscale("log")
         ax.set_ylabel("microseconds per call (median)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -19,9 +18,10 @@ from tqdm import tqdm
 from benchmarks.features_bench import bench_features
 from benchmarks.inprocess import bench_inprocess
 from benchmarks.load import run_grpc, run_wrk
+from benchmarks.report import summary, write_results
 from benchmarks.stacks import Stack, build_release, start_stacks
 
-__all__ = ["Settings", "run_suite"]
+__all__ = ["Settings", "goals", "run_suite"]
 
 
 @dataclass
@@ -36,10 +36,6 @@ class Settings:
     @classmethod
     def for_mode(cls, quick: bool) -> Settings:
         return cls(quick=True, duration_s=4.0, warmup_s=1.0) if quick else cls()
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def machine() -> dict[str, Any]:
@@ -195,7 +191,5 @@ def run_suite(settings: Settings, out_dir: Path, only: set[str]) -> dict[str, An
         results["goals"] = goals(results["serving"], results["inprocess"])
     results["gpu"] = "not measured: no GPU on this machine (Triton KIND_GPU, onnxruntime CUDA/TensorRT, cuDF kernels)"
     results["wall_s"] = round(time.perf_counter() - started, 1)
-    from benchmarks.report import write_results
-
     write_results(results, out_dir)
     return results

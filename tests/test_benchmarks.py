@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.report import markdown, write_results
-from benchmarks.suite import goals, summary
+from benchmarks.report import markdown, summary, write_results
+from benchmarks.suite import goals
 
 
 def _run(rps: float, p50: float, p99: float, per_cpu: float) -> dict[str, float]:
