@@ -10,6 +10,7 @@ from pathlib import Path
 from export.parity import ParityGateFailed
 from export.publish import publish, set_current
 from export.registry import Registry, RegistryError
+from monitor.alerts import Alert, Alerter
 
 
 def _publish(args: argparse.Namespace) -> int:
@@ -26,6 +27,20 @@ def _publish(args: argparse.Namespace) -> int:
             tensorrt=args.tensorrt,
         )
     except ParityGateFailed as exc:
+        Alerter.from_env(Path(args.alerts)).emit(
+            Alert(
+                source="export",
+                reason="parity_gate_failed",
+                severity="critical",
+                message=f"the parity gate refused run {run_dir.name}; the current release stays served",
+                details={
+                    "run": str(run_dir),
+                    "max_abs_error": exc.report.max_abs_error,
+                    "class_mismatches": exc.report.class_mismatches,
+                    "current_release": Registry(Path(args.repository), exc.pipeline).current,
+                },
+            )
+        )
         print(f"export FAILED: {exc}", file=sys.stderr)
         print(json.dumps(exc.report.as_dict(), indent=2), file=sys.stderr)
         return 2
@@ -97,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tensorrt", action="store_true", help="gpu target: enable the TensorRT accelerator")
     p.add_argument("--onnx", help="publish this ONNX file instead of exporting (it must pass the gate)")
     p.add_argument("--no-promote", action="store_true", help="publish without making it current")
+    p.add_argument("--alerts", default=".inferline/alerts.jsonl", help="JSON-lines alert log")
     p.set_defaults(func=_publish)
     for name, helptext in (
         ("promote", "make a published release current"),

@@ -32,8 +32,9 @@ class ParityReport:
 
 
 class ParityGateFailed(RuntimeError):
-    def __init__(self, report: ParityReport) -> None:
+    def __init__(self, report: ParityReport, pipeline: str = "") -> None:
         self.report = report
+        self.pipeline = pipeline
         worst = max(report.checks, key=lambda c: c["max_abs_error"])
         super().__init__(
             f"parity gate refused the export: onnxruntime differs from PyTorch by up to "

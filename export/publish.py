@@ -187,7 +187,7 @@ def publish(
         holdout = compute_features(pd.read_parquet(run_dir / "holdout.parquet"), spec, state)
         parity = run_parity_gate(model, onnx_path, holdout, batch_sizes=(1, 7, mbs), atol=atol)
         if not parity.passed:
-            raise ParityGateFailed(parity)
+            raise ParityGateFailed(parity, spec.name)
 
         shutil.copyfile(run_dir / "feature_state.json", stage / names["preprocess"] / "feature_state.json")
         shutil.copyfile(backend_source("preprocess.py"), stage / names["preprocess"] / "model.py")

@@ -10,6 +10,7 @@ from pathlib import Path
 from features.dataset import InvalidShareExceeded, expand_paths
 from features.spec import load_pipeline
 from features.validation import FileLevelError
+from monitor.alerts import Alert, Alerter
 from training.train import train
 
 
@@ -25,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-invalid-share", type=float, default=0.05)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads (results are deterministic per count)"
+    )
+    parser.add_argument(
+        "--alerts",
+        default=".inferline/alerts.jsonl",
+        help="JSON-lines alert log (plus the log and the webhook in INFERLINE_ALERT_WEBHOOK)",
     )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -43,7 +49,26 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
         )
     except (FileLevelError, InvalidShareExceeded, FileNotFoundError) as exc:
+        reason = {FileLevelError: "schema_break", InvalidShareExceeded: "invalid_share_exceeded"}.get(
+            type(exc), "no_data"
+        )
+        last_good = Path(args.runs) / "LATEST"
+        failures = Alerter.from_env(Path(args.alerts)).emit(
+            Alert(
+                source="training",
+                reason=reason,
+                severity="critical",
+                message=f"training of {spec.name!r} refused its data; nothing was trained or published",
+                details={
+                    "error": str(exc),
+                    "data": list(args.data),
+                    "last_good_run": last_good.read_text().strip() if last_good.exists() else None,
+                },
+            )
+        )
         print(f"training FAILED, last good run kept: {exc}", file=sys.stderr)
+        if failures:
+            print(f"(alert delivery failed for: {failures})", file=sys.stderr)
         return 1
     h = result.metrics["holdout"]
     print(json.dumps({"run_dir": str(result.run_dir), "seconds": round(result.seconds, 1), "holdout": h}, indent=2))

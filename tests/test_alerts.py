@@ -1,0 +1,141 @@
+"""Alerts reach real sinks: a webhook receiver on 127.0.0.1, a JSON-lines file, a Prometheus registry, the log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from prometheus_client import CollectorRegistry
+
+from features.artifacts import atomic_write_parquet, sha256_file
+from features.pipelines import fraud
+from monitor.alerts import Alert, Alerter, JsonlSink, LogSink, PrometheusSink, WebhookSink
+from serving.client import InferlineClient
+from serving.server import TritonServer, free_port
+
+from .conftest import Published
+
+
+@dataclass
+class Receiver:
+    url: str
+    received: list[dict[str, Any]] = field(default_factory=list)
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    box = Receiver(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            box.received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+            box.arrived.set()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    box.url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield box
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_every_sink_delivers(receiver: Receiver, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    jsonl = tmp_path / "alerts.jsonl"
+    alerter = Alerter([LogSink(), JsonlSink(jsonl), WebhookSink(receiver.url), PrometheusSink(registry)])
+    alert = Alert("training", "invalid_share_exceeded", "critical", "too many bad rows", {"share": 0.12})
+    with caplog.at_level(logging.INFO, logger="inferline.alerts"):
+        assert alerter.emit(alert) == {}
+        alerter.emit(alert)
+    assert receiver.arrived.wait(5)
+    assert receiver.received[0] == alert.as_dict()
+    lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert len(lines) == 2 and lines[0]["details"] == {"share": 0.12}
+    value = registry.get_sample_value(
+        "inferline_alerts_total", {"source": "training", "severity": "critical", "reason": "invalid_share_exceeded"}
+    )
+    assert value == 2.0
+    assert "[training] invalid_share_exceeded: too many bad rows" in caplog.text
+
+
+def test_a_broken_webhook_does_not_silence_the_other_sinks(tmp_path: Path) -> None:
+    jsonl = tmp_path / "alerts.jsonl"
+    dead = WebhookSink(f"http://127.0.0.1:{free_port()}/", timeout_s=1, retries=1, backoff_s=0.01)
+    failures = Alerter([dead, JsonlSink(jsonl)]).emit(Alert("export", "parity_gate_failed", "critical", "x"))
+    assert set(failures) == {"webhook"} and "unreachable after 2 attempts" in failures["webhook"]
+    assert json.loads(jsonl.read_text())["reason"] == "parity_gate_failed"
+    with pytest.raises(ValueError, match="must start with http"):
+        WebhookSink("ftp://example")
+
+
+def _snapshot(repo: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(repo)): sha256_file(p)
+        for p in sorted(repo.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def test_training_over_the_invalid_threshold_publishes_nothing_and_alerts(
+    receiver: Receiver, published: Published, triton: TritonServer, holdout: pd.DataFrame, tmp_path: Path
+) -> None:
+    bad = fraud.generate(2000, seed=77)
+    bad.loc[bad.index[::8], "amount"] = -1.0  # 12.5 % invalid, over the 5 % default
+    data = tmp_path / "upstream.parquet"
+    atomic_write_parquet(data, bad)
+    runs = published.runs[1].run_dir.parent
+    latest_before = (runs / "LATEST").read_text()
+    repo_before = _snapshot(published.repository)
+    env = dict(os.environ, INFERLINE_ALERT_WEBHOOK=receiver.url)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "--data",
+            str(data),
+            "--runs",
+            str(runs),
+            "--alerts",
+            str(tmp_path / "alerts.jsonl"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "last good run kept" in result.stderr and "12.5%" in result.stderr
+    assert receiver.arrived.wait(10)
+    alert = receiver.received[0]
+    assert (alert["source"], alert["reason"], alert["severity"]) == ("training", "invalid_share_exceeded", "critical")
+    assert alert["details"]["last_good_run"] == latest_before.strip()
+    assert (runs / "LATEST").read_text() == latest_before
+    assert _snapshot(published.repository) == repo_before, "nothing published"
+    with InferlineClient(triton.config.http_url, "http") as client:
+        p = client.predict(holdout.head(3))
+    assert set(p.release) == {"fraud:2"} and np.isfinite(p.probabilities).all()
