@@ -246,3 +246,29 @@ def test_timestamp_parser_policies() -> None:
     reasons = {}
     parsed = _parse_timestamps(text[:2], lenient, reasons)
     assert parsed[1] == np.datetime64("2026-03-01T00:00:00") and not reasons
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("Caf\u00c3\u00a9 de Flore", "description:mojibake"),  # 'Café' decoded as cp1252
+        ("Dont\u00e2\u20ac\u2122s", "description:mojibake"),  # a right quote, mis-decoded
+        ("Caf\ufffd de Flore", "description:replacement_char"),
+        ("bad\x07bell", "description:control_chars"),
+        ("Café de Flore", None),
+        ("Müller Drogerie", None),
+        ("BETWIN CASINO ДЕПОЗИТ", None),
+        ("ELEKTRO WHOLESALE ＃88", None),
+    ],
+)
+def test_text_encoding_damage_is_caught_on_both_paths(frame: pd.DataFrame, text: str, reason: str | None) -> None:
+    rows = frame.head(3).copy()
+    rows.loc[1, "description"] = text
+    by_pandera = validate_frame(rows, SPEC)
+    columns = get_backend("numpy").from_pandas(rows.drop(columns=["is_fraud"]))
+    direct = {k: list(np.flatnonzero(v)) for k, v in row_reasons(columns, SPEC).items()}
+    if reason is None:
+        assert by_pandera.rows_quarantined == 0 and direct == {}
+    else:
+        assert by_pandera.quarantine["_reasons"].tolist() == [reason]
+        assert direct == {reason: [1]}

@@ -62,7 +62,29 @@ def _binary(s: pd.Series) -> pd.Series:
 
 
 def _no_control_chars(s: pd.Series) -> pd.Series:
-    return ~s.str.contains(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]", regex=True).fillna(False).astype(bool)
+    return ~s.str.contains(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", regex=True).fillna(False).astype(bool)
+
+
+def _no_replacement_char(s: pd.Series) -> pd.Series:
+    return ~s.str.contains("\ufffd", regex=False).fillna(False).astype(bool)
+
+
+def _is_mojibake(text: str) -> bool:
+    """UTF-8 bytes that were decoded as cp1252/latin-1 ("CafÃ©" for "Café"): re-encoding them gives valid
+    multi-byte UTF-8. Genuine text ("Café", "Müller", Cyrillic) does not survive that round trip."""
+    if text.isascii():
+        return False
+    for encoding in ("cp1252", "latin-1"):
+        try:
+            repaired = text.encode(encoding).decode("utf-8")
+        except UnicodeError:
+            continue
+        return repaired != text
+    return False
+
+
+def _no_mojibake(s: pd.Series) -> pd.Series:
+    return ~s.map(_is_mojibake, na_action="ignore").fillna(False).astype(bool)
 
 
 SPEC = PipelineSpec(
@@ -94,7 +116,11 @@ SPEC = PipelineSpec(
             "description",
             "text",
             required=False,
-            rules=(Rule("control_chars", _no_control_chars, "no control or U+FFFD characters"),),
+            rules=(
+                Rule("control_chars", _no_control_chars, "no control characters"),
+                Rule("replacement_char", _no_replacement_char, "no U+FFFD: the text was decoded lossily upstream"),
+                Rule("mojibake", _no_mojibake, "not UTF-8 mis-decoded as cp1252/latin-1 (e.g. 'Ã©' for 'é')"),
+            ),
         ),
         Column("is_fraud", "label", rules=(Rule("not_binary", _binary, "0 or 1"),)),
     ),
