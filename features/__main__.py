@@ -52,6 +52,15 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"{f['file']}: {f['rows_in']} rows, {f['rows_valid']} valid, {f['rows_quarantined']} quarantined")
             for reason, count in f["reasons"].items():
                 print(f"    {reason}: {count}")
+            for note in f["normalizations"]:
+                print(
+                    f"    normalized {note['column']}: {note['action']} ({note['rows']} rows"
+                    + (f", offsets {note['offsets']}" if note.get("offsets") else "")
+                    + (f", from {note['from']}" if note.get("from") else "")
+                    + ")"
+                )
+            for sample in f["samples"]:
+                print(f"    e.g. {sample['row_id']}: {sample['reasons']}")
         print(f"total: {report.rows_in} in = {report.rows_valid} valid + {report.rows_quarantined} quarantined")
     return 0
 

@@ -86,7 +86,12 @@ def load_validated(
         result = validate_frame(read_raw(path), spec, source=str(path), include_label=include_label)
         results.append((path, result))
         parts.append(result.valid)
-        report.files.append({"file": str(path), **result.summary()})
+        id_col = spec.id_column.name if spec.id_column else None
+        samples = [
+            {"row_id": str(row[id_col]) if id_col else None, "reasons": row["_reasons"]}
+            for row in result.quarantine.head(3).to_dict("records")
+        ]
+        report.files.append({"file": str(path), **result.summary(), "samples": samples})
         if quarantine_dir is not None and result.rows_quarantined:
             atomic_write_parquet(Path(quarantine_dir) / f"{path.stem}.quarantine.parquet", result.quarantine)
     total_in = report.rows_in

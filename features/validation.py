@@ -14,6 +14,7 @@ Rows in = rows valid + rows quarantined, always.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,7 @@ __all__ = [
     "build_schema",
     "coerce_request",
     "first_reason",
+    "normalize_frame",
     "row_reasons",
     "validate_frame",
 ]
@@ -65,6 +67,7 @@ class ValidationResult:
     quarantine: pd.DataFrame  # the failing rows, plus a `_reasons` column ("col:rule;col:rule")
     rows_in: int
     reason_counts: dict[str, int] = field(default_factory=dict)
+    normalizations: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rows_valid(self) -> int:
@@ -84,6 +87,7 @@ class ValidationResult:
             "rows_valid": self.rows_valid,
             "rows_quarantined": self.rows_quarantined,
             "reasons": dict(sorted(self.reason_counts.items())),
+            "normalizations": self.normalizations,
         }
 
 
@@ -108,17 +112,82 @@ def build_schema(spec: PipelineSpec, include_label: bool = True) -> pa.DataFrame
 
 
 _ROW_CHECK_NAMES = {"not_nullable": NULL, "field_uniqueness": DUPLICATE}
+_EPOCH_NUMBER = re.compile(r"[+-]?\d{9,13}(?:\.\d+)?")
+
+
+def normalize_frame(
+    frame: pd.DataFrame, spec: PipelineSpec, include_label: bool = True
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Apply each column's declared policy before validation, explicitly: ``(frame, row reasons, normalizations)``.
+
+    Timestamps: tz-aware values in another zone are converted to UTC; naive values are rejected per row
+    (``to_utc``) or taken as UTC (``assume_utc``); ISO-8601 text (mixed offsets allowed) is parsed to UTC with the
+    request path's parser, epoch numbers in text are rejected. Text held as Python objects becomes the string dtype.
+    Every change is recorded. Anything else (numbers in a timestamp column, text in a number column) is left for
+    the schema to refuse: never a silent cast."""
+    frame = frame.copy()
+    reasons: dict[str, np.ndarray] = {}
+    notes: list[dict[str, Any]] = []
+    n = len(frame)
+    for c in _columns(spec, include_label):
+        if c.name not in frame.columns:
+            continue
+        s = frame[c.name]
+        present = int(s.notna().sum())
+        if c.kind == "timestamp":
+            if isinstance(s.dtype, pd.DatetimeTZDtype):
+                if str(s.dtype.tz) != "UTC":
+                    notes.append(
+                        {"column": c.name, "action": "converted_to_utc", "from": str(s.dtype.tz), "rows": present}
+                    )
+                frame[c.name] = s.dt.tz_convert("UTC").astype(c.raw_dtype)
+            elif s.dtype.kind == "M":
+                if c.timezone_policy == "assume_utc":
+                    frame[c.name] = s.dt.tz_localize("UTC").astype(c.raw_dtype)
+                    notes.append({"column": c.name, "action": "naive_assumed_utc", "rows": present})
+                else:
+                    reasons[f"{c.name}:naive_timestamp"] = s.notna().to_numpy(dtype=bool)
+                    frame[c.name] = pd.Series(pd.NaT, index=s.index, dtype=c.raw_dtype)
+            elif s.dtype == object or isinstance(s.dtype, pd.StringDtype):
+                text = np.array(
+                    [None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v) for v in s],
+                    dtype=object,
+                )
+                epoch = np.array([v is not None and bool(_EPOCH_NUMBER.fullmatch(v.strip())) for v in text], dtype=bool)
+                if epoch.any():
+                    reasons[f"{c.name}:epoch_number"] = epoch
+                    text[epoch] = None
+                offsets: set[str] = set()
+                parsed = _parse_timestamps(text, c, reasons, offsets)
+                frame[c.name] = pd.Series(pd.DatetimeIndex(parsed, tz="UTC"), index=s.index)
+                notes.append(
+                    {"column": c.name, "action": "parsed_iso8601_to_utc", "rows": present, "offsets": sorted(offsets)}
+                )
+        elif c.kind in ("id", "categorical", "text") and s.dtype == object:
+            if all(isinstance(v, str) for v in s.dropna()):
+                frame[c.name] = s.astype("string")
+    for reason in reasons:
+        if len(reasons[reason]) != n:
+            raise AssertionError(f"normalization mask {reason} has the wrong length")
+    return frame, reasons, notes
 
 
 def validate_frame(
     frame: pd.DataFrame, spec: PipelineSpec, source: str = "<frame>", include_label: bool = True
 ) -> ValidationResult:
     """Validate a data set lazily; raise ``FileLevelError`` for structural breaks, quarantine failing rows."""
-    frame = frame.reset_index(drop=True)
+    frame, parse_reasons, notes = normalize_frame(frame.reset_index(drop=True), spec, include_label)
     schema = build_schema(spec, include_label)
+    reasons: dict[int, list[str]] = {}
+    parse_failed: set[tuple[int, str]] = set()
+    for reason, mask in parse_reasons.items():
+        for i in np.flatnonzero(mask):
+            reasons.setdefault(int(i), []).append(reason)
+            parse_failed.add((int(i), reason.split(":", 1)[0]))
+    cases: Any  # pandera's failure cases: index, check, column, failure_case
     try:
         schema.validate(frame, lazy=True)
-        return ValidationResult(valid=frame, quarantine=_quarantine(frame.iloc[:0], {}), rows_in=len(frame))
+        cases = pd.DataFrame(columns=["index", "check", "column", "failure_case"])
     except SchemaErrors as exc:
         cases = exc.failure_cases
     structural = cases[cases["index"].isna()]
@@ -140,9 +209,10 @@ def validate_frame(
                 problem, received, expected = check, str(case.failure_case), "see spec"
             problems.append({"column": column, "problem": problem, "received": received, "expected": expected})
         raise FileLevelError(source, problems)
-    reasons: dict[int, list[str]] = {}
     for case in cases.itertuples():
         code = _ROW_CHECK_NAMES.get(str(case.check), str(case.check))
+        if code == NULL and (int(case.index), str(case.column)) in parse_failed:
+            continue  # a value that failed to parse is reported as such, not as null
         reason = f"{case.column}:{code}"
         bucket = reasons.setdefault(int(case.index), [])
         if reason not in bucket:
@@ -158,6 +228,7 @@ def validate_frame(
         quarantine=_quarantine(frame[bad], reasons),
         rows_in=len(frame),
         reason_counts=counts,
+        normalizations=notes,
     )
 
 
@@ -269,7 +340,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_MIN, _NS_MAX = datetime(1678, 1, 1, tzinfo=UTC), datetime(2262, 1, 1, tzinfo=UTC)  # datetime64[ns] range
 
 
-def _parse_timestamps(text: np.ndarray, col: Column, reasons: dict[str, np.ndarray]) -> np.ndarray:
+def _parse_timestamps(
+    text: np.ndarray, col: Column, reasons: dict[str, np.ndarray], offsets: set[str] | None = None
+) -> np.ndarray:
     """ISO-8601 text -> UTC ``datetime64[ns]`` (NaT where null, unparseable, or naive under the ``to_utc`` policy).
 
     Values with an offset are converted to UTC; naive values are rejected (``to_utc``) or taken as UTC
@@ -291,6 +364,8 @@ def _parse_timestamps(text: np.ndarray, col: Column, reasons: dict[str, np.ndarr
                 naive[i] = True
                 continue
             dt = dt.replace(tzinfo=UTC)
+        elif offsets is not None:
+            offsets.add(dt.strftime("%z") or "+0000")
         if not _NS_MIN <= dt < _NS_MAX:
             unparseable[i] = True
             continue

@@ -62,8 +62,9 @@ def test_served_predictions_match_training_code(
     assert len(p.latencies_s) == -(-len(rows) // SPEC.model.max_batch_size)
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_bad_rows_get_a_status_and_the_rest_are_scored(
-    triton: TritonServer, published: Published, holdout: pd.DataFrame
+    triton: TritonServer, published: Published, holdout: pd.DataFrame, protocol: str
 ) -> None:
     rows = holdout.head(6).copy().reset_index(drop=True)
     rows["amount"] = rows["amount"].astype("float64")
@@ -72,8 +73,10 @@ def test_bad_rows_get_a_status_and_the_rest_are_scored(
     rows.loc[3, "channel"] = "fax"
     rows["event_time"] = rows["event_time"].map(lambda t: t.isoformat()).astype(object)
     rows.loc[4, "event_time"] = "2026-02-01T10:00:00"  # naive: the spec's policy rejects it
-    with InferlineClient(triton.config.grpc_url, "grpc") as client:
+    url = triton.config.http_url if protocol == "http" else triton.config.grpc_url
+    with InferlineClient(url, protocol) as client:  # type: ignore[arg-type]
         p = client.predict(rows)
+    _assert_live(triton)
     assert p.status == [
         "ok",
         "amount:negative",

@@ -1,0 +1,129 @@
+"""A corpus of injected defects, mixed into valid data: every one caught with its reason, no valid row lost."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from features.dataset import load_validated
+from features.pipelines import fraud
+from features.validation import FileLevelError, validate_frame
+
+SPEC = fraud.SPEC
+
+
+def _valid(n: int = 3000) -> pd.DataFrame:
+    frame = fraud.generate(n, seed=11)
+    # upstream sends ISO-8601 text with mixed offsets: valid, converted to UTC, and recorded
+    offsets = ["+00:00", "+02:00", "-05:00", "Z"]
+    frame["event_time"] = [
+        (t.tz_convert(f"Etc/GMT{'-' if o.startswith('+') else '+'}{int(o[1:3])}") if o not in ("Z", "+00:00") else t)
+        .isoformat()
+        .replace("+00:00", "Z" if o == "Z" else "+00:00")
+        for t, o in zip(frame["event_time"], np.resize(offsets, n), strict=True)
+    ]
+    return frame
+
+
+# row -> (column changes, expected reasons)
+DEFECTS: list[tuple[dict[str, object], set[str]]] = [
+    ({"country": None}, {"country:null"}),
+    ({"currency": None, "amount": -1.0}, {"currency:null", "amount:negative"}),  # both reasons reported
+    ({"description": "Caf\u00c3\u00a9 de Flore"}, {"description:mojibake"}),
+    ({"description": "Caf\ufffd"}, {"description:replacement_char"}),
+    ({"description": "tab\x0bbed"}, {"description:control_chars"}),
+    ({"event_time": "2026-02-01T10:00:00"}, {"event_time:naive_timestamp"}),
+    ({"event_time": "1767225600"}, {"event_time:epoch_number"}),
+    ({"event_time": "1999-12-31T23:00:00Z"}, {"event_time:out_of_range"}),
+    ({"event_time": "next tuesday"}, {"event_time:unparseable"}),
+    ({"amount": float("nan")}, {"amount:null"}),
+    ({"amount": float("inf")}, {"amount:not_finite"}),
+    ({"customer_age_days": -3}, {"customer_age_days:negative"}),
+    ({"channel": "fax"}, {"channel:unknown_value"}),
+    ({"country": "usa"}, {"country:not_iso3166"}),
+    ({"currency": "usd"}, {"currency:not_iso4217"}),
+    ({"merchant_category": "Grocery Store"}, {"merchant_category:bad_format"}),
+    ({"is_fraud": 2}, {"is_fraud:not_binary"}),
+    ({"transaction_id": "   "}, {"transaction_id:empty"}),
+]
+
+
+def test_every_injected_defect_is_caught_with_its_reason() -> None:
+    frame = _valid()
+    rng = np.random.default_rng(0)
+    rows = rng.choice(len(frame), size=len(DEFECTS) + 1, replace=False)
+    expected: dict[str, set[str]] = {}
+    for row, (changes, reasons) in zip(rows, DEFECTS, strict=False):
+        for column, value in changes.items():
+            frame.loc[row, column] = value
+        expected[str(frame.loc[row, "transaction_id"])] = reasons
+    # a duplicate id: both rows carry it, both are quarantined
+    dup_source, dup_row = rows[-1], int(rng.choice(np.setdiff1d(np.arange(len(frame)), rows)))
+    frame.loc[dup_row, "transaction_id"] = frame.loc[dup_source, "transaction_id"]
+    dup_id = str(frame.loc[dup_source, "transaction_id"])
+
+    result = validate_frame(frame, SPEC, source="corpus.parquet")
+
+    got: dict[str, list[set[str]]] = {}
+    for tid, reasons in zip(result.quarantine["transaction_id"], result.quarantine["_reasons"], strict=True):
+        got.setdefault(str(tid), []).append(set(reasons.split(";")))
+    assert got.pop(dup_id) == [{"transaction_id:duplicate"}] * 2
+    assert {k: v[0] for k, v in got.items()} == expected
+    assert result.rows_in == len(frame) == result.rows_valid + result.rows_quarantined
+    assert result.rows_quarantined == len(DEFECTS) + 2, "no valid row quarantined"
+    counts = Counter(r for reasons in expected.values() for r in reasons)
+    counts["transaction_id:duplicate"] = 2
+    assert result.reason_counts == dict(counts)
+    note = next(n for n in result.normalizations if n["column"] == "event_time")
+    assert note["action"] == "parsed_iso8601_to_utc" and note["offsets"] == ["+0000", "+0200", "-0500"]
+    assert str(result.valid["event_time"].dtype) == "datetime64[ns, UTC]"
+
+
+def _write(path: Path, frame: pd.DataFrame, schema: pa.Schema | None = None) -> Path:
+    table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
+    pq.write_table(table, path)
+    return path
+
+
+def _all_null_amount(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(amount=None)
+
+
+@pytest.mark.parametrize(
+    ("name", "break_it", "expected"),
+    [
+        ("missing", lambda f: f.drop(columns=["country"]), "'country': missing"),
+        ("extra", lambda f: f.assign(ip_address="10.0.0.1"), "'ip_address': unexpected column"),
+        ("renamed", lambda f: f.rename(columns={"country": "country_code"}), "'country': missing"),
+        (
+            "int_to_float",
+            lambda f: f.assign(customer_age_days=f["customer_age_days"].astype("float64")),
+            "'customer_age_days': dtype changed (received float64, expected int64)",
+        ),
+        (
+            "numbers_as_strings",
+            lambda f: f.assign(amount=f["amount"].astype(str)),
+            "'amount': dtype changed (received object, expected float64)",
+        ),
+        ("all_null_typed_null", _all_null_amount, "'amount': dtype changed (received object, expected float64)"),
+        (
+            "epoch_ints",
+            lambda f: f.assign(event_time=f["event_time"].astype("int64") // 10**9),
+            "'event_time': dtype changed (received int64",
+        ),
+    ],
+)
+def test_file_level_breaks_name_file_and_column(tmp_path: Path, name: str, break_it, expected: str) -> None:
+    frame = break_it(fraud.generate(200, seed=3))
+    path = _write(tmp_path / f"part-{name}.parquet", frame)
+    with pytest.raises(FileLevelError) as info:
+        load_validated([path], SPEC, quarantine_dir=tmp_path / "q")
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+    assert not (tmp_path / "q").exists(), "a refused file writes no partial quarantine"
