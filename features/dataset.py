@@ -67,7 +67,8 @@ def expand_paths(patterns: list[str] | list[Path]) -> list[Path]:
 
 def read_raw(path: Path) -> pd.DataFrame:
     if path.suffix == ".csv":
-        return pd.read_csv(path, encoding="utf-8")
+        # undecodable bytes survive as lone surrogates; validation reports them per row as <column>:invalid_utf8
+        return pd.read_csv(path, encoding="utf-8", encoding_errors="surrogateescape")
     return pd.read_parquet(path)
 
 

@@ -112,6 +112,7 @@ def build_schema(spec: PipelineSpec, include_label: bool = True) -> pa.DataFrame
 
 
 _ROW_CHECK_NAMES = {"not_nullable": NULL, "field_uniqueness": DUPLICATE}
+_SURROGATE = "[\udc80-\udcff]"  # what surrogateescape makes of bytes that are not UTF-8
 _EPOCH_NUMBER = re.compile(r"[+-]?\d{9,13}(?:\.\d+)?")
 
 
@@ -165,7 +166,12 @@ def normalize_frame(
                 )
         elif c.kind in ("id", "categorical", "text") and s.dtype == object:
             if all(isinstance(v, str) for v in s.dropna()):
-                frame[c.name] = s.astype("string")
+                s = s.astype("string")
+                damaged = s.str.contains(_SURROGATE, regex=True).fillna(False).to_numpy(dtype=bool)
+                if damaged.any():
+                    reasons[f"{c.name}:invalid_utf8"] = damaged
+                    s = s.where(~damaged)
+                frame[c.name] = s
     for reason in reasons:
         if len(reasons[reason]) != n:
             raise AssertionError(f"normalization mask {reason} has the wrong length")

@@ -127,3 +127,18 @@ def test_file_level_breaks_name_file_and_column(tmp_path: Path, name: str, break
     assert str(path) in str(info.value)
     assert expected in str(info.value)
     assert not (tmp_path / "q").exists(), "a refused file writes no partial quarantine"
+
+
+def test_invalid_utf8_bytes_in_csv_are_quarantined_per_row(tmp_path: Path) -> None:
+    frame = _valid(50)
+    path = tmp_path / "upstream.csv"
+    frame.to_csv(path, index=False, encoding="utf-8")
+    raw = path.read_bytes().replace(b"Netflix.com", b"Netfl\xffx.com", 1)
+    assert raw != path.read_bytes(), "the corpus row holds the text to damage"
+    path.write_bytes(raw)
+    damaged_id = frame.loc[frame["description"] == "Netflix.com", "transaction_id"].iloc[0]
+    valid, report = load_validated([path], SPEC, quarantine_dir=tmp_path / "q")
+    quarantine = pd.read_parquet(tmp_path / "q" / "upstream.quarantine.parquet")
+    assert quarantine["transaction_id"].tolist() == [damaged_id]
+    assert quarantine["_reasons"].tolist() == ["description:invalid_utf8"]
+    assert report.rows_in == 50 == report.rows_valid + report.rows_quarantined == len(valid) + 1
