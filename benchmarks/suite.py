@@ -20,6 +20,7 @@ from benchmarks.inprocess import bench_inprocess
 from benchmarks.load import run_grpc, run_wrk
 from benchmarks.report import summary, write_results
 from benchmarks.stacks import Stack, build_release, start_stacks
+from benchmarks.validation_bench import bench_validation
 
 __all__ = ["Settings", "goals", "run_suite"]
 
@@ -185,6 +186,8 @@ def run_suite(settings: Settings, out_dir: Path, only: set[str]) -> dict[str, An
                 0.3 if settings.quick else 1.0,
                 compile_model=not settings.quick,
             )
+        if "validation" in only:
+            results["validation"] = bench_validation(1_000_000, settings.reps)
         if "features" in only:
             results["features"] = bench_features(100_000 if settings.quick else 400_000, settings.reps)
     if "serving" in results and "inprocess" in results:
