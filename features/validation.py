@@ -15,6 +15,7 @@ Rows in = rows valid + rows quarantined, always.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -154,10 +155,6 @@ def normalize_frame(
                     [None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v) for v in s],
                     dtype=object,
                 )
-                epoch = np.array([v is not None and bool(_EPOCH_NUMBER.fullmatch(v.strip())) for v in text], dtype=bool)
-                if epoch.any():
-                    reasons[f"{c.name}:epoch_number"] = epoch
-                    text[epoch] = None
                 offsets: set[str] = set()
                 parsed = _parse_timestamps(text, c, reasons, offsets)
                 frame[c.name] = pd.Series(pd.DatetimeIndex(parsed, tz="UTC"), index=s.index)
@@ -192,7 +189,10 @@ def validate_frame(
             parse_failed.add((int(i), reason.split(":", 1)[0]))
     cases: Any  # pandera's failure cases: index, check, column, failure_case
     try:
-        schema.validate(frame, lazy=True)
+        with warnings.catch_warnings():
+            # pandas' notice about concatenating all-NA frames, raised inside pandera's own failure-case report
+            warnings.filterwarnings("ignore", "The behavior of DataFrame concatenation with empty", FutureWarning)
+            schema.validate(frame, lazy=True)
         cases = pd.DataFrame(columns=["index", "check", "column", "failure_case"])
     except SchemaErrors as exc:
         cases = exc.failure_cases
@@ -357,8 +357,12 @@ def _parse_timestamps(
     out = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)  # NaT
     unparseable = np.zeros(n, dtype=bool)
     naive = np.zeros(n, dtype=bool)
+    epoch = np.zeros(n, dtype=bool)
     for i, value in enumerate(text):
         if value is None:
+            continue
+        if _EPOCH_NUMBER.fullmatch(value.strip()):
+            epoch[i] = True  # a number where ISO-8601 text belongs: its unit and zone are guesses, so refuse it
             continue
         try:
             dt = datetime.fromisoformat(value.strip())
@@ -380,6 +384,8 @@ def _parse_timestamps(
         reasons[f"{col.name}:unparseable"] = unparseable
     if naive.any():
         reasons[f"{col.name}:naive_timestamp"] = naive
+    if epoch.any():
+        reasons[f"{col.name}:epoch_number"] = epoch
     return out.view("datetime64[ns]")
 
 
