@@ -59,7 +59,7 @@ def _up(args: argparse.Namespace) -> int:
     server = TritonServer(config)
     t0 = time.monotonic()
     try:
-        server.start(timeout_s=args.timeout)
+        server.start(timeout_s=args.timeout, detach=not args.foreground)
     except ServerError as exc:
         print(f"serving up FAILED: {exc}", file=sys.stderr)
         server.stop()

@@ -114,7 +114,7 @@ def run_demo(
         repository=repository, workdir=workdir, http_port=_port(8000), grpc_port=_port(8001), metrics_port=_port(8002)
     )
     server = TritonServer(config)
-    server.start(timeout_s=120)
+    server.start(timeout_s=120, detach=keep_serving)
     timings["server_ready_s"] = time.perf_counter() - t
     print(
         f"    ready in {timings['server_ready_s']:.1f}s: http {config.http_url}, grpc {config.grpc_url}, "

@@ -41,6 +41,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to send SIGTERM when the parent dies (PR_SET_PDEATHSIG), so a server
+    owned by a test run or a benchmark never outlives it, even when that process is killed with SIGKILL."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+
+
 def _pytriton_dir() -> Path:
     import pytriton
 
@@ -156,7 +165,9 @@ class TritonServer:
             ]
         return cmd + list(c.extra_args)
 
-    def start(self, wait: bool = True, timeout_s: float = 60.0) -> TritonServer:
+    def start(self, wait: bool = True, timeout_s: float = 60.0, detach: bool = False) -> TritonServer:
+        """Start the server. By default it dies with this process; ``detach=True`` (``python -m serving up``)
+        lets it outlive the command that started it."""
         if self.process is not None and self.process.poll() is None:
             raise ServerError(f"server already running (pid {self.process.pid})")
         repository = Path(self.config.repository)
@@ -168,7 +179,12 @@ class TritonServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self._env(), start_new_session=True
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self._env(),
+            start_new_session=True,
+            preexec_fn=None if detach else _die_with_parent,  # one prctl call before exec
         )
         log.close()
         if wait:

@@ -227,3 +227,47 @@ def test_serving_command_line_up_status_predict_down(
     assert down.returncode == 0 and "stopped" in down.stdout
     status = subprocess.run([*base, "status"], capture_output=True, text=True, timeout=60)
     assert status.returncode == 3 and "down" in status.stdout
+
+
+def test_a_server_dies_with_the_process_that_owns_it(published: Published, tmp_path: Path) -> None:
+    """A test run or benchmark killed with SIGKILL leaves no tritonserver behind (PR_SET_PDEATHSIG)."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    owner_code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from serving.server import ServerConfig, TritonServer, free_port\n"
+        f"cfg = ServerConfig(repository=Path({str(published.repository)!r}), workdir=Path({str(tmp_path)!r}),\n"
+        "                   http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())\n"
+        "server = TritonServer(cfg).start(timeout_s=120)\n"
+        "print(server.process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        server_pid = int(owner.stdout.readline())
+        assert psutil.pid_exists(server_pid)
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.1)  # polling for the process to exit
+        else:
+            os.kill(server_pid, signal.SIGKILL)
+            pytest.fail(f"tritonserver {server_pid} outlived its owner by 30 s")
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(10)
+        if owner.stdout is not None:
+            owner.stdout.close()
