@@ -87,6 +87,12 @@ def test_two_publishes_give_two_versions_with_manifests(published: Published) ->
         assert {c["name"] for c in manifest["parity"]["checks"]} >= {"holdout", "batch_1", "batch_7", "batch_256"}
         assert manifest == json.loads((repo / "fraud_preprocess" / str(v) / "release.json").read_text())
         assert reg["releases"][str(v)]["manifest_sha256"] == sha256_file(repo / "fraud_model" / str(v) / "release.json")
+    registry = Registry(repo, "fraud")
+    assert (
+        registry.manifest()["release"] == 2 and registry.manifest(1)["release"] == 1
+    )  # how later stages read releases
+    with pytest.raises(RegistryError, match=r"known: \[1, 2\]"):
+        registry.manifest(7)
     text = (repo / "fraud_model" / "config.pbtxt").read_text()
     assert list(_parse(text).version_policy.specific.versions) == [2]
     assert not (repo / ".staging").exists()
