@@ -1,1 +1,1 @@
-"""inferline benchmarks stage (not built yet: see the open issues)."""
+"""inferline benchmarks: `python -m benchmarks run [--quick]` measures the stack against the alternatives."""
