@@ -117,6 +117,24 @@ _SURROGATE = "[\udc80-\udcff]"  # what surrogateescape makes of bytes that are n
 _EPOCH_NUMBER = re.compile(r"[+-]?\d{9,13}(?:\.\d+)?")
 
 
+def _merge_reasons(parsed: Mapping[str, np.ndarray], checked: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Reasons found while parsing, then the rules' reasons; a value that failed to parse is reported as such, not
+    also as a null (its parsed value is empty). Used by both the dataset and the request path."""
+    merged = dict(parsed)
+    failed: dict[str, np.ndarray] = {}
+    for reason, mask in parsed.items():
+        column = reason.split(":", 1)[0]
+        failed[column] = failed[column] | mask if column in failed else mask
+    for reason, mask in checked.items():
+        column, code = reason.split(":", 1)
+        if code == NULL and column in failed:
+            mask = mask & ~failed[column]
+            if not mask.any():
+                continue
+        merged[reason] = merged[reason] | mask if reason in merged else mask
+    return merged
+
+
 def normalize_frame(
     frame: pd.DataFrame, spec: PipelineSpec, include_label: bool = True
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray], list[dict[str, Any]]]:
@@ -130,7 +148,6 @@ def normalize_frame(
     frame = frame.copy()
     reasons: dict[str, np.ndarray] = {}
     notes: list[dict[str, Any]] = []
-    n = len(frame)
     for c in _columns(spec, include_label):
         if c.name not in frame.columns:
             continue
@@ -151,10 +168,7 @@ def normalize_frame(
                     reasons[f"{c.name}:naive_timestamp"] = s.notna().to_numpy(dtype=bool)
                     frame[c.name] = pd.Series(pd.NaT, index=s.index, dtype=c.raw_dtype)
             elif s.dtype == object or isinstance(s.dtype, pd.StringDtype):
-                text = np.array(
-                    [None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v) for v in s],
-                    dtype=object,
-                )
+                text = np.array([None if pd.isna(v) else str(v) for v in s], dtype=object)
                 offsets: set[str] = set()
                 parsed = _parse_timestamps(text, c, reasons, offsets)
                 frame[c.name] = pd.Series(pd.DatetimeIndex(parsed, tz="UTC"), index=s.index)
@@ -169,9 +183,6 @@ def normalize_frame(
                     reasons[f"{c.name}:invalid_utf8"] = damaged
                     s = s.where(~damaged)
                 frame[c.name] = s
-    for reason in reasons:
-        if len(reasons[reason]) != n:
-            raise AssertionError(f"normalization mask {reason} has the wrong length")
     return frame, reasons, notes
 
 
@@ -181,12 +192,6 @@ def validate_frame(
     """Validate a data set lazily; raise ``FileLevelError`` for structural breaks, quarantine failing rows."""
     frame, parse_reasons, notes = normalize_frame(frame.reset_index(drop=True), spec, include_label)
     schema = build_schema(spec, include_label)
-    reasons: dict[int, list[str]] = {}
-    parse_failed: set[tuple[int, str]] = set()
-    for reason, mask in parse_reasons.items():
-        for i in np.flatnonzero(mask):
-            reasons.setdefault(int(i), []).append(reason)
-            parse_failed.add((int(i), reason.split(":", 1)[0]))
     cases: Any  # pandera's failure cases: index, check, column, failure_case
     try:
         with warnings.catch_warnings():
@@ -215,20 +220,17 @@ def validate_frame(
                 problem, received, expected = check, str(case.failure_case), "see spec"
             problems.append({"column": column, "problem": problem, "received": received, "expected": expected})
         raise FileLevelError(source, problems)
+    n = len(frame)
+    checked: dict[str, np.ndarray] = {}
     for case in cases.itertuples():
-        code = _ROW_CHECK_NAMES.get(str(case.check), str(case.check))
-        if code == NULL and (int(case.index), str(case.column)) in parse_failed:
-            continue  # a value that failed to parse is reported as such, not as null
-        reason = f"{case.column}:{code}"
-        bucket = reasons.setdefault(int(case.index), [])
-        if reason not in bucket:
-            bucket.append(reason)
-    bad = np.zeros(len(frame), dtype=bool)
-    bad[list(reasons)] = True
-    counts: dict[str, int] = {}
-    for rs in reasons.values():
-        for r in rs:
-            counts[r] = counts.get(r, 0) + 1
+        reason = f"{case.column}:{_ROW_CHECK_NAMES.get(str(case.check), str(case.check))}"
+        checked.setdefault(reason, np.zeros(n, dtype=bool))[int(case.index)] = True
+    merged = _merge_reasons(parse_reasons, checked)
+    bad = np.zeros(n, dtype=bool)
+    for mask in merged.values():
+        bad |= mask
+    reasons = {int(i): [r for r, mask in merged.items() if mask[i]] for i in np.flatnonzero(bad)}
+    counts = {r: int(mask.sum()) for r, mask in merged.items()}
     return ValidationResult(
         valid=frame[~bad].reset_index(drop=True),
         quarantine=_quarantine(frame[bad], reasons),
@@ -414,15 +416,4 @@ def coerce_request(arrays: Mapping[str, np.ndarray], spec: PipelineSpec) -> tupl
             columns[c.name] = values.astype("float64")
         else:  # integer
             columns[c.name] = values.astype("int64")
-    parse_failed: dict[str, np.ndarray] = {}
-    for reason, mask in reasons.items():
-        column = reason.split(":", 1)[0]
-        parse_failed[column] = parse_failed.get(column, np.zeros(len(columns), dtype=bool)) | mask
-    for reason, mask in row_reasons(columns, spec).items():
-        column, code = reason.split(":", 1)
-        if code == NULL and column in parse_failed:
-            mask = mask & ~parse_failed[column]  # a value that failed to parse is reported as such, not as null
-            if not mask.any():
-                continue
-        reasons[reason] = reasons[reason] | mask if reason in reasons else mask
-    return columns, reasons
+    return columns, _merge_reasons(reasons, row_reasons(columns, spec))
