@@ -13,18 +13,13 @@ from typing import Any
 
 import pandas as pd
 
-from features.artifacts import atomic_write_json
 from serving.client import InferlineClient, InferlineError
 from serving.secrets import admin_key
-from serving.server import ServerConfig, ServerError, TritonServer, published_pipelines
-
-
-def _state_path(workdir: Path) -> Path:
-    return Path(workdir) / "serving" / "server.json"
+from serving.server import ServerConfig, ServerError, TritonServer, state_path
 
 
 def _read_state(workdir: Path) -> dict[str, Any] | None:
-    path = _state_path(workdir)
+    path = state_path(workdir)
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -64,17 +59,7 @@ def _up(args: argparse.Namespace) -> int:
         print(f"serving up FAILED: {exc}", file=sys.stderr)
         server.stop()
         return 1
-    assert server.process is not None
-    info = {
-        "pid": server.process.pid,
-        "http": config.http_url,
-        "grpc": config.grpc_url,
-        "metrics": config.metrics_url,
-        "repository": str(Path(args.repository).resolve()),
-        "log": str(server.log_path),
-        "releases": published_pipelines(Path(args.repository)),
-    }
-    atomic_write_json(_state_path(args.workdir), info)
+    info = server.save_record()
     print(
         json.dumps(
             {
@@ -86,12 +71,13 @@ def _up(args: argparse.Namespace) -> int:
         )
     )
     if args.foreground:
+        assert server.process is not None  # started above
         signal.signal(signal.SIGTERM, lambda *_: server.stop())
         try:
             server.process.wait()
         except KeyboardInterrupt:
             server.stop()
-        _state_path(args.workdir).unlink(missing_ok=True)
+        state_path(args.workdir).unlink(missing_ok=True)
     return 0
 
 
@@ -116,7 +102,7 @@ def _down(args: argparse.Namespace) -> int:
     state = _read_state(args.workdir)
     if not state or not _alive(state["pid"]):
         print("not running")
-        _state_path(args.workdir).unlink(missing_ok=True)
+        state_path(args.workdir).unlink(missing_ok=True)
         return 0
     os.kill(state["pid"], signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
@@ -124,7 +110,7 @@ def _down(args: argparse.Namespace) -> int:
         time.sleep(0.1)  # polling for the process to exit
     if _alive(state["pid"]):
         os.kill(state["pid"], signal.SIGKILL)
-    _state_path(args.workdir).unlink(missing_ok=True)
+    state_path(args.workdir).unlink(missing_ok=True)
     print(f"stopped pid {state['pid']}")
     return 0
 

@@ -159,19 +159,7 @@ def run_demo(
     }
     atomic_write_json(workdir / "reports" / "demo-summary.json", summary)
     if keep_serving:
-        assert server.process is not None
-        atomic_write_json(
-            workdir / "serving" / "server.json",
-            {
-                "pid": server.process.pid,
-                "http": config.http_url,
-                "grpc": config.grpc_url,
-                "metrics": config.metrics_url,
-                "repository": str(repository.resolve()),
-                "log": str(server.log_path),
-                "releases": {pipeline: published.version},
-            },
-        )
+        server.save_record()
     return summary
 
 

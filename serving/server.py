@@ -20,13 +20,15 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from export.config import model_names
 from export.publish import activate
 from export.registry import Registry
+from features.artifacts import atomic_write_json
 from serving.secrets import ADMIN_HEADER, admin_key
 
-__all__ = ["ServerConfig", "ServerError", "TritonServer", "free_port", "published_pipelines"]
+__all__ = ["ServerConfig", "ServerError", "TritonServer", "free_port", "published_pipelines", "state_path"]
 
 RESTRICTED = "model-repository,logging,trace,shared-memory"
 
@@ -48,6 +50,11 @@ def _die_with_parent() -> None:
 
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+
+
+def state_path(workdir: Path) -> Path:
+    """Where a running server's record (pid, endpoints, releases) is kept for `serving status|down|predict`."""
+    return Path(workdir) / "serving" / "server.json"
 
 
 def _pytriton_dir() -> Path:
@@ -190,6 +197,27 @@ class TritonServer:
         if wait:
             self.wait_ready(timeout_s)
         return self
+
+    def record(self) -> dict[str, Any]:
+        """pid, endpoints, repository, log and the releases it serves."""
+        if self.process is None:
+            raise ServerError("the server has not been started")
+        c = self.config
+        return {
+            "pid": self.process.pid,
+            "http": c.http_url,
+            "grpc": c.grpc_url,
+            "metrics": c.metrics_url,
+            "repository": str(Path(c.repository).resolve()),
+            "log": str(self.log_path),
+            "releases": published_pipelines(Path(c.repository)),
+        }
+
+    def save_record(self) -> dict[str, Any]:
+        """Write ``record()`` atomically to ``state_path(workdir)`` so later commands can find this server."""
+        record = self.record()
+        atomic_write_json(state_path(self.config.workdir), record)
+        return record
 
     def is_ready(self) -> bool:
         try:
