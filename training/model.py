@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from features.artifacts import atomic_write_bytes
 
 __all__ = ["Architecture", "ScoringModel", "TabularNet", "load_checkpoint", "save_checkpoint"]
 
@@ -84,10 +87,6 @@ class ScoringModel(nn.Module):
 
 
 def save_checkpoint(path: Path, net: TabularNet, threshold: float, pipeline: str) -> None:
-    import io
-
-    from features.artifacts import atomic_write_bytes
-
     buf = io.BytesIO()
     torch.save(
         {
