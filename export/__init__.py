@@ -1,10 +1,36 @@
-"""inferline export: ONNX export, parity gate, Triton configs, atomic publish and the release registry."""
+"""inferline export: ONNX export, parity gate, Triton configs, atomic publish and the release registry.
 
-from export.config import model_names, pipeline_configs, to_json, to_pbtxt
-from export.parity import ParityGateFailed, ParityReport, run_parity_gate
-from export.publish import PublishResult, activate, export_onnx, publish, set_current
-from export.registry import Registry, RegistryError
-from export.runtime import choose_providers, onnx_session
+Names are imported on first use (PEP 562), so a reader of releases (the batch workers, the monitor) does not pay
+for torch, which only exporting needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from export.config import model_names, pipeline_configs, to_json, to_pbtxt
+    from export.parity import ParityGateFailed, ParityReport, run_parity_gate
+    from export.publish import PublishResult, activate, export_onnx, publish, set_current
+    from export.registry import Registry, RegistryError
+    from export.runtime import choose_providers, onnx_session
+
+_MODULES = {
+    "export.config": ("model_names", "pipeline_configs", "to_json", "to_pbtxt"),
+    "export.parity": ("ParityGateFailed", "ParityReport", "run_parity_gate"),
+    "export.publish": ("PublishResult", "activate", "export_onnx", "publish", "set_current"),
+    "export.registry": ("Registry", "RegistryError"),
+    "export.runtime": ("choose_providers", "onnx_session"),
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'export' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)
+
 
 __all__ = [
     "ParityGateFailed",

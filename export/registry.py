@@ -89,6 +89,27 @@ class Registry:
         data: dict[str, Any] = json.loads(path.read_text())
         return data
 
+    def release_files(self, version: int | None = None) -> dict[str, Path]:
+        """The files a consumer of release ``version`` (default: current) loads: ``model`` (model.onnx),
+        ``feature_state`` and ``manifest`` (release.json), each checked to exist."""
+        from export.config import model_names
+
+        v = self.current if version is None else version
+        manifest = self.manifest(v)  # raises a clear RegistryError for an unknown version
+        names = model_names(self.pipeline)
+        files = {
+            "model": Path(self.repository) / names["model"] / str(v) / "model.onnx",
+            "feature_state": Path(self.repository) / names["preprocess"] / str(v) / "feature_state.json",
+            "manifest": Path(self.repository) / names["model"] / str(v) / "release.json",
+        }
+        missing = [str(p) for p in files.values() if not p.exists()]
+        if missing:
+            raise RegistryError(
+                f"release {self.pipeline}:{v} ({manifest.get('created_at')}) is incomplete, missing {missing}; "
+                "republish it with `python -m export publish` or pick another version"
+            )
+        return files
+
     @staticmethod
     def record(data: dict[str, Any], action: str, version: int, **extra: Any) -> None:
         data["history"].append({"at": _now(), "action": action, "version": version, "user": getpass.getuser(), **extra})

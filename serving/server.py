@@ -28,7 +28,15 @@ from export.registry import Registry
 from features.artifacts import atomic_write_json
 from serving.secrets import ADMIN_HEADER, admin_key
 
-__all__ = ["ServerConfig", "ServerError", "TritonServer", "free_port", "published_pipelines", "state_path"]
+__all__ = [
+    "ServerConfig",
+    "ServerError",
+    "TritonServer",
+    "die_with_parent",
+    "free_port",
+    "published_pipelines",
+    "state_path",
+]
 
 RESTRICTED = "model-repository,logging,trace,shared-memory"
 
@@ -43,7 +51,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: ask Linux to send SIGTERM when the parent dies (PR_SET_PDEATHSIG), so a server
     owned by a test run or a benchmark never outlives it, even when that process is killed with SIGKILL."""
     import ctypes
@@ -191,7 +199,7 @@ class TritonServer:
             stderr=subprocess.STDOUT,
             env=self._env(),
             start_new_session=True,
-            preexec_fn=None if detach else _die_with_parent,  # one prctl call before exec
+            preexec_fn=None if detach else die_with_parent,  # one prctl call before exec
         )
         log.close()
         if wait:

@@ -3,6 +3,9 @@ Triton repository with two releases, and a live tritonserver on free loopback po
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +18,7 @@ from export.publish import PublishResult, publish
 from features.artifacts import atomic_write_parquet
 from features.backend import gpu_available
 from features.pipelines import fraud
-from serving.server import ServerConfig, TritonServer, free_port
+from serving.server import ServerConfig, TritonServer, die_with_parent, free_port
 from training.train import RunResult, train
 
 
@@ -87,3 +90,56 @@ def triton(published: Published, tmp_path_factory: pytest.TempPathFactory) -> It
         yield server
     finally:
         server.stop()
+
+
+@dataclass
+class DaskCluster:
+    """A real Dask cluster of separate processes: ``dask scheduler`` and two ``dask worker`` (nanny + worker)."""
+
+    address: str
+    processes: list[subprocess.Popen[bytes]]
+
+    def worker_pids(self) -> dict[str, int]:
+        from distributed import Client
+
+        with Client(self.address, timeout="30s") as client:
+            pids: dict[str, int] = client.run(os.getpid)
+        return pids
+
+    def wait_for_workers(self, n: int = 2, timeout_s: float = 60) -> None:
+        from distributed import Client
+
+        with Client(self.address, timeout="30s") as client:
+            client.wait_for_workers(n, timeout=timeout_s)
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
+    logs = tmp_path_factory.mktemp("dask")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = [sys.executable, "-m", "dask"]
+    worker = ["--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1", "--death-timeout", "60"]
+    commands = [
+        [*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", "127.0.0.1:0"],
+        *[[*dask, "worker", address, *worker, "--name", f"w{i}"] for i in range(2)],
+    ]
+    processes = []
+    for i, command in enumerate(commands):
+        with open(logs / f"{i}.log", "wb") as log:
+            processes.append(
+                subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+            )
+    cluster = DaskCluster(address, processes)
+    try:
+        cluster.wait_for_workers(2)
+        yield cluster
+    finally:
+        for p in reversed(processes):
+            p.terminate()
+        for p in reversed(processes):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()

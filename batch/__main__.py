@@ -1,0 +1,116 @@
+"""python -m batch run|status: score Parquet files with a published release on a Dask cluster."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from batch.job import BatchJobFailed, JobConfig, OutputInUse, run_job
+from batch.plan import EmptyInput
+from export.registry import RegistryError
+from features.backend import BackendUnavailable
+from features.validation import FileLevelError
+from monitor.alerts import Alert, Alerter
+
+BACKENDS = ("pandas", "cudf")
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = JobConfig(
+        inputs=args.input,
+        output=Path(args.output),
+        model=args.model,
+        repository=Path(args.repository),
+        scheduler=args.scheduler,
+        workers=args.workers,
+        backend=args.backend,
+        partition_rows=args.partition_rows,
+        max_invalid_share=args.max_invalid_share,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    try:
+        report = run_job(config)
+    except BatchJobFailed as exc:
+        print(json.dumps(exc.report.as_dict(), indent=2))
+        print(f"batch FAILED: {exc}", file=sys.stderr)
+        _alert(args, "partitions_failed", str(exc), exc.report.as_dict())
+        return 1
+    except (
+        FileLevelError,
+        EmptyInput,
+        OutputInUse,
+        RegistryError,
+        BackendUnavailable,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
+        print(f"batch REFUSED, nothing written or changed: {exc}", file=sys.stderr)
+        reason = (
+            "schema_break"
+            if isinstance(exc, FileLevelError)
+            else "no_data"
+            if isinstance(exc, EmptyInput)
+            else "refused"
+        )
+        _alert(args, reason, str(exc), {"input": args.input, "output": args.output})
+        return 2 if isinstance(exc, OutputInUse) else 1
+    print(json.dumps(report.as_dict(), indent=2))
+    print(
+        f"{report.rows_in} rows in = {report.rows_predicted} predicted + {report.rows_quarantined} quarantined "
+        f"({report.partitions} partitions, {report.partitions_resumed} resumed) with {report.release['release']} "
+        f"in {report.wall_s:.1f}s ({report.rows_per_s:,.0f} rows/s)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _alert(args: argparse.Namespace, reason: str, message: str, details: dict[str, object]) -> None:
+    failures = Alerter.from_env(Path(args.alerts)).emit(
+        Alert(source="batch", reason=reason, severity="critical", message=message.splitlines()[0], details=details)
+    )
+    if failures:
+        print(f"(alert delivery failed for: {failures})", file=sys.stderr)
+
+
+def _status(args: argparse.Namespace) -> int:
+    root = Path(args.output)
+    for name in ("_report.json", "_job.json"):
+        if (root / name).exists():
+            print((root / name).read_text())
+            return 0
+    print(f"{root} holds no batch job (no _job.json); run `python -m batch run --output {root}`", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m batch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="score input files; reruns resume, skipping committed partitions")
+    run.add_argument("--input", nargs="+", required=True, help="Parquet files, globs ('data/*.parquet') or directories")
+    run.add_argument("--output", required=True, help="output directory (part-*.parquet, _quarantine/, _report.json)")
+    run.add_argument("--model", default="fraud", help="PIPELINE (its current release) or PIPELINE:VERSION")
+    run.add_argument("--repository", default="triton_models", help="the Triton model repository releases live in")
+    run.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of an existing Dask scheduler")
+    run.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per CPU core)")
+    run.add_argument("--backend", choices=BACKENDS, default="pandas", help="pandas (CPU) or cudf (NVIDIA GPU)")
+    run.add_argument("--partition-rows", type=int, default=250_000, help="rows per partition (whole row groups)")
+    run.add_argument(
+        "--max-invalid-share", type=float, default=0.05, help="per partition; above it the partition fails"
+    )
+    run.add_argument("--overwrite", action="store_true", help="replace another job's results in --output")
+    run.add_argument("--alerts", default=".inferline/alerts.jsonl", help="JSON-lines alert log")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    status = sub.add_parser("status", help="print the job report of an output directory")
+    status.add_argument("--output", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # the scheduler's INFO chatter drowns the report
+    return _run(args) if args.command == "run" else _status(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""The batch job driver: plan, resume, schedule partitions on Dask, reconcile, report.
+
+Output directory layout (readers such as ``pandas.read_parquet(out)`` see only the ``part-*.parquet`` files;
+pyarrow skips names that start with ``_`` or ``.``)::
+
+    part-00000.parquet ...      predictions: id, probability_<class>..., predicted_class, release
+    _quarantine/part-*.parquet  the rows each partition refused, with their reasons
+    _commits/part-*.json        one commit record per partition (the commit manifest)
+    _job.json                   the job's identity (inputs, release, plan) and status
+    _report.json                the job report, rewritten at the end of every run
+
+A job is its release, backend and partition geometry (files, row groups). A rerun of the same job skips every
+partition whose commit record, output files and input file content check out, so after a file is fixed in place
+only its partitions run again; stale files (hidden temporaries, parts or records that no commit of this job
+vouches for) are removed first. Results of another job are never mixed in: that needs a new --output or
+--overwrite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from batch.partition import COMMITS, QUARANTINE, Task, run_partition
+from batch.plan import Partition, Plan, plan_job
+from batch.release import ModelRelease, resolve_release
+from export.runtime import Device
+from features.artifacts import atomic_write_json, sha256_file
+from features.backend import BackendName, get_backend
+from features.spec import load_pipeline
+from features.state import FeatureState
+
+__all__ = ["BatchJobFailed", "JobConfig", "JobReport", "OutputInUse", "run_job"]
+
+log = logging.getLogger("inferline.batch")
+LAYOUT_VERSION = 1
+
+
+class OutputInUse(RuntimeError):
+    """The output directory holds another job's results."""
+
+
+class BatchJobFailed(RuntimeError):
+    """Some partitions failed; the others are committed and a rerun retries only the failed ones."""
+
+    def __init__(self, report: JobReport) -> None:
+        self.report = report
+        lines = [f"  - {f['source']}: {f['error']}" for f in report.failed]
+        super().__init__(
+            f"batch job failed on {len(report.failed)} of {report.partitions} partitions "
+            f"({report.partitions_committed} committed, kept in {report.output}):\n" + "\n".join(lines)
+        )
+
+
+@dataclass
+class JobConfig:
+    inputs: list[str]
+    output: Path
+    model: str = "fraud"
+    repository: Path = Path("triton_models")
+    scheduler: str | None = None  # tcp://host:port of an existing cluster; None starts a LocalCluster
+    workers: int | None = None  # LocalCluster size; None: one worker per CPU core this process may use
+    backend: BackendName = "pandas"
+    partition_rows: int = 250_000
+    max_invalid_share: float = 0.05
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class JobReport:
+    job: str
+    output: str
+    release: dict[str, Any]
+    backend: str
+    cluster: dict[str, Any]
+    partitions: int
+    partitions_committed: int = 0
+    partitions_resumed: int = 0
+    rows_in: int = 0
+    rows_predicted: int = 0
+    rows_quarantined: int = 0
+    rows_failed: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    workers_used: list[str] = field(default_factory=list)
+    sessions_per_worker: int = 0
+    wall_s: float = 0.0
+    rows_per_s: float = 0.0
+    status: str = "running"
+
+    @property
+    def reconciled(self) -> bool:
+        return self.rows_in == self.rows_predicted + self.rows_quarantined + self.rows_failed
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["reconciled"] = self.reconciled
+        return out
+
+
+def _job_identity(plan: Plan, release: ModelRelease, backend: str) -> str:
+    body = {
+        "layout": LAYOUT_VERSION,
+        "plan": plan.digest(),  # geometry; each commit also names its input file's content
+        "release": release.name,
+        "manifest_sha256": release.manifest_sha256,
+        "model_sha256": release.model_sha256,
+        "backend": backend,  # cuDF and pandas agree to float32 tolerance, not bit for bit
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _valid_commit(root: Path, part: Partition, job: str) -> dict[str, Any] | None:
+    path = root / COMMITS / f"{part.name}.json"
+    try:
+        record: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("job") != job or record.get("partition") != part.index:
+        return None
+    if record.get("input_sha256") != part.file_sha256:  # the file changed since: score it again
+        return None
+    files = [(root / record["part"], record["sha256"])]
+    if record.get("quarantine"):
+        files.append((root / QUARANTINE / record["quarantine"], record["quarantine_sha256"]))
+    for file, digest in files:
+        if not file.exists() or sha256_file(file) != digest:
+            return None
+    return record
+
+
+def _remove_stale(root: Path, keep: set[str]) -> None:
+    """Delete hidden temporaries (an attempt killed mid-write leaves one) and part files of partitions not in
+    ``keep``, from the output and its _quarantine/ and _commits/ folders."""
+    removed = 0
+    for folder in (root, root / QUARANTINE, root / COMMITS):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            stale_part = path.name.startswith("part-") and path.name.split(".")[0] not in keep
+            if path.is_file() and (stale_part or path.name.startswith(".")):
+                path.unlink()
+                removed += 1
+    if removed:
+        log.info("removed %d stale files from %s", removed, root)
+
+
+def _prepare_output(root: Path, plan: Plan, release: ModelRelease, job: str, overwrite: bool) -> dict[int, Any]:
+    """Claim the output directory for this job and return the partitions already committed by it."""
+    job_file = root / "_job.json"
+    if job_file.exists():
+        previous = json.loads(job_file.read_text())
+        if previous.get("job") != job and not overwrite:
+            raise OutputInUse(
+                f"{root} holds the results of another job ({previous.get('job')}: release "
+                f"{previous.get('release', {}).get('release')}, inputs {previous.get('files')}, status "
+                f"{previous.get('status')}); received job {job} (release {release.name}, inputs {plan.files}). "
+                "Choose a new --output, or pass --overwrite to replace those results"
+            )
+    elif root.exists() and any(p.name.startswith("part-") for p in root.iterdir()):
+        raise OutputInUse(
+            f"{root} holds part files that no inferline batch job recorded; choose an empty --output directory"
+        )
+    committed = {p.index: rec for p in plan.partitions if (rec := _valid_commit(root, p, job)) is not None}
+    _remove_stale(root, keep={plan.partitions[i].name for i in committed})
+    return committed
+
+
+@contextmanager
+def _cluster(config: JobConfig) -> Iterator[tuple[Any, dict[str, Any]]]:
+    from distributed import Client, LocalCluster
+
+    workers = config.workers or len(os.sched_getaffinity(0))
+    if config.scheduler:
+        with Client(config.scheduler, timeout="30s") as client:
+            yield client, {"kind": "existing", "scheduler": config.scheduler}
+        return
+    if config.backend == "cudf":  # pragma: no cover - GPU machines only
+        from dask_cuda import LocalCUDACluster
+
+        cluster: Any = LocalCUDACluster(
+            n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        )
+        kind = "LocalCUDACluster"
+    else:
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            scheduler_port=0,
+            dashboard_address="127.0.0.1:0",  # any free port: the scheduler's HTTP server runs even without bokeh
+        )
+        kind = "LocalCluster"
+    with cluster, Client(cluster) as client:
+        yield client, {"kind": kind, "scheduler": cluster.scheduler_address, "workers": workers}
+
+
+def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | None = None) -> JobReport:
+    """Score ``config.inputs`` with the release ``config.model`` into ``config.output``; see the module doc."""
+    started = time.perf_counter()
+    release = resolve_release(config.model, config.repository)
+    spec = load_pipeline(release.pipeline)
+    FeatureState.load(release.state_path).check(spec)
+    if config.backend == "cudf":
+        get_backend("cudf")  # a clear BackendUnavailable before any cluster starts
+    device: Device = "cuda" if config.backend == "cudf" else "cpu"
+    plan = plan_job(config.inputs, spec, config.partition_rows)
+    job = _job_identity(plan, release, config.backend)
+    root = Path(config.output)
+    root.mkdir(parents=True, exist_ok=True)
+    committed = _prepare_output(root, plan, release, job, config.overwrite)
+    meta = {
+        "job": job,
+        "release": release.as_dict(),
+        "files": plan.files,
+        "input_fingerprint": plan.fingerprint["sha256"],
+        "partitions": len(plan.partitions),
+        "partition_rows": plan.partition_rows,
+        "rows": plan.rows,
+        "backend": config.backend,
+        "status": "running",
+        "updated_at": datetime.now(UTC).isoformat(),
+    }
+    atomic_write_json(root / "_job.json", meta)
+
+    todo = [p for p in plan.partitions if p.index not in committed]
+    results: dict[int, dict[str, Any]] = dict(committed)
+    failed: list[dict[str, Any]] = []
+    cluster_info: dict[str, Any] = {"kind": "none (every partition was already committed)"}
+    if todo:
+        with _cluster(config) as (client, cluster_info):
+            run_id = uuid.uuid4().hex[:8]  # task keys never collide with a killed earlier driver's tasks
+            futures = {
+                client.submit(
+                    run_partition,
+                    Task(
+                        partition=p,
+                        job=job,
+                        release=release.name,
+                        pipeline=release.pipeline,
+                        model_path=str(release.model_path.resolve()),
+                        model_sha256=release.model_sha256,
+                        state_path=str(release.state_path.resolve()),
+                        output=str(root.resolve()),
+                        backend=config.backend,
+                        device=device,
+                        threads=1,
+                        max_invalid_share=config.max_invalid_share,
+                    ),
+                    key=f"inferline-batch-{job}-{run_id}-{p.name}",
+                    pure=False,
+                    retries=0,  # a raised error is about the data and would fail again; lost workers are retried
+                ): p
+                for p in todo
+            }
+            from distributed import as_completed
+
+            bar = tqdm(total=len(todo), unit="part", desc=f"batch {release.name}", disable=not config.progress)
+            for future in as_completed(futures):
+                part = futures[future]
+                try:
+                    record = future.result()
+                except Exception as exc:  # noqa: BLE001 - one partition's failure is reported, the rest go on
+                    failed.append(
+                        {"partition": part.index, "source": part.describe(), "error": f"{type(exc).__name__}: {exc}"}
+                    )
+                    bar.update(1)
+                    continue
+                results[part.index] = record
+                if on_commit is not None:
+                    on_commit(record)
+                bar.update(1)
+            bar.close()
+
+    report = JobReport(
+        job=job,
+        output=str(root),
+        release=release.as_dict(),
+        backend=config.backend,
+        cluster=cluster_info,
+        partitions=len(plan.partitions),
+        partitions_committed=len(results),
+        partitions_resumed=len(committed),
+        rows_in=plan.rows,
+        failed=sorted(failed, key=lambda f: f["partition"]),
+    )
+    for record in results.values():
+        report.rows_predicted += record["rows_out"]
+        report.rows_quarantined += record["rows_quarantined"]
+        for reason, count in record["reasons"].items():
+            report.reasons[reason] = report.reasons.get(reason, 0) + count
+    report.rows_failed = sum(plan.partitions[f["partition"]].rows for f in failed)
+    fresh = [r for i, r in results.items() if i not in committed]
+    report.workers_used = sorted({r["worker"] for r in fresh})
+    report.sessions_per_worker = max((r["sessions_loaded"] for r in fresh), default=0)
+    report.wall_s = round(time.perf_counter() - started, 3)
+    scored = sum(r["rows_in"] for r in fresh)
+    report.rows_per_s = round(scored / report.wall_s, 1) if report.wall_s else 0.0
+    report.status = "failed" if failed else "complete"
+    if not report.reconciled:  # a bug, never a data problem: say so loudly
+        raise RuntimeError(f"bug: batch job {job} does not reconcile rows in and out: {report.as_dict()}")
+    _remove_stale(root, keep={plan.partitions[i].name for i in results})  # what killed attempts left behind
+    atomic_write_json(root / "_report.json", report.as_dict())
+    atomic_write_json(
+        root / "_job.json", {**meta, "status": report.status, "updated_at": datetime.now(UTC).isoformat()}
+    )
+    if failed:
+        raise BatchJobFailed(report)
+    return report

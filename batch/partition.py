@@ -1,0 +1,151 @@
+"""One partition, start to finish, on a Dask worker: read -> validate -> quarantine -> shared feature kernels ->
+the release's exact ``model.onnx`` -> predictions, written exactly once.
+
+Exactly once, without coordination: every output is a pure function of (partition, release), written to a
+hidden temporary file, fsynced and renamed to its deterministic name; the partition's commit record is renamed
+into ``_commits/`` last. A retried or duplicated attempt rewrites identical bytes under the same names, and a
+partition without a commit record is simply computed again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from batch.plan import Partition
+from export.runtime import Device, onnx_session
+from features.artifacts import atomic_write_json, atomic_write_parquet, sha256_file
+from features.backend import BackendName, get_backend
+from features.spec import PipelineSpec, load_pipeline
+from features.state import FeatureState, compute_features
+from features.validation import validate_frame
+
+__all__ = ["COMMITS", "QUARANTINE", "PartitionRejected", "Task", "output_columns", "run_partition", "score_frame"]
+
+COMMITS = "_commits"
+QUARANTINE = "_quarantine"
+MODEL_CHUNK_ROWS = 65_536  # rows per onnxruntime call: bounds the activations' memory on big partitions
+
+
+class PartitionRejected(ValueError):
+    """A partition's data is too broken to score (its share of invalid rows is over the limit)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything a worker needs for one partition; small and picklable, no open handles."""
+
+    partition: Partition
+    job: str  # the job identity: a commit record counts only for the job that wrote it
+    release: str  # "fraud:2"
+    pipeline: str
+    model_path: str
+    model_sha256: str
+    state_path: str
+    output: str
+    backend: BackendName
+    device: Device
+    threads: int
+    max_invalid_share: float
+
+
+_loads = {"sessions": 0}
+
+
+@cache
+def _session(model_path: str, model_sha256: str, device: Device, threads: int) -> Any:
+    """One onnxruntime session per worker process and release, loaded on first use."""
+    _loads["sessions"] += 1
+    return onnx_session(model_path, device=device, threads=threads)
+
+
+@cache
+def _spec_and_state(pipeline: str, state_path: str) -> tuple[PipelineSpec, FeatureState]:
+    spec = load_pipeline(pipeline)
+    state = FeatureState.load(state_path)
+    state.check(spec)
+    return spec, state
+
+
+def output_columns(spec: PipelineSpec) -> list[str]:
+    ids = [spec.id_column.name] if spec.id_column is not None else ["source_row"]
+    return [*ids, *(f"probability_{c}" for c in spec.classes), "predicted_class", "release"]
+
+
+def score_frame(
+    valid: pd.DataFrame, spec: PipelineSpec, state: FeatureState, session: Any, backend: BackendName
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated rows -> (probabilities [n, classes] float32, predicted_class [n] int64) with the shared kernels."""
+    b = get_backend(backend)
+    m = compute_features(b.from_pandas(valid), spec, state)
+    numeric, categorical = b.to_numpy(m.numeric), b.to_numpy(m.categorical)
+    probs, classes = [], []
+    for start in range(0, len(valid), MODEL_CHUNK_ROWS):
+        end = start + MODEL_CHUNK_ROWS
+        p, c = session.run(None, {"numeric": numeric[start:end], "categorical": categorical[start:end]})
+        probs.append(p)
+        classes.append(c.reshape(-1))
+    if not probs:
+        return np.zeros((0, len(spec.classes)), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(probs), np.concatenate(classes)
+
+
+def run_partition(task: Task) -> dict[str, Any]:
+    started = time.perf_counter()
+    part = task.partition
+    spec, state = _spec_and_state(task.pipeline, task.state_path)
+    session = _session(task.model_path, task.model_sha256, task.device, task.threads)
+    raw = pq.ParquetFile(part.file).read_row_groups(list(part.row_groups)).to_pandas()
+    if spec.id_column is None:
+        raw.insert(0, "source_row", np.arange(part.first_row, part.first_row + len(raw), dtype=np.int64))
+    raw = raw.drop(columns=[spec.label], errors="ignore")  # a label column is allowed in scoring input, unused
+    result = validate_frame(raw, spec, source=part.describe(), include_label=False)
+    if result.invalid_share > task.max_invalid_share:
+        raise PartitionRejected(
+            f"{result.rows_quarantined} of {result.rows_in} rows ({result.invalid_share:.1%}) "
+            f"failed validation, above the allowed {task.max_invalid_share:.1%} (reasons {result.reason_counts}); "
+            "nothing of it was written. Fix the upstream data or raise --max-invalid-share, then rerun: committed "
+            "partitions are kept"
+        )
+    probs, predicted = score_frame(result.valid, spec, state, session, task.backend)
+    ids = output_columns(spec)[0]
+    out = pd.DataFrame({ids: result.valid[ids].to_numpy()})
+    for i, name in enumerate(spec.classes):
+        out[f"probability_{name}"] = probs[:, i]
+    out["predicted_class"] = predicted
+    out["release"] = task.release
+
+    root = Path(task.output)
+    quarantine_path = root / QUARANTINE / f"{part.name}.parquet"
+    if result.rows_quarantined:
+        atomic_write_parquet(quarantine_path, result.quarantine)
+    part_path = root / f"{part.name}.parquet"
+    atomic_write_parquet(part_path, out)
+    record = {
+        "job": task.job,
+        "partition": part.index,
+        "source": part.describe(),
+        "input_sha256": part.file_sha256,
+        "part": part_path.name,
+        "sha256": sha256_file(part_path),
+        "quarantine": quarantine_path.name if result.rows_quarantined else None,
+        "quarantine_sha256": sha256_file(quarantine_path) if result.rows_quarantined else None,
+        "rows_in": result.rows_in,
+        "rows_out": len(out),
+        "rows_quarantined": result.rows_quarantined,
+        "reasons": result.reason_counts,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "sessions_loaded": _loads["sessions"],
+        "seconds": round(time.perf_counter() - started, 4),
+    }
+    atomic_write_json(root / COMMITS / f"{part.name}.json", record)  # the commit point
+    return record

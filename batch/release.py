@@ -1,0 +1,82 @@
+"""Which published release a batch job scores with, resolved through export's registry and checked byte for byte."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from export.registry import Registry, RegistryError
+from features.artifacts import sha256_file
+
+__all__ = ["ModelRelease", "parse_model_ref", "resolve_release"]
+
+_REF = re.compile(r"^(?P<pipeline>[a-z][a-z0-9_]*)(?::(?P<version>[1-9][0-9]*))?$")
+
+
+@dataclass(frozen=True)
+class ModelRelease:
+    pipeline: str
+    version: int
+    model_path: Path
+    state_path: Path
+    manifest_path: Path
+    manifest_sha256: str
+    model_sha256: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.pipeline}:{self.version}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "release": self.name,
+            "model": str(self.model_path),
+            "model_sha256": self.model_sha256,
+            "manifest_sha256": self.manifest_sha256,
+        }
+
+
+def parse_model_ref(ref: str) -> tuple[str, int | None]:
+    """``fraud`` (the current release) or ``fraud:3`` (release 3)."""
+    m = _REF.match(ref.strip())
+    if m is None:
+        raise ValueError(
+            f"--model {ref!r} is not a release reference; expected PIPELINE or PIPELINE:VERSION, e.g. 'fraud' "
+            "(the current release) or 'fraud:2'"
+        )
+    version = m.group("version")
+    return m.group("pipeline"), int(version) if version else None
+
+
+def resolve_release(ref: str, repository: Path) -> ModelRelease:
+    """The release's model and feature state, refused when either differs from what its manifest recorded."""
+    pipeline, version = parse_model_ref(ref)
+    registry = Registry(Path(repository), pipeline)
+    if version is None:
+        version = registry.current
+        if version is None:
+            raise RegistryError(
+                f"pipeline {pipeline!r} has no current release in {repository}; publish one with "
+                "`python -m export publish` or name a version (--model {pipeline}:N)"
+            )
+    files = registry.release_files(version)
+    manifest = json.loads(files["manifest"].read_text())
+    for key, path in (("onnx_sha256", files["model"]), ("feature_state_sha256", files["feature_state"])):
+        actual = sha256_file(path)
+        if manifest.get(key) != actual:
+            raise RegistryError(
+                f"{path} does not match release {pipeline}:{version}'s manifest ({key} {str(manifest.get(key))[:12]}, "
+                f"file {actual[:12]}); the repository was modified after publishing: republish the release"
+            )
+    return ModelRelease(
+        pipeline=pipeline,
+        version=version,
+        model_path=files["model"],
+        state_path=files["feature_state"],
+        manifest_path=files["manifest"],
+        manifest_sha256=sha256_file(files["manifest"]),
+        model_sha256=manifest["onnx_sha256"],
+    )

@@ -1,0 +1,291 @@
+"""The Dask batch job against real clusters (separate `dask scheduler`/`dask worker` processes, and the
+LocalCluster of `python -m batch run`), real Parquet files and, for parity, the live Triton server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batch import BatchJobFailed, EmptyInput, JobConfig, JobReport, OutputInUse, output_columns, run_job
+from features.artifacts import sha256_file
+from features.pipelines import fraud
+from features.validation import FileLevelError
+from serving.client import InferlineClient
+from serving.demo import in_process_probabilities
+from serving.server import TritonServer
+
+from .conftest import DaskCluster, Published
+
+ROW_GROUP = 1_000
+BATCH_RUN = [sys.executable, "-m", "batch", "run"]
+PROBS = [f"probability_{c}" for c in fraud.SPEC.classes]
+
+
+def write_parquet(path: Path, frame: pd.DataFrame, row_group_size: int = ROW_GROUP) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=row_group_size)
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 files x 4,000 rows in row groups of 1,000: 12 partitions at ``partition_rows=ROW_GROUP``."""
+    root = tmp_path_factory.mktemp("batch_in")
+    for i in range(3):
+        write_parquet(root / f"tx-{i}.parquet", fraud.generate(4_000, seed=500 + i))
+    return root
+
+
+def config(
+    inputs: Path | list[str], output: Path, published: Published, cluster: DaskCluster | None, **kw: object
+) -> JobConfig:
+    return JobConfig(
+        inputs=[str(inputs)] if isinstance(inputs, Path) else inputs,
+        output=output,
+        model=str(kw.pop("model", "fraud:2")),
+        repository=published.repository,
+        scheduler=cluster.address if cluster else None,
+        progress=False,
+        **{"partition_rows": ROW_GROUP, **kw},  # type: ignore[arg-type]
+    )
+
+
+def input_ids(root: Path) -> set[str]:
+    return set(pd.read_parquet(root, columns=["transaction_id"])["transaction_id"])
+
+
+def assert_exactly_once(output: Path, expected_ids: set[str], report: JobReport) -> None:
+    """Every input row is predicted once or quarantined once; one part and one commit record per partition."""
+    parts = sorted(output.glob("part-*.parquet"))
+    commits = sorted((output / "_commits").glob("part-*.json"))
+    assert [p.stem for p in parts] == [c.stem for c in commits] == [f"part-{i:05d}" for i in range(report.partitions)]
+    predicted = pd.read_parquet(output)  # pyarrow skips _commits/, _quarantine/ and hidden temporaries
+    assert list(predicted.columns) == output_columns(fraud.SPEC)
+    assert predicted["transaction_id"].is_unique
+    quarantined = (
+        pd.read_parquet(output / "_quarantine")["transaction_id"]
+        if (output / "_quarantine").exists()
+        else pd.Series([], dtype=object)
+    )
+    assert not set(quarantined) & set(predicted["transaction_id"])
+    assert set(predicted["transaction_id"]) | set(quarantined) == expected_ids
+    assert report.rows_in == len(expected_ids) == report.rows_predicted + report.rows_quarantined
+    assert report.reconciled and report.status == "complete"
+    assert not [p for p in output.rglob(".*") if p.is_file()], "a hidden temporary was left behind"
+    for commit in commits:
+        record = json.loads(commit.read_text())
+        assert sha256_file(output / record["part"]) == record["sha256"]
+
+
+def test_batch_triton_and_training_code_agree(
+    published: Published, triton: TritonServer, holdout: pd.DataFrame, dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    rows = holdout.head(3_000).reset_index(drop=True)
+    write_parquet(tmp_path / "in" / "a.parquet", rows.iloc[:1_500], 500)
+    write_parquet(tmp_path / "in" / "b.parquet", rows.iloc[1_500:], 500)
+    report = run_job(config(tmp_path / "in", tmp_path / "out", published, dask_cluster, partition_rows=500))
+    assert report.partitions == 6 and report.rows_predicted == 3_000 and report.release["release"] == "fraud:2"
+    assert report.sessions_per_worker == 1  # one onnxruntime session per worker, loaded once for 6 partitions
+    batch = pd.read_parquet(tmp_path / "out").set_index("transaction_id").loc[rows["transaction_id"]]
+    assert set(batch["release"]) == {"fraud:2"}
+
+    expected = in_process_probabilities(published.runs[1].run_dir, rows, "fraud")
+    np.testing.assert_allclose(batch[PROBS].to_numpy(), expected, atol=1e-5, rtol=0)
+    for protocol, url in (("http", triton.config.http_url), ("grpc", triton.config.grpc_url)):
+        with InferlineClient(url, protocol) as client:  # type: ignore[arg-type]
+            served = client.predict(rows)
+        assert served.ok.all() and set(served.release) == {"fraud:2"}
+        np.testing.assert_allclose(batch[PROBS].to_numpy(), served.probabilities, atol=1e-5, rtol=0)
+        np.testing.assert_array_equal(batch["predicted_class"].to_numpy(), served.predicted_class)
+
+
+def test_cli_local_cluster_report_and_resume(inputs: Path, published: Published, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    command = [*BATCH_RUN, "--input", f"{inputs}/*.parquet", "--output", str(out)]
+    command += ["--model", "fraud", "--repository", str(published.repository), "--workers", "2"]
+    command += ["--partition-rows", str(4 * ROW_GROUP), "--alerts", str(tmp_path / "alerts.jsonl")]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert report["cluster"]["kind"] == "LocalCluster" and report["cluster"]["workers"] == 2
+    assert report["partitions"] == 3 and report["partitions_resumed"] == 0
+    assert report["rows_in"] == 12_000 == report["rows_predicted"] + report["rows_quarantined"]
+    assert report["release"]["release"] == "fraud:2" and len(report["release"]["manifest_sha256"]) == 64
+    assert report["wall_s"] > 0 and report["rows_per_s"] > 0
+    assert json.loads((out / "_report.json").read_text()) == report
+    before = {p.name: sha256_file(p) for p in out.glob("part-*.parquet")}
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads(again.stdout)
+    assert resumed["partitions_resumed"] == 3 and resumed["cluster"]["kind"].startswith("none")
+    assert {p.name: sha256_file(p) for p in out.glob("part-*.parquet")} == before
+    status = subprocess.run([sys.executable, "-m", "batch", "status", "--output", str(out)], capture_output=True)
+    assert status.returncode == 0 and json.loads(status.stdout)["job"] == report["job"]
+    helped = subprocess.run([*BATCH_RUN, "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "--scheduler" in helped.stdout
+
+
+def test_worker_killed_mid_job_completes_exactly_once(
+    inputs: Path, published: Published, dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    pids = dask_cluster.worker_pids()
+    victim = max(pids.values())
+    killed: list[int] = []
+
+    def kill_once(record: dict[str, object]) -> None:
+        if not killed:
+            os.kill(victim, signal.SIGKILL)
+            killed.append(len(list((tmp_path / "out" / "_commits").glob("*.json"))))
+
+    report = run_job(config(inputs, tmp_path / "out", published, dask_cluster), on_commit=kill_once)
+    assert killed and killed[0] < report.partitions, "the worker must die while partitions are still pending"
+    with pytest.raises(ProcessLookupError):
+        os.kill(victim, 0)
+    assert report.partitions == 12 and report.partitions_committed == 12
+    assert_exactly_once(tmp_path / "out", input_ids(inputs), report)
+    dask_cluster.wait_for_workers(2)  # the nanny restarts the worker for the tests after this one
+    assert victim not in dask_cluster.worker_pids().values()
+
+
+def test_driver_killed_mid_job_then_rerun_resumes(
+    inputs: Path, published: Published, dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    command = [*BATCH_RUN, "--input", str(inputs), "--output", str(out), "--quiet"]
+    command += ["--model", "fraud:2", "--repository", str(published.repository), "--scheduler", dask_cluster.address]
+    command += ["--partition-rows", str(ROW_GROUP // 2)]  # one row group per partition: 12 partitions
+    with open(tmp_path / "driver.log", "wb") as log:
+        driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + 120
+    while not list((out / "_commits").glob("*.json")):  # readiness: the first partition is committed
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()
+        assert time.monotonic() < deadline, "no partition was committed within 120 s"
+        time.sleep(0.005)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    committed_at_kill = len(list((out / "_commits").glob("*.json")))
+    assert committed_at_kill < 12, "the driver must die mid-job"
+    assert json.loads((out / "_job.json").read_text())["status"] == "running"
+
+    report = run_job(config(inputs, out, published, dask_cluster, partition_rows=ROW_GROUP // 2))
+    assert report.partitions_resumed >= 1 and report.partitions_committed == 12
+    assert_exactly_once(out, input_ids(inputs), report)
+    assert json.loads((out / "_job.json").read_text())["status"] == "complete"
+
+
+def test_poison_partitions_are_named_and_the_rest_commit(
+    published: Published, dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    good = fraud.generate(3_000, seed=7)
+    write_parquet(tmp_path / "in" / "good.parquet", good)
+    garbage = fraud.generate(2_000, seed=8)
+    garbage.loc[:999, "amount"] = -5.0  # an upstream bug: the whole first row group is invalid
+    write_parquet(tmp_path / "in" / "negative.parquet", garbage)
+    corrupt = write_parquet(tmp_path / "in" / "corrupt.parquet", fraud.generate(2_000, seed=9))
+    column = pq.ParquetFile(corrupt).metadata.row_group(1).column(2)  # damage row group 1's bytes, footer intact
+    data = bytearray(corrupt.read_bytes())
+    data[column.data_page_offset : column.data_page_offset + column.total_compressed_size] = b"\xff" * (
+        column.total_compressed_size
+    )
+    corrupt.write_bytes(bytes(data))
+
+    with pytest.raises(BatchJobFailed) as failed:
+        run_job(config(tmp_path / "in", tmp_path / "out", published, dask_cluster))
+    report = failed.value.report
+    message = str(failed.value)
+    assert f"{tmp_path}/in/negative.parquet, row group 0" in message and "amount:negative" in message
+    assert f"{tmp_path}/in/corrupt.parquet, row group 1" in message and "OSError" in message
+    assert [f["partition"] for f in report.failed] == [1, 5]  # files in name order: corrupt, good, negative
+    assert report.status == "failed" and report.partitions_committed == report.partitions - 2 == 5
+    assert report.rows_failed == 2_000 and report.reconciled
+    assert len(list((tmp_path / "out" / "_commits").glob("*.json"))) == 5
+    assert json.loads((tmp_path / "out" / "_job.json").read_text())["status"] == "failed"
+    kept = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("part-*.parquet")}
+
+    # upstream rewrites the corrupt file in place and the invalid rows are accepted into quarantine:
+    # the same job resumes, and only the two failed partitions run again
+    write_parquet(corrupt, fraud.generate(2_000, seed=9))
+    report = run_job(config(tmp_path / "in", tmp_path / "out", published, dask_cluster, max_invalid_share=1.0))
+    assert report.partitions_resumed == 4  # corrupt.parquet's other partition ran again: its file changed
+    assert report.rows_quarantined == 1_000 and report.reasons == {"amount:negative": 1_000}
+    unchanged = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("part-*.parquet") if p.name in kept}
+    assert sum(unchanged[name] == kept[name] for name in kept) == 4
+    ids = set(good["transaction_id"]) | set(garbage["transaction_id"]) | input_ids(tmp_path / "in")
+    assert_exactly_once(tmp_path / "out", ids, report)
+    quarantine = pd.read_parquet(tmp_path / "out" / "_quarantine")
+    assert set(quarantine["_reasons"]) == {"amount:negative"} and len(quarantine) == 1_000
+
+
+@pytest.mark.parametrize(
+    ("change", "column", "problem"),
+    [
+        (lambda f: f.assign(amount=f["amount"].astype(str)), "amount", "dtype changed"),
+        (lambda f: f.drop(columns=["country"]), "country", "missing"),
+        (lambda f: f.assign(shop_id="s1"), "shop_id", "unexpected column"),
+    ],
+)
+def test_schema_drift_names_file_and_column_and_writes_nothing(
+    inputs: Path, published: Published, tmp_path: Path, change: object, column: str, problem: str
+) -> None:
+    out = tmp_path / "out"
+    run_job(config(inputs, out, published, None, workers=1, partition_rows=4 * ROW_GROUP))
+    before = {p.relative_to(out): sha256_file(p) for p in out.rglob("*") if p.is_file()}
+    drifted = write_parquet(tmp_path / "in" / "z-drifted.parquet", change(fraud.generate(500, seed=3)))  # type: ignore[operator]
+    with pytest.raises(FileLevelError) as err:
+        run_job(config([f"{inputs}/*.parquet", str(drifted)], out, published, None, overwrite=True))
+    assert str(drifted) in str(err.value) and f"column {column!r}: {problem}" in str(err.value)
+    assert {p.relative_to(out): sha256_file(p) for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_empty_input_is_refused_and_overwrites_nothing(inputs: Path, published: Published, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_job(config(inputs, out, published, None, workers=1, partition_rows=4 * ROW_GROUP))
+    before = {p.relative_to(out): sha256_file(p) for p in out.rglob("*") if p.is_file()}
+    empty = write_parquet(tmp_path / "empty" / "none.parquet", fraud.generate(10, seed=1).head(0))
+    with pytest.raises(EmptyInput, match="0 rows: nothing to score"):
+        run_job(config(empty.parent, out, published, None, overwrite=True))
+    with pytest.raises(FileNotFoundError, match="no Parquet files matched"):
+        run_job(config([f"{tmp_path}/nowhere/*.parquet"], out, published, None, overwrite=True))
+    args = ["--input", str(empty), "--output", str(out), "--overwrite", "--repository", str(published.repository)]
+    cli = subprocess.run(
+        [*BATCH_RUN, *args, "--alerts", str(tmp_path / "alerts.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 1 and "nothing to score" in cli.stderr and "nothing written or changed" in cli.stderr
+    alert = json.loads((tmp_path / "alerts.jsonl").read_text().splitlines()[-1])
+    assert alert["source"] == "batch" and alert["reason"] == "no_data"
+    assert {p.relative_to(out): sha256_file(p) for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_another_jobs_output_is_kept_unless_overwrite(inputs: Path, published: Published, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = run_job(config(inputs, out, published, None, workers=1, partition_rows=4 * ROW_GROUP))
+    (out / "part-00099.parquet").write_bytes(b"stale")  # no commit of this job vouches for it
+    (out / ".part-00001.parquet.abc.tmp").write_bytes(b"half-written")
+    again = run_job(config(inputs, out, published, None, workers=1, partition_rows=4 * ROW_GROUP))
+    assert again.partitions_resumed == 3 and again.job == first.job
+    assert not (out / "part-00099.parquet").exists() and not (out / ".part-00001.parquet.abc.tmp").exists()
+
+    with pytest.raises(OutputInUse, match="holds the results of another job") as err:
+        run_job(config(inputs, out, published, None, workers=1, partition_rows=4 * ROW_GROUP, model="fraud:1"))
+    assert "fraud:2" in str(err.value) and "--overwrite" in str(err.value)
+    assert set(pd.read_parquet(out)["release"]) == {"fraud:2"}
+    replaced = run_job(
+        config(inputs, out, published, None, workers=1, partition_rows=4 * ROW_GROUP, model="fraud:1", overwrite=True)
+    )
+    assert replaced.partitions_resumed == 0 and set(pd.read_parquet(out)["release"]) == {"fraud:1"}
+    assert_exactly_once(out, input_ids(inputs), replaced)
