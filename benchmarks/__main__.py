@@ -10,7 +10,7 @@ from benchmarks.load import WrkMissing
 from benchmarks.report import markdown
 from benchmarks.suite import Settings, run_suite
 
-PARTS = ("serving", "inprocess", "features", "validation")
+PARTS = ("serving", "inprocess", "features", "validation", "batch")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,6 +105,25 @@ def markdown(r: dict[str, Any]) -> str:
             f"{ratio['median']:.2f}x [{ratio['min']:.2f}-{ratio['max']:.2f}] (inferline / pandera).",
             "",
         ]
+    if "batch" in r:
+        b = r["batch"]
+        lines += [
+            "## Batch inference",
+            "",
+            f"{b['rows']:,} rows in {b['files']} Parquet files ({b['partitions']} partitions of whole row groups), "
+            "same release and output format on every side; wall time includes planning, cluster start-up, writing "
+            "and committing.",
+            "",
+            "| side | seconds | rows/s |",
+            "|---|---|---|",
+        ]
+        for name, secs in b["seconds"].items():
+            lines.append(f"| {name} | {_fmt(summary(secs), 2)} | {_fmt(summary(b['rows_per_s'][name]))} |")
+        lines += [
+            "",
+            f"Largest difference in any probability between the sides: {b['max_abs_diff_between_sides']:.1e}.",
+            "",
+        ]
     lines += [f"GPU rows: {r['gpu']}.", ""]
     return "\n".join(lines)
 
@@ -158,6 +177,23 @@ def _plots(r: dict[str, Any], out: Path) -> list[str]:
         fig.savefig(out / "inprocess.png", dpi=110)
         plt.close(fig)
         written.append("inprocess.png")
+    if "batch" in r:
+        b = r["batch"]
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        names = list(b["rows_per_s"])
+        med = [statistics.median(b["rows_per_s"][n]) for n in names]
+        err = [
+            [m - min(b["rows_per_s"][n]) for m, n in zip(med, names, strict=True)],
+            [max(b["rows_per_s"][n]) - m for m, n in zip(med, names, strict=True)],
+        ]
+        ax.barh(names, med, xerr=err, capsize=3, color=["tab:blue", "tab:cyan", "tab:gray"][: len(names)])
+        ax.set_xlabel("rows per second, end to end (median, min-max)")
+        ax.set_title(f"Batch inference over {b['rows']:,} rows, {r['machine']['cores']} cores")
+        ax.grid(axis="x", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "batch.png", dpi=110)
+        plt.close(fig)
+        written.append("batch.png")
     return written
 
 

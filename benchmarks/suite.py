@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 from tqdm import tqdm
 
+from benchmarks.batch_bench import bench_batch
 from benchmarks.features_bench import bench_features
 from benchmarks.inprocess import bench_inprocess
 from benchmarks.load import run_grpc, run_wrk
@@ -114,50 +115,89 @@ def _ratio(raw: dict[str, Any], a: str, b: str, c: int, key: str) -> list[float]
     return [x[key] / y[key] if y[key] else float("inf") for x, y in zip(raw[a][str(c)], raw[b][str(c)], strict=True)]
 
 
-def goals(serving: dict[str, Any], inprocess: dict[str, Any]) -> list[dict[str, Any]]:
-    raw = serving["raw"]
-    t, f, nb = "triton_batching_http", "fastapi_torch_http", "triton_nobatch_http"
+def _goal(goal: str, sides: str, values: list[float], target: float, higher_is_better: bool) -> dict[str, Any]:
+    s = summary(values)
+    met = s["median"] >= target if higher_is_better else s["median"] <= target
+    return {"goal": goal, "ratio": sides, **s, "target": target, "higher_is_better": higher_is_better, "met": met}
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The goals of every part that ran, each judged on the median of its per-repetition ratios."""
     rows: list[dict[str, Any]] = []
-
-    def add(goal: str, sides: str, values: list[float], target: float, higher_is_better: bool) -> None:
-        s = summary(values)
-        met = s["median"] >= target if higher_is_better else s["median"] <= target
+    if "serving" in results:
+        raw = results["serving"]["raw"]
+        t, f, nb = "triton_batching_http", "fastapi_torch_http", "triton_nobatch_http"
+        for c in (16, 64):
+            rows.append(
+                _goal(
+                    f"throughput >= 5x FastAPI at c={c}",
+                    f"{t} / {f} (req/s)",
+                    _ratio(raw, t, f, c, "throughput_rps"),
+                    5.0,
+                    True,
+                )
+            )
+            rows.append(
+                _goal(
+                    f"p99 no worse than FastAPI at c={c}",
+                    f"{t} / {f} (p99)",
+                    _ratio(raw, t, f, c, "p99_ms"),
+                    1.0,
+                    False,
+                )
+            )
         rows.append(
-            {"goal": goal, "ratio": sides, **s, "target": target, "higher_is_better": higher_is_better, "met": met}
+            _goal("p50 at c=1 no worse than FastAPI", f"{t} / {f} (p50)", _ratio(raw, t, f, 1, "p50_ms"), 1.0, False)
         )
-
-    for c in (16, 64):
-        add(
-            f"throughput >= 5x FastAPI at c={c}",
-            f"{t} / {f} (req/s)",
-            _ratio(raw, t, f, c, "throughput_rps"),
-            5.0,
-            True,
+        rows.append(
+            _goal(
+                "inferences per server CPU-second >= 5x FastAPI at c=64",
+                f"{t} / {f} (inferences/CPU-s)",
+                _ratio(raw, t, f, 64, "inferences_per_server_cpu_s"),
+                5.0,
+                True,
+            )
         )
-        add(f"p99 no worse than FastAPI at c={c}", f"{t} / {f} (p99)", _ratio(raw, t, f, c, "p99_ms"), 1.0, False)
-    add("p50 at c=1 no worse than FastAPI", f"{t} / {f} (p50)", _ratio(raw, t, f, 1, "p50_ms"), 1.0, False)
-    add(
-        "inferences per server CPU-second >= 5x FastAPI at c=64",
-        f"{t} / {f} (inferences/CPU-s)",
-        _ratio(raw, t, f, 64, "inferences_per_server_cpu_s"),
-        5.0,
-        True,
-    )
-    add(
-        "dynamic batching >= 2.5x no batching at c=16",
-        f"{t} / {nb} (req/s)",
-        _ratio(raw, t, nb, 16, "throughput_rps"),
-        2.5,
-        True,
-    )
-    per = inprocess["per_call_us"]
-    add(
-        "onnxruntime batch-1 latency <= 0.5x PyTorch eager",
-        "onnxruntime / torch_eager (us per call, batch 1)",
-        [a / b for a, b in zip(per["onnxruntime"]["1"], per["torch_eager"]["1"], strict=True)],
-        0.5,
-        False,
-    )
+        rows.append(
+            _goal(
+                "dynamic batching >= 2.5x no batching at c=16",
+                f"{t} / {nb} (req/s)",
+                _ratio(raw, t, nb, 16, "throughput_rps"),
+                2.5,
+                True,
+            )
+        )
+    if "inprocess" in results:
+        per = results["inprocess"]["per_call_us"]
+        rows.append(
+            _goal(
+                "onnxruntime batch-1 latency <= 0.5x PyTorch eager",
+                "onnxruntime / torch_eager (us per call, batch 1)",
+                [a / b for a, b in zip(per["onnxruntime"]["1"], per["torch_eager"]["1"], strict=True)],
+                0.5,
+                False,
+            )
+        )
+    if "batch" in results:
+        b = results["batch"]
+        rows.append(
+            _goal(
+                "Dask job (2 workers x 1 thread) >= 0.8x a single-process pandas + onnxruntime loop",
+                "dask_2_workers / single_process (rows/s)",
+                b["ratio_dask2_over_single"],
+                0.8,
+                True,
+            )
+        )
+        rows.append(
+            _goal(
+                "Dask job: 2 workers >= 1.6x 1 worker",
+                "dask_2_workers / dask_1_worker (rows/s)",
+                b["ratio_dask2_over_dask1"],
+                1.6,
+                True,
+            )
+        )
     return rows
 
 
@@ -188,10 +228,14 @@ def run_suite(settings: Settings, out_dir: Path, only: set[str]) -> dict[str, An
             )
         if "validation" in only:
             results["validation"] = bench_validation(1_000_000, settings.reps)
+        if "batch" in only:
+            if release is None:
+                release = build_release(workdir)
+            rows = 500_000 if settings.quick else 2_000_000
+            results["batch"] = bench_batch(rows, settings.reps, workdir, release.repository, release.version)
         if "features" in only:
             results["features"] = bench_features(100_000 if settings.quick else 400_000, settings.reps)
-    if "serving" in results and "inprocess" in results:
-        results["goals"] = goals(results["serving"], results["inprocess"])
+    results["goals"] = goals(results)
     results["gpu"] = "not measured: no GPU on this machine (Triton KIND_GPU, onnxruntime CUDA/TensorRT, cuDF kernels)"
     results["wall_s"] = round(time.perf_counter() - started, 1)
     write_results(results, out_dir)

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.batch_bench import bench_batch
 from benchmarks.report import markdown, summary, write_results
 from benchmarks.suite import goals
+
+from .conftest import Published
 
 
 def _run(rps: float, p50: float, p99: float, per_cpu: float) -> dict[str, float]:
@@ -45,7 +48,7 @@ def test_goals_pair_repetitions_and_judge_the_median() -> None:
         "per_call_us": {"onnxruntime": {"1": [30.0, 40.0, 50.0]}, "torch_eager": {"1": [100.0] * 3}},
         "notes": {},
     }
-    rows = {g["goal"]: g for g in goals(_serving(), inprocess)}
+    rows = {g["goal"]: g for g in goals({"serving": _serving(), "inprocess": inprocess})}
     thr = rows["throughput >= 5x FastAPI at c=16"]
     assert (thr["min"], thr["median"], thr["max"]) == (5.0, 10.0, 15.0) and thr["met"]
     assert rows["p99 no worse than FastAPI at c=64"]["median"] == pytest.approx(0.5)
@@ -73,3 +76,12 @@ def test_results_are_written_in_three_forms(tmp_path: Path) -> None:
     text = markdown(results)
     assert "test cpu, 2 cores" in text
     assert "| triton_batching_http | 16 | 2000 [1000-3000] |" in text
+
+
+def test_batch_benchmark_runs_every_side_on_the_same_rows(published: Published, tmp_path: Path) -> None:
+    result = bench_batch(20_000, 1, tmp_path, published.repository, 2)
+    assert set(result["seconds"]) == {"dask_2_workers", "dask_1_worker", "single_process"}
+    assert result["max_abs_diff_between_sides"] <= 1e-6  # the same rows, release and kernels on every side
+    assert len(result["ratio_dask2_over_single"]) == len(result["ratio_dask2_over_dask1"]) == 1
+    rows = {g["goal"]: g for g in goals({"batch": result})}
+    assert len(rows) == 2 and all(g["median"] > 0 for g in rows.values())
