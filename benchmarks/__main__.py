@@ -6,14 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.load import WrkMissing
-from benchmarks.report import markdown
-from benchmarks.suite import Settings, run_suite
-
 PARTS = ("serving", "inprocess", "features", "validation", "batch")
 
 
 def main(argv: list[str] | None = None) -> int:
+    # imported here, not at module level: Dask's spawned workers re-import this module (multiprocessing's
+    # __mp_main__), and the suite would cost each of them torch, tritonclient and matplotlib imports
+    from benchmarks.load import WrkMissing
+    from benchmarks.report import markdown
+    from benchmarks.suite import Settings, run_suite
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the suite; never run it beside other work (the figures become noise)")

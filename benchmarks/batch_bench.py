@@ -27,6 +27,7 @@ __all__ = ["bench_batch"]
 
 FILE_ROWS = 250_000
 ROW_GROUP = 125_000
+PARTITION_ROWS = JobConfig.partition_rows  # the command line's default: 250,000 rows, two row groups
 
 
 def _write_inputs(root: Path, rows: int) -> list[Path]:
@@ -78,7 +79,7 @@ def bench_batch(rows: int, reps: int, workdir: Path, repository: Path, version: 
                 model=release,
                 repository=repository,
                 workers=workers,
-                partition_rows=ROW_GROUP,
+                partition_rows=PARTITION_ROWS,
                 progress=False,
             )
             return run_job(config).rows_in
@@ -113,7 +114,7 @@ def bench_batch(rows: int, reps: int, workdir: Path, repository: Path, version: 
     return {
         "rows": rows,
         "files": len(paths),
-        "partitions": -(-rows // ROW_GROUP),
+        "partitions": -(-rows // PARTITION_ROWS),
         "seconds": seconds,
         "rows_per_s": {k: [rows / t for t in v] for k, v in seconds.items()},
         "ratio_dask2_over_single": [

@@ -110,7 +110,8 @@ def markdown(r: dict[str, Any]) -> str:
         lines += [
             "## Batch inference",
             "",
-            f"{b['rows']:,} rows in {b['files']} Parquet files ({b['partitions']} partitions of whole row groups), "
+            f"{b['rows']:,} rows in {b['files']} Parquet files ({b['partitions']} partitions of whole row groups) on "
+            f"{r['machine']['cores']} cores, "
             "same release and output format on every side; wall time includes planning, cluster start-up, writing "
             "and committing.",
             "",
