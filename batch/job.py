@@ -183,19 +183,20 @@ def _prepare_output(root: Path, plan: Plan, release: ModelRelease, job: str, ove
 def _cluster(config: JobConfig) -> Iterator[tuple[Any, dict[str, Any]]]:
     from distributed import Client, LocalCluster
 
-    workers = config.workers or len(os.sched_getaffinity(0))
     if config.scheduler:
         with Client(config.scheduler, timeout="30s") as client:
-            yield client, {"kind": "existing", "scheduler": config.scheduler}
+            n = len(client.scheduler_info()["workers"])
+            yield client, {"kind": "existing", "scheduler": config.scheduler, "workers": n}
         return
     if config.backend == "cudf":  # pragma: no cover - GPU machines only
         from dask_cuda import LocalCUDACluster
 
-        cluster: Any = LocalCUDACluster(
-            n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        cluster: Any = LocalCUDACluster(  # one worker per visible GPU unless --workers says otherwise
+            n_workers=config.workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0"
         )
         kind = "LocalCUDACluster"
     else:
+        workers = config.workers or len(os.sched_getaffinity(0))
         cluster = LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
@@ -206,7 +207,8 @@ def _cluster(config: JobConfig) -> Iterator[tuple[Any, dict[str, Any]]]:
         )
         kind = "LocalCluster"
     with cluster, Client(cluster) as client:
-        yield client, {"kind": kind, "scheduler": cluster.scheduler_address, "workers": workers}
+        n = len(cluster.scheduler_info["workers"])
+        yield client, {"kind": kind, "scheduler": cluster.scheduler_address, "workers": n}
 
 
 def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | None = None) -> JobReport:

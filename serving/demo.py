@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,18 @@ def _latency(client: InferlineClient, rows: pd.DataFrame, n: int) -> dict[str, f
         samples.append(time.perf_counter() - t0)
     ms = np.array(samples) * 1e3
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "requests": n}
+
+
+def _run_batch(raw_dir: Path, output: Path, repository: Path, model: str, workdir: Path) -> dict[str, Any]:
+    """The batch stage through its own command line, as a user runs it (serving does not import batch)."""
+    command = [sys.executable, "-m", "batch", "run", "--input", str(raw_dir), "--output", str(output)]
+    command += ["--model", model, "--repository", str(repository), "--overwrite", "--quiet"]
+    command += ["--alerts", str(workdir / "alerts.jsonl")]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(command)}` failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
 
 
 def step(msg: str) -> float:
@@ -146,6 +160,21 @@ def run_demo(
     finally:
         if not keep_serving:
             server.stop()
+
+    t = step(f"batch: score {raw_dir} with the same release on a Dask LocalCluster (python -m batch run)")
+    batch = _run_batch(raw_dir, workdir / "batch", repository, f"{pipeline}:{published.version}", workdir)
+    scored = pd.read_parquet(workdir / "batch").set_index(spec.id_column.name if spec.id_column else "source_row")
+    ids = holdout[spec.id_column.name] if spec.id_column else holdout.index
+    probs = scored.loc[ids, [f"probability_{c}" for c in spec.classes]].to_numpy()
+    batch["max_abs_diff_vs_in_process"] = float(np.abs(probs - expected).max())
+    batch["max_abs_diff_vs_served"] = float(np.abs(probs - p.probabilities).max())
+    print(
+        f"    {batch['rows_in']} rows in = {batch['rows_predicted']} predicted + {batch['rows_quarantined']} "
+        f"quarantined, {batch['partitions']} partitions, {batch['rows_per_s']:,.0f} rows/s; on the holdout rows max "
+        f"|batch - in-process| = {batch['max_abs_diff_vs_in_process']:.2e}, |batch - served| = "
+        f"{batch['max_abs_diff_vs_served']:.2e}"
+    )
+    timings["batch_s"] = time.perf_counter() - t
     summary = {
         "pipeline": pipeline,
         "rows": {"in": report.rows_in, "valid": report.rows_valid, "quarantined": report.rows_quarantined},
@@ -153,6 +182,7 @@ def run_demo(
         "release": published.version,
         "parity_max_abs_error": published.parity.max_abs_error,
         "served": served,
+        "batch": batch,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "total_s": round(time.perf_counter() - t_start, 1),
         "server": "kept running (python -m serving down to stop)" if keep_serving else "stopped",
@@ -182,6 +212,12 @@ def print_summary(s: dict[str, Any]) -> None:
             f"served ({proto:<4})    {d['rows']} rows, max |served - in-process| = {d['max_abs_diff']:.2e}; "
             f"single-row latency p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms"
         )
+    b = s["batch"]
+    print(
+        f"batch (Dask)     {b['rows_in']} rows in = {b['rows_predicted']} predicted + {b['rows_quarantined']} "
+        f"quarantined, {b['rows_per_s']:,.0f} rows/s; max |batch - in-process| = "
+        f"{b['max_abs_diff_vs_in_process']:.2e}, |batch - served| = {b['max_abs_diff_vs_served']:.2e}"
+    )
     print(f"model version    {s['pipeline']}:{s['release']} (answered by {s['served']['http']['release']})")
     print(f"server           {s['server']}")
     print(json.dumps(s["timings_s"]))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from export.runtime import onnx_session
@@ -37,3 +40,26 @@ def test_onnxruntime_cuda_matches_cpu(published: Published) -> None:
         "categorical": rng.integers(0, 3, size=(512, 4)).astype(np.int64),
     }
     np.testing.assert_allclose(cuda.run(None, feeds)[0], cpu.run(None, feeds)[0], atol=1e-5)
+
+
+def test_batch_job_on_cudf_matches_pandas(published: Published, tmp_path: Path) -> None:
+    from batch import JobConfig, run_job
+
+    fraud.generate(20_000, seed=12).to_parquet(tmp_path / "in.parquet")
+    reports, scores = {}, {}
+    for backend in ("pandas", "cudf"):
+        config = JobConfig(
+            inputs=[str(tmp_path / "in.parquet")],
+            output=tmp_path / backend,
+            model="fraud:2",
+            repository=published.repository,
+            workers=1,
+            backend=backend,  # type: ignore[arg-type]
+            progress=False,
+        )
+        reports[backend] = run_job(config)
+        scores[backend] = pd.read_parquet(tmp_path / backend).set_index("transaction_id").sort_index()
+    assert reports["cudf"].cluster["kind"] == "LocalCUDACluster"
+    assert reports["cudf"].rows_predicted == reports["pandas"].rows_predicted
+    cols = [f"probability_{c}" for c in fraud.SPEC.classes]
+    np.testing.assert_allclose(scores["cudf"][cols].to_numpy(), scores["pandas"][cols].to_numpy(), atol=1e-5)
