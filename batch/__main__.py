@@ -95,13 +95,22 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--model", default="fraud", help="PIPELINE (its current release) or PIPELINE:VERSION")
     run.add_argument("--repository", default="triton_models", help="the Triton model repository releases live in")
     run.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of an existing Dask scheduler")
-    run.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per CPU core)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="LocalCluster workers (default: one per CPU core, or per GPU with --backend cudf); not with --scheduler",
+    )
     run.add_argument("--backend", choices=BACKENDS, default="pandas", help="pandas (CPU) or cudf (NVIDIA GPU)")
     run.add_argument("--partition-rows", type=int, default=250_000, help="rows per partition (whole row groups)")
     run.add_argument(
         "--max-invalid-share", type=float, default=0.05, help="per partition; above it the partition fails"
     )
-    run.add_argument("--overwrite", action="store_true", help="replace another job's results in --output")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace another job's results in --output (they are deleted when this job starts)",
+    )
     run.add_argument("--alerts", default=".inferline/alerts.jsonl", help="JSON-lines alert log")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     status = sub.add_parser("status", help="print the job report of an output directory")

@@ -58,13 +58,14 @@ class Task:
     max_invalid_share: float
 
 
-_loads = {"sessions": 0}
+_session_loads: dict[tuple[str, str, str, int], int] = {}  # per worker process: how often each session was made
 
 
 @cache
 def _session(model_path: str, model_sha256: str, device: Device, threads: int) -> Any:
     """One onnxruntime session per worker process and release, loaded on first use."""
-    _loads["sessions"] += 1
+    key = (model_path, model_sha256, device, threads)
+    _session_loads[key] = _session_loads.get(key, 0) + 1
     return onnx_session(model_path, device=device, threads=threads)
 
 
@@ -144,7 +145,7 @@ def run_partition(task: Task) -> dict[str, Any]:
         "rows_quarantined": result.rows_quarantined,
         "reasons": result.reason_counts,
         "worker": f"{socket.gethostname()}:{os.getpid()}",
-        "sessions_loaded": _loads["sessions"],
+        "sessions_loaded": _session_loads[(task.model_path, task.model_sha256, task.device, task.threads)],
         "seconds": round(time.perf_counter() - started, 4),
     }
     atomic_write_json(root / COMMITS / f"{part.name}.json", record)  # the commit point

@@ -160,12 +160,13 @@ def test_worker_killed_mid_job_completes_exactly_once(
 
 
 def test_driver_killed_mid_job_then_rerun_resumes(
-    inputs: Path, published: Published, dask_cluster: DaskCluster, tmp_path: Path
+    published: Published, dask_cluster: DaskCluster, tmp_path: Path
 ) -> None:
+    for i in range(2):  # 40 partitions of one 200-row group each: the job is still running when the driver dies
+        write_parquet(tmp_path / "in" / f"tx-{i}.parquet", fraud.generate(4_000, seed=600 + i), 200)
     out = tmp_path / "out"
-    command = [*BATCH_RUN, "--input", str(inputs), "--output", str(out), "--quiet"]
+    command = [*BATCH_RUN, "--input", str(tmp_path / "in"), "--output", str(out), "--quiet", "--partition-rows", "1"]
     command += ["--model", "fraud:2", "--repository", str(published.repository), "--scheduler", dask_cluster.address]
-    command += ["--partition-rows", str(ROW_GROUP // 2)]  # one row group per partition: 12 partitions
     with open(tmp_path / "driver.log", "wb") as log:
         driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 120
@@ -176,12 +177,12 @@ def test_driver_killed_mid_job_then_rerun_resumes(
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     committed_at_kill = len(list((out / "_commits").glob("*.json")))
-    assert committed_at_kill < 12, "the driver must die mid-job"
+    assert committed_at_kill < 40, "the driver must die mid-job"
     assert json.loads((out / "_job.json").read_text())["status"] == "running"
 
-    report = run_job(config(inputs, out, published, dask_cluster, partition_rows=ROW_GROUP // 2))
-    assert report.partitions_resumed >= 1 and report.partitions_committed == 12
-    assert_exactly_once(out, input_ids(inputs), report)
+    report = run_job(config(tmp_path / "in", out, published, dask_cluster, partition_rows=1))
+    assert report.partitions == 40 and report.partitions_resumed >= 1 and report.partitions_committed == 40
+    assert_exactly_once(out, input_ids(tmp_path / "in"), report)
     assert json.loads((out / "_job.json").read_text())["status"] == "complete"
 
 
