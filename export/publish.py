@@ -202,6 +202,7 @@ def publish(
                 atomic_write_bytes(stage / names[key] / "release.config.pbtxt", texts[key].encode())
                 atomic_write_bytes(stage / names[key] / "release.config.json", to_json(configs[key]).encode())
             atomic_write_bytes(stage / names["preprocess"] / "ensemble.config.pbtxt", texts["ensemble"].encode())
+            profile = json.loads((run_dir / "reference_profile.json").read_text())
             manifest = {
                 "release": version,
                 "pipeline": spec.name,
@@ -221,7 +222,12 @@ def publish(
                 "configs": texts,
                 "code_revision": _code_revision(),
                 "metrics": json.loads((run_dir / "metrics.json").read_text())["holdout"],
-                "reference_profile": json.loads((run_dir / "reference_profile.json").read_text()),
+                "reference_profile": {
+                    "file": "reference_profile.json",  # beside model.onnx: the monitor's drift baseline
+                    "sha256": sha256_file(run_dir / "reference_profile.json"),
+                    "rows": profile["rows"],
+                    "version": profile.get("version", 1),
+                },
                 "max_batch_size": mbs,
                 "environment": {
                     "python": platform.python_version(),
@@ -232,6 +238,7 @@ def publish(
             }
             for key in ("preprocess", "model"):
                 atomic_write_json(stage / names[key] / "release.json", manifest)
+            shutil.copyfile(run_dir / "reference_profile.json", stage / names["model"] / "reference_profile.json")
             _validate_staged(stage, names, spec, holdout.numeric, holdout.categorical)
 
             for key in ("preprocess", "model"):

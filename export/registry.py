@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import getpass
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,6 +110,24 @@ class Registry:
                 "republish it with `python -m export publish` or pick another version"
             )
         return files
+
+    def reference_profile(self, version: int | None = None) -> dict[str, Any]:
+        """The drift baseline published with release ``version`` (default: current), checked against its manifest."""
+        from export.config import model_names
+
+        v = self.current if version is None else version
+        entry = self.manifest(v).get("reference_profile", {})
+        path = Path(self.repository) / model_names(self.pipeline)["model"] / str(v) / str(entry.get("file", ""))
+        if not entry.get("file") or not path.is_file():
+            raise RegistryError(
+                f"release {self.pipeline}:{v} carries no reference profile (published before profiles were kept "
+                "beside the model); drift cannot be measured for it: publish a new release"
+            )
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            raise RegistryError(f"{path} does not match release {self.pipeline}:{v}'s manifest; republish the release")
+        profile: dict[str, Any] = json.loads(data)
+        return profile
 
     @staticmethod
     def record(data: dict[str, Any], action: str, version: int, **extra: Any) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from features.artifacts import atomic_write_parquet
 from features.dataset import InvalidShareExceeded, expand_paths, load_validated
 from features.spec import load_pipeline_module
+from features.synthetic import apply_shifts, parse_shift
 from features.validation import FileLevelError
 
 
@@ -23,6 +24,8 @@ def _generate(args: argparse.Namespace) -> int:
         if n <= 0:
             break
         frame = module.generate(n, seed=args.seed * 1000 + i)
+        if args.shift:
+            frame = apply_shifts(frame, module.SPEC, [parse_shift(t) for t in args.shift], seed=args.seed * 1000 + i)
         path = out / f"{args.pipeline}-{i:04d}.parquet"
         atomic_write_parquet(path, frame)
         written += n
@@ -74,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--files", type=int, default=4, help="number of Parquet files (partitions)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", default=".inferline/data/raw")
+    g.add_argument(
+        "--shift",
+        action="append",
+        default=[],
+        help="a drifted upstream: COLUMN=xFACTOR, COLUMN=+DELTA or COLUMN=VALUE:SHARE (repeatable)",
+    )
     g.set_defaults(func=_generate)
     v = sub.add_parser("validate", help="validate data files against the pipeline's schema; quarantine bad rows")
     v.add_argument("files", nargs="+", help="Parquet/CSV files, globs or directories")

@@ -23,6 +23,9 @@ from features.spec import FeatureDef, PipelineSpec
 __all__ = ["FeatureMatrix", "FeatureState", "StateMismatch", "compute_features", "fit_state"]
 
 
+UNKNOWN_LABEL = "<unknown>"
+
+
 class StateMismatch(ValueError):
     """A fitted state does not belong to the pipeline spec it is used with."""
 
@@ -42,6 +45,12 @@ class FeatureState:
     def cardinalities(self) -> list[int]:
         """Embedding sizes: vocabulary length + 1 for the unknown bucket."""
         return [len(self.vocabularies[name]) + 1 for name in self.categorical]
+
+    def category_labels(self, name: str, codes: Any) -> np.ndarray:
+        """Codes of categorical feature ``name`` -> the vocabulary labels, ``<unknown>`` for code 0 (the bucket of
+        values outside the vocabulary): the form in which categorical drift is measured."""
+        labels = np.array([UNKNOWN_LABEL, *self.vocabularies[name]], dtype=object)
+        return labels[np.asarray(codes, dtype=np.int64)]
 
     def check(self, spec: PipelineSpec) -> None:
         if self.pipeline != spec.name or self.feature_hash != spec.feature_hash():

@@ -50,6 +50,8 @@ def _up(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
+        trace_dir=None if args.no_trace else Path(args.workdir) / "trace",
+        trace_rate=args.trace_rate,
     )
     server = TritonServer(config)
     t0 = time.monotonic()
@@ -166,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--grpc-port", type=int, default=8001)
     up.add_argument("--metrics-port", type=int, default=8002)
     up.add_argument("--timeout", type=float, default=120.0)
+    up.add_argument(
+        "--trace-rate", type=int, default=1, help="trace one request in N into WORKDIR/trace/ for the monitor"
+    )
+    up.add_argument(
+        "--no-trace", action="store_true", help="no request traces (the monitor then has no server timings)"
+    )
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C drains and stops")
     up.set_defaults(func=_up)
     st = sub.add_parser("status", help="is the server up, and which versions are loaded")

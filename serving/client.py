@@ -10,6 +10,7 @@ class, status (``ok`` or a validation reason) and the release that answered.
 from __future__ import annotations
 
 import time
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -20,7 +21,7 @@ import pandas as pd
 from features.spec import Column, PipelineSpec, load_pipeline
 from serving.secrets import ADMIN_HEADER
 
-__all__ = ["InferlineClient", "InferlineError", "Predictions", "Protocol", "encode_rows"]
+__all__ = ["InferlineClient", "InferlineError", "PredictionTap", "Predictions", "Protocol", "encode_rows"]
 
 Protocol = Literal["http", "grpc"]
 RETRYABLE = (
@@ -86,6 +87,12 @@ def encode_rows(rows: pd.DataFrame | Sequence[Mapping[str, Any]], spec: Pipeline
     return {c.name: _encode_column(c, frame[c.name]) for c in spec.input_columns}
 
 
+class PredictionTap(typing.Protocol):
+    """Receives every predict call's wire arrays and answers (``monitor.tap.MonitorTap`` is one); must not block."""
+
+    def record(self, arrays: Mapping[str, np.ndarray], predictions: Predictions, model: str) -> None: ...
+
+
 class InferlineClient:
     def __init__(
         self,
@@ -97,11 +104,13 @@ class InferlineClient:
         backoff_s: float = 0.05,
         max_batch_size: int | None = None,
         admin_key: str | None = None,
+        tap: PredictionTap | None = None,
     ) -> None:
         if protocol not in ("http", "grpc"):
             raise ValueError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
         self.url, self.protocol, self.timeout_s = url, protocol, timeout_s
         self.retries, self.backoff_s = retries, backoff_s
+        self.tap = tap
         self.spec = load_pipeline(pipeline)
         self.model = pipeline
         self.max_batch_size = max_batch_size or self.spec.model.max_batch_size
@@ -200,10 +209,13 @@ class InferlineClient:
             status += [s.decode() for s in result.as_numpy("status").reshape(-1)]
             release += [s.decode() for s in result.as_numpy("release").reshape(-1)]
         n_classes = len(self.spec.classes)
-        return Predictions(
+        predictions = Predictions(
             probabilities=np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32),
             predicted_class=np.concatenate(classes) if classes else np.zeros(0, np.int64),
             status=status,
             release=release,
             latencies_s=latencies,
         )
+        if self.tap is not None and n:
+            self.tap.record(arrays, predictions, self.model)
+        return predictions

@@ -91,6 +91,11 @@ class ServerConfig:
     grpc_port: int = 8001
     metrics_port: int = 8002
     exit_timeout_s: int = 10
+    # per-request server timings for the monitor: Triton writes JSON traces (TIMESTAMPS level) into
+    # trace_dir/trace.json.<n>, trace_log_frequency traces per file, one request in trace_rate traced
+    trace_dir: Path | None = None
+    trace_rate: int = 1
+    trace_log_frequency: int = 100
     extra_args: list[str] = field(default_factory=list)
 
     @property
@@ -171,6 +176,15 @@ class TritonServer:
             f"--exit-timeout-secs={c.exit_timeout_s}",
             "--log-verbose=0",
         ]
+        if c.trace_dir is not None:
+            trace_dir = Path(c.trace_dir).resolve()
+            trace_dir.mkdir(parents=True, exist_ok=True)
+            cmd += [
+                f"--trace-config=triton,file={trace_dir / 'trace.json'}",
+                f"--trace-config=triton,log-frequency={c.trace_log_frequency}",
+                f"--trace-config=rate={c.trace_rate}",
+                "--trace-config=level=TIMESTAMPS",
+            ]
         for pipeline in published_pipelines(repository):
             names = model_names(pipeline)
             cmd += [
@@ -218,6 +232,7 @@ class TritonServer:
             "metrics": c.metrics_url,
             "repository": str(Path(c.repository).resolve()),
             "log": str(self.log_path),
+            "trace_dir": str(Path(c.trace_dir).resolve()) if c.trace_dir is not None else None,
             "releases": published_pipelines(Path(c.repository)),
         }
 

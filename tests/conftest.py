@@ -83,6 +83,8 @@ def triton(published: Published, tmp_path_factory: pytest.TempPathFactory) -> It
         http_port=free_port(),
         grpc_port=free_port(),
         metrics_port=free_port(),
+        trace_dir=workdir / "trace",  # per-request server timings for the monitor tests
+        trace_log_frequency=1,  # every request's trace is written as soon as it completes
     )
     server = TritonServer(config)
     server.start(timeout_s=120)

@@ -1,4 +1,14 @@
-"""Reference profile: distributions of every feature and of the predictions at training time (the drift baseline)."""
+"""Reference profile: distributions of every feature and of the predictions at training time (the drift baseline).
+
+Built by training (features over every split, scores out of sample) with the monitor's own reference types, so
+the binning the monitor compares against is defined in one place (``monitor.drift``):
+
+- numeric features and the positive-class score: quantile bin edges with counts, plus a uniform sample of at most
+  ``sample_size`` values for the Kolmogorov-Smirnov test;
+- categorical features: counts per vocabulary label, with ``<unknown>`` for values outside the vocabulary.
+
+Profiles are mergeable (counts add, samples are re-drawn by weight), and each release carries its own.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +17,30 @@ from typing import Any
 import numpy as np
 
 from features.state import FeatureMatrix, FeatureState
+from monitor.drift import CategoricalReference, NumericReference
 
-__all__ = ["reference_profile"]
+__all__ = ["PROFILE_VERSION", "reference_profile"]
 
-
-def _numeric_profile(values: np.ndarray, bins: int = 20) -> dict[str, Any]:
-    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)))
-    counts, _ = np.histogram(values, bins=edges)
-    return {
-        "mean": float(values.mean()),
-        "std": float(values.std()),
-        "quantiles": {str(q): float(np.quantile(values, q)) for q in (0.01, 0.05, 0.5, 0.95, 0.99)},
-        "bin_edges": [float(e) for e in edges],
-        "bin_counts": [int(c) for c in counts],
-    }
+PROFILE_VERSION = 2
 
 
-def reference_profile(features: FeatureMatrix, state: FeatureState, scores: np.ndarray) -> dict[str, Any]:
+def reference_profile(
+    features: FeatureMatrix, state: FeatureState, scores: np.ndarray, sample_size: int = 5_000, seed: int = 0
+) -> dict[str, Any]:
     numeric = np.asarray(features.numeric)
     categorical = np.asarray(features.categorical)
-    profile: dict[str, Any] = {"rows": len(features), "numeric": {}, "categorical": {}}
-    for i, name in enumerate(state.numeric):
-        profile["numeric"][name] = _numeric_profile(numeric[:, i])
-    for j, name in enumerate(state.categorical):
-        counts = np.bincount(categorical[:, j], minlength=len(state.vocabularies[name]) + 1)
-        labels = ["<unknown>"] + state.vocabularies[name]
-        profile["categorical"][name] = {label: int(c) for label, c in zip(labels, counts, strict=True)}
-    profile["prediction"] = _numeric_profile(scores)
-    profile["prediction"]["positive_share_at_threshold"] = float((scores >= state.threshold).mean())
+    profile: dict[str, Any] = {
+        "version": PROFILE_VERSION,
+        "rows": len(features),
+        "numeric": {
+            name: NumericReference.from_values(numeric[:, i], sample_size=sample_size, seed=seed + i).as_dict()
+            for i, name in enumerate(state.numeric)
+        },
+        "categorical": {
+            name: CategoricalReference.from_values(state.category_labels(name, categorical[:, j])).as_dict()
+            for j, name in enumerate(state.categorical)
+        },
+        "prediction": NumericReference.from_values(scores, sample_size=sample_size, seed=seed).as_dict(),
+        "positive_share_at_threshold": float((scores >= state.threshold).mean()),
+    }
     return profile

@@ -152,7 +152,14 @@ def train(
         save_checkpoint(tmp_dir / "checkpoint.pt", net, threshold, spec.name)
         state.save(tmp_dir / "feature_state.json")
         atomic_write_json(tmp_dir / "metrics.json", metrics)
-        atomic_write_json(tmp_dir / "reference_profile.json", reference_profile(m_hold, state, hold_scores))
+        # drift baseline: features over every split (the whole period, so weekly cycles are complete), scores
+        # out of sample (validation + holdout), where the model is as confident as it will be in production
+        everything = FeatureMatrix(
+            numeric=np.concatenate([m_train.numeric, m_val.numeric, m_hold.numeric]),
+            categorical=np.concatenate([m_train.categorical, m_val.categorical, m_hold.categorical]),
+        )
+        profile = reference_profile(everything, state, np.concatenate([val_scores, hold_scores]))
+        atomic_write_json(tmp_dir / "reference_profile.json", profile)
         atomic_write_parquet(tmp_dir / "holdout.parquet", hold_df)
         seconds = time.perf_counter() - started
         atomic_write_json(

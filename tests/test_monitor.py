@@ -1,0 +1,193 @@
+"""The monitor against the real Triton server: traffic through the serving client with a tap, drift injected into
+two features, delayed labels, Triton traces and metrics, NVML without a GPU, /metrics, the report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from export.registry import Registry, RegistryError
+from features.pipelines import fraud
+from features.synthetic import apply_shifts, parse_shift
+from monitor.service import Monitor, MonitorConfig, MonitorServer, read_traces
+from monitor.tap import MonitorTap, post_json
+from monitor.utilization import UtilizationSampler
+from serving.client import InferlineClient, Predictions
+from serving.server import TritonServer, free_port
+
+from .conftest import Published
+
+WINDOW = 3_000
+
+
+@pytest.fixture(scope="module")
+def monitor(published: Published, triton: TritonServer) -> Iterator[MonitorServer]:
+    assert triton.process is not None
+    config = MonitorConfig(
+        repository=published.repository,
+        triton_metrics_url=f"http://{triton.config.metrics_url.removeprefix('http://')}",
+        trace_dir=triton.config.trace_dir,
+        server_pid=triton.process.pid,
+        port=free_port(),
+        interval_s=3600,  # the tests tick by hand, so each evaluation sees exactly the traffic sent before it
+        drift_window_rows=WINDOW,
+    )
+    server = MonitorServer(Monitor(config)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def send(triton: TritonServer, monitor: MonitorServer, rows: pd.DataFrame, batch: int = 256) -> Predictions:
+    tap = MonitorTap(monitor.url)
+    with InferlineClient(triton.config.http_url, "http", tap=tap, max_batch_size=batch) as client:
+        predictions = client.predict(rows.drop(columns=[fraud.SPEC.label]))
+    tap.close()
+    assert tap.sent == len(rows) and tap.dropped == 0
+    return predictions
+
+
+def drift_states(snapshot: dict[str, object]) -> dict[str, str]:
+    features = snapshot["drift"]["features"]  # type: ignore[index]
+    return {f["feature"]: f["state"] for f in features}
+
+
+def test_drift_is_flagged_on_exactly_the_shifted_features(
+    published: Published, triton: TritonServer, monitor: MonitorServer
+) -> None:
+    normal = fraud.generate(WINDOW, seed=901)
+    send(triton, monitor, normal)
+    states = drift_states(monitor.monitor.tick())
+    assert len(states) == 8 + 4 + 1 and set(states.values()) == {"ok"}, states
+
+    drifted = apply_shifts(
+        fraud.generate(WINDOW, seed=902), fraud.SPEC, [parse_shift("amount=x1.8"), parse_shift("channel=web:0.7")]
+    )
+    predictions = send(triton, monitor, drifted)
+    snapshot = monitor.monitor.tick()
+    states = drift_states(snapshot)
+    assert {f for f, s in states.items() if s == "drift"} == {"log_amount", "channel_idx", "prediction"}, states
+    assert snapshot["drift"]["release"] == "fraud:2"  # type: ignore[index]
+
+    # delayed labels joined to the logged predictions: per-class error rate, precision and recall
+    labels = [
+        {"transaction_id": t, "label": int(y)}
+        for t, y in zip(drifted["transaction_id"], drifted["is_fraud"], strict=True)
+    ]
+    joined = post_json(f"{monitor.url}/v1/labels", {"labels": labels})
+    assert joined == {"joined": WINDOW, "unmatched": 0}
+    classes = monitor.monitor.status()["classes"]
+    y, p = drifted["is_fraud"].to_numpy(), predictions.predicted_class
+    for k, name in enumerate(fraud.SPEC.classes):
+        tp = int(((p == k) & (y == k)).sum())
+        assert classes[name]["precision"] == pytest.approx(tp / (p == k).sum())
+        assert classes[name]["recall"] == pytest.approx(tp / (y == k).sum())
+        assert classes[name]["error_rate"] == pytest.approx(1 - tp / (p == k).sum())
+
+
+def test_metrics_latency_sketch_and_utilization(
+    published: Published, triton: TritonServer, monitor: MonitorServer
+) -> None:
+    send(triton, monitor, fraud.generate(2_000, seed=903), batch=20)  # 100 requests
+    monitor.monitor.tick()
+    with urllib.request.urlopen(f"{monitor.url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}  # parses with prometheus-client's parser
+    latency = families["inferline_request_latency_seconds"]
+    sides = {s.labels["side"] for s in latency.samples}
+    assert sides == {"server", "client"}
+    models = {s.labels["model"] for s in latency.samples if s.labels["side"] == "server"}
+    assert {"fraud", "fraud_preprocess", "fraud_model"} <= models
+    nvml = {s.labels["state"]: s.value for s in families["inferline_gpu_nvml_state"].samples}
+    assert nvml["library_missing"] + nvml["no_device"] == 1.0 and nvml["ok"] == 0.0  # no GPU on this machine
+    assert families["inferline_gpu_count"].samples[0].value == 0.0
+    assert 0.0 <= families["inferline_host_cpu_utilization_ratio"].samples[0].value <= 1.0
+    assert families["inferline_server_memory_rss_bytes"].samples[0].value > 0
+    assert families["inferline_triton_up"].samples[0].value == 1.0
+    detected = {s.labels["feature"] for s in families["inferline_drift_detected"].samples}
+    assert "log_amount" in detected and "prediction" in detected
+
+    # the sketch's percentiles against numpy's exact ones over the very same traced requests
+    trace_dir = Path(str(triton.config.trace_dir))
+    traced = [t for name in sorted(monitor.monitor.traces_read) for t in read_traces(trace_dir / name)]
+    exact = np.array([s for m, v, s in traced if m == "fraud_model"])
+    window = monitor.monitor.status()["latency"]["server|fraud_model|2"]
+    assert window["count"] == len(exact) >= 100
+    for q in (50, 95, 99):
+        true = np.percentile(exact, q, method="inverted_cdf")
+        assert abs(window[f"p{q}"] - true) <= 0.01 * true + 1e-12, (q, window[f"p{q}"], true)
+
+
+def test_nvml_states_without_a_gpu() -> None:
+    sampler = UtilizationSampler(nvml=True)
+    assert sampler.state in ("library_missing", "no_device") and sampler.detail
+    reading = sampler.sample()
+    assert reading.gpus == [] and 0.0 <= reading.host_cpu_ratio <= 1.0 and reading.host_memory_total_bytes > 0
+    assert UtilizationSampler(nvml=False).sample().nvml_state == "disabled"
+
+
+def test_bad_samples_get_a_clear_400_and_a_dead_monitor_never_fails_serving(
+    triton: TritonServer, monitor: MonitorServer
+) -> None:
+    with pytest.raises(urllib.error.HTTPError) as err:
+        post_json(f"{monitor.url}/v1/samples", {"release": "fraud:2", "columns": {"amount": [1.0]}})
+    assert err.value.code == 400 and "lack column(s)" in err.value.read().decode()
+    with pytest.raises(urllib.error.HTTPError) as err:
+        post_json(f"{monitor.url}/v1/samples", {"release": "loans:1", "columns": {}})
+    assert err.value.code == 400 and "watches pipeline 'fraud'" in err.value.read().decode()
+
+    dead = MonitorTap(f"http://127.0.0.1:{free_port()}", timeout_s=1)
+    with InferlineClient(triton.config.http_url, "http", tap=dead) as client:
+        predictions = client.predict(fraud.generate(50, seed=4).drop(columns=[fraud.SPEC.label]))
+    dead.close()
+    assert predictions.ok.all() and dead.dropped == 50 and dead.sent == 0
+
+
+def test_report_and_grafana_commands(monitor: MonitorServer, tmp_path: Path) -> None:
+    monitor.monitor.tick()
+    report = subprocess.run(
+        [sys.executable, "-m", "monitor", "report", "--url", monitor.url, "--out", str(tmp_path / "report")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert report.returncode == 0, report.stderr
+    assert {"report.html", "summary.json", "latency.png", "drift.png", "prediction.png", "utilization.png"} <= {
+        p.name for p in (tmp_path / "report").iterdir()
+    }
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["release"] == "fraud:2" and summary["snapshots"] >= 1
+    assert "drifted" in report.stdout
+    grafana = subprocess.run(
+        [sys.executable, "-m", "monitor", "grafana", "--out", str(tmp_path / "dash.json")], capture_output=True
+    )
+    assert grafana.returncode == 0
+    dashboard = json.loads((tmp_path / "dash.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert any("inferline_request_latency_seconds_bucket" in e for e in exprs)
+    assert any("inferline_drift_detected" in e for e in exprs)
+
+
+def test_reference_profile_travels_with_the_release_and_is_checked(published: Published, tmp_path: Path) -> None:
+    registry = Registry(published.repository, "fraud")
+    profile = registry.reference_profile(2)
+    assert set(profile["numeric"]) == {f.name for f in fraud.SPEC.numeric_features}
+    assert profile["rows"] == published.releases[1].manifest["reference_profile"]["rows"]
+    copy = tmp_path / "repo"
+    shutil.copytree(published.repository, copy)
+    path = copy / "fraud_model" / "2" / "reference_profile.json"
+    path.write_text(path.read_text().replace('"rows"', '"rows" ', 1))
+    with pytest.raises(RegistryError, match="does not match"):
+        Registry(copy, "fraud").reference_profile(2)

@@ -1,0 +1,476 @@
+"""Drift statistics (monitor.drift) and the latency sketch (monitor.sketch) against independent references:
+scipy's own tests (ks_2samp, chi2_contingency, jensenshannon), straightforward numpy formulas written here, and
+numpy's exact percentiles."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import scipy.stats
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import distributions
+
+from monitor.drift import (
+    NULL,
+    UNSEEN,
+    CategoricalReference,
+    NumericReference,
+    bin_counts,
+    categorical_drift,
+    category_counts,
+    chi_square,
+    drift_report,
+    js_divergence,
+    ks_2samp,
+    numeric_drift,
+    psi,
+)
+from monitor.sketch import LogHistogram
+
+FloatArray = npt.NDArray[np.float64]
+
+
+# --------------------------------------------------------------------------------------------------- KS
+
+
+def _ks_cases() -> list[tuple[str, FloatArray, FloatArray]]:
+    rng = np.random.default_rng(1)
+    same = rng.normal(size=400)
+    return [
+        ("shifted_normal", rng.normal(size=3000), rng.normal(0.05, 1.0, size=200_000)),
+        ("heavy_ties", rng.integers(0, 10, 2000).astype(float), rng.integers(0, 10, 50_000).astype(float)),
+        ("ties_shifted", rng.integers(0, 10, 500).astype(float), rng.integers(1, 11, 7000).astype(float)),
+        ("identical", same, same.copy()),
+        ("cur_above", rng.uniform(0, 1, 50), rng.uniform(2, 3, 80)),
+        ("cur_below", rng.uniform(2, 3, 50), rng.uniform(0, 1, 80)),
+        ("touching", np.array([0.0, 1.0, 2.0]), np.array([2.0, 3.0, 4.0, 5.0])),
+        ("tiny", np.array([0.3, 1.2, 0.7]), np.array([0.5, 2.0])),
+        ("one_vs_two", np.array([1.0]), np.array([1.0, 2.0])),
+    ]
+
+
+@pytest.mark.parametrize(("reference", "current"), [c[1:] for c in _ks_cases()], ids=[c[0] for c in _ks_cases()])
+def test_ks_statistic_and_pvalue_match_scipy(reference: FloatArray, current: FloatArray) -> None:
+    before = current.copy()
+    d, p = ks_2samp(reference, current)
+    expected = scipy.stats.ks_2samp(reference, current, method="asymp")
+    assert abs(d - expected.statistic) <= 1e-9
+    assert abs(p - expected.pvalue) <= 1e-9
+    m, n = len(reference), len(current)
+    assert p == pytest.approx(distributions.kstwo.sf(d, round(m * n / (m + n))), abs=1e-12)
+    np.testing.assert_array_equal(current, before)  # the current window is not sorted in place
+
+
+def test_ks_special_values() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=300)
+    assert ks_2samp(x, x)[0] == 0.0
+    assert ks_2samp(x, x)[1] == 1.0
+    assert ks_2samp(x, x + 100.0)[0] == 1.0
+    assert ks_2samp(x + 100.0, x)[0] == 1.0
+
+
+def test_ks_random_small_samples_with_ties() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        m, n = int(rng.integers(1, 25)), int(rng.integers(1, 25))
+        levels = int(rng.integers(1, 6))
+        a = rng.integers(0, levels, m).astype(float)
+        b = rng.integers(0, levels, n).astype(float) + float(rng.integers(-1, 2))
+        assert abs(ks_2samp(a, b)[0] - scipy.stats.ks_2samp(a, b).statistic) <= 1e-12, (a, b)
+
+
+def test_ks_drops_nans_and_rejects_empty() -> None:
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=200), rng.normal(0.3, 1.0, size=300)
+    a_nan, b_nan = np.append(a, [np.nan, np.nan]), np.insert(b, 5, np.nan)
+    assert ks_2samp(a_nan, b_nan) == ks_2samp(a, b)
+    with pytest.raises(ValueError, match="non-empty"):
+        ks_2samp(a, np.array([np.nan]))
+
+
+def test_ks_pvalue_tends_to_kolmogorov_limit() -> None:
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=5000), rng.normal(0.02, 1.0, size=100_000)
+    d, p = ks_2samp(a, b)
+    en = 5000 * 100_000 / 105_000
+    from scipy.special import kolmogorov
+
+    assert 0.0 < p < 1.0
+    assert p == pytest.approx(float(kolmogorov(math.sqrt(en) * d)), abs=5e-3)
+
+
+# --------------------------------------------------------------------------------------------------- PSI / JS
+
+
+def _reference_bins(values: FloatArray, edges: list[float]) -> FloatArray:
+    """The documented binning written independently: bin i is (edges[i-1], edges[i]], outer bins unbounded."""
+    values = values[~np.isnan(values)]
+    bounds = [-math.inf, *edges, math.inf]
+    counts = [np.count_nonzero((values > lo) & (values <= hi)) for lo, hi in itertools.pairwise(bounds)]
+    counts[0] += np.count_nonzero(values == -math.inf)
+    return np.array(counts, dtype=float)
+
+
+def _reference_psi(ref: FloatArray, cur: FloatArray, eps: float = 1e-4) -> float:
+    p, q = ref / ref.sum(), cur / cur.sum()
+    p, q = np.where(p < eps, eps, p), np.where(q < eps, eps, q)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def _reference_js(ref: FloatArray, cur: FloatArray) -> float:
+    p, q = ref / ref.sum(), cur / cur.sum()
+    total = 0.0
+    for pi, qi in zip(p, q, strict=True):
+        mi = (pi + qi) / 2
+        if pi > 0:
+            total += 0.5 * pi * math.log2(pi / mi)
+        if qi > 0:
+            total += 0.5 * qi * math.log2(qi / mi)
+    return total
+
+
+def test_psi_and_js_match_direct_formulas() -> None:
+    rng = np.random.default_rng(6)
+    ref_values = rng.normal(size=20_000)
+    ref = NumericReference.from_values(ref_values, bins=10)
+    np.testing.assert_array_equal(ref.counts, _reference_bins(ref_values, ref.edges))
+    for cur_values in (rng.normal(0.2, 1.1, 15_000), rng.normal(size=15_000), rng.uniform(-0.5, 0.5, 3000)):
+        cur = _reference_bins(cur_values, ref.edges)
+        np.testing.assert_array_equal(bin_counts(cur_values, ref.edges), cur)
+        counts = np.array(ref.counts, dtype=float)
+        assert psi(ref.counts, cur) == pytest.approx(_reference_psi(counts, cur), abs=1e-12)
+        assert js_divergence(ref.counts, cur) == pytest.approx(_reference_js(counts, cur), abs=1e-12)
+    # the uniform window leaves the outer bins empty: the eps floor keeps PSI finite, JS skips the zero terms
+    assert 0.0 in _reference_bins(rng.uniform(-0.5, 0.5, 3000), ref.edges)
+
+
+def test_psi_eps_floor_and_identity() -> None:
+    ref, cur = np.array([50.0, 50.0, 0.0]), np.array([40.0, 40.0, 20.0])
+    expected = (0.4 - 0.5) * math.log(0.4 / 0.5) * 2 + (0.2 - 1e-4) * math.log(0.2 / 1e-4)
+    assert psi(ref, cur) == pytest.approx(expected, abs=1e-12)
+    assert psi(ref, cur, eps=1e-2) == pytest.approx((0.4 - 0.5) * math.log(0.8) * 2 + 0.19 * math.log(20), abs=1e-12)
+    assert psi([3, 5, 0, 2], [30, 50, 0, 20]) == 0.0
+    with pytest.raises(ValueError, match="positive total"):
+        psi([0, 0], [1, 2])
+    with pytest.raises(ValueError, match="length"):
+        psi([1, 2], [1, 2, 3])
+
+
+def test_js_properties_and_scipy() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        a = rng.integers(0, 20, 8).astype(float)
+        b = rng.integers(0, 20, 8).astype(float)
+        a[0] += 1
+        b[1] += 1
+        js = js_divergence(a, b)
+        assert 0.0 <= js <= 1.0
+        assert js == pytest.approx(js_divergence(b, a), abs=1e-15)
+        assert js == pytest.approx(float(jensenshannon(a / a.sum(), b / b.sum(), base=2)) ** 2, abs=1e-12)
+    assert js_divergence([1, 0], [0, 1]) == 1.0
+    assert js_divergence([2, 3, 0], [4, 6, 0]) == 0.0
+
+
+# --------------------------------------------------------------------------------------------------- chi-square
+
+
+def _assert_chi2_matches(ref: npt.ArrayLike, cur: npt.ArrayLike, table_for_scipy: npt.ArrayLike) -> None:
+    stat, p, dof = chi_square(ref, cur)
+    expected = scipy.stats.chi2_contingency(np.asarray(table_for_scipy), correction=False)
+    assert abs(stat - expected.statistic) <= 1e-9
+    assert abs(p - expected.pvalue) <= 1e-9
+    assert dof == expected.dof
+
+
+def test_chi_square_matches_scipy() -> None:
+    rng = np.random.default_rng(8)
+    for k in (2, 3, 7):
+        ref, cur = rng.integers(1, 500, k), rng.integers(1, 500, k)
+        _assert_chi2_matches(ref, cur, [ref, cur])
+    # an empty column is dropped (scipy rejects zero expected frequencies, so compare on the reduced table)
+    ref, cur = np.array([120, 0, 80, 40]), np.array([100, 0, 95, 30])
+    _assert_chi2_matches(ref, cur, [[120, 80, 40], [100, 95, 30]])
+    assert chi_square(ref, cur)[2] == 2
+    assert chi_square([10, 0], [20, 0]) == (0.0, 1.0, 0)
+    with pytest.raises(ValueError, match="positive total"):
+        chi_square([10, 5], [0, 0])
+
+
+def test_chi_square_with_unseen_category() -> None:
+    ref = CategoricalReference.from_values(["a"] * 300 + ["b"] * 200 + ["c"] * 100)
+    current = ["a"] * 250 + ["b"] * 200 + ["c"] * 90 + ["zz"] * 40 + ["yy"] * 5
+    labels, ref_counts, cur_counts = category_counts(ref, current)
+    assert labels == ["a", "b", "c", UNSEEN]
+    assert ref_counts.tolist() == [300, 200, 100, 0]
+    assert cur_counts.tolist() == [250, 200, 90, 45]
+    _assert_chi2_matches(ref_counts, cur_counts, [[300, 200, 100, 0], [250, 200, 90, 45]])
+    assert chi_square(ref_counts, cur_counts)[2] == 3
+
+
+# --------------------------------------------------------------------------------------------------- references
+
+
+def test_bin_counts_edges_go_left_and_nans_are_dropped() -> None:
+    edges = [1.0, 2.0, 3.0]
+    values = np.array([1.0, 2.0, 3.0, 0.5, 1.5, 3.5, -np.inf, np.inf, np.nan, 2.0000001, np.nan])
+    counts = bin_counts(values, edges)
+    assert counts.tolist() == [3, 2, 2, 2]
+    assert counts.sum() == np.count_nonzero(~np.isnan(values))
+    assert bin_counts(np.array([np.nan]), edges).tolist() == [0, 0, 0, 0]
+    assert bin_counts(np.array([5.0, -5.0]), []).tolist() == [2]
+
+
+def test_numeric_reference_build_round_trip_and_merge() -> None:
+    rng = np.random.default_rng(9)
+    values = np.concatenate([rng.exponential(size=30_000), [np.nan] * 10])
+    ref = NumericReference.from_values(values, bins=20, sample_size=2000, seed=1)
+    finite = values[~np.isnan(values)]
+    expected_edges = np.unique(np.quantile(finite, np.linspace(0, 1, 21)[1:-1]))
+    np.testing.assert_allclose(ref.edges, expected_edges, rtol=0, atol=0)
+    assert ref.rows == 30_000 and sum(ref.counts) == 30_000 and len(ref.counts) == len(ref.edges) + 1
+    assert len(ref.sample) == 2000 and ref.sample == sorted(ref.sample) and set(ref.sample) <= set(finite.tolist())
+    assert NumericReference.from_dict(json.loads(json.dumps(ref.as_dict()))) == ref
+    assert NumericReference.from_values(values, bins=20, sample_size=2000, seed=1) == ref  # deterministic
+
+    # heavy ties collapse duplicate quantiles into unique edges
+    ties = NumericReference.from_values(rng.integers(0, 3, 1000), bins=10)
+    assert ties.edges == sorted(set(ties.edges)) and len(ties.edges) <= 3
+
+    other_values = rng.exponential(size=10_000)
+    other = NumericReference(
+        edges=ref.edges,
+        counts=bin_counts(other_values, ref.edges).tolist(),
+        sample=sorted(other_values[:500]),
+        rows=10_000,
+    )
+    merged = ref.merge(other, seed=3)
+    assert merged.rows == 40_000
+    assert merged.counts == [a + b for a, b in zip(ref.counts, other.counts, strict=True)]
+    assert merged.edges == ref.edges
+    # weighted by rows (3:1) and capped by the smaller side's sample: 500 from other -> 1500 from ref
+    assert len(merged.sample) == 2000 and merged.sample == sorted(merged.sample)
+    from_other = sum(v in set(other.sample) for v in merged.sample)
+    assert from_other == 500
+    assert merged == ref.merge(other, seed=3)
+
+    different = NumericReference.from_values(rng.normal(size=1000), bins=5)
+    with pytest.raises(ValueError, match="different edges") as info:
+        ref.merge(different)
+    assert str(different.edges[0]) in str(info.value) and str(ref.edges[0]) in str(info.value)
+    with pytest.raises(ValueError, match="len"):
+        NumericReference(edges=[1.0], counts=[1], sample=[], rows=1)
+
+
+def test_categorical_reference_round_trip_nulls_and_merge() -> None:
+    values = ["a", "b", None, "a", float("nan"), np.nan, "c", "a"]
+    ref = CategoricalReference.from_values(values)
+    assert ref.counts == {NULL: 3, "a": 3, "b": 1, "c": 1}
+    assert ref.rows == 8
+    assert CategoricalReference.from_dict(json.loads(json.dumps(ref.as_dict()))) == ref
+    from_array = CategoricalReference.from_values(np.array(["a", "b", "a"]))
+    assert from_array.counts == {"a": 2, "b": 1}
+    merged = ref.merge(CategoricalReference.from_values(["a", "d", "d"]))
+    assert merged.counts == {NULL: 3, "a": 4, "b": 1, "c": 1, "d": 2}
+    assert merged.rows == 11
+
+
+# --------------------------------------------------------------------------------------------------- drift
+
+
+@pytest.fixture(scope="module")
+def profiles() -> dict[str, object]:
+    rng = np.random.default_rng(10)
+    n_ref, n_cur = 50_000, 20_000
+    cats, p_ref = ["A", "B", "C", "D"], [0.2, 0.3, 0.3, 0.2]
+    p_shift = [0.35, 0.25, 0.25, 0.15]
+    ref_x0, ref_x1 = rng.normal(10.0, 2.0, n_ref), rng.gamma(2.0, 1.0, n_ref)
+    ref_c0, ref_c1 = rng.choice(cats, n_ref, p=p_ref), rng.choice(cats, n_ref, p=p_ref)
+    ref_pred = rng.beta(2.0, 5.0, n_ref)
+    cur = np.random.default_rng(11)
+    return {
+        "numeric": {
+            "x0": (NumericReference.from_values(ref_x0), cur.normal(10.0 + 0.3 * 2.0, 2.0, n_cur)),
+            "x1": (NumericReference.from_values(ref_x1), cur.gamma(2.0, 1.0, n_cur)),
+        },
+        "categorical": {
+            "c0": (CategoricalReference.from_values(ref_c0), cur.choice(cats, n_cur, p=p_shift)),
+            "c1": (CategoricalReference.from_values(ref_c1), cur.choice(cats, n_cur, p=p_ref)),
+        },
+        "prediction": (NumericReference.from_values(ref_pred), cur.beta(2.0, 5.0, n_cur)),
+    }
+
+
+def test_drift_report_flags_shifted_features_only(profiles: dict) -> None:
+    report = drift_report(profiles["numeric"], profiles["categorical"], profiles["prediction"], alpha=0.01)
+    by_name = {r.feature: r for r in report}
+    assert [r.feature for r in report] == ["x0", "x1", "c0", "c1", "prediction"]
+    assert [r.kind for r in report] == ["numeric", "numeric", "categorical", "categorical", "prediction"]
+    assert {name: r.state for name, r in by_name.items()} == {
+        "x0": "drift",
+        "x1": "ok",
+        "c0": "drift",
+        "c1": "ok",
+        "prediction": "ok",
+    }
+    for r in report:
+        assert r.alpha == pytest.approx(0.01 / 5, rel=1e-15)  # Bonferroni over 5 tests
+        assert r.p_value is not None
+        assert r.state == ("drift" if r.p_value < r.alpha else "ok")
+        assert r.n_current == 20_000 and r.n_reference == 50_000
+        assert json.loads(json.dumps(r.as_dict()))["feature"] == r.feature
+    assert by_name["x0"].test == "ks" and set(by_name["x0"].statistics) == {"ks", "ks_p_value", "psi", "js"}
+    assert by_name["c0"].test == "chi_square"
+    assert set(by_name["c0"].statistics) == {"chi_square", "chi_square_p_value", "dof", "psi", "js"}
+    assert by_name["c0"].statistics["dof"] == 3.0
+    # the magnitudes agree with the decision: shifted features have clearly larger PSI than undrifted ones
+    assert by_name["x0"].statistics["psi"] > 5 * by_name["x1"].statistics["psi"]
+    assert by_name["c0"].statistics["psi"] > 5 * by_name["c1"].statistics["psi"]
+
+    only_two = drift_report({"x1": profiles["numeric"]["x1"]}, {"c1": profiles["categorical"]["c1"]}, alpha=0.05)
+    assert [r.alpha for r in only_two] == [0.025, 0.025]
+    assert drift_report({}, {}) == []
+
+
+def test_not_enough_data(profiles: dict) -> None:
+    ref_num, cur_num = profiles["numeric"]["x0"]
+    ref_cat, cur_cat = profiles["categorical"]["c0"]
+    with_nans = np.concatenate([cur_num[:499], [np.nan] * 100])
+    r = numeric_drift("x0", ref_num, with_nans, alpha=0.01, min_samples=500)
+    assert (r.state, r.p_value, r.n_current, r.statistics) == ("not_enough_data", None, 499, {})
+    r = categorical_drift("c0", ref_cat, cur_cat[:100], alpha=0.01, min_samples=500)
+    assert (r.state, r.p_value, r.n_current) == ("not_enough_data", None, 100)
+    report = drift_report({"x0": (ref_num, cur_num[:10])}, {"c0": (ref_cat, cur_cat)}, min_samples=500)
+    assert [r.state for r in report] == ["not_enough_data", "drift"]
+    assert report[1].alpha == 0.01 / 2  # not_enough_data features still count as tests
+    assert numeric_drift("x0", ref_num, cur_num, 0.01, min_samples=500).state == "drift"
+
+
+def test_categorical_drift_counts_unseen_and_nulls() -> None:
+    ref = CategoricalReference.from_values(["a"] * 600 + ["b"] * 400)
+    current = ["a"] * 550 + ["b"] * 350 + [None] * 60 + ["new"] * 40
+    r = categorical_drift("cat", ref, current, alpha=0.01, min_samples=100)
+    assert r.state == "drift" and r.n_current == 1000
+    stat, _, dof = scipy.stats.chi2_contingency([[600, 400, 0], [550, 350, 100]], correction=False)[:3]
+    assert r.statistics["chi_square"] == pytest.approx(stat, abs=1e-9) and r.statistics["dof"] == dof
+
+
+# --------------------------------------------------------------------------------------------------- sketch
+
+
+@pytest.fixture(scope="module")
+def latencies() -> FloatArray:
+    return np.random.default_rng(12).lognormal(mean=math.log(0.02), sigma=1.0, size=100_000)
+
+
+def test_log_histogram_quantiles_within_relative_error(latencies: FloatArray) -> None:
+    hist = LogHistogram(rel_err=0.01)
+    hist.add_many(latencies)
+    assert hist.count == latencies.size
+    assert hist.sum == pytest.approx(float(latencies.sum()), rel=1e-12)
+    qs = [0.5, 0.9, 0.95, 0.99, 0.999, *np.linspace(0.0, 1.0, 101).tolist()]
+    estimates = hist.quantiles(qs)
+    for q in qs:
+        exact = float(np.quantile(latencies, q, method="inverted_cdf"))
+        assert abs(estimates[q] - exact) <= 0.01 * exact * (1 + 1e-9), q
+        assert hist.quantile(q) == estimates[q]
+    coarse = LogHistogram(rel_err=0.05)
+    coarse.add_many(latencies)
+    for q in (0.5, 0.99):
+        exact = float(np.quantile(latencies, q, method="inverted_cdf"))
+        assert abs(coarse.quantile(q) - exact) <= 0.05 * exact * (1 + 1e-9)
+    # the bound is attained-ish: a coarse sketch is not accidentally exact
+    assert any(abs(coarse.quantile(q) - np.quantile(latencies, q, method="inverted_cdf")) > 1e-4 for q in (0.5, 0.9))
+
+
+def test_log_histogram_small_counts_use_inverted_cdf_rank() -> None:
+    values = np.array([0.001, 0.002, 0.004, 0.008, 0.016])
+    hist = LogHistogram(rel_err=0.001)
+    for v in values:
+        hist.add(float(v))
+    for q in np.linspace(0, 1, 41):
+        exact = float(np.quantile(values, q, method="inverted_cdf"))
+        assert abs(hist.quantile(float(q)) - exact) <= 0.001 * exact * (1 + 1e-9)
+
+
+def test_log_histogram_merge_equals_concatenation(latencies: FloatArray) -> None:
+    a, b, whole = LogHistogram(), LogHistogram(), LogHistogram()
+    a.add_many(latencies[:37_000])
+    b.add_many(latencies[37_000:])
+    whole.add_many(latencies)
+    merged = a.merge(b)
+    np.testing.assert_array_equal(merged.bucket_counts, whole.bucket_counts)
+    qs = [0.5, 0.9, 0.95, 0.99, 0.999]
+    assert merged.quantiles(qs) == whole.quantiles(qs)
+    assert (merged.min, merged.max) == (whole.min, whole.max)
+    assert merged.sum == pytest.approx(whole.sum, rel=1e-12)
+    assert a.count == 37_000  # merge returns a new histogram
+    a += b
+    np.testing.assert_array_equal(a.bucket_counts, whole.bucket_counts)
+    with pytest.raises(ValueError, match="different"):
+        a.merge(LogHistogram(rel_err=0.02))
+
+
+def test_log_histogram_add_matches_add_many_and_bucket_rules() -> None:
+    one, many = LogHistogram(rel_err=0.02, min_value=1e-3, max_value=10.0), LogHistogram(0.02, 1e-3, 10.0)
+    bounds = one.boundaries
+    values = [0.0, -1.0, 1e-3, 5e-4, *bounds[10:20].tolist(), 0.5, 20.0, 1e6]
+    for v in values:
+        one.add(v)
+    many.add_many(np.array(values))
+    np.testing.assert_array_equal(one.bucket_counts, many.bucket_counts)
+    counts = one.bucket_counts
+    assert counts[0] == 4  # values <= min_value, negatives included
+    assert counts[-1] == 2  # overflow above the top boundary
+    assert all(counts[i] == 1 for i in range(10, 20))  # a boundary value belongs to the bucket it closes
+    assert bounds[0] == 1e-3 and bounds[-1] >= 10.0 and bounds[-2] < 10.0
+    assert np.allclose(bounds[1:] / bounds[:-1], 1.02 / 0.98, rtol=1e-12)
+    one.add(0.5, count=3)
+    assert one.count == len(values) + 3
+    assert one.quantile(1.0) == 1e6  # the overflow bucket reports the largest value added
+    with pytest.raises(ValueError, match="NaN"):
+        one.add(float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        many.add_many(np.array([1.0, np.nan]))
+
+
+def test_log_histogram_cumulative_counts(latencies: FloatArray) -> None:
+    hist = LogHistogram()
+    bounds = hist.boundaries
+    on_boundaries = bounds[600:700:7]
+    data = np.concatenate([latencies, on_boundaries])
+    hist.add_many(data)
+    picked = bounds[::50].tolist() + on_boundaries.tolist()
+    assert hist.cumulative_counts(picked) == [int(np.count_nonzero(data <= b)) for b in picked]
+    assert hist.cumulative_counts([math.inf]) == [data.size]
+    assert hist.cumulative_counts([bounds[0] / 2]) == [0]
+    # a bound between boundaries is rounded down to the boundary below it
+    for b in (0.005, 0.1, 0.25, 1.0):
+        below = float(bounds[bounds <= b][-1])
+        (got,) = hist.cumulative_counts([b])
+        assert got == int(np.count_nonzero(data <= below)) <= int(np.count_nonzero(data <= b))
+
+
+def test_log_histogram_empty_and_serialisation(latencies: FloatArray) -> None:
+    empty = LogHistogram()
+    with pytest.raises(ValueError, match="empty"):
+        empty.quantile(0.5)
+    assert (empty.count, empty.min, empty.max) == (0, None, None)
+    hist = LogHistogram(rel_err=0.005, min_value=1e-5, max_value=100.0)
+    hist.add_many(latencies[:5000])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        hist.quantile(1.5)
+    back = LogHistogram.from_dict(json.loads(json.dumps(hist.as_dict())))
+    np.testing.assert_array_equal(back.bucket_counts, hist.bucket_counts)
+    assert (back.sum, back.min, back.max, back.rel_err) == (hist.sum, hist.min, hist.max, 0.005)
+    assert back.quantiles([0.5, 0.99]) == hist.quantiles([0.5, 0.99])
+    assert LogHistogram.from_dict(empty.as_dict()).count == 0
+    with pytest.raises(ValueError, match="rel_err"):
+        LogHistogram(rel_err=1.5)
+    with pytest.raises(ValueError, match="min_value"):
+        LogHistogram(min_value=10.0, max_value=1.0)
