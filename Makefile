@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 PKGS   := features training export serving batch monitor benchmarks
 
-.PHONY: demo test bench bench-quick wrk lint typecheck install clean serve-down
+.PHONY: demo test bench bench-quick bench-deps wrk lint typecheck install clean serve-down
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (CPython 3.11) on PATH"; exit 1; }
@@ -26,10 +26,13 @@ wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
 	  || { echo "bench needs Debian's wrk: apt-get install wrk"; exit 1; }
 
-bench: $(STAMP) wrk  # never beside other work: the figures become noise
+bench-deps: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[cpu,dev,bench]'
+
+bench: bench-deps wrk  # never beside other work: the figures become noise
 	$(PY) -m benchmarks run
 
-bench-quick: $(STAMP) wrk
+bench-quick: bench-deps wrk
 	$(PY) -m benchmarks run --quick
 
 lint: $(STAMP)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-PARTS = ("serving", "inprocess", "features", "validation", "batch")
+PARTS = ("serving", "inprocess", "features", "validation", "batch", "monitor")
 
 
 def main(argv: list[str] | None = None) -> int:

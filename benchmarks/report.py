@@ -125,6 +125,41 @@ def markdown(r: dict[str, Any]) -> str:
             f"Largest difference in any probability between the sides: {b['max_abs_diff_between_sides']:.1e}.",
             "",
         ]
+    if "monitor" in r:
+        d, o = r["monitor"]["drift"], r["monitor"]["overhead"]
+        lines += [
+            "## Drift detection",
+            "",
+            f"{d['rows']:,} reference rows and {d['rows']:,} current rows x {d['columns']['numeric']} numeric + "
+            f"{d['columns']['categorical']} categorical columns; shifted: "
+            + ", ".join(f"{k} ({v})" for k, v in d["shifted"].items())
+            + f". alpha {d['alpha']} over all columns (Bonferroni). inferline's references precomputed in "
+            f"{d['reference_precompute_s']:.2f} s.",
+            "",
+            "| side | seconds per window | flagged | missed | false positives |",
+            "|---|---|---|---|---|",
+        ]
+        for name, secs in d["seconds"].items():
+            det = d["detection"][name]
+            lines.append(
+                f"| {name} | {_fmt(summary(secs), 3)} | {', '.join(det['flagged']) or '-'} | "
+                f"{', '.join(det['missed']) or '-'} | {', '.join(det['false_positives']) or '-'} |"
+            )
+        fp = d["false_positives"]
+        lines += [
+            "",
+            f"Undrifted windows ({fp['windows']} x {fp['rows_per_window']:,} rows, {fp['tests']} tests per side): "
+            + ", ".join(f"{k} {v} false flags" for k, v in fp["flags"].items())
+            + f"; nominal rate per test {fp['nominal_rate_per_test']:.4f} "
+            f"(at most {fp['windows_with_any_flag_nominal']:.0%} of windows with any flag).",
+            "",
+            "## Monitor overhead on serving",
+            "",
+            f"wrk c={o['concurrency']}, {o['duration_s']:g} s per run: with traces + monitor "
+            f"{_fmt(summary(o['throughput_rps']['on']))} req/s, without {_fmt(summary(o['throughput_rps']['off']))} "
+            f"req/s.",
+            "",
+        ]
     lines += [f"GPU rows: {r['gpu']}.", ""]
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ from features.state import FeatureState
 from serving.server import ServerConfig, TritonServer, free_port
 from training.train import train
 
-__all__ = ["Release", "Stack", "build_release", "start_stacks"]
+__all__ = ["Release", "Stack", "build_release", "start_stacks", "triton_body"]
 
 
 @dataclass
@@ -68,7 +68,7 @@ def without_dynamic_batching(release: Release, target: Path) -> Path:
     return target
 
 
-def _triton_body(row: dict[str, Any]) -> str:
+def triton_body(row: dict[str, Any]) -> str:
     inputs = []
     for c in fraud.SPEC.input_columns:
         value = row[c.name]
@@ -160,7 +160,7 @@ def start_stacks(release: Release, workdir: Path, grpc: bool = True) -> list[Sta
         api.terminate()
         api.wait(10)
 
-    body = _triton_body(release.row)
+    body = triton_body(release.row)
     infer = "/v2/models/fraud/infer"
     assert batching.process is not None and plain.process is not None
     stacks = [

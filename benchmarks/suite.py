@@ -16,9 +16,11 @@ import psutil
 from tqdm import tqdm
 
 from benchmarks.batch_bench import bench_batch
+from benchmarks.drift_bench import bench_drift
 from benchmarks.features_bench import bench_features
 from benchmarks.inprocess import bench_inprocess
 from benchmarks.load import run_grpc, run_wrk
+from benchmarks.monitor_bench import bench_monitor_overhead
 from benchmarks.report import summary, write_results
 from benchmarks.stacks import Stack, build_release, start_stacks
 from benchmarks.validation_bench import bench_validation
@@ -198,6 +200,27 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                 True,
             )
         )
+    if "monitor" in results:
+        drift, overhead = results["monitor"]["drift"], results["monitor"]["overhead"]
+        if drift["speedup_over_evidently"]:
+            rows.append(
+                _goal(
+                    "drift per window >= 100x faster than Evidently's DataDriftPreset (reference precomputed)",
+                    "evidently / inferline (seconds per window)",
+                    drift["speedup_over_evidently"],
+                    100.0,
+                    True,
+                )
+            )
+        rows.append(
+            _goal(
+                "serving throughput with the monitor on loses < 2% (on / off >= 0.98)",
+                "triton with traces + monitor / triton alone (req/s, c=16)",
+                overhead["ratio_on_over_off"],
+                0.98,
+                True,
+            )
+        )
     return rows
 
 
@@ -233,6 +256,13 @@ def run_suite(settings: Settings, out_dir: Path, only: set[str]) -> dict[str, An
                 release = build_release(workdir)
             rows = 500_000 if settings.quick else 2_000_000
             results["batch"] = bench_batch(rows, settings.reps, workdir, release.repository, release.version)
+        if "monitor" in only:
+            if release is None:
+                release = build_release(workdir)
+            results["monitor"] = {
+                "drift": bench_drift(200_000 if settings.quick else 1_000_000, settings.reps),
+                "overhead": bench_monitor_overhead(release, workdir, settings.reps, settings.duration_s),
+            }
         if "features" in only:
             results["features"] = bench_features(100_000 if settings.quick else 400_000, settings.reps)
     results["goals"] = goals(results)

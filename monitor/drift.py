@@ -44,14 +44,17 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from scipy.special import chdtrc
 from scipy.stats import distributions
 
 __all__ = [
+    "KS_MAX_CURRENT",
     "NULL",
     "UNSEEN",
     "CategoricalReference",
@@ -68,6 +71,8 @@ __all__ = [
     "psi",
 ]
 
+KS_MAX_CURRENT = 100_000  # current values a KS test uses at most (a uniform subsample beyond)
+KS_SUBSAMPLE_SEED = 0
 UNSEEN = "<unseen>"
 """Categorical bucket for current values whose label is absent from the reference."""
 
@@ -98,11 +103,11 @@ def _label(value: object) -> str:
 def _labels_counter(values: Sequence[Any] | npt.NDArray[Any]) -> Counter[str]:
     """Label counts of ``values``: ``None``/NaN under :data:`NULL`, everything else as ``str(value)``.
 
-    Raw values are counted first (a C-level hash pass) and only the distinct ones are turned into labels."""
-    raw: Counter[Any] = Counter(np.asarray(values, dtype=object).ravel().tolist())
+    Raw values are counted first (pandas' hash table) and only the distinct ones are turned into labels."""
+    raw = pd.Series(np.asarray(values, dtype=object).ravel()).value_counts(dropna=False, sort=False)
     labels: Counter[str] = Counter()
     for value, count in raw.items():
-        labels[_label(value)] += count
+        labels[_label(value)] += int(count)
     return labels
 
 
@@ -256,8 +261,13 @@ def bin_counts(values: ArrayLike, edges: Sequence[float] | npt.NDArray[np.float6
     """
     arr = _finite_or_inf(values)
     e = np.asarray(edges, dtype=np.float64)
-    idx = np.searchsorted(e, arr, side="left")
-    return np.bincount(idx, minlength=e.size + 1).astype(np.int64)
+    if e.size > 64:
+        idx = np.searchsorted(e, arr, side="left")
+        return np.bincount(idx, minlength=e.size + 1).astype(np.int64)
+    # few edges (the profile's 20 quantile bins): one vectorized comparison per edge is several times faster than
+    # locating each value, and gives the same counts (#(v <= e_i) differenced)
+    at_or_below = np.array([np.count_nonzero(arr <= edge) for edge in e], dtype=np.int64)
+    return np.diff(np.concatenate([[0], at_or_below, [arr.size]])).astype(np.int64)
 
 
 def category_counts(
@@ -328,10 +338,10 @@ def ks_2samp(reference: ArrayLike, current: ArrayLike) -> tuple[float, float]:
     """Two-sample Kolmogorov-Smirnov statistic ``D = sup_x |F_ref(x) - F_cur(x)|`` and its two-sided p-value.
 
     The statistic is exact, equal to ``scipy.stats.ks_2samp(reference, current).statistic`` (ties within and across
-    samples included), and costs ``O(n log m)`` without sorting the current sample: the reference (a stored sample,
-    small) is sorted and reduced to its distinct values ``u_0 < ... < u_k``; each current value is located among
-    them with ``np.searchsorted`` (``side='left'`` and ``'right'``) and ``np.bincount`` + ``cumsum`` give
-    ``#cur <= u_j`` and ``#cur < u_j``. On ``[u_j, u_{j+1})`` ``F_ref`` is constant and ``F_cur`` non-decreasing,
+    samples included). The reference is reduced to its distinct values ``u_0 < ... < u_k`` and both samples are
+    sorted once; ``np.searchsorted`` of the ``u_j`` into each gives ``#<= u_j`` and ``#< u_j``. (Locating every
+    current value among the ``u_j`` instead, ``O(n log m)`` on paper, measured 2x slower here: scattered lookups
+    cost more than numpy's sort.) On ``[u_j, u_{j+1})`` ``F_ref`` is constant and ``F_cur`` non-decreasing,
     so the supremum is attained at ``u_j`` or just below ``u_{j+1}``; together with the tails (``F_ref = 0``
     below ``u_0``, ``1`` from ``u_k`` on) this means ``D`` is the maximum of ``|F_ref - F_cur|`` evaluated at every
     ``u_j`` both at ``u_j`` (``<=``) and just below it (``<``).
@@ -344,16 +354,15 @@ def ks_2samp(reference: ArrayLike, current: ArrayLike) -> tuple[float, float]:
     from both samples; an empty sample raises ``ValueError``.
     """
     ref = np.sort(_finite_or_inf(reference))
-    cur = _finite_or_inf(current)
+    cur = np.sort(_finite_or_inf(current))
     m, n = ref.size, cur.size
     if m == 0 or n == 0:
         raise ValueError(f"ks_2samp needs non-empty samples, got {m} reference and {n} current values")
     points = np.unique(ref)
     ref_le = np.searchsorted(ref, points, side="right") / m
     ref_lt = np.searchsorted(ref, points, side="left") / m
-    k = points.size
-    cur_le = np.cumsum(np.bincount(np.searchsorted(points, cur, side="left"), minlength=k + 1))[:k] / n
-    cur_lt = np.cumsum(np.bincount(np.searchsorted(points, cur, side="right"), minlength=k + 1))[:k] / n
+    cur_le = np.searchsorted(cur, points, side="right") / n
+    cur_lt = np.searchsorted(cur, points, side="left") / n
     d = float(max(np.max(np.abs(ref_le - cur_le)), np.max(np.abs(ref_lt - cur_lt))))
     en = float(m) * float(n) / (float(m) + float(n))
     # scipy's 'asymp' uses round(en); it is 0 only for m = n = 1, where scipy returns NaN and this uses 1
@@ -410,10 +419,27 @@ class FeatureDrift:
         return asdict(self)
 
 
+@lru_cache(maxsize=8)
+def _subsample(n: int, k: int) -> IntArray:
+    """``k`` of ``range(n)`` uniformly without replacement, seeded: the same rows for every feature of a window."""
+    return np.sort(np.random.default_rng(KS_SUBSAMPLE_SEED).choice(n, k, replace=False))
+
+
 def numeric_drift(
-    name: str, ref: NumericReference, current: ArrayLike, alpha: float, min_samples: int, kind: str = "numeric"
+    name: str,
+    ref: NumericReference,
+    current: ArrayLike,
+    alpha: float,
+    min_samples: int,
+    kind: str = "numeric",
+    ks_max_current: int = KS_MAX_CURRENT,
 ) -> FeatureDrift:
     """KS of ``current`` (NaN dropped) against ``ref.sample`` decides: ``p < alpha`` -> ``"drift"``.
+
+    A window larger than ``ks_max_current`` values is tested through a uniform random subsample of that size
+    (seeded, without replacement; reported as ``ks_rows``): the reference side is itself a sample of at most
+    10,000 values, so the test's power is set by it, and sorting millions of values per feature would cost more
+    than it tells. PSI and JS always use every value.
 
     PSI and JS over ``bin_counts(current, ref.edges)`` vs ``ref.counts`` are reported as magnitudes. With fewer
     than ``max(min_samples, 1)`` non-NaN current values (or an empty reference) the state is
@@ -434,13 +460,15 @@ def numeric_drift(
     )
     if cur.size < max(min_samples, 1) or ref.rows == 0 or not ref.sample:
         return result
-    d, p_value = ks_2samp(np.asarray(ref.sample, dtype=np.float64), cur)
+    tested = cur[_subsample(cur.size, ks_max_current)] if cur.size > ks_max_current else cur
+    d, p_value = ks_2samp(np.asarray(ref.sample, dtype=np.float64), tested)
     cur_bins = bin_counts(cur, ref.edges)
     result.p_value = p_value
     result.state = "drift" if p_value < alpha else "ok"
     result.statistics = {
         "ks": d,
         "ks_p_value": p_value,
+        "ks_rows": float(tested.size),
         "psi": psi(ref.counts, cur_bins),
         "js": js_divergence(ref.counts, cur_bins),
     }

@@ -324,7 +324,7 @@ def test_drift_report_flags_shifted_features_only(profiles: dict) -> None:
         assert r.state == ("drift" if r.p_value < r.alpha else "ok")
         assert r.n_current == 20_000 and r.n_reference == 50_000
         assert json.loads(json.dumps(r.as_dict()))["feature"] == r.feature
-    assert by_name["x0"].test == "ks" and set(by_name["x0"].statistics) == {"ks", "ks_p_value", "psi", "js"}
+    assert by_name["x0"].test == "ks" and set(by_name["x0"].statistics) == {"ks", "ks_p_value", "ks_rows", "psi", "js"}
     assert by_name["c0"].test == "chi_square"
     assert set(by_name["c0"].statistics) == {"chi_square", "chi_square_p_value", "dof", "psi", "js"}
     assert by_name["c0"].statistics["dof"] == 3.0
@@ -474,3 +474,18 @@ def test_log_histogram_empty_and_serialisation(latencies: FloatArray) -> None:
         LogHistogram(rel_err=1.5)
     with pytest.raises(ValueError, match="min_value"):
         LogHistogram(min_value=10.0, max_value=1.0)
+
+
+def test_large_windows_are_ks_tested_on_a_uniform_subsample_and_binned_in_full() -> None:
+    rng = np.random.default_rng(42)
+    ref = NumericReference.from_values(rng.normal(size=50_000), sample_size=5_000)
+    current = rng.normal(0.05, 1.0, 30_000)
+    small = numeric_drift("x", ref, current, alpha=0.01, min_samples=10, ks_max_current=10_000)
+    full = numeric_drift("x", ref, current, alpha=0.01, min_samples=10, ks_max_current=100_000)
+    assert small.statistics["ks_rows"] == 10_000 and full.statistics["ks_rows"] == 30_000
+    assert small.statistics["psi"] == full.statistics["psi"]  # PSI and JS always see every value
+    edges = np.asarray(ref.edges)
+    assert (
+        bin_counts(current, edges).tolist()
+        == np.bincount(np.searchsorted(edges, current, side="left"), minlength=edges.size + 1).tolist()
+    )

@@ -1,0 +1,74 @@
+"""What watching costs: Triton ensemble throughput with the monitor on (request traces written for every request,
+the monitor scraping Triton's metrics and reading the traces every second) against the same release on a server
+without traces and without a monitor. wrk drives both, interleaved, one raw row per request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from benchmarks.load import run_wrk
+from benchmarks.stacks import Release, triton_body
+from monitor.service import Monitor, MonitorConfig, MonitorServer
+from serving.server import ServerConfig, TritonServer, free_port
+
+__all__ = ["bench_monitor_overhead"]
+
+
+def _server(release: Release, workdir: Path, trace: bool) -> TritonServer:
+    config = ServerConfig(
+        repository=release.repository,
+        workdir=workdir,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        trace_dir=workdir / "trace" if trace else None,
+        trace_rate=1,
+        trace_log_frequency=100,
+    )
+    return TritonServer(config).start(timeout_s=120)
+
+
+def bench_monitor_overhead(
+    release: Release, workdir: Path, reps: int, duration_s: float, concurrency: int = 16
+) -> dict[str, Any]:
+    on = _server(release, workdir / "monitor_on", trace=True)
+    off = _server(release, workdir / "monitor_off", trace=False)
+    assert on.process is not None
+    monitor = MonitorServer(
+        Monitor(
+            MonitorConfig(
+                repository=release.repository,
+                triton_metrics_url=f"http://{on.config.metrics_url.removeprefix('http://')}",
+                trace_dir=on.config.trace_dir,
+                server_pid=on.process.pid,
+                port=free_port(),
+                interval_s=1.0,
+            )
+        )
+    ).start()
+    body = triton_body(release.row)
+    urls = {name: f"http://{s.config.http_url}/v2/models/fraud/infer" for name, s in (("on", on), ("off", off))}
+    throughput: dict[str, list[float]] = {"on": [], "off": []}
+    try:
+        for url in urls.values():  # warm both
+            run_wrk(url, body, concurrency, 2)
+        with tqdm(total=2 * reps, desc="monitor overhead", unit="run", disable=None) as bar:
+            for _ in range(reps):
+                for name, url in urls.items():
+                    throughput[name].append(run_wrk(url, body, concurrency, duration_s).throughput)
+                    bar.update()
+        traced = monitor.monitor.status()["latency"]
+    finally:
+        monitor.stop()
+        on.stop()
+        off.stop()
+    return {
+        "concurrency": concurrency,
+        "duration_s": duration_s,
+        "throughput_rps": throughput,
+        "ratio_on_over_off": [a / b for a, b in zip(throughput["on"], throughput["off"], strict=True)],
+        "server_latency_seen_by_monitor": {k: v for k, v in traced.items() if k.startswith("server|")},
+    }
