@@ -17,7 +17,7 @@ from serving.server import ServerConfig, TritonServer, free_port
 __all__ = ["bench_monitor_overhead"]
 
 
-def _server(release: Release, workdir: Path, trace: bool) -> TritonServer:
+def _server(release: Release, workdir: Path, trace: bool, trace_rate: int) -> TritonServer:
     config = ServerConfig(
         repository=release.repository,
         workdir=workdir,
@@ -25,17 +25,17 @@ def _server(release: Release, workdir: Path, trace: bool) -> TritonServer:
         grpc_port=free_port(),
         metrics_port=free_port(),
         trace_dir=workdir / "trace" if trace else None,
-        trace_rate=1,
+        trace_rate=trace_rate,
         trace_log_frequency=100,
     )
     return TritonServer(config).start(timeout_s=120)
 
 
 def bench_monitor_overhead(
-    release: Release, workdir: Path, reps: int, duration_s: float, concurrency: int = 16
+    release: Release, workdir: Path, reps: int, duration_s: float, concurrency: int = 16, trace_rate: int = 100
 ) -> dict[str, Any]:
-    on = _server(release, workdir / "monitor_on", trace=True)
-    off = _server(release, workdir / "monitor_off", trace=False)
+    on = _server(release, workdir / "monitor_on", trace=trace_rate > 0, trace_rate=max(trace_rate, 1))
+    off = _server(release, workdir / "monitor_off", trace=False, trace_rate=1)
     assert on.process is not None
     monitor = MonitorServer(
         Monitor(
@@ -52,13 +52,16 @@ def bench_monitor_overhead(
     body = triton_body(release.row)
     urls = {name: f"http://{s.config.http_url}/v2/models/fraud/infer" for name, s in (("on", on), ("off", off))}
     throughput: dict[str, list[float]] = {"on": [], "off": []}
+    errors: dict[str, list[int]] = {"on": [], "off": []}
     try:
         for url in urls.values():  # warm both
             run_wrk(url, body, concurrency, 2)
         with tqdm(total=2 * reps, desc="monitor overhead", unit="run", disable=None) as bar:
             for _ in range(reps):
                 for name, url in urls.items():
-                    throughput[name].append(run_wrk(url, body, concurrency, duration_s).throughput)
+                    result = run_wrk(url, body, concurrency, duration_s)
+                    throughput[name].append(result.throughput)
+                    errors[name].append(result.errors)
                     bar.update()
         traced = monitor.monitor.status()["latency"]
     finally:
@@ -67,6 +70,8 @@ def bench_monitor_overhead(
         off.stop()
     return {
         "concurrency": concurrency,
+        "trace_rate": trace_rate,
+        "errors": errors,
         "duration_s": duration_s,
         "throughput_rps": throughput,
         "ratio_on_over_off": [a / b for a, b in zip(throughput["on"], throughput["off"], strict=True)],

@@ -155,7 +155,9 @@ def markdown(r: dict[str, Any]) -> str:
             "",
             "## Monitor overhead on serving",
             "",
-            f"wrk c={o['concurrency']}, {o['duration_s']:g} s per run: with traces + monitor "
+            f"wrk c={o['concurrency']}, {o['duration_s']:g} s per run, {len(o['ratio_on_over_off'])} interleaved "
+            "pairs: "
+            f"with traces (1 request in {o['trace_rate']}) + monitor "
             f"{_fmt(summary(o['throughput_rps']['on']))} req/s, without {_fmt(summary(o['throughput_rps']['off']))} "
             f"req/s.",
             "",

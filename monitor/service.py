@@ -3,7 +3,7 @@
 ``Monitor`` holds sliding windows and is fed from four sides:
 
 - **samples** (``POST /v1/samples``): raw request rows with the predictions that answered them, sent by
-  ``monitor.tap.MonitorTap`` from the serving client (or by anything that scores: the batch job's outputs). The
+  ``serving.tap.MonitorTap`` from the serving client (or by anything that scores: the batch job's outputs). The
   monitor computes the features itself with the release's own feature state and the shared kernels, so what it
   compares with the reference profile is exactly what the model saw.
 - **labels** (``POST /v1/labels``): delayed ground truth ``transaction_id, label``, joined to logged predictions.

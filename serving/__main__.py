@@ -52,6 +52,7 @@ def _up(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         trace_dir=None if args.no_trace else Path(args.workdir) / "trace",
         trace_rate=args.trace_rate,
+        trace_log_frequency=10,
     )
     server = TritonServer(config)
     t0 = time.monotonic()
@@ -169,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--metrics-port", type=int, default=8002)
     up.add_argument("--timeout", type=float, default=120.0)
     up.add_argument(
-        "--trace-rate", type=int, default=1, help="trace one request in N into WORKDIR/trace/ for the monitor"
+        "--trace-rate",
+        type=int,
+        default=100,
+        help="trace 1 request in N into WORKDIR/trace/ for the monitor (tracing all stalled Triton 2.51 under load)",
     )
     up.add_argument(
         "--no-trace", action="store_true", help="no request traces (the monitor then has no server timings)"

@@ -88,7 +88,7 @@ def encode_rows(rows: pd.DataFrame | Sequence[Mapping[str, Any]], spec: Pipeline
 
 
 class PredictionTap(typing.Protocol):
-    """Receives every predict call's wire arrays and answers (``monitor.tap.MonitorTap`` is one); must not block."""
+    """Receives every predict call's wire arrays and answers (``serving.tap.MonitorTap`` is one); must not block."""
 
     def record(self, arrays: Mapping[str, np.ndarray], predictions: Predictions, model: str) -> None: ...
 

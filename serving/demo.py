@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,10 @@ from features.artifacts import atomic_write_json, atomic_write_parquet
 from features.dataset import expand_paths, load_validated
 from features.spec import load_pipeline_module
 from features.state import FeatureState, compute_features
+from features.synthetic import apply_shifts, parse_shift
 from serving.client import InferlineClient, Protocol
 from serving.server import ServerConfig, TritonServer, free_port
+from serving.tap import MonitorTap
 from training.model import load_checkpoint
 from training.train import train
 
@@ -68,6 +72,80 @@ def _run_batch(raw_dir: Path, output: Path, repository: Path, model: str, workdi
         raise RuntimeError(f"`{' '.join(command)}` failed ({done.returncode}):\n{done.stderr[-4000:]}")
     report: dict[str, Any] = json.loads(done.stdout)
     return report
+
+
+def _run_monitoring(
+    module: Any, config: ServerConfig, server_pid: int, repository: Path, workdir: Path, seed: int, rows: int = 3_000
+) -> dict[str, Any]:
+    """The monitor through its own command line; traffic through the serving client with a tap."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "monitor", "run", "--port", str(port), "--repository", str(repository)]
+    command += ["--pipeline", module.SPEC.name, "--triton-metrics", config.metrics_url, "--interval", "0.5"]
+    command += ["--trace-dir", str(config.trace_dir), "--server-pid", str(server_pid)]
+    command += ["--drift-window-rows", str(rows)]
+    log = open(workdir / "monitor.log", "wb")
+    monitor = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_http(f"{url}/healthz", monitor)
+        phases: dict[str, Any] = {"shifts": list(getattr(module, "DEMO_SHIFTS", ()))}
+        for phase, shifts in (("normal", []), ("drifted", phases["shifts"])):
+            frame = module.generate(rows, seed=seed + (7 if phase == "normal" else 8))
+            frame = apply_shifts(frame, module.SPEC, [parse_shift(s) for s in shifts], seed=seed)
+            tap = MonitorTap(url)
+            with InferlineClient(config.http_url, "http", pipeline=module.SPEC.name, tap=tap) as client:
+                client.predict(frame.drop(columns=[module.SPEC.label]))
+            tap.close()
+            snapshot = _snapshot_after(url, time.time(), rows, monitor)
+            features = snapshot["drift"]["features"]
+            phases[phase] = {
+                "drifted": [f["feature"] for f in features if f["state"] == "drift"],
+                "states": {f["feature"]: f["state"] for f in features},
+            }
+        out = workdir / "reports" / "monitor"
+        report = subprocess.run(
+            [sys.executable, "-m", "monitor", "report", "--url", url, "--out", str(out)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if report.returncode != 0:
+            raise RuntimeError(f"monitor report failed: {report.stderr[-2000:]}")
+        phases["report"] = str(out / "report.html")
+        return phases
+    finally:
+        monitor.terminate()
+        monitor.wait(timeout=20)
+        log.close()
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}; see its log")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)  # readiness polling interval
+    raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s")
+
+
+def _snapshot_after(url: str, since: float, rows: int, process: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """The first monitor snapshot taken after ``since`` whose drift window holds ``rows`` rows."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the monitor exited with {process.returncode}")
+        with urllib.request.urlopen(f"{url}/v1/history", timeout=5) as r:
+            history = json.loads(r.read())
+        for snap in reversed(history):
+            if snap["at"] > since and rows in snap["drift"]["window_rows"].values() and snap["drift"]["features"]:
+                return dict(snap)
+        time.sleep(0.2)  # the monitor evaluates every 0.5 s
+    raise RuntimeError(f"the monitor at {url} took no snapshot of {rows} rows within 60 s")
 
 
 def step(msg: str) -> float:
@@ -125,7 +203,13 @@ def run_demo(
 
     t = step("start Triton (127.0.0.1, admin APIs behind a secret, explicit model control)")
     config = ServerConfig(
-        repository=repository, workdir=workdir, http_port=_port(8000), grpc_port=_port(8001), metrics_port=_port(8002)
+        repository=repository,
+        workdir=workdir,
+        http_port=_port(8000),
+        grpc_port=_port(8001),
+        metrics_port=_port(8002),
+        trace_dir=workdir / "trace",  # per-request server timings for the monitor
+        trace_log_frequency=1,
     )
     server = TritonServer(config)
     server.start(timeout_s=120, detach=keep_serving)
@@ -157,6 +241,16 @@ def run_demo(
                 f"{served[protocol]['latency_single_row']['p99_ms']:.2f} ms"
             )
         timings["predict_s"] = time.perf_counter() - t
+
+        t = step("monitor: normal traffic, then traffic from a drifted upstream (python -m monitor run)")
+        assert server.process is not None
+        monitoring = _run_monitoring(module, config, server.process.pid, repository, workdir, seed)
+        print(
+            f"    normal traffic: drifted {monitoring['normal']['drifted'] or 'none'}; drifted upstream "
+            f"({', '.join(monitoring['shifts'])}): drifted {monitoring['drifted']['drifted'] or 'none'}; "
+            f"report {monitoring['report']}"
+        )
+        timings["monitor_s"] = time.perf_counter() - t
     finally:
         if not keep_serving:
             server.stop()
@@ -183,6 +277,7 @@ def run_demo(
         "parity_max_abs_error": published.parity.max_abs_error,
         "served": served,
         "batch": batch,
+        "monitoring": monitoring,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "total_s": round(time.perf_counter() - t_start, 1),
         "server": "kept running (python -m serving down to stop)" if keep_serving else "stopped",
@@ -218,6 +313,12 @@ def print_summary(s: dict[str, Any]) -> None:
         f"quarantined, {b['rows_per_s']:,.0f} rows/s; max |batch - in-process| = "
         f"{b['max_abs_diff_vs_in_process']:.2e}, |batch - served| = {b['max_abs_diff_vs_served']:.2e}"
     )
+    m = s["monitoring"]
+    print(
+        f"monitor          normal traffic: drift on {', '.join(m['normal']['drifted']) or 'nothing'}; drifted "
+        f"upstream ({', '.join(m['shifts'])}): drift on {', '.join(m['drifted']['drifted']) or 'nothing'}"
+    )
+    print(f"                 report {m['report']}")
     print(f"model version    {s['pipeline']}:{s['release']} (answered by {s['served']['http']['release']})")
     print(f"server           {s['server']}")
     print(json.dumps(s["timings_s"]))

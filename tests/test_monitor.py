@@ -21,10 +21,10 @@ from export.registry import Registry, RegistryError
 from features.pipelines import fraud
 from features.synthetic import apply_shifts, parse_shift
 from monitor.service import Monitor, MonitorConfig, MonitorServer, read_traces
-from monitor.tap import MonitorTap, post_json
 from monitor.utilization import UtilizationSampler
 from serving.client import InferlineClient, Predictions
 from serving.server import TritonServer, free_port
+from serving.tap import MonitorTap, post_json
 
 from .conftest import Published
 

@@ -87,6 +87,9 @@ def _no_mojibake(s: pd.Series) -> pd.Series:
     return ~s.map(_is_mojibake, na_action="ignore").fillna(False).astype(bool)
 
 
+# what `make demo` sends as "traffic from a drifted upstream" (features.synthetic syntax)
+DEMO_SHIFTS = ("amount=x1.8", "channel=web:0.7")
+
 SPEC = PipelineSpec(
     name="fraud",
     version=1,

@@ -21,7 +21,7 @@ import numpy as np
 
 __all__ = ["MonitorTap", "post_json"]
 
-log = logging.getLogger("inferline.monitor.tap")
+log = logging.getLogger("inferline.serving.tap")
 
 
 def post_json(url: str, payload: Any, timeout_s: float = 10.0) -> Any:
