@@ -31,6 +31,7 @@ def _run(args: argparse.Namespace) -> int:
         max_invalid_share=args.max_invalid_share,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        monitor_url=args.monitor,
     )
     try:
         report = run_job(config)
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         help="replace another job's results in --output (they are deleted when this job starts)",
     )
     run.add_argument("--alerts", default=".inferline/alerts.jsonl", help="JSON-lines alert log")
+    run.add_argument("--monitor", default=None, help="monitor URL (http://127.0.0.1:9400): sample rows per partition")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     status = sub.add_parser("status", help="print the job report of an output directory")
     status.add_argument("--output", required=True)

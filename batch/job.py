@@ -77,6 +77,7 @@ class JobConfig:
     max_invalid_share: float = 0.05
     overwrite: bool = False
     progress: bool = True
+    monitor_url: str | None = None  # send each partition's sample of rows and predictions to this monitor
 
 
 @dataclass
@@ -93,6 +94,7 @@ class JobReport:
     rows_predicted: int = 0
     rows_quarantined: int = 0
     rows_failed: int = 0
+    rows_sent_to_monitor: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     failed: list[dict[str, Any]] = field(default_factory=list)
     workers_used: list[str] = field(default_factory=list)
@@ -262,6 +264,7 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
                         device=device,
                         threads=1,
                         max_invalid_share=config.max_invalid_share,
+                        monitor_url=config.monitor_url,
                     ),
                     key=f"inferline-batch-{job}-{run_id}-{p.name}",
                     pure=False,
@@ -306,6 +309,7 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
         for reason, count in record["reasons"].items():
             report.reasons[reason] = report.reasons.get(reason, 0) + count
     report.rows_failed = sum(plan.partitions[f["partition"]].rows for f in failed)
+    report.rows_sent_to_monitor = sum(r.get("monitor", {}).get("sent", 0) for r in results.values())
     fresh = [r for i, r in results.items() if i not in committed]
     report.workers_used = sorted({r["worker"] for r in fresh})
     report.sessions_per_worker = max((r["sessions_loaded"] for r in fresh), default=0)

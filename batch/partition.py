@@ -56,6 +56,8 @@ class Task:
     device: Device
     threads: int
     max_invalid_share: float
+    monitor_url: str | None = None  # http://127.0.0.1:9400: a sample of each partition's rows and predictions
+    monitor_rows: int = 2_000
 
 
 _session_loads: dict[tuple[str, str, str, int], int] = {}  # per worker process: how often each session was made
@@ -149,4 +151,31 @@ def run_partition(task: Task) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 4),
     }
     atomic_write_json(root / COMMITS / f"{part.name}.json", record)  # the commit point
+    if task.monitor_url and len(out):
+        record["monitor"] = _send_sample(task.monitor_url, task, spec, result.valid, probs, predicted)
     return record
+
+
+def _send_sample(
+    url: str, task: Task, spec: PipelineSpec, valid: pd.DataFrame, probs: np.ndarray, predicted: np.ndarray
+) -> dict[str, Any]:
+    """A seeded uniform sample of the partition's scored rows, to the monitor; its failure never fails the job."""
+    from serving.client import encode_rows
+    from serving.tap import post_json, sample_payload
+
+    rng = np.random.default_rng(task.partition.index)
+    take = np.sort(rng.choice(len(valid), min(task.monitor_rows, len(valid)), replace=False))
+    rows = valid.iloc[take]
+    payload = sample_payload(
+        encode_rows(rows, spec),
+        probs[take],
+        predicted[take],
+        ["ok"] * len(take),
+        task.release,
+        spec.name,
+        source="batch",
+    )
+    try:
+        return {"sent": len(take), **post_json(f"{url.rstrip('/')}/v1/samples", payload)}
+    except OSError as exc:  # a monitor that is down costs the batch job nothing but this note
+        return {"sent": 0, "error": str(exc)}

@@ -161,6 +161,7 @@ class Monitor:
         self.latency = _SlicedHistograms(config.latency_window_s, config.latency_window_s / 12)
         self.windows: dict[str, _ReleaseWindow] = {}
         self.rows_total: dict[tuple[str, str], int] = {}  # (release, status) -> rows
+        self.sources: dict[str, int] = {}  # "serving" | "batch" -> rows received
         self.predictions: OrderedDict[str, tuple[int, str]] = OrderedDict()  # id -> (predicted class, release)
         self.joined: deque[tuple[int, int, str]] = deque(maxlen=config.label_window_rows)  # (label, predicted, rel)
         self.labels_unmatched = 0
@@ -196,7 +197,8 @@ class Monitor:
     def ingest_samples(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Rows a release answered. ``columns`` holds the raw request columns as sent on the wire (strings as
         text, nulls as empty strings), ``probabilities`` [n, classes], ``predicted_class`` [n], ``status`` [n],
-        ``release`` (one for all rows), optional ``latency_s`` (client-side, one per request) and ``model``."""
+        ``release`` (one for all rows), optional ``latency_s`` (client-side, one per request), ``model`` and
+        ``source`` (``serving`` or ``batch``)."""
         release = str(payload["release"])
         state, _ = self._release(release)
         columns = payload["columns"]
@@ -227,6 +229,8 @@ class Monitor:
         with self.lock:
             window = self.windows.setdefault(release, _ReleaseWindow())
             window.add(features.numeric[ok], categorical[ok], probabilities[ok, -1], self.config.drift_window_rows, now)
+            source = str(payload.get("source", "serving"))
+            self.sources[source] = self.sources.get(source, 0) + n
             for s, count in zip(*np.unique(status, return_counts=True), strict=True):
                 key = (release, str(s))
                 self.rows_total[key] = self.rows_total.get(key, 0) + int(count)
@@ -383,6 +387,7 @@ class Monitor:
                 for (m, v), q in self.triton_window.items()
             }
             rows = {f"{r}|{s}": n for (r, s), n in self.rows_total.items()}
+            sources = dict(self.sources)
             drift, release, histogram = list(self._drift), self._drift_release, self._prediction_histogram
             window_rows = {r: w.rows for r, w in self.windows.items()}
         return {
@@ -394,6 +399,7 @@ class Monitor:
             },
             "triton": {"up": self.triton_up, "window": triton},
             "rows": rows,
+            "sources": sources,
             "drift": {
                 "release": release,
                 "window_rows": window_rows,

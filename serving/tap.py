@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MonitorTap", "post_json"]
+__all__ = ["MonitorTap", "post_json", "sample_payload", "wire_columns"]
 
 log = logging.getLogger("inferline.serving.tap")
 
@@ -30,6 +30,34 @@ def post_json(url: str, payload: Any, timeout_s: float = 10.0) -> Any:
     )
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
         return json.loads(response.read())
+
+
+def wire_columns(arrays: Mapping[str, np.ndarray]) -> dict[str, list[Any]]:
+    """Wire arrays (as ``serving.client.encode_rows`` makes them) -> JSON lists: text, numbers, None for NaN."""
+    return {name: _column(values) for name, values in arrays.items()}
+
+
+def sample_payload(
+    arrays: Mapping[str, np.ndarray],
+    probabilities: np.ndarray,
+    predicted_class: np.ndarray,
+    status: list[str],
+    release: str,
+    model: str,
+    latency_s: list[float] | None = None,
+    source: str = "serving",
+) -> dict[str, Any]:
+    """The body of the monitor's ``POST /v1/samples``."""
+    return {
+        "model": model,
+        "release": release,
+        "source": source,
+        "columns": wire_columns(arrays),
+        "probabilities": np.asarray(probabilities).tolist(),
+        "predicted_class": np.asarray(predicted_class).reshape(-1).tolist(),
+        "status": list(status),
+        "latency_s": list(latency_s or []),
+    }
 
 
 def _column(values: np.ndarray) -> list[Any]:
@@ -56,15 +84,15 @@ class MonitorTap:
         releases = set(predictions.release)
         for rel in sorted(releases) if release is None else [release]:  # one payload per release that answered
             rows = np.array([r == rel for r in predictions.release], dtype=bool)
-            payload = {
-                "model": model,
-                "release": rel,
-                "columns": {name: _column(values.reshape(-1)[rows]) for name, values in arrays.items()},
-                "probabilities": predictions.probabilities[rows].tolist(),
-                "predicted_class": predictions.predicted_class[rows].tolist(),
-                "status": [s for s, keep in zip(predictions.status, rows, strict=True) if keep],
-                "latency_s": list(predictions.latencies_s) if rel == min(releases) else [],
-            }
+            payload = sample_payload(
+                {name: values.reshape(-1)[rows] for name, values in arrays.items()},
+                predictions.probabilities[rows],
+                predictions.predicted_class[rows],
+                [s for s, keep in zip(predictions.status, rows, strict=True) if keep],
+                rel,
+                model,
+                list(predictions.latencies_s) if rel == min(releases) else [],
+            )
             try:
                 self.queue.put_nowait(payload)
             except queue.Full:

@@ -191,3 +191,23 @@ def test_reference_profile_travels_with_the_release_and_is_checked(published: Pu
     path.write_text(path.read_text().replace('"rows"', '"rows" ', 1))
     with pytest.raises(RegistryError, match="does not match"):
         Registry(copy, "fraud").reference_profile(2)
+
+
+def test_batch_job_outputs_feed_the_monitor(published: Published, monitor: MonitorServer, tmp_path: Path) -> None:
+    from batch import JobConfig, run_job
+
+    fraud.generate(3_000, seed=905).to_parquet(tmp_path / "in.parquet")
+    before = monitor.monitor.status()["sources"].get("batch", 0)
+    report = run_job(
+        JobConfig(
+            inputs=[str(tmp_path / "in.parquet")],
+            output=tmp_path / "out",
+            model="fraud:2",
+            repository=published.repository,
+            workers=1,
+            progress=False,
+            monitor_url=monitor.url,
+        )
+    )
+    assert report.rows_sent_to_monitor == 2_000  # one partition, a sample of 2,000 of its 3,000 rows
+    assert monitor.monitor.status()["sources"]["batch"] - before == 2_000
