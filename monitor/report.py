@@ -46,6 +46,12 @@ def _plots(history: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
     t0 = history[0]["at"]
     plots: list[tuple[str, str]] = []
 
+    def save(fig: Any, name: str, title: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        plots.append((name, title))
+
     fig, ax = plt.subplots(figsize=(9, 4))
     keys = sorted({k for s in history for k in s["latency"]})
     for key in keys:
@@ -59,10 +65,7 @@ def _plots(history: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
     if keys:
         ax.legend(fontsize=7, ncol=2)
     ax.set_title("Latency percentiles over the sliding window (server: Triton traces; client: the tap)")
-    fig.tight_layout()
-    fig.savefig(out / "latency.png", dpi=100)
-    plt.close(fig)
-    plots.append(("latency.png", "Latency percentiles over time"))
+    save(fig, "latency.png", "Latency percentiles over time")
 
     features = history[-1]["drift"]["features"]
     if features:
@@ -76,10 +79,7 @@ def _plots(history: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
         ax.set_xlabel("-log10 p-value (KS for numeric and prediction, chi-square for categorical)")
         ax.legend(fontsize=8)
         ax.set_title(f"Drift per feature, release {history[-1]['drift']['release']} (red: drifted)")
-        fig.tight_layout()
-        fig.savefig(out / "drift.png", dpi=100)
-        plt.close(fig)
-        plots.append(("drift.png", "Drift per feature"))
+        save(fig, "drift.png", "Drift per feature")
 
     hist = history[-1]["drift"].get("prediction_histogram")
     if hist:
@@ -93,10 +93,7 @@ def _plots(history: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
         ax.set_ylabel("share of rows")
         ax.legend()
         ax.set_title("Prediction distribution vs reference")
-        fig.tight_layout()
-        fig.savefig(out / "prediction.png", dpi=100)
-        plt.close(fig)
-        plots.append(("prediction.png", "Prediction distribution vs reference"))
+        save(fig, "prediction.png", "Prediction distribution vs reference")
 
     fig, ax = plt.subplots(figsize=(9, 3.5))
     t = [s["at"] - t0 for s in history]
@@ -111,10 +108,7 @@ def _plots(history: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"Utilization (NVML: {history[-1]['utilization']['nvml_state']})")
-    fig.tight_layout()
-    fig.savefig(out / "utilization.png", dpi=100)
-    plt.close(fig)
-    plots.append(("utilization.png", "Utilization"))
+    save(fig, "utilization.png", "Utilization")
     return plots
 
 
