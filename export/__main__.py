@@ -77,7 +77,7 @@ def _move(args: argparse.Namespace) -> int:
         return 2
     print(
         f"{args.pipeline}: current {reg['current']}, previous {reg['previous']} "
-        "(a running server picks this up on `python -m serving up` or through model control)"
+        "(apply it to a running server with `python -m serving apply`, without a failed request)"
     )
     return 0
 
@@ -92,7 +92,7 @@ def _history(args: argparse.Namespace) -> int:
         m = r.get("metrics", {})
         print(f"  release {v}: {r['published_at']} target={r['target']} roc_auc={m.get('roc_auc', float('nan')):.4f}")
     for h in reg["history"]:
-        print(f"  {h['at']} {h['action']:<8} -> {h['version']} {h.get('reason', '')}")
+        print(f"  {h['at']} {h['action']:<8} -> {h['version']} by {h.get('user', '?')}: {h.get('reason', '')}")
     return 0
 
 

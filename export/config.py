@@ -171,13 +171,13 @@ def pipeline_configs(
             "step": [
                 {
                     "model_name": names["preprocess"],
-                    "model_version": -1,
+                    "model_version": version,  # pinned: features and model switch together
                     "input_map": PbMap({c.name: c.name for c in spec.input_columns}),
                     "output_map": PbMap({t: t for t in ("numeric", "categorical", "status", "release")}),
                 },
                 {
                     "model_name": names["model"],
-                    "model_version": -1,
+                    "model_version": version,  # pinned: features and model switch together
                     "input_map": PbMap({"numeric": "numeric", "categorical": "categorical"}),
                     "output_map": PbMap({"probabilities": "probabilities", "predicted_class": "predicted_class"}),
                 },

@@ -3,7 +3,7 @@
 Layout written into the Triton model repository for pipeline ``p`` and release ``N``::
 
     p.registry.json                       current / previous / releases / history (the commit point)
-    p/config.pbtxt, p/1/                  the ensemble (its own version stays 1; it routes to model_version -1)
+    p/config.pbtxt, p/1/                  the ensemble (its own version stays 1; it routes to release N's pair)
     p_preprocess/config.pbtxt             version_policy specific [current]
     p_preprocess/N/model.py               serving/backend/preprocess.py (shared feature kernels + validation)
     p_preprocess/N/feature_state.json     fitted vocabularies, statistics, threshold
@@ -23,10 +23,12 @@ import importlib.util
 import json
 import logging
 import platform
+import re
 import shutil
 import subprocess
 import uuid
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,12 +130,19 @@ def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def activate(repository: Path, pipeline: str, version: int) -> None:
-    """Point the model-level configs at ``version`` (copied from that release's own configs, atomically)."""
+def activate(repository: Path, pipeline: str, version: int, also_load: Sequence[int] = ()) -> None:
+    """Point the model-level configs at ``version`` (copied from that release's own configs, atomically).
+
+    ``also_load`` keeps other releases' inner models loaded beside it (a switch in progress): the inner models'
+    version policy lists them too, while the ensemble, pinned to ``version``'s pair, routes to ``version`` only."""
     names = model_names(pipeline)
+    versions = sorted({version, *also_load})
     for key in ("preprocess", "model"):
-        src = repository / names[key] / str(version) / "release.config.pbtxt"
-        atomic_write_bytes(repository / names[key] / "config.pbtxt", src.read_bytes())
+        text = (repository / names[key] / str(version) / "release.config.pbtxt").read_text()
+        text, n = re.subn(r"versions: \[[ 0-9,]*\]", f"versions: [ {', '.join(map(str, versions))} ]", text)
+        if n != 1:
+            raise RegistryError(f"release {pipeline}:{version}'s {key} config has no specific version policy")
+        atomic_write_bytes(repository / names[key] / "config.pbtxt", text.encode())
     ens = repository / names["preprocess"] / str(version) / "ensemble.config.pbtxt"
     atomic_write_bytes(repository / names["ensemble"] / "config.pbtxt", ens.read_bytes())
     (repository / names["ensemble"] / "1").mkdir(parents=True, exist_ok=True)

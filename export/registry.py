@@ -92,7 +92,8 @@ class Registry:
 
     def release_files(self, version: int | None = None) -> dict[str, Path]:
         """The files a consumer of release ``version`` (default: current) loads: ``model`` (model.onnx),
-        ``feature_state`` and ``manifest`` (release.json), each checked to exist."""
+        ``feature_state`` and ``manifest`` (release.json), each checked to exist, the first two byte for byte
+        against the manifest's sha256."""
         from export.config import model_names
 
         v = self.current if version is None else version
@@ -109,6 +110,14 @@ class Registry:
                 f"release {self.pipeline}:{v} ({manifest.get('created_at')}) is incomplete, missing {missing}; "
                 "republish it with `python -m export publish` or pick another version"
             )
+        for key, name in (("onnx_sha256", "model"), ("feature_state_sha256", "feature_state")):
+            actual = hashlib.sha256(files[name].read_bytes()).hexdigest()
+            if manifest.get(key) != actual:
+                raise RegistryError(
+                    f"{files[name]} does not match release {self.pipeline}:{v}'s manifest ({key} "
+                    f"{str(manifest.get(key))[:12]}, file {actual[:12]}); the repository was modified after "
+                    "publishing: republish the release"
+                )
         return files
 
     def reference_profile(self, version: int | None = None) -> dict[str, Any]:
@@ -130,11 +139,13 @@ class Registry:
         return profile
 
     @staticmethod
-    def record(data: dict[str, Any], action: str, version: int, **extra: Any) -> None:
-        data["history"].append({"at": _now(), "action": action, "version": version, "user": getpass.getuser(), **extra})
+    def record(data: dict[str, Any], action: str, version: int, by: str | None = None, **extra: Any) -> None:
+        """Append to the audit log: when, what, which release, who (``by``, default the OS user) and why."""
+        user = by or getpass.getuser()
+        data["history"].append({"at": _now(), "action": action, "version": version, "user": user, **extra})
 
     @staticmethod
-    def move_pointer(data: dict[str, Any], version: int, action: str, reason: str = "") -> None:
+    def move_pointer(data: dict[str, Any], version: int, action: str, reason: str = "", by: str | None = None) -> None:
         if str(version) not in data["releases"]:
             raise RegistryError(
                 f"release {data['pipeline']}:{version} does not exist; published: {sorted(map(int, data['releases']))}"
@@ -143,4 +154,4 @@ class Registry:
         if old == version:
             return
         data["previous"], data["current"] = old, version
-        Registry.record(data, action, version, replaced=old, reason=reason)
+        Registry.record(data, action, version, by=by, replaced=old, reason=reason)

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from features.artifacts import atomic_write_json
+from features.artifacts import atomic_write_bytes, atomic_write_json
 
 
 def _server_record(workdir: Path) -> dict[str, Any]:
@@ -21,7 +21,11 @@ def _server_record(workdir: Path) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from monitor.alerts import Alerter
+    from monitor.rollback import RollbackController
+    from monitor.rules import RuleEngine, load_rules
     from monitor.service import Monitor, MonitorConfig, MonitorServer
+    from serving.secrets import admin_key
 
     record = _server_record(Path(args.workdir))
     metrics = args.triton_metrics or record.get("metrics")
@@ -40,11 +44,25 @@ def _run(args: argparse.Namespace) -> int:
         min_samples=args.min_samples,
         nvml=not args.no_gpu,
     )
-    server = MonitorServer(Monitor(config)).start()
+    alerter = Alerter.from_env(Path(args.alerts))
+    rules = RuleEngine(load_rules(Path(args.rules) if args.rules else None), alerter)
+    controller = None
+    if args.rollback:
+        http = args.triton_http or record.get("http")
+        if not http:
+            print(
+                "--rollback needs the server's HTTP address: start it with `python -m serving up` or pass --triton-http"
+            )
+            return 2
+        controller = RollbackController(
+            config.repository, config.pipeline, http, admin_key(Path(args.workdir)), alerter, args.rollback_cooldown
+        )
+    server = MonitorServer(Monitor(config, rules=rules, controller=controller)).start()
     print(
         f"monitor for {config.pipeline} on {server.url} (/metrics, /v1/status, /v1/history; POST /v1/samples, "
         f"/v1/labels); Triton metrics {config.triton_metrics_url or 'not scraped'}, traces "
-        f"{config.trace_dir or 'none'}, NVML {server.monitor.sampler.state}",
+        f"{config.trace_dir or 'none'}, NVML {server.monitor.sampler.state}; {len(rules.rules)} alert rules, "
+        f"automatic rollback {'on' if controller else 'off'}",
         flush=True,
     )
     done = threading.Event()
@@ -75,6 +93,18 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rules(args: argparse.Namespace) -> int:
+    import yaml
+
+    from monitor.rules import load_rules, prometheus_rules
+
+    rules = load_rules(Path(args.rules) if args.rules else None)
+    text = yaml.safe_dump(prometheus_rules(rules, args.interval), sort_keys=False)
+    atomic_write_bytes(Path(args.prometheus), text.encode())
+    print(f"wrote {len(rules)} Prometheus alerting rules to {args.prometheus}")
+    return 0
+
+
 def _grafana(args: argparse.Namespace) -> int:
     from monitor.report import grafana_dashboard
 
@@ -102,14 +132,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--min-samples", type=int, default=500, help="fewer rows than this: 'not enough data'")
     run.add_argument("--no-gpu", action="store_true", help="do not sample NVML")
+    run.add_argument("--rules", default=None, help="alert rules (JSON list of AlertRule fields); default: built in")
+    run.add_argument("--alerts", default=".inferline/alerts.jsonl", help="JSON-lines alert log (plus webhook env)")
+    run.add_argument("--rollback", action="store_true", help="roll back to the previous release on critical rules")
+    run.add_argument("--rollback-cooldown", type=float, default=900.0, help="seconds between automatic rollbacks")
+    run.add_argument("--triton-http", default=None, help="Triton HTTP host:port (default: the running server's)")
     rep = sub.add_parser("report", help="HTML + PNG report and JSON summary from a running monitor's snapshots")
     rep.add_argument("--url", default="http://127.0.0.1:9400")
     rep.add_argument("--out", default=".inferline/reports/monitor")
+    rul = sub.add_parser("rules", help="write the alert rules as a Prometheus alerting-rules file")
+    rul.add_argument("--rules", default=None, help="JSON rules file (default: the built-in rules)")
+    rul.add_argument("--prometheus", default="monitor/prometheus/inferline-rules.yml")
+    rul.add_argument("--interval", type=float, default=5.0, help="the monitor's evaluation interval, for `for:`")
     gra = sub.add_parser("grafana", help="write the Grafana dashboard JSON for the exported metrics")
     gra.add_argument("--out", default="monitor/grafana/inferline.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return {"run": _run, "report": _report, "grafana": _grafana}[args.command](args)
+    return {"run": _run, "report": _report, "rules": _rules, "grafana": _grafana}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import urllib.error
 import urllib.request
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,8 @@ from features.request import featurize_request
 from features.spec import PipelineSpec, load_pipeline
 from features.state import FeatureState
 from monitor.drift import CategoricalReference, FeatureDrift, NumericReference, bin_counts, drift_report
+from monitor.rollback import RollbackController
+from monitor.rules import Evaluation, RuleEngine
 from monitor.sketch import LogHistogram
 from monitor.utilization import Utilization, UtilizationSampler
 
@@ -153,8 +155,13 @@ class _ReleaseWindow:
 
 
 class Monitor:
-    def __init__(self, config: MonitorConfig) -> None:
+    def __init__(
+        self, config: MonitorConfig, rules: RuleEngine | None = None, controller: RollbackController | None = None
+    ) -> None:
         self.config = config
+        self.rules = rules
+        self.controller = controller
+        self.last_evaluation: Evaluation | None = None
         self.spec: PipelineSpec = load_pipeline(config.pipeline)
         self.registry = Registry(Path(config.repository), config.pipeline)
         self.lock = threading.Lock()
@@ -375,8 +382,25 @@ class Monitor:
         with self.lock:
             self._drift, self._drift_release, self._prediction_histogram = drift, release, histogram
         snapshot = self.status(now)
+        if self.rules is not None:
+            evaluation = self.rules.evaluate(snapshot, now)
+            if evaluation.new_incident is not None and self.controller is not None:
+                self.controller.handle(evaluation.new_incident, now)
+            self.last_evaluation = evaluation
+            snapshot["rules"] = self._rules_status()
         self.history.append(snapshot)
         return snapshot
+
+    def _rules_status(self) -> dict[str, Any]:
+        ev, engine = self.last_evaluation, self.rules
+        if ev is None or engine is None:
+            return {}
+        return {
+            "states": ev.states,
+            "values": ev.values,
+            "incidents": [asdict(i) for i in engine.incidents],
+            "rollbacks": self.controller.rollbacks if self.controller else 0,
+        }
 
     def status(self, now: float | None = None) -> dict[str, Any]:
         now = time.time() if now is None else now
@@ -397,7 +421,7 @@ class Monitor:
                 for key, h in window.items()
                 if h.count
             },
-            "triton": {"up": self.triton_up, "window": triton},
+            "triton": {"up": self.triton_up, "scraped": bool(self.config.triton_metrics_url), "window": triton},
             "rows": rows,
             "sources": sources,
             "drift": {
@@ -409,6 +433,7 @@ class Monitor:
             "classes": self.class_errors(),
             "labels": {"joined": len(self.joined), "unmatched": self.labels_unmatched},
             "utilization": self.utilization.as_dict(),
+            "rules": self._rules_status(),
         }
 
     # --- Prometheus ----------------------------------------------------------------------------------------
@@ -485,6 +510,21 @@ class Monitor:
                     metric.add_metric([name], values[key])
         yield from per_class.values()
         yield from self._utilization_metrics()
+        if self.rules is not None and self.last_evaluation is not None:
+            rule_state = GaugeMetricFamily(
+                "inferline_alert_rule_state", "Alert rule state (1 for the current one)", labels=["rule", "state"]
+            )
+            for name, current in self.last_evaluation.states.items():
+                for st in ("ok", "pending", "firing", "no_data"):
+                    rule_state.add_metric([name, st], 1.0 if current == st else 0.0)
+            yield rule_state
+            incidents = GaugeMetricFamily("inferline_incidents_open", "Open incidents (critical rules firing)")
+            incidents.add_metric([], float(self.rules.open_incident is not None))
+            yield incidents
+        if self.controller is not None:
+            rollbacks = CounterMetricFamily("inferline_rollbacks", "Automatic rollbacks completed")
+            rollbacks.add_metric([], float(self.controller.rollbacks))
+            yield rollbacks
         up = GaugeMetricFamily("inferline_triton_up", "1 if the last scrape of Triton's metrics succeeded")
         up.add_metric([], float(self.triton_up))
         yield up
@@ -615,11 +655,11 @@ class MonitorServer:
                 log.exception("monitor tick failed")
             self._stop.wait(self.monitor.config.interval_s)
 
-    def start(self) -> MonitorServer:
-        self.threads = [
-            threading.Thread(target=self.httpd.serve_forever, name="monitor-http", daemon=True),
-            threading.Thread(target=self._loop, name="monitor-tick", daemon=True),
-        ]
+    def start(self, ticking: bool = True) -> MonitorServer:
+        """Serve HTTP; with ``ticking`` also call ``tick`` every interval (without: the caller ticks)."""
+        self.threads = [threading.Thread(target=self.httpd.serve_forever, name="monitor-http", daemon=True)]
+        if ticking:
+            self.threads.append(threading.Thread(target=self._loop, name="monitor-tick", daemon=True))
         for t in self.threads:
             t.start()
         return self

@@ -101,6 +101,30 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apply(args: argparse.Namespace) -> int:
+    """Serve the registry's current release on the running server (after `python -m export promote|rollback`)."""
+    from export.registry import Registry, RegistryError
+    from serving.control import ReleaseSwitchError, switch_release
+
+    state = _read_state(args.workdir) or {}
+    url = args.url or state.get("http")
+    if not url:
+        print(f"no server recorded in {args.workdir}; start one with `python -m serving up` or pass --url")
+        return 3
+    repository = Path(args.repository or state.get("repository") or "triton_models")
+    target = Registry(repository, args.pipeline).current
+    if target is None:
+        print(f"pipeline {args.pipeline!r} has no current release in {repository}")
+        return 1
+    try:
+        result = switch_release(url, admin_key(args.workdir), repository, args.pipeline, target)
+    except (ReleaseSwitchError, RegistryError) as exc:
+        print(f"apply FAILED, the server keeps what it served: {exc}")
+        return 1
+    print(json.dumps({"pipeline": args.pipeline, "from": result.from_version, "to": target, "steps": result.steps}))
+    return 0
+
+
 def _down(args: argparse.Namespace) -> int:
     state = _read_state(args.workdir)
     if not state or not _alive(state["pid"]):
@@ -185,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     down = sub.add_parser("down", help="stop the server (drains in-flight requests first)")
     down.add_argument("--timeout", type=float, default=20.0)
     down.set_defaults(func=_down)
+    ap = sub.add_parser(
+        "apply", help="switch the running server to the registry's current release (no failed requests)"
+    )
+    ap.add_argument("--pipeline", default="fraud")
+    ap.add_argument("--repository", default=None, help="default: the running server's")
+    ap.add_argument("--url", default=None, help="host:port (default: the server started by `up`)")
+    ap.set_defaults(func=_apply)
     pr = sub.add_parser("predict", help="score rows from a JSON-lines or Parquet file")
     pr.add_argument("--file", required=True)
     pr.add_argument("--protocol", choices=["http", "grpc"], default="http")

@@ -7,12 +7,7 @@ import logging
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,41 +20,7 @@ from monitor.alerts import Alert, Alerter, JsonlSink, LogSink, PrometheusSink, W
 from serving.client import InferlineClient
 from serving.server import TritonServer, free_port
 
-from .conftest import Published
-
-
-@dataclass
-class Receiver:
-    url: str
-    received: list[dict[str, Any]] = field(default_factory=list)
-    arrived: threading.Event = field(default_factory=threading.Event)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    box = Receiver(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            box.received.append(json.loads(body))
-            self.send_response(204)
-            self.end_headers()
-            box.arrived.set()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    box.url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield box
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+from .conftest import Published, Receiver
 
 
 def test_every_sink_delivers(receiver: Receiver, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

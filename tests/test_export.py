@@ -66,7 +66,7 @@ def test_configs_are_valid_triton_model_configs(run: RunResult, target: str) -> 
     ensemble = parsed["ensemble"]
     steps = [s.model_name for s in ensemble.ensemble_scheduling.step]
     assert steps == ["fraud_preprocess", "fraud_model"]
-    assert all(s.model_version == -1 for s in ensemble.ensemble_scheduling.step)
+    assert all(s.model_version == 5 for s in ensemble.ensemble_scheduling.step)  # release 5's pair, never mixed
     assert [i.name for i in ensemble.input] == [c.name for c in fraud.SPEC.input_columns]
     assert {o.name for o in ensemble.output} == {"probabilities", "predicted_class", "status", "release"}
 
