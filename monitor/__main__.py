@@ -21,6 +21,8 @@ def _server_record(workdir: Path) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry
+
     from monitor.alerts import Alerter
     from monitor.rollback import RollbackController
     from monitor.rules import RuleEngine, load_rules
@@ -44,7 +46,8 @@ def _run(args: argparse.Namespace) -> int:
         min_samples=args.min_samples,
         nvml=not args.no_gpu,
     )
-    alerter = Alerter.from_env(Path(args.alerts))
+    registry = CollectorRegistry()  # /metrics: the monitor's gauges and the alert counter of its alert sinks
+    alerter = Alerter.from_env(Path(args.alerts), registry=registry)
     rules = RuleEngine(load_rules(Path(args.rules) if args.rules else None), alerter)
     controller = None
     if args.rollback:
@@ -57,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
         controller = RollbackController(
             config.repository, config.pipeline, http, admin_key(Path(args.workdir)), alerter, args.rollback_cooldown
         )
-    server = MonitorServer(Monitor(config, rules=rules, controller=controller)).start()
+    server = MonitorServer(Monitor(config, rules=rules, controller=controller), registry=registry).start()
     print(
         f"monitor for {config.pipeline} on {server.url} (/metrics, /v1/status, /v1/history; POST /v1/samples, "
         f"/v1/labels); Triton metrics {config.triton_metrics_url or 'not scraped'}, traces "

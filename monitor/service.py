@@ -584,9 +584,9 @@ class _Collector:
 class MonitorServer:
     """``Monitor`` behind HTTP on 127.0.0.1, with a background thread calling ``tick`` every interval."""
 
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: Monitor, registry: CollectorRegistry | None = None) -> None:
         self.monitor = monitor
-        self.registry = CollectorRegistry()
+        self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(_Collector(monitor))
         self._stop = threading.Event()
         handler = self._handler()
