@@ -42,6 +42,7 @@ from export.config import Target, model_names, pipeline_configs, to_json, to_pbt
 from export.parity import ParityGateFailed, ParityReport, run_parity_gate
 from export.registry import Registry, RegistryError
 from export.runtime import onnx_session
+from export.safety import MAX_MODEL_BYTES, check_onnx_file
 from features.artifacts import atomic_write_bytes, atomic_write_json, sha256_file
 from features.spec import PipelineSpec, load_pipeline
 from features.state import FeatureState, compute_features
@@ -171,10 +172,13 @@ def publish(
     max_batch_size: int | None = None,
     tensorrt: bool = False,
     atol: float = 1e-5,
+    max_model_bytes: int = MAX_MODEL_BYTES,
 ) -> PublishResult:
     """Stage, gate, validate and publish ``run_dir`` as the next release. ``onnx_model`` publishes a given ONNX
     file instead of exporting one (it must still pass the gate against the run's checkpoint)."""
     run_dir, repository = Path(run_dir), Path(repository)
+    if onnx_model is not None:
+        check_onnx_file(Path(onnx_model), max_model_bytes)  # refused before anything is staged
     run = json.loads((run_dir / "run.json").read_text())
     spec = load_pipeline(run["pipeline"])
     state = FeatureState.load(run_dir / "feature_state.json")
@@ -193,6 +197,7 @@ def publish(
             shutil.copyfile(onnx_model, onnx_path)
         else:
             export_onnx(model, onnx_path, mbs)
+        check_onnx_file(onnx_path, max_model_bytes)
         holdout = compute_features(pd.read_parquet(run_dir / "holdout.parquet"), spec, state)
         parity = run_parity_gate(model, onnx_path, holdout, batch_sizes=(1, 7, mbs), atol=atol)
         if not parity.passed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,15 @@ def save_checkpoint(path: Path, net: TabularNet, threshold: float, pipeline: str
 
 
 def load_checkpoint(path: Path) -> ScoringModel:
-    """Load with ``weights_only=True``: tensors and plain values only, no pickled code."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    """Load with ``weights_only=True``: tensors and plain values only, no pickled code. A file that needs more is
+    refused with the reason, never retried another way."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path} is not a weights-only checkpoint: it needs pickled code to load ({str(exc).splitlines()[0]}); "
+            "inferline loads checkpoints with weights_only=True only. Retrain, or re-save the weights alone"
+        ) from exc
     if payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: checkpoint format {payload.get('format')!r}, expected {CHECKPOINT_FORMAT}")
     net = TabularNet(Architecture.from_dict(payload["architecture"]))
