@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -76,6 +77,20 @@ def published(run: RunResult, raw_files: list[Path], tmp_path_factory: pytest.Te
     r1 = publish(first.run_dir, repository)
     r2 = publish(run.run_dir, repository)
     return Published(repository=repository, releases=[r1, r2], runs=[first, run])
+
+
+def private_server(published: Published, root: Path) -> TritonServer:
+    """A server of its own on a copy of the published repository, for tests that switch releases or break
+    readiness, so the session's shared server is never disturbed. The caller stops it."""
+    shutil.copytree(published.repository, root / "triton_models")
+    config = ServerConfig(
+        repository=root / "triton_models",
+        workdir=root / "work",
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+    )
+    return TritonServer(config).start(timeout_s=120)
 
 
 @pytest.fixture(scope="session")

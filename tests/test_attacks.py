@@ -4,7 +4,6 @@ status measured on the bundled Triton 2.51, no file is touched, and the server s
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,23 +17,14 @@ from tritonclient.utils import InferenceServerException
 from features.pipelines import fraud
 from serving.client import InferlineClient
 from serving.secrets import ADMIN_HEADER
-from serving.server import ServerConfig, TritonServer, free_port
+from serving.server import TritonServer
 
-from .conftest import Published
+from .conftest import Published, private_server
 
 
 @pytest.fixture(scope="module")
 def target(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    root = tmp_path_factory.mktemp("attacked")
-    shutil.copytree(published.repository, root / "triton_models")
-    config = ServerConfig(
-        repository=root / "triton_models",
-        workdir=root / "work",
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-    )
-    server = TritonServer(config).start(timeout_s=120)
+    server = private_server(published, tmp_path_factory.mktemp("attacked"))
     try:
         yield server
     finally:
@@ -83,15 +73,7 @@ def test_traversal_model_names_are_refused_and_touch_nothing(target: TritonServe
 def test_dot_dot_as_a_model_name(published: Published, tmp_path: Path) -> None:
     """Triton 2.51 polls the repository's parent for a model named '..' (admin key required): the load is refused,
     nothing is written, inference goes on, but strict readiness stays false until a restart (SECURITY.md)."""
-    shutil.copytree(published.repository, tmp_path / "triton_models")
-    config = ServerConfig(
-        repository=tmp_path / "triton_models",
-        workdir=tmp_path / "work",
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-    )
-    server = TritonServer(config).start(timeout_s=120)
+    server = private_server(published, tmp_path)
     try:
         before = files(tmp_path / "triton_models")
         assert call(server, "POST", "/v2/models/../infer", {"inputs": []})[0] == 404
