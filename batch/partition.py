@@ -29,7 +29,16 @@ from features.spec import PipelineSpec, load_pipeline
 from features.state import FeatureState, compute_features
 from features.validation import validate_frame
 
-__all__ = ["COMMITS", "QUARANTINE", "PartitionRejected", "Task", "output_columns", "run_partition", "score_frame"]
+__all__ = [
+    "COMMITS",
+    "QUARANTINE",
+    "PartitionRejected",
+    "Task",
+    "output_columns",
+    "prediction_frame",
+    "run_partition",
+    "score_frame",
+]
 
 COMMITS = "_commits"
 QUARANTINE = "_quarantine"
@@ -102,6 +111,19 @@ def score_frame(
     return np.concatenate(probs), np.concatenate(classes)
 
 
+def prediction_frame(
+    valid: pd.DataFrame, spec: PipelineSpec, probs: np.ndarray, predicted: np.ndarray, release: str
+) -> pd.DataFrame:
+    """The output rows: the row id, one probability per class, the predicted class and the release."""
+    ids = output_columns(spec)[0]
+    out = pd.DataFrame({ids: valid[ids].to_numpy()})
+    for i, name in enumerate(spec.classes):
+        out[f"probability_{name}"] = probs[:, i]
+    out["predicted_class"] = predicted
+    out["release"] = release
+    return out
+
+
 def run_partition(task: Task) -> dict[str, Any]:
     started = time.perf_counter()
     part = task.partition
@@ -120,12 +142,7 @@ def run_partition(task: Task) -> dict[str, Any]:
             "partitions are kept"
         )
     probs, predicted = score_frame(result.valid, spec, state, session, task.backend)
-    ids = output_columns(spec)[0]
-    out = pd.DataFrame({ids: result.valid[ids].to_numpy()})
-    for i, name in enumerate(spec.classes):
-        out[f"probability_{name}"] = probs[:, i]
-    out["predicted_class"] = predicted
-    out["release"] = task.release
+    out = prediction_frame(result.valid, spec, probs, predicted, task.release)
 
     root = Path(task.output)
     quarantine_path = root / QUARANTINE / f"{part.name}.parquet"

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from batch import JobConfig, output_columns, run_job, score_frame
+from batch import JobConfig, prediction_frame, run_job, score_frame
 from export.runtime import onnx_session
 from features.artifacts import atomic_write_parquet
 from features.pipelines import fraud
@@ -52,12 +52,8 @@ def _single_process(paths: list[Path], model: Path, state_path: Path, out: Path,
         raw = pd.read_parquet(path).drop(columns=[spec.label])
         result = validate_frame(raw, spec, source=str(path), include_label=False)
         probs, predicted = score_frame(result.valid, spec, state, session, "pandas")
-        frame = pd.DataFrame({"transaction_id": result.valid["transaction_id"].to_numpy()})
-        for i, name in enumerate(spec.classes):
-            frame[f"probability_{name}"] = probs[:, i]
-        frame["predicted_class"] = predicted
-        frame["release"] = release
-        atomic_write_parquet(out / f"{path.stem}.parquet", frame[output_columns(spec)])
+        frame = prediction_frame(result.valid, spec, probs, predicted, release)
+        atomic_write_parquet(out / f"{path.stem}.parquet", frame)
         if result.rows_quarantined:
             atomic_write_parquet(out / "_quarantine" / f"{path.stem}.parquet", result.quarantine)
         rows += result.rows_in
