@@ -49,6 +49,7 @@ from monitor.rollback import RollbackController
 from monitor.rules import Evaluation, RuleEngine
 from monitor.sketch import LogHistogram
 from monitor.utilization import Utilization, UtilizationSampler
+from serving.tap import arrays_from_wire
 
 __all__ = ["LATENCY_BUCKETS", "Monitor", "MonitorConfig", "MonitorServer", "read_traces"]
 
@@ -208,19 +209,7 @@ class Monitor:
         ``source`` (``serving`` or ``batch``)."""
         release = str(payload["release"])
         state, _ = self._release(release)
-        columns = payload["columns"]
-        missing = [c.name for c in self.spec.input_columns if c.name not in columns]
-        if missing:
-            raise ValueError(f"samples lack column(s) {missing}; send every input column of {self.spec.name!r}")
-        arrays: dict[str, np.ndarray] = {}
-        for c in self.spec.input_columns:
-            values = columns[c.name]
-            if c.triton_dtype == "BYTES":
-                arrays[c.name] = np.array([str(v).encode("utf-8", "surrogateescape") for v in values], dtype=np.object_)
-            elif c.triton_dtype == "FP64":
-                arrays[c.name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-            else:
-                arrays[c.name] = np.array(values, dtype=np.int64)
+        arrays = arrays_from_wire(payload["columns"], self.spec)
         n = len(next(iter(arrays.values())))
         probabilities = np.asarray(payload["probabilities"], dtype=np.float32).reshape(n, -1)
         predicted = np.asarray(payload["predicted_class"], dtype=np.int64).reshape(n)

@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MonitorTap", "post_json", "sample_payload", "wire_columns"]
+from features.spec import PipelineSpec
+
+__all__ = ["MonitorTap", "arrays_from_wire", "post_json", "sample_payload", "wire_columns"]
 
 log = logging.getLogger("inferline.serving.tap")
 
@@ -35,6 +37,23 @@ def post_json(url: str, payload: Any, timeout_s: float = 10.0) -> Any:
 def wire_columns(arrays: Mapping[str, np.ndarray]) -> dict[str, list[Any]]:
     """Wire arrays (as ``serving.client.encode_rows`` makes them) -> JSON lists: text, numbers, None for NaN."""
     return {name: _column(values) for name, values in arrays.items()}
+
+
+def arrays_from_wire(columns: Mapping[str, list[Any]], spec: PipelineSpec) -> dict[str, np.ndarray]:
+    """The inverse of ``wire_columns`` for every input column of ``spec``: the arrays Triton's preprocess gets."""
+    missing = [c.name for c in spec.input_columns if c.name not in columns]
+    if missing:
+        raise ValueError(f"samples lack column(s) {missing}; send every input column of {spec.name!r}")
+    arrays: dict[str, np.ndarray] = {}
+    for c in spec.input_columns:
+        values = columns[c.name]
+        if c.triton_dtype == "BYTES":
+            arrays[c.name] = np.array([str(v).encode("utf-8", "surrogateescape") for v in values], dtype=np.object_)
+        elif c.triton_dtype == "FP64":
+            arrays[c.name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        else:
+            arrays[c.name] = np.array(values, dtype=np.int64)
+    return arrays
 
 
 def sample_payload(
