@@ -18,12 +18,9 @@ __all__ = ["bench_monitor_overhead"]
 
 
 def _server(release: Release, workdir: Path, trace: bool, trace_rate: int) -> TritonServer:
-    config = ServerConfig(
-        repository=release.repository,
-        workdir=workdir,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
+    config = ServerConfig.on_free_ports(
+        release.repository,
+        workdir,
         trace_dir=workdir / "trace" if trace else None,
         trace_rate=trace_rate,
         trace_log_frequency=100,

@@ -108,10 +108,7 @@ class Stack:
 
 
 def _triton(repository: Path, workdir: Path) -> TritonServer:
-    config = ServerConfig(
-        repository=repository, workdir=workdir, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
-    )
-    return TritonServer(config).start(timeout_s=120)
+    return TritonServer(ServerConfig.on_free_ports(repository, workdir)).start(timeout_s=120)
 
 
 def _fastapi(run_dir: Path) -> tuple[subprocess.Popen[bytes], int]:

@@ -98,6 +98,18 @@ class ServerConfig:
     trace_log_frequency: int = 100
     extra_args: list[str] = field(default_factory=list)
 
+    @classmethod
+    def on_free_ports(cls, repository: Path, workdir: Path, **options: Any) -> ServerConfig:
+        """127.0.0.1 with free HTTP, gRPC and metrics ports: servers side by side (tests, benchmarks)."""
+        return cls(
+            repository=repository,
+            workdir=workdir,
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=free_port(),
+            **options,
+        )
+
     @property
     def http_url(self) -> str:
         return f"{self.host}:{self.http_port}"

@@ -83,25 +83,15 @@ def private_server(published: Published, root: Path) -> TritonServer:
     """A server of its own on a copy of the published repository, for tests that switch releases or break
     readiness, so the session's shared server is never disturbed. The caller stops it."""
     shutil.copytree(published.repository, root / "triton_models")
-    config = ServerConfig(
-        repository=root / "triton_models",
-        workdir=root / "work",
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-    )
-    return TritonServer(config).start(timeout_s=120)
+    return TritonServer(ServerConfig.on_free_ports(root / "triton_models", root / "work")).start(timeout_s=120)
 
 
 @pytest.fixture(scope="session")
 def triton(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     workdir = tmp_path_factory.mktemp("work")
-    config = ServerConfig(
-        repository=published.repository,
-        workdir=workdir,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
+    config = ServerConfig.on_free_ports(
+        published.repository,
+        workdir,
         trace_dir=workdir / "trace",  # per-request server timings for the monitor tests
         trace_log_frequency=1,  # every request's trace is written as soon as it completes
     )

@@ -5,7 +5,6 @@ sending. Each test starts from release 2 served and release 1 as the previous on
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -27,10 +26,10 @@ from monitor.rules import AlertRule, RuleEngine
 from monitor.service import Monitor, MonitorConfig, MonitorServer
 from serving.client import InferlineClient
 from serving.control import switch_release
-from serving.server import ServerConfig, TritonServer, free_port
+from serving.server import TritonServer, free_port
 from serving.tap import MonitorTap
 
-from .conftest import Published, Receiver
+from .conftest import Published, Receiver, private_server
 
 PREDICTION_DRIFT = AlertRule("prediction_drift", "drift", target="prediction", severity="critical")
 FEATURE_DRIFT = AlertRule("feature_drift", "drift", target="*", severity="critical")
@@ -48,19 +47,9 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A server of its own on a copy of the repository: rollbacks here must not move the other tests' server."""
-    root = tmp_path_factory.mktemp("closed_loop")
-    repository = root / "triton_models"
-    shutil.copytree(published.repository, repository)
-    config = ServerConfig(
-        repository=repository,
-        workdir=root / "work",
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-    )
-    server = TritonServer(config).start(timeout_s=120)
+    server = private_server(published, tmp_path_factory.mktemp("closed_loop"))
     try:
-        yield Stack(repository, server)
+        yield Stack(Path(server.config.repository), server)
     finally:
         server.stop()
 
