@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from export.registry import Registry, RegistryError
-from monitor.alerts import Alert, Alerter
+from monitor.alerts import Alert, Alerter, Severity
 from monitor.rules import Incident
 from serving.control import ReleaseSwitchError, switch_release
 
@@ -45,10 +45,8 @@ class RollbackController:
         self.rollbacks = 0
         self.failures = 0
 
-    def _alert(self, reason: str, severity: str, message: str, **details: Any) -> None:
-        self.alerter.emit(
-            Alert(source="monitor", reason=reason, severity=severity, message=message, details=details)  # type: ignore[arg-type]
-        )
+    def _alert(self, reason: str, severity: Severity, message: str, **details: Any) -> None:
+        self.alerter.emit(Alert(source="monitor", reason=reason, severity=severity, message=message, details=details))
 
     def handle(self, incident: Incident, now: float | None = None) -> dict[str, Any]:
         """Roll back for a newly opened incident (at most once); the outcome is also kept on the incident."""

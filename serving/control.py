@@ -27,7 +27,7 @@ from export.publish import activate
 from export.registry import Registry
 from serving.secrets import ADMIN_HEADER
 
-__all__ = ["ReleaseSwitchError", "SwitchResult", "served_release", "switch_release"]
+__all__ = ["ReleaseSwitchError", "SwitchResult", "switch_release"]
 
 
 class ReleaseSwitchError(RuntimeError):
@@ -54,16 +54,6 @@ def _ready_versions(client: Any, headers: dict[str, str], name: str) -> set[int]
     return {
         int(m["version"]) for m in index if m.get("name") == name and m.get("state") == "READY" and m.get("version")
     }
-
-
-def served_release(url: str, admin_key: str, pipeline: str) -> int | None:
-    """The release whose model version is READY on the server (the highest if several are)."""
-    client = _client(url)
-    try:
-        ready = _ready_versions(client, {ADMIN_HEADER: admin_key}, model_names(pipeline)["model"])
-    finally:
-        client.close()
-    return max(ready) if ready else None
 
 
 def _wait(client: Any, headers: dict[str, str], name: str, versions: set[int], timeout_s: float) -> None:
