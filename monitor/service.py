@@ -128,6 +128,15 @@ class _SlicedHistograms:
         return out
 
 
+@dataclass(frozen=True)
+class _References:
+    """A release's reference profile, parsed: what every drift evaluation of its window compares against."""
+
+    numeric: dict[str, NumericReference]
+    categorical: dict[str, CategoricalReference]
+    prediction: NumericReference
+
+
 @dataclass
 class _ReleaseWindow:
     """The most recent accepted rows of one release: standardized numeric features, category labels, scores."""
@@ -180,14 +189,15 @@ class Monitor:
         self.sampler = UtilizationSampler(config.server_pid, nvml=config.nvml)
         self.utilization: Utilization = self.sampler.sample()
         self.history: deque[dict[str, Any]] = deque(maxlen=config.history)
-        self._releases: dict[str, tuple[FeatureState, dict[str, Any]]] = {}
+        self._releases: dict[str, tuple[FeatureState, _References]] = {}
         self._drift: list[FeatureDrift] = []
         self._drift_release: str | None = None
         self._prediction_histogram: dict[str, Any] | None = None
 
     # --- release artifacts -------------------------------------------------------------------------------
-    def _release(self, release: str) -> tuple[FeatureState, dict[str, Any]]:
-        """The feature state and reference profile published with ``release`` (``fraud:2``), loaded once."""
+    def _release(self, release: str) -> tuple[FeatureState, _References]:
+        """The feature state and reference profile published with ``release`` (``fraud:2``), loaded and parsed
+        once."""
         if release not in self._releases:
             pipeline, _, version = release.partition(":")
             if pipeline != self.spec.name or not version.isdigit():
@@ -198,7 +208,15 @@ class Monitor:
             files = self.registry.release_files(int(version))
             state = FeatureState.load(files["feature_state"])
             state.check(self.spec)
-            self._releases[release] = (state, self.registry.reference_profile(int(version)))
+            profile = self.registry.reference_profile(int(version))
+            references = _References(
+                numeric={name: NumericReference.from_dict(profile["numeric"][name]) for name in state.numeric},
+                categorical={
+                    name: CategoricalReference.from_dict(profile["categorical"][name]) for name in state.categorical
+                },
+                prediction=NumericReference.from_dict(profile["prediction"]),
+            )
+            self._releases[release] = (state, references)
         return self._releases[release]
 
     # --- ingestion ---------------------------------------------------------------------------------------
@@ -321,22 +339,16 @@ class Monitor:
             numeric = np.concatenate(list(w.numeric))
             categorical = np.concatenate(list(w.categorical))
             scores = np.concatenate(list(w.scores))
-        state, profile = self._release(release)
-        prediction_ref = NumericReference.from_dict(profile["prediction"])
+        state, refs = self._release(release)
+        prediction_ref = refs.prediction
         histogram = {
             "edges": prediction_ref.edges,
             "reference_counts": list(prediction_ref.counts),
             "current_counts": [int(c) for c in bin_counts(scores, prediction_ref.edges)],
         }
         report = drift_report(
-            numeric={
-                name: (NumericReference.from_dict(profile["numeric"][name]), numeric[:, i])
-                for i, name in enumerate(state.numeric)
-            },
-            categorical={
-                name: (CategoricalReference.from_dict(profile["categorical"][name]), categorical[:, j])
-                for j, name in enumerate(state.categorical)
-            },
+            numeric={name: (refs.numeric[name], numeric[:, i]) for i, name in enumerate(state.numeric)},
+            categorical={name: (refs.categorical[name], categorical[:, j]) for j, name in enumerate(state.categorical)},
             prediction=(prediction_ref, scores),
             alpha=self.config.alpha,
             min_samples=self.config.min_samples,
