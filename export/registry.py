@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from features.artifacts import atomic_write_json
+from features.artifacts import atomic_write_json, sha256_file
 
 __all__ = ["Registry", "RegistryError"]
 
@@ -111,7 +111,7 @@ class Registry:
                 "republish it with `python -m export publish` or pick another version"
             )
         for key, name in (("onnx_sha256", "model"), ("feature_state_sha256", "feature_state")):
-            actual = hashlib.sha256(files[name].read_bytes()).hexdigest()
+            actual = sha256_file(files[name])
             if manifest.get(key) != actual:
                 raise RegistryError(
                     f"{files[name]} does not match release {self.pipeline}:{v}'s manifest ({key} "
