@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,8 +16,10 @@ from typing import Any
 import pandas as pd
 
 from serving.client import InferlineClient, InferlineError
+from serving.gateway import GatewayLimits
 from serving.secrets import admin_key
-from serving.server import ServerConfig, ServerError, TritonServer, state_path
+from serving.server import ServerConfig, state_path
+from serving.supervisor import Supervisor, SupervisorConfig, exit_cause
 
 
 def _read_state(workdir: Path) -> dict[str, Any] | None:
@@ -39,49 +43,80 @@ def _versions(url: str, key: str) -> list[dict[str, Any]]:
         client.close()
 
 
-def _up(args: argparse.Namespace) -> int:
-    state = _read_state(args.workdir)
-    if state and _alive(state["pid"]):
-        print(f"already running (pid {state['pid']}, http {state['http']}); `python -m serving down` first")
-        return 1
-    config = ServerConfig(
+def _supervisor_config(args: argparse.Namespace) -> SupervisorConfig:
+    server = ServerConfig(
         repository=Path(args.repository),
         workdir=Path(args.workdir),
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
+        exit_timeout_s=args.exit_timeout,
         trace_dir=None if args.no_trace else Path(args.workdir) / "trace",
         trace_rate=args.trace_rate,
         trace_log_frequency=10,
     )
-    server = TritonServer(config)
-    t0 = time.monotonic()
-    try:
-        server.start(timeout_s=args.timeout, detach=not args.foreground)
-    except ServerError as exc:
-        print(f"serving up FAILED: {exc}", file=sys.stderr)
-        server.stop()
-        return 1
-    info = server.save_record()
-    print(
-        json.dumps(
-            {
-                **info,
-                "ready_s": round(time.monotonic() - t0, 2),
-                "loaded": _versions(config.http_url, server.admin_key),
-            },
-            indent=2,
-        )
+    limits = GatewayLimits(
+        max_body_bytes=args.max_body_bytes, max_inflight=args.max_inflight, max_queued=args.max_queued
     )
+    return SupervisorConfig(
+        server=server,
+        gateway_port=None if args.no_gateway else args.gateway_port,
+        gateway_limits=limits,
+        metrics_port=args.supervisor_metrics_port,
+        max_restarts=args.max_restarts,
+        ready_timeout_s=args.timeout,
+    )
+
+
+def _print_ready(record: dict[str, Any], started: float, key: str) -> None:
+    loaded = _versions(record["http"], key)
+    print(json.dumps({**record, "ready_s": round(time.monotonic() - started, 2), "loaded": loaded}, indent=2))
+    sys.stdout.flush()
+
+
+def _up(args: argparse.Namespace) -> int:
+    state = _read_state(args.workdir)
+    if state and _alive(state.get("supervisor_pid", state["pid"])):
+        print(f"already running (pid {state['pid']}, http {state['http']}); `python -m serving down` first")
+        return 1
+    started = time.monotonic()
+    key = admin_key(args.workdir)
     if args.foreground:
-        assert server.process is not None  # started above
-        signal.signal(signal.SIGTERM, lambda *_: server.stop())
-        try:
-            server.process.wait()
-        except KeyboardInterrupt:
-            server.stop()
-        state_path(args.workdir).unlink(missing_ok=True)
+        supervisor = Supervisor(_supervisor_config(args))
+        return asyncio.run(supervisor.run(on_ready=lambda record: _print_ready(record, started, key)))
+    # detached: the same command in the foreground, in a session of its own, its output in the work directory
+    log_path = Path(args.workdir) / "serving" / "supervisor.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    argv = [a for a in (args.argv or sys.argv[1:]) if a != "--foreground"] + ["--foreground"]
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "serving", *argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = started + args.timeout + 10
+    while time.monotonic() < deadline:
+        state = _read_state(args.workdir)
+        if child.poll() is not None or (
+            state and state.get("supervisor_pid") == child.pid and state["state"] != "starting"
+        ):
+            break
+        time.sleep(0.1)  # polling the supervisor's state file
+    state = _read_state(args.workdir)
+    if child.poll() is not None or not state or state.get("state") != "ready":
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+        print(
+            f"serving up FAILED (supervisor {exit_or_running(child)}); last lines of {log_path}:\n{tail}",
+            file=sys.stderr,
+        )
+        if child.poll() is None:
+            child.terminate()
+            child.wait(30)
+        return 1
+    _print_ready(state, started, key)
     return 0
+
+
+def exit_or_running(child: subprocess.Popen[bytes]) -> str:
+    return "running" if child.poll() is None else exit_cause(child.returncode)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -89,9 +124,18 @@ def _status(args: argparse.Namespace) -> int:
     if not state:
         print("down (no server started from this work directory)")
         return 3
-    if not _alive(state["pid"]):
-        print(f"down: pid {state['pid']} is gone (crashed or killed); see {state['log']}")
+    owner = state.get("supervisor_pid", state["pid"])
+    if not _alive(owner):
+        print(f"down: pid {owner} is gone (crashed or killed); see {state['log']}")
         return 3
+    if state.get("state") == "failed":
+        crash = state.get("last_crash") or {}
+        print(f"down: the server kept crashing and is not restarted (last: {crash.get('cause')}); see {state['log']}")
+        return 3
+    if state.get("state") != "ready" or not _alive(state["pid"]):
+        crash = state.get("last_crash") or {}
+        print(f"down, restarting: tritonserver pid {state['pid']} exited ({crash.get('cause', 'starting')})")
+        return 2
     try:
         loaded = _versions(state["http"], admin_key(args.workdir))
     except Exception as exc:  # noqa: BLE001
@@ -127,18 +171,20 @@ def _apply(args: argparse.Namespace) -> int:
 
 def _down(args: argparse.Namespace) -> int:
     state = _read_state(args.workdir)
-    if not state or not _alive(state["pid"]):
+    if not state or not _alive(state.get("supervisor_pid", state["pid"])):
         print("not running")
         state_path(args.workdir).unlink(missing_ok=True)
         return 0
-    os.kill(state["pid"], signal.SIGTERM)
+    owner = state.get("supervisor_pid", state["pid"])
+    os.kill(owner, signal.SIGTERM)  # the supervisor drains the gateway, then stops tritonserver
     deadline = time.monotonic() + args.timeout
-    while _alive(state["pid"]) and time.monotonic() < deadline:
-        time.sleep(0.1)  # polling for the process to exit
-    if _alive(state["pid"]):
-        os.kill(state["pid"], signal.SIGKILL)
+    while (_alive(owner) or _alive(state["pid"])) and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling for the processes to exit
+    for pid in (owner, state["pid"]):
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
     state_path(args.workdir).unlink(missing_ok=True)
-    print(f"stopped pid {state['pid']}")
+    print(f"stopped pid {owner}")
     return 0
 
 
@@ -202,6 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--no-trace", action="store_true", help="no request traces (the monitor then has no server timings)"
     )
+    up.add_argument("--exit-timeout", type=int, default=10, help="seconds to drain in-flight requests on stop")
+    up.add_argument("--gateway-port", type=int, default=8080, help="the validating edge (what callers should reach)")
+    up.add_argument("--no-gateway", action="store_true", help="serve Triton's ports only")
+    up.add_argument("--max-inflight", type=int, default=GatewayLimits.max_inflight, help="requests on Triton at once")
+    up.add_argument(
+        "--max-queued", type=int, default=GatewayLimits.max_queued, help="requests waiting; beyond: 503 at once"
+    )
+    up.add_argument("--max-body-bytes", type=int, default=GatewayLimits.max_body_bytes, help="larger bodies: 413")
+    up.add_argument("--supervisor-metrics-port", type=int, default=8003, help="restarts, gateway counters")
+    up.add_argument("--max-restarts", type=int, default=5, help="crashes within 5 minutes before giving up")
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C drains and stops")
     up.set_defaults(func=_up)
     st = sub.add_parser("status", help="is the server up, and which versions are loaded")
@@ -229,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     dm.add_argument("--keep-serving", action="store_true", help="leave the server running after the summary")
     dm.set_defaults(func=_demo)
     args = parser.parse_args(argv)
+    args.argv = argv
     return int(args.func(args))
 
 

@@ -2,17 +2,27 @@
 
 ``predict(rows)`` takes raw rows (a DataFrame or a list of dicts with the pipeline's raw columns), encodes one
 tensor per column as the contract fixes (strings and timestamps as BYTES, ISO-8601 with offset; money FP64;
-integers INT64; an empty string is a null), splits them into requests of at most ``max_batch_size`` rows, retries
-transient failures with exponential backoff within a deadline, and returns every row's probabilities, predicted
-class, status (``ok`` or a validation reason) and the release that answered.
+integers INT64; an empty string is a null), splits them into requests of at most ``max_batch_size`` rows, and
+returns every row's probabilities, predicted class, status (``ok`` or a validation reason) and the release that
+answered.
+
+Failures are typed. An overloaded or restarting server (503, ``UNAVAILABLE``, a refused or reset connection) is
+retried with capped exponential backoff and full jitter until the request's deadline (``timeout_s``); a request the
+server refuses (400) is not retried (``RequestRefused``). A passed deadline raises ``DeadlineExceeded`` and a set
+``cancel`` event raises ``Cancelled``; neither is retried, so no request is sent twice after its caller gave up.
+With ``errors="record"`` a request that still fails marks its rows ``failed:<kind>`` instead of raising, so every
+row ends with exactly one prediction or one recorded failure.
 """
 
 from __future__ import annotations
 
+import queue
+import random
 import time
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from threading import Event
 from typing import Any, Literal
 
 import numpy as np
@@ -21,29 +31,92 @@ import pandas as pd
 from features.spec import Column, PipelineSpec, load_pipeline
 from serving.secrets import ADMIN_HEADER
 
-__all__ = ["InferlineClient", "InferlineError", "PredictionTap", "Predictions", "Protocol", "encode_rows"]
+__all__ = [
+    "Cancelled",
+    "DeadlineExceeded",
+    "InferlineClient",
+    "InferlineError",
+    "PredictionTap",
+    "Predictions",
+    "Protocol",
+    "RequestRefused",
+    "Unavailable",
+    "encode_rows",
+]
 
 Protocol = Literal["http", "grpc"]
+# what an overloaded, restarting or unreachable server answers: worth another attempt after a backoff
 RETRYABLE = (
     "UNAVAILABLE",
+    "RESOURCE_EXHAUSTED",
+    "overloaded",
+    "restarting",
+    "shutting down",
     "Connection refused",
     "connection reset",
     "Broken pipe",
     "Exceeds maximum queue size",
-    "Request timeout expired",
-    "RESOURCE_EXHAUSTED",
     "Failed to connect",
     "Socket closed",
+    "Remote end closed",
+    "connection closed",
 )
+DEADLINE = ("DEADLINE_EXCEEDED", "Deadline Exceeded", "timed out", "Request timeout expired")
 
 
 class InferlineError(RuntimeError):
-    """A request the server refused or could not answer; ``retryable`` tells whether trying again may help."""
+    """A request the server refused or could not answer; ``retryable`` tells whether trying again later may help,
+    ``attempts`` how many times it was sent."""
 
-    def __init__(self, message: str, status: str | None = None, retryable: bool = False) -> None:
+    kind = "error"
+
+    def __init__(self, message: str, status: str | None = None, retryable: bool = False, attempts: int = 0) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+        self.attempts = attempts
+
+
+class Unavailable(InferlineError):
+    """Overloaded, restarting or unreachable through every attempt within the deadline."""
+
+    kind = "unavailable"
+
+
+class RequestRefused(InferlineError):
+    """The server refused the request itself (a 4xx or ``INVALID_ARGUMENT``): sending it again would not help."""
+
+    kind = "refused"
+
+
+class DeadlineExceeded(InferlineError):
+    """The request's deadline (``timeout_s``) passed; it is not retried."""
+
+    kind = "deadline_exceeded"
+
+
+class Cancelled(InferlineError):
+    """The caller set the ``cancel`` event; requests not yet answered are not sent (or, over gRPC, are cancelled)."""
+
+    kind = "cancelled"
+    done_rows = 0  # rows answered before the cancel (predict sets it)
+
+
+def classify(exc: BaseException, protocol: str, url: str, model: str, attempts: int) -> InferlineError:
+    """The typed error for one failed attempt."""
+    from tritonclient.utils import InferenceServerException
+
+    text = str(exc)
+    status = exc.status() if isinstance(exc, InferenceServerException) else type(exc).__name__
+    message = f"{protocol} request to model {model!r} at {url} failed after {attempts} attempt(s): {text}"
+    lowered = f"{status} {text}".lower()
+    if isinstance(exc, TimeoutError) or any(m.lower() in lowered for m in DEADLINE):
+        return DeadlineExceeded(message, status, retryable=False, attempts=attempts)
+    if str(status) in ("503", "429", "502", "504") or any(m.lower() in lowered for m in RETRYABLE):
+        return Unavailable(message, status, retryable=True, attempts=attempts)
+    if isinstance(exc, ConnectionError | OSError):
+        return Unavailable(message, status, retryable=True, attempts=attempts)
+    return RequestRefused(message, status, retryable=False, attempts=attempts)
 
 
 @dataclass
@@ -53,10 +126,16 @@ class Predictions:
     status: list[str]
     release: list[str]
     latencies_s: list[float] = field(default_factory=list)  # one per request sent
+    errors: list[InferlineError] = field(default_factory=list)  # requests recorded as failed (errors="record")
 
     @property
     def ok(self) -> np.ndarray:
         return np.array([s == "ok" for s in self.status], dtype=bool)
+
+    @property
+    def failed(self) -> np.ndarray:
+        """Rows whose request failed (``failed:<kind>``): no prediction, NaN probabilities, class -1."""
+        return np.array([s.startswith("failed:") for s in self.status], dtype=bool)
 
     def __len__(self) -> int:
         return len(self.status)
@@ -100,8 +179,9 @@ class InferlineClient:
         protocol: Protocol = "http",
         pipeline: str = "fraud",
         timeout_s: float = 10.0,
-        retries: int = 3,
+        retries: int = 8,
         backoff_s: float = 0.05,
+        backoff_max_s: float = 2.0,
         max_batch_size: int | None = None,
         admin_key: str | None = None,
         tap: PredictionTap | None = None,
@@ -109,7 +189,8 @@ class InferlineClient:
         if protocol not in ("http", "grpc"):
             raise ValueError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
         self.url, self.protocol, self.timeout_s = url, protocol, timeout_s
-        self.retries, self.backoff_s = retries, backoff_s
+        self.retries, self.backoff_s, self.backoff_max_s = retries, backoff_s, backoff_max_s
+        self._random = random.Random()
         self.tap = tap
         self.spec = load_pipeline(pipeline)
         self.model = pipeline
@@ -164,57 +245,110 @@ class InferlineClient:
             inputs.append(inp)
         return inputs
 
-    def _infer_once(self, arrays: Mapping[str, np.ndarray]) -> Any:
+    def _infer_once(self, arrays: Mapping[str, np.ndarray], remaining_s: float, cancel: Event | None) -> Any:
         outputs = [self._m.InferRequestedOutput(n) for n in ("probabilities", "predicted_class", "status", "release")]
-        if self.protocol == "http":
-            return self._client.infer(
-                self.model, self._inputs(arrays), outputs=outputs, timeout=int(self.timeout_s * 1e6)
-            )
-        return self._client.infer(self.model, self._inputs(arrays), outputs=outputs, client_timeout=self.timeout_s)
+        if self.protocol == "http":  # the deadline is the connection's network timeout (timeout_s)
+            return self._client.infer(self.model, self._inputs(arrays), outputs=outputs)
+        answers: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
+        call = self._client.async_infer(
+            self.model,
+            self._inputs(arrays),
+            callback=lambda result, error: answers.put((result, error)),
+            outputs=outputs,
+            client_timeout=max(remaining_s, 1e-3),
+        )
+        while True:  # wait for the answer, cancelling the call in flight if the caller gives up
+            try:
+                result, error = answers.get(timeout=0.05)
+                break
+            except queue.Empty:
+                if cancel is not None and cancel.is_set():
+                    call.cancel()
+                    raise Cancelled(f"grpc request to model {self.model!r} cancelled by the caller") from None
+        if error is not None:
+            raise error
+        return result
 
-    def _infer(self, arrays: Mapping[str, np.ndarray]) -> Any:
+    def _infer(self, arrays: Mapping[str, np.ndarray], cancel: Event | None = None) -> Any:
         from tritonclient.utils import InferenceServerException
 
         deadline = time.monotonic() + self.timeout_s
         attempt = 0
         while True:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"request to model {self.model!r} cancelled by the caller", attempts=attempt)
+            attempt += 1
             try:
-                return self._infer_once(arrays)
-            except (InferenceServerException, ConnectionError, OSError) as exc:
-                text = str(exc)
-                retryable = any(marker.lower() in text.lower() for marker in RETRYABLE)
-                attempt += 1
-                delay = self.backoff_s * (2 ** (attempt - 1))
-                if not retryable or attempt > self.retries or time.monotonic() + delay > deadline:
-                    status = exc.status() if isinstance(exc, InferenceServerException) else type(exc).__name__
-                    raise InferlineError(
-                        f"{self.protocol} request to model {self.model!r} at {self.url} failed after {attempt} "
-                        f"attempt(s): {text}",
-                        status=status,
-                        retryable=retryable,
-                    ) from exc
+                return self._infer_once(arrays, deadline - time.monotonic(), cancel)
+            except Cancelled as exc:
+                exc.attempts = attempt
+                raise
+            except (InferenceServerException, OSError) as exc:
+                error = classify(exc, self.protocol, self.url, self.model, attempt)
+            # full jitter: a burst of rejected clients does not come back in lockstep
+            delay = self._random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2**attempt))
+            if not error.retryable or attempt > self.retries:
+                raise error
+            if time.monotonic() + delay > deadline:
+                raise DeadlineExceeded(
+                    f"{error} (no time left for another attempt within the {self.timeout_s}s deadline)",
+                    error.status,
+                    attempts=attempt,
+                )
+            if cancel is not None:
+                cancel.wait(delay)  # backoff, ended early by a cancel
+            else:
                 time.sleep(delay)  # backoff between retries
 
-    def predict(self, rows: pd.DataFrame | Sequence[Mapping[str, Any]]) -> Predictions:
+    def predict(
+        self,
+        rows: pd.DataFrame | Sequence[Mapping[str, Any]],
+        errors: Literal["raise", "record"] = "raise",
+        cancel: Event | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Predictions:
+        """Score ``rows``. ``errors="record"`` marks the rows of a request that failed for good ``failed:<kind>``
+        (``Predictions.failed``, ``Predictions.errors``) instead of raising; ``cancel`` stops at once with
+        ``Cancelled`` (its ``done_rows`` were answered); ``progress`` is called with the rows answered so far."""
+        if errors not in ("raise", "record"):
+            raise ValueError(f"errors must be 'raise' or 'record', got {errors!r}")
         arrays = encode_rows(rows, self.spec)
         n = len(next(iter(arrays.values())))
+        n_classes = len(self.spec.classes)
         probs, classes, status, release, latencies = [], [], [], [], []
+        failures: list[InferlineError] = []
         for start in range(0, n, self.max_batch_size):
             chunk = {k: v[start : start + self.max_batch_size] for k, v in arrays.items()}
+            size = len(next(iter(chunk.values())))
             t0 = time.perf_counter()
-            result = self._infer(chunk)
-            latencies.append(time.perf_counter() - t0)
-            probs.append(result.as_numpy("probabilities"))
-            classes.append(result.as_numpy("predicted_class").reshape(-1))
-            status += [s.decode() for s in result.as_numpy("status").reshape(-1)]
-            release += [s.decode() for s in result.as_numpy("release").reshape(-1)]
-        n_classes = len(self.spec.classes)
+            try:
+                result = self._infer(chunk, cancel)
+            except Cancelled as exc:
+                exc.done_rows = start
+                raise
+            except InferlineError as exc:
+                if errors == "raise":
+                    raise
+                failures.append(exc)
+                probs.append(np.full((size, n_classes), np.nan, np.float32))
+                classes.append(np.full(size, -1, np.int64))
+                status += [f"failed:{exc.kind}"] * size
+                release += [""] * size
+            else:
+                latencies.append(time.perf_counter() - t0)
+                probs.append(result.as_numpy("probabilities"))
+                classes.append(result.as_numpy("predicted_class").reshape(-1))
+                status += [s.decode() for s in result.as_numpy("status").reshape(-1)]
+                release += [s.decode() for s in result.as_numpy("release").reshape(-1)]
+            if progress is not None:
+                progress(start + size)
         predictions = Predictions(
             probabilities=np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32),
             predicted_class=np.concatenate(classes) if classes else np.zeros(0, np.int64),
             status=status,
             release=release,
             latencies_s=latencies,
+            errors=failures,
         )
         if self.tap is not None and n:
             self.tap.record(arrays, predictions, self.model)

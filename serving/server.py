@@ -243,7 +243,7 @@ class TritonServer:
             "grpc": c.grpc_url,
             "metrics": c.metrics_url,
             "repository": str(Path(c.repository).resolve()),
-            "log": str(self.log_path),
+            "log": str(self.log_path.resolve()),
             "trace_dir": str(Path(c.trace_dir).resolve()) if c.trace_dir is not None else None,
             "releases": published_pipelines(Path(c.repository)),
         }

@@ -1,0 +1,486 @@
+"""The validating edge in front of Triton: the Open Inference Protocol (KServe v2) REST endpoints that inferline
+serves to callers, and nothing else.
+
+Why it exists: the bundled Triton 2.51 answers some malformed requests with 500 and aborts on one request declaring
+a huge shape (std::bad_alloc, measured; SECURITY.md), has no request-size limit, and any queue policy stalls its
+dynamic batcher. The gateway refuses what Triton mishandles before it reaches Triton, and bounds the work in flight:
+
+- bodies over ``max_body_bytes`` get 413, a missing length 411, a compressed body 415;
+- inference bodies are checked against the protocol (JSON shape, datatypes, declared shape vs the data or the binary
+  tensor sizes, at most ``max_elements`` per input): 400 with what was received and what was expected;
+- at most ``max_inflight`` requests run on Triton and ``max_queued`` wait (for at most ``queue_timeout_s``); beyond
+  that a request gets 503 ``overloaded`` at once, with ``Retry-After``. A restarting Triton gives 503 too;
+- admin APIs (model repository, logging, trace, shared memory, statistics) are not served at the edge (403): they
+  stay on Triton's loopback port behind the admin key;
+- on shutdown it stops admitting (503) and lets what is in flight finish.
+
+Valid requests are forwarded byte for byte; Triton's answers are returned as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+__all__ = ["Gateway", "GatewayLimits", "RequestRejected", "check_infer_request"]
+
+# element size in bytes of each fixed-size datatype of the protocol; BYTES is length-prefixed
+ITEMSIZE = {
+    "BOOL": 1,
+    "UINT8": 1,
+    "UINT16": 2,
+    "UINT32": 4,
+    "UINT64": 8,
+    "INT8": 1,
+    "INT16": 2,
+    "INT32": 4,
+    "INT64": 8,
+    "FP16": 2,
+    "FP32": 4,
+    "FP64": 8,
+}
+DATATYPES = (*ITEMSIZE, "BYTES")
+_INT_RANGE = {
+    "UINT8": (0, 2**8 - 1),
+    "UINT16": (0, 2**16 - 1),
+    "UINT32": (0, 2**32 - 1),
+    "UINT64": (0, 2**64 - 1),
+    "INT8": (-(2**7), 2**7 - 1),
+    "INT16": (-(2**15), 2**15 - 1),
+    "INT32": (-(2**31), 2**31 - 1),
+    "INT64": (-(2**63), 2**63 - 1),
+}
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+_RESTRICTED = ("/v2/repository", "/v2/logging", "/v2/trace", "/v2/systemsharedmemory", "/v2/cudasharedmemory")
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+@dataclass(frozen=True)
+class GatewayLimits:
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_elements: int = 1 << 20  # per input tensor
+    max_inflight: int = 64
+    max_queued: int = 256
+    queue_timeout_s: float = 5.0
+    upstream_timeout_s: float = 30.0
+    retry_after_s: int = 1
+
+
+class RequestRejected(Exception):
+    """A request refused at the edge: ``status`` is the HTTP code, ``reason`` the metric label."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason = status, reason
+
+
+def _invalid(message: str) -> RequestRejected:
+    return RequestRejected(400, "invalid_request", message)
+
+
+def _flatten(data: Any, depth: int = 0) -> list[Any]:
+    """The elements of a (nested) JSON list in row-major order."""
+    if depth > 32:
+        raise _invalid("input 'data' is nested more than 32 levels deep; send a flat list in row-major order")
+    if not isinstance(data, list):
+        return [data]
+    out: list[Any] = []
+    for item in data:
+        out.extend(_flatten(item, depth + 1) if isinstance(item, list) else [item])
+    return out
+
+
+def _check_element(name: str, datatype: str, value: Any) -> None:
+    ok: bool
+    if datatype == "BOOL":
+        ok = isinstance(value, bool)
+    elif datatype == "BYTES":
+        ok = isinstance(value, str)
+    elif datatype in _INT_RANGE:
+        lo, hi = _INT_RANGE[datatype]
+        ok = isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+    else:  # FP16/32/64: JSON numbers; NaN and Inf are not JSON, the binary extension carries them
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok:
+        raise _invalid(
+            f"input {name!r} is {datatype} but holds {json.dumps(value)[:40]} ({type(value).__name__}); "
+            f"send {_EXPECT[datatype]}"
+        )
+
+
+_EXPECT = {
+    "BOOL": "true/false",
+    "BYTES": "JSON strings (or the binary extension)",
+    "FP16": "finite JSON numbers",
+    "FP32": "finite JSON numbers",
+    "FP64": "finite JSON numbers",
+} | {t: f"integers in [{lo}, {hi}]" for t, (lo, hi) in _INT_RANGE.items()}
+
+
+def _check_bytes_elements(name: str, blob: bytes, count: int) -> None:
+    """BYTES in the binary extension: ``count`` elements, each a 4-byte little-endian length and the bytes."""
+    offset = seen = 0
+    while seen < count and offset + 4 <= len(blob):
+        (length,) = struct.unpack_from("<I", blob, offset)
+        offset += 4 + length
+        seen += 1
+    if seen != count or offset != len(blob):
+        raise _invalid(
+            f"input {name!r}: its {len(blob)} binary bytes do not hold exactly {count} length-prefixed BYTES "
+            "elements (4-byte little-endian length, then the bytes, per element)"
+        )
+
+
+def _check_parameters(where: str, parameters: Any) -> None:
+    if parameters is None:
+        return
+    if not isinstance(parameters, dict):
+        raise _invalid(f"{where} 'parameters' must be a JSON object, got {type(parameters).__name__}")
+    for key, value in parameters.items():
+        if not isinstance(value, bool | int | str) or (isinstance(value, int) and not -(2**63) <= value < 2**64):
+            raise _invalid(f"{where} parameter {key!r} must be a boolean, an int64 or a string, got {value!r}"[:200])
+
+
+def _check_input(index: int, tensor: Any, limits: GatewayLimits, binary: bytes, offset: int) -> int:
+    """Check one input tensor; return the offset in the binary section after it."""
+    if not isinstance(tensor, dict):
+        raise _invalid(f"inputs[{index}] must be a JSON object, got {type(tensor).__name__}")
+    name = tensor.get("name")
+    if not isinstance(name, str) or not name:
+        raise _invalid(f"inputs[{index}] needs a non-empty string 'name', got {name!r}"[:200])
+    datatype = tensor.get("datatype")
+    if datatype not in DATATYPES:
+        raise _invalid(f"input {name!r} has datatype {datatype!r}; expected one of {', '.join(DATATYPES)}"[:300])
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise _invalid(f"input {name!r} needs 'shape' as a list of integers, got {shape!r}"[:200])
+    if any(d < 0 for d in shape):
+        raise _invalid(f"input {name!r} has a negative dimension in shape {shape}")
+    elements = math.prod(shape)
+    if elements > limits.max_elements:
+        raise _invalid(
+            f"input {name!r} declares shape {shape} = {elements} elements; the limit is {limits.max_elements} "
+            "per input (GatewayLimits.max_elements); split the request"
+        )
+    parameters = tensor.get("parameters")
+    _check_parameters(f"input {name!r}", parameters)
+    size = (parameters or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise _invalid(f"input {name!r}: binary_data_size must be a non-negative integer, got {size!r}")
+        if "data" in tensor:
+            raise _invalid(f"input {name!r} has both 'data' and binary_data_size; send one of them")
+        if offset + size > len(binary):
+            raise _invalid(
+                f"input {name!r} declares {size} binary bytes but only {len(binary) - offset} remain after the "
+                f"JSON header ({HEADER_LENGTH} and the body disagree)"
+            )
+        if datatype == "BYTES":
+            _check_bytes_elements(name, binary[offset : offset + size], elements)
+        elif size != elements * ITEMSIZE[datatype]:
+            raise _invalid(
+                f"input {name!r} is {datatype} with shape {shape}: expected {elements * ITEMSIZE[datatype]} binary "
+                f"bytes, got binary_data_size {size}"
+            )
+        return offset + size
+    if "data" not in tensor:
+        raise _invalid(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
+    values = _flatten(tensor["data"])
+    if len(values) != elements:
+        raise _invalid(
+            f"input {name!r} declares shape {shape} = {elements} elements but 'data' holds {len(values)}; "
+            "make them agree"
+        )
+    for value in values:
+        _check_element(name, datatype, value)
+    return offset
+
+
+def check_infer_request(body: bytes, header_length: str | None, limits: GatewayLimits) -> None:
+    """Refuse (``RequestRejected``) an inference body that does not follow the protocol or exceeds the limits."""
+    json_part, binary = body, b""
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise _invalid(
+                f"{HEADER_LENGTH} is {header_length[:30]!r}; expected the JSON header's byte length, "
+                f"at most the body's {len(body)} bytes"
+            )
+        json_part, binary = body[: int(header_length)], body[int(header_length) :]
+    try:
+        request = json.loads(json_part)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = str(exc)[:120]
+        raise _invalid(f"the request body is not valid JSON ({reason}); send an inference request object") from None
+    if not isinstance(request, dict):
+        raise _invalid(f"the request body must be a JSON object, got {type(request).__name__}")
+    if "id" in request and not isinstance(request["id"], str):
+        raise _invalid(f"'id' must be a string, got {type(request['id']).__name__}")
+    _check_parameters("the request", request.get("parameters"))
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise _invalid("'inputs' must be a non-empty list of input tensors {name, shape, datatype, data}")
+    offset = 0
+    for index, tensor in enumerate(inputs):
+        offset = _check_input(index, tensor, limits, binary, offset)
+    if offset != len(binary):
+        raise _invalid(
+            f"the body carries {len(binary)} binary bytes after the JSON header but the inputs declare {offset}"
+        )
+    outputs = request.get("outputs", [])
+    if not isinstance(outputs, list):
+        raise _invalid(f"'outputs' must be a list, got {type(outputs).__name__}")
+    for index, output in enumerate(outputs):
+        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+            raise _invalid(f"outputs[{index}] must be an object with a string 'name'")
+        _check_parameters(f"output {output['name']!r}", output.get("parameters"))
+
+
+def _error(status: int, message: str, retry_after: int | None = None) -> web.Response:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+class Gateway:
+    """An aiohttp application forwarding the public protocol endpoints to Triton at ``upstream`` (host:port)."""
+
+    def __init__(
+        self, upstream: str, limits: GatewayLimits | None = None, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.upstream = f"http://{upstream}"
+        self.limits = limits or GatewayLimits()
+        self.registry = registry or CollectorRegistry()
+        self.inflight = 0
+        self.queued = 0
+        self.draining = False
+        self.available = True  # False while the supervisor restarts the model server
+        self._slots: asyncio.Semaphore | None = None
+        self._idle: asyncio.Event | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self.requests = Counter(
+            "inferline_gateway_requests",
+            "Requests answered at the edge, by route and HTTP status",
+            ["route", "code"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "inferline_gateway_rejected_requests",
+            "Requests refused at the edge without reaching the model server, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.forwarded = Counter(
+            "inferline_gateway_forwarded_requests",
+            "Requests forwarded to the model server, by route",
+            ["route"],
+            registry=self.registry,
+        )
+        Gauge(
+            "inferline_gateway_inflight_requests", "Requests running on the model server", registry=self.registry
+        ).set_function(lambda: self.inflight)
+        Gauge("inferline_gateway_queued_requests", "Requests waiting for a slot", registry=self.registry).set_function(
+            lambda: self.queued
+        )
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.limits.max_body_bytes)
+        get = self._route("metadata", self._forward_get)
+        r = app.router
+        for path in (
+            "/v2",
+            "/v2/health/live",
+            "/v2/health/ready",
+            "/v2/models/{model}",
+            "/v2/models/{model}/ready",
+            "/v2/models/{model}/versions/{version}",
+            "/v2/models/{model}/versions/{version}/ready",
+        ):
+            r.add_get(path, get, allow_head=False)
+        infer = self._route("infer", self._infer)
+        r.add_post("/v2/models/{model}/infer", infer)
+        r.add_post("/v2/models/{model}/versions/{version}/infer", infer)
+        r.add_route("*", "/{tail:.*}", self._route("other", self._other))
+        return app
+
+    def _route(
+        self, route: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            try:
+                self._check_names(request)
+                response = await handler(request)
+            except RequestRejected as exc:
+                self.rejected.labels(exc.reason).inc()
+                retry = self.limits.retry_after_s if exc.status == 503 else None
+                response = _error(exc.status, str(exc), retry)
+            self.requests.labels(route, str(response.status)).inc()
+            return response
+
+        return handle
+
+    @staticmethod
+    def _check_names(request: web.Request) -> None:
+        model = request.match_info.get("model")
+        if model is not None and (not _NAME.match(model) or ".." in model):
+            raise _invalid(
+                f"model name {model[:80]!r} is not valid: letters, digits, '_', '-' and '.' only (no '..'), "
+                "at most 128 characters"
+            )
+        version = request.match_info.get("version")
+        if version is not None and not (version.isdigit() and len(version) <= 18):
+            raise _invalid(f"model version {version[:40]!r} is not valid: a positive integer")
+
+    async def _other(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path.startswith(_RESTRICTED) or path.endswith("/stats") or path.endswith("/config"):
+            raise RequestRejected(
+                403,
+                "restricted",
+                f"{request.method} {path[:100]} is an admin API, not served at the edge; use the model server's "
+                "loopback port with the admin key",
+            )
+        raise RequestRejected(
+            404 if request.method in ("GET", "POST") else 405,
+            "not_found",
+            f"{request.method} {path[:100]} is not an endpoint of the inference protocol served here "
+            "(see serving/openapi/kserve-v2.yaml)",
+        )
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+            raise RequestRejected(
+                415,
+                "compressed",
+                f"Content-Encoding {request.headers['Content-Encoding'][:30]!r} is not accepted at the edge; "
+                "send the body uncompressed",
+            )
+        if request.content_length is None:
+            raise RequestRejected(411, "no_length", "a Content-Length header is required (no chunked bodies)")
+        if request.content_length > self.limits.max_body_bytes:
+            raise RequestRejected(
+                413,
+                "body_too_large",
+                f"the body is {request.content_length} bytes; the limit is {self.limits.max_body_bytes} "
+                "(GatewayLimits.max_body_bytes): send fewer rows per request",
+            )
+        return await request.read()
+
+    async def _infer(self, request: web.Request) -> web.StreamResponse:
+        body = await self._read_body(request)
+        check_infer_request(body, request.headers.get(HEADER_LENGTH), self.limits)
+        headers = {k: request.headers[k] for k in ("Content-Type", HEADER_LENGTH) if k in request.headers}
+        async with self._admitted():
+            return await self._forward("infer", request, "POST", body, headers)
+
+    async def _forward_get(self, request: web.Request) -> web.StreamResponse:
+        return await self._forward("metadata", request, "GET", None, {})
+
+    async def _forward(
+        self, route: str, request: web.Request, method: str, body: bytes | None, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        assert self._session is not None, "Gateway.start() first"
+        self.forwarded.labels(route).inc()
+        try:
+            async with self._session.request(
+                method, self.upstream + request.rel_url.raw_path, data=body, headers=headers
+            ) as upstream:
+                payload = await upstream.read()
+                keep = ("Content-Type", HEADER_LENGTH, "Content-Encoding")
+                return web.Response(
+                    status=upstream.status,
+                    body=payload,
+                    headers={k: upstream.headers[k] for k in keep if k in upstream.headers},
+                )
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            raise RequestRejected(
+                503,
+                "upstream_unavailable",
+                f"the model server did not answer ({type(exc).__name__}); it may be restarting: retry after "
+                f"{self.limits.retry_after_s}s",
+            ) from exc
+
+    def _admitted(self) -> _Admission:
+        return _Admission(self)
+
+    async def start(self, host: str, port: int) -> None:
+        self._slots = asyncio.Semaphore(self.limits.max_inflight)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.limits.upstream_timeout_s),
+            connector=aiohttp.TCPConnector(limit=self.limits.max_inflight + 8),
+            auto_decompress=False,
+        )
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stop admitting (503 ``draining``) and wait up to ``timeout_s`` for the requests in flight; returns how
+        many were still running when the wait ended (0 when all finished)."""
+        self.draining = True
+        if self._idle is not None and self.inflight:
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout_s)
+            except TimeoutError:
+                pass
+        return self.inflight
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+
+class _Admission:
+    """At most ``max_inflight`` requests on the model server and ``max_queued`` waiting; the rest get 503 at once."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.g = gateway
+
+    async def __aenter__(self) -> None:
+        g, limits = self.g, self.g.limits
+        assert g._slots is not None and g._idle is not None
+        if g.draining:
+            raise RequestRejected(503, "draining", "the server is shutting down; retry on another replica or later")
+        if not g.available:
+            raise RequestRejected(
+                503, "restarting", f"the model server is restarting; retry after {limits.retry_after_s}s"
+            )
+        if g._slots.locked() and g.queued >= limits.max_queued:
+            raise RequestRejected(
+                503,
+                "overloaded",
+                f"overloaded: {g.inflight} requests running and {g.queued} waiting (limits {limits.max_inflight} "
+                f"and {limits.max_queued}); retry after {limits.retry_after_s}s with backoff",
+            )
+        g.queued += 1
+        try:
+            await asyncio.wait_for(g._slots.acquire(), limits.queue_timeout_s)
+        except TimeoutError:
+            raise RequestRejected(
+                503, "overloaded", f"overloaded: waited {limits.queue_timeout_s}s for a slot; retry with backoff"
+            ) from None
+        finally:
+            g.queued -= 1
+        g.inflight += 1
+        g._idle.clear()
+
+    async def __aexit__(self, *exc: object) -> None:
+        g = self.g
+        assert g._slots is not None and g._idle is not None
+        g.inflight -= 1
+        g._slots.release()
+        if g.inflight == 0:
+            g._idle.set()

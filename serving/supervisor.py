@@ -1,0 +1,252 @@
+"""Supervision of the local Triton server: what ``python -m serving up`` runs.
+
+One process owns tritonserver (which dies with it), the validating gateway in front of it and a Prometheus endpoint.
+When tritonserver exits without being asked to (the bundled 2.51 aborts on one hostile HTTP request; SECURITY.md),
+the supervisor raises a critical alert, restarts it on the same ports with the registry's current release (the
+versions it served) and counts the restart in ``inferline_server_restarts_total``. While it restarts, the gateway
+answers 503 with ``Retry-After`` and the client retries, so accepted rows are not lost. More than ``max_restarts``
+crashes within ``restart_window_s`` means something is broken for good: it stops, marks itself failed and alerts.
+
+SIGTERM or SIGINT drains: the gateway stops admitting, the requests in flight finish (up to the exit timeout), then
+tritonserver gets SIGTERM and drains its own queue within ``--exit-timeout-secs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from features.artifacts import atomic_write_json
+from monitor.alerts import Alert, Alerter, Severity
+from serving.gateway import Gateway, GatewayLimits
+from serving.server import ServerConfig, TritonServer, state_path
+
+__all__ = ["Supervisor", "SupervisorConfig", "exit_cause"]
+
+log = logging.getLogger("inferline.serving")
+
+
+def exit_cause(returncode: int) -> str:
+    """``signal SIGABRT`` for a process killed by a signal, else ``exit code N``."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+@dataclass
+class SupervisorConfig:
+    server: ServerConfig
+    gateway_port: int | None = 8080  # None: no gateway
+    gateway_limits: GatewayLimits = field(default_factory=GatewayLimits)
+    metrics_port: int | None = 8003  # the supervisor's and gateway's Prometheus metrics
+    max_restarts: int = 5
+    restart_window_s: float = 300.0
+    backoff_s: float = 0.5  # first restart waits this long, doubling per crash within the window
+    backoff_max_s: float = 30.0
+    ready_timeout_s: float = 120.0
+
+    @property
+    def gateway_url(self) -> str | None:
+        return None if self.gateway_port is None else f"{self.server.host}:{self.gateway_port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        return None if self.metrics_port is None else f"http://{self.server.host}:{self.metrics_port}/metrics"
+
+
+class Supervisor:
+    def __init__(self, config: SupervisorConfig, alerter: Alerter | None = None) -> None:
+        self.config = config
+        self.registry = CollectorRegistry()
+        self.server = TritonServer(config.server)
+        self.gateway = (
+            Gateway(config.server.http_url, config.gateway_limits, self.registry)
+            if config.gateway_port is not None
+            else None
+        )
+        workdir = Path(config.server.workdir)
+        self.alerter = alerter or Alerter.from_env(alerts_file=workdir / "alerts.jsonl", registry=self.registry)
+        self.state = "starting"
+        self.last_crash: dict[str, Any] | None = None
+        self.crash_times: collections.deque[float] = collections.deque()
+        self.restart_count = 0
+        self._stop: asyncio.Event | None = None
+        self.restarts = Counter(
+            "inferline_server_restarts",
+            "Restarts of the model server after it exited unexpectedly, by cause",
+            ["cause"],
+            registry=self.registry,
+        )
+        self.up = Gauge("inferline_server_up", "1 when the model server is ready", registry=self.registry)
+        self.restart_seconds = Gauge(
+            "inferline_server_restart_seconds",
+            "Seconds from the last crash being seen to the restarted server being ready",
+            registry=self.registry,
+        )
+
+    # ---- state shared with `python -m serving status|down` ----
+    def record(self) -> dict[str, Any]:
+        return {
+            **self.server.record(),
+            "supervisor_pid": os.getpid(),
+            "gateway": self.config.gateway_url,
+            "supervisor_metrics": self.config.metrics_url,
+            "state": self.state,
+            "restarts": self.restart_count,
+            "last_crash": self.last_crash,
+        }
+
+    def _save(self, state: str) -> None:
+        self.state = state
+        atomic_write_json(state_path(self.config.server.workdir), self.record())
+
+    async def _alert(self, reason: str, severity: Severity, message: str, **details: Any) -> None:
+        alert = Alert(source="serving", reason=reason, severity=severity, message=message, details=details)
+        await asyncio.get_running_loop().run_in_executor(None, self.alerter.emit, alert)
+
+    # ---- lifecycle ----
+    def request_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        assert self._stop is not None
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+            return True
+        except TimeoutError:
+            return False
+
+    async def _start_server(self) -> bool:
+        """Start tritonserver (from this thread, so it dies with this process) and wait until it is ready."""
+        self.server.start(wait=False)
+        assert self.server.process is not None
+        self._save(self.state)  # the new pid
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.config.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.server.process.poll() is not None:
+                return False
+            if await loop.run_in_executor(None, self.server.is_ready):
+                self.up.set(1)
+                return True
+            if await self._stopped_within(0.1):  # readiness polling interval, or a stop request
+                return False
+        self.server.stop()  # not ready in time: stop it; the watch loop counts that as a crash
+        return False
+
+    async def run(self, on_ready: Callable[[dict[str, Any]], None] | None = None) -> int:
+        """Serve until SIGTERM/SIGINT (exit 0) or until the restart budget is spent (exit 1)."""
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        metrics_server = None
+        if self.config.metrics_port is not None:
+            metrics_server, _ = start_http_server(
+                self.config.metrics_port, addr=self.config.server.host, registry=self.registry
+            )
+        try:
+            if not await self._start_server():
+                if self._stop.is_set():
+                    return 0
+                self._save("failed")
+                log.error("tritonserver did not become ready:\n%s", self.server.log_tail())
+                return 1
+            if self.gateway is not None:
+                await self.gateway.start(self.config.server.host, int(self.config.gateway_port or 0))
+            self._save("ready")
+            if on_ready is not None:
+                on_ready(self.record())
+            while not await self._stopped_within(0.1):  # watch interval
+                assert self.server.process is not None
+                if self.server.process.poll() is not None and not await self._recover():
+                    return 1
+            return 0
+        finally:
+            await self._shutdown()
+            if metrics_server is not None:
+                metrics_server.shutdown()
+
+    async def _recover(self) -> bool:
+        """The server exited on its own: alert, then restart it with backoff; False when the budget is spent."""
+        assert self.server.process is not None
+        seen = time.monotonic()
+        cause = exit_cause(self.server.process.returncode)
+        self.up.set(0)
+        if self.gateway is not None:
+            self.gateway.available = False  # 503 "restarting" at the edge, nothing forwarded to a half-started server
+        self.crash_times.append(seen)
+        while self.crash_times and seen - self.crash_times[0] > self.config.restart_window_s:
+            self.crash_times.popleft()
+        self.last_crash = {
+            "at": datetime.now(UTC).isoformat(),
+            "pid": self.server.process.pid,
+            "cause": cause,
+            "log_tail": self.server.log_tail(12).splitlines(),
+        }
+        releases = self.server.record()["releases"]
+        if len(self.crash_times) > self.config.max_restarts:
+            self._save("failed")
+            await self._alert(
+                "server_restart_budget_exhausted",
+                "critical",
+                f"tritonserver crashed {len(self.crash_times)} times within {self.config.restart_window_s:.0f}s "
+                f"(last: {cause}); not restarting again. See {self.server.log_path}",
+                last_crash=self.last_crash,
+            )
+            return False
+        self._save("restarting")
+        await self._alert(
+            "server_crashed",
+            "critical",
+            f"tritonserver pid {self.last_crash['pid']} died ({cause}); restarting it with {releases}",
+            last_crash=self.last_crash,
+        )
+        delay = min(self.config.backoff_max_s, self.config.backoff_s * 2 ** (len(self.crash_times) - 1))
+        if await self._stopped_within(delay):
+            return True
+        if await self._start_server():
+            self.restart_count += 1
+            self.restarts.labels(cause).inc()
+            self.restart_seconds.set(time.monotonic() - seen)
+            if self.gateway is not None:
+                self.gateway.available = True
+            self._save("ready")
+            await self._alert(
+                "server_restarted",
+                "info",
+                f"tritonserver is ready again after {time.monotonic() - seen:.1f}s, serving {releases}",
+                restarts=self.restart_count,
+            )
+        return True  # a restart that failed is seen by the watch loop as the next crash
+
+    async def _shutdown(self) -> None:
+        if self.state != "failed":
+            self.state = "stopping"
+        loop = asyncio.get_running_loop()
+        if self.gateway is not None:
+            left = await self.gateway.drain(self.config.server.exit_timeout_s)
+            if left:
+                log.warning("%d requests still in flight after the drain timeout", left)
+            await self.gateway.stop()
+        await loop.run_in_executor(None, self.server.stop)
+        self.up.set(0)
+        if self.state == "failed":
+            self._save("failed")  # `serving status` reports it
+        else:
+            state_path(self.config.server.workdir).unlink(missing_ok=True)
