@@ -17,6 +17,7 @@ import asyncio
 import collections
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from serving.server import ServerConfig, TritonServer, state_path
 __all__ = ["Supervisor", "SupervisorConfig", "exit_cause"]
 
 log = logging.getLogger("inferline.serving")
+_FRAME = re.compile(r"^\s*\d+# ")
 
 
 def exit_cause(returncode: int) -> str:
@@ -197,7 +199,8 @@ class Supervisor:
             "at": datetime.now(UTC).isoformat(),
             "pid": self.server.process.pid,
             "cause": cause,
-            "log_tail": self.server.log_tail(12).splitlines(),
+            # the server's last words without the stack frames ("12# 0x... in tritonserver")
+            "log_tail": [x for x in self.server.log_tail(80).splitlines() if not _FRAME.match(x)][-12:],
         }
         releases = self.server.record()["releases"]
         if len(self.crash_times) > self.config.max_restarts:

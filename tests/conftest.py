@@ -188,3 +188,56 @@ def receiver() -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@dataclass
+class Supervised:
+    """A server started the way users start it: ``python -m serving up`` (supervisor, gateway, tritonserver)."""
+
+    workdir: Path
+    up_args: list[str]
+    record: dict[str, Any]
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "serving", "--workdir", str(self.workdir), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+    def up(self) -> None:
+        done = self.cli("up", *self.up_args)
+        assert done.returncode == 0, done.stderr
+        self.record = json.loads(done.stdout)
+
+    def state(self) -> dict[str, Any]:
+        return dict(json.loads((self.workdir / "serving" / "server.json").read_text()))
+
+    def metrics(self, url: str | None = None) -> dict[str, float]:
+        """``{sample name with labels: value}`` from the supervisor's (default) or another metrics endpoint."""
+        import urllib.request
+
+        with urllib.request.urlopen(url or self.record["supervisor_metrics"], timeout=10) as r:
+            text = r.read().decode()
+        return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")}
+
+    def wait_until(self, predicate: Any, timeout_s: float = 120, what: str = "") -> None:
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            assert time.monotonic() < deadline, f"not reached within {timeout_s}s: {what}"
+            time.sleep(0.1)  # polling interval of a state check
+
+    def stop(self) -> None:
+        self.cli("down", timeout=60)
+
+
+def supervised_server(published: Published, root: Path, *options: str) -> Supervised:
+    """``python -m serving up`` on a copy of the published repository and free ports; the caller stops it."""
+    shutil.copytree(published.repository, root / "triton_models")
+    ports = {
+        flag: str(free_port())
+        for flag in ("--http-port", "--grpc-port", "--metrics-port", "--gateway-port", "--supervisor-metrics-port")
+    }
+    args = ["--repository", str(root / "triton_models"), *(x for kv in ports.items() for x in kv), *options]
+    server = Supervised(workdir=root / "work", up_args=args, record={})
+    server.up()
+    return server

@@ -1,0 +1,407 @@
+"""Property-based fuzzing (issue 8 case 10): malformed input never gets a 5xx and the server stays live.
+
+- The HTTP API: schemathesis generates requests for every operation of ``serving/openapi/kserve-v2.yaml`` (the Open
+  Inference Protocol REST endpoints inferline serves), schema-conforming and schema-violating, plus requests shaped
+  like the ``fraud`` ensemble's (the nine raw columns, JSON and binary tensor data) with hostile values, wrong
+  shapes, wrong datatypes and broken framing, so that bodies get past parsing into validation. Every answer must be
+  below 500; afterwards the server must still answer a good request.
+- The request path in process (what the client encodes and Triton's preprocess model runs): hostile rows are either
+  refused by the client with a ValueError naming the column, or scored row for row, each row ``ok`` or
+  ``column:reason``, with finite features.
+
+Budget: a few hundred requests, bounded by ``max_examples``; no sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from collections.abc import Iterator
+from datetime import UTC, timedelta, timezone
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
+from schemathesis.schemas import BaseSchema
+
+from features.pipelines import fraud
+from features.request import featurize_request
+from features.state import FeatureState, fit_state
+from serving.client import InferlineClient, encode_rows
+
+from .conftest import Published, Supervised, supervised_server
+
+SPEC = fraud.SPEC
+API_DESCRIPTION = resources.files("serving") / "openapi" / "kserve-v2.yaml"
+SERVED_MODEL = "fraud"
+HEADER_LENGTH = "Inference-Header-Content-Length"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+DATATYPES = (
+    *("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"),
+    *("FP16", "FP32", "FP64", "BYTES"),
+)
+WIRE_DATATYPE = {c.name: c.triton_dtype for c in SPEC.input_columns}
+STATUS = re.compile(rf"^(ok|({'|'.join(re.escape(c.name) for c in SPEC.columns)}):[a-z0-9_]+)$")
+
+
+@pytest.fixture(scope="module")
+def edge(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervised]:
+    """The service as ``python -m serving up`` runs it: gateway, supervisor, tritonserver."""
+    server = supervised_server(published, tmp_path_factory.mktemp("fuzz"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def edge_url(edge: Supervised) -> str:
+    """``host:port`` of the HTTP endpoint callers reach: the validating gateway."""
+    return str(edge.record["gateway"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# requests shaped like the served ensemble's: two thirds well-formed with hostile values (they reach the preprocess
+# model), a third with structural damage (names, datatypes, shapes, element counts, framing)
+
+HOSTILE_FLOAT = st.floats() | st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 1e308, -1e308, 5e-324])
+HOSTILE_INT = st.integers(INT64_MIN, INT64_MAX) | st.sampled_from([INT64_MIN, INT64_MAX, INT64_MIN + 1, 0, -1])
+OUTPUTS = ("probabilities", "predicted_class", "status", "release")
+
+
+def _text() -> st.SearchStrategy[str]:
+    """Any text: control characters, NUL, U+FFFD, non-BMP, lone surrogates (JSON escapes them as \\udXXX)."""
+    return st.one_of(
+        st.text(max_size=12),
+        st.sampled_from(["", " ", "\x00", "\ufffd", "\ud800", "a\udfffb", "Ã©", "é" * 40, "2026-01-01T00:00:00Z"]),
+    )
+
+
+def _element(datatype: str) -> st.SearchStrategy[Any]:
+    """A hostile element of the JSON type ``datatype`` takes (NaN and Infinity as the tokens Triton accepts)."""
+    return {"BYTES": _text(), "FP64": HOSTILE_FLOAT, "INT64": HOSTILE_INT}.get(
+        datatype, st.integers(-(2**64), 2**64) | st.booleans()
+    )
+
+
+def _damaged_element(datatype: str) -> st.SearchStrategy[Any]:
+    wrong = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**80), 2**80),
+        st.floats(allow_nan=False),
+        _text(),
+        st.lists(st.integers(0, 3), max_size=2),
+        st.just({}),
+    )
+    return st.one_of(_element(datatype), _element(datatype), wrong)
+
+
+def _damaged_shape(n: int) -> st.SearchStrategy[list[int]]:
+    return st.one_of(
+        st.just([n, 1]),
+        st.just([n]),
+        st.just([1, n]),
+        st.just([]),
+        st.just([n, 1, 1]),
+        st.just([n + 1, 1]),
+        st.just([-1, 1]),
+        st.lists(st.integers(-2, 4), max_size=3),
+        st.lists(st.sampled_from([0, 2**31, 2**32 + 1, 2**62, INT64_MAX, 2**64]), min_size=1, max_size=2),
+    )
+
+
+def _parameters() -> st.SearchStrategy[dict[str, Any]]:
+    keys = st.sampled_from(
+        ["priority", "timeout", "sequence_id", "sequence_start", "binary_data", "binary_data_size",
+         "binary_data_output", "shared_memory_region", "classification", "headers", "a\x00b", "x"]
+    )  # fmt: skip
+    values = st.one_of(st.integers(-(2**64), 2**64), st.booleans(), _text(), st.just(None), st.just([1]))
+    return st.dictionaries(keys, values, max_size=3)
+
+
+@st.composite
+def _tensor(draw: st.DrawFn, name: str, n: int, damaged: bool) -> dict[str, Any]:
+    datatype = WIRE_DATATYPE.get(name, "BYTES")
+    if not damaged:
+        data = draw(st.lists(_element(datatype), min_size=n, max_size=n))
+        return {"name": name, "shape": [n, 1], "datatype": datatype, "data": data}
+    datatype = draw(st.sampled_from([datatype] * 4 + list(DATATYPES)))
+    count = draw(st.sampled_from([n, n, n, 0, n + 1, max(n - 1, 0)]))
+    data = draw(st.lists(_damaged_element(datatype), min_size=count, max_size=count))
+    tensor: dict[str, Any] = {"name": name, "shape": draw(_damaged_shape(n)), "datatype": datatype}
+    tensor["data"] = draw(st.sampled_from([data, data, data, [data], None, "x"]))
+    if tensor["data"] is None:
+        del tensor["data"]
+    if draw(st.integers(0, 5)) == 0:
+        tensor["parameters"] = draw(_parameters())
+    return tensor
+
+
+def _binary_elements(draw: st.DrawFn, tensor: dict[str, Any]) -> bytes:
+    """The tensor's data as the binary data extension carries it; BYTES elements as any bytes (invalid UTF-8
+    included), each after its 4-byte little-endian length."""
+    data = tensor.pop("data", [])
+    rows = data if isinstance(data, list) else [data]
+    flat = [x for item in rows for x in (item if isinstance(item, list) else [item])]
+    if tensor["datatype"] == "BYTES":
+        out = b""
+        for x in flat:
+            element = draw(st.binary(max_size=12) | st.just(str(x).encode("utf-8", "surrogatepass")))
+            out += struct.pack("<I", len(element)) + element
+        return out
+    fmt = {"FP64": "<d", "FP32": "<f", "INT64": "<q", "INT32": "<i"}.get(tensor["datatype"], "<q")
+    out = b""
+    for x in flat:
+        try:
+            out += struct.pack(fmt, x)
+        except (struct.error, TypeError, OverflowError):
+            out += str(x).encode("utf-8", "surrogatepass")[:8].ljust(8, b"\x00")
+    return out
+
+
+def _requested_output(damaged: bool) -> st.SearchStrategy[dict[str, Any]]:
+    if damaged:
+        return st.fixed_dictionaries(
+            {"name": st.sampled_from([*OUTPUTS, "nope"]) | _text()}, optional={"parameters": _parameters()}
+        )
+    return st.fixed_dictionaries(
+        {"name": st.sampled_from(OUTPUTS)},
+        optional={"parameters": st.fixed_dictionaries({"binary_data": st.booleans()})},
+    )
+
+
+@st.composite
+def served_model_request(draw: st.DrawFn, binary: bool) -> tuple[bytes, int | None]:
+    """A ``fraud`` inference body (JSON, or JSON + binary tensor data) and its Inference-Header-Content-Length."""
+    damaged = draw(st.integers(0, 2)) == 0  # a third with structural damage
+    n = draw(st.integers(0, 4) if damaged else st.integers(1, 4))
+    names = [c.name for c in SPEC.input_columns]
+    mutation = draw(st.sampled_from(["none"] * 4 + ["drop", "duplicate", "extra", "rename"])) if damaged else "none"
+    if mutation == "drop":
+        names.remove(draw(st.sampled_from(names)))
+    elif mutation == "duplicate":
+        names.append(draw(st.sampled_from(names)))
+    elif mutation == "extra":
+        names.append(draw(st.sampled_from(["is_fraud", "numeric", "", "AMOUNT", "x" * 300])))
+    elif mutation == "rename":
+        names[draw(st.integers(0, len(names) - 1))] = draw(_text())
+    inputs = [draw(_tensor(name, n, damaged)) for name in names]
+    request: dict[str, Any] = {"inputs": inputs}
+    if draw(st.booleans()):
+        request["id"] = draw(_text())
+    if damaged and draw(st.booleans()):
+        request["parameters"] = draw(_parameters())
+    if draw(st.integers(0, 2)) == 0:
+        request["outputs"] = draw(st.lists(_requested_output(damaged), max_size=3))
+    tail = b""
+    if binary:
+        for tensor in inputs:
+            if "data" not in tensor or (damaged and not draw(st.integers(0, 4))):
+                continue  # damaged: some tensors stay JSON
+            raw = _binary_elements(draw, tensor)
+            sizes = [len(raw)] * 4 + [0, len(raw) + 1, max(len(raw) - 1, 0), 2**40] if damaged else [len(raw)]
+            tensor.setdefault("parameters", {})["binary_data_size"] = draw(st.sampled_from(sizes))
+            tail += raw
+        if damaged:
+            tail += draw(st.sampled_from([b""] * 4 + [b"\x00", b"\xff" * 7, struct.pack("<I", 2**31)]))
+    head = json.dumps(request, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+    if damaged and draw(st.integers(0, 5)) == 0:  # a body cut short
+        head = head[: draw(st.integers(0, len(head)))]
+    body = head + tail
+    if not binary:
+        return body, draw(st.sampled_from([None] * 8 + [0, len(body), len(body) + 1])) if damaged else None
+    if not damaged:
+        return body, len(head)
+    return body, draw(st.sampled_from([len(head)] * 4 + [0, 1, len(head) - 1, len(head) + 1, len(body), 2**63]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the API fuzz
+
+
+def _api() -> BaseSchema:
+    """The API description, generating schema-conforming and schema-violating requests, mostly for the served model.
+
+    Loaded at import (the description is static; the server's address comes with each call): ``from_fixture``'s
+    lazy loading is not used because schemathesis 4.32.5 sets ``Item._nodeid``, which pytest 9.2 no longer has."""
+    schema = schemathesis.openapi.from_path(str(API_DESCRIPTION))
+    schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+
+    @schema.hook("flatmap_path_parameters")
+    def mostly_the_served_model(ctx: Any, path: dict[str, Any] | None) -> st.SearchStrategy[dict[str, Any]]:
+        # 3 in 4 requests name the served model (and its version 1 where there is one) so bodies reach validation
+        if not path or "model_name" not in path:
+            return st.just(path)
+        served = {**path, "model_name": SERVED_MODEL}
+        choices = [path, served, served, {**served, "model_version": "1"} if "model_version" in path else served]
+        return st.sampled_from(choices)
+
+    @schema.hook("flatmap_case").apply_to(path_regex=r"/infer$")
+    def served_model_bodies(ctx: Any, case: Any) -> st.SearchStrategy[Any]:
+        # a third as generated from the description, a third JSON and a third binary fraud-shaped bodies
+        def shaped(binary: bool) -> st.SearchStrategy[Any]:
+            def apply(drawn: tuple[bytes, int | None]) -> Any:
+                body, header_length = drawn
+                case.body = body
+                case.media_type = "application/octet-stream" if binary else "application/json"
+                headers = {k: v for k, v in case.headers.items() if k.lower() != HEADER_LENGTH.lower()}
+                if header_length is not None:
+                    headers[HEADER_LENGTH] = str(header_length)
+                case.headers = type(case.headers)(headers)
+                return case
+
+            return served_model_request(binary).map(apply)
+
+        return st.one_of(st.just(case), shaped(binary=False), shaped(binary=True))
+
+    return schema
+
+
+api = _api()
+
+
+@api.parametrize()
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_request_gets_a_server_error(case: Any, edge_url: str) -> None:
+    case.call_and_validate(base_url=f"http://{edge_url}", checks=[not_a_server_error], timeout=30)
+
+
+def test_server_is_live_and_answers_after_the_fuzz(edge: Supervised, edge_url: str) -> None:
+    assert edge.state()["restarts"] == 0, "no fuzzed request took the model server down"
+    rows = fraud.generate(4, seed=2).drop(columns=[SPEC.label])
+    with InferlineClient(edge_url, "http", timeout_s=10.0) as client:
+        assert client.is_ready()
+        predictions = client.predict(rows)
+    assert predictions.status == ["ok"] * 4
+    assert np.isfinite(predictions.probabilities).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the request path in process: client encoding -> what Triton's preprocess model runs
+
+
+@pytest.fixture(scope="module")
+def state() -> FeatureState:
+    return fit_state(fraud.generate(2_000, seed=0), SPEC)
+
+
+OFFSETS = st.sampled_from([UTC, timezone(timedelta(hours=14)), timezone(timedelta(hours=-12, minutes=-30))])
+HOSTILE_TEXT = st.one_of(
+    st.text(max_size=20),
+    st.text(st.characters(max_codepoint=0x9F), max_size=8),  # C0/C1 control characters
+    st.sampled_from(["", " ", "\x00", "\ufffd", "Ã©", "e\u0301", "\U0001f600", "ДЕПОЗИТ", "\u202e", "é" * 500]),
+)
+GARBAGE_TIMES = (
+    *("", "now", "2026-W01", "1767225600", "1767225600.5", "2026-02-30T00:00:00Z", "2026-01-01T25:00:00+00:00"),
+    *("9999-12-31T23:59:59+14:00", "0001-01-01T00:00:00-12:00", "2026-01-01T00:00:00+24:00"),
+)
+HOSTILE_TIME = st.one_of(
+    st.datetimes(timezones=st.none() | OFFSETS).map(lambda t: t.isoformat()),
+    st.datetimes(timezones=st.none() | OFFSETS),
+    st.sampled_from(GARBAGE_TIMES),
+    HOSTILE_TEXT,
+    st.none(),
+)
+TEXT_COLUMNS = [c.name for c in SPEC.input_columns if c.triton_dtype == "BYTES" and c.kind != "timestamp"]
+
+hostile_row = st.fixed_dictionaries(
+    {
+        **{name: HOSTILE_TEXT | st.none() for name in TEXT_COLUMNS},
+        "event_time": HOSTILE_TIME,
+        "amount": HOSTILE_FLOAT | st.none(),
+        "customer_age_days": HOSTILE_INT,
+    }
+)
+
+
+def _check_scored(arrays: dict[str, np.ndarray], n: int, state: FeatureState) -> np.ndarray:
+    """Run the preprocess model's path on wire arrays (flattened as Triton hands them) and check its contract."""
+    features, status = featurize_request({k: v.reshape(-1) for k, v in arrays.items()}, SPEC, state)
+    assert len(status) == len(features) == n, "rows in == rows out"
+    bad = [s for s in status if not isinstance(s, str) or not STATUS.match(s)]
+    assert not bad, f"status must be 'ok' or 'column:reason', got {bad}"
+    assert np.isfinite(features.numeric).all(), "features are finite for every row (neutral for refused rows)"
+    assert ((features.categorical >= 0) & (features.categorical <= max(state.cardinalities()))).all()
+    return status
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(hostile_row, min_size=1, max_size=8))
+def test_hostile_rows_are_scored_row_for_row(rows: list[dict[str, Any]], state: FeatureState) -> None:
+    for i, row in enumerate(rows):
+        row["transaction_id"] = row["transaction_id"] if i % 2 else f"tx-{i}"  # mostly valid ids, some hostile
+    status = _check_scored(encode_rows(rows, SPEC), len(rows), state)
+    for row, s in zip(rows, status, strict=True):
+        if s == "ok":
+            assert row["amount"] is not None and math.isfinite(row["amount"]) and row["amount"] >= 0
+            assert row["customer_age_days"] >= 0
+
+
+# values the column's wire type cannot carry: past int64, a null or a fraction in INT64 (it has no null), text that is
+# no number, a number past float64, a lone surrogate (no UTF-8 for it)
+UNENCODABLE = {
+    "int64_max+1": ("customer_age_days", INT64_MAX + 1),
+    "int64_min-1": ("customer_age_days", INT64_MIN - 1),
+    "2**70": ("customer_age_days", 2**70),
+    "int_null": ("customer_age_days", None),
+    "int_fraction": ("customer_age_days", 1.5),
+    "int_text": ("customer_age_days", "x"),
+    "float_text": ("amount", "abc"),
+    "float_overflow": ("amount", 10**400),
+    "text_surrogate": ("description", "a\udfffb"),
+    "time_surrogate": ("event_time", "a\udfffb"),
+}
+
+
+@pytest.mark.parametrize(("column", "value"), list(UNENCODABLE.values()), ids=list(UNENCODABLE))
+def test_unencodable_values_are_refused_naming_the_column(column: str, value: Any) -> None:
+    rows = fraud.generate(3, seed=0).drop(columns=[SPEC.label]).to_dict("records")
+    rows[1][column] = value
+    with pytest.raises(ValueError, match=re.escape(column)):
+        encode_rows(rows, SPEC)  # refused before anything is sent; never a silent cast
+
+
+wire_bytes = st.one_of(
+    st.binary(max_size=16),  # invalid UTF-8 included
+    HOSTILE_TEXT.map(lambda t: t.encode("utf-8")),
+    st.sampled_from([b"\xed\xa0\x80", b"a\xed\xbf\xbfb", b"\xc3\x28", b"\xff\xfe", b"\x00"]),  # surrogatepass, broken
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), n=st.integers(1, 8))
+def test_any_wire_tensors_of_the_contract_types_are_scored_row_for_row(
+    data: st.DataObject, n: int, state: FeatureState
+) -> None:
+    """What Triton hands the preprocess model: any bytes in BYTES tensors, any FP64 and INT64 values."""
+    arrays: dict[str, np.ndarray] = {}
+    for c in SPEC.input_columns:
+        if c.triton_dtype == "BYTES":
+            values = data.draw(st.lists(wire_bytes, min_size=n, max_size=n), label=c.name)
+            arrays[c.name] = np.array(values, dtype=np.object_).reshape(n, 1)
+        elif c.triton_dtype == "FP64":
+            arrays[c.name] = np.array(data.draw(st.lists(HOSTILE_FLOAT, min_size=n, max_size=n)), np.float64)
+        else:
+            arrays[c.name] = np.array(data.draw(st.lists(HOSTILE_INT, min_size=n, max_size=n)), np.int64)
+    status = _check_scored(arrays, n, state)
+    utf8_ok = {c: [_is_utf8(v) for v in arrays[c].reshape(-1)] for c in arrays if WIRE_DATATYPE[c] == "BYTES"}
+    for i, s in enumerate(status):
+        if s == "ok":
+            assert all(ok[i] for ok in utf8_ok.values()), "a row with invalid UTF-8 is never ok"
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
