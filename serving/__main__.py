@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -82,6 +83,7 @@ def _up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     key = admin_key(args.workdir)
     if args.foreground:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         supervisor = Supervisor(_supervisor_config(args))
         return asyncio.run(supervisor.run(on_ready=lambda record: _print_ready(record, started, key)))
     # detached: the same command in the foreground, in a session of its own, its output in the work directory

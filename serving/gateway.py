@@ -459,7 +459,7 @@ class Gateway:
             connector=aiohttp.TCPConnector(limit=self.limits.max_inflight + 8),
             auto_decompress=False,
         )
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port, reuse_address=True).start()
 

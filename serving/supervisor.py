@@ -242,12 +242,16 @@ class Supervisor:
         if self.state != "failed":
             self.state = "stopping"
         loop = asyncio.get_running_loop()
+        started = time.monotonic()
         if self.gateway is not None:
+            log.info("draining: %d requests in flight, %d queued", self.gateway.inflight, self.gateway.queued)
             left = await self.gateway.drain(self.config.server.exit_timeout_s)
             if left:
                 log.warning("%d requests still in flight after the drain timeout", left)
             await self.gateway.stop()
+            log.info("gateway drained and closed in %.2fs", time.monotonic() - started)
         await loop.run_in_executor(None, self.server.stop)
+        log.info("tritonserver stopped; shutdown took %.2fs", time.monotonic() - started)
         self.up.set(0)
         if self.state == "failed":
             self._save("failed")  # `serving status` reports it
