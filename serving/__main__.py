@@ -36,6 +36,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _owner(state: dict[str, Any]) -> int:
+    """The process that owns the service: the supervisor (records written before it existed: the server)."""
+    return int(state.get("supervisor_pid", state["pid"]))
+
+
 def _versions(url: str, key: str) -> list[dict[str, Any]]:
     client = InferlineClient(url, "http", admin_key=key)
     try:
@@ -77,7 +82,7 @@ def _print_ready(record: dict[str, Any], started: float, key: str) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     state = _read_state(args.workdir)
-    if state and _alive(state.get("supervisor_pid", state["pid"])):
+    if state and _alive(_owner(state)):
         print(f"already running (pid {state['pid']}, http {state['http']}); `python -m serving down` first")
         return 1
     started = time.monotonic()
@@ -126,7 +131,7 @@ def _status(args: argparse.Namespace) -> int:
     if not state:
         print("down (no server started from this work directory)")
         return 3
-    owner = state.get("supervisor_pid", state["pid"])
+    owner = _owner(state)
     if not _alive(owner):
         print(f"down: pid {owner} is gone (crashed or killed); see {state['log']}")
         return 3
@@ -173,11 +178,11 @@ def _apply(args: argparse.Namespace) -> int:
 
 def _down(args: argparse.Namespace) -> int:
     state = _read_state(args.workdir)
-    if not state or not _alive(state.get("supervisor_pid", state["pid"])):
+    if not state or not _alive(_owner(state)):
         print("not running")
         state_path(args.workdir).unlink(missing_ok=True)
         return 0
-    owner = state.get("supervisor_pid", state["pid"])
+    owner = _owner(state)
     os.kill(owner, signal.SIGTERM)  # the supervisor drains the gateway, then stops tritonserver
     deadline = time.monotonic() + args.timeout
     while (_alive(owner) or _alive(state["pid"])) and time.monotonic() < deadline:
