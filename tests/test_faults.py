@@ -72,6 +72,19 @@ def still_serves(server: Supervised) -> None:
         assert p.ok.all() and set(p.release) == {"fraud:2"}
 
 
+def traffic(served: Supervised) -> tuple[threading.Thread, list[Any]]:
+    """A caller scoring ROWS in requests of 50 through the gateway (retrying while the server is down), started."""
+    results: list[Any] = []
+
+    def score() -> None:
+        with InferlineClient(served.record["gateway"], "http", timeout_s=90, retries=60, backoff_max_s=1) as c:
+            results.extend(c.predict(ROWS.iloc[i : i + 50]) for i in range(0, len(ROWS), 50))
+
+    caller = threading.Thread(target=score)
+    caller.start()
+    return caller, results
+
+
 def _with(body: dict[str, Any], name: str, **change: Any) -> dict[str, Any]:
     copy = json.loads(json.dumps(body))
     for tensor in copy["inputs"]:
@@ -183,14 +196,7 @@ def test_one_request_that_kills_triton_is_survived_and_nothing_accepted_is_lost(
     state = served.state()
     killed_pid, restarts = state["pid"], state["restarts"]
 
-    results: list[Any] = []
-
-    def traffic() -> None:  # a caller scoring through the gateway while the server goes down
-        with InferlineClient(served.record["gateway"], "http", timeout_s=90, retries=60, backoff_max_s=1) as c:
-            results.extend(c.predict(ROWS.iloc[i : i + 50]) for i in range(0, len(ROWS), 50))
-
-    caller = threading.Thread(target=traffic)
-    caller.start()
+    caller, results = traffic(served)
     with pytest.raises((ConnectionError, urllib.error.URLError)):  # the server dies mid-request
         post(served.record["http"], body)
     served.wait_until(lambda: served.state()["restarts"] == restarts + 1, 120, "the supervisor's restart")
@@ -290,14 +296,7 @@ def test_a_passed_deadline_is_typed_and_never_retried(served: Supervised) -> Non
 
 def test_sigkill_mid_traffic_then_restart_brings_the_same_versions(served: Supervised) -> None:
     state = served.state()
-    results: list[Any] = []
-
-    def traffic() -> None:
-        with InferlineClient(served.record["gateway"], "http", timeout_s=90, retries=60, backoff_max_s=1) as c:
-            results.extend(c.predict(ROWS.iloc[i : i + 50]) for i in range(0, len(ROWS), 50))
-
-    caller = threading.Thread(target=traffic)
-    caller.start()
+    caller, results = traffic(served)
     served.wait_until(lambda: forwarded(served) > 0 and len(results) > 0, 60, "traffic flowing")
     os.kill(state["pid"], signal.SIGKILL)  # tritonserver only: the supervisor restarts it
     served.wait_until(lambda: served.state()["restarts"] == state["restarts"] + 1, 120, "the restart")
