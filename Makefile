@@ -3,7 +3,8 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
-PKGS   := features training export serving batch monitor benchmarks
+STAGES := features training export serving batch monitor benchmarks
+PKGS   := inferline $(STAGES)
 
 .PHONY: demo test bench bench-quick bench-deps wrk lint typecheck install clean serve-down
 
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m serving demo
+	$(VENV)/bin/inferline demo
 
 wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
@@ -30,23 +31,27 @@ bench-deps: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[cpu,dev,bench]'
 
 bench: bench-deps wrk  # never beside other work: the figures become noise
-	$(PY) -m benchmarks run
+	$(VENV)/bin/inferline bench run
 
 bench-quick: bench-deps wrk
-	$(PY) -m benchmarks run --quick
+	$(VENV)/bin/inferline bench run --quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(PKGS) tests
 	$(VENV)/bin/ruff format --check $(PKGS) tests
 
+# mypy cannot follow setuptools' editable finder (package-dir mapping): give it a link view of the namespace
 typecheck: $(STAMP)
+	rm -rf build/typecheck && mkdir -p build/typecheck/inferline
+	ln -s $(CURDIR)/inferline/*.py $(CURDIR)/inferline/py.typed build/typecheck/inferline/
+	for s in $(STAGES); do ln -s $(CURDIR)/$$s build/typecheck/inferline/$$s; done
 	$(VENV)/bin/mypy
 
 test: $(STAMP) lint typecheck
 	$(PY) -m pytest
 
 serve-down:
-	$(PY) -m serving down
+	$(VENV)/bin/inferline serve down
 
 clean:
 	rm -rf .inferline triton_models/*/ triton_models/*.registry.json triton_models/.staging

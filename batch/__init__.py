@@ -1,9 +1,9 @@
 """inferline batch: distributed batch inference on Dask with the serving path's features and model, exactly once."""
 
-from batch.job import BatchJobFailed, JobConfig, JobReport, OutputInUse, run_job
-from batch.partition import PartitionRejected, output_columns, prediction_frame, score_frame
-from batch.plan import EmptyInput, Partition, Plan, plan_job
-from batch.release import ModelRelease, resolve_release
+from inferline.batch.job import BatchJobFailed, JobConfig, JobReport, OutputInUse, run_job
+from inferline.batch.partition import PartitionRejected, output_columns, prediction_frame, score_frame
+from inferline.batch.plan import EmptyInput, Partition, Plan, plan_job
+from inferline.batch.release import ModelRelease, resolve_release
 
 __all__ = [
     "BatchJobFailed",

@@ -1,4 +1,4 @@
-"""python -m batch run|status: score Parquet files with a published release on a Dask cluster."""
+"""inferline batch run|status: score Parquet files with a published release on a Dask cluster."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import logging
 import sys
 from pathlib import Path
 
-from batch.job import BatchJobFailed, JobConfig, OutputInUse, run_job
-from batch.plan import EmptyInput
-from export.registry import RegistryError
-from features.backend import BackendUnavailable
-from features.validation import FileLevelError
-from monitor.alerts import Alert, Alerter
+from inferline.batch.job import BatchJobFailed, JobConfig, OutputInUse, run_job
+from inferline.batch.plan import EmptyInput
+from inferline.export.registry import RegistryError
+from inferline.features.backend import BackendUnavailable
+from inferline.features.validation import FileLevelError
+from inferline.monitor.alerts import Alert, Alerter
 
 BACKENDS = ("pandas", "cudf")
 
@@ -83,12 +83,12 @@ def _status(args: argparse.Namespace) -> int:
         if (root / name).exists():
             print((root / name).read_text())
             return 0
-    print(f"{root} holds no batch job (no _job.json); run `python -m batch run --output {root}`", file=sys.stderr)
+    print(f"{root} holds no batch job (no _job.json); run `inferline batch run --output {root}`", file=sys.stderr)
     return 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m batch", description=__doc__)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog or "inferline batch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="score input files; reruns resume, skipping committed partitions")
     run.add_argument("--input", nargs="+", required=True, help="Parquet files, globs ('data/*.parquet') or directories")

@@ -33,14 +33,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from batch.partition import COMMITS, QUARANTINE, Task, run_partition
-from batch.plan import Partition, Plan, plan_job
-from batch.release import ModelRelease, resolve_release
-from export.runtime import Device
-from features.artifacts import atomic_write_json, sha256_file
-from features.backend import BackendName, get_backend
-from features.spec import load_pipeline
-from features.state import FeatureState
+from inferline.batch.partition import COMMITS, QUARANTINE, Task, run_partition
+from inferline.batch.plan import Partition, Plan, plan_job
+from inferline.batch.release import ModelRelease, resolve_release
+from inferline.export.runtime import Device
+from inferline.features.artifacts import atomic_write_json, sha256_file
+from inferline.features.backend import BackendName, get_backend
+from inferline.features.spec import load_pipeline
+from inferline.features.state import FeatureState
 
 __all__ = ["BatchJobFailed", "JobConfig", "JobReport", "OutputInUse", "run_job"]
 

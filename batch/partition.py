@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from batch.plan import Partition
-from export.runtime import Device, onnx_session
-from features.artifacts import atomic_write_json, atomic_write_parquet, sha256_file
-from features.backend import BackendName, get_backend
-from features.spec import PipelineSpec, load_pipeline
-from features.state import FeatureState, compute_features
-from features.validation import validate_frame
+from inferline.batch.plan import Partition
+from inferline.export.runtime import Device, onnx_session
+from inferline.features.artifacts import atomic_write_json, atomic_write_parquet, sha256_file
+from inferline.features.backend import BackendName, get_backend
+from inferline.features.spec import PipelineSpec, load_pipeline
+from inferline.features.state import FeatureState, compute_features
+from inferline.features.validation import validate_frame
 
 __all__ = [
     "COMMITS",
@@ -177,8 +177,8 @@ def _send_sample(
     url: str, task: Task, spec: PipelineSpec, valid: pd.DataFrame, probs: np.ndarray, predicted: np.ndarray
 ) -> dict[str, Any]:
     """A seeded uniform sample of the partition's scored rows, to the monitor; its failure never fails the job."""
-    from serving.client import encode_rows
-    from serving.tap import post_json, sample_payload
+    from inferline.serving.client import encode_rows
+    from inferline.serving.tap import post_json, sample_payload
 
     rng = np.random.default_rng(task.partition.index)
     take = np.sort(rng.choice(len(valid), min(task.monitor_rows, len(valid)), replace=False))

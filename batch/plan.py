@@ -16,10 +16,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.artifacts import fingerprint_files
-from features.dataset import expand_paths
-from features.spec import PipelineSpec
-from features.validation import validate_frame
+from inferline.features.artifacts import fingerprint_files
+from inferline.features.dataset import expand_paths
+from inferline.features.spec import PipelineSpec
+from inferline.features.validation import validate_frame
 
 __all__ = ["EmptyInput", "Partition", "Plan", "plan_job"]
 

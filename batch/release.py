@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from export.registry import Registry, RegistryError
-from features.artifacts import sha256_file
+from inferline.export.registry import Registry, RegistryError
+from inferline.features.artifacts import sha256_file
 
 __all__ = ["ModelRelease", "parse_model_ref", "resolve_release"]
 
@@ -60,7 +60,7 @@ def resolve_release(ref: str, repository: Path) -> ModelRelease:
         if version is None:
             raise RegistryError(
                 f"pipeline {pipeline!r} has no current release in {repository}; publish one with "
-                "`python -m export publish` or name a version (--model {pipeline}:N)"
+                "`inferline export publish` or name a version (--model {pipeline}:N)"
             )
     files = registry.release_files(version)  # checked against the manifest byte for byte
     manifest = json.loads(files["manifest"].read_text())

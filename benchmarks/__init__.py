@@ -1,1 +1,1 @@
-"""inferline benchmarks: `python -m benchmarks run [--quick]` measures the stack against the alternatives."""
+"""inferline benchmarks: `inferline bench run [--quick]` measures the stack against the alternatives."""

@@ -1,4 +1,4 @@
-"""python -m benchmarks run [--quick]: the benchmark suite, results in benchmarks/results/."""
+"""inferline bench run [--quick]: the benchmark suite, results in benchmarks/results/."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 PARTS = ("serving", "inprocess", "features", "validation", "batch", "monitor")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     # imported here, not at module level: Dask's spawned workers re-import this module (multiprocessing's
     # __mp_main__), and the suite would cost each of them torch, tritonclient and matplotlib imports
-    from benchmarks.load import WrkMissing
-    from benchmarks.report import markdown
-    from benchmarks.suite import Settings, run_suite
+    from inferline.benchmarks.load import WrkMissing
+    from inferline.benchmarks.report import markdown
+    from inferline.benchmarks.suite import Settings, run_suite
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog or "inferline bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the suite; never run it beside other work (the figures become noise)")
     run.add_argument("--quick", action="store_true", help="shorter runs (about 5 minutes on 2 cores)")

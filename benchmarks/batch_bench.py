@@ -16,12 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from batch import JobConfig, prediction_frame, run_job, score_frame
-from export.runtime import onnx_session
-from features.artifacts import atomic_write_parquet
-from features.pipelines import fraud
-from features.state import FeatureState
-from features.validation import validate_frame
+from inferline.batch import JobConfig, prediction_frame, run_job, score_frame
+from inferline.export.runtime import onnx_session
+from inferline.features.artifacts import atomic_write_parquet
+from inferline.features.pipelines import fraud
+from inferline.features.state import FeatureState
+from inferline.features.validation import validate_frame
 
 __all__ = ["bench_batch"]
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from monitor.drift import CategoricalReference, NumericReference, drift_report
+from inferline.monitor.drift import CategoricalReference, NumericReference, drift_report
 
 __all__ = ["bench_drift", "make_windows"]
 

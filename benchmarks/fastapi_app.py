@@ -1,7 +1,7 @@
 """The baseline most teams start with: FastAPI + uvicorn, a pydantic request body, the PyTorch model run eagerly,
 and inferline's own feature code (the same validation and kernels as the Triton preprocess model).
 
-Run: ``INFERLINE_RUN_DIR=<run> uvicorn benchmarks.fastapi_app:app --workers 1``.
+Run: ``INFERLINE_RUN_DIR=<run> uvicorn inferline.benchmarks.fastapi_app:app --workers 1``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import torch
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, create_model
 
-from features.request import featurize_request
-from features.spec import load_pipeline
-from features.state import FeatureState
-from training.model import load_checkpoint
+from inferline.features.request import featurize_request
+from inferline.features.spec import load_pipeline
+from inferline.features.state import FeatureState
+from inferline.training.model import load_checkpoint
 
 torch.set_num_threads(int(os.environ.get("INFERLINE_TORCH_THREADS", "1")))
 RUN_DIR = Path(os.environ["INFERLINE_RUN_DIR"])

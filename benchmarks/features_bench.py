@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.backend import gpu_available
-from features.pipelines import fraud
-from features.request import featurize_request
-from features.state import compute_features, fit_state
-from serving.client import encode_rows
+from inferline.features.backend import gpu_available
+from inferline.features.pipelines import fraud
+from inferline.features.request import featurize_request
+from inferline.features.state import compute_features, fit_state
+from inferline.serving.client import encode_rows
 
 __all__ = ["bench_features"]
 

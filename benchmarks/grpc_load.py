@@ -12,8 +12,8 @@ import pandas as pd
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aio
 
-from features.spec import load_pipeline
-from serving.client import encode_rows
+from inferline.features.spec import load_pipeline
+from inferline.serving.client import encode_rows
 
 
 async def _main(args: argparse.Namespace) -> dict[str, float]:
@@ -55,7 +55,7 @@ async def _main(args: argparse.Namespace) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.grpc_load", description=__doc__)
+    parser = argparse.ArgumentParser(prog="inferline bench.grpc_load", description=__doc__)
     parser.add_argument("--url", required=True)
     parser.add_argument("--rows", required=True, help="Parquet file; its first row is sent")
     parser.add_argument("--model", default="fraud")

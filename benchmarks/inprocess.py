@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.runtime import onnx_session
-from training.model import load_checkpoint
+from inferline.export.runtime import onnx_session
+from inferline.training.model import load_checkpoint
 
 __all__ = ["bench_inprocess"]
 

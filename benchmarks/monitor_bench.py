@@ -9,10 +9,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from benchmarks.load import run_wrk
-from benchmarks.stacks import Release, triton_body
-from monitor.service import Monitor, MonitorConfig, MonitorServer
-from serving.server import ServerConfig, TritonServer, free_port
+from inferline.benchmarks.load import run_wrk
+from inferline.benchmarks.stacks import Release, triton_body
+from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
+from inferline.serving.server import ServerConfig, TritonServer, free_port
 
 __all__ = ["bench_monitor_overhead"]
 

@@ -17,13 +17,13 @@ from typing import Any
 import pandas as pd
 import psutil
 
-from export.config import model_names, pipeline_configs, to_pbtxt
-from export.publish import publish
-from features.artifacts import atomic_write_bytes, atomic_write_parquet
-from features.pipelines import fraud
-from features.state import FeatureState
-from serving.server import ServerConfig, TritonServer, free_port
-from training.train import train
+from inferline.export.config import model_names, pipeline_configs, to_pbtxt
+from inferline.export.publish import publish
+from inferline.features.artifacts import atomic_write_bytes, atomic_write_parquet
+from inferline.features.pipelines import fraud
+from inferline.features.state import FeatureState
+from inferline.serving.server import ServerConfig, TritonServer, free_port
+from inferline.training.train import train
 
 __all__ = ["Release", "Stack", "build_release", "start_stacks", "triton_body"]
 
@@ -119,7 +119,7 @@ def _fastapi(run_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
             sys.executable,
             "-m",
             "uvicorn",
-            "benchmarks.fastapi_app:app",
+            "inferline.benchmarks.fastapi_app:app",
             "--host",
             "127.0.0.1",
             "--port",

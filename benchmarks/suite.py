@@ -15,15 +15,15 @@ from typing import Any
 import psutil
 from tqdm import tqdm
 
-from benchmarks.batch_bench import bench_batch
-from benchmarks.drift_bench import bench_drift
-from benchmarks.features_bench import bench_features
-from benchmarks.inprocess import bench_inprocess
-from benchmarks.load import run_grpc, run_wrk
-from benchmarks.monitor_bench import bench_monitor_overhead
-from benchmarks.report import summary, write_results
-from benchmarks.stacks import Stack, build_release, start_stacks
-from benchmarks.validation_bench import bench_validation
+from inferline.benchmarks.batch_bench import bench_batch
+from inferline.benchmarks.drift_bench import bench_drift
+from inferline.benchmarks.features_bench import bench_features
+from inferline.benchmarks.inprocess import bench_inprocess
+from inferline.benchmarks.load import run_grpc, run_wrk
+from inferline.benchmarks.monitor_bench import bench_monitor_overhead
+from inferline.benchmarks.report import summary, write_results
+from inferline.benchmarks.stacks import Stack, build_release, start_stacks
+from inferline.benchmarks.validation_bench import bench_validation
 
 __all__ = ["Settings", "goals", "run_suite"]
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from pandera.errors import SchemaErrors
 
-from features.pipelines import fraud
-from features.validation import build_schema, validate_frame
+from inferline.features.pipelines import fraud
+from inferline.features.validation import build_schema, validate_frame
 
 __all__ = ["bench_validation"]
 

@@ -10,18 +10,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from export.config import model_names, pipeline_configs, to_json, to_pbtxt
-    from export.parity import ParityGateFailed, ParityReport, run_parity_gate
-    from export.publish import PublishResult, activate, export_onnx, publish, set_current
-    from export.registry import Registry, RegistryError
-    from export.runtime import choose_providers, onnx_session
+    from inferline.export.config import model_names, pipeline_configs, to_json, to_pbtxt
+    from inferline.export.parity import ParityGateFailed, ParityReport, run_parity_gate
+    from inferline.export.publish import PublishResult, activate, export_onnx, publish, set_current
+    from inferline.export.registry import Registry, RegistryError
+    from inferline.export.runtime import choose_providers, onnx_session
 
 _MODULES = {
-    "export.config": ("model_names", "pipeline_configs", "to_json", "to_pbtxt"),
-    "export.parity": ("ParityGateFailed", "ParityReport", "run_parity_gate"),
-    "export.publish": ("PublishResult", "activate", "export_onnx", "publish", "set_current"),
-    "export.registry": ("Registry", "RegistryError"),
-    "export.runtime": ("choose_providers", "onnx_session"),
+    "inferline.export.config": ("model_names", "pipeline_configs", "to_json", "to_pbtxt"),
+    "inferline.export.parity": ("ParityGateFailed", "ParityReport", "run_parity_gate"),
+    "inferline.export.publish": ("PublishResult", "activate", "export_onnx", "publish", "set_current"),
+    "inferline.export.registry": ("Registry", "RegistryError"),
+    "inferline.export.runtime": ("choose_providers", "onnx_session"),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 

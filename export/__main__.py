@@ -1,4 +1,4 @@
-"""python -m export [publish|promote|rollback|history]: gate, publish and move releases."""
+"""inferline export [publish|promote|rollback|history]: gate, publish and move releases."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from export.parity import ParityGateFailed
-from export.publish import publish, set_current
-from export.registry import Registry, RegistryError
-from monitor.alerts import Alert, Alerter
+from inferline.export.parity import ParityGateFailed
+from inferline.export.publish import publish, set_current
+from inferline.export.registry import Registry, RegistryError
+from inferline.monitor.alerts import Alert, Alerter
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from training.train import latest_run
+    from inferline.training.train import latest_run
 
     run_dir = Path(args.run) if args.run else latest_run(Path(args.runs))
     try:
@@ -77,7 +77,7 @@ def _move(args: argparse.Namespace) -> int:
         return 2
     print(
         f"{args.pipeline}: current {reg['current']}, previous {reg['previous']} "
-        "(apply it to a running server with `python -m serving apply`, without a failed request)"
+        "(apply it to a running server with `inferline serve apply`, without a failed request)"
     )
     return 0
 
@@ -96,8 +96,8 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog or "inferline export", description=__doc__)
     parser.add_argument("--repository", default="triton_models", help="Triton model repository")
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("publish", help="export the latest (or given) run, gate it, publish and promote it")
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--json", action="store_true")
     h.set_defaults(func=_history)
     args = parser.parse_args(argv)
-    if args.command is None:  # bare `python -m export` publishes the latest run
+    if args.command is None:  # bare `inferline export` publishes the latest run
         args = parser.parse_args([*(argv or sys.argv[1:]), "publish"])
     return int(args.func(args))
 

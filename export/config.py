@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from features.spec import PipelineSpec
-from features.state import FeatureState
+from inferline.features.spec import PipelineSpec
+from inferline.features.state import FeatureState
 
 __all__ = ["Const", "PbMap", "Target", "model_names", "pipeline_configs", "to_json", "to_pbtxt"]
 

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.runtime import onnx_session
-from features.state import FeatureMatrix
-from training.model import ScoringModel
+from inferline.export.runtime import onnx_session
+from inferline.features.state import FeatureMatrix
+from inferline.training.model import ScoringModel
 
 __all__ = ["ParityGateFailed", "ParityReport", "run_parity_gate"]
 

@@ -38,15 +38,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from export.config import Target, model_names, pipeline_configs, to_json, to_pbtxt
-from export.parity import ParityGateFailed, ParityReport, run_parity_gate
-from export.registry import Registry, RegistryError
-from export.runtime import onnx_session
-from export.safety import MAX_MODEL_BYTES, check_onnx_file
-from features.artifacts import atomic_write_bytes, atomic_write_json, sha256_file
-from features.spec import PipelineSpec, load_pipeline
-from features.state import FeatureState, compute_features
-from training.model import ScoringModel, load_checkpoint
+from inferline.export.config import Target, model_names, pipeline_configs, to_json, to_pbtxt
+from inferline.export.parity import ParityGateFailed, ParityReport, run_parity_gate
+from inferline.export.registry import Registry, RegistryError
+from inferline.export.runtime import onnx_session
+from inferline.export.safety import MAX_MODEL_BYTES, check_onnx_file
+from inferline.features.artifacts import atomic_write_bytes, atomic_write_json, sha256_file
+from inferline.features.spec import PipelineSpec, load_pipeline
+from inferline.features.state import FeatureState, compute_features
+from inferline.training.model import ScoringModel, load_checkpoint
 
 __all__ = ["PublishResult", "activate", "export_onnx", "publish"]
 
@@ -108,10 +108,10 @@ def _code_revision() -> dict[str, Any]:
 
 
 def backend_source(name: str) -> Path:
-    """The Python-backend model file shipped in ``serving/backend/`` (found without importing serving)."""
-    spec = importlib.util.find_spec("serving")
+    """The Python-backend model file shipped in ``serving/backend/`` (found without importing inferline.serving)."""
+    spec = importlib.util.find_spec("inferline.serving")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package 'serving' is not importable; install inferline (pip install -e .)")
+        raise FileNotFoundError("package 'inferline.serving' is not importable; install inferline (pip install -e .)")
     path = Path(next(iter(spec.submodule_search_locations))) / "backend" / name
     if not path.exists():
         raise FileNotFoundError(f"Python-backend model source missing: {path}")

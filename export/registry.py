@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from features.artifacts import atomic_write_json, sha256_file
+from inferline.features.artifacts import atomic_write_json, sha256_file
 
 __all__ = ["Registry", "RegistryError"]
 
@@ -76,13 +76,13 @@ class Registry:
 
     def manifest(self, version: int | None = None) -> dict[str, Any]:
         """The release manifest of ``version`` (default: current)."""
-        from export.config import model_names
+        from inferline.export.config import model_names
 
         v = self.current if version is None else version
         if v is None:
             raise RegistryError(
                 f"pipeline {self.pipeline!r} has no current release in {self.repository}; "
-                "publish one with `python -m export publish`"
+                "publish one with `inferline export publish`"
             )
         path = Path(self.repository) / model_names(self.pipeline)["model"] / str(v) / "release.json"
         if not path.exists():
@@ -94,7 +94,7 @@ class Registry:
         """The files a consumer of release ``version`` (default: current) loads: ``model`` (model.onnx),
         ``feature_state`` and ``manifest`` (release.json), each checked to exist, the first two byte for byte
         against the manifest's sha256."""
-        from export.config import model_names
+        from inferline.export.config import model_names
 
         v = self.current if version is None else version
         manifest = self.manifest(v)  # raises a clear RegistryError for an unknown version
@@ -108,7 +108,7 @@ class Registry:
         if missing:
             raise RegistryError(
                 f"release {self.pipeline}:{v} ({manifest.get('created_at')}) is incomplete, missing {missing}; "
-                "republish it with `python -m export publish` or pick another version"
+                "republish it with `inferline export publish` or pick another version"
             )
         for key, name in (("onnx_sha256", "model"), ("feature_state_sha256", "feature_state")):
             actual = sha256_file(files[name])
@@ -122,7 +122,7 @@ class Registry:
 
     def reference_profile(self, version: int | None = None) -> dict[str, Any]:
         """The drift baseline published with release ``version`` (default: current), checked against its manifest."""
-        from export.config import model_names
+        from inferline.export.config import model_names
 
         v = self.current if version is None else version
         entry = self.manifest(v).get("reference_profile", {})

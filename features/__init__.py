@@ -1,9 +1,9 @@
 """inferline features: pipeline specs, validation, and the feature kernels shared by training, serving and batch."""
 
-from features.backend import FrameBackend, backend_for, get_backend
-from features.spec import Column, FeatureDef, ModelParams, PipelineSpec, Rule, SpecError, load_pipeline
-from features.state import FeatureMatrix, FeatureState, compute_features, fit_state
-from features.validation import FileLevelError, ValidationResult, build_schema, validate_frame
+from inferline.features.backend import FrameBackend, backend_for, get_backend
+from inferline.features.spec import Column, FeatureDef, ModelParams, PipelineSpec, Rule, SpecError, load_pipeline
+from inferline.features.state import FeatureMatrix, FeatureState, compute_features, fit_state
+from inferline.features.validation import FileLevelError, ValidationResult, build_schema, validate_frame
 
 __all__ = [
     "Column",

@@ -1,4 +1,4 @@
-"""python -m features generate|validate"""
+"""inferline generate|validate"""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from features.artifacts import atomic_write_parquet
-from features.dataset import InvalidShareExceeded, expand_paths, load_validated
-from features.spec import load_pipeline_module
-from features.synthetic import apply_shifts, parse_shift
-from features.validation import FileLevelError
+from inferline.features.artifacts import atomic_write_parquet
+from inferline.features.dataset import InvalidShareExceeded, expand_paths, load_validated
+from inferline.features.spec import load_pipeline_module
+from inferline.features.synthetic import apply_shifts, parse_shift
+from inferline.features.validation import FileLevelError
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -68,8 +68,8 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m features", description=__doc__)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog or "inferline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="write a seeded synthetic upstream data set as Parquet")
     g.add_argument("--pipeline", default="fraud")

@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from features.artifacts import atomic_write_parquet, fingerprint_files
-from features.spec import PipelineSpec
-from features.validation import ValidationResult, validate_frame
+from inferline.features.artifacts import atomic_write_parquet, fingerprint_files
+from inferline.features.spec import PipelineSpec
+from inferline.features.validation import ValidationResult, validate_frame
 
 __all__ = ["DatasetReport", "InvalidShareExceeded", "expand_paths", "load_validated", "read_raw"]
 

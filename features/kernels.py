@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from features.backend import FrameBackend
+from inferline.features.backend import FrameBackend
 
 __all__ = ["KERNELS", "Kernel"]
 

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from features.spec import PipelineSpec
-from features.state import FeatureMatrix, FeatureState, compute_features
-from features.validation import coerce_request, first_reason
+from inferline.features.spec import PipelineSpec
+from inferline.features.state import FeatureMatrix, FeatureState, compute_features
+from inferline.features.validation import coerce_request, first_reason
 
 __all__ = ["featurize_request"]
 

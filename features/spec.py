@@ -202,14 +202,15 @@ def _source(fn: Callable[..., Any]) -> str:
 
 
 def load_pipeline_module(name: str) -> ModuleType:
-    """Import a pipeline module: a bare name is looked up in ``features.pipelines``, a dotted name is imported as is."""
-    module_name = name if "." in name else f"features.pipelines.{name}"
+    """Import a pipeline module: a bare name is looked up in ``inferline.features.pipelines``, a dotted name is
+    imported as is."""
+    module_name = name if "." in name else f"inferline.features.pipelines.{name}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name not in (module_name, module_name.rsplit(".", 1)[0]):
             raise
-        from features import pipelines
+        from inferline.features import pipelines
 
         known = sorted(pipelines.available())
         raise SpecError(

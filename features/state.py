@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.artifacts import atomic_write_json
-from features.backend import FrameBackend, backend_for
-from features.kernels import KERNELS
-from features.spec import FeatureDef, PipelineSpec
+from inferline.features.artifacts import atomic_write_json
+from inferline.features.backend import FrameBackend, backend_for
+from inferline.features.kernels import KERNELS
+from inferline.features.spec import FeatureDef, PipelineSpec
 
 __all__ = ["FeatureMatrix", "FeatureState", "StateMismatch", "compute_features", "fit_state"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.spec import PipelineSpec
+from inferline.features.spec import PipelineSpec
 
 __all__ = ["Shift", "apply_shifts", "parse_shift"]
 

@@ -26,8 +26,8 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from features.backend import Columns
-from features.spec import Column, PipelineSpec, Rule
+from inferline.features.backend import Columns
+from inferline.features.spec import Column, PipelineSpec, Rule
 
 __all__ = [
     "FileLevelError",

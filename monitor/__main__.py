@@ -1,4 +1,4 @@
-"""python -m monitor run|report|grafana: watch a served pipeline (latency, utilization, drift, per-class errors)."""
+"""inferline monitor run|report|grafana: watch a served pipeline (latency, utilization, drift, per-class errors)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from features.artifacts import atomic_write_bytes, atomic_write_json
+from inferline.features.artifacts import atomic_write_bytes, atomic_write_json
 
 
 def _server_record(workdir: Path) -> dict[str, Any]:
@@ -23,11 +23,11 @@ def _server_record(workdir: Path) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
-    from monitor.alerts import Alerter
-    from monitor.rollback import RollbackController
-    from monitor.rules import RuleEngine, load_rules
-    from monitor.service import Monitor, MonitorConfig, MonitorServer
-    from serving.secrets import admin_key
+    from inferline.monitor.alerts import Alerter
+    from inferline.monitor.rollback import RollbackController
+    from inferline.monitor.rules import RuleEngine, load_rules
+    from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
+    from inferline.serving.secrets import admin_key
 
     record = _server_record(Path(args.workdir))
     metrics = args.triton_metrics or record.get("metrics")
@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
         http = args.triton_http or record.get("http")
         if not http:
             print(
-                "--rollback needs the server's HTTP address: start it with `python -m serving up` or pass --triton-http"
+                "--rollback needs the server's HTTP address: start it with `inferline serve up` or pass --triton-http"
             )
             return 2
         controller = RollbackController(
@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from monitor.report import write_report
+    from inferline.monitor.report import write_report
 
     url = args.url.rstrip("/")
     try:
@@ -87,7 +87,7 @@ def _report(args: argparse.Namespace) -> int:
             history = json.loads(r.read())
     except OSError as exc:
         print(
-            f"report FAILED: no monitor answers at {url} ({exc}); start one with `python -m monitor run`",
+            f"report FAILED: no monitor answers at {url} ({exc}); start one with `inferline monitor run`",
             file=sys.stderr,
         )
         return 1
@@ -99,7 +99,7 @@ def _report(args: argparse.Namespace) -> int:
 def _rules(args: argparse.Namespace) -> int:
     import yaml
 
-    from monitor.rules import load_rules, prometheus_rules
+    from inferline.monitor.rules import load_rules, prometheus_rules
 
     rules = load_rules(Path(args.rules) if args.rules else None)
     text = yaml.safe_dump(prometheus_rules(rules, args.interval), sort_keys=False)
@@ -109,18 +109,18 @@ def _rules(args: argparse.Namespace) -> int:
 
 
 def _grafana(args: argparse.Namespace) -> int:
-    from monitor.report import grafana_dashboard
+    from inferline.monitor.report import grafana_dashboard
 
     atomic_write_json(Path(args.out), grafana_dashboard())
     print(f"wrote {args.out}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monitor", description=__doc__)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog or "inferline monitor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="the monitor service on 127.0.0.1 (Ctrl-C or SIGTERM stops it)")
-    run.add_argument("--workdir", default=".inferline", help="where `python -m serving up` recorded its server")
+    run.add_argument("--workdir", default=".inferline", help="where `inferline serve up` recorded its server")
     run.add_argument("--repository", default=None, help="model repository (default: the running server's)")
     run.add_argument("--pipeline", default="fraud")
     run.add_argument("--triton-metrics", default=None, help="Triton metrics URL (default: the running server's)")

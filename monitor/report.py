@@ -1,4 +1,4 @@
-"""``python -m monitor report``: an HTML page with PNG plots and a JSON summary, from a monitor's snapshots; and the
+"""``inferline monitor report``: an HTML page with PNG plots and a JSON summary, from a monitor's snapshots; and the
 Grafana dashboard for the metrics the monitor exports."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from features.artifacts import atomic_write_bytes, atomic_write_json
+from inferline.features.artifacts import atomic_write_bytes, atomic_write_json
 
 __all__ = ["grafana_dashboard", "summarize", "write_report"]
 

@@ -17,10 +17,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from export.registry import Registry, RegistryError
-from monitor.alerts import Alert, Alerter, Severity
-from monitor.rules import Incident
-from serving.control import ReleaseSwitchError, switch_release
+from inferline.export.registry import Registry, RegistryError
+from inferline.monitor.alerts import Alert, Alerter, Severity
+from inferline.monitor.rules import Incident
+from inferline.serving.control import ReleaseSwitchError, switch_release
 
 __all__ = ["ROLLBACK_USER", "RollbackController"]
 

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from monitor.alerts import Alert, Alerter, Severity
+from inferline.monitor.alerts import Alert, Alerter, Severity
 
 __all__ = ["DEFAULT_RULES", "AlertRule", "Evaluation", "Incident", "RuleEngine", "load_rules", "prometheus_rules"]
 

@@ -40,16 +40,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from export.registry import Registry
-from features.request import featurize_request
-from features.spec import PipelineSpec, load_pipeline
-from features.state import FeatureState
-from monitor.drift import CategoricalReference, FeatureDrift, NumericReference, bin_counts, drift_report
-from monitor.rollback import RollbackController
-from monitor.rules import Evaluation, RuleEngine
-from monitor.sketch import LogHistogram
-from monitor.utilization import Utilization, UtilizationSampler
-from serving.tap import arrays_from_wire
+from inferline.export.registry import Registry
+from inferline.features.request import featurize_request
+from inferline.features.spec import PipelineSpec, load_pipeline
+from inferline.features.state import FeatureState
+from inferline.monitor.drift import CategoricalReference, FeatureDrift, NumericReference, bin_counts, drift_report
+from inferline.monitor.rollback import RollbackController
+from inferline.monitor.rules import Evaluation, RuleEngine
+from inferline.monitor.sketch import LogHistogram
+from inferline.monitor.utilization import Utilization, UtilizationSampler
+from inferline.serving.tap import arrays_from_wire
 
 __all__ = ["LATENCY_BUCKETS", "Monitor", "MonitorConfig", "MonitorServer", "read_traces"]
 

@@ -1,4 +1,4 @@
-"""python -m serving up|status|down|predict: run the local Triton server and talk to it."""
+"""inferline serve up|status|down|predict: run the local Triton server and talk to it."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from typing import Any
 
 import pandas as pd
 
-from serving.client import InferlineClient, InferlineError
-from serving.gateway import GatewayLimits
-from serving.secrets import admin_key
-from serving.server import ServerConfig, state_path
-from serving.supervisor import Supervisor, SupervisorConfig, exit_cause
+from inferline.serving.client import InferlineClient, InferlineError
+from inferline.serving.gateway import GatewayLimits
+from inferline.serving.secrets import admin_key
+from inferline.serving.server import ServerConfig, state_path
+from inferline.serving.supervisor import Supervisor, SupervisorConfig, exit_cause
 
 
 def _read_state(workdir: Path) -> dict[str, Any] | None:
@@ -83,7 +83,7 @@ def _print_ready(record: dict[str, Any], started: float, key: str) -> None:
 def _up(args: argparse.Namespace) -> int:
     state = _read_state(args.workdir)
     if state and _alive(_owner(state)):
-        print(f"already running (pid {state['pid']}, http {state['http']}); `python -m serving down` first")
+        print(f"already running (pid {state['pid']}, http {state['http']}); `inferline serve down` first")
         return 1
     started = time.monotonic()
     key = admin_key(args.workdir)
@@ -97,7 +97,10 @@ def _up(args: argparse.Namespace) -> int:
     argv = [a for a in (args.argv or sys.argv[1:]) if a != "--foreground"] + ["--foreground"]
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "serving", *argv], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [sys.executable, "-m", "inferline.serving", *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     deadline = started + args.timeout + 10
     while time.monotonic() < deadline:
@@ -153,14 +156,14 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    """Serve the registry's current release on the running server (after `python -m export promote|rollback`)."""
-    from export.registry import Registry, RegistryError
-    from serving.control import ReleaseSwitchError, switch_release
+    """Serve the registry's current release on the running server (after `inferline export promote|rollback`)."""
+    from inferline.export.registry import Registry, RegistryError
+    from inferline.serving.control import ReleaseSwitchError, switch_release
 
     state = _read_state(args.workdir) or {}
     url = args.url or state.get("http")
     if not url:
-        print(f"no server recorded in {args.workdir}; start one with `python -m serving up` or pass --url")
+        print(f"no server recorded in {args.workdir}; start one with `inferline serve up` or pass --url")
         return 3
     repository = Path(args.repository or state.get("repository") or "triton_models")
     target = Registry(repository, args.pipeline).current
@@ -199,7 +202,7 @@ def _predict(args: argparse.Namespace) -> int:
     state = _read_state(args.workdir) or {}
     url = args.url or state.get(args.protocol)
     if not url:
-        print("no server: give --url or start one with `python -m serving up`", file=sys.stderr)
+        print("no server: give --url or start one with `inferline serve up`", file=sys.stderr)
         return 1
     path = Path(args.file)
     rows = pd.read_json(path, lines=True, dtype=False) if path.suffix == ".jsonl" else pd.read_parquet(path)
@@ -226,7 +229,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from serving.demo import print_summary, run_demo
+    from inferline.serving.demo import print_summary, run_demo
 
     summary = run_demo(
         workdir=Path(args.workdir), repository=Path(args.repository), rows=args.rows, keep_serving=args.keep_serving
@@ -236,8 +239,8 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if worst <= 1e-5 else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog or "inferline serve", description=__doc__)
     parser.add_argument("--workdir", default=".inferline", help="server state, logs and the generated admin key")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the local Triton server on 127.0.0.1 and wait until it is ready")

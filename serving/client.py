@@ -28,8 +28,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from features.spec import Column, PipelineSpec, load_pipeline
-from serving.secrets import ADMIN_HEADER
+from inferline.features.spec import Column, PipelineSpec, load_pipeline
+from inferline.serving.secrets import ADMIN_HEADER
 
 __all__ = [
     "Cancelled",

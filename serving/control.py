@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from export.config import model_names
-from export.publish import activate
-from export.registry import Registry
-from serving.secrets import ADMIN_HEADER
+from inferline.export.config import model_names
+from inferline.export.publish import activate
+from inferline.export.registry import Registry
+from inferline.serving.secrets import ADMIN_HEADER
 
 __all__ = ["ReleaseSwitchError", "SwitchResult", "switch_release"]
 

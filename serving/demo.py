@@ -17,17 +17,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from export.publish import publish
-from features.artifacts import atomic_write_json, atomic_write_parquet
-from features.dataset import expand_paths, load_validated
-from features.spec import load_pipeline_module
-from features.state import FeatureState, compute_features
-from features.synthetic import apply_shifts, parse_shift
-from serving.client import InferlineClient, Protocol
-from serving.server import ServerConfig, TritonServer, free_port
-from serving.tap import MonitorTap
-from training.model import load_checkpoint
-from training.train import train
+from inferline.export.publish import publish
+from inferline.features.artifacts import atomic_write_json, atomic_write_parquet
+from inferline.features.dataset import expand_paths, load_validated
+from inferline.features.spec import load_pipeline_module
+from inferline.features.state import FeatureState, compute_features
+from inferline.features.synthetic import apply_shifts, parse_shift
+from inferline.serving.client import InferlineClient, Protocol
+from inferline.serving.server import ServerConfig, TritonServer, free_port
+from inferline.serving.tap import MonitorTap
+from inferline.training.model import load_checkpoint
+from inferline.training.train import train
 
 
 def _port(preferred: int) -> int:
@@ -64,7 +64,7 @@ def _latency(client: InferlineClient, rows: pd.DataFrame, n: int) -> dict[str, f
 
 def _run_batch(raw_dir: Path, output: Path, repository: Path, model: str, workdir: Path) -> dict[str, Any]:
     """The batch stage through its own command line, as a user runs it (serving does not import batch)."""
-    command = [sys.executable, "-m", "batch", "run", "--input", str(raw_dir), "--output", str(output)]
+    command = [sys.executable, "-m", "inferline.batch", "run", "--input", str(raw_dir), "--output", str(output)]
     command += ["--model", model, "--repository", str(repository), "--overwrite", "--quiet"]
     command += ["--alerts", str(workdir / "alerts.jsonl")]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -80,7 +80,7 @@ def _run_monitoring(
     """The monitor through its own command line; traffic through the serving client with a tap."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "monitor", "run", "--port", str(port), "--repository", str(repository)]
+    command = [sys.executable, "-m", "inferline.monitor", "run", "--port", str(port), "--repository", str(repository)]
     command += ["--pipeline", module.SPEC.name, "--triton-metrics", config.metrics_url, "--interval", "0.5"]
     command += ["--trace-dir", str(config.trace_dir), "--server-pid", str(server_pid)]
     command += ["--drift-window-rows", str(rows)]
@@ -104,7 +104,7 @@ def _run_monitoring(
             }
         out = workdir / "reports" / "monitor"
         report = subprocess.run(
-            [sys.executable, "-m", "monitor", "report", "--url", url, "--out", str(out)],
+            [sys.executable, "-m", "inferline.monitor", "report", "--url", url, "--out", str(out)],
             capture_output=True,
             text=True,
             check=False,
@@ -242,7 +242,7 @@ def run_demo(
             )
         timings["predict_s"] = time.perf_counter() - t
 
-        t = step("monitor: normal traffic, then traffic from a drifted upstream (python -m monitor run)")
+        t = step("monitor: normal traffic, then traffic from a drifted upstream (inferline monitor run)")
         assert server.process is not None
         monitoring = _run_monitoring(module, config, server.process.pid, repository, workdir, seed)
         print(
@@ -255,7 +255,7 @@ def run_demo(
         if not keep_serving:
             server.stop()
 
-    t = step(f"batch: score {raw_dir} with the same release on a Dask LocalCluster (python -m batch run)")
+    t = step(f"batch: score {raw_dir} with the same release on a Dask LocalCluster (inferline batch run)")
     batch = _run_batch(raw_dir, workdir / "batch", repository, f"{pipeline}:{published.version}", workdir)
     scored = pd.read_parquet(workdir / "batch").set_index(spec.id_column.name if spec.id_column else "source_row")
     ids = holdout[spec.id_column.name] if spec.id_column else holdout.index
@@ -280,7 +280,7 @@ def run_demo(
         "monitoring": monitoring,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "total_s": round(time.perf_counter() - t_start, 1),
-        "server": "kept running (python -m serving down to stop)" if keep_serving else "stopped",
+        "server": "kept running (inferline serve down to stop)" if keep_serving else "stopped",
     }
     atomic_write_json(workdir / "reports" / "demo-summary.json", summary)
     if keep_serving:

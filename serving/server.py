@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from export.config import model_names
-from export.publish import activate
-from export.registry import Registry
-from features.artifacts import atomic_write_json
-from serving.secrets import ADMIN_HEADER, admin_key
+from inferline.export.config import model_names
+from inferline.export.publish import activate
+from inferline.export.registry import Registry
+from inferline.features.artifacts import atomic_write_json
+from inferline.serving.secrets import ADMIN_HEADER, admin_key
 
 __all__ = [
     "ServerConfig",
@@ -207,14 +207,14 @@ class TritonServer:
         return cmd + list(c.extra_args)
 
     def start(self, wait: bool = True, timeout_s: float = 60.0, detach: bool = False) -> TritonServer:
-        """Start the server. By default it dies with this process; ``detach=True`` (``python -m serving up``)
+        """Start the server. By default it dies with this process; ``detach=True`` (``inferline serve up``)
         lets it outlive the command that started it."""
         if self.process is not None and self.process.poll() is None:
             raise ServerError(f"server already running (pid {self.process.pid})")
         repository = Path(self.config.repository)
         pipelines = published_pipelines(repository)
         if not pipelines:
-            raise ServerError(f"no published release in {repository}: run `python -m export publish` first")
+            raise ServerError(f"no published release in {repository}: run `inferline export publish` first")
         for pipeline, version in pipelines.items():  # configs on disk follow the registry (restart = current release)
             activate(repository, pipeline, version)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Supervision of the local Triton server: what ``python -m serving up`` runs.
+"""Supervision of the local Triton server: what ``inferline serve up`` runs.
 
 One process owns tritonserver (which dies with it), the validating gateway in front of it and a Prometheus endpoint.
 When tritonserver exits without being asked to (the bundled 2.51 aborts on one hostile HTTP request; SECURITY.md),
@@ -28,10 +28,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from features.artifacts import atomic_write_json
-from monitor.alerts import Alert, Alerter, Severity
-from serving.gateway import Gateway, GatewayLimits
-from serving.server import ServerConfig, TritonServer, state_path
+from inferline.features.artifacts import atomic_write_json
+from inferline.monitor.alerts import Alert, Alerter, Severity
+from inferline.serving.gateway import Gateway, GatewayLimits
+from inferline.serving.server import ServerConfig, TritonServer, state_path
 
 __all__ = ["Supervisor", "SupervisorConfig", "exit_cause"]
 
@@ -100,7 +100,7 @@ class Supervisor:
             registry=self.registry,
         )
 
-    # ---- state shared with `python -m serving status|down` ----
+    # ---- state shared with `inferline serve status|down` ----
     def record(self) -> dict[str, Any]:
         return {
             **self.server.record(),

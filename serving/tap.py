@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from features.spec import PipelineSpec
+from inferline.features.spec import PipelineSpec
 
 __all__ = ["MonitorTap", "arrays_from_wire", "post_json", "sample_payload", "wire_columns"]
 

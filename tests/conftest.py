@@ -19,12 +19,12 @@ import pandas as pd
 import pytest
 import torch
 
-from export.publish import PublishResult, publish
-from features.artifacts import atomic_write_parquet
-from features.backend import gpu_available
-from features.pipelines import fraud
-from serving.server import ServerConfig, TritonServer, die_with_parent, free_port
-from training.train import RunResult, train
+from inferline.export.publish import PublishResult, publish
+from inferline.features.artifacts import atomic_write_parquet
+from inferline.features.backend import gpu_available
+from inferline.features.pipelines import fraud
+from inferline.serving.server import ServerConfig, TritonServer, die_with_parent, free_port
+from inferline.training.train import RunResult, train
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -192,14 +192,14 @@ def receiver() -> Iterator[Receiver]:
 
 @dataclass
 class Supervised:
-    """A server started the way users start it: ``python -m serving up`` (supervisor, gateway, tritonserver)."""
+    """A server started the way users start it: ``inferline serve up`` (supervisor, gateway, tritonserver)."""
 
     workdir: Path
     up_args: list[str]
     record: dict[str, Any]
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "serving", "--workdir", str(self.workdir), *args]
+        command = [sys.executable, "-m", "inferline.serving", "--workdir", str(self.workdir), *args]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
     def up(self) -> None:
@@ -231,7 +231,7 @@ class Supervised:
 
 
 def supervised_server(published: Published, root: Path, *options: str) -> Supervised:
-    """``python -m serving up`` on a copy of the published repository and free ports; the caller stops it."""
+    """``inferline serve up`` on a copy of the published repository and free ports; the caller stops it."""
     shutil.copytree(published.repository, root / "triton_models")
     ports = {
         flag: str(free_port())

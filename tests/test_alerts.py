@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
-from features.artifacts import atomic_write_parquet, sha256_file
-from features.pipelines import fraud
-from monitor.alerts import Alert, Alerter, JsonlSink, LogSink, PrometheusSink, WebhookSink
-from serving.client import InferlineClient
-from serving.server import TritonServer, free_port
+from inferline.features.artifacts import atomic_write_parquet, sha256_file
+from inferline.features.pipelines import fraud
+from inferline.monitor.alerts import Alert, Alerter, JsonlSink, LogSink, PrometheusSink, WebhookSink
+from inferline.serving.client import InferlineClient
+from inferline.serving.server import TritonServer, free_port
 
 from .conftest import Published, Receiver
 

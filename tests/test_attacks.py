@@ -14,10 +14,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from features.pipelines import fraud
-from serving.client import InferlineClient
-from serving.secrets import ADMIN_HEADER
-from serving.server import TritonServer
+from inferline.features.pipelines import fraud
+from inferline.serving.client import InferlineClient
+from inferline.serving.secrets import ADMIN_HEADER
+from inferline.serving.server import TritonServer
 
 from .conftest import Published, private_server
 

@@ -1,5 +1,5 @@
 """The Dask batch job against real clusters (separate `dask scheduler`/`dask worker` processes, and the
-LocalCluster of `python -m batch run`), real Parquet files and, for parity, the live Triton server."""
+LocalCluster of `inferline batch run`), real Parquet files and, for parity, the live Triton server."""
 
 from __future__ import annotations
 
@@ -17,18 +17,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch import BatchJobFailed, EmptyInput, JobConfig, JobReport, OutputInUse, output_columns, run_job
-from features.artifacts import sha256_file
-from features.pipelines import fraud
-from features.validation import FileLevelError
-from serving.client import InferlineClient
-from serving.demo import in_process_probabilities
-from serving.server import TritonServer
+from inferline.batch import BatchJobFailed, EmptyInput, JobConfig, JobReport, OutputInUse, output_columns, run_job
+from inferline.features.artifacts import sha256_file
+from inferline.features.pipelines import fraud
+from inferline.features.validation import FileLevelError
+from inferline.serving.client import InferlineClient
+from inferline.serving.demo import in_process_probabilities
+from inferline.serving.server import TritonServer
 
 from .conftest import DaskCluster, Published
 
 ROW_GROUP = 1_000
-BATCH_RUN = [sys.executable, "-m", "batch", "run"]
+BATCH_RUN = [sys.executable, "-m", "inferline.batch", "run"]
 PROBS = [f"probability_{c}" for c in fraud.SPEC.classes]
 
 
@@ -131,7 +131,9 @@ def test_cli_local_cluster_report_and_resume(inputs: Path, published: Published,
     resumed = json.loads(again.stdout)
     assert resumed["partitions_resumed"] == 3 and resumed["cluster"]["kind"].startswith("none")
     assert {p.name: sha256_file(p) for p in out.glob("part-*.parquet")} == before
-    status = subprocess.run([sys.executable, "-m", "batch", "status", "--output", str(out)], capture_output=True)
+    status = subprocess.run(
+        [sys.executable, "-m", "inferline.batch", "status", "--output", str(out)], capture_output=True
+    )
     assert status.returncode == 0 and json.loads(status.stdout)["job"] == report["job"]
     helped = subprocess.run([*BATCH_RUN, "--help"], capture_output=True, text=True)
     assert helped.returncode == 0 and "--scheduler" in helped.stdout

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.batch_bench import bench_batch
-from benchmarks.report import markdown, summary, write_results
-from benchmarks.suite import goals
+from inferline.benchmarks.batch_bench import bench_batch
+from inferline.benchmarks.report import markdown, summary, write_results
+from inferline.benchmarks.suite import goals
 
 from .conftest import Published
 

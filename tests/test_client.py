@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from features.pipelines import fraud
-from serving.client import InferlineClient, InferlineError
-from serving.server import free_port
+from inferline.features.pipelines import fraud
+from inferline.serving.client import InferlineClient, InferlineError
+from inferline.serving.server import free_port
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

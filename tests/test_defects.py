@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.dataset import load_validated
-from features.pipelines import fraud
-from features.validation import FileLevelError, validate_frame
+from inferline.features.dataset import load_validated
+from inferline.features.pipelines import fraud
+from inferline.features.validation import FileLevelError, validate_frame
 
 SPEC = fraud.SPEC
 

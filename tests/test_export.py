@@ -9,15 +9,15 @@ import pytest
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
-from export.config import pipeline_configs, to_json, to_pbtxt
-from export.parity import ParityGateFailed
-from export.publish import publish, set_current
-from export.registry import Registry, RegistryError
-from export.runtime import choose_providers
-from features.artifacts import sha256_file
-from features.pipelines import fraud
-from features.state import FeatureState
-from training.train import RunResult
+from inferline.export.config import pipeline_configs, to_json, to_pbtxt
+from inferline.export.parity import ParityGateFailed
+from inferline.export.publish import publish, set_current
+from inferline.export.registry import Registry, RegistryError
+from inferline.export.runtime import choose_providers
+from inferline.features.artifacts import sha256_file
+from inferline.features.pipelines import fraud
+from inferline.features.state import FeatureState
+from inferline.training.train import RunResult
 
 from .conftest import Published
 

@@ -1,5 +1,5 @@
 """Serving under faults (SECURITY.md cases 5, 7 and 8), against a server started as users start it
-(``python -m serving up``: supervisor, validating gateway, tritonserver): malformed requests, the one request that
+(``inferline serve up``: supervisor, validating gateway, tritonserver): malformed requests, the one request that
 aborts Triton 2.51, overload, deadlines and cancellation, SIGKILL and SIGINT. Nothing accepted is lost."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from features.pipelines import fraud
-from serving.client import Cancelled, DeadlineExceeded, InferlineClient, encode_rows
+from inferline.features.pipelines import fraud
+from inferline.serving.client import Cancelled, DeadlineExceeded, InferlineClient, encode_rows
 
 from .conftest import Published, Supervised, supervised_server
 

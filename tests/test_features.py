@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.backend import BackendUnavailable, get_backend
-from features.pipelines import fraud
-from features.spec import Rule, SpecError, load_pipeline
-from features.state import FeatureState, StateMismatch, compute_features, fit_state
-from features.validation import (
+from inferline.features.backend import BackendUnavailable, get_backend
+from inferline.features.pipelines import fraud
+from inferline.features.spec import Rule, SpecError, load_pipeline
+from inferline.features.state import FeatureState, StateMismatch, compute_features, fit_state
+from inferline.features.validation import (
     FileLevelError,
     coerce_request,
     first_reason,
@@ -221,7 +221,7 @@ def test_request_path_rules_agree_with_pandera(frame: pd.DataFrame) -> None:
 
 
 def test_timestamp_parser_policies() -> None:
-    from features.validation import _parse_timestamps
+    from inferline.features.validation import _parse_timestamps
 
     col = SPEC.column("event_time")
     text = np.array(

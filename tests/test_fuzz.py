@@ -32,15 +32,15 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 from schemathesis.schemas import BaseSchema
 
-from features.pipelines import fraud
-from features.request import featurize_request
-from features.state import FeatureState, fit_state
-from serving.client import InferlineClient, encode_rows
+from inferline.features.pipelines import fraud
+from inferline.features.request import featurize_request
+from inferline.features.state import FeatureState, fit_state
+from inferline.serving.client import InferlineClient, encode_rows
 
 from .conftest import Published, Supervised, supervised_server
 
 SPEC = fraud.SPEC
-API_DESCRIPTION = resources.files("serving") / "openapi" / "kserve-v2.yaml"
+API_DESCRIPTION = resources.files("inferline.serving") / "openapi" / "kserve-v2.yaml"
 SERVED_MODEL = "fraud"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -54,7 +54,7 @@ STATUS = re.compile(rf"^(ok|({'|'.join(re.escape(c.name) for c in SPEC.columns)}
 
 @pytest.fixture(scope="module")
 def edge(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervised]:
-    """The service as ``python -m serving up`` runs it: gateway, supervisor, tritonserver."""
+    """The service as ``inferline serve up`` runs it: gateway, supervisor, tritonserver."""
     server = supervised_server(published, tmp_path_factory.mktemp("fuzz"))
     try:
         yield server

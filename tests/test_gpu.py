@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from export.runtime import onnx_session
-from features.pipelines import fraud
-from features.state import compute_features, fit_state
+from inferline.export.runtime import onnx_session
+from inferline.features.pipelines import fraud
+from inferline.features.state import compute_features, fit_state
 
 from .conftest import Published
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.gpu
 
 
 def test_cudf_kernels_match_pandas() -> None:
-    from features.backend import get_backend
+    from inferline.features.backend import get_backend
 
     frame = fraud.generate(20_000, seed=5)
     state = fit_state(frame, fraud.SPEC)
@@ -43,7 +43,7 @@ def test_onnxruntime_cuda_matches_cpu(published: Published) -> None:
 
 
 def test_batch_job_on_cudf_matches_pandas(published: Published, tmp_path: Path) -> None:
-    from batch import JobConfig, run_job
+    from inferline.batch import JobConfig, run_job
 
     fraud.generate(20_000, seed=12).to_parquet(tmp_path / "in.parquet")
     reports, scores = {}, {}

@@ -12,9 +12,9 @@ import onnx
 import pytest
 import torch
 
-from export.publish import publish
-from export.safety import UnsafeModel
-from training.train import RunResult
+from inferline.export.publish import publish
+from inferline.export.safety import UnsafeModel
+from inferline.training.train import RunResult
 
 from .conftest import Published
 
@@ -103,7 +103,16 @@ def test_a_checkpoint_carrying_a_pickle_payload_is_refused_and_never_run(
     with pytest.raises(ValueError, match="not a weights-only checkpoint"):
         publish(hostile_run, repository)
     cli = subprocess.run(
-        [sys.executable, "-m", "export", "--repository", str(repository), "publish", "--run", str(hostile_run)],
+        [
+            sys.executable,
+            "-m",
+            "inferline.export",
+            "--repository",
+            str(repository),
+            "publish",
+            "--run",
+            str(hostile_run),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

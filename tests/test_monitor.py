@@ -17,14 +17,14 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from export.registry import Registry, RegistryError
-from features.pipelines import fraud
-from features.synthetic import apply_shifts, parse_shift
-from monitor.service import Monitor, MonitorConfig, MonitorServer, read_traces
-from monitor.utilization import UtilizationSampler
-from serving.client import InferlineClient, Predictions
-from serving.server import TritonServer, free_port
-from serving.tap import MonitorTap, post_json
+from inferline.export.registry import Registry, RegistryError
+from inferline.features.pipelines import fraud
+from inferline.features.synthetic import apply_shifts, parse_shift
+from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer, read_traces
+from inferline.monitor.utilization import UtilizationSampler
+from inferline.serving.client import InferlineClient, Predictions
+from inferline.serving.server import TritonServer, free_port
+from inferline.serving.tap import MonitorTap, post_json
 
 from .conftest import Published
 
@@ -157,7 +157,7 @@ def test_bad_samples_get_a_clear_400_and_a_dead_monitor_never_fails_serving(
 def test_report_and_grafana_commands(monitor: MonitorServer, tmp_path: Path) -> None:
     monitor.monitor.tick()
     report = subprocess.run(
-        [sys.executable, "-m", "monitor", "report", "--url", monitor.url, "--out", str(tmp_path / "report")],
+        [sys.executable, "-m", "inferline.monitor", "report", "--url", monitor.url, "--out", str(tmp_path / "report")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -170,7 +170,8 @@ def test_report_and_grafana_commands(monitor: MonitorServer, tmp_path: Path) -> 
     assert summary["release"] == "fraud:2" and summary["snapshots"] >= 1
     assert "drifted" in report.stdout
     grafana = subprocess.run(
-        [sys.executable, "-m", "monitor", "grafana", "--out", str(tmp_path / "dash.json")], capture_output=True
+        [sys.executable, "-m", "inferline.monitor", "grafana", "--out", str(tmp_path / "dash.json")],
+        capture_output=True,
     )
     assert grafana.returncode == 0
     dashboard = json.loads((tmp_path / "dash.json").read_text())
@@ -193,7 +194,7 @@ def test_reference_profile_travels_with_the_release_and_is_checked(published: Pu
 
 
 def test_batch_job_outputs_feed_the_monitor(published: Published, monitor: MonitorServer, tmp_path: Path) -> None:
-    from batch import JobConfig, run_job
+    from inferline.batch import JobConfig, run_job
 
     fraud.generate(3_000, seed=905).to_parquet(tmp_path / "in.parquet")
     before = monitor.monitor.status()["sources"].get("batch", 0)

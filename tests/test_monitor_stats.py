@@ -15,7 +15,7 @@ import scipy.stats
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import distributions
 
-from monitor.drift import (
+from inferline.monitor.drift import (
     NULL,
     UNSEEN,
     CategoricalReference,
@@ -30,7 +30,7 @@ from monitor.drift import (
     numeric_drift,
     psi,
 )
-from monitor.sketch import LogHistogram
+from inferline.monitor.sketch import LogHistogram
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -9,18 +9,18 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-import features.pipelines
-from export.publish import publish
-from features.artifacts import atomic_write_parquet
-from features.spec import load_pipeline_module
-from training.train import train
+import inferline.features.pipelines
+from inferline.export.publish import publish
+from inferline.features.artifacts import atomic_write_parquet
+from inferline.features.spec import load_pipeline_module
+from inferline.training.train import train
 
 LOANS = textwrap.dedent('''
     """Loan default scoring: a second pipeline, written as a spec only."""
     import numpy as np
     import pandas as pd
 
-    from features.spec import Column, FeatureDef, ModelParams, PipelineSpec, Rule
+    from inferline.features.spec import Column, FeatureDef, ModelParams, PipelineSpec, Rule
 
     SPEC = PipelineSpec(
         name="loans",
@@ -63,12 +63,14 @@ def loans_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     plugin_dir = tmp_path / "pipelines"
     plugin_dir.mkdir()
     (plugin_dir / "loans.py").write_text(LOANS)
-    monkeypatch.setattr(features.pipelines, "__path__", [*features.pipelines.__path__, str(plugin_dir)])
+    monkeypatch.setattr(
+        inferline.features.pipelines, "__path__", [*inferline.features.pipelines.__path__, str(plugin_dir)]
+    )
     return "loans"
 
 
 def test_second_pipeline_trains_gates_and_publishes(loans_pipeline: str, tmp_path: Path) -> None:
-    assert "loans" in features.pipelines.available()
+    assert "loans" in inferline.features.pipelines.available()
     module = load_pipeline_module(loans_pipeline)
     data = tmp_path / "loans.parquet"
     atomic_write_parquet(data, module.generate(6000, seed=1))

@@ -11,9 +11,9 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.pipelines import fraud
-from features.validation import coerce_request, validate_frame
-from serving.client import encode_rows
+from inferline.features.pipelines import fraud
+from inferline.features.validation import coerce_request, validate_frame
+from inferline.serving.client import encode_rows
 
 from .test_defects import DEFECTS
 

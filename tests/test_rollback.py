@@ -16,18 +16,18 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from export.publish import set_current
-from export.registry import Registry
-from features.pipelines import fraud
-from features.synthetic import apply_shifts, parse_shift
-from monitor.alerts import Alerter, JsonlSink, WebhookSink
-from monitor.rollback import ROLLBACK_USER, RollbackController
-from monitor.rules import AlertRule, RuleEngine
-from monitor.service import Monitor, MonitorConfig, MonitorServer
-from serving.client import InferlineClient
-from serving.control import switch_release
-from serving.server import TritonServer, free_port
-from serving.tap import MonitorTap
+from inferline.export.publish import set_current
+from inferline.export.registry import Registry
+from inferline.features.pipelines import fraud
+from inferline.features.synthetic import apply_shifts, parse_shift
+from inferline.monitor.alerts import Alerter, JsonlSink, WebhookSink
+from inferline.monitor.rollback import ROLLBACK_USER, RollbackController
+from inferline.monitor.rules import AlertRule, RuleEngine
+from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
+from inferline.serving.client import InferlineClient
+from inferline.serving.control import switch_release
+from inferline.serving.server import TritonServer, free_port
+from inferline.serving.tap import MonitorTap
 
 from .conftest import Published, Receiver, private_server
 
@@ -204,8 +204,8 @@ def test_corrupt_previous_release_alerts_and_the_current_keeps_serving(serving_v
 def test_promote_rollback_and_history_by_hand(serving_v2: Stack) -> None:
     stack = serving_v2
     repo, workdir = str(stack.repository), str(stack.server.config.workdir)
-    export = [sys.executable, "-m", "export", "--repository", repo]
-    apply = [sys.executable, "-m", "serving", "--workdir", workdir, "apply", "--repository", repo]
+    export = [sys.executable, "-m", "inferline.export", "--repository", repo]
+    apply = [sys.executable, "-m", "inferline.serving", "--workdir", workdir, "apply", "--repository", repo]
     apply += ["--url", stack.server.config.http_url]
 
     def run(command: list[str]) -> str:

@@ -16,10 +16,10 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from features.pipelines import fraud
-from serving.client import InferlineClient, encode_rows
-from serving.demo import in_process_probabilities
-from serving.server import TritonServer, free_port
+from inferline.features.pipelines import fraud
+from inferline.serving.client import InferlineClient, encode_rows
+from inferline.serving.demo import in_process_probabilities
+from inferline.serving.server import TritonServer, free_port
 
 from .conftest import Published
 
@@ -181,7 +181,7 @@ def test_serving_command_line_up_status_predict_down(
 ) -> None:
     workdir = tmp_path / "work"
     ports = [str(free_port()) for _ in range(3)]
-    base = [sys.executable, "-m", "serving", "--workdir", str(workdir)]
+    base = [sys.executable, "-m", "inferline.serving", "--workdir", str(workdir)]
     up = subprocess.run(
         [
             *base,

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from features.artifacts import atomic_write_parquet
-from features.pipelines import fraud
-from features.validation import FileLevelError
-from training.model import load_checkpoint
-from training.train import RunResult, latest_run, train
+from inferline.features.artifacts import atomic_write_parquet
+from inferline.features.pipelines import fraud
+from inferline.features.validation import FileLevelError
+from inferline.training.model import load_checkpoint
+from inferline.training.train import RunResult, latest_run, train
 
 
 def test_run_directory_is_complete(run: RunResult) -> None:

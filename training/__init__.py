@@ -1,7 +1,7 @@
 """inferline training: the PyTorch model and the deterministic training loop."""
 
-from training.model import Architecture, ScoringModel, TabularNet, load_checkpoint, save_checkpoint
-from training.train import RunResult, latest_run, load_run, load_state, train
+from inferline.training.model import Architecture, ScoringModel, TabularNet, load_checkpoint, save_checkpoint
+from inferline.training.train import RunResult, latest_run, load_run, load_state, train
 
 __all__ = [
     "Architecture",

@@ -1,4 +1,4 @@
-"""python -m training: train a pipeline's model on validated data."""
+"""inferline train: train a pipeline's model on validated data."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import json
 import sys
 from pathlib import Path
 
-from features.dataset import InvalidShareExceeded, expand_paths
-from features.spec import load_pipeline
-from features.validation import FileLevelError
-from monitor.alerts import Alert, Alerter
-from training.train import train
+from inferline.features.dataset import InvalidShareExceeded, expand_paths
+from inferline.features.spec import load_pipeline
+from inferline.features.validation import FileLevelError
+from inferline.monitor.alerts import Alert, Alerter
+from inferline.training.train import train
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog or "inferline train", description=__doc__)
     parser.add_argument("--pipeline", default="fraud")
     parser.add_argument(
         "--data", nargs="+", default=[".inferline/data/raw"], help="Parquet files, globs or directories"

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from features.artifacts import atomic_write_bytes
+from inferline.features.artifacts import atomic_write_bytes
 
 __all__ = ["Architecture", "ScoringModel", "TabularNet", "load_checkpoint", "save_checkpoint"]
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from features.state import FeatureMatrix, FeatureState
-from monitor.drift import CategoricalReference, NumericReference
+from inferline.features.state import FeatureMatrix, FeatureState
+from inferline.monitor.drift import CategoricalReference, NumericReference
 
 __all__ = ["PROFILE_VERSION", "reference_profile"]
 

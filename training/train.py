@@ -22,13 +22,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from features.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from features.dataset import load_validated
-from features.spec import PipelineSpec
-from features.state import FeatureMatrix, FeatureState, compute_features, fit_state
-from training.metrics import choose_threshold, classification_metrics
-from training.model import Architecture, ScoringModel, TabularNet, save_checkpoint
-from training.profile import reference_profile
+from inferline.features.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from inferline.features.dataset import load_validated
+from inferline.features.spec import PipelineSpec
+from inferline.features.state import FeatureMatrix, FeatureState, compute_features, fit_state
+from inferline.training.metrics import choose_threshold, classification_metrics
+from inferline.training.model import Architecture, ScoringModel, TabularNet, save_checkpoint
+from inferline.training.profile import reference_profile
 
 __all__ = ["RunResult", "latest_run", "split_by_time", "train"]
 
@@ -191,7 +191,7 @@ def train(
 def latest_run(runs_dir: Path) -> Path:
     pointer = Path(runs_dir) / "LATEST"
     if not pointer.exists():
-        raise FileNotFoundError(f"no training run in {runs_dir} (no LATEST file); run `python -m training` first")
+        raise FileNotFoundError(f"no training run in {runs_dir} (no LATEST file); run `inferline train` first")
     return Path(runs_dir) / pointer.read_text().strip()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.spec import Column, FeatureDef, ModelParams, PipelineSpec, Rule
+from inferline.features.spec import Column, FeatureDef, ModelParams, PipelineSpec, Rule
 
 CHANNELS = ("web", "pos", "app")
 CURRENCY_BY_COUNTRY = {

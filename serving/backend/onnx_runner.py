@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by the Triton Python backend
 
-from export.runtime import Device, onnx_session
+from inferline.export.runtime import Device, onnx_session
 
 OUTPUTS = ("probabilities", "predicted_class")
 

@@ -1,6 +1,6 @@
 """Triton Python-backend model ``<pipeline>_preprocess``: raw rows -> validated, featurized tensors.
 
-Copied by ``python -m export publish`` into every published version as ``model.py``. It runs the same
+Copied by ``inferline export publish`` into every published version as ``model.py``. It runs the same
 ``features`` code as training and the batch job, with the fitted state of its own release. Requests that arrive
 together are featurized as one frame. A row that breaks a rule gets ``status`` = its reason (for example
 ``amount:negative``) and neutral features; the rows beside it are scored normally.
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by the Triton Python backend
 
-from features.request import featurize_request
-from features.spec import load_pipeline
-from features.state import FeatureState
+from inferline.features.request import featurize_request
+from inferline.features.spec import load_pipeline
+from inferline.features.state import FeatureState
 
 
 class TritonPythonModel:
