@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 
 from inferline.serving.client import InferlineClient, InferlineError
 from inferline.serving.gateway import GatewayLimits
@@ -29,11 +30,22 @@ def _read_state(workdir: Path) -> dict[str, Any] | None:
 
 
 def _alive(pid: int) -> bool:
+    """The process exists and has not exited. A zombie (exited, not yet reaped: a detached supervisor killed with
+    SIGKILL stays one where PID 1 does not reap) is dead, although ``kill(pid, 0)`` still succeeds on it."""
     try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
+
+
+def _wait_gone(pids: list[int], timeout_s: float) -> bool:
+    """Wait until none of ``pids`` is alive; True if they all went within the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while any(_alive(p) for p in pids):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)  # polling for the processes to exit
+    return True
 
 
 def _owner(state: dict[str, Any]) -> int:
@@ -84,6 +96,12 @@ def _up(args: argparse.Namespace) -> int:
     state = _read_state(args.workdir)
     if state and _alive(_owner(state)):
         print(f"already running (pid {state['pid']}, http {state['http']}); `inferline serve down` first")
+        return 1
+    if state and _alive(state["pid"]) and not _wait_gone([state["pid"]], args.exit_timeout + 10):
+        print(
+            f"the previous tritonserver (pid {state['pid']}) outlived its supervisor and still holds its ports; "
+            "run `inferline serve down` to stop it, then `up` again"
+        )
         return 1
     started = time.monotonic()
     key = admin_key(args.workdir)
@@ -136,7 +154,13 @@ def _status(args: argparse.Namespace) -> int:
         return 3
     owner = _owner(state)
     if not _alive(owner):
-        print(f"down: pid {owner} is gone (crashed or killed); see {state['log']}")
+        if owner != state["pid"] and _alive(state["pid"]):
+            print(
+                f"down (stopping): supervisor pid {owner} is gone (crashed or killed); tritonserver pid "
+                f"{state['pid']} is draining and follows it; see {state['log']}"
+            )
+        else:
+            print(f"down: pid {owner} is gone (crashed or killed); see {state['log']}")
         return 3
     if state.get("state") == "failed":
         crash = state.get("last_crash") or {}
@@ -181,20 +205,19 @@ def _apply(args: argparse.Namespace) -> int:
 
 def _down(args: argparse.Namespace) -> int:
     state = _read_state(args.workdir)
-    if not state or not _alive(_owner(state)):
+    pids = [] if not state else [p for p in dict.fromkeys((_owner(state), int(state["pid"]))) if _alive(p)]
+    if not pids:
         print("not running")
         state_path(args.workdir).unlink(missing_ok=True)
         return 0
-    owner = _owner(state)
-    os.kill(owner, signal.SIGTERM)  # the supervisor drains the gateway, then stops tritonserver
-    deadline = time.monotonic() + args.timeout
-    while (_alive(owner) or _alive(state["pid"])) and time.monotonic() < deadline:
-        time.sleep(0.1)  # polling for the processes to exit
-    for pid in (owner, state["pid"]):
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    # the supervisor drains the gateway, then stops tritonserver; a server whose supervisor died drains on SIGTERM
+    os.kill(pids[0], signal.SIGTERM)
+    if not _wait_gone(pids, args.timeout):
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
     state_path(args.workdir).unlink(missing_ok=True)
-    print(f"stopped pid {owner}")
+    print(f"stopped pid {', '.join(map(str, pids))}")
     return 0
 
 
