@@ -24,8 +24,9 @@ from typing import Any
 
 from inferline.export.config import model_names
 from inferline.export.publish import activate
-from inferline.export.registry import Registry
+from inferline.export.registry import published_pipelines
 from inferline.features.artifacts import atomic_write_json
+from inferline.features.errors import UserError
 from inferline.serving.secrets import ADMIN_HEADER, admin_key
 
 __all__ = [
@@ -41,7 +42,7 @@ __all__ = [
 RESTRICTED = "model-repository,logging,trace,shared-memory"
 
 
-class ServerError(RuntimeError):
+class ServerError(UserError, RuntimeError):
     pass
 
 
@@ -69,17 +70,6 @@ def _pytriton_dir() -> Path:
     import pytriton
 
     return Path(pytriton.__file__).parent / "tritonserver"
-
-
-def published_pipelines(repository: Path) -> dict[str, int]:
-    """``{pipeline: current release}`` for every registry in the repository."""
-    out = {}
-    for path in sorted(Path(repository).glob("*.registry.json")):
-        pipeline = path.name.removesuffix(".registry.json")
-        current = Registry(Path(repository), pipeline).current
-        if current is not None:
-            out[pipeline] = current
-    return out
 
 
 @dataclass
