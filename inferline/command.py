@@ -14,7 +14,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inferline.features.errors import UserError
 
@@ -60,7 +60,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._expand_help(action)
 
 
-class _Subcommands(argparse._SubParsersAction[argparse.ArgumentParser]):
+if TYPE_CHECKING:
+    _SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+else:  # not subscriptable at run time
+    _SubParsers = argparse._SubParsersAction
+
+
+class _Subcommands(_SubParsers):
     """Subcommands whose ``help`` is also their description (``inferline serve up --help`` says what it does)."""
 
     def add_parser(self, name: str, **kwargs: Any) -> Any:

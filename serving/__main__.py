@@ -295,7 +295,11 @@ def _predict(args: argparse.Namespace) -> int:
         with InferlineClient(url, args.protocol, pipeline=pipeline, timeout_s=args.timeout) as client:
             p = client.predict(rows)
     except (InferlineError, ValueError) as exc:
-        print(f"predict FAILED: {exc}", file=sys.stderr)
+        print(
+            f"predict FAILED: {exc}; is the server up and serving {pipeline!r} at {url}? (`inferline serve status`, "
+            "--url, --pipeline)",
+            file=sys.stderr,
+        )
         return 1
     id_col = client.spec.id_column.name if client.spec.id_column else None
     for i in range(len(p)):

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from inferline.export.config import model_names
-from inferline.export.publish import activate
 from inferline.export.registry import published_pipelines
 from inferline.features.artifacts import atomic_write_json
 from inferline.features.errors import UserError
@@ -205,6 +204,8 @@ class TritonServer:
         pipelines = published_pipelines(repository)
         if not pipelines:
             raise ServerError(f"no published release in {repository}: run `inferline export publish` first")
+        from inferline.export.publish import activate  # here: publish imports torch, a server start needs it once
+
         for pipeline, version in pipelines.items():  # configs on disk follow the registry (restart = current release)
             activate(repository, pipeline, version)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
