@@ -10,6 +10,7 @@ from pathlib import Path
 
 from inferline.batch.job import BatchJobFailed, JobConfig, OutputInUse, run_job
 from inferline.batch.plan import EmptyInput
+from inferline.batch.release import ModelRefError, parse_model_ref
 from inferline.command import Parser, fraction, new_dir, new_file, positive_int, run
 from inferline.export.registry import choose_published
 from inferline.features.errors import UserError
@@ -21,7 +22,7 @@ BACKENDS = ("pandas", "cudf")
 
 def _run(args: argparse.Namespace) -> int:
     # --model PIPELINE[:VERSION]; without it, the current release of the repository's only pipeline
-    model = args.model or choose_published(Path(args.repository), None)
+    model = args.model or choose_published(Path(args.repository), None, flag="--model")
     config = JobConfig(
         inputs=args.input,
         output=Path(args.output),
@@ -82,6 +83,14 @@ def _status(args: argparse.Namespace) -> int:
     return 1
 
 
+def _model_ref(text: str) -> str:
+    try:
+        parse_model_ref(text)
+    except ModelRefError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = Parser(prog=prog or "inferline batch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -92,6 +101,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--model",
+        type=_model_ref,
         default=None,
         help="PIPELINE (its current release) or PIPELINE:VERSION (default: the repository's only pipeline)",
     )

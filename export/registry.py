@@ -149,7 +149,9 @@ class Registry:
     def move_pointer(data: dict[str, Any], version: int, action: str, reason: str = "", by: str | None = None) -> None:
         if str(version) not in data["releases"]:
             raise RegistryError(
-                f"release {data['pipeline']}:{version} does not exist; published: {sorted(map(int, data['releases']))}"
+                f"release {data['pipeline']}:{version} does not exist; published: "
+                f"{sorted(map(int, data['releases']))}: name one of them, or publish a new release with `inferline "
+                "export publish`"
             )
         old = data["current"]
         if old == version:
@@ -173,11 +175,12 @@ def published_pipelines(repository: Path) -> dict[str, int]:
     return out
 
 
-def choose_published(repository: Path, given: str | None) -> str:
+def choose_published(repository: Path, given: str | None, flag: str = "--pipeline") -> str:
     """The pipeline a command on a model repository works on: ``given`` (``--pipeline``) if the repository has a
     registry for it, else the repository's only pipeline. A missing repository, an unknown pipeline, an empty
     repository or several pipelines without ``--pipeline`` raise a ``RegistryError`` saying what was found and how to
-    fix it. The one place every CLI resolves a repository's pipeline."""
+    fix it, naming ``flag`` (the option that picks a pipeline). The one place every CLI resolves a repository's
+    pipeline."""
     repository = Path(repository)
     if not repository.is_dir():
         what = "is not a directory" if repository.exists() else "does not exist"
@@ -190,7 +193,7 @@ def choose_published(repository: Path, given: str | None) -> str:
         if given not in known:
             raise RegistryError(
                 f"pipeline {given!r} has no registry in {repository} ({given}.registry.json); published pipelines: "
-                f"{known or 'none'}: pick one of them with --pipeline or publish {given!r} with `inferline export "
+                f"{known or 'none'}: pick one of them with {flag} or publish {given!r} with `inferline export "
                 "publish`"
             )
         return given
@@ -201,4 +204,4 @@ def choose_published(repository: Path, given: str | None) -> str:
             f"{repository} holds no published pipeline (no <pipeline>.registry.json); publish one with `inferline "
             f"export publish --repository {repository}` or pass the right --repository"
         )
-    raise RegistryError(f"{repository} holds several pipelines: {known}; choose one with --pipeline NAME")
+    raise RegistryError(f"{repository} holds several pipelines: {known}; choose one with {flag} NAME")

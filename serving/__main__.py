@@ -156,13 +156,9 @@ def _up(args: argparse.Namespace) -> int:
     # detached: the same command in the foreground, in a session of its own, its output in the work directory
     log_path = Path(args.workdir) / "serving" / "supervisor.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    # args.argv: this stage's own arguments, starting with "up" (`inferline serve up ...` passes them without
-    # "serve"; `python -m inferline.serving up ...` has them in sys.argv), --workdir among them: a valid command line
-    # of `python -m inferline.serving`
-    argv = [a for a in args.argv if a != "--foreground"] + ["--foreground"]
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "inferline.serving", *argv],
+            foreground_command(args.argv),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -188,6 +184,16 @@ def _up(args: argparse.Namespace) -> int:
         return 1
     _print_ready(state, started, key)
     return 0
+
+
+def foreground_command(argv: list[str]) -> list[str]:
+    """The command line the detached ``up`` runs: the same arguments in the foreground. ``argv`` is this stage's
+    own (``["up", "--workdir", ...]``: what `python -m inferline.serving up ...` has in sys.argv and what
+    `inferline serve up ...` passes to ``main``); --workdir and every other option belong to ``up``, so they are
+    valid after ``python -m inferline.serving`` as they are."""
+    if not argv or argv[0] != "up":
+        raise ValueError(f"expected the arguments of `up`, starting with 'up'; got {argv!r}")
+    return [sys.executable, "-m", "inferline.serving", *(a for a in argv if a != "--foreground"), "--foreground"]
 
 
 def exit_or_running(child: subprocess.Popen[bytes]) -> str:
