@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from inferline.batch.job import BatchJobFailed, JobConfig, OutputInUse, run_job
+from inferline.batch.job import BatchJobFailed, JobConfig, run_job
 from inferline.batch.plan import EmptyInput
 from inferline.batch.release import ModelRefError, parse_model_ref
 from inferline.command import Parser, fraction, new_dir, new_file, positive_int, run
@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
             else "refused"
         )
         _alert(args, reason, str(exc), {"input": args.input, "output": args.output})
-        return 2 if isinstance(exc, OutputInUse) else 1
+        return 1
     print(json.dumps(report.as_dict(), indent=2))
     print(
         f"{report.rows_in} rows in = {report.rows_predicted} predicted + {report.rows_quarantined} quarantined "

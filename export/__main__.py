@@ -44,7 +44,7 @@ def _publish(args: argparse.Namespace) -> int:
         )
         print(f"export FAILED: {exc}", file=sys.stderr)
         print(json.dumps(exc.report.as_dict(), indent=2), file=sys.stderr)
-        return 2
+        return 1
     p = result.parity
     print(
         json.dumps(
