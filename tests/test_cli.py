@@ -260,3 +260,12 @@ def test_the_installed_command_reports_a_mistake_in_one_line(
     done = subprocess.run([str(command), *argv], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == status and "Traceback" not in done.stdout + done.stderr
     assert named in done.stderr.strip().splitlines()[-1]
+
+
+def test_a_stage_runs_as_its_own_module_too() -> None:
+    """``python -m inferline.serving up ...`` is the command line the detached ``up`` starts: it parses alone."""
+    done = subprocess.run(
+        [sys.executable, "-m", "inferline.serving", "up", "--help"], capture_output=True, text=True, timeout=120
+    )
+    text = " ".join(done.stdout.split())  # wrapping aside
+    assert done.returncode == 0 and "--workdir WORKDIR" in text and "(default: .inferline)" in text
