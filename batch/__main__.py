@@ -8,10 +8,12 @@ import logging
 import sys
 from pathlib import Path
 
-from inferline.batch.job import BatchJobFailed, JobConfig, OutputInUse, run_job
+from inferline.batch.job import BatchJobFailed, JobConfig, run_job
 from inferline.batch.plan import EmptyInput
-from inferline.export.registry import RegistryError
-from inferline.features.backend import BackendUnavailable
+from inferline.batch.release import ModelRefError, parse_model_ref
+from inferline.command import Parser, fraction, new_dir, new_file, positive_int, run
+from inferline.export.registry import choose_published
+from inferline.features.errors import UserError
 from inferline.features.validation import FileLevelError
 from inferline.monitor.alerts import Alert, Alerter
 
@@ -19,10 +21,12 @@ BACKENDS = ("pandas", "cudf")
 
 
 def _run(args: argparse.Namespace) -> int:
+    # --model PIPELINE[:VERSION]; without it, the current release of the repository's only pipeline
+    model = args.model or choose_published(Path(args.repository), None, flag="--model")
     config = JobConfig(
         inputs=args.input,
         output=Path(args.output),
-        model=args.model,
+        model=model,
         repository=Path(args.repository),
         scheduler=args.scheduler,
         workers=args.workers,
@@ -40,15 +44,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"batch FAILED: {exc}", file=sys.stderr)
         _alert(args, "partitions_failed", str(exc), exc.report.as_dict())
         return 1
-    except (
-        FileLevelError,
-        EmptyInput,
-        OutputInUse,
-        RegistryError,
-        BackendUnavailable,
-        FileNotFoundError,
-        ValueError,
-    ) as exc:
+    except (UserError, FileNotFoundError) as exc:  # FileLevelError, EmptyInput, OutputInUse, RegistryError, ...
         print(f"batch REFUSED, nothing written or changed: {exc}", file=sys.stderr)
         reason = (
             "schema_break"
@@ -58,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
             else "refused"
         )
         _alert(args, reason, str(exc), {"input": args.input, "output": args.output})
-        return 2 if isinstance(exc, OutputInUse) else 1
+        return 1
     print(json.dumps(report.as_dict(), indent=2))
     print(
         f"{report.rows_in} rows in = {report.rows_predicted} predicted + {report.rows_quarantined} quarantined "
@@ -87,40 +83,62 @@ def _status(args: argparse.Namespace) -> int:
     return 1
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog or "inferline batch", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _model_ref(text: str) -> str:
+    try:
+        parse_model_ref(text)
+    except ModelRefError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = Parser(prog=prog or "inferline batch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="score input files; reruns resume, skipping committed partitions")
     run.add_argument("--input", nargs="+", required=True, help="Parquet files, globs ('data/*.parquet') or directories")
-    run.add_argument("--output", required=True, help="output directory (part-*.parquet, _quarantine/, _report.json)")
-    run.add_argument("--model", default="fraud", help="PIPELINE (its current release) or PIPELINE:VERSION")
+    run.add_argument(
+        "--output", type=new_dir, required=True, help="output directory (part-*.parquet, _quarantine/, _report.json)"
+    )
+    run.add_argument(
+        "--model",
+        type=_model_ref,
+        default=None,
+        help="PIPELINE (its current release) or PIPELINE:VERSION (default: the repository's only pipeline)",
+    )
     run.add_argument("--repository", default="triton_models", help="the Triton model repository releases live in")
     run.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of an existing Dask scheduler")
     run.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=None,
         help="LocalCluster workers (default: one per CPU core, or per GPU with --backend cudf); not with --scheduler",
     )
     run.add_argument("--backend", choices=BACKENDS, default="pandas", help="pandas (CPU) or cudf (NVIDIA GPU)")
-    run.add_argument("--partition-rows", type=int, default=250_000, help="rows per partition (whole row groups)")
     run.add_argument(
-        "--max-invalid-share", type=float, default=0.05, help="per partition; above it the partition fails"
+        "--partition-rows", type=positive_int, default=250_000, help="rows per partition (whole row groups)"
+    )
+    run.add_argument(
+        "--max-invalid-share", type=fraction, default=0.05, help="per partition; above it the partition fails"
     )
     run.add_argument(
         "--overwrite",
         action="store_true",
         help="replace another job's results in --output (they are deleted when this job starts)",
     )
-    run.add_argument("--alerts", default=".inferline/alerts.jsonl", help="JSON-lines alert log")
+    run.add_argument("--alerts", type=new_file, default=".inferline/alerts.jsonl", help="JSON-lines alert log")
     run.add_argument("--monitor", default=None, help="monitor URL (http://127.0.0.1:9400): sample rows per partition")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=_run)
     status = sub.add_parser("status", help="print the job report of an output directory")
-    status.add_argument("--output", required=True)
-    args = parser.parse_args(argv)
+    status.add_argument("--output", required=True, help="the output directory of a `batch run`")
+    status.set_defaults(func=_status)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("distributed").setLevel(logging.WARNING)  # the scheduler's INFO chatter drowns the report
-    return _run(args) if args.command == "run" else _status(args)
+    return run(build_parser(prog), argv)
 
 
 if __name__ == "__main__":

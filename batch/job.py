@@ -39,6 +39,7 @@ from inferline.batch.release import ModelRelease, resolve_release
 from inferline.export.runtime import Device
 from inferline.features.artifacts import atomic_write_json, sha256_file
 from inferline.features.backend import BackendName, get_backend
+from inferline.features.errors import UserError
 from inferline.features.spec import load_pipeline
 from inferline.features.state import FeatureState
 
@@ -48,7 +49,7 @@ log = logging.getLogger("inferline.batch")
 LAYOUT_VERSION = 1
 
 
-class OutputInUse(RuntimeError):
+class OutputInUse(UserError, RuntimeError):
     """The output directory holds another job's results."""
 
 

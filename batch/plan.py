@@ -18,13 +18,18 @@ import pyarrow.parquet as pq
 
 from inferline.features.artifacts import fingerprint_files
 from inferline.features.dataset import expand_paths
+from inferline.features.errors import UserError
 from inferline.features.spec import PipelineSpec
 from inferline.features.validation import validate_frame
 
-__all__ = ["EmptyInput", "Partition", "Plan", "plan_job"]
+__all__ = ["EmptyInput", "Partition", "Plan", "UnreadableInput", "plan_job"]
 
 
-class EmptyInput(ValueError):
+class UnreadableInput(UserError, ValueError):
+    """An input file that is not readable Parquet."""
+
+
+class EmptyInput(UserError, ValueError):
     """The input holds no rows to score."""
 
 
@@ -89,7 +94,7 @@ def plan_job(inputs: list[str] | list[Path], spec: PipelineSpec, partition_rows:
         try:
             meta = pq.ParquetFile(path)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise ValueError(
+            raise UnreadableInput(
                 f"{path} is not a readable Parquet file ({exc}); remove it from --input or re-export it"
             ) from exc
         _check_schema(path, meta.schema_arrow, spec)

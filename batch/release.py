@@ -10,8 +10,9 @@ from typing import Any
 
 from inferline.export.registry import Registry, RegistryError
 from inferline.features.artifacts import sha256_file
+from inferline.features.errors import UserError
 
-__all__ = ["ModelRelease", "parse_model_ref", "resolve_release"]
+__all__ = ["ModelRefError", "ModelRelease", "parse_model_ref", "resolve_release"]
 
 _REF = re.compile(r"^(?P<pipeline>[a-z][a-z0-9_]*)(?::(?P<version>[1-9][0-9]*))?$")
 
@@ -39,11 +40,15 @@ class ModelRelease:
         }
 
 
+class ModelRefError(UserError, ValueError):
+    """A ``--model`` that is not PIPELINE or PIPELINE:VERSION."""
+
+
 def parse_model_ref(ref: str) -> tuple[str, int | None]:
     """``fraud`` (the current release) or ``fraud:3`` (release 3)."""
     m = _REF.match(ref.strip())
     if m is None:
-        raise ValueError(
+        raise ModelRefError(
             f"--model {ref!r} is not a release reference; expected PIPELINE or PIPELINE:VERSION, e.g. 'fraud' "
             "(the current release) or 'fraud:2'"
         )
@@ -60,7 +65,7 @@ def resolve_release(ref: str, repository: Path) -> ModelRelease:
         if version is None:
             raise RegistryError(
                 f"pipeline {pipeline!r} has no current release in {repository}; publish one with "
-                "`inferline export publish` or name a version (--model {pipeline}:N)"
+                f"`inferline export publish` or name a version (--model {pipeline}:N)"
             )
     files = registry.release_files(version)  # checked against the manifest byte for byte
     manifest = json.loads(files["manifest"].read_text())

@@ -6,6 +6,7 @@ Run: ``INFERLINE_RUN_DIR=<run> uvicorn inferline.benchmarks.fastapi_app:app --wo
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from inferline.training.model import load_checkpoint
 
 torch.set_num_threads(int(os.environ.get("INFERLINE_TORCH_THREADS", "1")))
 RUN_DIR = Path(os.environ["INFERLINE_RUN_DIR"])
-SPEC = load_pipeline(os.environ.get("INFERLINE_PIPELINE", "fraud"))
+# the run directory names its pipeline; INFERLINE_PIPELINE overrides it
+SPEC = load_pipeline(os.environ.get("INFERLINE_PIPELINE") or json.loads((RUN_DIR / "run.json").read_text())["pipeline"])
 STATE = FeatureState.load(RUN_DIR / "feature_state.json")
 MODEL = load_checkpoint(RUN_DIR / "checkpoint.pt")
 _PY_TYPES: dict[str, Any] = {"BYTES": str | None, "FP64": float, "INT64": int}

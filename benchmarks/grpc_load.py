@@ -12,6 +12,7 @@ import pandas as pd
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aio
 
+from inferline.command import Parser, positive_float, positive_int
 from inferline.features.spec import load_pipeline
 from inferline.serving.client import encode_rows
 
@@ -55,14 +56,15 @@ async def _main(args: argparse.Namespace) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="inferline bench.grpc_load", description=__doc__)
-    parser.add_argument("--url", required=True)
+    parser = Parser(prog="python -m inferline.benchmarks.grpc_load", description=__doc__)
+    parser.add_argument("--url", required=True, help="Triton gRPC host:port")
     parser.add_argument("--rows", required=True, help="Parquet file; its first row is sent")
-    parser.add_argument("--model", default="fraud")
-    parser.add_argument("--pipeline", default="fraud")
-    parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--model", required=True, help="the served model (a pipeline's ensemble is named after it)")
+    parser.add_argument("--pipeline", default=None, help="the pipeline whose spec encodes the row (default: --model)")
+    parser.add_argument("--concurrency", type=positive_int, default=1, help="requests in flight at once")
+    parser.add_argument("--duration", type=positive_float, default=5.0, help="seconds of load")
     args = parser.parse_args()
+    args.pipeline = args.pipeline or args.model
     print(json.dumps(asyncio.run(_main(args))))
 
 

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inferline.features.errors import UserError
+
 __all__ = ["LoadResult", "WrkMissing", "run_grpc", "run_wrk"]
 
 
-class WrkMissing(RuntimeError):
+class WrkMissing(UserError, RuntimeError):
     pass
 
 
@@ -95,7 +97,7 @@ def run_grpc(url: str, row_file: Path, concurrency: int, duration_s: float, mode
     cmd = [
         sys.executable,
         "-m",
-        "benchmarks.grpc_load",
+        "inferline.benchmarks.grpc_load",
         "--url",
         url,
         "--rows",

@@ -7,9 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from inferline.command import Parser, existing_dir, existing_file, new_dir, new_file, positive_int, run
 from inferline.export.parity import ParityGateFailed
 from inferline.export.publish import publish, set_current
-from inferline.export.registry import Registry, RegistryError
+from inferline.export.registry import Registry, choose_published
 from inferline.monitor.alerts import Alert, Alerter
 
 
@@ -43,7 +44,7 @@ def _publish(args: argparse.Namespace) -> int:
         )
         print(f"export FAILED: {exc}", file=sys.stderr)
         print(json.dumps(exc.report.as_dict(), indent=2), file=sys.stderr)
-        return 2
+        return 1
     p = result.parity
     print(
         json.dumps(
@@ -68,26 +69,22 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _move(args: argparse.Namespace) -> int:
-    try:
-        reg = set_current(
-            Path(args.repository), args.pipeline, getattr(args, "version", None), args.command, reason=args.reason
-        )
-    except RegistryError as exc:
-        print(f"{args.command} FAILED: {exc}", file=sys.stderr)
-        return 2
+    pipeline = choose_published(Path(args.repository), args.pipeline)
+    reg = set_current(Path(args.repository), pipeline, getattr(args, "version", None), args.command, reason=args.reason)
     print(
-        f"{args.pipeline}: current {reg['current']}, previous {reg['previous']} "
+        f"{pipeline}: current {reg['current']}, previous {reg['previous']} "
         "(apply it to a running server with `inferline serve apply`, without a failed request)"
     )
     return 0
 
 
 def _history(args: argparse.Namespace) -> int:
-    reg = Registry(Path(args.repository), args.pipeline).read()
+    pipeline = choose_published(Path(args.repository), args.pipeline)
+    reg = Registry(Path(args.repository), pipeline).read()
     if args.json:
         print(json.dumps(reg, indent=2))
         return 0
-    print(f"{args.pipeline}: current {reg['current']}, previous {reg['previous']}")
+    print(f"{pipeline}: current {reg['current']}, previous {reg['previous']}")
     for v, r in sorted(reg["releases"].items(), key=lambda kv: int(kv[0])):
         m = r.get("metrics", {})
         print(f"  release {v}: {r['published_at']} target={r['target']} roc_auc={m.get('roc_auc', float('nan')):.4f}")
@@ -96,13 +93,22 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog or "inferline export", description=__doc__)
-    parser.add_argument("--repository", default="triton_models", help="Triton model repository")
-    sub = parser.add_subparsers(dest="command")
-    p = sub.add_parser("publish", help="export the latest (or given) run, gate it, publish and promote it")
-    p.add_argument("--run", help="training run directory (default: the LATEST run in --runs)")
-    p.add_argument("--runs", default=".inferline/runs")
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--repository", type=new_dir, default="triton_models", help="the Triton model repository releases live in"
+    )
+    pipeline = Parser(add_help=False)
+    pipeline.add_argument(
+        "--pipeline", default=None, help="pipeline whose registry to use (default: the repository's only pipeline)"
+    )
+    parser = Parser(prog=prog or "inferline export", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser(
+        "publish", parents=[common], help="export the latest (or given) run, gate it, publish and promote it"
+    )
+    p.add_argument("--run", type=existing_dir, help="training run directory (default: the LATEST run in --runs)")
+    p.add_argument("--runs", default=".inferline/runs", help="directory of training runs, for its LATEST run")
     p.add_argument(
         "--target",
         choices=["local", "gpu"],
@@ -110,28 +116,33 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         help="local: Python-backend onnx runner on KIND_CPU (bundled server); gpu: native onnxruntime on KIND_GPU",
     )
     p.add_argument("--tensorrt", action="store_true", help="gpu target: enable the TensorRT accelerator")
-    p.add_argument("--onnx", help="publish this ONNX file instead of exporting (it must pass the gate)")
+    p.add_argument(
+        "--onnx", type=existing_file, help="publish this ONNX file instead of exporting (it must pass the gate)"
+    )
     p.add_argument("--no-promote", action="store_true", help="publish without making it current")
-    p.add_argument("--alerts", default=".inferline/alerts.jsonl", help="JSON-lines alert log")
+    p.add_argument("--alerts", type=new_file, default=".inferline/alerts.jsonl", help="JSON-lines alert log")
     p.set_defaults(func=_publish)
     for name, helptext in (
         ("promote", "make a published release current"),
         ("rollback", "return to the previous release"),
     ):
-        s = sub.add_parser(name, help=helptext)
-        s.add_argument("--pipeline", default="fraud")
+        s = sub.add_parser(name, parents=[common, pipeline], help=helptext)
         if name == "promote":
-            s.add_argument("version", type=int)
-        s.add_argument("--reason", default="manual")
+            s.add_argument("version", type=positive_int, help="the published release to make current")
+        s.add_argument("--reason", default="manual", help="why, for the audit history")
         s.set_defaults(func=_move)
-    h = sub.add_parser("history", help="releases and the audit history")
-    h.add_argument("--pipeline", default="fraud")
-    h.add_argument("--json", action="store_true")
+    h = sub.add_parser("history", parents=[common, pipeline], help="releases and the audit history")
+    h.add_argument("--json", action="store_true", help="print the registry as JSON")
     h.set_defaults(func=_history)
-    args = parser.parse_args(argv)
-    if args.command is None:  # bare `inferline export` publishes the latest run
-        args = parser.parse_args([*(argv or sys.argv[1:]), "publish"])
-    return int(args.func(args))
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = build_parser(prog)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:  # bare `inferline export` publishes the latest run
+        args = ["publish"]
+    return run(parser, args)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from inferline.export.registry import Registry, RegistryError
 from inferline.export.runtime import onnx_session
 from inferline.export.safety import MAX_MODEL_BYTES, check_onnx_file
 from inferline.features.artifacts import atomic_write_bytes, atomic_write_json, sha256_file
+from inferline.features.errors import PathNotFound
 from inferline.features.spec import PipelineSpec, load_pipeline
 from inferline.features.state import FeatureState, compute_features
 from inferline.training.model import ScoringModel, load_checkpoint
@@ -177,6 +178,11 @@ def publish(
     """Stage, gate, validate and publish ``run_dir`` as the next release. ``onnx_model`` publishes a given ONNX
     file instead of exporting one (it must still pass the gate against the run's checkpoint)."""
     run_dir, repository = Path(run_dir), Path(repository)
+    if not (run_dir / "run.json").is_file():
+        raise PathNotFound(
+            f"{str(run_dir)!r} is not a training run directory (no run.json in it); expected a directory written by "
+            "`inferline train` (e.g. .inferline/runs/<run id>): check --run, or omit it to publish the latest run"
+        )
     if onnx_model is not None:
         check_onnx_file(Path(onnx_model), max_model_bytes)  # refused before anything is staged
     run = json.loads((run_dir / "run.json").read_text())

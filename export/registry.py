@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from inferline.features.artifacts import atomic_write_json, sha256_file
+from inferline.features.errors import UserError
 
-__all__ = ["Registry", "RegistryError"]
+__all__ = ["Registry", "RegistryError", "choose_published", "published_pipelines", "registered_pipelines"]
 
 
-class RegistryError(RuntimeError):
+class RegistryError(UserError, RuntimeError):
     pass
 
 
@@ -148,10 +149,59 @@ class Registry:
     def move_pointer(data: dict[str, Any], version: int, action: str, reason: str = "", by: str | None = None) -> None:
         if str(version) not in data["releases"]:
             raise RegistryError(
-                f"release {data['pipeline']}:{version} does not exist; published: {sorted(map(int, data['releases']))}"
+                f"release {data['pipeline']}:{version} does not exist; published: "
+                f"{sorted(map(int, data['releases']))}: name one of them, or publish a new release with `inferline "
+                "export publish`"
             )
         old = data["current"]
         if old == version:
             return
         data["previous"], data["current"] = old, version
         Registry.record(data, action, version, by=by, replaced=old, reason=reason)
+
+
+def registered_pipelines(repository: Path) -> list[str]:
+    """Every pipeline with a registry (``<pipeline>.registry.json``) in the repository, sorted."""
+    return sorted(path.name.removesuffix(".registry.json") for path in Path(repository).glob("*.registry.json"))
+
+
+def published_pipelines(repository: Path) -> dict[str, int]:
+    """``{pipeline: current release}`` for every registry in the repository that has a current release."""
+    out = {}
+    for pipeline in registered_pipelines(repository):
+        current = Registry(Path(repository), pipeline).current
+        if current is not None:
+            out[pipeline] = current
+    return out
+
+
+def choose_published(repository: Path, given: str | None, flag: str = "--pipeline") -> str:
+    """The pipeline a command on a model repository works on: ``given`` (``--pipeline``) if the repository has a
+    registry for it, else the repository's only pipeline. A missing repository, an unknown pipeline, an empty
+    repository or several pipelines without ``--pipeline`` raise a ``RegistryError`` saying what was found and how to
+    fix it, naming ``flag`` (the option that picks a pipeline). The one place every CLI resolves a repository's
+    pipeline."""
+    repository = Path(repository)
+    if not repository.is_dir():
+        what = "is not a directory" if repository.exists() else "does not exist"
+        raise RegistryError(
+            f"model repository {str(repository)!r} {what}; pass the repository releases were published into with "
+            "--repository, or publish one with `inferline export publish --repository DIR`"
+        )
+    known = registered_pipelines(repository)
+    if given:
+        if given not in known:
+            raise RegistryError(
+                f"pipeline {given!r} has no registry in {repository} ({given}.registry.json); published pipelines: "
+                f"{known or 'none'}: pick one of them with {flag} or publish {given!r} with `inferline export "
+                "publish`"
+            )
+        return given
+    if len(known) == 1:
+        return known[0]
+    if not known:
+        raise RegistryError(
+            f"{repository} holds no published pipeline (no <pipeline>.registry.json); publish one with `inferline "
+            f"export publish --repository {repository}` or pass the right --repository"
+        )
+    raise RegistryError(f"{repository} holds several pipelines: {known}; choose one with {flag} NAME")

@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from inferline.features.errors import UserError
+
 __all__ = ["MAX_MODEL_BYTES", "UnsafeModel", "check_onnx_file"]
 
 MAX_MODEL_BYTES = 512 * 2**20
 
 
-class UnsafeModel(ValueError):
+class UnsafeModel(UserError, ValueError):
     """A model file inferline will not publish or load."""
 
 

@@ -7,15 +7,32 @@ import json
 import sys
 from pathlib import Path
 
+from inferline.command import Parser, fraction, new_dir, positive_int, run
 from inferline.features.artifacts import atomic_write_parquet
 from inferline.features.dataset import InvalidShareExceeded, expand_paths, load_validated
-from inferline.features.spec import load_pipeline_module
-from inferline.features.synthetic import apply_shifts, parse_shift
+from inferline.features.spec import choose_pipeline, load_pipeline_module
+from inferline.features.synthetic import Shift, ShiftError, apply_shifts, parse_shift
 from inferline.features.validation import FileLevelError
 
 
+def _pipeline(given: str | None) -> str:
+    """``--pipeline``, or the only pipeline module (and say so)."""
+    choice = choose_pipeline(given)
+    if choice.reason:
+        print(f"pipeline {choice.name!r}: {choice.reason}", file=sys.stderr)
+    return choice.name
+
+
+def _shift(text: str) -> Shift:
+    try:
+        return parse_shift(text)
+    except ShiftError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _generate(args: argparse.Namespace) -> int:
-    module = load_pipeline_module(args.pipeline)
+    pipeline = _pipeline(args.pipeline)
+    module = load_pipeline_module(pipeline)
     out = Path(args.out)
     per_file = -(-args.rows // args.files)
     written = 0
@@ -25,8 +42,8 @@ def _generate(args: argparse.Namespace) -> int:
             break
         frame = module.generate(n, seed=args.seed * 1000 + i)
         if args.shift:
-            frame = apply_shifts(frame, module.SPEC, [parse_shift(t) for t in args.shift], seed=args.seed * 1000 + i)
-        path = out / f"{args.pipeline}-{i:04d}.parquet"
+            frame = apply_shifts(frame, module.SPEC, args.shift, seed=args.seed * 1000 + i)
+        path = out / f"{pipeline}-{i:04d}.parquet"
         atomic_write_parquet(path, frame)
         written += n
         label = module.SPEC.label
@@ -35,7 +52,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    spec = load_pipeline_module(args.pipeline).SPEC
+    spec = load_pipeline_module(_pipeline(args.pipeline)).SPEC
     try:
         paths = expand_paths(args.files)
         _, report = load_validated(
@@ -68,32 +85,42 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog or "inferline", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = Parser(prog=prog or "inferline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    pipeline_help = (
+        "pipeline module: a name in inferline.features.pipelines or an importable pkg.mod "
+        "(default: the only pipeline module there is, if there is one)"
+    )
     g = sub.add_parser("generate", help="write a seeded synthetic upstream data set as Parquet")
-    g.add_argument("--pipeline", default="fraud")
-    g.add_argument("--rows", type=int, default=200_000)
-    g.add_argument("--files", type=int, default=4, help="number of Parquet files (partitions)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--out", default=".inferline/data/raw")
+    g.add_argument("--pipeline", default=None, help=pipeline_help)
+    g.add_argument("--rows", type=positive_int, default=200_000, help="rows in all, split across the files")
+    g.add_argument("--files", type=positive_int, default=4, help="number of Parquet files (partitions)")
+    g.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same rows")
+    g.add_argument("--out", type=new_dir, default=".inferline/data/raw", help="directory for <pipeline>-NNNN.parquet")
     g.add_argument(
         "--shift",
         action="append",
         default=[],
+        type=_shift,
         help="a drifted upstream: COLUMN=xFACTOR, COLUMN=+DELTA or COLUMN=VALUE:SHARE (repeatable)",
     )
     g.set_defaults(func=_generate)
     v = sub.add_parser("validate", help="validate data files against the pipeline's schema; quarantine bad rows")
     v.add_argument("files", nargs="+", help="Parquet/CSV files, globs or directories")
-    v.add_argument("--pipeline", default="fraud")
-    v.add_argument("--quarantine", default=None, help="directory for <file>.quarantine.parquet")
-    v.add_argument("--max-invalid-share", type=float, default=0.05)
+    v.add_argument("--pipeline", default=None, help=pipeline_help)
+    v.add_argument("--quarantine", type=new_dir, default=None, help="directory for <file>.quarantine.parquet")
+    v.add_argument(
+        "--max-invalid-share", type=fraction, default=0.05, help="share of invalid rows above which a file fails"
+    )
     v.add_argument("--no-label", action="store_true", help="data without the label column (scoring input)")
-    v.add_argument("--json", action="store_true")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=_validate)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    return run(build_parser(prog), argv)
 
 
 if __name__ == "__main__":

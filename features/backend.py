@@ -15,6 +15,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from inferline.features.errors import UserError
+
 __all__ = [
     "BackendName",
     "BackendUnavailable",
@@ -29,7 +31,7 @@ __all__ = [
 BackendName = Literal["auto", "pandas", "cudf", "numpy"]
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(UserError, RuntimeError):
     """The requested backend's libraries or device are missing."""
 
 

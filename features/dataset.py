@@ -10,13 +10,18 @@ from typing import Any
 import pandas as pd
 
 from inferline.features.artifacts import atomic_write_parquet, fingerprint_files
+from inferline.features.errors import PathNotFound, UserError
 from inferline.features.spec import PipelineSpec
 from inferline.features.validation import ValidationResult, validate_frame
 
-__all__ = ["DatasetReport", "InvalidShareExceeded", "expand_paths", "load_validated", "read_raw"]
+__all__ = ["DatasetReport", "DuplicateIds", "InvalidShareExceeded", "expand_paths", "load_validated", "read_raw"]
 
 
-class InvalidShareExceeded(ValueError):
+class DuplicateIds(UserError, ValueError):
+    """The same id in more than one row of a data set."""
+
+
+class InvalidShareExceeded(UserError, ValueError):
     """Too many rows failed validation for the stage to trust the rest."""
 
 
@@ -59,9 +64,15 @@ def expand_paths(patterns: list[str] | list[Path]) -> list[Path]:
         elif p.exists():
             out.add(p)
         else:
-            raise FileNotFoundError(f"no such data file or directory: {pattern}")
+            raise PathNotFound(
+                f"no such data file or directory: {str(pattern)!r}; expected Parquet/CSV files, globs or "
+                "directories of *.parquet files: check the path"
+            )
     if not out:
-        raise FileNotFoundError(f"no Parquet files matched {[str(p) for p in patterns]}")
+        raise PathNotFound(
+            f"no Parquet files matched {[str(p) for p in patterns]}; expected at least one *.parquet file (a "
+            "directory is searched for *.parquet, not recursively): generate data with `inferline generate`"
+        )
     return sorted(out)
 
 
@@ -108,7 +119,7 @@ def load_validated(
     if spec.id_column is not None and len(frame):
         dup = frame[spec.id_column.name].duplicated()
         if dup.any():
-            raise ValueError(
+            raise DuplicateIds(
                 f"{int(dup.sum())} {spec.id_column.name} values repeat across files {[str(p) for p in paths]}; "
                 "ids must be unique across a data set: deduplicate upstream or pass each file once"
             )

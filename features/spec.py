@@ -14,18 +14,23 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import pandas as pd
+
+from inferline.features.errors import UserError
 
 __all__ = [
     "Column",
     "FeatureDef",
     "ModelParams",
+    "PipelineChoice",
     "PipelineSpec",
     "Rule",
     "SpecError",
+    "choose_pipeline",
     "load_pipeline",
+    "load_pipeline_module",
 ]
 
 ColumnKind = Literal["id", "timestamp", "numeric", "integer", "categorical", "text", "label"]
@@ -51,7 +56,7 @@ TRITON_DTYPES: dict[str, str] = {
 }
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A pipeline spec is malformed or cannot be found."""
 
 
@@ -143,7 +148,7 @@ class PipelineSpec:
         for c in self.columns:
             if c.name == name:
                 return c
-        raise SpecError(f"pipeline {self.name!r} has no column {name!r}")
+        raise SpecError(f"pipeline {self.name!r} has no column {name!r}; its columns: {[c.name for c in self.columns]}")
 
     @property
     def input_columns(self) -> tuple[Column, ...]:
@@ -225,3 +230,32 @@ def load_pipeline_module(name: str) -> ModuleType:
 def load_pipeline(name: str) -> PipelineSpec:
     spec: PipelineSpec = load_pipeline_module(name).SPEC
     return spec
+
+
+class PipelineChoice(NamedTuple):
+    """The pipeline a command works on, and why: ``reason`` is None when the user named it."""
+
+    name: str
+    reason: str | None
+
+
+def choose_pipeline(given: str | None) -> PipelineChoice:
+    """The pipeline module of a command that reads no repository (generate, validate, train): ``given``
+    (``--pipeline``) when set, else the only module in ``inferline.features.pipelines``; with none or several, a
+    ``SpecError`` that lists them and asks for ``--pipeline``. Commands that read a repository or a run directory
+    take the pipeline it names instead (``inferline.export.registry.choose_published``)."""
+    if given:
+        return PipelineChoice(given, None)
+    from inferline.features import pipelines
+
+    known = sorted(pipelines.available())
+    if len(known) == 1:
+        return PipelineChoice(known[0], "the only pipeline in inferline.features.pipelines; --pipeline picks another")
+    if not known:
+        raise SpecError(
+            "no --pipeline given and inferline.features.pipelines holds no pipeline module; name an importable "
+            "module with --pipeline pkg.mod or add features/pipelines/<name>.py with SPEC and generate()"
+        )
+    raise SpecError(
+        f"no --pipeline given and several pipelines are available: {known}; choose one with --pipeline NAME"
+    )

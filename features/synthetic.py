@@ -13,9 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from inferline.features.errors import UserError
 from inferline.features.spec import PipelineSpec
 
-__all__ = ["Shift", "apply_shifts", "parse_shift"]
+__all__ = ["Shift", "ShiftError", "apply_shifts", "parse_shift"]
+
+
+class ShiftError(UserError, ValueError):
+    """A drift shift (``--shift``) that cannot be parsed or applied to the pipeline's columns."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ def parse_shift(text: str) -> Shift:
             return Shift(column, "share", float(share), category)
     except ValueError:
         pass
-    raise ValueError(
+    raise ShiftError(
         f"shift {text!r} is not understood; expected COLUMN=xFACTOR (amount=x1.8), COLUMN=+DELTA "
         "(customer_age_days=+30) or COLUMN=VALUE:SHARE (channel=web:0.7)"
     )
@@ -58,15 +63,15 @@ def apply_shifts(frame: pd.DataFrame, spec: PipelineSpec, shifts: Iterable[Shift
         column = spec.column(s.column)  # a clear error for a column the pipeline does not have
         if s.kind in ("scale", "offset"):
             if column.kind not in ("numeric", "integer"):
-                raise ValueError(f"shift {s}: column {s.column!r} is {column.kind}, not numeric; use VALUE:SHARE")
+                raise ShiftError(f"shift {s}: column {s.column!r} is {column.kind}, not numeric; use VALUE:SHARE")
             values = out[s.column] * s.value if s.kind == "scale" else out[s.column] + s.value
             out[s.column] = values.round().astype(out[s.column].dtype) if column.kind == "integer" else values
             continue
         if column.kind != "categorical":
-            raise ValueError(f"shift {s}: column {s.column!r} is {column.kind}; VALUE:SHARE needs a categorical column")
+            raise ShiftError(f"shift {s}: column {s.column!r} is {column.kind}; VALUE:SHARE needs a categorical column")
         others = out[s.column][out[s.column] != s.category].dropna()
         if others.empty:
-            raise ValueError(f"shift {s}: column {s.column!r} has no values other than {s.category!r} to trade")
+            raise ShiftError(f"shift {s}: column {s.column!r} has no values other than {s.category!r} to trade")
         n = len(out)
         take = rng.random(n) < s.value
         out.loc[take, s.column] = s.category

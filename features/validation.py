@@ -27,6 +27,7 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from inferline.features.backend import Columns
+from inferline.features.errors import UserError
 from inferline.features.spec import Column, PipelineSpec, Rule
 
 __all__ = [
@@ -44,7 +45,7 @@ NULL = "null"
 DUPLICATE = "duplicate"
 
 
-class FileLevelError(ValueError):
+class FileLevelError(UserError, ValueError):
     """A whole file (or partition) breaks the schema: no row of it can be trusted."""
 
     def __init__(self, source: str, problems: list[dict[str, Any]]) -> None:

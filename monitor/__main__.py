@@ -12,12 +12,35 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from inferline.command import (
+    Parser,
+    check_port_free,
+    existing_file,
+    fraction,
+    new_dir,
+    new_file,
+    port,
+    positive_float,
+    positive_int,
+    run,
+)
+from inferline.export.registry import choose_published
 from inferline.features.artifacts import atomic_write_bytes, atomic_write_json
+from inferline.features.errors import UserError
 
 
 def _server_record(workdir: Path) -> dict[str, Any]:
     path = workdir / "serving" / "server.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        record: dict[str, Any] = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{path} is not a server record (invalid JSON: {exc}); expected the file `inferline serve up` writes: "
+            "pass the server's --workdir, or its addresses with --repository, --triton-metrics and --trace-dir"
+        ) from exc
+    return record
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -32,9 +55,13 @@ def _run(args: argparse.Namespace) -> int:
     record = _server_record(Path(args.workdir))
     metrics = args.triton_metrics or record.get("metrics")
     trace_dir = args.trace_dir or record.get("trace_dir")
+    repository = Path(args.repository or record.get("repository") or "triton_models")
+    pipeline = choose_published(repository, args.pipeline)
+    rule_set = load_rules(Path(args.rules) if args.rules else None)
+    check_port_free("--port", args.port)
     config = MonitorConfig(
-        repository=Path(args.repository or record.get("repository") or "triton_models"),
-        pipeline=args.pipeline,
+        repository=repository,
+        pipeline=pipeline,
         triton_metrics_url=(metrics if metrics is None or metrics.startswith("http") else f"http://{metrics}"),
         trace_dir=Path(trace_dir) if trace_dir else None,
         server_pid=args.server_pid or record.get("pid"),
@@ -48,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     registry = CollectorRegistry()  # /metrics: the monitor's gauges and the alert counter of its alert sinks
     alerter = Alerter.from_env(Path(args.alerts), registry=registry)
-    rules = RuleEngine(load_rules(Path(args.rules) if args.rules else None), alerter)
+    rules = RuleEngine(rule_set, alerter)
     controller = None
     if args.rollback:
         http = args.triton_http or record.get("http")
@@ -116,42 +143,78 @@ def _grafana(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog or "inferline monitor", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = Parser(prog=prog or "inferline monitor", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="the monitor service on 127.0.0.1 (Ctrl-C or SIGTERM stops it)")
     run.add_argument("--workdir", default=".inferline", help="where `inferline serve up` recorded its server")
     run.add_argument("--repository", default=None, help="model repository (default: the running server's)")
-    run.add_argument("--pipeline", default="fraud")
+    run.add_argument("--pipeline", default=None, help="pipeline to watch (default: the repository's only pipeline)")
     run.add_argument("--triton-metrics", default=None, help="Triton metrics URL (default: the running server's)")
     run.add_argument("--trace-dir", default=None, help="Triton trace directory (default: the running server's)")
-    run.add_argument("--server-pid", type=int, default=None, help="Triton's pid for CPU/memory (default: recorded)")
-    run.add_argument("--port", type=int, default=9400)
-    run.add_argument("--interval", type=float, default=5.0, help="seconds between scrapes and drift evaluations")
-    run.add_argument("--latency-window", type=float, default=60.0, help="seconds of latency in the percentiles")
-    run.add_argument("--drift-window-rows", type=int, default=5_000, help="most recent rows compared for drift")
     run.add_argument(
-        "--alpha", type=float, default=0.01, help="false-alarm rate of one drift evaluation (all features)"
+        "--server-pid", type=positive_int, default=None, help="Triton's pid for CPU/memory (default: recorded)"
     )
-    run.add_argument("--min-samples", type=int, default=500, help="fewer rows than this: 'not enough data'")
+    run.add_argument("--port", type=port, default=9400, help="the monitor's HTTP port on 127.0.0.1")
+    run.add_argument(
+        "--interval", type=positive_float, default=5.0, help="seconds between scrapes and drift evaluations"
+    )
+    run.add_argument(
+        "--latency-window", type=positive_float, default=60.0, help="seconds of latency in the percentiles"
+    )
+    run.add_argument(
+        "--drift-window-rows", type=positive_int, default=5_000, help="most recent rows compared for drift"
+    )
+    run.add_argument(
+        "--alpha", type=fraction, default=0.01, help="false-alarm rate of one drift evaluation (all features)"
+    )
+    run.add_argument("--min-samples", type=positive_int, default=500, help="fewer rows than this: 'not enough data'")
     run.add_argument("--no-gpu", action="store_true", help="do not sample NVML")
-    run.add_argument("--rules", default=None, help="alert rules (JSON list of AlertRule fields); default: built in")
-    run.add_argument("--alerts", default=".inferline/alerts.jsonl", help="JSON-lines alert log (plus webhook env)")
+    run.add_argument(
+        "--rules",
+        type=existing_file,
+        default=None,
+        help="alert rules (JSON list of AlertRule fields); default: built in",
+    )
+    run.add_argument(
+        "--alerts",
+        type=new_file,
+        default=".inferline/alerts.jsonl",
+        help="JSON-lines alert log (plus webhook env)",
+    )
     run.add_argument("--rollback", action="store_true", help="roll back to the previous release on critical rules")
-    run.add_argument("--rollback-cooldown", type=float, default=900.0, help="seconds between automatic rollbacks")
+    run.add_argument(
+        "--rollback-cooldown", type=positive_float, default=900.0, help="seconds between automatic rollbacks"
+    )
     run.add_argument("--triton-http", default=None, help="Triton HTTP host:port (default: the running server's)")
+    run.set_defaults(func=_run)
     rep = sub.add_parser("report", help="HTML + PNG report and JSON summary from a running monitor's snapshots")
-    rep.add_argument("--url", default="http://127.0.0.1:9400")
-    rep.add_argument("--out", default=".inferline/reports/monitor")
+    rep.add_argument("--url", default="http://127.0.0.1:9400", help="the running monitor's URL")
+    rep.add_argument("--out", type=new_dir, default=".inferline/reports/monitor", help="directory for the report")
+    rep.set_defaults(func=_report)
     rul = sub.add_parser("rules", help="write the alert rules as a Prometheus alerting-rules file")
-    rul.add_argument("--rules", default=None, help="JSON rules file (default: the built-in rules)")
-    rul.add_argument("--prometheus", default="monitor/prometheus/inferline-rules.yml")
-    rul.add_argument("--interval", type=float, default=5.0, help="the monitor's evaluation interval, for `for:`")
+    rul.add_argument("--rules", type=existing_file, default=None, help="JSON rules file (default: the built-in rules)")
+    rul.add_argument(
+        "--prometheus",
+        type=new_file,
+        default="monitor/prometheus/inferline-rules.yml",
+        help="the Prometheus rules file to write",
+    )
+    rul.add_argument(
+        "--interval", type=positive_float, default=5.0, help="the monitor's evaluation interval, for `for:`"
+    )
+    rul.set_defaults(func=_rules)
     gra = sub.add_parser("grafana", help="write the Grafana dashboard JSON for the exported metrics")
-    gra.add_argument("--out", default="monitor/grafana/inferline.json")
-    args = parser.parse_args(argv)
+    gra.add_argument(
+        "--out", type=new_file, default="monitor/grafana/inferline.json", help="the dashboard JSON file to write"
+    )
+    gra.set_defaults(func=_grafana)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return {"run": _run, "report": _report, "rules": _rules, "grafana": _grafana}[args.command](args)
+    return run(build_parser(prog), argv)
 
 
 if __name__ == "__main__":

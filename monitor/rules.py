@@ -26,9 +26,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from inferline.features.errors import UserError
 from inferline.monitor.alerts import Alert, Alerter, Severity
 
-__all__ = ["DEFAULT_RULES", "AlertRule", "Evaluation", "Incident", "RuleEngine", "load_rules", "prometheus_rules"]
+__all__ = [
+    "DEFAULT_RULES",
+    "AlertRule",
+    "Evaluation",
+    "Incident",
+    "RuleEngine",
+    "RulesError",
+    "load_rules",
+    "prometheus_rules",
+]
 
 RuleKind = Literal["drift", "drift_statistic", "class_error_rate", "latency", "error_rate", "no_data"]
 RuleState = Literal["ok", "pending", "firing", "no_data"]
@@ -128,19 +138,30 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
 )
 
 
+class RulesError(UserError, ValueError):
+    """An alert-rules file that cannot be read as rules."""
+
+
 def load_rules(path: Path | None) -> tuple[AlertRule, ...]:
     """Rules from a JSON list of objects with ``AlertRule``'s fields, or the defaults."""
     if path is None:
         return DEFAULT_RULES
+    try:
+        listed = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RulesError(f"cannot read alert rules from {path} ({exc}); expected a JSON list of rule objects") from exc
+    if not isinstance(listed, list):
+        raise RulesError(f"{path} holds a JSON {type(listed).__name__}; expected a JSON list of rule objects")
     rules = []
-    for i, raw in enumerate(json.loads(Path(path).read_text())):
+    for i, raw in enumerate(listed):
         try:
             rules.append(AlertRule(**raw))
         except TypeError as exc:
-            raise ValueError(f"{path}: rule {i} ({raw.get('name', '?')}) is not an AlertRule: {exc}") from exc
+            name = raw.get("name", "?") if isinstance(raw, dict) else "?"
+            raise RulesError(f"{path}: rule {i} ({name}) is not an AlertRule: {exc}") from exc
     names = [r.name for r in rules]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: rule names repeat: {names}")
+        raise RulesError(f"{path}: rule names repeat: {names}; give each rule a name of its own")
     return tuple(rules)
 
 

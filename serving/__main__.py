@@ -17,6 +17,9 @@ from typing import Any
 import pandas as pd
 import psutil
 
+from inferline.command import Parser, check_port_free, existing_file, new_dir, port, positive_float, positive_int, run
+from inferline.export.registry import choose_published, published_pipelines, registered_pipelines
+from inferline.features.errors import UserError
 from inferline.serving.client import InferlineClient, InferlineError
 from inferline.serving.gateway import GatewayLimits
 from inferline.serving.secrets import admin_key
@@ -26,7 +29,46 @@ from inferline.serving.supervisor import Supervisor, SupervisorConfig, exit_caus
 
 def _read_state(workdir: Path) -> dict[str, Any] | None:
     path = state_path(workdir)
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{path} is not a server record (invalid JSON: {exc}); expected the file `inferline serve up` writes: if "
+            "no server runs from this work directory, delete it; else pass that server's --workdir"
+        ) from exc
+    return state
+
+
+def _check_ports(args: argparse.Namespace) -> None:
+    """Every port ``up`` will listen on is distinct and free on 127.0.0.1 (bound the way the servers bind them,
+    with SO_REUSEADDR, so a port in TIME_WAIT after ``down`` counts as free)."""
+    ports = {
+        "--http-port": args.http_port,
+        "--grpc-port": args.grpc_port,
+        "--metrics-port": args.metrics_port,
+        "--gateway-port": None if args.no_gateway else args.gateway_port,
+        "--supervisor-metrics-port": args.supervisor_metrics_port,
+    }
+    seen: dict[int, str] = {}
+    for flag, number in ports.items():
+        if number is None:
+            continue
+        if number in seen:
+            raise UserError(f"{seen[number]} and {flag} are both {number}; give each one a port of its own")
+        seen[number] = flag
+        check_port_free(flag, number)
+
+
+def _check_repository(repository: Path) -> None:
+    if not published_pipelines(repository):
+        if not repository.is_dir() or not registered_pipelines(repository):
+            choose_published(repository, None)  # raises the error for a missing or an empty repository
+        raise UserError(
+            f"{repository} has registries but no current release; promote one with `inferline export promote N "
+            f"--repository {repository}` or publish one with `inferline export publish`"
+        )
 
 
 def _alive(pid: int) -> bool:
@@ -103,6 +145,8 @@ def _up(args: argparse.Namespace) -> int:
             "run `inferline serve down` to stop it, then `up` again"
         )
         return 1
+    _check_ports(args)
+    _check_repository(Path(args.repository))
     started = time.monotonic()
     key = admin_key(args.workdir)
     if args.foreground:
@@ -112,10 +156,9 @@ def _up(args: argparse.Namespace) -> int:
     # detached: the same command in the foreground, in a session of its own, its output in the work directory
     log_path = Path(args.workdir) / "serving" / "supervisor.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    argv = [a for a in (args.argv or sys.argv[1:]) if a != "--foreground"] + ["--foreground"]
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "inferline.serving", *argv],
+            foreground_command(args.argv),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -141,6 +184,16 @@ def _up(args: argparse.Namespace) -> int:
         return 1
     _print_ready(state, started, key)
     return 0
+
+
+def foreground_command(argv: list[str]) -> list[str]:
+    """The command line the detached ``up`` runs: the same arguments in the foreground. ``argv`` is this stage's
+    own (``["up", "--workdir", ...]``: what `python -m inferline.serving up ...` has in sys.argv and what
+    `inferline serve up ...` passes to ``main``); --workdir and every other option belong to ``up``, so they are
+    valid after ``python -m inferline.serving`` as they are."""
+    if not argv or argv[0] != "up":
+        raise ValueError(f"expected the arguments of `up`, starting with 'up'; got {argv!r}")
+    return [sys.executable, "-m", "inferline.serving", *(a for a in argv if a != "--foreground"), "--foreground"]
 
 
 def exit_or_running(child: subprocess.Popen[bytes]) -> str:
@@ -187,19 +240,24 @@ def _apply(args: argparse.Namespace) -> int:
     state = _read_state(args.workdir) or {}
     url = args.url or state.get("http")
     if not url:
-        print(f"no server recorded in {args.workdir}; start one with `inferline serve up` or pass --url")
-        return 3
+        raise UserError(
+            f"no server recorded in --workdir {args.workdir}; start one with `inferline serve up`, pass the work "
+            "directory it was started with (--workdir), or its address with --url"
+        )
     repository = Path(args.repository or state.get("repository") or "triton_models")
-    target = Registry(repository, args.pipeline).current
+    pipeline = choose_published(repository, args.pipeline)
+    target = Registry(repository, pipeline).current
     if target is None:
-        print(f"pipeline {args.pipeline!r} has no current release in {repository}")
-        return 1
+        raise UserError(
+            f"pipeline {pipeline!r} has no current release in {repository}; promote one with `inferline export "
+            f"promote N --pipeline {pipeline}` first"
+        )
     try:
-        result = switch_release(url, admin_key(args.workdir), repository, args.pipeline, target)
+        result = switch_release(url, admin_key(args.workdir), repository, pipeline, target)
     except (ReleaseSwitchError, RegistryError) as exc:
         print(f"apply FAILED, the server keeps what it served: {exc}")
         return 1
-    print(json.dumps({"pipeline": args.pipeline, "from": result.from_version, "to": target, "steps": result.steps}))
+    print(json.dumps({"pipeline": pipeline, "from": result.from_version, "to": target, "steps": result.steps}))
     return 0
 
 
@@ -225,15 +283,29 @@ def _predict(args: argparse.Namespace) -> int:
     state = _read_state(args.workdir) or {}
     url = args.url or state.get(args.protocol)
     if not url:
-        print("no server: give --url or start one with `inferline serve up`", file=sys.stderr)
-        return 1
-    path = Path(args.file)
-    rows = pd.read_json(path, lines=True, dtype=False) if path.suffix == ".jsonl" else pd.read_parquet(path)
+        raise UserError(
+            f"no server recorded in --workdir {args.workdir}; start one with `inferline serve up`, pass the work "
+            "directory it was started with (--workdir), or its address with --url"
+        )
+    if args.pipeline:
+        pipeline = args.pipeline
+    elif state.get("repository"):
+        pipeline = choose_published(Path(state["repository"]), None)
+    else:
+        raise UserError(
+            f"which pipeline does {url} serve? No server record in --workdir {args.workdir} names its repository; "
+            "pass --pipeline NAME"
+        )
+    rows = _read_rows(Path(args.file))
     try:
-        with InferlineClient(url, args.protocol, pipeline=args.pipeline, timeout_s=args.timeout) as client:
+        with InferlineClient(url, args.protocol, pipeline=pipeline, timeout_s=args.timeout) as client:
             p = client.predict(rows)
     except (InferlineError, ValueError) as exc:
-        print(f"predict FAILED: {exc}", file=sys.stderr)
+        print(
+            f"predict FAILED: {exc}; is the server up and serving {pipeline!r} at {url}? (`inferline serve status`, "
+            "--url, --pipeline)",
+            file=sys.stderr,
+        )
         return 1
     id_col = client.spec.id_column.name if client.spec.id_column else None
     for i in range(len(p)):
@@ -251,6 +323,20 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_rows(path: Path) -> pd.DataFrame:
+    """The rows of a ``.jsonl`` (one JSON object a line) or ``.parquet`` file; at least one."""
+    if path.suffix not in (".jsonl", ".parquet"):
+        raise UserError(f"--file {str(path)!r} has suffix {path.suffix!r}; expected a .jsonl or a .parquet file")
+    try:
+        rows = pd.read_json(path, lines=True, dtype=False) if path.suffix == ".jsonl" else pd.read_parquet(path)
+    except ValueError as exc:  # pandas' JSON reader and pyarrow's ArrowInvalid are ValueErrors
+        kind = "JSON lines (one object a line)" if path.suffix == ".jsonl" else "Parquet"
+        raise UserError(f"--file {str(path)!r} cannot be read as {kind}: {exc}; check the file") from exc
+    if rows.empty:
+        raise UserError(f"--file {str(path)!r} holds no rows; expected at least one row to score")
+    return rows
+
+
 def _demo(args: argparse.Namespace) -> int:
     from inferline.serving.demo import print_summary, run_demo
 
@@ -262,64 +348,86 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if worst <= 1e-5 else 1
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog or "inferline serve", description=__doc__)
-    parser.add_argument("--workdir", default=".inferline", help="server state, logs and the generated admin key")
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start the local Triton server on 127.0.0.1 and wait until it is ready")
-    up.add_argument("--repository", default="triton_models")
-    up.add_argument("--http-port", type=int, default=8000)
-    up.add_argument("--grpc-port", type=int, default=8001)
-    up.add_argument("--metrics-port", type=int, default=8002)
-    up.add_argument("--timeout", type=float, default=120.0)
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--workdir", type=new_dir, default=".inferline", help="server state, logs and the generated admin key"
+    )
+    parser = Parser(prog=prog or "inferline serve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = sub.add_parser(
+        "up", parents=[common], help="start the local Triton server on 127.0.0.1 and wait until it is ready"
+    )
+    up.add_argument("--repository", default="triton_models", help="the Triton model repository to serve")
+    up.add_argument("--http-port", type=port, default=8000, help="Triton's HTTP port (127.0.0.1)")
+    up.add_argument("--grpc-port", type=port, default=8001, help="Triton's gRPC port (127.0.0.1)")
+    up.add_argument("--metrics-port", type=port, default=8002, help="Triton's Prometheus metrics port (127.0.0.1)")
+    up.add_argument("--timeout", type=positive_float, default=120.0, help="seconds to wait until the server is ready")
     up.add_argument(
         "--trace-rate",
-        type=int,
+        type=positive_int,
         default=100,
         help="trace 1 request in N into WORKDIR/trace/ for the monitor (tracing all stalled Triton 2.51 under load)",
     )
     up.add_argument(
         "--no-trace", action="store_true", help="no request traces (the monitor then has no server timings)"
     )
-    up.add_argument("--exit-timeout", type=int, default=10, help="seconds to drain in-flight requests on stop")
-    up.add_argument("--gateway-port", type=int, default=8080, help="the validating edge (what callers should reach)")
+    up.add_argument("--exit-timeout", type=positive_int, default=10, help="seconds to drain in-flight requests on stop")
+    up.add_argument("--gateway-port", type=port, default=8080, help="the validating edge (what callers should reach)")
     up.add_argument("--no-gateway", action="store_true", help="serve Triton's ports only")
-    up.add_argument("--max-inflight", type=int, default=GatewayLimits.max_inflight, help="requests on Triton at once")
+    up.add_argument(
+        "--max-inflight", type=positive_int, default=GatewayLimits.max_inflight, help="requests on Triton at once"
+    )
     up.add_argument(
         "--max-queued", type=int, default=GatewayLimits.max_queued, help="requests waiting; beyond: 503 at once"
     )
-    up.add_argument("--max-body-bytes", type=int, default=GatewayLimits.max_body_bytes, help="larger bodies: 413")
-    up.add_argument("--supervisor-metrics-port", type=int, default=8003, help="restarts, gateway counters")
+    up.add_argument(
+        "--max-body-bytes", type=positive_int, default=GatewayLimits.max_body_bytes, help="larger bodies: 413"
+    )
+    up.add_argument("--supervisor-metrics-port", type=port, default=8003, help="restarts, gateway counters")
     up.add_argument("--max-restarts", type=int, default=5, help="crashes within 5 minutes before giving up")
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C drains and stops")
     up.set_defaults(func=_up)
-    st = sub.add_parser("status", help="is the server up, and which versions are loaded")
+    st = sub.add_parser("status", parents=[common], help="is the server up, and which versions are loaded")
     st.set_defaults(func=_status)
-    down = sub.add_parser("down", help="stop the server (drains in-flight requests first)")
-    down.add_argument("--timeout", type=float, default=20.0)
+    down = sub.add_parser("down", parents=[common], help="stop the server (drains in-flight requests first)")
+    down.add_argument("--timeout", type=positive_float, default=20.0, help="seconds to wait for a drain before SIGKILL")
     down.set_defaults(func=_down)
     ap = sub.add_parser(
-        "apply", help="switch the running server to the registry's current release (no failed requests)"
+        "apply",
+        parents=[common],
+        help="switch the running server to the registry's current release (no failed requests)",
     )
-    ap.add_argument("--pipeline", default="fraud")
-    ap.add_argument("--repository", default=None, help="default: the running server's")
-    ap.add_argument("--url", default=None, help="host:port (default: the server started by `up`)")
+    ap.add_argument("--pipeline", default=None, help="pipeline to switch (default: the repository's only pipeline)")
+    ap.add_argument("--repository", default=None, help="model repository (default: the running server's)")
+    ap.add_argument("--url", default=None, help="Triton HTTP host:port (default: the server started by `up`)")
     ap.set_defaults(func=_apply)
-    pr = sub.add_parser("predict", help="score rows from a JSON-lines or Parquet file")
-    pr.add_argument("--file", required=True)
-    pr.add_argument("--protocol", choices=["http", "grpc"], default="http")
-    pr.add_argument("--pipeline", default="fraud")
-    pr.add_argument("--url", help="host:port (default: the server started by `up`)")
-    pr.add_argument("--timeout", type=float, default=10.0)
+    pr = sub.add_parser("predict", parents=[common], help="score rows from a JSON-lines or Parquet file")
+    pr.add_argument("--file", type=existing_file, required=True, help="rows to score: a .jsonl or .parquet file")
+    pr.add_argument("--protocol", choices=["http", "grpc"], default="http", help="the protocol to call the server in")
+    pr.add_argument(
+        "--pipeline",
+        default=None,
+        help="pipeline to call (default: the only pipeline of the repository of the server started by `up`)",
+    )
+    pr.add_argument("--url", help="host:port (default: the server started by `up`, for --protocol)")
+    pr.add_argument("--timeout", type=positive_float, default=10.0, help="seconds before a request is abandoned")
     pr.set_defaults(func=_predict)
-    dm = sub.add_parser("demo", help="the whole flow end to end on the embedded defaults, then a summary")
-    dm.add_argument("--repository", default="triton_models")
-    dm.add_argument("--rows", type=int, default=200_000)
+    dm = sub.add_parser(
+        "demo", parents=[common], help="the whole flow end to end on the embedded defaults, then a summary"
+    )
+    dm.add_argument("--repository", type=new_dir, default="triton_models", help="the model repository to publish into")
+    dm.add_argument("--rows", type=positive_int, default=200_000, help="synthetic rows to generate")
     dm.add_argument("--keep-serving", action="store_true", help="leave the server running after the summary")
     dm.set_defaults(func=_demo)
-    args = parser.parse_args(argv)
-    args.argv = argv
-    return int(args.func(args))
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = build_parser(prog)
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser.set_defaults(argv=args)  # `up` starts the same command line again, detached
+    return run(parser, args)
 
 
 if __name__ == "__main__":

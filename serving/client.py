@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from inferline.features.errors import UserError
 from inferline.features.spec import Column, PipelineSpec, load_pipeline
 from inferline.serving.secrets import ADMIN_HEADER
 
@@ -65,7 +66,7 @@ RETRYABLE = (
 DEADLINE = ("DEADLINE_EXCEEDED", "Deadline Exceeded", "timed out", "Request timeout expired")
 
 
-class InferlineError(RuntimeError):
+class InferlineError(UserError, RuntimeError):
     """A request the server refused or could not answer; ``retryable`` tells whether trying again later may help,
     ``attempts`` how many times it was sent."""
 

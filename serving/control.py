@@ -25,12 +25,13 @@ from typing import Any
 from inferline.export.config import model_names
 from inferline.export.publish import activate
 from inferline.export.registry import Registry
+from inferline.features.errors import UserError
 from inferline.serving.secrets import ADMIN_HEADER
 
 __all__ = ["ReleaseSwitchError", "SwitchResult", "switch_release"]
 
 
-class ReleaseSwitchError(RuntimeError):
+class ReleaseSwitchError(UserError, RuntimeError):
     """The switch did not happen; the server still serves the release it served before."""
 
 

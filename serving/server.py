@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from inferline.export.config import model_names
-from inferline.export.publish import activate
-from inferline.export.registry import Registry
+from inferline.export.registry import published_pipelines
 from inferline.features.artifacts import atomic_write_json
+from inferline.features.errors import UserError
 from inferline.serving.secrets import ADMIN_HEADER, admin_key
 
 __all__ = [
@@ -41,7 +41,7 @@ __all__ = [
 RESTRICTED = "model-repository,logging,trace,shared-memory"
 
 
-class ServerError(RuntimeError):
+class ServerError(UserError, RuntimeError):
     pass
 
 
@@ -69,17 +69,6 @@ def _pytriton_dir() -> Path:
     import pytriton
 
     return Path(pytriton.__file__).parent / "tritonserver"
-
-
-def published_pipelines(repository: Path) -> dict[str, int]:
-    """``{pipeline: current release}`` for every registry in the repository."""
-    out = {}
-    for path in sorted(Path(repository).glob("*.registry.json")):
-        pipeline = path.name.removesuffix(".registry.json")
-        current = Registry(Path(repository), pipeline).current
-        if current is not None:
-            out[pipeline] = current
-    return out
 
 
 @dataclass
@@ -215,6 +204,8 @@ class TritonServer:
         pipelines = published_pipelines(repository)
         if not pipelines:
             raise ServerError(f"no published release in {repository}: run `inferline export publish` first")
+        from inferline.export.publish import activate  # here: publish imports torch, a server start needs it once
+
         for pipeline, version in pipelines.items():  # configs on disk follow the registry (restart = current release)
             activate(repository, pipeline, version)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

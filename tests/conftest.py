@@ -199,7 +199,7 @@ class Supervised:
     record: dict[str, Any]
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "inferline.serving", "--workdir", str(self.workdir), *args]
+        command = [sys.executable, "-m", "inferline.serving", *args[:1], "--workdir", str(self.workdir), *args[1:]]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
     def up(self) -> None:

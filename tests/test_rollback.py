@@ -204,8 +204,8 @@ def test_corrupt_previous_release_alerts_and_the_current_keeps_serving(serving_v
 def test_promote_rollback_and_history_by_hand(serving_v2: Stack) -> None:
     stack = serving_v2
     repo, workdir = str(stack.repository), str(stack.server.config.workdir)
-    export = [sys.executable, "-m", "inferline.export", "--repository", repo]
-    apply = [sys.executable, "-m", "inferline.serving", "--workdir", workdir, "apply", "--repository", repo]
+    export, repo_flag = [sys.executable, "-m", "inferline.export"], ["--repository", repo]
+    apply = [sys.executable, "-m", "inferline.serving", "apply", "--workdir", workdir, "--repository", repo]
     apply += ["--url", stack.server.config.http_url]
 
     def run(command: list[str]) -> str:
@@ -213,12 +213,12 @@ def test_promote_rollback_and_history_by_hand(serving_v2: Stack) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
-    run([*export, "rollback", "--reason", "by hand"])
+    run([*export, "rollback", *repo_flag, "--reason", "by hand"])
     assert served(stack) == {"fraud:2"}  # the registry moved; the server changes only when told to
     assert json.loads(run(apply))["to"] == 1 and served(stack) == {"fraud:1"}
-    run([*export, "promote", "2", "--reason", "fixed"])
+    run([*export, "promote", *repo_flag, "2", "--reason", "fixed"])
     assert json.loads(run(apply))["to"] == 2 and served(stack) == {"fraud:2"}
-    history = json.loads(run([*export, "history", "--json"]))
+    history = json.loads(run([*export, "history", *repo_flag, "--json"]))
     actions = [(e["action"], e["version"], e.get("reason")) for e in history["history"][-2:]]
     assert actions == [("rollback", 1, "by hand"), ("promote", 2, "fixed")]
 

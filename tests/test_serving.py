@@ -181,11 +181,12 @@ def test_serving_command_line_up_status_predict_down(
 ) -> None:
     workdir = tmp_path / "work"
     ports = [str(free_port()) for _ in range(3)]
-    base = [sys.executable, "-m", "inferline.serving", "--workdir", str(workdir)]
+    base, wd = [sys.executable, "-m", "inferline.serving"], ["--workdir", str(workdir)]
     up = subprocess.run(
         [
             *base,
             "up",
+            *wd,
             "--repository",
             str(published.repository),
             "--http-port",
@@ -209,7 +210,7 @@ def test_serving_command_line_up_status_predict_down(
         assert info["http"] == f"127.0.0.1:{ports[0]}" and info["releases"] == {"fraud": 2}
         assert {(m["name"], m["version"]) for m in info["loaded"]} >= {("fraud_model", "2"), ("fraud_preprocess", "2")}
         assert (workdir / "admin.key").stat().st_mode & 0o777 == 0o600
-        status = subprocess.run([*base, "status"], capture_output=True, text=True, timeout=60)
+        status = subprocess.run([*base, "status", *wd], capture_output=True, text=True, timeout=60)
         assert status.returncode == 0 and json.loads(status.stdout)["pid"] == info["pid"]
         rows_file = tmp_path / "rows.jsonl"
         rows = holdout.head(3).drop(columns=["is_fraud"]).copy()
@@ -217,7 +218,7 @@ def test_serving_command_line_up_status_predict_down(
         rows.to_json(rows_file, orient="records", lines=True)
         for protocol in ("http", "grpc"):
             out = subprocess.run(
-                [*base, "predict", "--file", str(rows_file), "--protocol", protocol],
+                [*base, "predict", *wd, "--file", str(rows_file), "--protocol", protocol],
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -227,9 +228,9 @@ def test_serving_command_line_up_status_predict_down(
             assert [x["transaction_id"] for x in lines] == rows["transaction_id"].tolist()
             assert all(x["status"] == "ok" and x["release"] == "fraud:2" for x in lines)
     finally:
-        down = subprocess.run([*base, "down"], capture_output=True, text=True, timeout=60)
+        down = subprocess.run([*base, "down", *wd], capture_output=True, text=True, timeout=60)
     assert down.returncode == 0 and "stopped" in down.stdout
-    status = subprocess.run([*base, "status"], capture_output=True, text=True, timeout=60)
+    status = subprocess.run([*base, "status", *wd], capture_output=True, text=True, timeout=60)
     assert status.returncode == 3 and "down" in status.stdout
 
 

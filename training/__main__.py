@@ -7,37 +7,60 @@ import json
 import sys
 from pathlib import Path
 
+from inferline.command import Parser, fraction, new_dir, new_file, positive_int, run
 from inferline.features.dataset import InvalidShareExceeded, expand_paths
-from inferline.features.spec import load_pipeline
+from inferline.features.spec import choose_pipeline, load_pipeline
 from inferline.features.validation import FileLevelError
 from inferline.monitor.alerts import Alert, Alerter
 from inferline.training.train import train
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog or "inferline train", description=__doc__)
-    parser.add_argument("--pipeline", default="fraud")
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = Parser(prog=prog or "inferline train", description=__doc__)
+    parser.add_argument(
+        "--pipeline",
+        default=None,
+        help="pipeline module: a name in inferline.features.pipelines or an importable pkg.mod "
+        "(default: the only pipeline module there is, if there is one)",
+    )
     parser.add_argument(
         "--data", nargs="+", default=[".inferline/data/raw"], help="Parquet files, globs or directories"
     )
-    parser.add_argument("--runs", default=".inferline/runs", help="directory for run directories")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=None, help="override the spec's epoch count")
-    parser.add_argument("--max-invalid-share", type=float, default=0.05)
+    parser.add_argument("--runs", type=new_dir, default=".inferline/runs", help="directory for run directories")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (splits, initialization, batches)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="override the spec's epoch count")
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch intra-op threads (results are deterministic per count)"
+        "--max-invalid-share", type=fraction, default=0.05, help="share of invalid rows above which a file fails"
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="torch intra-op threads (results are deterministic per count)",
     )
     parser.add_argument(
         "--alerts",
+        type=new_file,
         default=".inferline/alerts.jsonl",
         help="JSON-lines alert log (plus the log and the webhook in INFERLINE_ALERT_WEBHOOK)",
     )
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_train)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    return run(build_parser(prog), argv)
+
+
+def _train(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    spec = load_pipeline(args.pipeline)
+    choice = choose_pipeline(args.pipeline)
+    if choice.reason:
+        print(f"pipeline {choice.name!r}: {choice.reason}", file=sys.stderr)
+    spec = load_pipeline(choice.name)
     try:
         result = train(
             expand_paths(args.data),

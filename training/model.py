@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from inferline.features.artifacts import atomic_write_bytes
+from inferline.features.errors import UserError
 
-__all__ = ["Architecture", "ScoringModel", "TabularNet", "load_checkpoint", "save_checkpoint"]
+__all__ = ["Architecture", "CheckpointError", "ScoringModel", "TabularNet", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -102,18 +103,22 @@ def save_checkpoint(path: Path, net: TabularNet, threshold: float, pipeline: str
     atomic_write_bytes(path, buf.getvalue())
 
 
+class CheckpointError(UserError, ValueError):
+    """A checkpoint inferline refuses to load (pickled code, an unknown format)."""
+
+
 def load_checkpoint(path: Path) -> ScoringModel:
     """Load with ``weights_only=True``: tensors and plain values only, no pickled code. A file that needs more is
     refused with the reason, never retried another way."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not a weights-only checkpoint: it needs pickled code to load ({str(exc).splitlines()[0]}); "
             "inferline loads checkpoints with weights_only=True only. Retrain, or re-save the weights alone"
         ) from exc
     if payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: checkpoint format {payload.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+        raise CheckpointError(f"{path}: checkpoint format {payload.get('format')!r}, expected {CHECKPOINT_FORMAT}")
     net = TabularNet(Architecture.from_dict(payload["architecture"]))
     net.load_state_dict(payload["state_dict"])
     model = ScoringModel(net, payload["threshold"])

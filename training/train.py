@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from inferline.features.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from inferline.features.dataset import load_validated
+from inferline.features.errors import PathNotFound
 from inferline.features.spec import PipelineSpec
 from inferline.features.state import FeatureMatrix, FeatureState, compute_features, fit_state
 from inferline.training.metrics import choose_threshold, classification_metrics
@@ -191,7 +192,10 @@ def train(
 def latest_run(runs_dir: Path) -> Path:
     pointer = Path(runs_dir) / "LATEST"
     if not pointer.exists():
-        raise FileNotFoundError(f"no training run in {runs_dir} (no LATEST file); run `inferline train` first")
+        raise PathNotFound(
+            f"no training run in {runs_dir} (no LATEST file); train one with `inferline train --runs {runs_dir}` "
+            "or name a run directory with --run"
+        )
     return Path(runs_dir) / pointer.read_text().strip()
 
 
