@@ -26,6 +26,10 @@ from inferline.features.pipelines import fraud
 from inferline.serving.server import ServerConfig, TritonServer, die_with_parent, free_port
 from inferline.training.train import RunResult, train
 
+# Processes the tests start never import this checkout's folders (features/, monitor/, ...) as bare top-level
+# modules through their working directory: only the installed `inferline.*` names resolve (Python 3.11's PYTHONSAFEPATH).
+os.environ["PYTHONSAFEPATH"] = "1"
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if gpu_available():

@@ -75,7 +75,7 @@ def test_training_over_the_invalid_threshold_publishes_nothing_and_alerts(
         [
             sys.executable,
             "-m",
-            "training",
+            "inferline.training",
             "--data",
             str(data),
             "--runs",
