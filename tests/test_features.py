@@ -23,6 +23,7 @@ from inferline.features.spec import Rule, SpecError, load_pipeline
 from inferline.features.state import FeatureState, StateMismatch, compute_features, fit_state
 from inferline.features.validation import (
     FileLevelError,
+    RuleVerdicts,
     coerce_request,
     first_reason,
     row_reasons,
@@ -180,6 +181,25 @@ def test_request_coercion_converts_offsets_and_reports_per_row() -> None:
         "event_time:unparseable",
         "amount:not_finite",
     ]
+
+
+def test_remembered_rule_verdicts_are_exact_bounded_and_the_callers_own() -> None:
+    arrays = _request()
+    arrays["currency"] = np.array([b"USD", b"usd", b"EUR", b"usd"], dtype=object)
+    _, fresh = coerce_request(arrays, SPEC)  # no verdicts passed: remembered for this call only
+    verdicts = RuleVerdicts(max_per_rule=3)
+    _, first = coerce_request(arrays, SPEC, verdicts)
+    remembered = len(verdicts)
+    _, again = coerce_request(arrays, SPEC, verdicts)  # answered from the remembered verdicts
+    for reasons in (first, again):
+        assert {k: v.tolist() for k, v in reasons.items()} == {k: v.tolist() for k, v in fresh.items()}
+    assert list(np.flatnonzero(first["currency:not_iso4217"])) == [1, 3]
+    assert remembered == len(verdicts) > 0 and len(RuleVerdicts()) == 0, "a new owner starts empty"
+    arrays["currency"] = np.array([b"AAA", b"bbb", b"CCC", b"ddd"], dtype=object)  # a flood of new values
+    _, flooded = coerce_request(arrays, SPEC, verdicts)
+    assert list(np.flatnonzero(flooded["currency:not_iso4217"])) == [1, 3]
+    # bounded: the currency rule's 3 entries were cleared for the 4 new values; the other rules kept theirs
+    assert len(verdicts) == remembered - 3 + 4
 
 
 def test_request_missing_input_is_a_clear_error() -> None:
