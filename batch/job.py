@@ -65,6 +65,11 @@ class BatchJobFailed(RuntimeError):
         )
 
 
+def _gate_from_env() -> Path | None:
+    value = os.environ.get("INFERLINE_BATCH_GATE")
+    return Path(value) if value else None
+
+
 @dataclass
 class JobConfig:
     inputs: list[str]
@@ -79,6 +84,11 @@ class JobConfig:
     overwrite: bool = False
     progress: bool = True
     monitor_url: str | None = None  # send each partition's sample of rows and predictions to this monitor
+    # Hold partitions at a gate the caller controls (tests that kill a worker or the driver while partitions are
+    # provably pending, staged runs): a folder every worker can read. Each partition, before it reads its input,
+    # creates <gate>/part-NNNNN.waiting and waits until <gate>/part-NNNNN (that one) or <gate>/open (all) exists.
+    # Default: $INFERLINE_BATCH_GATE, so a driver started as a command can be held too; unset: no gate.
+    gate: Path | None = field(default_factory=_gate_from_env)
 
 
 @dataclass
@@ -266,6 +276,7 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
                         threads=1,
                         max_invalid_share=config.max_invalid_share,
                         monitor_url=config.monitor_url,
+                        gate=str(Path(config.gate).resolve()) if config.gate is not None else None,
                     ),
                     key=f"inferline-batch-{job}-{run_id}-{p.name}",
                     pure=False,

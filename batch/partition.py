@@ -38,6 +38,7 @@ __all__ = [
     "prediction_frame",
     "run_partition",
     "score_frame",
+    "wait_at_gate",
 ]
 
 COMMITS = "_commits"
@@ -67,6 +68,7 @@ class Task:
     max_invalid_share: float
     monitor_url: str | None = None  # http://127.0.0.1:9400: a sample of each partition's rows and predictions
     monitor_rows: int = 2_000
+    gate: str | None = None  # a folder: hold the partition there until the caller lets it through (JobConfig.gate)
 
 
 _session_loads: dict[tuple[str, str, str, int], int] = {}  # per worker process: how often each session was made
@@ -124,9 +126,24 @@ def prediction_frame(
     return out
 
 
+GATE_POLL_S = 0.02
+
+
+def wait_at_gate(gate: str, name: str) -> None:
+    """The hold point of ``JobConfig.gate``: announce ``<gate>/<name>.waiting``, then wait until the caller lets
+    this partition through with ``<gate>/<name>`` or opens the gate for all with ``<gate>/open``. The files are
+    the signal because workers are other processes, possibly on other machines sharing the folder."""
+    folder = Path(gate)
+    (folder / f"{name}.waiting").touch()
+    while not (folder / "open").exists() and not (folder / name).exists():
+        time.sleep(GATE_POLL_S)  # polling a file another process creates: the gate's own wait
+
+
 def run_partition(task: Task) -> dict[str, Any]:
-    started = time.perf_counter()
     part = task.partition
+    if task.gate is not None:
+        wait_at_gate(task.gate, part.name)
+    started = time.perf_counter()
     spec, state = _spec_and_state(task.pipeline, task.state_path)
     session = _session(task.model_path, task.model_sha256, task.device, task.threads)
     raw = pq.ParquetFile(part.file).read_row_groups(list(part.row_groups)).to_pandas()

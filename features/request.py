@@ -13,16 +13,18 @@ import numpy as np
 
 from inferline.features.spec import PipelineSpec
 from inferline.features.state import FeatureMatrix, FeatureState, compute_features
-from inferline.features.validation import coerce_request, first_reason
+from inferline.features.validation import RuleVerdicts, coerce_request, first_reason
 
 __all__ = ["featurize_request"]
 
 
 def featurize_request(
-    arrays: Mapping[str, np.ndarray], spec: PipelineSpec, state: FeatureState
+    arrays: Mapping[str, np.ndarray], spec: PipelineSpec, state: FeatureState, verdicts: RuleVerdicts | None = None
 ) -> tuple[FeatureMatrix, np.ndarray]:
-    """``(features, status)``: status is ``ok`` or the row's first failing reason (e.g. ``amount:negative``)."""
-    columns, reasons = coerce_request(arrays, spec)
+    """``(features, status)``: status is ``ok`` or the row's first failing reason (e.g. ``amount:negative``).
+    A caller that serves repeatedly passes its own ``RuleVerdicts`` (one per loaded model), so each distinct
+    string value's rule verdicts are computed once; None computes them for this call only."""
+    columns, reasons = coerce_request(arrays, spec, verdicts)
     status = first_reason(reasons, len(columns))
     ok = (status == "ok")[:, None]
     m = compute_features(columns, spec, state)

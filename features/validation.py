@@ -32,6 +32,7 @@ from inferline.features.spec import Column, PipelineSpec, Rule
 
 __all__ = [
     "FileLevelError",
+    "RuleVerdicts",
     "ValidationResult",
     "build_schema",
     "coerce_request",
@@ -261,40 +262,62 @@ def _series(frame: pd.DataFrame | Columns, col: Column) -> pd.Series:
     return pd.Series(values)
 
 
-_VERDICTS: dict[Rule, dict[str, bool]] = {}
-_VERDICTS_MAX = 4096  # per rule; a flood of distinct values only clears the cache, it never grows past this
+class RuleVerdicts:
+    """Remembered per-value verdicts of element-wise rules on string columns, owned by whoever serves requests
+    repeatedly (one per loaded preprocess model, per monitor, per benchmark app) and passed to
+    ``featurize_request``/``coerce_request``/``row_reasons``. Exact, not an approximation: each distinct value's
+    verdict is computed once by the spec's own rule. Bounded: a flood of distinct values only clears a rule's
+    entries, they never grow past ``max_per_rule``."""
+
+    def __init__(self, max_per_rule: int = 4096) -> None:
+        self.max_per_rule = max_per_rule
+        self._by_rule: dict[Rule, dict[str, bool]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by_rule.values())
+
+    def passed(self, rule: Rule, values: np.ndarray) -> np.ndarray:
+        """``ok`` per value (None counts as passing: nulls are the ``required`` check's concern)."""
+        verdicts = self._by_rule.setdefault(rule, {})
+        unseen = sorted({v for v in values if v is not None and v not in verdicts})
+        if unseen:
+            if len(verdicts) + len(unseen) > self.max_per_rule:
+                verdicts.clear()
+            ok_unseen = rule.check(pd.Series(unseen, dtype="string")).to_numpy(dtype=bool)
+            verdicts.update(zip(unseen, ok_unseen.tolist(), strict=True))
+        return np.fromiter(
+            (True if v is None else verdicts.get(v, True) for v in values), dtype=bool, count=len(values)
+        )
 
 
-def _remembered_reasons(values: np.ndarray, col: Column, out: dict[str, np.ndarray]) -> None:
+def _remembered_reasons(values: np.ndarray, col: Column, out: dict[str, np.ndarray], verdicts: RuleVerdicts) -> None:
     """String columns whose values repeat (categories, merchant descriptors) on the request path: rules are
-    element-wise, so each distinct value's verdict is computed once by the spec's own rule and remembered (exact,
-    not an approximation)."""
+    element-wise, so each distinct value's verdict is computed once and remembered in ``verdicts``."""
     n = len(values)
     null = np.fromiter((v is None for v in values), dtype=bool, count=n)
     if col.required and null.any():
         out[f"{col.name}:{NULL}"] = null
     for rule in col.rules:
-        verdicts = _VERDICTS.setdefault(rule, {})
-        unseen = sorted({v for v in values if v is not None and v not in verdicts})
-        if unseen:
-            if len(verdicts) + len(unseen) > _VERDICTS_MAX:
-                verdicts.clear()
-            ok_unseen = rule.check(pd.Series(unseen, dtype="string")).to_numpy(dtype=bool)
-            verdicts.update(zip(unseen, ok_unseen.tolist(), strict=True))
-        ok = np.fromiter((True if v is None else verdicts.get(v, True) for v in values), dtype=bool, count=n)
+        ok = verdicts.passed(rule, values)
         if not ok.all():
             out[f"{col.name}:{rule.name}"] = ~ok
 
 
 def row_reasons(
-    frame: pd.DataFrame | Columns, spec: PipelineSpec, include_label: bool = False
+    frame: pd.DataFrame | Columns,
+    spec: PipelineSpec,
+    include_label: bool = False,
+    verdicts: RuleVerdicts | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per-row failures as ``{reason: boolean mask}``, evaluating the spec's rules directly (serving path)."""
+    """Per-row failures as ``{reason: boolean mask}``, evaluating the spec's rules directly (serving path).
+    ``verdicts``: the caller's remembered verdicts for repeating string values (None: remembered for this call
+    only)."""
+    verdicts = RuleVerdicts() if verdicts is None else verdicts
     out: dict[str, np.ndarray] = {}
     n = len(frame)
     for c in _columns(spec, include_label):
         if isinstance(frame, Columns) and c.kind in ("categorical", "text") and not c.unique:
-            _remembered_reasons(frame[c.name], c, out)
+            _remembered_reasons(frame[c.name], c, out, verdicts)
             continue
         s = _series(frame, c)
         null = s.isna().to_numpy(dtype=bool)
@@ -392,10 +415,12 @@ def _parse_timestamps(
     return out.view("datetime64[ns]")
 
 
-def coerce_request(arrays: Mapping[str, np.ndarray], spec: PipelineSpec) -> tuple[Columns, dict[str, np.ndarray]]:
+def coerce_request(
+    arrays: Mapping[str, np.ndarray], spec: PipelineSpec, verdicts: RuleVerdicts | None = None
+) -> tuple[Columns, dict[str, np.ndarray]]:
     """Wire arrays (one per raw column, shape [n] or [n, 1]) -> canonical ``Columns`` and the per-row reasons found
-    while parsing and checking rules. Missing required inputs raise ``KeyError`` naming them (a malformed request,
-    not a bad row)."""
+    while parsing and checking rules (``verdicts``: see ``RuleVerdicts``). Missing required inputs raise
+    ``KeyError`` naming them (a malformed request, not a bad row)."""
     missing = [c.name for c in spec.input_columns if c.name not in arrays]
     if missing:
         raise KeyError(
@@ -417,4 +442,4 @@ def coerce_request(arrays: Mapping[str, np.ndarray], spec: PipelineSpec) -> tupl
             columns[c.name] = values.astype("float64")
         else:  # integer
             columns[c.name] = values.astype("int64")
-    return columns, _merge_reasons(reasons, row_reasons(columns, spec))
+    return columns, _merge_reasons(reasons, row_reasons(columns, spec, verdicts=verdicts))

@@ -44,6 +44,7 @@ from inferline.export.registry import Registry
 from inferline.features.request import featurize_request
 from inferline.features.spec import PipelineSpec, load_pipeline
 from inferline.features.state import FeatureState
+from inferline.features.validation import RuleVerdicts
 from inferline.monitor.drift import CategoricalReference, FeatureDrift, NumericReference, bin_counts, drift_report
 from inferline.monitor.rollback import RollbackController
 from inferline.monitor.rules import Evaluation, RuleEngine
@@ -193,6 +194,7 @@ class Monitor:
         self._drift: list[FeatureDrift] = []
         self._drift_release: str | None = None
         self._prediction_histogram: dict[str, Any] | None = None
+        self.verdicts = RuleVerdicts()  # remembered rule verdicts of this monitor's featurization
 
     # --- release artifacts -------------------------------------------------------------------------------
     def _release(self, release: str) -> tuple[FeatureState, _References]:
@@ -232,7 +234,7 @@ class Monitor:
         probabilities = np.asarray(payload["probabilities"], dtype=np.float32).reshape(n, -1)
         predicted = np.asarray(payload["predicted_class"], dtype=np.int64).reshape(n)
         status = np.asarray(payload.get("status", ["ok"] * n), dtype=object)
-        features, _ = featurize_request(arrays, self.spec, state)
+        features, _ = featurize_request(arrays, self.spec, state, self.verdicts)
         ok = status == "ok"
         categorical = np.stack(
             [state.category_labels(name, features.categorical[:, j]) for j, name in enumerate(state.categorical)],

@@ -9,7 +9,9 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -83,11 +85,13 @@ def published(run: RunResult, raw_files: list[Path], tmp_path_factory: pytest.Te
     return Published(repository=repository, releases=[r1, r2], runs=[first, run])
 
 
-def private_server(published: Published, root: Path) -> TritonServer:
+def private_server(published: Published, root: Path, **options: Any) -> TritonServer:
     """A server of its own on a copy of the published repository, for tests that switch releases or break
-    readiness, so the session's shared server is never disturbed. The caller stops it."""
+    readiness, or must see only their own traffic, so the session's shared server is never disturbed.
+    ``options``: more ``ServerConfig`` fields (``trace_dir``, ...). The caller stops it."""
     shutil.copytree(published.repository, root / "triton_models")
-    return TritonServer(ServerConfig.on_free_ports(root / "triton_models", root / "work")).start(timeout_s=120)
+    config = ServerConfig.on_free_ports(root / "triton_models", root / "work", **options)
+    return TritonServer(config).start(timeout_s=120)
 
 
 @pytest.fixture(scope="session")
@@ -128,9 +132,10 @@ class DaskCluster:
             client.wait_for_workers(n, timeout=timeout_s)
 
 
-@pytest.fixture(scope="session")
-def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
-    logs = tmp_path_factory.mktemp("dask")
+@contextmanager
+def start_dask_cluster(logs: Path) -> Iterator[DaskCluster]:
+    """``dask scheduler`` + two single-threaded ``dask worker`` processes on loopback, stopped on exit."""
+    logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     dask = [sys.executable, "-m", "dask"]
@@ -158,6 +163,38 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskClust
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
+    """The shared cluster, for tests that leave it as they found it (no killed workers, no held tasks)."""
+    with start_dask_cluster(tmp_path_factory.mktemp("dask")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def own_dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
+    """A cluster of the test's own, for tests that kill its processes."""
+    with start_dask_cluster(tmp_path / "dask") as cluster:
+        yield cluster
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its parent to reap it counts as exited)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
+    """Poll a state check until it holds; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"not reached within {timeout_s}s: {what}"
+        time.sleep(0.02)  # polling interval of a state check
 
 
 @dataclass

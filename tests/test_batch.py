@@ -8,8 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +27,7 @@ from inferline.serving.client import InferlineClient
 from inferline.serving.demo import in_process_probabilities
 from inferline.serving.server import TritonServer
 
-from .conftest import DaskCluster, Published
+from .conftest import DaskCluster, Published, gone, wait_until
 
 ROW_GROUP = 1_000
 BATCH_RUN = [sys.executable, "-m", "inferline.batch", "run"]
@@ -139,53 +141,119 @@ def test_cli_local_cluster_report_and_resume(inputs: Path, published: Published,
     assert helped.returncode == 0 and "--scheduler" in helped.stdout
 
 
+class Gate:
+    """The test's side of ``JobConfig.gate``: partitions wait in this folder until the test lets them through."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True)
+        self.folder = folder
+
+    def held(self) -> set[str]:
+        """Partitions waiting at the gate now (announced, not let through, the gate not open)."""
+        if (self.folder / "open").exists():
+            return set()
+        return {p.stem for p in self.folder.glob("*.waiting") if not (self.folder / p.stem).exists()}
+
+    def let_through(self, name: str) -> None:
+        (self.folder / name).touch()
+
+    def open(self) -> None:
+        (self.folder / "open").touch()
+
+
+def commits(out: Path) -> set[str]:
+    return {p.stem for p in (out / "_commits").glob("part-*.json")}
+
+
+def commit_two_then_hold_both_workers(gate: Gate, out: Path, alive: Callable[[], object]) -> set[str]:
+    """Let two partitions through one at a time and wait for their commits, then until each of the two
+    single-threaded workers holds a partition at the gate: from then on nothing can commit until the gate opens.
+    Returns the held partitions."""
+    for _ in range(2):
+        wait_until(lambda: gate.held() or not alive(), 120, "a partition waiting at the gate")
+        assert alive(), "the job ended before the gate was opened"
+        name = sorted(gate.held())[0]
+        gate.let_through(name)
+        wait_until(lambda name=name: name in commits(out), 120, f"{name} committed")
+    wait_until(lambda: len(gate.held()) == 2, 120, "both workers holding a partition at the gate")
+    return gate.held()
+
+
 def test_worker_killed_mid_job_completes_exactly_once(
-    inputs: Path, published: Published, dask_cluster: DaskCluster, tmp_path: Path
+    inputs: Path, published: Published, own_dask_cluster: DaskCluster, tmp_path: Path
 ) -> None:
-    pids = dask_cluster.worker_pids()
-    victim = max(pids.values())
-    killed: list[int] = []
+    """A worker is SIGKILLed while it holds a partition and 10 of 12 are provably uncommitted (held back at the
+    job's gate); Dask reruns its work elsewhere and every row is still written exactly once."""
+    victim = max(own_dask_cluster.worker_pids().values())
+    gate, out = Gate(tmp_path / "gate"), tmp_path / "out"
+    outcome: dict[str, object] = {}
 
-    def kill_once(record: dict[str, object]) -> None:
-        if not killed:
-            os.kill(victim, signal.SIGKILL)
-            killed.append(len(list((tmp_path / "out" / "_commits").glob("*.json"))))
+    def drive() -> None:
+        try:
+            outcome["report"] = run_job(config(inputs, out, published, own_dask_cluster, gate=gate.folder))
+        except Exception as exc:  # noqa: BLE001 - re-raised by the assertion below
+            outcome["error"] = exc
 
-    report = run_job(config(inputs, tmp_path / "out", published, dask_cluster), on_commit=kill_once)
-    assert killed and killed[0] < report.partitions, "the worker must die while partitions are still pending"
-    with pytest.raises(ProcessLookupError):
-        os.kill(victim, 0)
-    assert report.partitions == 12 and report.partitions_committed == 12
-    assert_exactly_once(tmp_path / "out", input_ids(inputs), report)
-    dask_cluster.wait_for_workers(2)  # the nanny restarts the worker for the tests after this one
-    assert victim not in dask_cluster.worker_pids().values()
+    driver = threading.Thread(target=drive)
+    driver.start()
+    try:
+        held = commit_two_then_hold_both_workers(gate, out, driver.is_alive)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: gone(victim), 30, "the killed worker process gone")
+        assert len(commits(out)) == 2 and not held & commits(out), "killed while 10 partitions were pending"
+    finally:
+        gate.open()
+        driver.join(300)
+    assert "error" not in outcome, outcome
+    report = outcome["report"]
+    assert isinstance(report, JobReport)
+    assert report.partitions == 12 and report.partitions_committed == 12 and report.partitions_resumed == 0
+    assert_exactly_once(out, input_ids(inputs), report)
 
 
 def test_driver_killed_mid_job_then_rerun_resumes(
     published: Published, dask_cluster: DaskCluster, tmp_path: Path
 ) -> None:
-    for i in range(2):  # 40 partitions of one 200-row group each: the job is still running when the driver dies
+    """The driver is SIGKILLed with 2 partitions committed and both workers holding one at the gate; the tasks it
+    leaves behind finish once the gate opens, and the rerun resumes every committed partition."""
+    for i in range(2):  # 40 partitions of one 200-row group each
         write_parquet(tmp_path / "in" / f"tx-{i}.parquet", fraud.generate(4_000, seed=600 + i), 200)
-    out = tmp_path / "out"
+    out, gate = tmp_path / "out", Gate(tmp_path / "gate")
     command = [*BATCH_RUN, "--input", str(tmp_path / "in"), "--output", str(out), "--quiet", "--partition-rows", "1"]
     command += ["--model", "fraud:2", "--repository", str(published.repository), "--scheduler", dask_cluster.address]
+    environment = {**os.environ, "INFERLINE_BATCH_GATE": str(gate.folder)}  # JobConfig.gate's default
     with open(tmp_path / "driver.log", "wb") as log:
-        driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + 120
-    while not list((out / "_commits").glob("*.json")):  # readiness: the first partition is committed
-        assert driver.poll() is None, (tmp_path / "driver.log").read_text()
-        assert time.monotonic() < deadline, "no partition was committed within 120 s"
-        time.sleep(0.005)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
-    committed_at_kill = len(list((out / "_commits").glob("*.json")))
-    assert committed_at_kill < 40, "the driver must die mid-job"
-    assert json.loads((out / "_job.json").read_text())["status"] == "running"
+        driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=environment)
+    try:
+        held = commit_two_then_hold_both_workers(gate, out, lambda: driver.poll() is None)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        assert commits(out) and len(commits(out)) == 2, "the driver must die with 38 partitions pending"
+        assert json.loads((out / "_job.json").read_text())["status"] == "running"
+        # the scheduler forgets a dead client's tasks; the two already running on workers finish once let through
+        wait_until(lambda: not batch_tasks(dask_cluster), 60, "the scheduler releasing the dead driver's tasks")
+    finally:
+        gate.open()
+    wait_until(lambda: held <= commits(out), 60, "the dead driver's running partitions committed")
+    committed_before = commits(out)
+    assert len(committed_before) == 4
 
-    report = run_job(config(tmp_path / "in", out, published, dask_cluster, partition_rows=1))
-    assert report.partitions == 40 and report.partitions_resumed >= 1 and report.partitions_committed == 40
+    report = run_job(config(tmp_path / "in", out, published, dask_cluster, partition_rows=1, gate=None))
+    assert report.partitions == 40 and report.partitions_committed == 40
+    assert report.partitions_resumed == len(committed_before)
     assert_exactly_once(out, input_ids(tmp_path / "in"), report)
     assert json.loads((out / "_job.json").read_text())["status"] == "complete"
+
+
+def batch_tasks(cluster: DaskCluster) -> int:
+    """Tasks of any inferline batch job the scheduler still knows."""
+    from distributed import Client
+
+    def count(dask_scheduler: Any) -> int:
+        return sum(str(key).startswith("inferline-batch-") for key in dask_scheduler.tasks)
+
+    with Client(cluster.address, timeout="30s") as client:
+        return int(client.run_on_scheduler(count))
 
 
 def test_poison_partitions_are_named_and_the_rest_commit(

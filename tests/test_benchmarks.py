@@ -82,6 +82,28 @@ def test_batch_benchmark_runs_every_side_on_the_same_rows(published: Published, 
     result = bench_batch(20_000, 1, tmp_path, published.repository, 2)
     assert set(result["seconds"]) == {"dask_2_workers", "dask_1_worker", "single_process"}
     assert result["max_abs_diff_between_sides"] <= 1e-6  # the same rows, release and kernels on every side
-    assert len(result["ratio_dask2_over_single"]) == len(result["ratio_dask2_over_dask1"]) == 1
+    seconds = result["seconds"]
+    assert all(len(v) == 1 and v[0] > 0 for v in seconds.values())
+    # rows/s ratios, paired per repetition: the same rows in less time is a higher ratio
+    single = [s / d for d, s in zip(seconds["dask_2_workers"], seconds["single_process"], strict=True)]
+    one = [o / d for d, o in zip(seconds["dask_2_workers"], seconds["dask_1_worker"], strict=True)]
+    assert result["ratio_dask2_over_single"] == pytest.approx(single)
+    assert result["ratio_dask2_over_dask1"] == pytest.approx(one)
+    assert result["rows_per_s"]["single_process"] == pytest.approx([20_000 / seconds["single_process"][0]])
+
     rows = {g["goal"]: g for g in goals({"batch": result})}
-    assert len(rows) == 2 and all(g["median"] > 0 for g in rows.values())
+    expected = {  # goal -> (its ratio's name, the measured ratios, target)
+        "Dask job (2 workers x 1 thread) >= 0.8x a single-process pandas + onnxruntime loop": (
+            "dask_2_workers / single_process (rows/s)",
+            single,
+            0.8,
+        ),
+        "Dask job: 2 workers >= 1.6x 1 worker": ("dask_2_workers / dask_1_worker (rows/s)", one, 1.6),
+    }
+    assert set(rows) == set(expected)
+    for name, (ratio, measured, target) in expected.items():
+        g = rows[name]
+        assert (g["ratio"], g["target"], g["higher_is_better"]) == (ratio, target, True)
+        assert g["median"] == pytest.approx(summary(measured)["median"])
+        assert (g["min"], g["max"]) == pytest.approx((min(measured), max(measured)))
+        assert g["met"] is (g["median"] >= target), "met is judged on the median against the goal's target"

@@ -11,6 +11,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 from inferline.features.pipelines import fraud
 from inferline.serving.client import Cancelled, DeadlineExceeded, InferlineClient, encode_rows
 
-from .conftest import Published, Supervised, supervised_server
+from .conftest import Published, Supervised, gone, supervised_server
 
 ROWS = fraud.generate(600, seed=11).drop(columns=[fraud.SPEC.label])
 HUGE = [1_000_000_000, 1_000_000_000]
@@ -30,6 +31,20 @@ HUGE = [1_000_000_000, 1_000_000_000]
 @pytest.fixture(scope="module")
 def served(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervised]:
     server = supervised_server(published, tmp_path_factory.mktemp("faults"), "--max-inflight", "1", "--max-queued", "1")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+LIMITS = ("--max-inflight", "1", "--max-queued", "1")
+
+
+@pytest.fixture
+def server(published: Published, tmp_path: Path) -> Iterator[Supervised]:
+    """A server of the test's own (the module server's limits), for the tests that crash, kill or stop it: they
+    never disturb the shared one, and one failure cascades into nothing."""
+    server = supervised_server(published, tmp_path, *LIMITS)
     try:
         yield server
     finally:
@@ -191,33 +206,33 @@ def test_grpc_is_not_affected_by_either_crash(served: Supervised) -> None:
 
 
 @pytest.mark.parametrize("crash", sorted(CRASHES))
-def test_one_request_that_kills_triton_is_survived_and_nothing_accepted_is_lost(served: Supervised, crash: str) -> None:
+def test_one_request_that_kills_triton_is_survived_and_nothing_accepted_is_lost(server: Supervised, crash: str) -> None:
     body, cause, log_line = CRASHES[crash]
-    state = served.state()
+    state = server.state()
     killed_pid, restarts = state["pid"], state["restarts"]
 
-    caller, results = traffic(served)
+    caller, results = traffic(server)
     with pytest.raises((ConnectionError, urllib.error.URLError)):  # the server dies mid-request
-        post(served.record["http"], body)
-    served.wait_until(lambda: served.state()["restarts"] == restarts + 1, 120, "the supervisor's restart")
+        post(server.record["http"], body)
+    server.wait_until(lambda: server.state()["restarts"] == restarts + 1, 120, "the supervisor's restart")
     caller.join(120)
     # nothing accepted was lost: every row answered exactly once, by the same release
     assert sum(len(p) for p in results) == len(ROWS) and all(p.ok.all() for p in results)
     assert {r for p in results for r in p.release} == {"fraud:2"}
-    state = served.state()
+    state = server.state()
     assert state["state"] == "ready" and state["pid"] != killed_pid
     assert state["last_crash"]["cause"] == cause
     assert any(log_line in line for line in state["last_crash"]["log_tail"])
-    metrics = served.metrics()
+    metrics = server.metrics()
     assert metrics[f'inferline_server_restarts_total{{cause="{cause}"}}'] == 1
     assert metrics["inferline_server_restart_seconds"] < 60  # the bound SECURITY.md documents
-    alerts = [json.loads(x) for x in (served.workdir / "alerts.jsonl").read_text().splitlines()]
+    alerts = [json.loads(x) for x in (server.workdir / "alerts.jsonl").read_text().splitlines()]
     assert {"server_crashed", "server_restarted"} <= {a["reason"] for a in alerts if a["source"] == "serving"}
-    status = served.cli("status")
+    status = server.cli("status")
     assert status.returncode == 0, status.stdout
     loaded = {(m["name"], m["version"]) for m in json.loads(status.stdout)["loaded"]}
     assert {("fraud_model", "2"), ("fraud_preprocess", "2")} <= loaded  # the same versions, not the newest
-    still_serves(served)
+    still_serves(server)
 
 
 def test_a_burst_over_the_limit_is_rejected_fast_and_retries_lose_nothing(served: Supervised) -> None:
@@ -294,37 +309,42 @@ def test_a_passed_deadline_is_typed_and_never_retried(served: Supervised) -> Non
     still_serves(served)
 
 
-def test_sigkill_mid_traffic_then_restart_brings_the_same_versions(served: Supervised) -> None:
-    state = served.state()
-    caller, results = traffic(served)
-    served.wait_until(lambda: forwarded(served) > 0 and len(results) > 0, 60, "traffic flowing")
+def test_sigkill_mid_traffic_then_restart_brings_the_same_versions(server: Supervised) -> None:
+    state = server.state()
+    caller, results = traffic(server)
+    server.wait_until(lambda: forwarded(server) > 0 and len(results) > 0, 60, "traffic flowing")
     os.kill(state["pid"], signal.SIGKILL)  # tritonserver only: the supervisor restarts it
-    served.wait_until(lambda: served.state()["restarts"] == state["restarts"] + 1, 120, "the restart")
+    server.wait_until(lambda: server.state()["restarts"] == state["restarts"] + 1, 120, "the restart")
     caller.join(120)
     assert sum(len(p) for p in results) == len(ROWS) and all(p.ok.all() for p in results)
-    assert served.state()["last_crash"]["cause"] == "signal SIGKILL"
+    assert server.state()["last_crash"]["cause"] == "signal SIGKILL"
 
     # the whole service killed (supervisor and server): reported down; `up` brings back the same versions
-    os.kill(state["supervisor_pid"], signal.SIGKILL)
-    status = served.cli("status")
-    assert status.returncode == 3 and "down" in status.stdout
-    restarted = served.state()["pid"]  # tritonserver follows its supervisor (PR_SET_PDEATHSIG), draining first
-    served.wait_until(lambda: gone(restarted), 30, "tritonserver exiting after its supervisor")
-    served.up()
-    loaded = {(m["name"], m["version"]) for m in served.record["loaded"]}
+    supervisor = state["supervisor_pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    server.wait_until(lambda: gone(supervisor), 10, "the killed supervisor gone")
+    status = server.cli("status")  # down, or down (stopping) while the orphaned tritonserver still drains
+    assert status.returncode == 3, status.stdout
+    assert status.stdout.startswith(
+        (f"down: pid {supervisor} is gone", f"down (stopping): supervisor pid {supervisor} is gone")
+    ), status.stdout
+    restarted = server.state()["pid"]  # tritonserver follows its supervisor (PR_SET_PDEATHSIG), draining first
+    server.wait_until(lambda: gone(restarted), 30, "tritonserver exiting after its supervisor")
+    server.up()
+    loaded = {(m["name"], m["version"]) for m in server.record["loaded"]}
     assert {("fraud_model", "2"), ("fraud_preprocess", "2")} <= loaded
-    with InferlineClient(served.record["gateway"], "http", timeout_s=30) as client:
+    with InferlineClient(server.record["gateway"], "http", timeout_s=30) as client:
         assert client.predict(ROWS).ok.all()
 
 
-def test_sigint_drains_in_flight_requests_within_the_exit_timeout(served: Supervised) -> None:
+def test_sigint_drains_in_flight_requests_within_the_exit_timeout(server: Supervised) -> None:
     body = json.dumps(oip_body(ROWS.head(256))).encode()
     outcomes: list[str] = []
 
     def caller() -> None:  # sends until the port closes
         for _ in range(5000):
             try:
-                code, text, _ = post(served.record["gateway"], body)
+                code, text, _ = post(server.record["gateway"], body)
                 outcomes.append("ok" if code == 200 else f"{code}:{json.loads(text)['error']}")
             except (ConnectionError, urllib.error.URLError) as exc:
                 outcomes.append(f"refused:{exc}")
@@ -333,26 +353,17 @@ def test_sigint_drains_in_flight_requests_within_the_exit_timeout(served: Superv
     threads = [threading.Thread(target=caller) for _ in range(3)]
     for t in threads:
         t.start()
-    served.wait_until(
-        lambda: served.metrics().get("inferline_gateway_inflight_requests", 0) > 0, 60, "a request in flight"
+    server.wait_until(
+        lambda: server.metrics().get("inferline_gateway_inflight_requests", 0) > 0, 60, "a request in flight"
     )
-    supervisor = served.state()["supervisor_pid"]
+    supervisor = server.state()["supervisor_pid"]
     ok_before = outcomes.count("ok")
     os.kill(supervisor, signal.SIGINT)
-    served.wait_until(lambda: gone(supervisor), 10 + 5, "the drain within the exit timeout (10 s) and a margin")
+    server.wait_until(lambda: gone(supervisor), 10 + 5, "the drain within the exit timeout (10 s) and a margin")
     for t in threads:
         t.join(60)
     # in flight at the signal: answered; after it, a clear 503 while draining, then the port is closed
     assert outcomes.count("ok") > ok_before
     assert {o.split(":")[0] for o in outcomes} <= {"ok", "503", "refused"}, outcomes
     assert all("shutting down" in o or "overloaded" in o for o in outcomes if o.startswith("503")), outcomes
-    assert served.cli("status").returncode == 3
-
-
-def gone(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+    assert server.cli("status").returncode == 3

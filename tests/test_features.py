@@ -1,18 +1,29 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from inferline.features.backend import BackendUnavailable, get_backend
+from inferline.features.backend import (
+    Columns,
+    FrameBackend,
+    NumpyBackend,
+    backend_for,
+    get_backend,
+    gpu_available,
+)
 from inferline.features.pipelines import fraud
 from inferline.features.spec import Rule, SpecError, load_pipeline
 from inferline.features.state import FeatureState, StateMismatch, compute_features, fit_state
 from inferline.features.validation import (
     FileLevelError,
+    RuleVerdicts,
     coerce_request,
     first_reason,
     row_reasons,
@@ -172,6 +183,25 @@ def test_request_coercion_converts_offsets_and_reports_per_row() -> None:
     ]
 
 
+def test_remembered_rule_verdicts_are_exact_bounded_and_the_callers_own() -> None:
+    arrays = _request()
+    arrays["currency"] = np.array([b"USD", b"usd", b"EUR", b"usd"], dtype=object)
+    _, fresh = coerce_request(arrays, SPEC)  # no verdicts passed: remembered for this call only
+    verdicts = RuleVerdicts(max_per_rule=3)
+    _, first = coerce_request(arrays, SPEC, verdicts)
+    remembered = len(verdicts)
+    _, again = coerce_request(arrays, SPEC, verdicts)  # answered from the remembered verdicts
+    for reasons in (first, again):
+        assert {k: v.tolist() for k, v in reasons.items()} == {k: v.tolist() for k, v in fresh.items()}
+    assert list(np.flatnonzero(first["currency:not_iso4217"])) == [1, 3]
+    assert remembered == len(verdicts) > 0 and len(RuleVerdicts()) == 0, "a new owner starts empty"
+    arrays["currency"] = np.array([b"AAA", b"bbb", b"CCC", b"ddd"], dtype=object)  # a flood of new values
+    _, flooded = coerce_request(arrays, SPEC, verdicts)
+    assert list(np.flatnonzero(flooded["currency:not_iso4217"])) == [1, 3]
+    # bounded: the currency rule's 3 entries were cleared for the 4 new values; the other rules kept theirs
+    assert len(verdicts) == remembered - 3 + 4
+
+
 def test_request_missing_input_is_a_clear_error() -> None:
     arrays = _request()
     del arrays["amount"]
@@ -179,17 +209,42 @@ def test_request_missing_input_is_a_clear_error() -> None:
         coerce_request(arrays, SPEC)
 
 
-def test_backend_dispatch_cpu_and_missing_gpu_library() -> None:
-    assert get_backend("pandas").name == "pandas"
-    assert get_backend("auto").name in ("pandas", "cudf")
-    with pytest.raises(ValueError, match="expected one of"):
+def test_backend_dispatch_chooses_by_name_and_by_frame_type(frame: pd.DataFrame) -> None:
+    pandas, numpy_backend = get_backend("pandas"), get_backend("numpy")
+    assert (type(pandas), pandas.name, pandas.xp) == (FrameBackend, "pandas", np)
+    assert (type(numpy_backend), numpy_backend.name, numpy_backend.xp) == (NumpyBackend, "numpy", np)
+    assert get_backend("auto").name == ("cudf" if gpu_available() else "pandas")
+    assert backend_for(frame) is pandas and backend_for(Columns()) is numpy_backend
+    with pytest.raises(ValueError, match=r"unknown backend 'polars'; expected one of 'auto', 'pandas', 'cudf'"):
         get_backend("polars")  # type: ignore[arg-type]
-    import importlib.util
 
-    if importlib.util.find_spec("cudf") is None:
-        get_backend.cache_clear()
-        with pytest.raises(BackendUnavailable, match=r"pip install 'inferline\[gpu\]'"):
-            get_backend("cudf")
+
+# A fresh interpreter in which cudf and cupy cannot be imported (None in sys.modules is how Python marks a module
+# as not importable: importlib.util.find_spec answers None, import raises ImportError), even on a GPU machine.
+NOT_INSTALLED = """
+import json, sys
+sys.modules["cudf"] = sys.modules["cupy"] = None
+from inferline.features.backend import BackendUnavailable, get_backend, gpu_available
+import inferline.batch, inferline.features.state
+out = {"gpu_available": gpu_available(), "auto": get_backend("auto").name}
+try:
+    get_backend("cudf")
+except BackendUnavailable as exc:
+    out["error"], out["cause"] = str(exc), type(exc.__cause__).__name__
+out["gpu_modules_loaded"] = sorted(m for m in sys.modules if m.split(".")[0] in ("cudf", "cupy") and sys.modules[m])
+print(json.dumps(out))
+"""
+
+
+def test_backend_dispatch_without_the_gpu_libraries() -> None:
+    """The not-installed path, in a fresh process so nothing of this one (imports, cached backends) changes."""
+    done = subprocess.run([sys.executable, "-c", NOT_INSTALLED], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["gpu_available"] is False and out["auto"] == "pandas" and out["gpu_modules_loaded"] == []
+    assert "backend 'cudf' needs cudf and cupy, which are not installed" in out["error"]
+    assert "pip install 'inferline[gpu]'" in out["error"] and "--backend pandas" in out["error"]
+    assert out["cause"] == "ModuleNotFoundError", "the ImportError is chained, not hidden"
 
 
 @pytest.mark.parametrize("backend", ["numpy", pytest.param("cudf", marks=pytest.mark.gpu)])

@@ -1,5 +1,6 @@
 """The monitor against the real Triton server: traffic through the serving client with a tap, drift injected into
-two features, delayed labels, Triton traces and metrics, NVML without a GPU, /metrics, the report."""
+two features, delayed labels, Triton traces and metrics, NVML in whatever state this machine is, /metrics, the
+report. Each test has a monitor of its own (its windows, labels and history hold only that test's traffic)."""
 
 from __future__ import annotations
 
@@ -26,13 +27,12 @@ from inferline.serving.client import InferlineClient, Predictions
 from inferline.serving.server import TritonServer, free_port
 from inferline.serving.tap import MonitorTap, post_json
 
-from .conftest import Published
+from .conftest import Published, private_server, wait_until
 
 WINDOW = 3_000
 
 
-@pytest.fixture(scope="module")
-def monitor(published: Published, triton: TritonServer) -> Iterator[MonitorServer]:
+def start_monitor(published: Published, triton: TritonServer) -> MonitorServer:
     assert triton.process is not None
     config = MonitorConfig(
         repository=published.repository,
@@ -42,11 +42,44 @@ def monitor(published: Published, triton: TritonServer) -> Iterator[MonitorServe
         port=free_port(),
         drift_window_rows=WINDOW,
     )
-    server = MonitorServer(Monitor(config)).start(ticking=False)  # each evaluation sees the traffic sent before it
+    return MonitorServer(Monitor(config)).start(ticking=False)  # each evaluation sees the traffic sent before it
+
+
+@pytest.fixture
+def monitor(published: Published, triton: TritonServer) -> Iterator[MonitorServer]:
+    server = start_monitor(published, triton)
     try:
         yield server
     finally:
         server.stop()
+
+
+DRIFTED = {"log_amount", "channel_idx", "prediction"}  # what the shifts below move: two features and the score
+
+
+def drifted_rows() -> pd.DataFrame:
+    return apply_shifts(
+        fraud.generate(WINDOW, seed=902), fraud.SPEC, [parse_shift("amount=x1.8"), parse_shift("channel=web:0.7")]
+    )
+
+
+def nvml_devices() -> int | None:
+    """NVML asked directly, as the oracle for the sampler's state: None where it cannot start, else its count."""
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no library, no driver: NVML cannot start
+        return None
+    try:
+        return int(pynvml.nvmlDeviceGetCount())
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def expected_nvml_state() -> tuple[str, int]:
+    devices = nvml_devices()
+    return ("library_missing", 0) if devices is None else ("ok", devices) if devices else ("no_device", 0)
 
 
 def send(triton: TritonServer, monitor: MonitorServer, rows: pd.DataFrame, batch: int = 256) -> Predictions:
@@ -71,14 +104,19 @@ def test_drift_is_flagged_on_exactly_the_shifted_features(
     states = drift_states(monitor.monitor.tick())
     assert len(states) == 8 + 4 + 1 and set(states.values()) == {"ok"}, states
 
-    drifted = apply_shifts(
-        fraud.generate(WINDOW, seed=902), fraud.SPEC, [parse_shift("amount=x1.8"), parse_shift("channel=web:0.7")]
-    )
+    drifted = drifted_rows()
     predictions = send(triton, monitor, drifted)
     snapshot = monitor.monitor.tick()
     states = drift_states(snapshot)
-    assert {f for f, s in states.items() if s == "drift"} == {"log_amount", "channel_idx", "prediction"}, states
+    assert {f for f, s in states.items() if s == "drift"} == DRIFTED, states
     assert snapshot["drift"]["release"] == "fraud:2"  # type: ignore[index]
+    # the same verdicts on /metrics: detected is 1 for exactly the drifted features, 0 for every other one
+    with urllib.request.urlopen(f"{monitor.url}/metrics", timeout=10) as r:
+        families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+    detected = {s.labels["feature"]: s.value for s in families["inferline_drift_detected"].samples}
+    assert detected == {f: (1.0 if f in DRIFTED else 0.0) for f in states}, detected
+    current = {s.labels["feature"]: s.labels["state"] for s in families["inferline_drift_state"].samples if s.value}
+    assert current == states
 
     # delayed labels joined to the logged predictions: per-class error rate, precision and recall
     labels = [
@@ -96,45 +134,71 @@ def test_drift_is_flagged_on_exactly_the_shifted_features(
         assert classes[name]["error_rate"] == pytest.approx(1 - tp / (p == k).sum())
 
 
-def test_metrics_latency_sketch_and_utilization(
-    published: Published, triton: TritonServer, monitor: MonitorServer
-) -> None:
-    send(triton, monitor, fraud.generate(2_000, seed=903), batch=20)  # 100 requests
-    monitor.monitor.tick()
-    with urllib.request.urlopen(f"{monitor.url}/metrics", timeout=10) as r:
-        text = r.read().decode()
+def test_metrics_latency_sketch_and_utilization(published: Published, tmp_path: Path) -> None:
+    """On a server and monitor of the test's own, so the traces are exactly this test's 100 requests."""
+    trace_dir = tmp_path / "trace"
+    triton = private_server(published, tmp_path, trace_dir=trace_dir, trace_log_frequency=1)
+    try:
+        monitor = start_monitor(published, triton)
+        try:
+            send(triton, monitor, fraud.generate(2_000, seed=903), batch=20)  # 100 requests
+
+            def traced() -> int:  # a trace file is read once it is complete; tritonserver writes it after answering
+                monitor.monitor.tick()
+                return int(monitor.monitor.status()["latency"].get("server|fraud_model|2", {}).get("count", 0))
+
+            wait_until(lambda: traced() >= 100, 60, "the monitor reading the traces of the 100 requests")
+            with urllib.request.urlopen(f"{monitor.url}/metrics", timeout=10) as r:
+                text = r.read().decode()
+            traces = [t for name in sorted(monitor.monitor.traces_read) for t in read_traces(trace_dir / name)]
+            window = monitor.monitor.status()["latency"]["server|fraud_model|2"]
+        finally:
+            monitor.stop()
+    finally:
+        triton.stop()
     families = {f.name: f for f in text_string_to_metric_families(text)}  # parses with prometheus-client's parser
     latency = families["inferline_request_latency_seconds"]
     sides = {s.labels["side"] for s in latency.samples}
     assert sides == {"server", "client"}
     models = {s.labels["model"] for s in latency.samples if s.labels["side"] == "server"}
     assert {"fraud", "fraud_preprocess", "fraud_model"} <= models
+    state, devices = expected_nvml_state()
     nvml = {s.labels["state"]: s.value for s in families["inferline_gpu_nvml_state"].samples}
-    assert nvml["library_missing"] + nvml["no_device"] == 1.0 and nvml["ok"] == 0.0  # no GPU on this machine
-    assert families["inferline_gpu_count"].samples[0].value == 0.0
+    assert nvml == {s: float(s == state) for s in ("disabled", "library_missing", "no_device", "ok")}, nvml
+    assert families["inferline_gpu_count"].samples[0].value == devices
     assert 0.0 <= families["inferline_host_cpu_utilization_ratio"].samples[0].value <= 1.0
     assert families["inferline_server_memory_rss_bytes"].samples[0].value > 0
     assert families["inferline_triton_up"].samples[0].value == 1.0
-    detected = {s.labels["feature"] for s in families["inferline_drift_detected"].samples}
-    assert "log_amount" in detected and "prediction" in detected
 
-    # the sketch's percentiles against numpy's exact ones over the very same traced requests
-    trace_dir = Path(str(triton.config.trace_dir))
-    traced = [t for name in sorted(monitor.monitor.traces_read) for t in read_traces(trace_dir / name)]
-    exact = np.array([s for m, v, s in traced if m == "fraud_model"])
-    window = monitor.monitor.status()["latency"]["server|fraud_model|2"]
-    assert window["count"] == len(exact) >= 100
+    # the sketch's percentiles against numpy's exact ones over the very same traced requests (this test's only)
+    exact = np.array([s for m, v, s in traces if m == "fraud_model"])
+    assert window["count"] == len(exact) == 100
     for q in (50, 95, 99):
         true = np.percentile(exact, q, method="inverted_cdf")
         assert abs(window[f"p{q}"] - true) <= 0.01 * true + 1e-12, (q, window[f"p{q}"], true)
 
 
-def test_nvml_states_without_a_gpu() -> None:
+def test_nvml_state_follows_what_nvml_reports() -> None:
+    """``ok`` with one reading per device when NVML sees GPUs; ``library_missing``/``no_device`` and no reading
+    otherwise; ``disabled`` when turned off. Never an exception, and the CPU figures are always there."""
+    state, devices = expected_nvml_state()
     sampler = UtilizationSampler(nvml=True)
-    assert sampler.state in ("library_missing", "no_device") and sampler.detail
+    assert sampler.state == state and sampler.detail
     reading = sampler.sample()
-    assert reading.gpus == [] and 0.0 <= reading.host_cpu_ratio <= 1.0 and reading.host_memory_total_bytes > 0
-    assert UtilizationSampler(nvml=False).sample().nvml_state == "disabled"
+    assert reading.nvml_state == state and len(reading.gpus) == devices
+    assert 0.0 <= reading.host_cpu_ratio <= 1.0 and reading.host_memory_total_bytes > 0
+    disabled = UtilizationSampler(nvml=False).sample()
+    assert disabled.nvml_state == "disabled" and disabled.gpus == [] and disabled.host_memory_total_bytes > 0
+
+
+@pytest.mark.gpu
+def test_nvml_reads_every_gpu() -> None:
+    state, devices = expected_nvml_state()
+    assert (state, devices > 0) == ("ok", True)
+    gpus = UtilizationSampler(nvml=True).sample().gpus
+    assert [g.index for g in gpus] == list(range(devices))
+    for g in gpus:
+        assert g.name and 0.0 <= g.utilization_ratio <= 1.0 and 0 < g.memory_used_bytes <= g.memory_total_bytes
 
 
 def test_bad_samples_get_a_clear_400_and_a_dead_monitor_never_fails_serving(
@@ -154,8 +218,10 @@ def test_bad_samples_get_a_clear_400_and_a_dead_monitor_never_fails_serving(
     assert predictions.ok.all() and dead.dropped == 50 and dead.sent == 0
 
 
-def test_report_and_grafana_commands(monitor: MonitorServer, tmp_path: Path) -> None:
-    monitor.monitor.tick()
+def test_report_and_grafana_commands(triton: TritonServer, monitor: MonitorServer, tmp_path: Path) -> None:
+    send(triton, monitor, drifted_rows())
+    states = drift_states(monitor.monitor.tick())
+    assert {f for f, s in states.items() if s == "drift"} == DRIFTED, states
     report = subprocess.run(
         [sys.executable, "-m", "inferline.monitor", "report", "--url", monitor.url, "--out", str(tmp_path / "report")],
         capture_output=True,
@@ -167,8 +233,10 @@ def test_report_and_grafana_commands(monitor: MonitorServer, tmp_path: Path) -> 
         p.name for p in (tmp_path / "report").iterdir()
     }
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
-    assert summary["release"] == "fraud:2" and summary["snapshots"] >= 1
-    assert "drifted" in report.stdout
+    assert summary["release"] == "fraud:2" and summary["snapshots"] == 1
+    assert set(summary["drifted"]) == DRIFTED  # the report's verdicts are the monitor's
+    assert {f["feature"]: f["state"] for f in summary["drift"]} == states
+    assert f"drifted: {summary['drifted']}" in report.stdout
     grafana = subprocess.run(
         [sys.executable, "-m", "inferline.monitor", "grafana", "--out", str(tmp_path / "dash.json")],
         capture_output=True,

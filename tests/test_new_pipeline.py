@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,15 +60,26 @@ LOANS = textwrap.dedent('''
 ''')
 
 
+MODULE = "inferline.features.pipelines.loans"
+
+
 @pytest.fixture
-def loans_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def loans_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The loans spec as a plugin module of ``inferline.features.pipelines`` for this test only: at teardown the
+    imported module, the package's attribute for it and the import system's cache of its folder are gone."""
+    assert MODULE not in sys.modules
     plugin_dir = tmp_path / "pipelines"
     plugin_dir.mkdir()
     (plugin_dir / "loans.py").write_text(LOANS)
     monkeypatch.setattr(
         inferline.features.pipelines, "__path__", [*inferline.features.pipelines.__path__, str(plugin_dir)]
     )
-    return "loans"
+    try:
+        yield "loans"
+    finally:
+        sys.modules.pop(MODULE, None)
+        vars(inferline.features.pipelines).pop("loans", None)
+        sys.path_importer_cache.pop(str(plugin_dir), None)
 
 
 def test_second_pipeline_trains_gates_and_publishes(loans_pipeline: str, tmp_path: Path) -> None:

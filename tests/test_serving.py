@@ -86,10 +86,16 @@ def test_bad_rows_get_a_status_and_the_rest_are_scored(
         "ok",
     ]
     assert np.isfinite(p.probabilities).all(), "never a NaN prediction"
-    good = rows.loc[[0, 5]]
-    expected = in_process_probabilities(published.runs[1].run_dir, holdout.head(6).loc[[0, 5]], "fraud")
-    assert np.abs(p.probabilities[[0, 5]] - expected).max() <= 1e-5
-    assert len(good) == 2
+    assert set(p.release) == {"fraud:2"}, "every row, bad or good, is answered by the current release"
+    # the good rows beside the bad ones are scored as training code scores them, and as if they were sent alone
+    good = [0, 5]
+    expected = in_process_probabilities(published.runs[1].run_dir, holdout.head(6).loc[good], "fraud")
+    np.testing.assert_allclose(p.probabilities[good], expected, atol=1e-5, rtol=0)
+    with InferlineClient(url, protocol) as client:  # type: ignore[arg-type]
+        alone = client.predict(rows.loc[good])
+    assert alone.status == ["ok", "ok"]
+    np.testing.assert_allclose(p.probabilities[good], alone.probabilities, atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(p.predicted_class[good], alone.predicted_class)
 
 
 def _raw_inputs(module, rows: pd.DataFrame) -> list:
@@ -138,12 +144,13 @@ def test_bad_requests_get_clear_errors_and_the_server_stays_live(triton: TritonS
     assert client.infer("fraud", inputs).as_numpy("status").reshape(-1).tolist() == [b"ok", b"ok"]
 
 
-def test_admin_apis_need_the_secret(triton: TritonServer) -> None:
+def test_admin_apis_need_the_secret(triton: TritonServer, tmp_path: Path) -> None:
     base = f"http://{triton.config.http_url}"
+    log_file = tmp_path / "pwned.log"  # where an unauthenticated caller would redirect the server's log
     for path, body in (
         ("/v2/repository/index", b"{}"),
         ("/v2/repository/models/fraud/unload", b"{}"),
-        ("/v2/logging", b'{"log_file": "/tmp/pwned.log"}'),
+        ("/v2/logging", json.dumps({"log_file": str(log_file)}).encode()),
         ("/v2/trace/setting", b"{}"),
         ("/v2/systemsharedmemory/status", None),
     ):
@@ -152,7 +159,7 @@ def test_admin_apis_need_the_secret(triton: TritonServer) -> None:
             urllib.request.urlopen(request, timeout=5)
         assert info.value.code == 403, path
         assert "restricted" in info.value.read().decode()
-    assert not Path("/tmp/pwned.log").exists()
+    assert not log_file.exists() and list(tmp_path.iterdir()) == [], "the restricted logging API wrote nothing"
     grpc = grpcclient.InferenceServerClient(triton.config.grpc_url)
     with pytest.raises(InferenceServerException, match="restricted"):
         grpc.get_model_repository_index()

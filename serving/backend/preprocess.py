@@ -18,6 +18,7 @@ import triton_python_backend_utils as pb_utils  # provided by the Triton Python 
 from inferline.features.request import featurize_request
 from inferline.features.spec import load_pipeline
 from inferline.features.state import FeatureState
+from inferline.features.validation import RuleVerdicts
 
 
 class TritonPythonModel:
@@ -30,9 +31,10 @@ class TritonPythonModel:
         self.state.check(self.spec)  # refuses to load a release whose features no longer match this code
         self.release = f"{self.spec.name}:{args['model_version']}".encode()
         self.columns = [c.name for c in self.spec.input_columns]
+        self.verdicts = RuleVerdicts()  # this model instance's remembered rule verdicts, never shared
 
     def _featurize(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
-        m, status = featurize_request(arrays, self.spec, self.state)
+        m, status = featurize_request(arrays, self.spec, self.state, self.verdicts)
         n = len(status)
         status_out = np.array([s.encode() for s in status], dtype=object).reshape(n, 1)
         release_out = np.full((n, 1), self.release, dtype=object)
