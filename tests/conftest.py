@@ -29,7 +29,7 @@ from inferline.serving.server import ServerConfig, TritonServer, die_with_parent
 from inferline.training.train import RunResult, train
 
 # Processes the tests start never import this checkout's folders (features/, monitor/, ...) as bare top-level
-# modules through their working directory: only the installed `inferline.*` names resolve (Python 3.11's PYTHONSAFEPATH).
+# modules through their working directory: only the installed `inferline.*` names resolve (PYTHONSAFEPATH, 3.11+).
 os.environ["PYTHONSAFEPATH"] = "1"
 
 
