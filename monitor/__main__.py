@@ -26,21 +26,13 @@ from inferline.command import (
 )
 from inferline.export.registry import choose_published
 from inferline.features.artifacts import atomic_write_bytes, atomic_write_json
-from inferline.features.errors import UserError
 
 
 def _server_record(workdir: Path) -> dict[str, Any]:
-    path = workdir / "serving" / "server.json"
-    if not path.exists():
-        return {}
-    try:
-        record: dict[str, Any] = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            f"{path} is not a server record (invalid JSON: {exc}); expected the file `inferline serve up` writes: "
-            "pass the server's --workdir, or its addresses with --repository, --triton-metrics and --trace-dir"
-        ) from exc
-    return record
+    from inferline.serving.server import read_state
+
+    fix = "pass the server's --workdir, or its addresses with --repository, --triton-metrics and --trace-dir"
+    return read_state(workdir, fix) or {}
 
 
 def _run(args: argparse.Namespace) -> int:

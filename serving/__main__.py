@@ -23,22 +23,14 @@ from inferline.features.errors import UserError
 from inferline.serving.client import InferlineClient, InferlineError
 from inferline.serving.gateway import GatewayLimits
 from inferline.serving.secrets import admin_key
-from inferline.serving.server import ServerConfig, state_path
+from inferline.serving.server import ServerConfig, read_state, state_path
 from inferline.serving.supervisor import Supervisor, SupervisorConfig, exit_cause
 
 
 def _read_state(workdir: Path) -> dict[str, Any] | None:
-    path = state_path(workdir)
-    if not path.exists():
-        return None
-    try:
-        state: dict[str, Any] = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            f"{path} is not a server record (invalid JSON: {exc}); expected the file `inferline serve up` writes: if "
-            "no server runs from this work directory, delete it; else pass that server's --workdir"
-        ) from exc
-    return state
+    return read_state(
+        workdir, "if no server runs from this work directory, delete it; else pass that server's --workdir"
+    )
 
 
 def _check_ports(args: argparse.Namespace) -> None:

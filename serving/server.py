@@ -9,6 +9,7 @@ configs bound waiting work. 2.51 has no request-size limit flag; production shou
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -35,6 +36,7 @@ __all__ = [
     "die_with_parent",
     "free_port",
     "published_pipelines",
+    "read_state",
     "state_path",
 ]
 
@@ -61,8 +63,24 @@ def die_with_parent() -> None:
 
 
 def state_path(workdir: Path) -> Path:
-    """Where a running server's record (pid, endpoints, releases) is kept for `serving status|down|predict`."""
+    """Where a running server's record (pid, endpoints, releases) is kept for `serve status|down|predict`."""
     return Path(workdir) / "serving" / "server.json"
+
+
+def read_state(workdir: Path, fix: str) -> dict[str, Any] | None:
+    """The server record in ``workdir`` (None: no server was started from it). A file that is not one is a
+    ``UserError`` whose message ends with ``fix``, what the calling command's user should do."""
+    path = state_path(workdir)
+    if not path.exists():
+        return None
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{path} is not a server record (invalid JSON: {exc}); expected the file `inferline serve up` writes: "
+            + fix
+        ) from exc
+    return state
 
 
 def _pytriton_dir() -> Path:

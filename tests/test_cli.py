@@ -225,23 +225,29 @@ def _inferline(argv: list[str], out: Path, cwd: Path) -> None:
 
 
 def test_mistakes_end_in_one_line_and_exit_1_or_2(files: dict[str, Path], busy_port: int) -> None:
-    """Each mistake in a process of its own, forked from this one (the stage modules imported once: seconds, not
-    minutes), so its exit status and its whole output are what a user would see."""
+    """Each mistake in a process of its own, forked from a fork server that imported the stage modules once
+    (seconds, not minutes; never forked from this process, whose threads - gRPC, Dask clients of earlier tests -
+    could hold a lock across the fork), so its exit status and its whole output are what a user would see."""
     mistakes = _mistakes(files, busy_port)
     assert set(COMMANDS) <= {argv[0] for argv, _, _ in mistakes}  # every command has mistakes below
-    for module in STAGE_MODULES:
-        importlib.import_module(module)
-    fork = multiprocessing.get_context("fork")
+    forkserver = multiprocessing.get_context("forkserver")
+    forkserver.set_forkserver_preload(STAGE_MODULES)
     failures = []
-    for i, (argv, status, named) in enumerate(mistakes):
-        out = files["root"] / f"out-{i}.txt"
-        process = fork.Process(target=_inferline, args=(argv, out, files["root"]))
-        process.start()
-        process.join(120)
-        output = out.read_text()
-        last = output.strip().splitlines()[-1] if output.strip() else ""
-        if process.exitcode != status or "Traceback" in output or named not in last:
-            failures.append(f"inferline {' '.join(argv)}: exit {process.exitcode} (expected {status}):\n{output}")
+    try:
+        for i, (argv, status, named) in enumerate(mistakes):
+            out = files["root"] / f"out-{i}.txt"
+            process = forkserver.Process(target=_inferline, args=(argv, out, files["root"]))
+            process.start()
+            process.join(120)
+            if process.exitcode is None:
+                process.kill()
+                process.join(10)
+            output = out.read_text() if out.exists() else ""
+            last = output.strip().splitlines()[-1] if output.strip() else ""
+            if process.exitcode != status or "Traceback" in output or named not in last:
+                failures.append(f"inferline {' '.join(argv)}: exit {process.exitcode} (expected {status}):\n{output}")
+    finally:
+        multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]  # the test's own server
     assert not failures, "\n\n".join(failures)
 
 
