@@ -1,4 +1,4 @@
-"""inferline monitor run|report|grafana: watch a served pipeline (latency, utilization, drift, per-class errors)."""
+"""inferline monitor run|report|rules|grafana: watch a served pipeline (latency, utilization, drift, errors)."""
 
 from __future__ import annotations
 

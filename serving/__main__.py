@@ -1,4 +1,4 @@
-"""inferline serve up|status|down|predict: run the local Triton server and talk to it."""
+"""inferline serve up|status|down|apply|predict: run the local Triton server behind its edge and talk to it."""
 
 from __future__ import annotations
 
