@@ -74,7 +74,7 @@ def _gate_from_env() -> Path | None:
 class JobConfig:
     inputs: list[str]
     output: Path
-    model: str = "fraud"
+    model: str  # PIPELINE (its current release) or PIPELINE:VERSION
     repository: Path = Path("triton_models")
     scheduler: str | None = None  # tcp://host:port of an existing cluster; None starts a LocalCluster
     workers: int | None = None  # LocalCluster size; None: one worker per CPU core this process may use

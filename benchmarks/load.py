@@ -93,7 +93,7 @@ def run_wrk(url: str, body: str, concurrency: int, duration_s: float) -> LoadRes
     )
 
 
-def run_grpc(url: str, row_file: Path, concurrency: int, duration_s: float, model: str = "fraud") -> LoadResult:
+def run_grpc(url: str, row_file: Path, concurrency: int, duration_s: float, model: str) -> LoadResult:
     cmd = [
         sys.executable,
         "-m",

@@ -38,6 +38,7 @@ def bench_monitor_overhead(
         Monitor(
             MonitorConfig(
                 repository=release.repository,
+                pipeline="fraud",  # the suite benchmarks the demo pipeline (build_release)
                 triton_metrics_url=f"http://{on.config.metrics_url.removeprefix('http://')}",
                 trace_dir=on.config.trace_dir,
                 server_pid=on.process.pid,

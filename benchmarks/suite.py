@@ -66,7 +66,7 @@ def _measure(stack: Stack, concurrency: int, duration_s: float, row_file: Path) 
     if stack.protocol == "http":
         r = run_wrk(stack.url, stack.body, concurrency, duration_s)
     else:
-        r = run_grpc(stack.url, row_file, concurrency, duration_s)
+        r = run_grpc(stack.url, row_file, concurrency, duration_s, model="fraud")  # build_release's pipeline
     server_cpu = stack.server_cpu_s() - cpu0
     return {
         "throughput_rps": r.throughput,

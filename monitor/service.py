@@ -62,7 +62,7 @@ QUANTILES = (0.5, 0.95, 0.99)
 @dataclass
 class MonitorConfig:
     repository: Path
-    pipeline: str = "fraud"
+    pipeline: str  # the pipeline whose current release is watched (its spec, reference profile, models)
     triton_metrics_url: str | None = None  # http://127.0.0.1:8002/metrics
     trace_dir: Path | None = None
     server_pid: int | None = None

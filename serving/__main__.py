@@ -20,7 +20,7 @@ import psutil
 from inferline.command import Parser, check_port_free, existing_file, new_dir, port, positive_float, positive_int, run
 from inferline.export.registry import choose_published, published_pipelines, registered_pipelines
 from inferline.features.errors import UserError
-from inferline.serving.client import InferlineClient, InferlineError
+from inferline.serving.client import InferlineClient, InferlineError, ready_models
 from inferline.serving.gateway import GatewayLimits
 from inferline.serving.secrets import admin_key
 from inferline.serving.server import ServerConfig, read_state, state_path
@@ -88,11 +88,7 @@ def _owner(state: dict[str, Any]) -> int:
 
 
 def _versions(url: str, key: str) -> list[dict[str, Any]]:
-    client = InferlineClient(url, "http", admin_key=key)
-    try:
-        return [m for m in client.repository_index() if m.get("state") == "READY"]
-    finally:
-        client.close()
+    return ready_models(url, key)
 
 
 def _supervisor_config(args: argparse.Namespace) -> SupervisorConfig:

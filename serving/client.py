@@ -43,6 +43,7 @@ __all__ = [
     "RequestRefused",
     "Unavailable",
     "encode_rows",
+    "ready_models",
 ]
 
 Protocol = Literal["http", "grpc"]
@@ -222,7 +223,8 @@ class InferlineClient:
         self,
         url: str,
         protocol: Protocol = "http",
-        pipeline: str = "fraud",
+        *,
+        pipeline: str,
         timeout_s: float = 10.0,
         retries: int = 8,
         backoff_s: float = 0.05,
@@ -272,7 +274,8 @@ class InferlineClient:
             return False
 
     def repository_index(self) -> list[dict[str, Any]]:
-        """Models and versions the server knows (an admin API: needs the admin key)."""
+        """Models and versions the server knows (an admin API: needs the admin key); ``ready_models`` needs no
+        pipeline."""
         if self.protocol == "http":
             return list(self._client.get_model_repository_index(headers=self.admin_headers))
         index = self._client.get_model_repository_index(headers=self.admin_headers, as_json=True)
@@ -398,3 +401,16 @@ class InferlineClient:
         if self.tap is not None and n:
             self.tap.record(arrays, predictions, self.model)
         return predictions
+
+
+def ready_models(url: str, admin_key: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """The models and versions the server at ``url`` (HTTP) has READY, from its repository index (an admin API:
+    needs the admin key). Names no pipeline: what a status check of a whole server needs."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+    try:
+        index = client.get_model_repository_index(headers={ADMIN_HEADER: admin_key})
+        return [m for m in index if m.get("state") == "READY"]
+    finally:
+        client.close()

@@ -97,6 +97,6 @@ def test_training_over_the_invalid_threshold_publishes_nothing_and_alerts(
     assert alert["details"]["last_good_run"] == latest_before.strip()
     assert (runs / "LATEST").read_text() == latest_before
     assert _snapshot(published.repository) == repo_before, "nothing published"
-    with InferlineClient(triton.config.http_url, "http") as client:
+    with InferlineClient(triton.config.http_url, "http", pipeline="fraud") as client:
         p = client.predict(holdout.head(3))
     assert set(p.release) == {"fraud:2"} and np.isfinite(p.probabilities).all()

@@ -51,7 +51,7 @@ def call(server: TritonServer, method: str, path: str, body: object = None, admi
 
 
 def still_serves(server: TritonServer) -> None:
-    with InferlineClient(server.config.http_url, "http") as client:
+    with InferlineClient(server.config.http_url, "http", pipeline="fraud") as client:
         p = client.predict(fraud.generate(4, seed=2).drop(columns=[fraud.SPEC.label]))
     assert p.ok.all() and set(p.release) == {"fraud:2"}
 
@@ -144,7 +144,7 @@ def test_nan_and_inf_get_a_reason_per_row_never_a_silent_nan_prediction(target: 
     rows = fraud.generate(5, seed=3).drop(columns=[fraud.SPEC.label])
     rows["amount"] = [np.nan, np.inf, -np.inf, 12.5, 1e308 * 10]
     for protocol, url in (("http", target.config.http_url), ("grpc", target.config.grpc_url)):
-        with InferlineClient(url, protocol) as client:  # type: ignore[arg-type]
+        with InferlineClient(url, protocol, pipeline="fraud") as client:  # type: ignore[arg-type]
             p = client.predict(rows)
         # NaN is the FP64 wire's null; infinities (and overflow to inf) break the finite rule
         assert p.status == ["amount:null", "amount:not_finite", "amount:not_finite", "ok", "amount:not_finite"]

@@ -105,7 +105,7 @@ def test_batch_triton_and_training_code_agree(
     expected = in_process_probabilities(published.runs[1].run_dir, rows, "fraud")
     np.testing.assert_allclose(batch[PROBS].to_numpy(), expected, atol=1e-5, rtol=0)
     for protocol, url in (("http", triton.config.http_url), ("grpc", triton.config.grpc_url)):
-        with InferlineClient(url, protocol) as client:  # type: ignore[arg-type]
+        with InferlineClient(url, protocol, pipeline="fraud") as client:  # type: ignore[arg-type]
             served = client.predict(rows)
         assert served.ok.all() and set(served.release) == {"fraud:2"}
         np.testing.assert_allclose(batch[PROBS].to_numpy(), served.probabilities, atol=1e-5, rtol=0)

@@ -15,7 +15,7 @@ from inferline.serving.server import free_port
 def test_unreachable_server_is_retried_then_reported(protocol: str) -> None:
     url = f"127.0.0.1:{free_port()}"
     rows = fraud.generate(3, seed=0)
-    client = InferlineClient(url, protocol, timeout_s=5.0, retries=2, backoff_s=0.05)  # type: ignore[arg-type]
+    client = InferlineClient(url, protocol, pipeline="fraud", timeout_s=5.0, retries=2, backoff_s=0.05)  # type: ignore[arg-type]
     started = time.monotonic()
     with pytest.raises(InferlineError, match=r"failed after 3 attempt\(s\)") as info:
         client.predict(rows)
@@ -26,7 +26,7 @@ def test_unreachable_server_is_retried_then_reported(protocol: str) -> None:
 
 
 def test_rows_missing_a_column_are_refused_before_sending() -> None:
-    client = InferlineClient(f"127.0.0.1:{free_port()}", "http")
+    client = InferlineClient(f"127.0.0.1:{free_port()}", "http", pipeline="fraud")
     rows = fraud.generate(2, seed=0).drop(columns=["amount"])
     with pytest.raises(ValueError, match=r"rows lack column\(s\) \['amount'\]"):
         client.predict(rows)

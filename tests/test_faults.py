@@ -82,7 +82,7 @@ def served_rows(server: Supervised) -> float:
 
 def still_serves(server: Supervised) -> None:
     for url in (server.record["gateway"], server.record["http"]):
-        with InferlineClient(url, "http") as client:
+        with InferlineClient(url, "http", pipeline="fraud") as client:
             p = client.predict(ROWS.head(4))
         assert p.ok.all() and set(p.release) == {"fraud:2"}
 
@@ -92,7 +92,9 @@ def traffic(served: Supervised) -> tuple[threading.Thread, list[Any]]:
     results: list[Any] = []
 
     def score() -> None:
-        with InferlineClient(served.record["gateway"], "http", timeout_s=90, retries=60, backoff_max_s=1) as c:
+        with InferlineClient(
+            served.record["gateway"], "http", pipeline="fraud", timeout_s=90, retries=60, backoff_max_s=1
+        ) as c:
             results.extend(c.predict(ROWS.iloc[i : i + 50]) for i in range(0, len(ROWS), 50))
 
     caller = threading.Thread(target=score)
@@ -193,7 +195,9 @@ def test_grpc_is_not_affected_by_either_crash(served: Supervised) -> None:
     """Measured: 2.51's gRPC endpoint checks declared shapes before allocating and takes large messages."""
     pid = served.state()["pid"]
     client = grpcclient.InferenceServerClient(served.record["grpc"])
-    inputs = InferlineClient(served.record["grpc"], "grpc")._inputs(encode_rows(ROWS.head(1), fraud.SPEC))
+    inputs = InferlineClient(served.record["grpc"], "grpc", pipeline="fraud")._inputs(
+        encode_rows(ROWS.head(1), fraud.SPEC)
+    )
     assert client.infer("fraud", inputs, request_id="x" * (8 * 1024 * 1024)).as_numpy("status")[0, 0] == b"ok"
     for tensor in inputs:
         tensor._input.ClearField("shape")
@@ -263,7 +267,9 @@ def test_a_burst_over_the_limit_is_rejected_fast_and_retries_lose_nothing(served
     outcomes: list[Any] = []
 
     def caller(seed: int) -> None:
-        with InferlineClient(served.record["gateway"], "http", timeout_s=30, retries=4, backoff_s=0.02) as c:
+        with InferlineClient(
+            served.record["gateway"], "http", pipeline="fraud", timeout_s=30, retries=4, backoff_s=0.02
+        ) as c:
             outcomes.append(c.predict(fraud.generate(1024, seed=seed).drop(columns=["is_fraud"]), errors="record"))
 
     threads = [threading.Thread(target=caller, args=(s,)) for s in range(8)]
@@ -287,7 +293,7 @@ def test_cancellation_is_typed_and_sends_nothing_more(served: Supervised) -> Non
     rows = fraud.generate(256 * 6, seed=5).drop(columns=["is_fraud"])
     before = served_rows(served)
     cancel = threading.Event()
-    with InferlineClient(served.record["grpc"], "grpc") as client:
+    with InferlineClient(served.record["grpc"], "grpc", pipeline="fraud") as client:
         with pytest.raises(Cancelled) as stopped:
             client.predict(rows, cancel=cancel, progress=lambda done: cancel.set())
     assert stopped.value.done_rows == 256
@@ -301,7 +307,7 @@ def test_a_passed_deadline_is_typed_and_never_retried(served: Supervised) -> Non
     rows = fraud.generate(256, seed=6).drop(columns=["is_fraud"])
     for url, protocol in ((served.record["grpc"], "grpc"), (served.record["gateway"], "http")):
         sent = forwarded(served)
-        with InferlineClient(url, protocol, timeout_s=0.001) as client:  # type: ignore[arg-type]
+        with InferlineClient(url, protocol, pipeline="fraud", timeout_s=0.001) as client:  # type: ignore[arg-type]
             with pytest.raises(DeadlineExceeded) as late:
                 client.predict(rows)
         assert late.value.attempts == 1 and not late.value.retryable
@@ -333,7 +339,7 @@ def test_sigkill_mid_traffic_then_restart_brings_the_same_versions(server: Super
     server.up()
     loaded = {(m["name"], m["version"]) for m in server.record["loaded"]}
     assert {("fraud_model", "2"), ("fraud_preprocess", "2")} <= loaded
-    with InferlineClient(server.record["gateway"], "http", timeout_s=30) as client:
+    with InferlineClient(server.record["gateway"], "http", pipeline="fraud", timeout_s=30) as client:
         assert client.predict(ROWS).ok.all()
 
 

@@ -278,7 +278,7 @@ def test_no_request_gets_a_server_error(case: Any, edge_url: str) -> None:
 def test_server_is_live_and_answers_after_the_fuzz(edge: Supervised, edge_url: str) -> None:
     assert edge.state()["restarts"] == 0, "no fuzzed request took the model server down"
     rows = fraud.generate(4, seed=2).drop(columns=[SPEC.label])
-    with InferlineClient(edge_url, "http", timeout_s=10.0) as client:
+    with InferlineClient(edge_url, "http", pipeline="fraud", timeout_s=10.0) as client:
         assert client.is_ready()
         predictions = client.predict(rows)
     assert predictions.status == ["ok"] * 4

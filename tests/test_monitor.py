@@ -36,6 +36,7 @@ def start_monitor(published: Published, triton: TritonServer) -> MonitorServer:
     assert triton.process is not None
     config = MonitorConfig(
         repository=published.repository,
+        pipeline="fraud",
         triton_metrics_url=f"http://{triton.config.metrics_url.removeprefix('http://')}",
         trace_dir=triton.config.trace_dir,
         server_pid=triton.process.pid,
@@ -84,7 +85,7 @@ def expected_nvml_state() -> tuple[str, int]:
 
 def send(triton: TritonServer, monitor: MonitorServer, rows: pd.DataFrame, batch: int = 256) -> Predictions:
     tap = MonitorTap(monitor.url)
-    with InferlineClient(triton.config.http_url, "http", tap=tap, max_batch_size=batch) as client:
+    with InferlineClient(triton.config.http_url, "http", pipeline="fraud", tap=tap, max_batch_size=batch) as client:
         predictions = client.predict(rows.drop(columns=[fraud.SPEC.label]))
     tap.close()
     assert tap.sent == len(rows) and tap.dropped == 0
@@ -212,7 +213,7 @@ def test_bad_samples_get_a_clear_400_and_a_dead_monitor_never_fails_serving(
     assert err.value.code == 400 and "watches pipeline 'fraud'" in err.value.read().decode()
 
     dead = MonitorTap(f"http://127.0.0.1:{free_port()}", timeout_s=1)
-    with InferlineClient(triton.config.http_url, "http", tap=dead) as client:
+    with InferlineClient(triton.config.http_url, "http", pipeline="fraud", tap=dead) as client:
         predictions = client.predict(fraud.generate(50, seed=4).drop(columns=[fraud.SPEC.label]))
     dead.close()
     assert predictions.ok.all() and dead.dropped == 50 and dead.sent == 0

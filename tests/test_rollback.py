@@ -66,7 +66,7 @@ def serving_v2(stack: Stack) -> Stack:
 def monitor_for(
     stack: Stack, rules: tuple[AlertRule, ...], alerter: Alerter, cooldown_s: float = 900.0
 ) -> MonitorServer:
-    config = MonitorConfig(repository=stack.repository, port=free_port(), drift_window_rows=3_000)
+    config = MonitorConfig(repository=stack.repository, pipeline="fraud", port=free_port(), drift_window_rows=3_000)
     controller = RollbackController(
         stack.repository, "fraud", stack.server.config.http_url, stack.server.admin_key, alerter, cooldown_s
     )
@@ -76,7 +76,7 @@ def monitor_for(
 def drifted_traffic(stack: Stack, monitor: MonitorServer) -> None:
     rows = apply_shifts(fraud.generate(3_000, seed=77), fraud.SPEC, [parse_shift("amount=x1.8")])
     tap = MonitorTap(monitor.url)
-    with InferlineClient(stack.server.config.http_url, "http", tap=tap) as client:
+    with InferlineClient(stack.server.config.http_url, "http", pipeline="fraud", tap=tap) as client:
         client.predict(rows.drop(columns=[fraud.SPEC.label]))
     tap.close()
 
@@ -93,7 +93,7 @@ class Steady:
 
     def run(self) -> None:
         rows = fraud.generate(16, seed=5).drop(columns=[fraud.SPEC.label])
-        with InferlineClient(self.url, "http", timeout_s=30) as client:
+        with InferlineClient(self.url, "http", pipeline="fraud", timeout_s=30) as client:
             while not self.stop.is_set():
                 try:
                     p = client.predict(rows)
@@ -106,7 +106,7 @@ class Steady:
 
 
 def served(stack: Stack) -> set[str]:
-    with InferlineClient(stack.server.config.http_url, "http") as client:
+    with InferlineClient(stack.server.config.http_url, "http", pipeline="fraud") as client:
         return set(client.predict(fraud.generate(8, seed=9).drop(columns=[fraud.SPEC.label])).release)
 
 

@@ -32,7 +32,7 @@ def _assert_live(server: TritonServer) -> None:
 
 
 def test_repository_loads_exactly_the_current_release(triton: TritonServer, published: Published) -> None:
-    with InferlineClient(triton.config.http_url, "http", admin_key=triton.admin_key) as client:
+    with InferlineClient(triton.config.http_url, "http", pipeline="fraud", admin_key=triton.admin_key) as client:
         index = {(m["name"], m.get("version")): m["state"] for m in client.repository_index()}
     assert index[("fraud", "1")] == "READY"
     assert index[("fraud_preprocess", "2")] == "READY"
@@ -50,7 +50,7 @@ def test_served_predictions_match_training_code(
     rows = holdout.head(1500)
     expected = in_process_probabilities(run_dir, rows, "fraud")
     url = triton.config.http_url if protocol == "http" else triton.config.grpc_url
-    with InferlineClient(url, protocol) as client:  # type: ignore[arg-type]
+    with InferlineClient(url, protocol, pipeline="fraud") as client:  # type: ignore[arg-type]
         p = client.predict(rows)
     assert len(p) == len(rows)
     assert all(s == "ok" for s in p.status)
@@ -74,7 +74,7 @@ def test_bad_rows_get_a_status_and_the_rest_are_scored(
     rows["event_time"] = rows["event_time"].map(lambda t: t.isoformat()).astype(object)
     rows.loc[4, "event_time"] = "2026-02-01T10:00:00"  # naive: the spec's policy rejects it
     url = triton.config.http_url if protocol == "http" else triton.config.grpc_url
-    with InferlineClient(url, protocol) as client:  # type: ignore[arg-type]
+    with InferlineClient(url, protocol, pipeline="fraud") as client:  # type: ignore[arg-type]
         p = client.predict(rows)
     _assert_live(triton)
     assert p.status == [
@@ -91,7 +91,7 @@ def test_bad_rows_get_a_status_and_the_rest_are_scored(
     good = [0, 5]
     expected = in_process_probabilities(published.runs[1].run_dir, holdout.head(6).loc[good], "fraud")
     np.testing.assert_allclose(p.probabilities[good], expected, atol=1e-5, rtol=0)
-    with InferlineClient(url, protocol) as client:  # type: ignore[arg-type]
+    with InferlineClient(url, protocol, pipeline="fraud") as client:  # type: ignore[arg-type]
         alone = client.predict(rows.loc[good])
     assert alone.status == ["ok", "ok"]
     np.testing.assert_allclose(p.probabilities[good], alone.probabilities, atol=1e-6, rtol=0)
