@@ -260,12 +260,7 @@ class Supervised:
         return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")}
 
     def wait_until(self, predicate: Any, timeout_s: float = 120, what: str = "") -> None:
-        import time
-
-        deadline = time.monotonic() + timeout_s
-        while not predicate():
-            assert time.monotonic() < deadline, f"not reached within {timeout_s}s: {what}"
-            time.sleep(0.1)  # polling interval of a state check
+        wait_until(predicate, timeout_s, what)
 
     def stop(self) -> None:
         self.cli("down", timeout=60)
