@@ -40,7 +40,7 @@ from inferline.export.runtime import Device
 from inferline.features.artifacts import atomic_write_json, sha256_file
 from inferline.features.backend import BackendName, get_backend
 from inferline.features.errors import UserError
-from inferline.features.spec import load_pipeline
+from inferline.features.spec import spec_beside
 from inferline.features.state import FeatureState
 
 __all__ = ["BatchJobFailed", "JobConfig", "JobReport", "OutputInUse", "run_job"]
@@ -228,7 +228,7 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
     """Score ``config.inputs`` with the release ``config.model`` into ``config.output``; see the module doc."""
     started = time.perf_counter()
     release = resolve_release(config.model, config.repository)
-    spec = load_pipeline(release.pipeline)
+    spec = spec_beside(release.state_path, release.pipeline)  # the release's own snapshot, never the live module
     FeatureState.load(release.state_path).check(spec)
     if config.backend == "cudf":
         get_backend("cudf")  # a clear BackendUnavailable before any cluster starts

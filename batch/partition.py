@@ -25,9 +25,9 @@ from inferline.batch.plan import Partition
 from inferline.export.runtime import Device, onnx_session
 from inferline.features.artifacts import atomic_write_json, atomic_write_parquet, sha256_file
 from inferline.features.backend import BackendName, get_backend
-from inferline.features.spec import PipelineSpec, load_pipeline
-from inferline.features.state import FeatureState, compute_features
-from inferline.features.validation import validate_frame
+from inferline.features.contract import Contract, compile_contract
+from inferline.features.spec import PipelineSpec, spec_beside
+from inferline.features.state import FeatureState
 
 __all__ = [
     "COMMITS",
@@ -83,11 +83,9 @@ def _session(model_path: str, model_sha256: str, device: Device, threads: int) -
 
 
 @cache
-def _spec_and_state(pipeline: str, state_path: str) -> tuple[PipelineSpec, FeatureState]:
-    spec = load_pipeline(pipeline)
-    state = FeatureState.load(state_path)
-    state.check(spec)
-    return spec, state
+def _contract(pipeline: str, state_path: str) -> Contract:
+    """The release's compiled contract (its spec snapshot beside its feature state), once per worker process."""
+    return compile_contract(spec_beside(state_path, pipeline), FeatureState.load(state_path))
 
 
 def output_columns(spec: PipelineSpec) -> list[str]:
@@ -100,7 +98,7 @@ def score_frame(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validated rows -> (probabilities [n, classes] float32, predicted_class [n] int64) with the shared kernels."""
     b = get_backend(backend)
-    m = compute_features(b.from_pandas(valid), spec, state)
+    m = compile_contract(spec, state).features(b.from_pandas(valid))
     numeric, categorical = b.to_numpy(m.numeric), b.to_numpy(m.categorical)
     probs, classes = [], []
     for start in range(0, len(valid), MODEL_CHUNK_ROWS):
@@ -144,13 +142,15 @@ def run_partition(task: Task) -> dict[str, Any]:
     if task.gate is not None:
         wait_at_gate(task.gate, part.name)
     started = time.perf_counter()
-    spec, state = _spec_and_state(task.pipeline, task.state_path)
+    contract = _contract(task.pipeline, task.state_path)
+    spec, state = contract.spec, contract.state
+    assert state is not None
     session = _session(task.model_path, task.model_sha256, task.device, task.threads)
     raw = pq.ParquetFile(part.file).read_row_groups(list(part.row_groups)).to_pandas()
     if spec.id_column is None:
         raw.insert(0, "source_row", np.arange(part.first_row, part.first_row + len(raw), dtype=np.int64))
     raw = raw.drop(columns=[spec.label], errors="ignore")  # a label column is allowed in scoring input, unused
-    result = validate_frame(raw, spec, source=part.describe(), include_label=False)
+    result = contract.validate(raw, source=part.describe(), include_label=False)
     if result.invalid_share > task.max_invalid_share:
         raise PartitionRejected(
             f"{result.rows_quarantined} of {result.rows_in} rows ({result.invalid_share:.1%}) "

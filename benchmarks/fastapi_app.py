@@ -16,10 +16,9 @@ import torch
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, create_model
 
-from inferline.features.request import featurize_request
+from inferline.features.contract import compile_contract
 from inferline.features.spec import load_pipeline
 from inferline.features.state import FeatureState
-from inferline.features.validation import RuleVerdicts
 from inferline.training.model import load_checkpoint
 
 torch.set_num_threads(int(os.environ.get("INFERLINE_TORCH_THREADS", "1")))
@@ -28,7 +27,7 @@ RUN_DIR = Path(os.environ["INFERLINE_RUN_DIR"])
 SPEC = load_pipeline(os.environ.get("INFERLINE_PIPELINE") or json.loads((RUN_DIR / "run.json").read_text())["pipeline"])
 STATE = FeatureState.load(RUN_DIR / "feature_state.json")
 MODEL = load_checkpoint(RUN_DIR / "checkpoint.pt")
-VERDICTS = RuleVerdicts()  # this app's remembered rule verdicts, as the Triton preprocess model holds its own
+CONTRACT = compile_contract(SPEC, STATE)  # this app's own compiled contract, as each Triton model holds its own
 _PY_TYPES: dict[str, Any] = {"BYTES": str | None, "FP64": float, "INT64": int}
 
 Row: type[BaseModel] = create_model(  # type: ignore[call-overload]
@@ -64,7 +63,7 @@ def predict(request: PredictRequest) -> PredictResponse:
         )
         for c in SPEC.input_columns
     }
-    m, status = featurize_request(arrays, SPEC, STATE, VERDICTS)
+    m, status = CONTRACT.featurize(arrays)
     with torch.inference_mode():
         probabilities, predicted = MODEL(torch.from_numpy(m.numeric), torch.from_numpy(m.categorical))
     return PredictResponse(

@@ -79,19 +79,30 @@ def markdown(r: dict[str, Any]) -> str:
     if "features" in r:
         f = r["features"]
         lines += [
-            "## Feature kernels",
+            "## Compiled contract",
             "",
-            f"pandas backend over {f['rows']} rows: {_fmt(summary(f['pandas_rows_per_s']))} rows/s, "
+            f"Batch features over {f['rows']} rows: {_fmt(summary(f['pandas_rows_per_s']))} rows/s, "
             f"{_fmt(summary(f['pandas_gb_per_s']), 3)} GB/s of raw input, against numpy copy bandwidth "
             f"{_fmt(summary(f['numpy_copy_gb_per_s']), 2)} GB/s in the same run.",
-            "Request path (validation + features, numpy backend): "
-            + ", ".join(
-                f"{n} row(s) {_fmt(summary(v), 0)} us per call" for n, v in f["request_path_us_per_call"].items()
-            )
-            + ".",
-            f"cuDF kernels: {f['cudf']}.",
             "",
+            f"Request path (wire tensors -> validated features), {f['request_pool_rows']} distinct rows whose free "
+            f"text never repeats; requests of up to {f['scalar_path_up_to_rows']} rows take the scalar path:",
+            "",
+            "| rows per call | us per call | us per row | numpy copy of the request, us | ratio to the copy | goal |",
+            "|---|---|---|---|---|---|",
         ]
+        for n, d in f["request_path"].items():
+            per_row = summary(d["contract_us_per_row"])
+            per_call = summary(d["contract_us_per_call"])
+            goal = f["goals_us"][n]
+            figure = per_call if n == "1" else per_row
+            met = "met (median)" if figure["median"] <= goal else "NOT MET"
+            unit = "per call" if n == "1" else "per row"
+            lines.append(
+                f"| {n} | {_fmt(per_call, 1)} | {_fmt(per_row, 2)} | {_fmt(summary(d['numpy_copy_us_per_call']), 1)} "
+                f"| {_fmt(summary(d['ratio_contract_over_copy']), 1)} | <= {goal:g} us {unit}: {met} |"
+            )
+        lines += ["", f"cuDF kernels: {f['cudf']}.", ""]
     if "validation" in r:
         v = r["validation"]
         ours, plain = v["rows_per_s"]["inferline_validate_frame"], v["rows_per_s"]["pandera_lazy"]

@@ -7,6 +7,7 @@ Layout written into the Triton model repository for pipeline ``p`` and release `
     p_preprocess/config.pbtxt             version_policy specific [current]
     p_preprocess/N/model.py               serving/backend/preprocess.py (shared feature kernels + validation)
     p_preprocess/N/feature_state.json     fitted vocabularies, statistics, threshold
+    p_preprocess/N/spec.json              the pipeline spec, snapshotted with its hash: the release's contract
     p_model/config.pbtxt                  version_policy specific [current]
     p_model/N/model.onnx                  the gated model; model.py (onnx runner) on the local target
     */N/release.json                      the release manifest (lineage), identical in both version directories
@@ -45,7 +46,7 @@ from inferline.export.runtime import onnx_session
 from inferline.export.safety import MAX_MODEL_BYTES, check_onnx_file
 from inferline.features.artifacts import atomic_write_bytes, atomic_write_json, sha256_file
 from inferline.features.errors import PathNotFound
-from inferline.features.spec import PipelineSpec, load_pipeline
+from inferline.features.spec import SPEC_FILE, PipelineSpec, read_spec, spec_beside, write_spec
 from inferline.features.state import FeatureState, compute_features
 from inferline.training.model import ScoringModel, load_checkpoint
 
@@ -155,7 +156,7 @@ def _validate_staged(
 ) -> None:
     """The staged release must be loadable as a whole before it may move into place."""
     state = FeatureState.load(stage / names["preprocess"] / "feature_state.json")
-    state.check(spec)
+    state.check(read_spec(stage / names["preprocess"] / SPEC_FILE))
     session = onnx_session(stage / names["model"] / "model.onnx")
     session.run(None, {"numeric": holdout_numeric[:2], "categorical": holdout_categorical[:2]})
     for key in ("preprocess", "model"):
@@ -186,7 +187,7 @@ def publish(
     if onnx_model is not None:
         check_onnx_file(Path(onnx_model), max_model_bytes)  # refused before anything is staged
     run = json.loads((run_dir / "run.json").read_text())
-    spec = load_pipeline(run["pipeline"])
+    spec = spec_beside(run_dir / "feature_state.json", run["pipeline"])  # the run's snapshot, not the live module
     state = FeatureState.load(run_dir / "feature_state.json")
     state.check(spec)
     model = load_checkpoint(run_dir / "checkpoint.pt")
@@ -210,6 +211,7 @@ def publish(
             raise ParityGateFailed(parity, spec.name)
 
         shutil.copyfile(run_dir / "feature_state.json", stage / names["preprocess"] / "feature_state.json")
+        write_spec(spec, stage / names["preprocess"] / SPEC_FILE)  # the release carries its own contract
         shutil.copyfile(backend_source("preprocess.py"), stage / names["preprocess"] / "model.py")
         if target == "local":
             shutil.copyfile(backend_source("onnx_runner.py"), stage / names["model"] / "model.py")
@@ -235,6 +237,7 @@ def publish(
                 "schema_version": spec.version,
                 "feature_hash": spec.feature_hash(),
                 "feature_state_sha256": sha256_file(run_dir / "feature_state.json"),
+                "spec_sha256": sha256_file(stage / names["preprocess"] / SPEC_FILE),
                 "checkpoint_sha256": sha256_file(run_dir / "checkpoint.pt"),
                 "onnx_sha256": sha256_file(onnx_path),
                 "parity": parity.as_dict(),

@@ -93,8 +93,8 @@ class Registry:
 
     def release_files(self, version: int | None = None) -> dict[str, Path]:
         """The files a consumer of release ``version`` (default: current) loads: ``model`` (model.onnx),
-        ``feature_state`` and ``manifest`` (release.json), each checked to exist, the first two byte for byte
-        against the manifest's sha256."""
+        ``feature_state``, ``spec`` (the release's spec snapshot) and ``manifest`` (release.json), each checked to
+        exist, all but the manifest byte for byte against the manifest's sha256."""
         from inferline.export.config import model_names
 
         v = self.current if version is None else version
@@ -105,13 +105,18 @@ class Registry:
             "feature_state": Path(self.repository) / names["preprocess"] / str(v) / "feature_state.json",
             "manifest": Path(self.repository) / names["model"] / str(v) / "release.json",
         }
+        spec = Path(self.repository) / names["preprocess"] / str(v) / "spec.json"
+        if spec.exists() or "spec_sha256" in manifest:  # releases published before snapshots have none
+            files["spec"] = spec
         missing = [str(p) for p in files.values() if not p.exists()]
         if missing:
             raise RegistryError(
                 f"release {self.pipeline}:{v} ({manifest.get('created_at')}) is incomplete, missing {missing}; "
                 "republish it with `inferline export publish` or pick another version"
             )
-        for key, name in (("onnx_sha256", "model"), ("feature_state_sha256", "feature_state")):
+        for key, name in (("onnx_sha256", "model"), ("feature_state_sha256", "feature_state"), ("spec_sha256", "spec")):
+            if name not in files:
+                continue
             actual = sha256_file(files[name])
             if manifest.get(key) != actual:
                 raise RegistryError(

@@ -1,67 +1,171 @@
-"""Feature kernels: one definition, used by training, the Triton preprocess model and the batch job.
+"""Feature kernels: one definition each, with a scalar and a vector form, used by training, serving and batch.
 
-A kernel maps one raw column to one feature column through a ``FrameBackend`` (numpy or cupy arrays). Fitted
-values (vocabularies, statistics) come from ``FeatureState``, never from the data being scored.
+A kernel maps one raw column, in its canonical form, to one feature column:
+
+- ``scalar(value, params)``: one value (``None`` for null) -> a number, for the per-row request path;
+- ``vector(xp, values, params)``: an array -> an array, over the array namespace ``xp`` (numpy on CPU, cupy on an
+  NVIDIA GPU) for numbers and timestamps; text kernels run over host object arrays and hand their result to ``xp``.
+
+Canonical forms (the same as the rules see, see ``features.rules``): numbers as float64 (NaN for null), timestamps
+as int64 nanoseconds since the epoch in UTC (``NAT`` for null), text as an object array of ``str`` (``None`` for
+null). Fitted values (vocabularies) come from ``FeatureState`` and are bound when the contract is compiled, never
+taken from the data being scored. tests/test_contract.py checks that the two forms agree on every kernel, and that
+cupy agrees with numpy where a GPU is lent (``make gpu-check``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Any, Literal
 
-from inferline.features.backend import FrameBackend
+import numpy as np
 
-__all__ = ["KERNELS", "Kernel"]
+__all__ = ["KERNELS", "NAT", "Kernel"]
 
-Kernel = Callable[[FrameBackend, Any, Mapping[str, Any]], Any]
 TWO_PI = 2.0 * math.pi
+NAT = int(np.iinfo(np.int64).min)  # datetime64's NaT, as int64
+NS_PER_S = 10**9
+NS_PER_DAY = 86_400 * NS_PER_S
 
 
-def log1p(b: FrameBackend, s: Any, params: Mapping[str, Any]) -> Any:
-    xp = b.xp
-    return xp.log1p(xp.maximum(b.values(s, "float64"), 0.0))
+@dataclass(frozen=True)
+class Kernel:
+    name: str
+    kinds: frozenset[str]  # the raw column kinds it reads
+    output: Literal["numeric", "categorical"]
+    scalar: Callable[[Any, Mapping[str, Any]], float | int]
+    vector: Callable[[Any, Any, Mapping[str, Any]], Any]
+    doc: str
 
 
-def cyclic_hour_sin(b: FrameBackend, s: Any, params: Mapping[str, Any]) -> Any:
-    return b.xp.sin(TWO_PI * b.hour_of_day(s) / 24.0)
+NUMBERS = frozenset({"numeric", "integer"})
+TIME = frozenset({"timestamp"})
+TEXT = frozenset({"id", "categorical", "text"})
 
 
-def cyclic_hour_cos(b: FrameBackend, s: Any, params: Mapping[str, Any]) -> Any:
-    return b.xp.cos(TWO_PI * b.hour_of_day(s) / 24.0)
+# -- numbers
+def _log1p_scalar(v: Any, p: Mapping[str, Any]) -> float:
+    if v is None or v != v:
+        return 0.0
+    return math.log1p(v) if v > 0 else 0.0
 
 
-def cyclic_weekday_sin(b: FrameBackend, s: Any, params: Mapping[str, Any]) -> Any:
-    return b.xp.sin(TWO_PI * b.weekday(s) / 7.0)
+def _log1p_vector(xp: Any, v: Any, p: Mapping[str, Any]) -> Any:
+    v = xp.asarray(v, dtype="float64")
+    return xp.log1p(xp.maximum(xp.where(xp.isnan(v), 0.0, v), 0.0))
 
 
-def cyclic_weekday_cos(b: FrameBackend, s: Any, params: Mapping[str, Any]) -> Any:
-    return b.xp.cos(TWO_PI * b.weekday(s) / 7.0)
+# -- timestamps: UTC hour of day and weekday, 0 for null
+def _hour_scalar(ns: int | None) -> float:
+    return 0.0 if ns is None else ((ns // NS_PER_S) % 86_400) / 3600.0
 
 
-def text_length(b: FrameBackend, s: Any, params: Mapping[str, Any]) -> Any:
-    """log1p of the number of characters (0 for a null text)."""
-    return b.xp.log1p(b.str_len(s))
+def _hour_vector(xp: Any, ns: Any) -> Any:
+    ns = xp.asarray(ns, dtype="int64")
+    return xp.where(ns == NAT, 0.0, ((ns // NS_PER_S) % 86_400) / 3600.0)
 
 
-def non_ascii_share(b: FrameBackend, s: Any, params: Mapping[str, Any]) -> Any:
-    """Share of characters outside ASCII (0 for a null or empty text)."""
-    n = b.str_len(s)
-    return b.non_ascii_count(s) / b.xp.maximum(n, 1.0)
+def _weekday_scalar(ns: int | None) -> float:
+    return 0.0 if ns is None else float((ns // NS_PER_DAY + 3) % 7)  # 1970-01-01 was a Thursday
 
 
-def vocabulary(b: FrameBackend, s: Any, params: Mapping[str, Any]) -> Any:
-    """Vocabulary index with 0 as the unknown bucket; ``params['vocabulary']`` is fitted at training time."""
-    return b.vocabulary_codes(s, list(params["vocabulary"]))
+def _weekday_vector(xp: Any, ns: Any) -> Any:
+    ns = xp.asarray(ns, dtype="int64")
+    return xp.where(ns == NAT, 0.0, ((ns // NS_PER_DAY + 3) % 7).astype("float64"))
 
 
-KERNELS: dict[str, Kernel] = {
-    "log1p": log1p,
-    "cyclic_hour_sin": cyclic_hour_sin,
-    "cyclic_hour_cos": cyclic_hour_cos,
-    "cyclic_weekday_sin": cyclic_weekday_sin,
-    "cyclic_weekday_cos": cyclic_weekday_cos,
-    "text_length": text_length,
-    "non_ascii_share": non_ascii_share,
-    "vocabulary": vocabulary,
-}
+def _cyclic(
+    unit: Callable[[int | None], float], vunit: Callable[[Any, Any], Any], period: float, fn: str
+) -> tuple[Callable[[Any, Mapping[str, Any]], float], Callable[[Any, Any, Mapping[str, Any]], Any]]:
+    m = getattr(math, fn)
+
+    def scalar(v: Any, p: Mapping[str, Any]) -> float:
+        return float(m(TWO_PI * unit(v) / period))
+
+    def vector(xp: Any, v: Any, p: Mapping[str, Any]) -> Any:
+        return getattr(xp, fn)(TWO_PI * vunit(xp, v) / period)
+
+    return scalar, vector
+
+
+# -- text (host): lengths, non-ASCII share
+def _non_ascii(v: str) -> int:
+    return len(v) - len(v.encode("ascii", "ignore"))
+
+
+def _text_length_scalar(v: Any, p: Mapping[str, Any]) -> float:
+    return 0.0 if v is None else math.log1p(len(v))
+
+
+def _text_length_vector(xp: Any, v: Any, p: Mapping[str, Any]) -> Any:
+    n = np.fromiter(map(len, _filled(v)), dtype="float64", count=len(v))
+    return xp.asarray(np.log1p(n))
+
+
+def _filled(v: Any) -> Any:
+    """Text values with "" for null (nulls are rare: one scan, a copy only when there is one)."""
+    return [x or "" for x in v] if None in v else v
+
+
+def _non_ascii_scalar(v: Any, p: Mapping[str, Any]) -> float:
+    if not v:
+        return 0.0
+    return _non_ascii(v) / len(v)
+
+
+def _non_ascii_vector(xp: Any, v: Any, p: Mapping[str, Any]) -> Any:
+    filled = _filled(v)
+    if "".join(filled).isascii():
+        return xp.zeros(len(v), dtype="float64")
+    return xp.asarray(np.fromiter((_non_ascii_scalar(s, p) for s in filled), dtype="float64", count=len(v)))
+
+
+# -- vocabulary: index with 0 as the unknown/null bucket; params["lookup"] is {value: index} bound at compile time
+def _vocabulary_scalar(v: Any, p: Mapping[str, Any]) -> int:
+    return int(p["lookup"].get(v, 0))
+
+
+def _vocabulary_vector(xp: Any, v: Any, p: Mapping[str, Any]) -> Any:
+    return xp.asarray(np.fromiter(map(p["lookup"].get, v, repeat(0, len(v))), dtype="int64", count=len(v)))
+
+
+def _kernels() -> dict[str, Kernel]:
+    out = {
+        "log1p": Kernel("log1p", NUMBERS, "numeric", _log1p_scalar, _log1p_vector, "log(1 + max(x, 0)); 0 for null"),
+        "text_length": Kernel(
+            "text_length", TEXT, "numeric", _text_length_scalar, _text_length_vector, "log1p(characters); 0 for null"
+        ),
+        "non_ascii_share": Kernel(
+            "non_ascii_share",
+            TEXT,
+            "numeric",
+            _non_ascii_scalar,
+            _non_ascii_vector,
+            "share of characters outside ASCII; 0 for null or empty",
+        ),
+        "vocabulary": Kernel(
+            "vocabulary",
+            TEXT,
+            "categorical",
+            _vocabulary_scalar,
+            _vocabulary_vector,
+            "index in the fitted vocabulary, 0 for unknown or null",
+        ),
+    }
+    for unit, vunit, period, what in (
+        (_hour_scalar, _hour_vector, 24.0, "hour"),
+        (_weekday_scalar, _weekday_vector, 7.0, "weekday"),
+    ):
+        for fn in ("sin", "cos"):
+            name = f"cyclic_{what}_{fn}"
+            scalar, vector = _cyclic(unit, vunit, period, fn)
+            out[name] = Kernel(
+                name, TIME, "numeric", scalar, vector, f"{fn}(2 pi {what} / {period:g}) in UTC; 0 for null"
+            )
+    return out
+
+
+KERNELS: dict[str, Kernel] = _kernels()

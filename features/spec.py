@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, NamedTuple
 
 import pandas as pd
 
 from inferline.features.errors import UserError
+from inferline.features.rules import Rule, rule_from_dict
 
 __all__ = [
     "Column",
@@ -31,6 +32,10 @@ __all__ = [
     "choose_pipeline",
     "load_pipeline",
     "load_pipeline_module",
+    "read_spec",
+    "spec_beside",
+    "spec_from_dict",
+    "write_spec",
 ]
 
 ColumnKind = Literal["id", "timestamp", "numeric", "integer", "categorical", "text", "label"]
@@ -58,17 +63,6 @@ TRITON_DTYPES: dict[str, str] = {
 
 class SpecError(UserError, ValueError):
     """A pipeline spec is malformed or cannot be found."""
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A row-level rule. ``check`` takes the column's non-null values (a pandas Series) and returns a boolean
-    Series, True where the value is valid. It must be element-wise: a value's verdict depends on that value alone
-    (set-level rules such as uniqueness are column flags). ``name`` becomes the reason ``<column>:<name>``."""
-
-    name: str
-    check: Callable[[pd.Series], pd.Series]
-    description: str
 
 
 @dataclass(frozen=True)
@@ -138,6 +132,13 @@ class PipelineSpec:
             raise SpecError(f"pipeline {self.name!r}: label {self.label!r} is not a column; columns are {names}")
         if self.column(self.label).kind != "label":
             raise SpecError(f"pipeline {self.name!r}: label column {self.label!r} must have kind 'label'")
+        for c in self.columns:
+            for r in c.rules:
+                if not r.fits(c.kind):
+                    raise SpecError(
+                        f"pipeline {self.name!r}, column {c.name!r} ({c.kind}): rule {r.op}() does not apply to "
+                        f"{c.kind} values; see inferline.features.rules for what each rule checks"
+                    )
         for f in self.features:
             if f.source not in names:
                 raise SpecError(f"pipeline {self.name!r}: feature {f.name!r} reads unknown column {f.source!r}")
@@ -168,7 +169,7 @@ class PipelineSpec:
         return tuple(f for f in self.features if f.output == "categorical")
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-able description; rule code is included so that changing a rule changes the hash."""
+        """The spec as JSON-able data: what a release snapshots (``spec_from_dict`` reads it back)."""
         return {
             "name": self.name,
             "version": self.version,
@@ -181,7 +182,7 @@ class PipelineSpec:
                     "required": c.required,
                     "unique": c.unique,
                     "timezone_policy": c.timezone_policy if c.kind == "timestamp" else None,
-                    "rules": [{"name": r.name, "code": _source(r.check)} for r in c.rules],
+                    "rules": [r.to_dict() for r in c.rules],
                 }
                 for c in self.columns
             ],
@@ -190,20 +191,90 @@ class PipelineSpec:
                 for f in self.features
             ],
             "model": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.model).items()},
+            "description": self.description,
+            "column_descriptions": {c.name: c.description for c in self.columns if c.description},
         }
 
     def feature_hash(self) -> str:
-        """sha256 over everything that decides what a feature value is (columns, rules, feature definitions)."""
+        """sha256 over everything that decides what a feature value or a row's status is: the columns with their
+        rules (operation, arguments, reason code: not the human message) and the feature definitions."""
         d = self.describe()
-        payload = {"version": d["version"], "columns": d["columns"], "features": d["features"]}
+        columns = [
+            {**c, "rules": [{k: r[k] for k in ("op", "args", "name")} for r in c["rules"]]} for c in d["columns"]
+        ]
+        payload = {"version": d["version"], "columns": columns, "features": d["features"]}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _source(fn: Callable[..., Any]) -> str:
+def spec_from_dict(d: Mapping[str, Any]) -> PipelineSpec:
+    """The inverse of ``PipelineSpec.describe``: a release's snapshot back into a spec."""
     try:
-        return inspect.getsource(fn).strip()
-    except (OSError, TypeError):
-        return getattr(fn, "__qualname__", repr(fn))
+        notes = d.get("column_descriptions", {})
+        columns = tuple(
+            Column(
+                c["name"],
+                c["kind"],
+                required=c["required"],
+                unique=c["unique"],
+                rules=tuple(rule_from_dict(r) for r in c["rules"]),
+                timezone_policy=c["timezone_policy"] or "to_utc",
+                description=notes.get(c["name"], ""),
+            )
+            for c in d["columns"]
+        )
+        features = tuple(
+            FeatureDef(f["name"], f["kernel"], f["source"], output=f["output"], params=f["params"])
+            for f in d["features"]
+        )
+        model: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d["model"].items()}
+        return PipelineSpec(
+            name=d["name"],
+            version=d["version"],
+            columns=columns,
+            features=features,
+            label=d["label"],
+            classes=tuple(d["classes"]),
+            model=ModelParams(**model),
+            description=d.get("description", ""),
+        )
+    except (KeyError, TypeError) as exc:
+        raise SpecError(f"not a serialized pipeline spec (missing or malformed field: {exc})") from exc
+
+
+SPEC_FILE = "spec.json"  # the spec snapshot a training run and a release carry
+
+
+def write_spec(spec: PipelineSpec, path: Path) -> None:
+    """Snapshot ``spec`` (its declarative form and its feature hash) atomically: a run and a release carry their
+    own spec, so that serving, batch and the monitor never read the live pipeline module."""
+    from inferline.features.artifacts import atomic_write_json
+
+    atomic_write_json(Path(path), {"format": 1, "feature_hash": spec.feature_hash(), "spec": spec.describe()})
+
+
+def read_spec(path: Path | str) -> PipelineSpec:
+    """A snapshot written by ``write_spec``, checked against its recorded hash."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path} does not exist: no spec snapshot (republish the release from a current run)") from None
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{path} is not JSON ({exc}); the snapshot was damaged: republish the release") from exc
+    spec = spec_from_dict(data.get("spec", {}))
+    if spec.feature_hash() != data.get("feature_hash"):
+        raise SpecError(
+            f"{path}: the spec's hash is {spec.feature_hash()[:12]} but the snapshot records "
+            f"{str(data.get('feature_hash'))[:12]}; it was edited after it was written: republish the release"
+        )
+    return spec
+
+
+def spec_beside(path: Path | str, pipeline: str) -> PipelineSpec:
+    """The spec snapshot in the same folder as ``path`` (a run's or a release's feature_state.json); a folder
+    written before snapshots existed falls back to the live pipeline module ``pipeline``."""
+    snapshot = Path(path).parent / SPEC_FILE
+    return read_spec(snapshot) if snapshot.exists() else load_pipeline(pipeline)
 
 
 def load_pipeline_module(name: str) -> ModuleType:

@@ -1,4 +1,4 @@
-"""Fitted feature state and the feature transform built on the shared kernels.
+"""Fitted feature state: what training learns about the features, loaded by every stage with its release.
 
 ``FeatureState`` (vocabularies, standardization statistics, decision threshold) is an artifact of training. The
 Triton preprocess model, the batch job and export's parity gate all load it from the same release file, so
@@ -16,9 +16,7 @@ import numpy as np
 import pandas as pd
 
 from inferline.features.artifacts import atomic_write_json
-from inferline.features.backend import FrameBackend, backend_for
-from inferline.features.kernels import KERNELS
-from inferline.features.spec import FeatureDef, PipelineSpec
+from inferline.features.spec import PipelineSpec
 
 __all__ = ["FeatureMatrix", "FeatureState", "StateMismatch", "compute_features", "fit_state"]
 
@@ -77,21 +75,18 @@ class FeatureMatrix:
         return int(self.numeric.shape[0])
 
 
-def _raw_numeric(frame: Any, defs: tuple[FeatureDef, ...], b: FrameBackend) -> Any:
-    cols = [KERNELS[f.kernel](b, frame[f.source], f.params) for f in defs]
-    return b.xp.stack(cols, axis=1) if cols else b.xp.zeros((len(frame), 0))
-
-
 def fit_state(frame: pd.DataFrame, spec: PipelineSpec, threshold: float = 0.5) -> FeatureState:
     """Fit vocabularies (most frequent values, ties by value) and standardization statistics on training rows."""
-    b = backend_for(frame)
+    from inferline.features.contract import compile_contract
+
     vocabularies: dict[str, list[str]] = {}
     for f in spec.categorical_features:
         counts = frame[f.source].dropna().value_counts()
         counts = counts[counts >= 5]
         ordered = sorted(counts.items(), key=lambda kv: (-int(kv[1]), str(kv[0])))
         vocabularies[f.name] = [str(v) for v, _ in ordered[: spec.model.max_vocab]]
-    raw = b.to_numpy(_raw_numeric(frame, spec.numeric_features, b))
+    raw = compile_contract(spec).raw_numeric(frame)
+    raw = raw.get() if hasattr(raw, "get") else np.asarray(raw)
     mean = raw.mean(axis=0)
     std = np.maximum(raw.std(axis=0), 1e-6)
     return FeatureState(
@@ -107,16 +102,8 @@ def fit_state(frame: pd.DataFrame, spec: PipelineSpec, threshold: float = 0.5) -
 
 
 def compute_features(frame: Any, spec: PipelineSpec, state: FeatureState) -> FeatureMatrix:
-    """Raw canonical columns (pandas or cuDF frame) -> model inputs, on the frame's own backend."""
-    b = backend_for(frame)
-    xp = b.xp
-    raw = _raw_numeric(frame, spec.numeric_features, b)
-    mean = xp.asarray(state.mean, dtype="float64")
-    std = xp.asarray(state.std, dtype="float64")
-    numeric = ((raw - mean) / std).astype("float32")
-    cats = [
-        KERNELS[f.kernel](b, frame[f.source], {**f.params, "vocabulary": state.vocabularies[f.name]})
-        for f in spec.categorical_features
-    ]
-    categorical = xp.stack(cats, axis=1).astype("int64") if cats else xp.zeros((len(frame), 0), dtype="int64")
-    return FeatureMatrix(numeric=numeric, categorical=categorical)
+    """Raw columns (a pandas or cuDF frame, or canonical arrays) -> model inputs, on the frame's own backend.
+    Compiles the contract for this call; a caller that featurizes repeatedly holds a compiled ``Contract``."""
+    from inferline.features.contract import compile_contract
+
+    return compile_contract(spec, state).features(frame)

@@ -1,49 +1,37 @@
-"""Validation built from the pipeline spec.
+"""Validation of data sets, built from the compiled contract (``features.contract``).
 
-Two entry points over the same ``Rule`` functions:
-
-- ``validate_frame``: a data set (a Parquet file, a partition). pandera runs lazily so every failure is reported at
-  once; structural breaks (missing/extra columns, dtype changes) fail the whole file with ``FileLevelError``; row
-  failures send the row to quarantine with every reason (``column:rule``).
-- ``coerce_request`` + ``row_reasons``: a served request (numpy arrays per column, as Triton hands them). It parses
-  wire types (BYTES -> text, ISO-8601 -> UTC timestamps) and evaluates the same rules per row without pandera's
-  per-call overhead, so one bad row gets a status and the rest of the batch is scored.
-
-Rows in = rows valid + rows quarantined, always.
+``validate_frame``: a data set (a Parquet file, a partition). Each column's declared policy is applied first
+(``normalize_frame``: timezones, ISO-8601 text, text held as objects); pandera checks the structure lazily, so that
+every structural break (missing/extra columns, dtype changes) is reported at once as ``FileLevelError``; the
+contract's vector evaluator checks the rows, and every failing row goes to quarantine with all its reasons
+(``column:code``). ``build_schema`` is the full pandera schema of the same rules, for users and for the contract
+suite. Rows in = rows valid + rows quarantined, always.
 """
 
 from __future__ import annotations
 
-import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
-from pandera.errors import SchemaErrors
 
-from inferline.features.backend import Columns
 from inferline.features.errors import UserError
-from inferline.features.spec import Column, PipelineSpec, Rule
+from inferline.features.spec import Column, PipelineSpec
+from inferline.features.wire import offset_of, parse_instant
+
+if TYPE_CHECKING:
+    from inferline.features.contract import Contract
 
 __all__ = [
     "FileLevelError",
-    "RuleVerdicts",
     "ValidationResult",
     "build_schema",
-    "coerce_request",
-    "first_reason",
     "normalize_frame",
-    "row_reasons",
     "validate_frame",
+    "validate_with",
 ]
-
-NULL = "null"
-DUPLICATE = "duplicate"
 
 
 class FileLevelError(UserError, ValueError):
@@ -98,43 +86,14 @@ def _columns(spec: PipelineSpec, include_label: bool) -> tuple[Column, ...]:
     return spec.columns if include_label else spec.input_columns
 
 
-def build_schema(spec: PipelineSpec, include_label: bool = True) -> pa.DataFrameSchema:
+def build_schema(spec: PipelineSpec, include_label: bool = True) -> Any:
     """The pandera schema of a pipeline's raw data: exact dtypes (no coercion), nullability, rules, uniqueness."""
-    columns = {
-        c.name: pa.Column(
-            c.raw_dtype,
-            checks=[pa.Check(r.check, name=r.name, description=r.description, ignore_na=True) for r in c.rules],
-            nullable=not c.required,
-            unique=c.unique,
-            coerce=False,
-            required=True,
-        )
-        for c in _columns(spec, include_label)
-    }
-    return pa.DataFrameSchema(columns, strict=True, coerce=False, name=f"{spec.name}_v{spec.version}")
+    from inferline.features.contract import compile_contract
+
+    return compile_contract(spec).schema(include_label)
 
 
-_ROW_CHECK_NAMES = {"not_nullable": NULL, "field_uniqueness": DUPLICATE}
 _SURROGATE = "[\udc80-\udcff]"  # what surrogateescape makes of bytes that are not UTF-8
-_EPOCH_NUMBER = re.compile(r"[+-]?\d{9,13}(?:\.\d+)?")
-
-
-def _merge_reasons(parsed: Mapping[str, np.ndarray], checked: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Reasons found while parsing, then the rules' reasons; a value that failed to parse is reported as such, not
-    also as a null (its parsed value is empty). Used by both the dataset and the request path."""
-    merged = dict(parsed)
-    failed: dict[str, np.ndarray] = {}
-    for reason, mask in parsed.items():
-        column = reason.split(":", 1)[0]
-        failed[column] = failed[column] | mask if column in failed else mask
-    for reason, mask in checked.items():
-        column, code = reason.split(":", 1)
-        if code == NULL and column in failed:
-            mask = mask & ~failed[column]
-            if not mask.any():
-                continue
-        merged[reason] = merged[reason] | mask if reason in merged else mask
-    return merged
 
 
 def normalize_frame(
@@ -170,9 +129,7 @@ def normalize_frame(
                     reasons[f"{c.name}:naive_timestamp"] = s.notna().to_numpy(dtype=bool)
                     frame[c.name] = pd.Series(pd.NaT, index=s.index, dtype=c.raw_dtype)
             elif s.dtype == object or isinstance(s.dtype, pd.StringDtype):
-                text = np.array([None if pd.isna(v) else str(v) for v in s], dtype=object)
-                offsets: set[str] = set()
-                parsed = _parse_timestamps(text, c, reasons, offsets)
+                parsed, offsets = _parse_text_timestamps(s, c, reasons)
                 frame[c.name] = pd.Series(pd.DatetimeIndex(parsed, tz="UTC"), index=s.index)
                 notes.append(
                     {"column": c.name, "action": "parsed_iso8601_to_utc", "rows": present, "offsets": sorted(offsets)}
@@ -188,46 +145,73 @@ def normalize_frame(
     return frame, reasons, notes
 
 
+def _parse_text_timestamps(s: pd.Series, col: Column, reasons: dict[str, np.ndarray]) -> tuple[np.ndarray, set[str]]:
+    """ISO-8601 text -> UTC ``datetime64[ns]`` with the request path's parser (``features.wire.parse_instant``);
+    each refused value's reason goes into ``reasons``; returns the values and the offsets seen."""
+    n = len(s)
+    out = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    offsets: set[str] = set()
+    assume_utc = col.timezone_policy == "assume_utc"
+    for i, v in enumerate(s):
+        if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+            continue
+        text = str(v)
+        ns, problem = parse_instant(text, assume_utc)
+        if problem is not None:
+            reasons.setdefault(f"{col.name}:{problem}", np.zeros(n, dtype=bool))[i] = True
+        else:
+            out[i] = ns
+            offset = offset_of(text)
+            if offset is not None:
+                offsets.add(offset)
+    return out.view("datetime64[ns]"), offsets
+
+
 def validate_frame(
     frame: pd.DataFrame, spec: PipelineSpec, source: str = "<frame>", include_label: bool = True
 ) -> ValidationResult:
-    """Validate a data set lazily; raise ``FileLevelError`` for structural breaks, quarantine failing rows."""
-    frame, parse_reasons, notes = normalize_frame(frame.reset_index(drop=True), spec, include_label)
-    schema = build_schema(spec, include_label)
-    cases: Any  # pandera's failure cases: index, check, column, failure_case
-    try:
-        with warnings.catch_warnings():
-            # pandas' notice about concatenating all-NA frames, raised inside pandera's own failure-case report
-            warnings.filterwarnings("ignore", "The behavior of DataFrame concatenation with empty", FutureWarning)
-            schema.validate(frame, lazy=True)
-        cases = pd.DataFrame(columns=["index", "check", "column", "failure_case"])
-    except SchemaErrors as exc:
-        cases = exc.failure_cases
-    structural = cases[cases["index"].isna()]
-    if len(structural):
-        problems = []
-        for case in structural.itertuples():
-            check = str(case.check)
-            column = case.column if isinstance(case.column, str) else str(case.failure_case)
-            if check == "column_in_dataframe":
-                problem, received, expected = "missing", "no such column", "present"
-                column = str(case.failure_case)
-            elif check == "column_in_schema":
-                problem, received, expected = "unexpected column", "present", "absent (strict schema)"
-                column = str(case.failure_case)
-            elif check.startswith("dtype("):
-                problem, received = "dtype changed", str(case.failure_case)
-                expected = str(spec.column(column).raw_dtype)
-            else:
-                problem, received, expected = check, str(case.failure_case), "see spec"
-            problems.append({"column": column, "problem": problem, "received": received, "expected": expected})
-        raise FileLevelError(source, problems)
-    n = len(frame)
-    checked: dict[str, np.ndarray] = {}
+    """Validate a data set; raise ``FileLevelError`` for structural breaks, quarantine failing rows. Compiles the
+    contract for this call (``Contract.validate`` reuses a compiled one)."""
+    from inferline.features.contract import compile_contract
+
+    return validate_with(compile_contract(spec), frame, source, include_label)
+
+
+def _structural_problems(cases: Any, spec: PipelineSpec) -> list[dict[str, Any]]:
+    problems = []
     for case in cases.itertuples():
-        reason = f"{case.column}:{_ROW_CHECK_NAMES.get(str(case.check), str(case.check))}"
-        checked.setdefault(reason, np.zeros(n, dtype=bool))[int(case.index)] = True
-    merged = _merge_reasons(parse_reasons, checked)
+        check = str(case.check)
+        column = case.column if isinstance(case.column, str) else str(case.failure_case)
+        if check == "column_in_dataframe":
+            problem, received, expected = "missing", "no such column", "present"
+            column = str(case.failure_case)
+        elif check == "column_in_schema":
+            problem, received, expected = "unexpected column", "present", "absent (strict schema)"
+            column = str(case.failure_case)
+        elif check.startswith("dtype("):
+            problem, received = "dtype changed", str(case.failure_case)
+            expected = str(spec.column(column).raw_dtype)
+        else:
+            problem, received, expected = check, str(case.failure_case), "see spec"
+        problems.append({"column": column, "problem": problem, "received": received, "expected": expected})
+    return problems
+
+
+def validate_with(
+    contract: Contract, frame: pd.DataFrame, source: str = "<frame>", include_label: bool = True
+) -> ValidationResult:
+    """``validate_frame`` with a compiled contract: normalize, pandera for the structure, the contract's vector
+    evaluator for the rows (measured faster than pandera's own lazy row checks: benchmarks/validation_bench.py)."""
+    from inferline.features.contract import merge_reasons
+
+    spec = contract.spec
+    frame, parse_reasons, notes = normalize_frame(frame.reset_index(drop=True), spec, include_label)
+    cases = contract.check_structure(frame, include_label)
+    if cases is not None and len(cases):
+        raise FileLevelError(source, _structural_problems(cases, spec))
+    n = len(frame)
+    checked = contract.row_reasons(frame, include_label)
+    merged = merge_reasons(parse_reasons, checked)
     bad = np.zeros(n, dtype=bool)
     for mask in merged.values():
         bad |= mask
@@ -236,7 +220,7 @@ def validate_frame(
     return ValidationResult(
         valid=frame[~bad].reset_index(drop=True),
         quarantine=_quarantine(frame[bad], reasons),
-        rows_in=len(frame),
+        rows_in=n,
         reason_counts=counts,
         normalizations=notes,
     )
@@ -248,198 +232,3 @@ def _quarantine(rows: pd.DataFrame, reasons: Mapping[int, list[str]]) -> pd.Data
         0, "_reasons", pd.Series([";".join(sorted(reasons[i])) for i in rows.index], index=rows.index, dtype="string")
     )
     return out.reset_index(drop=True)
-
-
-def _series(frame: pd.DataFrame | Columns, col: Column) -> pd.Series:
-    """The column as a pandas Series of its raw dtype (rules are written against pandas)."""
-    if not isinstance(frame, Columns):
-        return frame[col.name]
-    values = frame[col.name]
-    if col.kind == "timestamp":
-        return pd.Series(pd.DatetimeIndex(values, tz="UTC"))
-    if col.kind in ("id", "categorical", "text"):
-        return pd.Series(values, dtype="string")
-    return pd.Series(values)
-
-
-class RuleVerdicts:
-    """Remembered per-value verdicts of element-wise rules on string columns, owned by whoever serves requests
-    repeatedly (one per loaded preprocess model, per monitor, per benchmark app) and passed to
-    ``featurize_request``/``coerce_request``/``row_reasons``. Exact, not an approximation: each distinct value's
-    verdict is computed once by the spec's own rule. Bounded: a flood of distinct values only clears a rule's
-    entries, they never grow past ``max_per_rule``."""
-
-    def __init__(self, max_per_rule: int = 4096) -> None:
-        self.max_per_rule = max_per_rule
-        self._by_rule: dict[Rule, dict[str, bool]] = {}
-
-    def __len__(self) -> int:
-        return sum(len(v) for v in self._by_rule.values())
-
-    def passed(self, rule: Rule, values: np.ndarray) -> np.ndarray:
-        """``ok`` per value (None counts as passing: nulls are the ``required`` check's concern)."""
-        verdicts = self._by_rule.setdefault(rule, {})
-        unseen = sorted({v for v in values if v is not None and v not in verdicts})
-        if unseen:
-            if len(verdicts) + len(unseen) > self.max_per_rule:
-                verdicts.clear()
-            ok_unseen = rule.check(pd.Series(unseen, dtype="string")).to_numpy(dtype=bool)
-            verdicts.update(zip(unseen, ok_unseen.tolist(), strict=True))
-        return np.fromiter(
-            (True if v is None else verdicts.get(v, True) for v in values), dtype=bool, count=len(values)
-        )
-
-
-def _remembered_reasons(values: np.ndarray, col: Column, out: dict[str, np.ndarray], verdicts: RuleVerdicts) -> None:
-    """String columns whose values repeat (categories, merchant descriptors) on the request path: rules are
-    element-wise, so each distinct value's verdict is computed once and remembered in ``verdicts``."""
-    n = len(values)
-    null = np.fromiter((v is None for v in values), dtype=bool, count=n)
-    if col.required and null.any():
-        out[f"{col.name}:{NULL}"] = null
-    for rule in col.rules:
-        ok = verdicts.passed(rule, values)
-        if not ok.all():
-            out[f"{col.name}:{rule.name}"] = ~ok
-
-
-def row_reasons(
-    frame: pd.DataFrame | Columns,
-    spec: PipelineSpec,
-    include_label: bool = False,
-    verdicts: RuleVerdicts | None = None,
-) -> dict[str, np.ndarray]:
-    """Per-row failures as ``{reason: boolean mask}``, evaluating the spec's rules directly (serving path).
-    ``verdicts``: the caller's remembered verdicts for repeating string values (None: remembered for this call
-    only)."""
-    verdicts = RuleVerdicts() if verdicts is None else verdicts
-    out: dict[str, np.ndarray] = {}
-    n = len(frame)
-    for c in _columns(spec, include_label):
-        if isinstance(frame, Columns) and c.kind in ("categorical", "text") and not c.unique:
-            _remembered_reasons(frame[c.name], c, out, verdicts)
-            continue
-        s = _series(frame, c)
-        null = s.isna().to_numpy(dtype=bool)
-        if c.required and null.any():
-            out[f"{c.name}:{NULL}"] = null
-        present = s[~null] if null.any() else s
-        for rule in c.rules:
-            if len(present) == 0:
-                break
-            ok = rule.check(present).to_numpy(dtype=bool)
-            if not ok.all():
-                mask = np.zeros(n, dtype=bool)
-                mask[np.flatnonzero(~null)[~ok]] = True
-                out[f"{c.name}:{rule.name}"] = mask
-        if c.unique and n > 1:
-            dup = s.duplicated(keep=False).to_numpy(dtype=bool) & ~null
-            if dup.any():
-                out[f"{c.name}:{DUPLICATE}"] = dup
-    return out
-
-
-def first_reason(reasons: Mapping[str, np.ndarray], n: int) -> np.ndarray:
-    """One status per row: ``ok`` or the first failing reason in spec order."""
-    status = np.full(n, "ok", dtype=object)
-    for reason, mask in reversed(list(reasons.items())):
-        status[mask] = reason
-    return status
-
-
-def _decode(values: np.ndarray, name: str, reasons: dict[str, np.ndarray]) -> np.ndarray:
-    """BYTES tensor -> object array of text (None for null: an empty string on the wire), recording invalid UTF-8
-    as a row reason (the row is not dropped)."""
-    out = np.empty(len(values), dtype=object)
-    bad = np.zeros(len(values), dtype=bool)
-    for i, v in enumerate(values):
-        if isinstance(v, bytes | np.bytes_):
-            try:
-                out[i] = v.decode("utf-8") or None
-            except UnicodeDecodeError:
-                out[i] = None
-                bad[i] = True
-        elif v is None or v is pd.NA:
-            out[i] = None
-        else:
-            out[i] = str(v) or None
-    if bad.any():
-        reasons[f"{name}:invalid_utf8"] = bad
-    return out
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NS_MIN, _NS_MAX = datetime(1678, 1, 1, tzinfo=UTC), datetime(2262, 1, 1, tzinfo=UTC)  # datetime64[ns] range
-
-
-def _parse_timestamps(
-    text: np.ndarray, col: Column, reasons: dict[str, np.ndarray], offsets: set[str] | None = None
-) -> np.ndarray:
-    """ISO-8601 text -> UTC ``datetime64[ns]`` (NaT where null, unparseable, or naive under the ``to_utc`` policy).
-
-    Values with an offset are converted to UTC; naive values are rejected (``to_utc``) or taken as UTC
-    (``assume_utc``). Dates outside what nanosecond timestamps can hold are unparseable."""
-    n = len(text)
-    out = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)  # NaT
-    unparseable = np.zeros(n, dtype=bool)
-    naive = np.zeros(n, dtype=bool)
-    epoch = np.zeros(n, dtype=bool)
-    for i, value in enumerate(text):
-        if value is None:
-            continue
-        if _EPOCH_NUMBER.fullmatch(value.strip()):
-            epoch[i] = True  # a number where ISO-8601 text belongs: its unit and zone are guesses, so refuse it
-            continue
-        try:
-            dt = datetime.fromisoformat(value.strip())
-        except ValueError:
-            unparseable[i] = True
-            continue
-        if dt.tzinfo is None:
-            if col.timezone_policy == "to_utc":
-                naive[i] = True
-                continue
-            dt = dt.replace(tzinfo=UTC)
-        elif offsets is not None:
-            offsets.add(dt.strftime("%z") or "+0000")
-        if not _NS_MIN <= dt < _NS_MAX:
-            unparseable[i] = True
-            continue
-        out[i] = (dt - _EPOCH) // timedelta(microseconds=1) * 1000
-    if unparseable.any():
-        reasons[f"{col.name}:unparseable"] = unparseable
-    if naive.any():
-        reasons[f"{col.name}:naive_timestamp"] = naive
-    if epoch.any():
-        reasons[f"{col.name}:epoch_number"] = epoch
-    return out.view("datetime64[ns]")
-
-
-def coerce_request(
-    arrays: Mapping[str, np.ndarray], spec: PipelineSpec, verdicts: RuleVerdicts | None = None
-) -> tuple[Columns, dict[str, np.ndarray]]:
-    """Wire arrays (one per raw column, shape [n] or [n, 1]) -> canonical ``Columns`` and the per-row reasons found
-    while parsing and checking rules (``verdicts``: see ``RuleVerdicts``). Missing required inputs raise
-    ``KeyError`` naming them (a malformed request, not a bad row)."""
-    missing = [c.name for c in spec.input_columns if c.name not in arrays]
-    if missing:
-        raise KeyError(
-            f"request lacks input(s) {missing}; expected one tensor per raw column: "
-            f"{[c.name for c in spec.input_columns]}"
-        )
-    reasons: dict[str, np.ndarray] = {}
-    columns = Columns()
-    for c in spec.input_columns:
-        values = np.asarray(arrays[c.name]).reshape(-1)
-        if c.kind in ("id", "categorical", "text"):
-            columns[c.name] = _decode(values, c.name, reasons)
-        elif c.kind == "timestamp":
-            if values.dtype.kind in "OSU":
-                columns[c.name] = _parse_timestamps(_decode(values, c.name, reasons), c, reasons)
-            else:
-                columns[c.name] = np.asarray(values, dtype="datetime64[ns]")
-        elif c.kind == "numeric":
-            columns[c.name] = values.astype("float64")
-        else:  # integer
-            columns[c.name] = values.astype("int64")
-    return columns, _merge_reasons(reasons, row_reasons(columns, spec, verdicts=verdicts))

@@ -40,17 +40,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from inferline.export.registry import Registry
-from inferline.features.request import featurize_request
-from inferline.features.spec import PipelineSpec, load_pipeline
+from inferline.export.registry import Registry, RegistryError
+from inferline.features.contract import Contract, compile_contract
+from inferline.features.spec import PipelineSpec, load_pipeline, read_spec
 from inferline.features.state import FeatureState
-from inferline.features.validation import RuleVerdicts
+from inferline.features.wire import from_json_columns
 from inferline.monitor.drift import CategoricalReference, FeatureDrift, NumericReference, bin_counts, drift_report
 from inferline.monitor.rollback import RollbackController
 from inferline.monitor.rules import Evaluation, RuleEngine
 from inferline.monitor.sketch import LogHistogram
 from inferline.monitor.utilization import Utilization, UtilizationSampler
-from inferline.serving.tap import arrays_from_wire
 
 __all__ = ["LATENCY_BUCKETS", "Monitor", "MonitorConfig", "MonitorServer", "read_traces"]
 
@@ -173,8 +172,8 @@ class Monitor:
         self.rules = rules
         self.controller = controller
         self.last_evaluation: Evaluation | None = None
-        self.spec: PipelineSpec = load_pipeline(config.pipeline)
         self.registry = Registry(Path(config.repository), config.pipeline)
+        self.spec: PipelineSpec = self._watched_spec()
         self.lock = threading.Lock()
         self.latency = _SlicedHistograms(config.latency_window_s, config.latency_window_s / 12)
         self.windows: dict[str, _ReleaseWindow] = {}
@@ -190,16 +189,23 @@ class Monitor:
         self.sampler = UtilizationSampler(config.server_pid, nvml=config.nvml)
         self.utilization: Utilization = self.sampler.sample()
         self.history: deque[dict[str, Any]] = deque(maxlen=config.history)
-        self._releases: dict[str, tuple[FeatureState, _References]] = {}
+        self._releases: dict[str, tuple[Contract, _References]] = {}
         self._drift: list[FeatureDrift] = []
         self._drift_release: str | None = None
         self._prediction_histogram: dict[str, Any] | None = None
-        self.verdicts = RuleVerdicts()  # remembered rule verdicts of this monitor's featurization
+
+    def _watched_spec(self) -> PipelineSpec:
+        """The current release's spec snapshot; the live pipeline module only while nothing is published."""
+        try:
+            files = self.registry.release_files()
+        except RegistryError:
+            return load_pipeline(self.config.pipeline)
+        return read_spec(files["spec"]) if "spec" in files else load_pipeline(self.config.pipeline)
 
     # --- release artifacts -------------------------------------------------------------------------------
-    def _release(self, release: str) -> tuple[FeatureState, _References]:
-        """The feature state and reference profile published with ``release`` (``fraud:2``), loaded and parsed
-        once."""
+    def _release(self, release: str) -> tuple[Contract, _References]:
+        """The compiled contract (the release's own spec snapshot and feature state) and the reference profile
+        published with ``release`` (``fraud:2``), loaded and compiled once."""
         if release not in self._releases:
             pipeline, _, version = release.partition(":")
             if pipeline != self.spec.name or not version.isdigit():
@@ -208,8 +214,9 @@ class Monitor:
                     f"expected '{self.spec.name}:<version>'"
                 )
             files = self.registry.release_files(int(version))
+            spec = read_spec(files["spec"]) if "spec" in files else self.spec
             state = FeatureState.load(files["feature_state"])
-            state.check(self.spec)
+            contract = compile_contract(spec, state)  # this monitor's own: it remembers categorical verdicts
             profile = self.registry.reference_profile(int(version))
             references = _References(
                 numeric={name: NumericReference.from_dict(profile["numeric"][name]) for name in state.numeric},
@@ -218,7 +225,7 @@ class Monitor:
                 },
                 prediction=NumericReference.from_dict(profile["prediction"]),
             )
-            self._releases[release] = (state, references)
+            self._releases[release] = (contract, references)
         return self._releases[release]
 
     # --- ingestion ---------------------------------------------------------------------------------------
@@ -228,13 +235,15 @@ class Monitor:
         ``release`` (one for all rows), optional ``latency_s`` (client-side, one per request), ``model`` and
         ``source`` (``serving`` or ``batch``)."""
         release = str(payload["release"])
-        state, _ = self._release(release)
-        arrays = arrays_from_wire(payload["columns"], self.spec)
+        contract, _ = self._release(release)
+        state = contract.state
+        assert state is not None
+        arrays = from_json_columns(payload["columns"], contract.spec)
         n = len(next(iter(arrays.values())))
         probabilities = np.asarray(payload["probabilities"], dtype=np.float32).reshape(n, -1)
         predicted = np.asarray(payload["predicted_class"], dtype=np.int64).reshape(n)
         status = np.asarray(payload.get("status", ["ok"] * n), dtype=object)
-        features, _ = featurize_request(arrays, self.spec, state, self.verdicts)
+        features, _ = contract.featurize(arrays)
         ok = status == "ok"
         categorical = np.stack(
             [state.category_labels(name, features.categorical[:, j]) for j, name in enumerate(state.categorical)],
@@ -341,7 +350,9 @@ class Monitor:
             numeric = np.concatenate(list(w.numeric))
             categorical = np.concatenate(list(w.categorical))
             scores = np.concatenate(list(w.scores))
-        state, refs = self._release(release)
+        contract, refs = self._release(release)
+        state = contract.state
+        assert state is not None
         prediction_ref = refs.prediction
         histogram = {
             "edges": prediction_ref.edges,

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from inferline.features.errors import UserError
-from inferline.features.spec import Column, PipelineSpec, load_pipeline
+from inferline.features.spec import load_pipeline
+from inferline.features.wire import encode_rows
 from inferline.serving.secrets import ADMIN_HEADER
 
 __all__ = [
@@ -47,7 +48,6 @@ __all__ = [
 ]
 
 Protocol = Literal["http", "grpc"]
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # what an overloaded, restarting or unreachable server answers: worth another attempt after a backoff
 RETRYABLE = (
     "UNAVAILABLE",
@@ -142,74 +142,6 @@ class Predictions:
 
     def __len__(self) -> int:
         return len(self.status)
-
-
-def _refuse(col: Column, row: int, value: Any, expected: str) -> ValueError:
-    return ValueError(
-        f"column {col.name!r}, row {row}: {repr(value)[:40]} cannot be sent as {col.triton_dtype} "
-        f"(expected {expected}); fix or drop the row"
-    )
-
-
-def _utf8(col: Column, row: int, text: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _refuse(col, row, text, "valid Unicode text, no lone surrogates") from None
-
-
-def _number(col: Column, row: int, value: Any) -> float:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return float("nan")  # the FP64 wire's null
-    if isinstance(value, bool | str | bytes) or not isinstance(value, int | float | np.number):
-        raise _refuse(col, row, value, "a number or a null")
-    try:
-        return float(value)
-    except OverflowError:
-        raise _refuse(col, row, value, "a number within float64's range") from None
-
-
-def _integer(col: Column, row: int, value: Any) -> int:
-    integral = isinstance(value, int | np.integer) and not isinstance(value, bool)
-    if not integral and isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
-        integral, value = True, int(value)
-    if not integral or not INT64_MIN <= int(value) <= INT64_MAX:
-        raise _refuse(col, row, value, "an integer within int64's range, not null: the INT64 wire has no null")
-    return int(value)
-
-
-def _encode_column(col: Column, values: pd.Series) -> np.ndarray:
-    """One column as its wire tensor ``[n, 1]``; a value the wire cannot carry is refused naming column and row."""
-    if col.triton_dtype == "BYTES":
-        if col.kind == "timestamp" and pd.api.types.is_datetime64_any_dtype(values):
-            text = [("" if pd.isna(v) else v.isoformat()) for v in values]
-        else:
-            text = ["" if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
-        return np.array([_utf8(col, i, t) for i, t in enumerate(text)], dtype=np.object_).reshape(-1, 1)
-    kind = values.dtype.kind
-    if col.triton_dtype == "FP64":
-        if kind in "fiu":  # already numeric: one vectorised cast
-            return values.to_numpy(dtype=np.float64, na_value=np.nan).reshape(-1, 1)
-        return np.array([_number(col, i, v) for i, v in enumerate(values)], dtype=np.float64).reshape(-1, 1)
-    if kind == "i" or (kind == "u" and str(values.dtype) != "uint64"):
-        return values.to_numpy(dtype=np.int64).reshape(-1, 1)
-    return np.array([_integer(col, i, v) for i, v in enumerate(values)], dtype=np.int64).reshape(-1, 1)
-
-
-def encode_rows(rows: pd.DataFrame | Sequence[Mapping[str, Any]], spec: PipelineSpec) -> dict[str, np.ndarray]:
-    if isinstance(rows, pd.DataFrame):
-        frame = rows
-    else:
-        try:
-            frame = pd.DataFrame(list(rows))
-        except OverflowError:  # an integer beyond 64 bits: keep the values as given, the encoder names them
-            frame = pd.DataFrame(list(rows), dtype=object)
-    missing = [c.name for c in spec.input_columns if c.name not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"rows lack column(s) {missing}; pipeline {spec.name!r} expects {[c.name for c in spec.input_columns]}"
-        )
-    return {c.name: _encode_column(c, frame[c.name]) for c in spec.input_columns}
 
 
 class PredictionTap(typing.Protocol):

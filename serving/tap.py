@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from inferline.features.spec import PipelineSpec
+from inferline.features.wire import to_json_columns
 
-__all__ = ["MonitorTap", "arrays_from_wire", "post_json", "sample_payload", "wire_columns"]
+__all__ = ["MonitorTap", "post_json", "sample_payload"]
 
 log = logging.getLogger("inferline.serving.tap")
 
@@ -32,28 +32,6 @@ def post_json(url: str, payload: Any, timeout_s: float = 10.0) -> Any:
     )
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
         return json.loads(response.read())
-
-
-def wire_columns(arrays: Mapping[str, np.ndarray]) -> dict[str, list[Any]]:
-    """Wire arrays (as ``serving.client.encode_rows`` makes them) -> JSON lists: text, numbers, None for NaN."""
-    return {name: _column(values) for name, values in arrays.items()}
-
-
-def arrays_from_wire(columns: Mapping[str, list[Any]], spec: PipelineSpec) -> dict[str, np.ndarray]:
-    """The inverse of ``wire_columns`` for every input column of ``spec``: the arrays Triton's preprocess gets."""
-    missing = [c.name for c in spec.input_columns if c.name not in columns]
-    if missing:
-        raise ValueError(f"samples lack column(s) {missing}; send every input column of {spec.name!r}")
-    arrays: dict[str, np.ndarray] = {}
-    for c in spec.input_columns:
-        values = columns[c.name]
-        if c.triton_dtype == "BYTES":
-            arrays[c.name] = np.array([str(v).encode("utf-8", "surrogateescape") for v in values], dtype=np.object_)
-        elif c.triton_dtype == "FP64":
-            arrays[c.name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        else:
-            arrays[c.name] = np.array(values, dtype=np.int64)
-    return arrays
 
 
 def sample_payload(
@@ -71,21 +49,12 @@ def sample_payload(
         "model": model,
         "release": release,
         "source": source,
-        "columns": wire_columns(arrays),
+        "columns": to_json_columns(arrays),
         "probabilities": np.asarray(probabilities).tolist(),
         "predicted_class": np.asarray(predicted_class).reshape(-1).tolist(),
         "status": list(status),
         "latency_s": list(latency_s or []),
     }
-
-
-def _column(values: np.ndarray) -> list[Any]:
-    flat = values.reshape(-1)
-    if flat.dtype == np.object_:
-        return [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v) for v in flat]
-    if flat.dtype.kind == "f":
-        return [None if np.isnan(v) else float(v) for v in flat]
-    return [int(v) for v in flat]
 
 
 class MonitorTap:

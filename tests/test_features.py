@@ -10,25 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inferline.features.backend import (
-    Columns,
-    FrameBackend,
-    NumpyBackend,
-    backend_for,
-    get_backend,
-    gpu_available,
-)
+from inferline.features.backend import FrameBackend, backend_for, get_backend, gpu_available
+from inferline.features.contract import compile_contract
 from inferline.features.pipelines import fraud
-from inferline.features.spec import Rule, SpecError, load_pipeline
+from inferline.features.rules import le
+from inferline.features.spec import SpecError, load_pipeline
 from inferline.features.state import FeatureState, StateMismatch, compute_features, fit_state
-from inferline.features.validation import (
-    FileLevelError,
-    RuleVerdicts,
-    coerce_request,
-    first_reason,
-    row_reasons,
-    validate_frame,
-)
+from inferline.features.validation import FileLevelError, validate_frame
+from inferline.features.wire import encode_rows
 
 SPEC = fraud.SPEC
 
@@ -54,11 +43,25 @@ def test_spec_hash_tracks_rules_and_features() -> None:
     changed_rule = dataclasses.replace(
         SPEC,
         columns=tuple(
-            dataclasses.replace(c, rules=(Rule("tiny", lambda s: s < 10, "below 10"),)) if c.name == "amount" else c
-            for c in SPEC.columns
+            dataclasses.replace(c, rules=(le(10, name="tiny"),)) if c.name == "amount" else c for c in SPEC.columns
         ),
     )
     assert changed_rule.feature_hash() != h
+    changed_limit = dataclasses.replace(
+        changed_rule,
+        columns=tuple(
+            dataclasses.replace(c, rules=(le(11, name="tiny"),)) if c.name == "amount" else c for c in SPEC.columns
+        ),
+    )
+    assert changed_limit.feature_hash() not in (h, changed_rule.feature_hash()), "a rule's argument is in the hash"
+    reworded = dataclasses.replace(
+        changed_rule,
+        columns=tuple(
+            dataclasses.replace(c, rules=(le(10, name="tiny", message="other words"),)) if c.name == "amount" else c
+            for c in SPEC.columns
+        ),
+    )
+    assert reworded.feature_hash() == changed_rule.feature_hash(), "a rule's message is not"
     assert dataclasses.replace(SPEC, features=SPEC.features[:-1]).feature_hash() != h
 
 
@@ -130,7 +133,7 @@ def test_quarantine_reports_every_reason_and_loses_no_row(frame: pd.DataFrame) -
 def test_pandera_and_row_evaluator_agree(frame: pd.DataFrame) -> None:
     bad = _corrupt(frame)
     by_pandera = validate_frame(bad, SPEC)
-    direct = row_reasons(bad, SPEC, include_label=True)
+    direct = compile_contract(SPEC).row_reasons(bad, include_label=True)
     assert sorted(by_pandera.reason_counts) == sorted(direct)
     for reason, mask in direct.items():
         assert by_pandera.reason_counts[reason] == int(mask.sum())
@@ -164,57 +167,64 @@ def _request(n: int = 4) -> dict[str, np.ndarray]:
     return arrays
 
 
-def test_request_coercion_converts_offsets_and_reports_per_row() -> None:
-    frame, reasons = coerce_request(_request(), SPEC)
-    assert frame["event_time"][0] == np.datetime64("2026-01-01T08:00:00")  # +02:00 converted to UTC
-    assert frame["description"][0] == "Café"
-    assert frame["description"][1] is None, "an empty string on the wire is a null"
-    found = {k: list(np.flatnonzero(v)) for k, v in reasons.items()}
-    assert found["event_time:naive_timestamp"] == [1]
-    assert found["event_time:unparseable"] == [2]
-    assert found["country:invalid_utf8"] == [1]
-    assert found["amount:not_finite"] == [3]
-    assert "event_time:null" not in found, "a value that failed to parse is not also reported as null"
-    assert list(first_reason(reasons, 4)) == [
-        "ok",
-        "event_time:naive_timestamp",
-        "event_time:unparseable",
-        "amount:not_finite",
-    ]
-
-
-def test_remembered_rule_verdicts_are_exact_bounded_and_the_callers_own() -> None:
+def test_request_converts_offsets_and_reports_per_row(frame: pd.DataFrame) -> None:
+    contract = compile_contract(SPEC, fit_state(frame, SPEC))
     arrays = _request()
+    for path in (contract._featurize_rows, contract._featurize_vector):  # each lowering, on the same rows
+        wire = [arrays[c.name] for c in SPEC.input_columns]
+        m, status = path(wire, 4)
+        assert list(status) == ["ok", "event_time:naive_timestamp", "event_time:unparseable", "amount:not_finite"]
+        assert not m.numeric[1:].any() and not m.categorical[1:].any(), "refused rows get neutral features"
+    utc = compile_contract(SPEC, fit_state(frame, SPEC))
+    shifted = {**arrays, "event_time": np.array([b"2026-01-01T08:00:00Z"] * 4, dtype=object)}
+    np.testing.assert_array_equal(utc.featurize(shifted)[0].numeric[0], contract.featurize(arrays)[0].numeric[0])
+    nulls = {**arrays, "event_time": np.array([b"2026-01-01T08:00:00Z"] * 4, dtype=object)}
+    nulls["amount"] = np.array([1.0, 2.0, 3.0, 4.0])
+    _, status = contract.featurize(nulls)
+    assert list(status) == ["ok", "country:invalid_utf8", "ok", "ok"], "invalid UTF-8 is its own reason, not a null"
+    nulls["description"] = np.array([b"", b"", b"ok", b"ok"], dtype=object)
+    assert contract.featurize(nulls)[1][0] == "ok", "an empty string on the wire is a null, and optional"
+
+
+def test_categorical_verdicts_are_remembered_exactly_bounded_and_per_contract(
+    frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inferline.features import contract as contract_module
+
+    state = fit_state(frame, SPEC)
+    arrays = _request()
+    arrays["event_time"] = np.array([b"2026-01-01T08:00:00Z"] * 4, dtype=object)
+    arrays["amount"] = np.array([1.0, 2.0, 3.0, 4.0])
+    arrays["country"] = np.array([b"US"] * 4, dtype=object)
     arrays["currency"] = np.array([b"USD", b"usd", b"EUR", b"usd"], dtype=object)
-    _, fresh = coerce_request(arrays, SPEC)  # no verdicts passed: remembered for this call only
-    verdicts = RuleVerdicts(max_per_rule=3)
-    _, first = coerce_request(arrays, SPEC, verdicts)
-    remembered = len(verdicts)
-    _, again = coerce_request(arrays, SPEC, verdicts)  # answered from the remembered verdicts
-    for reasons in (first, again):
-        assert {k: v.tolist() for k, v in reasons.items()} == {k: v.tolist() for k, v in fresh.items()}
-    assert list(np.flatnonzero(first["currency:not_iso4217"])) == [1, 3]
-    assert remembered == len(verdicts) > 0 and len(RuleVerdicts()) == 0, "a new owner starts empty"
+    owner = compile_contract(SPEC, state)
+    first = owner.featurize(arrays)
+    memo = owner._plans["currency"]._memos[("currency_idx",)]
+    assert set(memo) == {b"USD", b"usd", b"EUR"}, "one entry per distinct wire value"
+    again = owner.featurize(arrays)  # answered from the remembered entries
+    fresh = compile_contract(SPEC, state)
+    assert not fresh._plans["currency"]._memos[("currency_idx",)], "a new contract starts empty: never shared"
+    for m, status in (first, again, fresh.featurize(arrays)):
+        assert list(status) == ["ok", "currency:not_iso4217", "ok", "currency:not_iso4217"]
+        np.testing.assert_array_equal(m.categorical, first[0].categorical)
+    monkeypatch.setattr(contract_module, "MEMO_MAX", 3)
     arrays["currency"] = np.array([b"AAA", b"bbb", b"CCC", b"ddd"], dtype=object)  # a flood of new values
-    _, flooded = coerce_request(arrays, SPEC, verdicts)
-    assert list(np.flatnonzero(flooded["currency:not_iso4217"])) == [1, 3]
-    # bounded: the currency rule's 3 entries were cleared for the 4 new values; the other rules kept theirs
-    assert len(verdicts) == remembered - 3 + 4
+    assert list(owner.featurize(arrays)[1]) == ["ok", "currency:not_iso4217", "ok", "currency:not_iso4217"]
+    assert len(memo) <= 3, "bounded: a flood only clears the remembered entries"
 
 
-def test_request_missing_input_is_a_clear_error() -> None:
+def test_request_missing_input_is_a_clear_error(frame: pd.DataFrame) -> None:
     arrays = _request()
     del arrays["amount"]
     with pytest.raises(KeyError, match=r"lacks input\(s\) \['amount'\]"):
-        coerce_request(arrays, SPEC)
+        compile_contract(SPEC, fit_state(frame, SPEC)).featurize(arrays)
 
 
 def test_backend_dispatch_chooses_by_name_and_by_frame_type(frame: pd.DataFrame) -> None:
-    pandas, numpy_backend = get_backend("pandas"), get_backend("numpy")
+    pandas = get_backend("pandas")
     assert (type(pandas), pandas.name, pandas.xp) == (FrameBackend, "pandas", np)
-    assert (type(numpy_backend), numpy_backend.name, numpy_backend.xp) == (NumpyBackend, "numpy", np)
     assert get_backend("auto").name == ("cudf" if gpu_available() else "pandas")
-    assert backend_for(frame) is pandas and backend_for(Columns()) is numpy_backend
+    assert backend_for(frame) is pandas
     with pytest.raises(ValueError, match=r"unknown backend 'polars'; expected one of 'auto', 'pandas', 'cudf'"):
         get_backend("polars")  # type: ignore[arg-type]
 
@@ -247,9 +257,9 @@ def test_backend_dispatch_without_the_gpu_libraries() -> None:
     assert out["cause"] == "ModuleNotFoundError", "the ImportError is chained, not hidden"
 
 
-@pytest.mark.parametrize("backend", ["numpy", pytest.param("cudf", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("backend", [pytest.param("cudf", marks=pytest.mark.gpu)])
 def test_every_backend_computes_the_pandas_features(frame: pd.DataFrame, backend: str) -> None:
-    """One contract for every kernel backend: the same features as pandas on the same rows (nulls included)."""
+    """One contract for every backend: the same features as pandas on the same rows (nulls included)."""
     rows = frame.copy()
     rows.loc[::7, "description"] = pd.NA
     rows.loc[::11, "channel"] = "fax"
@@ -262,45 +272,46 @@ def test_every_backend_computes_the_pandas_features(frame: pd.DataFrame, backend
     np.testing.assert_array_equal(b.to_numpy(got.categorical), expected.categorical)
 
 
-def test_request_path_rules_agree_with_pandera(frame: pd.DataFrame) -> None:
+def test_request_path_rules_agree_with_batch_validation(frame: pd.DataFrame) -> None:
     bad = _corrupt(frame)
     bad.loc[9, "currency"] = "usd"
     bad.loc[10, "merchant_category"] = "Grocery Store"
     inputs = bad.drop(columns=["is_fraud"])
     by_pandera = validate_frame(inputs, SPEC, include_label=False)
-    columns = get_backend("numpy").from_pandas(inputs)
-    for _ in range(2):  # the second pass answers categorical rules from remembered verdicts
-        direct = row_reasons(columns, SPEC)
-        assert {k: int(v.sum()) for k, v in direct.items()} == by_pandera.reason_counts
-    assert list(np.flatnonzero(direct["currency:not_iso4217"])) == [9]
+    contract = compile_contract(SPEC, fit_state(frame, SPEC))
+    wire = {k: v.reshape(-1) for k, v in encode_rows(inputs, SPEC).items()}
+    for _ in range(2):  # the second pass answers categorical rules from remembered entries
+        _, status = contract.featurize(wire)
+        refused = {i: s for i, s in enumerate(status) if s != "ok"}
+        assert len(refused) == by_pandera.rows_quarantined
+        quarantined = dict(zip(by_pandera.quarantine["transaction_id"], by_pandera.quarantine["_reasons"], strict=True))
+        for i, reason in refused.items():
+            assert reason in quarantined[inputs.loc[i, "transaction_id"]].split(";")
+    assert status[9] == "currency:not_iso4217"
 
 
 def test_timestamp_parser_policies() -> None:
-    from inferline.features.validation import _parse_timestamps
+    from inferline.features.wire import parse_instants
 
-    col = SPEC.column("event_time")
     text = np.array(
         [
-            "2026-03-01T12:00:00.5Z",
-            "2026-03-01",
-            " 2026-03-01T12:00:00-05:00 ",
-            "3000-01-01T00:00:00Z",
-            None,
-            "31/12/2026",
+            b"2026-03-01T12:00:00.5Z",
+            b"2026-03-01",
+            b" 2026-03-01T12:00:00-05:00 ",
+            b"3000-01-01T00:00:00Z",
+            b"",
+            b"31/12/2026",
         ],
         dtype=object,
     )
-    reasons: dict[str, np.ndarray] = {}
-    parsed = _parse_timestamps(text, col, reasons)
+    ns, reasons = parse_instants(text, assume_utc=False)
+    parsed = ns.view("datetime64[ns]")
     assert parsed[0] == np.datetime64("2026-03-01T12:00:00.500")
     assert parsed[2] == np.datetime64("2026-03-01T17:00:00"), "-05:00 converted to UTC"
-    assert list(np.flatnonzero(reasons["event_time:naive_timestamp"])) == [1]
-    assert list(np.flatnonzero(reasons["event_time:unparseable"])) == [3, 5]  # year 3000 does not fit nanoseconds
+    assert reasons == [None, "naive_timestamp", None, "unparseable", None, "unparseable"]  # 3000 overflows ns
     assert np.isnat(parsed[[1, 3, 4, 5]]).all()
-    lenient = dataclasses.replace(col, timezone_policy="assume_utc")
-    reasons = {}
-    parsed = _parse_timestamps(text[:2], lenient, reasons)
-    assert parsed[1] == np.datetime64("2026-03-01T00:00:00") and not reasons
+    ns, reasons = parse_instants(text[:2], assume_utc=True)
+    assert ns.view("datetime64[ns]")[1] == np.datetime64("2026-03-01T00:00:00") and reasons is None
 
 
 @pytest.mark.parametrize(
@@ -320,10 +331,10 @@ def test_text_encoding_damage_is_caught_on_both_paths(frame: pd.DataFrame, text:
     rows = frame.head(3).copy()
     rows.loc[1, "description"] = text
     by_pandera = validate_frame(rows, SPEC)
-    columns = get_backend("numpy").from_pandas(rows.drop(columns=["is_fraud"]))
-    direct = {k: list(np.flatnonzero(v)) for k, v in row_reasons(columns, SPEC).items()}
+    contract = compile_contract(SPEC, fit_state(frame, SPEC))
+    _, status = contract.featurize({k: v.reshape(-1) for k, v in encode_rows(rows, SPEC).items()})
     if reason is None:
-        assert by_pandera.rows_quarantined == 0 and direct == {}
+        assert by_pandera.rows_quarantined == 0 and list(status) == ["ok"] * 3
     else:
         assert by_pandera.quarantine["_reasons"].tolist() == [reason]
-        assert direct == {reason: [1]}
+        assert list(status) == ["ok", reason, "ok"]

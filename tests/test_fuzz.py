@@ -32,8 +32,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 from schemathesis.schemas import BaseSchema
 
+from inferline.features.contract import compile_contract
 from inferline.features.pipelines import fraud
-from inferline.features.request import featurize_request
 from inferline.features.state import FeatureState, fit_state
 from inferline.serving.client import InferlineClient, encode_rows
 
@@ -325,7 +325,7 @@ hostile_row = st.fixed_dictionaries(
 
 def _check_scored(arrays: dict[str, np.ndarray], n: int, state: FeatureState) -> np.ndarray:
     """Run the preprocess model's path on wire arrays (flattened as Triton hands them) and check its contract."""
-    features, status = featurize_request({k: v.reshape(-1) for k, v in arrays.items()}, SPEC, state)
+    features, status = compile_contract(SPEC, state).featurize({k: v.reshape(-1) for k, v in arrays.items()})
     assert len(status) == len(features) == n, "rows in == rows out"
     bad = [s for s in status if not isinstance(s, str) or not STATUS.match(s)]
     assert not bad, f"status must be 'ok' or 'column:reason', got {bad}"

@@ -1,7 +1,8 @@
 """Train a pipeline's model on validated data; write a complete run directory or nothing.
 
 A run directory holds: ``checkpoint.pt`` (weights_only-loadable), ``feature_state.json`` (vocabularies, statistics,
-decision threshold), ``metrics.json`` (holdout ROC AUC, PR AUC, precision/recall at the threshold),
+decision threshold), ``spec.json`` (the pipeline spec it was trained on, snapshotted), ``metrics.json`` (holdout
+ROC AUC, PR AUC, precision/recall at the threshold),
 ``reference_profile.json`` (feature and prediction distributions), ``holdout.parquet`` (raw holdout rows, the
 parity set), ``run.json`` (lineage) and ``quarantine/``. It is built under a temporary name and renamed into
 place, and ``LATEST`` moves only after that: a failed run leaves the last good run as it was.
@@ -25,7 +26,7 @@ from tqdm import tqdm
 from inferline.features.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from inferline.features.dataset import load_validated
 from inferline.features.errors import PathNotFound
-from inferline.features.spec import PipelineSpec
+from inferline.features.spec import SPEC_FILE, PipelineSpec, write_spec
 from inferline.features.state import FeatureMatrix, FeatureState, compute_features, fit_state
 from inferline.training.metrics import choose_threshold, classification_metrics
 from inferline.training.model import Architecture, ScoringModel, TabularNet, save_checkpoint
@@ -152,6 +153,7 @@ def train(
 
         save_checkpoint(tmp_dir / "checkpoint.pt", net, threshold, spec.name)
         state.save(tmp_dir / "feature_state.json")
+        write_spec(spec, tmp_dir / SPEC_FILE)
         atomic_write_json(tmp_dir / "metrics.json", metrics)
         # drift baseline: features over every split (the whole period, so weekly cycles are complete), scores
         # out of sample (validation + holdout), where the model is as confident as it will be in production

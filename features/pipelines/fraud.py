@@ -9,7 +9,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from inferline.features.spec import Column, FeatureDef, ModelParams, PipelineSpec, Rule
+from inferline.features.rules import (
+    CONTROL_CHARS,
+    finite,
+    forbid_chars,
+    ge,
+    in_range,
+    matches,
+    no_mojibake,
+    not_blank,
+    one_of,
+)
+from inferline.features.spec import Column, FeatureDef, ModelParams, PipelineSpec
 
 CHANNELS = ("web", "pos", "app")
 CURRENCY_BY_COUNTRY = {
@@ -21,70 +32,6 @@ MERCHANT_CATEGORIES = (
     "grocery", "restaurants", "fuel", "travel", "electronics", "apparel", "digital_goods", "gambling",
     "pharmacy", "utilities", "gift_cards", "entertainment",
 )  # fmt: skip
-EARLIEST = pd.Timestamp("2000-01-01", tz="UTC")
-LATEST = pd.Timestamp("2100-01-01", tz="UTC")
-
-
-def _nonempty(s: pd.Series) -> pd.Series:
-    return s.str.strip().str.len() > 0
-
-
-def _finite(s: pd.Series) -> pd.Series:
-    return pd.Series(np.isfinite(s.to_numpy(dtype="float64")), index=s.index)
-
-
-def _non_negative(s: pd.Series) -> pd.Series:
-    return s >= 0
-
-
-def _plausible_time(s: pd.Series) -> pd.Series:
-    return (s >= EARLIEST) & (s < LATEST)
-
-
-def _iso_alpha2(s: pd.Series) -> pd.Series:
-    return s.str.fullmatch(r"[A-Z]{2}").fillna(False).astype(bool)
-
-
-def _iso_currency(s: pd.Series) -> pd.Series:
-    return s.str.fullmatch(r"[A-Z]{3}").fillna(False).astype(bool)
-
-
-def _known_channel(s: pd.Series) -> pd.Series:
-    return s.isin(CHANNELS)
-
-
-def _slug(s: pd.Series) -> pd.Series:
-    return s.str.fullmatch(r"[a-z][a-z0-9_]{0,40}").fillna(False).astype(bool)
-
-
-def _binary(s: pd.Series) -> pd.Series:
-    return s.isin([0, 1])
-
-
-def _no_control_chars(s: pd.Series) -> pd.Series:
-    return ~s.str.contains(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", regex=True).fillna(False).astype(bool)
-
-
-def _no_replacement_char(s: pd.Series) -> pd.Series:
-    return ~s.str.contains("\ufffd", regex=False).fillna(False).astype(bool)
-
-
-def _is_mojibake(text: str) -> bool:
-    """UTF-8 bytes that were decoded as cp1252/latin-1 ("CafÃ©" for "Café"): re-encoding them gives valid
-    multi-byte UTF-8. Genuine text ("Café", "Müller", Cyrillic) does not survive that round trip."""
-    if text.isascii():
-        return False
-    for encoding in ("cp1252", "latin-1"):
-        try:
-            repaired = text.encode(encoding).decode("utf-8")
-        except UnicodeError:
-            continue
-        return repaired != text
-    return False
-
-
-def _no_mojibake(s: pd.Series) -> pd.Series:
-    return ~s.map(_is_mojibake, na_action="ignore").fillna(False).astype(bool)
 
 
 # what `make demo` sends as "traffic from a drifted upstream" (features.synthetic syntax)
@@ -95,37 +42,47 @@ SPEC = PipelineSpec(
     version=1,
     description="card-transaction fraud scoring",
     columns=(
-        Column("transaction_id", "id", unique=True, rules=(Rule("empty", _nonempty, "id must not be blank"),)),
+        Column("transaction_id", "id", unique=True, rules=(not_blank(name="empty", message="id must not be blank"),)),
         Column(
             "event_time",
             "timestamp",
             timezone_policy="to_utc",
-            rules=(Rule("out_of_range", _plausible_time, "between 2000-01-01 and 2100-01-01 UTC"),),
+            rules=(in_range("2000-01-01T00:00:00+00:00", "2100-01-01T00:00:00+00:00", name="out_of_range"),),
         ),
         Column(
             "amount",
             "numeric",
             rules=(
-                Rule("not_finite", _finite, "NaN and Inf are not amounts"),
-                Rule("negative", _non_negative, "amount >= 0"),
+                finite(message="NaN and Inf are not amounts"),
+                ge(0, name="negative", message="amount >= 0"),
             ),
         ),
-        Column("currency", "categorical", rules=(Rule("not_iso4217", _iso_currency, "three capital letters"),)),
-        Column("merchant_category", "categorical", rules=(Rule("bad_format", _slug, "lower-case slug"),)),
-        Column("country", "categorical", rules=(Rule("not_iso3166", _iso_alpha2, "ISO-3166 alpha-2 code"),)),
-        Column("channel", "categorical", rules=(Rule("unknown_value", _known_channel, f"one of {CHANNELS}"),)),
-        Column("customer_age_days", "integer", rules=(Rule("negative", _non_negative, ">= 0"),)),
+        Column(
+            "currency", "categorical", rules=(matches("[A-Z]{3}", name="not_iso4217", message="three capital letters"),)
+        ),
+        Column(
+            "merchant_category",
+            "categorical",
+            rules=(matches("[a-z][a-z0-9_]{0,40}", name="bad_format", message="lower-case slug"),),
+        ),
+        Column(
+            "country", "categorical", rules=(matches("[A-Z]{2}", name="not_iso3166", message="ISO-3166 alpha-2 code"),)
+        ),
+        Column("channel", "categorical", rules=(one_of(CHANNELS, name="unknown_value"),)),
+        Column("customer_age_days", "integer", rules=(ge(0, name="negative"),)),
         Column(
             "description",
             "text",
             required=False,
             rules=(
-                Rule("control_chars", _no_control_chars, "no control characters"),
-                Rule("replacement_char", _no_replacement_char, "no U+FFFD: the text was decoded lossily upstream"),
-                Rule("mojibake", _no_mojibake, "not UTF-8 mis-decoded as cp1252/latin-1 (e.g. 'Ã©' for 'é')"),
+                forbid_chars(CONTROL_CHARS, name="control_chars", message="no control characters"),
+                forbid_chars(
+                    "\ufffd", name="replacement_char", message="no U+FFFD: the text was decoded lossily upstream"
+                ),
+                no_mojibake(),
             ),
         ),
-        Column("is_fraud", "label", rules=(Rule("not_binary", _binary, "0 or 1"),)),
+        Column("is_fraud", "label", rules=(one_of((0, 1), name="not_binary", message="0 or 1"),)),
     ),
     features=(
         FeatureDef("log_amount", "log1p", "amount"),

@@ -1,9 +1,10 @@
 """Triton Python-backend model ``<pipeline>_preprocess``: raw rows -> validated, featurized tensors.
 
-Copied by ``inferline export publish`` into every published version as ``model.py``. It runs the same
-``features`` code as training and the batch job, with the fitted state of its own release. Requests that arrive
-together are featurized as one frame. A row that breaks a rule gets ``status`` = its reason (for example
-``amount:negative``) and neutral features; the rows beside it are scored normally.
+Copied by ``inferline export publish`` into every published version as ``model.py``. It compiles its own
+release's contract (the spec snapshot ``spec.json`` and the fitted ``feature_state.json`` beside it, never the
+live pipeline module) once, at load, and featurizes every request with it, as training and the batch job do.
+Requests that arrive together are featurized as one batch. A row that breaks a rule gets ``status`` = its reason
+(for example ``amount:negative``) and neutral features; the rows beside it are scored normally.
 """
 
 from __future__ import annotations
@@ -15,26 +16,25 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by the Triton Python backend
 
-from inferline.features.request import featurize_request
-from inferline.features.spec import load_pipeline
+from inferline.features.contract import compile_contract
+from inferline.features.spec import spec_beside
 from inferline.features.state import FeatureState
-from inferline.features.validation import RuleVerdicts
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.spec = load_pipeline(params["pipeline"])
         version_dir = os.path.join(args["model_repository"], args["model_version"])
-        self.state = FeatureState.load(os.path.join(version_dir, "feature_state.json"))
-        self.state.check(self.spec)  # refuses to load a release whose features no longer match this code
+        state_path = os.path.join(version_dir, "feature_state.json")
+        self.spec = spec_beside(state_path, params["pipeline"])
+        # this instance's own compiled contract (it remembers categorical verdicts: never shared between models)
+        self.contract = compile_contract(self.spec, FeatureState.load(state_path))
         self.release = f"{self.spec.name}:{args['model_version']}".encode()
         self.columns = [c.name for c in self.spec.input_columns]
-        self.verdicts = RuleVerdicts()  # this model instance's remembered rule verdicts, never shared
 
     def _featurize(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
-        m, status = featurize_request(arrays, self.spec, self.state, self.verdicts)
+        m, status = self.contract.featurize(arrays)
         n = len(status)
         status_out = np.array([s.encode() for s in status], dtype=object).reshape(n, 1)
         release_out = np.full((n, 1), self.release, dtype=object)

@@ -1,0 +1,772 @@
+"""The compiled feature contract: a pipeline spec and its fitted state, lowered once, used by every stage.
+
+``compile_contract(spec, state)`` returns a ``Contract``. It holds, built from the same declarative rules
+(``features.rules``) and kernels (``features.kernels``):
+
+- ``schema()``: the pandera schema of the raw data (built-in pandera checks where pandera has them);
+- ``reasons(columns)``: the vectorized evaluator, ``{reason: mask}`` over canonical arrays (numpy, or cupy for
+  numbers and timestamps), with every rule's parameters bound at compile time;
+- ``featurize(arrays)``: the request path, wire tensors -> ``(features, status)``; small requests go row by row
+  through the scalar lowering (no array overhead per call), larger ones through the vector lowering;
+- ``features(frame)``: model inputs for a pandas/cuDF frame or canonical columns (training, batch, parity);
+- ``validate(frame)``: a data set's validation: pandera checks the structure (columns, dtypes), the vector evaluator
+  the rows, every failing row quarantined with all its reasons;
+- ``inputs`` / ``model_inputs``: the tensor names, datatypes and shapes that configs, runners and clients use.
+
+Reasons are ``<column>:<code>``: ``null``, ``duplicate``, a rule's name, or a parse failure (``invalid_utf8``,
+``unparseable``, ``naive_timestamp``, ``epoch_number``). A row's status is its first reason (parse failures first,
+then column by column in spec order), or ``ok``. tests/test_contract.py checks that every lowering agrees.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from inferline.features.backend import array_namespace
+from inferline.features.kernels import KERNELS, NAT, Kernel
+from inferline.features.rules import TEXT_KINDS, Rule
+from inferline.features.spec import Column, PipelineSpec, SpecError
+from inferline.features.state import FeatureMatrix, FeatureState
+from inferline.features.wire import (
+    INVALID_UTF8,
+    decode_column,
+    decode_text,
+    decode_value,
+    parse_instant,
+    parse_instants,
+)
+
+__all__ = ["Contract", "TensorSpec", "compile_contract"]
+
+NULL = "null"
+DUPLICATE = "duplicate"
+OK = "ok"
+# requests of up to this many rows take the scalar path (measured: benchmarks/features_bench.py)
+SCALAR_ROWS = 8
+MEMO_MAX = 4096  # remembered verdicts per categorical column (bounded: a flood of new values only clears it)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor as Triton declares it: name, datatype (``FP32``, ``INT64``, ``BYTES``...) and dims per row."""
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+
+
+class _ColumnPlan:
+    """One column's compiled checks: its reasons in order, each with its scalar and vector lowering."""
+
+    def __init__(self, column: Column) -> None:
+        self.name = column.name
+        self.kind = column.kind
+        self.required = column.required
+        self.unique = column.unique
+        self.assume_utc = column.timezone_policy == "assume_utc"
+        self.null_reason = f"{column.name}:{NULL}"
+        self.duplicate_reason = f"{column.name}:{DUPLICATE}"
+        self.rules: list[tuple[str, Callable[[Any], bool], Callable[[Any, Any], Any]]] = [
+            (f"{column.name}:{r.name}", r.scalar(), r.vector()) for r in column.rules
+        ]
+        # categorical values repeat: each distinct value's failing reasons are remembered (exact, per contract)
+        self.memo: dict[str, tuple[str, ...]] | None = {} if column.kind == "categorical" else None
+        self._cells: dict[tuple[str, ...], Callable[[Any], tuple[Any, ...]]] = {}
+        self._memos: dict[tuple[str, ...], dict[Any, tuple[Any, ...]]] = {}
+
+    # -- scalar lowering
+    def parse(self, v: Any) -> tuple[Any, str | None]:
+        """One wire value -> (canonical value or None for null, parse failure reason or None)."""
+        kind = self.kind
+        if kind == "numeric":
+            x = float(v)
+            return (None if x != x else x), None
+        if kind in ("integer", "label"):
+            return int(v), None
+        if kind == "timestamp":
+            if isinstance(v, np.datetime64):
+                return (None if np.isnat(v) else int(v.astype("datetime64[ns]").astype("int64"))), None
+            text, invalid = decode_value(v)
+            if invalid:
+                return None, f"{self.name}:{INVALID_UTF8}"
+            if text is None:
+                return None, None
+            ns, problem = parse_instant(text, self.assume_utc)
+            return ns, (None if problem is None else f"{self.name}:{problem}")
+        text, invalid = decode_value(v)
+        return text, (f"{self.name}:{INVALID_UTF8}" if invalid else None)
+
+    def failing(self, v: Any) -> tuple[str, ...]:
+        """The reasons a non-null canonical value fails, in rule order."""
+        memo = self.memo
+        if memo is not None:
+            known = memo.get(v)
+            if known is not None:
+                return known
+        out = tuple(reason for reason, check, _ in self.rules if not check(v))
+        if memo is not None:
+            if len(memo) >= MEMO_MAX:
+                memo.clear()
+            memo[v] = out
+        return out
+
+    # -- vector lowering
+    def canonical(self, values: Any, reasons: dict[str, np.ndarray]) -> Any:
+        """A wire tensor -> canonical array (object text, float64, int64, int64 ns), parse failures into reasons."""
+        values = np.asarray(values).reshape(-1)
+        kind = self.kind
+        if kind in TEXT_KINDS:
+            text, bad = decode_text(values)
+            if bad is not None:
+                reasons[f"{self.name}:{INVALID_UTF8}"] = bad
+            return text
+        if kind == "timestamp":
+            if values.dtype.kind == "M":
+                return values.astype("datetime64[ns]").view("int64")
+            out = np.full(len(values), NAT, dtype=np.int64)
+            for i, v in enumerate(values):
+                ns, problem = self.parse(v)
+                if problem is not None:
+                    reasons.setdefault(problem, np.zeros(len(values), dtype=bool))[i] = True
+                elif ns is not None:
+                    out[i] = ns
+            return out
+        if kind == "numeric":
+            return values.astype("float64")
+        return values.astype("int64")
+
+    def request_column(
+        self, w: np.ndarray, n: int, feats: Sequence[_FeaturePlan], outputs: dict[str, Any]
+    ) -> tuple[list[str | None] | None, list[str | None] | None]:
+        """The request path's vector lowering for one column: writes each feature it sources into ``outputs``
+        and returns (parse reason per row, first rule reason per row), each None when no row has one."""
+        if self.kind in TEXT_KINDS:
+            return self._request_text(w, n, feats, outputs)
+        parse: list[str | None] | None = None
+        if self.kind == "timestamp":
+            values, parse = self._request_instants(w, n)
+        elif self.kind == "numeric":
+            values = w.astype(np.float64, copy=False)
+        else:
+            values = w.astype(np.int64, copy=False)
+        for f in feats:
+            outputs[f.name] = f.kernel.vector(np, values, f.params)
+        found: list[tuple[str, np.ndarray]] = []
+        null = self.null_mask(np, values)
+        any_null = bool(null.any())
+        if any_null:
+            if self.required:
+                found.append((self.null_reason, null if parse is None else null & ~_present(parse)))
+        for reason, _, check in self.rules:
+            ok = check(np, values)
+            if any_null:
+                ok = ok | null
+            if not ok.all():
+                found.append((reason, ~ok))
+        if not found:
+            return parse, None
+        fail: list[str | None] = [None] * n
+        for reason, mask in reversed(found):
+            for i in np.flatnonzero(mask).tolist():
+                fail[i] = reason
+        return parse, fail
+
+    def _request_instants(self, w: np.ndarray, n: int) -> tuple[np.ndarray, list[str | None] | None]:
+        if w.dtype.kind == "M":
+            return w.astype("datetime64[ns]").view(np.int64), None
+        ns, problems = parse_instants(w, self.assume_utc)
+        if problems is None:
+            return ns, None
+        name = self.name
+        return ns, [None if r is None else f"{name}:{r}" for r in problems]
+
+    def _request_text(
+        self, w: np.ndarray, n: int, feats: Sequence[_FeaturePlan], outputs: dict[str, Any]
+    ) -> tuple[list[str | None] | None, list[str | None] | None]:
+        if self.memo is not None:
+            return self._request_remembered(w, feats, outputs)
+        texts, invalid = decode_column(w)
+        parse: list[str | None] | None = None
+        if invalid:
+            parse = [None] * n
+            for i in invalid:
+                parse[i] = f"{self.name}:{INVALID_UTF8}"
+        for f in feats:
+            outputs[f.name] = f.kernel.vector(np, texts, f.params)
+        found: list[tuple[str, Any]] = []
+        if None in texts:
+            rows = np.array([t is not None for t in texts], dtype=bool)
+            if self.required:
+                null = ~rows
+                if invalid:
+                    null[invalid] = False
+                if null.any():
+                    found.append((self.null_reason, null))
+            index = np.flatnonzero(rows)
+            present: Any = [texts[i] for i in index.tolist()]
+        else:
+            index, present = None, texts
+        if present:
+            for reason, _, check in self.rules:
+                ok = check(np, present)
+                if not ok.all():
+                    found.append((reason, ~ok if index is None else index[~ok]))
+        fail: list[str | None] | None = None
+        if found:
+            fail = [None] * n
+            for reason, where in reversed(found):
+                for i in np.flatnonzero(where).tolist() if where.dtype == bool else where.tolist():
+                    fail[i] = reason
+        if self.unique and n > 1:
+            fail = self.duplicates(texts, fail)
+        return parse, fail
+
+    def _request_remembered(
+        self, w: np.ndarray, feats: Sequence[_FeaturePlan], outputs: dict[str, Any]
+    ) -> tuple[list[str | None] | None, list[str | None] | None]:
+        """Categorical values repeat: each distinct wire value's entry (value, reasons, features) is computed once
+        by the scalar lowering and remembered, so a request costs one dict lookup per value."""
+        cell = self.cell(feats)
+        memo = self._memos[tuple(f.name for f in feats)]
+        entries = list(map(memo.get, w))
+        if None in entries:
+            entries = [e if e is not None else cell(v) for e, v in zip(entries, w, strict=True)]
+        texts, parse, fail, *outs = zip(*entries, strict=True)
+        for f, out in zip(feats, outs, strict=True):
+            outputs[f.name] = out
+        fail_l = list(fail) if any(fail) else None
+        if self.unique and len(texts) > 1:
+            fail_l = self.duplicates(texts, fail_l)
+        return (list(parse) if any(parse) else None), fail_l
+
+    def first_failing(self) -> Callable[[Any], str | None]:
+        """A non-null canonical value -> the reason of the first rule it breaks, or None."""
+        checks = [(reason, check) for reason, check, _ in self.rules]
+        if len(checks) == 1:
+            ((reason0, check0),) = checks
+
+            def first1(v: Any) -> str | None:
+                return None if check0(v) else reason0
+
+            return first1
+
+        def first(v: Any) -> str | None:
+            for reason, check in checks:
+                if not check(v):
+                    return reason
+            return None
+
+        return first
+
+    def cell(self, feats: Sequence[_FeaturePlan]) -> Callable[[Any], tuple[Any, ...]]:
+        """The scalar lowering of this column: one wire value -> ``(value, parse reason, first rule reason,
+        *features)`` where ``features`` are the kernels of ``feats`` (the features this column feeds). For a
+        categorical column the answer is remembered per wire value, so a repeated value costs one dict lookup."""
+        key = tuple(f.name for f in feats)
+        cached = self._cells.get(key)
+        if cached is not None:
+            return cached
+        kernels = [(f.kernel.scalar, f.params) for f in feats]
+        zeros = tuple(0 for _ in kernels)  # a row that fails is scored on neutral features
+        null_entry = (None, None, self.null_reason if self.required else None, *(k(None, p) for k, p in kernels))
+        invalid_entry = (None, f"{self.name}:{INVALID_UTF8}", None, *zeros)
+        first = self.first_failing() if self.rules else None
+        name, kind, assume_utc = self.name, self.kind, self.assume_utc
+
+        def finish(v: Any) -> tuple[Any, ...]:
+            if first is not None:
+                reason = first(v)
+                if reason is not None:
+                    return (v, None, reason, *zeros)
+            if not kernels:
+                return (v, None, None)
+            return (v, None, None, *[k(v, p) for k, p in kernels])
+
+        def text_of(v: Any) -> tuple[str | None, bool]:
+            if type(v) is bytes:
+                try:
+                    return v.decode(), False
+                except UnicodeDecodeError:
+                    return None, True
+            return decode_value(v)
+
+        compute: Callable[[Any], tuple[Any, ...]]
+        if kind in TEXT_KINDS:
+
+            def compute(v: Any) -> tuple[Any, ...]:
+                text, invalid = text_of(v)
+                if invalid:
+                    return invalid_entry
+                return finish(text) if text else null_entry
+
+        elif kind == "timestamp":
+
+            def compute(v: Any) -> tuple[Any, ...]:
+                if isinstance(v, np.datetime64):
+                    return null_entry if np.isnat(v) else finish(int(v.astype("datetime64[ns]").astype("int64")))
+                text, invalid = text_of(v)
+                if invalid:
+                    return invalid_entry
+                if not text:
+                    return null_entry
+                ns, problem = parse_instant(text, assume_utc)
+                if problem is not None:
+                    return (None, f"{name}:{problem}", None, *zeros)
+                return finish(ns)
+
+        elif kind == "numeric":
+
+            def compute(v: Any) -> tuple[Any, ...]:
+                x = float(v)
+                return null_entry if x != x else finish(x)
+
+        else:
+
+            def compute(v: Any) -> tuple[Any, ...]:
+                return finish(int(v))
+
+        cell = compute
+        if self.memo is not None:
+            memo: dict[Any, tuple[Any, ...]] = {}
+            self._memos[key] = memo
+
+            def cell(v: Any) -> tuple[Any, ...]:
+                entry = memo.get(v)
+                if entry is None:
+                    if len(memo) >= MEMO_MAX:
+                        memo.clear()
+                    entry = memo[v] = compute(v)
+                return entry
+
+        self._cells[key] = cell
+        return cell
+
+    def duplicates(self, values: Sequence[Any], fail: list[str | None] | None) -> list[str | None] | None:
+        """Mark repeated non-null values of a unique column (within the request) as duplicates."""
+        present = [v for v in values if v is not None]
+        if len(set(present)) == len(present):
+            return fail
+        dup = _duplicated(np.array(values, dtype=object), "text")
+        fail = fail or [None] * len(values)
+        for i in np.flatnonzero(dup).tolist():
+            if values[i] is not None and fail[i] is None:
+                fail[i] = self.duplicate_reason
+        return fail
+
+    def null_mask(self, xp: Any, values: Any) -> Any:
+        if self.kind in TEXT_KINDS:
+            return np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+        if self.kind == "timestamp":
+            return values == NAT
+        if self.kind == "numeric":
+            return xp.isnan(values)
+        return xp.zeros(len(values), dtype=bool)
+
+    def vector_reasons(self, xp: Any, values: Any, out: dict[str, Any]) -> None:
+        n = len(values)
+        null = self.null_mask(xp, values)
+        any_null = bool(null.any())
+        if self.required and any_null:
+            out[self.null_reason] = null
+        if self.rules:
+            present = values[~null] if any_null else values
+            if len(present):
+                if self.memo is not None:
+                    self._memo_reasons(present, null if any_null else None, n, out)
+                else:
+                    for reason, _, check in self.rules:
+                        ok = check(xp, present)
+                        if not bool(ok.all()):
+                            mask = xp.zeros(n, dtype=bool)
+                            if any_null:
+                                mask[xp.flatnonzero(~null)[~ok]] = True
+                            else:
+                                mask[~ok] = True
+                            out[reason] = mask
+        if self.unique and n > 1:
+            dup = _duplicated(values, self.kind) & ~_host(null)
+            if dup.any():
+                out[self.duplicate_reason] = dup
+
+    def _memo_reasons(self, present: Any, null: Any, n: int, out: dict[str, Any]) -> None:
+        failing = [self.failing(v) for v in present]
+        if not any(failing):
+            return
+        rows = np.flatnonzero(~null) if null is not None else np.arange(n)
+        for reason, _, _ in self.rules:
+            hit = np.fromiter((reason in f for f in failing), dtype=bool, count=len(failing))
+            if hit.any():
+                mask = np.zeros(n, dtype=bool)
+                mask[rows[hit]] = True
+                out[reason] = mask
+
+
+def _present(parse: list[str | None]) -> np.ndarray:
+    return np.fromiter((r is not None for r in parse), dtype=bool, count=len(parse))
+
+
+def _host(a: Any) -> np.ndarray:
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def _duplicated(values: Any, kind: str) -> np.ndarray:
+    s = pd.Series(_host(values), dtype=object if kind in TEXT_KINDS else None)
+    return s.duplicated(keep=False).to_numpy(dtype=bool)
+
+
+def merge_reasons(parsed: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
+    """Reasons found while parsing, then the rules' reasons; a value that failed to parse is reported as such, not
+    also as a null (its parsed value is empty)."""
+    merged = dict(parsed)
+    failed: dict[str, Any] = {}
+    for reason, mask in parsed.items():
+        column = reason.split(":", 1)[0]
+        failed[column] = failed[column] | mask if column in failed else mask
+    for reason, mask in checked.items():
+        column, code = reason.split(":", 1)
+        if code == NULL and column in failed:
+            mask = mask & ~failed[column]
+            if not mask.any():
+                continue
+        merged[reason] = merged[reason] | mask if reason in merged else mask
+    return merged
+
+
+def first_reason(reasons: Mapping[str, Any], n: int) -> np.ndarray:
+    """One status per row: ``ok`` or the first reason in order."""
+    status = np.full(n, OK, dtype=object)
+    for reason, mask in reversed(list(reasons.items())):
+        status[_host(mask)] = reason
+    return status
+
+
+@dataclass(frozen=True)
+class _FeaturePlan:
+    name: str
+    source: str
+    kernel: Kernel
+    params: Mapping[str, Any]
+
+
+class Contract:
+    """A spec and its fitted state, compiled. Cheap to call, not free to build: build one per loaded model (it
+    remembers categorical verdicts, so it is owned, never shared between models). ``state`` may be None for a
+    contract that only validates (before training has fitted one)."""
+
+    def __init__(self, spec: PipelineSpec, state: FeatureState | None = None) -> None:
+        if state is not None:
+            state.check(spec)
+        self.spec = spec
+        self.state = state
+        self.input_columns = spec.input_columns
+        self._plans = {c.name: _ColumnPlan(c) for c in spec.columns}
+        self._inputs = [self._plans[c.name] for c in self.input_columns]
+        self._schemas: dict[bool, Any] = {}
+        self.inputs = tuple(TensorSpec(c.name, c.triton_dtype, (1,)) for c in self.input_columns)
+        self._numeric: list[_FeaturePlan] = []
+        self._categorical: list[_FeaturePlan] = []
+        for f in spec.features:
+            kernel = KERNELS.get(f.kernel)
+            if kernel is None:
+                raise SpecError(f"feature {f.name!r} uses unknown kernel {f.kernel!r}; known: {sorted(KERNELS)}")
+            params: dict[str, Any] = dict(f.params)
+            if kernel.output == "categorical":
+                vocabulary = state.vocabularies[f.name] if state is not None else []
+                params["lookup"] = {v: i + 1 for i, v in enumerate(vocabulary)}
+            plan = _FeaturePlan(f.name, f.source, kernel, params)
+            (self._categorical if f.output == "categorical" else self._numeric).append(plan)
+        self._by_source: dict[str, list[_FeaturePlan]] = {}
+        for plan in (*self._numeric, *self._categorical):
+            self._by_source.setdefault(plan.source, []).append(plan)
+        self.model_inputs = (
+            TensorSpec("numeric", "FP32", (len(self._numeric),)),
+            TensorSpec("categorical", "INT64", (len(self._categorical),)),
+        )
+        mean = state.mean if state is not None else [0.0] * len(self._numeric)
+        std = state.std if state is not None else [1.0] * len(self._numeric)
+        self._mean = np.asarray(mean, dtype=np.float64)
+        self._std = np.asarray(std, dtype=np.float64)
+        self._row_cells = [p.cell(self._by_source.get(p.name, ())) for p in self._inputs]
+        position = {
+            f.name: (j, 3 + k)
+            for j, p in enumerate(self._inputs)
+            for k, f in enumerate(self._by_source.get(p.name, ()))
+        }
+        unreachable = [f.name for f in (*self._numeric, *self._categorical) if f.name not in position]
+        if unreachable:
+            raise SpecError(f"features {unreachable} read the label column; features must come from input columns")
+        self._numeric_at = [
+            (*position[f.name], m, s)
+            for f, m, s in zip(self._numeric, self._mean.tolist(), self._std.tolist(), strict=True)
+        ]
+        self._categorical_at = [position[f.name] for f in self._categorical]
+
+    # ------------------------------------------------------------------------------------------ schema
+    def schema(self, include_label: bool = True) -> Any:
+        """The pandera schema: exact dtypes (no coercion), nullability, every rule as a check, uniqueness."""
+        if include_label not in self._schemas:
+            import pandera.pandas as pa
+
+            columns = {
+                c.name: pa.Column(
+                    c.raw_dtype,
+                    checks=[r.pandera() for r in c.rules],
+                    nullable=not c.required,
+                    unique=c.unique,
+                    coerce=False,
+                    required=True,
+                )
+                for c in self._columns(include_label)
+            }
+            self._schemas[include_label] = pa.DataFrameSchema(
+                columns, strict=True, coerce=False, name=f"{self.spec.name}_v{self.spec.version}"
+            )
+        return self._schemas[include_label]
+
+    def structure_schema(self, include_label: bool = True) -> Any:
+        """The schema's structure alone (columns, dtypes, strictness): what pandera checks before our evaluator."""
+        key = ("structure", include_label)
+        if key not in self._schemas:
+            import pandera.pandas as pa
+
+            columns = {
+                c.name: pa.Column(c.raw_dtype, nullable=True, coerce=False, required=True)
+                for c in self._columns(include_label)
+            }
+            self._schemas[key] = pa.DataFrameSchema(columns, strict=True, coerce=False)  # type: ignore[index]
+        return self._schemas[key]  # type: ignore[index]
+
+    def _columns(self, include_label: bool) -> tuple[Column, ...]:
+        return self.spec.columns if include_label else self.input_columns
+
+    # ------------------------------------------------------------------------------------------ canonical columns
+    def columns_of(self, frame: Any, include_label: bool = False, xp: ModuleType = np) -> dict[str, Any]:
+        """A pandas or cuDF frame (raw dtypes), or a mapping of canonical arrays, -> canonical arrays."""
+        if isinstance(frame, Mapping):
+            return {c.name: frame[c.name] for c in self._columns(include_label) if c.name in frame}
+        out: dict[str, Any] = {}
+        gpu = type(frame).__module__.startswith("cudf")
+        for c in self._columns(include_label):
+            if c.name not in frame.columns:
+                continue
+            s = frame[c.name]
+            if gpu:
+                out[c.name] = _cudf_canonical(s, c.kind)
+            elif c.kind in TEXT_KINDS:
+                out[c.name] = s.to_numpy(dtype=object, na_value=None)
+            elif c.kind == "timestamp":
+                out[c.name] = _timestamp_ns(s)
+            elif c.kind == "numeric":
+                out[c.name] = s.to_numpy(dtype="float64", na_value=np.nan)
+            else:
+                out[c.name] = s.to_numpy(dtype="int64")
+            if xp is not np and c.kind not in TEXT_KINDS:
+                out[c.name] = xp.asarray(out[c.name])
+        return out
+
+    # ------------------------------------------------------------------------------------------ vector lowering
+    def reasons(self, columns: Mapping[str, Any], include_label: bool = False, xp: ModuleType = np) -> dict[str, Any]:
+        """``{reason: mask}`` over canonical arrays, column by column in spec order."""
+        out: dict[str, Any] = {}
+        for c in self._columns(include_label):
+            if c.name in columns:
+                self._plans[c.name].vector_reasons(xp, columns[c.name], out)
+        return out
+
+    def features(self, frame: Any, xp: ModuleType | None = None) -> FeatureMatrix:
+        """Model inputs for every row of a frame (pandas or cuDF) or canonical columns, on the frame's backend."""
+        if xp is None:
+            xp = array_namespace(frame)
+        columns = self.columns_of(frame, xp=xp)
+        n = _length(columns)
+        return self._features(columns, n, xp)
+
+    def raw_numeric(self, frame: Any, xp: ModuleType | None = None) -> Any:
+        """The numeric features before standardization (float64 [n, k]): what ``fit_state`` fits statistics on."""
+        xp = array_namespace(frame) if xp is None else xp
+        columns = self.columns_of(frame, xp=xp)
+        return self._raw_numeric(columns, _length(columns), xp)
+
+    def _raw_numeric(self, columns: Mapping[str, Any], n: int, xp: ModuleType) -> Any:
+        if not self._numeric:
+            return xp.zeros((n, 0), dtype="float64")
+        return xp.stack([p.kernel.vector(xp, columns[p.source], p.params) for p in self._numeric], axis=1)
+
+    def _features(self, columns: Mapping[str, Any], n: int, xp: ModuleType) -> FeatureMatrix:
+        raw = self._raw_numeric(columns, n, xp)
+        numeric = ((raw - xp.asarray(self._mean)) / xp.asarray(self._std)).astype("float32")
+        if self._categorical:
+            categorical = xp.stack(
+                [p.kernel.vector(xp, columns[p.source], p.params) for p in self._categorical], axis=1
+            ).astype("int64")
+        else:
+            categorical = xp.zeros((n, 0), dtype="int64")
+        return FeatureMatrix(numeric=numeric, categorical=categorical)
+
+    # ------------------------------------------------------------------------------------------ request path
+    def featurize(self, arrays: Mapping[str, Any]) -> tuple[FeatureMatrix, np.ndarray]:
+        """Wire tensors (one per raw input column, shape [n] or [n, 1]) -> ``(features, status)``. A row that
+        breaks a rule gets its reason as status and neutral features (zeros, the unknown bucket), so it rides in
+        the same batch as the others. A missing input raises ``KeyError`` naming it (a malformed request)."""
+        names = [p.name for p in self._inputs]
+        missing = [name for name in names if name not in arrays]
+        if missing:
+            raise KeyError(f"request lacks input(s) {missing}; expected one tensor per raw column: {names}")
+        wire = [np.asarray(arrays[name]).reshape(-1) for name in names]
+        n = len(wire[0]) if wire else 0
+        if any(len(w) != n for w in wire):
+            rows = {name: len(w) for name, w in zip(names, wire, strict=True)}
+            raise ValueError(f"request inputs hold different numbers of rows: {rows}; send one value per row in each")
+        if n <= SCALAR_ROWS:
+            return self._featurize_rows(wire, n)
+        return self._featurize_vector(wire, n)
+
+    def _featurize_vector(self, wire: list[np.ndarray], n: int) -> tuple[FeatureMatrix, np.ndarray]:
+        """Column by column: numbers and timestamps through numpy, text value by value through the scalar
+        lowering (with each categorical value's verdict and features remembered), first reasons only."""
+        parse_first: list[str | None] | None = None
+        rule_first: list[str | None] | None = None
+        outputs: dict[str, Any] = {}
+        for p, w in zip(self._inputs, wire, strict=True):
+            parse, fail = p.request_column(w, n, self._by_source.get(p.name, ()), outputs)
+            if parse is not None:
+                parse_first = (
+                    parse if parse_first is None else [a or b for a, b in zip(parse_first, parse, strict=True)]
+                )
+            if fail is not None:
+                rule_first = fail if rule_first is None else [a or b for a, b in zip(rule_first, fail, strict=True)]
+        if parse_first is None and rule_first is None:
+            status = np.full(n, OK, dtype=object)
+            bad = None
+        else:
+            first = parse_first or [None] * n
+            second = rule_first or [None] * n
+            status = np.array([a or b or OK for a, b in zip(first, second, strict=True)], dtype=object)
+            bad = status != OK
+        numeric = np.empty((n, len(self._numeric)), dtype=np.float64)
+        for j, f in enumerate(self._numeric):
+            numeric[:, j] = outputs[f.name]
+        numeric = ((numeric - self._mean) / self._std).astype(np.float32)
+        categorical = np.empty((n, len(self._categorical)), dtype=np.int64)
+        for j, f in enumerate(self._categorical):
+            categorical[:, j] = outputs[f.name]
+        if bad is not None and bad.any():
+            numeric[bad] = 0.0
+            categorical[bad] = 0
+        return FeatureMatrix(numeric=numeric, categorical=categorical), status
+
+    def _featurize_rows(self, wire: list[np.ndarray], n: int) -> tuple[FeatureMatrix, np.ndarray]:
+        """Row by row through each column's scalar lowering (``_ColumnPlan.cell``): no array work per value."""
+        numeric_at, categorical_at = self._numeric_at, self._categorical_at
+        columns = [[cell(v) for v in w] for cell, w in zip(self._row_cells, wire, strict=True)]
+        if n > 1:
+            for j, p in enumerate(self._inputs):
+                if p.unique:
+                    fail = p.duplicates([e[0] for e in columns[j]], None)
+                    if fail is not None:
+                        columns[j] = [
+                            e if r is None or e[2] else (e[0], e[1], r, *e[3:])
+                            for e, r in zip(columns[j], fail, strict=True)
+                        ]
+        zeros_n = [0.0] * len(numeric_at)
+        zeros_c = [0] * len(categorical_at)
+        numeric_rows: list[list[float]] = []
+        categorical_rows: list[list[int]] = []
+        status = np.empty(n, dtype=object)
+        for i in range(n):
+            entries = [c[i] for c in columns]
+            reason = None
+            for e in entries:
+                if e[1] is not None:
+                    reason = e[1]
+                    break
+            else:
+                for e in entries:
+                    if e[2] is not None:
+                        reason = e[2]
+                        break
+            if reason is None:
+                status[i] = OK
+                numeric_rows.append([(entries[j][k] - m) / s for j, k, m, s in numeric_at])
+                categorical_rows.append([entries[j][k] for j, k in categorical_at])
+            else:
+                status[i] = reason
+                numeric_rows.append(zeros_n)
+                categorical_rows.append(zeros_c)
+        numeric = np.array(numeric_rows, dtype=np.float64).reshape(n, len(numeric_at)).astype(np.float32)
+        categorical = np.array(categorical_rows, dtype=np.int64).reshape(n, len(categorical_at))
+        return FeatureMatrix(numeric=numeric, categorical=categorical), status
+
+    # ------------------------------------------------------------------------------------------ data sets
+    def row_reasons(self, frame: Any, include_label: bool = False) -> dict[str, Any]:
+        """Per-row failures of a frame (raw dtypes) or canonical columns as ``{reason: mask}``."""
+        return self.reasons(self.columns_of(frame, include_label), include_label)
+
+    def validate(self, frame: pd.DataFrame, source: str = "<frame>", include_label: bool = True) -> Any:
+        """A data set's ``ValidationResult`` (see ``features.validation.validate_frame``)."""
+        from inferline.features.validation import validate_with
+
+        return validate_with(self, frame, source, include_label)
+
+    def check_structure(self, frame: pd.DataFrame, include_label: bool = True) -> Any:
+        """pandera's lazy failure cases of the structure schema (an empty frame when the structure holds)."""
+        from pandera.errors import SchemaErrors
+
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "The behavior of DataFrame concatenation with empty", FutureWarning)
+                self.structure_schema(include_label).validate(frame, lazy=True)
+        except SchemaErrors as exc:
+            return exc.failure_cases
+        return None
+
+
+def _timestamp_ns(s: pd.Series) -> np.ndarray:
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    return s.to_numpy(dtype="datetime64[ns]").view("int64")
+
+
+def _cudf_canonical(s: Any, kind: str) -> Any:  # pragma: no cover - exercised where cuDF is installed
+    """A cuDF column -> canonical form: numbers and timestamps as cupy arrays, text as a host object array."""
+    if kind in TEXT_KINDS:
+        return np.array(s.to_arrow().to_pylist(), dtype=object)
+    if kind == "timestamp":
+        return s.astype("datetime64[ns]").astype("int64").fillna(NAT).to_cupy()
+    if kind == "numeric":
+        return s.astype("float64").fillna(np.nan).to_cupy()
+    return s.astype("int64").to_cupy()
+
+
+def _length(columns: Mapping[str, Any]) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
+
+
+def compile_contract(spec: PipelineSpec, state: FeatureState | None = None) -> Contract:
+    """Compile ``spec`` (and its fitted ``state``: needed for features, not for validation) into a ``Contract``."""
+    return Contract(spec, state)
+
+
+def rule_table(spec: PipelineSpec) -> list[dict[str, Any]]:
+    """Every rule of a spec as a row (column, reason, operation, arguments, message): for docs and ``--help``."""
+    rows = []
+    for c in spec.columns:
+        for r in c.rules:
+            rule: Rule = r
+            rows.append(
+                {
+                    "column": c.name,
+                    "reason": f"{c.name}:{rule.name}",
+                    "op": rule.op,
+                    "args": list(rule.args),
+                    "message": rule.message,
+                }
+            )
+    return rows

@@ -1,0 +1,474 @@
+"""Declarative row rules: data, not code, lowered three ways from one definition.
+
+A ``Rule`` is an operation name, its JSON-able arguments, a reason code and a human message. ``compile`` (in
+``features.contract``) lowers every rule of a spec, once, to
+
+- a **scalar** check (one Python value -> bool), for the per-row request path;
+- a **vector** check (an array of values -> boolean mask) over the array namespace ``xp`` (numpy or cupy for
+  numbers and timestamps; object arrays for text), for batches;
+- a **pandera** ``Check``, for the schema that training, batch and the docs use.
+
+Every rule sees a column's non-null values only (nulls are the ``required`` flag's concern). Values arrive in their
+canonical form: ``float`` for numeric, ``int`` for integer and label, ``int`` nanoseconds since the epoch (UTC) for
+timestamps, ``str`` for id, categorical and text columns. The contract suite (tests/test_contract.py) checks that
+the three lowerings agree on every rule.
+
+``elementwise(fn)`` is the escape hatch: any per-value Python function (module-level, so that a release can name
+it). It runs value by value in every lowering, so it is slower than the declarative operations.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from inferline.features.errors import UserError
+
+__all__ = [
+    "CONTROL_CHARS",
+    "Rule",
+    "RuleError",
+    "between",
+    "elementwise",
+    "finite",
+    "forbid_chars",
+    "ge",
+    "in_range",
+    "is_mojibake",
+    "le",
+    "matches",
+    "max_length",
+    "no_mojibake",
+    "not_blank",
+    "one_of",
+    "rule_from_dict",
+]
+
+# C0 controls other than tab, newline and carriage return, and DEL
+CONTROL_CHARS = "".join(chr(c) for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F))
+NUMBER_KINDS = frozenset({"numeric", "integer", "label"})
+TEXT_KINDS = frozenset({"id", "categorical", "text"})
+ANY_KIND = NUMBER_KINDS | TEXT_KINDS | {"timestamp"}
+
+ScalarCheck = Callable[[Any], bool]
+VectorCheck = Callable[[Any, Any], Any]  # (xp, values) -> mask
+
+
+class RuleError(UserError, ValueError):
+    """A rule is malformed or does not fit its column."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row rule. ``op`` names the operation, ``args`` its arguments (JSON-able), ``name`` the reason code
+    (reported as ``<column>:<name>``) and ``message`` what a valid value looks like. ``fn`` is set only for
+    ``elementwise`` rules (it is not part of the rule's identity: its import path in ``args`` is)."""
+
+    op: str
+    args: tuple[Any, ...]
+    name: str
+    message: str
+    fn: Callable[[Any], bool] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise RuleError(f"unknown rule operation {self.op!r}; known: {sorted(OPS)}")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
+            raise RuleError(f"rule name {self.name!r} must be a lower-case identifier (it becomes a reason code)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "args": list(self.args), "name": self.name, "message": self.message}
+
+    def fits(self, kind: str) -> bool:
+        return kind in OPS[self.op].kinds
+
+    def scalar(self) -> ScalarCheck:
+        return OPS[self.op].scalar(self)
+
+    def vector(self) -> VectorCheck:
+        return OPS[self.op].vector(self)
+
+    def pandera(self) -> Any:
+        """The rule as a pandera ``Check`` (built-in checks where pandera has one)."""
+        return OPS[self.op].pandera(self)
+
+
+def rule_from_dict(d: dict[str, Any]) -> Rule:
+    """The inverse of ``Rule.to_dict`` (an ``elementwise`` rule re-imports its function by name)."""
+    try:
+        op, args, name, message = d["op"], tuple(d["args"]), d["name"], d["message"]
+    except (KeyError, TypeError) as exc:
+        raise RuleError(f"a serialized rule needs op, args, name and message; received {d!r}") from exc
+    if op == "elementwise":
+        return elementwise(_import_function(str(args[0])), name=name, message=message)
+    return Rule(op, _tuples(args), name, message)
+
+
+def _tuples(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(tuple(a) if isinstance(a, list) else a for a in args)
+
+
+# ---------------------------------------------------------------------------------------------- constructors
+def ge(minimum: float, *, name: str = "below_minimum", message: str | None = None) -> Rule:
+    """value >= ``minimum`` (numbers)."""
+    return Rule("ge", (minimum,), name, message or f">= {minimum}")
+
+
+def le(maximum: float, *, name: str = "above_maximum", message: str | None = None) -> Rule:
+    """value <= ``maximum`` (numbers)."""
+    return Rule("le", (maximum,), name, message or f"<= {maximum}")
+
+
+def between(minimum: float, maximum: float, *, name: str = "out_of_range", message: str | None = None) -> Rule:
+    """``minimum`` <= value <= ``maximum`` (numbers)."""
+    if not minimum <= maximum:
+        raise RuleError(f"between({minimum}, {maximum}): the minimum must not exceed the maximum")
+    return Rule("between", (minimum, maximum), name, message or f"between {minimum} and {maximum}")
+
+
+def finite(*, name: str = "not_finite", message: str = "a finite number (no NaN, no Inf)") -> Rule:
+    return Rule("finite", (), name, message)
+
+
+def one_of(values: Iterable[Any], *, name: str = "unknown_value", message: str | None = None) -> Rule:
+    """value in ``values`` (text or numbers)."""
+    allowed = tuple(values)
+    if not allowed:
+        raise RuleError("one_of() needs at least one allowed value")
+    return Rule("one_of", (allowed,), name, message or f"one of {allowed}")
+
+
+def matches(pattern: str, *, name: str = "bad_format", message: str | None = None) -> Rule:
+    """The whole value matches the regular expression ``pattern`` (text)."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise RuleError(f"matches({pattern!r}): not a regular expression ({exc})") from exc
+    return Rule("matches", (pattern,), name, message or f"matches {pattern}")
+
+
+def not_blank(*, name: str = "empty", message: str = "not blank") -> Rule:
+    """Text with at least one character that is not white space."""
+    return Rule("not_blank", (), name, message)
+
+
+def max_length(n: int, *, name: str = "too_long", message: str | None = None) -> Rule:
+    """At most ``n`` characters (text)."""
+    return Rule("max_length", (int(n),), name, message or f"at most {n} characters")
+
+
+def forbid_chars(chars: str, *, name: str = "forbidden_chars", message: str | None = None) -> Rule:
+    """None of the characters in ``chars`` (text), e.g. ``CONTROL_CHARS`` or ``"\\ufffd"``."""
+    if not chars:
+        raise RuleError("forbid_chars() needs at least one character")
+    return Rule("forbid_chars", (chars,), name, message or f"none of {chars!r}")
+
+
+def in_range(earliest: str, latest: str, *, name: str = "out_of_range", message: str | None = None) -> Rule:
+    """``earliest`` <= timestamp < ``latest``, both ISO-8601 with an offset (timestamps)."""
+    lo, hi = _instant_ns(earliest), _instant_ns(latest)
+    if not lo < hi:
+        raise RuleError(f"in_range({earliest!r}, {latest!r}): earliest must come before latest")
+    return Rule("in_range", (earliest, latest), name, message or f"from {earliest} to before {latest}")
+
+
+def no_mojibake(
+    *, name: str = "mojibake", message: str = "not UTF-8 mis-decoded as cp1252/latin-1 (e.g. 'Ã©' for 'é')"
+) -> Rule:
+    """Text that is not UTF-8 decoded as cp1252 or latin-1 (see ``is_mojibake``)."""
+    return Rule("no_mojibake", (), name, message)
+
+
+def elementwise(fn: Callable[[Any], bool], *, name: str, message: str) -> Rule:
+    """Escape hatch: ``fn(value) -> bool`` per non-null value. ``fn`` must be a module-level function (a release
+    names it as ``module:qualname``). Slower than the declarative operations: it runs once per value everywhere."""
+    path = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}"
+    if "<" in path or path.startswith(":") or path.endswith(":"):
+        raise RuleError(
+            f"elementwise() needs a module-level function so that a release can name it; received {fn!r} "
+            "(a lambda or a nested function): define it with `def` at the top of a module"
+        )
+    return Rule("elementwise", (path,), name, message, fn=fn)
+
+
+def _import_function(path: str) -> Callable[[Any], bool]:
+    module, _, qualname = path.partition(":")
+    try:
+        target: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise RuleError(
+            f"elementwise rule function {path!r} cannot be imported ({exc}); install the module that defines it"
+        ) from exc
+    if not callable(target):
+        raise RuleError(f"elementwise rule function {path!r} is not callable")
+    return target
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _instant_ns(text: str) -> int:
+    try:
+        dt = datetime.fromisoformat(text)
+    except (TypeError, ValueError) as exc:
+        raise RuleError(f"{text!r} is not an ISO-8601 timestamp (e.g. '2000-01-01T00:00:00+00:00')") from exc
+    if dt.tzinfo is None:
+        raise RuleError(f"{text!r} has no offset; write it with one, e.g. '{text}+00:00'")
+    return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def is_mojibake(text: str) -> bool:
+    """UTF-8 bytes that were decoded as cp1252/latin-1 ("CafÃ©" for "Café"): re-encoding them gives valid
+    multi-byte UTF-8. Genuine text ("Café", "Müller", Cyrillic) does not survive that round trip."""
+    if text.isascii():
+        return False
+    for encoding in ("cp1252", "latin-1"):
+        try:
+            repaired = text.encode(encoding).decode("utf-8")
+        except UnicodeError:
+            continue
+        return repaired != text
+    return False
+
+
+def _elementwise_check(fn: Callable[[Any], bool], rule: Rule) -> Any:
+    import pandera.pandas as pa
+
+    return pa.Check(fn, element_wise=True, name=rule.name, description=rule.message, ignore_na=True)
+
+
+def _series_check(fn: Callable[[pd.Series], pd.Series], rule: Rule) -> Any:
+    import pandera.pandas as pa
+
+    return pa.Check(fn, name=rule.name, description=rule.message, ignore_na=True)
+
+
+def _builtin(method: str, *args: Any, rule: Rule, **kwargs: Any) -> Any:
+    import pandera.pandas as pa
+
+    return getattr(pa.Check, method)(
+        *args, name=rule.name, error=rule.name, description=rule.message, ignore_na=True, **kwargs
+    )
+
+
+@dataclass(frozen=True)
+class Op:
+    """An operation's three lowerings and the column kinds it applies to."""
+
+    kinds: frozenset[str]
+    scalar: Callable[[Rule], ScalarCheck]
+    vector: Callable[[Rule], VectorCheck]
+    pandera: Callable[[Rule], Any]
+
+
+def _number_op(
+    scalar: Callable[[Sequence[Any]], ScalarCheck],
+    vector: Callable[[Sequence[Any]], VectorCheck],
+    pandera: Callable[[Rule], Any],
+) -> Op:
+    return Op(NUMBER_KINDS, lambda r: scalar(r.args), lambda r: vector(r.args), pandera)
+
+
+def _matches_op() -> Op:
+    def scalar(rule: Rule) -> ScalarCheck:
+        full = re.compile(str(rule.args[0])).fullmatch
+        return lambda v: full(v) is not None
+
+    def vector(rule: Rule) -> VectorCheck:
+        full = re.compile(str(rule.args[0])).fullmatch
+        return lambda xp, v: np.array([m is not None for m in map(full, v)], dtype=bool)
+
+    def pandera(rule: Rule) -> Any:
+        return _builtin("str_matches", f"(?:{rule.args[0]})\\Z", rule=rule)
+
+    return Op(TEXT_KINDS, scalar, vector, pandera)
+
+
+def _forbid_op() -> Op:
+    """Forbidden characters: one regex search per value; over a column, one search over all values joined (the
+    common case, no forbidden character anywhere, costs one pass in C)."""
+
+    def scalar(rule: Rule) -> ScalarCheck:
+        chars = str(rule.args[0])
+        if len(chars) == 1:
+            return lambda v: chars not in v
+        search = _forbidden(rule.args).search
+        return lambda v: search(v) is None
+
+    def vector(rule: Rule) -> VectorCheck:
+        chars = str(rule.args[0])
+        search = _forbidden(rule.args).search
+        sep = next(c for c in "\n\t |~a" if c not in chars)
+
+        def run(xp: Any, v: Any) -> Any:
+            if search(sep.join(v)) is None:
+                return np.ones(len(v), dtype=bool)
+            return np.array([search(x) is None for x in v], dtype=bool)
+
+        return run
+
+    def pandera(rule: Rule) -> Any:
+        pattern = _forbidden(rule.args).pattern
+        return _series_check(lambda s: ~s.str.contains(pattern, regex=True), rule)
+
+    return Op(TEXT_KINDS, scalar, vector, pandera)
+
+
+def _not_blank_vector(xp: Any, v: Any) -> Any:
+    return np.fromiter(map(bool, v), dtype=bool, count=len(v)) & ~np.fromiter(
+        map(str.isspace, v), dtype=bool, count=len(v)
+    )
+
+
+def _no_mojibake_vector(xp: Any, v: Any) -> Any:
+    if "".join(v).isascii():
+        return np.ones(len(v), dtype=bool)
+    return np.array([not is_mojibake(x) for x in v], dtype=bool)
+
+
+def _ge(a: Sequence[Any]) -> ScalarCheck:
+    m = a[0]
+    return lambda v: bool(v >= m)
+
+
+def _ge_vector(a: Sequence[Any]) -> VectorCheck:
+    m = a[0]
+    return lambda xp, v: v >= m
+
+
+def _le(a: Sequence[Any]) -> ScalarCheck:
+    m = a[0]
+    return lambda v: bool(v <= m)
+
+
+def _le_vector(a: Sequence[Any]) -> VectorCheck:
+    m = a[0]
+    return lambda xp, v: v <= m
+
+
+def _between(a: Sequence[Any]) -> ScalarCheck:
+    lo, hi = a[0], a[1]
+    return lambda v: bool(lo <= v <= hi)
+
+
+def _between_vector(a: Sequence[Any]) -> VectorCheck:
+    lo, hi = a[0], a[1]
+    return lambda xp, v: (v >= lo) & (v <= hi)
+
+
+def _max_length_scalar(rule: Rule) -> ScalarCheck:
+    n = int(rule.args[0])
+    return lambda v: len(v) <= n
+
+
+def _max_length_vector(rule: Rule) -> VectorCheck:
+    n = int(rule.args[0])
+    return lambda xp, v: np.fromiter(map(len, v), dtype=np.int64, count=len(v)) <= n
+
+
+def _forbidden(args: Sequence[Any]) -> re.Pattern[str]:
+    return re.compile("[" + "".join(re.escape(c) for c in str(args[0])) + "]")
+
+
+def _timestamp_range(rule: Rule) -> tuple[int, int]:
+    return _instant_ns(rule.args[0]), _instant_ns(rule.args[1])
+
+
+def _elementwise_fn(rule: Rule) -> Callable[[Any], bool]:
+    return rule.fn if rule.fn is not None else _import_function(str(rule.args[0]))
+
+
+OPS: dict[str, Op] = {
+    "ge": _number_op(_ge, _ge_vector, lambda r: _builtin("ge", r.args[0], rule=r)),
+    "le": _number_op(_le, _le_vector, lambda r: _builtin("le", r.args[0], rule=r)),
+    "between": _number_op(_between, _between_vector, lambda r: _builtin("in_range", r.args[0], r.args[1], rule=r)),
+    "finite": Op(
+        frozenset({"numeric"}),
+        lambda r: math.isfinite,
+        lambda r: lambda xp, v: xp.isfinite(v),
+        lambda r: _series_check(lambda s: pd.Series(np.isfinite(s.to_numpy(dtype="float64")), index=s.index), r),
+    ),
+    "one_of": Op(
+        NUMBER_KINDS | TEXT_KINDS,
+        lambda r: frozenset(r.args[0]).__contains__,
+        lambda r: _one_of_vector(r.args[0]),
+        lambda r: _builtin("isin", list(r.args[0]), rule=r),
+    ),
+    "matches": _matches_op(),
+    "forbid_chars": _forbid_op(),
+    "not_blank": Op(
+        TEXT_KINDS,
+        lambda r: lambda v: v != "" and not v.isspace(),
+        lambda r: _not_blank_vector,
+        lambda r: _series_check(lambda s: s.str.strip().str.len() > 0, r),
+    ),
+    "max_length": Op(
+        TEXT_KINDS,
+        _max_length_scalar,
+        _max_length_vector,
+        lambda r: _builtin("str_length", max_value=r.args[0], rule=r),
+    ),
+    "in_range": Op(
+        frozenset({"timestamp"}),
+        lambda r: _in_range_scalar(*_timestamp_range(r)),
+        lambda r: _in_range_vector(*_timestamp_range(r)),
+        lambda r: _builtin(
+            "in_range",
+            pd.Timestamp(r.args[0]).tz_convert("UTC"),
+            pd.Timestamp(r.args[1]).tz_convert("UTC"),
+            include_max=False,
+            rule=r,
+        ),
+    ),
+    "no_mojibake": Op(
+        TEXT_KINDS,
+        lambda r: lambda v: not is_mojibake(v),
+        lambda r: _no_mojibake_vector,
+        lambda r: _elementwise_check(lambda v: not is_mojibake(v), r),
+    ),
+    "elementwise": Op(
+        ANY_KIND,
+        lambda r: _elementwise_scalar(_elementwise_fn(r)),
+        lambda r: _elementwise_vector(_elementwise_fn(r)),
+        lambda r: _elementwise_check(_elementwise_fn(r), r),
+    ),
+}
+
+
+def _in_range_scalar(lo: int, hi: int) -> ScalarCheck:
+    return lambda v: lo <= v < hi
+
+
+def _in_range_vector(lo: int, hi: int) -> VectorCheck:
+    return lambda xp, v: (v >= lo) & (v < hi)
+
+
+def _elementwise_scalar(fn: Callable[[Any], bool]) -> ScalarCheck:
+    return lambda v: bool(fn(v))
+
+
+def _elementwise_vector(fn: Callable[[Any], bool]) -> VectorCheck:
+    return lambda xp, v: np.array([bool(fn(x)) for x in v], dtype=bool)
+
+
+def _one_of_vector(values: Sequence[Any]) -> VectorCheck:
+    allowed = frozenset(values)
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+    def run(xp: Any, v: Any) -> Any:
+        if numeric and getattr(v, "dtype", np.dtype(object)).kind in "fiu":
+            return xp.isin(v, xp.asarray(list(values)))
+        return np.fromiter(map(allowed.__contains__, v), dtype=bool, count=len(v))
+
+    return run

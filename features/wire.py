@@ -1,0 +1,295 @@
+"""The wire codec: how raw values travel between clients, Triton, the monitor and the feature contract.
+
+One module for every direction, so that no stage spells an encoding of its own:
+
+- rows (a DataFrame or dicts) -> wire tensors, one ``[n, 1]`` array per raw input column (``encode_rows``);
+- wire tensors -> JSON lists and back (``to_json_columns`` / ``from_json_columns``: the monitor's samples);
+- wire tensors -> KServe v2 JSON request bodies (``infer_body``);
+- wire values -> canonical values (``decode_text``, ``parse_instant``): what the compiled contract reads.
+
+Wire types per column kind: BYTES (UTF-8) for id, categorical, text and timestamps (ISO-8601 with its offset, so
+that the timezone policy runs server-side), FP64 for numeric, INT64 for integer. An empty BYTES element and a NaN
+are nulls. Values that are not valid UTF-8 travel as their raw bytes (``surrogateescape`` in JSON) and are reported
+as ``<column>:invalid_utf8`` by the contract, never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import typing
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from operator import attrgetter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from inferline.features.errors import UserError
+from inferline.features.spec import Column, PipelineSpec
+
+__all__ = [
+    "INVALID_UTF8",
+    "WireError",
+    "decode_text",
+    "decode_value",
+    "encode_rows",
+    "from_json_columns",
+    "infer_body",
+    "parse_instant",
+    "to_json_columns",
+]
+
+INVALID_UTF8 = "invalid_utf8"
+UNPARSEABLE = "unparseable"
+NAIVE = "naive_timestamp"
+EPOCH_NUMBER = "epoch_number"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NS_MIN, _NS_MAX = datetime(1678, 1, 1, tzinfo=UTC), datetime(2262, 1, 1, tzinfo=UTC)  # datetime64[ns] range
+_MICROSECOND = timedelta(microseconds=1)
+_EPOCH_TEXT = re.compile(r"[+-]?\d{9,13}(?:\.\d+)?")
+
+
+class WireError(UserError, ValueError):
+    """Rows that cannot be put on the wire (a missing column, a value of the wrong type)."""
+
+
+# ------------------------------------------------------------------------------------------ wire -> canonical
+def decode_value(v: Any) -> tuple[str | None, bool]:
+    """One BYTES element -> ``(text or None, invalid_utf8)``; an empty element is a null."""
+    if isinstance(v, bytes):
+        try:
+            return (v.decode("utf-8") or None), False
+        except UnicodeDecodeError:
+            return None, True
+    if v is None or v is pd.NA:
+        return None, False
+    if isinstance(v, float) and v != v:
+        return None, False
+    return (str(v) or None), False
+
+
+def decode_text(values: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """A BYTES tensor -> (object array of text with None for null, mask of invalid UTF-8 or None if none)."""
+    n = len(values)
+    out = np.empty(n, dtype=object)
+    bad: np.ndarray | None = None
+    for i, v in enumerate(values):
+        text, invalid = decode_value(v)
+        out[i] = text
+        if invalid:
+            if bad is None:
+                bad = np.zeros(n, dtype=bool)
+            bad[i] = True
+    return out, bad
+
+
+def parse_instant(text: str, assume_utc: bool) -> tuple[int | None, str | None]:
+    """ISO-8601 text -> ``(nanoseconds since the epoch in UTC, None)`` or ``(None, reason)``.
+
+    A value with an offset is converted to UTC; a naive value is taken as UTC when ``assume_utc``, else refused
+    (``naive_timestamp``). An epoch number is refused (``epoch_number``: its unit and zone would be guesses), and
+    so is a date outside what nanosecond timestamps hold (``unparseable``)."""
+    value = text.strip()
+    if value[:1].isdigit() and len(value) > 8 and _EPOCH_TEXT.fullmatch(value):
+        return None, EPOCH_NUMBER  # refused before parsing: some such numbers are also ISO basic-format dates
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        return None, EPOCH_NUMBER if _EPOCH_TEXT.fullmatch(value) else UNPARSEABLE
+    if dt.tzinfo is None:
+        if not assume_utc:
+            return None, NAIVE
+        dt = dt.replace(tzinfo=UTC)
+    if not _NS_MIN <= dt < _NS_MAX:
+        return None, UNPARSEABLE
+    return (dt - _EPOCH) // _MICROSECOND * 1000, None
+
+
+def offset_of(text: str) -> str | None:
+    """The UTC offset an ISO-8601 text carries (``+0100``), None when it has none: for normalization notes."""
+    try:
+        dt = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return None if dt.tzinfo is None else (dt.strftime("%z") or "+0000")
+
+
+# ------------------------------------------------------------------------------------------ rows -> wire
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _refuse(col: Column, row: int, value: Any, expected: str) -> WireError:
+    return WireError(
+        f"column {col.name!r}, row {row}: {repr(value)[:40]} cannot be sent as {col.triton_dtype} "
+        f"(expected {expected}); fix or drop the row"
+    )
+
+
+def _utf8(col: Column, row: int, text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _refuse(col, row, text, "valid Unicode text, no lone surrogates") from None
+
+
+def _number(col: Column, row: int, value: Any) -> float:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return float("nan")  # the FP64 wire's null
+    if isinstance(value, bool | str | bytes) or not isinstance(value, int | float | np.number):
+        raise _refuse(col, row, value, "a number or a null")
+    try:
+        return float(value)
+    except OverflowError:
+        raise _refuse(col, row, value, "a number within float64's range") from None
+
+
+def _integer(col: Column, row: int, value: Any) -> int:
+    integral = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if not integral and isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
+        integral, value = True, int(value)
+    if not integral or not INT64_MIN <= int(value) <= INT64_MAX:
+        raise _refuse(col, row, value, "an integer within int64's range, not null: the INT64 wire has no null")
+    return int(value)
+
+
+def _encode_column(col: Column, values: pd.Series) -> np.ndarray:
+    """One column as its wire tensor ``[n, 1]``; a value the wire cannot carry is refused naming column and row."""
+    if col.triton_dtype == "BYTES":
+        if col.kind == "timestamp" and pd.api.types.is_datetime64_any_dtype(values):
+            text = [("" if pd.isna(v) else v.isoformat()) for v in values]
+        else:
+            text = ["" if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
+        return np.array([_utf8(col, i, t) for i, t in enumerate(text)], dtype=np.object_).reshape(-1, 1)
+    kind = values.dtype.kind
+    if col.triton_dtype == "FP64":
+        if kind in "fiu":  # already numeric: one vectorised cast
+            return values.to_numpy(dtype=np.float64, na_value=np.nan).reshape(-1, 1)
+        return np.array([_number(col, i, v) for i, v in enumerate(values)], dtype=np.float64).reshape(-1, 1)
+    if kind == "i" or (kind == "u" and str(values.dtype) != "uint64"):
+        return values.to_numpy(dtype=np.int64).reshape(-1, 1)
+    return np.array([_integer(col, i, v) for i, v in enumerate(values)], dtype=np.int64).reshape(-1, 1)
+
+
+def encode_rows(
+    rows: pd.DataFrame | Sequence[Mapping[str, Any]], spec: PipelineSpec | Sequence[Column]
+) -> dict[str, np.ndarray]:
+    """Rows -> one wire tensor ``[n, 1]`` per input column of ``spec`` (a spec, or its input columns)."""
+    inputs = spec.input_columns if isinstance(spec, PipelineSpec) else tuple(spec)
+    if isinstance(rows, pd.DataFrame):
+        frame = rows
+    else:
+        try:
+            frame = pd.DataFrame(list(rows))
+        except OverflowError:  # an integer beyond 64 bits: keep the values as given, the encoder names them
+            frame = pd.DataFrame(list(rows), dtype=object)
+    missing = [c.name for c in inputs if c.name not in frame.columns]
+    if missing:
+        raise WireError(f"rows lack column(s) {missing}; expected every input column: {[c.name for c in inputs]}")
+    return {c.name: _encode_column(c, frame[c.name]) for c in inputs}
+
+
+# ------------------------------------------------------------------------------------------ wire <-> JSON
+def _json_column(values: np.ndarray) -> list[Any]:
+    flat = np.asarray(values).reshape(-1)
+    if flat.dtype == np.object_:
+        return [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v) for v in flat]
+    if flat.dtype.kind == "f":
+        return [None if np.isnan(v) else float(v) for v in flat]
+    return [int(v) for v in flat]
+
+
+def to_json_columns(arrays: Mapping[str, np.ndarray]) -> dict[str, list[Any]]:
+    """Wire tensors -> JSON lists: text (invalid UTF-8 as surrogate escapes, so nothing is lost), numbers, None
+    for NaN."""
+    return {name: _json_column(values) for name, values in arrays.items()}
+
+
+def from_json_columns(columns: Mapping[str, list[Any]], spec: PipelineSpec | Sequence[Column]) -> dict[str, np.ndarray]:
+    """The inverse of ``to_json_columns`` for every input column of ``spec``: the wire tensors."""
+    inputs = spec.input_columns if isinstance(spec, PipelineSpec) else tuple(spec)
+    missing = [c.name for c in inputs if c.name not in columns]
+    if missing:
+        raise WireError(f"samples lack column(s) {missing}; send every input column: {[c.name for c in inputs]}")
+    arrays: dict[str, np.ndarray] = {}
+    for c in inputs:
+        values = columns[c.name]
+        if c.triton_dtype == "BYTES":
+            arrays[c.name] = np.array([str(v).encode("utf-8", "surrogateescape") for v in values], dtype=np.object_)
+        elif c.triton_dtype == "FP64":
+            arrays[c.name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        else:
+            arrays[c.name] = np.array(values, dtype=np.int64)
+    return arrays
+
+
+def infer_body(arrays: Mapping[str, np.ndarray], spec: PipelineSpec | Sequence[Column], outputs: Sequence[str]) -> str:
+    """A KServe v2 JSON inference request for the wire tensors (BYTES as JSON strings)."""
+    inputs = spec.input_columns if isinstance(spec, PipelineSpec) else tuple(spec)
+    tensors = []
+    for c in inputs:
+        values = np.asarray(arrays[c.name]).reshape(-1)
+        data = _json_column(values)
+        tensors.append({"name": c.name, "shape": [len(values), 1], "datatype": c.triton_dtype, "data": data})
+    return json.dumps({"inputs": tensors, "outputs": [{"name": n} for n in outputs]})
+
+
+# ------------------------------------------------------------------------------------------ columns
+def decode_column(values: Any) -> tuple[list[str | None], list[int] | None]:
+    """A BYTES tensor -> (text per element with None for null, indices of invalid UTF-8 or None). One pass in
+    C for the common case (every element valid UTF-8 bytes); element by element otherwise."""
+    try:
+        texts: list[str | None] = list(map(bytes.decode, values))
+    except (TypeError, UnicodeDecodeError):
+        decoded, bad = decode_text(values)
+        return decoded.tolist(), (np.flatnonzero(bad).tolist() if bad is not None else None)
+    if "" in texts:
+        texts = [t or None for t in texts]
+    return texts, None
+
+
+_S_LO = (_NS_MIN - _EPOCH) // timedelta(seconds=1)
+_S_HI = (_NS_MAX - _EPOCH) // timedelta(seconds=1)
+_TZINFO = attrgetter("tzinfo")
+_MICRO = attrgetter("microsecond")
+
+
+def parse_instants(values: Any, assume_utc: bool) -> tuple[np.ndarray, list[str | None] | None]:
+    """A BYTES tensor of ISO-8601 text -> (int64 ns in UTC with NaT for null or refused, reason code per element
+    or None when none was refused); the same result as ``parse_instant`` on each value. The common case (every
+    value valid, with an offset) runs ``datetime.fromisoformat`` and ``timestamp`` as C loops (``map``): whole
+    seconds come from the float timestamp (exact once rounded: its error is far below a second) and microseconds
+    from the datetime, so no precision is lost. Anything else is parsed value by value."""
+    n = len(values)
+    out = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    texts, invalid = decode_column(values)
+    present = typing.cast(list[str], texts)  # checked just below: no None in it
+    if invalid is None and None not in texts and not any(map(str.isdigit, present)):
+        try:
+            parsed = list(map(datetime.fromisoformat, present))
+        except ValueError:
+            parsed = None
+        if parsed is not None and None not in map(_TZINFO, parsed):
+            stamps = np.fromiter(map(datetime.timestamp, parsed), dtype=np.float64, count=n)
+            micro = np.fromiter(map(_MICRO, parsed), dtype=np.int64, count=n)
+            seconds = np.rint(stamps - micro / 1e6).astype(np.int64)
+            inside = (seconds >= _S_LO) & (seconds < _S_HI)
+            if inside.all():
+                return seconds * 1_000_000_000 + micro * 1000, None
+    reasons: list[str | None] | None = None
+    bad = set(invalid or ())
+    for i, text in enumerate(texts):
+        if text is None:
+            if i not in bad:
+                continue
+            problem: str | None = INVALID_UTF8
+        else:
+            ns, problem = parse_instant(text, assume_utc)
+            if problem is None:
+                out[i] = ns
+                continue
+        reasons = reasons or [None] * n
+        reasons[i] = problem
+    return out, reasons
