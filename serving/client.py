@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from inferline.features.errors import UserError
-from inferline.features.spec import load_pipeline
+from inferline.features.spec import PipelineSpec, load_pipeline
 from inferline.features.wire import encode_rows
 from inferline.serving.secrets import ADMIN_HEADER
 
@@ -164,6 +164,7 @@ class InferlineClient:
         max_batch_size: int | None = None,
         admin_key: str | None = None,
         tap: PredictionTap | None = None,
+        spec: PipelineSpec | None = None,
     ) -> None:
         if protocol not in ("http", "grpc"):
             raise ValueError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
@@ -171,7 +172,8 @@ class InferlineClient:
         self.retries, self.backoff_s, self.backoff_max_s = retries, backoff_s, backoff_max_s
         self._random = random.Random()
         self.tap = tap
-        self.spec = load_pipeline(pipeline)
+        # the columns to send: ``spec`` (e.g. a release's snapshot, features.spec.read_spec) or the pipeline module
+        self.spec = spec if spec is not None else load_pipeline(pipeline)
         self.model = pipeline
         self.max_batch_size = max_batch_size or self.spec.model.max_batch_size
         # gRPC carries restricted-protocol keys with Triton's prefix
