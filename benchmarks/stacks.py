@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,10 +151,12 @@ def save_torchscript(run_dir: Path, target: Path) -> Path:
     arch = model.net.arch
     numeric = torch.zeros((2, arch.n_numeric), dtype=torch.float32)
     categorical = torch.zeros((2, len(arch.cardinalities)), dtype=torch.int64)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # TorchScript is what the team behind this baseline would ship (torch 2.13 calls it deprecated, it works)
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", DeprecationWarning)
         traced = torch.jit.trace(model, (numeric, categorical))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(traced, str(target))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.jit.save(traced, str(target))
     return target
 
 
