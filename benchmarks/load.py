@@ -1,6 +1,6 @@
-"""Load generators. Every HTTP stack is driven by the same Debian ``wrk`` (one thread, a Lua script for the POST
-body); Triton's gRPC endpoint by ``benchmarks.grpc_load`` (asyncio, tritonclient.grpc.aio). Each runs as a child
-process so its own CPU time is measured (``wait4``) and reported beside the server's."""
+"""Load generators. Every HTTP stack is driven by the same Debian ``wrk`` (one thread, a Lua script sending the
+bodies of a pool in turn); Triton's gRPC endpoint by ``benchmarks.grpc_load`` (asyncio, tritonclient.grpc.aio).
+Each runs as a child process so its own CPU time is measured (``wait4``) and reported beside the server's."""
 
 from __future__ import annotations
 
