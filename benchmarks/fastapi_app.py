@@ -1,5 +1,7 @@
-"""The baseline most teams start with: FastAPI + uvicorn, a pydantic request body, the PyTorch model run eagerly,
-and inferline's own feature code (the same validation and kernels as the Triton preprocess model).
+"""The baseline "FastAPI + inferline features" (stack ``fastapi_inferline_features_http``): FastAPI + uvicorn, a
+pydantic request body, the PyTorch model run eagerly, and inferline's own request path (the same validation and
+kernels as the Triton preprocess model), so against the Triton stacks it compares serving, not feature code. The
+baseline a team writes without inferline is ``fastapi_own.py``.
 
 Run: ``INFERLINE_RUN_DIR=<run> uvicorn inferline.benchmarks.fastapi_app:app --workers 1``.
 """
@@ -45,7 +47,7 @@ class PredictResponse(BaseModel):
     status: list[str]
 
 
-app = FastAPI(title="baseline: FastAPI + PyTorch eager")
+app = FastAPI(title="baseline: FastAPI + inferline features + PyTorch eager")
 
 
 @app.get("/health")

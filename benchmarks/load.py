@@ -1,6 +1,6 @@
-"""Load generators. Every HTTP stack is driven by the same Debian ``wrk`` (one thread, a Lua script for the POST
-body); Triton's gRPC endpoint by ``benchmarks.grpc_load`` (asyncio, tritonclient.grpc.aio). Each runs as a child
-process so its own CPU time is measured (``wait4``) and reported beside the server's."""
+"""Load generators. Every HTTP stack is driven by the same Debian ``wrk`` (one thread, a Lua script sending the
+bodies of a pool in turn); Triton's gRPC endpoint by ``benchmarks.grpc_load`` (asyncio, tritonclient.grpc.aio).
+Each runs as a child process so its own CPU time is measured (``wait4``) and reported beside the server's."""
 
 from __future__ import annotations
 
@@ -38,15 +38,27 @@ class LoadResult:
         return self.requests / self.duration_s if self.duration_s else 0.0
 
 
+# Cycles through a pool of request bodies (one per line of the file given after `--`), every request formatted once
+# in `init`, so the load generator's per-request work is a table lookup.
 _LUA = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = [==[{body}]==]
+local requests = {}
+local i = 0
+init = function(args)
+  local headers = {["Content-Type"] = "application/json"}
+  for line in io.lines(args[1]) do
+    if #line > 0 then requests[#requests + 1] = wrk.format("POST", nil, headers, line) end
+  end
+  if #requests == 0 then error("no request bodies in " .. args[1]) end
+end
+request = function()
+  i = i % #requests + 1
+  return requests[i]
+end
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    "WRKJSON {{\\"requests\\": %d, \\"duration_us\\": %d, \\"errors\\": %d, " ..
-    "\\"p50_us\\": %d, \\"p95_us\\": %d, \\"p99_us\\": %d}}\\n",
+    "WRKJSON {\\"requests\\": %d, \\"duration_us\\": %d, \\"errors\\": %d, " ..
+    "\\"p50_us\\": %d, \\"p95_us\\": %d, \\"p99_us\\": %d}\\n",
     summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
     latency:percentile(50.0), latency:percentile(95.0), latency:percentile(99.0)))
 end
@@ -65,16 +77,29 @@ def _run_child(cmd: list[str]) -> tuple[str, float]:
     return out, usage.ru_utime + usage.ru_stime
 
 
-def run_wrk(url: str, body: str, concurrency: int, duration_s: float) -> LoadResult:
+def run_wrk(url: str, bodies: Path, concurrency: int, duration_s: float) -> LoadResult:
+    """``wrk`` (1 thread) POSTing the bodies in ``bodies`` (one JSON body per line) in turn, for ``duration_s``."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise WrkMissing("the load generator `wrk` is not installed: apt-get install wrk (Debian), or run `make bench`")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(_LUA.format(body=body))
+        fh.write(_LUA)
         script = fh.name
     try:
         out, cpu = _run_child(
-            [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s", "--timeout", "10s", "-s", script, url]
+            [
+                wrk,
+                "-t1",
+                f"-c{concurrency}",
+                f"-d{max(1, round(duration_s))}s",
+                "--timeout",
+                "10s",
+                "-s",
+                script,
+                url,
+                "--",
+                str(bodies),
+            ]
         )
     finally:
         Path(script).unlink(missing_ok=True)
@@ -94,6 +119,7 @@ def run_wrk(url: str, body: str, concurrency: int, duration_s: float) -> LoadRes
 
 
 def run_grpc(url: str, row_file: Path, concurrency: int, duration_s: float, model: str) -> LoadResult:
+    """``benchmarks.grpc_load``: the rows of the Parquet file ``row_file`` sent one per request, in turn."""
     cmd = [
         sys.executable,
         "-m",
@@ -118,5 +144,5 @@ def run_grpc(url: str, row_file: Path, concurrency: int, duration_s: float, mode
         p50_ms=r["p50_ms"],
         p95_ms=r["p95_ms"],
         p99_ms=r["p99_ms"],
-        loadgen_cpu_s=cpu,
+        loadgen_cpu_s=r.get("loadgen_cpu_s", cpu),  # its CPU while loading, without the pool's preparation
     )

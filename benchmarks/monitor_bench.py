@@ -1,6 +1,7 @@
 """What watching costs: Triton ensemble throughput with the monitor on (request traces written for every request,
 the monitor scraping Triton's metrics and reading the traces every second) against the same release on a server
-without traces and without a monitor. wrk drives both, interleaved, one raw row per request."""
+without traces and without a monitor. wrk drives both, interleaved, one raw row per request from the suite's pool of
+distinct rows."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from inferline.benchmarks.load import run_wrk
-from inferline.benchmarks.stacks import Release, triton_body
+from inferline.benchmarks.stacks import Release, triton_body, write_bodies
 from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
 from inferline.serving.server import ServerConfig, TritonServer, free_port
 
@@ -47,17 +48,17 @@ def bench_monitor_overhead(
             )
         )
     ).start()
-    body = triton_body(release.row)
+    bodies = write_bodies(workdir / "bodies" / "monitor_triton.jsonl", release.pool, triton_body)
     urls = {name: f"http://{s.config.http_url}/v2/models/fraud/infer" for name, s in (("on", on), ("off", off))}
     throughput: dict[str, list[float]] = {"on": [], "off": []}
     errors: dict[str, list[int]] = {"on": [], "off": []}
     try:
         for url in urls.values():  # warm both
-            run_wrk(url, body, concurrency, 2)
+            run_wrk(url, bodies, concurrency, 2)
         with tqdm(total=2 * reps, desc="monitor overhead", unit="run", disable=None) as bar:
             for _ in range(reps):
                 for name, url in urls.items():
-                    result = run_wrk(url, body, concurrency, duration_s)
+                    result = run_wrk(url, bodies, concurrency, duration_s)
                     throughput[name].append(result.throughput)
                     errors[name].append(result.errors)
                     bar.update()

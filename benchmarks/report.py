@@ -20,6 +20,16 @@ def _fmt(s: dict[str, float], digits: int = 0) -> str:
     return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
 
 
+def _measured(row: dict[str, Any]) -> str:
+    """A ratio as median [min-max], with what makes it doubtful said beside it."""
+    if not row.get("measured", True):
+        return "not measured (a side did not run)"
+    text = f"{row['median']:.2f}x [{row['min']:.2f}-{row['max']:.2f}]"
+    if row.get("errors"):
+        text += f", {row['errors']} failed requests"
+    return text
+
+
 def markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines = [
@@ -30,13 +40,31 @@ def markdown(r: dict[str, Any]) -> str:
         "",
     ]
     if "goals" in r:
-        lines += ["## Goals", "", "| goal | ratio (a / b) | measured | target | met |", "|---|---|---|---|---|"]
+        lines += [
+            "## Goals",
+            "",
+            "Each ratio is a / b, computed per repetition; a goal is judged on the median, and is not met when a run "
+            "behind it had failed requests.",
+            "",
+            "| goal | ratio (a / b) | measured | target | met |",
+            "|---|---|---|---|---|",
+        ]
         for g in r["goals"]:
             op = ">=" if g["higher_is_better"] else "<="
             lines.append(
-                f"| {g['goal']} | {g['ratio']} | {g['median']:.2f}x [{g['min']:.2f}-{g['max']:.2f}] | "
-                f"{op} {g['target']} | {'yes' if g['met'] else '**no**'} |"
+                f"| {g['goal']} | {g['ratio']} | {_measured(g)} | {op} {g['target']} | "
+                f"{'met' if g['met'] else '**NOT MET**'} |"
             )
+        lines.append("")
+    if r.get("comparisons"):
+        lines += [
+            "## Ratios reported without a target",
+            "",
+            "| ratio (a / b) | concurrency | measured |",
+            "|---|---|---|",
+        ]
+        for row in r["comparisons"]:
+            lines.append(f"| {row['ratio']} | {row['concurrency']} | {_measured(row)} |")
         lines.append("")
     if "serving" in r:
         s = r["serving"]
@@ -55,13 +83,19 @@ def markdown(r: dict[str, Any]) -> str:
                     f"{v['server_cpu_s']['median']:.1f} | {v['loadgen_cpu_s']['median']:.1f} | "
                     f"{v['errors']['max']:.0f} |"
                 )
+        pool = s.get("pool")
         lines += [
             "",
             "Stacks: " + "; ".join(f"`{k}`: {d}" for k, d in s["stacks"].items()) + ".",
             "HTTP stacks are driven by wrk (1 thread); gRPC by `benchmarks.grpc_load` (Python asyncio, whose "
             "own CPU use caps what it can offer on 2 cores). Torch, onnxruntime and OpenMP use 1 thread each.",
-            "",
         ]
+        if pool:
+            lines.append(
+                f"Payloads: every load generator sends, in turn, the {pool['rows']:,} distinct rows of a pool "
+                f"generated with seed {pool['seed']} (not the training data's), each description made unique."
+            )
+        lines.append("")
     if "inprocess" in r:
         p = r["inprocess"]["per_call_us"]
         sizes = list(next(iter(p.values())))
@@ -185,21 +219,23 @@ def _plots(r: dict[str, Any], out: Path) -> list[str]:
 
     written = []
     if "serving" in r:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        fig, axes = plt.subplots(1, 2, figsize=(13, 5))
         for name, per_c in r["serving"]["summary"].items():
             cs = [int(c) for c in per_c]
+            style = {"color": "black", "linestyle": "--"} if name.startswith("floor") else {}
             for ax, key in zip(axes, ("throughput_rps", "p99_ms"), strict=True):
                 med = [per_c[str(c)][key]["median"] for c in cs]
                 lo = [med[i] - per_c[str(c)][key]["min"] for i, c in enumerate(cs)]
                 hi = [per_c[str(c)][key]["max"] - med[i] for i, c in enumerate(cs)]
-                ax.errorbar(cs, med, yerr=[lo, hi], marker="o", capsize=3, label=name)
+                ax.errorbar(cs, med, yerr=[lo, hi], marker="o", capsize=3, label=name, **style)
         for ax, label in zip(axes, ("requests/s (one row each)", "p99 latency (ms)"), strict=True):
             ax.set_xscale("log", base=2)
             ax.set_xlabel("concurrent connections")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
         axes[1].set_yscale("log")
-        axes[0].legend(fontsize=8)
+        axes[0].set_yscale("log")
+        axes[0].legend(fontsize=7)
         fig.suptitle(f"Serving, {r['machine']['cores']} cores, {r['mode']} run (median, min-max)")
         fig.tight_layout()
         fig.savefig(out / "serving.png", dpi=110)

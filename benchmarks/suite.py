@@ -22,10 +22,10 @@ from inferline.benchmarks.inprocess import bench_inprocess
 from inferline.benchmarks.load import run_grpc, run_wrk
 from inferline.benchmarks.monitor_bench import bench_monitor_overhead
 from inferline.benchmarks.report import summary, write_results
-from inferline.benchmarks.stacks import Stack, build_release, start_stacks
+from inferline.benchmarks.stacks import POOL_SEED, Stack, build_release, start_stacks
 from inferline.benchmarks.validation_bench import bench_validation
 
-__all__ = ["Settings", "goals", "run_suite"]
+__all__ = ["Settings", "comparisons", "goals", "run_suite"]
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Settings:
 
     @classmethod
     def for_mode(cls, quick: bool) -> Settings:
-        return cls(quick=True, duration_s=4.0, warmup_s=1.0) if quick else cls()
+        return cls(quick=True, concurrency=(1, 16, 64), duration_s=4.0, warmup_s=1.0) if quick else cls()
 
 
 def machine() -> dict[str, Any]:
@@ -63,8 +63,8 @@ def machine() -> dict[str, Any]:
 
 def _measure(stack: Stack, concurrency: int, duration_s: float, row_file: Path) -> dict[str, Any]:
     cpu0 = stack.server_cpu_s()
-    if stack.protocol == "http":
-        r = run_wrk(stack.url, stack.body, concurrency, duration_s)
+    if stack.bodies is not None:
+        r = run_wrk(stack.url, stack.bodies, concurrency, duration_s)
     else:
         r = run_grpc(stack.url, row_file, concurrency, duration_s, model="fraud")  # build_release's pipeline
     server_cpu = stack.server_cpu_s() - cpu0
@@ -89,13 +89,13 @@ def bench_serving(settings: Settings, workdir: Path) -> tuple[dict[str, Any], An
     }
     try:
         for s in stacks:  # warm every stack (first requests load code paths and caches)
-            _measure(s, 16, settings.warmup_s, release.row_file)
+            _measure(s, 16, settings.warmup_s, release.pool_file)
         total = settings.reps * len(settings.concurrency) * len(stacks)
         with tqdm(total=total, desc="serving", unit="run", disable=None) as bar:
             for _ in range(settings.reps):
                 for c in settings.concurrency:
                     for s in stacks:
-                        raw[s.name][str(c)].append(_measure(s, c, settings.duration_s, release.row_file))
+                        raw[s.name][str(c)].append(_measure(s, c, settings.duration_s, release.pool_file))
                         bar.update()
     finally:
         for s in stacks:
@@ -103,6 +103,7 @@ def bench_serving(settings: Settings, workdir: Path) -> tuple[dict[str, Any], An
                 s.stop_fn()
     result = {
         "stacks": {s.name: s.description for s in stacks},
+        "pool": {"rows": len(release.pool), "seed": POOL_SEED, "unique_descriptions": True},
         "raw": raw,
         "summary": {
             name: {c: {k: summary([r[k] for r in runs]) for k in runs[0]} for c, runs in per_c.items()}
@@ -112,15 +113,61 @@ def bench_serving(settings: Settings, workdir: Path) -> tuple[dict[str, Any], An
     return result, release
 
 
+# the stacks the serving goals name
+INFERLINE, FLOOR, OWN = "triton_batching_http", "floor_http", "fastapi_own_http"
+FEATURES, NOBATCH, GATEWAY = "fastapi_inferline_features_http", "triton_nobatch_http", "gateway_http"
+
+
 def _ratio(raw: dict[str, Any], a: str, b: str, c: int, key: str) -> list[float]:
-    """Per repetition: a's ``key`` divided by b's, at concurrency ``c``."""
+    """Per repetition: a's ``key`` divided by b's, at concurrency ``c`` (empty when either side did not run)."""
+    if str(c) not in raw.get(a, {}) or str(c) not in raw.get(b, {}):
+        return []
     return [x[key] / y[key] if y[key] else float("inf") for x, y in zip(raw[a][str(c)], raw[b][str(c)], strict=True)]
 
 
-def _goal(goal: str, sides: str, values: list[float], target: float, higher_is_better: bool) -> dict[str, Any]:
-    s = summary(values)
-    met = s["median"] >= target if higher_is_better else s["median"] <= target
-    return {"goal": goal, "ratio": sides, **s, "target": target, "higher_is_better": higher_is_better, "met": met}
+def _errors(raw: dict[str, Any], stacks: tuple[str, ...], c: int) -> int:
+    """Failed requests (non-2xx, timeouts, socket errors) in the runs a serving ratio is made of."""
+    return int(sum(r["errors"] for s in stacks for r in raw.get(s, {}).get(str(c), [])))
+
+
+def _goal(
+    goal: str, sides: str, values: list[float], target: float, higher_is_better: bool, errors: int = 0
+) -> dict[str, Any]:
+    """Judged on the median; never met when it was not measured or when a run behind it had failed requests."""
+    s = summary(values) if values else {"median": float("nan"), "min": float("nan"), "max": float("nan")}
+    met = bool(values) and (s["median"] >= target if higher_is_better else s["median"] <= target)
+    return {
+        "goal": goal,
+        "ratio": sides,
+        **s,
+        "target": target,
+        "higher_is_better": higher_is_better,
+        "met": bool(met and errors == 0),
+        "errors": errors,
+        "measured": bool(values),
+    }
+
+
+# (goal, a, b, concurrency, figure, unit, target): the ratio a / b per repetition, higher is better for each
+SERVING_GOALS: tuple[tuple[str, str, str, int, str, str, float], ...] = (
+    ("throughput >= 0.6x the floor at c=16", INFERLINE, FLOOR, 16, "throughput_rps", "req/s", 0.6),
+    ("throughput >= 0.6x the floor at c=64", INFERLINE, FLOOR, 64, "throughput_rps", "req/s", 0.6),
+    ("p50 at c=1 no worse than FastAPI own", OWN, INFERLINE, 1, "p50_ms", "p50", 1.0),
+    ("throughput >= 5x FastAPI own at c=16", INFERLINE, OWN, 16, "throughput_rps", "req/s", 5.0),
+    ("p99 no worse than FastAPI own at c=16", OWN, INFERLINE, 16, "p99_ms", "p99", 1.0),
+    ("throughput >= 5x FastAPI own at c=64", INFERLINE, OWN, 64, "throughput_rps", "req/s", 5.0),
+    ("p99 no worse than FastAPI own at c=64", OWN, INFERLINE, 64, "p99_ms", "p99", 1.0),
+    (
+        "inferences per server CPU-second >= 5x FastAPI own at c=64",
+        INFERLINE,
+        OWN,
+        64,
+        "inferences_per_server_cpu_s",
+        "inferences/CPU-s",
+        5.0,
+    ),
+    ("dynamic batching >= 2.5x no batching at c=16", INFERLINE, NOBATCH, 16, "throughput_rps", "req/s", 2.5),
+)
 
 
 def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -128,47 +175,10 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if "serving" in results:
         raw = results["serving"]["raw"]
-        t, f, nb = "triton_batching_http", "fastapi_torch_http", "triton_nobatch_http"
-        for c in (16, 64):
+        for goal, a, b, c, key, unit, target in SERVING_GOALS:
             rows.append(
-                _goal(
-                    f"throughput >= 5x FastAPI at c={c}",
-                    f"{t} / {f} (req/s)",
-                    _ratio(raw, t, f, c, "throughput_rps"),
-                    5.0,
-                    True,
-                )
+                _goal(goal, f"{a} / {b} ({unit})", _ratio(raw, a, b, c, key), target, True, _errors(raw, (a, b), c))
             )
-            rows.append(
-                _goal(
-                    f"p99 no worse than FastAPI at c={c}",
-                    f"{t} / {f} (p99)",
-                    _ratio(raw, t, f, c, "p99_ms"),
-                    1.0,
-                    False,
-                )
-            )
-        rows.append(
-            _goal("p50 at c=1 no worse than FastAPI", f"{t} / {f} (p50)", _ratio(raw, t, f, 1, "p50_ms"), 1.0, False)
-        )
-        rows.append(
-            _goal(
-                "inferences per server CPU-second >= 5x FastAPI at c=64",
-                f"{t} / {f} (inferences/CPU-s)",
-                _ratio(raw, t, f, 64, "inferences_per_server_cpu_s"),
-                5.0,
-                True,
-            )
-        )
-        rows.append(
-            _goal(
-                "dynamic batching >= 2.5x no batching at c=16",
-                f"{t} / {nb} (req/s)",
-                _ratio(raw, t, nb, 16, "throughput_rps"),
-                2.5,
-                True,
-            )
-        )
     if "inprocess" in results:
         per = results["inprocess"]["per_call_us"]
         rows.append(
@@ -224,6 +234,32 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def comparisons(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Ratios reported without a target (median [min-max] of the per-repetition ratios, every concurrency that
+    ran): the gateway's cost over Triton HTTP direct, every inferline path and baseline against the floor, and the
+    two FastAPI baselines against each other."""
+    if "serving" not in results:
+        return []
+    raw = results["serving"]["raw"]
+    pairs = [
+        (GATEWAY, INFERLINE, "throughput_rps", "req/s"),
+        (GATEWAY, FLOOR, "throughput_rps", "req/s"),
+        (INFERLINE, FLOOR, "throughput_rps", "req/s"),
+        (NOBATCH, FLOOR, "throughput_rps", "req/s"),
+        (INFERLINE, FEATURES, "throughput_rps", "req/s"),
+        (OWN, FLOOR, "throughput_rps", "req/s"),
+        (FEATURES, OWN, "throughput_rps", "req/s"),
+        (GATEWAY, INFERLINE, "p99_ms", "p99"),
+    ]
+    rows = []
+    for a, b, key, unit in pairs:
+        for c in sorted({int(c) for c in raw.get(a, {})} & {int(c) for c in raw.get(b, {})}):
+            values = _ratio(raw, a, b, c, key)
+            errors = _errors(raw, (a, b), c)
+            rows.append({"ratio": f"{a} / {b} ({unit})", "concurrency": c, **summary(values), "errors": errors})
+    return rows
+
+
 def run_suite(settings: Settings, out_dir: Path, only: set[str]) -> dict[str, Any]:
     started = time.perf_counter()
     results: dict[str, Any] = {
@@ -267,6 +303,7 @@ def run_suite(settings: Settings, out_dir: Path, only: set[str]) -> dict[str, An
         if "features" in only:
             results["features"] = bench_features(100_000 if settings.quick else 400_000, settings.reps)
     results["goals"] = goals(results)
+    results["comparisons"] = comparisons(results)
     results["gpu"] = "not measured: no GPU on this machine (Triton KIND_GPU, onnxruntime CUDA/TensorRT, cuDF kernels)"
     results["wall_s"] = round(time.perf_counter() - started, 1)
     write_results(results, out_dir)
