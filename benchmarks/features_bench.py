@@ -13,15 +13,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from inferline.benchmarks.stacks import payload_pool
 from inferline.features.backend import gpu_available
 from inferline.features.contract import SCALAR_ROWS, compile_contract
 from inferline.features.pipelines import fraud
 from inferline.features.state import fit_state
 from inferline.features.wire import encode_rows
 
-__all__ = ["GOALS_US", "bench_features", "request_pool"]
+__all__ = ["GOALS_US", "bench_features"]
 
-POOL_ROWS = 10_240
 # the issue's goals for the request path: per call at 1 row, per row at 256 rows
 GOALS_US = {"1": 50.0, "256": 3.0}
 
@@ -36,16 +36,6 @@ def _raw_bytes(frame: pd.DataFrame) -> int:
         else:
             total += int(s.fillna("").str.encode("utf-8").str.len().sum())
     return total
-
-
-def request_pool(rows: int = POOL_ROWS, seed: int = 20261202) -> pd.DataFrame:
-    """Distinct raw rows, the free text made unique per row (and still valid under the spec's rules)."""
-    frame = fraud.generate(rows, seed=seed).drop(columns=[fraud.SPEC.label])
-    text = frame["description"].astype(object)
-    frame["description"] = pd.array(
-        [None if v is pd.NA else f"{v} {i:06d}" for i, v in enumerate(text)], dtype="string"
-    )
-    return frame
 
 
 def _per_call(fn: Any, calls: list[Any]) -> float:
@@ -72,7 +62,7 @@ def bench_features(rows: int, reps: int) -> dict[str, Any]:
         np.copyto(dst, src)
         copy_s.append(time.perf_counter() - t0)
 
-    pool = request_pool()
+    pool = payload_pool()  # the serving benchmark's pool: distinct rows, free text that never repeats
     wire = {k: v.reshape(-1) for k, v in encode_rows(pool, fraud.SPEC).items()}
     request: dict[str, dict[str, list[float]]] = {}
     for n in (1, 256):

@@ -33,8 +33,8 @@ from inferline.benchmarks.stacks import (
     write_bodies,
 )
 from inferline.benchmarks.suite import comparisons, goals
+from inferline.features.contract import compile_contract
 from inferline.features.pipelines import fraud
-from inferline.features.request import featurize_request
 from inferline.features.state import FeatureState
 from inferline.features.validation import validate_frame
 from inferline.serving.client import encode_rows
@@ -220,7 +220,7 @@ def test_fastapi_own_computes_inferline_features_and_scores_bad_rows_apart(
     state = FeatureState.load(run.run_dir / "feature_state.json")
     pool = payload_pool(300)
     rows = json_rows(pool)
-    expected, status = featurize_request(encode_rows(pool, fraud.SPEC), fraud.SPEC, state)
+    expected, status = compile_contract(fraud.SPEC, state).featurize(encode_rows(pool, fraud.SPEC))
     assert set(status) == {"ok"}
     features = fastapi_own.Features(dataclasses.asdict(state))
     numeric, categorical = zip(*(features.row(fastapi_own.Row.model_validate(r)) for r in rows), strict=True)
