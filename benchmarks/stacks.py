@@ -56,15 +56,14 @@ def build_release(workdir: Path, rows: int = 60_000) -> Release:
 
 
 def without_dynamic_batching(release: Release, target: Path) -> Path:
-    """A copy of the repository whose inner models serve each request alone (same model, same code)."""
+    """A copy of the repository whose fused model serves each request alone (same model, same code)."""
     shutil.copytree(release.repository, target)
     state = FeatureState.load(release.run_dir / "feature_state.json")
-    configs = pipeline_configs(fraud.SPEC, state, release.version, dynamic_batching=False)
-    names = model_names(fraud.SPEC.name)
-    for key in ("preprocess", "model"):
-        atomic_write_bytes(
-            target / names[key] / str(release.version) / "release.config.pbtxt", to_pbtxt(configs[key]).encode()
-        )
+    configs = pipeline_configs(fraud.SPEC, state, release.version, "local", dynamic_batching=False)
+    served = model_names(fraud.SPEC.name)["ensemble"]  # the local target's one fused model, named after the pipeline
+    atomic_write_bytes(
+        target / served / str(release.version) / "release.config.pbtxt", to_pbtxt(configs["fused"]).encode()
+    )
     return target
 
 
@@ -163,7 +162,7 @@ def start_stacks(release: Release, workdir: Path, grpc: bool = True) -> list[Sta
     stacks = [
         Stack(
             "triton_batching_http",
-            "Triton ensemble, dynamic batching, HTTP",
+            "Triton fused model, dynamic batching, HTTP",
             "http",
             f"http://{batching.config.http_url}{infer}",
             body,
@@ -172,7 +171,7 @@ def start_stacks(release: Release, workdir: Path, grpc: bool = True) -> list[Sta
         ),
         Stack(
             "triton_nobatch_http",
-            "Triton ensemble, no dynamic batching, HTTP",
+            "Triton fused model, no dynamic batching, HTTP",
             "http",
             f"http://{plain.config.http_url}{infer}",
             body,
@@ -193,7 +192,7 @@ def start_stacks(release: Release, workdir: Path, grpc: bool = True) -> list[Sta
         stacks.append(
             Stack(
                 "triton_batching_grpc",
-                "Triton ensemble, dynamic batching, gRPC",
+                "Triton fused model, dynamic batching, gRPC",
                 "grpc",
                 batching.config.grpc_url,
                 "",

@@ -1,6 +1,8 @@
 """Triton Python-backend model ``<pipeline>_preprocess``: raw rows -> validated, featurized tensors.
 
-Copied by ``inferline export publish`` into every published version as ``model.py``. It runs the same
+The first step of the gpu target's ensemble (the model runs on NVIDIA's native onnxruntime backend); the local
+target serves ``fused.py`` instead, which makes the same ``featurize_request`` call. Copied by ``inferline export
+publish --target gpu`` into every published version as ``model.py``. It runs the same
 ``features`` code as training and the batch job, with the fitted state of its own release. Requests that arrive
 together are featurized as one frame. A row that breaks a rule gets ``status`` = its reason (for example
 ``amount:negative``) and neutral features; the rows beside it are scored normally.
