@@ -76,8 +76,9 @@ def forwarded(server: Supervised) -> float:
 
 
 def served_rows(server: Supervised) -> float:
-    """Rows the Triton ensemble executed (its own counter): proves each row was inferred exactly once."""
-    return server.metrics(server.record["metrics"])['nv_inference_count{model="fraud",version="1"}']
+    """Rows the served model (the fused ``fraud``, version = the release) executed, by its own counter: proves each
+    row was inferred exactly once."""
+    return server.metrics(server.record["metrics"])['nv_inference_count{model="fraud",version="2"}']
 
 
 def still_serves(server: Supervised) -> None:
