@@ -170,6 +170,34 @@ def test_promote_and_rollback_move_registry_and_configs(published: Published, tm
         set_current(repo, "fraud", 9)
 
 
+def test_a_gpu_release_keeps_the_ensemble_layout_beside_fused_ones(published: Published, tmp_path: Path) -> None:
+    """``--target gpu`` still publishes the ensemble (inner models on disk and loaded); the registry tells each
+    release's layout from its own files, and the server loads what the current release needs."""
+    import shutil
+
+    from inferline.serving.server import ServerConfig, TritonServer
+
+    repo = tmp_path / "copy"
+    shutil.copytree(published.repository, repo)
+    released = publish(published.runs[1].run_dir, repo, target="gpu")
+    v = released.version
+    registry = Registry(repo, "fraud")
+    assert (registry.layout(v), registry.layout(2)) == ("ensemble", "fused")
+    assert registry.served_models(v) == ["fraud_preprocess", "fraud_model", "fraud"]
+    assert registry.served_models(2) == ["fraud"]
+    assert not (repo / "fraud" / str(v)).exists() and (repo / "fraud_preprocess" / str(v) / "model.py").exists()
+    ensemble = _parse((repo / "fraud" / "config.pbtxt").read_text())
+    assert ensemble.platform == "ensemble" and {s.model_version for s in ensemble.ensemble_scheduling.step} == {v}
+    model = _parse((repo / "fraud_model" / "config.pbtxt").read_text())
+    assert model.platform == "onnxruntime_onnx" and list(model.version_policy.specific.versions) == [v]
+    loads = [a for a in TritonServer(ServerConfig(repo, tmp_path / "work")).command() if a.startswith("--load")]
+    assert loads == ["--load-model=fraud_preprocess", "--load-model=fraud_model", "--load-model=fraud"]
+    set_current(repo, "fraud", 2, action="promote")  # back to a fused release: only its config moves
+    assert _parse((repo / "fraud" / "config.pbtxt").read_text()).backend == "python"
+    loads = [a for a in TritonServer(ServerConfig(repo, tmp_path / "work")).command() if a.startswith("--load")]
+    assert loads == ["--load-model=fraud"]
+
+
 def test_provider_choice() -> None:
     assert choose_providers("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     auto = choose_providers(
