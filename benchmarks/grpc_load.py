@@ -70,7 +70,7 @@ def main() -> None:
     parser = Parser(prog="python -m inferline.benchmarks.grpc_load", description=__doc__)
     parser.add_argument("--url", required=True, help="Triton gRPC host:port")
     parser.add_argument("--rows", required=True, help="Parquet file of raw rows, sent one per request in turn")
-    parser.add_argument("--model", required=True, help="the served model (a pipeline's ensemble is named after it)")
+    parser.add_argument("--model", required=True, help="the served model (named after its pipeline)")
     parser.add_argument("--pipeline", default=None, help="the pipeline whose spec encodes the row (default: --model)")
     parser.add_argument("--concurrency", type=positive_int, default=1, help="requests in flight at once")
     parser.add_argument("--duration", type=positive_float, default=5.0, help="seconds of load")

@@ -161,37 +161,31 @@ def save_torchscript(run_dir: Path, target: Path) -> Path:
 
 
 def without_dynamic_batching(release: Release, target: Path) -> Path:
-    """A copy of the repository whose inner models serve each request alone (same model, same code)."""
+    """A copy of the repository whose fused model serves each request alone (same model, same code)."""
     shutil.copytree(release.repository, target)
     state = FeatureState.load(release.run_dir / "feature_state.json")
-    configs = pipeline_configs(fraud.SPEC, state, release.version, dynamic_batching=False)
-    names = model_names(PIPELINE)
-    for key in ("preprocess", "model"):
-        atomic_write_bytes(
-            target / names[key] / str(release.version) / "release.config.pbtxt", to_pbtxt(configs[key]).encode()
-        )
+    configs = pipeline_configs(fraud.SPEC, state, release.version, "local", dynamic_batching=False)
+    served = model_names(fraud.SPEC.name)["ensemble"]  # the local target's one fused model, named after the pipeline
+    atomic_write_bytes(
+        target / served / str(release.version) / "release.config.pbtxt", to_pbtxt(configs["fused"]).encode()
+    )
     return target
 
 
 def floor_repository(release: Release, target: Path) -> Path:
-    """A copy of the repository (``TritonServer`` starts from a published release) plus ``FLOOR_MODEL``: the
-    ensemble's inputs and outputs, one Python-backend model (``benchmarks/floor_model.py``) answering constants,
-    with the inner models' batching, batch size and instance group."""
+    """A copy of the repository (``TritonServer`` starts from a published release) plus ``FLOOR_MODEL``: the served
+    model's inputs and outputs, one Python-backend model (``benchmarks/floor_model.py``) answering constants, with
+    the served model's batching, batch size and instance group."""
     shutil.copytree(release.repository, target)
     state = FeatureState.load(release.run_dir / "feature_state.json")
-    configs = pipeline_configs(fraud.SPEC, state, release.version)
-    ensemble = configs["ensemble"]
-    inner = next(c for k, c in configs.items() if k != "ensemble")  # the first step: it takes the raw inputs
+    served = pipeline_configs(fraud.SPEC, state, release.version, "local")["fused"]
     config: dict[str, Any] = {
         "name": FLOOR_MODEL,
         "backend": "python",
-        "max_batch_size": ensemble["max_batch_size"],
-        "input": ensemble["input"],
-        "output": ensemble["output"],
-        "instance_group": inner["instance_group"],
+        **{k: served[k] for k in ("max_batch_size", "input", "output", "instance_group")},
     }
-    if "dynamic_batching" in inner:
-        config["dynamic_batching"] = inner["dynamic_batching"]
+    if "dynamic_batching" in served:
+        config["dynamic_batching"] = served["dynamic_batching"]
     atomic_write_bytes(target / FLOOR_MODEL / "config.pbtxt", to_pbtxt(config).encode())
     (target / FLOOR_MODEL / "1").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(__file__).with_name("floor_model.py"), target / FLOOR_MODEL / "1" / "model.py")
@@ -383,7 +377,7 @@ def _start_stacks(release: Release, workdir: Path, grpc: bool, stops: list[Calla
         ),
         Stack(
             "triton_batching_http",
-            "inferline: Triton ensemble, dynamic batching, HTTP",
+            "inferline: Triton fused model, dynamic batching, HTTP",
             "http",
             f"http://{batching.config.http_url}{infer}",
             triton_bodies,
@@ -392,7 +386,7 @@ def _start_stacks(release: Release, workdir: Path, grpc: bool, stops: list[Calla
         ),
         Stack(
             "triton_nobatch_http",
-            "Triton ensemble, no dynamic batching, HTTP",
+            "Triton fused model, no dynamic batching, HTTP",
             "http",
             f"http://{plain.config.http_url}{infer}",
             triton_bodies,
@@ -433,7 +427,7 @@ def _start_stacks(release: Release, workdir: Path, grpc: bool, stops: list[Calla
         stacks.append(
             Stack(
                 "triton_batching_grpc",
-                "inferline: Triton ensemble, dynamic batching, gRPC",
+                "inferline: Triton fused model, dynamic batching, gRPC",
                 "grpc",
                 batching.config.grpc_url,
                 None,

@@ -113,7 +113,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--target",
         choices=["local", "gpu"],
         default="local",
-        help="local: Python-backend onnx runner on KIND_CPU (bundled server); gpu: native onnxruntime on KIND_GPU",
+        help="local: one fused Python-backend model on KIND_CPU (bundled server); gpu: an ensemble, native onnxruntime",
     )
     p.add_argument("--tensorrt", action="store_true", help="gpu target: enable the TensorRT accelerator")
     p.add_argument(

@@ -66,7 +66,9 @@ def to_json(cfg: dict[str, Any]) -> str:
 
 
 def model_names(pipeline: str) -> dict[str, str]:
-    """Contract: ensemble ``<p>`` routes ``<p>_preprocess`` -> ``<p>_model``."""
+    """Contract: clients call ``<p>`` (key ``ensemble``). On the gpu target it is an ensemble routing
+    ``<p>_preprocess`` -> ``<p>_model``; on the local target it is one fused Python-backend model, and the two inner
+    directories only hold the release's artifacts (fitted state; model.onnx and reference profile)."""
     return {"ensemble": pipeline, "preprocess": f"{pipeline}_preprocess", "model": f"{pipeline}_model"}
 
 
@@ -102,7 +104,8 @@ def pipeline_configs(
     dynamic_batching: bool = True,
     queue_policy: bool | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Configs for the three models of a pipeline, loading exactly ``version`` of the inner models.
+    """The configs of a pipeline's served models, loading exactly ``version``: ``{"fused": ...}`` for the local
+    target (one Python-backend model ``<p>``), ``{"ensemble", "preprocess", "model"}`` for gpu.
 
     ``dynamic_batching=False`` serves each request on its own (the benchmark's comparison point).
     ``queue_policy`` (bounded queue, reject after a timeout) defaults to on for the ``gpu`` target and off for
@@ -121,6 +124,30 @@ def pipeline_configs(
     status_out = [_tensor("status", "BYTES", [1]), _tensor("release", "BYTES", [1])]
     batching = _batching(queue_size, queue_timeout_us, target == "gpu" if queue_policy is None else queue_policy)
 
+    if target == "local":
+        # the bundled server has no native onnxruntime backend, and each Python-backend hop costs more than the
+        # feature math and the model together: validation, features and onnxruntime run in one model
+        # (serving/backend/fused.py); version N reads release N's files from the two inner model directories
+        fused = {
+            "name": names["ensemble"],
+            "backend": "python",
+            "max_batch_size": mbs,
+            "input": raw_inputs,
+            "output": model_out + status_out,
+            "instance_group": [{"count": 1, "kind": Const("KIND_CPU")}],
+            **({"dynamic_batching": batching} if dynamic_batching else {}),
+            "version_policy": _version_policy(version),
+            "parameters": PbMap(
+                {
+                    "pipeline": {"string_value": spec.name},
+                    "intra_op_threads": {"string_value": "1"},
+                    "feature_state_from": {"string_value": names["preprocess"]},  # <repo>/<this>/N/feature_state.json
+                    "onnx_model_from": {"string_value": names["model"]},  # <repo>/<this>/N/model.onnx
+                }
+            ),
+        }
+        return {"fused": fused}
+
     preprocess = {
         "name": names["preprocess"],
         "backend": "python",
@@ -133,30 +160,26 @@ def pipeline_configs(
         "version_policy": _version_policy(version),
         "parameters": PbMap({"pipeline": {"string_value": spec.name}}),
     }
-    model: dict[str, Any] = {"name": names["model"], "max_batch_size": mbs, "input": features_out, "output": model_out}
-    if target == "local":
-        model |= {
-            "backend": "python",  # the bundled server has no native onnxruntime backend: serving/backend/onnx_runner.py
-            "instance_group": [{"count": 1, "kind": Const("KIND_CPU")}],
-            "parameters": PbMap({"intra_op_threads": {"string_value": "1"}}),
-        }
-    else:
-        model |= {
-            "platform": "onnxruntime_onnx",
-            "default_model_filename": "model.onnx",
-            "instance_group": [{"count": 1, "kind": Const("KIND_GPU"), "gpus": [0]}],
-        }
-        if tensorrt:
-            model["optimization"] = {
-                "execution_accelerators": {
-                    "gpu_execution_accelerator": [
-                        {
-                            "name": "tensorrt",
-                            "parameters": PbMap({"precision_mode": "FP32", "max_workspace_size_bytes": "1073741824"}),
-                        }
-                    ]
-                }
+    model: dict[str, Any] = {
+        "name": names["model"],
+        "max_batch_size": mbs,
+        "input": features_out,
+        "output": model_out,
+        "platform": "onnxruntime_onnx",
+        "default_model_filename": "model.onnx",
+        "instance_group": [{"count": 1, "kind": Const("KIND_GPU"), "gpus": [0]}],
+    }
+    if tensorrt:
+        model["optimization"] = {
+            "execution_accelerators": {
+                "gpu_execution_accelerator": [
+                    {
+                        "name": "tensorrt",
+                        "parameters": PbMap({"precision_mode": "FP32", "max_workspace_size_bytes": "1073741824"}),
+                    }
+                ]
             }
+        }
     if dynamic_batching:
         model["dynamic_batching"] = batching
     model["version_policy"] = _version_policy(version)

@@ -1,17 +1,35 @@
 """Export a training run to ONNX, gate it on parity, and publish it as a numbered release.
 
-Layout written into the Triton model repository for pipeline ``p`` and release ``N``::
+Layout written into the Triton model repository for pipeline ``p`` and release ``N``, ``--target local`` (the
+bundled tritonserver; one fused Python-backend model)::
 
     p.registry.json                       current / previous / releases / history (the commit point)
+    p/config.pbtxt                        the fused model, version_policy specific [current]: clients call ``p``
+    p/N/model.py                          serving/backend/fused.py: validation + features + onnxruntime, one execute
+    p/N/release.config.{pbtxt,json}       this release's config, restored on promote/rollback
+    p_preprocess/N/feature_state.json     fitted vocabularies, statistics, threshold (read by p/N)
+    p_preprocess/N/spec.json              the pipeline spec, snapshotted with its hash: the release's contract
+    p_model/N/model.onnx                  the gated model (read by p/N); reference_profile.json beside it
+    */N/release.json                      the release manifest (lineage), identical in every version directory
+
+Version N of ``p`` is release N. ``p_preprocess`` and ``p_model`` are not loaded on this target: their version
+directories are where every reader of a release (registry, batch job, monitor, switch checks) finds its state and
+model, as on the gpu target, so the fused model adds code and a config, never a second copy of an artifact.
+
+``--target gpu`` (NVIDIA's image; native onnxruntime backend), an ensemble of two models::
+
     p/config.pbtxt, p/1/                  the ensemble (its own version stays 1; it routes to release N's pair)
     p_preprocess/config.pbtxt             version_policy specific [current]
     p_preprocess/N/model.py               serving/backend/preprocess.py (shared feature kernels + validation)
     p_preprocess/N/feature_state.json     fitted vocabularies, statistics, threshold
     p_preprocess/N/spec.json              the pipeline spec, snapshotted with its hash: the release's contract
+    p_preprocess/N/ensemble.config.pbtxt  the ensemble's config for this release
     p_model/config.pbtxt                  version_policy specific [current]
-    p_model/N/model.onnx                  the gated model; model.py (onnx runner) on the local target
-    */N/release.json                      the release manifest (lineage), identical in both version directories
-    */N/release.config.{pbtxt,json}       this release's config, restored on promote/rollback
+    p_model/N/model.onnx                  the gated model; reference_profile.json beside it
+    */N/release.json, */N/release.config.{pbtxt,json}   as above
+
+Local releases published before the fused model have the ensemble layout (with ``p_model/N/model.py``, an
+onnxruntime runner); ``Registry.layout`` tells the two apart by the release's own files and they are still served.
 
 Nothing is visible to the server until the registry moves: version directories are staged in ``.staging/``,
 validated, renamed into place, then the registry and model-level configs are rewritten atomically.
@@ -122,7 +140,7 @@ def backend_source(name: str) -> Path:
 
 def _next_version(repository: Path, names: dict[str, str], registry: Registry) -> int:
     seen = [int(v) for v in registry.read()["releases"]]
-    for key in ("preprocess", "model"):
+    for key in ("preprocess", "model", "ensemble"):
         d = repository / names[key]
         if d.exists():
             seen += [int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit()]
@@ -133,19 +151,30 @@ def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _pin_versions(text: str, versions: list[int], what: str) -> bytes:
+    text, n = re.subn(r"versions: \[[ 0-9,]*\]", f"versions: [ {', '.join(map(str, versions))} ]", text)
+    if n != 1:
+        raise RegistryError(f"{what} config has no specific version policy")
+    return text.encode()
+
+
 def activate(repository: Path, pipeline: str, version: int, also_load: Sequence[int] = ()) -> None:
     """Point the model-level configs at ``version`` (copied from that release's own configs, atomically).
 
-    ``also_load`` keeps other releases' inner models loaded beside it (a switch in progress): the inner models'
-    version policy lists them too, while the ensemble, pinned to ``version``'s pair, routes to ``version`` only."""
+    ``also_load`` keeps other releases loaded beside it (a switch in progress). Fused layout: ``p``'s version policy
+    lists them all (each version is a whole release). Ensemble layout: the inner models' version policy lists them,
+    while the ensemble, pinned to ``version``'s pair, routes to ``version`` only."""
     names = model_names(pipeline)
     versions = sorted({version, *also_load})
+    if Registry(repository, pipeline).layout(version) == "fused":
+        release = repository / names["ensemble"] / str(version) / "release.config.pbtxt"
+        pinned = _pin_versions(release.read_text(), versions, f"release {pipeline}:{version}'s")
+        atomic_write_bytes(repository / names["ensemble"] / "config.pbtxt", pinned)
+        return
     for key in ("preprocess", "model"):
         text = (repository / names[key] / str(version) / "release.config.pbtxt").read_text()
-        text, n = re.subn(r"versions: \[[ 0-9,]*\]", f"versions: [ {', '.join(map(str, versions))} ]", text)
-        if n != 1:
-            raise RegistryError(f"release {pipeline}:{version}'s {key} config has no specific version policy")
-        atomic_write_bytes(repository / names[key] / "config.pbtxt", text.encode())
+        pinned = _pin_versions(text, versions, f"release {pipeline}:{version}'s {key}")
+        atomic_write_bytes(repository / names[key] / "config.pbtxt", pinned)
     ens = repository / names["preprocess"] / str(version) / "ensemble.config.pbtxt"
     atomic_write_bytes(repository / names["ensemble"] / "config.pbtxt", ens.read_bytes())
     (repository / names["ensemble"] / "1").mkdir(parents=True, exist_ok=True)
@@ -159,10 +188,11 @@ def _validate_staged(
     state.check(read_spec(stage / names["preprocess"] / SPEC_FILE))
     session = onnx_session(stage / names["model"] / "model.onnx")
     session.run(None, {"numeric": holdout_numeric[:2], "categorical": holdout_categorical[:2]})
-    for key in ("preprocess", "model"):
-        for f in (stage / names[key]).glob("*.py"):
+    for folder in sorted(p for p in stage.iterdir() if p.is_dir()):
+        for f in folder.glob("*.py"):
             compile(f.read_text(), str(f), "exec")  # syntax check without leaving __pycache__ in the release
-        json.loads((stage / names[key] / "release.config.json").read_text())
+        for f in folder.glob("*.config.json"):
+            json.loads(f.read_text())
 
 
 def publish(
@@ -195,9 +225,11 @@ def publish(
     mbs = max_batch_size or spec.model.max_batch_size
     registry = Registry(repository, spec.name)
 
+    # the model directories that get a version directory N for this release
+    folders = ("preprocess", "model", "ensemble") if target == "local" else ("preprocess", "model")
     stage = repository / ".staging" / f"{spec.name}-{uuid.uuid4().hex[:12]}"
     try:
-        for key in ("preprocess", "model"):
+        for key in folders:
             (stage / names[key]).mkdir(parents=True)
         onnx_path = stage / names["model"] / "model.onnx"
         if onnx_model is not None:
@@ -212,24 +244,30 @@ def publish(
 
         shutil.copyfile(run_dir / "feature_state.json", stage / names["preprocess"] / "feature_state.json")
         write_spec(spec, stage / names["preprocess"] / SPEC_FILE)  # the release carries its own contract
-        shutil.copyfile(backend_source("preprocess.py"), stage / names["preprocess"] / "model.py")
         if target == "local":
-            shutil.copyfile(backend_source("onnx_runner.py"), stage / names["model"] / "model.py")
+            shutil.copyfile(backend_source("fused.py"), stage / names["ensemble"] / "model.py")
+        else:
+            shutil.copyfile(backend_source("preprocess.py"), stage / names["preprocess"] / "model.py")
 
         with registry.locked() as reg:
             version = _next_version(repository, names, registry)
             configs = pipeline_configs(spec, state, version, target, mbs, tensorrt=tensorrt)
             texts = {key: to_pbtxt(cfg) for key, cfg in configs.items()}
-            for key in ("preprocess", "model"):
-                atomic_write_bytes(stage / names[key] / "release.config.pbtxt", texts[key].encode())
-                atomic_write_bytes(stage / names[key] / "release.config.json", to_json(configs[key]).encode())
-            atomic_write_bytes(stage / names["preprocess"] / "ensemble.config.pbtxt", texts["ensemble"].encode())
+            # where each config lives: a model's own version directory; the gpu ensemble's beside preprocess
+            homes = {"fused": "ensemble", "preprocess": "preprocess", "model": "model"}
+            for key, home in homes.items():
+                if key in configs:
+                    atomic_write_bytes(stage / names[home] / "release.config.pbtxt", texts[key].encode())
+                    atomic_write_bytes(stage / names[home] / "release.config.json", to_json(configs[key]).encode())
+            if "ensemble" in configs:
+                atomic_write_bytes(stage / names["preprocess"] / "ensemble.config.pbtxt", texts["ensemble"].encode())
             profile = json.loads((run_dir / "reference_profile.json").read_text())
             manifest = {
                 "release": version,
                 "pipeline": spec.name,
                 "models": names,
                 "target": target,
+                "layout": "fused" if target == "local" else "ensemble",
                 "created_at": datetime.now(UTC).isoformat(),
                 "run_id": run["run_id"],
                 "data_fingerprint": run["data_fingerprint"]["sha256"],
@@ -259,12 +297,12 @@ def publish(
                     "onnx": __import__("onnx").__version__,
                 },
             }
-            for key in ("preprocess", "model"):
+            for key in folders:
                 atomic_write_json(stage / names[key] / "release.json", manifest)
             shutil.copyfile(run_dir / "reference_profile.json", stage / names["model"] / "reference_profile.json")
             _validate_staged(stage, names, spec, holdout.numeric, holdout.categorical)
 
-            for key in ("preprocess", "model"):
+            for key in folders:
                 (repository / names[key]).mkdir(parents=True, exist_ok=True)
                 (stage / names[key]).rename(repository / names[key] / str(version))
             reg["releases"][str(version)] = {

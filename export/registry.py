@@ -17,12 +17,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from inferline.features.artifacts import atomic_write_json, sha256_file
 from inferline.features.errors import UserError
 
-__all__ = ["Registry", "RegistryError", "choose_published", "published_pipelines", "registered_pipelines"]
+__all__ = [
+    "Layout",
+    "Registry",
+    "RegistryError",
+    "choose_published",
+    "published_pipelines",
+    "registered_pipelines",
+]
+
+Layout = Literal["fused", "ensemble"]
 
 
 class RegistryError(UserError, RuntimeError):
@@ -90,6 +99,25 @@ class Registry:
             raise RegistryError(f"release {self.pipeline}:{v} has no manifest at {path}; known: {self.versions()}")
         data: dict[str, Any] = json.loads(path.read_text())
         return data
+
+    def layout(self, version: int) -> Layout:
+        """How release ``version`` is served: ``fused`` (one Python-backend model ``<p>`` whose version N is
+        release N: what ``--target local`` publishes) or ``ensemble`` (``<p>`` routing ``<p>_preprocess`` ->
+        ``<p>_model``: ``--target gpu``, and local releases published before the fused model). The release's own
+        files decide, so a release published by an older inferline keeps being served the way it was published."""
+        from inferline.export.config import model_names
+
+        fused = Path(self.repository) / model_names(self.pipeline)["ensemble"] / str(version) / "release.config.pbtxt"
+        return "fused" if fused.is_file() else "ensemble"
+
+    def served_models(self, version: int) -> list[str]:
+        """The Triton models that serve release ``version``, in load order (inner models before the ensemble)."""
+        from inferline.export.config import model_names
+
+        names = model_names(self.pipeline)
+        if self.layout(version) == "fused":
+            return [names["ensemble"]]
+        return [names["preprocess"], names["model"], names["ensemble"]]
 
     def release_files(self, version: int | None = None) -> dict[str, Path]:
         """The files a consumer of release ``version`` (default: current) loads: ``model`` (model.onnx),

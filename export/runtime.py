@@ -1,4 +1,4 @@
-"""onnxruntime sessions with one provider choice for every stage (parity gate, Triton runner, batch job)."""
+"""onnxruntime sessions with one provider choice for every stage (parity gate, Triton fused model, batch job)."""
 
 from __future__ import annotations
 

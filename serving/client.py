@@ -1,4 +1,4 @@
-"""A typed client for a pipeline's Triton ensemble over HTTP or gRPC.
+"""A typed client for a pipeline's served Triton model (fused locally, an ensemble on gpu) over HTTP or gRPC.
 
 ``predict(rows)`` takes raw rows (a DataFrame or a list of dicts with the pipeline's raw columns), encodes one
 tensor per column as the contract fixes (strings and timestamps as BYTES, ISO-8601 with offset; money FP64;

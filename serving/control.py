@@ -4,12 +4,17 @@
 pairing one release's features with another release's model:
 
 1. the target release's files are checked against its manifest (``Registry.release_files``): a corrupt or missing
-   release is refused before the server is touched;
-2. the inner models load the target versions beside the served ones (version policy lists both) and the switch
-   waits until both are ready; the ensemble still routes to the served pair;
-3. the ensemble is reloaded pinned to the target pair: Triton swaps it when the new one is ready, so requests move
-   from one complete pair to the other;
-4. the inner models are reloaded with the target version only, which unloads the old pair.
+   release is refused before the server is touched, and so is a switch between the two layouts
+   (``Registry.layout``: fused and ensemble), which takes a server restart;
+2. the target release loads beside the served one and the switch waits until both are ready. Fused layout
+   (``--target local``): ``<p>``'s version policy lists both versions, each of them a whole release; Triton sends
+   a request that names no version to the highest ready version, so a promote to a newer release switches here.
+   Ensemble layout (``--target gpu``): the inner models list both versions, the ensemble still routes to the served
+   pair;
+3. ensemble layout: the ensemble is reloaded pinned to the target pair: Triton swaps it when the new one is ready,
+   so requests move from one complete pair to the other;
+4. the models are reloaded with the target version only, which unloads the old release once its requests in flight
+   are answered (a rollback to an older release of the fused layout switches here).
 
 If step 2 or 3 fails, the configs are restored and reloaded, and ``ReleaseSwitchError`` says why: the server keeps
 serving what it served. Moving the registry's pointer (and its audit entry) is the caller's step, after success.
@@ -24,7 +29,7 @@ from typing import Any
 
 from inferline.export.config import model_names
 from inferline.export.publish import activate
-from inferline.export.registry import Registry
+from inferline.export.registry import Layout, Registry
 from inferline.features.errors import UserError
 from inferline.serving.secrets import ADMIN_HEADER
 
@@ -50,17 +55,30 @@ def _client(url: str) -> Any:
     return httpclient.InferenceServerClient(url, connection_timeout=30.0, network_timeout=120.0)
 
 
-def _ready_versions(client: Any, headers: dict[str, str], name: str) -> set[int]:
-    index = client.get_model_repository_index(headers=headers)
-    return {
-        int(m["version"]) for m in index if m.get("name") == name and m.get("state") == "READY" and m.get("version")
-    }
+def _ready(client: Any, headers: dict[str, str]) -> dict[str, set[int]]:
+    """The READY versions of every model the server knows, from its repository index."""
+    ready: dict[str, set[int]] = {}
+    for m in client.get_model_repository_index(headers=headers):
+        if m.get("state") == "READY" and m.get("version"):
+            ready.setdefault(str(m["name"]), set()).add(int(m["version"]))
+    return ready
+
+
+def _served(client: Any, headers: dict[str, str], pipeline: str) -> tuple[Layout | None, int | None]:
+    """The layout and release the server serves for ``pipeline`` (None, None: nothing)."""
+    names = model_names(pipeline)
+    ready = _ready(client, headers)
+    if ready.get(names["model"]):  # the ensemble layout: the inner models' versions are the releases
+        return "ensemble", max(ready[names["model"]])
+    if ready.get(names["ensemble"]):  # the fused layout: the public model's versions are the releases
+        return "fused", max(ready[names["ensemble"]])
+    return None, None
 
 
 def _wait(client: Any, headers: dict[str, str], name: str, versions: set[int], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
-        ready = _ready_versions(client, headers, name)
+        ready = _ready(client, headers).get(name, set())
         if versions <= ready:
             return
         if time.monotonic() > deadline:
@@ -73,44 +91,58 @@ def switch_release(
 ) -> SwitchResult:
     started = time.perf_counter()
     repository = Path(repository)
-    names = model_names(pipeline)
-    Registry(repository, pipeline).release_files(to_version)  # refuses a corrupt or incomplete release
+    registry = Registry(repository, pipeline)
+    registry.release_files(to_version)  # 1. refuses a corrupt or incomplete release
+    layout = registry.layout(to_version)
+    *inner, public = registry.served_models(to_version)  # fused: no inner model; ensemble: preprocess, model
+    versioned = inner or [public]  # the models whose versions are releases
     headers = {ADMIN_HEADER: admin_key}
     client = _client(url)
     result = SwitchResult(pipeline, None, to_version, 0.0)
     try:
-        ready = _ready_versions(client, headers, names["model"])
-        current = max(ready) if ready else None
+        served_layout, current = _served(client, headers, pipeline)
         result.from_version = current
+        if served_layout not in (None, layout):
+            how = {"fused": "one fused model", "ensemble": "an ensemble"}
+            raise ReleaseSwitchError(
+                f"release {pipeline}:{to_version} is served as {how[layout]}, the served {pipeline}:{current} as "
+                f"{how[served_layout]}: a running server does not switch between the two; restart it (`inferline "
+                f"serve down`, then `up`) to serve the registry's current release. It still serves {pipeline}:{current}"
+            )
         if current == to_version:
             result.steps.append("already served")
             return result
         try:
-            if current is not None:  # 2. both pairs loaded, the ensemble still on the served pair
+            if current is not None:  # 2. both releases loaded; the ensemble, if any, still on the served pair
                 activate(repository, pipeline, current, also_load=[to_version])
-                for key in ("preprocess", "model"):
-                    client.load_model(names[key], headers=headers)
-                    _wait(client, headers, names[key], {current, to_version}, timeout_s)
+                for name in versioned:
+                    client.load_model(name, headers=headers)
+                    _wait(client, headers, name, {current, to_version}, timeout_s)
                 result.steps.append(f"loaded {pipeline}:{to_version} beside {pipeline}:{current}")
-            activate(repository, pipeline, to_version, also_load=[current] if current is not None else [])
-            client.load_model(names["ensemble"], headers=headers)  # 3. the ensemble now routes to the new pair
-            _wait(client, headers, names["ensemble"], {1}, timeout_s)
-            result.steps.append(f"ensemble routes to {pipeline}:{to_version}")
+            elif not inner:  # nothing served yet: load the fused release
+                activate(repository, pipeline, to_version)
+                client.load_model(public, headers=headers)
+                _wait(client, headers, public, {to_version}, timeout_s)
+            if inner:  # 3. the ensemble now routes to the new pair
+                activate(repository, pipeline, to_version, also_load=[current] if current is not None else [])
+                client.load_model(public, headers=headers)
+                _wait(client, headers, public, {1}, timeout_s)
+                result.steps.append(f"ensemble routes to {pipeline}:{to_version}")
         except Exception as exc:  # any failure: put the served release's configs back (re-raised below)
             if current is not None:
                 activate(repository, pipeline, current)
-                for key in ("preprocess", "model", "ensemble"):
+                for name in (*inner, public):
                     try:
-                        client.load_model(names[key], headers=headers)
+                        client.load_model(name, headers=headers)
                     except Exception:  # noqa: BLE001 - best effort; the served versions stay loaded anyway
                         pass
             raise ReleaseSwitchError(
                 f"switching {pipeline} from {current} to {to_version} failed ({type(exc).__name__}: {exc}); the "
                 f"server still serves {pipeline}:{current}"
             ) from exc
-        activate(repository, pipeline, to_version)  # 4. only the new pair stays loaded
-        for key in ("preprocess", "model"):
-            client.load_model(names[key], headers=headers)
+        activate(repository, pipeline, to_version)  # 4. only the new release stays loaded
+        for name in versioned:
+            client.load_model(name, headers=headers)
         result.steps.append(f"unloaded {pipeline}:{current}" if current is not None else "loaded")
     finally:
         client.close()

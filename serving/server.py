@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inferline.export.config import model_names
-from inferline.export.registry import published_pipelines
+from inferline.export.registry import Registry, published_pipelines
 from inferline.features.artifacts import atomic_write_json
 from inferline.features.errors import UserError
 from inferline.serving.secrets import ADMIN_HEADER, admin_key
@@ -204,13 +203,8 @@ class TritonServer:
                 f"--trace-config=rate={c.trace_rate}",
                 "--trace-config=level=TIMESTAMPS",
             ]
-        for pipeline in published_pipelines(repository):
-            names = model_names(pipeline)
-            cmd += [
-                f"--load-model={names['preprocess']}",
-                f"--load-model={names['model']}",
-                f"--load-model={names['ensemble']}",
-            ]
+        for pipeline, version in published_pipelines(repository).items():  # local: the fused model only
+            cmd += [f"--load-model={name}" for name in Registry(repository, pipeline).served_models(version)]
         return cmd + list(c.extra_args)
 
     def start(self, wait: bool = True, timeout_s: float = 60.0, detach: bool = False) -> TritonServer:

@@ -16,6 +16,7 @@ from inferline.export.registry import Registry, RegistryError
 from inferline.export.runtime import choose_providers
 from inferline.features.artifacts import sha256_file
 from inferline.features.pipelines import fraud
+from inferline.features.spec import read_spec
 from inferline.features.state import FeatureState
 from inferline.training.train import RunResult
 
@@ -50,25 +51,38 @@ def test_configs_are_valid_triton_model_configs(run: RunResult, target: str) -> 
     for key, cfg in configs.items():  # the JSON form (model-control overrides) says the same thing
         same = json_format.Parse(to_json(cfg), model_config_pb2.ModelConfig())
         assert same == parsed[key]
-    model = parsed["model"]
+    if target == "local":  # one fused Python-backend model, called by the pipeline's name
+        assert set(parsed) == {"fused"}
+        model = parsed["fused"]
+        assert model.name == "fraud" and model.backend == "python" and not model.platform
+        assert [i.name for i in model.input] == [c.name for c in fraud.SPEC.input_columns]
+        assert [o.name for o in model.output] == ["probabilities", "predicted_class", "status", "release"]
+        assert model.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+        assert model.instance_group[0].count == 1
+        params = {k: v.string_value for k, v in model.parameters.items()}
+        assert params == {
+            "pipeline": "fraud",
+            "intra_op_threads": "1",
+            "feature_state_from": "fraud_preprocess",
+            "onnx_model_from": "fraud_model",
+        }
+        assert not model.dynamic_batching.HasField("default_queue_policy"), "stalls the 2.51 batcher (measured)"
+    else:
+        model = parsed["model"]
+        queue = model.dynamic_batching.default_queue_policy
+        assert queue.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT and queue.max_queue_size == 2048
+        assert model.platform == "onnxruntime_onnx"
+        assert model.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+        assert model.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
+        ensemble = parsed["ensemble"]
+        steps = [s.model_name for s in ensemble.ensemble_scheduling.step]
+        assert steps == ["fraud_preprocess", "fraud_model"]
+        assert all(s.model_version == 5 for s in ensemble.ensemble_scheduling.step)  # release 5's pair, never mixed
+        assert [i.name for i in ensemble.input] == [c.name for c in fraud.SPEC.input_columns]
+        assert {o.name for o in ensemble.output} == {"probabilities", "predicted_class", "status", "release"}
     assert model.max_batch_size == fraud.SPEC.model.max_batch_size
     assert list(model.version_policy.specific.versions) == [5]
     assert model.HasField("dynamic_batching") and model.dynamic_batching.max_queue_delay_microseconds == 0
-    queue = model.dynamic_batching.default_queue_policy
-    kind = model.instance_group[0].kind
-    if target == "gpu":
-        assert queue.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT and queue.max_queue_size == 2048
-        assert model.platform == "onnxruntime_onnx" and kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
-        assert model.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
-    else:
-        assert model.backend == "python" and kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
-        assert not model.dynamic_batching.HasField("default_queue_policy"), "stalls the 2.51 batcher (measured)"
-    ensemble = parsed["ensemble"]
-    steps = [s.model_name for s in ensemble.ensemble_scheduling.step]
-    assert steps == ["fraud_preprocess", "fraud_model"]
-    assert all(s.model_version == 5 for s in ensemble.ensemble_scheduling.step)  # release 5's pair, never mixed
-    assert [i.name for i in ensemble.input] == [c.name for c in fraud.SPEC.input_columns]
-    assert {o.name for o in ensemble.output} == {"probabilities", "predicted_class", "status", "release"}
 
 
 def test_two_publishes_give_two_versions_with_manifests(published: Published) -> None:
@@ -77,15 +91,31 @@ def test_two_publishes_give_two_versions_with_manifests(published: Published) ->
     reg = Registry(repo, "fraud").read()
     assert (reg["current"], reg["previous"]) == (2, 1)
     for v in (1, 2):
-        for model in ("fraud_preprocess", "fraud_model"):
+        for model in ("fraud", "fraud_preprocess", "fraud_model"):  # the local target's three version directories
             assert (repo / model / str(v)).is_dir()
+        assert sorted(p.name for p in (repo / "fraud" / str(v)).iterdir()) == [
+            "model.py",
+            "release.config.json",
+            "release.config.pbtxt",
+            "release.json",
+        ]
+        assert sorted(p.name for p in (repo / "fraud_preprocess" / str(v)).iterdir()) == [
+            "feature_state.json",
+            "release.json",
+            "spec.json",  # the release's own contract
+        ]
+        assert Registry(repo, "fraud").layout(v) == "fused"
         manifest = json.loads((repo / "fraud_model" / str(v) / "release.json").read_text())
         assert MANIFEST_FIELDS <= set(manifest)
         assert manifest["release"] == v
         assert manifest["onnx_sha256"] == sha256_file(repo / "fraud_model" / str(v) / "model.onnx")
+        assert manifest["spec_sha256"] == sha256_file(repo / "fraud_preprocess" / str(v) / "spec.json")
+        assert read_spec(repo / "fraud_preprocess" / str(v) / "spec.json").feature_hash() == manifest["feature_hash"]
         assert manifest["parity"]["passed"] and manifest["parity"]["max_abs_error"] <= 1e-5
         assert {c["name"] for c in manifest["parity"]["checks"]} >= {"holdout", "batch_1", "batch_7", "batch_256"}
-        assert manifest == json.loads((repo / "fraud_preprocess" / str(v) / "release.json").read_text())
+        assert manifest["layout"] == "fused"
+        for model in ("fraud", "fraud_preprocess"):
+            assert manifest == json.loads((repo / model / str(v) / "release.json").read_text())
         assert reg["releases"][str(v)]["manifest_sha256"] == sha256_file(repo / "fraud_model" / str(v) / "release.json")
     registry = Registry(repo, "fraud")
     assert (
@@ -93,8 +123,8 @@ def test_two_publishes_give_two_versions_with_manifests(published: Published) ->
     )  # how later stages read releases
     with pytest.raises(RegistryError, match=r"known: \[1, 2\]"):
         registry.manifest(7)
-    text = (repo / "fraud_model" / "config.pbtxt").read_text()
-    assert list(_parse(text).version_policy.specific.versions) == [2]
+    served = _parse((repo / "fraud" / "config.pbtxt").read_text())
+    assert served.backend == "python" and list(served.version_policy.specific.versions) == [2]
     assert not (repo / ".staging").exists()
 
 
@@ -126,7 +156,7 @@ def test_parity_gate_refuses_a_broken_export(published: Published, tmp_path: Pat
     assert not info.value.report.passed
     assert info.value.report.max_abs_error > 1e-5
     assert _snapshot(repo) == before, "the previously published versions and registry are untouched"
-    assert not (repo / "fraud_model" / "3").exists()
+    assert not (repo / "fraud_model" / "3").exists() and not (repo / "fraud" / "3").exists()
 
 
 def test_promote_and_rollback_move_registry_and_configs(published: Published, tmp_path: Path) -> None:
@@ -136,12 +166,40 @@ def test_promote_and_rollback_move_registry_and_configs(published: Published, tm
     shutil.copytree(published.repository, repo)
     reg = set_current(repo, "fraud", action="rollback", reason="test")
     assert (reg["current"], reg["previous"]) == (1, 2)
-    assert list(_parse((repo / "fraud_model" / "config.pbtxt").read_text()).version_policy.specific.versions) == [1]
+    assert list(_parse((repo / "fraud" / "config.pbtxt").read_text()).version_policy.specific.versions) == [1]
     reg = set_current(repo, "fraud", 2, action="promote")
     assert (reg["current"], reg["previous"]) == (2, 1)
     assert [h["action"] for h in reg["history"]][-2:] == ["rollback", "promote"]
     with pytest.raises(RegistryError, match="does not exist; published: \\[1, 2\\]"):
         set_current(repo, "fraud", 9)
+
+
+def test_a_gpu_release_keeps_the_ensemble_layout_beside_fused_ones(published: Published, tmp_path: Path) -> None:
+    """``--target gpu`` still publishes the ensemble (inner models on disk and loaded); the registry tells each
+    release's layout from its own files, and the server loads what the current release needs."""
+    import shutil
+
+    from inferline.serving.server import ServerConfig, TritonServer
+
+    repo = tmp_path / "copy"
+    shutil.copytree(published.repository, repo)
+    released = publish(published.runs[1].run_dir, repo, target="gpu")
+    v = released.version
+    registry = Registry(repo, "fraud")
+    assert (registry.layout(v), registry.layout(2)) == ("ensemble", "fused")
+    assert registry.served_models(v) == ["fraud_preprocess", "fraud_model", "fraud"]
+    assert registry.served_models(2) == ["fraud"]
+    assert not (repo / "fraud" / str(v)).exists() and (repo / "fraud_preprocess" / str(v) / "model.py").exists()
+    ensemble = _parse((repo / "fraud" / "config.pbtxt").read_text())
+    assert ensemble.platform == "ensemble" and {s.model_version for s in ensemble.ensemble_scheduling.step} == {v}
+    model = _parse((repo / "fraud_model" / "config.pbtxt").read_text())
+    assert model.platform == "onnxruntime_onnx" and list(model.version_policy.specific.versions) == [v]
+    loads = [a for a in TritonServer(ServerConfig(repo, tmp_path / "work")).command() if a.startswith("--load")]
+    assert loads == ["--load-model=fraud_preprocess", "--load-model=fraud_model", "--load-model=fraud"]
+    set_current(repo, "fraud", 2, action="promote")  # back to a fused release: only its config moves
+    assert _parse((repo / "fraud" / "config.pbtxt").read_text()).backend == "python"
+    loads = [a for a in TritonServer(ServerConfig(repo, tmp_path / "work")).command() if a.startswith("--load")]
+    assert loads == ["--load-model=fraud"]
 
 
 def test_provider_choice() -> None:

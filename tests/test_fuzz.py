@@ -2,7 +2,7 @@
 
 - The HTTP API: schemathesis generates requests for every operation of ``serving/openapi/kserve-v2.yaml`` (the Open
   Inference Protocol REST endpoints inferline serves), schema-conforming and schema-violating, plus requests shaped
-  like the ``fraud`` ensemble's (the nine raw columns, JSON and binary tensor data) with hostile values, wrong
+  like the served ``fraud`` model's (the nine raw columns, JSON and binary tensor data) with hostile values, wrong
   shapes, wrong datatypes and broken framing, so that bodies get past parsing into validation. Every answer must be
   below 500; afterwards the server must still answer a good request.
 - The request path in process (what the client encodes and Triton's preprocess model runs): hostile rows are either
@@ -42,6 +42,7 @@ from .conftest import Published, Supervised, supervised_server
 SPEC = fraud.SPEC
 API_DESCRIPTION = resources.files("inferline.serving") / "openapi" / "kserve-v2.yaml"
 SERVED_MODEL = "fraud"
+SERVED_VERSION = "2"  # the conftest's current release: the local target's fused model is versioned by release
 HEADER_LENGTH = "Inference-Header-Content-Length"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 DATATYPES = (
@@ -69,7 +70,7 @@ def edge_url(edge: Supervised) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# requests shaped like the served ensemble's: two thirds well-formed with hostile values (they reach the preprocess
+# requests shaped like the served model's: two thirds well-formed with hostile values (they reach the served
 # model), a third with structural damage (names, datatypes, shapes, element counts, framing)
 
 HOSTILE_FLOAT = st.floats() | st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 1e308, -1e308, 5e-324])
@@ -238,11 +239,12 @@ def _api() -> BaseSchema:
 
     @schema.hook("flatmap_path_parameters")
     def mostly_the_served_model(ctx: Any, path: dict[str, Any] | None) -> st.SearchStrategy[dict[str, Any]]:
-        # 3 in 4 requests name the served model (and its version 1 where there is one) so bodies reach validation
+        # 3 in 4 requests name the served model (and its served version where there is one) so bodies reach validation
         if not path or "model_name" not in path:
             return st.just(path)
         served = {**path, "model_name": SERVED_MODEL}
-        choices = [path, served, served, {**served, "model_version": "1"} if "model_version" in path else served]
+        versioned = {**served, "model_version": SERVED_VERSION} if "model_version" in path else served
+        choices = [path, served, served, versioned]
         return st.sampled_from(choices)
 
     @schema.hook("flatmap_case").apply_to(path_regex=r"/infer$")

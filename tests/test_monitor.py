@@ -146,13 +146,13 @@ def test_metrics_latency_sketch_and_utilization(published: Published, tmp_path: 
 
             def traced() -> int:  # a trace file is read once it is complete; tritonserver writes it after answering
                 monitor.monitor.tick()
-                return int(monitor.monitor.status()["latency"].get("server|fraud_model|2", {}).get("count", 0))
+                return int(monitor.monitor.status()["latency"].get("server|fraud|2", {}).get("count", 0))
 
             wait_until(lambda: traced() >= 100, 60, "the monitor reading the traces of the 100 requests")
             with urllib.request.urlopen(f"{monitor.url}/metrics", timeout=10) as r:
                 text = r.read().decode()
             traces = [t for name in sorted(monitor.monitor.traces_read) for t in read_traces(trace_dir / name)]
-            window = monitor.monitor.status()["latency"]["server|fraud_model|2"]
+            window = monitor.monitor.status()["latency"]["server|fraud|2"]
         finally:
             monitor.stop()
     finally:
@@ -162,7 +162,7 @@ def test_metrics_latency_sketch_and_utilization(published: Published, tmp_path: 
     sides = {s.labels["side"] for s in latency.samples}
     assert sides == {"server", "client"}
     models = {s.labels["model"] for s in latency.samples if s.labels["side"] == "server"}
-    assert {"fraud", "fraud_preprocess", "fraud_model"} <= models
+    assert models == {"fraud"}  # the local target serves one fused model
     state, devices = expected_nvml_state()
     nvml = {s.labels["state"]: s.value for s in families["inferline_gpu_nvml_state"].samples}
     assert nvml == {s: float(s == state) for s in ("disabled", "library_missing", "no_device", "ok")}, nvml
@@ -172,7 +172,7 @@ def test_metrics_latency_sketch_and_utilization(published: Published, tmp_path: 
     assert families["inferline_triton_up"].samples[0].value == 1.0
 
     # the sketch's percentiles against numpy's exact ones over the very same traced requests (this test's only)
-    exact = np.array([s for m, v, s in traces if m == "fraud_model"])
+    exact = np.array([s for m, v, s in traces if m == "fraud"])
     assert window["count"] == len(exact) == 100
     for q in (50, 95, 99):
         true = np.percentile(exact, q, method="inverted_cdf")

@@ -50,9 +50,10 @@ def test_second_pipeline_trains_gates_and_publishes(loans_pipeline: str, tmp_pat
     assert result.metrics["holdout"]["roc_auc"] > 0.6
     released = publish(result.run_dir, tmp_path / "repo")
     assert released.parity.passed and released.version == 1
-    ensemble = text_format.Parse(
+    served = text_format.Parse(
         (tmp_path / "repo" / "loans" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
     )
-    assert [i.name for i in ensemble.input] == ["loan_id", "applied_at", "income", "purpose"]
-    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["loans_preprocess", "loans_model"]
-    assert ensemble.max_batch_size == 64
+    assert [i.name for i in served.input] == ["loan_id", "applied_at", "income", "purpose"]
+    assert served.backend == "python" and list(served.version_policy.specific.versions) == [1]  # fused (local)
+    assert served.parameters["feature_state_from"].string_value == "loans_preprocess"
+    assert served.max_batch_size == 64

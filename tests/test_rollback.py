@@ -224,6 +224,6 @@ def test_promote_rollback_and_history_by_hand(serving_v2: Stack) -> None:
 
     client = httpclient.InferenceServerClient(stack.server.config.http_url)
     with pytest.raises(InferenceServerException) as refused:  # model control without the secret
-        client.load_model("fraud_model")
+        client.load_model("fraud")
     assert "403" in str(refused.value) or "forbidden" in str(refused.value).lower()
     client.close()

@@ -33,13 +33,183 @@ def _assert_live(server: TritonServer) -> None:
 
 def test_repository_loads_exactly_the_current_release(triton: TritonServer, published: Published) -> None:
     with InferlineClient(triton.config.http_url, "http", pipeline="fraud", admin_key=triton.admin_key) as client:
-        index = {(m["name"], m.get("version")): m["state"] for m in client.repository_index()}
-    assert index[("fraud", "1")] == "READY"
-    assert index[("fraud_preprocess", "2")] == "READY"
-    assert index[("fraud_model", "2")] == "READY"
-    assert ("fraud_model", "1") not in index or index[("fraud_model", "1")] != "READY"
+        index = {(m["name"], m.get("version")): m.get("state") for m in client.repository_index()}
+    # the local target serves one fused Python-backend model whose version is the release: nothing else is loaded
+    assert {key for key, state in index.items() if state == "READY"} == {("fraud", "2")}
     # both versions are on disk, so a rollback can load the previous one
-    assert (published.repository / "fraud_model" / "1" / "model.onnx").exists()
+    for v in (1, 2):
+        assert (published.repository / "fraud_model" / str(v) / "model.onnx").exists()
+        assert (published.repository / "fraud" / str(v) / "model.py").exists()
+
+
+def _in_process(repository: Path, version: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What release ``version`` answers, computed in this process: the contract on the raw columns, then
+    onnxruntime on the release's own model; bad rows too (their neutral features are scored as well)."""
+    from inferline.export.runtime import onnx_session
+    from inferline.features.contract import compile_contract
+    from inferline.features.spec import read_spec
+    from inferline.features.state import FeatureState
+
+    release = repository / "fraud_preprocess" / str(version)
+    contract = compile_contract(read_spec(release / "spec.json"), FeatureState.load(release / "feature_state.json"))
+    m, status = contract.featurize({k: v.reshape(-1) for k, v in arrays.items()})
+    session = onnx_session(repository / "fraud_model" / str(version) / "model.onnx")
+    probabilities, predicted = session.run(
+        ["probabilities", "predicted_class"], {"numeric": m.numeric, "categorical": m.categorical}
+    )
+    return {"probabilities": probabilities, "predicted_class": predicted, "status": np.asarray(status)}
+
+
+def _mixed_rows(holdout: pd.DataFrame, n: int) -> pd.DataFrame:
+    """``n`` holdout rows, every fifth one breaking a different rule."""
+    rows = holdout.head(n).drop(columns=[SPEC.label]).copy().reset_index(drop=True)
+    rows["amount"] = rows["amount"].astype("float64")
+    rows["event_time"] = rows["event_time"].map(lambda t: t.isoformat()).astype(object)
+    for i in range(0, n, 5):
+        kind = (i // 5) % 4
+        if kind == 0:
+            rows.loc[i, "amount"] = -5.0
+        elif kind == 1:
+            rows.loc[i, "channel"] = "fax"
+        elif kind == 2:
+            rows.loc[i, "event_time"] = "2026-02-01T10:00:00"  # naive
+        else:
+            rows.loc[i, "amount"] = np.nan
+    return rows
+
+
+def test_local_target_serves_through_one_python_model_equal_to_in_process(
+    triton: TritonServer, published: Published, holdout: pd.DataFrame
+) -> None:
+    """``--target local``: clients call ``fraud`` as before, and it is one Python-backend model (no ensemble, no inner
+    model loaded). Concurrent requests of different sizes, good and bad rows mixed (Triton may batch them into one
+    execute), each get exactly what the release computes in process for their own rows."""
+    client = httpclient.InferenceServerClient(triton.config.http_url, concurrency=8)
+    try:
+        config = client.get_model_config("fraud")
+        assert config["backend"] == "python" and "ensemble_scheduling" not in config
+        assert config["version_policy"] == {"specific": {"versions": [2]}}
+        assert {o["name"] for o in config["output"]} == {"probabilities", "predicted_class", "status", "release"}
+        rows = _mixed_rows(holdout, 60)
+        sizes = [1, 7, 3, 13, 16, 1, 19]
+        bounds = np.cumsum([0, *sizes])
+        chunks = [rows.iloc[bounds[i] : bounds[i + 1]] for i in range(len(sizes))]
+        pending = [client.async_infer("fraud", _raw_inputs(httpclient, chunk)) for chunk in chunks]
+        for chunk, request in zip(chunks, pending, strict=True):
+            answer = request.get_result()
+            expected = _in_process(published.repository, 2, encode_rows(chunk, SPEC))
+            n = len(chunk)
+            probabilities = answer.as_numpy("probabilities")
+            assert probabilities.dtype == np.float32 and probabilities.shape == (n, len(SPEC.classes))
+            np.testing.assert_allclose(probabilities, expected["probabilities"], atol=1e-6, rtol=0)
+            predicted = answer.as_numpy("predicted_class")
+            assert predicted.dtype == np.int64 and predicted.shape == (n, 1)
+            np.testing.assert_array_equal(predicted, expected["predicted_class"])
+            assert answer.as_numpy("status").shape == (n, 1)
+            assert [s.decode() for s in answer.as_numpy("status").reshape(-1)] == expected["status"].tolist()
+            assert set(answer.as_numpy("release").reshape(-1)) == {b"fraud:2"}
+        statuses = [s for c in chunks for s in _in_process(published.repository, 2, encode_rows(c, SPEC))["status"]]
+        reasons = {"amount:negative", "channel:unknown_value", "event_time:naive_timestamp", "amount:null"}
+        assert reasons <= set(statuses) and statuses.count("ok") >= 40  # the mix really mixes
+    finally:
+        client.close()
+    _assert_live(triton)
+
+
+class _Tensor:
+    """Stand-in for ``triton_python_backend_utils.Tensor`` (only Triton provides the real one)."""
+
+    def __init__(self, name: str, array: np.ndarray) -> None:
+        self._name, self._array = name, array
+
+    def name(self) -> str:
+        return self._name
+
+    def as_numpy(self) -> np.ndarray:
+        return self._array
+
+
+class _Response:
+    def __init__(self, output_tensors: list[_Tensor] | None = None, error: object = None) -> None:
+        self.outputs = {t.name(): t.as_numpy() for t in output_tensors or []}
+        self.error = error
+
+
+class _Error:
+    def __init__(self, message: str) -> None:
+        self.text = message
+
+
+class _Request:
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.tensors = {k: _Tensor(k, v) for k, v in arrays.items()}
+
+
+def test_fused_execute_scores_a_batch_at_once_and_isolates_an_unreadable_request(
+    published: Published, holdout: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fused model's ``execute`` in this process, Triton's utilities stood in for: the requests of one call are
+    featurized once and scored with one ``session.run``; a request that cannot be read (a column missing) gets an
+    error response and the requests beside it are still answered, each equal to the in-process computation."""
+    import importlib.util
+    import types
+
+    fake = types.ModuleType("triton_python_backend_utils")
+    fake.Tensor = _Tensor  # type: ignore[attr-defined]
+    fake.InferenceResponse = _Response  # type: ignore[attr-defined]
+    fake.TritonError = _Error  # type: ignore[attr-defined]
+    fake.get_input_tensor_by_name = lambda request, name: request.tensors.get(name)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
+    source = published.repository / "fraud" / "2" / "model.py"
+    spec = importlib.util.spec_from_file_location("fused_under_test", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    model = module.TritonPythonModel()
+    model.initialize(
+        {
+            "model_config": (published.repository / "fraud" / "2" / "release.config.json").read_text(),
+            "model_repository": str(published.repository / "fraud"),
+            "model_version": "2",
+        }
+    )
+    calls = {"featurize": 0, "run": 0}
+    featurize, session = model.contract.featurize, model.session
+
+    def counted_featurize(*args: object, **kwargs: object) -> object:
+        calls["featurize"] += 1
+        return featurize(*args, **kwargs)
+
+    class CountedSession:
+        def run(self, *args: object) -> object:
+            calls["run"] += 1
+            return session.run(*args)
+
+    monkeypatch.setattr(model.contract, "featurize", counted_featurize)
+    model.session = CountedSession()
+
+    rows = _mixed_rows(holdout, 20)
+    chunks = [rows.iloc[:3], rows.iloc[3:4], rows.iloc[4:20]]
+    arrays = [encode_rows(c, SPEC) for c in chunks]
+    responses = model.execute([_Request(a) for a in arrays])
+    assert calls == {"featurize": 1, "run": 1}, "one featurize and one session.run for the whole batch"
+    for a, response in zip(arrays, responses, strict=True):
+        expected = _in_process(published.repository, 2, a)
+        assert response.error is None
+        np.testing.assert_allclose(response.outputs["probabilities"], expected["probabilities"], atol=1e-6, rtol=0)
+        np.testing.assert_array_equal(response.outputs["predicted_class"], expected["predicted_class"])
+        assert [s.decode() for s in response.outputs["status"].reshape(-1)] == expected["status"].tolist()
+        assert set(response.outputs["release"].reshape(-1)) == {b"fraud:2"}
+
+    unreadable = {k: v for k, v in arrays[0].items() if k != "amount"}
+    responses = model.execute([_Request(arrays[1]), _Request(unreadable), _Request(arrays[2])])
+    assert [r.error is None for r in responses] == [True, False, True]
+    assert "fraud could not read the request" in responses[1].error.text and "amount" in responses[1].error.text
+    for a, response in zip((arrays[1], arrays[2]), (responses[0], responses[2]), strict=True):
+        expected = _in_process(published.repository, 2, a)
+        np.testing.assert_allclose(response.outputs["probabilities"], expected["probabilities"], atol=1e-6, rtol=0)
+        assert [s.decode() for s in response.outputs["status"].reshape(-1)] == expected["status"].tolist()
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -215,7 +385,7 @@ def test_serving_command_line_up_status_predict_down(
         assert up.returncode == 0, up.stderr
         info = json.loads(up.stdout)
         assert info["http"] == f"127.0.0.1:{ports[0]}" and info["releases"] == {"fraud": 2}
-        assert {(m["name"], m["version"]) for m in info["loaded"]} >= {("fraud_model", "2"), ("fraud_preprocess", "2")}
+        assert {(m["name"], m["version"]) for m in info["loaded"]} == {("fraud", "2")}  # one fused model
         assert (workdir / "admin.key").stat().st_mode & 0o777 == 0o600
         status = subprocess.run([*base, "status", *wd], capture_output=True, text=True, timeout=60)
         assert status.returncode == 0 and json.loads(status.stdout)["pid"] == info["pid"]

@@ -1,10 +1,12 @@
 """Triton Python-backend model ``<pipeline>_preprocess``: raw rows -> validated, featurized tensors.
 
-Copied by ``inferline export publish`` into every published version as ``model.py``. It compiles its own
-release's contract (the spec snapshot ``spec.json`` and the fitted ``feature_state.json`` beside it, never the
-live pipeline module) once, at load, and featurizes every request with it, as training and the batch job do.
-Requests that arrive together are featurized as one batch. A row that breaks a rule gets ``status`` = its reason
-(for example ``amount:negative``) and neutral features; the rows beside it are scored normally.
+The first step of the gpu target's ensemble (the model runs on NVIDIA's native onnxruntime backend); the local
+target serves ``fused.py`` instead, which featurizes the same way. Copied by ``inferline export publish --target
+gpu`` into every published version as ``model.py``. It compiles its own release's contract (the spec snapshot
+``spec.json`` and the fitted ``feature_state.json`` beside it, never the live pipeline module) once, at load, and
+featurizes every request with it, as training and the batch job do. Requests that arrive together are featurized
+as one batch. A row that breaks a rule gets ``status`` = its reason (for example ``amount:negative``) and neutral
+features; the rows beside it are scored normally.
 """
 
 from __future__ import annotations

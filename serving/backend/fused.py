@@ -1,0 +1,112 @@
+"""Triton Python-backend model ``<pipeline>`` for the local target: validation, features and the ONNX model in one
+``execute``.
+
+Copied by ``inferline export publish --target local`` into every release as ``<pipeline>/N/model.py``. Clients call
+it exactly as they call the gpu target's ensemble: one tensor per raw column in, ``probabilities``,
+``predicted_class``, ``status`` and ``release`` out, same dtypes and dims.
+
+Why one model and not the ensemble (``preprocess.py`` -> onnxruntime) the gpu target serves: on the bundled
+tritonserver each Python-backend hop and the ensemble scheduler cost more per request than the feature math and
+onnxruntime together (ENVIRONMENT.md, measured). Here every request of a dynamic batch is read, validated and
+featurized with one call of the release's compiled contract (``features.contract``: its own spec snapshot and
+fitted state, compiled once at load, as ``preprocess.py``, the batch job and training use it) and scored with one
+``session.run``. A row that breaks a rule gets ``status`` = its reason (for
+example ``amount:negative``) and neutral features, and the rows beside it are scored normally; a request that cannot
+be read gets an error response while the other requests of the batch are answered.
+
+Layout: version N of this model is release N (``version_policy specific``), so Triton's own version handling does a
+switch (both versions loaded, then the old one unloaded: nothing in flight is dropped, and features and model can
+never come from two releases). Its version directory holds only this file and the release's config: the fitted
+state and the model are read where every other reader of release N finds them, named by the config's parameters::
+
+    <repository>/<feature_state_from>/N/feature_state.json     (feature_state_from = <pipeline>_preprocess)
+    <repository>/<feature_state_from>/N/spec.json              the release's spec snapshot, beside it
+    <repository>/<onnx_model_from>/N/model.onnx                (onnx_model_from = <pipeline>_model)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils  # provided by the Triton Python backend
+
+from inferline.export.runtime import onnx_session
+from inferline.features.contract import compile_contract
+from inferline.features.spec import spec_beside
+from inferline.features.state import FeatureState
+
+ANSWERS = ("status", "release")  # outputs this model writes itself; every other output comes from the ONNX model
+
+
+def _sibling(model_dir: str, name: str) -> str:
+    """``<repository>/<name>``: a model directory beside this one, named by a plain directory name only."""
+    if not name or os.path.basename(name) != name or name in (".", ".."):
+        raise ValueError(f"expected the name of a model directory beside {model_dir!r}, got {name!r}")
+    return os.path.join(os.path.dirname(os.path.abspath(model_dir)), name)
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        version = args["model_version"]
+        self.name = config["name"]
+        state_dir = _sibling(args["model_repository"], params["feature_state_from"])
+        state_path = os.path.join(state_dir, version, "feature_state.json")
+        self.spec = spec_beside(state_path, params["pipeline"])  # the release's snapshot, never the live module
+        # this instance's own compiled contract (it remembers categorical verdicts: never shared between models)
+        self.contract = compile_contract(self.spec, FeatureState.load(state_path))
+        model_dir = _sibling(args["model_repository"], params["onnx_model_from"])
+        threads = int(params.get("intra_op_threads", "1"))
+        self.session = onnx_session(os.path.join(model_dir, version, "model.onnx"), device="cpu", threads=threads)
+        self.feeds = [i.name for i in self.session.get_inputs()]  # numeric, categorical
+        self.outputs = [o["name"] for o in config["output"] if o["name"] not in ANSWERS]
+        self.release = f"{self.spec.name}:{version}".encode()
+        self.columns = [c.name for c in self.spec.input_columns]
+
+    def _score(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Raw columns of n rows -> the outputs of n rows, in the order of ``self.outputs`` + ``ANSWERS``."""
+        m, status = self.contract.featurize(arrays)
+        n = len(status)
+        features = {"numeric": m.numeric, "categorical": m.categorical}
+        scored = self.session.run(self.outputs, {name: features[name] for name in self.feeds})
+        status_out = np.array([s.encode() for s in status], dtype=object).reshape(n, 1)
+        release_out = np.full((n, 1), self.release, dtype=object)
+        return [*scored, status_out, release_out]
+
+    def _response(self, outputs: list[np.ndarray]) -> Any:
+        names = (*self.outputs, *ANSWERS)
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor(k, v) for k, v in zip(names, outputs, strict=True)]
+        )
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        per_request = []
+        for request in requests:
+            arrays = {}
+            for name in self.columns:
+                tensor = pb_utils.get_input_tensor_by_name(request, name)
+                if tensor is not None:
+                    arrays[name] = tensor.as_numpy().reshape(-1)
+            per_request.append(arrays)
+        sizes = [len(next(iter(a.values()))) if a else 0 for a in per_request]
+        try:  # the common case: one featurize and one session.run for every request of the batch
+            merged = {name: np.concatenate([a[name] for a in per_request]) for name in self.columns}
+            outputs = self._score(merged)
+            bounds = np.cumsum([0, *sizes])
+            return [self._response([o[bounds[i] : bounds[i + 1]] for o in outputs]) for i in range(len(requests))]
+        except Exception:  # noqa: BLE001 - isolate the failing request; the others are still answered
+            responses = []
+            for arrays in per_request:
+                try:
+                    responses.append(self._response(self._score(arrays)))
+                except Exception as exc:  # noqa: BLE001
+                    responses.append(
+                        pb_utils.InferenceResponse(
+                            error=pb_utils.TritonError(f"{self.name} could not read the request: {exc}")
+                        )
+                    )
+            return responses
