@@ -6,10 +6,11 @@ A ``Rule`` is an operation name, its JSON-able arguments, a reason code and a hu
 - a **scalar** check (one Python value -> bool), for the per-row request path;
 - a **vector** check (an array of values -> boolean mask) over the array namespace ``xp`` (numpy or cupy for
   numbers and timestamps; object arrays for text), for batches;
-- a **pandera** ``Check``, for the schema that training, batch and the docs use.
+- a **pandera** ``Check``, for the schema users validate with and the contract suite compares against.
 
-Every rule sees a column's non-null values only (nulls are the ``required`` flag's concern). Values arrive in their
-canonical form: ``float`` for numeric, ``int`` for integer and label, ``int`` nanoseconds since the epoch (UTC) for
+pandas and pandera are imported only by the pandera lowering: the scalar and vector lowerings need numpy alone
+(and cupy where a GPU runs them). Every rule sees a column's non-null values only (nulls are the ``required``
+flag's concern). Values arrive in their canonical form: ``float`` for numeric, ``int`` for integer and label, ``int`` nanoseconds since the epoch (UTC) for
 timestamps, ``str`` for id, categorical and text columns. The contract suite (tests/test_contract.py) checks that
 the three lowerings agree on every rule.
 
@@ -28,7 +29,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from inferline.features.errors import UserError
 
@@ -248,10 +248,22 @@ def _elementwise_check(fn: Callable[[Any], bool], rule: Rule) -> Any:
     return pa.Check(fn, element_wise=True, name=rule.name, description=rule.message, ignore_na=True)
 
 
-def _series_check(fn: Callable[[pd.Series], pd.Series], rule: Rule) -> Any:
+def _series_check(fn: Callable[[Any], Any], rule: Rule) -> Any:
     import pandera.pandas as pa
 
     return pa.Check(fn, name=rule.name, description=rule.message, ignore_na=True)
+
+
+def _finite_series(s: Any) -> Any:
+    import pandas as pd
+
+    return pd.Series(np.isfinite(s.to_numpy(dtype="float64")), index=s.index)
+
+
+def _utc_timestamp(text: str) -> Any:
+    import pandas as pd
+
+    return pd.Timestamp(text).tz_convert("UTC")
 
 
 def _builtin(method: str, *args: Any, rule: Rule, **kwargs: Any) -> Any:
@@ -397,7 +409,7 @@ OPS: dict[str, Op] = {
         frozenset({"numeric"}),
         lambda r: math.isfinite,
         lambda r: lambda xp, v: xp.isfinite(v),
-        lambda r: _series_check(lambda s: pd.Series(np.isfinite(s.to_numpy(dtype="float64")), index=s.index), r),
+        lambda r: _series_check(_finite_series, r),
     ),
     "one_of": Op(
         NUMBER_KINDS | TEXT_KINDS,
@@ -425,8 +437,8 @@ OPS: dict[str, Op] = {
         lambda r: _in_range_vector(*_timestamp_range(r)),
         lambda r: _builtin(
             "in_range",
-            pd.Timestamp(r.args[0]).tz_convert("UTC"),
-            pd.Timestamp(r.args[1]).tz_convert("UTC"),
+            _utc_timestamp(r.args[0]),
+            _utc_timestamp(r.args[1]),
             include_max=False,
             rule=r,
         ),
