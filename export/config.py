@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from inferline.features.contract import compile_contract
 from inferline.features.spec import PipelineSpec
 from inferline.features.state import FeatureState
 
@@ -115,13 +116,13 @@ def pipeline_configs(
         raise ValueError(f"target must be 'local' or 'gpu', got {target!r}")
     names = model_names(spec.name)
     mbs = max_batch_size or spec.model.max_batch_size
-    raw_inputs = [_tensor(c.name, c.triton_dtype, [1]) for c in spec.input_columns]
-    features_out = [
-        _tensor("numeric", "FP32", [len(state.numeric)]),
-        _tensor("categorical", "INT64", [len(state.categorical)]),
-    ]
-    model_out = [_tensor("probabilities", "FP32", [len(spec.classes)]), _tensor("predicted_class", "INT64", [1])]
-    status_out = [_tensor("status", "BYTES", [1]), _tensor("release", "BYTES", [1])]
+    contract = compile_contract(spec, state)  # the tensor names, datatypes and shapes every stage uses
+    raw_inputs = [_tensor(t.name, t.datatype, list(t.dims)) for t in contract.inputs]
+    features_out = [_tensor(t.name, t.datatype, list(t.dims)) for t in contract.model_inputs]
+    model_out, status_out = (
+        [_tensor(t.name, t.datatype, list(t.dims)) for t in part]
+        for part in (contract.outputs[:2], contract.outputs[2:])
+    )
     batching = _batching(queue_size, queue_timeout_us, target == "gpu" if queue_policy is None else queue_policy)
 
     if target == "local":

@@ -280,14 +280,14 @@ class _ColumnPlan:
         first = self.first_failing() if self.rules else None
         name, kind, assume_utc = self.name, self.kind, self.assume_utc
 
+        features = _features_of(kernels)
+
         def finish(v: Any) -> tuple[Any, ...]:
             if first is not None:
                 reason = first(v)
                 if reason is not None:
                     return (v, None, reason, *zeros)
-            if not kernels:
-                return (v, None, None)
-            return (v, None, None, *[k(v, p) for k, p in kernels])
+            return (v, None, None, *features(v))
 
         def text_of(v: Any) -> tuple[str | None, bool]:
             if type(v) is bytes:
@@ -408,6 +408,20 @@ class _ColumnPlan:
                 out[reason] = mask
 
 
+def _features_of(kernels: list[tuple[Callable[[Any, Any], Any], Any]]) -> Callable[[Any], tuple[Any, ...]]:
+    """One value -> the tuple of its kernels' outputs, specialized by count (no per-call loop for the usual one
+    or two kernels per column)."""
+    if not kernels:
+        return lambda v: ()
+    if len(kernels) == 1:
+        ((k0, p0),) = kernels
+        return lambda v: (k0(v, p0),)
+    if len(kernels) == 2:
+        (k0, p0), (k1, p1) = kernels
+        return lambda v: (k0(v, p0), k1(v, p1))
+    return lambda v: tuple([k(v, p) for k, p in kernels])
+
+
 def _present(parse: list[str | None]) -> np.ndarray:
     return np.fromiter((r is not None for r in parse), dtype=bool, count=len(parse))
 
@@ -468,6 +482,7 @@ class Contract:
         self.input_columns = spec.input_columns
         self._plans = {c.name: _ColumnPlan(c) for c in spec.columns}
         self._inputs = [self._plans[c.name] for c in self.input_columns]
+        self._input_names = [c.name for c in self.input_columns]
         self._schemas: dict[bool, Any] = {}
         self.inputs = tuple(TensorSpec(c.name, c.triton_dtype, (1,)) for c in self.input_columns)
         self._numeric: list[_FeaturePlan] = []
@@ -485,9 +500,16 @@ class Contract:
         self._by_source: dict[str, list[_FeaturePlan]] = {}
         for plan in (*self._numeric, *self._categorical):
             self._by_source.setdefault(plan.source, []).append(plan)
+        # the tensors every stage agrees on: raw inputs (one per column), the model's inputs, the served outputs
         self.model_inputs = (
             TensorSpec("numeric", "FP32", (len(self._numeric),)),
             TensorSpec("categorical", "INT64", (len(self._categorical),)),
+        )
+        self.outputs = (
+            TensorSpec("probabilities", "FP32", (len(spec.classes),)),
+            TensorSpec("predicted_class", "INT64", (1,)),
+            TensorSpec("status", "BYTES", (1,)),
+            TensorSpec("release", "BYTES", (1,)),
         )
         mean = state.mean if state is not None else [0.0] * len(self._numeric)
         std = state.std if state is not None else [1.0] * len(self._numeric)
@@ -615,13 +637,15 @@ class Contract:
         """Wire tensors (one per raw input column, shape [n] or [n, 1]) -> ``(features, status)``. A row that
         breaks a rule gets its reason as status and neutral features (zeros, the unknown bucket), so it rides in
         the same batch as the others. A missing input raises ``KeyError`` naming it (a malformed request)."""
-        names = [p.name for p in self._inputs]
-        missing = [name for name in names if name not in arrays]
-        if missing:
-            raise KeyError(f"request lacks input(s) {missing}; expected one tensor per raw column: {names}")
-        wire = [np.asarray(arrays[name]).reshape(-1) for name in names]
+        names = self._input_names
+        try:
+            wire = [arrays[name] for name in names]
+        except KeyError:
+            missing = [name for name in names if name not in arrays]
+            raise KeyError(f"request lacks input(s) {missing}; expected one tensor per raw column: {names}") from None
+        wire = [w if w.ndim == 1 else w.reshape(-1) for w in map(np.asarray, wire)]
         n = len(wire[0]) if wire else 0
-        if any(len(w) != n for w in wire):
+        if not all(len(w) == n for w in wire):
             rows = {name: len(w) for name, w in zip(names, wire, strict=True)}
             raise ValueError(f"request inputs hold different numbers of rows: {rows}; send one value per row in each")
         if n <= SCALAR_ROWS:
@@ -665,6 +689,19 @@ class Contract:
     def _featurize_rows(self, wire: list[np.ndarray], n: int) -> tuple[FeatureMatrix, np.ndarray]:
         """Row by row through each column's scalar lowering (``_ColumnPlan.cell``): no array work per value."""
         numeric_at, categorical_at = self._numeric_at, self._categorical_at
+        if n == 1:  # the commonest request: one value per column
+            entries = [cell(w[0]) for cell, w in zip(self._row_cells, wire, strict=True)]
+            reason = next((e[1] for e in entries if e[1] is not None), None) or next(
+                (e[2] for e in entries if e[2] is not None), None
+            )
+            status = np.array([reason or OK], dtype=object)
+            if reason is None:
+                numeric = np.array([[(entries[j][k] - m) / s for j, k, m, s in numeric_at]], dtype=np.float32)
+                categorical = np.array([[entries[j][k] for j, k in categorical_at]], dtype=np.int64)
+            else:
+                numeric = np.zeros((1, len(numeric_at)), dtype=np.float32)
+                categorical = np.zeros((1, len(categorical_at)), dtype=np.int64)
+            return FeatureMatrix(numeric=numeric, categorical=categorical), status
         columns = [[cell(v) for v in w] for cell, w in zip(self._row_cells, wire, strict=True)]
         if n > 1:
             for j, p in enumerate(self._inputs):
@@ -700,7 +737,7 @@ class Contract:
                 status[i] = reason
                 numeric_rows.append(zeros_n)
                 categorical_rows.append(zeros_c)
-        numeric = np.array(numeric_rows, dtype=np.float64).reshape(n, len(numeric_at)).astype(np.float32)
+        numeric = np.array(numeric_rows, dtype=np.float32).reshape(n, len(numeric_at))
         categorical = np.array(categorical_rows, dtype=np.int64).reshape(n, len(categorical_at))
         return FeatureMatrix(numeric=numeric, categorical=categorical), status
 

@@ -81,12 +81,13 @@ def _cyclic(
     unit: Callable[[int | None], float], vunit: Callable[[Any, Any], Any], period: float, fn: str
 ) -> tuple[Callable[[Any, Mapping[str, Any]], float], Callable[[Any, Any, Mapping[str, Any]], Any]]:
     m = getattr(math, fn)
+    scale = TWO_PI / period
 
     def scalar(v: Any, p: Mapping[str, Any]) -> float:
-        return float(m(TWO_PI * unit(v) / period))
+        return m(scale * unit(v))  # type: ignore[no-any-return]
 
     def vector(xp: Any, v: Any, p: Mapping[str, Any]) -> Any:
-        return getattr(xp, fn)(TWO_PI * vunit(xp, v) / period)
+        return getattr(xp, fn)(scale * vunit(xp, v))
 
     return scalar, vector
 

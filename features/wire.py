@@ -49,6 +49,7 @@ EPOCH_NUMBER = "epoch_number"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_MIN, _NS_MAX = datetime(1678, 1, 1, tzinfo=UTC), datetime(2262, 1, 1, tzinfo=UTC)  # datetime64[ns] range
 _MICROSECOND = timedelta(microseconds=1)
+_US_MIN, _US_MAX = (_NS_MIN - _EPOCH) // _MICROSECOND, (_NS_MAX - _EPOCH) // _MICROSECOND
 _EPOCH_TEXT = re.compile(r"[+-]?\d{9,13}(?:\.\d+)?")
 
 
@@ -93,7 +94,7 @@ def parse_instant(text: str, assume_utc: bool) -> tuple[int | None, str | None]:
     (``naive_timestamp``). An epoch number is refused (``epoch_number``: its unit and zone would be guesses), and
     so is a date outside what nanosecond timestamps hold (``unparseable``)."""
     value = text.strip()
-    if value[:1].isdigit() and len(value) > 8 and _EPOCH_TEXT.fullmatch(value):
+    if value[4:5] != "-" and _EPOCH_TEXT.fullmatch(value):  # ISO-8601's extended form has '-' at 4
         return None, EPOCH_NUMBER  # refused before parsing: some such numbers are also ISO basic-format dates
     try:
         dt = datetime.fromisoformat(value)
@@ -103,9 +104,10 @@ def parse_instant(text: str, assume_utc: bool) -> tuple[int | None, str | None]:
         if not assume_utc:
             return None, NAIVE
         dt = dt.replace(tzinfo=UTC)
-    if not _NS_MIN <= dt < _NS_MAX:
+    us = (dt - _EPOCH) // _MICROSECOND
+    if not _US_MIN <= us < _US_MAX:
         return None, UNPARSEABLE
-    return (dt - _EPOCH) // _MICROSECOND * 1000, None
+    return us * 1000, None
 
 
 def offset_of(text: str) -> str | None:
