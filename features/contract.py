@@ -37,7 +37,6 @@ from inferline.features.state import FeatureMatrix, FeatureState
 from inferline.features.wire import (
     INVALID_UTF8,
     decode_column,
-    decode_text,
     decode_value,
     parse_instant,
     parse_instants,
@@ -76,71 +75,9 @@ class _ColumnPlan:
         self.rules: list[tuple[str, Callable[[Any], bool], Callable[[Any, Any], Any]]] = [
             (f"{column.name}:{r.name}", r.scalar(), r.vector()) for r in column.rules
         ]
-        # categorical values repeat: each distinct value's failing reasons are remembered (exact, per contract)
-        self.memo: dict[str, tuple[str, ...]] | None = {} if column.kind == "categorical" else None
+        self.remembered = column.kind == "categorical"  # values repeat: the request path remembers their entries
         self._cells: dict[tuple[str, ...], Callable[[Any], tuple[Any, ...]]] = {}
         self._memos: dict[tuple[str, ...], dict[Any, tuple[Any, ...]]] = {}
-
-    # -- scalar lowering
-    def parse(self, v: Any) -> tuple[Any, str | None]:
-        """One wire value -> (canonical value or None for null, parse failure reason or None)."""
-        kind = self.kind
-        if kind == "numeric":
-            x = float(v)
-            return (None if x != x else x), None
-        if kind in ("integer", "label"):
-            return int(v), None
-        if kind == "timestamp":
-            if isinstance(v, np.datetime64):
-                return (None if np.isnat(v) else int(v.astype("datetime64[ns]").astype("int64"))), None
-            text, invalid = decode_value(v)
-            if invalid:
-                return None, f"{self.name}:{INVALID_UTF8}"
-            if text is None:
-                return None, None
-            ns, problem = parse_instant(text, self.assume_utc)
-            return ns, (None if problem is None else f"{self.name}:{problem}")
-        text, invalid = decode_value(v)
-        return text, (f"{self.name}:{INVALID_UTF8}" if invalid else None)
-
-    def failing(self, v: Any) -> tuple[str, ...]:
-        """The reasons a non-null canonical value fails, in rule order."""
-        memo = self.memo
-        if memo is not None:
-            known = memo.get(v)
-            if known is not None:
-                return known
-        out = tuple(reason for reason, check, _ in self.rules if not check(v))
-        if memo is not None:
-            if len(memo) >= MEMO_MAX:
-                memo.clear()
-            memo[v] = out
-        return out
-
-    # -- vector lowering
-    def canonical(self, values: Any, reasons: dict[str, np.ndarray]) -> Any:
-        """A wire tensor -> canonical array (object text, float64, int64, int64 ns), parse failures into reasons."""
-        values = np.asarray(values).reshape(-1)
-        kind = self.kind
-        if kind in TEXT_KINDS:
-            text, bad = decode_text(values)
-            if bad is not None:
-                reasons[f"{self.name}:{INVALID_UTF8}"] = bad
-            return text
-        if kind == "timestamp":
-            if values.dtype.kind == "M":
-                return values.astype("datetime64[ns]").view("int64")
-            out = np.full(len(values), NAT, dtype=np.int64)
-            for i, v in enumerate(values):
-                ns, problem = self.parse(v)
-                if problem is not None:
-                    reasons.setdefault(problem, np.zeros(len(values), dtype=bool))[i] = True
-                elif ns is not None:
-                    out[i] = ns
-            return out
-        if kind == "numeric":
-            return values.astype("float64")
-        return values.astype("int64")
 
     def request_column(
         self, w: np.ndarray, n: int, feats: Sequence[_FeaturePlan], outputs: dict[str, Any]
@@ -190,7 +127,7 @@ class _ColumnPlan:
     def _request_text(
         self, w: np.ndarray, n: int, feats: Sequence[_FeaturePlan], outputs: dict[str, Any]
     ) -> tuple[list[str | None] | None, list[str | None] | None]:
-        if self.memo is not None:
+        if self.remembered:
             return self._request_remembered(w, feats, outputs)
         texts, invalid = decode_column(w)
         parse: list[str | None] | None = None
@@ -333,7 +270,7 @@ class _ColumnPlan:
                 return finish(int(v))
 
         cell = compute
-        if self.memo is not None:
+        if self.remembered:
             memo: dict[Any, tuple[Any, ...]] = {}
             self._memos[key] = memo
 
@@ -370,6 +307,10 @@ class _ColumnPlan:
         return xp.zeros(len(values), dtype=bool)
 
     def vector_reasons(self, xp: Any, values: Any, out: dict[str, Any]) -> None:
+        """Every reason of every row, as masks (a data set's validation)."""
+        if self.kind in TEXT_KINDS:
+            self._text_reasons(values, out)
+            return
         n = len(values)
         null = self.null_mask(xp, values)
         any_null = bool(null.any())
@@ -378,34 +319,38 @@ class _ColumnPlan:
         if self.rules:
             present = values[~null] if any_null else values
             if len(present):
-                if self.memo is not None:
-                    self._memo_reasons(present, null if any_null else None, n, out)
-                else:
-                    for reason, _, check in self.rules:
-                        ok = check(xp, present)
-                        if not bool(ok.all()):
-                            mask = xp.zeros(n, dtype=bool)
-                            if any_null:
-                                mask[xp.flatnonzero(~null)[~ok]] = True
-                            else:
-                                mask[~ok] = True
-                            out[reason] = mask
+                for reason, _, check in self.rules:
+                    ok = check(xp, present)
+                    if not bool(ok.all()):
+                        mask = xp.zeros(n, dtype=bool)
+                        if any_null:
+                            mask[xp.flatnonzero(~null)[~ok]] = True
+                        else:
+                            mask[~ok] = True
+                        out[reason] = mask
         if self.unique and n > 1:
             dup = _duplicated(values, self.kind) & ~_host(null)
             if dup.any():
                 out[self.duplicate_reason] = dup
 
-    def _memo_reasons(self, present: Any, null: Any, n: int, out: dict[str, Any]) -> None:
-        failing = [self.failing(v) for v in present]
-        if not any(failing):
-            return
-        rows = np.flatnonzero(~null) if null is not None else np.arange(n)
-        for reason, _, _ in self.rules:
-            hit = np.fromiter((reason in f for f in failing), dtype=bool, count=len(failing))
-            if hit.any():
-                mask = np.zeros(n, dtype=bool)
-                mask[rows[hit]] = True
-                out[reason] = mask
+    def _text_reasons(self, values: Any, out: dict[str, Any]) -> None:
+        """Text rules are element-wise, so each distinct value is checked once: pandas' factorize (a C hash pass)
+        gives every row its value's code, and the rules' vector lowering runs over the distinct values only."""
+        codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+        null = codes < 0
+        if self.required and null.any():
+            out[self.null_reason] = null
+        if self.rules and len(uniques):
+            distinct = uniques.tolist()
+            for reason, _, check in self.rules:
+                ok = np.asarray(check(np, distinct), dtype=bool)
+                if not ok.all():
+                    out[reason] = ~np.append(ok, True)[codes]  # code -1 (null) reads the appended True
+        if self.unique and len(codes) > 1 and len(uniques) < len(codes) - int(null.sum()):
+            counts = np.bincount(codes[~null], minlength=len(uniques))
+            dup = ~null & (np.append(counts, 0)[codes] > 1)
+            if dup.any():
+                out[self.duplicate_reason] = dup
 
 
 def _features_of(kernels: list[tuple[Callable[[Any, Any], Any], Any]]) -> Callable[[Any], tuple[Any, ...]]:

@@ -84,7 +84,7 @@ def _cyclic(
     scale = TWO_PI / period
 
     def scalar(v: Any, p: Mapping[str, Any]) -> float:
-        return m(scale * unit(v))  # type: ignore[no-any-return]
+        return m(scale * unit(v))
 
     def vector(xp: Any, v: Any, p: Mapping[str, Any]) -> Any:
         return getattr(xp, fn)(scale * vunit(xp, v))
