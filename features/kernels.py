@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import repeat
+from operator import methodcaller
 from typing import Any, Literal
 
 import numpy as np
@@ -93,6 +94,9 @@ def _cyclic(
 
 
 # -- text (host): lengths, non-ASCII share
+_ASCII = methodcaller("encode", "ascii", "ignore")
+
+
 def _non_ascii(v: str) -> int:
     return len(v) - len(v.encode("ascii", "ignore"))
 
@@ -121,7 +125,9 @@ def _non_ascii_vector(xp: Any, v: Any, p: Mapping[str, Any]) -> Any:
     filled = _filled(v)
     if "".join(filled).isascii():
         return xp.zeros(len(v), dtype="float64")
-    return xp.asarray(np.fromiter((_non_ascii_scalar(s, p) for s in filled), dtype="float64", count=len(v)))
+    n = np.fromiter(map(len, filled), dtype="float64", count=len(v))
+    ascii_only = np.fromiter(map(len, map(_ASCII, filled)), dtype="float64", count=len(v))
+    return xp.asarray((n - ascii_only) / np.maximum(n, 1.0))
 
 
 # -- vocabulary: index with 0 as the unknown/null bucket; params["lookup"] is {value: index} bound at compile time

@@ -413,3 +413,22 @@ def test_elementwise_needs_a_module_level_function() -> None:
 
 def test_control_chars_are_the_c0_set_without_tab_newline_return() -> None:
     assert set(CONTROL_CHARS) == {chr(c) for c in range(32) if c not in (9, 10, 13)} | {"\x7f"}
+
+
+def _misread(text: str, encoding: str) -> str:
+    return text.encode("utf-8").decode(encoding, errors="ignore")
+
+
+@SETTINGS
+@given(
+    st.one_of(
+        st.text(max_size=20),
+        st.builds(_misread, st.text(max_size=12), st.sampled_from(["cp1252", "latin-1"])),
+        st.sampled_from(["CafÃ©", "Café", "Dontâ€™s", "MÃ¼ller", "ДЕПОЗИТ", "Ã", "Â ", "ô\u0080", "Ã\u20ac"]),
+    )
+)
+def test_mojibake_shortcut_never_changes_the_answer(text: str) -> None:
+    """``is_mojibake`` answers most text with one regex search; the full round trip must agree on all of it."""
+    from inferline.features.rules import _round_trips, is_mojibake
+
+    assert is_mojibake(text) == _round_trips(text)
