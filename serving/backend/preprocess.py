@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import triton_python_backend_utils as pb_utils  # provided by the Triton Python 
 from inferline.features.contract import compile_contract
 from inferline.features.spec import spec_beside
 from inferline.features.state import FeatureState
+from inferline.serving.batches import answer_batch, read_inputs
 
 
 class TritonPythonModel:
@@ -35,7 +37,7 @@ class TritonPythonModel:
         self.release = f"{self.spec.name}:{args['model_version']}".encode()
         self.columns = [c.name for c in self.spec.input_columns]
 
-    def _featurize(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _featurize(self, arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         m, status = self.contract.featurize(arrays)
         n = len(status)
         status_out = np.array([s.encode() for s in status], dtype=object).reshape(n, 1)
@@ -49,29 +51,13 @@ class TritonPythonModel:
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        per_request = []
-        for request in requests:
-            arrays = {}
-            for name in self.columns:
-                tensor = pb_utils.get_input_tensor_by_name(request, name)
-                if tensor is not None:
-                    arrays[name] = tensor.as_numpy().reshape(-1)
-            per_request.append(arrays)
-        sizes = [len(next(iter(a.values()))) if a else 0 for a in per_request]
-        try:  # the common case: featurize every request of the batch at once
-            merged = {name: np.concatenate([a[name] for a in per_request]) for name in self.columns}
-            outputs = self._featurize(merged)
-            bounds = np.cumsum([0, *sizes])
-            return [self._response([o[bounds[i] : bounds[i + 1]] for o in outputs]) for i in range(len(requests))]
-        except Exception:  # noqa: BLE001 - isolate the failing request; the others are still answered
-            responses = []
-            for arrays in per_request:
-                try:
-                    responses.append(self._response(self._featurize(arrays)))
-                except Exception as exc:  # noqa: BLE001
-                    responses.append(
-                        pb_utils.InferenceResponse(
-                            error=pb_utils.TritonError(f"{self.spec.name}_preprocess could not read the request: {exc}")
-                        )
-                    )
-            return responses
+        per_request = read_inputs(requests, self.columns, pb_utils.get_input_tensor_by_name)
+        return answer_batch(
+            per_request,
+            self.columns,
+            self._featurize,
+            self._response,
+            lambda exc: pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(f"{self.spec.name}_preprocess could not read the request: {exc}")
+            ),
+        )
