@@ -23,6 +23,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from types import ModuleType
 from typing import Any
 
@@ -78,6 +79,7 @@ class _ColumnPlan:
         self.remembered = column.kind == "categorical"  # values repeat: the request path remembers their entries
         self._cells: dict[tuple[str, ...], Callable[[Any], tuple[Any, ...]]] = {}
         self._memos: dict[tuple[str, ...], dict[Any, tuple[Any, ...]]] = {}
+        self._tables: dict[tuple[str, ...], _Remembered] = {}
 
     def request_column(
         self, w: np.ndarray, n: int, feats: Sequence[_FeaturePlan], outputs: dict[str, Any]
@@ -169,19 +171,20 @@ class _ColumnPlan:
         self, w: np.ndarray, feats: Sequence[_FeaturePlan], outputs: dict[str, Any]
     ) -> tuple[list[str | None] | None, list[str | None] | None]:
         """Categorical values repeat: each distinct wire value's entry (value, reasons, features) is computed once
-        by the scalar lowering and remembered, so a request costs one dict lookup per value."""
-        cell = self.cell(feats)
-        memo = self._memos[tuple(f.name for f in feats)]
-        entries = list(map(memo.get, w))
-        if None in entries:
-            entries = [e if e is not None else cell(v) for e, v in zip(entries, w, strict=True)]
-        texts, parse, fail, *outs = zip(*entries, strict=True)
-        for f, out in zip(feats, outs, strict=True):
-            outputs[f.name] = out
-        fail_l = list(fail) if any(fail) else None
-        if self.unique and len(texts) > 1:
-            fail_l = self.duplicates(texts, fail_l)
-        return (list(parse) if any(parse) else None), fail_l
+        by the scalar lowering and remembered, so a request costs one dict lookup per value, and its features are
+        gathered from the remembered entries as arrays (one index per row)."""
+        table = self._tables.get(tuple(f.name for f in feats))
+        if table is None:
+            table = self._tables[tuple(f.name for f in feats)] = _Remembered(self.cell(feats), len(feats))
+        index = table.index(w)
+        for j, f in enumerate(feats):
+            outputs[f.name] = table.features[j][index]
+        parse = table.parse[index] if table.any_parse else None
+        fail = table.fail[index] if table.any_fail else None
+        fail_l = None if fail is None or not any(fail) else fail.tolist()
+        if self.unique and len(w) > 1:
+            fail_l = self.duplicates(table.values[index].tolist(), fail_l)
+        return (None if parse is None or not any(parse) else parse.tolist()), fail_l
 
     def first_failing(self) -> Callable[[Any], str | None]:
         """A non-null canonical value -> the reason of the first rule it breaks, or None."""
@@ -351,6 +354,47 @@ class _ColumnPlan:
             dup = ~null & (np.append(counts, 0)[codes] > 1)
             if dup.any():
                 out[self.duplicate_reason] = dup
+
+
+class _Remembered:
+    """The distinct wire values of a categorical column seen so far, as arrays: each value's id, and per id its
+    canonical value, parse reason, first rule reason and feature values. Bounded: past ``MEMO_MAX`` values it starts
+    over (an exact cache: a value is recomputed, never answered wrongly)."""
+
+    def __init__(self, cell: Callable[[Any], tuple[Any, ...]], n_features: int) -> None:
+        self.cell = cell
+        self.n_features = n_features
+        self._reset()
+
+    def _reset(self) -> None:
+        self.ids: dict[Any, int] = {}
+        self.entries: list[tuple[Any, ...]] = []
+        self._arrays()
+
+    def _arrays(self) -> None:
+        columns = list(zip(*self.entries, strict=True)) if self.entries else [()] * (3 + self.n_features)
+        self.values = np.array(columns[0], dtype=object)
+        self.parse = np.array(columns[1], dtype=object)
+        self.fail = np.array(columns[2], dtype=object)
+        self.any_parse = any(columns[1])
+        self.any_fail = any(columns[2])
+        self.features = [np.array(c) for c in columns[3:]]
+
+    def index(self, w: np.ndarray) -> np.ndarray:
+        ids = self.ids
+        found = np.fromiter(map(ids.get, w, repeat(-1, len(w))), dtype=np.int64, count=len(w))
+        if (found < 0).any():
+            new = {v for v, i in zip(w, found.tolist(), strict=True) if i < 0}
+            if len(ids) + len(new) > MEMO_MAX:
+                self._reset()
+                ids = self.ids
+                new = set(w)
+            for v in new:
+                ids[v] = len(self.entries)
+                self.entries.append(self.cell(v))
+            self._arrays()
+            found = np.fromiter(map(ids.get, w), dtype=np.int64, count=len(w))
+        return found
 
 
 def _features_of(kernels: list[tuple[Callable[[Any, Any], Any], Any]]) -> Callable[[Any], tuple[Any, ...]]:
