@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 STAGES := features training export serving batch monitor benchmarks
 PKGS   := inferline $(STAGES)
 
-.PHONY: demo test bench bench-quick bench-deps wrk lint typecheck install clean serve-down
+.PHONY: demo test bench bench-quick bench-deps wrk lint typecheck install clean serve-down gpu-check
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (CPython 3.11) on PATH"; exit 1; }
@@ -49,6 +49,11 @@ typecheck: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(PY) -m pytest
+
+# where an NVIDIA GPU is lent: the system python3 (that machine has no venv), this checkout uninstalled;
+# exit 0 all checks passed, 1 one failed, 2 none failed but some could not run (no GPU). See benchmarks/README.md
+gpu-check:
+	PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 serve-down:
 	$(VENV)/bin/inferline serve down

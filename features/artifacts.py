@@ -8,9 +8,10 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # only a type here: training.model (atomic_write_bytes) loads without pandas
+    import pandas as pd
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_parquet", "fingerprint_files", "sha256_file"]
 

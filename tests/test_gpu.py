@@ -1,22 +1,34 @@
-"""GPU paths: the same kernels on cuDF/cupy and onnxruntime's CUDA provider. Skipped without an NVIDIA GPU."""
+"""GPU paths: the same kernels on cuDF/cupy and onnxruntime's CUDA provider (skipped without an NVIDIA GPU), and
+`make gpu-check` (benchmarks/gpu_check.py): on a GPU it passes; without one it says which checks did not run."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from inferline.benchmarks import gpu_check
 from inferline.export.runtime import onnx_session
+from inferline.features import kernels, rules
 from inferline.features.pipelines import fraud
+from inferline.features.spec import ModelParams
 from inferline.features.state import compute_features, fit_state
+from inferline.training import model
 
 from .conftest import Published
 
-pytestmark = pytest.mark.gpu
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 
 
+@pytest.mark.gpu
 def test_cudf_kernels_match_pandas() -> None:
     from inferline.features.backend import get_backend
 
@@ -29,6 +41,7 @@ def test_cudf_kernels_match_pandas() -> None:
     np.testing.assert_array_equal(gpu_backend.to_numpy(gpu.categorical), cpu.categorical)
 
 
+@pytest.mark.gpu
 def test_onnxruntime_cuda_matches_cpu(published: Published) -> None:
     path = published.repository / "fraud_model" / "2" / "model.onnx"
     cuda = onnx_session(path, device="cuda")
@@ -42,6 +55,7 @@ def test_onnxruntime_cuda_matches_cpu(published: Published) -> None:
     np.testing.assert_allclose(cuda.run(None, feeds)[0], cpu.run(None, feeds)[0], atol=1e-5)
 
 
+@pytest.mark.gpu
 def test_batch_job_on_cudf_matches_pandas(published: Published, tmp_path: Path) -> None:
     from inferline.batch import JobConfig, run_job
 
@@ -63,3 +77,72 @@ def test_batch_job_on_cudf_matches_pandas(published: Published, tmp_path: Path) 
     assert reports["cudf"].rows_predicted == reports["pandas"].rows_predicted
     cols = [f"probability_{c}" for c in fraud.SPEC.classes]
     np.testing.assert_allclose(scores["cudf"][cols].to_numpy(), scores["pandas"][cols].to_numpy(), atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_gpu_check_passes_on_gpu(tmp_path: Path) -> None:
+    out = tmp_path / "gpu_check.json"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=400
+    )
+    assert result.returncode == gpu_check.EXIT_OK, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    assert {name: c["status"] for name, c in report["checks"].items()} == dict.fromkeys(
+        ("kernels", "training", "nvml"), "passed"
+    )
+
+
+def _run_hiding_pandas(out: Path) -> subprocess.CompletedProcess[str]:
+    """The script in a fresh interpreter where pandas cannot be imported (the lent GPU machine is assumed to have
+    none), run as a file, so it imports this checkout through its own package-dir mapping."""
+    wrapper = (
+        "import runpy, sys; sys.modules['pandas'] = None; "
+        f"sys.argv = [{str(SCRIPT)!r}, '--out', {str(out)!r}]; runpy.run_path({str(SCRIPT)!r}, run_name='__main__')"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    return subprocess.run(
+        [sys.executable, "-c", wrapper], cwd=REPO, capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here: test_gpu_check_passes_on_gpu covers it")
+def test_gpu_check_without_gpu_names_what_did_not_run(tmp_path: Path) -> None:
+    out = tmp_path / "gpu_check.json"
+    result = _run_hiding_pandas(out)
+    output = result.stdout + result.stderr
+    assert result.returncode == gpu_check.EXIT_NOT_RUN, output
+    assert "Traceback" not in output
+    report = json.loads(out.read_text())
+    assert report["pandas"] == "hidden" and report["inferline_from"].startswith("the checkout")
+    assert report["not_run"] == ["kernels", "training", "nvml"] and not report["failed"] and not report["passed"]
+    for i, (name, check) in enumerate(report["checks"].items(), 1):
+        assert check["status"] == "not_run" and check["reason"], name
+        assert f"[NOT RUN] {i}. {check['title']}" in result.stdout
+        assert check["reason"] in result.stdout
+        # the inferline modules each check needs imported without pandas before the check found no GPU
+        assert check["imported"].startswith("inferline."), name
+    assert "no CUDA device" in report["checks"]["training"]["reason"]
+    assert "NVML state" in report["checks"]["nvml"]["reason"]
+    assert "NOT SHOWN: 3 of 3 checks could not run here" in result.stdout
+
+
+def test_gpu_check_comparisons_on_numpy() -> None:
+    """The comparison code itself, with numpy standing in for cupy (and the CPU for CUDA)."""
+    out = gpu_check.compare_kernels(kernels, rules, np, lambda: None, n=20_000, repeats=1)
+    assert {r["name"] for r in out["rows"]} >= set(kernels.KERNELS)
+    assert all(r["passed"] and r["max_abs_diff"] == 0 for r in out["rows"]), out["rows"]
+    assert out["uncovered_rule_ops"] == []
+    assert out["null_counts"]["timestamps_before_epoch"] > 0 and out["null_counts"]["text_none"] > 0
+
+    a = np.array([1.0, np.nan, np.inf, 0.0])
+    assert gpu_check.compare_arrays(a, a.copy())["passed"]
+    assert gpu_check.compare_arrays(a, a * (1 + 1e-13))["passed"]
+    off = gpu_check.compare_arrays(a, np.array([1.0 + 1e-9, np.nan, np.inf, 0.0]))
+    assert not off["passed"] and off["mismatches"] == 1 and off["max_abs_diff"] == pytest.approx(1e-9)
+    assert not gpu_check.compare_arrays(a, np.array([1.0, 0.0, np.inf, 0.0]))["passed"]  # NaN vs a number
+    assert not gpu_check.compare_arrays(a, a.astype(np.float32))["passed"]  # dtype
+    assert not gpu_check.compare_arrays(np.array([1, 2]), np.array([1, 3]))["passed"]
+
+    assert {k: getattr(ModelParams(), k) for k in gpu_check.MODEL_PARAMS} == gpu_check.MODEL_PARAMS
+    step = gpu_check.training_step(torch, model, "cpu", steps=30)
+    assert step["loss_decreased"] and step["forward_allclose"] and step["predicted_equal"]
