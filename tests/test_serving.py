@@ -160,6 +160,7 @@ def test_fused_execute_scores_a_batch_at_once_and_isolates_an_unreadable_request
     fake.TritonError = _Error  # type: ignore[attr-defined]
     fake.get_input_tensor_by_name = lambda request, name: request.tensors.get(name)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # the shared release directory stays as published
     source = published.repository / "fraud" / "2" / "model.py"
     spec = importlib.util.spec_from_file_location("fused_under_test", source)
     assert spec is not None and spec.loader is not None
