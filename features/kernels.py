@@ -19,7 +19,6 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import repeat
-from operator import methodcaller
 from typing import Any, Literal
 
 import numpy as np
@@ -94,9 +93,6 @@ def _cyclic(
 
 
 # -- text (host): lengths, non-ASCII share
-_ASCII = methodcaller("encode", "ascii", "ignore")
-
-
 def _non_ascii(v: str) -> int:
     return len(v) - len(v.encode("ascii", "ignore"))
 
@@ -123,11 +119,11 @@ def _non_ascii_scalar(v: Any, p: Mapping[str, Any]) -> float:
 
 def _non_ascii_vector(xp: Any, v: Any, p: Mapping[str, Any]) -> Any:
     filled = _filled(v)
-    if "".join(filled).isascii():
-        return xp.zeros(len(v), dtype="float64")
-    n = np.fromiter(map(len, filled), dtype="float64", count=len(v))
-    ascii_only = np.fromiter(map(len, map(_ASCII, filled)), dtype="float64", count=len(v))
-    return xp.asarray((n - ascii_only) / np.maximum(n, 1.0))
+    ascii_only = np.fromiter(map(str.isascii, filled), dtype=bool, count=len(v))
+    out = np.zeros(len(v), dtype="float64")
+    rows = np.flatnonzero(~ascii_only)  # ASCII text has none: only the others are counted
+    out[rows] = [_non_ascii_scalar(filled[i], p) for i in rows.tolist()]
+    return xp.asarray(out)
 
 
 # -- vocabulary: index with 0 as the unknown/null bucket; params["lookup"] is {value: index} bound at compile time

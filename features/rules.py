@@ -340,8 +340,12 @@ def _forbid_op() -> Op:
         chars = str(rule.args[0])
         search = _forbidden(rule.args).search
         sep = next(c for c in "\n\t |~a" if c not in chars)
+        printable_sep = next(c for c in " |~a" if c not in chars)
+        unprintable = not any(c.isprintable() for c in chars)  # control characters: str.isprintable rules them out
 
         def run(xp: Any, v: Any) -> Any:
+            if unprintable and printable_sep.join(v).isprintable():
+                return np.ones(len(v), dtype=bool)
             if search(sep.join(v)) is None:
                 return np.ones(len(v), dtype=bool)
             return np.array([search(x) is None for x in v], dtype=bool)
@@ -362,10 +366,15 @@ def _not_blank_vector(xp: Any, v: Any) -> Any:
 
 
 def _no_mojibake_vector(xp: Any, v: Any) -> Any:
-    joined = "\n".join(v)  # the separator is ASCII: it can form no misread pair
-    if joined.isascii() or _MISREAD_PAIR.search(joined) is None:
-        return np.ones(len(v), dtype=bool)
-    return np.array([not is_mojibake(x) for x in v], dtype=bool)
+    ascii_only = np.fromiter(map(str.isascii, v), dtype=bool, count=len(v))  # ASCII text is never mojibake
+    if ascii_only.all():
+        return ascii_only
+    rows = np.flatnonzero(~ascii_only)
+    others = [v[i] for i in rows.tolist()]
+    ok = np.ones(len(v), dtype=bool)
+    if _MISREAD_PAIR.search("\n".join(others)) is not None:  # the separator is ASCII: it forms no pair
+        ok[rows] = [not is_mojibake(x) for x in others]
+    return ok
 
 
 def _ge(a: Sequence[Any]) -> ScalarCheck:

@@ -16,10 +16,12 @@ as ``<column>:invalid_utf8`` by the contract, never dropped.
 from __future__ import annotations
 
 import json
+import operator
 import re
 import typing
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
@@ -255,15 +257,14 @@ def decode_column(values: Any) -> tuple[list[str | None], list[int] | None]:
 _S_LO = (_NS_MIN - _EPOCH) // timedelta(seconds=1)
 _S_HI = (_NS_MAX - _EPOCH) // timedelta(seconds=1)
 _TZINFO = attrgetter("tzinfo")
-_MICRO = attrgetter("microsecond")
+_DELTA = attrgetter("days", "seconds", "microseconds")
 
 
 def parse_instants(values: Any, assume_utc: bool) -> tuple[np.ndarray, list[str | None] | None]:
     """A BYTES tensor of ISO-8601 text -> (int64 ns in UTC with NaT for null or refused, reason code per element
     or None when none was refused); the same result as ``parse_instant`` on each value. The common case (every
-    value valid, with an offset) runs ``datetime.fromisoformat`` and ``timestamp`` as C loops (``map``): whole
-    seconds come from the float timestamp (exact once rounded: its error is far below a second) and microseconds
-    from the datetime, so no precision is lost. Anything else is parsed value by value."""
+    value valid, with an offset) runs ``datetime.fromisoformat`` and the subtraction of the epoch as C loops
+    (``map``), in integers throughout, so no precision is lost. Anything else is parsed value by value."""
     n = len(values)
     out = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
     texts, invalid = decode_column(values)
@@ -274,12 +275,11 @@ def parse_instants(values: Any, assume_utc: bool) -> tuple[np.ndarray, list[str 
         except ValueError:
             parsed = None
         if parsed is not None and None not in map(_TZINFO, parsed):
-            stamps = np.fromiter(map(datetime.timestamp, parsed), dtype=np.float64, count=n)
-            micro = np.fromiter(map(_MICRO, parsed), dtype=np.int64, count=n)
-            seconds = np.rint(stamps - micro / 1e6).astype(np.int64)
+            parts = np.array(list(map(_DELTA, map(operator.sub, parsed, repeat(_EPOCH, n)))), dtype=np.int64)
+            seconds = parts[:, 0] * 86_400 + parts[:, 1]  # days, seconds and microseconds since the epoch
             inside = (seconds >= _S_LO) & (seconds < _S_HI)
             if inside.all():
-                return seconds * 1_000_000_000 + micro * 1000, None
+                return seconds * 1_000_000_000 + parts[:, 2] * 1000, None
     reasons: list[str | None] | None = None
     bad = set(invalid or ())
     for i, text in enumerate(texts):
