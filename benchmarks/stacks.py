@@ -367,8 +367,8 @@ def _start_stacks(release: Release, workdir: Path, grpc: bool, stops: list[Calla
     stacks = [
         Stack(
             "floor_http",
-            "the same tritonserver serving a constant-answer Python model with the ensemble's inputs and outputs "
-            "and the inner models' dynamic batching, HTTP (the physical ceiling)",
+            "the same tritonserver serving a constant-answer Python model with the served model's inputs, outputs "
+            "and dynamic batching, HTTP (the physical ceiling)",
             "http",
             f"http://{floor.config.http_url}/v2/models/{FLOOR_MODEL}/infer",
             triton_bodies,
@@ -395,7 +395,7 @@ def _start_stacks(release: Release, workdir: Path, grpc: bool, stops: list[Calla
         ),
         Stack(
             "gateway_http",
-            "inferline: the validating gateway (`inferline serve up`) in front of the batching Triton ensemble, HTTP",
+            "inferline: the validating gateway (`inferline serve up`) in front of the batching Triton fused model, HTTP",
             "http",
             f"http://{gateway_url}{infer}",
             triton_bodies,

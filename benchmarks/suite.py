@@ -190,6 +190,16 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                 False,
             )
         )
+    if "validation" in results:
+        rows.append(
+            _goal(
+                "dataset validation >= 1.0x plain pandera lazy on the same schema",
+                "inferline validate_frame / pandera lazy (rows/s)",
+                results["validation"]["ratio_inferline_over_pandera"],
+                1.0,
+                True,
+            )
+        )
     if "batch" in results:
         b = results["batch"]
         rows.append(

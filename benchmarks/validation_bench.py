@@ -1,5 +1,6 @@
-"""Validation throughput: inferline's dataset validation (policy normalization + pandera lazy + per-row reasons +
-quarantine split) against plain pandera lazy validation of the equivalent schema, on the same rows."""
+"""Validation throughput: inferline's dataset validation (policy normalization, pandera for the structure, the
+compiled contract's evaluator for the rows, quarantine split) against plain pandera lazy validation of the same
+schema (every rule as a pandera check: ``Contract.schema()``), on the same rows."""
 
 from __future__ import annotations
 

@@ -605,18 +605,35 @@ class Contract:
         columns = self.columns_of(frame, xp=xp)
         return self._raw_numeric(columns, _length(columns), xp)
 
-    def _raw_numeric(self, columns: Mapping[str, Any], n: int, xp: ModuleType) -> Any:
+    def _kernel(self, plan: _FeaturePlan, columns: Mapping[str, Any], xp: ModuleType, distinct: dict[str, Any]) -> Any:
+        """One feature over a data set. Kernels are per value, so a text column's kernel runs over its distinct
+        values only (pandas' factorize, one C hash pass; shared by the column's features) and is gathered back."""
+        values = columns[plan.source]
+        if self._plans[plan.source].kind not in TEXT_KINDS or len(values) < 64:
+            return plan.kernel.vector(xp, values, plan.params)
+        if plan.source not in distinct:
+            codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+            distinct[plan.source] = (codes, [*uniques.tolist(), None])  # code -1 (null) reads the appended None
+        codes, uniques = distinct[plan.source]
+        per_value = _host(plan.kernel.vector(np, np.array(uniques, dtype=object), plan.params))
+        return xp.asarray(per_value[codes])
+
+    def _raw_numeric(
+        self, columns: Mapping[str, Any], n: int, xp: ModuleType, distinct: dict[str, Any] | None = None
+    ) -> Any:
         if not self._numeric:
             return xp.zeros((n, 0), dtype="float64")
-        return xp.stack([p.kernel.vector(xp, columns[p.source], p.params) for p in self._numeric], axis=1)
+        distinct = {} if distinct is None else distinct
+        return xp.stack([self._kernel(p, columns, xp, distinct) for p in self._numeric], axis=1)
 
     def _features(self, columns: Mapping[str, Any], n: int, xp: ModuleType) -> FeatureMatrix:
-        raw = self._raw_numeric(columns, n, xp)
+        distinct: dict[str, Any] = {}
+        raw = self._raw_numeric(columns, n, xp, distinct)
         numeric = ((raw - xp.asarray(self._mean)) / xp.asarray(self._std)).astype("float32")
         if self._categorical:
-            categorical = xp.stack(
-                [p.kernel.vector(xp, columns[p.source], p.params) for p in self._categorical], axis=1
-            ).astype("int64")
+            categorical = xp.stack([self._kernel(p, columns, xp, distinct) for p in self._categorical], axis=1).astype(
+                "int64"
+            )
         else:
             categorical = xp.zeros((n, 0), dtype="int64")
         return FeatureMatrix(numeric=numeric, categorical=categorical)

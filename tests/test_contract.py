@@ -171,6 +171,24 @@ def check_kernels_agree(module: ModuleType, tmp_path: Path) -> None:
             SETTINGS(given(values=strategy)(_bound(_kernel_forms_agree, plan, column)))()
 
 
+def check_batch_features_agree(module: ModuleType, tmp_path: Path) -> None:
+    """A data set's features (each text column's kernels over its distinct values, gathered back) equal every
+    kernel run over every value."""
+    spec: PipelineSpec = module.SPEC
+    frame = module.generate(500, seed=12)
+    contract = compile_contract(spec, fit_state(frame, spec))
+    frame = frame.astype(object)
+    for column in spec.input_columns:
+        if column.kind in ("id", "categorical", "text") and not column.required:
+            frame.loc[frame.index[::7], column.name] = None
+    columns = contract.columns_of(frame.astype({c.name: c.raw_dtype for c in spec.columns}))
+    for plans in contract._by_source.values():
+        for plan in plans:
+            direct = np.asarray(plan.kernel.vector(np, columns[plan.source], plan.params))
+            gathered = np.asarray(contract._kernel(plan, columns, np, {}))
+            np.testing.assert_array_equal(gathered, direct)
+
+
 def _wire_rows(module: ModuleType, frame: pd.DataFrame) -> dict[str, np.ndarray]:
     spec: PipelineSpec = module.SPEC
     return {k: v.reshape(-1) for k, v in encode_rows(frame, spec.input_columns).items()}
@@ -361,6 +379,7 @@ CHECKS: tuple[Callable[[ModuleType, Path], None], ...] = (
     check_spec_round_trip,
     check_rules_agree,
     check_kernels_agree,
+    check_batch_features_agree,
     check_request_paths_agree,
     check_statuses_match_batch_validation,
     check_pandera_and_evaluator_agree,
