@@ -146,7 +146,8 @@ def markdown(r: dict[str, Any]) -> str:
             "",
             f"{v['rows']} rows with {v['defect_share']:.0%} defects: inferline `validate_frame` (policy "
             "normalization, pandera for the structure, the compiled contract for the rows, quarantine split) "
-            f"{_fmt(summary(ours))} rows/s; plain pandera lazy validation of the same schema {_fmt(summary(plain))} rows/s; ratio "
+            f"{_fmt(summary(ours))} rows/s; plain pandera lazy validation of the same schema "
+            f"{_fmt(summary(plain))} rows/s; ratio "
             f"{ratio['median']:.2f}x [{ratio['min']:.2f}-{ratio['max']:.2f}] (inferline / pandera).",
             "",
         ]

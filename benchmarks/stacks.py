@@ -395,7 +395,7 @@ def _start_stacks(release: Release, workdir: Path, grpc: bool, stops: list[Calla
         ),
         Stack(
             "gateway_http",
-            "inferline: the validating gateway (`inferline serve up`) in front of the batching Triton fused model, HTTP",
+            "inferline: the validating gateway (`inferline serve up`) in front of the batching fused model, HTTP",
             "http",
             f"http://{gateway_url}{infer}",
             triton_bodies,
