@@ -32,7 +32,7 @@ import pandas as pd
 
 from inferline.features.backend import array_namespace
 from inferline.features.kernels import KERNELS, NAT, Kernel
-from inferline.features.rules import TEXT_KINDS, Rule
+from inferline.features.rules import TEXT_KINDS
 from inferline.features.spec import Column, PipelineSpec, SpecError
 from inferline.features.state import FeatureMatrix, FeatureState
 from inferline.features.wire import (
@@ -442,14 +442,6 @@ def merge_reasons(parsed: Mapping[str, Any], checked: Mapping[str, Any]) -> dict
     return merged
 
 
-def first_reason(reasons: Mapping[str, Any], n: int) -> np.ndarray:
-    """One status per row: ``ok`` or the first reason in order."""
-    status = np.full(n, OK, dtype=object)
-    for reason, mask in reversed(list(reasons.items())):
-        status[_host(mask)] = reason
-    return status
-
-
 @dataclass(frozen=True)
 class _FeaturePlan:
     name: str
@@ -795,21 +787,3 @@ def _length(columns: Mapping[str, Any]) -> int:
 def compile_contract(spec: PipelineSpec, state: FeatureState | None = None) -> Contract:
     """Compile ``spec`` (and its fitted ``state``: needed for features, not for validation) into a ``Contract``."""
     return Contract(spec, state)
-
-
-def rule_table(spec: PipelineSpec) -> list[dict[str, Any]]:
-    """Every rule of a spec as a row (column, reason, operation, arguments, message): for docs and ``--help``."""
-    rows = []
-    for c in spec.columns:
-        for r in c.rules:
-            rule: Rule = r
-            rows.append(
-                {
-                    "column": c.name,
-                    "reason": f"{c.name}:{rule.name}",
-                    "op": rule.op,
-                    "args": list(rule.args),
-                    "message": rule.message,
-                }
-            )
-    return rows

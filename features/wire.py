@@ -4,7 +4,6 @@ One module for every direction, so that no stage spells an encoding of its own:
 
 - rows (a DataFrame or dicts) -> wire tensors, one ``[n, 1]`` array per raw input column (``encode_rows``);
 - wire tensors -> JSON lists and back (``to_json_columns`` / ``from_json_columns``: the monitor's samples);
-- wire tensors -> KServe v2 JSON request bodies (``infer_body``);
 - wire values -> canonical values (``decode_text``, ``parse_instant``): what the compiled contract reads.
 
 Wire types per column kind: BYTES (UTF-8) for id, categorical, text and timestamps (ISO-8601 with its offset, so
@@ -15,7 +14,6 @@ as ``<column>:invalid_utf8`` by the contract, never dropped.
 
 from __future__ import annotations
 
-import json
 import operator
 import re
 import typing
@@ -38,7 +36,6 @@ __all__ = [
     "decode_value",
     "encode_rows",
     "from_json_columns",
-    "infer_body",
     "parse_instant",
     "to_json_columns",
 ]
@@ -227,17 +224,6 @@ def from_json_columns(columns: Mapping[str, list[Any]], spec: PipelineSpec | Seq
         else:
             arrays[c.name] = np.array(values, dtype=np.int64)
     return arrays
-
-
-def infer_body(arrays: Mapping[str, np.ndarray], spec: PipelineSpec | Sequence[Column], outputs: Sequence[str]) -> str:
-    """A KServe v2 JSON inference request for the wire tensors (BYTES as JSON strings)."""
-    inputs = spec.input_columns if isinstance(spec, PipelineSpec) else tuple(spec)
-    tensors = []
-    for c in inputs:
-        values = np.asarray(arrays[c.name]).reshape(-1)
-        data = _json_column(values)
-        tensors.append({"name": c.name, "shape": [len(values), 1], "datatype": c.triton_dtype, "data": data})
-    return json.dumps({"inputs": tensors, "outputs": [{"name": n} for n in outputs]})
 
 
 # ------------------------------------------------------------------------------------------ columns
