@@ -58,6 +58,15 @@ def _log1p_vector(xp: Any, v: Any, p: Mapping[str, Any]) -> Any:
     return xp.log1p(xp.maximum(xp.where(xp.isnan(v), 0.0, v), 0.0))
 
 
+def _identity_scalar(v: Any, p: Mapping[str, Any]) -> float:
+    return 0.0 if v is None or v != v else float(v)
+
+
+def _identity_vector(xp: Any, v: Any, p: Mapping[str, Any]) -> Any:
+    v = xp.asarray(v, dtype="float64")
+    return xp.where(xp.isnan(v), 0.0, v)
+
+
 # -- timestamps: UTC hour of day and weekday, 0 for null
 def _hour_scalar(ns: int | None) -> float:
     return 0.0 if ns is None else ((ns // NS_PER_S) % 86_400) / 3600.0
@@ -138,6 +147,14 @@ def _vocabulary_vector(xp: Any, v: Any, p: Mapping[str, Any]) -> Any:
 def _kernels() -> dict[str, Kernel]:
     out = {
         "log1p": Kernel("log1p", NUMBERS, "numeric", _log1p_scalar, _log1p_vector, "log(1 + max(x, 0)); 0 for null"),
+        "identity": Kernel(
+            "identity",
+            NUMBERS,
+            "numeric",
+            _identity_scalar,
+            _identity_vector,
+            "the value itself, signed (standardized like every numeric feature); 0 for null",
+        ),
         "text_length": Kernel(
             "text_length", TEXT, "numeric", _text_length_scalar, _text_length_vector, "log1p(characters); 0 for null"
         ),

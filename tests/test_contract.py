@@ -451,3 +451,10 @@ def test_mojibake_shortcut_never_changes_the_answer(text: str) -> None:
     from inferline.features.rules import _round_trips, is_mojibake
 
     assert is_mojibake(text) == _round_trips(text)
+
+
+def test_identity_keeps_the_sign_that_log1p_clamps() -> None:
+    values = np.array([-3.5, 0.0, 2.0, np.nan])
+    np.testing.assert_array_equal(KERNELS["identity"].vector(np, values, {}), [-3.5, 0.0, 2.0, 0.0])
+    assert [KERNELS["identity"].scalar(v, {}) for v in (-3.5, None)] == [-3.5, 0.0]
+    assert KERNELS["log1p"].scalar(-3.5, {}) == 0.0  # why a signed feature needs identity

@@ -67,6 +67,7 @@ SPEC = PipelineSpec(
     ),
     features=(
         FeatureDef("log_amount", "log1p", "amount"),
+        FeatureDef("amount", "identity", "amount"),  # signed: log1p would clamp a refund to 0
         FeatureDef("log_fee", "log1p", "fee"),
         FeatureDef("log_units", "log1p", "units"),
         FeatureDef("hour_sin", "cyclic_hour_sin", "booked_at"),
