@@ -15,7 +15,18 @@ from inferline.features.state import FeatureState
 __all__ = ["Const", "PbMap", "Target", "model_names", "pipeline_configs", "to_json", "to_pbtxt"]
 
 Target = Literal["local", "gpu"]
-TYPE = {"BYTES": "TYPE_STRING", "FP32": "TYPE_FP32", "FP64": "TYPE_FP64", "INT64": "TYPE_INT64"}
+TYPE = {
+    "BYTES": "TYPE_STRING",
+    "FP32": "TYPE_FP32",
+    "FP64": "TYPE_FP64",
+    "FP16": "TYPE_FP16",
+    "INT64": "TYPE_INT64",
+    "INT32": "TYPE_INT32",
+    "INT16": "TYPE_INT16",
+    "INT8": "TYPE_INT8",
+    "UINT8": "TYPE_UINT8",
+    "BOOL": "TYPE_BOOL",
+}
 
 
 class Const(str):
@@ -121,7 +132,7 @@ def pipeline_configs(
     features_out = [_tensor(t.name, t.datatype, list(t.dims)) for t in contract.model_inputs]
     model_out, status_out = (
         [_tensor(t.name, t.datatype, list(t.dims)) for t in part]
-        for part in (contract.outputs[:2], contract.outputs[2:])
+        for part in (contract.outputs[:-2], contract.outputs[-2:])
     )
     batching = _batching(queue_size, queue_timeout_us, target == "gpu" if queue_policy is None else queue_policy)
 
@@ -197,13 +208,15 @@ def pipeline_configs(
                     "model_name": names["preprocess"],
                     "model_version": version,  # pinned: features and model switch together
                     "input_map": PbMap({c.name: c.name for c in spec.input_columns}),
-                    "output_map": PbMap({t: t for t in ("numeric", "categorical", "status", "release")}),
+                    "output_map": PbMap(
+                        {t: t for t in (*(i.name for i in contract.model_inputs), "status", "release")}
+                    ),
                 },
                 {
                     "model_name": names["model"],
                     "model_version": version,  # pinned: features and model switch together
-                    "input_map": PbMap({"numeric": "numeric", "categorical": "categorical"}),
-                    "output_map": PbMap({"probabilities": "probabilities", "predicted_class": "predicted_class"}),
+                    "input_map": PbMap({i.name: i.name for i in contract.model_inputs}),
+                    "output_map": PbMap({t.name: t.name for t in contract.outputs[:-2]}),
                 },
             ]
         },

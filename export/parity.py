@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from inferline.export.runtime import onnx_session
 from inferline.features.state import FeatureMatrix
 from inferline.training.model import ScoringModel
 
-__all__ = ["ParityGateFailed", "ParityReport", "run_parity_gate"]
+__all__ = ["ParityGateFailed", "ParityReport", "batch_invariance_gate", "run_parity_gate"]
 
 
 @dataclass
@@ -37,69 +38,72 @@ class ParityGateFailed(RuntimeError):
         self.pipeline = pipeline
         worst = max(report.checks, key=lambda c: c["max_abs_error"])
         super().__init__(
-            f"parity gate refused the export: onnxruntime differs from PyTorch by up to "
+            f"parity gate refused the export: onnxruntime differs from its reference by up to "
             f"{report.max_abs_error:.3g} (allowed {report.atol:g} absolute) with {report.class_mismatches} "
             f"decision mismatches over {report.rows} rows; worst case {worst['name']!r}. Nothing was published. "
             "Check the exported graph (unsupported op, wrong opset, tampered model.onnx) and export again."
         )
 
 
+PARITY_ROWS = 2048  # rows of the whole-set comparison (bounded: image inputs are large)
+
+
+def _outputs(session: Any) -> list[str]:
+    return [o.name for o in session.get_outputs()]
+
+
+def _band(outputs: dict[str, np.ndarray], threshold: float | None, atol: float) -> np.ndarray | None:
+    """Rows whose decision sits within tolerance of flipping (may differ between runtimes without either being
+    wrong): the positive score at the threshold (binary), the top two probabilities (more classes)."""
+    p = outputs.get("probabilities")
+    if p is None:
+        return None
+    if threshold is not None and p.shape[1] == 2:
+        return np.abs(p[:, 1] - threshold) <= atol
+    top = np.sort(p, axis=1)[:, -2:] if p.shape[1] > 1 else np.zeros((len(p), 2))
+    return (top[:, 1] - top[:, 0]) <= 2 * atol
+
+
 def _compare(
-    name: str,
-    torch_out: tuple[np.ndarray, np.ndarray],
-    ort_out: list[np.ndarray],
-    threshold_band: np.ndarray,
-    rtol: float,
+    name: str, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], band: np.ndarray | None
 ) -> dict[str, Any]:
-    tp, tk = torch_out
-    op, ok = ort_out
-    if op.shape != tp.shape or ok.shape != tk.shape:
-        return {
-            "name": name,
-            "rows": int(tp.shape[0]),
-            "max_abs_error": float("inf"),
-            "max_rel_error": float("inf"),
-            "class_mismatches": int(tp.shape[0]),
-            "note": f"shape {op.shape}/{ok.shape} vs {tp.shape}/{tk.shape}",
-        }
-    abs_err = np.abs(op.astype("float64") - tp.astype("float64"))
-    rel_err = abs_err / np.maximum(np.abs(tp.astype("float64")), 1e-6)
-    # a row whose score sits within tolerance of the threshold may flip without either runtime being wrong
-    mismatches = int(((ok.reshape(-1) != tk.reshape(-1)) & ~threshold_band).sum())
-    return {
-        "name": name,
-        "rows": int(tp.shape[0]),
-        "max_abs_error": float(abs_err.max(initial=0.0)),
-        "max_rel_error": float(rel_err.max(initial=0.0)),
-        "class_mismatches": mismatches,
-    }
+    rows = int(next(iter(reference.values())).shape[0])
+    worst = {"name": name, "rows": rows, "max_abs_error": 0.0, "max_rel_error": 0.0, "class_mismatches": 0}
+    for key, ref in reference.items():
+        got = candidate[key]
+        if got.shape != ref.shape:
+            return {
+                **worst,
+                "max_abs_error": float("inf"),
+                "max_rel_error": float("inf"),
+                "class_mismatches": rows,
+                "note": f"{key}: shape {got.shape} vs {ref.shape}",
+            }
+        if key == "predicted_class":
+            differ = got.reshape(-1) != ref.reshape(-1)
+            worst["class_mismatches"] += int((differ & ~band).sum() if band is not None else differ.sum())
+            continue
+        a, b = got.astype("float64"), ref.astype("float64")
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            worst["max_abs_error"] = float("inf")
+            worst["note"] = f"{key}: non-finite values"
+            continue
+        abs_err = np.abs(a - b)
+        rel_err = abs_err / np.maximum(np.abs(b), 1e-6)
+        worst["max_abs_error"] = max(worst["max_abs_error"], float(abs_err.max(initial=0.0)))
+        worst["max_rel_error"] = max(worst["max_rel_error"], float(rel_err.max(initial=0.0)))
+    return worst
 
 
-def run_parity_gate(
-    model: ScoringModel,
-    onnx_path: Path,
-    holdout: FeatureMatrix,
-    batch_sizes: tuple[int, ...],
-    atol: float = 1e-5,
-    rtol: float = 1e-4,
-    seed: int = 0,
-) -> ParityReport:
-    """Compare on the whole holdout and on exact batch sizes (1, 7, max_batch_size), rows drawn from the holdout."""
-    session = onnx_session(onnx_path, device="cpu")
+def _cases(feeds: Mapping[str, np.ndarray], batch_sizes: tuple[int, ...], seed: int) -> list[tuple[str, np.ndarray]]:
+    n = len(next(iter(feeds.values())))
     rng = np.random.default_rng(seed)
-    cases: list[tuple[str, np.ndarray, np.ndarray]] = [("holdout", holdout.numeric, holdout.categorical)]
-    for bs in batch_sizes:
-        idx = rng.integers(0, len(holdout), bs)
-        cases.append((f"batch_{bs}", holdout.numeric[idx], holdout.categorical[idx]))
-    checks = []
-    threshold = float(model.threshold)
-    with torch.no_grad():
-        for name, num, cat in cases:
-            tp, tk = model(torch.from_numpy(np.ascontiguousarray(num)), torch.from_numpy(np.ascontiguousarray(cat)))
-            torch_out = (tp.numpy(), tk.numpy())
-            ort_out = session.run(["probabilities", "predicted_class"], {"numeric": num, "categorical": cat})
-            band = np.abs(torch_out[0][:, -1] - threshold) <= atol
-            checks.append(_compare(name, torch_out, ort_out, band, rtol))
+    cases = [("holdout", np.arange(min(n, PARITY_ROWS)))]
+    cases += [(f"batch_{bs}", rng.integers(0, n, bs)) for bs in batch_sizes]
+    return cases
+
+
+def _report(checks: list[dict[str, Any]], atol: float, rtol: float) -> ParityReport:
     max_abs = max(c["max_abs_error"] for c in checks)
     max_rel = max(c["max_rel_error"] for c in checks)
     mismatches = sum(c["class_mismatches"] for c in checks)
@@ -113,3 +117,53 @@ def run_parity_gate(
         rows=sum(c["rows"] for c in checks),
         checks=checks,
     )
+
+
+def run_parity_gate(
+    model: ScoringModel,
+    onnx_path: Path,
+    feeds: Mapping[str, np.ndarray] | FeatureMatrix,
+    batch_sizes: tuple[int, ...],
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    seed: int = 0,
+) -> ParityReport:
+    """onnxruntime against the PyTorch ``model`` it came from, on the same inputs: a whole set (``feeds``, the
+    model inputs by name, up to ``PARITY_ROWS`` rows) and exact batch sizes (1, 7, max_batch_size), rows drawn from
+    it. Every output is compared; a decision that differs counts unless the row sits at the decision boundary."""
+    if isinstance(feeds, FeatureMatrix):
+        feeds = {"numeric": feeds.numeric, "categorical": feeds.categorical}
+    session = onnx_session(onnx_path, device="cpu")
+    names = _outputs(session)
+    threshold = float(model.threshold) if model.task == "binary" else None
+    checks = []
+    with torch.no_grad():
+        for name, idx in _cases(feeds, batch_sizes, seed):
+            batch = {k: np.ascontiguousarray(v[idx]) for k, v in feeds.items()}
+            torch_out = model(*(torch.from_numpy(v) for v in batch.values()))
+            reference = {k: t.numpy() for k, t in zip(names, torch_out, strict=True)}
+            candidate = dict(zip(names, session.run(names, batch), strict=True))
+            checks.append(_compare(name, reference, candidate, _band(reference, threshold, atol)))
+    return _report(checks, atol, rtol)
+
+
+def batch_invariance_gate(
+    onnx_path: Path,
+    feeds: Mapping[str, np.ndarray],
+    batch_sizes: tuple[int, ...],
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    seed: int = 0,
+) -> ParityReport:
+    """The gate of an ONNX file published without its PyTorch source: every row scored inside batches of 1, 7 and
+    the maximum must answer as it does alone, and every output must be finite."""
+    session = onnx_session(onnx_path, device="cpu")
+    names = _outputs(session)
+    checks = []
+    for name, idx in _cases(feeds, batch_sizes, seed):
+        batch = {k: np.ascontiguousarray(v[idx]) for k, v in feeds.items()}
+        candidate = dict(zip(names, session.run(names, batch), strict=True))
+        alone = [session.run(names, {k: v[i : i + 1] for k, v in batch.items()}) for i in range(len(idx))]
+        reference = {k: np.concatenate([a[j] for a in alone]) for j, k in enumerate(names)}
+        checks.append(_compare(name, reference, candidate, _band(reference, None, atol)))
+    return _report(checks, atol, rtol)

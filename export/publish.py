@@ -45,10 +45,11 @@ import platform
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,17 +59,30 @@ import pandas as pd
 import torch
 
 from inferline.export.config import Target, model_names, pipeline_configs, to_json, to_pbtxt
-from inferline.export.parity import ParityGateFailed, ParityReport, run_parity_gate
+from inferline.export.parity import ParityGateFailed, ParityReport, batch_invariance_gate, run_parity_gate
 from inferline.export.registry import Registry, RegistryError
 from inferline.export.runtime import onnx_session
 from inferline.export.safety import MAX_MODEL_BYTES, check_onnx_file
 from inferline.features.artifacts import atomic_write_bytes, atomic_write_json, sha256_file
-from inferline.features.errors import PathNotFound
-from inferline.features.spec import SPEC_FILE, PipelineSpec, read_spec, spec_beside, write_spec
-from inferline.features.state import FeatureState, compute_features
-from inferline.training.model import ScoringModel, load_checkpoint
+from inferline.features.contract import compile_contract
+from inferline.features.errors import PathNotFound, UserError
+from inferline.features.spec import SPEC_FILE, TENSOR_DTYPES, PipelineSpec, read_spec, spec_beside, write_spec
+from inferline.features.state import FeatureMatrix, FeatureState
+from inferline.training.model import ModelLayout, ScoringModel, layout_for, load_checkpoint
 
-__all__ = ["PublishResult", "activate", "export_onnx", "publish"]
+TORCH_DTYPES = {
+    "FP32": "float32",
+    "FP64": "float64",
+    "FP16": "float16",
+    "INT64": "int64",
+    "INT32": "int32",
+    "INT16": "int16",
+    "INT8": "int8",
+    "UINT8": "uint8",
+    "BOOL": "bool",
+}
+
+__all__ = ["Candidate", "PublishResult", "activate", "export_onnx", "model_candidate", "publish"]
 
 log = logging.getLogger("inferline.export")
 
@@ -81,30 +95,77 @@ class PublishResult:
     parity: ParityReport
 
 
-def export_onnx(model: ScoringModel, path: Path, max_batch_size: int) -> None:
-    """torch -> ONNX (dynamo exporter) with a dynamic batch axis; inputs ``numeric``/``categorical``."""
-    arch = model.net.arch
-    example = (
-        torch.zeros(8, arch.n_numeric, dtype=torch.float32),
-        torch.zeros(8, len(arch.cardinalities), dtype=torch.int64),
+def export_onnx(
+    model: ScoringModel,
+    path: Path,
+    max_batch_size: int,
+    layout: ModelLayout | None = None,
+    examples: Sequence[torch.Tensor] | None = None,
+) -> None:
+    """torch -> ONNX (dynamo exporter): inputs named as ``layout.inputs`` with a dynamic batch axis (and a dynamic
+    axis for each declared ``-1`` dimension), outputs named as the task's (``probabilities``/``predicted_class`` or
+    ``prediction``). ``examples`` (rows of real model inputs) trace the graph; zeros of the layout when absent."""
+    if layout is None:
+        arch = model.net.arch
+        layout = ModelLayout(
+            inputs=(("numeric", "FP32", (arch.n_numeric,)), ("categorical", "INT64", (len(arch.cardinalities),))),
+            task=model.task,
+            n_outputs=arch.n_classes,
+        )
+    if examples is None:
+        examples = [
+            torch.zeros((8, *(8 if d < 0 else d for d in dims)), dtype=getattr(torch, TORCH_DTYPES[dt]))
+            for _, dt, dims in layout.inputs
+        ]
+    examples = tuple(
+        t[:8] if t.shape[0] >= 8 else t.repeat((-(-8 // t.shape[0]), *[1] * (t.ndim - 1)))[:8] for t in examples
     )
     batch = torch.export.Dim("batch", min=1, max=max(max_batch_size, 65536))
+    names = [name for name, _, _ in layout.inputs]
+    outputs = ["prediction"] if model.task == "regression" else ["probabilities", "predicted_class"]
+
+    def shapes(shared: bool) -> tuple[tuple[dict[int, Any], ...]]:
+        spec = []
+        for name, _, dims in layout.inputs:
+            axes: dict[int, Any] = {0: batch}
+            for i, d in enumerate(dims):
+                if d < 0:
+                    axes[i + 1] = torch.export.Dim(f"d{i + 1}" if shared else f"{name}_d{i + 1}", min=1, max=65536)
+            spec.append(axes)
+        return (tuple(spec),)
+
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model,
-            example,
-            input_names=["numeric", "categorical"],
-            output_names=["probabilities", "predicted_class"],
-            dynamo=True,
-            dynamic_shapes={"numeric": {0: batch}, "categorical": {0: batch}},
-            verbose=False,
-        )
+    program = None
+    for shared in (False, True):  # separate variable dims first; inputs that must agree (tokens, mask) share them
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = torch.onnx.export(
+                    model,
+                    examples,
+                    input_names=names,
+                    output_names=outputs,
+                    dynamo=True,
+                    dynamic_shapes=shapes(shared),
+                    verbose=False,
+                )
+            break
+        except Exception as exc:
+            if shared or not any(d < 0 for _, _, dims in layout.inputs for d in dims):
+                raise ExportFailed(
+                    f"torch.onnx.export could not export the model ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}); check that forward() takes the inputs "
+                    f"{names} and uses only exportable operations (see the forward contract in "
+                    "inferline.training.model)"
+                ) from exc
     assert program is not None
     tmp = path.with_suffix(".tmp.onnx")
     program.save(str(tmp))
     tmp.replace(path)
+
+
+class ExportFailed(UserError, RuntimeError):
+    """The model could not be exported to ONNX."""
 
 
 def _code_revision() -> dict[str, Any]:
@@ -180,14 +241,12 @@ def activate(repository: Path, pipeline: str, version: int, also_load: Sequence[
     (repository / names["ensemble"] / "1").mkdir(parents=True, exist_ok=True)
 
 
-def _validate_staged(
-    stage: Path, names: dict[str, str], spec: PipelineSpec, holdout_numeric: np.ndarray, holdout_categorical: np.ndarray
-) -> None:
+def _validate_staged(stage: Path, names: dict[str, str], feeds: dict[str, np.ndarray]) -> None:
     """The staged release must be loadable as a whole before it may move into place."""
     state = FeatureState.load(stage / names["preprocess"] / "feature_state.json")
     state.check(read_spec(stage / names["preprocess"] / SPEC_FILE))
     session = onnx_session(stage / names["model"] / "model.onnx")
-    session.run(None, {"numeric": holdout_numeric[:2], "categorical": holdout_categorical[:2]})
+    session.run(None, {k: v[:2] for k, v in feeds.items()})
     for folder in sorted(p for p in stage.iterdir() if p.is_dir()):
         for f in folder.glob("*.py"):
             compile(f.read_text(), str(f), "exec")  # syntax check without leaving __pycache__ in the release
@@ -195,8 +254,171 @@ def _validate_staged(
             json.loads(f.read_text())
 
 
+@dataclass
+class Candidate:
+    """What a release is made of, wherever it came from (a training run, a user's module and weights, an ONNX
+    file): the spec and fitted state, the PyTorch reference (None for an ONNX file alone), the model inputs the gate
+    runs on, and the lineage the manifest records."""
+
+    spec: PipelineSpec
+    state: FeatureState
+    feeds: dict[str, np.ndarray]  # gate examples: model inputs by name
+    model: ScoringModel | None = None
+    layout: ModelLayout | None = None
+    onnx_source: Path | None = None  # a given ONNX file (already with inferline's head)
+    lineage: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] | None = None
+    profile_file: Path | None = None
+
+
+def _run_candidate(run_dir: Path, onnx_model: Path | None) -> Candidate:
+    if not (run_dir / "run.json").is_file():
+        raise PathNotFound(
+            f"{str(run_dir)!r} is not a training run directory (no run.json in it); expected a directory written by "
+            "`inferline train` (e.g. .inferline/runs/<run id>): check --run, or omit it to publish the latest run"
+        )
+    run = json.loads((run_dir / "run.json").read_text())
+    spec = spec_beside(run_dir / "feature_state.json", run["pipeline"])  # the run's snapshot, not the live module
+    state = FeatureState.load(run_dir / "feature_state.json")
+    contract = compile_contract(spec, state)
+    holdout = contract.features(pd.read_parquet(run_dir / "holdout.parquet"))
+    model = load_checkpoint(run_dir / "checkpoint.pt")
+    return Candidate(
+        spec=spec,
+        state=state,
+        feeds={k: np.ascontiguousarray(v) for k, v in contract.feeds(holdout).items()},
+        model=model,
+        layout=layout_for(contract),
+        onnx_source=onnx_model,
+        lineage={
+            "source": "training run",
+            "run_id": run["run_id"],
+            "data_fingerprint": run["data_fingerprint"]["sha256"],
+            "data_files": run["data_fingerprint"]["files"],
+            "checkpoint_sha256": sha256_file(run_dir / "checkpoint.pt"),
+            "model": run.get("model", {"factory": "inferline.training.model:tabular_net"}),
+        },
+        metrics=json.loads((run_dir / "metrics.json").read_text())["holdout"],
+        profile_file=run_dir / "reference_profile.json",
+    )
+
+
+def _example_feeds(contract: Any, n: int, seed: int) -> dict[str, np.ndarray]:
+    """Inputs drawn from the spec's tensor declarations (dtype, shape; range from the column's ge/le/between
+    rules; 16 for a variable dimension): the gate's examples when no data is given."""
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for c in contract.spec.tensor_columns:
+        lo, hi = -1.0, 1.0
+        for r in c.rules:
+            if r.op == "ge":
+                lo = float(r.args[0])
+            elif r.op == "le":
+                hi = float(r.args[0])
+            elif r.op == "between":
+                lo, hi = float(r.args[0]), float(r.args[1])
+        dims = tuple(16 if d < 0 else d for d in c.shape)
+        dtype = np.dtype(TENSOR_DTYPES[c.dtype])
+        if dtype.kind in "iub":
+            raw = rng.integers(int(np.ceil(lo)) if lo > -1 else 0, int(np.floor(hi)) + 1 if hi > 1 else 2, (n, *dims))
+        else:
+            raw = rng.uniform(lo, hi, (n, *dims))
+        feeds[c.name] = raw.astype(dtype)
+    plans = {p.name: p for p in contract._tensors}
+    return {
+        t.name: np.ascontiguousarray(plans[t.name].model_input(np, feeds[t.name], None)) for t in contract.model_inputs
+    }
+
+
+def model_candidate(
+    spec: PipelineSpec,
+    module: str | None = None,
+    checkpoint: Path | None = None,
+    onnx_model: Path | None = None,
+    data: Sequence[Path] = (),
+    threshold: float = 0.5,
+    factory_args: dict[str, Any] | None = None,
+    examples: int = 64,
+    seed: int = 0,
+) -> Candidate:
+    """A release candidate from a model trained elsewhere: ``module`` (``pkg.mod:build``, the factory) with the
+    weights in ``checkpoint``, or an ONNX file (its first output the logits, or the values for regression). The
+    feature state is fitted on ``data`` when the spec has tabular features; the gate's examples are ``data``'s rows
+    (validated), else drawn from the spec's tensor declarations."""
+    from inferline.export.head import attach_head
+    from inferline.features.dataset import load_validated
+    from inferline.features.state import fit_state
+    from inferline.training.model import build_model, load_into, load_weights
+
+    if (module is None) == (onnx_model is None):
+        raise UserError("publish a model trained elsewhere with either --module (and --checkpoint) or --onnx")
+    if module is not None and checkpoint is None:
+        raise UserError(f"--module {module} needs --checkpoint: the weights (torch.save(module.state_dict(), path))")
+    frame = None
+    lineage: dict[str, Any] = {"source": "module" if module else "onnx file"}
+    if data:
+        frame, report = load_validated(list(data), spec, include_label=False, max_invalid_share=1.0)
+        lineage.update(data_fingerprint=report.fingerprint.get("sha256"), data_files=report.fingerprint.get("files"))
+    elif spec.features:
+        raise UserError(
+            f"pipeline {spec.name!r} has tabular features, whose vocabularies and statistics are fitted on data: "
+            "give --data (Parquet files of raw rows) to fit them"
+        )
+    state = fit_state(frame if frame is not None else pd.DataFrame(), spec, threshold=threshold)
+    contract = compile_contract(spec, state)
+    if frame is not None and len(frame):
+        feeds = {k: np.ascontiguousarray(v) for k, v in contract.feeds(contract.features(frame.head(2048))).items()}
+    else:
+        feeds = _example_feeds(contract, examples, seed)
+    layout = layout_for(contract)
+    candidate = Candidate(spec=spec, state=state, feeds=feeds, layout=layout, lineage=lineage)
+    if module is not None:
+        from inferline.features.imports import source_sha256
+
+        args = dict(factory_args if factory_args is not None else spec.model.factory_args)
+        net = build_model(module, layout, args)
+        assert checkpoint is not None
+        load_into(net, load_weights(Path(checkpoint)), str(checkpoint))
+        candidate.model = ScoringModel(net.eval(), threshold, task=spec.task).eval()
+        lineage.update(
+            checkpoint_sha256=sha256_file(Path(checkpoint)),
+            model={"factory": module, "source_sha256": source_sha256(module), "args": args, "layout": layout.as_dict()},
+        )
+    else:
+        assert onnx_model is not None
+        check_onnx_file(Path(onnx_model), MAX_MODEL_BYTES)
+        headed = Path(tempfile.mkdtemp(prefix="inferline-head-")) / "model.onnx"
+        attach_head(
+            Path(onnx_model),
+            headed,
+            spec.task,
+            layout.n_outputs,
+            threshold,
+            input_names=[t.name for t in contract.model_inputs],
+        )
+        candidate.onnx_source = headed
+        lineage.update(onnx_source_sha256=sha256_file(Path(onnx_model)), model={"layout": layout.as_dict()})
+    return candidate
+
+
+def _profile_of(candidate: Candidate, onnx_path: Path) -> dict[str, Any]:
+    """A reference profile for a candidate without a training run: features and predictions over its examples."""
+    from inferline.training.profile import reference_profile
+
+    session = onnx_session(onnx_path)
+    first = session.run(None, candidate.feeds)[0]
+    m = FeatureMatrix(
+        numeric=candidate.feeds.get("numeric", np.zeros((len(first), 0), np.float32)),
+        categorical=candidate.feeds.get("categorical", np.zeros((len(first), 0), np.int64)),
+    )
+    profile = reference_profile(m, candidate.state, first, task=candidate.spec.task)
+    profile["source"] = "data" if candidate.lineage.get("data_fingerprint") else "examples drawn from the spec"
+    return profile
+
+
 def publish(
-    run_dir: Path,
+    run_dir: Path | None,
     repository: Path,
     target: Target = "local",
     promote: bool = True,
@@ -205,22 +427,21 @@ def publish(
     tensorrt: bool = False,
     atol: float = 1e-5,
     max_model_bytes: int = MAX_MODEL_BYTES,
+    candidate: Candidate | None = None,
+    load_check: bool = False,
 ) -> PublishResult:
-    """Stage, gate, validate and publish ``run_dir`` as the next release. ``onnx_model`` publishes a given ONNX
-    file instead of exporting one (it must still pass the gate against the run's checkpoint)."""
-    run_dir, repository = Path(run_dir), Path(repository)
-    if not (run_dir / "run.json").is_file():
-        raise PathNotFound(
-            f"{str(run_dir)!r} is not a training run directory (no run.json in it); expected a directory written by "
-            "`inferline train` (e.g. .inferline/runs/<run id>): check --run, or omit it to publish the latest run"
-        )
+    """Stage, gate, validate and publish ``run_dir`` (or a ``candidate`` from ``model_candidate``) as the next
+    release. ``onnx_model`` publishes a given ONNX file instead of exporting one (it must still pass the gate
+    against the run's checkpoint)."""
+    repository = Path(repository)
     if onnx_model is not None:
         check_onnx_file(Path(onnx_model), max_model_bytes)  # refused before anything is staged
-    run = json.loads((run_dir / "run.json").read_text())
-    spec = spec_beside(run_dir / "feature_state.json", run["pipeline"])  # the run's snapshot, not the live module
-    state = FeatureState.load(run_dir / "feature_state.json")
+    if candidate is None:
+        if run_dir is None:
+            raise UserError("publish needs a training run (--run) or a model (--module/--checkpoint or --onnx --spec)")
+        candidate = _run_candidate(Path(run_dir), onnx_model)
+    spec, state = candidate.spec, candidate.state
     state.check(spec)
-    model = load_checkpoint(run_dir / "checkpoint.pt")
     names = model_names(spec.name)
     mbs = max_batch_size or spec.model.max_batch_size
     registry = Registry(repository, spec.name)
@@ -232,22 +453,32 @@ def publish(
         for key in folders:
             (stage / names[key]).mkdir(parents=True)
         onnx_path = stage / names["model"] / "model.onnx"
-        if onnx_model is not None:
-            shutil.copyfile(onnx_model, onnx_path)
+        if candidate.onnx_source is not None:
+            shutil.copyfile(candidate.onnx_source, onnx_path)
         else:
-            export_onnx(model, onnx_path, mbs)
+            assert candidate.model is not None
+            examples = [torch.from_numpy(v[:8]) for v in candidate.feeds.values()]
+            export_onnx(candidate.model, onnx_path, mbs, candidate.layout, examples)
         check_onnx_file(onnx_path, max_model_bytes)
-        holdout = compute_features(pd.read_parquet(run_dir / "holdout.parquet"), spec, state)
-        parity = run_parity_gate(model, onnx_path, holdout, batch_sizes=(1, 7, mbs), atol=atol)
+        if candidate.model is not None:
+            parity = run_parity_gate(candidate.model, onnx_path, candidate.feeds, batch_sizes=(1, 7, mbs), atol=atol)
+        else:
+            parity = batch_invariance_gate(onnx_path, candidate.feeds, batch_sizes=(1, 7, mbs), atol=atol)
         if not parity.passed:
             raise ParityGateFailed(parity, spec.name)
 
-        shutil.copyfile(run_dir / "feature_state.json", stage / names["preprocess"] / "feature_state.json")
+        state.save(stage / names["preprocess"] / "feature_state.json")
         write_spec(spec, stage / names["preprocess"] / SPEC_FILE)  # the release carries its own contract
         if target == "local":
             shutil.copyfile(backend_source("fused.py"), stage / names["ensemble"] / "model.py")
         else:
             shutil.copyfile(backend_source("preprocess.py"), stage / names["preprocess"] / "model.py")
+        profile_path = stage / names["model"] / "reference_profile.json"
+        if candidate.profile_file is not None:
+            shutil.copyfile(candidate.profile_file, profile_path)
+        else:
+            atomic_write_json(profile_path, _profile_of(candidate, onnx_path))
+        profile = json.loads(profile_path.read_text())
 
         with registry.locked() as reg:
             version = _next_version(repository, names, registry)
@@ -261,33 +492,38 @@ def publish(
                     atomic_write_bytes(stage / names[home] / "release.config.json", to_json(configs[key]).encode())
             if "ensemble" in configs:
                 atomic_write_bytes(stage / names["preprocess"] / "ensemble.config.pbtxt", texts["ensemble"].encode())
-            profile = json.loads((run_dir / "reference_profile.json").read_text())
+            lineage = candidate.lineage
             manifest = {
                 "release": version,
                 "pipeline": spec.name,
+                "task": spec.task,
                 "models": names,
                 "target": target,
                 "layout": "fused" if target == "local" else "ensemble",
                 "created_at": datetime.now(UTC).isoformat(),
-                "run_id": run["run_id"],
-                "data_fingerprint": run["data_fingerprint"]["sha256"],
-                "data_files": run["data_fingerprint"]["files"],
+                "source": lineage.get("source"),
+                "run_id": lineage.get("run_id"),
+                "data_fingerprint": lineage.get("data_fingerprint"),
+                "data_files": lineage.get("data_files", []),
                 "schema_version": spec.version,
                 "feature_hash": spec.feature_hash(),
-                "feature_state_sha256": sha256_file(run_dir / "feature_state.json"),
+                "feature_state_sha256": sha256_file(stage / names["preprocess"] / "feature_state.json"),
                 "spec_sha256": sha256_file(stage / names["preprocess"] / SPEC_FILE),
-                "checkpoint_sha256": sha256_file(run_dir / "checkpoint.pt"),
+                "checkpoint_sha256": lineage.get("checkpoint_sha256"),
+                "model": lineage.get("model"),
                 "onnx_sha256": sha256_file(onnx_path),
+                "onnx_source_sha256": lineage.get("onnx_source_sha256"),
                 "parity": parity.as_dict(),
                 "config_sha256": {key: _sha256_text(t) for key, t in texts.items()},
                 "configs": texts,
                 "code_revision": _code_revision(),
-                "metrics": json.loads((run_dir / "metrics.json").read_text())["holdout"],
+                "metrics": candidate.metrics,
                 "reference_profile": {
                     "file": "reference_profile.json",  # beside model.onnx: the monitor's drift baseline
-                    "sha256": sha256_file(run_dir / "reference_profile.json"),
+                    "sha256": sha256_file(profile_path),
                     "rows": profile["rows"],
                     "version": profile.get("version", 1),
+                    "source": profile.get("source", "training run"),
                 },
                 "max_batch_size": mbs,
                 "environment": {
@@ -299,8 +535,9 @@ def publish(
             }
             for key in folders:
                 atomic_write_json(stage / names[key] / "release.json", manifest)
-            shutil.copyfile(run_dir / "reference_profile.json", stage / names["model"] / "reference_profile.json")
-            _validate_staged(stage, names, spec, holdout.numeric, holdout.categorical)
+            _validate_staged(stage, names, candidate.feeds)
+            if load_check:
+                _check_loads(stage, names, folders, target)
 
             for key in folders:
                 (repository / names[key]).mkdir(parents=True, exist_ok=True)
@@ -309,21 +546,41 @@ def publish(
                 "published_at": manifest["created_at"],
                 "manifest_sha256": sha256_file(repository / names["model"] / str(version) / "release.json"),
                 "target": target,
-                "run_id": run["run_id"],
-                "metrics": {k: manifest["metrics"][k] for k in ("roc_auc", "pr_auc", "precision", "recall")},
+                "run_id": lineage.get("run_id"),
+                "source": lineage.get("source"),
+                "metrics": _headline(candidate.metrics),
             }
-            Registry.record(reg, "publish", version, run_id=run["run_id"])
+            Registry.record(reg, "publish", version, run_id=lineage.get("run_id"))
             if promote or reg["current"] is None:
                 activate(repository, spec.name, version)
                 Registry.move_pointer(reg, version, "promote", reason="publish")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if candidate.onnx_source is not None and candidate.onnx_source.parent.name.startswith("inferline-head-"):
+            shutil.rmtree(candidate.onnx_source.parent, ignore_errors=True)
         try:
             stage.parent.rmdir()
         except OSError:
             pass  # another publish is staging
     log.info("published %s:%d (promoted=%s)", spec.name, version, promote)
     return PublishResult(version=version, promoted=promote, manifest=manifest, parity=parity)
+
+
+HEADLINE = ("roc_auc", "pr_auc", "precision", "recall", "accuracy", "macro_f1", "mae", "rmse", "r2")
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The registry's summary of a release's holdout metrics (those of its task)."""
+    return {k: metrics[k] for k in HEADLINE if k in metrics}
+
+
+def _check_loads(stage: Path, names: dict[str, str], folders: Sequence[str], target: Target) -> None:
+    """Load the staged release in a scratch tritonserver (the local target; the gpu target's image is elsewhere)."""
+    if target != "local":
+        return
+    from inferline.export.loadcheck import check_release_loads
+
+    check_release_loads({names[k]: stage / names[k] for k in folders}, served=[names["ensemble"]])
 
 
 def set_current(

@@ -31,10 +31,11 @@ import numpy as np
 import pandas as pd
 
 from inferline.features.backend import array_namespace
-from inferline.features.kernels import KERNELS, NAT, Kernel
+from inferline.features.kernels import NAT, Kernel, resolve_kernel
 from inferline.features.rules import TEXT_KINDS
 from inferline.features.spec import Column, PipelineSpec, SpecError
 from inferline.features.state import FeatureMatrix, FeatureState
+from inferline.features.tensors import RaggedTensors, TensorPlan
 from inferline.features.wire import (
     INVALID_UTF8,
     decode_column,
@@ -43,7 +44,7 @@ from inferline.features.wire import (
     parse_instants,
 )
 
-__all__ = ["Contract", "TensorSpec", "compile_contract"]
+__all__ = ["Contract", "RaggedTensors", "TensorSpec", "compile_contract", "model_outputs"]
 
 NULL = "null"
 DUPLICATE = "duplicate"
@@ -62,12 +63,25 @@ class TensorSpec:
     dims: tuple[int, ...]
 
 
+def model_outputs(spec: PipelineSpec) -> tuple[TensorSpec, ...]:
+    """What the scoring model answers per row: class ``probabilities`` and the ``predicted_class`` for a
+    classifier (the decision threshold applies to binary tasks only; more classes take the argmax), one
+    ``prediction`` for regression."""
+    if spec.task == "regression":
+        return (TensorSpec("prediction", "FP32", (1,)),)
+    return (
+        TensorSpec("probabilities", "FP32", (len(spec.classes),)),
+        TensorSpec("predicted_class", "INT64", (1,)),
+    )
+
+
 class _ColumnPlan:
     """One column's compiled checks: its reasons in order, each with its scalar and vector lowering."""
 
     def __init__(self, column: Column) -> None:
         self.name = column.name
-        self.kind = column.kind
+        # a regression label is a float column: checked as numeric
+        self.kind = "numeric" if column.kind == "label" and column.raw_dtype == "float64" else column.kind
         self.required = column.required
         self.unique = column.unique
         self.assume_utc = column.timezone_policy == "assume_utc"
@@ -461,17 +475,28 @@ class Contract:
         self.spec = spec
         self.state = state
         self.input_columns = spec.input_columns
-        self._plans = {c.name: _ColumnPlan(c) for c in spec.columns}
-        self._inputs = [self._plans[c.name] for c in self.input_columns]
-        self._input_names = [c.name for c in self.input_columns]
+        self._plans = {c.name: _ColumnPlan(c) for c in spec.columns if c.kind != "tensor"}
+        self._tensors = [TensorPlan(c) for c in spec.tensor_columns]
+        self._inputs = [self._plans[c.name] for c in self.input_columns if c.kind != "tensor"]
+        self._input_names = [p.name for p in self._inputs]
         self._schemas: dict[bool, Any] = {}
-        self.inputs = tuple(TensorSpec(c.name, c.triton_dtype, (1,)) for c in self.input_columns)
+        self.inputs = tuple(
+            TensorSpec(c.name, c.triton_dtype, tuple(c.shape) if c.kind == "tensor" else (1,))
+            for c in self.input_columns
+        )
         self._numeric: list[_FeaturePlan] = []
         self._categorical: list[_FeaturePlan] = []
         for f in spec.features:
-            kernel = KERNELS.get(f.kernel)
-            if kernel is None:
-                raise SpecError(f"feature {f.name!r} uses unknown kernel {f.kernel!r}; known: {sorted(KERNELS)}")
+            kernel = resolve_kernel(f.kernel)
+            if spec.column(f.source).kind not in kernel.kinds:
+                raise SpecError(
+                    f"feature {f.name!r}: kernel {f.kernel!r} reads {sorted(kernel.kinds)} columns, but {f.source!r} "
+                    f"is {spec.column(f.source).kind}"
+                )
+            if kernel.output != f.output:
+                raise SpecError(
+                    f"feature {f.name!r}: kernel {f.kernel!r} gives a {kernel.output} feature, declared {f.output}"
+                )
             params: dict[str, Any] = dict(f.params)
             if kernel.output == "categorical":
                 vocabulary = state.vocabularies[f.name] if state is not None else []
@@ -481,17 +506,14 @@ class Contract:
         self._by_source: dict[str, list[_FeaturePlan]] = {}
         for plan in (*self._numeric, *self._categorical):
             self._by_source.setdefault(plan.source, []).append(plan)
-        # the tensors every stage agrees on: raw inputs (one per column), the model's inputs, the served outputs
-        self.model_inputs = (
-            TensorSpec("numeric", "FP32", (len(self._numeric),)),
-            TensorSpec("categorical", "INT64", (len(self._categorical),)),
+        # the tensors every stage agrees on: raw inputs (one per column), the model's inputs (``numeric`` and
+        # ``categorical`` when the spec has such features, then each tensor column), the served outputs
+        self.model_inputs = tuple(
+            [TensorSpec("numeric", "FP32", (len(self._numeric),))] * bool(self._numeric)
+            + [TensorSpec("categorical", "INT64", (len(self._categorical),))] * bool(self._categorical)
+            + [TensorSpec(c.name, c.input_dtype, tuple(c.shape)) for c in spec.tensor_columns]
         )
-        self.outputs = (
-            TensorSpec("probabilities", "FP32", (len(spec.classes),)),
-            TensorSpec("predicted_class", "INT64", (1,)),
-            TensorSpec("status", "BYTES", (1,)),
-            TensorSpec("release", "BYTES", (1,)),
-        )
+        self.outputs = (*model_outputs(spec), TensorSpec("status", "BYTES", (1,)), TensorSpec("release", "BYTES", (1,)))
         mean = state.mean if state is not None else [0.0] * len(self._numeric)
         std = state.std if state is not None else [1.0] * len(self._numeric)
         self._mean = np.asarray(mean, dtype=np.float64)
@@ -520,7 +542,8 @@ class Contract:
             columns = {
                 c.name: pa.Column(
                     c.raw_dtype,
-                    checks=[r.pandera() for r in c.rules],
+                    # a tensor column's rules run per element (features.tensors), not as pandera checks
+                    checks=[] if c.kind == "tensor" else [r.pandera() for r in c.rules],
                     nullable=not c.required,
                     unique=c.unique,
                     coerce=False,
@@ -560,17 +583,21 @@ class Contract:
             if c.name not in frame.columns:
                 continue
             s = frame[c.name]
+            if c.kind == "tensor":  # one value per row (features.tensors makes it dense)
+                out[c.name] = s.to_arrow().to_pylist() if gpu else s.to_numpy(dtype=object)
+                continue
+            kind = self._plans[c.name].kind
             if gpu:
-                out[c.name] = _cudf_canonical(s, c.kind)
-            elif c.kind in TEXT_KINDS:
+                out[c.name] = _cudf_canonical(s, kind)
+            elif kind in TEXT_KINDS:
                 out[c.name] = s.to_numpy(dtype=object, na_value=None)
-            elif c.kind == "timestamp":
+            elif kind == "timestamp":
                 out[c.name] = _timestamp_ns(s)
-            elif c.kind == "numeric":
+            elif kind == "numeric":
                 out[c.name] = s.to_numpy(dtype="float64", na_value=np.nan)
             else:
                 out[c.name] = s.to_numpy(dtype="int64")
-            if xp is not np and c.kind not in TEXT_KINDS:
+            if xp is not np and kind not in TEXT_KINDS:
                 out[c.name] = xp.asarray(out[c.name])
         return out
 
@@ -578,8 +605,13 @@ class Contract:
     def reasons(self, columns: Mapping[str, Any], include_label: bool = False, xp: ModuleType = np) -> dict[str, Any]:
         """``{reason: mask}`` over canonical arrays, column by column in spec order."""
         out: dict[str, Any] = {}
+        tensors = {p.name: p for p in self._tensors}
         for c in self._columns(include_label):
-            if c.name in columns:
+            if c.name not in columns:
+                continue
+            if c.name in tensors:
+                out.update(tensors[c.name].reasons(xp, columns[c.name]))
+            else:
                 self._plans[c.name].vector_reasons(xp, columns[c.name], out)
         return out
 
@@ -628,7 +660,33 @@ class Contract:
             )
         else:
             categorical = xp.zeros((n, 0), dtype="int64")
-        return FeatureMatrix(numeric=numeric, categorical=categorical)
+        tensors = {}
+        for p in self._tensors:
+            canonical, _ = p.canonical(columns[p.name])
+            tensors[p.name] = p.model_input(xp, canonical, None)
+        return FeatureMatrix(numeric=numeric, categorical=categorical, tensors=tensors)
+
+    def shape_groups(self, frame: Any) -> list[np.ndarray]:
+        """Row indices grouped by the shapes of their tensor values (one group when every row shares them, or
+        when the spec has no tensor column): each group can be one model batch."""
+        n = len(frame)
+        if not self._tensors:
+            return [np.arange(n)]
+        columns = self.columns_of(frame)
+        keys: list[tuple[Any, ...]] = [()] * n
+        for p in self._tensors:
+            canonical, _ = p.canonical(columns[p.name])
+            if isinstance(canonical, list):
+                keys = [(*k, None if a is None else a.shape) for k, a in zip(keys, canonical, strict=True)]
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for i, k in enumerate(keys):
+            groups.setdefault(k, []).append(i)
+        return [np.asarray(g, dtype=np.int64) for g in groups.values()]
+
+    def feeds(self, m: FeatureMatrix) -> dict[str, Any]:
+        """The model's inputs by name, in ``model_inputs`` order."""
+        available = {"numeric": m.numeric, "categorical": m.categorical, **m.tensors}
+        return {t.name: available[t.name] for t in self.model_inputs}
 
     # ------------------------------------------------------------------------------------------ request path
     def featurize(self, arrays: Mapping[str, Any]) -> tuple[FeatureMatrix, np.ndarray]:
@@ -638,17 +696,40 @@ class Contract:
         names = self._input_names
         try:
             wire = [arrays[name] for name in names]
+            dense = [np.asarray(arrays[p.name]) for p in self._tensors]
         except KeyError:
-            missing = [name for name in names if name not in arrays]
-            raise KeyError(f"request lacks input(s) {missing}; expected one tensor per raw column: {names}") from None
+            everything = [c.name for c in self.input_columns]
+            missing = [name for name in everything if name not in arrays]
+            raise KeyError(
+                f"request lacks input(s) {missing}; expected one tensor per raw column: {everything}"
+            ) from None
         wire = [w if w.ndim == 1 else w.reshape(-1) for w in map(np.asarray, wire)]
-        n = len(wire[0]) if wire else 0
-        if not all(len(w) == n for w in wire):
-            rows = {name: len(w) for name, w in zip(names, wire, strict=True)}
+        n = len(wire[0]) if wire else len(dense[0]) if dense else 0
+        if not all(len(w) == n for w in (*wire, *dense)):
+            rows = {c.name: len(arrays[c.name]) for c in self.input_columns}
             raise ValueError(f"request inputs hold different numbers of rows: {rows}; send one value per row in each")
-        if n <= SCALAR_ROWS:
-            return self._featurize_rows(wire, n)
-        return self._featurize_vector(wire, n)
+        m, status = self._featurize_rows(wire, n) if n <= SCALAR_ROWS else self._featurize_vector(wire, n)
+        if self._tensors:
+            self._featurize_tensors(m, status, dense, n)
+        return m, status
+
+    def _featurize_tensors(self, m: FeatureMatrix, status: np.ndarray, dense: list[np.ndarray], n: int) -> None:
+        """The tensor columns of a request: their reasons (for rows still ``ok``, in spec order) and inputs."""
+        canonical = []
+        for p, w in zip(self._tensors, dense, strict=True):
+            values, found = p.canonical(w)
+            found.update(p.rule_reasons(np, values, n) if not found else {})
+            for reason, mask in found.items():
+                for i in np.flatnonzero(mask).tolist():
+                    if status[i] == OK:
+                        status[i] = reason
+            canonical.append(values)
+        bad = status != OK
+        for p, values in zip(self._tensors, canonical, strict=True):
+            m.tensors[p.name] = p.model_input(np, values, bad)
+        if bad.any():
+            m.numeric[bad] = 0.0
+            m.categorical[bad] = 0
 
     def _featurize_vector(self, wire: list[np.ndarray], n: int) -> tuple[FeatureMatrix, np.ndarray]:
         """Column by column: numbers and timestamps through numpy, text value by value through the scalar

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["KERNELS", "NAT", "Kernel"]
+__all__ = ["KERNELS", "NAT", "Kernel", "resolve_kernel"]
 
 TWO_PI = 2.0 * math.pi
 NAT = int(np.iinfo(np.int64).min)  # datetime64's NaT, as int64
@@ -155,6 +155,14 @@ def _kernels() -> dict[str, Kernel]:
             _identity_vector,
             "the value itself, signed (standardized like every numeric feature); 0 for null",
         ),
+        "standardize": Kernel(
+            "standardize",
+            NUMBERS,
+            "numeric",
+            _identity_scalar,
+            _identity_vector,
+            "(value - training mean) / training std, signed; 0 for null (a spec refuses it with scale='none')",
+        ),
         "text_length": Kernel(
             "text_length", TEXT, "numeric", _text_length_scalar, _text_length_vector, "log1p(characters); 0 for null"
         ),
@@ -189,3 +197,24 @@ def _kernels() -> dict[str, Kernel]:
 
 
 KERNELS: dict[str, Kernel] = _kernels()
+
+
+def resolve_kernel(name: str) -> Kernel:
+    """A built-in kernel by name, or a pipeline's own ``Kernel`` by import path (``"pkg.mod:my_kernel"``): compiled
+    like the built-in ones (its scalar form on the request path, its vector form on batches), and named in every
+    release's spec snapshot so that a server imports the same object."""
+    if name in KERNELS:
+        return KERNELS[name]
+    from inferline.features.spec import SpecError
+
+    if ":" not in name:
+        raise SpecError(
+            f"unknown kernel {name!r}; built-in kernels: {sorted(KERNELS)}, or name a pipeline's own Kernel by import "
+            "path ('package.module:name')"
+        )
+    from inferline.features.imports import import_object
+
+    kernel = import_object(name, "kernel")
+    if not isinstance(kernel, Kernel):
+        raise SpecError(f"kernel {name!r} is a {type(kernel).__name__}, expected an inferline.features.kernels.Kernel")
+    return kernel

@@ -307,7 +307,7 @@ def _number_op(
     vector: Callable[[Sequence[Any]], VectorCheck],
     pandera: Callable[[Rule], Any],
 ) -> Op:
-    return Op(NUMBER_KINDS, lambda r: scalar(r.args), lambda r: vector(r.args), pandera)
+    return Op(NUMBER_KINDS | {"tensor"}, lambda r: scalar(r.args), lambda r: vector(r.args), pandera)
 
 
 def _matches_op() -> Op:
@@ -434,7 +434,7 @@ OPS: dict[str, Op] = {
     "le": _number_op(_le, _le_vector, lambda r: _builtin("le", r.args[0], rule=r)),
     "between": _number_op(_between, _between_vector, lambda r: _builtin("in_range", r.args[0], r.args[1], rule=r)),
     "finite": Op(
-        frozenset({"numeric"}),
+        frozenset({"numeric", "tensor"}),
         lambda r: math.isfinite,
         lambda r: lambda xp, v: xp.isfinite(v),
         lambda r: _series_check(_finite_series, r),

@@ -11,7 +11,7 @@ import hashlib
 import importlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, NamedTuple
@@ -38,7 +38,8 @@ __all__ = [
     "write_spec",
 ]
 
-ColumnKind = Literal["id", "timestamp", "numeric", "integer", "categorical", "text", "label"]
+ColumnKind = Literal["id", "timestamp", "numeric", "integer", "categorical", "text", "label", "tensor"]
+Task = Literal["binary", "multiclass", "regression"]
 
 # Raw dtypes per kind (pandas side) and the Triton datatype each raw column travels as.
 RAW_DTYPES: dict[str, Any] = {
@@ -49,6 +50,7 @@ RAW_DTYPES: dict[str, Any] = {
     "categorical": "string",
     "text": "string",
     "label": "int64",
+    "tensor": "object",  # one array (or nested list) per row: a Parquet list column
 }
 TRITON_DTYPES: dict[str, str] = {
     "id": "BYTES",
@@ -58,6 +60,18 @@ TRITON_DTYPES: dict[str, str] = {
     "categorical": "BYTES",
     "text": "BYTES",
     "label": "INT64",
+}
+# tensor columns: the Triton datatypes they may declare, with their numpy dtypes
+TENSOR_DTYPES: dict[str, str] = {
+    "FP32": "float32",
+    "FP64": "float64",
+    "FP16": "float16",
+    "INT64": "int64",
+    "INT32": "int32",
+    "INT16": "int16",
+    "INT8": "int8",
+    "UINT8": "uint8",
+    "BOOL": "bool",
 }
 
 
@@ -76,28 +90,65 @@ class Column:
     # "assume_utc" treats naive values as UTC (recorded as a normalization).
     timezone_policy: Literal["to_utc", "assume_utc"] = "to_utc"
     description: str = ""
+    # tensor columns only: the Triton datatype and the per-row shape (-1 for a variable dimension), and an optional
+    # preprocessing function by import path ("pkg.mod:fn", ``fn(xp, batch) -> batch``) whose result, cast to
+    # ``model_dtype`` (default ``dtype``), is the model input. A regression label is "FP64" (set by the spec).
+    dtype: str | None = None
+    shape: tuple[int, ...] = ()
+    preprocess: str | None = None
+    model_dtype: str | None = None
 
     @property
     def raw_dtype(self) -> Any:
+        if self.kind == "label" and self.dtype == "FP64":
+            return "float64"
         return RAW_DTYPES[self.kind]
 
     @property
     def triton_dtype(self) -> str:
+        if self.kind == "tensor" and self.dtype is not None:
+            return self.dtype
         return TRITON_DTYPES[self.kind]
+
+    @property
+    def input_dtype(self) -> str:
+        """A tensor column's model-input datatype (after its preprocessing)."""
+        return self.model_dtype or self.dtype or TRITON_DTYPES[self.kind]
+
+    def extra(self) -> dict[str, Any]:
+        """The tensor fields, for ``describe`` (empty for other columns, so their specs hash as before)."""
+        if self.kind != "tensor":
+            return {}
+        return {
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "preprocess": self.preprocess,
+            "model_dtype": self.model_dtype,
+        }
 
 
 @dataclass(frozen=True)
 class FeatureDef:
-    """One model input feature: ``kernel`` (a name in ``features.kernels.KERNELS``) applied to ``source``.
+    """One model input feature: ``kernel`` applied to ``source``. ``kernel`` is a name in
+    ``features.kernels.KERNELS`` or the import path of a pipeline's own ``Kernel`` (``"pkg.mod:name"``).
 
-    ``output`` is "numeric" (a float32 column, standardized with training statistics) or "categorical"
-    (an int64 vocabulary index, 0 = unknown/null)."""
+    ``output`` is "numeric" (a float32 column) or "categorical" (an int64 vocabulary index, 0 = unknown/null).
+    A numeric feature is standardized with training statistics (``scale="standard"``) unless ``scale="none"``
+    (the kernel's value as it is: what a model trained elsewhere on raw values expects)."""
 
     name: str
     kernel: str
     source: str
     output: Literal["numeric", "categorical"] = "numeric"
     params: Mapping[str, Any] = field(default_factory=dict)
+    scale: Literal["standard", "none"] = "standard"
+
+    def describe(self) -> dict[str, Any]:
+        d = {"name": self.name, "kernel": self.kernel, "source": self.source, "output": self.output}
+        d["params"] = dict(self.params)
+        if self.scale != "standard":
+            d["scale"] = self.scale  # only when set: specs without it hash as before
+        return d
 
 
 @dataclass(frozen=True)
@@ -111,6 +162,10 @@ class ModelParams:
     weight_decay: float = 1e-5
     max_vocab: int = 64
     max_batch_size: int = 256  # Triton max_batch_size (rows per request/batch)
+    # the model: a factory by import path ("pkg.mod:build", see ``training.model.ModelLayout`` for its contract) and
+    # its keyword arguments; "" is the built-in TabularNet (sized by the fields above)
+    factory: str = ""
+    factory_args: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -120,11 +175,20 @@ class PipelineSpec:
     columns: tuple[Column, ...]
     features: tuple[FeatureDef, ...]
     label: str
-    classes: tuple[str, ...]
+    classes: tuple[str, ...]  # () for a regression pipeline
     model: ModelParams = ModelParams()
     description: str = ""
 
     def __post_init__(self) -> None:
+        # the label's datatype follows the task: class indices, or a float target for regression
+        label_dtype = "INT64" if self.classes else "FP64"
+        object.__setattr__(
+            self,
+            "columns",
+            tuple(
+                replace(c, dtype=label_dtype) if c.kind == "label" and c.name == self.label else c for c in self.columns
+            ),
+        )
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
             raise SpecError(f"pipeline {self.name!r}: duplicate column names in {names}")
@@ -133,6 +197,8 @@ class PipelineSpec:
         if self.column(self.label).kind != "label":
             raise SpecError(f"pipeline {self.name!r}: label column {self.label!r} must have kind 'label'")
         for c in self.columns:
+            if c.kind == "tensor":
+                self._check_tensor(c)
             for r in c.rules:
                 if not r.fits(c.kind):
                     raise SpecError(
@@ -142,8 +208,53 @@ class PipelineSpec:
         for f in self.features:
             if f.source not in names:
                 raise SpecError(f"pipeline {self.name!r}: feature {f.name!r} reads unknown column {f.source!r}")
-        if len(self.classes) < 2:
-            raise SpecError(f"pipeline {self.name!r}: needs at least two classes, got {self.classes}")
+            if f.kernel == "standardize" and f.scale == "none":
+                raise SpecError(
+                    f"pipeline {self.name!r}: feature {f.name!r} uses kernel 'standardize' with scale='none'"
+                )
+            if self.column(f.source).kind == "tensor":
+                raise SpecError(
+                    f"pipeline {self.name!r}: feature {f.name!r} reads tensor column {f.source!r}; a tensor column "
+                    "is a model input itself (give the column a preprocess= function to transform it)"
+                )
+        if len(self.classes) == 1:
+            raise SpecError(
+                f"pipeline {self.name!r}: classes={self.classes} names one class; a classifier needs at least two, "
+                "and a regression pipeline declares classes=()"
+            )
+        if not self.features and not self.tensor_columns:
+            raise SpecError(
+                f"pipeline {self.name!r} declares no features and no tensor columns: the model has no input"
+            )
+
+    def _check_tensor(self, c: Column) -> None:
+        if c.dtype not in TENSOR_DTYPES or (c.model_dtype is not None and c.model_dtype not in TENSOR_DTYPES):
+            raise SpecError(
+                f"pipeline {self.name!r}, tensor column {c.name!r}: dtype {c.dtype!r} / model_dtype "
+                f"{c.model_dtype!r}; expected one of {sorted(TENSOR_DTYPES)}"
+            )
+        if not c.shape or any(not isinstance(d, int) or (d < 1 and d != -1) for d in c.shape):
+            raise SpecError(
+                f"pipeline {self.name!r}, tensor column {c.name!r}: shape {c.shape!r}; expected the per-row dims "
+                "as positive integers, -1 for a variable one (e.g. (3, 224, 224) or (-1,))"
+            )
+        if c.unique:
+            raise SpecError(f"pipeline {self.name!r}, tensor column {c.name!r}: unique= does not apply to tensors")
+
+    @property
+    def task(self) -> Task:
+        """``regression`` without classes, ``binary`` with two, ``multiclass`` with more."""
+        if not self.classes:
+            return "regression"
+        return "binary" if len(self.classes) == 2 else "multiclass"
+
+    @property
+    def tensor_columns(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if c.kind == "tensor")
+
+    @property
+    def timestamp_column(self) -> Column | None:
+        return next((c for c in self.columns if c.kind == "timestamp"), None)
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -183,14 +294,15 @@ class PipelineSpec:
                     "unique": c.unique,
                     "timezone_policy": c.timezone_policy if c.kind == "timestamp" else None,
                     "rules": [r.to_dict() for r in c.rules],
+                    **c.extra(),
                 }
                 for c in self.columns
             ],
-            "features": [
-                {"name": f.name, "kernel": f.kernel, "source": f.source, "output": f.output, "params": dict(f.params)}
-                for f in self.features
-            ],
-            "model": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self.model).items()},
+            "features": [f.describe() for f in self.features],
+            "model": {
+                k: list(v) if isinstance(v, tuple) else dict(v) if isinstance(v, Mapping) else v
+                for k, v in vars(self.model).items()
+            },
             "description": self.description,
             "column_descriptions": {c.name: c.description for c in self.columns if c.description},
         }
@@ -219,14 +331,26 @@ def spec_from_dict(d: Mapping[str, Any]) -> PipelineSpec:
                 rules=tuple(rule_from_dict(r) for r in c["rules"]),
                 timezone_policy=c["timezone_policy"] or "to_utc",
                 description=notes.get(c["name"], ""),
+                dtype=c.get("dtype"),
+                shape=tuple(c.get("shape") or ()),
+                preprocess=c.get("preprocess"),
+                model_dtype=c.get("model_dtype"),
             )
             for c in d["columns"]
         )
         features = tuple(
-            FeatureDef(f["name"], f["kernel"], f["source"], output=f["output"], params=f["params"])
+            FeatureDef(
+                f["name"],
+                f["kernel"],
+                f["source"],
+                output=f["output"],
+                params=f["params"],
+                scale=f.get("scale", "standard"),
+            )
             for f in d["features"]
         )
         model: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d["model"].items()}
+        model["factory_args"] = dict(d["model"].get("factory_args") or {})
         return PipelineSpec(
             name=d["name"],
             version=d["version"],

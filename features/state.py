@@ -70,6 +70,21 @@ class FeatureState:
 class FeatureMatrix:
     numeric: Any  # float32 [n, n_numeric]  (numpy or cupy)
     categorical: Any  # int64 [n, n_categorical]
+    tensors: dict[str, Any] = field(default_factory=dict)  # tensor column -> model input [n, *shape]
+
+    def take(self, index: Any) -> FeatureMatrix:
+        """The rows ``index`` (an integer array or a slice) of every input."""
+        return FeatureMatrix(
+            self.numeric[index], self.categorical[index], {k: v[index] for k, v in self.tensors.items()}
+        )
+
+    @staticmethod
+    def concat(parts: list[FeatureMatrix]) -> FeatureMatrix:
+        return FeatureMatrix(
+            np.concatenate([p.numeric for p in parts]),
+            np.concatenate([p.categorical for p in parts]),
+            {k: np.concatenate([p.tensors[k] for p in parts]) for k in (parts[0].tensors if parts else {})},
+        )
 
     def __len__(self) -> int:
         return int(self.numeric.shape[0])
@@ -87,8 +102,9 @@ def fit_state(frame: pd.DataFrame, spec: PipelineSpec, threshold: float = 0.5) -
         vocabularies[f.name] = [str(v) for v, _ in ordered[: spec.model.max_vocab]]
     raw = compile_contract(spec).raw_numeric(frame)
     raw = raw.get() if hasattr(raw, "get") else np.asarray(raw)
-    mean = raw.mean(axis=0)
-    std = np.maximum(raw.std(axis=0), 1e-6)
+    scaled = np.array([f.scale == "standard" for f in spec.numeric_features], dtype=bool)
+    mean = np.where(scaled, raw.mean(axis=0) if len(raw) else 0.0, 0.0)  # scale="none": the kernel's value as is
+    std = np.where(scaled, np.maximum(raw.std(axis=0) if len(raw) else 1.0, 1e-6), 1.0)
     return FeatureState(
         pipeline=spec.name,
         feature_hash=spec.feature_hash(),

@@ -5,7 +5,7 @@ still answered. Used by ``serving/backend/fused.py`` (local target) and ``servin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,16 +14,20 @@ __all__ = ["answer_batch", "read_inputs"]
 
 
 def read_inputs(
-    requests: Sequence[Any], columns: Sequence[str], tensor_by_name: Callable[[Any, str], Any]
+    requests: Sequence[Any],
+    columns: Sequence[str],
+    tensor_by_name: Callable[[Any, str], Any],
+    tensors: Collection[str] = (),
 ) -> list[dict[str, np.ndarray]]:
-    """Each request's raw columns, flattened (a column the request lacks is left out: scoring names it)."""
+    """Each request's raw columns, flattened to one value per row, except ``tensors`` (tensor columns, kept as
+    [n, *shape]). A column the request lacks is left out: scoring names it."""
     per_request = []
     for request in requests:
         arrays = {}
         for name in columns:
             tensor = tensor_by_name(request, name)
             if tensor is not None:
-                arrays[name] = tensor.as_numpy().reshape(-1)
+                arrays[name] = tensor.as_numpy() if name in tensors else tensor.as_numpy().reshape(-1)
         per_request.append(arrays)
     return per_request
 

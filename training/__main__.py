@@ -12,7 +12,7 @@ from inferline.features.dataset import InvalidShareExceeded, expand_paths
 from inferline.features.spec import choose_pipeline, load_pipeline
 from inferline.features.validation import FileLevelError
 from inferline.monitor.alerts import Alert, Alerter
-from inferline.training.train import train
+from inferline.training.train import SPLITS, train
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -29,6 +29,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=new_dir, default=".inferline/runs", help="directory for run directories")
     parser.add_argument("--seed", type=int, default=0, help="random seed (splits, initialization, batches)")
     parser.add_argument("--epochs", type=positive_int, default=None, help="override the spec's epoch count")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="auto",
+        help="train/validation/holdout split: time (needs a timestamp column), random, or stratified by class "
+        "(for rows sorted by class); auto = time with a timestamp column, else stratified (random for regression)",
+    )
     parser.add_argument(
         "--max-invalid-share", type=fraction, default=0.05, help="share of invalid rows above which a file fails"
     )
@@ -70,6 +77,7 @@ def _train(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             max_invalid_share=args.max_invalid_share,
             progress=not args.quiet,
+            split=args.split,
         )
     except (FileLevelError, InvalidShareExceeded, FileNotFoundError) as exc:
         reason = {FileLevelError: "schema_break", InvalidShareExceeded: "invalid_share_exceeded"}.get(

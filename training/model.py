@@ -1,9 +1,21 @@
-"""The model: embeddings for categorical features + an MLP, and the scoring head that ships in ONNX."""
+"""The model: any ``nn.Module`` a pipeline names (a factory by import path) or the built-in TabularNet, and the
+scoring head that ships with it in ONNX.
+
+**The forward contract of a model factory.** ``ModelParams.factory = "pkg.mod:build"`` names a function
+``build(layout: ModelLayout, **ModelParams.factory_args) -> torch.nn.Module``. The module's ``forward`` takes one
+tensor per entry of ``layout.inputs``, in that order (the compiled contract's model inputs: ``numeric`` float32
+[n, k] and ``categorical`` int64 [n, j] when the spec has such features, then each tensor column [n, *shape] in its
+declared dtype), and returns logits [n, classes] for a classifier or values [n] or [n, 1] for regression. Batch
+rows must not interact (the parity gate checks batch sizes 1, 7 and the maximum). ``ScoringModel`` wraps it with
+the head every runtime shares: softmax, then the decision threshold (binary) or the argmax (more classes);
+identity for regression. The built-in ``TabularNet`` is the default (factory ``""``).
+"""
 
 from __future__ import annotations
 
 import io
 import pickle
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -14,19 +26,76 @@ from torch import nn
 from inferline.features.artifacts import atomic_write_bytes
 from inferline.features.errors import UserError
 
-__all__ = ["Architecture", "CheckpointError", "ScoringModel", "TabularNet", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "Architecture",
+    "CheckpointError",
+    "ModelLayout",
+    "ScoringModel",
+    "TabularNet",
+    "build_model",
+    "factory_args_of",
+    "layout_for",
+    "load_checkpoint",
+    "load_into",
+    "load_weights",
+    "save_checkpoint",
+    "tabular_net",
+]
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+TASKS = ("binary", "multiclass", "regression")
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """What a model factory builds for: the inputs in forward order as ``(name, datatype, dims per row)``, the task,
+    the number of outputs (classes, or 1 for regression) and, for the tabular inputs, each categorical feature's
+    embedding size (vocabulary + 1) and the number of numeric features."""
+
+    inputs: tuple[tuple[str, str, tuple[int, ...]], ...]
+    task: str
+    n_outputs: int
+    classes: tuple[str, ...] = ()
+    cardinalities: tuple[int, ...] = ()
+    n_numeric: int = 0
+
+    def input(self, name: str) -> tuple[str, str, tuple[int, ...]]:
+        return next(i for i in self.inputs if i[0] == name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": [[n, d, list(dims)] for n, d, dims in self.inputs],
+            "task": self.task,
+            "n_outputs": self.n_outputs,
+            "classes": list(self.classes),
+            "cardinalities": list(self.cardinalities),
+            "n_numeric": self.n_numeric,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelLayout:
+        return cls(
+            inputs=tuple((str(n), str(dt), tuple(int(x) for x in dims)) for n, dt, dims in d["inputs"]),
+            task=str(d["task"]),
+            n_outputs=int(d["n_outputs"]),
+            classes=tuple(d.get("classes", ())),
+            cardinalities=tuple(int(c) for c in d.get("cardinalities", ())),
+            n_numeric=int(d.get("n_numeric", 0)),
+        )
 
 
 @dataclass(frozen=True)
 class Architecture:
+    """The built-in TabularNet's size."""
+
     cardinalities: tuple[int, ...]
     n_numeric: int
     n_classes: int
     embedding_dim: int
     hidden: tuple[int, ...]
     dropout: float
+    extra_width: int = 0  # flattened float tensor inputs (fixed-shape tensor columns), after the tabular ones
+    n_tensors: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -41,17 +110,21 @@ class Architecture:
             embedding_dim=int(d["embedding_dim"]),
             hidden=tuple(int(h) for h in d["hidden"]),
             dropout=float(d["dropout"]),
+            extra_width=int(d.get("extra_width", 0)),
+            n_tensors=int(d.get("n_tensors", 0)),
         )
 
 
 class TabularNet(nn.Module):
-    """logits = MLP([standardized numeric features, embedding(categorical index) for each categorical])."""
+    """logits = MLP([standardized numeric features, embedding(categorical index) for each categorical, each
+    fixed-shape tensor input flattened]). Its inputs are the layout's: ``numeric`` if the spec has numeric
+    features, ``categorical`` if it has categorical ones, then the tensor columns."""
 
     def __init__(self, arch: Architecture) -> None:
         super().__init__()
         self.arch = arch
         self.embeddings = nn.ModuleList(nn.Embedding(card, arch.embedding_dim) for card in arch.cardinalities)
-        width = arch.n_numeric + arch.embedding_dim * len(arch.cardinalities)
+        width = arch.n_numeric + arch.embedding_dim * len(arch.cardinalities) + arch.extra_width
         layers: list[nn.Module] = []
         for h in arch.hidden:
             layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(arch.dropout)]
@@ -59,42 +132,126 @@ class TabularNet(nn.Module):
         layers.append(nn.Linear(width, arch.n_classes))
         self.mlp = nn.Sequential(*layers)
 
-    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        parts = [numeric] + [emb(categorical[:, i]) for i, emb in enumerate(self.embeddings)]
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        parts: list[torch.Tensor] = []
+        k = 0
+        if self.arch.n_numeric:
+            parts.append(inputs[k])
+            k += 1
+        if self.arch.cardinalities:
+            categorical = inputs[k]
+            k += 1
+            parts += [emb(categorical[:, i]) for i, emb in enumerate(self.embeddings)]
+        parts += [t.reshape(t.shape[0], -1).to(torch.float32) for t in inputs[k:]]
         return self.mlp(torch.cat(parts, dim=1))
 
 
-class ScoringModel(nn.Module):
-    """What serving runs: class probabilities and the predicted class.
+def tabular_net(
+    layout: ModelLayout, embedding_dim: int = 8, hidden: tuple[int, ...] = (64, 32), dropout: float = 0.1
+) -> TabularNet:
+    """The built-in factory: TabularNet sized for ``layout`` (tensor inputs must have fixed shapes)."""
+    tensors = [dims for name, _, dims in layout.inputs if name not in ("numeric", "categorical")]
+    if any(d < 1 for dims in tensors for d in dims):
+        raise UserError(
+            f"the built-in TabularNet flattens tensor inputs and needs fixed shapes, got {tensors}; name a model "
+            "factory for variable-size tensors (ModelParams.factory = 'pkg.mod:build')"
+        )
+    extra = sum(int(torch.tensor(dims).prod()) for dims in tensors)
+    return TabularNet(
+        Architecture(
+            cardinalities=tuple(layout.cardinalities),
+            n_numeric=layout.n_numeric,
+            n_classes=layout.n_outputs,
+            embedding_dim=int(embedding_dim),
+            hidden=tuple(int(h) for h in hidden),
+            dropout=float(dropout),
+            extra_width=extra,
+            n_tensors=len(tensors),
+        )
+    )
 
-    For two classes the decision threshold (chosen on validation data at training time) is part of the graph,
-    so every runtime (PyTorch, onnxruntime in Triton, the batch job) decides identically; with more classes it is
-    the argmax.
-    """
+
+def build_model(factory: str, layout: ModelLayout, args: Mapping[str, Any]) -> nn.Module:
+    """The pipeline's model: ``factory`` (import path; "" for the built-in TabularNet) called with ``layout`` and
+    ``args``. A factory that does not return an ``nn.Module`` is refused by name."""
+    if not factory:
+        return tabular_net(layout, **dict(args))
+    from inferline.features.imports import import_object
+
+    build = import_object(factory, "model factory")
+    try:
+        net = build(layout, **dict(args))
+    except TypeError as exc:
+        raise UserError(
+            f"model factory {factory!r} refused its arguments ({exc}); it is called as "
+            f"build(layout, **{dict(args)!r}) (see inferline.training.model for the forward contract)"
+        ) from exc
+    if not isinstance(net, nn.Module):
+        raise UserError(f"model factory {factory!r} returned a {type(net).__name__}, expected a torch.nn.Module")
+    return net
+
+
+class ScoringModel(nn.Module):
+    """What serving runs: the pipeline's model and the head every runtime shares.
+
+    Classification: class ``probabilities`` (softmax of the logits) and the ``predicted_class``. For two classes the
+    decision threshold (chosen on validation data at training time) is part of the graph, so every runtime
+    (PyTorch, onnxruntime in Triton, the batch job) decides identically; with more classes it is the argmax.
+    Regression: one ``prediction`` per row (float32 [n, 1])."""
 
     threshold: torch.Tensor
 
-    def __init__(self, net: TabularNet, threshold: float) -> None:
+    def __init__(self, net: nn.Module, threshold: float = 0.5, task: str | None = None) -> None:
         super().__init__()
         self.net = net
+        if task is None:
+            task = "binary" if getattr(getattr(net, "arch", None), "n_classes", 2) == 2 else "multiclass"
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        self.task = task
         self.register_buffer("threshold", torch.tensor(float(threshold), dtype=torch.float32))
 
-    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probabilities = torch.softmax(self.net(numeric, categorical), dim=1)
-        if self.net.arch.n_classes == 2:
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.net(*inputs)
+        if self.task == "regression":
+            return (out.reshape(out.shape[0], 1).to(torch.float32),)
+        probabilities = torch.softmax(out.to(torch.float32), dim=1)
+        if self.task == "binary":
             predicted = (probabilities[:, 1] >= self.threshold).to(torch.int64)
         else:
             predicted = torch.argmax(probabilities, dim=1)
         return probabilities, predicted.unsqueeze(1)
 
 
-def save_checkpoint(path: Path, net: TabularNet, threshold: float, pipeline: str) -> None:
+def save_checkpoint(
+    path: Path,
+    net: nn.Module,
+    threshold: float,
+    pipeline: str,
+    layout: ModelLayout | None = None,
+    factory: str = "",
+    factory_args: Mapping[str, Any] | None = None,
+) -> None:
+    """A weights-only checkpoint: the state dict, and by name what builds the module for it (factory, arguments,
+    layout); no pickled code."""
+    if layout is None:  # the built-in net's own description
+        arch = net.arch
+        layout = ModelLayout(
+            inputs=(("numeric", "FP32", (arch.n_numeric,)), ("categorical", "INT64", (len(arch.cardinalities),))),
+            task="binary" if arch.n_classes == 2 else "multiclass",
+            n_outputs=arch.n_classes,
+            cardinalities=arch.cardinalities,
+            n_numeric=arch.n_numeric,
+        )
+        factory_args = {"embedding_dim": arch.embedding_dim, "hidden": list(arch.hidden), "dropout": arch.dropout}
     buf = io.BytesIO()
     torch.save(
         {
             "format": CHECKPOINT_FORMAT,
             "pipeline": pipeline,
-            "architecture": net.arch.as_dict(),
+            "factory": factory,
+            "factory_args": _plain(dict(factory_args or {})),
+            "layout": layout.as_dict(),
             "threshold": float(threshold),
             "state_dict": net.state_dict(),
         },
@@ -103,24 +260,89 @@ def save_checkpoint(path: Path, net: TabularNet, threshold: float, pipeline: str
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _plain(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    return v
+
+
 class CheckpointError(UserError, ValueError):
     """A checkpoint inferline refuses to load (pickled code, an unknown format)."""
 
 
-def load_checkpoint(path: Path) -> ScoringModel:
-    """Load with ``weights_only=True``: tensors and plain values only, no pickled code. A file that needs more is
-    refused with the reason, never retried another way."""
+def _load(path: Path) -> Any:
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"{path} is not a weights-only checkpoint: it needs pickled code to load ({str(exc).splitlines()[0]}); "
-            "inferline loads checkpoints with weights_only=True only. Retrain, or re-save the weights alone"
+            "inferline loads checkpoints with weights_only=True only. Retrain, or re-save the weights alone "
+            "(torch.save(module.state_dict(), path))"
         ) from exc
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {payload.get('format')!r}, expected {CHECKPOINT_FORMAT}")
-    net = TabularNet(Architecture.from_dict(payload["architecture"]))
-    net.load_state_dict(payload["state_dict"])
-    model = ScoringModel(net, payload["threshold"])
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict saved by a user (``torch.save(module.state_dict(), path)``, or an inferline checkpoint),
+    loaded with ``weights_only=True``."""
+    payload = _load(Path(path))
+    if isinstance(payload, Mapping) and "state_dict" in payload:
+        payload = payload["state_dict"]
+    if not isinstance(payload, Mapping) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise CheckpointError(
+            f"{path} holds a {type(payload).__name__}, expected a state dict (names -> tensors): save the weights "
+            "with torch.save(module.state_dict(), path)"
+        )
+    return dict(payload)
+
+
+def load_into(net: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """``net.load_state_dict`` with an error that names what did not match."""
+    try:
+        net.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"the weights in {source} do not fit the module the factory built: {str(exc).splitlines()[0]} ... "
+            "Check that --module and its arguments build the architecture the weights were saved from"
+        ) from exc
+
+
+def load_checkpoint(path: Path) -> ScoringModel:
+    """Load with ``weights_only=True``: tensors and plain values only, no pickled code. A file that needs more is
+    refused with the reason, never retried another way. The module is rebuilt by its factory (by import path)."""
+    payload = _load(Path(path))
+    fmt = payload.get("format") if isinstance(payload, Mapping) else None
+    if fmt == 1:  # the built-in TabularNet before factories
+        net: nn.Module = TabularNet(Architecture.from_dict(payload["architecture"]))
+        net.load_state_dict(payload["state_dict"])
+        return ScoringModel(net, payload["threshold"]).eval()
+    if fmt != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {fmt!r}, expected {CHECKPOINT_FORMAT}")
+    layout = ModelLayout.from_dict(payload["layout"])
+    net = build_model(payload["factory"], layout, payload["factory_args"])
+    load_into(net, payload["state_dict"], str(path))
+    model = ScoringModel(net, payload["threshold"], task=layout.task)
     model.eval()
     return model
+
+
+def layout_for(contract: Any) -> ModelLayout:
+    """The layout of a compiled ``features.contract.Contract`` (its model inputs, task and fitted sizes)."""
+    spec, state = contract.spec, contract.state
+    return ModelLayout(
+        inputs=tuple((t.name, t.datatype, tuple(t.dims)) for t in contract.model_inputs),
+        task=spec.task,
+        n_outputs=len(spec.classes) or 1,
+        classes=tuple(spec.classes),
+        cardinalities=tuple(state.cardinalities()) if state is not None else (),
+        n_numeric=len(spec.numeric_features),
+    )
+
+
+def factory_args_of(params: Any) -> dict[str, Any]:
+    """The factory arguments of a spec's ``ModelParams``: its own for a named factory, the TabularNet sizes for the
+    built-in one."""
+    if params.factory:
+        return dict(params.factory_args)
+    return {"embedding_dim": params.embedding_dim, "hidden": list(params.hidden), "dropout": params.dropout}

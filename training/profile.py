@@ -25,8 +25,22 @@ PROFILE_VERSION = 2
 
 
 def reference_profile(
-    features: FeatureMatrix, state: FeatureState, scores: np.ndarray, sample_size: int = 5_000, seed: int = 0
+    features: FeatureMatrix,
+    state: FeatureState,
+    predictions: np.ndarray,
+    task: str = "binary",
+    sample_size: int = 5_000,
+    seed: int = 0,
 ) -> dict[str, Any]:
+    """``predictions``: class probabilities [n, classes] for a classifier (a binary task may pass the positive-class
+    score [n]), values [n] for regression."""
+    predictions = np.asarray(predictions, dtype=np.float64)
+    if task == "regression":
+        scores = predictions.reshape(-1)
+    elif predictions.ndim == 2:
+        scores = predictions[:, -1]
+    else:
+        scores = predictions
     numeric = np.asarray(features.numeric)
     categorical = np.asarray(features.categorical)
     profile: dict[str, Any] = {
@@ -41,6 +55,8 @@ def reference_profile(
             for j, name in enumerate(state.categorical)
         },
         "prediction": NumericReference.from_values(scores, sample_size=sample_size, seed=seed).as_dict(),
-        "positive_share_at_threshold": float((scores >= state.threshold).mean()),
+        "task": task,
     }
+    if task == "binary":
+        profile["positive_share_at_threshold"] = float((scores >= state.threshold).mean()) if len(scores) else 0.0
     return profile

@@ -1,8 +1,10 @@
 """Train a pipeline's model on validated data; write a complete run directory or nothing.
 
-A run directory holds: ``checkpoint.pt`` (weights_only-loadable), ``feature_state.json`` (vocabularies, statistics,
-decision threshold), ``spec.json`` (the pipeline spec it was trained on, snapshotted), ``metrics.json`` (holdout
-ROC AUC, PR AUC, precision/recall at the threshold),
+A run directory holds: ``checkpoint.pt`` (weights_only-loadable; the model's factory by import path and its
+arguments), ``feature_state.json`` (vocabularies, statistics, decision threshold), ``spec.json`` (the pipeline spec
+it was trained on, snapshotted), ``metrics.json`` (holdout and validation metrics of the task: ROC AUC, PR AUC and
+precision/recall at the threshold for binary; accuracy, per-class precision/recall, macro F1 and the confusion
+matrix for multi-class; MAE, RMSE and R² for regression),
 ``reference_profile.json`` (feature and prediction distributions), ``holdout.parquet`` (raw holdout rows, the
 parity set), ``run.json`` (lineage) and ``quarantine/``. It is built under a temporary name and renamed into
 place, and ``LATEST`` moves only after that: a failed run leaves the last good run as it was.
@@ -24,15 +26,30 @@ import torch
 from tqdm import tqdm
 
 from inferline.features.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from inferline.features.contract import Contract, compile_contract
 from inferline.features.dataset import load_validated
-from inferline.features.errors import PathNotFound
+from inferline.features.errors import PathNotFound, UserError
 from inferline.features.spec import SPEC_FILE, PipelineSpec, write_spec
-from inferline.features.state import FeatureMatrix, FeatureState, compute_features, fit_state
-from inferline.training.metrics import choose_threshold, classification_metrics
-from inferline.training.model import Architecture, ScoringModel, TabularNet, save_checkpoint
+from inferline.features.state import FeatureMatrix, FeatureState, fit_state
+from inferline.training.metrics import choose_threshold, task_metrics
+from inferline.training.model import (
+    ModelLayout,
+    ScoringModel,
+    build_model,
+    factory_args_of,
+    layout_for,
+    save_checkpoint,
+)
 from inferline.training.profile import reference_profile
 
-__all__ = ["RunResult", "latest_run", "split_by_time", "train"]
+__all__ = ["SPLITS", "NotEnoughData", "RunResult", "latest_run", "split_by_time", "split_frame", "train"]
+
+SPLITS = ("auto", "time", "random", "stratified")
+FRACTIONS = (0.7, 0.85)  # train | validation (threshold, early checks) | holdout (reported metrics, parity set)
+
+
+class NotEnoughData(UserError, ValueError):
+    """The valid rows cannot make a training, a validation and a holdout split."""
 
 
 @dataclass
@@ -43,10 +60,10 @@ class RunResult:
 
 
 def split_by_time(
-    frame: pd.DataFrame, spec: PipelineSpec, fractions: tuple[float, float] = (0.7, 0.85)
+    frame: pd.DataFrame, spec: PipelineSpec, fractions: tuple[float, float] = FRACTIONS
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Train on the past, choose the threshold on the next slice, report on the most recent (as production would)."""
-    time_col = next((c.name for c in spec.columns if c.kind == "timestamp"), None)
+    time_col = spec.timestamp_column.name if spec.timestamp_column else None
     id_col = spec.id_column.name if spec.id_column else None
     keys = [k for k in (time_col, id_col) if k]
     ordered = frame.sort_values(keys, kind="mergesort").reset_index(drop=True) if keys else frame
@@ -58,18 +75,87 @@ def split_by_time(
     )
 
 
-def _tensors(m: FeatureMatrix) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(np.ascontiguousarray(m.numeric)), torch.from_numpy(np.ascontiguousarray(m.categorical))
+def resolve_split(how: str, spec: PipelineSpec) -> str:
+    """``auto`` is ``time`` when the spec has a timestamp column, else ``stratified`` for a classifier and
+    ``random`` for regression; ``time`` without a timestamp column is refused."""
+    if how not in SPLITS:
+        raise UserError(f"--split {how!r}; expected one of {SPLITS}")
+    if how == "auto":
+        if spec.timestamp_column is not None:
+            return "time"
+        return "random" if spec.task == "regression" else "stratified"
+    if how == "time" and spec.timestamp_column is None:
+        raise UserError(
+            f"--split time needs a timestamp column, and pipeline {spec.name!r} has none; use --split stratified "
+            "(classes in proportion) or --split random"
+        )
+    if how == "stratified" and spec.task == "regression":
+        raise UserError("--split stratified needs classes; a regression pipeline splits with --split random")
+    return how
+
+
+def split_frame(
+    frame: pd.DataFrame,
+    spec: PipelineSpec,
+    how: str = "auto",
+    seed: int = 0,
+    fractions: tuple[float, float] = FRACTIONS,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Train / validation / holdout by time (the default with a timestamp), at random, or stratified by class
+    (each class split in the same proportions; for data sorted by class), seeded."""
+    how = resolve_split(how, spec)
+    if how == "time":
+        return split_by_time(frame, spec, fractions)
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    if how == "random":
+        groups = [np.arange(len(frame))]
+    else:
+        labels = frame[spec.label].to_numpy()
+        groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    for g in groups:
+        g = rng.permutation(g)
+        a, b = round(len(g) * fractions[0]), round(len(g) * fractions[1])
+        for j, piece in enumerate((g[:a], g[a:b], g[b:])):
+            parts[j].append(piece)
+    index = [np.sort(np.concatenate(p)) if p else np.zeros(0, dtype=np.int64) for p in parts]
+    train_df, val_df, hold_df = (frame.iloc[i].reset_index(drop=True) for i in index)
+    return train_df, val_df, hold_df
+
+
+def _torch_inputs(contract: Contract, m: FeatureMatrix) -> list[torch.Tensor]:
+    return [torch.from_numpy(np.ascontiguousarray(a)) for a in contract.feeds(m).values()]
 
 
 def _labels(frame: pd.DataFrame, spec: PipelineSpec) -> np.ndarray:
-    return frame[spec.label].to_numpy(dtype="int64")
+    return frame[spec.label].to_numpy(dtype="float64" if spec.task == "regression" else "int64")
 
 
 @torch.no_grad()
-def _positive_score(model: ScoringModel, m: FeatureMatrix) -> np.ndarray:
-    probabilities, _ = model(*_tensors(m))
-    return probabilities[:, -1].numpy().astype("float64")
+def predict(model: ScoringModel, inputs: list[torch.Tensor], batch_size: int = 4096) -> tuple[np.ndarray, ...]:
+    """The scoring model's outputs over every row, in batches (bounded memory for image inputs)."""
+    n = int(inputs[0].shape[0]) if inputs else 0
+    chunks = [model(*(t[s : s + batch_size] for t in inputs)) for s in range(0, n, batch_size)]
+    if not chunks:
+        return tuple(np.zeros((0, 1)) for _ in range(2 if model.task != "regression" else 1))
+    return tuple(np.concatenate([c[i].numpy() for c in chunks]) for i in range(len(chunks[0])))
+
+
+def _check_splits(spec: PipelineSpec, frame: pd.DataFrame, splits: list[pd.DataFrame], how: str) -> None:
+    sizes = "/".join(str(len(d)) for d in splits)
+    if min(len(d) for d in splits) == 0:
+        raise NotEnoughData(
+            f"not enough valid rows to train {spec.name!r}: {len(frame)} valid rows gave train/validation/holdout "
+            f"splits of {sizes} (--split {how}); add data"
+        )
+    if spec.task != "regression":
+        seen = sorted(int(v) for v in splits[0][spec.label].unique())
+        if len(seen) < len(spec.classes):
+            raise NotEnoughData(
+                f"the training split of {spec.name!r} holds labels {seen} only, but the pipeline has "
+                f"{len(spec.classes)} classes {spec.classes} (labels 0..{len(spec.classes) - 1}); {len(frame)} valid "
+                f"rows split {sizes} with --split {how}. If the rows are sorted by class, use --split stratified"
+            )
 
 
 def train(
@@ -80,8 +166,12 @@ def train(
     epochs: int | None = None,
     max_invalid_share: float = 0.05,
     progress: bool = True,
+    split: str = "auto",
 ) -> RunResult:
+    """Validate ``data``, split it (``split``: auto, time, random, stratified), fit the feature state, train the
+    spec's model (its factory, or the built-in TabularNet) and write a complete run directory."""
     started = time.perf_counter()
+    how = resolve_split(split, spec)
     runs_dir = Path(runs_dir)
     run_id = f"{spec.name}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-s{seed}"
     tmp_dir = runs_dir / f".{run_id}.tmp"
@@ -90,34 +180,29 @@ def train(
         frame, data_report = load_validated(
             data, spec, quarantine_dir=tmp_dir / "quarantine", include_label=True, max_invalid_share=max_invalid_share
         )
-        train_df, val_df, hold_df = split_by_time(frame, spec)
-        if min(len(train_df), len(val_df), len(hold_df)) == 0 or train_df[spec.label].nunique() < len(spec.classes):
-            raise ValueError(
-                f"not enough valid rows to train {spec.name!r}: {len(frame)} valid rows gave splits of "
-                f"{len(train_df)}/{len(val_df)}/{len(hold_df)} and labels {sorted(train_df[spec.label].unique())}; "
-                f"need every class of {spec.classes} in training data"
-            )
+        train_df, val_df, hold_df = split_frame(frame, spec, how, seed)
+        _check_splits(spec, frame, [train_df, val_df, hold_df], how)
         state = fit_state(train_df, spec)
-        m_train, m_val, m_hold = (compute_features(d, spec, state) for d in (train_df, val_df, hold_df))
+        contract = compile_contract(spec, state)
+        m_train, m_val, m_hold = (contract.features(d) for d in (train_df, val_df, hold_df))
 
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True)
         p = spec.model
-        arch = Architecture(
-            cardinalities=tuple(state.cardinalities()),
-            n_numeric=len(state.numeric),
-            n_classes=len(spec.classes),
-            embedding_dim=p.embedding_dim,
-            hidden=tuple(p.hidden),
-            dropout=p.dropout,
-        )
-        net = TabularNet(arch)
-        y_train = torch.from_numpy(_labels(train_df, spec))
-        counts = torch.bincount(y_train, minlength=arch.n_classes).clamp(min=1).double()
-        class_weight = ((counts.sum() / (arch.n_classes * counts)) ** 0.5).float()  # tempered inverse frequency
-        loss_fn = torch.nn.CrossEntropyLoss(weight=class_weight)
+        layout = layout_for(contract)
+        factory_args = factory_args_of(p)
+        net = build_model(p.factory, layout, factory_args)
+        y_train_np = _labels(train_df, spec)
+        if spec.task == "regression":
+            y_train = torch.from_numpy(y_train_np.astype("float32"))
+            loss_fn: torch.nn.Module = torch.nn.MSELoss()
+        else:
+            y_train = torch.from_numpy(y_train_np)
+            counts = torch.bincount(y_train, minlength=layout.n_outputs).clamp(min=1).double()
+            class_weight = ((counts.sum() / (layout.n_outputs * counts)) ** 0.5).float()  # tempered inverse frequency
+            loss_fn = torch.nn.CrossEntropyLoss(weight=class_weight)
         optimizer = torch.optim.AdamW(net.parameters(), lr=p.learning_rate, weight_decay=p.weight_decay)
-        x_num, x_cat = _tensors(m_train)
+        x_train = _torch_inputs(contract, m_train)
         generator = torch.Generator().manual_seed(seed)
         n_epochs = epochs if epochs is not None else p.epochs
         steps = n_epochs * -(-len(train_df) // p.batch_size)
@@ -130,7 +215,10 @@ def train(
                 for start in range(0, len(perm), p.batch_size):
                     idx = perm[start : start + p.batch_size]
                     optimizer.zero_grad()
-                    loss = loss_fn(net(x_num[idx], x_cat[idx]), y_train[idx])
+                    out = net(*(t[idx] for t in x_train))
+                    if spec.task == "regression":
+                        out = out.reshape(-1)
+                    loss = loss_fn(out, y_train[idx])
                     loss.backward()
                     optimizer.step()
                     total += float(loss.detach()) * len(idx)
@@ -139,29 +227,36 @@ def train(
                 bar.set_postfix(loss=f"{total / len(perm):.4f}")
         net.eval()
 
-        val_scores = _positive_score(ScoringModel(net, 0.5), m_val)
-        threshold = choose_threshold(_labels(val_df, spec) == len(spec.classes) - 1, val_scores)
+        x_val, x_hold = _torch_inputs(contract, m_val), _torch_inputs(contract, m_hold)
+        val_out = predict(ScoringModel(net, 0.5, task=spec.task).eval(), x_val)
+        threshold = 0.5
+        if spec.task == "binary":  # the decision threshold applies to binary tasks only
+            threshold = choose_threshold(_labels(val_df, spec) == 1, val_out[0][:, 1].astype("float64"))
         state.threshold = threshold
-        model = ScoringModel(net, threshold).eval()
-        hold_scores = _positive_score(model, m_hold)
+        model = ScoringModel(net, threshold, task=spec.task).eval()
+        val_out = predict(model, x_val)
+        hold_out = predict(model, x_hold)
         metrics = {
-            "holdout": classification_metrics(_labels(hold_df, spec) == len(spec.classes) - 1, hold_scores, threshold),
-            "validation": classification_metrics(_labels(val_df, spec) == len(spec.classes) - 1, val_scores, threshold),
+            "task": spec.task,
+            "split": how,
+            "holdout": task_metrics(spec.task, _labels(hold_df, spec), hold_out, spec.classes, threshold),
+            "validation": task_metrics(spec.task, _labels(val_df, spec), val_out, spec.classes, threshold),
             "history": history,
             "rows": {"train": len(train_df), "validation": len(val_df), "holdout": len(hold_df)},
         }
 
-        save_checkpoint(tmp_dir / "checkpoint.pt", net, threshold, spec.name)
+        save_checkpoint(tmp_dir / "checkpoint.pt", net, threshold, spec.name, layout, p.factory, factory_args)
         state.save(tmp_dir / "feature_state.json")
         write_spec(spec, tmp_dir / SPEC_FILE)
         atomic_write_json(tmp_dir / "metrics.json", metrics)
-        # drift baseline: features over every split (the whole period, so weekly cycles are complete), scores
+        # drift baseline: features over every split (the whole period, so weekly cycles are complete), predictions
         # out of sample (validation + holdout), where the model is as confident as it will be in production
         everything = FeatureMatrix(
             numeric=np.concatenate([m_train.numeric, m_val.numeric, m_hold.numeric]),
             categorical=np.concatenate([m_train.categorical, m_val.categorical, m_hold.categorical]),
         )
-        profile = reference_profile(everything, state, np.concatenate([val_scores, hold_scores]))
+        predictions = np.concatenate([val_out[0], hold_out[0]])
+        profile = reference_profile(everything, state, predictions, task=spec.task)
         atomic_write_json(tmp_dir / "reference_profile.json", profile)
         atomic_write_parquet(tmp_dir / "holdout.parquet", hold_df)
         seconds = time.perf_counter() - started
@@ -170,13 +265,15 @@ def train(
             {
                 "run_id": run_id,
                 "pipeline": spec.name,
+                "task": spec.task,
+                "split": how,
                 "schema_version": spec.version,
                 "feature_hash": spec.feature_hash(),
                 "seed": seed,
                 "epochs": n_epochs,
                 "data": data_report.as_dict(),
                 "data_fingerprint": data_report.fingerprint,
-                "architecture": arch.as_dict(),
+                "model": model_record(p.factory, factory_args, layout),
                 "torch": torch.__version__,
                 "seconds": round(seconds, 3),
                 "created_at": datetime.now(UTC).isoformat(),
@@ -189,6 +286,15 @@ def train(
         raise
     atomic_write_bytes(runs_dir / "LATEST", (run_id + "\n").encode())
     return RunResult(run_dir=run_dir, metrics=metrics, seconds=seconds)
+
+
+def model_record(factory: str, factory_args: dict[str, Any], layout: ModelLayout) -> dict[str, Any]:
+    """What built the model, for run.json and the release manifest: the factory's import path, the sha256 of its
+    module's source, its arguments and the layout."""
+    from inferline.features.imports import source_sha256
+
+    path = factory or "inferline.training.model:tabular_net"
+    return {"factory": path, "source_sha256": source_sha256(path), "args": factory_args, "layout": layout.as_dict()}
 
 
 def latest_run(runs_dir: Path) -> Path:

@@ -2,8 +2,9 @@
 ``execute``.
 
 Copied by ``inferline export publish --target local`` into every release as ``<pipeline>/N/model.py``. Clients call
-it exactly as they call the gpu target's ensemble: one tensor per raw column in, ``probabilities``,
-``predicted_class``, ``status`` and ``release`` out, same dtypes and dims.
+it exactly as they call the gpu target's ensemble: one tensor per raw column in (a tensor column as
+[n, *shape]), the task's outputs (``probabilities`` and ``predicted_class``, or ``prediction``), ``status`` and
+``release`` out, same dtypes and dims.
 
 Why one model and not the ensemble (``preprocess.py`` -> onnxruntime) the gpu target serves: on the bundled
 tritonserver each Python-backend hop and the ensemble scheduler cost more per request than the feature math and
@@ -64,17 +65,16 @@ class TritonPythonModel:
         model_dir = _sibling(args["model_repository"], params["onnx_model_from"])
         threads = int(params.get("intra_op_threads", "1"))
         self.session = onnx_session(os.path.join(model_dir, version, "model.onnx"), device="cpu", threads=threads)
-        self.feeds = [i.name for i in self.session.get_inputs()]  # numeric, categorical
         self.outputs = [o["name"] for o in config["output"] if o["name"] not in ANSWERS]
         self.release = f"{self.spec.name}:{version}".encode()
         self.columns = [c.name for c in self.spec.input_columns]
+        self.tensor_columns = {c.name for c in self.spec.tensor_columns}  # read as [n, *shape], never flattened
 
     def _score(self, arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Raw columns of n rows -> the outputs of n rows, in the order of ``self.outputs`` + ``ANSWERS``."""
         m, status = self.contract.featurize(arrays)
         n = len(status)
-        features = {"numeric": m.numeric, "categorical": m.categorical}
-        scored = self.session.run(self.outputs, {name: features[name] for name in self.feeds})
+        scored = self.session.run(self.outputs, self.contract.feeds(m))
         status_out = np.array([s.encode() for s in status], dtype=object).reshape(n, 1)
         release_out = np.full((n, 1), self.release, dtype=object)
         return [*scored, status_out, release_out]
@@ -86,7 +86,7 @@ class TritonPythonModel:
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        per_request = read_inputs(requests, self.columns, pb_utils.get_input_tensor_by_name)
+        per_request = read_inputs(requests, self.columns, pb_utils.get_input_tensor_by_name, self.tensor_columns)
         return answer_batch(
             per_request,
             self.columns,

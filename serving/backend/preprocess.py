@@ -36,22 +36,23 @@ class TritonPythonModel:
         self.contract = compile_contract(self.spec, FeatureState.load(state_path))
         self.release = f"{self.spec.name}:{args['model_version']}".encode()
         self.columns = [c.name for c in self.spec.input_columns]
+        self.tensor_columns = {c.name for c in self.spec.tensor_columns}  # read as [n, *shape], never flattened
+        self.names = (*(t.name for t in self.contract.model_inputs), "status", "release")
 
     def _featurize(self, arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         m, status = self.contract.featurize(arrays)
         n = len(status)
         status_out = np.array([s.encode() for s in status], dtype=object).reshape(n, 1)
         release_out = np.full((n, 1), self.release, dtype=object)
-        return [m.numeric, m.categorical, status_out, release_out]
+        return [*self.contract.feeds(m).values(), status_out, release_out]
 
     def _response(self, outputs: list[np.ndarray]) -> Any:
-        names = ("numeric", "categorical", "status", "release")
         return pb_utils.InferenceResponse(
-            output_tensors=[pb_utils.Tensor(k, v) for k, v in zip(names, outputs, strict=True)]
+            output_tensors=[pb_utils.Tensor(k, v) for k, v in zip(self.names, outputs, strict=True)]
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        per_request = read_inputs(requests, self.columns, pb_utils.get_input_tensor_by_name)
+        per_request = read_inputs(requests, self.columns, pb_utils.get_input_tensor_by_name, self.tensor_columns)
         return answer_batch(
             per_request,
             self.columns,

@@ -67,7 +67,9 @@ SPEC = PipelineSpec(
     ),
     features=(
         FeatureDef("log_amount", "log1p", "amount"),
-        FeatureDef("amount", "identity", "amount"),  # signed: log1p would clamp a refund to 0
+        # signed: log1p would clamp a refund to 0; scale="none" passes the value as it is (no training statistics)
+        FeatureDef("amount", "identity", "amount", scale="none"),
+        FeatureDef("fee_z", "standardize", "fee"),
         FeatureDef("log_fee", "log1p", "fee"),
         FeatureDef("log_units", "log1p", "units"),
         FeatureDef("hour_sin", "cyclic_hour_sin", "booked_at"),
