@@ -89,37 +89,63 @@ def _contract(pipeline: str, state_path: str) -> Contract:
 
 
 def output_columns(spec: PipelineSpec) -> list[str]:
+    """The prediction file's columns: the row id (``source_row``, the row's position in its file, when the spec
+    has no id column), the task's outputs (``probability_<class>`` per class and ``predicted_class``, or
+    ``prediction``) and the release."""
     ids = [spec.id_column.name] if spec.id_column is not None else ["source_row"]
+    if spec.task == "regression":
+        return [*ids, "prediction", "release"]
     return [*ids, *(f"probability_{c}" for c in spec.classes), "predicted_class", "release"]
 
 
 def score_frame(
     valid: pd.DataFrame, spec: PipelineSpec, state: FeatureState, session: Any, backend: BackendName
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validated rows -> (probabilities [n, classes] float32, predicted_class [n] int64) with the shared kernels."""
+) -> dict[str, np.ndarray]:
+    """Validated rows -> the model's outputs by name (``probabilities`` [n, classes] and ``predicted_class`` [n],
+    or ``prediction`` [n]) with the shared contract. Rows whose tensors differ in shape (a variable dimension) are
+    scored in groups of one shape and put back in order."""
     b = get_backend(backend)
-    m = compile_contract(spec, state).features(b.from_pandas(valid))
-    numeric, categorical = b.to_numpy(m.numeric), b.to_numpy(m.categorical)
-    probs, classes = [], []
-    for start in range(0, len(valid), MODEL_CHUNK_ROWS):
-        end = start + MODEL_CHUNK_ROWS
-        p, c = session.run(None, {"numeric": numeric[start:end], "categorical": categorical[start:end]})
-        probs.append(p)
-        classes.append(c.reshape(-1))
-    if not probs:
-        return np.zeros((0, len(spec.classes)), np.float32), np.zeros(0, np.int64)
-    return np.concatenate(probs), np.concatenate(classes)
+    contract = _contract_of(spec, state)
+    names = [t.name for t in contract.outputs[:-2]]
+    out = {name: [] for name in names}  # type: dict[str, list[np.ndarray]]
+    order: list[np.ndarray] = []
+    groups = contract.shape_groups(valid) if spec.tensor_columns else [np.arange(len(valid))]
+    for group in groups:
+        rows = valid if len(groups) == 1 else valid.iloc[group].reset_index(drop=True)
+        m = contract.features(b.from_pandas(rows) if not spec.tensor_columns else rows)
+        feeds = {k: b.to_numpy(v) for k, v in contract.feeds(m).items()}
+        for start in range(0, len(rows), MODEL_CHUNK_ROWS):
+            chunk = {k: v[start : start + MODEL_CHUNK_ROWS] for k, v in feeds.items()}
+            for name, value in zip(names, session.run(names, chunk), strict=True):
+                out[name].append(value)
+        order.append(group)
+    if not order or not len(valid):
+        empty = {"probabilities": np.zeros((0, len(spec.classes)), np.float32), "predicted_class": np.zeros(0, np.int64)}
+        return {name: empty.get(name, np.zeros(0, np.float32)) for name in names}
+    inverse = np.argsort(np.concatenate(order), kind="stable")
+    result = {}
+    for name in names:
+        value = np.concatenate(out[name])[inverse]
+        result[name] = value.reshape(-1) if name in ("predicted_class", "prediction") else value
+    return result
+
+
+def _contract_of(spec: PipelineSpec, state: FeatureState) -> Contract:
+    return compile_contract(spec, state)
 
 
 def prediction_frame(
-    valid: pd.DataFrame, spec: PipelineSpec, probs: np.ndarray, predicted: np.ndarray, release: str
+    valid: pd.DataFrame, spec: PipelineSpec, outputs: dict[str, np.ndarray], release: str
 ) -> pd.DataFrame:
-    """The output rows: the row id, one probability per class, the predicted class and the release."""
+    """The output rows (``output_columns``): the row id, the task's outputs and the release."""
     ids = output_columns(spec)[0]
     out = pd.DataFrame({ids: valid[ids].to_numpy()})
-    for i, name in enumerate(spec.classes):
-        out[f"probability_{name}"] = probs[:, i]
-    out["predicted_class"] = predicted
+    if spec.task == "regression":
+        out["prediction"] = outputs["prediction"]
+    else:
+        for i, name in enumerate(spec.classes):
+            out[f"probability_{name}"] = outputs["probabilities"][:, i]
+        out["predicted_class"] = outputs["predicted_class"]
     out["release"] = release
     return out
 
@@ -147,10 +173,12 @@ def run_partition(task: Task) -> dict[str, Any]:
     assert state is not None
     session = _session(task.model_path, task.model_sha256, task.device, task.threads)
     raw = pq.ParquetFile(part.file).read_row_groups(list(part.row_groups)).to_pandas()
-    if spec.id_column is None:
+    keep: tuple[str, ...] = ()
+    if spec.id_column is None:  # the row's position in its file identifies it; it rides beside validation
         raw.insert(0, "source_row", np.arange(part.first_row, part.first_row + len(raw), dtype=np.int64))
+        keep = ("source_row",)
     raw = raw.drop(columns=[spec.label], errors="ignore")  # a label column is allowed in scoring input, unused
-    result = contract.validate(raw, source=part.describe(), include_label=False)
+    result = contract.validate(raw, source=part.describe(), include_label=False, keep=keep)
     if result.invalid_share > task.max_invalid_share:
         raise PartitionRejected(
             f"{result.rows_quarantined} of {result.rows_in} rows ({result.invalid_share:.1%}) "
@@ -158,8 +186,8 @@ def run_partition(task: Task) -> dict[str, Any]:
             "nothing of it was written. Fix the upstream data or raise --max-invalid-share, then rerun: committed "
             "partitions are kept"
         )
-    probs, predicted = score_frame(result.valid, spec, state, session, task.backend)
-    out = prediction_frame(result.valid, spec, probs, predicted, task.release)
+    outputs = score_frame(result.valid, spec, state, session, task.backend)
+    out = prediction_frame(result.valid, spec, outputs, task.release)
 
     root = Path(task.output)
     quarantine_path = root / QUARANTINE / f"{part.name}.parquet"
@@ -185,8 +213,10 @@ def run_partition(task: Task) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 4),
     }
     atomic_write_json(root / COMMITS / f"{part.name}.json", record)  # the commit point
-    if task.monitor_url and len(out):
-        record["monitor"] = _send_sample(task.monitor_url, task, spec, result.valid, probs, predicted)
+    if task.monitor_url and len(out) and spec.task != "regression":
+        record["monitor"] = _send_sample(
+            task.monitor_url, task, spec, result.valid, outputs["probabilities"], outputs["predicted_class"]
+        )
     return record
 
 

@@ -51,8 +51,8 @@ def _single_process(paths: list[Path], model: Path, state_path: Path, out: Path,
     for path in paths:
         raw = pd.read_parquet(path).drop(columns=[spec.label])
         result = validate_frame(raw, spec, source=str(path), include_label=False)
-        probs, predicted = score_frame(result.valid, spec, state, session, "pandas")
-        frame = prediction_frame(result.valid, spec, probs, predicted, release)
+        outputs = score_frame(result.valid, spec, state, session, "pandas")
+        frame = prediction_frame(result.valid, spec, outputs, release)
         atomic_write_parquet(out / f"{path.stem}.parquet", frame)
         if result.rows_quarantined:
             atomic_write_parquet(out / "_quarantine" / f"{path.stem}.parquet", result.quarantine)

@@ -9,23 +9,55 @@ from pathlib import Path
 
 from inferline.command import Parser, existing_dir, existing_file, new_dir, new_file, positive_int, run
 from inferline.export.parity import ParityGateFailed
-from inferline.export.publish import publish, set_current
+from inferline.export.publish import model_candidate, publish, set_current
 from inferline.export.registry import Registry, choose_published
+from inferline.features.dataset import expand_paths
+from inferline.features.errors import UserError
+from inferline.features.spec import PipelineSpec, load_pipeline, read_spec
 from inferline.monitor.alerts import Alert, Alerter
+
+
+def _spec(value: str) -> PipelineSpec:
+    """``--spec``: a spec snapshot (a ``spec.json`` written by training or publish) or a pipeline module."""
+    if value.endswith(".json"):
+        return read_spec(Path(value))
+    return load_pipeline(value)
 
 
 def _publish(args: argparse.Namespace) -> int:
     from inferline.training.train import latest_run
 
-    run_dir = Path(args.run) if args.run else latest_run(Path(args.runs))
+    candidate = None
+    run_dir: Path | None = None
+    onnx = Path(args.onnx) if args.onnx else None
+    if args.module or args.spec:  # a model trained elsewhere
+        if not args.spec:
+            raise UserError("--module needs --spec: the pipeline spec (a module name or a spec.json) it serves")
+        if args.run:
+            raise UserError("--run publishes a training run; --module/--spec publish a model trained elsewhere")
+        candidate = model_candidate(
+            _spec(args.spec),
+            module=args.module,
+            checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+            onnx_model=onnx,
+            data=expand_paths(args.data) if args.data else (),
+            threshold=args.threshold,
+        )
+        onnx = None
+        source = args.module or str(args.onnx)
+    else:
+        run_dir = Path(args.run) if args.run else latest_run(Path(args.runs))
+        source = str(run_dir)
     try:
         result = publish(
             run_dir,
             Path(args.repository),
             target=args.target,
             promote=not args.no_promote,
-            onnx_model=Path(args.onnx) if args.onnx else None,
+            onnx_model=onnx,
             tensorrt=args.tensorrt,
+            candidate=candidate,
+            load_check=not args.no_load_check,
         )
     except ParityGateFailed as exc:
         Alerter.from_env(Path(args.alerts)).emit(
@@ -33,9 +65,9 @@ def _publish(args: argparse.Namespace) -> int:
                 source="export",
                 reason="parity_gate_failed",
                 severity="critical",
-                message=f"the parity gate refused run {run_dir.name}; the current release stays served",
+                message=f"the parity gate refused {source}; the current release stays served",
                 details={
-                    "run": str(run_dir),
+                    "run": source,
                     "max_abs_error": exc.report.max_abs_error,
                     "class_mismatches": exc.report.class_mismatches,
                     "current_release": Registry(Path(args.repository), exc.pipeline).current,
@@ -117,7 +149,32 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--tensorrt", action="store_true", help="gpu target: enable the TensorRT accelerator")
     p.add_argument(
-        "--onnx", type=existing_file, help="publish this ONNX file instead of exporting (it must pass the gate)"
+        "--onnx",
+        type=existing_file,
+        help="publish this ONNX file instead of exporting: with --run it is gated against the run's checkpoint; "
+        "with --spec (no run) its first output is taken as the logits (values for regression), inferline's head is "
+        "attached, and it is gated on batch-size invariance and finite outputs",
+    )
+    p.add_argument(
+        "--module",
+        help="publish a model trained elsewhere: its factory as pkg.mod:build (called with the spec's model layout "
+        "and factory_args; see inferline.training.model), with --checkpoint and --spec; gated against that module",
+    )
+    p.add_argument("--checkpoint", type=existing_file, help="--module's weights: torch.save(module.state_dict(), path)")
+    p.add_argument("--spec", help="the pipeline spec of --module or --onnx: a pipeline module name, or a spec.json")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        help="with --spec: Parquet files of raw rows, the gate's examples and the data tabular features are "
+        "fitted on (default: examples drawn from the spec's tensor declarations)",
+    )
+    p.add_argument(
+        "--threshold", type=float, default=0.5, help="with --spec, binary tasks: the decision threshold (P(class 1))"
+    )
+    p.add_argument(
+        "--no-load-check",
+        action="store_true",
+        help="skip loading the release in a scratch tritonserver before it is promoted (local target)",
     )
     p.add_argument("--no-promote", action="store_true", help="publish without making it current")
     p.add_argument("--alerts", type=new_file, default=".inferline/alerts.jsonl", help="JSON-lines alert log")

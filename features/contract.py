@@ -825,11 +825,14 @@ class Contract:
         """Per-row failures of a frame (raw dtypes) or canonical columns as ``{reason: mask}``."""
         return self.reasons(self.columns_of(frame, include_label), include_label)
 
-    def validate(self, frame: pd.DataFrame, source: str = "<frame>", include_label: bool = True) -> Any:
-        """A data set's ``ValidationResult`` (see ``features.validation.validate_frame``)."""
+    def validate(
+        self, frame: pd.DataFrame, source: str = "<frame>", include_label: bool = True, keep: Sequence[str] = ()
+    ) -> Any:
+        """A data set's ``ValidationResult`` (see ``features.validation.validate_frame``); ``keep`` names columns
+        outside the spec that ride along unvalidated (a row number) into the valid rows and the quarantine."""
         from inferline.features.validation import validate_with
 
-        return validate_with(self, frame, source, include_label)
+        return validate_with(self, frame, source, include_label, keep)
 
     def check_structure(self, frame: pd.DataFrame, include_label: bool = True) -> Any:
         """pandera's lazy failure cases of the structure schema (an empty frame when the structure holds)."""

@@ -10,7 +10,7 @@ suite. Rows in = rows valid + rows quarantined, always.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -198,14 +198,22 @@ def _structural_problems(cases: Any, spec: PipelineSpec) -> list[dict[str, Any]]
 
 
 def validate_with(
-    contract: Contract, frame: pd.DataFrame, source: str = "<frame>", include_label: bool = True
+    contract: Contract,
+    frame: pd.DataFrame,
+    source: str = "<frame>",
+    include_label: bool = True,
+    keep: Sequence[str] = (),
 ) -> ValidationResult:
     """``validate_frame`` with a compiled contract: normalize, pandera for the structure, the contract's vector
     evaluator for the rows (measured faster than pandera's own lazy row checks: benchmarks/validation_bench.py)."""
     from inferline.features.contract import merge_reasons
 
     spec = contract.spec
-    frame, parse_reasons, notes = normalize_frame(frame.reset_index(drop=True), spec, include_label)
+    frame = frame.reset_index(drop=True)
+    kept = frame[list(keep)] if keep else None
+    if keep:
+        frame = frame.drop(columns=list(keep))
+    frame, parse_reasons, notes = normalize_frame(frame, spec, include_label)
     cases = contract.check_structure(frame, include_label)
     if cases is not None and len(cases):
         raise FileLevelError(source, _structural_problems(cases, spec))
@@ -217,6 +225,8 @@ def validate_with(
         bad |= mask
     reasons = {int(i): [r for r, mask in merged.items() if mask[i]] for i in np.flatnonzero(bad)}
     counts = {r: int(mask.sum()) for r, mask in merged.items()}
+    if kept is not None:
+        frame = pd.concat([kept, frame], axis=1)
     return ValidationResult(
         valid=frame[~bad].reset_index(drop=True),
         quarantine=_quarantine(frame[bad], reasons),

@@ -156,8 +156,34 @@ def _integer(col: Column, row: int, value: Any) -> int:
     return int(value)
 
 
+def _encode_tensor(col: Column, values: pd.Series) -> np.ndarray:
+    """A tensor column as its wire tensor ``[n, *shape]`` in its declared dtype; a row that is not such an array
+    is refused naming column, row and the reason."""
+    from inferline.features.tensors import TensorPlan
+
+    plan = TensorPlan(col)
+    rows = []
+    for i, v in enumerate(values):
+        a, problem = plan._row(v)
+        if a is None:
+            raise WireError(
+                f"column {col.name!r} row {i}: {problem}; expected an array of {col.dtype} with shape "
+                f"{list(col.shape)} (-1: any size) per row"
+            )
+        rows.append(a)
+    shapes = {a.shape for a in rows}
+    if len(shapes) > 1:
+        raise WireError(
+            f"column {col.name!r}: rows of {len(shapes)} shapes {sorted(shapes)[:3]} in one call; one request holds "
+            "one shape: pad them to one length, or send each shape in its own call"
+        )
+    return np.stack(rows) if rows else np.zeros((0, *(max(d, 0) for d in col.shape)), dtype=plan.dtype)
+
+
 def _encode_column(col: Column, values: pd.Series) -> np.ndarray:
     """One column as its wire tensor ``[n, 1]``; a value the wire cannot carry is refused naming column and row."""
+    if col.kind == "tensor":
+        return _encode_tensor(col, values)
     if col.triton_dtype == "BYTES":
         if col.kind == "timestamp" and pd.api.types.is_datetime64_any_dtype(values):
             text = [("" if pd.isna(v) else v.isoformat()) for v in values]
@@ -177,7 +203,8 @@ def _encode_column(col: Column, values: pd.Series) -> np.ndarray:
 def encode_rows(
     rows: pd.DataFrame | Sequence[Mapping[str, Any]], spec: PipelineSpec | Sequence[Column]
 ) -> dict[str, np.ndarray]:
-    """Rows -> one wire tensor ``[n, 1]`` per input column of ``spec`` (a spec, or its input columns)."""
+    """Rows -> one wire tensor ``[n, 1]`` per input column of ``spec`` (a spec, or its input columns); a tensor
+    column's tensor is ``[n, *shape]``."""
     inputs = spec.input_columns if isinstance(spec, PipelineSpec) else tuple(spec)
     if isinstance(rows, pd.DataFrame):
         frame = rows

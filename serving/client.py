@@ -124,12 +124,13 @@ def classify(exc: BaseException, protocol: str, url: str, model: str, attempts: 
 
 @dataclass
 class Predictions:
-    probabilities: np.ndarray  # float32 [n, n_classes]
-    predicted_class: np.ndarray  # int64 [n]
+    probabilities: np.ndarray  # float32 [n, n_classes] ([n, 0] for regression)
+    predicted_class: np.ndarray  # int64 [n] (-1 for regression)
     status: list[str]
     release: list[str]
     latencies_s: list[float] = field(default_factory=list)  # one per request sent
     errors: list[InferlineError] = field(default_factory=list)  # requests recorded as failed (errors="record")
+    prediction: np.ndarray | None = None  # float32 [n]: a regression pipeline's values (None for a classifier)
 
     @property
     def ok(self) -> np.ndarray:
@@ -176,6 +177,9 @@ class InferlineClient:
         self.spec = spec if spec is not None else load_pipeline(pipeline)
         self.model = pipeline
         self.max_batch_size = max_batch_size or self.spec.model.max_batch_size
+        from inferline.features.contract import model_outputs
+
+        self._outputs = [t.name for t in model_outputs(self.spec)] + ["status", "release"]
         # gRPC carries restricted-protocol keys with Triton's prefix
         header = ADMIN_HEADER if protocol == "http" else f"triton-grpc-protocol-{ADMIN_HEADER}"
         self.admin_headers = {header: admin_key} if admin_key else {}
@@ -228,7 +232,7 @@ class InferlineClient:
         return inputs
 
     def _infer_once(self, arrays: Mapping[str, np.ndarray], remaining_s: float, cancel: Event | None) -> Any:
-        outputs = [self._m.InferRequestedOutput(n) for n in ("probabilities", "predicted_class", "status", "release")]
+        outputs = [self._m.InferRequestedOutput(n) for n in self._outputs]
         if self.protocol == "http":  # the deadline is the connection's network timeout (timeout_s)
             return self._client.infer(self.model, self._inputs(arrays), outputs=outputs)
         answers: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
@@ -297,7 +301,9 @@ class InferlineClient:
         arrays = encode_rows(rows, self.spec)
         n = len(next(iter(arrays.values())))
         n_classes = len(self.spec.classes)
+        regression = self.spec.task == "regression"
         probs, classes, status, release, latencies = [], [], [], [], []
+        values: list[np.ndarray] = []
         failures: list[InferlineError] = []
         for start in range(0, n, self.max_batch_size):
             chunk = {k: v[start : start + self.max_batch_size] for k, v in arrays.items()}
@@ -314,12 +320,18 @@ class InferlineClient:
                 failures.append(exc)
                 probs.append(np.full((size, n_classes), np.nan, np.float32))
                 classes.append(np.full(size, -1, np.int64))
+                values.append(np.full(size, np.nan, np.float32))
                 status += [f"failed:{exc.kind}"] * size
                 release += [""] * size
             else:
                 latencies.append(time.perf_counter() - t0)
-                probs.append(result.as_numpy("probabilities"))
-                classes.append(result.as_numpy("predicted_class").reshape(-1))
+                if regression:
+                    values.append(result.as_numpy("prediction").reshape(-1))
+                    probs.append(np.zeros((size, 0), np.float32))
+                    classes.append(np.full(size, -1, np.int64))
+                else:
+                    probs.append(result.as_numpy("probabilities"))
+                    classes.append(result.as_numpy("predicted_class").reshape(-1))
                 status += [s.decode() for s in result.as_numpy("status").reshape(-1)]
                 release += [s.decode() for s in result.as_numpy("release").reshape(-1)]
             if progress is not None:
@@ -331,8 +343,9 @@ class InferlineClient:
             release=release,
             latencies_s=latencies,
             errors=failures,
+            prediction=(np.concatenate(values) if values else np.zeros(0, np.float32)) if regression else None,
         )
-        if self.tap is not None and n:
+        if self.tap is not None and n and not regression:
             self.tap.record(arrays, predictions, self.model)
         return predictions
 
