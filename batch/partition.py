@@ -120,7 +120,10 @@ def score_frame(
                 out[name].append(value)
         order.append(group)
     if not order or not len(valid):
-        empty = {"probabilities": np.zeros((0, len(spec.classes)), np.float32), "predicted_class": np.zeros(0, np.int64)}
+        empty = {
+            "probabilities": np.zeros((0, len(spec.classes)), np.float32),
+            "predicted_class": np.zeros(0, np.int64),
+        }
         return {name: empty.get(name, np.zeros(0, np.float32)) for name in names}
     inverse = np.argsort(np.concatenate(order), kind="stable")
     result = {}

@@ -129,7 +129,7 @@ class TensorPlan:
     def rule_reasons(self, xp: Any, values: Any, n: int) -> dict[str, Any]:
         """The rules over canonical values: a row fails a rule when any of its elements does."""
         out: dict[str, Any] = {}
-        if not self.rules:
+        if not self.rules or n == 0:
             return out
         if isinstance(values, list):
             for reason, check in self.rules:

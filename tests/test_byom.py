@@ -1,0 +1,259 @@
+"""Bring your own model: six user models, each through validate -> train (or publish as brought) -> parity gate ->
+publish -> one real tritonserver over HTTP and gRPC at batch sizes 1, 7 and max -> the Dask batch job.
+
+The models are defined in tests/pipelines/byom_models.py (random weights where nothing is trained) and named by
+import path, as a user's package is: the server's Python stubs and the Dask workers import them through
+PYTHONPATH, as they would import an installed package. Served answers must match the same module run in process
+by PyTorch within 1e-5, and the batch job must answer as the server does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from inferline.batch import JobConfig, run_job
+from inferline.export.publish import publish
+from inferline.export.registry import Registry
+from inferline.features.artifacts import atomic_write_parquet
+from inferline.features.contract import compile_contract
+from inferline.features.spec import PipelineSpec, load_pipeline_module
+from inferline.features.state import FeatureState
+from inferline.serving.client import InferlineClient
+from inferline.serving.server import ServerConfig, TritonServer
+from inferline.training.model import ScoringModel, load_checkpoint
+from inferline.training.train import train
+from tests.conftest import DaskCluster, start_dask_cluster
+from tests.pipelines import byom_models
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAINED = {"byom_images": 240, "byom_text": 480, "byom_regression": 1200, "byom_species": 240}
+CASES = [*TRAINED, "byom_vector", "byom_onnx"]
+
+
+@dataclass
+class Case:
+    spec: PipelineSpec
+    reference: ScoringModel  # the same module in process
+    rows: pd.DataFrame  # rows to score (not seen in training)
+
+
+@dataclass
+class World:
+    repository: Path
+    server: TritonServer
+    cluster: DaskCluster
+    cases: dict[str, Case]
+    root: Path
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "inferline", *args], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+
+
+def _export_logits(module: torch.nn.Module, path: Path) -> None:
+    """A user's own ONNX export: logits only, input named as the spec's tensor column."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module.eval(),
+            (torch.zeros(4, 8),),
+            input_names=["embedding"],
+            output_names=["logits"],
+            dynamo=True,
+            dynamic_shapes=({0: batch},),
+        )
+    assert program is not None
+    program.save(str(path))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("byom")
+    repository = root / "repo"
+    cases: dict[str, Case] = {}
+    with pytest.MonkeyPatch.context() as mp:
+        # the user's package (here: this checkout's tests/) is importable by the server's stubs and the workers
+        mp.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
+        for name, n in TRAINED.items():
+            module = load_pipeline_module(f"tests.pipelines.{name}")
+            data = root / f"{name}.parquet"
+            atomic_write_parquet(data, module.generate(n, seed=1))
+            run = train([data], module.SPEC, root / "runs", seed=0, progress=False)
+            publish(run.run_dir, repository)
+            cases[name] = Case(module.SPEC, load_checkpoint(run.run_dir / "checkpoint.pt"), module.generate(40, 2))
+
+        # 5: a module trained elsewhere, published from its factory and weights
+        vector = load_pipeline_module("tests.pipelines.byom_vector")
+        torch.manual_seed(5)
+        net = byom_models.VectorMLP(8, 2)
+        torch.save(net.state_dict(), root / "weights.pt")
+        done = _cli(
+            "export", "publish", "--module", "tests.pipelines.byom_models:vector_mlp", "--checkpoint",
+            str(root / "weights.pt"), "--spec", "tests.pipelines.byom_vector", "--repository", str(repository),
+            "--no-load-check",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        cases["byom_vector"] = Case(vector.SPEC, ScoringModel(net.eval(), 0.5, "binary").eval(), vector.generate(40, 2))
+
+        # 6: an ONNX file with a tensor spec
+        onnx_spec = load_pipeline_module("tests.pipelines.byom_onnx")
+        torch.manual_seed(6)
+        other = byom_models.VectorMLP(8, 2)
+        _export_logits(other, root / "user.onnx")
+        done = _cli(
+            "export", "publish", "--onnx", str(root / "user.onnx"), "--spec", "tests.pipelines.byom_onnx",
+            "--repository", str(repository), "--no-load-check",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        cases["byom_onnx"] = Case(
+            onnx_spec.SPEC, ScoringModel(other.eval(), 0.5, "binary").eval(), vector.generate(40, 3)
+        )
+
+        server = TritonServer(ServerConfig.on_free_ports(repository, root / "work")).start(timeout_s=180)
+        try:
+            with start_dask_cluster(root / "dask") as cluster:
+                yield World(repository, server, cluster, cases, root)
+        finally:
+            server.stop()
+
+
+def _in_process(case: Case, registry: Registry) -> tuple[np.ndarray, ...]:
+    """PyTorch on the release's own contract (spec snapshot, fitted state): what every runtime must answer."""
+    version = registry.current
+    folder = Path(registry.repository) / f"{case.spec.name}_preprocess" / str(version)
+    contract = compile_contract(case.spec, FeatureState.load(folder / "feature_state.json"))
+    m = contract.features(case.rows)
+    with torch.no_grad():
+        out = case.reference(*(torch.from_numpy(np.ascontiguousarray(v)) for v in contract.feeds(m).values()))
+    return tuple(t.numpy() for t in out)
+
+
+def _served(world: World, case: Case, protocol: str, batch: int) -> Any:
+    url = world.server.config.http_url if protocol == "http" else world.server.config.grpc_url
+    with InferlineClient(url, protocol, pipeline=case.spec.name, spec=case.spec, max_batch_size=batch) as client:  # type: ignore[arg-type]
+        return client.predict(case.rows)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_served_and_batch_answer_as_pytorch(world: World, name: str) -> None:
+    case = world.cases[name]
+    registry = Registry(world.repository, name)
+    manifest = registry.manifest(registry.current)
+    assert manifest["task"] == case.spec.task and manifest["parity"]["passed"]
+    assert {c["name"] for c in manifest["parity"]["checks"]} >= {
+        "batch_1",
+        "batch_7",
+        f"batch_{case.spec.model.max_batch_size}",
+    }
+    expected = _in_process(case, registry)
+    regression = case.spec.task == "regression"
+    served = None
+    for protocol in ("http", "grpc"):
+        for batch in (1, 7, case.spec.model.max_batch_size):
+            got = _served(world, case, protocol, batch)
+            assert got.status == ["ok"] * len(case.rows), (protocol, batch, set(got.status))
+            if regression:
+                np.testing.assert_allclose(got.prediction, expected[0].reshape(-1), rtol=0, atol=1e-5)
+            else:
+                np.testing.assert_allclose(got.probabilities, expected[0], rtol=0, atol=1e-5)
+                np.testing.assert_array_equal(got.predicted_class, expected[1].reshape(-1))
+            served = got
+    assert served is not None
+
+    inputs = world.root / f"{name}-score.parquet"
+    atomic_write_parquet(inputs, case.rows.drop(columns=[case.spec.label]))
+    output = world.root / f"{name}-out"
+    report = run_job(
+        JobConfig(
+            inputs=[str(inputs)],
+            output=output,
+            model=name,
+            repository=world.repository,
+            scheduler=world.cluster.address,
+            progress=False,
+            partition_rows=16,
+        )  # fmt: skip
+    )
+    assert report.rows_in == report.rows_predicted == len(case.rows) and report.rows_quarantined == 0
+    batch = pd.read_parquet(output)
+    key = case.spec.id_column.name if case.spec.id_column else "source_row"
+    if key == "source_row":
+        assert sorted(batch["source_row"]) == list(range(len(case.rows)))
+    batch = batch.sort_values(key).reset_index(drop=True)
+    order = np.argsort(case.rows[key].to_numpy()) if key != "source_row" else np.arange(len(case.rows))
+    if regression:
+        np.testing.assert_allclose(batch["prediction"], served.prediction[order], rtol=0, atol=1e-6)
+    else:
+        probs = batch[[f"probability_{c}" for c in case.spec.classes]].to_numpy()
+        np.testing.assert_allclose(probs, served.probabilities[order], rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(batch["predicted_class"], served.predicted_class[order])
+
+
+def _bad_rows(name: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    rows = rows.head(4).copy()
+    if name == "byom_images":
+        image = np.array(rows.at[1, "image"]).copy()
+        image[5] = 255  # above the declared range
+        rows.at[1, "image"] = image
+        return rows, ["ok", "image:pixel_out_of_range", "ok", "ok"]
+    tokens = np.array(rows.at[2, "tokens"]).copy()
+    tokens[0] = 99  # outside the vocabulary
+    rows.at[2, "tokens"] = tokens
+    return rows, ["ok", "ok", "tokens:unknown_token", "ok"]
+
+
+@pytest.mark.parametrize("name", ["byom_images", "byom_text"])
+def test_a_bad_sample_gets_its_reason_served_and_is_quarantined_in_batch(world: World, name: str) -> None:
+    case = world.cases[name]
+    rows, expected = _bad_rows(name, case.rows)
+    got = _served(world, Case(case.spec, case.reference, rows), "http", 7)
+    assert got.status == expected
+    inputs = world.root / f"{name}-bad.parquet"
+    atomic_write_parquet(inputs, rows.drop(columns=[case.spec.label]))
+    report = run_job(
+        JobConfig(
+            inputs=[str(inputs)],
+            output=world.root / f"{name}-bad-out",
+            model=name,
+            repository=world.repository,
+            scheduler=world.cluster.address,
+            progress=False,
+            max_invalid_share=0.5,
+        )  # fmt: skip
+    )
+    assert report.rows_in == report.rows_predicted + report.rows_quarantined == 4 and report.rows_quarantined == 1
+    quarantine = pd.read_parquet(world.root / f"{name}-bad-out" / "_quarantine")
+    assert list(quarantine["_reasons"]) == [r for r in expected if r != "ok"]
+
+
+def test_metrics_of_each_task(world: World) -> None:
+    manifests: dict[str, dict[str, Any]] = {
+        n: Registry(world.repository, n).manifest(Registry(world.repository, n).current) for n in TRAINED
+    }
+    species = manifests["byom_species"]["metrics"]
+    assert set(species) >= {"accuracy", "macro_f1", "per_class", "confusion_matrix"}
+    assert np.asarray(species["confusion_matrix"]).sum() == species["rows"]
+    assert set(species["per_class"]) == {"setosa", "versicolor", "virginica"}
+    assert set(manifests["byom_regression"]["metrics"]) >= {"mae", "rmse", "r2"}
+    assert manifests["byom_text"]["metrics"]["roc_auc"] == manifests["byom_text"]["metrics"]["roc_auc"]  # not NaN
+    model = manifests["byom_images"]["model"]
+    assert model["factory"] == "tests.pipelines.byom_models:small_resnet" and model["args"] == {"width": 8}
+    assert len(model["source_sha256"]) == 64
+    assert manifests["byom_species"]["model"]["factory"] == "inferline.training.model:tabular_net"
