@@ -120,7 +120,7 @@ def score_frame(
                 out[name].append(value)
         order.append(group)
     if not order or not len(valid):
-        empty = {
+        empty: dict[str, np.ndarray] = {
             "probabilities": np.zeros((0, len(spec.classes)), np.float32),
             "predicted_class": np.zeros(0, np.int64),
         }

@@ -31,7 +31,7 @@ def bench_inprocess(
 ) -> dict[str, Any]:
     torch.set_num_threads(1)
     model = load_checkpoint(run_dir / "checkpoint.pt")
-    arch = model.net.arch
+    arch = model.arch
     session = onnx_session(onnx_path, device="cpu", threads=1)
     rng = np.random.default_rng(0)
     runners: dict[str, Callable[[np.ndarray, np.ndarray], Any]] = {}

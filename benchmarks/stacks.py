@@ -148,7 +148,7 @@ def save_torchscript(run_dir: Path, target: Path) -> Path:
     """The run's checkpoint (probabilities and predicted class) traced to TorchScript, for the stack that shares no
     inferline code: ``forward(numeric float32 [n, k], categorical int64 [n, m])``."""
     model = load_checkpoint(run_dir / "checkpoint.pt")
-    arch = model.net.arch
+    arch = model.arch
     numeric = torch.zeros((2, arch.n_numeric), dtype=torch.float32)
     categorical = torch.zeros((2, len(arch.cardinalities)), dtype=torch.int64)
     with torch.no_grad(), warnings.catch_warnings():

@@ -55,7 +55,7 @@ def attach_head(
     if _opset(model) < MIN_OPSET:
         raise HeadError(f"{source}: opset {_opset(model)}; inferline needs opset >= {MIN_OPSET}: export it again")
     outputs = [o.name for o in graph.output]
-    logits = output or (outputs[0] if outputs else None)
+    logits = output or (outputs[0] if outputs else "")
     if logits not in outputs:
         raise HeadError(f"{source}: no output {logits!r}; its outputs are {outputs}")
     if any(name in outputs for name in ("probabilities", "predicted_class", "prediction")):

@@ -68,7 +68,8 @@ def _compare(
     name: str, reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], band: np.ndarray | None
 ) -> dict[str, Any]:
     rows = int(next(iter(reference.values())).shape[0])
-    worst = {"name": name, "rows": rows, "max_abs_error": 0.0, "max_rel_error": 0.0, "class_mismatches": 0}
+    worst: dict[str, Any] = {"name": name, "rows": rows, "max_abs_error": 0.0, "max_rel_error": 0.0}
+    worst["class_mismatches"] = 0
     for key, ref in reference.items():
         got = candidate[key]
         if got.shape != ref.shape:

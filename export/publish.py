@@ -106,7 +106,7 @@ def export_onnx(
     axis for each declared ``-1`` dimension), outputs named as the task's (``probabilities``/``predicted_class`` or
     ``prediction``). ``examples`` (rows of real model inputs) trace the graph; zeros of the layout when absent."""
     if layout is None:
-        arch = model.net.arch
+        arch = model.arch
         layout = ModelLayout(
             inputs=(("numeric", "FP32", (arch.n_numeric,)), ("categorical", "INT64", (len(arch.cardinalities),))),
             task=model.task,
@@ -320,6 +320,7 @@ def _example_feeds(contract: Any, n: int, seed: int) -> dict[str, np.ndarray]:
                 lo, hi = float(r.args[0]), float(r.args[1])
         dims = tuple(16 if d < 0 else d for d in c.shape)
         dtype = np.dtype(TENSOR_DTYPES[c.dtype])
+        raw: np.ndarray
         if dtype.kind in "iub":
             raw = rng.integers(int(np.ceil(lo)) if lo > -1 else 0, int(np.floor(hi)) + 1 if hi > 1 else 2, (n, *dims))
         else:

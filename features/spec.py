@@ -144,7 +144,7 @@ class FeatureDef:
     scale: Literal["standard", "none"] = "standard"
 
     def describe(self) -> dict[str, Any]:
-        d = {"name": self.name, "kernel": self.kernel, "source": self.source, "output": self.output}
+        d: dict[str, Any] = {"name": self.name, "kernel": self.kernel, "source": self.source, "output": self.output}
         d["params"] = dict(self.params)
         if self.scale != "standard":
             d["scale"] = self.scale  # only when set: specs without it hash as before

@@ -211,6 +211,11 @@ class ScoringModel(nn.Module):
         self.task = task
         self.register_buffer("threshold", torch.tensor(float(threshold), dtype=torch.float32))
 
+    @property
+    def arch(self) -> Architecture:
+        """The built-in TabularNet's architecture (a user's module has none)."""
+        return _arch_of(self.net)
+
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.net(*inputs)
         if self.task == "regression":
@@ -235,7 +240,7 @@ def save_checkpoint(
     """A weights-only checkpoint: the state dict, and by name what builds the module for it (factory, arguments,
     layout); no pickled code."""
     if layout is None:  # the built-in net's own description
-        arch = net.arch
+        arch = _arch_of(net)
         layout = ModelLayout(
             inputs=(("numeric", "FP32", (arch.n_numeric,)), ("categorical", "INT64", (len(arch.cardinalities),))),
             task="binary" if arch.n_classes == 2 else "multiclass",
@@ -258,6 +263,13 @@ def save_checkpoint(
         buf,
     )
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _arch_of(net: nn.Module) -> Architecture:
+    arch = getattr(net, "arch", None)
+    if not isinstance(arch, Architecture):
+        raise TypeError(f"{type(net).__name__} is not the built-in TabularNet: it has no Architecture")
+    return arch
 
 
 def _plain(v: Any) -> Any:
