@@ -189,7 +189,7 @@ def test_served_and_batch_answer_as_pytorch(world: World, name: str) -> None:
             scheduler=world.cluster.address,
             progress=False,
             partition_rows=16,
-        )  # fmt: skip
+        )
     )
     assert report.rows_in == report.rows_predicted == len(case.rows) and report.rows_quarantined == 0
     batch = pd.read_parquet(output)
@@ -236,7 +236,7 @@ def test_a_bad_sample_gets_its_reason_served_and_is_quarantined_in_batch(world: 
             scheduler=world.cluster.address,
             progress=False,
             max_invalid_share=0.5,
-        )  # fmt: skip
+        )
     )
     assert report.rows_in == report.rows_predicted + report.rows_quarantined == 4 and report.rows_quarantined == 1
     quarantine = pd.read_parquet(world.root / f"{name}-bad-out" / "_quarantine")
