@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from inferline.export.config import model_names, pipeline_configs, to_json, to_pbtxt
+    from inferline.export.loadcheck import LoadCheckReport, ReleaseUnloadable, check_release_loads
     from inferline.export.parity import ParityGateFailed, ParityReport, run_parity_gate
     from inferline.export.publish import PublishResult, activate, export_onnx, publish, set_current
     from inferline.export.registry import Registry, RegistryError
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
 _MODULES = {
     "inferline.export.config": ("model_names", "pipeline_configs", "to_json", "to_pbtxt"),
+    "inferline.export.loadcheck": ("LoadCheckReport", "ReleaseUnloadable", "check_release_loads"),
     "inferline.export.parity": ("ParityGateFailed", "ParityReport", "run_parity_gate"),
     "inferline.export.publish": ("PublishResult", "activate", "export_onnx", "publish", "set_current"),
     "inferline.export.registry": ("Registry", "RegistryError"),
@@ -33,12 +35,15 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "LoadCheckReport",
     "ParityGateFailed",
     "ParityReport",
     "PublishResult",
     "Registry",
     "RegistryError",
+    "ReleaseUnloadable",
     "activate",
+    "check_release_loads",
     "choose_providers",
     "export_onnx",
     "model_names",

@@ -1,4 +1,9 @@
-"""inferline serve up|status|down|apply|predict: run the local Triton server behind its edge and talk to it."""
+"""inferline serve up|status|down|apply|predict: run the local Triton server behind its edge and talk to it.
+
+``up`` serves every pipeline of the repository whose current release loads; one that does not load is named, with
+Triton's own reason, on stderr and under ``unavailable`` in the JSON record it prints, and ``up`` still exits 0.
+Only when no pipeline loads does it exit 1, saying why for each. ``status`` reads the same from the running server.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +28,14 @@ from inferline.features.errors import UserError
 from inferline.serving.client import InferlineClient, InferlineError, ready_models
 from inferline.serving.gateway import GatewayLimits
 from inferline.serving.secrets import admin_key
-from inferline.serving.server import ServerConfig, read_state, state_path
+from inferline.serving.server import (
+    ServerConfig,
+    fix_hint,
+    load_status,
+    read_state,
+    repository_index,
+    state_path,
+)
 from inferline.serving.supervisor import Supervisor, SupervisorConfig, exit_cause
 
 
@@ -116,10 +128,45 @@ def _supervisor_config(args: argparse.Namespace) -> SupervisorConfig:
     )
 
 
+def _warn_unavailable(record: dict[str, Any], command: str) -> None:
+    """One line on stderr per pipeline the server could not load: which release, Triton's reason, what to do."""
+    pipelines = record.get("pipelines") or {}
+    for name, reason in (record.get("unavailable") or {}).items():
+        release = (pipelines.get(name) or {}).get("release")
+        print(
+            f"inferline serve {command}: warning: pipeline {name!r} (release {release}) is not served, the others "
+            f"are: {reason.rstrip('.')}. {fix_hint(name)}",
+            file=sys.stderr,
+        )
+
+
 def _print_ready(record: dict[str, Any], started: float, key: str) -> None:
     loaded = _versions(record["http"], key)
     print(json.dumps({**record, "ready_s": round(time.monotonic() - started, 2), "loaded": loaded}, indent=2))
     sys.stdout.flush()
+    _warn_unavailable(record, "up")
+
+
+def _live_pipelines(state: dict[str, Any], key: str) -> dict[str, Any]:
+    """``pipelines`` and ``unavailable`` of the server record, read again from the server's repository index: a
+    pipeline loaded since (``serve apply``) is READY now. One that never reached Triton keeps its recorded reason."""
+    recorded: dict[str, Any] = state.get("pipelines") or {}
+    if not recorded:  # a record written before load statuses were kept
+        return {}
+    plan = {name: list(p.get("models", [])) for name, p in recorded.items()}
+    releases = {name: int(p["release"]) for name, p in recorded.items() if p.get("release") is not None}
+    index = repository_index(state["http"], key)
+    handed = {m.name for m in index if m.state}
+    refused = {
+        name: str(recorded[name].get("reason", ""))
+        for name, models in plan.items()
+        if recorded[name].get("reason") and not handed.intersection(models)
+    }
+    live = load_status(index, plan, releases, refused)
+    return {
+        "pipelines": {name: st.as_dict() for name, st in live.items()},
+        "unavailable": {name: st.reason for name, st in live.items() if st.state != "READY"},
+    }
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -161,11 +208,14 @@ def _up(args: argparse.Namespace) -> int:
         time.sleep(0.1)  # polling the supervisor's state file
     state = _read_state(args.workdir)
     if child.poll() is not None or not state or state.get("state") != "ready":
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
-        print(
-            f"serving up FAILED (supervisor {exit_or_running(child)}); last lines of {log_path}:\n{tail}",
-            file=sys.stderr,
-        )
+        if state and state.get("failure"):  # it came up and loaded nothing: Triton's reasons, not a log tail
+            print(f"serving up FAILED: {state['failure']} (server log: {state.get('log')})", file=sys.stderr)
+        else:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+            print(
+                f"serving up FAILED (supervisor {exit_or_running(child)}); last lines of {log_path}:\n{tail}",
+                file=sys.stderr,
+            )
         if child.poll() is None:
             child.terminate()
             child.wait(30)
@@ -194,6 +244,9 @@ def _status(args: argparse.Namespace) -> int:
         print("down (no server started from this work directory)")
         return 3
     owner = _owner(state)
+    if state.get("state") == "failed" and state.get("failure"):  # it gave up on purpose, saying why
+        print(f"down: {state['failure']} (see {state['log']})")
+        return 3
     if not _alive(owner):
         if owner != state["pid"] and _alive(state["pid"]):
             print(
@@ -211,12 +264,16 @@ def _status(args: argparse.Namespace) -> int:
         crash = state.get("last_crash") or {}
         print(f"down, restarting: tritonserver pid {state['pid']} exited ({crash.get('cause', 'starting')})")
         return 2
+    key = admin_key(args.workdir)
     try:
-        loaded = _versions(state["http"], admin_key(args.workdir))
-    except Exception as exc:  # noqa: BLE001
+        loaded = _versions(state["http"], key)
+        live = _live_pipelines(state, key)
+    except Exception as exc:  # noqa: BLE001 - any failure to answer is "not answering"
         print(f"up but not answering: pid {state['pid']}, http {state['http']}: {exc}")
         return 2
-    print(json.dumps({**state, "loaded": loaded}, indent=2))
+    record = {**state, **live, "loaded": loaded}
+    print(json.dumps(record, indent=2))
+    _warn_unavailable(record, "status")
     return 0
 
 

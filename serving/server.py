@@ -5,6 +5,15 @@ Hardening: every endpoint binds 127.0.0.1; the admin APIs (model repository, log
 the ``admin-key`` header over HTTP and gRPC; model control is explicit and the server loads exactly the current
 release of each pipeline in the repository (the registry is the source of truth); queue policies in the model
 configs bound waiting work. 2.51 has no request-size limit flag; production should run a current NGC image.
+
+A broken release never takes the server down. Triton is started with ``--exit-on-error=false`` (by default one
+model that fails to load at start aborts the whole server: "error: creating server: ... load failed for model 'p'")
+and ``--strict-readiness=false`` (with strict readiness, ``/v2/health/ready`` stays 400 while any model is
+unavailable, so one broken pipeline would make every other one look down to clients and to the supervisor).
+Triton loads the ``--load-model`` models before it opens its HTTP port, so a 200 from ``/v2/health/ready`` means
+the start's loads are over; which of them are served is read from Triton's repository index
+(``POST /v2/repository/index``: state and reason per model version) and reported per pipeline as a ``LoadStatus``
+(``TritonServer.status``), with Triton's own reason for each one it could not load.
 """
 
 from __future__ import annotations
@@ -21,7 +30,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import psutil
 
 from inferline.export.registry import Registry, published_pipelines
 from inferline.features.artifacts import atomic_write_json
@@ -29,13 +40,18 @@ from inferline.features.errors import UserError
 from inferline.serving.secrets import ADMIN_HEADER, admin_key
 
 __all__ = [
+    "LoadStatus",
+    "ModelState",
     "ServerConfig",
     "ServerError",
     "TritonServer",
     "die_with_parent",
+    "fix_hint",
     "free_port",
+    "load_status",
     "published_pipelines",
     "read_state",
+    "repository_index",
     "state_path",
 ]
 
@@ -82,6 +98,130 @@ def read_state(workdir: Path, fix: str) -> dict[str, Any] | None:
     return state
 
 
+@dataclass(frozen=True)
+class ModelState:
+    """One row of Triton's repository index (``POST /v2/repository/index``): a model directory, one version of it
+    and the state Triton holds it in (``READY``, ``LOADING``, ``UNLOADING``, ``UNAVAILABLE``), with Triton's own
+    ``reason`` when it is not ready (the error its load failed with, ``unloaded``, ...). ``version`` and ``state``
+    are empty for a directory Triton was never asked to load."""
+
+    name: str
+    version: str = ""
+    state: str = ""
+    reason: str = ""
+
+
+UnitState = Literal["READY", "LOADING", "UNAVAILABLE"]
+
+
+@dataclass(frozen=True)
+class LoadStatus:
+    """Whether one thing the server was asked to load is served: a pipeline (the models of its current release) or,
+    for a server started with ``ServerConfig.models``, one model. ``reason`` is empty when ``READY``; else it says
+    why not, in Triton's own words for each model that is not ready (or why the release never reached Triton).
+    ``release``: the pipeline's release asked for; once READY, the one served (the highest ready version of its
+    first model)."""
+
+    name: str
+    models: tuple[str, ...]
+    state: UnitState
+    reason: str = ""
+    release: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "release": self.release,
+            "state": self.state,
+            "models": list(self.models),
+            **({"reason": self.reason} if self.reason else {}),
+        }
+
+
+def repository_index(url: str, key: str, timeout_s: float = 10.0) -> list[ModelState]:
+    """Triton's repository index at ``url`` (HTTP ``host:port``), an admin API (``key`` is the admin key), read with
+    urllib: every model directory, each version Triton was asked to load with its state and reason. A server that
+    does not answer, or answers something else, is a ``ServerError``."""
+    request = urllib.request.Request(
+        f"http://{url}/v2/repository/index", data=b"{}", headers={ADMIN_HEADER: key}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as r:
+            rows = json.loads(r.read())
+    except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
+        raise ServerError(
+            f"tritonserver at {url} did not return its repository index ({type(exc).__name__}: {exc}); expected the "
+            "JSON list Triton answers on POST /v2/repository/index: is the server up, and is the admin key its own?"
+        ) from exc
+    if not isinstance(rows, list):
+        raise ServerError(f"tritonserver at {url} answered its repository index with {str(rows)[:200]}, not a list")
+    return [
+        ModelState(
+            name=str(row.get("name", "")),
+            version=str(row.get("version", "")),
+            state=str(row.get("state", "")),
+            reason=str(row.get("reason", "")),
+        )
+        for row in rows
+        if isinstance(row, dict)
+    ]
+
+
+def _model_state(name: str, index: list[ModelState]) -> tuple[UnitState, str]:
+    """One model: READY when one of its versions is (a release switch holds two), LOADING while one loads, else
+    UNAVAILABLE with Triton's reason for each version."""
+    rows = [m for m in index if m.name == name]
+    if any(m.state == "READY" for m in rows):
+        return "READY", ""
+    if any(m.state == "LOADING" for m in rows):
+        return "LOADING", ""
+    why = [(f"version {m.version}: " if m.version else "") + (m.reason or m.state) for m in rows if m.state or m.reason]
+    if not why:
+        why = [
+            "not loaded, and Triton's repository index gives no reason (is there a model directory of that name "
+            "with a config.pbtxt? The server log has Triton's error)"
+        ]
+    return "UNAVAILABLE", f"model {name!r} " + "; ".join(why)
+
+
+def load_status(
+    index: list[ModelState],
+    plan: dict[str, list[str]],
+    releases: dict[str, int] | None = None,
+    refused: dict[str, str] | None = None,
+) -> dict[str, LoadStatus]:
+    """``{name: LoadStatus}`` for each entry of ``plan`` (``{pipeline or model: the models that serve it}``) from
+    Triton's repository ``index``: READY when all its models are, LOADING while one still loads, else UNAVAILABLE
+    with the reasons. ``refused`` (``{name: why}``) were never handed to Triton; ``releases`` names their releases."""
+    releases, refused = releases or {}, refused or {}
+    out: dict[str, LoadStatus] = {}
+    for name, models in plan.items():
+        release = releases.get(name)
+        if name in refused:
+            out[name] = LoadStatus(name, tuple(models), "UNAVAILABLE", refused[name], release)
+            continue
+        states = [_model_state(m, index) for m in models]
+        reasons = [why for state, why in states if state == "UNAVAILABLE"]
+        if reasons:
+            out[name] = LoadStatus(name, tuple(models), "UNAVAILABLE", "; ".join(reasons), release)
+        elif any(state == "LOADING" for state, _ in states):
+            out[name] = LoadStatus(name, tuple(models), "LOADING", "", release)
+        else:  # the served release: the highest ready version of its first model (fused: <p>; ensemble: <p>_preprocess)
+            served = [
+                int(m.version) for m in index if m.name == models[0] and m.state == "READY" and m.version.isdigit()
+            ]
+            out[name] = LoadStatus(name, tuple(models), "READY", "", max(served, default=release))
+    return out
+
+
+def fix_hint(pipeline: str) -> str:
+    """What to do about a pipeline whose current release does not load."""
+    return (
+        f"Fix {pipeline!r}: publish a corrected release (`inferline export publish`), or roll back to the previous "
+        f"one (`inferline export rollback --pipeline {pipeline}`), then `inferline serve apply --pipeline {pipeline}`"
+        " (or restart the server)."
+    )
+
+
 def _pytriton_dir() -> Path:
     import pytriton
 
@@ -103,6 +243,9 @@ class ServerConfig:
     trace_rate: int = 1
     trace_log_frequency: int = 100
     extra_args: list[str] = field(default_factory=list)
+    # the model directories to load, in order, for a server that serves no registry (a release's load check);
+    # None: the current release of every pipeline published in the repository
+    models: list[str] | None = None
 
     @classmethod
     def on_free_ports(cls, repository: Path, workdir: Path, **options: Any) -> ServerConfig:
@@ -130,13 +273,22 @@ class ServerConfig:
 
 
 class TritonServer:
-    """Start, wait for, and stop one tritonserver process. Usable as a context manager."""
+    """Start, wait for, and stop one tritonserver process. Usable as a context manager.
+
+    ``start`` asks Triton to load the plan (``load_plan``: each pipeline's current release, or
+    ``ServerConfig.models``); what it could not load stays out of service while the rest is served, and ``status``
+    says which is which. A pipeline whose release cannot even be activated (its configs are missing or broken on
+    disk) is not handed to Triton and is reported the same way."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.process: subprocess.Popen[bytes] | None = None
         self.admin_key = admin_key(config.workdir)
         self.log_path = Path(config.workdir) / "serving" / f"tritonserver-{config.http_port}.log"
+        self.plan: dict[str, list[str]] = {}  # what the last start asked for: {pipeline or model: its models}
+        self.releases: dict[str, int] = {}  # the release of each pipeline in the plan
+        self.refused: dict[str, str] = {}  # pipelines of the plan never handed to Triton, and why
+        self.last_status: dict[str, LoadStatus] = {}  # the latest `status()`
 
     def _backend_dir(self) -> Path:
         """Symlinks (not copies: the stub finds its bundled libraries relative to its real location)."""
@@ -190,7 +342,8 @@ class TritonServer:
             f"--grpc-restricted-protocol={restricted}",
             "--allow-sagemaker=false",
             "--allow-vertex-ai=false",
-            "--strict-readiness=true",
+            "--strict-readiness=false",  # ready = answering, start's loads over (see the module docstring)
+            "--exit-on-error=false",  # a model that fails to load leaves the others served
             f"--exit-timeout-secs={c.exit_timeout_s}",
             "--log-verbose=0",
         ]
@@ -203,23 +356,34 @@ class TritonServer:
                 f"--trace-config=rate={c.trace_rate}",
                 "--trace-config=level=TIMESTAMPS",
             ]
-        for pipeline, version in published_pipelines(repository).items():  # local: the fused model only
-            cmd += [f"--load-model={name}" for name in Registry(repository, pipeline).served_models(version)]
+        plan = self.plan or self.load_plan()
+        for unit, models in plan.items():  # a pipeline of the local target: its fused model only
+            if unit not in self.refused:
+                cmd += [f"--load-model={name}" for name in models]
         return cmd + list(c.extra_args)
+
+    def load_plan(self) -> dict[str, list[str]]:
+        """What a start asks Triton to load, by what it serves: ``{model: [model]}`` for each of
+        ``ServerConfig.models``, else ``{pipeline: the models of its current release, in load order}`` for every
+        pipeline published in the repository (the registry decides)."""
+        if self.config.models is not None:
+            return {name: [name] for name in self.config.models}
+        repository = Path(self.config.repository)
+        releases = self.releases or published_pipelines(repository)
+        return {p: Registry(repository, p).served_models(v) for p, v in releases.items()}
 
     def start(self, wait: bool = True, timeout_s: float = 60.0, detach: bool = False) -> TritonServer:
         """Start the server. By default it dies with this process; ``detach=True`` (``inferline serve up``)
         lets it outlive the command that started it."""
         if self.process is not None and self.process.poll() is None:
             raise ServerError(f"server already running (pid {self.process.pid})")
-        repository = Path(self.config.repository)
-        pipelines = published_pipelines(repository)
-        if not pipelines:
-            raise ServerError(f"no published release in {repository}: run `inferline export publish` first")
-        from inferline.export.publish import activate  # here: publish imports torch, a server start needs it once
-
-        for pipeline, version in pipelines.items():  # configs on disk follow the registry (restart = current release)
-            activate(repository, pipeline, version)
+        self.plan, self.releases, self.refused, self.last_status = {}, {}, {}, {}
+        if self.config.models is not None:
+            if not self.config.models:
+                raise ServerError("ServerConfig.models is empty; name the model directories to load")
+        else:
+            self._activate_releases()
+        self.plan = self.load_plan()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
@@ -235,11 +399,36 @@ class TritonServer:
             self.wait_ready(timeout_s)
         return self
 
+    def _activate_releases(self) -> None:
+        """Point each pipeline's model-level configs at its current release (so a restart serves the current
+        release). A release that cannot be activated is left out of the start and named in ``refused``; when none
+        can be, there is nothing to serve: ``ServerError``."""
+        repository = Path(self.config.repository)
+        self.releases = published_pipelines(repository)
+        if not self.releases:
+            raise ServerError(f"no published release in {repository}: run `inferline export publish` first")
+        from inferline.export.publish import activate  # here: publish imports torch, a server start needs it once
+
+        for pipeline, version in self.releases.items():
+            try:
+                activate(repository, pipeline, version)
+            except (OSError, UserError) as exc:  # its files on disk: the other pipelines are still served
+                self.refused[pipeline] = (
+                    f"release {pipeline}:{version} could not be prepared for loading ({type(exc).__name__}: {exc})"
+                )
+        if len(self.refused) == len(self.releases):
+            raise ServerError(
+                f"no pipeline of {repository} can be served: {'; '.join(self.refused.values())}; "
+                + " ".join(fix_hint(p) for p in self.refused)
+            )
+
     def record(self) -> dict[str, Any]:
-        """pid, endpoints, repository, log and the releases it serves."""
+        """pid, endpoints, repository, log, the releases it serves and, once known, each pipeline's load status
+        (``unavailable``: the pipelines it could not load, with the reason)."""
         if self.process is None:
             raise ServerError("the server has not been started")
         c = self.config
+        unavailable = {name: st.reason for name, st in self.last_status.items() if st.state == "UNAVAILABLE"}
         return {
             "pid": self.process.pid,
             "http": c.http_url,
@@ -249,6 +438,8 @@ class TritonServer:
             "log": str(self.log_path.resolve()),
             "trace_dir": str(Path(c.trace_dir).resolve()) if c.trace_dir is not None else None,
             "releases": published_pipelines(Path(c.repository)),
+            "pipelines": {name: st.as_dict() for name, st in self.last_status.items()},
+            "unavailable": unavailable if self.last_status else dict(self.refused),
         }
 
     def save_record(self) -> dict[str, Any]:
@@ -264,7 +455,27 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return False
 
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
+    def status(self, timeout_s: float = 10.0) -> dict[str, LoadStatus]:
+        """Each entry of the plan of the last start, READY, LOADING or UNAVAILABLE (with Triton's reason), read from
+        the repository index now; kept in ``last_status`` for ``record``."""
+        index = repository_index(self.config.http_url, self.admin_key, timeout_s)
+        self.last_status = load_status(index, self.plan or self.load_plan(), self.releases, self.refused)
+        return self.last_status
+
+    def loads_settled(self) -> bool:
+        """The server answers ready (``--strict-readiness=false``: it answers, its start's loads are over) and no
+        model of the plan is still loading; ``last_status`` then says what is served."""
+        if not self.is_ready():
+            return False
+        try:
+            status = self.status()
+        except ServerError:
+            return False  # the index is not answering yet: poll again
+        return all(st.state != "LOADING" for st in status.values())
+
+    def wait_ready(self, timeout_s: float = 60.0) -> dict[str, LoadStatus]:
+        """Wait until the server is ready and its start's loads are settled; their status (a pipeline it could not
+        load is UNAVAILABLE with the reason, and the rest is served)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -272,8 +483,8 @@ class TritonServer:
                     f"tritonserver exited with code {self.process.returncode} before becoming ready; "
                     f"last log lines:\n{self.log_tail()}"
                 )
-            if self.is_ready():
-                return
+            if self.loads_settled():
+                return self.last_status
             time.sleep(0.1)  # polling interval of the readiness check, not a wait for an event
         raise ServerError(f"tritonserver not ready after {timeout_s:.0f}s; last log lines:\n{self.log_tail()}")
 
@@ -284,9 +495,14 @@ class TritonServer:
             return "(no log)"
 
     def stop(self, timeout_s: float | None = None) -> int | None:
-        """SIGTERM (Triton drains in-flight requests up to --exit-timeout-secs), then SIGKILL."""
+        """SIGTERM (Triton drains in-flight requests up to --exit-timeout-secs), then SIGKILL. Its Python-backend
+        stubs exit with it (each watches its parent); one still there 5 s after it is killed by its pid."""
         if self.process is None:
             return None
+        try:
+            stubs = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.Error:  # already gone (and reaped): its stubs follow it by themselves
+            stubs = []
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -294,6 +510,12 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        _, left = psutil.wait_procs(stubs, timeout=5)
+        for stub in left:
+            try:
+                stub.kill()  # psutil checks that the pid still names the same process
+            except psutil.NoSuchProcess:
+                pass
         return self.process.returncode
 
     def __enter__(self) -> TritonServer:

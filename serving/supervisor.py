@@ -7,6 +7,13 @@ versions it served) and counts the restart in ``inferline_server_restarts_total`
 answers 503 with ``Retry-After`` and the client retries, so accepted rows are not lost. More than ``max_restarts``
 crashes within ``restart_window_s`` means something is broken for good: it stops, marks itself failed and alerts.
 
+A pipeline whose current release does not load is not a crash: tritonserver stays up and serves the others (see
+``serving.server``). The supervisor counts the server ready once its start's loads are settled, records each
+pipeline's status (``pipelines``, and ``unavailable`` with Triton's reason) for ``inferline serve status``, sets
+``inferline_pipeline_ready{pipeline}`` and raises a warning alert naming what it could not load. Only when no
+pipeline loads at all does it stop, marked failed with that reason (a critical alert), without restarting: a
+restart would load the same releases again.
+
 SIGTERM or SIGINT drains: the gateway stops admitting, the requests in flight finish (up to the exit timeout), then
 tritonserver gets SIGTERM and drains its own queue within ``--exit-timeout-secs``.
 """
@@ -31,7 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from inferline.features.artifacts import atomic_write_json
 from inferline.monitor.alerts import Alert, Alerter, Severity
 from inferline.serving.gateway import Gateway, GatewayLimits
-from inferline.serving.server import ServerConfig, TritonServer, state_path
+from inferline.serving.server import ServerConfig, ServerError, TritonServer, fix_hint, state_path
 
 __all__ = ["Supervisor", "SupervisorConfig", "exit_cause"]
 
@@ -60,6 +67,7 @@ class SupervisorConfig:
     backoff_s: float = 0.5  # first restart waits this long, doubling per crash within the window
     backoff_max_s: float = 30.0
     ready_timeout_s: float = 120.0
+    status_interval_s: float = 5.0  # how often each pipeline's status is read again while serving
 
     @property
     def gateway_url(self) -> str | None:
@@ -83,6 +91,7 @@ class Supervisor:
         workdir = Path(config.server.workdir)
         self.alerter = alerter or Alerter.from_env(alerts_file=workdir / "alerts.jsonl", registry=self.registry)
         self.state = "starting"
+        self.failure: str | None = None  # why it gave up, when that is not the restart budget
         self.last_crash: dict[str, Any] | None = None
         self.crash_times: collections.deque[float] = collections.deque()
         self.restart_count = 0
@@ -94,6 +103,12 @@ class Supervisor:
             registry=self.registry,
         )
         self.up = Gauge("inferline_server_up", "1 when the model server is ready", registry=self.registry)
+        self.pipeline_ready = Gauge(
+            "inferline_pipeline_ready",
+            "1 when the pipeline's current release is loaded and ready; 0 when the server could not load it",
+            ["pipeline"],
+            registry=self.registry,
+        )
         self.restart_seconds = Gauge(
             "inferline_server_restart_seconds",
             "Seconds from the last crash being seen to the restarted server being ready",
@@ -110,6 +125,7 @@ class Supervisor:
             "state": self.state,
             "restarts": self.restart_count,
             "last_crash": self.last_crash,
+            **({"failure": self.failure} if self.failure else {}),
         }
 
     def _save(self, state: str) -> None:
@@ -134,7 +150,8 @@ class Supervisor:
             return False
 
     async def _start_server(self) -> bool:
-        """Start tritonserver (from this thread, so it dies with this process) and wait until it is ready."""
+        """Start tritonserver (from this thread, so it dies with this process) and wait until it is ready: it
+        answers and its start's loads are settled, each pipeline READY or UNAVAILABLE (``TritonServer.status``)."""
         self.server.start(wait=False)
         assert self.server.process is not None
         self._save(self.state)  # the new pid
@@ -143,7 +160,7 @@ class Supervisor:
         while time.monotonic() < deadline:
             if self.server.process.poll() is not None:
                 return False
-            if await loop.run_in_executor(None, self.server.is_ready):
+            if await loop.run_in_executor(None, self.server.loads_settled):
                 self.up.set(1)
                 return True
             if await self._stopped_within(0.1):  # readiness polling interval, or a stop request
@@ -169,15 +186,22 @@ class Supervisor:
                 self._save("failed")
                 log.error("tritonserver did not become ready:\n%s", self.server.log_tail())
                 return 1
+            if not await self._serving():
+                return 1
             if self.gateway is not None:
                 await self.gateway.start(self.config.server.host, int(self.config.gateway_port or 0))
             self._save("ready")
             if on_ready is not None:
                 on_ready(self.record())
+            checked = time.monotonic()
             while not await self._stopped_within(0.1):  # watch interval
                 assert self.server.process is not None
-                if self.server.process.poll() is not None and not await self._recover():
-                    return 1
+                if self.server.process.poll() is not None:
+                    if not await self._recover():
+                        return 1
+                elif time.monotonic() - checked >= self.config.status_interval_s:
+                    checked = time.monotonic()
+                    await self._refresh_status()
             return 0
         finally:
             await self._shutdown()
@@ -223,7 +247,16 @@ class Supervisor:
         delay = min(self.config.backoff_max_s, self.config.backoff_s * 2 ** (len(self.crash_times) - 1))
         if await self._stopped_within(delay):
             return True
-        if await self._start_server():
+        try:
+            started = await self._start_server()
+        except ServerError as exc:  # it cannot be started again (no release can be activated, no binary)
+            self.failure = f"tritonserver cannot be restarted: {exc}"
+            self._save("failed")
+            await self._alert("server_start_failed", "critical", self.failure, last_crash=self.last_crash)
+            return False
+        if started:
+            if not await self._serving():
+                return False
             self.restart_count += 1
             self.restarts.labels(cause).inc()
             self.restart_seconds.set(time.monotonic() - seen)
@@ -233,10 +266,53 @@ class Supervisor:
             await self._alert(
                 "server_restarted",
                 "info",
-                f"tritonserver is ready again after {time.monotonic() - seen:.1f}s, serving {releases}",
+                f"tritonserver is ready again after {time.monotonic() - seen:.1f}s, serving {self._served()}",
                 restarts=self.restart_count,
             )
         return True  # a restart that failed is seen by the watch loop as the next crash
+
+    async def _serving(self) -> bool:
+        """After a start: which pipelines loaded. None: mark this supervisor failed with Triton's reasons (a critical
+        alert) and return False; some: a warning alert names the others, and serving goes on."""
+        status = self.server.last_status
+        for name, st in status.items():
+            self.pipeline_ready.labels(name).set(1 if st.state == "READY" else 0)
+        broken = {name: st for name, st in status.items() if st.state != "READY"}
+        if not broken:
+            return True
+        listed = "; ".join(f"{name} (release {st.release}): {st.reason.rstrip('.')}" for name, st in broken.items())
+        hints = " ".join(fix_hint(name) for name in broken)
+        if len(broken) == len(status):
+            self.failure = f"no pipeline could be loaded: {listed}. {hints}"
+            self._save("failed")
+            log.error("%s", self.failure)
+            await self._alert(
+                "no_pipeline_loaded", "critical", self.failure, unavailable={n: st.reason for n, st in broken.items()}
+            )
+            return False
+        ready = sorted(name for name in status if name not in broken)
+        message = f"serving {', '.join(ready)}; could not load {listed}. {hints}"
+        log.warning("%s", message)
+        await self._alert(
+            "pipeline_unavailable", "warning", message, unavailable={n: st.reason for n, st in broken.items()}
+        )
+        return True
+
+    def _served(self) -> dict[str, int | None]:
+        """``{pipeline: release}`` of the pipelines the server has READY (as of the last status read)."""
+        return {name: st.release for name, st in self.server.last_status.items() if st.state == "READY"}
+
+    async def _refresh_status(self) -> None:
+        """Read each pipeline's status again (a release applied since, or lost, shows in the gauge and the record)."""
+        before = {name: st.state for name, st in self.server.last_status.items()}
+        try:
+            status = await asyncio.get_running_loop().run_in_executor(None, self.server.status)
+        except ServerError:
+            return  # not answering this time: a crash is seen by the watch loop, anything else on the next check
+        for name, st in status.items():
+            self.pipeline_ready.labels(name).set(1 if st.state == "READY" else 0)
+        if {name: st.state for name, st in status.items()} != before:
+            self._save(self.state)
 
     async def _shutdown(self) -> None:
         if self.state != "failed":

@@ -238,6 +238,7 @@ class Supervised:
     workdir: Path
     up_args: list[str]
     record: dict[str, Any]
+    up_stderr: str = ""  # what the last successful `up` wrote to stderr (warnings)
 
     def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "inferline.serving", *args[:1], "--workdir", str(self.workdir), *args[1:]]
@@ -247,6 +248,7 @@ class Supervised:
         done = self.cli("up", *self.up_args)
         assert done.returncode == 0, done.stderr
         self.record = json.loads(done.stdout)
+        self.up_stderr = done.stderr
 
     def state(self) -> dict[str, Any]:
         return dict(json.loads((self.workdir / "serving" / "server.json").read_text()))
@@ -266,14 +268,20 @@ class Supervised:
         self.cli("down", timeout=60)
 
 
-def supervised_server(published: Published, root: Path, *options: str) -> Supervised:
-    """``inferline serve up`` on a copy of the published repository and free ports; the caller stops it."""
-    shutil.copytree(published.repository, root / "triton_models")
+def supervised_server(
+    published: Published, root: Path, *options: str, repository: Path | None = None, up: bool = True
+) -> Supervised:
+    """``inferline serve up`` on a copy of the published repository (or on ``repository``) and free ports; the
+    caller stops it. ``up=False``: not started yet (the caller runs ``cli("up", *up_args)`` itself)."""
+    if repository is None:
+        repository = root / "triton_models"
+        shutil.copytree(published.repository, repository)
     ports = {
         flag: str(free_port())
         for flag in ("--http-port", "--grpc-port", "--metrics-port", "--gateway-port", "--supervisor-metrics-port")
     }
-    args = ["--repository", str(root / "triton_models"), *(x for kv in ports.items() for x in kv), *options]
+    args = ["--repository", str(repository), *(x for kv in ports.items() for x in kv), *options]
     server = Supervised(workdir=root / "work", up_args=args, record={})
-    server.up()
+    if up:
+        server.up()
     return server

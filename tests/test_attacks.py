@@ -72,7 +72,9 @@ def test_traversal_model_names_are_refused_and_touch_nothing(target: TritonServe
 
 def test_dot_dot_as_a_model_name(published: Published, tmp_path: Path) -> None:
     """Triton 2.51 polls the repository's parent for a model named '..' (admin key required): the load is refused,
-    nothing is written, inference goes on, but strict readiness stays false until a restart (SECURITY.md)."""
+    nothing is written, inference goes on. Under strict readiness that load left ``/v2/health/ready`` at 400 until a
+    restart (the upstream defect, SECURITY.md); the server runs with ``--strict-readiness=false`` (one model that
+    does not load must not make the others look down), so it stays ready, and so does the pipeline."""
     server = private_server(published, tmp_path)
     try:
         before = files(tmp_path / "triton_models")
@@ -81,11 +83,8 @@ def test_dot_dot_as_a_model_name(published: Published, tmp_path: Path) -> None:
         assert status == 400 and "at least one version must be available" in body
         assert files(tmp_path / "triton_models") == before
         still_serves(server)
-        assert call(server, "GET", "/v2/health/ready")[0] == 400  # the upstream defect, measured
-        server.stop()
-        server.start(timeout_s=120)
-        assert call(server, "GET", "/v2/health/ready")[0] == 200  # a restart restores readiness
-        still_serves(server)
+        assert call(server, "GET", "/v2/health/ready")[0] == 200
+        assert call(server, "GET", "/v2/models/fraud/ready")[0] == 200
     finally:
         server.stop()
 
