@@ -107,8 +107,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         done = _cli(
             "export", "publish", "--module", "tests.pipelines.byom_models:vector_mlp", "--checkpoint",
             str(root / "weights.pt"), "--spec", "tests.pipelines.byom_vector", "--repository", str(repository),
-            "--no-load-check",
-        )  # fmt: skip
+        )  # fmt: skip (this one is loaded in a scratch tritonserver before it is promoted)
         assert done.returncode == 0, done.stderr
         cases["byom_vector"] = Case(vector.SPEC, ScoringModel(net.eval(), 0.5, "binary").eval(), vector.generate(40, 2))
 
