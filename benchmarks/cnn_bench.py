@@ -127,7 +127,7 @@ def bench_cnn(seconds: float) -> dict[str, Any]:
                 return client._client.infer("cnn_bench", [inp])
 
             for batch in BATCHES:  # interleaved per batch size: the machine's drift hits every runtime alike
-                row = {"batch": batch}
+                row: dict[str, Any] = {"batch": batch}
                 for name, call in (("served_http", served), ("onnxruntime", lambda x: session.run(None, {"image": x})),
                                    ("torch_eager", eager)):  # fmt: skip
                     row[name] = _timed(call, pool, batch, seconds)

@@ -105,8 +105,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         net = byom_models.VectorMLP(8, 2)
         torch.save(net.state_dict(), root / "weights.pt")
         done = _cli(
-            "export", "publish", "--module", "tests.pipelines.byom_models:vector_mlp", "--checkpoint",
-            str(root / "weights.pt"), "--spec", "tests.pipelines.byom_vector", "--repository", str(repository),
+            "export",
+            "publish",
+            "--module",
+            "tests.pipelines.byom_models:vector_mlp",
+            "--checkpoint",
+            str(root / "weights.pt"),
+            "--spec",
+            "tests.pipelines.byom_vector",
+            "--repository",
+            str(repository),
         )  # fmt: skip (this one is loaded in a scratch tritonserver before it is promoted)
         assert done.returncode == 0, done.stderr
         cases["byom_vector"] = Case(vector.SPEC, ScoringModel(net.eval(), 0.5, "binary").eval(), vector.generate(40, 2))
