@@ -30,7 +30,7 @@ from inferline.features.rules import finite
 from inferline.features.spec import Column, ModelParams, PipelineSpec
 from inferline.training.model import ModelLayout
 
-__all__ = ["SPEC", "bench_cnn", "build"]
+__all__ = ["SPEC", "ResidualBlock", "bench_cnn", "build"]
 
 BATCHES = (1, 8, 32)
 POOL = 256  # distinct images
@@ -49,7 +49,9 @@ SPEC = PipelineSpec(
 )
 
 
-class _Block(nn.Module):
+class ResidualBlock(nn.Module):
+    """conv-bn-relu-conv-bn plus the input, then relu (the basic block of a ResNet)."""
+
     def __init__(self, width: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
@@ -65,7 +67,7 @@ class CNN(nn.Module):
     def __init__(self, classes: int, width: int) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU())
-        self.blocks = nn.Sequential(_Block(width), nn.MaxPool2d(2), _Block(width))
+        self.blocks = nn.Sequential(ResidualBlock(width), nn.MaxPool2d(2), ResidualBlock(width))
         self.head = nn.Linear(width, classes)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

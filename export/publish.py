@@ -70,17 +70,7 @@ from inferline.features.spec import SPEC_FILE, TENSOR_DTYPES, PipelineSpec, read
 from inferline.features.state import FeatureMatrix, FeatureState
 from inferline.training.model import ModelLayout, ScoringModel, layout_for, load_checkpoint
 
-TORCH_DTYPES = {
-    "FP32": "float32",
-    "FP64": "float64",
-    "FP16": "float16",
-    "INT64": "int64",
-    "INT32": "int32",
-    "INT16": "int16",
-    "INT8": "int8",
-    "UINT8": "uint8",
-    "BOOL": "bool",
-}
+TORCH_DTYPES = TENSOR_DTYPES  # Triton datatype -> the torch (and numpy) dtype name
 
 __all__ = ["Candidate", "PublishResult", "activate", "export_onnx", "model_candidate", "publish"]
 

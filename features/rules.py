@@ -20,7 +20,6 @@ it). It runs value by value in every lowering, so it is slower than the declarat
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -200,18 +199,15 @@ def elementwise(fn: Callable[[Any], bool], *, name: str, message: str) -> Rule:
 
 
 def _import_function(path: str) -> Callable[[Any], bool]:
-    module, _, qualname = path.partition(":")
+    from inferline.features.imports import ImportPathError, import_object
+
     try:
-        target: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise RuleError(
-            f"elementwise rule function {path!r} cannot be imported ({exc}); install the module that defines it"
-        ) from exc
+        target = import_object(path, "elementwise rule function")
+    except ImportPathError as exc:
+        raise RuleError(str(exc)) from exc
     if not callable(target):
         raise RuleError(f"elementwise rule function {path!r} is not callable")
-    return target
+    return target  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------------------------- helpers

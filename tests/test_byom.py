@@ -25,13 +25,14 @@ import pytest
 import torch
 
 from inferline.batch import JobConfig, run_job
-from inferline.export.publish import publish
+from inferline.export.publish import model_candidate, publish, set_current
 from inferline.export.registry import Registry
 from inferline.features.artifacts import atomic_write_parquet
 from inferline.features.contract import compile_contract
 from inferline.features.spec import PipelineSpec, load_pipeline_module
 from inferline.features.state import FeatureState
 from inferline.serving.client import InferlineClient
+from inferline.serving.control import switch_release
 from inferline.serving.server import ServerConfig, TritonServer
 from inferline.training.model import ScoringModel, load_checkpoint
 from inferline.training.train import train
@@ -264,3 +265,75 @@ def test_metrics_of_each_task(world: World) -> None:
     assert model["factory"] == "tests.pipelines.byom_models:small_resnet" and model["args"] == {"width": 8}
     assert len(model["source_sha256"]) == 64
     assert manifests["byom_species"]["model"]["factory"] == "inferline.training.model:tabular_net"
+
+
+def test_a_published_onnx_file_rolls_back_like_any_release(world: World) -> None:
+    """A second ONNX file for the same spec is published and served; rolling back serves the first again, and the
+    batch job scores whichever release it is told to. The server ends where it started (release 1)."""
+    case = world.cases["byom_onnx"]
+    url, key = world.server.config.http_url, world.server.admin_key
+    torch.manual_seed(66)
+    second = byom_models.VectorMLP(8, 2)
+    _export_logits(second, world.root / "second.onnx")
+    spec = case.spec
+    released = publish(
+        None, world.repository, candidate=model_candidate(spec, onnx_model=world.root / "second.onnx"), load_check=True
+    )
+    first_version = released.version - 1
+    rows = case.rows.head(9)
+    try:
+        switch_release(url, key, world.repository, spec.name, released.version)
+        got = _served(world, Case(spec, case.reference, rows), "grpc", 7)
+        assert set(got.release) == {f"{spec.name}:{released.version}"}
+        new = Case(spec, ScoringModel(second.eval(), 0.5, "binary").eval(), rows)
+        np.testing.assert_allclose(
+            got.probabilities, _in_process(new, Registry(world.repository, spec.name))[0], atol=1e-5
+        )
+    finally:
+        set_current(world.repository, spec.name, action="rollback", reason="test")
+        switch_release(url, key, world.repository, spec.name, first_version)
+    back = _served(world, Case(spec, case.reference, rows), "http", 7)
+    assert set(back.release) == {f"{spec.name}:{first_version}"}
+    np.testing.assert_allclose(
+        back.probabilities,
+        _in_process(Case(spec, case.reference, rows), Registry(world.repository, spec.name))[0],
+        atol=1e-5,
+    )
+    history = Registry(world.repository, spec.name).read()["history"]
+    assert [h["action"] for h in history[-2:]] == ["promote", "rollback"]
+
+
+def test_batch_reads_fixed_size_list_tensor_columns(world: World) -> None:
+    """A tensor column stored as a Parquet fixed_size_list (what pyarrow writes for a fixed shape) scores as the
+    same rows stored as variable-size lists."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    case = world.cases["byom_vector"]
+    rows = case.rows.head(12)
+    flat = np.stack(rows["embedding"].to_numpy()).astype(np.float32).reshape(-1)
+    table = pa.table(
+        {
+            "item_id": pa.array(rows["item_id"].tolist()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(flat), 8),
+        }
+    )
+    fixed, variable = world.root / "fixed.parquet", world.root / "variable.parquet"
+    pq.write_table(table, fixed)
+    atomic_write_parquet(variable, rows.drop(columns=["label"]))
+    answers = []
+    for path in (fixed, variable):
+        output = world.root / f"{path.stem}-out"
+        report = run_job(
+            JobConfig(
+                inputs=[str(path)],
+                output=output,
+                model="byom_vector",
+                repository=world.repository,
+                scheduler=world.cluster.address,
+                progress=False,
+            )
+        )
+        assert report.rows_predicted == len(rows) and report.rows_quarantined == 0
+        answers.append(pd.read_parquet(output).sort_values("item_id").reset_index(drop=True))
+    pd.testing.assert_frame_equal(answers[0], answers[1])

@@ -18,7 +18,7 @@ SPEC = PipelineSpec(
             dtype="UINT8",
             shape=(3, 64, 64),
             model_dtype="FP32",
-            preprocess="tests.pipelines.byom_models:scale_pixels",
+            preprocess="tests.pipelines.byom_functions:scale_pixels",
             rules=(between(0, 250, name="pixel_out_of_range"),),
         ),
         Column("label", "label"),
@@ -38,7 +38,7 @@ SPEC = PipelineSpec(
 
 
 def generate(n_rows: int, seed: int) -> pd.DataFrame:
-    from tests.pipelines.byom_models import images
+    from tests.pipelines.byom_functions import images
 
     pixels, labels = images(n_rows, seed)
     return pd.DataFrame({"image": list(pixels.reshape(n_rows, -1)), "label": labels.astype("int64")})

@@ -1,68 +1,26 @@
-"""Models, a kernel and a preprocessing function a user brings, named by import path from the BYOM test pipelines
-(tests/test_byom.py). Random weights are fine: the tests check that every stage answers like PyTorch."""
+"""The models a user brings, named by import path from the BYOM test pipelines (tests/test_byom.py); their kernel
+and preprocessing function are in byom_functions.py (torch-free: what a server stub imports). Random weights are
+fine: the tests check that every stage answers like PyTorch."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from inferline.features.kernels import Kernel
+from inferline.benchmarks.cnn_bench import ResidualBlock  # a ResNet basic block
 from inferline.training.model import ModelLayout
 
 
-# ---------------------------------------------------------------------------------------------- a pipeline kernel
-def _signed_sqrt_scalar(v: Any, p: Mapping[str, Any]) -> float:
-    return 0.0 if v is None or v != v else math.copysign(math.sqrt(abs(v)), v)
-
-
-def _signed_sqrt_vector(xp: Any, v: Any, p: Mapping[str, Any]) -> Any:
-    v = xp.asarray(v, dtype="float64")
-    v = xp.where(xp.isnan(v), 0.0, v)
-    return xp.sign(v) * xp.sqrt(xp.abs(v))
-
-
-SIGNED_SQRT = Kernel(
-    "signed_sqrt",
-    frozenset({"numeric", "integer"}),
-    "numeric",
-    _signed_sqrt_scalar,
-    _signed_sqrt_vector,
-    "sign(x) * sqrt(|x|): compresses a signed value's range, keeps its sign",
-)
-
-
-# ---------------------------------------------------------------------------------------------- preprocessing
-def scale_pixels(xp: Any, batch: Any) -> Any:
-    """uint8 pixels [n, 3, H, W] -> float32 in [-1, 1]."""
-    return batch.astype("float32") / 127.5 - 1.0
-
-
 # ---------------------------------------------------------------------------------------------- models
-class _Block(nn.Module):
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(x + self.bn2(self.conv2(y)))
-
-
 class SmallResNet(nn.Module):
     """A ResNet-style CNN: a strided stem, two residual blocks, global average pooling, a linear head."""
 
     def __init__(self, channels: int, classes: int, width: int) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.ReLU())
-        self.blocks = nn.Sequential(_Block(width), nn.MaxPool2d(2), _Block(width))
+        self.blocks = nn.Sequential(ResidualBlock(width), nn.MaxPool2d(2), ResidualBlock(width))
         self.head = nn.Linear(width, classes)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -129,12 +87,3 @@ class VectorMLP(nn.Module):
 def vector_mlp(layout: ModelLayout) -> nn.Module:
     _, _, dims = layout.input("embedding")
     return VectorMLP(dims[0], layout.n_outputs)
-
-
-def images(n: int, seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images [n, 3, size, size] whose class is the brightest channel."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 3, n)
-    pixels = rng.integers(0, 160, (n, 3, size, size))
-    pixels[np.arange(n), labels] += 90
-    return pixels.astype(np.uint8), labels

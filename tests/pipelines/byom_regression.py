@@ -20,7 +20,7 @@ SPEC = PipelineSpec(
     features=(
         FeatureDef("temperature", "identity", "temperature", scale="none"),
         FeatureDef("temperature_z", "standardize", "temperature"),
-        FeatureDef("balance_root", "tests.pipelines.byom_models:SIGNED_SQRT", "balance_change"),
+        FeatureDef("balance_root", "tests.pipelines.byom_functions:SIGNED_SQRT", "balance_change"),
     ),
     label="target",
     classes=(),
