@@ -15,9 +15,10 @@ millions of values costs a few vectorised passes.
 
 One test *decides* the state of each feature and the other statistics are reported as magnitudes:
 
-* numeric features and the prediction distribution: two-sample KS against the reference sample;
-* categorical features: Pearson chi-square test of homogeneity on the 2 x k table of reference and current counts
-  (categories unseen at training time are pooled into :data:`UNSEEN`).
+* numeric features and numeric model outputs (each class's probability, a regression's value): two-sample KS
+  against the reference sample;
+* categorical features and the predicted-class distribution: Pearson chi-square test of homogeneity on the 2 x k
+  table of reference and current counts (categories unseen at training time are pooled into :data:`UNSEEN`).
 
 :func:`drift_report` applies a Bonferroni correction over every configured test, so over undrifted data the chance
 of any false "drift" in a report is at most ``alpha``.
@@ -80,6 +81,7 @@ NULL = "<null>"
 """Categorical label that ``None`` and NaN values are counted under."""
 
 _KINDS = ("numeric", "prediction")
+_CATEGORICAL_KINDS = ("categorical", "prediction")
 
 ArrayLike = npt.ArrayLike
 FloatArray = npt.NDArray[np.float64]
@@ -481,17 +483,21 @@ def categorical_drift(
     current: Sequence[Any] | npt.NDArray[Any],
     alpha: float,
     min_samples: int,
+    kind: str = "categorical",
 ) -> FeatureDrift:
     """Chi-square over :func:`category_counts` decides (``p < alpha`` -> ``"drift"``); PSI and JS are reported.
 
     Nulls count as a category, so ``n_current`` is ``len(current)``. With fewer than ``max(min_samples, 1)``
-    current values (or an empty reference) the state is ``"not_enough_data"`` with ``p_value`` None.
+    current values (or an empty reference) the state is ``"not_enough_data"`` with ``p_value`` None. ``kind`` is
+    ``"categorical"`` for a feature, ``"prediction"`` for a model output (the predicted class).
     """
+    if kind not in _CATEGORICAL_KINDS:
+        raise ValueError(f"kind must be one of {_CATEGORICAL_KINDS}, got {kind!r}")
     _, ref_counts, cur_counts = category_counts(ref, current)
     n_current = int(cur_counts.sum())
     result = FeatureDrift(
         feature=name,
-        kind="categorical",
+        kind=kind,
         state="not_enough_data",
         n_reference=ref.rows,
         n_current=n_current,
@@ -520,23 +526,39 @@ def drift_report(
     prediction: tuple[NumericReference, ArrayLike] | None = None,
     alpha: float = 0.01,
     min_samples: int = 500,
+    outputs: Mapping[str, tuple[NumericReference | CategoricalReference, Any]] | None = None,
 ) -> list[FeatureDrift]:
-    """Drift of every feature, and of the prediction distribution (kind and name ``"prediction"``) when given.
+    """Drift of every feature, and of the model's outputs, each as one test of kind ``"prediction"``.
+
+    ``outputs`` maps a test name to a reference and the current values: a :class:`NumericReference` is tested with
+    KS (each class's probability, a regression's value), a :class:`CategoricalReference` with chi-square (the
+    predicted class). ``prediction`` is the older single-output form, the same as
+    ``outputs={"prediction": prediction}``.
 
     Bonferroni correction: every test runs at ``alpha / number_of_tests``, where the number of tests counts every
-    configured feature (plus the prediction), including those that end up ``"not_enough_data"`` -- a fixed
-    denominator, so the per-test level does not depend on the traffic of a window. By the union bound the chance
-    of any false ``"drift"`` over undrifted data is then at most ``alpha``. Order: numeric, categorical, prediction.
+    configured feature and output, including those that end up ``"not_enough_data"`` -- a fixed denominator, so the
+    per-test level does not depend on the traffic of a window. By the union bound the chance of any false
+    ``"drift"`` over undrifted data is then at most ``alpha``. Order: numeric, categorical, ``prediction``, then
+    ``outputs`` in their order.
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    n_tests = len(numeric) + len(categorical) + (prediction is not None)
+    tested_outputs: dict[str, tuple[NumericReference | CategoricalReference, Any]] = {}
+    if prediction is not None:
+        tested_outputs["prediction"] = prediction
+    for name, pair in (outputs or {}).items():
+        if name in tested_outputs:
+            raise ValueError(f"output test {name!r} is given twice (as prediction= and in outputs=)")
+        tested_outputs[name] = pair
+    n_tests = len(numeric) + len(categorical) + len(tested_outputs)
     if n_tests == 0:
         return []
     per_test = alpha / n_tests
     report = [numeric_drift(name, ref, cur, per_test, min_samples) for name, (ref, cur) in numeric.items()]
     report += [categorical_drift(name, ref, cur, per_test, min_samples) for name, (ref, cur) in categorical.items()]
-    if prediction is not None:
-        ref, cur = prediction
-        report.append(numeric_drift("prediction", ref, cur, per_test, min_samples, kind="prediction"))
+    for name, (ref, cur) in tested_outputs.items():
+        if isinstance(ref, CategoricalReference):
+            report.append(categorical_drift(name, ref, cur, per_test, min_samples, kind="prediction"))
+        else:
+            report.append(numeric_drift(name, ref, cur, per_test, min_samples, kind="prediction"))
     return report

@@ -12,6 +12,8 @@ from inferline.features.artifacts import atomic_write_bytes, atomic_write_json
 
 __all__ = ["grafana_dashboard", "summarize", "write_report"]
 
+MAX_OUTPUT_PLOTS = 8  # output histograms drawn (a classifier of many classes has one per class)
+
 
 def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
     """What a reader wants first: the last snapshot's drift verdicts, latency, class errors and utilization."""
@@ -29,6 +31,7 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
         "drift": features,
         "latency": last["latency"],
         "classes": last["classes"],
+        "regression": last.get("regression", {}),
         "labels": last["labels"],
         "rows": last["rows"],
         "triton": last["triton"],
@@ -76,24 +79,30 @@ def _plots(history: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
         ax.barh(names, [-np.log10(v) for v in p], color=colors)
         alpha = features[0]["alpha"]
         ax.axvline(-np.log10(alpha), color="black", linestyle="--", label=f"flag: p < {alpha:.2g} (Bonferroni)")
-        ax.set_xlabel("-log10 p-value (KS for numeric and prediction, chi-square for categorical)")
+        ax.set_xlabel("-log10 p-value (KS for numeric features and outputs, chi-square for categorical ones)")
         ax.legend(fontsize=8)
         ax.set_title(f"Drift per feature, release {history[-1]['drift']['release']} (red: drifted)")
         save(fig, "drift.png", "Drift per feature")
 
-    hist = history[-1]["drift"].get("prediction_histogram")
-    if hist:
-        ref = np.asarray(hist["reference_counts"], dtype=float)
-        cur = np.asarray(hist["current_counts"], dtype=float)
-        fig, ax = plt.subplots(figsize=(9, 3.5))
-        x = np.arange(len(ref))
-        ax.bar(x - 0.2, ref / max(ref.sum(), 1), width=0.4, label="reference (training, out of sample)")
-        ax.bar(x + 0.2, cur / max(cur.sum(), 1), width=0.4, label="current window")
-        ax.set_xlabel("positive-class score bin (reference quantiles)")
-        ax.set_ylabel("share of rows")
-        ax.legend()
-        ax.set_title("Prediction distribution vs reference")
-        save(fig, "prediction.png", "Prediction distribution vs reference")
+    drift = history[-1]["drift"]
+    histograms = drift.get("prediction_histograms") or (
+        {"prediction": drift["prediction_histogram"]} if drift.get("prediction_histogram") else {}
+    )
+    shown = list(histograms.items())[:MAX_OUTPUT_PLOTS]
+    if shown:
+        fig, axes = plt.subplots(len(shown), 1, figsize=(9, 2.6 * len(shown) + 0.8), squeeze=False)
+        for ax, (name, hist) in zip(axes[:, 0], shown, strict=True):
+            ref = np.asarray(hist["reference_counts"], dtype=float)
+            cur = np.asarray(hist["current_counts"], dtype=float)
+            x = np.arange(len(ref))
+            ax.bar(x - 0.2, ref / max(ref.sum(), 1), width=0.4, label="reference (training, out of sample)")
+            ax.bar(x + 0.2, cur / max(cur.sum(), 1), width=0.4, label="current window")
+            ax.set_xlabel(f"{name} bin (reference quantiles)")
+            ax.set_ylabel("share of rows")
+            ax.legend(fontsize=8)
+        more = f" (first {MAX_OUTPUT_PLOTS} of {len(histograms)})" if len(histograms) > len(shown) else ""
+        axes[0, 0].set_title(f"Model outputs vs reference{more}")
+        save(fig, "prediction.png", "Model outputs vs reference")
 
     fig, ax = plt.subplots(figsize=(9, 3.5))
     t = [s["at"] - t0 for s in history]
@@ -177,7 +186,7 @@ def grafana_dashboard() -> dict[str, Any]:
         ),
         panel(
             2,
-            "Drifted features",
+            "Drifted features and model outputs",
             [("inferline_drift_detected == 1", "{{feature}}"), ("inferline_drift_p_value", "p {{feature}}")],
             "short",
         ),
@@ -207,6 +216,16 @@ def grafana_dashboard() -> dict[str, Any]:
             "short",
         ),
         panel(6, "Drift statistics (PSI)", [('inferline_drift_statistic{statistic="psi"}', "{{feature}}")], "short"),
+        panel(
+            7,
+            "Regression errors (delayed labels; the label's unit)",
+            [
+                ("inferline_regression_mean_absolute_error", "MAE {{release}}"),
+                ("inferline_regression_root_mean_squared_error", "RMSE {{release}}"),
+                ("inferline_regression_reference_mean_absolute_error", "holdout MAE {{release}}"),
+            ],
+            "short",
+        ),
     ]
     return {
         "title": "inferline",

@@ -3,18 +3,28 @@ Prometheus alert-rules file for teams that run Alertmanager.
 
 A rule reads one value from each snapshot (``monitor.service.Monitor.status``):
 
-- ``drift``: 1 if the feature (``target``; ``*`` = any feature, ``prediction`` = the score) drifted, else 0;
-- ``drift_statistic``: a drift statistic (``statistic`` = psi, js, ks, chi_square) of the feature ``target``;
-- ``class_error_rate``: the error rate among rows predicted as class ``target`` (delayed labels);
+- ``drift``: 1 if the test ``target`` drifted, else 0; ``*`` = any tabular feature, ``prediction`` = any test of
+  the model's outputs (every class's probability and the predicted class, or the regression's prediction; see
+  ``monitor.outputs``), any other name = that test (``probability_<class>``, a feature name);
+- ``drift_statistic``: a drift statistic (``statistic`` = psi, js, ks, chi_square) of the test ``target``;
+- ``class_error_rate``: the error rate among rows predicted as class ``target`` (delayed labels); ``*`` = the
+  highest over the classes predicted for at least ``min_rows`` joined rows;
+- ``regression_error``: ``statistic`` = mae, rmse or mean_error over the joined labels of the release now served
+  (in the label's unit), or mae_ratio (that MAE over the release's holdout MAE: unit-free); at least ``min_rows``;
 - ``latency``: a window percentile (``statistic`` = p50, p95, p99) of ``target`` = ``side|model``, in seconds;
 - ``error_rate``: Triton's failed / all requests of model ``target`` over the window;
 - ``no_data``: 1 when the monitor has nothing to judge (no rows in the drift window, or Triton unreachable).
 
+``{pipeline}`` in a target is the watched pipeline's name (the model Triton serves it as), so one rule set fits
+every pipeline. No built-in rule names a pipeline, a class or a feature, or assumes a task.
+
 A rule is ``firing`` when its condition held for ``for_windows`` consecutive evaluations, and alerts once per
 ``cooldown_s``. A value that is absent or NaN never counts as a breach: after ``for_windows`` evaluations without
 data the rule is ``no_data`` and raises a ``no_data`` warning instead, so missing metrics can never trigger a
-rollback. Critical rules open an incident; the incident stays open (one rollback at most) until no critical rule
-has fired for ``resolve_windows`` evaluations.
+rollback. A rule that cannot apply to the watched pipeline (feature drift without tabular features, class errors
+of a regression, label errors without an id column to join labels on, a test or class the pipeline does not have)
+is ``not_applicable``: it neither fires nor warns. Critical rules open an incident; the incident stays open (one
+rollback at most) until no critical rule has fired for ``resolve_windows`` evaluations.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from inferline.monitor.alerts import Alert, Alerter, Severity
 
 __all__ = [
     "DEFAULT_RULES",
+    "RULE_STATES",
     "AlertRule",
     "Evaluation",
     "Incident",
@@ -40,8 +51,24 @@ __all__ = [
     "prometheus_rules",
 ]
 
-RuleKind = Literal["drift", "drift_statistic", "class_error_rate", "latency", "error_rate", "no_data"]
-RuleState = Literal["ok", "pending", "firing", "no_data"]
+RuleKind = Literal[
+    "drift", "drift_statistic", "class_error_rate", "regression_error", "latency", "error_rate", "no_data"
+]
+RuleState = Literal["ok", "pending", "firing", "no_data", "not_applicable"]
+RULE_STATES: tuple[RuleState, ...] = ("ok", "pending", "firing", "no_data", "not_applicable")
+RULE_KINDS = ("drift", "drift_statistic", "class_error_rate", "regression_error", "latency", "error_rate", "no_data")
+REGRESSION_STATISTICS = ("mae", "rmse", "mean_error", "mae_ratio")
+PIPELINE = "{pipeline}"
+
+
+class _NotApplicable:
+    """What a rule reads from a snapshot of a pipeline it cannot apply to."""
+
+    def __repr__(self) -> str:
+        return "NOT_APPLICABLE"
+
+
+NOT_APPLICABLE = _NotApplicable()
 
 
 @dataclass(frozen=True)
@@ -56,37 +83,70 @@ class AlertRule:
     cooldown_s: float = 300.0
     severity: Severity = "warning"
     description: str = ""
+    min_rows: int = 0  # class_error_rate, regression_error: joined rows needed before the rule reads a value
+
+    def __post_init__(self) -> None:
+        if self.kind not in RULE_KINDS:
+            raise ValueError(f"rule {self.name!r}: kind {self.kind!r}; expected one of {RULE_KINDS}")
+        if self.kind == "regression_error" and self.statistic not in REGRESSION_STATISTICS:
+            raise ValueError(
+                f"rule {self.name!r}: regression_error statistic {self.statistic!r}; expected one of "
+                f"{REGRESSION_STATISTICS}"
+            )
+        if self.kind == "latency" and (self.statistic not in ("p50", "p95", "p99") or "|" not in self.target):
+            raise ValueError(
+                f"rule {self.name!r}: latency needs target 'side|model' (e.g. 'server|{PIPELINE}') and statistic "
+                f"p50, p95 or p99; got target {self.target!r}, statistic {self.statistic!r}"
+            )
 
     def breached(self, value: float) -> bool:
         return value > self.threshold if self.op == ">" else value < self.threshold
 
-    def value(self, snapshot: dict[str, Any]) -> float | None:
-        """This rule's reading of ``snapshot``; None when the snapshot does not hold it (or holds NaN)."""
+    def target_for(self, pipeline: str | None) -> str:
+        """``target`` with ``{pipeline}`` replaced by the watched pipeline's name (kept as is without one)."""
+        return self.target if pipeline is None else self.target.replace(PIPELINE, pipeline)
+
+    def value(self, snapshot: dict[str, Any]) -> float | _NotApplicable | None:
+        """This rule's reading of ``snapshot``; None when the snapshot does not hold it (or holds NaN),
+        ``NOT_APPLICABLE`` when the watched pipeline cannot have it."""
         v = _read(self, snapshot)
+        if v is NOT_APPLICABLE:
+            return NOT_APPLICABLE
+        assert not isinstance(v, _NotApplicable)
         return None if v is None or math.isnan(v) else float(v)
 
 
-def _read(rule: AlertRule, s: dict[str, Any]) -> float | None:
+def _read(rule: AlertRule, s: dict[str, Any]) -> float | _NotApplicable | None:
+    pipeline: dict[str, Any] | None = s.get("pipeline")  # absent from snapshots of older monitors
+    target = rule.target_for(pipeline["name"] if pipeline else None)
     if rule.kind in ("drift", "drift_statistic"):
-        features = s.get("drift", {}).get("features", [])
-        if rule.kind == "drift" and rule.target == "*":
-            judged = [f for f in features if f["kind"] != "prediction" and f["state"] != "not_enough_data"]
-            return float(any(f["state"] == "drift" for f in judged)) if judged else None
-        f = next((f for f in features if f["feature"] == rule.target), None)
-        if f is None or f["state"] == "not_enough_data":
-            return None
-        if rule.kind == "drift":
-            return 1.0 if f["state"] == "drift" else 0.0
-        value = f["statistics"].get(rule.statistic)
-        return None if value is None else float(value)
+        return _read_drift(rule, target, s, pipeline)
     if rule.kind == "class_error_rate":
-        c = s.get("classes", {}).get(rule.target)
-        return None if c is None or not c.get("predicted") else float(c["error_rate"])
+        if pipeline is not None and (pipeline["task"] == "regression" or not pipeline["labels"]):
+            return NOT_APPLICABLE
+        classes = s.get("classes", {})
+        supported = {name: c for name, c in classes.items() if c.get("predicted", 0) >= max(rule.min_rows, 1)}
+        if target == "*":
+            return max(float(c["error_rate"]) for c in supported.values()) if supported else None
+        if pipeline is not None and target not in pipeline["classes"]:
+            return NOT_APPLICABLE
+        c = supported.get(target)
+        return None if c is None else float(c["error_rate"])
+    if rule.kind == "regression_error":
+        if pipeline is not None and (pipeline["task"] != "regression" or not pipeline["labels"]):
+            return NOT_APPLICABLE
+        errors = s.get("regression", {})
+        if rule.statistic == "mae_ratio" and errors and errors.get("reference_mae") is None:
+            return NOT_APPLICABLE  # the release recorded no holdout MAE to compare with
+        if errors.get("rows", 0) < max(rule.min_rows, 1):
+            return None
+        value = errors.get(rule.statistic)
+        return None if value is None else float(value)
     if rule.kind == "latency":
-        values = [v[rule.statistic] for k, v in s.get("latency", {}).items() if k.startswith(rule.target + "|")]
+        values = [v[rule.statistic] for k, v in s.get("latency", {}).items() if k.startswith(target + "|")]
         return max(values) if values else None
     if rule.kind == "error_rate":
-        counts = [v for k, v in s.get("triton", {}).get("window", {}).items() if k.split(":")[0] == rule.target]
+        counts = [v for k, v in s.get("triton", {}).get("window", {}).items() if k.split(":")[0] == target]
         total = sum(c["success"] + c["failure"] for c in counts)
         return sum(c["failure"] for c in counts) / total if total else None
     if rule.kind == "no_data":
@@ -94,6 +154,28 @@ def _read(rule: AlertRule, s: dict[str, Any]) -> float | None:
         triton_down = s.get("triton", {}).get("up") == 0 and s.get("triton", {}).get("scraped", True)
         return 1.0 if triton_down or not any(window_rows.values()) else 0.0
     raise ValueError(f"rule {rule.name!r}: unknown kind {rule.kind!r}")
+
+
+def _read_drift(
+    rule: AlertRule, target: str, s: dict[str, Any], pipeline: dict[str, Any] | None
+) -> float | _NotApplicable | None:
+    features = s.get("drift", {}).get("features", [])
+    if rule.kind == "drift" and target in ("*", "prediction"):
+        if target == "*" and pipeline is not None and not pipeline["tabular_features"]:
+            return NOT_APPLICABLE  # a pipeline of tensor inputs alone: no tabular feature to drift
+        group = [f for f in features if (f["kind"] == "prediction") == (target == "prediction")]
+        judged = [f for f in group if f["state"] != "not_enough_data"]
+        return float(any(f["state"] == "drift" for f in judged)) if judged else None
+    f = next((f for f in features if f["feature"] == target), None)
+    if f is None:
+        # a test the report does not hold: not this pipeline's (once a report exists), or no report yet
+        return NOT_APPLICABLE if features and pipeline is not None else None
+    if f["state"] == "not_enough_data":
+        return None
+    if rule.kind == "drift":
+        return 1.0 if f["state"] == "drift" else 0.0
+    value = f["statistics"].get(rule.statistic)
+    return None if value is None else float(value)
 
 
 DEFAULT_RULES: tuple[AlertRule, ...] = (
@@ -104,31 +186,46 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
         threshold=0.5,
         for_windows=2,
         severity="critical",
-        description="the score distribution left the training reference (KS, Bonferroni)",
+        description="the model's outputs left the training reference: a class probability or the predicted-class "
+        "mix (classifiers), the predicted values (regression); KS / chi-square, Bonferroni",
     ),
-    AlertRule("feature_drift", "drift", target="*", threshold=0.5, for_windows=2, description="a feature drifted"),
     AlertRule(
-        "fraud_error_rate",
+        "feature_drift", "drift", target="*", threshold=0.5, for_windows=2, description="a tabular feature drifted"
+    ),
+    AlertRule(
         "class_error_rate",
-        target="fraud",
+        "class_error_rate",
+        target="*",
         threshold=0.6,
         for_windows=3,
         severity="critical",
-        description="more than 60 % of rows predicted fraud were not fraud (delayed labels)",
+        min_rows=50,
+        description="more than 60 % of the rows predicted as some class were of another class (delayed labels, "
+        "classes predicted for at least 50 joined rows)",
+    ),
+    AlertRule(
+        "regression_error_ratio",
+        "regression_error",
+        statistic="mae_ratio",
+        threshold=1.5,
+        for_windows=3,
+        min_rows=50,
+        description="the mean absolute error from delayed labels is over 1.5 times the release's holdout MAE "
+        "(at least 50 joined rows)",
     ),
     AlertRule(
         "server_latency_p99",
         "latency",
-        target="server|fraud",
+        target=f"server|{PIPELINE}",
         statistic="p99",
         threshold=0.25,
         for_windows=3,
-        description="ensemble p99 above 250 ms (Triton traces)",
+        description="the pipeline's p99 above 250 ms (Triton traces)",
     ),
     AlertRule(
         "inference_errors",
         "error_rate",
-        target="fraud",
+        target=PIPELINE,
         threshold=0.05,
         for_windows=2,
         severity="critical",
@@ -156,7 +253,7 @@ def load_rules(path: Path | None) -> tuple[AlertRule, ...]:
     for i, raw in enumerate(listed):
         try:
             rules.append(AlertRule(**raw))
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             name = raw.get("name", "?") if isinstance(raw, dict) else "?"
             raise RulesError(f"{path}: rule {i} ({name}) is not an AlertRule: {exc}") from exc
     names = [r.name for r in rules]
@@ -213,6 +310,12 @@ class RuleEngine:
         for rule in self.rules:
             rt = self.runtime[rule.name]
             value = rule.value(snapshot)
+            if isinstance(value, _NotApplicable):  # cannot apply to this pipeline: never fires, never warns
+                rt.breaches = rt.missing = 0
+                rt.state, rt.value = "not_applicable", None
+                ev.states[rule.name] = rt.state
+                ev.values[rule.name] = None
+                continue
             rt.value = value
             if value is None:
                 rt.breaches = 0
@@ -241,7 +344,8 @@ class RuleEngine:
                             source="monitor",
                             reason=rule.name,
                             severity=rule.severity,
-                            message=f"{rule.description or rule.name}: {rule.kind} {rule.target} "
+                            message=f"{rule.description or rule.name}: {rule.kind} "
+                            f"{rule.target_for(snapshot.get('pipeline', {}).get('name'))} "
                             f"{rule.statistic} = {value:.4g} {rule.op} {rule.threshold:g} for {rt.breaches} "
                             "evaluations",
                             details={"rule": asdict(rule), "value": value, "windows": rt.breaches},
@@ -269,28 +373,57 @@ class RuleEngine:
         return ev
 
 
-def prometheus_rules(rules: tuple[AlertRule, ...], interval_s: float) -> dict[str, Any]:
-    """The rules as a Prometheus alerting-rules group over the monitor's exported metrics."""
+def _watched(selector: str, pipeline: str | None) -> str:
+    """A PromQL vector restricted to the series of the watched pipeline's model: ``{pipeline}`` substituted when
+    the pipeline is named, else a join on the monitor's own ``inferline_monitor_info`` (per scraped monitor)."""
+    if PIPELINE not in selector:
+        return selector
+    if pipeline is not None:
+        return selector.replace(PIPELINE, pipeline)
+    plain = selector.replace(f',model="{PIPELINE}"', "").replace(f'model="{PIPELINE}",', "")
+    plain = plain.replace(f'{{model="{PIPELINE}"}}', "")
+    info = 'label_replace(inferline_monitor_info, "model", "$1", "pipeline", "(.+)")'
+    return f"({plain} * on (instance, job, model) group_left () {info})"
+
+
+def prometheus_rules(rules: tuple[AlertRule, ...], interval_s: float, pipeline: str | None = None) -> dict[str, Any]:
+    """The rules as a Prometheus alerting-rules group over the monitor's exported metrics. ``{pipeline}`` targets
+    name ``pipeline`` when given; without it the rules select the pipeline each monitor reports watching."""
 
     def expr(r: AlertRule) -> str:
-        op = r.op
+        op, t = r.op, f"{r.threshold:g}"
         if r.kind == "drift":
             if r.target == "*":
-                return 'max(inferline_drift_detected{kind!="prediction"}) > 0.5'
-            return f'inferline_drift_detected{{feature="{r.target}"}} {op} {r.threshold:g}'
+                return f'max(inferline_drift_detected{{kind!="prediction"}}) {op} {t}'
+            if r.target == "prediction":
+                return f'max(inferline_drift_detected{{kind="prediction"}}) {op} {t}'
+            return f'inferline_drift_detected{{feature="{r.target}"}} {op} {t}'
         if r.kind == "drift_statistic":
-            return f'inferline_drift_statistic{{feature="{r.target}",statistic="{r.statistic}"}} {op} {r.threshold:g}'
+            return f'inferline_drift_statistic{{feature="{r.target}",statistic="{r.statistic}"}} {op} {t}'
         if r.kind == "class_error_rate":
-            return f'inferline_class_error_rate{{cls="{r.target}"}} {op} {r.threshold:g}'
+            support = f"inferline_class_predicted_rows >= {max(r.min_rows, 1)}"
+            selector = (
+                "inferline_class_error_rate" if r.target == "*" else f'inferline_class_error_rate{{cls="{r.target}"}}'
+            )
+            return f"max({selector} and on (instance, job, cls) ({support})) {op} {t}"
+        if r.kind == "regression_error":
+            name = {
+                "mae": "inferline_regression_mean_absolute_error",
+                "rmse": "inferline_regression_root_mean_squared_error",
+                "mean_error": "inferline_regression_mean_error",
+                "mae_ratio": "inferline_regression_mean_absolute_error / "
+                "inferline_regression_reference_mean_absolute_error",
+            }[r.statistic]
+            support = f"inferline_regression_joined_rows >= {max(r.min_rows, 1)}"
+            return f"max(({name}) and on (instance, job, release) ({support})) {op} {t}"
         if r.kind == "latency":
             side, model = r.target.split("|", 1)
             q = {"p50": "0.5", "p95": "0.95", "p99": "0.99"}[r.statistic]
-            return (
-                f'max(inferline_request_latency_window_seconds{{side="{side}",model="{model}",quantile="{q}"}}) '
-                f"{op} {r.threshold:g}"
-            )
+            selector = f'inferline_request_latency_window_seconds{{side="{side}",model="{model}",quantile="{q}"}}'
+            return f"max({_watched(selector, pipeline)}) {op} {t}"
         if r.kind == "error_rate":
-            return f'max(inferline_triton_failure_ratio{{model="{r.target}"}}) {op} {r.threshold:g}'
+            selector = f'inferline_triton_failure_ratio{{model="{r.target}"}}'
+            return f"max({_watched(selector, pipeline)}) {op} {t}"
         return (
             "absent(inferline_drift_window_rows) or sum(inferline_drift_window_rows) == 0 or inferline_triton_up == 0"
         )

@@ -2,11 +2,14 @@
 
 ``Monitor`` holds sliding windows and is fed from four sides:
 
-- **samples** (``POST /v1/samples``): raw request rows with the predictions that answered them, sent by
+- **samples** (``POST /v1/samples``): raw request rows with the outputs that answered them, sent by
   ``serving.tap.MonitorTap`` from the serving client (or by anything that scores: the batch job's outputs). The
-  monitor computes the features itself with the release's own feature state and the shared kernels, so what it
-  compares with the reference profile is exactly what the model saw.
-- **labels** (``POST /v1/labels``): delayed ground truth ``transaction_id, label``, joined to logged predictions.
+  monitor computes the tabular features itself with the release's own feature state and the shared kernels, so
+  what it compares with the reference profile is exactly what the model saw. Tensor columns (images, token ids)
+  are not sent and not featurized: feature drift covers the tabular features only, and the model's outputs
+  (``monitor.outputs``) stand in for what the tensors did.
+- **labels** (``POST /v1/labels``): delayed ground truth ``<id column>, label`` (a class, or a number for
+  regression), joined to the logged answers (``monitor.labels``); a pipeline without an id column cannot join.
 - **Triton**: its metrics endpoint (request successes and failures per model and version) and its trace files
   (per-request server timings, written by tritonserver when started with ``trace_dir``; Triton 2.51 exports
   latency only as counters and summaries, which cannot be merged across servers or windows).
@@ -15,7 +18,17 @@
 Latency is kept in mergeable log-bucket histograms (``monitor.sketch.LogHistogram``): per time slice, merged over
 the window for percentiles, and cumulatively for the exported Prometheus histogram. Drift is computed over the
 most recent ``drift_window_rows`` accepted rows of the current release against the reference profile published
-with that release (``monitor.drift``). ``/metrics`` serves everything in Prometheus' text format.
+with that release (``monitor.drift``): every tabular feature, and every output of the task (each class's
+probability and the predicted class, or the regression's prediction). ``/metrics`` serves everything in
+Prometheus' text format.
+
+Samples body (``POST /v1/samples``, what ``serving.tap.sample_payload`` builds)::
+
+    {"release": "<pipeline>:<version>", "model": "...", "source": "serving" | "batch",
+     "columns": {"<tabular input column>": [value per row], ...},
+     "status": ["ok" | reason, ...], "latency_s": [seconds per request, ...],
+     "probabilities": [[p per class], ...], "predicted_class": [class index, ...]     (classification)
+     "prediction": [value, ...]                                                       (regression)}
 """
 
 from __future__ import annotations
@@ -27,9 +40,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -42,12 +55,21 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inferline.export.registry import Registry, RegistryError
 from inferline.features.contract import Contract, compile_contract
-from inferline.features.spec import PipelineSpec, load_pipeline, read_spec
+from inferline.features.spec import Column, PipelineSpec, load_pipeline, read_spec
 from inferline.features.state import FeatureState
 from inferline.features.wire import from_json_columns
 from inferline.monitor.drift import CategoricalReference, FeatureDrift, NumericReference, bin_counts, drift_report
+from inferline.monitor.labels import PredictionLog
+from inferline.monitor.outputs import (
+    PREDICTED_CLASS,
+    OutputReferences,
+    SamplesError,
+    class_names,
+    output_references,
+    parse_outputs,
+)
 from inferline.monitor.rollback import RollbackController
-from inferline.monitor.rules import Evaluation, RuleEngine
+from inferline.monitor.rules import RULE_STATES, Evaluation, RuleEngine
 from inferline.monitor.sketch import LogHistogram
 from inferline.monitor.utilization import Utilization, UtilizationSampler
 
@@ -128,40 +150,90 @@ class _SlicedHistograms:
         return out
 
 
+def tabular_columns(spec: PipelineSpec) -> tuple[Column, ...]:
+    """The input columns samples carry: every input column but the tensor ones."""
+    return tuple(c for c in spec.input_columns if c.kind != "tensor")
+
+
+def _rows_of(payload: dict[str, Any], arrays: dict[str, np.ndarray]) -> int:
+    """The rows of a samples body that sends no status: its outputs', else its columns'."""
+    for key in ("prediction", PREDICTED_CLASS, "probabilities"):
+        if isinstance(payload.get(key), list):
+            return len(payload[key])
+    return len(next(iter(arrays.values()))) if arrays else 0
+
+
+def _tabular_contract(spec: PipelineSpec, state: FeatureState) -> Contract | None:
+    """The release's contract over its tabular columns only (None when it has no tabular features): the monitor
+    featurizes what samples carry, and they carry no tensor columns. The state is checked against the release's
+    full spec first; the tabular view is the same columns, rules and features, less the tensor columns."""
+    state.check(spec)
+    if not spec.features:
+        return None
+    if not spec.tensor_columns:
+        return compile_contract(spec, state)
+    view = replace(spec, columns=tuple(c for c in spec.columns if c.kind != "tensor"))
+    return compile_contract(view, replace(state, feature_hash=view.feature_hash()))
+
+
 @dataclass(frozen=True)
 class _References:
-    """A release's reference profile, parsed: what every drift evaluation of its window compares against."""
+    """A release, loaded once: its spec snapshot, fitted state and tabular contract, and the reference profile
+    every drift evaluation of its window compares against."""
 
+    spec: PipelineSpec
+    state: FeatureState
+    contract: Contract | None
     numeric: dict[str, NumericReference]
     categorical: dict[str, CategoricalReference]
-    prediction: NumericReference
+    outputs: OutputReferences
+    reference_mae: float | None  # the release's holdout MAE (regression), the baseline of its label errors
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Accepted rows of one payload: standardized numeric features [n, k], category labels [n, j], output values
+    [n, m] (class probabilities, or the regression's prediction) and the predicted class [n] (-1 for regression)."""
+
+    numeric: np.ndarray
+    categorical: np.ndarray
+    values: np.ndarray
+    predicted: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def tail(self, rows: int) -> _Chunk:
+        cut = len(self) - rows
+        return _Chunk(self.numeric[cut:], self.categorical[cut:], self.values[cut:], self.predicted[cut:])
 
 
 @dataclass
 class _ReleaseWindow:
-    """The most recent accepted rows of one release: standardized numeric features, category labels, scores."""
+    """The most recent accepted rows of one release, at most ``limit``."""
 
-    numeric: deque[np.ndarray] = field(default_factory=deque)
-    categorical: deque[np.ndarray] = field(default_factory=deque)
-    scores: deque[np.ndarray] = field(default_factory=deque)
+    chunks: deque[_Chunk] = field(default_factory=deque)
     rows: int = 0
     last_seen: float = 0.0
 
-    def add(self, numeric: np.ndarray, categorical: np.ndarray, scores: np.ndarray, limit: int, now: float) -> None:
-        self.numeric.append(numeric)
-        self.categorical.append(categorical)
-        self.scores.append(scores)
-        self.rows += len(scores)
+    def add(self, chunk: _Chunk, limit: int, now: float) -> None:
+        self.chunks.append(chunk)
+        self.rows += len(chunk)
         self.last_seen = now
-        while self.rows - len(self.scores[0]) >= limit:
-            self.rows -= len(self.scores.popleft())
-            self.numeric.popleft()
-            self.categorical.popleft()
+        while self.rows - len(self.chunks[0]) >= limit:
+            self.rows -= len(self.chunks.popleft())
         if self.rows > limit:  # trim the oldest chunk to the limit exactly
-            cut = self.rows - limit
-            self.numeric[0], self.categorical[0] = self.numeric[0][cut:], self.categorical[0][cut:]
-            self.scores[0] = self.scores[0][cut:]
+            self.chunks[0] = self.chunks[0].tail(len(self.chunks[0]) - (self.rows - limit))
             self.rows = limit
+
+    def concatenated(self) -> _Chunk:
+        parts = list(self.chunks)
+        return _Chunk(
+            numeric=np.concatenate([c.numeric for c in parts]),
+            categorical=np.concatenate([c.categorical for c in parts]),
+            values=np.concatenate([c.values for c in parts]),
+            predicted=np.concatenate([c.predicted for c in parts]),
+        )
 
 
 class Monitor:
@@ -179,9 +251,7 @@ class Monitor:
         self.windows: dict[str, _ReleaseWindow] = {}
         self.rows_total: dict[tuple[str, str], int] = {}  # (release, status) -> rows
         self.sources: dict[str, int] = {}  # "serving" | "batch" -> rows received
-        self.predictions: OrderedDict[str, tuple[int, str]] = OrderedDict()  # id -> (predicted class, release)
-        self.joined: deque[tuple[int, int, str]] = deque(maxlen=config.label_window_rows)  # (label, predicted, rel)
-        self.labels_unmatched = 0
+        self.labels = PredictionLog(self.spec, config.label_window_rows)
         self.triton: dict[tuple[str, str], dict[str, float]] = {}  # (model, version) -> counters at last scrape
         self.triton_window: dict[tuple[str, str], deque[tuple[float, float, float]]] = {}
         self.triton_up = 0
@@ -189,10 +259,10 @@ class Monitor:
         self.sampler = UtilizationSampler(config.server_pid, nvml=config.nvml)
         self.utilization: Utilization = self.sampler.sample()
         self.history: deque[dict[str, Any]] = deque(maxlen=config.history)
-        self._releases: dict[str, tuple[Contract, _References]] = {}
+        self._releases: dict[str, _References] = {}
         self._drift: list[FeatureDrift] = []
         self._drift_release: str | None = None
-        self._prediction_histogram: dict[str, Any] | None = None
+        self._prediction_histograms: dict[str, Any] = {}
 
     def _watched_spec(self) -> PipelineSpec:
         """The current release's spec snapshot; the live pipeline module only while nothing is published."""
@@ -203,89 +273,91 @@ class Monitor:
         return read_spec(files["spec"]) if "spec" in files else load_pipeline(self.config.pipeline)
 
     # --- release artifacts -------------------------------------------------------------------------------
-    def _release(self, release: str) -> tuple[Contract, _References]:
-        """The compiled contract (the release's own spec snapshot and feature state) and the reference profile
-        published with ``release`` (``fraud:2``), loaded and compiled once."""
+    def _release(self, release: str) -> _References:
+        """The release ``release`` (``fraud:2``): its spec snapshot, feature state, tabular contract and reference
+        profile, loaded and compiled once."""
         if release not in self._releases:
             pipeline, _, version = release.partition(":")
             if pipeline != self.spec.name or not version.isdigit():
-                raise ValueError(
+                raise SamplesError(
                     f"samples name release {release!r}, but this monitor watches pipeline {self.spec.name!r}; "
                     f"expected '{self.spec.name}:<version>'"
                 )
             files = self.registry.release_files(int(version))
             spec = read_spec(files["spec"]) if "spec" in files else self.spec
             state = FeatureState.load(files["feature_state"])
-            contract = compile_contract(spec, state)  # this monitor's own: it remembers categorical verdicts
+            contract = _tabular_contract(spec, state)  # this monitor's own: it remembers categorical verdicts
             profile = self.registry.reference_profile(int(version))
-            references = _References(
+            metrics = self.registry.manifest(int(version)).get("metrics") or {}
+            mae = metrics.get("mae") if spec.task == "regression" else None
+            self._releases[release] = _References(
+                spec=spec,
+                state=state,
+                contract=contract,
                 numeric={name: NumericReference.from_dict(profile["numeric"][name]) for name in state.numeric},
                 categorical={
                     name: CategoricalReference.from_dict(profile["categorical"][name]) for name in state.categorical
                 },
-                prediction=NumericReference.from_dict(profile["prediction"]),
+                outputs=output_references(profile, spec),
+                reference_mae=float(mae) if isinstance(mae, int | float) and mae > 0 else None,
             )
-            self._releases[release] = (contract, references)
         return self._releases[release]
 
     # --- ingestion ---------------------------------------------------------------------------------------
     def ingest_samples(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Rows a release answered. ``columns`` holds the raw request columns as sent on the wire (strings as
-        text, nulls as empty strings), ``probabilities`` [n, classes], ``predicted_class`` [n], ``status`` [n],
-        ``release`` (one for all rows), optional ``latency_s`` (client-side, one per request), ``model`` and
-        ``source`` (``serving`` or ``batch``)."""
+        """Rows a release answered (the body is described in the module docstring). ``columns`` holds the raw
+        tabular request columns as sent on the wire (strings as text, nulls as empty strings; tensor columns are
+        neither needed nor read), the outputs are the task's (``monitor.outputs``), ``status`` one per row,
+        ``release`` one for all rows, ``latency_s`` optional (client-side, one per request)."""
+        if not isinstance(payload, dict) or "release" not in payload:
+            raise SamplesError("samples need a JSON object with 'release', 'columns', 'status' and the outputs")
         release = str(payload["release"])
-        contract, _ = self._release(release)
-        state = contract.state
-        assert state is not None
-        arrays = from_json_columns(payload["columns"], contract.spec)
-        n = len(next(iter(arrays.values())))
-        probabilities = np.asarray(payload["probabilities"], dtype=np.float32).reshape(n, -1)
-        predicted = np.asarray(payload["predicted_class"], dtype=np.int64).reshape(n)
-        status = np.asarray(payload.get("status", ["ok"] * n), dtype=object)
-        features, _ = contract.featurize(arrays)
+        refs = self._release(release)
+        spec, state = refs.spec, refs.state
+        columns = payload.get("columns", {})
+        arrays = from_json_columns(columns, tabular_columns(spec))
+        status = np.asarray(payload["status"], dtype=object) if "status" in payload else None
+        n = len(status) if status is not None else _rows_of(payload, arrays)
+        status = np.full(n, "ok", dtype=object) if status is None else status
+        lengths = {name: len(values) for name, values in arrays.items() if len(values) != n}
+        if lengths:
+            raise SamplesError(
+                f"samples hold {n} rows (one status each), but columns {lengths} differ; one value per row"
+            )
         ok = status == "ok"
-        categorical = np.stack(
-            [state.category_labels(name, features.categorical[:, j]) for j, name in enumerate(state.categorical)],
-            axis=1,
-        )
+        outputs = parse_outputs(payload, spec, ok)
+        if refs.contract is not None:
+            features, _ = refs.contract.featurize(arrays)
+            numeric = features.numeric
+            categorical = np.empty((n, len(state.categorical)), dtype=object)
+            for j, name in enumerate(state.categorical):
+                categorical[:, j] = state.category_labels(name, features.categorical[:, j])
+        else:  # no tabular features (a tensor pipeline): only the outputs are watched
+            numeric = np.zeros((n, 0), np.float32)
+            categorical = np.zeros((n, 0), object)
+        predicted = outputs.predicted_class if outputs.predicted_class is not None else np.full(n, -1, np.int64)
+        chunk = _Chunk(numeric[ok], categorical[ok], outputs.values[ok], predicted[ok])
+        answers = outputs.values[ok, 0] if outputs.predicted_class is None else predicted[ok]
         now = time.time()
         model = str(payload.get("model", self.spec.name))
         with self.lock:
-            window = self.windows.setdefault(release, _ReleaseWindow())
-            window.add(features.numeric[ok], categorical[ok], probabilities[ok, -1], self.config.drift_window_rows, now)
+            self.windows.setdefault(release, _ReleaseWindow()).add(chunk, self.config.drift_window_rows, now)
             source = str(payload.get("source", "serving"))
             self.sources[source] = self.sources.get(source, 0) + n
-            for s, count in zip(*np.unique(status, return_counts=True), strict=True):
+            for s, count in zip(*np.unique(status.astype(str), return_counts=True), strict=True):
                 key = (release, str(s))
                 self.rows_total[key] = self.rows_total.get(key, 0) + int(count)
-            if self.spec.id_column is not None:
-                ids = arrays[self.spec.id_column.name]
-                for i in np.flatnonzero(ok):
-                    self.predictions[ids[i].decode("utf-8", "surrogateescape")] = (int(predicted[i]), release)
-                while len(self.predictions) > self.config.label_window_rows:
-                    self.predictions.popitem(last=False)
+            if spec.id_column is not None:
+                self.labels.log(arrays[spec.id_column.name][ok], answers, release)
             if payload.get("latency_s"):
                 self.latency.add(("client", model, release.partition(":")[2]), payload["latency_s"], now)
         return {"accepted": n, "scored_ok": int(ok.sum()), "release": release}
 
     def ingest_labels(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Delayed ground truth: ``labels`` = [{``<id column>``: ..., ``label``: class index}, ...]."""
-        if self.spec.id_column is None:
-            raise ValueError(f"pipeline {self.spec.name!r} has no id column; labels cannot be joined")
-        id_name = self.spec.id_column.name
-        joined = unmatched = 0
+        """Delayed ground truth (``monitor.labels``): ``labels`` = [{``<id column>``: ..., ``label``: class index or
+        name, or a number for regression}, ...]; refused when the pipeline has no id column."""
         with self.lock:
-            for item in payload["labels"]:
-                key = str(item[id_name])
-                hit = self.predictions.get(key)
-                if hit is None:
-                    unmatched += 1
-                    continue
-                self.joined.append((int(item["label"]), hit[0], hit[1]))
-                joined += 1
-            self.labels_unmatched += unmatched
-        return {"joined": joined, "unmatched": unmatched}
+            return self.labels.join(payload)
 
     # --- periodic work -----------------------------------------------------------------------------------
     def _scrape_triton(self, now: float) -> None:
@@ -340,51 +412,69 @@ class Monitor:
         live = [(w.last_seen, r) for r, w in self.windows.items() if w.rows]
         return max(live)[1] if live else None
 
-    def evaluate_drift(self) -> tuple[str | None, list[FeatureDrift], dict[str, Any] | None]:
-        """Drift of the most recently served release's window against its reference profile."""
+    def evaluate_drift(self) -> tuple[str | None, list[FeatureDrift], dict[str, Any]]:
+        """Drift of the most recently served release's window against its reference profile: every tabular
+        feature and every output test (``monitor.outputs``), with the binned histogram of each numeric output."""
         with self.lock:
             release = self._current_release()
             if release is None:
-                return None, [], None
-            w = self.windows[release]
-            numeric = np.concatenate(list(w.numeric))
-            categorical = np.concatenate(list(w.categorical))
-            scores = np.concatenate(list(w.scores))
-        contract, refs = self._release(release)
-        state = contract.state
-        assert state is not None
-        prediction_ref = refs.prediction
-        histogram = {
-            "edges": prediction_ref.edges,
-            "reference_counts": list(prediction_ref.counts),
-            "current_counts": [int(c) for c in bin_counts(scores, prediction_ref.edges)],
+                return None, [], {}
+            w = self.windows[release].concatenated()
+        refs = self._release(release)
+        state = refs.state
+        outputs: dict[str, tuple[NumericReference | CategoricalReference, Any]] = {
+            name: (ref, w.values[:, column]) for name, (column, ref) in refs.outputs.numeric.items()
+        }
+        if refs.outputs.predicted_class is not None:
+            outputs[PREDICTED_CLASS] = (refs.outputs.predicted_class, class_names(refs.spec.classes, w.predicted))
+        histograms = {
+            name: {
+                "edges": ref.edges,
+                "reference_counts": list(ref.counts),
+                "current_counts": [int(c) for c in bin_counts(w.values[:, column], ref.edges)],
+            }
+            for name, (column, ref) in refs.outputs.numeric.items()
         }
         report = drift_report(
-            numeric={name: (refs.numeric[name], numeric[:, i]) for i, name in enumerate(state.numeric)},
-            categorical={name: (refs.categorical[name], categorical[:, j]) for j, name in enumerate(state.categorical)},
-            prediction=(prediction_ref, scores),
+            numeric={name: (refs.numeric[name], w.numeric[:, i]) for i, name in enumerate(state.numeric)},
+            categorical={
+                name: (refs.categorical[name], w.categorical[:, j]) for j, name in enumerate(state.categorical)
+            },
+            outputs=outputs,
             alpha=self.config.alpha,
             min_samples=self.config.min_samples,
         )
-        return release, report, histogram
+        return release, report, histograms
 
     def class_errors(self) -> dict[str, dict[str, float]]:
         """Per class over the joined window: error rate among rows predicted as the class, precision, recall."""
         with self.lock:
-            pairs = np.array([(t, p) for t, p, _ in self.joined], dtype=np.int64).reshape(-1, 2)
-        out = {}
-        for k, name in enumerate(self.spec.classes):
-            predicted = pairs[:, 1] == k
-            actual = pairs[:, 0] == k
-            tp = int((predicted & actual).sum())
-            out[name] = {
-                "predicted": int(predicted.sum()),
-                "actual": int(actual.sum()),
-                "error_rate": float(1 - tp / predicted.sum()) if predicted.any() else float("nan"),
-                "precision": float(tp / predicted.sum()) if predicted.any() else float("nan"),
-                "recall": float(tp / actual.sum()) if actual.any() else float("nan"),
-            }
-        return out
+            return self.labels.class_errors()
+
+    def regression_errors(self) -> dict[str, Any]:
+        """MAE, RMSE and mean error over the joined rows of the release now served (empty for a classifier), with
+        the release's holdout MAE (``reference_mae``) and their ratio when the release recorded one."""
+        if self.spec.task != "regression":
+            return {}
+        with self.lock:
+            release = self._current_release()
+            errors = self.labels.regression_errors(release).as_dict()
+        reference = self._release(release).reference_mae if release is not None else None
+        errors["reference_mae"] = reference
+        errors["mae_ratio"] = errors["mae"] / reference if reference else None
+        return errors
+
+    def pipeline_summary(self) -> dict[str, Any]:
+        """What the rules need to know about the watched pipeline to tell 'no data yet' from 'does not apply'."""
+        spec = self.spec
+        return {
+            "name": spec.name,
+            "task": spec.task,
+            "classes": list(spec.classes),
+            "tabular_features": len(spec.features),
+            "tensor_columns": [c.name for c in spec.tensor_columns],
+            "labels": spec.id_column is not None,
+        }
 
     def tick(self) -> dict[str, Any]:
         """One period: scrape Triton, read new traces, sample utilization, evaluate drift, keep a snapshot."""
@@ -394,7 +484,7 @@ class Monitor:
         self.utilization = self.sampler.sample()
         release, drift, histogram = self.evaluate_drift()
         with self.lock:
-            self._drift, self._drift_release, self._prediction_histogram = drift, release, histogram
+            self._drift, self._drift_release, self._prediction_histograms = drift, release, histogram
         snapshot = self.status(now)
         if self.rules is not None:
             evaluation = self.rules.evaluate(snapshot, now)
@@ -426,7 +516,8 @@ class Monitor:
             }
             rows = {f"{r}|{s}": n for (r, s), n in self.rows_total.items()}
             sources = dict(self.sources)
-            drift, release, histogram = list(self._drift), self._drift_release, self._prediction_histogram
+            drift, release, histograms = list(self._drift), self._drift_release, dict(self._prediction_histograms)
+            labels = {"joined": len(self.labels.joined), "unmatched": self.labels.unmatched}
             window_rows = {r: w.rows for r, w in self.windows.items()}
         return {
             "at": now,
@@ -442,10 +533,12 @@ class Monitor:
                 "release": release,
                 "window_rows": window_rows,
                 "features": [d.as_dict() for d in drift],
-                "prediction_histogram": histogram,
+                "prediction_histograms": histograms,
             },
+            "pipeline": self.pipeline_summary(),
             "classes": self.class_errors(),
-            "labels": {"joined": len(self.joined), "unmatched": self.labels_unmatched},
+            "regression": self.regression_errors(),
+            "labels": labels,
             "utilization": self.utilization.as_dict(),
             "rules": self._rules_status(),
         }
@@ -511,25 +604,14 @@ class Monitor:
             if d.p_value is not None:
                 pvalue.add_metric([d.feature, d.test], d.p_value)
         yield from (detected, state, stats, pvalue)
-        classes = self.class_errors()
-        per_class = {
-            key: GaugeMetricFamily(
-                f"inferline_class_{key}", f"Per predicted class: {key} over joined labels", labels=["cls"]
-            )
-            for key in ("error_rate", "precision", "recall")
-        }
-        for name, values in classes.items():
-            for key, metric in per_class.items():
-                if not np.isnan(values[key]):
-                    metric.add_metric([name], values[key])
-        yield from per_class.values()
+        yield from self._label_metrics()
         yield from self._utilization_metrics()
         if self.rules is not None and self.last_evaluation is not None:
             rule_state = GaugeMetricFamily(
                 "inferline_alert_rule_state", "Alert rule state (1 for the current one)", labels=["rule", "state"]
             )
             for name, current in self.last_evaluation.states.items():
-                for st in ("ok", "pending", "firing", "no_data"):
+                for st in RULE_STATES:
                     rule_state.add_metric([name, st], 1.0 if current == st else 0.0)
             yield rule_state
             incidents = GaugeMetricFamily("inferline_incidents_open", "Open incidents (critical rules firing)")
@@ -553,6 +635,72 @@ class Monitor:
                 if ok + bad:
                     fail.add_metric([model, version], bad / (ok + bad))
         yield fail
+
+    def _label_metrics(self) -> Iterator[Metric]:
+        """The watched pipeline, and its errors from delayed labels: per class, or the regression's."""
+        info = GaugeMetricFamily(
+            "inferline_monitor_info", "The pipeline this monitor watches (always 1)", labels=["pipeline", "task"]
+        )
+        info.add_metric([self.spec.name, self.spec.task], 1.0)
+        yield info
+        with self.lock:
+            joined, unmatched = len(self.labels.joined), self.labels.unmatched
+        joined_metric = GaugeMetricFamily("inferline_labels_joined_rows", "Labels joined to answers, in the window")
+        joined_metric.add_metric([], float(joined))
+        unmatched_metric = CounterMetricFamily(
+            "inferline_labels_unmatched", "Labels whose id matched no logged answer (too old, unknown or not ok)"
+        )
+        unmatched_metric.add_metric([], float(unmatched))
+        yield from (joined_metric, unmatched_metric)
+        if self.spec.task == "regression":
+            yield from self._regression_metrics()
+            return
+        classes = self.class_errors()
+        per_class = {
+            key: GaugeMetricFamily(
+                f"inferline_class_{key}", f"Per predicted class: {key} over joined labels", labels=["cls"]
+            )
+            for key in ("error_rate", "precision", "recall")
+        }
+        predicted = GaugeMetricFamily(
+            "inferline_class_predicted_rows",
+            "Joined rows predicted as the class (the support of its error rate)",
+            labels=["cls"],
+        )
+        for name, values in classes.items():
+            predicted.add_metric([name], float(values["predicted"]))
+            for key, metric in per_class.items():
+                if not np.isnan(values[key]):
+                    metric.add_metric([name], values[key])
+        yield from per_class.values()
+        yield predicted
+
+    def _regression_metrics(self) -> Iterator[Metric]:
+        errors = self.regression_errors()
+        release = errors.get("release")
+        families = {
+            "mae": ("inferline_regression_mean_absolute_error", "Mean absolute error over joined labels"),
+            "rmse": ("inferline_regression_root_mean_squared_error", "Root mean squared error over joined labels"),
+            "mean_error": ("inferline_regression_mean_error", "Mean of prediction minus label over joined labels"),
+            "reference_mae": (
+                "inferline_regression_reference_mean_absolute_error",
+                "The release's mean absolute error on its holdout split (training time)",
+            ),
+        }
+        rows = GaugeMetricFamily(
+            "inferline_regression_joined_rows", "Joined labels of the release now served", labels=["release"]
+        )
+        if release is not None:
+            rows.add_metric([release], float(errors["rows"]))
+        yield rows
+        for key, (name, documentation) in families.items():
+            metric = GaugeMetricFamily(
+                name, f"{documentation}, of the release now served, in the label's unit", labels=["release"]
+            )
+            value = errors.get(key)
+            if release is not None and value is not None and not np.isnan(value):
+                metric.add_metric([release], float(value))
+            yield metric
 
     def _utilization_metrics(self) -> Iterator[Metric]:
         u = self.utilization

@@ -100,3 +100,47 @@ def test_training_over_the_invalid_threshold_publishes_nothing_and_alerts(
     with InferlineClient(triton.config.http_url, "http", pipeline="fraud") as client:
         p = client.predict(holdout.head(3))
     assert set(p.release) == {"fraud:2"} and np.isfinite(p.probabilities).all()
+
+
+def test_built_in_rules_fit_every_pipeline_and_match_the_committed_prometheus_file(tmp_path: Path) -> None:
+    """No built-in rule names a pipeline, a class or a feature: targets are groups (any feature, any output, the
+    worst class) or the watched pipeline's placeholder; the committed Prometheus file is what the rules give."""
+    import yaml
+
+    from inferline.monitor.rules import DEFAULT_RULES, PIPELINE, prometheus_rules
+
+    for rule in DEFAULT_RULES:
+        assert rule.target in ("*", "prediction", PIPELINE, f"server|{PIPELINE}"), rule
+    generated = prometheus_rules(DEFAULT_RULES, 5.0)
+    text = json.dumps(generated)
+    assert "fraud" not in text and "legit" not in text and PIPELINE not in text
+    committed = yaml.safe_load((Path(__file__).parents[1] / "monitor/prometheus/inferline-rules.yml").read_text())
+    assert committed == generated, "regenerate it: inferline monitor rules"
+    named = json.dumps(prometheus_rules(DEFAULT_RULES, 5.0, pipeline="loans"))
+    assert 'model=\\"loans\\"' in named and "inferline_monitor_info" not in named
+
+
+def test_rules_name_the_watched_pipeline_and_refuse_what_cannot_be_read(tmp_path: Path) -> None:
+    from inferline.monitor.rules import AlertRule, RulesError, load_rules
+
+    rule = AlertRule("p99", "latency", target="server|{pipeline}", statistic="p99", threshold=0.1)
+    snapshot = {
+        "pipeline": {
+            "name": "loans",
+            "task": "binary",
+            "classes": ["repaid", "defaulted"],
+            "tabular_features": 3,
+            "labels": True,
+        },
+        "latency": {"server|loans|1": {"p99": 0.3}, "server|fraud|2": {"p99": 9.0}},
+    }
+    assert rule.value(snapshot) == 0.3  # the watched pipeline's model only
+    for bad, expected in (
+        ({"name": "x", "kind": "drfit"}, "kind 'drfit'"),
+        ({"name": "x", "kind": "latency", "target": "fraud", "statistic": "p99"}, "side|model"),
+        ({"name": "x", "kind": "regression_error", "statistic": "mse"}, "mae_ratio"),
+    ):
+        path = tmp_path / "rules.json"
+        path.write_text(json.dumps([bad]))
+        with pytest.raises(RulesError, match=expected):
+            load_rules(path)

@@ -337,6 +337,40 @@ def test_drift_report_flags_shifted_features_only(profiles: dict) -> None:
     assert drift_report({}, {}) == []
 
 
+def test_drift_report_tests_every_output_with_the_features() -> None:
+    """``outputs``: numeric references are KS-tested, categorical ones chi-square-tested, all of kind "prediction",
+    after the features and inside the same Bonferroni correction; ``prediction=`` is the one-output shorthand."""
+    rng = np.random.default_rng(13)
+    ref_p = rng.dirichlet([4.0, 2.0, 1.0], 20_000)
+    cur_p = np.column_stack([ref_p[:10_000, 0], rng.beta(3.0, 5.0, 10_000), ref_p[:10_000, 2]])  # class 1 moves
+    ref_classes = rng.choice(["a", "b", "c"], 20_000, p=[0.5, 0.3, 0.2])
+    cur_classes = rng.choice(["a", "b", "c"], 10_000, p=[0.5, 0.3, 0.2])
+    x = (NumericReference.from_values(rng.normal(size=20_000)), rng.normal(size=10_000))
+    outputs = {
+        **{f"probability_{k}": (NumericReference.from_values(ref_p[:, k]), cur_p[:, k]) for k in range(3)},
+        "predicted_class": (CategoricalReference.from_values(ref_classes), cur_classes),
+    }
+    report = drift_report({"x": x}, {}, alpha=0.01, outputs=outputs)
+    assert [(r.feature, r.kind, r.test) for r in report] == [
+        ("x", "numeric", "ks"),
+        ("probability_0", "prediction", "ks"),
+        ("probability_1", "prediction", "ks"),
+        ("probability_2", "prediction", "ks"),
+        ("predicted_class", "prediction", "chi_square"),
+    ]
+    assert all(r.alpha == pytest.approx(0.01 / 5) for r in report)
+    for r, (ref, cur) in zip(report[1:4], list(outputs.values())[:3], strict=True):
+        assert r.p_value == pytest.approx(scipy.stats.ks_2samp(ref.sample, cur, method="asymp").pvalue, abs=1e-9)
+    assert [r.state for r in report] == ["ok", "ok", "drift", "ok", "ok"]
+    counts = [[int((ref_classes == c).sum()) for c in "abc"], [int((cur_classes == c).sum()) for c in "abc"]]
+    assert report[4].p_value == pytest.approx(scipy.stats.chi2_contingency(counts, correction=False).pvalue)
+
+    single = drift_report({}, {}, prediction=outputs["probability_1"])
+    assert [(r.feature, r.kind, r.state) for r in single] == [("prediction", "prediction", "drift")]
+    with pytest.raises(ValueError, match="given twice"):
+        drift_report({}, {}, prediction=x, outputs={"prediction": x})
+
+
 def test_not_enough_data(profiles: dict) -> None:
     ref_num, cur_num = profiles["numeric"]["x0"]
     ref_cat, cur_cat = profiles["categorical"]["c0"]
@@ -489,3 +523,39 @@ def test_large_windows_are_ks_tested_on_a_uniform_subsample_and_binned_in_full()
         bin_counts(current, edges).tolist()
         == np.bincount(np.searchsorted(edges, current, side="left"), minlength=edges.size + 1).tolist()
     )
+
+
+# --------------------------------------------------------------------------------------------------- profiles
+
+
+def test_profile_keeps_every_output_and_older_profiles_are_still_read() -> None:
+    """Version 3 keeps one reference per class probability and the answered classes (the binary threshold as the
+    head applies it); a version-2 profile (one ``prediction`` score) is tested on that score alone."""
+    from inferline.features.pipelines import fraud
+    from inferline.features.state import FeatureMatrix, FeatureState
+    from inferline.monitor.outputs import output_references
+    from inferline.training.profile import reference_profile
+
+    rng = np.random.default_rng(14)
+    state = FeatureState("fraud", "h", [], [], {}, [], [], threshold=0.3)
+    empty = FeatureMatrix(np.zeros((4_000, 0), np.float32), np.zeros((4_000, 0), np.int64))
+    p1 = rng.beta(1.0, 4.0, 4_000)
+    profile = reference_profile(empty, state, np.column_stack([1 - p1, p1]), task="binary")
+    assert profile["version"] == 3 and len(profile["probabilities"]) == 2
+    assert profile["predicted_class"]["counts"] == {
+        "0": int((p1.astype(np.float32) < np.float32(0.3)).sum()),
+        "1": int((p1.astype(np.float32) >= np.float32(0.3)).sum()),
+    }
+    refs = output_references(profile, fraud.SPEC)
+    assert list(refs.numeric) == ["probability_legit", "probability_fraud"]
+    assert refs.predicted_class is not None and set(refs.predicted_class.counts) == {"legit", "fraud"}
+
+    older = {"version": 2, "prediction": profile["prediction"]}
+    legacy = output_references(older, fraud.SPEC)
+    assert list(legacy.numeric) == ["prediction"] and legacy.numeric["prediction"][0] == 1
+    assert legacy.predicted_class is None
+
+    many = reference_profile(empty, state, rng.dirichlet(np.ones(200), 4_000), task="multiclass")
+    assert {len(r["sample"]) for r in many["probabilities"]} == {1_000}  # 100,000 sampled values over 200 classes
+    with pytest.raises(ValueError, match="3 probabilities per row"):
+        reference_profile(empty, state, rng.dirichlet(np.ones(3), 10), task="binary")

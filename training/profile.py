@@ -1,17 +1,34 @@
-"""Reference profile: distributions of every feature and of the predictions at training time (the drift baseline).
+"""Reference profile: distributions of every tabular feature and of the model's outputs at training time (the
+drift baseline).
 
-Built by training (features over every split, scores out of sample) with the monitor's own reference types, so
-the binning the monitor compares against is defined in one place (``monitor.drift``):
+Built by training (features over every split, outputs out of sample) or by ``export.publish`` for a model published
+without training, with the monitor's own reference types, so the binning the monitor compares against is defined
+in one place (``monitor.drift``):
 
-- numeric features and the positive-class score: quantile bin edges with counts, plus a uniform sample of at most
+- numeric features and numeric outputs: quantile bin edges with counts, plus a uniform sample of at most
   ``sample_size`` values for the Kolmogorov-Smirnov test;
 - categorical features: counts per vocabulary label, with ``<unknown>`` for values outside the vocabulary.
+
+Tensor columns (images, token ids) have no reference: feature drift covers the tabular features only.
+
+Format (``version`` 3), keyed as the monitor reads it:
+
+- ``rows``, ``task``, ``numeric`` ({feature: NumericReference}), ``categorical`` ({feature: CategoricalReference});
+- classification: ``probabilities``, one NumericReference per class in class-index order (the monitor names the
+  test of class ``k`` ``probability_<classes[k]>`` from the release's spec), and ``predicted_class``, a
+  CategoricalReference over the class indices as text (``"0"``, ``"1"``, ...), the predicted class being what the
+  served head answers: the decision threshold on the last class's probability for a binary task
+  (``p[:, 1] >= threshold`` in float32), the argmax for more classes;
+- ``prediction``: the regression's predicted values; for a classifier the last class's probability, the field
+  version 2 had (kept for readers of version 2);
+- binary only: ``positive_share_at_threshold``.
 
 Profiles are mergeable (counts add, samples are re-drawn by weight), and each release carries its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,9 +36,22 @@ import numpy as np
 from inferline.features.state import FeatureMatrix, FeatureState
 from inferline.monitor.drift import CategoricalReference, NumericReference
 
-__all__ = ["PROFILE_VERSION", "reference_profile"]
+__all__ = ["PROFILE_VERSION", "TASKS", "predicted_classes", "reference_profile"]
 
-PROFILE_VERSION = 2
+PROFILE_VERSION = 3
+TASKS = ("binary", "multiclass", "regression")
+OUTPUT_SAMPLE_BUDGET = 100_000
+"""Sampled values kept over all class probabilities together: with many classes each class keeps fewer (but at
+least 1,000), so a profile stays small."""
+
+
+def predicted_classes(probabilities: np.ndarray, task: str, threshold: float) -> np.ndarray:
+    """The class index the served head answers for each row of ``probabilities`` [n, classes]: the threshold on
+    the last class's probability for a binary task (compared in float32, as the head does), else the argmax."""
+    p = np.asarray(probabilities, dtype=np.float32)
+    if task == "binary":
+        return (p[:, -1] >= np.float32(threshold)).astype(np.int64)
+    return np.argmax(p, axis=1).astype(np.int64)
 
 
 def reference_profile(
@@ -31,21 +61,20 @@ def reference_profile(
     task: str = "binary",
     sample_size: int = 5_000,
     seed: int = 0,
+    classes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """``predictions``: class probabilities [n, classes] for a classifier (a binary task may pass the positive-class
-    score [n]), values [n] for regression."""
+    """The drift baseline of ``features`` (numeric and categorical; tensor inputs are not profiled) and the model's
+    ``predictions``: class probabilities [n, classes] for a classifier (a binary task may pass the last class's
+    score [n]), values [n] or [n, 1] for regression. ``classes``, when given, is checked against the width."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     predictions = np.asarray(predictions, dtype=np.float64)
-    if task == "regression":
-        scores = predictions.reshape(-1)
-    elif predictions.ndim == 2:
-        scores = predictions[:, -1]
-    else:
-        scores = predictions
     numeric = np.asarray(features.numeric)
     categorical = np.asarray(features.categorical)
     profile: dict[str, Any] = {
         "version": PROFILE_VERSION,
         "rows": len(features),
+        "task": task,
         "numeric": {
             name: NumericReference.from_values(numeric[:, i], sample_size=sample_size, seed=seed + i).as_dict()
             for i, name in enumerate(state.numeric)
@@ -54,9 +83,31 @@ def reference_profile(
             name: CategoricalReference.from_values(state.category_labels(name, categorical[:, j])).as_dict()
             for j, name in enumerate(state.categorical)
         },
-        "prediction": NumericReference.from_values(scores, sample_size=sample_size, seed=seed).as_dict(),
-        "task": task,
     }
+    if task == "regression":
+        if predictions.ndim == 2 and predictions.shape[1] != 1:
+            raise ValueError(f"regression predictions must be [n] or [n, 1], got shape {predictions.shape}")
+        values = predictions.reshape(-1)
+        profile["prediction"] = NumericReference.from_values(values, sample_size=sample_size, seed=seed).as_dict()
+        return profile
+    if predictions.ndim == 1:  # a binary task's last-class score alone
+        if task != "binary":
+            raise ValueError(f"a {task} profile needs probabilities [n, classes], got one score per row")
+        predictions = np.stack([1.0 - predictions, predictions], axis=1)
+    width = predictions.shape[1]
+    if classes is not None and len(classes) != width:
+        raise ValueError(f"predictions hold {width} probabilities per row, but the pipeline has classes {classes}")
+    if (task == "binary") != (width == 2):
+        raise ValueError(f"a {task} profile got {width} probabilities per row")
+    per_class = min(sample_size, max(1_000, OUTPUT_SAMPLE_BUDGET // width))
+    probabilities = [
+        NumericReference.from_values(predictions[:, k], sample_size=per_class, seed=seed + k).as_dict()
+        for k in range(width)
+    ]
+    predicted = predicted_classes(predictions, task, state.threshold)
+    profile["probabilities"] = probabilities
+    profile["predicted_class"] = CategoricalReference.from_values(predicted.astype(str)).as_dict()
+    profile["prediction"] = probabilities[-1]
     if task == "binary":
-        profile["positive_share_at_threshold"] = float((scores >= state.threshold).mean()) if len(scores) else 0.0
+        profile["positive_share_at_threshold"] = float(predicted.mean()) if len(predicted) else 0.0
     return profile
