@@ -216,31 +216,33 @@ def run_partition(task: Task) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 4),
     }
     atomic_write_json(root / COMMITS / f"{part.name}.json", record)  # the commit point
-    if task.monitor_url and len(out) and spec.task != "regression":
-        record["monitor"] = _send_sample(
-            task.monitor_url, task, spec, result.valid, outputs["probabilities"], outputs["predicted_class"]
-        )
+    if task.monitor_url and len(out):
+        record["monitor"] = _send_sample(task.monitor_url, task, spec, result.valid, outputs)
     return record
 
 
 def _send_sample(
-    url: str, task: Task, spec: PipelineSpec, valid: pd.DataFrame, probs: np.ndarray, predicted: np.ndarray
+    url: str, task: Task, spec: PipelineSpec, valid: pd.DataFrame, outputs: dict[str, np.ndarray]
 ) -> dict[str, Any]:
-    """A seeded uniform sample of the partition's scored rows, to the monitor; its failure never fails the job."""
+    """A seeded uniform sample of the partition's scored rows (their tabular columns: tensor columns are not sent)
+    and the task's outputs, to the monitor; its failure never fails the job."""
     from inferline.serving.client import encode_rows
     from inferline.serving.tap import post_json, sample_payload
 
     rng = np.random.default_rng(task.partition.index)
     take = np.sort(rng.choice(len(valid), min(task.monitor_rows, len(valid)), replace=False))
     rows = valid.iloc[take]
+    tabular = [c for c in spec.input_columns if c.kind != "tensor"]
+    regression = spec.task == "regression"
     payload = sample_payload(
-        encode_rows(rows, spec),
-        probs[take],
-        predicted[take],
+        encode_rows(rows, tabular),
+        None if regression else outputs["probabilities"][take],
+        None if regression else outputs["predicted_class"][take],
         ["ok"] * len(take),
         task.release,
         spec.name,
         source="batch",
+        prediction=outputs["prediction"][take] if regression else None,
     )
     try:
         return {"sent": len(take), **post_json(f"{url.rstrip('/')}/v1/samples", payload)}

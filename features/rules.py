@@ -207,7 +207,7 @@ def _import_function(path: str) -> Callable[[Any], bool]:
         raise RuleError(str(exc)) from exc
     if not callable(target):
         raise RuleError(f"elementwise rule function {path!r} is not callable")
-    return target  # type: ignore[no-any-return]
+    return target
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -345,7 +345,7 @@ class InferlineClient:
             errors=failures,
             prediction=(np.concatenate(values) if values else np.zeros(0, np.float32)) if regression else None,
         )
-        if self.tap is not None and n and not regression:
+        if self.tap is not None and n:
             self.tap.record(arrays, predictions, self.model)
         return predictions
 
