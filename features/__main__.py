@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from inferline.command import Parser, fraction, new_dir, positive_int, run
 from inferline.features.artifacts import atomic_write_parquet
@@ -46,8 +47,7 @@ def _generate(args: argparse.Namespace) -> int:
         path = out / f"{pipeline}-{i:04d}.parquet"
         atomic_write_parquet(path, frame)
         written += n
-        label = module.SPEC.label
-        print(f"wrote {path} ({n} rows, {frame[label].mean():.2%} positive {label})")
+        print(f"wrote {path} ({n} rows, {_label_summary(module.SPEC, frame)})")
     return 0
 
 
@@ -83,6 +83,19 @@ def _validate(args: argparse.Namespace) -> int:
                 print(f"    e.g. {sample['row_id']}: {sample['reasons']}")
         print(f"total: {report.rows_in} in = {report.rows_valid} valid + {report.rows_quarantined} quarantined")
     return 0
+
+
+def _label_summary(spec: Any, frame: Any) -> str:
+    """The label's distribution in a line: the positive share, the share of each class, or the target's mean."""
+    label = frame[spec.label]
+    if spec.task == "binary":
+        return f"{label.mean():.2%} positive {spec.label}"
+    if spec.task == "multiclass":
+        shares = label.value_counts(normalize=True).sort_index()
+        return ", ".join(
+            f"{spec.classes[int(k)]} {v:.1%}" for k, v in shares.items() if 0 <= int(k) < len(spec.classes)
+        )
+    return f"{spec.label} mean {label.mean():.4g}, std {label.std():.4g}"
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:

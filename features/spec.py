@@ -408,14 +408,16 @@ def load_pipeline_module(name: str) -> ModuleType:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name not in (module_name, module_name.rsplit(".", 1)[0]):
-            raise
+        parts = module_name.split(".")
+        if exc.name not in {".".join(parts[: i + 1]) for i in range(len(parts))}:
+            raise  # the pipeline module exists and imports something missing: its own traceback says what
         from inferline.features import pipelines
 
         known = sorted(pipelines.available())
         raise SpecError(
-            f"no pipeline {name!r} (looked for module {module_name!r}); known pipelines: {known}. "
-            "Add one by writing features/pipelines/<name>.py with SPEC and generate()."
+            f"no pipeline {name!r} (looked for module {module_name!r}; {exc.name!r} is not importable); known "
+            f"pipelines: {known}. Add one by writing features/pipelines/<name>.py with SPEC and generate(), or "
+            "install the package that holds it (or put its folder on PYTHONPATH)"
         ) from exc
     if not isinstance(getattr(module, "SPEC", None), PipelineSpec):
         raise SpecError(f"module {module_name!r} defines no SPEC of type PipelineSpec")
