@@ -419,12 +419,12 @@ def publish(
     atol: float = 1e-5,
     max_model_bytes: int = MAX_MODEL_BYTES,
     candidate: Candidate | None = None,
-    load_check: bool = False,
+    load_check: bool = True,
 ) -> PublishResult:
     """Stage, gate, validate and publish ``run_dir`` (or a ``candidate`` from ``model_candidate``) as the next
     release. ``onnx_model`` publishes a given ONNX file instead of exporting one (it must still pass the gate
     against the run's checkpoint). ``load_check`` loads the staged release in a scratch tritonserver before it
-    moves into place (about 6.5 s; the command line does it unless ``--no-load-check``)."""
+    moves into place (about 6.5 s; ``--no-load-check`` on the command line skips it)."""
     repository = Path(repository)
     if onnx_model is not None:
         check_onnx_file(Path(onnx_model), max_model_bytes)  # refused before anything is staged

@@ -97,7 +97,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             data = root / f"{name}.parquet"
             atomic_write_parquet(data, module.generate(n, seed=1))
             run = train([data], module.SPEC, root / "runs", seed=0, progress=False)
-            publish(run.run_dir, repository)
+            publish(run.run_dir, repository, load_check=False)  # the server below loads them all
             cases[name] = Case(module.SPEC, load_checkpoint(run.run_dir / "checkpoint.pt"), module.generate(40, 2))
 
         # 5: a module trained elsewhere, published from its factory and weights
@@ -337,3 +337,35 @@ def test_batch_reads_fixed_size_list_tensor_columns(world: World) -> None:
         assert report.rows_predicted == len(rows) and report.rows_quarantined == 0
         answers.append(pd.read_parquet(output).sort_values("item_id").reset_index(drop=True))
     pd.testing.assert_frame_equal(answers[0], answers[1])
+
+
+def test_a_release_the_server_cannot_load_is_refused_before_promotion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spec names its preprocessing function in a package this process can import and the server cannot (here:
+    a folder on this process's sys.path only). The release passes the gate here, fails to load in the scratch
+    tritonserver, and nothing is promoted or left behind."""
+    from dataclasses import replace
+
+    from inferline.export.loadcheck import ReleaseUnloadable
+
+    package = tmp_path / "only_here"
+    package.mkdir()
+    (package / "publisher_only_functions.py").write_text(
+        "def scale_pixels(xp, batch):\n    return batch.astype('float32') / 127.5 - 1.0\n"
+    )
+    monkeypatch.syspath_prepend(str(package))
+    images = load_pipeline_module("tests.pipelines.byom_images").SPEC
+    column = replace(images.column("image"), preprocess="publisher_only_functions:scale_pixels")
+    spec = replace(images, name="byom_unloadable", columns=(column, images.column("label")))
+    torch.manual_seed(1)
+    torch.save(byom_models.SmallResNet(3, 3, 8).state_dict(), tmp_path / "weights.pt")
+    candidate = model_candidate(
+        spec, module="tests.pipelines.byom_models:small_resnet", checkpoint=tmp_path / "weights.pt"
+    )
+    repository = tmp_path / "repo"
+    with pytest.raises(ReleaseUnloadable, match="byom_unloadable") as refused:
+        publish(None, repository, candidate=candidate)
+    assert "publisher_only_functions" in str(refused.value)  # Triton's reason names what the stub could not import
+    assert Registry(repository, spec.name).read()["releases"] == {}
+    assert not (repository / spec.name).exists() and not any((repository / ".staging").glob("*"))

@@ -72,7 +72,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
         data = root / f"{module.SPEC.name}.parquet"
         module.generate(6_000, seed=1).to_parquet(data)
         run = train([data], module.SPEC, root / "runs", seed=0, progress=False)
-        publish(run.run_dir, root / "repo")
+        publish(run.run_dir, root / "repo", load_check=False)
     return root / "repo"
 
 
