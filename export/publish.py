@@ -70,6 +70,7 @@ from inferline.features.spec import SPEC_FILE, TENSOR_DTYPES, PipelineSpec, read
 from inferline.features.state import FeatureMatrix, FeatureState
 from inferline.training.model import ModelLayout, ScoringModel, layout_for, load_checkpoint
 
+BUILTIN_FACTORY = "inferline.training.model:tabular_net"
 TORCH_DTYPES = TENSOR_DTYPES  # Triton datatype -> the torch (and numpy) dtype name
 
 __all__ = ["Candidate", "PublishResult", "activate", "export_onnx", "model_candidate", "publish"]
@@ -366,8 +367,16 @@ def model_candidate(
     candidate = Candidate(spec=spec, state=state, feeds=feeds, layout=layout, lineage=lineage)
     if module is not None:
         from inferline.features.imports import source_sha256
+        from inferline.training.model import factory_args_of
 
-        args = dict(factory_args if factory_args is not None else spec.model.factory_args)
+        builtin = module in ("", BUILTIN_FACTORY) and spec.model.factory in ("", BUILTIN_FACTORY)
+        args = dict(
+            factory_args
+            if factory_args is not None
+            else factory_args_of(spec.model)
+            if builtin
+            else spec.model.factory_args
+        )
         net = build_model(module, layout, args)
         assert checkpoint is not None
         load_into(net, load_weights(Path(checkpoint)), str(checkpoint))

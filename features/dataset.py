@@ -95,7 +95,10 @@ def load_validated(
     parts: list[pd.DataFrame] = []
     results: list[tuple[Path, ValidationResult]] = []
     for path in paths:
-        result = validate_frame(read_raw(path), spec, source=str(path), include_label=include_label)
+        raw = read_raw(path)
+        if not include_label:  # scoring input may carry the label; it is not used (as in the batch job)
+            raw = raw.drop(columns=[spec.label], errors="ignore")
+        result = validate_frame(raw, spec, source=str(path), include_label=include_label)
         results.append((path, result))
         parts.append(result.valid)
         id_col = spec.id_column.name if spec.id_column else None

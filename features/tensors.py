@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from inferline.features.errors import UserError
 from inferline.features.spec import TENSOR_DTYPES, Column
 
 __all__ = ["TensorPlan", "numpy_dtype"]
@@ -172,7 +173,7 @@ class TensorPlan:
         return np.zeros((n, *like), dtype=self.model_dtype)
 
 
-class RaggedTensors(ValueError):
+class RaggedTensors(UserError, ValueError):
     """Rows of a tensor column with different shapes cannot form one batch (see ``Contract.shape_groups``)."""
 
     def __init__(self, column: str, shapes: set[tuple[int, ...]]) -> None:

@@ -369,3 +369,60 @@ def test_a_release_the_server_cannot_load_is_refused_before_promotion(
     assert "publisher_only_functions" in str(refused.value)  # Triton's reason names what the stub could not import
     assert Registry(repository, spec.name).read()["releases"] == {}
     assert not (repository / spec.name).exists() and not any((repository / ".staging").glob("*"))
+
+
+def test_batch_scores_rows_of_different_lengths_in_groups_of_one_shape(world: World) -> None:
+    """Token ids of variable length ([-1]) stored at their own lengths: the batch job scores them in groups of one
+    shape and puts every answer back on its row; each equals the model run on that row alone."""
+    case = world.cases["byom_text"]
+    rows = case.rows.head(10).copy()
+    for i in range(0, 10, 2):  # every other row shortened to 12 tokens
+        rows.at[i, "tokens"] = np.asarray(rows.at[i, "tokens"])[:12]
+        rows.at[i, "mask"] = np.asarray(rows.at[i, "mask"])[:12]
+    inputs = world.root / "lengths.parquet"
+    atomic_write_parquet(inputs, rows.drop(columns=["label"]))
+    output = world.root / "lengths-out"
+    report = run_job(
+        JobConfig(
+            inputs=[str(inputs)],
+            output=output,
+            model="byom_text",
+            repository=world.repository,
+            scheduler=world.cluster.address,
+            progress=False,
+        )
+    )
+    assert report.rows_predicted == 10
+    batch = pd.read_parquet(output).set_index("doc_id").loc[rows["doc_id"]]
+    registry = Registry(world.repository, "byom_text")
+    for i in range(10):
+        alone = _in_process(Case(case.spec, case.reference, rows.iloc[[i]].reset_index(drop=True)), registry)
+        got = batch[[f"probability_{c}" for c in case.spec.classes]].to_numpy()[i]
+        np.testing.assert_allclose(got, alone[0][0], rtol=0, atol=1e-5)
+
+
+def test_a_tabular_module_publishes_with_its_state_fitted_on_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--module with a spec that has tabular features: --data fits their statistics, and the module (here the
+    built-in TabularNet by import path, its weights from a training run's checkpoint) is gated against itself."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the spec's package, for the command
+    species = load_pipeline_module("tests.pipelines.byom_species")
+    data = tmp_path / "species.parquet"
+    atomic_write_parquet(data, species.generate(240, seed=4))
+    run = train([data], species.SPEC, tmp_path / "runs", seed=0, progress=False)
+    repository = tmp_path / "repo"
+    done = _cli(
+        "export", "publish", "--module", "inferline.training.model:tabular_net", "--checkpoint",
+        str(run.run_dir / "checkpoint.pt"), "--spec", "tests.pipelines.byom_species", "--data", str(data),
+        "--repository", str(repository), "--no-load-check",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    manifest = Registry(repository, "byom_species").manifest()
+    assert manifest["source"] == "module" and manifest["parity"]["passed"] and manifest["data_fingerprint"]
+    state = FeatureState.load(repository / "byom_species_preprocess" / "1" / "feature_state.json")
+    assert len(state.mean) == 4 and all(abs(m) > 0.1 for m in state.mean)  # fitted on --data, not zeros
+    refused = _cli("export", "publish", "--module", "inferline.training.model:tabular_net", "--checkpoint",
+                   str(run.run_dir / "checkpoint.pt"), "--spec", "tests.pipelines.byom_species",
+                   "--repository", str(repository))  # fmt: skip
+    assert refused.returncode == 1 and "--data" in refused.stderr and "Traceback" not in refused.stderr
