@@ -122,7 +122,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="validate data files against the pipeline's schema; quarantine bad rows")
     v.add_argument("files", nargs="+", help="Parquet/CSV files, globs or directories")
     v.add_argument("--pipeline", default=None, help=pipeline_help)
-    v.add_argument("--quarantine", type=new_dir, default=None, help="directory for <file>.quarantine.parquet")
+    v.add_argument(
+        "--quarantine",
+        type=new_dir,
+        default=None,
+        help="directory for each input's <stem>-<path digest>.quarantine.parquet (rows name their _source)",
+    )
     v.add_argument(
         "--max-invalid-share", type=fraction, default=0.05, help="share of invalid rows above which a file fails"
     )

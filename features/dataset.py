@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import glob
+import hashlib
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,13 +15,34 @@ import pandas as pd
 from inferline.features.artifacts import atomic_write_parquet, fingerprint_files
 from inferline.features.errors import PathNotFound, UserError
 from inferline.features.spec import PipelineSpec
-from inferline.features.validation import ValidationResult, validate_frame
+from inferline.features.validation import FileLevelError, ValidationResult, validate_frame
 
-__all__ = ["DatasetReport", "DuplicateIds", "InvalidShareExceeded", "expand_paths", "load_validated", "read_raw"]
+__all__ = [
+    "BrokenFiles",
+    "DatasetReport",
+    "InvalidShareExceeded",
+    "expand_paths",
+    "load_validated",
+    "quarantine_name",
+    "read_raw",
+]
+
+SOURCE = "_source"  # the input file of each quarantined row
 
 
-class DuplicateIds(UserError, ValueError):
-    """The same id in more than one row of a data set."""
+class BrokenFiles(FileLevelError):
+    """Every file of a stage's input that cannot be read or breaks the schema, reported in one pass."""
+
+    def __init__(self, errors: list[FileLevelError], files: int) -> None:
+        self.errors = errors
+        problems = [{**p, "file": e.source} for e in errors for p in e.problems]
+        UserError.__init__(
+            self,
+            f"{len(errors)} of {files} input files cannot be used (nothing of this input was used or "
+            "quarantined):\n" + "\n".join(str(e) for e in errors),
+        )
+        self.source = ", ".join(e.source for e in errors)
+        self.problems = problems
 
 
 class InvalidShareExceeded(UserError, ValueError):
@@ -52,13 +76,27 @@ class DatasetReport:
         }
 
 
-def expand_paths(patterns: list[str] | list[Path]) -> list[Path]:
-    """Files named directly, by glob, or as directories (every ``*.parquet`` inside), sorted, no duplicates."""
+def _note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
+
+
+def expand_paths(patterns: list[str] | list[Path], on_skip: Callable[[str], None] | None = _note) -> list[Path]:
+    """Files named directly, by glob, or as directories (every ``*.parquet`` inside), sorted, no duplicates. What
+    a directory holds besides (CSV files, subdirectories, other files) is not read, and ``on_skip`` says so."""
     out: set[Path] = set()
     for pattern in patterns:
         p = Path(pattern)
         if p.is_dir():
-            out.update(p.glob("*.parquet"))
+            found = set(p.glob("*.parquet"))
+            out.update(found)
+            skipped = sorted(x.name + ("/" if x.is_dir() else "") for x in p.iterdir() if x not in found)
+            skipped = [x for x in skipped if not x.startswith((".", "_"))]  # hidden files, _quarantine/ ...
+            if skipped and on_skip is not None:
+                on_skip(
+                    f"{p}: read {len(found)} *.parquet file(s) and skipped {len(skipped)} other entr"
+                    f"{'y' if len(skipped) == 1 else 'ies'} {skipped[:5]}{' ...' if len(skipped) > 5 else ''}: a "
+                    "directory is read for *.parquet, not recursively; name CSV files or subdirectories explicitly"
+                )
         elif any(ch in str(pattern) for ch in "*?["):
             out.update(Path(x) for x in glob.glob(str(pattern)))
         elif p.exists():
@@ -76,11 +114,44 @@ def expand_paths(patterns: list[str] | list[Path]) -> list[Path]:
     return sorted(out)
 
 
+def _unreadable(path: Path, what: str, exc: BaseException, fix: str) -> FileLevelError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return FileLevelError(
+        str(path),
+        [
+            {
+                "column": "<file>",
+                "problem": f"not readable as {what}",
+                "received": f"{type(exc).__name__}: {reason}",
+                "expected": f"a complete {what} file ({fix})",
+            }
+        ],
+    )
+
+
 def read_raw(path: Path) -> pd.DataFrame:
+    """A data file as a frame; a file that cannot be read (empty, truncated, corrupt, not that format) is a
+    ``FileLevelError`` naming it, never a reader's traceback."""
+    from pandas.errors import EmptyDataError, ParserError
+
+    path = Path(path)
     if path.suffix == ".csv":
-        # undecodable bytes survive as lone surrogates; validation reports them per row as <column>:invalid_utf8
-        return pd.read_csv(path, encoding="utf-8", encoding_errors="surrogateescape")
-    return pd.read_parquet(path)
+        try:
+            # undecodable bytes survive as lone surrogates; validation reports them per row as <column>:invalid_utf8
+            return pd.read_csv(path, encoding="utf-8", encoding_errors="surrogateescape")
+        except (EmptyDataError, ParserError, UnicodeError, OSError) as exc:
+            raise _unreadable(path, "CSV", exc, "a header line, then one line per row; re-export it") from exc
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise _unreadable(path, "Parquet", exc, "written to the end; re-export or re-copy it") from exc
+
+
+def quarantine_name(path: Path) -> str:
+    """The quarantine file of input ``path``: its stem and a digest of its full path, so two inputs with one
+    name in different directories never write the same file."""
+    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:10]
+    return f"{Path(path).stem}-{digest}.quarantine.parquet"
 
 
 def load_validated(
@@ -90,25 +161,32 @@ def load_validated(
     include_label: bool = True,
     max_invalid_share: float = 0.05,
 ) -> tuple[pd.DataFrame, DatasetReport]:
-    """Validate every file; write each file's quarantine beside the stage output; fail on too many bad rows."""
+    """Validate every file and report every broken one in one pass (``BrokenFiles``); quarantine the rows that
+    fail, and the repeats of an id seen in an earlier row of the data set (reason ``<id>:duplicate``, the first
+    copy stays valid); write each file's quarantine (``quarantine_name``: no two inputs collide; each row names
+    its ``_source`` file) only when the whole input is usable; fail on too many bad rows."""
     report = DatasetReport(fingerprint=fingerprint_files(paths))
-    parts: list[pd.DataFrame] = []
     results: list[tuple[Path, ValidationResult]] = []
+    broken: list[FileLevelError] = []
     for path in paths:
-        raw = read_raw(path)
-        if not include_label:  # scoring input may carry the label; it is not used (as in the batch job)
-            raw = raw.drop(columns=[spec.label], errors="ignore")
-        result = validate_frame(raw, spec, source=str(path), include_label=include_label)
-        results.append((path, result))
-        parts.append(result.valid)
-        id_col = spec.id_column.name if spec.id_column else None
+        try:
+            raw = read_raw(path)
+            if not include_label:  # scoring input may carry the label; it is not used (as in the batch job)
+                raw = raw.drop(columns=[spec.label], errors="ignore")
+            results.append((path, validate_frame(raw, spec, source=str(path), include_label=include_label)))
+        except FileLevelError as exc:
+            broken.append(exc)
+    if broken:
+        raise broken[0] if len(paths) == 1 else BrokenFiles(broken, len(paths))
+    if spec.id_column is not None:
+        _quarantine_repeats(results, spec.id_column.name)
+    id_col = spec.id_column.name if spec.id_column else None
+    for path, result in results:
         samples = [
             {"row_id": str(row[id_col]) if id_col else None, "reasons": row["_reasons"]}
             for row in result.quarantine.head(3).to_dict("records")
         ]
         report.files.append({"file": str(path), **result.summary(), "samples": samples})
-        if quarantine_dir is not None and result.rows_quarantined:
-            atomic_write_parquet(Path(quarantine_dir) / f"{path.stem}.quarantine.parquet", result.quarantine)
     total_in = report.rows_in
     share = report.rows_quarantined / total_in if total_in else 0.0
     if share > max_invalid_share:
@@ -118,12 +196,40 @@ def load_validated(
             f"{max_invalid_share:.1%}; worst file {worst[0]} ({worst[1].invalid_share:.1%}, reasons "
             f"{worst[1].reason_counts}). Inspect the quarantine, fix upstream, or raise --max-invalid-share."
         )
+    if quarantine_dir is not None:
+        for path, result in results:
+            if result.rows_quarantined:
+                rows = result.quarantine.copy()
+                rows.insert(1, SOURCE, pd.Series([str(path)] * len(rows), dtype="string"))
+                atomic_write_parquet(Path(quarantine_dir) / quarantine_name(path), rows)
+    parts = [result.valid for _, result in results]
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    if spec.id_column is not None and len(frame):
-        dup = frame[spec.id_column.name].duplicated()
-        if dup.any():
-            raise DuplicateIds(
-                f"{int(dup.sum())} {spec.id_column.name} values repeat across files {[str(p) for p in paths]}; "
-                "ids must be unique across a data set: deduplicate upstream or pass each file once"
-            )
     return frame, report
+
+
+def _quarantine_repeats(results: list[tuple[Path, ValidationResult]], id_col: str) -> None:
+    """An id that repeats across the files of one data set (or within a file, where the column is not declared
+    unique): the first valid copy stays, each later copy moves to its file's quarantine as ``<id>:duplicate``."""
+    reason = f"{id_col}:duplicate"
+    seen: set[Any] = set()
+    for i, (path, result) in enumerate(results):
+        ids = result.valid[id_col]
+        repeat = ids.duplicated(keep="first").to_numpy(dtype=bool) | ids.isin(seen).to_numpy(dtype=bool)
+        repeat &= ids.notna().to_numpy(dtype=bool)
+        seen.update(ids[~repeat].dropna().tolist())
+        if not repeat.any():
+            continue
+        moved = result.valid[repeat].copy()
+        moved.insert(0, "_reasons", pd.Series([reason] * len(moved), index=moved.index, dtype="string"))
+        counts = dict(result.reason_counts)
+        counts[reason] = counts.get(reason, 0) + int(repeat.sum())
+        results[i] = (
+            path,
+            ValidationResult(
+                valid=result.valid[~repeat].reset_index(drop=True),
+                quarantine=pd.concat([result.quarantine, moved], ignore_index=True),
+                rows_in=result.rows_in,
+                reason_counts=counts,
+                normalizations=result.normalizations,
+            ),
+        )

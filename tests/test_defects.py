@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from inferline.features.dataset import load_validated
+from inferline.features.dataset import load_validated, quarantine_name
 from inferline.features.pipelines import fraud
 from inferline.features.validation import FileLevelError, validate_frame
 
@@ -138,7 +141,71 @@ def test_invalid_utf8_bytes_in_csv_are_quarantined_per_row(tmp_path: Path) -> No
     path.write_bytes(raw)
     damaged_id = frame.loc[frame["description"] == "Netflix.com", "transaction_id"].iloc[0]
     valid, report = load_validated([path], SPEC, quarantine_dir=tmp_path / "q")
-    quarantine = pd.read_parquet(tmp_path / "q" / "upstream.quarantine.parquet")
+    quarantine = pd.read_parquet(tmp_path / "q" / quarantine_name(path))
     assert quarantine["transaction_id"].tolist() == [damaged_id]
     assert quarantine["_reasons"].tolist() == ["description:invalid_utf8"]
     assert report.rows_in == 50 == report.rows_valid + report.rows_quarantined == len(valid) + 1
+
+
+# ---------------------------------------------------------------------------------------------- issue 16: files
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "inferline", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_same_named_files_in_two_directories_keep_their_own_quarantine(tmp_path: Path) -> None:
+    paths = []
+    for folder in ("a", "b"):
+        frame = _valid(40)
+        frame["transaction_id"] = [f"{folder}-{i}" for i in range(40)]
+        frame.loc[frame.index[:3], "amount"] = -1.0
+        (tmp_path / folder).mkdir()
+        paths.append(_write(tmp_path / folder / "part.parquet", frame))
+    valid, report = load_validated(paths, SPEC, quarantine_dir=tmp_path / "q", max_invalid_share=0.1)
+    files = sorted((tmp_path / "q").glob("*.parquet"))
+    on_disk = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    assert len(files) == 2 and report.rows_quarantined == 6 == len(on_disk)
+    assert sorted(set(on_disk["_source"])) == sorted(str(p) for p in paths)  # every row names its file
+    assert report.rows_in == 80 == len(valid) + len(on_disk)
+
+
+def test_ids_repeated_across_files_are_quarantined_not_fatal(tmp_path: Path) -> None:
+    frame = _valid(300)
+    first = _write(tmp_path / "first.parquet", frame.iloc[:200])
+    second = _write(tmp_path / "second.parquet", frame.iloc[195:])  # 5 ids again
+    done = _cli(
+        "validate", "--pipeline", "fraud", str(first), str(second), "--quarantine", str(tmp_path / "q"), "--json"
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    report = json.loads(done.stdout)
+    assert report["rows_in"] == 305 == report["rows_valid"] + report["rows_quarantined"]
+    assert report["rows_quarantined"] == 5 and report["files"][1]["reasons"] == {"transaction_id:duplicate": 5}
+    repeats = pd.read_parquet(tmp_path / "q" / quarantine_name(second))
+    assert sorted(repeats["transaction_id"]) == sorted(frame["transaction_id"].iloc[195:200])
+    assert set(repeats["_reasons"]) == {"transaction_id:duplicate"}
+
+
+def test_unreadable_files_are_all_reported_in_one_pass_without_a_traceback(tmp_path: Path) -> None:
+    good = _write(tmp_path / "good.parquet", _valid(20))
+    empty_parquet = tmp_path / "empty.parquet"
+    empty_parquet.write_bytes(b"")
+    truncated = tmp_path / "truncated.parquet"
+    truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    empty_csv = tmp_path / "empty.csv"
+    empty_csv.write_bytes(b"")
+    broken = [empty_parquet, truncated, empty_csv]
+    done = _cli("validate", "--pipeline", "fraud", str(good), *map(str, broken), "--quarantine", str(tmp_path / "q"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "3 of 4 input files cannot be used" in done.stderr
+    for path in broken:
+        assert str(path) in done.stderr
+    assert "not readable as Parquet" in done.stderr and "not readable as CSV" in done.stderr
+    assert not (tmp_path / "q").exists(), "nothing is quarantined from an input that is refused"
+
+
+def test_a_directory_says_what_it_did_not_read(tmp_path: Path) -> None:
+    _write(tmp_path / "part.parquet", _valid(20))
+    _valid(20).to_csv(tmp_path / "extra.csv", index=False)
+    (tmp_path / "nested").mkdir()
+    done = _cli("validate", "--pipeline", "fraud", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "skipped 2 other entries ['extra.csv', 'nested/']" in done.stderr
