@@ -156,6 +156,8 @@ def _parse_text_timestamps(s: pd.Series, col: Column, reasons: dict[str, np.ndar
         if v is None or v is pd.NA or (isinstance(v, float) and v != v):
             continue
         text = str(v)
+        if not text.strip():
+            continue  # an empty string is a null, as on the request path (the wire has no other null for text)
         ns, problem = parse_instant(text, assume_utc)
         if problem is not None:
             reasons.setdefault(f"{col.name}:{problem}", np.zeros(n, dtype=bool))[i] = True
@@ -191,10 +193,26 @@ def _structural_problems(cases: Any, spec: PipelineSpec) -> list[dict[str, Any]]
         elif check.startswith("dtype("):
             problem, received = "dtype changed", str(case.failure_case)
             expected = str(spec.column(column).raw_dtype)
+            kind = spec.column(column).kind if column in {c.name for c in spec.columns} else None
+            if kind in ("numeric", "integer", "label") and not _is_dtype_name(received):
+                problem = "numbers arrive as text"
+                received = f"text values such as {received!r}"
+                expected = (
+                    f"{expected} numbers: write them without thousands separators, units or currency signs "
+                    "(1234.50, not '1,234.50')"
+                )
         else:
             problem, received, expected = check, str(case.failure_case), "see spec"
         problems.append({"column": column, "problem": problem, "received": received, "expected": expected})
     return problems
+
+
+def _is_dtype_name(text: str) -> bool:
+    try:
+        pd.api.types.pandas_dtype(text)
+    except TypeError:
+        return False
+    return True
 
 
 def validate_with(

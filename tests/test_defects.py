@@ -209,3 +209,30 @@ def test_a_directory_says_what_it_did_not_read(tmp_path: Path) -> None:
     done = _cli("validate", "--pipeline", "fraud", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert "skipped 2 other entries ['extra.csv', 'nested/']" in done.stderr
+
+
+def test_numbers_with_thousands_separators_are_a_dtype_break_that_says_how_to_fix(tmp_path: Path) -> None:
+    frame = _valid(30)
+    frame["amount"] = frame["amount"].astype(object)
+    frame.loc[3, "amount"] = "1,234.50"
+    path = tmp_path / "upstream.csv"
+    frame.to_csv(path, index=False)
+    done = _cli("validate", "--pipeline", "fraud", str(path))
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "TypeError" not in done.stderr
+    assert "column 'amount': numbers arrive as text (received text values such as '1,234.50'" in done.stderr
+    assert "without thousands separators" in done.stderr
+
+
+def test_an_empty_timestamp_is_a_null_in_files_and_on_the_request_path(tmp_path: Path) -> None:
+    from inferline.features.contract import compile_contract
+    from inferline.features.state import fit_state
+    from inferline.features.wire import encode_rows
+
+    frame = _valid(30)
+    frame.loc[2, "event_time"] = ""
+    path = _write(tmp_path / "upstream.parquet", frame)
+    _, report = load_validated([path], SPEC, max_invalid_share=1.0)
+    assert report.files[0]["reasons"] == {"event_time:null": 1}
+    contract = compile_contract(SPEC, fit_state(fraud.generate(500, seed=2), SPEC))
+    _, status = contract.featurize(encode_rows(frame.iloc[[2]].drop(columns=[SPEC.label]), SPEC))
+    assert status.tolist() == ["event_time:null"]
