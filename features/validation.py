@@ -115,6 +115,8 @@ def normalize_frame(
         s = frame[c.name]
         present = int(s.notna().sum())
         if c.kind == "timestamp":
+            if s.dtype.kind == "M" or isinstance(s.dtype, pd.DatetimeTZDtype):
+                s = _outside_ns_range(s, c, reasons)
             if isinstance(s.dtype, pd.DatetimeTZDtype):
                 if str(s.dtype.tz) != "UTC":
                     notes.append(
@@ -143,6 +145,24 @@ def normalize_frame(
                     s = s.where(~damaged)
                 frame[c.name] = s
     return frame, reasons, notes
+
+
+NS_MIN, NS_MAX = pd.Timestamp.min, pd.Timestamp.max  # what int64 nanoseconds since the epoch can hold
+
+
+def _outside_ns_range(s: pd.Series, col: Column, reasons: dict[str, np.ndarray]) -> pd.Series:
+    """Timestamps a file stores at a coarser unit (``timestamp[us]``) may lie outside the years 1677-2262 that the
+    canonical form (int64 nanoseconds) can hold: each such row is ``<column>:out_of_bounds`` and its value null,
+    so one bad value never fails its file or partition."""
+    unit: Any = s.dt.unit
+    if unit == "ns":
+        return s
+    naive = s.dt.tz_convert("UTC").dt.tz_localize(None) if isinstance(s.dtype, pd.DatetimeTZDtype) else s
+    outside = (naive.notna() & ((naive < NS_MIN.as_unit(unit)) | (naive > NS_MAX.as_unit(unit)))).to_numpy(bool)
+    if not outside.any():
+        return s
+    reasons[f"{col.name}:out_of_bounds"] = outside
+    return s.mask(outside)
 
 
 def _parse_text_timestamps(s: pd.Series, col: Column, reasons: dict[str, np.ndarray]) -> tuple[np.ndarray, set[str]]:

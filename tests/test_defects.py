@@ -236,3 +236,48 @@ def test_an_empty_timestamp_is_a_null_in_files_and_on_the_request_path(tmp_path:
     contract = compile_contract(SPEC, fit_state(fraud.generate(500, seed=2), SPEC))
     _, status = contract.featurize(encode_rows(frame.iloc[[2]].drop(columns=[SPEC.label]), SPEC))
     assert status.tolist() == ["event_time:null"]
+
+
+def _far_future(tmp_path: Path) -> tuple[Path, str]:
+    """A timestamp[us, UTC] file (as Spark or pyarrow write them) with one year-3000 value: beyond nanoseconds."""
+    import datetime as dt
+
+    frame = _valid(200)
+    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True, format="ISO8601")
+    values = [t.to_pydatetime() for t in frame["event_time"]]
+    values[7] = dt.datetime(3000, 1, 1, tzinfo=dt.UTC)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    where = table.schema.get_field_index("event_time")
+    table = table.set_column(where, "event_time", pa.array(values, type=pa.timestamp("us", tz="UTC")))
+    path = tmp_path / "far.parquet"
+    pq.write_table(table, path)
+    return path, str(frame["transaction_id"].iloc[7])
+
+
+def test_a_timestamp_beyond_nanoseconds_is_one_quarantined_row(tmp_path: Path) -> None:
+    path, bad_id = _far_future(tmp_path)
+    valid, report = load_validated([path], SPEC, quarantine_dir=tmp_path / "q")
+    assert report.files[0]["reasons"] == {"event_time:out_of_bounds": 1}
+    assert report.rows_in == 200 == len(valid) + 1
+    quarantine = pd.read_parquet(tmp_path / "q" / quarantine_name(path))
+    assert quarantine["transaction_id"].tolist() == [bad_id]
+
+
+def test_a_timestamp_beyond_nanoseconds_never_fails_a_batch_partition(published, dask_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from inferline.batch import JobConfig, run_job
+
+    path, bad_id = _far_future(tmp_path)
+    report = run_job(
+        JobConfig(
+            inputs=[str(path)],
+            output=tmp_path / "out",
+            model="fraud",
+            repository=published.repository,
+            scheduler=dask_cluster.address,
+            progress=False,
+        )
+    )
+    assert report.rows_in == 200 == report.rows_predicted + report.rows_quarantined and report.rows_quarantined == 1
+    quarantine = pd.read_parquet(tmp_path / "out" / "_quarantine")
+    assert quarantine["transaction_id"].tolist() == [bad_id]
+    assert quarantine["_reasons"].tolist() == ["event_time:out_of_bounds"]
