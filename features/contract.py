@@ -20,6 +20,7 @@ then column by column in spec order), or ``ok``. tests/test_contract.py checks t
 
 from __future__ import annotations
 
+import unicodedata
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from inferline.features.wire import (
     INVALID_UTF8,
     decode_column,
     decode_value,
+    nfc_texts,
     parse_instant,
     parse_instants,
 )
@@ -85,6 +87,7 @@ class _ColumnPlan:
         self.required = column.required
         self.unique = column.unique
         self.assume_utc = column.timezone_policy == "assume_utc"
+        self.nfc = column.normalization == "nfc"  # text is normalized before its rules and features see it
         self.null_reason = f"{column.name}:{NULL}"
         self.duplicate_reason = f"{column.name}:{DUPLICATE}"
         self.rules: list[tuple[str, Callable[[Any], bool], Callable[[Any, Any], Any]]] = [
@@ -146,6 +149,8 @@ class _ColumnPlan:
         if self.remembered:
             return self._request_remembered(w, feats, outputs)
         texts, invalid = decode_column(w)
+        if self.nfc:
+            texts, _ = nfc_texts(texts)
         parse: list[str | None] | None = None
         if invalid:
             parse = [None] * n
@@ -232,7 +237,7 @@ class _ColumnPlan:
         null_entry = (None, None, self.null_reason if self.required else None, *(k(None, p) for k, p in kernels))
         invalid_entry = (None, f"{self.name}:{INVALID_UTF8}", None, *zeros)
         first = self.first_failing() if self.rules else None
-        name, kind, assume_utc = self.name, self.kind, self.assume_utc
+        name, kind, assume_utc, nfc = self.name, self.kind, self.assume_utc, self.nfc
 
         features = _features_of(kernels)
 
@@ -258,7 +263,9 @@ class _ColumnPlan:
                 text, invalid = text_of(v)
                 if invalid:
                     return invalid_entry
-                return finish(text) if text else null_entry
+                if not text:
+                    return null_entry
+                return finish(unicodedata.normalize("NFC", text) if nfc and not text.isascii() else text)
 
         elif kind == "timestamp":
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import glob
 import hashlib
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +16,7 @@ import pandas as pd
 
 from inferline.features.artifacts import atomic_write_parquet, fingerprint_files
 from inferline.features.errors import PathNotFound, UserError
+from inferline.features.rules import TEXT_KINDS
 from inferline.features.spec import PipelineSpec
 from inferline.features.validation import FileLevelError, ValidationResult, validate_frame
 
@@ -24,6 +27,7 @@ __all__ = [
     "expand_paths",
     "load_validated",
     "quarantine_name",
+    "read_csv",
     "read_raw",
 ]
 
@@ -129,22 +133,97 @@ def _unreadable(path: Path, what: str, exc: BaseException, fix: str) -> FileLeve
     )
 
 
-def read_raw(path: Path) -> pd.DataFrame:
-    """A data file as a frame; a file that cannot be read (empty, truncated, corrupt, not that format) is a
-    ``FileLevelError`` naming it, never a reader's traceback."""
+def read_raw(path: Path, spec: PipelineSpec | None = None) -> pd.DataFrame:
+    """A data file as a frame; a file that cannot be read (empty, truncated, corrupt, not that format, not UTF-8)
+    is a ``FileLevelError`` naming it, never a reader's traceback. A CSV file is read by ``spec`` where one is
+    given (``read_csv``): CSV has no types, the spec does."""
     from pandas.errors import EmptyDataError, ParserError
 
     path = Path(path)
     if path.suffix == ".csv":
         try:
-            # undecodable bytes survive as lone surrogates; validation reports them per row as <column>:invalid_utf8
-            return pd.read_csv(path, encoding="utf-8", encoding_errors="surrogateescape")
+            return read_csv(path, spec)
         except (EmptyDataError, ParserError, UnicodeError, OSError) as exc:
             raise _unreadable(path, "CSV", exc, "a header line, then one line per row; re-export it") from exc
     try:
         return pd.read_parquet(path)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise _unreadable(path, "Parquet", exc, "written to the end; re-export or re-copy it") from exc
+
+
+# what pandas reads as a null in a number or timestamp cell by default (a text cell is null only when empty)
+NA_TEXT = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+           "NA", "NULL", "NaN", "None", "n/a", "nan", "null")  # fmt: skip
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of bytes that are not UTF-8
+_UTF8_NON_ASCII = re.compile("[^\x00-\x7f\udc80-\udcff]")
+
+
+def _scan_bytes(path: Path) -> tuple[bool, int, int]:
+    """One pass over a text file's bytes: (holds a NUL, UTF-8 non-ASCII characters, bytes that are not UTF-8)."""
+    nul, good, bad = False, 0, 0
+    decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            nul = nul or b"\x00" in chunk
+            if not chunk.isascii():
+                text = decoder.decode(chunk)
+                bad += len(_NOT_UTF8.findall(text))
+                good += len(_UTF8_NON_ASCII.findall(text))
+    return nul, good, bad
+
+
+def read_csv(path: Path, spec: PipelineSpec | None = None) -> pd.DataFrame:
+    """A CSV file, read as the spec declares its columns, losing nothing:
+
+    - text, id and categorical columns are read as text (``"007"`` stays ``"007"``, ``"NA"``, Namibia's code, is
+      not a null): only an empty cell is a null;
+    - a column with no value at all (an empty optional column, a header-only file) takes its declared type, so
+      that an empty file passes like a 0-row Parquet file;
+    - a NUL byte inside a cell survives (pandas' C parser would cut the value there), so validation sees it;
+    - bytes that are not UTF-8 survive as lone surrogates and are reported per row (``<column>:invalid_utf8``);
+      a file where no byte sequence is UTF-8 is a ``FileLevelError`` that names its likely encoding."""
+    nul, good, bad = _scan_bytes(path)
+    if bad and not good:
+        sample = Path(path).read_bytes()
+        at = next(i for i, b in enumerate(sample) if b > 0x7F)
+        snippet = sample[max(0, at - 12) : at + 12].decode("cp1252", errors="replace")
+        raise FileLevelError(
+            str(path),
+            [
+                {
+                    "column": "<file>",
+                    "problem": "not UTF-8",
+                    "received": f"{bad} byte(s) that are not UTF-8 and no UTF-8 text; read as cp1252/latin-1 they "
+                    f"say {snippet!r}",
+                    "expected": "UTF-8 text (re-export the file as UTF-8, or convert it: "
+                    f"iconv -f cp1252 -t utf-8 {Path(path).name} > fixed.csv)",
+                }
+            ],
+        )
+    columns = {c.name: c for c in (spec.columns if spec is not None else ())}
+    text = [n for n, c in columns.items() if c.kind in TEXT_KINDS]
+    frame = pd.read_csv(
+        path,
+        encoding="utf-8",
+        encoding_errors="surrogateescape",
+        engine="python" if nul else "c",
+        dtype=dict.fromkeys(text, str),
+        keep_default_na=False,
+        na_values={n: ([""] if n in text else list(NA_TEXT)) for n in columns},
+    )
+    for name in frame.columns:
+        col = columns.get(str(name))
+        if col is None or frame[name].notna().any():
+            continue
+        if col.kind in TEXT_KINDS:
+            frame[name] = pd.Series(pd.NA, index=frame.index, dtype="string")
+        elif col.kind == "timestamp":
+            frame[name] = pd.Series(pd.NaT, index=frame.index, dtype=col.raw_dtype)
+        elif len(frame) == 0 and col.kind != "tensor":
+            frame[name] = frame[name].astype(col.raw_dtype)
+        elif col.kind == "numeric":
+            frame[name] = frame[name].astype("float64")
+    return frame
 
 
 def quarantine_name(path: Path) -> str:
@@ -170,7 +249,7 @@ def load_validated(
     broken: list[FileLevelError] = []
     for path in paths:
         try:
-            raw = read_raw(path)
+            raw = read_raw(path, spec)
             if not include_label:  # scoring input may carry the label; it is not used (as in the batch job)
                 raw = raw.drop(columns=[spec.label], errors="ignore")
             results.append((path, validate_frame(raw, spec, source=str(path), include_label=include_label)))

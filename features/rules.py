@@ -22,23 +22,27 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
 from inferline.features.errors import UserError
 
 __all__ = [
+    "CODE_POINT_SETS",
     "CONTROL_CHARS",
+    "DEFAULT_MAX_LENGTH",
     "Rule",
     "RuleError",
     "between",
     "elementwise",
     "finite",
     "forbid_chars",
+    "forbid_code_points",
     "ge",
     "in_range",
     "is_mojibake",
@@ -46,13 +50,43 @@ __all__ = [
     "matches",
     "max_length",
     "no_mojibake",
+    "normalized",
     "not_blank",
     "one_of",
     "rule_from_dict",
+    "text_defaults",
 ]
 
 # C0 controls other than tab, newline and carriage return, and DEL
 CONTROL_CHARS = "".join(chr(c) for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F))
+# Named sets of code points that damaged or spoofed text carries (``forbid_code_points``), with the reason code each
+# reports. Zero-width joiners (U+200C/U+200D) are their own set: Persian, Hindi and emoji sequences use them in
+# genuine text, so only identifiers and categories forbid them by default.
+CODE_POINT_SETS: dict[str, tuple[str, str, str]] = {
+    # name: (characters, reason code, what it means)
+    "c0": (
+        CONTROL_CHARS,
+        "control_chars",
+        "C0 control characters (NUL, BEL, ESC ...; tab and newlines allowed) and DEL",
+    ),
+    "c1": ("".join(chr(c) for c in range(0x80, 0xA0)), "c1_control_chars", "C1 control characters U+0080-U+009F"),
+    "zero_width": ("\u200b\u2060\u180e", "zero_width_chars", "zero-width space U+200B, word joiner U+2060, U+180E"),
+    "joiners": ("\u200c\u200d", "zero_width_joiners", "zero-width (non-)joiners U+200C, U+200D"),
+    "bidi": (
+        "\u061c\u200e\u200f" + "".join(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))),
+        "bidi_controls",
+        "bidirectional controls (U+202A-U+202E, U+2066-U+2069, marks): text that displays unlike it compares",
+    ),
+    "bom": ("\ufeff", "bom", "the byte-order mark U+FEFF inside a value"),
+    "replacement": ("\ufffd", "replacement_char", "U+FFFD: the text was decoded lossily upstream"),
+}
+# What a text, id or categorical column gets unless it declares its own (``text_defaults``)
+DEFAULT_MAX_LENGTH: dict[str, int] = {"id": 256, "categorical": 256, "text": 10_000}
+DEFAULT_CODE_POINTS: dict[str, tuple[str, ...]] = {
+    "id": ("c0", "c1", "zero_width", "joiners", "bidi", "bom", "replacement"),
+    "categorical": ("c0", "c1", "zero_width", "joiners", "bidi", "bom", "replacement"),
+    "text": ("c0", "c1", "zero_width", "bom", "replacement"),
+}
 NUMBER_KINDS = frozenset({"numeric", "integer", "label"})
 TEXT_KINDS = frozenset({"id", "categorical", "text"})
 ANY_KIND = NUMBER_KINDS | TEXT_KINDS | {"timestamp"}
@@ -171,6 +205,58 @@ def forbid_chars(chars: str, *, name: str = "forbidden_chars", message: str | No
     return Rule("forbid_chars", (chars,), name, message or f"none of {chars!r}")
 
 
+def forbid_code_points(*sets: str, name: str | None = None, message: str | None = None) -> Rule:
+    """None of the code points of the named ``sets`` (text): see ``CODE_POINT_SETS`` ("c0", "c1", "zero_width",
+    "joiners", "bidi", "bom", "replacement"). The reason code is the set's own for one set."""
+    unknown = [x for x in sets if x not in CODE_POINT_SETS]
+    if not sets or unknown:
+        raise RuleError(
+            f"forbid_code_points{sets!r}: expected one or more of {sorted(CODE_POINT_SETS)}"
+            + (f"; unknown: {unknown}" if unknown else "")
+        )
+    default_name = CODE_POINT_SETS[sets[0]][1] if len(sets) == 1 else "forbidden_code_points"
+    described = "; ".join(CODE_POINT_SETS[x][2] for x in sets)
+    return Rule("forbid_code_points", tuple(sets), name or default_name, message or f"no {described}")
+
+
+def normalized(form: str = "NFC", *, name: str | None = None, message: str | None = None) -> Rule:
+    """Text already in Unicode normalization ``form`` (NFC, NFD, NFKC, NFKD): the rule of a column declared
+    ``normalization="refuse"``; ``"nfc"`` columns are normalized before their rules run instead."""
+    if form not in ("NFC", "NFD", "NFKC", "NFKD"):
+        raise RuleError(f"normalized({form!r}): expected NFC, NFD, NFKC or NFKD")
+    return Rule(
+        "normalized",
+        (form,),
+        name or f"not_{form.lower()}",
+        message or f"text in Unicode {form} (the same text in another form compares and featurizes differently)",
+    )
+
+
+def text_defaults(kind: str, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
+    """``rules`` plus what protects every text, id and categorical column unless it declares its own: a
+    ``max_length`` (``DEFAULT_MAX_LENGTH``) and ``forbid_code_points`` for each set of ``DEFAULT_CODE_POINTS``
+    that the column's own ``forbid_chars``/``forbid_code_points`` rules do not already cover."""
+    out = list(rules)
+    names = {r.name for r in rules}
+    if not any(r.op == "max_length" for r in rules):
+        out.append(
+            max_length(DEFAULT_MAX_LENGTH[kind], name="too_long" if "too_long" not in names else "over_max_length")
+        )
+    covered = set("".join(_chars_of(r) for r in rules if r.op in ("forbid_chars", "forbid_code_points")))
+    for key in DEFAULT_CODE_POINTS[kind]:
+        chars, reason, _ = CODE_POINT_SETS[key]
+        if not set(chars) <= covered:
+            out.append(forbid_code_points(key, name=reason if reason not in names else f"{key}_code_points"))
+    return tuple(out)
+
+
+def _chars_of(rule: Rule) -> str:
+    """The characters a ``forbid_chars`` or ``forbid_code_points`` rule refuses."""
+    if rule.op == "forbid_code_points":
+        return "".join(CODE_POINT_SETS[x][0] for x in rule.args)
+    return str(rule.args[0])
+
+
 def in_range(earliest: str, latest: str, *, name: str = "out_of_range", message: str | None = None) -> Rule:
     """``earliest`` <= timestamp < ``latest``, both ISO-8601 with an offset (timestamps)."""
     lo, hi = _instant_ns(earliest), _instant_ns(latest)
@@ -230,11 +316,13 @@ _LEADS = "\u00c2-\u00f4"
 _CONTINUATIONS = "\u0080-\u00bf\u20ac\u201a\u0192\u201e\u2026\u2020\u2021\u02c6\u2030\u0160\u2039\u0152\u017d"
 _CONTINUATIONS += "\u2018\u2019\u201c\u201d\u2022\u2013\u2014\u02dc\u2122\u0161\u203a\u0153\u017e\u0178"
 _MISREAD_PAIR = re.compile(f"[{_LEADS}][{_CONTINUATIONS}]")
+_MISREAD_RUN = re.compile(f"[{_LEADS}][{_CONTINUATIONS}]+")
 
 
 def is_mojibake(text: str) -> bool:
-    """UTF-8 bytes that were decoded as cp1252/latin-1 ("CafÃ©" for "Café"): re-encoding them gives valid
-    multi-byte UTF-8. Genuine text ("Café", "Müller", Cyrillic) does not survive that round trip.
+    """UTF-8 bytes that were decoded as cp1252/latin-1 ("CafÃ©" for "Café"), also beside genuine non-ASCII text
+    ("Café MÃ¼ller"): some run of a lead character and continuation characters re-encodes to a valid multi-byte
+    UTF-8 sequence. Genuine text ("Café", "Müller", Cyrillic, CJK) holds no such run.
 
     Re-encoded text can only be valid multi-byte UTF-8 where a lead character is followed by a continuation
     character (``_MISREAD_PAIR``), so text without such a pair is answered by one regex search, without the
@@ -245,14 +333,23 @@ def is_mojibake(text: str) -> bool:
 
 
 def _round_trips(text: str) -> bool:
+    """Whether a run of misread characters in ``text`` re-encodes (cp1252, else latin-1) to one valid UTF-8
+    sequence: 2, 3 or 4 bytes as its lead byte says."""
     if text.isascii():
         return False
-    for encoding in ("cp1252", "latin-1"):
-        try:
-            repaired = text.encode(encoding).decode("utf-8")
-        except UnicodeError:
-            continue
-        return repaired != text
+    for run in _MISREAD_RUN.findall(text):
+        for encoding in ("cp1252", "latin-1"):
+            try:
+                raw = run.encode(encoding)
+            except UnicodeError:
+                continue
+            need = 2 if raw[0] < 0xE0 else 3 if raw[0] < 0xF0 else 4
+            if len(raw) >= need:
+                try:
+                    raw[:need].decode("utf-8")
+                except UnicodeError:
+                    continue
+                return True
     return False
 
 
@@ -322,19 +419,19 @@ def _matches_op() -> Op:
 
 
 def _forbid_op() -> Op:
-    """Forbidden characters: one regex search per value; over a column, one search over all values joined (the
-    common case, no forbidden character anywhere, costs one pass in C)."""
+    """Forbidden characters (``forbid_chars``, ``forbid_code_points``): one regex search per value; over a column,
+    one search over all values joined (the common case, no forbidden character anywhere, costs one pass in C)."""
 
     def scalar(rule: Rule) -> ScalarCheck:
-        chars = str(rule.args[0])
+        chars = _chars_of(rule)
         if len(chars) == 1:
             return lambda v: chars not in v
-        search = _forbidden(rule.args).search
+        search = _forbidden(chars).search
         return lambda v: search(v) is None
 
     def vector(rule: Rule) -> VectorCheck:
-        chars = str(rule.args[0])
-        search = _forbidden(rule.args).search
+        chars = _chars_of(rule)
+        search = _forbidden(chars).search
         sep = next(c for c in "\n\t |~a" if c not in chars)
         printable_sep = next(c for c in " |~a" if c not in chars)
         unprintable = not any(c.isprintable() for c in chars)  # control characters: str.isprintable rules them out
@@ -349,7 +446,7 @@ def _forbid_op() -> Op:
         return run
 
     def pandera(rule: Rule) -> Any:
-        pattern = _forbidden(rule.args).pattern
+        pattern = _forbidden(_chars_of(rule)).pattern
         return _series_check(lambda s: ~s.str.contains(pattern, regex=True), rule)
 
     return Op(TEXT_KINDS, scalar, vector, pandera)
@@ -413,8 +510,25 @@ def _max_length_vector(rule: Rule) -> VectorCheck:
     return lambda xp, v: np.fromiter(map(len, v), dtype=np.int64, count=len(v)) <= n
 
 
-def _forbidden(args: Sequence[Any]) -> re.Pattern[str]:
-    return re.compile("[" + "".join(re.escape(c) for c in str(args[0])) + "]")
+def _forbidden(chars: str) -> re.Pattern[str]:
+    return re.compile("[" + "".join(re.escape(c) for c in chars) + "]")
+
+
+def _form(rule: Rule) -> Literal["NFC", "NFD", "NFKC", "NFKD"]:
+    return cast(Literal["NFC", "NFD", "NFKC", "NFKD"], str(rule.args[0]))
+
+
+def _normalized_vector(rule: Rule) -> VectorCheck:
+    """One C pass over all values joined by a newline (a starter that composes with nothing, so the joined text
+    is normalized exactly when every value is); value by value only when it is not."""
+    form = _form(rule)
+
+    def run(xp: Any, v: Any) -> Any:
+        if unicodedata.is_normalized(form, "\n".join(v)):
+            return np.ones(len(v), dtype=bool)
+        return np.fromiter((unicodedata.is_normalized(form, x) for x in v), dtype=bool, count=len(v))
+
+    return run
 
 
 def _timestamp_range(rule: Rule) -> tuple[int, int]:
@@ -443,6 +557,13 @@ OPS: dict[str, Op] = {
     ),
     "matches": _matches_op(),
     "forbid_chars": _forbid_op(),
+    "forbid_code_points": _forbid_op(),
+    "normalized": Op(
+        TEXT_KINDS,
+        lambda r: lambda v: unicodedata.is_normalized(_form(r), v),
+        _normalized_vector,
+        lambda r: _elementwise_check(lambda v: unicodedata.is_normalized(_form(r), v), r),
+    ),
     "not_blank": Op(
         TEXT_KINDS,
         lambda r: lambda v: v != "" and not v.isspace(),

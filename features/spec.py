@@ -19,7 +19,7 @@ from typing import Any, Literal, NamedTuple
 import pandas as pd
 
 from inferline.features.errors import UserError
-from inferline.features.rules import Rule, rule_from_dict
+from inferline.features.rules import TEXT_KINDS, Rule, normalized, rule_from_dict, text_defaults
 
 __all__ = [
     "Column",
@@ -40,6 +40,10 @@ __all__ = [
 
 ColumnKind = Literal["id", "timestamp", "numeric", "integer", "categorical", "text", "label", "tensor"]
 Task = Literal["binary", "multiclass", "regression"]
+# text, id and categorical columns: NFC-normalize (recorded), refuse text that is not NFC, or leave it as it is
+TextNormalization = Literal["nfc", "refuse", "none"]
+# a unique column's repeated values: quarantine every copy, or keep the first (in input order) and quarantine the rest
+DuplicatePolicy = Literal["all", "all_but_first"]
 
 # Raw dtypes per kind (pandas side) and the Triton datatype each raw column travels as.
 RAW_DTYPES: dict[str, Any] = {
@@ -97,6 +101,34 @@ class Column:
     shape: tuple[int, ...] = ()
     preprocess: str | None = None
     model_dtype: str | None = None
+    # unique columns: which copies of a repeated value are quarantined (within a file and across the files of a stage)
+    duplicates: DuplicatePolicy = "all"
+    # text kinds: Unicode normalization (None: "nfc" on a declared column, "none" on a snapshot that predates it)
+    normalization: TextNormalization | None = None
+    # text kinds: add the protective default rules (``features.rules.text_defaults``) for what the column does not
+    # declare itself; a release's snapshot records the rules it ran with, so reading one back adds nothing
+    defaults: bool = field(default=True, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind in TEXT_KINDS:
+            if self.normalization is None:
+                object.__setattr__(self, "normalization", "nfc" if self.defaults else "none")
+            if self.defaults:
+                rules = self.rules
+                if self.normalization == "refuse" and not any(r.op == "normalized" for r in rules):
+                    rules = (*rules, normalized("NFC"))
+                object.__setattr__(self, "rules", text_defaults(self.kind, rules))
+        elif self.normalization not in (None, "none"):
+            raise SpecError(
+                f"column {self.name!r} ({self.kind}): normalization={self.normalization!r} applies to text, id and "
+                "categorical columns only"
+            )
+        if self.normalization not in (None, "nfc", "refuse", "none"):
+            raise SpecError(
+                f"column {self.name!r}: normalization={self.normalization!r}; expected 'nfc', 'refuse' or 'none'"
+            )
+        if self.duplicates not in ("all", "all_but_first"):
+            raise SpecError(f"column {self.name!r}: duplicates={self.duplicates!r}; expected 'all' or 'all_but_first'")
 
     @property
     def raw_dtype(self) -> Any:
@@ -116,10 +148,17 @@ class Column:
         return self.model_dtype or self.dtype or TRITON_DTYPES[self.kind]
 
     def extra(self) -> dict[str, Any]:
-        """The tensor fields, for ``describe`` (empty for other columns, so their specs hash as before)."""
+        """The fields added since the first snapshot format, for ``describe``: each only where it is set, so a
+        spec that does not use it hashes as before."""
+        d: dict[str, Any] = {}
+        if self.normalization not in (None, "none"):
+            d["normalization"] = self.normalization
+        if self.duplicates != "all":
+            d["duplicates"] = self.duplicates
         if self.kind != "tensor":
-            return {}
+            return d
         return {
+            **d,
             "dtype": self.dtype,
             "shape": list(self.shape),
             "preprocess": self.preprocess,
@@ -335,6 +374,9 @@ def spec_from_dict(d: Mapping[str, Any]) -> PipelineSpec:
                 shape=tuple(c.get("shape") or ()),
                 preprocess=c.get("preprocess"),
                 model_dtype=c.get("model_dtype"),
+                duplicates=c.get("duplicates", "all"),
+                normalization=c.get("normalization", "none"),
+                defaults=False,  # the snapshot lists every rule its release ran with
             )
             for c in d["columns"]
         )

@@ -18,14 +18,16 @@ import numpy as np
 import pandas as pd
 
 from inferline.features.errors import UserError
+from inferline.features.rules import TEXT_KINDS
 from inferline.features.spec import Column, PipelineSpec
-from inferline.features.wire import offset_of, parse_instant
+from inferline.features.wire import nfc_texts, offset_of, parse_instant
 
 if TYPE_CHECKING:
     from inferline.features.contract import Contract
 
 __all__ = [
     "FileLevelError",
+    "Normalized",
     "ValidationResult",
     "build_schema",
     "normalize_frame",
@@ -44,12 +46,15 @@ class FileLevelError(UserError, ValueError):
             f"  - column {p['column']!r}: {p['problem']} (received {p['received']}, expected {p['expected']})"
             for p in problems
         ]
-        super().__init__(
-            f"{source}: schema does not match pipeline spec:\n"
-            + "\n".join(lines)
-            + "\nFix the upstream export or bump the pipeline spec (features/pipelines/) and retrain; "
+        unreadable = all(p["column"] == "<file>" for p in problems)
+        heading = "cannot be read" if unreadable else "schema does not match pipeline spec"
+        advice = (
+            "Nothing of this file was used."
+            if unreadable
+            else "Fix the upstream export or bump the pipeline spec (features/pipelines/) and retrain; "
             "no value was cast silently."
         )
+        super().__init__(f"{source}: {heading}:\n" + "\n".join(lines) + "\n" + advice)
 
 
 @dataclass
@@ -96,19 +101,36 @@ def build_schema(spec: PipelineSpec, include_label: bool = True) -> Any:
 _SURROGATE = "[\udc80-\udcff]"  # what surrogateescape makes of bytes that are not UTF-8
 
 
-def normalize_frame(
-    frame: pd.DataFrame, spec: PipelineSpec, include_label: bool = True
-) -> tuple[pd.DataFrame, dict[str, np.ndarray], list[dict[str, Any]]]:
-    """Apply each column's declared policy before validation, explicitly: ``(frame, row reasons, normalizations)``.
+@dataclass
+class Normalized:
+    """What ``normalize_frame`` made of a frame: the frame in canonical dtypes, the per-row reasons it found
+    (``{reason: mask}``), the recorded normalizations, and the original values of columns it changed lossily
+    for some rows (those rows' quarantine shows what arrived, not the stand-in)."""
+
+    frame: pd.DataFrame
+    reasons: dict[str, np.ndarray]
+    notes: list[dict[str, Any]]
+    originals: dict[str, pd.Series]
+
+
+INT64_LIMIT = 2.0**63  # floats at or beyond it do not fit int64
+
+
+def normalize_frame(frame: pd.DataFrame, spec: PipelineSpec, include_label: bool = True) -> Normalized:
+    """Apply each column's declared policy before validation, explicitly, and record every change.
 
     Timestamps: tz-aware values in another zone are converted to UTC; naive values are rejected per row
     (``to_utc``) or taken as UTC (``assume_utc``); ISO-8601 text (mixed offsets allowed) is parsed to UTC with the
-    request path's parser, epoch numbers in text are rejected. Text held as Python objects becomes the string dtype.
-    Every change is recorded. Anything else (numbers in a timestamp column, text in a number column) is left for
-    the schema to refuse: never a silent cast."""
+    request path's parser, epoch numbers in text are rejected. Text held as Python objects becomes the string dtype,
+    and a column declared ``normalization="nfc"`` is normalized to NFC (as on the request path). An integer column
+    that arrives as floats (what Parquet and CSV make of integers with a null) is cast when every value is whole;
+    a null is ``<column>:null`` and a fraction ``<column>:not_integer`` per row, as on every path. Anything else
+    (numbers in a timestamp column, text in a number column) is left for the schema to refuse: never a silent
+    cast."""
     frame = frame.copy()
     reasons: dict[str, np.ndarray] = {}
     notes: list[dict[str, Any]] = []
+    originals: dict[str, pd.Series] = {}
     for c in _columns(spec, include_label):
         if c.name not in frame.columns:
             continue
@@ -136,15 +158,46 @@ def normalize_frame(
                 notes.append(
                     {"column": c.name, "action": "parsed_iso8601_to_utc", "rows": present, "offsets": sorted(offsets)}
                 )
-        elif c.kind in ("id", "categorical", "text") and s.dtype == object:
-            if all(isinstance(v, str) for v in s.dropna()):
+        elif c.kind in TEXT_KINDS:
+            if s.dtype == object and all(isinstance(v, str) for v in s.dropna()):
                 s = s.astype("string")
                 damaged = s.str.contains(_SURROGATE, regex=True).fillna(False).to_numpy(dtype=bool)
                 if damaged.any():
                     reasons[f"{c.name}:invalid_utf8"] = damaged
                     s = s.where(~damaged)
-                frame[c.name] = s
-    return frame, reasons, notes
+            if isinstance(s.dtype, pd.StringDtype) and c.normalization == "nfc" and present:
+                texts, changed = nfc_texts([None if v is pd.NA else v for v in s.tolist()])
+                if changed:
+                    s = pd.Series(texts, index=s.index, dtype="string")
+                    notes.append({"column": c.name, "action": "normalized_nfc", "rows": changed})
+            frame[c.name] = s
+        elif str(c.raw_dtype) == "int64" and str(s.dtype) != "int64" and s.dtype.kind in "fiu":
+            frame[c.name] = _as_int64(s, c, reasons, notes)
+            originals[c.name] = s
+    return Normalized(frame, reasons, notes, originals)
+
+
+def _as_int64(s: pd.Series, col: Column, reasons: dict[str, np.ndarray], notes: list[dict[str, Any]]) -> pd.Series:
+    """An integer column that arrived as floats (or another integer width): whole values become int64; each null
+    is ``<column>:null`` (int64 has no null, on the wire either) and each fraction, infinity or value beyond int64
+    ``<column>:not_integer``; those rows hold 0 as a stand-in (``Normalized.originals`` keeps what arrived)."""
+    values = s.to_numpy(dtype="float64", na_value=np.nan)
+    null = np.isnan(values)
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(values) & (np.floor(values) == values) & (np.abs(values) < INT64_LIMIT)
+    if s.dtype.kind in "iu" and not isinstance(s.dtype, pd.api.extensions.ExtensionDtype):
+        whole = s.to_numpy() <= np.iinfo(np.int64).max if s.dtype.kind == "u" else np.ones(len(s), dtype=bool)
+        null = np.zeros(len(s), dtype=bool)
+    bad = ~null & ~whole
+    if null.any():
+        reasons[f"{col.name}:null"] = null
+    if bad.any():
+        reasons[f"{col.name}:not_integer"] = bad
+    ints = np.zeros(len(s), dtype=np.int64)
+    ok = ~null & ~bad
+    ints[ok] = s[ok].to_numpy(dtype="float64" if s.dtype.kind == "f" else "int64").astype(np.int64)
+    notes.append({"column": col.name, "action": f"{s.dtype}_to_int64", "rows": int(ok.sum())})
+    return pd.Series(ints, index=s.index)
 
 
 NS_MIN, NS_MAX = pd.Timestamp.min, pd.Timestamp.max  # what int64 nanoseconds since the epoch can hold
@@ -199,32 +252,92 @@ def validate_frame(
     return validate_with(compile_contract(spec), frame, source, include_label)
 
 
-def _structural_problems(cases: Any, spec: PipelineSpec) -> list[dict[str, Any]]:
-    problems = []
+def _structural_problems(cases: Any, spec: PipelineSpec, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """pandera's failure cases as one problem per column: what was received (the dtype, or a few of the values
+    that break it with their types, and how many), what was expected, and how to fix it."""
+    problems: list[dict[str, Any]] = []
+    dtype_breaks: dict[str, list[Any]] = {}
     for case in cases.itertuples():
         check = str(case.check)
-        column = case.column if isinstance(case.column, str) else str(case.failure_case)
         if check == "column_in_dataframe":
-            problem, received, expected = "missing", "no such column", "present"
-            column = str(case.failure_case)
+            problems.append(
+                {"column": str(case.failure_case), "problem": "missing", "received": "no such column",
+                 "expected": "present (add it upstream, or drop it from the spec and retrain)"}
+            )  # fmt: skip
         elif check == "column_in_schema":
-            problem, received, expected = "unexpected column", "present", "absent (strict schema)"
-            column = str(case.failure_case)
+            problems.append(
+                {"column": str(case.failure_case), "problem": "unexpected column", "received": "present",
+                 "expected": "absent (strict schema: drop it upstream, or declare it in the spec)"}
+            )  # fmt: skip
         elif check.startswith("dtype("):
-            problem, received = "dtype changed", str(case.failure_case)
-            expected = str(spec.column(column).raw_dtype)
-            kind = spec.column(column).kind if column in {c.name for c in spec.columns} else None
-            if kind in ("numeric", "integer", "label") and not _is_dtype_name(received):
-                problem = "numbers arrive as text"
-                received = f"text values such as {received!r}"
-                expected = (
-                    f"{expected} numbers: write them without thousands separators, units or currency signs "
-                    "(1234.50, not '1,234.50')"
-                )
+            dtype_breaks.setdefault(str(case.column), []).append(case.failure_case)
         else:
-            problem, received, expected = check, str(case.failure_case), "see spec"
-        problems.append({"column": column, "problem": problem, "received": received, "expected": expected})
+            problems.append(
+                {"column": str(case.column), "problem": check, "received": str(case.failure_case),
+                 "expected": "see the pipeline spec"}
+            )  # fmt: skip
+    for name, failures in dtype_breaks.items():
+        problems.append(_dtype_problem(spec.column(name), frame[name] if name in frame.columns else None, failures))
     return problems
+
+
+def _dtype_problem(col: Column, values: pd.Series | None, failures: list[Any]) -> dict[str, Any]:
+    expected = str(col.raw_dtype)
+    whole_column = len(failures) == 1 and isinstance(failures[0], str) and _is_dtype_name(failures[0])
+    received = failures[0] if whole_column else None
+    offending: list[Any] = []
+    if values is not None and values.dtype == object:
+        wanted = str if col.kind in TEXT_KINDS else (int, float)
+        offending = [v for v in values.dropna().tolist() if not isinstance(v, wanted) or isinstance(v, bool)]
+    elif not whole_column:
+        offending = failures
+    problem = "dtype changed"
+    if offending:
+        received = f"{len(offending)} value(s) of another type, such as {_examples(offending)}"
+    if col.kind in ("numeric", "integer", "label") and offending and all(isinstance(v, str) for v in offending):
+        problem = "numbers arrive as text"
+        not_numbers = [v for v in offending if not _is_number(v)]
+        received = f"{len(offending)} value(s) as text"
+        if not_numbers:
+            received += f", {len(not_numbers)} of them not a number, such as {_examples(not_numbers)}"
+        else:
+            received += f", such as {_examples(offending)}"
+        expected = (
+            f"{expected} numbers: write them without thousands separators, units or currency signs "
+            "(1234.50, not '1,234.50')"
+        )
+    elif col.kind in TEXT_KINDS:
+        expected = f"{expected}: text values (write the column as strings upstream, e.g. '1042', not 1042)"
+    elif col.kind == "timestamp":
+        expected = f"{expected}: timestamps, or ISO-8601 text with an offset ('2026-03-01T12:00:00+01:00')"
+    else:
+        expected = f"{expected} (fix the upstream export, or change the column's kind in the spec and retrain)"
+    return {"column": col.name, "problem": problem, "received": received, "expected": expected}
+
+
+def _examples(values: list[Any]) -> str:
+    distinct = list(dict.fromkeys(map(_hashable, values[:50])))[:3]
+    return ", ".join(_shorten(f"{v!r}", 40) + f" ({type(v).__name__})" for v in distinct)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _hashable(v: Any) -> Any:
+    try:
+        hash(v)
+    except TypeError:
+        return repr(v)
+    return v
+
+
+def _shorten(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_dtype_name(text: str) -> bool:
@@ -251,10 +364,11 @@ def validate_with(
     kept = frame[list(keep)] if keep else None
     if keep:
         frame = frame.drop(columns=list(keep))
-    frame, parse_reasons, notes = normalize_frame(frame, spec, include_label)
+    normalized = normalize_frame(frame, spec, include_label)
+    frame, parse_reasons, notes = normalized.frame, normalized.reasons, normalized.notes
     cases = contract.check_structure(frame, include_label)
     if cases is not None and len(cases):
-        raise FileLevelError(source, _structural_problems(cases, spec))
+        raise FileLevelError(source, _structural_problems(cases, spec, frame))
     n = len(frame)
     checked = contract.row_reasons(frame, include_label)
     merged = merge_reasons(parse_reasons, checked)
@@ -265,9 +379,14 @@ def validate_with(
     counts = {r: int(mask.sum()) for r, mask in merged.items()}
     if kept is not None:
         frame = pd.concat([kept, frame], axis=1)
+    refused = frame[bad]
+    if normalized.originals and bad.any():
+        refused = refused.copy()
+        for name, values in normalized.originals.items():
+            refused[name] = values[bad].to_numpy()
     return ValidationResult(
         valid=frame[~bad].reset_index(drop=True),
-        quarantine=_quarantine(frame[bad], reasons),
+        quarantine=_quarantine(refused, reasons),
         rows_in=n,
         reason_counts=counts,
         normalizations=notes,

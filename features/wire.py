@@ -17,6 +17,7 @@ from __future__ import annotations
 import operator
 import re
 import typing
+import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
@@ -36,6 +37,7 @@ __all__ = [
     "decode_value",
     "encode_rows",
     "from_json_columns",
+    "nfc_texts",
     "parse_instant",
     "to_json_columns",
 ]
@@ -57,6 +59,17 @@ class WireError(UserError, ValueError):
 
 
 # ------------------------------------------------------------------------------------------ wire -> canonical
+def nfc_texts(texts: Sequence[str | None]) -> tuple[list[str | None], int]:
+    """Texts in Unicode NFC (the canonical form of a column declared ``normalization="nfc"``) and how many changed.
+    The common case, everything already NFC, is one C pass over the values joined by a newline (a starter that
+    composes with nothing, so the joined text is NFC exactly when every value is)."""
+    present = [t for t in texts if t]
+    if unicodedata.is_normalized("NFC", "\n".join(present)):
+        return list(texts), 0
+    out = [t if not t or unicodedata.is_normalized("NFC", t) else unicodedata.normalize("NFC", t) for t in texts]
+    return out, sum(a is not b for a, b in zip(out, texts, strict=True))
+
+
 def decode_value(v: Any) -> tuple[str | None, bool]:
     """One BYTES element -> ``(text or None, invalid_utf8)``; an empty element is a null."""
     if isinstance(v, bytes):

@@ -55,6 +55,7 @@ SPEC = PipelineSpec(
             "memo",
             "text",
             required=False,
+            normalization="refuse",  # an NFD memo is a reason (not_nfc), not normalized
             rules=(
                 forbid_chars(CONTROL_CHARS, name="control_chars"),
                 forbid_chars("\ufffd#", name="forbidden"),
@@ -86,7 +87,17 @@ SPEC = PipelineSpec(
     model=ModelParams(hidden=(16,), epochs=2, max_batch_size=64),
 )
 
-_MEMOS = ("rent", "Café Zürich", "refund 12", "Überweisung", "транзит", "lunch w/ client", "", "ÆØÅ butik")
+_MEMOS = (
+    "rent",
+    "Café Zürich",
+    "refund 12",
+    "Überweisung",
+    "транзит",
+    "lunch w/ client",
+    "",
+    "ÆØÅ butik",
+    "Cafe\u0301 NFD",
+)
 
 
 def generate(n_rows: int, seed: int = 0) -> pd.DataFrame:
