@@ -46,7 +46,7 @@ from inferline.features.wire import (
     parse_instants,
 )
 
-__all__ = ["Contract", "RaggedTensors", "TensorSpec", "compile_contract", "model_outputs"]
+__all__ = ["Contract", "RaggedTensors", "TensorSpec", "compile_contract", "factorize_text", "model_outputs"]
 
 NULL = "null"
 DUPLICATE = "duplicate"
@@ -360,7 +360,7 @@ class _ColumnPlan:
     def _text_reasons(self, values: Any, out: dict[str, Any]) -> None:
         """Text rules are element-wise, so each distinct value is checked once: pandas' factorize (a C hash pass)
         gives every row its value's code, and the rules' vector lowering runs over the distinct values only."""
-        codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+        codes, uniques = factorize_text(values)
         null = codes < 0
         if self.required and null.any():
             out[self.null_reason] = null
@@ -438,6 +438,23 @@ def _present(parse: list[str | None]) -> np.ndarray:
 
 def _host(a: Any) -> np.ndarray:
     return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def factorize_text(values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, distinct values)`` of a text column, code -1 for a null: pandas' factorize (one C hash pass),
+    except where a value holds a NUL. pandas' string hash table compares C strings, which end at a NUL, so
+    ``"Uber\\x00trip"`` would share the code of an earlier ``"Uber"`` and be judged (and featurized) as that value;
+    then every value is its own exact key (a dict pass). A NUL can only hide in a code that repeats, and finding one
+    costs a join over the values."""
+    a = np.asarray(values, dtype=object)
+    codes, uniques = pd.factorize(a, use_na_sentinel=True)
+    if len(uniques) == len(a) - int((codes < 0).sum()) or "\x00" not in "".join(a[codes >= 0].tolist()):
+        return codes, np.asarray(uniques, dtype=object)
+    index: dict[str, int] = {}
+    exact = np.fromiter(
+        (-1 if v is None or v is pd.NA else index.setdefault(v, len(index)) for v in a.tolist()), np.int64, len(a)
+    )
+    return exact, np.array(list(index), dtype=object)
 
 
 def _duplicated(values: Any, kind: str) -> np.ndarray:
@@ -643,7 +660,7 @@ class Contract:
         if self._plans[plan.source].kind not in TEXT_KINDS or len(values) < 64:
             return plan.kernel.vector(xp, values, plan.params)
         if plan.source not in distinct:
-            codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+            codes, uniques = factorize_text(values)
             distinct[plan.source] = (codes, [*uniques.tolist(), None])  # code -1 (null) reads the appended None
         codes, uniques = distinct[plan.source]
         per_value = _host(plan.kernel.vector(np, np.array(uniques, dtype=object), plan.params))

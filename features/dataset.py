@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import csv
 import glob
 import hashlib
 import re
@@ -175,7 +176,7 @@ def _scan_bytes(path: Path) -> tuple[bool, int, int]:
 def read_csv(path: Path, spec: PipelineSpec | None = None) -> pd.DataFrame:
     """A CSV file, read as the spec declares its columns, losing nothing:
 
-    - text, id and categorical columns are read as text (``"007"`` stays ``"007"``, ``"NA"``, Namibia's code, is
+    - text, id, categorical and timestamp columns are read as text (``"007"`` stays ``"007"``, ``"NA"``, Namibia's code, is
       not a null): only an empty cell is a null;
     - a column with no value at all (an empty optional column, a header-only file) takes its declared type, so
       that an empty file passes like a 0-row Parquet file;
@@ -201,16 +202,23 @@ def read_csv(path: Path, spec: PipelineSpec | None = None) -> pd.DataFrame:
             ],
         )
     columns = {c.name: c for c in (spec.columns if spec is not None else ())}
-    text = [n for n, c in columns.items() if c.kind in TEXT_KINDS]
-    frame = pd.read_csv(
-        path,
-        encoding="utf-8",
-        encoding_errors="surrogateescape",
-        engine="python" if nul else "c",
-        dtype=dict.fromkeys(text, str),
-        keep_default_na=False,
-        na_values={n: ([""] if n in text else list(NA_TEXT)) for n in columns},
-    )
+    # text and timestamps are read as text: a timestamp's text is parsed by validation, as on the request path
+    text = [n for n, c in columns.items() if c.kind in TEXT_KINDS or c.kind == "timestamp"]
+    limit = csv.field_size_limit()
+    if nul:  # the python engine keeps a NUL; its csv module would refuse cells over 128 KiB (a length rule's job)
+        csv.field_size_limit(2**31 - 1)
+    try:
+        frame = pd.read_csv(
+            path,
+            encoding="utf-8",
+            encoding_errors="surrogateescape",
+            engine="python" if nul else "c",
+            dtype=dict.fromkeys(text, str),
+            keep_default_na=False,
+            na_values={n: ([""] if n in text else list(NA_TEXT)) for n in columns},
+        )
+    finally:
+        csv.field_size_limit(limit)
     for name in frame.columns:
         col = columns.get(str(name))
         if col is None or frame[name].notna().any():

@@ -127,6 +127,11 @@ class Column:
             raise SpecError(
                 f"column {self.name!r}: normalization={self.normalization!r}; expected 'nfc', 'refuse' or 'none'"
             )
+        if self.kind == "integer" and not self.required:
+            raise SpecError(
+                f"column {self.name!r}: an integer column cannot be optional (int64 has no null, on the wire either, "
+                "so a null would be a different value on each path); declare it kind='numeric' to allow nulls"
+            )
         if self.duplicates not in ("all", "all_but_first"):
             raise SpecError(f"column {self.name!r}: duplicates={self.duplicates!r}; expected 'all' or 'all_but_first'")
 

@@ -160,12 +160,19 @@ def _number(col: Column, row: int, value: Any) -> float:
         raise _refuse(col, row, value, "a number within float64's range") from None
 
 
-def _integer(col: Column, row: int, value: Any) -> int:
+def _integer(col: Column, row: int, value: Any, refused: dict[int, str] | None = None) -> int:
+    """One INT64 wire value. A null or a value that is no int64 (a fraction, text, beyond 64 bits) is refused,
+    or, with ``refused``, recorded there as the row's reason (``<column>:null``, ``<column>:not_integer``: what
+    validation reports for it) and sent as a stand-in 0."""
     integral = isinstance(value, int | np.integer) and not isinstance(value, bool)
     if not integral and isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
         integral, value = True, int(value)
     if not integral or not INT64_MIN <= int(value) <= INT64_MAX:
-        raise _refuse(col, row, value, "an integer within int64's range, not null: the INT64 wire has no null")
+        if refused is None:
+            raise _refuse(col, row, value, "an integer within int64's range, not null: the INT64 wire has no null")
+        null = value is None or value is pd.NA or (isinstance(value, float | np.floating) and np.isnan(value))
+        refused.setdefault(row, f"{col.name}:{'null' if null else 'not_integer'}")
+        return 0
     return int(value)
 
 
@@ -193,8 +200,9 @@ def _encode_tensor(col: Column, values: pd.Series) -> np.ndarray:
     return np.stack(rows) if rows else np.zeros((0, *(max(d, 0) for d in col.shape)), dtype=plan.dtype)
 
 
-def _encode_column(col: Column, values: pd.Series) -> np.ndarray:
-    """One column as its wire tensor ``[n, 1]``; a value the wire cannot carry is refused naming column and row."""
+def _encode_column(col: Column, values: pd.Series, refused: dict[int, str] | None = None) -> np.ndarray:
+    """One column as its wire tensor ``[n, 1]``; a value the wire cannot carry is refused naming column and row
+    (an integer column's null or fraction goes to ``refused`` instead, where given: see ``_integer``)."""
     if col.kind == "tensor":
         return _encode_tensor(col, values)
     if col.triton_dtype == "BYTES":
@@ -210,14 +218,18 @@ def _encode_column(col: Column, values: pd.Series) -> np.ndarray:
         return np.array([_number(col, i, v) for i, v in enumerate(values)], dtype=np.float64).reshape(-1, 1)
     if kind == "i" or (kind == "u" and str(values.dtype) != "uint64"):
         return values.to_numpy(dtype=np.int64).reshape(-1, 1)
-    return np.array([_integer(col, i, v) for i, v in enumerate(values)], dtype=np.int64).reshape(-1, 1)
+    return np.array([_integer(col, i, v, refused) for i, v in enumerate(values)], dtype=np.int64).reshape(-1, 1)
 
 
 def encode_rows(
-    rows: pd.DataFrame | Sequence[Mapping[str, Any]], spec: PipelineSpec | Sequence[Column]
+    rows: pd.DataFrame | Sequence[Mapping[str, Any]],
+    spec: PipelineSpec | Sequence[Column],
+    refused: dict[int, str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Rows -> one wire tensor ``[n, 1]`` per input column of ``spec`` (a spec, or its input columns); a tensor
-    column's tensor is ``[n, *shape]``."""
+    column's tensor is ``[n, *shape]``. ``refused`` (row -> reason) receives the rows whose integer value the
+    INT64 wire cannot carry (a null, a fraction), instead of refusing the call: the client answers them with
+    that reason as their status, as validation quarantines them."""
     inputs = spec.input_columns if isinstance(spec, PipelineSpec) else tuple(spec)
     if isinstance(rows, pd.DataFrame):
         frame = rows
@@ -229,7 +241,7 @@ def encode_rows(
     missing = [c.name for c in inputs if c.name not in frame.columns]
     if missing:
         raise WireError(f"rows lack column(s) {missing}; expected every input column: {[c.name for c in inputs]}")
-    return {c.name: _encode_column(c, frame[c.name]) for c in inputs}
+    return {c.name: _encode_column(c, frame[c.name], refused) for c in inputs}
 
 
 # ------------------------------------------------------------------------------------------ wire <-> JSON
@@ -262,7 +274,7 @@ def from_json_columns(columns: Mapping[str, list[Any]], spec: PipelineSpec | Seq
         elif c.triton_dtype == "FP64":
             arrays[c.name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
         else:
-            arrays[c.name] = np.array(values, dtype=np.int64)
+            arrays[c.name] = np.array([_integer(c, i, v) for i, v in enumerate(values)], dtype=np.int64)
     return arrays
 
 

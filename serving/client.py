@@ -298,7 +298,8 @@ class InferlineClient:
         ``Cancelled`` (its ``done_rows`` were answered); ``progress`` is called with the rows answered so far."""
         if errors not in ("raise", "record"):
             raise ValueError(f"errors must be 'raise' or 'record', got {errors!r}")
-        arrays = encode_rows(rows, self.spec)
+        refused: dict[int, str] = {}  # rows the wire cannot carry as they are (an integer column's null)
+        arrays = encode_rows(rows, self.spec, refused)
         n = len(next(iter(arrays.values())))
         n_classes = len(self.spec.classes)
         regression = self.spec.task == "regression"
@@ -336,6 +337,9 @@ class InferlineClient:
                 release += [s.decode() for s in result.as_numpy("release").reshape(-1)]
             if progress is not None:
                 progress(start + size)
+        for row, reason in refused.items():  # sent with a stand-in value: the row's status is its reason
+            if status[row] == "ok":
+                status[row] = reason
         predictions = Predictions(
             probabilities=np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32),
             predicted_class=np.concatenate(classes) if classes else np.zeros(0, np.int64),

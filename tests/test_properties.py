@@ -17,6 +17,7 @@ from inferline.features.validation import validate_frame
 from inferline.serving.client import encode_rows
 
 from .test_defects import DEFECTS
+from .test_text_defects import DEFECTS as TEXT_DEFECTS
 
 SPEC = fraud.SPEC
 CONTRACT = compile_contract(SPEC, fit_state(fraud.generate(2000, seed=1), SPEC))
@@ -75,3 +76,64 @@ def test_each_injected_defect_is_caught_with_its_reason(rows: list[dict], defect
     served = [r for r in reasons if not r.startswith(f"{SPEC.label}:")]
     assert [s for i, s in enumerate(status) if i != target] == ["ok"] * (len(frame) - 1)
     assert status[target] in served if served else status[target] == "ok"
+
+
+# every defect class a file can carry, each with the reasons it must get (a long text is 10,001 characters: the
+# default bound of a text column is 10,000)
+MIXABLE = [
+    *DEFECTS,
+    *(
+        ({**c, "description": "x" * 10_001} if "x" * 1000 in str(c.get("description", "")) else c, {r})
+        for c, r in TEXT_DEFECTS
+    ),
+]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.lists(row, min_size=1, max_size=12), st.sampled_from(["parquet", "csv"])), min_size=1, max_size=3
+    ),
+    st.data(),
+)
+def test_random_mixtures_of_defects_across_files_reconcile(files: list[tuple[list[dict], str]], data) -> None:
+    """Random defects (every class above, several per file, in Parquet and CSV files) injected into valid rows:
+    rows in = rows valid + rows quarantined, per file and in all; each row is in exactly one place; every injected
+    row is quarantined with exactly its reasons and no valid row is."""
+    import tempfile
+    from pathlib import Path
+
+    from inferline.features.dataset import load_validated, quarantine_name
+
+    expected: dict[str, set[str]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for j, (rows, fmt) in enumerate(files):
+            frame = _frame(rows)
+            frame["transaction_id"] = [f"f{j}-{t}" for t in frame["transaction_id"]]
+            targets = data.draw(st.lists(st.integers(0, len(frame) - 1), unique=True, max_size=len(frame)))
+            for target in targets:
+                changes, reasons = data.draw(st.sampled_from(MIXABLE))
+                for column, value in changes.items():
+                    if column == "transaction_id":  # each damaged id stays distinct: no accidental duplicates
+                        value = " " * (len(expected) + 1) if value.isspace() else value + str(frame.loc[target, column])
+                    if frame[column].dtype.kind == "i" and not isinstance(value, int):
+                        frame[column] = frame[column].astype("float64")  # what a null or a fraction makes of it
+                    frame.loc[target, column] = value
+                expected[str(frame.loc[target, "transaction_id"])] = set(reasons)
+            path = Path(tmp) / f"part-{j}.{fmt}"
+            frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path, index=False)
+            paths.append(path)
+        valid, report = load_validated(paths, SPEC, quarantine_dir=Path(tmp) / "q", max_invalid_share=1.0)
+        quarantined: dict[str, set[str]] = {}
+        for f, path in zip(report.files, paths, strict=True):
+            assert f["rows_in"] == f["rows_valid"] + f["rows_quarantined"]
+            q = Path(tmp) / "q" / quarantine_name(path)
+            rows_q = pd.read_parquet(q) if q.exists() else pd.DataFrame(columns=["transaction_id", "_reasons"])
+            assert len(rows_q) == f["rows_quarantined"]
+            for tid, reasons in zip(rows_q["transaction_id"], rows_q["_reasons"], strict=True):
+                assert str(tid) not in quarantined, "a row quarantined twice"
+                quarantined[str(tid)] = set(str(reasons).split(";"))
+    assert report.rows_in == sum(len(r) for r, _ in files) == len(valid) + len(quarantined)
+    assert quarantined == expected
+    assert set(expected).isdisjoint(set(valid["transaction_id"].astype(str)))
