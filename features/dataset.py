@@ -176,8 +176,8 @@ def _scan_bytes(path: Path) -> tuple[bool, int, int]:
 def read_csv(path: Path, spec: PipelineSpec | None = None) -> pd.DataFrame:
     """A CSV file, read as the spec declares its columns, losing nothing:
 
-    - text, id, categorical and timestamp columns are read as text (``"007"`` stays ``"007"``, ``"NA"``, Namibia's code, is
-      not a null): only an empty cell is a null;
+    - text, id, categorical and timestamp columns are read as text (``"007"`` stays ``"007"``; ``"NA"``,
+      Namibia's code, is not a null): only an empty cell is a null;
     - a column with no value at all (an empty optional column, a header-only file) takes its declared type, so
       that an empty file passes like a 0-row Parquet file;
     - a NUL byte inside a cell survives (pandas' C parser would cut the value there), so validation sees it;

@@ -162,7 +162,7 @@ def test_the_monitor_featurizes_nfd_text_as_its_nfc_form() -> None:
     np.testing.assert_array_equal(features.numeric[0], features.numeric[1])
     assert list(status) == ["ok", "ok", "description:mojibake", "description:bom"]
     columns["customer_age_days"][0] = None
-    with pytest.raises(ValueError, match="customer_age_days.*row 0.*INT64 wire has no null"):
+    with pytest.raises(ValueError, match=r"customer_age_days.*row 0.*INT64 wire has no null"):
         from_json_columns(columns, SPEC)
 
 
@@ -192,7 +192,7 @@ def test_a_latin1_csv_is_one_file_level_error_that_names_the_encoding(tmp_path: 
     frame = fraud.generate(30, seed=2).assign(description="Café Müller")
     path = tmp_path / "export.csv"
     frame.to_csv(path, index=False, encoding="latin-1")
-    with pytest.raises(FileLevelError, match="not UTF-8.*Caf.*iconv -f cp1252 -t utf-8"):
+    with pytest.raises(FileLevelError, match=r"not UTF-8.*Caf.*iconv -f cp1252 -t utf-8"):
         load_validated([path], SPEC)
     done = _cli("validate", "--pipeline", "fraud", str(path))
     assert done.returncode == 1 and "Traceback" not in done.stderr and "not UTF-8" in done.stderr
