@@ -104,9 +104,7 @@ class Duplicates:
         return out
 
 
-def find_duplicates(
-    spec: PipelineSpec, plan: Plan, scan: Callable[[list[Partition]], list[Scan]]
-) -> Duplicates:
+def find_duplicates(spec: PipelineSpec, plan: Plan, scan: Callable[[list[Partition]], list[Scan]]) -> Duplicates:
     """Every partition's keys (``scan``: on the client or on the cluster, one result per partition in plan
     order) -> the copies each partition quarantines under its columns' policies."""
     columns = unique_columns(spec, include_label=False)

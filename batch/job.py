@@ -15,9 +15,9 @@ and the report counts them (``duplicates``).
 
 A job is its release, backend and partition geometry (files, row groups). A rerun of the same job skips every
 partition whose commit record, output files, input file content and assigned duplicate copies check out, so after
-a file is fixed in place only its partitions (and those whose copies it changed) run again; stale files (hidden temporaries, parts or records that no commit of this job
-vouches for) are removed first. Results of another job are never mixed in: that needs a new --output or
---overwrite.
+a file is fixed in place only its partitions (and those whose copies it changed) run again; stale files (hidden
+temporaries, parts or records that no commit of this job vouches for) are removed first. Results of another
+job are never mixed in: that needs a new --output or --overwrite.
 """
 
 from __future__ import annotations
@@ -202,9 +202,7 @@ def _prepare_output(
         raise OutputInUse(
             f"{root} holds part files that no inferline batch job recorded; choose an empty --output directory"
         )
-    committed = {
-        p.index: rec for p in plan.partitions if (rec := _valid_commit(root, p, job, duplicates)) is not None
-    }
+    committed = {p.index: rec for p in plan.partitions if (rec := _valid_commit(root, p, job, duplicates)) is not None}
     _remove_stale(root, keep={plan.partitions[i].name for i in committed})
     return committed
 

@@ -238,9 +238,10 @@ def run_partition(task: Task) -> dict[str, Any]:
 def _examples(quarantine: pd.DataFrame, columns: list[str], n: int = 3) -> dict[str, list[str]]:
     """A few of the repeated values this partition quarantined, per column, for the job report."""
     out: dict[str, list[str]] = {}
+    reasons = [set(r.split(";")) for r in quarantine["_reasons"].tolist()]
     for name in columns:
-        carries = quarantine["_reasons"].str.split(";").map(lambda r, reason=f"{name}:duplicate": reason in r)
-        values = quarantine.loc[carries.to_numpy(dtype=bool), name].dropna().astype(str)
+        carries = np.array([f"{name}:duplicate" in r for r in reasons], dtype=bool)
+        values = quarantine.loc[carries, name].dropna().astype(str)
         out[name] = list(dict.fromkeys(values.tolist()))[:n]
     return out
 

@@ -561,6 +561,8 @@ class Contract:
                     checks=[] if c.kind == "tensor" else [r.pandera() for r in c.rules],
                     nullable=not c.required,
                     unique=c.unique,
+                    # the column's duplicate policy: every copy, or every copy after the first
+                    report_duplicates="exclude_first" if c.duplicates == "all_but_first" else "all",
                     coerce=False,
                     required=True,
                 )

@@ -98,7 +98,8 @@ def digests(values: np.ndarray, kind: str) -> np.ndarray:
     if not present.any():
         return out
     chosen = values[present]
-    typed = chosen if kind in TEXT_KINDS else np.asarray(chosen.tolist(), dtype=np.float64 if kind == "numeric" else np.int64)
+    number = np.float64 if kind == "numeric" else np.int64
+    typed = chosen if kind in TEXT_KINDS else np.asarray(chosen.tolist(), dtype=number)
     for j, key in enumerate(_KEYS):
         out[present, j] = pd.util.hash_array(typed, hash_key=key, categorize=False)
     return out
@@ -121,7 +122,7 @@ def repeated_values(keys: pd.DataFrame | pd.Series, present: np.ndarray) -> int:
     """How many distinct values occur more than once."""
     chosen = keys.iloc[np.flatnonzero(present)]
     again = chosen[chosen.duplicated(keep=False).to_numpy(dtype=bool)]
-    return int(len(again.drop_duplicates()))
+    return len(again.drop_duplicates())
 
 
 def mark_copies(result: ValidationResult, marks: Mapping[str, Sequence[int] | np.ndarray]) -> ValidationResult:

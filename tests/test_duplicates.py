@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pandera.errors import SchemaErrors
 
 from inferline.batch import JobConfig, run_job
 from inferline.batch.duplicates import find_duplicates, scan_partition
@@ -98,6 +99,13 @@ def test_all_but_first_within_one_file_keeps_its_first_row(tmp_path: Path) -> No
     valid, report = load_validated([path], _keep_first(SPEC), quarantine_dir=tmp_path / "q", max_invalid_share=0.1)
     assert report.files[0]["reasons"] == {DUP: 2} and len(valid) == 28
     assert frame.loc[2, "amount"] == valid.loc[valid[ID] == frame.loc[2, ID], "amount"].item()
+    try:  # pandera's own uniqueness check, built from the same spec, agrees
+        compile_contract(_keep_first(SPEC)).schema().validate(frame, lazy=True)
+    except SchemaErrors as exc:
+        cases = exc.failure_cases
+        assert cases.loc[cases["check"] == "field_uniqueness", "index"].tolist() == [7, 19]
+    else:
+        pytest.fail("pandera found no duplicate")
 
 
 def test_nfc_and_nfd_look_alikes_are_one_id_across_files(tmp_path: Path) -> None:
@@ -125,14 +133,14 @@ def test_the_request_path_follows_the_policy() -> None:
 
 
 def test_the_pre_pass_applies_the_policy_over_the_whole_input(tmp_path: Path) -> None:
-    a, b, _ = _two_files(tmp_path)
+    a, _, _ = _two_files(tmp_path)
     for spec, marks, values in (
         (SPEC, {0: {ID: (0, 1, 2, 3, 4)}, 1: {ID: (0, 1, 2, 3, 4, 5)}}, 5),
         (_keep_first(SPEC), {1: {ID: (0, 1, 2, 3, 4, 5)}}, 5),
     ):
         plan = plan_job([str(tmp_path)], spec)
         contract = compile_contract(spec)
-        found = find_duplicates(spec, plan, lambda parts: [scan_partition(contract, p) for p in parts])
+        found = find_duplicates(spec, plan, lambda parts, c=contract: [scan_partition(c, p) for p in parts])
         assert found.marks == marks and found.values == {ID: values}
         assert found.digest_of(plan.partitions[1]) is not None
     plain = plan_job([str(a)], SPEC)
