@@ -62,6 +62,13 @@ def _run(args: argparse.Namespace) -> int:
         f"in {report.wall_s:.1f}s ({report.rows_per_s:,.0f} rows/s)",
         file=sys.stderr,
     )
+    for column, found in report.duplicates.items():
+        print(
+            f"{found['values']} value(s) of unique column {column!r} repeat in the input: "
+            f"{found['rows_quarantined']} row(s) quarantined as {column}:duplicate (policy {found['policy']}), "
+            f"e.g. {found['examples']}",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -9,11 +9,15 @@ pyarrow skips names that start with ``_`` or ``.``)::
     _job.json                   the job's identity (inputs, release, plan) and status
     _report.json                the job report, rewritten at the end of every run
 
+Values of unique columns repeated across the input (or within a partition) are found by a pre-pass before any
+partition is scheduled (``batch.duplicates``); each partition quarantines its own copies by the column's policy,
+and the report counts them (``duplicates``).
+
 A job is its release, backend and partition geometry (files, row groups). A rerun of the same job skips every
-partition whose commit record, output files and input file content check out, so after a file is fixed in place
-only its partitions run again; stale files (hidden temporaries, parts or records that no commit of this job
-vouches for) are removed first. Results of another job are never mixed in: that needs a new --output or
---overwrite.
+partition whose commit record, output files, input file content and assigned duplicate copies check out, so after
+a file is fixed in place only its partitions (and those whose copies it changed) run again; stale files (hidden
+temporaries, parts or records that no commit of this job vouches for) are removed first. Results of another
+job are never mixed in: that needs a new --output or --overwrite.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +37,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from inferline.batch.duplicates import Duplicates, Scan, find_duplicates, scan_partition, scan_task
 from inferline.batch.partition import COMMITS, QUARANTINE, Task, run_partition
+from inferline.batch.partition import _contract as worker_contract
 from inferline.batch.plan import Partition, Plan, plan_job
 from inferline.batch.release import ModelRelease, resolve_release
 from inferline.export.runtime import Device
@@ -89,6 +95,9 @@ class JobConfig:
     # creates <gate>/part-NNNNN.waiting and waits until <gate>/part-NNNNN (that one) or <gate>/open (all) exists.
     # Default: $INFERLINE_BATCH_GATE, so a driver started as a command can be held too; unset: no gate.
     gate: Path | None = field(default_factory=_gate_from_env)
+    # inputs of up to this many rows have their unique columns scanned for duplicates on the client; larger ones
+    # as one Dask task per partition (batch.duplicates)
+    scan_local_rows: int = 1_000_000
 
 
 @dataclass
@@ -107,6 +116,8 @@ class JobReport:
     rows_failed: int = 0
     rows_sent_to_monitor: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    # per unique column: policy, values repeated in the input, rows quarantined as <column>:duplicate, examples
+    duplicates: dict[str, Any] = field(default_factory=dict)
     failed: list[dict[str, Any]] = field(default_factory=list)
     workers_used: list[str] = field(default_factory=list)
     sessions_per_worker: int = 0
@@ -136,7 +147,7 @@ def _job_identity(plan: Plan, release: ModelRelease, backend: str) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _valid_commit(root: Path, part: Partition, job: str) -> dict[str, Any] | None:
+def _valid_commit(root: Path, part: Partition, job: str, duplicates: Duplicates) -> dict[str, Any] | None:
     path = root / COMMITS / f"{part.name}.json"
     try:
         record: dict[str, Any] = json.loads(path.read_text())
@@ -145,6 +156,8 @@ def _valid_commit(root: Path, part: Partition, job: str) -> dict[str, Any] | Non
     if record.get("job") != job or record.get("partition") != part.index:
         return None
     if record.get("input_sha256") != part.file_sha256:  # the file changed since: score it again
+        return None
+    if record.get("duplicates_sha256") != duplicates.digest_of(part):  # another file changed its copies
         return None
     files = [(root / record["part"], record["sha256"])]
     if record.get("quarantine"):
@@ -171,7 +184,9 @@ def _remove_stale(root: Path, keep: set[str]) -> None:
         log.info("removed %d stale files from %s", removed, root)
 
 
-def _prepare_output(root: Path, plan: Plan, release: ModelRelease, job: str, overwrite: bool) -> dict[int, Any]:
+def _prepare_output(
+    root: Path, plan: Plan, release: ModelRelease, job: str, overwrite: bool, duplicates: Duplicates
+) -> dict[int, Any]:
     """Claim the output directory for this job and return the partitions already committed by it."""
     job_file = root / "_job.json"
     if job_file.exists():
@@ -187,7 +202,7 @@ def _prepare_output(root: Path, plan: Plan, release: ModelRelease, job: str, ove
         raise OutputInUse(
             f"{root} holds part files that no inferline batch job recorded; choose an empty --output directory"
         )
-    committed = {p.index: rec for p in plan.partitions if (rec := _valid_commit(root, p, job)) is not None}
+    committed = {p.index: rec for p in plan.partitions if (rec := _valid_commit(root, p, job, duplicates)) is not None}
     _remove_stale(root, keep={plan.partitions[i].name for i in committed})
     return committed
 
@@ -224,6 +239,25 @@ def _cluster(config: JobConfig) -> Iterator[tuple[Any, dict[str, Any]]]:
         yield client, {"kind": kind, "scheduler": cluster.scheduler_address, "workers": n}
 
 
+def _scan(
+    config: JobConfig, release: ModelRelease, job: str, parts: list[Partition], connect: Callable[[], Any]
+) -> list[Scan]:
+    """The duplicate pre-pass's reads (``batch.duplicates``): on the client for a small input (no cluster, no task
+    overhead), else one Dask task per partition; one result per partition, in plan order."""
+    state_path = str(release.state_path.resolve())
+    if sum(p.rows for p in parts) <= config.scan_local_rows:
+        contract = worker_contract(release.pipeline, state_path)
+        return [scan_partition(contract, p) for p in parts]
+    client = connect()
+    run_id = uuid.uuid4().hex[:8]
+    futures = [
+        client.submit(scan_task, release.pipeline, state_path, p, key=f"inferline-scan-{job}-{run_id}-{p.name}")
+        for p in parts
+    ]
+    scans: list[Scan] = client.gather(futures)
+    return scans
+
+
 def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | None = None) -> JobReport:
     """Score ``config.inputs`` with the release ``config.model`` into ``config.output``; see the module doc."""
     started = time.perf_counter()
@@ -236,28 +270,39 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
     plan = plan_job(config.inputs, spec, config.partition_rows)
     job = _job_identity(plan, release, config.backend)
     root = Path(config.output)
-    root.mkdir(parents=True, exist_ok=True)
-    committed = _prepare_output(root, plan, release, job, config.overwrite)
-    meta = {
-        "job": job,
-        "release": release.as_dict(),
-        "files": plan.files,
-        "input_fingerprint": plan.fingerprint["sha256"],
-        "partitions": len(plan.partitions),
-        "partition_rows": plan.partition_rows,
-        "rows": plan.rows,
-        "backend": config.backend,
-        "status": "running",
-        "updated_at": datetime.now(UTC).isoformat(),
-    }
-    atomic_write_json(root / "_job.json", meta)
-
-    todo = [p for p in plan.partitions if p.index not in committed]
-    results: dict[int, dict[str, Any]] = dict(committed)
+    results: dict[int, dict[str, Any]] = {}
     failed: list[dict[str, Any]] = []
     cluster_info: dict[str, Any] = {"kind": "none (every partition was already committed)"}
-    if todo:
-        with _cluster(config) as (client, cluster_info):
+    with ExitStack() as stack:
+        held: list[tuple[Any, dict[str, Any]]] = []
+
+        def connect() -> Any:  # the cluster starts when first needed: a resumed, small job may need none
+            if not held:
+                held.append(stack.enter_context(_cluster(config)))
+            return held[0][0]
+
+        duplicates = find_duplicates(spec, plan, lambda parts: _scan(config, release, job, parts, connect))
+        root.mkdir(parents=True, exist_ok=True)
+        committed = _prepare_output(root, plan, release, job, config.overwrite, duplicates)
+        meta = {
+            "job": job,
+            "release": release.as_dict(),
+            "files": plan.files,
+            "input_fingerprint": plan.fingerprint["sha256"],
+            "partitions": len(plan.partitions),
+            "partition_rows": plan.partition_rows,
+            "rows": plan.rows,
+            "backend": config.backend,
+            "status": "running",
+            "updated_at": datetime.now(UTC).isoformat(),
+        }
+        atomic_write_json(root / "_job.json", meta)
+
+        todo = [p for p in plan.partitions if p.index not in committed]
+        results.update(committed)
+        if todo:
+            client = connect()
+            cluster_info = held[0][1]
             run_id = uuid.uuid4().hex[:8]  # task keys never collide with a killed earlier driver's tasks
             futures = {
                 client.submit(
@@ -277,6 +322,8 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
                         max_invalid_share=config.max_invalid_share,
                         monitor_url=config.monitor_url,
                         gate=str(Path(config.gate).resolve()) if config.gate is not None else None,
+                        duplicates=duplicates.rows_of(p),
+                        duplicates_sha256=duplicates.digest_of(p),
                     ),
                     key=f"inferline-batch-{job}-{run_id}-{p.name}",
                     pure=False,
@@ -320,6 +367,8 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
         report.rows_quarantined += record["rows_quarantined"]
         for reason, count in record["reasons"].items():
             report.reasons[reason] = report.reasons.get(reason, 0) + count
+    if any(duplicates.values.values()):
+        report.duplicates = duplicates.as_dict(list(results.values()))
     report.rows_failed = sum(plan.partitions[f["partition"]].rows for f in failed)
     report.rows_sent_to_monitor = sum(r.get("monitor", {}).get("sent", 0) for r in results.values())
     fresh = [r for i, r in results.items() if i not in committed]

@@ -1,7 +1,8 @@
 """One partition, start to finish, on a Dask worker: read -> validate -> quarantine -> shared feature kernels ->
 the release's exact ``model.onnx`` -> predictions, written exactly once.
 
-Exactly once, without coordination: every output is a pure function of (partition, release), written to a
+Exactly once, without coordination: every output is a pure function of (partition, release, the copies of
+repeated unique values the job's pre-pass assigned it: ``batch.duplicates``), written to a
 hidden temporary file, fsynced and renamed to its deterministic name; the partition's commit record is renamed
 into ``_commits/`` last. A retried or duplicated attempt rewrites identical bytes under the same names, and a
 partition without a commit record is simply computed again.
@@ -26,6 +27,7 @@ from inferline.export.runtime import Device, onnx_session
 from inferline.features.artifacts import atomic_write_json, atomic_write_parquet, sha256_file
 from inferline.features.backend import BackendName, get_backend
 from inferline.features.contract import Contract, compile_contract
+from inferline.features.duplicates import ROW, mark_copies, with_row
 from inferline.features.spec import PipelineSpec, spec_beside
 from inferline.features.state import FeatureState
 
@@ -69,6 +71,10 @@ class Task:
     monitor_url: str | None = None  # http://127.0.0.1:9400: a sample of each partition's rows and predictions
     monitor_rows: int = 2_000
     gate: str | None = None  # a folder: hold the partition there until the caller lets it through (JobConfig.gate)
+    # per unique column, the rows (positions in this partition) whose values repeat elsewhere in the input or in
+    # it, that the column's policy quarantines (batch.duplicates), and their digest for the commit record
+    duplicates: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    duplicates_sha256: str | None = None
 
 
 _session_loads: dict[tuple[str, str, str, int], int] = {}  # per worker process: how often each session was made
@@ -181,7 +187,13 @@ def run_partition(task: Task) -> dict[str, Any]:
         raw.insert(0, "source_row", np.arange(part.first_row, part.first_row + len(raw), dtype=np.int64))
         keep = ("source_row",)
     raw = raw.drop(columns=[spec.label], errors="ignore")  # a label column is allowed in scoring input, unused
+    if task.duplicates:  # the row positions ride beside validation, to find the copies among valid and bad rows
+        raw, keep = with_row(raw), (*keep, ROW)
     result = contract.validate(raw, source=part.describe(), include_label=False, keep=keep)
+    examples: dict[str, list[str]] = {}
+    if task.duplicates:
+        result = mark_copies(result, dict(task.duplicates))
+        examples = _examples(result.quarantine, [name for name, _ in task.duplicates])
     if result.invalid_share > task.max_invalid_share:
         raise PartitionRejected(
             f"{result.rows_quarantined} of {result.rows_in} rows ({result.invalid_share:.1%}) "
@@ -211,6 +223,8 @@ def run_partition(task: Task) -> dict[str, Any]:
         "rows_out": len(out),
         "rows_quarantined": result.rows_quarantined,
         "reasons": result.reason_counts,
+        "duplicates_sha256": task.duplicates_sha256,
+        "duplicate_examples": examples,
         "worker": f"{socket.gethostname()}:{os.getpid()}",
         "sessions_loaded": _session_loads[(task.model_path, task.model_sha256, task.device, task.threads)],
         "seconds": round(time.perf_counter() - started, 4),
@@ -219,6 +233,17 @@ def run_partition(task: Task) -> dict[str, Any]:
     if task.monitor_url and len(out):
         record["monitor"] = _send_sample(task.monitor_url, task, spec, result.valid, outputs)
     return record
+
+
+def _examples(quarantine: pd.DataFrame, columns: list[str], n: int = 3) -> dict[str, list[str]]:
+    """A few of the repeated values this partition quarantined, per column, for the job report."""
+    out: dict[str, list[str]] = {}
+    reasons = [set(r.split(";")) for r in quarantine["_reasons"].tolist()]
+    for name in columns:
+        carries = np.array([f"{name}:duplicate" in r for r in reasons], dtype=bool)
+        values = quarantine.loc[carries, name].dropna().astype(str)
+        out[name] = list(dict.fromkeys(values.tolist()))[:n]
+    return out
 
 
 def _send_sample(

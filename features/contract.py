@@ -86,6 +86,8 @@ class _ColumnPlan:
         self.kind = "numeric" if column.kind == "label" and column.raw_dtype == "float64" else column.kind
         self.required = column.required
         self.unique = column.unique
+        # which copies of a repeated value are duplicates: every copy, or all but the first (in row order)
+        self.keep_first = column.duplicates == "all_but_first"
         self.assume_utc = column.timezone_policy == "assume_utc"
         self.nfc = column.normalization == "nfc"  # text is normalized before its rules and features see it
         self.null_reason = f"{column.name}:{NULL}"
@@ -310,11 +312,12 @@ class _ColumnPlan:
         return cell
 
     def duplicates(self, values: Sequence[Any], fail: list[str | None] | None) -> list[str | None] | None:
-        """Mark repeated non-null values of a unique column (within the request) as duplicates."""
+        """Mark repeated non-null values of a unique column (within the request) as duplicates, by the column's
+        policy: every copy (``duplicates="all"``), or every copy after the first in row order."""
         present = [v for v in values if v is not None]
         if len(set(present)) == len(present):
             return fail
-        dup = _duplicated(np.array(values, dtype=object), "text")
+        dup = _duplicated(np.array(values, dtype=object), "text", self.keep_first)
         fail = fail or [None] * len(values)
         for i in np.flatnonzero(dup).tolist():
             if values[i] is not None and fail[i] is None:
@@ -353,7 +356,7 @@ class _ColumnPlan:
                             mask[~ok] = True
                         out[reason] = mask
         if self.unique and n > 1:
-            dup = _duplicated(values, self.kind) & ~_host(null)
+            dup = _duplicated(values, self.kind, self.keep_first) & ~_host(null)
             if dup.any():
                 out[self.duplicate_reason] = dup
 
@@ -371,8 +374,11 @@ class _ColumnPlan:
                 if not ok.all():
                     out[reason] = ~np.append(ok, True)[codes]  # code -1 (null) reads the appended True
         if self.unique and len(codes) > 1 and len(uniques) < len(codes) - int(null.sum()):
-            counts = np.bincount(codes[~null], minlength=len(uniques))
-            dup = ~null & (np.append(counts, 0)[codes] > 1)
+            if self.keep_first:  # a copy is a duplicate when its value's code was seen in an earlier row
+                dup = ~null & pd.Series(codes).duplicated(keep="first").to_numpy(dtype=bool)
+            else:
+                counts = np.bincount(codes[~null], minlength=len(uniques))
+                dup = ~null & (np.append(counts, 0)[codes] > 1)
             if dup.any():
                 out[self.duplicate_reason] = dup
 
@@ -457,14 +463,16 @@ def factorize_text(values: Any) -> tuple[np.ndarray, np.ndarray]:
     return exact, np.array(list(index), dtype=object)
 
 
-def _duplicated(values: Any, kind: str) -> np.ndarray:
+def _duplicated(values: Any, kind: str, keep_first: bool = False) -> np.ndarray:
+    """Rows whose value another row holds too: every copy, or (``keep_first``) every copy after the first."""
     s = pd.Series(_host(values), dtype=object if kind in TEXT_KINDS else None)
-    return s.duplicated(keep=False).to_numpy(dtype=bool)
+    return s.duplicated(keep="first" if keep_first else False).to_numpy(dtype=bool)
 
 
 def merge_reasons(parsed: Mapping[str, Any], checked: Mapping[str, Any]) -> dict[str, Any]:
     """Reasons found while parsing, then the rules' reasons; a value that failed to parse is reported as such, not
-    also as a null (its parsed value is empty)."""
+    also as a null (its parsed value is empty) or a duplicate (its parsed value is a stand-in that other failed
+    rows share)."""
     merged = dict(parsed)
     failed: dict[str, Any] = {}
     for reason, mask in parsed.items():
@@ -472,7 +480,7 @@ def merge_reasons(parsed: Mapping[str, Any], checked: Mapping[str, Any]) -> dict
         failed[column] = failed[column] | mask if column in failed else mask
     for reason, mask in checked.items():
         column, code = reason.split(":", 1)
-        if code == NULL and column in failed:
+        if code in (NULL, DUPLICATE) and column in failed:
             mask = mask & ~failed[column]
             if not mask.any():
                 continue
@@ -570,6 +578,8 @@ class Contract:
                     checks=[] if c.kind == "tensor" else [r.pandera() for r in c.rules],
                     nullable=not c.required,
                     unique=c.unique,
+                    # the column's duplicate policy: every copy, or every copy after the first
+                    report_duplicates="exclude_first" if c.duplicates == "all_but_first" else "all",
                     coerce=False,
                     required=True,
                 )

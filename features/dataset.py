@@ -13,13 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from inferline.features.artifacts import atomic_write_parquet, fingerprint_files
+from inferline.features.contract import compile_contract
+from inferline.features.duplicates import ROW, canonical_values, copies, mark_copies, unique_columns, with_row
 from inferline.features.errors import PathNotFound, UserError
 from inferline.features.rules import TEXT_KINDS
 from inferline.features.spec import PipelineSpec
-from inferline.features.validation import FileLevelError, ValidationResult, validate_frame
+from inferline.features.validation import FileLevelError, ValidationResult
 
 __all__ = [
     "BrokenFiles",
@@ -249,24 +252,28 @@ def load_validated(
     max_invalid_share: float = 0.05,
 ) -> tuple[pd.DataFrame, DatasetReport]:
     """Validate every file and report every broken one in one pass (``BrokenFiles``); quarantine the rows that
-    fail, and the repeats of an id seen in an earlier row of the data set (reason ``<id>:duplicate``, the first
-    copy stays valid); write each file's quarantine (``quarantine_name``: no two inputs collide; each row names
-    its ``_source`` file) only when the whole input is usable; fail on too many bad rows."""
+    fail, and the copies of a value of a ``unique=True`` column that repeats within the data set, by the column's
+    ``duplicates`` policy (``_quarantine_repeats``, reason ``<column>:duplicate``); write each file's quarantine
+    (``quarantine_name``: no two inputs collide; each row names its ``_source`` file) only when the whole input is
+    usable; fail on too many bad rows (duplicates count among them)."""
     report = DatasetReport(fingerprint=fingerprint_files(paths))
+    contract = compile_contract(spec)
     results: list[tuple[Path, ValidationResult]] = []
+    canonical: list[dict[str, Any]] = []  # per file: its unique columns' canonical values
     broken: list[FileLevelError] = []
     for path in paths:
         try:
             raw = read_raw(path, spec)
             if not include_label:  # scoring input may carry the label; it is not used (as in the batch job)
                 raw = raw.drop(columns=[spec.label], errors="ignore")
-            results.append((path, validate_frame(raw, spec, source=str(path), include_label=include_label)))
+            result = contract.validate(with_row(raw), source=str(path), include_label=include_label, keep=(ROW,))
+            results.append((path, result))
+            canonical.append(canonical_values(contract, raw, include_label))
         except FileLevelError as exc:
             broken.append(exc)
     if broken:
         raise broken[0] if len(paths) == 1 else BrokenFiles(broken, len(paths))
-    if spec.id_column is not None:
-        _quarantine_repeats(results, spec.id_column.name)
+    _quarantine_repeats(results, canonical, spec, include_label)
     id_col = spec.id_column.name if spec.id_column else None
     for path, result in results:
         samples = [
@@ -294,29 +301,28 @@ def load_validated(
     return frame, report
 
 
-def _quarantine_repeats(results: list[tuple[Path, ValidationResult]], id_col: str) -> None:
-    """An id that repeats across the files of one data set (or within a file, where the column is not declared
-    unique): the first valid copy stays, each later copy moves to its file's quarantine as ``<id>:duplicate``."""
-    reason = f"{id_col}:duplicate"
-    seen: set[Any] = set()
-    for i, (path, result) in enumerate(results):
-        ids = result.valid[id_col]
-        repeat = ids.duplicated(keep="first").to_numpy(dtype=bool) | ids.isin(seen).to_numpy(dtype=bool)
-        repeat &= ids.notna().to_numpy(dtype=bool)
-        seen.update(ids[~repeat].dropna().tolist())
-        if not repeat.any():
+def _quarantine_repeats(
+    results: list[tuple[Path, ValidationResult]],
+    canonical: list[dict[str, Any]],
+    spec: PipelineSpec,
+    include_label: bool,
+) -> None:
+    """The copies of a repeated value of each unique column, over every file in input order (files sorted, rows
+    in file order), quarantined in their own file by the column's policy (``features.duplicates``): ``"all"``
+    moves every copy, the first one in an earlier file too; ``"all_but_first"`` keeps the first. A copy already
+    quarantined for another rule keeps its reasons and gains ``<column>:duplicate``. Copies within one file were
+    found by the contract already; the same copies are found here again, and each row carries the reason once.
+    A column that is not declared unique (a customer id, an id column without ``unique=True``) may repeat."""
+    sizes = [result.rows_in for _, result in results]
+    bounds = np.cumsum([0, *sizes])
+    marks: list[dict[str, np.ndarray]] = [{} for _ in results]
+    for column in unique_columns(spec, include_label):
+        if not all(column.name in values for values in canonical):
             continue
-        moved = result.valid[repeat].copy()
-        moved.insert(0, "_reasons", pd.Series([reason] * len(moved), index=moved.index, dtype="string"))
-        counts = dict(result.reason_counts)
-        counts[reason] = counts.get(reason, 0) + int(repeat.sum())
-        results[i] = (
-            path,
-            ValidationResult(
-                valid=result.valid[~repeat].reset_index(drop=True),
-                quarantine=pd.concat([result.quarantine, moved], ignore_index=True),
-                rows_in=result.rows_in,
-                reason_counts=counts,
-                normalizations=result.normalizations,
-            ),
-        )
+        values = np.concatenate([v[column.name] for v in canonical]) if canonical else np.zeros(0, dtype=object)
+        present = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+        chosen = copies(pd.Series(values, dtype=object), present, column.duplicates)
+        for i in range(len(results)):
+            marks[i][column.name] = np.flatnonzero(chosen[bounds[i] : bounds[i + 1]])
+    for i, (path, result) in enumerate(results):
+        results[i] = (path, mark_copies(result, marks[i]))

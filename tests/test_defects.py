@@ -173,10 +173,13 @@ def test_ids_repeated_across_files_are_quarantined_not_fatal(tmp_path: Path) -> 
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     report = json.loads(done.stdout)
     assert report["rows_in"] == 305 == report["rows_valid"] + report["rows_quarantined"]
-    assert report["rows_quarantined"] == 5 and report["files"][1]["reasons"] == {"transaction_id:duplicate": 5}
-    repeats = pd.read_parquet(tmp_path / "q" / quarantine_name(second))
-    assert sorted(repeats["transaction_id"]) == sorted(frame["transaction_id"].iloc[195:200])
-    assert set(repeats["_reasons"]) == {"transaction_id:duplicate"}
+    # the fraud id column's policy is "all": every copy, the first one in first.parquet too
+    assert report["rows_quarantined"] == 10
+    assert [f["reasons"] for f in report["files"]] == [{"transaction_id:duplicate": 5}] * 2
+    for path in (first, second):
+        repeats = pd.read_parquet(tmp_path / "q" / quarantine_name(path))
+        assert sorted(repeats["transaction_id"]) == sorted(frame["transaction_id"].iloc[195:200])
+        assert set(repeats["_reasons"]) == {"transaction_id:duplicate"}
 
 
 def test_unreadable_files_are_all_reported_in_one_pass_without_a_traceback(tmp_path: Path) -> None:
