@@ -151,6 +151,15 @@ def markdown(r: dict[str, Any]) -> str:
             f"{ratio['median']:.2f}x [{ratio['min']:.2f}-{ratio['max']:.2f}] (inferline / pandera).",
             "",
         ]
+        if "inferline_without_new_rules" in v["rows_per_s"]:
+            cost = summary(v["ratio_new_rules_over_before"])
+            lines += [
+                "The same data without the protective text defaults (default max_length, forbidden code-point "
+                f"sets, NFC normalization): {_fmt(summary(v['rows_per_s']['inferline_without_new_rules']))} rows/s; "
+                f"with them / without {cost['median']:.2f}x [{cost['min']:.2f}-{cost['max']:.2f}] (the rules "
+                "without them pass the ids with a zero-width character).",
+                "",
+            ]
     if "batch" in r:
         b = r["batch"]
         lines += [

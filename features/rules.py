@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -436,12 +437,21 @@ def _forbid_op() -> Op:
         printable_sep = next(c for c in " |~a" if c not in chars)
         unprintable = not any(c.isprintable() for c in chars)  # control characters: str.isprintable rules them out
 
+        finditer = _forbidden(chars).finditer
+
         def run(xp: Any, v: Any) -> Any:
-            if unprintable and printable_sep.join(v).isprintable():
+            if unprintable and _JOINED.of(v, printable_sep).isprintable():
                 return np.ones(len(v), dtype=bool)
-            if search(sep.join(v)) is None:
+            joined = _JOINED.of(v, sep)
+            if search(joined) is None:
                 return np.ones(len(v), dtype=bool)
-            return np.array([search(x) is None for x in v], dtype=bool)
+            # the separator is never forbidden, so every match lies in one value: find it by its offset
+            lengths = np.fromiter(map(len, v), dtype=np.int64, count=len(v)) + len(sep)
+            starts = np.cumsum(lengths) - lengths
+            at = np.fromiter((m.start() for m in finditer(joined)), dtype=np.int64)
+            ok = np.ones(len(v), dtype=bool)
+            ok[np.searchsorted(starts, at, side="right") - 1] = False
+            return ok
 
         return run
 
@@ -450,6 +460,27 @@ def _forbid_op() -> Op:
         return _series_check(lambda s: ~s.str.contains(pattern, regex=True), rule)
 
     return Op(TEXT_KINDS, scalar, vector, pandera)
+
+
+class _JoinCache(threading.local):
+    """The values of one column joined by a separator: a column's text rules run one after another over the same
+    list of distinct values, so its forbidden-character rules share one join per separator. Per thread (Dask
+    workers score partitions in threads); the cache holds the list it was built from, so its identity is valid."""
+
+    def __init__(self) -> None:
+        self.values: Any = None
+        self.joined: dict[str, str] = {}
+
+    def of(self, values: Any, sep: str) -> str:
+        if self.values is not values:
+            self.values, self.joined = values, {}
+        text = self.joined.get(sep)
+        if text is None:
+            text = self.joined[sep] = sep.join(values)
+        return text
+
+
+_JOINED = _JoinCache()
 
 
 def _not_blank_vector(xp: Any, v: Any) -> Any:
@@ -524,7 +555,8 @@ def _normalized_vector(rule: Rule) -> VectorCheck:
     form = _form(rule)
 
     def run(xp: Any, v: Any) -> Any:
-        if unicodedata.is_normalized(form, "\n".join(v)):
+        joined = _JOINED.of(v, "\n")
+        if joined.isascii() or unicodedata.is_normalized(form, joined):
             return np.ones(len(v), dtype=bool)
         return np.fromiter((unicodedata.is_normalized(form, x) for x in v), dtype=bool, count=len(v))
 

@@ -10,6 +10,7 @@ suite. Rows in = rows valid + rows quarantined, always.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -127,7 +128,7 @@ def normalize_frame(frame: pd.DataFrame, spec: PipelineSpec, include_label: bool
     a null is ``<column>:null`` and a fraction ``<column>:not_integer`` per row, as on every path. Anything else
     (numbers in a timestamp column, text in a number column) is left for the schema to refuse: never a silent
     cast."""
-    frame = frame.copy()
+    frame = frame.copy(deep=False)  # columns are replaced, never changed in place
     reasons: dict[str, np.ndarray] = {}
     notes: list[dict[str, Any]] = []
     originals: dict[str, pd.Series] = {}
@@ -135,8 +136,8 @@ def normalize_frame(frame: pd.DataFrame, spec: PipelineSpec, include_label: bool
         if c.name not in frame.columns:
             continue
         s = frame[c.name]
-        present = int(s.notna().sum())
         if c.kind == "timestamp":
+            present = int(s.notna().sum())
             if s.dtype.kind == "M" or isinstance(s.dtype, pd.DatetimeTZDtype):
                 s = _outside_ns_range(s, c, reasons)
             if isinstance(s.dtype, pd.DatetimeTZDtype):
@@ -165,16 +166,32 @@ def normalize_frame(frame: pd.DataFrame, spec: PipelineSpec, include_label: bool
                 if damaged.any():
                     reasons[f"{c.name}:invalid_utf8"] = damaged
                     s = s.where(~damaged)
-            if isinstance(s.dtype, pd.StringDtype) and c.normalization == "nfc" and present:
-                texts, changed = nfc_texts([None if v is pd.NA else v for v in s.tolist()])
+            if isinstance(s.dtype, pd.StringDtype) and c.normalization == "nfc":
+                s, changed = _nfc_column(s)
                 if changed:
-                    s = pd.Series(texts, index=s.index, dtype="string")
                     notes.append({"column": c.name, "action": "normalized_nfc", "rows": changed})
             frame[c.name] = s
         elif str(c.raw_dtype) == "int64" and str(s.dtype) != "int64" and s.dtype.kind in "fiu":
             frame[c.name] = _as_int64(s, c, reasons, notes)
             originals[c.name] = s
     return Normalized(frame, reasons, notes, originals)
+
+
+def _nfc_column(s: pd.Series) -> tuple[pd.Series, int]:
+    """A string column in NFC and how many rows changed; each distinct value is checked once."""
+    from inferline.features.contract import factorize_text
+
+    values = s.to_numpy(dtype=object, na_value=None)  # type: ignore[call-overload]
+    joined = "\n".join(filter(None, values))
+    if joined.isascii() or unicodedata.is_normalized("NFC", joined):  # the common case: one C pass (ASCII: none)
+        return s, 0
+    codes, uniques = factorize_text(values)
+    texts, changed = nfc_texts(uniques.tolist())
+    if not changed:
+        return s, 0
+    moved = np.fromiter((a is not b for a, b in zip(texts, uniques, strict=True)), dtype=bool, count=len(texts))
+    rows = int(np.append(moved, False)[codes].sum())
+    return pd.Series(np.array([*texts, None], dtype=object)[codes], index=s.index, dtype="string"), rows
 
 
 def _as_int64(s: pd.Series, col: Column, reasons: dict[str, np.ndarray], notes: list[dict[str, Any]]) -> pd.Series:
