@@ -105,13 +105,18 @@ def output_columns(spec: PipelineSpec) -> list[str]:
 
 
 def score_frame(
-    valid: pd.DataFrame, spec: PipelineSpec, state: FeatureState, session: Any, backend: BackendName
+    valid: pd.DataFrame,
+    spec: PipelineSpec,
+    state: FeatureState,
+    session: Any,
+    backend: BackendName,
+    contract: Contract | None = None,
 ) -> dict[str, np.ndarray]:
     """Validated rows -> the model's outputs by name (``probabilities`` [n, classes] and ``predicted_class`` [n],
     or ``prediction`` [n]) with the shared contract. Rows whose tensors differ in shape (a variable dimension) are
     scored in groups of one shape and put back in order."""
     b = get_backend(backend)
-    contract = _contract_of(spec, state)
+    contract = contract if contract is not None else compile_contract(spec, state)  # a worker passes its cached one
     names = [t.name for t in contract.outputs[:-2]]
     out = {name: [] for name in names}  # type: dict[str, list[np.ndarray]]
     order: list[np.ndarray] = []
@@ -137,10 +142,6 @@ def score_frame(
         value = np.concatenate(out[name])[inverse]
         result[name] = value.reshape(-1) if name in ("predicted_class", "prediction") else value
     return result
-
-
-def _contract_of(spec: PipelineSpec, state: FeatureState) -> Contract:
-    return compile_contract(spec, state)
 
 
 def prediction_frame(
@@ -201,7 +202,7 @@ def run_partition(task: Task) -> dict[str, Any]:
             "nothing of it was written. Fix the upstream data or raise --max-invalid-share, then rerun: committed "
             "partitions are kept"
         )
-    outputs = score_frame(result.valid, spec, state, session, task.backend)
+    outputs = score_frame(result.valid, spec, state, session, task.backend, contract)
     out = prediction_frame(result.valid, spec, outputs, task.release)
 
     root = Path(task.output)
