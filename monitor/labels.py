@@ -14,6 +14,7 @@ Not thread-safe: the monitor calls it under its lock.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -70,6 +71,12 @@ class PredictionLog:
         self.answers: OrderedDict[str, tuple[float, str]] = OrderedDict()  # id -> (answer, release)
         self.joined: deque[Joined] = deque(maxlen=window_rows)
         self.unmatched = 0
+        id_column = spec.id_column
+        # ids compare as validation canonicalizes them: an NFD id in a sample and its NFC form in a label are one
+        self._nfc = id_column is not None and id_column.normalization == "nfc"
+
+    def _key(self, text: str) -> str:
+        return unicodedata.normalize("NFC", text) if self._nfc and not text.isascii() else text
 
     @property
     def joinable(self) -> bool:
@@ -82,7 +89,7 @@ class PredictionLog:
         for raw, answer in zip(ids, answers.tolist(), strict=True):
             if not math.isfinite(answer):  # a row answered without a value has nothing to be judged against
                 continue
-            key = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else str(raw)
+            key = self._key(raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else str(raw))
             self.answers[key] = (float(answer), release)
             self.answers.move_to_end(key)
         while len(self.answers) > self.window_rows:
@@ -123,7 +130,7 @@ class PredictionLog:
         for i, item in enumerate(items):
             if not isinstance(item, Mapping) or id_column.name not in item:
                 raise LabelsError(f"labels[{i}] lacks the id column {id_column.name!r}: {str(item)[:80]}")
-            checked.append((str(item[id_column.name]), self._label(item, i)))
+            checked.append((self._key(str(item[id_column.name])), self._label(item, i)))
         joined = 0
         for key, label in checked:
             hit = self.answers.get(key)

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
+from inferline.batch import JobConfig, JobReport, run_job
 from inferline.export.publish import PublishResult, publish
 from inferline.features.artifacts import atomic_write_parquet
 from inferline.features.backend import gpu_available
@@ -84,6 +85,23 @@ def published(run: RunResult, raw_files: list[Path], tmp_path_factory: pytest.Te
     r1 = publish(first.run_dir, repository, load_check=False)
     r2 = publish(run.run_dir, repository, load_check=False)
     return Published(repository=repository, releases=[r1, r2], runs=[first, run])
+
+
+def score_batch(
+    published: Published, cluster: DaskCluster, inputs: list[Path], output: Path, **options: Any
+) -> JobReport:
+    """Run the batch job on ``inputs`` with the session's release and Dask cluster (``options``: more
+    ``JobConfig`` fields) and return its report."""
+    config = JobConfig(
+        inputs=[str(p) for p in inputs],
+        output=output,
+        model=options.pop("model", "fraud"),
+        repository=published.repository,
+        scheduler=cluster.address,
+        progress=False,
+        **options,
+    )
+    return run_job(config)
 
 
 def private_server(published: Published, root: Path, **options: Any) -> TritonServer:

@@ -18,6 +18,8 @@ from inferline.features.dataset import load_validated, quarantine_name
 from inferline.features.pipelines import fraud
 from inferline.features.validation import FileLevelError, validate_frame
 
+from .conftest import score_batch
+
 SPEC = fraud.SPEC
 
 
@@ -265,19 +267,8 @@ def test_a_timestamp_beyond_nanoseconds_is_one_quarantined_row(tmp_path: Path) -
 
 
 def test_a_timestamp_beyond_nanoseconds_never_fails_a_batch_partition(published, dask_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from inferline.batch import JobConfig, run_job
-
     path, bad_id = _far_future(tmp_path)
-    report = run_job(
-        JobConfig(
-            inputs=[str(path)],
-            output=tmp_path / "out",
-            model="fraud",
-            repository=published.repository,
-            scheduler=dask_cluster.address,
-            progress=False,
-        )
-    )
+    report = score_batch(published, dask_cluster, [path], tmp_path / "out")
     assert report.rows_in == 200 == report.rows_predicted + report.rows_quarantined and report.rows_quarantined == 1
     quarantine = pd.read_parquet(tmp_path / "out" / "_quarantine")
     assert quarantine["transaction_id"].tolist() == [bad_id]

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from pandera.errors import SchemaErrors
 
-from inferline.batch import JobConfig, run_job
+from inferline.batch import JobReport
 from inferline.batch.duplicates import find_duplicates, scan_partition
 from inferline.batch.plan import plan_job
 from inferline.features.artifacts import sha256_file
@@ -28,7 +28,7 @@ from inferline.features.spec import PipelineSpec
 from inferline.features.state import fit_state
 from inferline.features.wire import encode_rows
 
-from .conftest import DaskCluster, Published
+from .conftest import DaskCluster, Published, score_batch
 
 SPEC = fraud.SPEC
 ID = "transaction_id"
@@ -160,16 +160,7 @@ def test_batch_job_quarantines_copies_across_partitions_and_resumes(
     inputs.mkdir()
     _, _, shared = _two_files(inputs)
     out = tmp_path / "out"
-    report = run_job(
-        JobConfig(
-            inputs=[str(inputs)],
-            output=out,
-            model="fraud:2",
-            repository=published.repository,
-            scheduler=dask_cluster.address,
-            progress=False,
-        )
-    )
+    report = score_batch(published, dask_cluster, [inputs], out, model="fraud:2")
     assert report.duplicates[ID]["policy"] == "all" and report.duplicates[ID]["values"] == 5
     assert report.duplicates[ID]["rows_quarantined"] == 11 == report.reasons[DUP]
     repeated = set(pd.read_parquet(inputs / "a.parquet")[ID].iloc[:5])
@@ -212,24 +203,16 @@ def test_batch_pre_pass_on_the_cluster_matches_the_client(
     _write(inputs / "c.parquet", fraud.generate(200, seed=23))
     out = tmp_path / "out"
 
-    def job() -> JobConfig:
-        return JobConfig(
-            inputs=[str(inputs)],
-            output=out,
-            model="fraud:2",
-            repository=published.repository,
-            scheduler=dask_cluster.address,
-            progress=False,
-            scan_local_rows=0,
-        )
+    def job() -> JobReport:
+        return score_batch(published, dask_cluster, [inputs], out, model="fraud:2", scan_local_rows=0)
 
-    first = run_job(job())
+    first = job()
     assert first.duplicates[ID]["values"] == 5 and first.partitions == 3
     # a.parquet drops its first id: b's copy of it is no longer a duplicate, so b runs again, c does not
     frame = pd.read_parquet(a)
     frame.loc[0, ID] = "tx-fresh-0"
     _write(a, frame)
-    second = run_job(job())
+    second = job()
     assert second.partitions_resumed == 1  # c.parquet
     assert second.duplicates[ID]["values"] == 4 and second.duplicates[ID]["rows_quarantined"] == 9
     predicted = pd.read_parquet(out)

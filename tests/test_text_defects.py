@@ -21,6 +21,7 @@ from inferline.features.spec import SpecError
 from inferline.features.state import fit_state
 from inferline.features.validation import FileLevelError
 from inferline.features.wire import encode_rows
+from tests.conftest import score_batch
 from tests.test_defects import _cli, _write
 
 SPEC = fraud.SPEC
@@ -126,21 +127,9 @@ def test_the_request_path_gives_every_defect_the_same_reason(tmp_path: Path) -> 
 
 
 def test_batch_quarantines_every_defect_with_its_reason(published, dask_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from inferline.batch import JobConfig, run_job
-
     frame, expected = _corpus()
     path = _write(tmp_path / "upstream.parquet", frame.drop(columns=[SPEC.label]))
-    report = run_job(
-        JobConfig(
-            inputs=[str(path)],
-            output=tmp_path / "out",
-            model="fraud",
-            repository=published.repository,
-            scheduler=dask_cluster.address,
-            max_invalid_share=1.0,
-            progress=False,
-        )
-    )
+    report = score_batch(published, dask_cluster, [path], tmp_path / "out", max_invalid_share=1.0)
     assert report.rows_in == len(frame) == report.rows_predicted + report.rows_quarantined
     quarantine = pd.read_parquet(tmp_path / "out" / "_quarantine")
     assert _by_id(quarantine) == _expected_quarantine(expected)
@@ -251,3 +240,15 @@ def test_a_nul_never_hides_behind_an_earlier_value(tmp_path: Path) -> None:
     frame["description"] = ["Uber", "Uber", "Uber", "Uber", "Uber\x00trip", "Uber"]
     _, report = load_validated([_write(tmp_path / "nul.parquet", frame)], SPEC, max_invalid_share=1.0)
     assert report.files[0]["reasons"] == {"transaction_id:control_chars": 2, "description:control_chars": 1}
+
+
+def test_the_monitor_joins_a_label_to_its_answer_across_normalization_forms() -> None:
+    from inferline.monitor.labels import PredictionLog
+
+    log = PredictionLog(SPEC, window_rows=10)
+    nfd = unicodedata.normalize("NFD", "tx-é-1")
+    log.log(np.array([nfd.encode()], dtype=object), np.array([1]), "fraud:1")
+    assert log.join({"labels": [{"transaction_id": unicodedata.normalize("NFC", nfd), "label": 1}]}) == {
+        "joined": 1,
+        "unmatched": 0,
+    }
