@@ -28,13 +28,14 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["Gateway", "GatewayLimits", "RequestRejected", "check_infer_request"]
+__all__ = ["SERVED_EXTENSIONS", "Gateway", "GatewayLimits", "RequestRejected", "check_infer_request", "parse_json"]
 
 # element size in bytes of each fixed-size datatype of the protocol; BYTES is length-prefixed
 ITEMSIZE = {
@@ -62,9 +63,12 @@ _INT_RANGE = {
     "INT32": (-(2**31), 2**31 - 1),
     "INT64": (-(2**63), 2**63 - 1),
 }
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")  # used with fullmatch: '$' would pass 'fraud\n'
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() takes '²', which int() refuses
 _RESTRICTED = ("/v2/repository", "/v2/logging", "/v2/trace", "/v2/systemsharedmemory", "/v2/cudasharedmemory")
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# the protocol extensions a caller can use through the edge (GET /v2 lists only these)
+SERVED_EXTENSIONS = ("binary_tensor_data", "classification", "parameters")
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
@@ -238,21 +242,53 @@ def _check_input(index: int, tensor: Any, limits: GatewayLimits, binary: bytes, 
     return offset
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body's JSON, as strictly as the server behind the edge must see it: UTF-8 only (``json.loads`` of
+    bytes would also take UTF-16 and UTF-32, which Triton answers with 500), and no key twice in any object at any
+    depth (the edge and Triton would each take a different copy: the edge the last, Triton the first, so a checked
+    body could carry an unchecked one)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _invalid(
+            f"the request body is not UTF-8 (byte {exc.start}: {raw[exc.start : exc.start + 4]!r}); send JSON "
+            "encoded as UTF-8"
+        ) from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except DuplicateKey as exc:
+        raise _invalid(
+            f"the request body names the key {str(exc)[:60]!r} twice in one object; send each key once"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc)[:120]
+        raise _invalid(f"the request body is not valid JSON ({reason}); send an inference request object") from None
+
+
 def check_infer_request(body: bytes, header_length: str | None, limits: GatewayLimits) -> None:
     """Refuse (``RequestRejected``) an inference body that does not follow the protocol or exceeds the limits."""
     json_part, binary = body, b""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not _DIGITS.fullmatch(header_length) or int(header_length) > len(body):
             raise _invalid(
                 f"{HEADER_LENGTH} is {header_length[:30]!r}; expected the JSON header's byte length, "
                 f"at most the body's {len(body)} bytes"
             )
         json_part, binary = body[: int(header_length)], body[int(header_length) :]
-    try:
-        request = json.loads(json_part)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        reason = str(exc)[:120]
-        raise _invalid(f"the request body is not valid JSON ({reason}); send an inference request object") from None
+    request = parse_json(json_part)
     if not isinstance(request, dict):
         raise _invalid(f"the request body must be a JSON object, got {type(request).__name__}")
     if _ESCAPED_SURROGATE.search(json_part):  # Python's parser takes lone surrogates, Triton's answers 500
@@ -293,9 +329,17 @@ class Gateway:
     """An aiohttp application forwarding the public protocol endpoints to Triton at ``upstream`` (host:port)."""
 
     def __init__(
-        self, upstream: str, limits: GatewayLimits | None = None, registry: CollectorRegistry | None = None
+        self,
+        upstream: str,
+        limits: GatewayLimits | None = None,
+        registry: CollectorRegistry | None = None,
+        repository: Path | None = None,
     ) -> None:
         self.upstream = f"http://{upstream}"
+        # only the public pipelines (a registry each in the repository) are reachable: their inner models (the ONNX
+        # model behind an ensemble, the preprocessing) answer 403. None: every model (a gateway without a repository)
+        self.repository = repository
+        self._public: tuple[float, frozenset[str]] = (-1.0, frozenset())
         self.limits = limits or GatewayLimits()
         self.registry = registry or CollectorRegistry()
         self.inflight = 0
@@ -334,8 +378,10 @@ class Gateway:
         app = web.Application(client_max_size=self.limits.max_body_bytes)
         get = self._route("metadata", self._forward_get)
         r = app.router
+        r.add_get("/v2", self._route("metadata", self._server_metadata), allow_head=False)
+        # Triton's statistics endpoint has the shape of a model's metadata route: refused before that route matches
+        r.add_route("*", "/v2/models/stats", self._route("other", self._other))
         for path in (
-            "/v2",
             "/v2/health/live",
             "/v2/health/ready",
             "/v2/models/{model}",
@@ -366,17 +412,36 @@ class Gateway:
 
         return handle
 
-    @staticmethod
-    def _check_names(request: web.Request) -> None:
+    def public_models(self) -> frozenset[str]:
+        """The repository's public pipelines, read again at most once a second (a new pipeline becomes
+        reachable without a restart)."""
+        from inferline.export.registry import registered_pipelines
+
+        assert self.repository is not None
+        at, names = self._public
+        now = time.monotonic()
+        if now - at > 1.0:
+            names = frozenset(registered_pipelines(self.repository))
+            self._public = (now, names)
+        return names
+
+    def _check_names(self, request: web.Request) -> None:
         model = request.match_info.get("model")
-        if model is not None and (not _NAME.match(model) or ".." in model):
+        if model is not None and (not _NAME.fullmatch(model) or ".." in model):
             raise _invalid(
                 f"model name {model[:80]!r} is not valid: letters, digits, '_', '-' and '.' only (no '..'), "
                 "at most 128 characters"
             )
         version = request.match_info.get("version")
-        if version is not None and not (version.isdigit() and len(version) <= 18):
+        if version is not None and not _DIGITS.fullmatch(version):
             raise _invalid(f"model version {version[:40]!r} is not valid: a positive integer")
+        if model is not None and self.repository is not None and model not in self.public_models():
+            raise RequestRejected(
+                403,
+                "not_public",
+                f"model {model!r} is not a public pipeline of this server (an inner model of one, or unknown); "
+                f"call a pipeline: {sorted(self.public_models())}",
+            )
 
     async def _other(self, request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -420,6 +485,20 @@ class Gateway:
         async with self._admitted():
             return await self._forward("infer", request, "POST", body, headers)
 
+    async def _server_metadata(self, request: web.Request) -> web.StreamResponse:
+        """Triton's server metadata, advertising only the extensions the edge serves (the admin ones are refused
+        here, so a caller that believed the list would be answered 403)."""
+        response = await self._forward("metadata", request, "GET", None, {"Accept-Encoding": "identity"})
+        if response.status != 200 or not isinstance(response, web.Response) or response.body is None:
+            return response
+        try:
+            metadata = json.loads(bytes(response.body))  # type: ignore[arg-type]
+        except ValueError:
+            return response
+        if isinstance(metadata, dict) and isinstance(metadata.get("extensions"), list):
+            metadata["extensions"] = [e for e in metadata["extensions"] if e in SERVED_EXTENSIONS]
+        return web.json_response(metadata)
+
     async def _forward_get(self, request: web.Request) -> web.StreamResponse:
         return await self._forward("metadata", request, "GET", None, {})
 
@@ -429,7 +508,7 @@ class Gateway:
         assert self._session is not None, "Gateway.start() first"
         self.forwarded.labels(route).inc()
         # Triton compresses what the caller accepts; aiohttp would otherwise ask for gzip on the caller's behalf
-        headers = {**headers, "Accept-Encoding": request.headers.get("Accept-Encoding", "identity")}
+        headers = {"Accept-Encoding": request.headers.get("Accept-Encoding", "identity"), **headers}
         try:
             async with self._session.request(
                 method, self.upstream + request.rel_url.raw_path, data=body, headers=headers

@@ -84,7 +84,7 @@ class Supervisor:
         self.registry = CollectorRegistry()
         self.server = TritonServer(config.server)
         self.gateway = (
-            Gateway(config.server.http_url, config.gateway_limits, self.registry)
+            Gateway(config.server.http_url, config.gateway_limits, self.registry, Path(config.server.repository))
             if config.gateway_port is not None
             else None
         )
