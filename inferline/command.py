@@ -144,6 +144,16 @@ def port(text: str) -> int:
     return value
 
 
+def bind_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` to listen on (``0.0.0.0:8443``, ``10.0.0.5:8080``, ``[::1]:8080``): the host as written, the
+    port a TCP port number."""
+    host, sep, number = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or any(c.isspace() for c in host):
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected HOST:PORT, e.g. 0.0.0.0:8080 or 10.0.0.5:8443")
+    return host, port(number)
+
+
 def _number(text: str, kind: type[int] | type[float], what: str) -> Any:
     try:
         return kind(text)

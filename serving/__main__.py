@@ -22,7 +22,17 @@ from typing import Any
 import pandas as pd
 import psutil
 
-from inferline.command import Parser, check_port_free, existing_file, new_dir, port, positive_float, positive_int, run
+from inferline.command import (
+    Parser,
+    bind_address,
+    check_port_free,
+    existing_file,
+    new_dir,
+    port,
+    positive_float,
+    positive_int,
+    run,
+)
 from inferline.export.registry import choose_published, published_pipelines, registered_pipelines
 from inferline.features.errors import UserError
 from inferline.serving.client import InferlineClient, InferlineError, ready_models
@@ -52,9 +62,11 @@ def _check_ports(args: argparse.Namespace) -> None:
         "--http-port": args.http_port,
         "--grpc-port": args.grpc_port,
         "--metrics-port": args.metrics_port,
-        "--gateway-port": None if args.no_gateway else args.gateway_port,
+        "--gateway-port": None if args.no_gateway or args.bind else args.gateway_port,
         "--supervisor-metrics-port": args.supervisor_metrics_port,
     }
+    if args.bind and not args.no_gateway:
+        check_port_free("--bind", args.bind[1], args.bind[0])
     seen: dict[int, str] = {}
     for flag, number in ports.items():
         if number is None:
@@ -120,7 +132,8 @@ def _supervisor_config(args: argparse.Namespace) -> SupervisorConfig:
     )
     return SupervisorConfig(
         server=server,
-        gateway_port=None if args.no_gateway else args.gateway_port,
+        gateway_port=None if args.no_gateway else (args.bind[1] if args.bind else args.gateway_port),
+        gateway_host=args.bind[0] if args.bind else "127.0.0.1",
         gateway_limits=limits,
         metrics_port=args.supervisor_metrics_port,
         max_restarts=args.max_restarts,
@@ -419,6 +432,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     up.add_argument("--exit-timeout", type=positive_int, default=10, help="seconds to drain in-flight requests on stop")
     up.add_argument("--gateway-port", type=port, default=8080, help="the validating edge (what callers should reach)")
+    up.add_argument(
+        "--bind",
+        type=bind_address,
+        default=None,
+        metavar="HOST:PORT",
+        help="where the edge listens, e.g. 0.0.0.0:8080 (overrides --gateway-port; Triton's ports stay on 127.0.0.1)",
+    )
     up.add_argument("--no-gateway", action="store_true", help="serve Triton's ports only")
     up.add_argument(
         "--max-inflight", type=positive_int, default=GatewayLimits.max_inflight, help="requests on Triton at once"

@@ -60,6 +60,8 @@ def exit_cause(returncode: int) -> str:
 class SupervisorConfig:
     server: ServerConfig
     gateway_port: int | None = 8080  # None: no gateway
+    # the edge's address: the only listener that may face beyond loopback (Triton's own ports stay on 127.0.0.1)
+    gateway_host: str = "127.0.0.1"
     gateway_limits: GatewayLimits = field(default_factory=GatewayLimits)
     metrics_port: int | None = 8003  # the supervisor's and gateway's Prometheus metrics
     max_restarts: int = 5
@@ -71,7 +73,11 @@ class SupervisorConfig:
 
     @property
     def gateway_url(self) -> str | None:
-        return None if self.gateway_port is None else f"{self.server.host}:{self.gateway_port}"
+        """Where a caller on this machine reaches the edge (a wildcard bind is reached on loopback)."""
+        if self.gateway_port is None:
+            return None
+        host = "127.0.0.1" if self.gateway_host in ("0.0.0.0", "::", "") else self.gateway_host
+        return f"[{host}]:{self.gateway_port}" if ":" in host else f"{host}:{self.gateway_port}"
 
     @property
     def metrics_url(self) -> str | None:
@@ -189,7 +195,7 @@ class Supervisor:
             if not await self._serving():
                 return 1
             if self.gateway is not None:
-                await self.gateway.start(self.config.server.host, int(self.config.gateway_port or 0))
+                await self.gateway.start(self.config.gateway_host, int(self.config.gateway_port or 0))
             self._save("ready")
             if on_ready is not None:
                 on_ready(self.record())
@@ -228,14 +234,15 @@ class Supervisor:
         }
         releases = self.server.record()["releases"]
         if len(self.crash_times) > self.config.max_restarts:
-            self._save("failed")
-            await self._alert(
-                "server_restart_budget_exhausted",
-                "critical",
-                f"tritonserver crashed {len(self.crash_times)} times within {self.config.restart_window_s:.0f}s "
-                f"(last: {cause}); not restarting again. See {self.server.log_path}",
-                last_crash=self.last_crash,
+            self.failure = (
+                f"restart budget exhausted at {self.last_crash['at']}: tritonserver crashed "
+                f"{len(self.crash_times)} times within {self.config.restart_window_s:.0f}s (last: {cause}; the "
+                f"budget is {self.config.max_restarts} restarts). Recover: read {self.server.log_path} for the "
+                "cause, then `inferline serve down` and `inferline serve up` (with a larger --max-restarts only once "
+                "the cause is known)"
             )
+            self._save("failed")
+            await self._alert("server_restart_budget_exhausted", "critical", self.failure, last_crash=self.last_crash)
             return False
         self._save("restarting")
         await self._alert(

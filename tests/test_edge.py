@@ -5,9 +5,12 @@ afterwards."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +18,7 @@ from inferline.features.pipelines import fraud
 from inferline.serving.client import InferlineClient
 from inferline.serving.gateway import SERVED_EXTENSIONS
 
-from .conftest import Published, Supervised, supervised_server
+from .conftest import Published, Supervised, gone, supervised_server
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 RESTARTS = "inferline_server_restarts_total"
@@ -117,3 +120,55 @@ def test_server_metadata_lists_only_the_extensions_the_edge_serves(edge: Supervi
     extensions = json.loads(body)["extensions"]
     assert status == 200 and extensions and set(extensions) <= set(SERVED_EXTENSIONS)
     assert "model_repository" not in extensions and "statistics" not in extensions
+
+
+def test_a_spent_restart_budget_says_why_and_how_to_recover(published: Published, tmp_path: Path) -> None:
+    """With no restart left, a crash stops the service for good, and `serve status` says so: when, why, and the
+    commands that recover it (before, it only said the supervisor's pid was gone)."""
+    server = supervised_server(published, tmp_path, "--max-restarts", "0")
+    try:
+        state = server.state()
+        os.kill(state["pid"], signal.SIGKILL)
+        server.wait_until(lambda: server.state()["state"] == "failed", 60, "the service giving up")
+        server.wait_until(lambda: gone(state["supervisor_pid"]), 30, "the supervisor exiting")
+        status = server.cli("status")
+        assert status.returncode == 3, status.stdout
+        assert status.stdout.startswith("down: restart budget exhausted at "), status.stdout
+        assert "tritonserver crashed 1 times within 300s (last: signal SIGKILL" in status.stdout
+        assert "inferline serve down" in status.stdout and "inferline serve up" in status.stdout
+    finally:
+        server.stop()
+
+
+def test_the_edge_binds_its_own_address_and_triton_stays_on_loopback(published: Published, tmp_path: Path) -> None:
+    """`--bind` puts the edge on an address of its own (here 127.0.0.2, standing for a public interface); Triton's
+    HTTP port answers on 127.0.0.1 only, so nothing reaches the server beside the edge."""
+    import socket
+
+    from inferline.serving.server import free_port
+
+    bind = f"127.0.0.2:{free_port()}"
+    server = supervised_server(published, tmp_path, "--bind", bind)
+    try:
+        assert server.record["gateway"] == bind
+        with InferlineClient(bind, "http", pipeline="fraud") as client:
+            assert client.predict(fraud.generate(2, seed=5).drop(columns=[fraud.SPEC.label])).ok.all()
+        http_port = int(server.state()["http"].rsplit(":", 1)[1])
+        with socket.socket() as probe:
+            probe.settimeout(5)
+            assert probe.connect_ex(("127.0.0.2", http_port)) != 0, "Triton's port answered beyond 127.0.0.1"
+    finally:
+        server.stop()
+
+
+def test_a_bind_address_that_is_not_host_port_is_a_usage_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "inferline.serving", "up", "--workdir", str(tmp_path), "--bind", "8080"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "expected HOST:PORT" in done.stderr and "Traceback" not in done.stderr
