@@ -128,7 +128,10 @@ def _supervisor_config(args: argparse.Namespace) -> SupervisorConfig:
         trace_log_frequency=10,
     )
     limits = GatewayLimits(
-        max_body_bytes=args.max_body_bytes, max_inflight=args.max_inflight, max_queued=args.max_queued
+        max_body_bytes=args.max_body_bytes,
+        max_inflight=args.max_inflight,
+        max_queued=args.max_queued,
+        body_timeout_s=args.body_timeout,
     )
     return SupervisorConfig(
         server=server,
@@ -448,6 +451,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--max-body-bytes", type=positive_int, default=GatewayLimits.max_body_bytes, help="larger bodies: 413"
+    )
+    up.add_argument(
+        "--body-timeout",
+        type=positive_float,
+        default=GatewayLimits.body_timeout_s,
+        help="seconds a request body may take to arrive; slower: 408",
     )
     up.add_argument("--supervisor-metrics-port", type=port, default=8003, help="restarts, gateway counters")
     up.add_argument("--max-restarts", type=int, default=5, help="crashes within 5 minutes before giving up")

@@ -81,6 +81,7 @@ class GatewayLimits:
     max_inflight: int = 64
     max_queued: int = 256
     queue_timeout_s: float = 5.0
+    body_timeout_s: float = 10.0  # a body not received in full by then is a 408 (a slow client holds no slot)
     upstream_timeout_s: float = 30.0
     retry_after_s: int = 1
 
@@ -407,6 +408,8 @@ class Gateway:
                 self.rejected.labels(exc.reason).inc()
                 retry = self.limits.retry_after_s if exc.status == 503 else None
                 response = _error(exc.status, str(exc), retry)
+                if exc.status == 408:  # the rest of the body may still come: this connection carries nothing more
+                    response.force_close()
             self.requests.labels(route, str(response.status)).inc()
             return response
 
@@ -476,7 +479,15 @@ class Gateway:
                 f"the body is {request.content_length} bytes; the limit is {self.limits.max_body_bytes} "
                 "(GatewayLimits.max_body_bytes): send fewer rows per request",
             )
-        return await request.read()
+        try:
+            return await asyncio.wait_for(request.read(), self.limits.body_timeout_s)
+        except TimeoutError:
+            raise RequestRejected(
+                408,
+                "body_timeout",
+                f"the body ({request.content_length} bytes declared) did not arrive within "
+                f"{self.limits.body_timeout_s:g}s (GatewayLimits.body_timeout_s); send it at once",
+            ) from None
 
     async def _infer(self, request: web.Request) -> web.StreamResponse:
         body = await self._read_body(request)
@@ -538,7 +549,11 @@ class Gateway:
             connector=aiohttp.TCPConnector(limit=self.limits.max_inflight + 8),
             auto_decompress=False,
         )
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        # lingering_time: after a refusal with the body unread, aiohttp reads the rest for this long before it
+        # closes (10 s by default: a slow client would hold the connection that long)
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, shutdown_timeout=2.0, lingering_time=0.5
+        )
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port, reuse_address=True).start()
 

@@ -172,3 +172,43 @@ def test_a_bind_address_that_is_not_host_port_is_a_usage_error(tmp_path: Path) -
         timeout=60,
     )
     assert done.returncode == 2 and "expected HOST:PORT" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_body_that_trickles_in_is_cut_off_with_a_408() -> None:
+    """A client that declares a body and sends it slowly holds no slot for long: 408 after the body timeout, the
+    connection closed, and the gateway answers the next caller. The gateway runs in process (its upstream is a
+    closed port: nothing here may reach it)."""
+    import asyncio
+    import socket
+    import threading
+
+    from inferline.serving.gateway import Gateway, GatewayLimits
+    from inferline.serving.server import free_port
+
+    port = free_port()
+    gateway = Gateway(f"127.0.0.1:{free_port()}", GatewayLimits(body_timeout_s=0.5))
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(gateway.start("127.0.0.1", port))
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b'POST /v2/models/fraud/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"in')
+            answer = slow.recv(4096).decode()
+            assert answer.startswith("HTTP/1.1 408") and "did not arrive within 0.5s" in answer
+            assert slow.recv(4096) == b"", "the connection stays open after a 408"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as next_caller:
+            next_caller.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert next_caller.recv(4096).decode().startswith("HTTP/1.1 503")  # its upstream is down, it is not
+    finally:
+        asyncio.run_coroutine_threadsafe(gateway.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
