@@ -137,6 +137,7 @@ def _supervisor_config(args: argparse.Namespace) -> SupervisorConfig:
         server=server,
         gateway_port=None if args.no_gateway else (args.bind[1] if args.bind else args.gateway_port),
         gateway_host=args.bind[0] if args.bind else "127.0.0.1",
+        api_keys=Path(args.api_keys) if args.api_keys else None,
         gateway_limits=limits,
         metrics_port=args.supervisor_metrics_port,
         max_restarts=args.max_restarts,
@@ -252,6 +253,20 @@ def foreground_command(argv: list[str]) -> list[str]:
 
 def exit_or_running(child: subprocess.Popen[bytes]) -> str:
     return "running" if child.poll() is None else exit_cause(child.returncode)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from inferline.serving.apikeys import ApiKeys, add_key, revoke_key
+
+    if args.keys_command == "add":
+        print(add_key(args.file, args.name))
+        print(f"key for {args.name!r} added to {args.file} (only its hash is kept: store the key now)", file=sys.stderr)
+    elif args.keys_command == "revoke":
+        revoke_key(args.file, args.name)
+        print(f"key of {args.name!r} revoked; a running edge refuses it from its next request", file=sys.stderr)
+    else:
+        print("\n".join(sorted(ApiKeys(Path(args.file))._keys)))
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -461,7 +476,24 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     up.add_argument("--supervisor-metrics-port", type=port, default=8003, help="restarts, gateway counters")
     up.add_argument("--max-restarts", type=int, default=5, help="crashes within 5 minutes before giving up")
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C drains and stops")
+    up.add_argument(
+        "--api-keys",
+        type=existing_file,
+        default=None,
+        metavar="FILE",
+        help="callers need a key from FILE at the edge (Authorization: Bearer KEY); FILE is re-read when it changes",
+    )
     up.set_defaults(func=_up)
+    keys = sub.add_parser("keys", help="caller API keys for the edge: add, revoke, list (a file of hashes)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    for name, helptext in (("add", "create a key for caller NAME and print it once"), ("revoke", "remove NAME's key")):
+        k = keys_sub.add_parser(name, help=helptext)
+        k.add_argument("name", help="the caller's name (letters, digits, '_', '.', '@', '-')")
+        k.add_argument("--file", type=Path, required=True, help="the keys file `serve up --api-keys` reads")
+        k.set_defaults(func=_keys)
+    kl = keys_sub.add_parser("list", help="the callers that have a key")
+    kl.add_argument("--file", type=existing_file, required=True, help="the keys file")
+    kl.set_defaults(func=_keys)
     st = sub.add_parser("status", parents=[common], help="is the server up, and which versions are loaded")
     st.set_defaults(func=_status)
     down = sub.add_parser("down", parents=[common], help="stop the server (drains in-flight requests first)")

@@ -164,6 +164,7 @@ class InferlineClient:
         backoff_max_s: float = 2.0,
         max_batch_size: int | None = None,
         admin_key: str | None = None,
+        api_key: str | None = None,
         tap: PredictionTap | None = None,
         spec: PipelineSpec | None = None,
     ) -> None:
@@ -183,6 +184,10 @@ class InferlineClient:
         # gRPC carries restricted-protocol keys with Triton's prefix
         header = ADMIN_HEADER if protocol == "http" else f"triton-grpc-protocol-{ADMIN_HEADER}"
         self.admin_headers = {header: admin_key} if admin_key else {}
+        # an edge started with --api-keys wants the caller's key (``serving.apikeys``); gRPC metadata is lower-case
+        self.headers = (
+            {("Authorization" if protocol == "http" else "authorization"): f"Bearer {api_key}"} if api_key else {}
+        )
         if protocol == "http":
             import tritonclient.http as client_module
 
@@ -207,7 +212,9 @@ class InferlineClient:
 
     def is_ready(self) -> bool:
         try:
-            return bool(self._client.is_server_ready() and self._client.is_model_ready(self.model))
+            return bool(
+                self._client.is_server_ready() and self._client.is_model_ready(self.model, headers=self.headers)
+            )
         except Exception:  # noqa: BLE001 - any failure to answer is "not ready"
             return False
 
@@ -234,7 +241,7 @@ class InferlineClient:
     def _infer_once(self, arrays: Mapping[str, np.ndarray], remaining_s: float, cancel: Event | None) -> Any:
         outputs = [self._m.InferRequestedOutput(n) for n in self._outputs]
         if self.protocol == "http":  # the deadline is the connection's network timeout (timeout_s)
-            return self._client.infer(self.model, self._inputs(arrays), outputs=outputs)
+            return self._client.infer(self.model, self._inputs(arrays), outputs=outputs, headers=self.headers or None)
         answers: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
         call = self._client.async_infer(
             self.model,
@@ -242,6 +249,7 @@ class InferlineClient:
             callback=lambda result, error: answers.put((result, error)),
             outputs=outputs,
             client_timeout=max(remaining_s, 1e-3),
+            headers=self.headers or None,
         )
         while True:  # wait for the answer, cancelling the call in flight if the caller gives up
             try:

@@ -35,6 +35,8 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from inferline.serving.apikeys import ApiKeys
+
 __all__ = ["SERVED_EXTENSIONS", "Gateway", "GatewayLimits", "RequestRejected", "check_infer_request", "parse_json"]
 
 # element size in bytes of each fixed-size datatype of the protocol; BYTES is length-prefixed
@@ -67,6 +69,7 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")  # used with fullmatch
 _DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() takes '²', which int() refuses
 _RESTRICTED = ("/v2/repository", "/v2/logging", "/v2/trace", "/v2/systemsharedmemory", "/v2/cudasharedmemory")
 HEADER_LENGTH = "Inference-Header-Content-Length"
+_UNAUTHENTICATED = ("/v2/health/live", "/v2/health/ready")  # probes (a load balancer's, Kubernetes') need no key
 # the protocol extensions a caller can use through the edge (GET /v2 lists only these)
 SERVED_EXTENSIONS = ("binary_tensor_data", "classification", "parameters")
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -335,8 +338,10 @@ class Gateway:
         limits: GatewayLimits | None = None,
         registry: CollectorRegistry | None = None,
         repository: Path | None = None,
+        api_keys: ApiKeys | None = None,
     ) -> None:
         self.upstream = f"http://{upstream}"
+        self.api_keys = api_keys  # None: callers are not authenticated (the edge then belongs on loopback)
         # only the public pipelines (a registry each in the repository) are reachable: their inner models (the ONNX
         # model behind an ensemble, the preprocessing) answer 403. None: every model (a gateway without a repository)
         self.repository = repository
@@ -402,6 +407,7 @@ class Gateway:
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
             try:
+                self._authenticate(request)
                 self._check_names(request)
                 response = await handler(request)
             except RequestRejected as exc:
@@ -410,10 +416,27 @@ class Gateway:
                 response = _error(exc.status, str(exc), retry)
                 if exc.status == 408:  # the rest of the body may still come: this connection carries nothing more
                     response.force_close()
+            if response.status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="inferline"'
             self.requests.labels(route, str(response.status)).inc()
             return response
 
         return handle
+
+    def _authenticate(self, request: web.Request) -> None:
+        """With API keys, every route but the health probes needs ``Authorization: Bearer <key>``: 401 without one
+        or with one that is not in the keys file (mistyped or revoked)."""
+        if self.api_keys is None or request.path in _UNAUTHENTICATED:
+            return
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise RequestRejected(
+                401, "unauthenticated", "this edge needs an API key: send 'Authorization: Bearer <key>'"
+            )
+        if self.api_keys.caller(key.strip()) is None:
+            raise RequestRejected(
+                401, "bad_api_key", "the API key is not valid (mistyped or revoked); ask the operator for a key"
+            )
 
     def public_models(self) -> frozenset[str]:
         """The repository's public pipelines, read again at most once a second (a new pipeline becomes

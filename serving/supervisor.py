@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from inferline.features.artifacts import atomic_write_json
 from inferline.monitor.alerts import Alert, Alerter, Severity
+from inferline.serving.apikeys import ApiKeys
 from inferline.serving.gateway import Gateway, GatewayLimits
 from inferline.serving.server import ServerConfig, ServerError, TritonServer, fix_hint, state_path
 
@@ -62,6 +63,7 @@ class SupervisorConfig:
     gateway_port: int | None = 8080  # None: no gateway
     # the edge's address: the only listener that may face beyond loopback (Triton's own ports stay on 127.0.0.1)
     gateway_host: str = "127.0.0.1"
+    api_keys: Path | None = None  # a keys file (serving.apikeys): callers then need a key at the edge
     gateway_limits: GatewayLimits = field(default_factory=GatewayLimits)
     metrics_port: int | None = 8003  # the supervisor's and gateway's Prometheus metrics
     max_restarts: int = 5
@@ -90,7 +92,13 @@ class Supervisor:
         self.registry = CollectorRegistry()
         self.server = TritonServer(config.server)
         self.gateway = (
-            Gateway(config.server.http_url, config.gateway_limits, self.registry, Path(config.server.repository))
+            Gateway(
+                config.server.http_url,
+                config.gateway_limits,
+                self.registry,
+                Path(config.server.repository),
+                ApiKeys(config.api_keys) if config.api_keys is not None else None,
+            )
             if config.gateway_port is not None
             else None
         )

@@ -212,3 +212,55 @@ def test_a_body_that_trickles_in_is_cut_off_with_a_408() -> None:
         asyncio.run_coroutine_threadsafe(gateway.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+def test_api_keys_authenticate_callers_and_reload_without_a_restart(published: Published, tmp_path: Path) -> None:
+    """`--api-keys FILE`: no key and a wrong key are 401 (with WWW-Authenticate), a key from the file is served,
+    the health probes need none, a key revoked in the file is refused from the next request on, with no restart,
+    and the file holds hashes only."""
+    import subprocess
+    import sys
+
+    from inferline.serving.client import RequestRefused
+
+    keys = tmp_path / "keys"
+
+    def keys_cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "inferline.serving", "keys", *args, "--file", str(keys)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    alice, bob = keys_cli("add", "alice"), keys_cli("add", "bob")
+    assert alice not in keys.read_text() and bob not in keys.read_text() and oct(keys.stat().st_mode)[-3:] == "600"
+    server = supervised_server(published, tmp_path / "srv", "--api-keys", str(keys))
+    try:
+        url, body = server.record["gateway"], json.dumps(good_request_body()).encode()
+        request = urllib.request.Request(f"http://{url}/v2/models/fraud/infer", data=body, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as no_key:
+            urllib.request.urlopen(request, timeout=30)
+        assert no_key.value.code == 401 and no_key.value.headers["WWW-Authenticate"].startswith("Bearer")
+        request.add_header("Authorization", "Bearer ilk_not-a-key")
+        with pytest.raises(urllib.error.HTTPError) as wrong:
+            urllib.request.urlopen(request, timeout=30)
+        assert wrong.value.code == 401 and "not valid" in wrong.value.read().decode()
+        with urllib.request.urlopen(f"http://{url}/v2/health/ready", timeout=30) as probe:
+            assert probe.status == 200
+        rows = fraud.generate(3, seed=6).drop(columns=[fraud.SPEC.label])
+        for key in (alice, bob):
+            with InferlineClient(url, "http", pipeline="fraud", api_key=key) as client:
+                assert client.predict(rows).ok.all()
+        keys_cli("revoke", "bob")
+        with InferlineClient(url, "http", pipeline="fraud", api_key=bob, retries=0) as client:
+            with pytest.raises(RequestRefused, match=r"401|not valid"):
+                client.predict(rows)
+        with InferlineClient(url, "http", pipeline="fraud", api_key=alice) as client:
+            assert client.predict(rows).ok.all()
+        assert keys_cli("list") == "alice"
+        assert server.state()["restarts"] == 0
+    finally:
+        server.stop()
