@@ -138,6 +138,9 @@ def _supervisor_config(args: argparse.Namespace) -> SupervisorConfig:
         gateway_port=None if args.no_gateway else (args.bind[1] if args.bind else args.gateway_port),
         gateway_host=args.bind[0] if args.bind else "127.0.0.1",
         api_keys=Path(args.api_keys) if args.api_keys else None,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
+        tls_client_ca=Path(args.tls_client_ca) if args.tls_client_ca else None,
         gateway_limits=limits,
         metrics_port=args.supervisor_metrics_port,
         max_restarts=args.max_restarts,
@@ -199,6 +202,7 @@ def _up(args: argparse.Namespace) -> int:
         return 1
     _check_ports(args)
     _check_repository(Path(args.repository))
+    _check_tls(args)
     started = time.monotonic()
     key = admin_key(args.workdir)
     if args.foreground:
@@ -253,6 +257,22 @@ def foreground_command(argv: list[str]) -> list[str]:
 
 def exit_or_running(child: subprocess.Popen[bytes]) -> str:
     return "running" if child.poll() is None else exit_cause(child.returncode)
+
+
+def _check_tls(args: argparse.Namespace) -> None:
+    """--tls-cert and --tls-key come together, --tls-client-ca needs them, and the files load (before anything
+    starts)."""
+    from inferline.serving.gateway import tls_context
+
+    if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_client_ca and not args.tls_cert):
+        raise UserError("--tls-cert and --tls-key go together (and --tls-client-ca needs both); give both or none")
+    if args.tls_cert:
+        try:
+            tls_context(
+                Path(args.tls_cert), Path(args.tls_key), Path(args.tls_client_ca) if args.tls_client_ca else None
+            )
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -482,6 +502,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         default=None,
         metavar="FILE",
         help="callers need a key from FILE at the edge (Authorization: Bearer KEY); FILE is re-read when it changes",
+    )
+    up.add_argument(
+        "--tls-cert", type=existing_file, default=None, help="PEM certificate (chain): the edge serves HTTPS"
+    )
+    up.add_argument("--tls-key", type=existing_file, default=None, help="PEM private key of --tls-cert")
+    up.add_argument(
+        "--tls-client-ca",
+        type=existing_file,
+        default=None,
+        help="mutual TLS: callers need a certificate this CA signed",
     )
     up.set_defaults(func=_up)
     keys = sub.add_parser("keys", help="caller API keys for the edge: add, revoke, list (a file of hashes)")

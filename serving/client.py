@@ -22,6 +22,7 @@ import time
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from threading import Event
 from typing import Any, Literal
 
@@ -42,6 +43,7 @@ __all__ = [
     "Predictions",
     "Protocol",
     "RequestRefused",
+    "TlsFiles",
     "Unavailable",
     "encode_rows",
     "ready_models",
@@ -151,6 +153,24 @@ class PredictionTap(typing.Protocol):
     def record(self, arrays: Mapping[str, np.ndarray], predictions: Predictions, model: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """HTTPS to an edge started with ``--tls-cert``: the CA that signed its certificate, and for mutual TLS the
+    caller's own certificate and key (PEM files)."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def http_options(self) -> dict[str, Any]:
+        import gevent.ssl  # type: ignore[import-untyped]
+
+        options: dict[str, Any] = {"ca_certs": str(self.ca)}
+        if self.cert is not None and self.key is not None:
+            options |= {"certfile": str(self.cert), "keyfile": str(self.key)}
+        return {"ssl": True, "ssl_options": options, "ssl_context_factory": gevent.ssl.create_default_context}
+
+
 class InferlineClient:
     def __init__(
         self,
@@ -165,6 +185,7 @@ class InferlineClient:
         max_batch_size: int | None = None,
         admin_key: str | None = None,
         api_key: str | None = None,
+        tls: TlsFiles | None = None,
         tap: PredictionTap | None = None,
         spec: PipelineSpec | None = None,
     ) -> None:
@@ -193,7 +214,7 @@ class InferlineClient:
 
             self._m: Any = client_module
             self._client: Any = client_module.InferenceServerClient(
-                url, connection_timeout=timeout_s, network_timeout=timeout_s
+                url, connection_timeout=timeout_s, network_timeout=timeout_s, **(tls.http_options() if tls else {})
             )
         else:
             import tritonclient.grpc as client_module

@@ -24,6 +24,7 @@ import asyncio
 import json
 import math
 import re
+import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -37,7 +38,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from inferline.serving.apikeys import ApiKeys
 
-__all__ = ["SERVED_EXTENSIONS", "Gateway", "GatewayLimits", "RequestRejected", "check_infer_request", "parse_json"]
+__all__ = [
+    "SERVED_EXTENSIONS",
+    "Gateway",
+    "GatewayLimits",
+    "RequestRejected",
+    "check_infer_request",
+    "parse_json",
+    "tls_context",
+]
 
 # element size in bytes of each fixed-size datatype of the protocol; BYTES is length-prefixed
 ITEMSIZE = {
@@ -324,6 +333,24 @@ def check_infer_request(body: bytes, header_length: str | None, limits: GatewayL
         _check_parameters(f"output {output['name']!r}", output.get("parameters"))
 
 
+def tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+    """The edge's TLS: the certificate chain and key (TLS 1.2 at least, Python's default ciphers); with
+    ``client_ca``, mutual TLS: a caller must present a certificate that CA signed."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(cert), str(key))
+        if client_ca is not None:
+            context.load_verify_locations(cafile=str(client_ca))
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(
+            f"TLS files cannot be used ({exc}): --tls-cert {cert} and --tls-key {key} must be a PEM certificate "
+            f"(chain) and its private key{f', --tls-client-ca {client_ca} a PEM CA bundle' if client_ca else ''}"
+        ) from exc
+    return context
+
+
 def _error(status: int, message: str, retry_after: int | None = None) -> web.Response:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return web.json_response({"error": message}, status=status, headers=headers)
@@ -565,7 +592,7 @@ class Gateway:
     def _admitted(self) -> _Admission:
         return _Admission(self)
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
         self._slots = asyncio.Semaphore(self.limits.max_inflight)
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.limits.upstream_timeout_s),
@@ -578,7 +605,7 @@ class Gateway:
             self.app(), access_log=None, handle_signals=False, shutdown_timeout=2.0, lingering_time=0.5
         )
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        await web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
 
     async def drain(self, timeout_s: float) -> int:
         """Stop admitting (503 ``draining``) and wait up to ``timeout_s`` for the requests already admitted, running

@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from inferline.features.artifacts import atomic_write_json
 from inferline.monitor.alerts import Alert, Alerter, Severity
 from inferline.serving.apikeys import ApiKeys
-from inferline.serving.gateway import Gateway, GatewayLimits
+from inferline.serving.gateway import Gateway, GatewayLimits, tls_context
 from inferline.serving.server import ServerConfig, ServerError, TritonServer, fix_hint, state_path
 
 __all__ = ["Supervisor", "SupervisorConfig", "exit_cause"]
@@ -64,6 +64,9 @@ class SupervisorConfig:
     # the edge's address: the only listener that may face beyond loopback (Triton's own ports stay on 127.0.0.1)
     gateway_host: str = "127.0.0.1"
     api_keys: Path | None = None  # a keys file (serving.apikeys): callers then need a key at the edge
+    tls_cert: Path | None = None  # the edge serves HTTPS with this certificate and key
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # mutual TLS: callers need a certificate this CA signed
     gateway_limits: GatewayLimits = field(default_factory=GatewayLimits)
     metrics_port: int | None = 8003  # the supervisor's and gateway's Prometheus metrics
     max_restarts: int = 5
@@ -135,6 +138,7 @@ class Supervisor:
             **self.server.record(),
             "supervisor_pid": os.getpid(),
             "gateway": self.config.gateway_url,
+            "gateway_tls": self.config.tls_cert is not None,
             "supervisor_metrics": self.config.metrics_url,
             "state": self.state,
             "restarts": self.restart_count,
@@ -203,7 +207,9 @@ class Supervisor:
             if not await self._serving():
                 return 1
             if self.gateway is not None:
-                await self.gateway.start(self.config.gateway_host, int(self.config.gateway_port or 0))
+                c = self.config
+                context = tls_context(c.tls_cert, c.tls_key, c.tls_client_ca) if c.tls_cert and c.tls_key else None
+                await self.gateway.start(c.gateway_host, int(c.gateway_port or 0), context)
             self._save("ready")
             if on_ready is not None:
                 on_ready(self.record())

@@ -264,3 +264,95 @@ def test_api_keys_authenticate_callers_and_reload_without_a_restart(published: P
         assert server.state()["restarts"] == 0
     finally:
         server.stop()
+
+
+def _pki(root: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate signed by it, and a client certificate
+    of another CA and an expired one (openssl, made here; nothing is downloaded)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command (Debian package openssl)")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=root, check=True, capture_output=True, timeout=60)
+
+    for ca in ("ca", "other-ca"):
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
+            "-days", "2", "-subj", f"/CN={ca}")  # fmt: skip
+    (root / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+
+    def leaf(name: str, ca: str, days: str, extfile: bool) -> None:
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+        )
+        extra = ["-extfile", "san.ext"] if extfile else []
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", days, *extra)  # fmt: skip
+
+    leaf("server", "ca", "2", True)
+    leaf("client", "ca", "2", False)
+    leaf("stranger", "other-ca", "2", False)
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "expired.key", "-out", "expired.csr", "-subj", "/CN=old")
+    # -days -1: not after a day ago (OpenSSL 3.0 has no -not_after)
+    run("x509", "-req", "-in", "expired.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "expired.pem", "-days", "-1")  # fmt: skip
+    return {p.stem + p.suffix.replace(".", "_"): p for p in root.iterdir()}
+
+
+def test_tls_and_mutual_tls_at_the_edge(published: Published, tmp_path: Path) -> None:
+    """`--tls-cert/--tls-key/--tls-client-ca`: the edge speaks HTTPS only; a client trusting the CA with a
+    certificate it signed is served; no client certificate, one of another CA, or an expired one fail the
+    handshake; plain HTTP gets no answer."""
+    import socket
+    import ssl
+
+    from inferline.serving.client import TlsFiles
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    f = _pki(pki)
+    args = ("--tls-cert", str(f["server_pem"]), "--tls-key", str(f["server_key"]), "--tls-client-ca", str(f["ca_pem"]))
+    server = supervised_server(published, tmp_path / "srv", *args)
+    try:
+        url = server.record["gateway"]
+        assert server.record["gateway_tls"] is True
+        host, port = url.rsplit(":", 1)
+        rows = fraud.generate(2, seed=7).drop(columns=[fraud.SPEC.label])
+        tls = TlsFiles(ca=f["ca_pem"], cert=f["client_pem"], key=f["client_key"])
+        with InferlineClient(url, "http", pipeline="fraud", tls=tls) as client:
+            assert client.predict(rows).ok.all()
+
+        def handshake(cert: str | None) -> None:
+            context = ssl.create_default_context(cafile=str(f["ca_pem"]))
+            if cert is not None:
+                context.load_cert_chain(str(f[f"{cert}_pem"]), str(f[f"{cert}_key"]))
+            with socket.create_connection((host, int(port)), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname=host) as tls_socket:
+                    tls_socket.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+                    if not tls_socket.recv(64).startswith(b"HTTP/1.1 200"):
+                        raise ssl.SSLError("no answer")
+
+        handshake("client")
+        for refused in (None, "stranger", "expired"):
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                handshake(refused)
+        with socket.create_connection((host, int(port)), timeout=10) as plain:
+            plain.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                answer = plain.recv(64)
+            except ConnectionError:
+                answer = b""
+            assert not answer.startswith(b"HTTP/1.1 200")
+    finally:
+        server.stop()
