@@ -10,12 +10,13 @@ import signal
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from inferline.features.pipelines import fraud
-from inferline.serving.client import InferlineClient
+from inferline.serving.client import InferlineClient, TlsFiles
 from inferline.serving.gateway import SERVED_EXTENSIONS
 
 from .conftest import Published, Supervised, gone, supervised_server
@@ -140,27 +141,6 @@ def test_a_spent_restart_budget_says_why_and_how_to_recover(published: Published
         server.stop()
 
 
-def test_the_edge_binds_its_own_address_and_triton_stays_on_loopback(published: Published, tmp_path: Path) -> None:
-    """`--bind` puts the edge on an address of its own (here 127.0.0.2, standing for a public interface); Triton's
-    HTTP port answers on 127.0.0.1 only, so nothing reaches the server beside the edge."""
-    import socket
-
-    from inferline.serving.server import free_port
-
-    bind = f"127.0.0.2:{free_port()}"
-    server = supervised_server(published, tmp_path, "--bind", bind)
-    try:
-        assert server.record["gateway"] == bind
-        with InferlineClient(bind, "http", pipeline="fraud") as client:
-            assert client.predict(fraud.generate(2, seed=5).drop(columns=[fraud.SPEC.label])).ok.all()
-        http_port = int(server.state()["http"].rsplit(":", 1)[1])
-        with socket.socket() as probe:
-            probe.settimeout(5)
-            assert probe.connect_ex(("127.0.0.2", http_port)) != 0, "Triton's port answered beyond 127.0.0.1"
-    finally:
-        server.stop()
-
-
 def test_a_bind_address_that_is_not_host_port_is_a_usage_error(tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -214,58 +194,6 @@ def test_a_body_that_trickles_in_is_cut_off_with_a_408() -> None:
         thread.join(10)
 
 
-def test_api_keys_authenticate_callers_and_reload_without_a_restart(published: Published, tmp_path: Path) -> None:
-    """`--api-keys FILE`: no key and a wrong key are 401 (with WWW-Authenticate), a key from the file is served,
-    the health probes need none, a key revoked in the file is refused from the next request on, with no restart,
-    and the file holds hashes only."""
-    import subprocess
-    import sys
-
-    from inferline.serving.client import RequestRefused
-
-    keys = tmp_path / "keys"
-
-    def keys_cli(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "inferline.serving", "keys", *args, "--file", str(keys)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
-
-    alice, bob = keys_cli("add", "alice"), keys_cli("add", "bob")
-    assert alice not in keys.read_text() and bob not in keys.read_text() and oct(keys.stat().st_mode)[-3:] == "600"
-    server = supervised_server(published, tmp_path / "srv", "--api-keys", str(keys))
-    try:
-        url, body = server.record["gateway"], json.dumps(good_request_body()).encode()
-        request = urllib.request.Request(f"http://{url}/v2/models/fraud/infer", data=body, method="POST")
-        with pytest.raises(urllib.error.HTTPError) as no_key:
-            urllib.request.urlopen(request, timeout=30)
-        assert no_key.value.code == 401 and no_key.value.headers["WWW-Authenticate"].startswith("Bearer")
-        request.add_header("Authorization", "Bearer ilk_not-a-key")
-        with pytest.raises(urllib.error.HTTPError) as wrong:
-            urllib.request.urlopen(request, timeout=30)
-        assert wrong.value.code == 401 and "not valid" in wrong.value.read().decode()
-        with urllib.request.urlopen(f"http://{url}/v2/health/ready", timeout=30) as probe:
-            assert probe.status == 200
-        rows = fraud.generate(3, seed=6).drop(columns=[fraud.SPEC.label])
-        for key in (alice, bob):
-            with InferlineClient(url, "http", pipeline="fraud", api_key=key) as client:
-                assert client.predict(rows).ok.all()
-        keys_cli("revoke", "bob")
-        with InferlineClient(url, "http", pipeline="fraud", api_key=bob, retries=0) as client:
-            with pytest.raises(RequestRefused, match=r"401|not valid"):
-                client.predict(rows)
-        with InferlineClient(url, "http", pipeline="fraud", api_key=alice) as client:
-            assert client.predict(rows).ok.all()
-        assert keys_cli("list") == "alice"
-        assert server.state()["restarts"] == 0
-    finally:
-        server.stop()
-
-
 def _pki(root: Path) -> dict[str, Path]:
     """A CA, a server certificate for 127.0.0.1 and a client certificate signed by it, and a client certificate
     of another CA and an expired one (openssl, made here; nothing is downloaded)."""
@@ -281,7 +209,7 @@ def _pki(root: Path) -> dict[str, Path]:
     for ca in ("ca", "other-ca"):
         run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
             "-days", "2", "-subj", f"/CN={ca}")  # fmt: skip
-    (root / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    (root / "san.ext").write_text("subjectAltName=IP:127.0.0.1,IP:127.0.0.2\n")
 
     def leaf(name: str, ca: str, days: str, extfile: bool) -> None:
         run(
@@ -310,49 +238,145 @@ def _pki(root: Path) -> dict[str, Path]:
     return {p.stem + p.suffix.replace(".", "_"): p for p in root.iterdir()}
 
 
-def test_tls_and_mutual_tls_at_the_edge(published: Published, tmp_path: Path) -> None:
-    """`--tls-cert/--tls-key/--tls-client-ca`: the edge speaks HTTPS only; a client trusting the CA with a
-    certificate it signed is served; no client certificate, one of another CA, or an expired one fail the
-    handshake; plain HTTP gets no answer."""
+@dataclass
+class Hardened:
+    """A server whose edge listens on an address of its own (127.0.0.2, standing for a public interface), with
+    TLS, mutual TLS and API keys: the production settings, started once for the tests below."""
+
+    server: Supervised
+    url: str
+    pki: dict[str, Path]
+    keys: Path
+
+    def keys_cli(self, *args: str) -> str:
+        return _keys_cli(self.keys, *args)
+
+    def tls(self, cert: str = "client") -> TlsFiles:
+        return TlsFiles(ca=self.pki["ca_pem"], cert=self.pki[f"{cert}_pem"], key=self.pki[f"{cert}_key"])
+
+    def https(self, path: str, body: bytes | None = None, key: str | None = None) -> tuple[int, dict[str, str], str]:
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(self.pki["ca_pem"]))
+        context.load_cert_chain(str(self.pki["client_pem"]), str(self.pki["client_key"]))
+        request = urllib.request.Request(f"https://{self.url}{path}", data=body, method="POST" if body else "GET")
+        if key is not None:
+            request.add_header("Authorization", f"Bearer {key}")
+        try:
+            with urllib.request.urlopen(request, timeout=30, context=context) as r:
+                return r.status, dict(r.headers), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read().decode()
+
+
+def _keys_cli(keys: Path, *args: str) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "inferline.serving", "keys", *args, "--file", str(keys)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def hardened(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hardened]:
+    from inferline.serving.server import free_port
+
+    root = tmp_path_factory.mktemp("hardened")
+    (root / "pki").mkdir()
+    pki = _pki(root / "pki")
+    keys = root / "keys"
+    _keys_cli(keys, "add", "alice")
+    bind = f"127.0.0.2:{free_port()}"
+    tls = (
+        "--tls-cert",
+        str(pki["server_pem"]),
+        "--tls-key",
+        str(pki["server_key"]),
+        "--tls-client-ca",
+        str(pki["ca_pem"]),
+    )
+    server = supervised_server(published, root / "srv", "--bind", bind, "--api-keys", str(keys), *tls)
+    try:
+        yield Hardened(server, bind, pki, keys)
+    finally:
+        server.stop()
+
+
+ROWS = fraud.generate(2, seed=7).drop(columns=[fraud.SPEC.label])
+
+
+def test_the_edge_binds_its_own_address_and_triton_stays_on_loopback(hardened: Hardened) -> None:
+    """`--bind` puts the edge on its own address; Triton's HTTP port answers on 127.0.0.1 only, so nothing but the
+    edge is reachable there."""
+    import socket
+
+    assert hardened.server.record["gateway"] == hardened.url and hardened.server.record["gateway_tls"] is True
+    http_port = int(hardened.server.state()["http"].rsplit(":", 1)[1])
+    with socket.socket() as probe:
+        probe.settimeout(5)
+        assert probe.connect_ex(("127.0.0.2", http_port)) != 0, "Triton's port answered beyond 127.0.0.1"
+
+
+def test_tls_and_mutual_tls_at_the_edge(hardened: Hardened) -> None:
+    """HTTPS only: a client trusting the CA with a certificate it signed is served; no client certificate, one of
+    another CA, or an expired one fail the handshake; plain HTTP gets no answer."""
     import socket
     import ssl
 
-    from inferline.serving.client import TlsFiles
+    key = hardened.keys_cli("add", "tls-test")
+    with InferlineClient(hardened.url, "http", pipeline="fraud", tls=hardened.tls(), api_key=key) as client:
+        assert client.predict(ROWS).ok.all()
+    host, port = hardened.url.rsplit(":", 1)
+    pki = hardened.pki
 
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    f = _pki(pki)
-    args = ("--tls-cert", str(f["server_pem"]), "--tls-key", str(f["server_key"]), "--tls-client-ca", str(f["ca_pem"]))
-    server = supervised_server(published, tmp_path / "srv", *args)
-    try:
-        url = server.record["gateway"]
-        assert server.record["gateway_tls"] is True
-        host, port = url.rsplit(":", 1)
-        rows = fraud.generate(2, seed=7).drop(columns=[fraud.SPEC.label])
-        tls = TlsFiles(ca=f["ca_pem"], cert=f["client_pem"], key=f["client_key"])
-        with InferlineClient(url, "http", pipeline="fraud", tls=tls) as client:
-            assert client.predict(rows).ok.all()
+    def handshake(cert: str | None) -> None:
+        context = ssl.create_default_context(cafile=str(pki["ca_pem"]))
+        if cert is not None:
+            context.load_cert_chain(str(pki[f"{cert}_pem"]), str(pki[f"{cert}_key"]))
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls_socket:
+                tls_socket.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+                if not tls_socket.recv(64).startswith(b"HTTP/1.1 200"):
+                    raise ssl.SSLError("no answer")
 
-        def handshake(cert: str | None) -> None:
-            context = ssl.create_default_context(cafile=str(f["ca_pem"]))
-            if cert is not None:
-                context.load_cert_chain(str(f[f"{cert}_pem"]), str(f[f"{cert}_key"]))
-            with socket.create_connection((host, int(port)), timeout=10) as raw:
-                with context.wrap_socket(raw, server_hostname=host) as tls_socket:
-                    tls_socket.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-                    if not tls_socket.recv(64).startswith(b"HTTP/1.1 200"):
-                        raise ssl.SSLError("no answer")
+    handshake("client")
+    for refused in (None, "stranger", "expired"):
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            handshake(refused)
+    with socket.create_connection((host, int(port)), timeout=10) as plain:
+        plain.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            answer = plain.recv(64)
+        except ConnectionError:
+            answer = b""
+        assert not answer.startswith(b"HTTP/1.1 200")
 
-        handshake("client")
-        for refused in (None, "stranger", "expired"):
-            with pytest.raises((ssl.SSLError, ConnectionError)):
-                handshake(refused)
-        with socket.create_connection((host, int(port)), timeout=10) as plain:
-            plain.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-            try:
-                answer = plain.recv(64)
-            except ConnectionError:
-                answer = b""
-            assert not answer.startswith(b"HTTP/1.1 200")
-    finally:
-        server.stop()
+
+def test_api_keys_authenticate_callers_and_reload_without_a_restart(hardened: Hardened) -> None:
+    """`--api-keys FILE`: no key and a wrong key are 401 (with WWW-Authenticate), a key from the file is served,
+    the health probes need none, a key revoked in the file is refused from the next request on, with no restart,
+    and the file holds hashes only (mode 0600)."""
+    from inferline.serving.client import RequestRefused
+
+    bob = hardened.keys_cli("add", "bob")
+    text = hardened.keys.read_text()
+    assert bob not in text and "bob:" in text and oct(hardened.keys.stat().st_mode)[-3:] == "600"
+    body = json.dumps(good_request_body()).encode()
+    status, headers, _ = hardened.https("/v2/models/fraud/infer", body)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+    status, _, answer = hardened.https("/v2/models/fraud/infer", body, key="ilk_not-a-key")
+    assert status == 401 and "not valid" in answer
+    assert hardened.https("/v2/health/ready")[0] == 200
+    assert hardened.https("/v2/models/fraud/infer", body, key=bob)[0] == 200
+    hardened.keys_cli("revoke", "bob")
+    with InferlineClient(hardened.url, "http", pipeline="fraud", tls=hardened.tls(), api_key=bob, retries=0) as c:
+        with pytest.raises(RequestRefused, match=r"401|not valid"):
+            c.predict(ROWS)
+    assert "bob" not in hardened.keys_cli("list").split() and "alice" in hardened.keys_cli("list").split()
+    assert hardened.server.state()["restarts"] == 0
