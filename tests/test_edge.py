@@ -192,6 +192,7 @@ def test_a_body_that_trickles_in_is_cut_off_with_a_408() -> None:
         asyncio.run_coroutine_threadsafe(gateway.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+        loop.close()  # its self-pipe (a Unix socket pair) would otherwise be left for the garbage collector
 
 
 def _pki(root: Path) -> dict[str, Path]:
