@@ -285,7 +285,7 @@ def _keys(args: argparse.Namespace) -> int:
         revoke_key(args.file, args.name)
         print(f"key of {args.name!r} revoked; a running edge refuses it from its next request", file=sys.stderr)
     else:
-        print("\n".join(sorted(ApiKeys(Path(args.file))._keys)))
+        print("\n".join(ApiKeys(Path(args.file)).names()))
     return 0
 
 

@@ -104,6 +104,11 @@ class ApiKeys:
                 found = name
         return found
 
+    def names(self) -> list[str]:
+        """The callers that have a key, sorted."""
+        self._reload()
+        return sorted(self._keys)
+
     def __len__(self) -> int:
         return len(self._keys)
 
