@@ -280,7 +280,14 @@ def _gateway(repository: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], 
     front of it), without request traces so the gateway is the only difference from Triton HTTP direct."""
     ports = {
         flag: free_port()
-        for flag in ("--http-port", "--grpc-port", "--metrics-port", "--gateway-port", "--supervisor-metrics-port")
+        for flag in (
+            "--http-port",
+            "--grpc-port",
+            "--metrics-port",
+            "--gateway-port",
+            "--grpc-edge-port",
+            "--supervisor-metrics-port",
+        )
     }
     cmd = [sys.executable, "-m", "inferline.serving", "up", "--foreground", "--workdir", str(workdir)]
     cmd += ["--repository", str(repository), "--no-trace"]

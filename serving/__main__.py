@@ -63,6 +63,7 @@ def _check_ports(args: argparse.Namespace) -> None:
         "--grpc-port": args.grpc_port,
         "--metrics-port": args.metrics_port,
         "--gateway-port": None if args.no_gateway or args.bind else args.gateway_port,
+        "--grpc-edge-port": None if args.no_gateway or args.no_grpc_edge else args.grpc_edge_port,
         "--supervisor-metrics-port": args.supervisor_metrics_port,
     }
     if args.bind and not args.no_gateway:
@@ -132,11 +133,15 @@ def _supervisor_config(args: argparse.Namespace) -> SupervisorConfig:
         max_inflight=args.max_inflight,
         max_queued=args.max_queued,
         body_timeout_s=args.body_timeout,
+        header_timeout_s=args.header_timeout,
+        max_connections=args.max_connections,
+        max_message_bytes=args.max_message_bytes,
     )
     return SupervisorConfig(
         server=server,
         gateway_port=None if args.no_gateway else (args.bind[1] if args.bind else args.gateway_port),
         gateway_host=args.bind[0] if args.bind else "127.0.0.1",
+        grpc_edge_port=None if args.no_gateway or args.no_grpc_edge else args.grpc_edge_port,
         api_keys=Path(args.api_keys) if args.api_keys else None,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
@@ -478,6 +483,31 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="where the edge listens, e.g. 0.0.0.0:8080 (overrides --gateway-port; Triton's ports stay on 127.0.0.1)",
     )
     up.add_argument("--no-gateway", action="store_true", help="serve Triton's ports only")
+    up.add_argument(
+        "--grpc-edge-port",
+        type=port,
+        default=8081,
+        help="the gRPC edge, on the host of --bind (checks, keys, TLS and admission like the HTTP edge)",
+    )
+    up.add_argument("--no-grpc-edge", action="store_true", help="no gRPC edge (gRPC callers then have no way in)")
+    up.add_argument(
+        "--max-message-bytes",
+        type=positive_int,
+        default=GatewayLimits.max_message_bytes,
+        help="largest gRPC message at the edge; larger: RESOURCE_EXHAUSTED",
+    )
+    up.add_argument(
+        "--header-timeout",
+        type=positive_float,
+        default=GatewayLimits.header_timeout_s,
+        help="seconds a connection may take to send a request's headers (gRPC: its handshake); slower: closed",
+    )
+    up.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=GatewayLimits.max_connections,
+        help="open HTTP connections at the edge; beyond: new ones are closed at once",
+    )
     up.add_argument(
         "--max-inflight", type=positive_int, default=GatewayLimits.max_inflight, help="requests on Triton at once"
     )

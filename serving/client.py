@@ -155,8 +155,8 @@ class PredictionTap(typing.Protocol):
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """HTTPS to an edge started with ``--tls-cert``: the CA that signed its certificate, and for mutual TLS the
-    caller's own certificate and key (PEM files)."""
+    """HTTPS (or gRPC over TLS) to an edge started with ``--tls-cert``: the CA that signed its certificate, and for
+    mutual TLS the caller's own certificate and key (PEM files)."""
 
     ca: Path
     cert: Path | None = None
@@ -169,6 +169,13 @@ class TlsFiles:
         if self.cert is not None and self.key is not None:
             options |= {"certfile": str(self.cert), "keyfile": str(self.key)}
         return {"ssl": True, "ssl_options": options, "ssl_context_factory": gevent.ssl.create_default_context}
+
+    def grpc_options(self) -> dict[str, Any]:
+        """The same files for the gRPC edge (TLS over HTTP/2)."""
+        options: dict[str, Any] = {"ssl": True, "root_certificates": str(self.ca)}
+        if self.cert is not None and self.key is not None:
+            options |= {"private_key": str(self.key), "certificate_chain": str(self.cert)}
+        return options
 
 
 class InferlineClient:
@@ -220,7 +227,7 @@ class InferlineClient:
             import tritonclient.grpc as client_module
 
             self._m = client_module
-            self._client = client_module.InferenceServerClient(url)
+            self._client = client_module.InferenceServerClient(url, **(tls.grpc_options() if tls else {}))
 
     def close(self) -> None:
         self._client.close()

@@ -43,6 +43,8 @@ __all__ = [
     "Gateway",
     "GatewayLimits",
     "RequestRejected",
+    "check_bytes_elements",
+    "check_element_count",
     "check_infer_request",
     "parse_json",
     "tls_context",
@@ -94,6 +96,14 @@ class GatewayLimits:
     max_queued: int = 256
     queue_timeout_s: float = 5.0
     body_timeout_s: float = 10.0  # a body not received in full by then is a 408 (a slow client holds no slot)
+    # a connection that has not sent a request's headers (or, over gRPC, finished its handshake) by then is closed
+    header_timeout_s: float = 10.0
+    max_connections: int = 1024  # open HTTP connections at the edge; beyond that new ones are closed at once
+    # gRPC: Triton 2.51 took an 8 MiB message; gRPC refuses larger ones with RESOURCE_EXHAUSTED before any parsing
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_response_bytes: int = 64 * 1024 * 1024
+    max_streams_per_connection: int = 128
+    max_grpc_rpcs: int = 1024  # RPCs in the gRPC edge at once (beyond the admission bound: RESOURCE_EXHAUSTED)
     upstream_timeout_s: float = 30.0
     retry_after_s: int = 1
 
@@ -149,7 +159,7 @@ _EXPECT = {
 } | {t: f"integers in [{lo}, {hi}]" for t, (lo, hi) in _INT_RANGE.items()}
 
 
-def _check_bytes_elements(name: str, blob: bytes, count: int) -> None:
+def check_bytes_elements(name: str, blob: bytes, count: int) -> None:
     """BYTES in the binary extension: ``count`` elements, each a 4-byte little-endian length and the bytes."""
     offset = seen = 0
     while seen < count and offset + 4 <= len(blob):
@@ -198,6 +208,20 @@ def _check_parameters(where: str, parameters: Any) -> None:
             raise _invalid(f"{where} parameter {key!r} must be a boolean, an int64 or a string, got {value!r}"[:200])
 
 
+def check_element_count(name: str, shape: list[int], limits: GatewayLimits) -> int:
+    """The element count of a declared shape, refused when a dimension is negative or the count is over
+    ``max_elements`` (Triton 2.51 allocates what an HTTP request declares before it looks at the data)."""
+    if any(d < 0 for d in shape):
+        raise _invalid(f"input {name!r} has a negative dimension in shape {list(shape)}")
+    elements = math.prod(shape)
+    if elements > limits.max_elements:
+        raise _invalid(
+            f"input {name!r} declares shape {list(shape)} = {elements} elements; the limit is {limits.max_elements} "
+            "per input (GatewayLimits.max_elements); split the request"
+        )
+    return elements
+
+
 def _check_input(index: int, tensor: Any, limits: GatewayLimits, binary: bytes, offset: int) -> int:
     """Check one input tensor; return the offset in the binary section after it."""
     if not isinstance(tensor, dict):
@@ -211,14 +235,7 @@ def _check_input(index: int, tensor: Any, limits: GatewayLimits, binary: bytes, 
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise _invalid(f"input {name!r} needs 'shape' as a list of integers, got {shape!r}"[:200])
-    if any(d < 0 for d in shape):
-        raise _invalid(f"input {name!r} has a negative dimension in shape {shape}")
-    elements = math.prod(shape)
-    if elements > limits.max_elements:
-        raise _invalid(
-            f"input {name!r} declares shape {shape} = {elements} elements; the limit is {limits.max_elements} "
-            "per input (GatewayLimits.max_elements); split the request"
-        )
+    elements = check_element_count(name, shape, limits)
     parameters = tensor.get("parameters")
     _check_parameters(f"input {name!r}", parameters)
     size = (parameters or {}).get("binary_data_size")
@@ -233,7 +250,7 @@ def _check_input(index: int, tensor: Any, limits: GatewayLimits, binary: bytes, 
                 f"JSON header ({HEADER_LENGTH} and the body disagree)"
             )
         if datatype == "BYTES":
-            _check_bytes_elements(name, binary[offset : offset + size], elements)
+            check_bytes_elements(name, binary[offset : offset + size], elements)
         elif size != elements * ITEMSIZE[datatype]:
             raise _invalid(
                 f"input {name!r} is {datatype} with shape {shape}: expected {elements * ITEMSIZE[datatype]} binary "
@@ -451,11 +468,16 @@ class Gateway:
         return handle
 
     def _authenticate(self, request: web.Request) -> None:
-        """With API keys, every route but the health probes needs ``Authorization: Bearer <key>``: 401 without one
-        or with one that is not in the keys file (mistyped or revoked)."""
-        if self.api_keys is None or request.path in _UNAUTHENTICATED:
+        if self.api_keys is not None and request.path not in _UNAUTHENTICATED:
+            self.authenticate(request.headers.get("Authorization", ""))
+
+    def authenticate(self, authorization: str) -> None:
+        """With API keys, every route but the health probes needs ``Authorization: Bearer <key>`` (over gRPC the
+        ``authorization`` metadata): refused (401, UNAUTHENTICATED) without one or with one that is not in the keys
+        file (mistyped or revoked)."""
+        if self.api_keys is None:
             return
-        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        scheme, _, key = authorization.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise RequestRejected(
                 401, "unauthenticated", "this edge needs an API key: send 'Authorization: Bearer <key>'"
@@ -479,13 +501,16 @@ class Gateway:
         return names
 
     def _check_names(self, request: web.Request) -> None:
-        model = request.match_info.get("model")
+        self.check_model(request.match_info.get("model"), request.match_info.get("version"))
+
+    def check_model(self, model: str | None, version: str | None) -> None:
+        """A model name and version as the edge accepts them (full matches), naming a public pipeline: 400 (or
+        INVALID_ARGUMENT) for a malformed one, 403 (PERMISSION_DENIED) for an inner model or an unknown one."""
         if model is not None and (not _NAME.fullmatch(model) or ".." in model):
             raise _invalid(
                 f"model name {model[:80]!r} is not valid: letters, digits, '_', '-' and '.' only (no '..'), "
                 "at most 128 characters"
             )
-        version = request.match_info.get("version")
         if version is not None and not _DIGITS.fullmatch(version):
             raise _invalid(f"model version {version[:40]!r} is not valid: a positive integer")
         if model is not None and self.repository is not None and model not in self.public_models():
@@ -543,7 +568,7 @@ class Gateway:
         body = await self._read_body(request)
         check_infer_request(body, request.headers.get(HEADER_LENGTH), self.limits)
         headers = {k: request.headers[k] for k in ("Content-Type", HEADER_LENGTH) if k in request.headers}
-        async with self._admitted():
+        async with self.admitted():
             return await self._forward("infer", request, "POST", body, headers)
 
     async def _server_metadata(self, request: web.Request) -> web.StreamResponse:
@@ -589,7 +614,8 @@ class Gateway:
                 f"{self.limits.retry_after_s}s",
             ) from exc
 
-    def _admitted(self) -> _Admission:
+    def admitted(self) -> _Admission:
+        """``async with gateway.admitted():`` around work on the model server (HTTP and gRPC share the bound)."""
         return _Admission(self)
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:

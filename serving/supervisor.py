@@ -39,6 +39,7 @@ from inferline.features.artifacts import atomic_write_json
 from inferline.monitor.alerts import Alert, Alerter, Severity
 from inferline.serving.apikeys import ApiKeys
 from inferline.serving.gateway import Gateway, GatewayLimits, tls_context
+from inferline.serving.grpc_edge import GrpcEdge, server_credentials
 from inferline.serving.server import ServerConfig, ServerError, TritonServer, fix_hint, state_path
 
 __all__ = ["Supervisor", "SupervisorConfig", "exit_cause"]
@@ -63,6 +64,7 @@ class SupervisorConfig:
     gateway_port: int | None = 8080  # None: no gateway
     # the edge's address: the only listener that may face beyond loopback (Triton's own ports stay on 127.0.0.1)
     gateway_host: str = "127.0.0.1"
+    grpc_edge_port: int | None = None  # the gRPC edge, on gateway_host (None: none; needs the HTTP gateway)
     api_keys: Path | None = None  # a keys file (serving.apikeys): callers then need a key at the edge
     tls_cert: Path | None = None  # the edge serves HTTPS with this certificate and key
     tls_key: Path | None = None
@@ -85,6 +87,13 @@ class SupervisorConfig:
         return f"[{host}]:{self.gateway_port}" if ":" in host else f"{host}:{self.gateway_port}"
 
     @property
+    def grpc_edge_url(self) -> str | None:
+        if self.gateway_port is None or self.grpc_edge_port is None:
+            return None
+        host = "127.0.0.1" if self.gateway_host in ("0.0.0.0", "::", "") else self.gateway_host
+        return f"[{host}]:{self.grpc_edge_port}" if ":" in host else f"{host}:{self.grpc_edge_port}"
+
+    @property
     def metrics_url(self) -> str | None:
         return None if self.metrics_port is None else f"http://{self.server.host}:{self.metrics_port}/metrics"
 
@@ -103,6 +112,11 @@ class Supervisor:
                 ApiKeys(config.api_keys) if config.api_keys is not None else None,
             )
             if config.gateway_port is not None
+            else None
+        )
+        self.grpc_edge = (
+            GrpcEdge(self.gateway, config.server.grpc_url)
+            if self.gateway is not None and config.grpc_edge_port is not None
             else None
         )
         workdir = Path(config.server.workdir)
@@ -139,6 +153,7 @@ class Supervisor:
             "supervisor_pid": os.getpid(),
             "gateway": self.config.gateway_url,
             "gateway_tls": self.config.tls_cert is not None,
+            "grpc_edge": self.config.grpc_edge_url,
             "supervisor_metrics": self.config.metrics_url,
             "state": self.state,
             "restarts": self.restart_count,
@@ -210,6 +225,11 @@ class Supervisor:
                 c = self.config
                 context = tls_context(c.tls_cert, c.tls_key, c.tls_client_ca) if c.tls_cert and c.tls_key else None
                 await self.gateway.start(c.gateway_host, int(c.gateway_port or 0), context)
+                if self.grpc_edge is not None:
+                    credentials = (
+                        server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca) if c.tls_cert and c.tls_key else None
+                    )
+                    await self.grpc_edge.start(c.gateway_host, int(c.grpc_edge_port or 0), credentials)
             self._save("ready")
             if on_ready is not None:
                 on_ready(self.record())
@@ -346,6 +366,8 @@ class Supervisor:
             if left:
                 log.warning("%d requests still in flight after the drain timeout", left)
             await self.gateway.stop()
+            if self.grpc_edge is not None:
+                await self.grpc_edge.stop()
             log.info("gateway drained and closed in %.2fs", time.monotonic() - started)
         await loop.run_in_executor(None, self.server.stop)
         log.info("tritonserver stopped; shutdown took %.2fs", time.monotonic() - started)

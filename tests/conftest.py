@@ -297,7 +297,14 @@ def supervised_server(
         shutil.copytree(published.repository, repository)
     ports = {
         flag: str(free_port())
-        for flag in ("--http-port", "--grpc-port", "--metrics-port", "--gateway-port", "--supervisor-metrics-port")
+        for flag in (
+            "--http-port",
+            "--grpc-port",
+            "--metrics-port",
+            "--gateway-port",
+            "--grpc-edge-port",
+            "--supervisor-metrics-port",
+        )
     }
     args = ["--repository", str(repository), *(x for kv in ports.items() for x in kv), *options]
     server = Supervised(workdir=root / "work", up_args=args, record={})

@@ -148,9 +148,9 @@ def _mistakes(f: dict[str, Path], busy: int) -> list[tuple[list[str], int, str]]
     """(argv after `inferline`, exit status, a text the one-line error must contain)."""
     root, missing = f["root"], str(f["root"] / "missing")
     alerts = ["--alerts", str(root / "alerts.jsonl")]
-    free = [str(free_port()) for _ in range(5)]
+    free = [str(free_port()) for _ in range(6)]
     ports = ["--http-port", free[0], "--grpc-port", free[1], "--metrics-port", free[2], "--gateway-port", free[3]]
-    ports += ["--supervisor-metrics-port", free[4]]
+    ports += ["--supervisor-metrics-port", free[4], "--grpc-edge-port", free[5]]
     unreachable = f"127.0.0.1:{free_port()}"
     two, quick = str(f["two_pipelines"]), ["--timeout", "1"]
     return [

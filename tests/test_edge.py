@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,8 +63,9 @@ def unharmed(edge: Supervised) -> Iterator[None]:
     before = edge.metrics().get(RESTARTS, 0.0)
     yield
     assert edge.metrics().get(RESTARTS, 0.0) == before, "the model server restarted"
-    with InferlineClient(str(edge.record["gateway"]), "http", pipeline="fraud") as client:
-        assert client.predict(fraud.generate(3, seed=4).drop(columns=[fraud.SPEC.label])).ok.all()
+    for url, protocol in ((edge.record["gateway"], "http"), (edge.record["grpc_edge"], "grpc")):
+        with InferlineClient(str(url), protocol, pipeline="fraud") as client:  # type: ignore[arg-type]
+            assert client.predict(fraud.generate(3, seed=4).drop(columns=[fraud.SPEC.label])).ok.all()
 
 
 def test_a_good_request_is_answered(edge: Supervised, unharmed: None) -> None:
@@ -380,4 +382,257 @@ def test_api_keys_authenticate_callers_and_reload_without_a_restart(hardened: Ha
         with pytest.raises(RequestRefused, match=r"401|not valid"):
             c.predict(ROWS)
     assert "bob" not in hardened.keys_cli("list").split() and "alice" in hardened.keys_cli("list").split()
+    assert hardened.server.state()["restarts"] == 0
+
+
+# ---- the gRPC edge: the same cases over gRPC, with the codes gRPC clients act on ----
+
+
+def rpc(url: str, method: str, request: Any, *, timeout: float = 30, **options: Any) -> Any:
+    """One unary call of the inference service through a plain gRPC channel; returns the answer's bytes or the
+    ``grpc.RpcError``."""
+    import grpc
+
+    channel = options.pop("channel", None) or grpc.insecure_channel(url, options=[("grpc.max_send_message_length", -1)])
+    with channel:
+        call = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
+        payload = request if isinstance(request, bytes) else request.SerializeToString()
+        try:
+            return call(payload, timeout=timeout, **options)
+        except grpc.RpcError as exc:
+            return exc
+
+
+def infer_request(rows: int = 2, model: str = "fraud") -> Any:
+    """A valid ModelInferRequest for the demo pipeline (typed contents, as tritonclient sends them)."""
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=model)
+    for tensor in good_request_body(rows)["inputs"]:  # type: ignore[attr-defined]
+        t = request.inputs.add(name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"])
+        if tensor["datatype"] == "BYTES":
+            t.contents.bytes_contents.extend(v.encode() for v in tensor["data"])
+        elif tensor["datatype"] == "FP64":
+            t.contents.fp64_contents.extend(tensor["data"])
+        else:
+            t.contents.int64_contents.extend(tensor["data"])
+    return request
+
+
+def code_of(answer: Any) -> str:
+    return "OK" if isinstance(answer, bytes) else answer.code().name
+
+
+def test_grpc_a_good_request_is_answered(edge: Supervised, unharmed: None) -> None:
+    from tritonclient.grpc import service_pb2
+
+    answer = rpc(edge.record["grpc_edge"], "ModelInfer", infer_request())
+    assert code_of(answer) == "OK", answer
+    outputs = {o.name for o in service_pb2.ModelInferResponse.FromString(answer).outputs}
+    assert {"status", "release"} <= outputs
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "ModelConfig",
+        "ModelStatistics",
+        "RepositoryIndex",
+        "RepositoryModelLoad",
+        "RepositoryModelUnload",
+        "SystemSharedMemoryRegister",
+        "SystemSharedMemoryStatus",
+        "CudaSharedMemoryRegister",
+        "TraceSetting",
+        "LogSettings",
+    ],
+)
+def test_grpc_admin_rpcs_are_permission_denied(edge: Supervised, unharmed: None, method: str) -> None:
+    """Refused with PERMISSION_DENIED (Triton's own refusal without the admin key was UNAVAILABLE, which clients
+    retry), whatever the caller sends, the admin key's metadata included."""
+    metadata = (("triton-grpc-protocol-admin-key", "a-guess"),)
+    answer = rpc(edge.record["grpc_edge"], method, b"", metadata=metadata)
+    assert code_of(answer) == "PERMISSION_DENIED", answer
+
+
+@pytest.mark.parametrize(
+    ("model", "code"),
+    [
+        ("fraud_model", "PERMISSION_DENIED"),  # the inner ONNX model
+        ("nosuch", "PERMISSION_DENIED"),
+        ("fraud\x00../../etc", "INVALID_ARGUMENT"),  # answered as `fraud` by Triton's own port
+        ("fraud\n", "INVALID_ARGUMENT"),
+        ("..", "INVALID_ARGUMENT"),
+    ],
+)
+def test_grpc_model_names_are_checked_in_full(edge: Supervised, unharmed: None, model: str, code: str) -> None:
+    from tritonclient.grpc import service_pb2
+
+    url = edge.record["grpc_edge"]
+    assert code_of(rpc(url, "ModelInfer", infer_request(model=model))) == code
+    assert code_of(rpc(url, "ModelMetadata", service_pb2.ModelMetadataRequest(name=model))) == code
+    assert code_of(rpc(url, "ModelReady", service_pb2.ModelReadyRequest(name=model))) == code
+
+
+def _tampered(case: str) -> Any:
+    request = infer_request()
+    amount = next(t for t in request.inputs if t.datatype == "FP64")
+    if case == "huge shape":
+        amount.shape[:] = [10**9, 10**9]
+    elif case == "negative dimension":
+        amount.shape[:] = [-1, 2]
+    elif case == "count mismatch":
+        amount.contents.fp64_contents.append(1.0)
+    elif case == "wrong contents field":
+        amount.contents.ClearField("fp64_contents")
+        amount.contents.fp32_contents.extend([1.0, 2.0])
+    elif case == "unknown datatype":
+        amount.datatype = "FP128"
+    elif case == "raw bytes that lie":
+        for t in request.inputs:
+            t.ClearField("contents")
+            request.raw_input_contents.append(b"\x00" * 3)
+    elif case == "raw and typed mixed":
+        request.raw_input_contents.extend([b"\x00" * 16] * len(request.inputs))
+    elif case == "shared memory":
+        amount.parameters["shared_memory_region"].string_param = "region"
+        return request, "PERMISSION_DENIED"
+    return request, "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "huge shape",
+        "negative dimension",
+        "count mismatch",
+        "wrong contents field",
+        "unknown datatype",
+        "raw bytes that lie",
+        "raw and typed mixed",
+        "shared memory",
+    ],
+)
+def test_grpc_malformed_tensors_never_reach_triton(edge: Supervised, unharmed: None, case: str) -> None:
+    request, code = _tampered(case)
+    before = edge.metrics().get('inferline_gateway_forwarded_requests_total{route="grpc"}', 0.0)
+    answer = rpc(edge.record["grpc_edge"], "ModelInfer", request)
+    assert code_of(answer) == code, answer
+    assert edge.metrics().get('inferline_gateway_forwarded_requests_total{route="grpc"}', 0.0) == before
+
+
+def test_grpc_a_message_over_the_limit_is_resource_exhausted(edge: Supervised, unharmed: None) -> None:
+    """64 MB was accepted before; the edge's limit is 4 MiB by default (`--max-message-bytes`)."""
+    request = infer_request()
+    request.inputs[0].parameters["padding"].string_param = "x" * (5 * 1024 * 1024)
+    answer = rpc(edge.record["grpc_edge"], "ModelInfer", request)
+    assert code_of(answer) == "RESOURCE_EXHAUSTED", answer
+
+
+def test_grpc_streaming_is_refused(edge: Supervised, unharmed: None) -> None:
+    import grpc
+
+    with grpc.insecure_channel(edge.record["grpc_edge"]) as channel:
+        stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stream(iter([infer_request().SerializeToString()]), timeout=30))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_grpc_server_metadata_lists_only_the_extensions_the_edge_serves(edge: Supervised, unharmed: None) -> None:
+    from tritonclient.grpc import service_pb2
+
+    answer = rpc(edge.record["grpc_edge"], "ServerMetadata", service_pb2.ServerMetadataRequest())
+    extensions = list(service_pb2.ServerMetadataResponse.FromString(answer).extensions)
+    assert extensions and set(extensions) <= set(SERVED_EXTENSIONS)
+
+
+def test_grpc_admission_bound_is_resource_exhausted_with_pushback(edge: Supervised) -> None:
+    """The admission bound over gRPC, in process against the edge server's Triton: with its one slot held and no
+    queue, a call gets RESOURCE_EXHAUSTED with gRPC's retry pushback; while the model server restarts, UNAVAILABLE;
+    once the slot is free, the call is served."""
+    import asyncio
+
+    import grpc
+    from grpc import aio
+
+    from inferline.serving.gateway import Gateway, GatewayLimits
+    from inferline.serving.grpc_edge import GrpcEdge
+    from inferline.serving.server import free_port
+
+    async def scenario() -> list[tuple[str, dict[str, str]]]:
+        gateway = Gateway(edge.state()["http"], GatewayLimits(max_inflight=1, max_queued=0))
+        grpc_edge = GrpcEdge(gateway, edge.state()["grpc"])
+        port = free_port()
+        await gateway.start("127.0.0.1", free_port())
+        await grpc_edge.start("127.0.0.1", port)
+        seen = []
+        try:
+            async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+
+                async def once() -> tuple[str, dict[str, str]]:
+                    try:
+                        await call(infer_request().SerializeToString(), timeout=30)
+                        return "OK", {}
+                    except aio.AioRpcError as exc:
+                        return exc.code().name, dict(exc.trailing_metadata() or ())
+
+                async with gateway.admitted():  # a request running on the one slot
+                    seen.append(await once())
+                gateway.available = False
+                seen.append(await once())
+                gateway.available = True
+                seen.append(await once())
+        finally:
+            await grpc_edge.stop(0)
+            await gateway.stop()
+        return seen
+
+    loop = asyncio.new_event_loop()
+    try:
+        (busy, busy_trailer), (restarting, _), (free, _) = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert busy == grpc.StatusCode.RESOURCE_EXHAUSTED.name and busy_trailer["grpc-retry-pushback-ms"] == "1000"
+    assert restarting == "UNAVAILABLE" and free == "OK"
+
+
+def test_grpc_edge_tls_and_api_keys(hardened: Hardened) -> None:
+    """The gRPC edge of the hardened server: on the edge's own address, TLS with the client's certificate, and
+    the keys file: no key and a wrong key are UNAUTHENTICATED, the health RPCs need none, a key is served, and a
+    key revoked in the file is refused from the next call on; a client without a certificate is not served."""
+    import grpc
+
+    from inferline.serving.client import RequestRefused
+
+    url = str(hardened.server.record["grpc_edge"])
+    assert url.startswith("127.0.0.2:")
+    pki = hardened.pki
+
+    def channel(cert: str | None = "client") -> grpc.Channel:
+        credentials = grpc.ssl_channel_credentials(
+            pki["ca_pem"].read_bytes(),
+            pki[f"{cert}_key"].read_bytes() if cert else None,
+            pki[f"{cert}_pem"].read_bytes() if cert else None,
+        )
+        return grpc.secure_channel(url, credentials)
+
+    carol = hardened.keys_cli("add", "carol")
+    with InferlineClient(url, "grpc", pipeline="fraud", tls=hardened.tls(), api_key=carol) as client:
+        assert client.predict(ROWS).ok.all()
+    request = infer_request()
+    assert code_of(rpc(url, "ModelInfer", request, channel=channel())) == "UNAUTHENTICATED"
+    wrong = (("authorization", "Bearer ilk_not-a-key"),)
+    assert code_of(rpc(url, "ModelInfer", request, channel=channel(), metadata=wrong)) == "UNAUTHENTICATED"
+    from tritonclient.grpc import service_pb2
+
+    assert code_of(rpc(url, "ServerReady", service_pb2.ServerReadyRequest(), channel=channel())) == "OK"
+    for refused in (None, "stranger", "expired"):
+        answer = rpc(url, "ServerReady", service_pb2.ServerReadyRequest(), channel=channel(refused), timeout=10)
+        assert code_of(answer) == "UNAVAILABLE", refused  # the handshake fails: nothing is served
+    hardened.keys_cli("revoke", "carol")
+    with InferlineClient(url, "grpc", pipeline="fraud", tls=hardened.tls(), api_key=carol, retries=0) as client:
+        with pytest.raises(RequestRefused, match=r"UNAUTHENTICATED|not valid"):
+            client.predict(ROWS)
     assert hardened.server.state()["restarts"] == 0

@@ -375,6 +375,8 @@ def test_serving_command_line_up_status_predict_down(
             ports[2],
             "--gateway-port",
             str(free_port()),
+            "--grpc-edge-port",
+            str(free_port()),
             "--supervisor-metrics-port",
             str(free_port()),
         ],

@@ -1,0 +1,303 @@
+"""The gRPC edge: the Open Inference Protocol's gRPC service (``inference.GRPCInferenceService``) served to callers,
+checked and bounded like the HTTP gateway, in front of Triton's loopback gRPC port.
+
+Why Python, with ``grpc.aio``: the checks need the protocol model (the model name inside the protobuf message, the
+declared shapes against the tensor contents), which a byte-level proxy such as nginx's ``grpc_pass`` cannot see. The
+message is parsed once with the protobuf runtime (upb) and forwarded as the bytes the caller sent; Triton's answer is
+returned as its bytes.
+
+What a caller gets, by gRPC status code (clients retry UNAVAILABLE only):
+
+- INVALID_ARGUMENT: a malformed model name or version (full matches), an unknown datatype, a negative dimension, a
+  declared shape over ``max_elements``, contents that do not match the shape (count or bytes), out-of-range integers,
+  raw and typed contents mixed;
+- UNAUTHENTICATED: with API keys, no ``authorization: Bearer <key>`` metadata or a key not in the file (health RPCs
+  are exempt, like the HTTP probes);
+- PERMISSION_DENIED: an inner model or an unknown one, the admin RPCs (model configuration, statistics, the
+  repository, shared memory, trace and log settings), shared-memory inputs and outputs, streaming;
+- RESOURCE_EXHAUSTED: a message over ``max_message_bytes`` (refused by gRPC itself), or the admission bound spent,
+  with ``grpc-retry-pushback-ms`` trailing metadata (gRPC's retry pushback);
+- UNAVAILABLE: the model server restarting or the edge draining (retry later or elsewhere).
+
+HTTP and gRPC share one admission bound: they run on the same model server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+from tritonclient.grpc import service_pb2
+
+from inferline.serving.gateway import (
+    DATATYPES,
+    ITEMSIZE,
+    SERVED_EXTENSIONS,
+    Gateway,
+    RequestRejected,
+    check_bytes_elements,
+    check_element_count,
+)
+
+__all__ = ["GrpcEdge", "server_credentials"]
+
+SERVICE = "inference.GRPCInferenceService"
+# what a caller may call, and what each request names (so the edge can check the model)
+_PUBLIC = {
+    "ServerLive": None,
+    "ServerReady": None,
+    "ServerMetadata": None,
+    "ModelReady": service_pb2.ModelReadyRequest,
+    "ModelMetadata": service_pb2.ModelMetadataRequest,
+    "ModelInfer": service_pb2.ModelInferRequest,
+}
+_UNAUTHENTICATED = ("ServerLive", "ServerReady")
+_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+# 503s: a spent admission bound is RESOURCE_EXHAUSTED; a restart or a drain is UNAVAILABLE (retry elsewhere or later)
+_EXHAUSTED = ("overloaded",)
+# the typed contents field that carries each datatype (FP16 travels as raw bytes only)
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+_NARROW = {"INT8": (-(2**7), 2**7 - 1), "INT16": (-(2**15), 2**15 - 1), "UINT8": (0, 255), "UINT16": (0, 2**16 - 1)}
+_SHM = "shared_memory_region"
+
+
+def _invalid(message: str) -> RequestRejected:
+    return RequestRejected(400, "invalid_request", message)
+
+
+def check_infer(request: Any, edge: Gateway) -> None:
+    """Refuse (``RequestRejected``) a ``ModelInferRequest`` that does not follow the protocol or exceeds the
+    limits; the counterpart of ``gateway.check_infer_request`` for protobuf messages."""
+    if not request.inputs:
+        raise _invalid("the request has no inputs; send one InferInputTensor per input of the pipeline")
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise _invalid(
+            f"raw_input_contents holds {len(raw)} entries for {len(request.inputs)} inputs; send one per input, "
+            "in the order of the inputs"
+        )
+    for index, tensor in enumerate(request.inputs):
+        name = tensor.name
+        if not name:
+            raise _invalid(f"inputs[{index}] has no name")
+        if tensor.datatype not in DATATYPES:
+            raise _invalid(
+                f"input {name!r} has datatype {tensor.datatype[:20]!r}; expected one of {', '.join(DATATYPES)}"
+            )
+        if _SHM in tensor.parameters:
+            raise RequestRejected(403, "shared_memory", "shared-memory inputs are not served at the edge")
+        elements = check_element_count(name, list(tensor.shape), edge.limits)
+        contents = tensor.contents
+        filled = [f.name for f, _ in contents.ListFields()]
+        if raw:
+            if filled:
+                raise _invalid(f"input {name!r} has both raw_input_contents and typed contents; send one of them")
+            blob = raw[index]
+            if tensor.datatype == "BYTES":
+                check_bytes_elements(name, blob, elements)
+            elif len(blob) != elements * ITEMSIZE[tensor.datatype]:
+                raise _invalid(
+                    f"input {name!r} is {tensor.datatype} with shape {list(tensor.shape)}: expected "
+                    f"{elements * ITEMSIZE[tensor.datatype]} raw bytes, got {len(blob)}"
+                )
+            continue
+        field = _CONTENTS.get(tensor.datatype)
+        if field is None or filled not in ([field], []):
+            raise _invalid(
+                f"input {name!r} is {tensor.datatype}: its data goes in "
+                f"{f'contents.{field}' if field else 'raw_input_contents'}, got {filled or 'nothing'}"
+            )
+        values = getattr(contents, field)
+        if len(values) != elements:
+            raise _invalid(
+                f"input {name!r} declares shape {list(tensor.shape)} = {elements} elements but "
+                f"contents.{field} holds {len(values)}; make them agree"
+            )
+        if tensor.datatype in _NARROW and values:
+            lo, hi = _NARROW[tensor.datatype]
+            if min(values) < lo or max(values) > hi:
+                raise _invalid(f"input {name!r} is {tensor.datatype}: its values must lie in [{lo}, {hi}]")
+    for output in request.outputs:
+        if _SHM in output.parameters:
+            raise RequestRejected(403, "shared_memory", "shared-memory outputs are not served at the edge")
+
+
+def server_credentials(cert: Path, key: Path, client_ca: Path | None = None) -> grpc.ServerCredentials:
+    """TLS for the gRPC edge from the same files as the HTTP edge; with ``client_ca``, mutual TLS."""
+    try:
+        pair = (Path(key).read_bytes(), Path(cert).read_bytes())
+        ca = Path(client_ca).read_bytes() if client_ca is not None else None
+    except OSError as exc:
+        raise ValueError(f"TLS files cannot be read ({exc})") from exc
+    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+
+
+class GrpcEdge:
+    """A ``grpc.aio`` server forwarding the public RPCs of the inference service to Triton's gRPC ``upstream``,
+    with the checks, keys and admission bound of ``gateway`` (shared with the HTTP edge)."""
+
+    def __init__(self, gateway: Gateway, upstream: str) -> None:
+        self.gateway = gateway
+        self.upstream = upstream
+        self._server: aio.Server | None = None
+        self._channel: aio.Channel | None = None
+        self._calls: dict[str, Any] = {}
+
+    def _options(self) -> list[tuple[str, Any]]:
+        limits = self.gateway.limits
+        return [
+            ("grpc.max_receive_message_length", limits.max_message_bytes),
+            ("grpc.max_send_message_length", limits.max_response_bytes),
+            ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
+            # a connection that has not finished its HTTP/2 (and TLS) handshake by then is closed
+            ("grpc.server_handshake_timeout_ms", int(limits.header_timeout_s * 1000)),
+            ("grpc.so_reuseport", 0),
+        ]
+
+    async def start(self, host: str, port: int, credentials: grpc.ServerCredentials | None = None) -> int:
+        limits = self.gateway.limits
+        self._channel = aio.insecure_channel(
+            self.upstream,
+            options=[
+                ("grpc.max_receive_message_length", limits.max_response_bytes),
+                ("grpc.max_send_message_length", limits.max_message_bytes),
+            ],
+        )
+        for method in _PUBLIC:
+            self._calls[method] = self._channel.unary_unary(f"/{SERVICE}/{method}")
+        self._server = aio.server(options=self._options(), maximum_concurrent_rpcs=limits.max_grpc_rpcs)
+        self._server.add_generic_rpc_handlers((_Handlers(self),))
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        bound = (
+            self._server.add_secure_port(address, credentials)
+            if credentials is not None
+            else self._server.add_insecure_port(address)
+        )
+        await self._server.start()
+        return bound
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        if self._server is not None:
+            await self._server.stop(grace_s)
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def call(self, method: str, request: bytes, context: aio.ServicerContext) -> bytes:
+        g = self.gateway
+        route = "grpc_infer" if method == "ModelInfer" else "grpc_metadata"
+        try:
+            if g.api_keys is not None and method not in _UNAUTHENTICATED:
+                metadata = dict(context.invocation_metadata() or ())
+                g.authenticate(str(metadata.get("authorization", "")))
+            message_type = _PUBLIC[method]
+            if message_type is not None:
+                message = message_type.FromString(request)
+                if method == "ModelInfer":
+                    g.check_model(message.model_name, message.model_version or None)
+                    check_infer(message, g)
+                else:
+                    g.check_model(message.name, message.version or None)
+            if method == "ModelInfer":
+                async with g.admitted():
+                    answer = await self._forward(method, request, context)
+            else:
+                answer = await self._forward(method, request, context)
+            if method == "ServerMetadata":
+                answer = _served_extensions(answer)
+        except RequestRejected as exc:
+            g.rejected.labels(exc.reason).inc()
+            code = _CODES.get(exc.status)
+            if code is None:  # a 503
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.reason in _EXHAUSTED else grpc.StatusCode.UNAVAILABLE
+                context.set_trailing_metadata((("grpc-retry-pushback-ms", str(g.limits.retry_after_s * 1000)),))
+            g.requests.labels(route, code.name).inc()
+            await context.abort(code, str(exc))
+        except aio.AioRpcError as exc:  # Triton's own refusal (a missing input, ...), passed on as it is
+            g.requests.labels(route, exc.code().name).inc()
+            await context.abort(exc.code(), exc.details() or "")
+        g.requests.labels(route, "OK").inc()
+        return answer
+
+    async def _forward(self, method: str, request: bytes, context: aio.ServicerContext) -> bytes:
+        limits = self.gateway.limits
+        remaining = context.time_remaining()
+        timeout = limits.upstream_timeout_s if remaining is None else min(remaining, limits.upstream_timeout_s)
+        self.gateway.forwarded.labels("grpc").inc()
+        try:
+            return bytes(await self._calls[method](request, timeout=timeout))
+        except aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and not (
+                remaining is not None and remaining <= limits.upstream_timeout_s
+            ):
+                raise RequestRejected(
+                    503,
+                    "upstream_unavailable",
+                    f"the model server did not answer ({exc.code().name}); it may be restarting: retry after "
+                    f"{limits.retry_after_s}s",
+                ) from exc
+            raise
+
+
+def _served_extensions(answer: bytes) -> bytes:
+    """Server metadata advertising only the extensions the edge serves (like ``GET /v2`` over HTTP)."""
+    metadata = service_pb2.ServerMetadataResponse.FromString(answer)
+    kept = [e for e in metadata.extensions if e in SERVED_EXTENSIONS]
+    del metadata.extensions[:]
+    metadata.extensions.extend(kept)
+    return bytes(metadata.SerializeToString())
+
+
+class _Handlers(grpc.GenericRpcHandler):
+    def __init__(self, edge: GrpcEdge) -> None:
+        self.edge = edge
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        service, _, method = str(details.method).lstrip("/").partition("/")
+        if service != SERVICE:
+            return None  # UNIMPLEMENTED
+        if method in _PUBLIC:
+            return grpc.unary_unary_rpc_method_handler(self._public(method))
+        if method == "ModelStreamInfer":
+            return grpc.stream_stream_rpc_method_handler(_refused(method))
+        return grpc.unary_unary_rpc_method_handler(_refused(method))
+
+    def _public(self, method: str) -> Callable[[bytes, aio.ServicerContext], Awaitable[bytes]]:
+        async def handle(request: bytes, context: aio.ServicerContext) -> bytes:
+            return await self.edge.call(method, request, context)
+
+        return handle
+
+
+def _refused(method: str) -> Callable[[Any, aio.ServicerContext], Awaitable[bytes]]:
+    async def refuse(request: Any, context: aio.ServicerContext) -> bytes:
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"{method} is not served at the edge (admin, statistics and streaming RPCs stay on the model server's "
+            "loopback port, behind the admin key)",
+        )
+        raise AssertionError("abort raises")
+
+    return refuse
