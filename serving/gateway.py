@@ -394,6 +394,7 @@ class Gateway:
         self.registry = registry or CollectorRegistry()
         self.inflight = 0
         self.queued = 0
+        self.connections = 0
         self.draining = False
         self.available = True  # False while the supervisor restarts the model server
         self._slots: asyncio.Semaphore | None = None
@@ -420,6 +421,9 @@ class Gateway:
         Gauge(
             "inferline_gateway_inflight_requests", "Requests running on the model server", registry=self.registry
         ).set_function(lambda: self.inflight)
+        Gauge(
+            "inferline_gateway_open_connections", "HTTP connections open at the edge", registry=self.registry
+        ).set_function(lambda: self.connections)
         Gauge("inferline_gateway_queued_requests", "Requests waiting for a slot", registry=self.registry).set_function(
             lambda: self.queued
         )
@@ -631,7 +635,7 @@ class Gateway:
             self.app(), access_log=None, handle_signals=False, shutdown_timeout=2.0, lingering_time=0.5
         )
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
+        await _GuardedSite(self, self._runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
 
     async def drain(self, timeout_s: float) -> int:
         """Stop admitting (503 ``draining``) and wait up to ``timeout_s`` for the requests already admitted, running
@@ -687,3 +691,88 @@ class _Admission:
         assert g._slots is not None
         g.inflight -= 1
         g._slots.release()
+
+
+class _GuardedSite(web.TCPSite):
+    """aiohttp's TCP site with two bounds aiohttp lacks: at most ``max_connections`` open connections (beyond that
+    a new one is closed at once, so a flood of idle connections costs a socket each, briefly) and a header read
+    timeout (a connection whose first request's headers are not in by ``header_timeout_s`` is closed: slowloris).
+    The TLS handshake is bounded by the same timeout."""
+
+    def __init__(self, gateway: Gateway, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gateway = gateway
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        limits = self.gateway.limits
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Guarded(self.gateway, server()),
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=limits.header_timeout_s if self._ssl_context else None,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+        )
+
+
+class _Guarded(asyncio.Protocol):
+    """One connection's protocol: aiohttp's handler behind a count and a header deadline."""
+
+    def __init__(self, gateway: Gateway, handler: asyncio.Protocol) -> None:
+        self.gateway, self.handler = gateway, handler
+        self.transport: asyncio.Transport | None = None
+        self.admitted = False
+        self.headers_done = False
+        self.tail = b""
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        g = self.gateway
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if g.connections >= g.limits.max_connections:
+            g.rejected.labels("too_many_connections").inc()
+            transport.abort()
+            return
+        self.admitted = True
+        g.connections += 1
+        self.timer = asyncio.get_running_loop().call_later(g.limits.header_timeout_s, self._deadline)
+        self.handler.connection_made(transport)
+
+    def _deadline(self) -> None:
+        if not self.headers_done and self.transport is not None:
+            self.gateway.rejected.labels("header_timeout").inc()
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.headers_done:
+            seen = self.tail + data
+            if b"\r\n\r\n" in seen:
+                self.headers_done = True
+                if self.timer is not None:
+                    self.timer.cancel()
+            else:
+                self.tail = seen[-3:]
+        self.handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.handler.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.admitted:
+            return
+        self.admitted = False
+        self.gateway.connections -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+        self.handler.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.handler.resume_writing()
