@@ -8,10 +8,12 @@ from pathlib import Path
 
 from inferline.command import Parser, new_dir, positive_float, positive_int, run
 
-PARTS = ("serving", "inprocess", "features", "validation", "batch", "monitor")
+PARTS = ("serving", "edge", "inprocess", "features", "validation", "batch", "monitor")
 
 
 def _parts(text: str) -> set[str]:
+    if text.strip() == "all":
+        return set(PARTS)
     only = {p.strip() for p in text.split(",") if p.strip()}
     unknown = only - set(PARTS)
     if unknown or not only:
@@ -25,7 +27,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the suite; never run it beside other work (the figures become noise)")
     run.add_argument("--quick", action="store_true", help="shorter runs (about 5 minutes on 2 cores)")
     run.add_argument("--out", type=new_dir, default="benchmarks/results", help="directory for results and plots")
-    run.add_argument("--only", type=_parts, default=",".join(PARTS), help="comma-separated subset of the parts")
+    run.add_argument(
+        "--only",
+        type=_parts,
+        default="all",
+        help=f"comma-separated subset of the parts ({', '.join(PARTS)}), or all",
+    )
     run.add_argument("--reps", type=positive_int, default=None, help="interleaved repetitions (default: 3)")
     run.add_argument(
         "--duration", type=positive_float, default=None, help="seconds per load run (default: 10; 4 with --quick)"

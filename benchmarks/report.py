@@ -30,6 +30,23 @@ def _measured(row: dict[str, Any]) -> str:
     return text
 
 
+def _load_table(summary: dict[str, Any]) -> list[str]:
+    lines = [
+        "| stack | concurrency | req/s | p50 ms | p95 ms | p99 ms | inferences / server CPU-s | "
+        "server CPU-s | load-generator CPU-s | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, per_c in summary.items():
+        for c, v in per_c.items():
+            lines.append(
+                f"| {name} | {c} | {_fmt(v['throughput_rps'])} | {_fmt(v['p50_ms'], 2)} | {_fmt(v['p95_ms'], 2)} | "
+                f"{_fmt(v['p99_ms'], 2)} | {_fmt(v['inferences_per_server_cpu_s'])} | "
+                f"{v['server_cpu_s']['median']:.1f} | {v['loadgen_cpu_s']['median']:.1f} | "
+                f"{v['errors']['max']:.0f} |"
+            )
+    return lines
+
+
 def markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines = [
@@ -68,21 +85,7 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append("")
     if "serving" in r:
         s = r["serving"]
-        lines += [
-            "## Serving: one raw row per request",
-            "",
-            "| stack | concurrency | req/s | p50 ms | p95 ms | p99 ms | inferences / server CPU-s | "
-            "server CPU-s | load-generator CPU-s | errors |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for name, per_c in s["summary"].items():
-            for c, v in per_c.items():
-                lines.append(
-                    f"| {name} | {c} | {_fmt(v['throughput_rps'])} | {_fmt(v['p50_ms'], 2)} | {_fmt(v['p95_ms'], 2)} | "
-                    f"{_fmt(v['p99_ms'], 2)} | {_fmt(v['inferences_per_server_cpu_s'])} | "
-                    f"{v['server_cpu_s']['median']:.1f} | {v['loadgen_cpu_s']['median']:.1f} | "
-                    f"{v['errors']['max']:.0f} |"
-                )
+        lines += ["## Serving: one raw row per request", "", *_load_table(s["summary"])]
         pool = s.get("pool")
         lines += [
             "",
@@ -96,6 +99,14 @@ def markdown(r: dict[str, Any]) -> str:
                 f"generated with seed {pool['seed']} (not the training data's), each description made unique."
             )
         lines.append("")
+    if "edge" in r:
+        e = r["edge"]
+        lines += ["## The edge against Triton direct, on one server", "", *_load_table(e["summary"]), ""]
+        lines += ["| ratio (a / b) | " + " | ".join(f"c={c}" for c in next(iter(e["ratios"].values()))) + " |"]
+        lines += ["|---|" + "---|" * len(next(iter(e["ratios"].values())))]
+        for name, per_c in e["ratios"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{_fmt(v, 2)}x" for v in per_c.values()) + " |")
+        lines += ["", "Stacks: " + "; ".join(f"`{k}`: {d}" for k, d in e["stacks"].items()) + ".", ""]
     if "inprocess" in r:
         p = r["inprocess"]["per_call_us"]
         sizes = list(next(iter(p.values())))

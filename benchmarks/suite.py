@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from inferline.benchmarks.batch_bench import bench_batch
 from inferline.benchmarks.drift_bench import bench_drift
+from inferline.benchmarks.edge_bench import EDGE_PAIRS, bench_edge
 from inferline.benchmarks.features_bench import bench_features
 from inferline.benchmarks.inprocess import bench_inprocess
 from inferline.benchmarks.load import run_grpc, run_wrk
@@ -190,6 +191,31 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                 False,
             )
         )
+    if "edge" in results:
+        raw = results["edge"]["raw"]
+        for a, b in EDGE_PAIRS:
+            for c in (16, 64):
+                sides = f"{a} / {b}"
+                rows.append(
+                    _goal(
+                        f"{a}: costs at most 10% of throughput at c={c}",
+                        f"{sides} (req/s)",
+                        _ratio(raw, a, b, c, "throughput_rps"),
+                        0.9,
+                        True,
+                        _errors(raw, (a, b), c),
+                    )
+                )
+                rows.append(
+                    _goal(
+                        f"{a}: p99 at most 1.3x direct at c={c}",
+                        f"{sides} (p99)",
+                        _ratio(raw, a, b, c, "p99_ms"),
+                        1.3,
+                        False,
+                        _errors(raw, (a, b), c),
+                    )
+                )
     if "validation" in results:
         rows.append(
             _goal(
@@ -294,6 +320,13 @@ def run_suite(settings: Settings, out_dir: Path, only: set[str]) -> dict[str, An
                 settings.reps,
                 0.3 if settings.quick else 1.0,
                 compile_model=not settings.quick,
+            )
+        if "edge" in only:
+            if release is None:
+                release = build_release(workdir)
+            concurrency = tuple(c for c in settings.concurrency if c in (1, 16, 64)) or (1, 16, 64)
+            results["edge"] = bench_edge(
+                release, workdir, concurrency, settings.reps, settings.duration_s, settings.warmup_s
             )
         if "validation" in only:
             results["validation"] = bench_validation(1_000_000, settings.reps)

@@ -46,7 +46,7 @@ from inferline.serving.server import (
     repository_index,
     state_path,
 )
-from inferline.serving.supervisor import Supervisor, SupervisorConfig, exit_cause
+from inferline.serving.supervisor import Supervisor, SupervisorConfig, event_loop, exit_cause
 
 
 def _read_state(workdir: Path) -> dict[str, Any] | None:
@@ -213,7 +213,8 @@ def _up(args: argparse.Namespace) -> int:
     if args.foreground:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         supervisor = Supervisor(_supervisor_config(args))
-        return asyncio.run(supervisor.run(on_ready=lambda record: _print_ready(record, started, key)))
+        with asyncio.Runner(loop_factory=event_loop()) as runner:
+            return runner.run(supervisor.run(on_ready=lambda record: _print_ready(record, started, key)))
     # detached: the same command in the foreground, in a session of its own, its output in the work directory
     log_path = Path(args.workdir) / "serving" / "supervisor.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,9 @@
 serves to callers, and nothing else.
 
 Why it exists: the bundled Triton 2.51 answers some malformed requests with 500, aborts on one request declaring a
-huge shape (std::bad_alloc) and segfaults on any body of 4 MiB or more (measured; SECURITY.md), and any queue policy
-stalls its dynamic batcher. The gateway refuses what Triton mishandles before it reaches Triton, and bounds the work
-in flight:
+huge shape (std::bad_alloc) and segfaults on any JSON body of 4 MiB or more (measured; SECURITY.md), and any queue
+policy stalls its dynamic batcher. The gateway refuses what Triton mishandles before it reaches Triton, and bounds the
+work in flight:
 
 - bodies over ``max_body_bytes`` get 413, a missing length 411, a compressed body 415;
 - inference bodies are checked against the protocol (JSON shape, datatypes, declared shape vs the data or the binary
@@ -27,6 +27,7 @@ import re
 import ssl
 import struct
 import time
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,7 @@ _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 @dataclass(frozen=True)
 class GatewayLimits:
-    # Triton 2.51 segfaults on any HTTP body of 4 MiB or more (3.5 MiB: 500; measured, SECURITY.md): half of that.
+    # Triton 2.51 segfaults on any JSON body of 4 MiB or more (binary ones are answered; measured, SECURITY.md): half.
     # A 256-row request of the demo pipeline is about 60 KB of JSON.
     max_body_bytes: int = 2 * 1024 * 1024
     max_elements: int = 1 << 20  # per input tensor
@@ -675,6 +676,10 @@ class _Admission:
                 f"overloaded: {g.inflight} requests running and {g.queued} waiting (limits {limits.max_inflight} "
                 f"and {limits.max_queued}); retry after {limits.retry_after_s}s with backoff",
             )
+        if not g._slots.locked():  # a free slot: taken at once (no timer, no task)
+            await g._slots.acquire()
+            g.inflight += 1
+            return
         g.queued += 1
         try:
             await asyncio.wait_for(g._slots.acquire(), limits.queue_timeout_s)
@@ -732,11 +737,10 @@ class _Guarded(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         g = self.gateway
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = typing.cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
         if g.connections >= g.limits.max_connections:
             g.rejected.labels("too_many_connections").inc()
-            transport.abort()
+            self.transport.abort()
             return
         self.admitted = True
         g.connections += 1

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 from tritonclient.grpc import service_pb2
 
@@ -214,7 +215,13 @@ class GrpcEdge:
                 g.authenticate(str(metadata.get("authorization", "")))
             message_type = _PUBLIC[method]
             if message_type is not None:
-                message = message_type.FromString(request)
+                try:
+                    message = message_type.FromString(request)
+                except DecodeError as exc:  # found by the byte-level fuzzer (tests/test_fuzz.py): was UNKNOWN
+                    raise _invalid(
+                        f"the request is not a valid {message_type.DESCRIPTOR.name} protobuf message ({exc}); "
+                        "send one built by a gRPC client of the inference service"
+                    ) from None
                 if method == "ModelInfer":
                     g.check_model(message.model_name, message.model_version or None)
                     check_infer(message, g)

@@ -19,6 +19,7 @@ the start's loads are over; which of them are served is read from Triton's repos
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -55,11 +56,31 @@ __all__ = [
     "state_path",
 ]
 
+log = logging.getLogger("inferline.serving")
+
 RESTRICTED = "model-repository,logging,trace,shared-memory"
 
 
 class ServerError(UserError, RuntimeError):
     pass
+
+
+def scrub_argument(pid: int, secret: bytes) -> bool:
+    """Replace every copy of ``secret`` in process ``pid``'s argument strings with ``*`` (through
+    ``/proc/PID/mem``, between the ``arg_start`` and ``arg_end`` of ``/proc/PID/stat``); True when its cmdline no
+    longer holds it."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3 of proc(5): arg_start is 48, arg_end 49
+    arg_start, arg_end = int(fields[45]), int(fields[46])
+    with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
+        mem.seek(arg_start)
+        args = mem.read(arg_end - arg_start)
+        at = args.find(secret)
+        while at >= 0:
+            mem.seek(arg_start + at)
+            mem.write(b"*" * len(secret))
+            at = args.find(secret, at + len(secret))
+    return secret not in Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 def free_port() -> int:
@@ -283,6 +304,7 @@ class TritonServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.process: subprocess.Popen[bytes] | None = None
+        self.secret_hidden = False  # the admin key overwritten in tritonserver's cmdline (_hide_admin_key)
         self.admin_key = admin_key(config.workdir)
         self.log_path = Path(config.workdir) / "serving" / f"tritonserver-{config.http_port}.log"
         self.plan: dict[str, list[str]] = {}  # what the last start asked for: {pipeline or model: its models}
@@ -385,19 +407,41 @@ class TritonServer:
             self._activate_releases()
         self.plan = self.load_plan()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
+        log_file = open(self.log_path, "ab")
+        logged = log_file.tell()
         self.process = subprocess.Popen(
             self.command(),
-            stdout=log,
+            stdout=log_file,
             stderr=subprocess.STDOUT,
             env=self._env(),
             start_new_session=True,
             preexec_fn=None if detach else die_with_parent,  # one prctl call before exec
         )
-        log.close()
+        log_file.close()
+        self.secret_hidden = self._hide_admin_key(logged)
         if wait:
             self.wait_ready(timeout_s)
         return self
+
+    def _hide_admin_key(self, logged: int, timeout_s: float = 10.0) -> bool:
+        """Overwrite the admin key in tritonserver's argument memory, so ``/proc/PID/cmdline`` (readable by every
+        local user) no longer shows it. Triton 2.51 takes the key only as a command-line flag
+        (``--http-restricted-api=...:admin-key=KEY``): no file, no environment variable. It has parsed its flags
+        (into strings of its own) before it writes its first log line, so the overwrite waits for that line; the
+        server's readiness check then uses the key, so an overwrite that came too early would fail loudly. Needs
+        ptrace access to the child (its parent has it under Yama's default scope 1); returns whether it worked."""
+        assert self.process is not None
+        pid, secret = self.process.pid, self.admin_key.encode()
+        deadline = time.monotonic() + timeout_s
+        while self.log_path.stat().st_size <= logged:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)  # polling interval while tritonserver parses its flags
+        try:
+            return scrub_argument(pid, secret)
+        except OSError as exc:
+            log.warning("could not hide the admin key in tritonserver's command line (%s); see SECURITY.md", exc)
+            return False
 
     def _activate_releases(self) -> None:
         """Point each pipeline's model-level configs at its current release (so a restart serves the current
@@ -436,6 +480,7 @@ class TritonServer:
             "metrics": c.metrics_url,
             "repository": str(Path(c.repository).resolve()),
             "log": str(self.log_path.resolve()),
+            "admin_key_hidden": self.secret_hidden,
             "trace_dir": str(Path(c.trace_dir).resolve()) if c.trace_dir is not None else None,
             "releases": published_pipelines(Path(c.repository)),
             "pipelines": {name: st.as_dict() for name, st in self.last_status.items()},

@@ -42,10 +42,22 @@ from inferline.serving.gateway import Gateway, GatewayLimits, tls_context
 from inferline.serving.grpc_edge import GrpcEdge, server_credentials
 from inferline.serving.server import ServerConfig, ServerError, TritonServer, fix_hint, state_path
 
-__all__ = ["Supervisor", "SupervisorConfig", "exit_cause"]
+__all__ = ["Supervisor", "SupervisorConfig", "event_loop", "exit_cause"]
 
 log = logging.getLogger("inferline.serving")
 _FRAME = re.compile(r"^\s*\d+# ")
+
+
+def event_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The supervisor's event loop: uvloop (libuv) where it is installed, else asyncio's own. The edge is the
+    per-request Python cost of the stack; uvloop's transports cut it (measured in benchmarks/, the edge rows)."""
+    if os.environ.get("INFERLINE_EVENT_LOOP", "uvloop") == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def exit_cause(returncode: int) -> str:

@@ -674,3 +674,17 @@ def test_grpc_edge_tls_and_api_keys(hardened: Hardened) -> None:
         with pytest.raises(RequestRefused, match=r"UNAUTHENTICATED|not valid"):
             client.predict(ROWS)
     assert hardened.server.state()["restarts"] == 0
+
+
+def test_the_admin_key_is_not_on_tritonservers_command_line(edge: Supervised) -> None:
+    """Triton 2.51 takes the admin key only as a flag; `/proc/PID/cmdline` is readable by every local user, so the
+    key is overwritten there once Triton has parsed it, and the admin APIs still take it."""
+    from inferline.serving.client import ready_models
+    from inferline.serving.secrets import admin_key
+
+    state = edge.state()
+    key = admin_key(edge.workdir)
+    cmdline = Path(f"/proc/{state['pid']}/cmdline").read_bytes()
+    assert b"tritonserver" in cmdline and b"admin-key=" in cmdline
+    assert key.encode() not in cmdline and state["admin_key_hidden"] is True
+    assert any(m["name"] == "fraud" for m in ready_models(state["http"], key))  # an admin API, with the key

@@ -186,10 +186,36 @@ def test_what_bare_triton_2_51_answers(served: Supervised, case: str) -> None:
     still_serves(served)
 
 
+def _long_rows() -> Any:
+    """256 valid rows whose descriptions (19 KB each, over the 10,000-character limit) make a body of 4.6 MiB."""
+    rows = ROWS.head(256).copy()
+    rows["description"] = [f"{i:05d}" + "x" * 19_000 for i in range(256)]
+    return rows
+
+
 CRASHES = {  # one unauthenticated HTTP request that takes the bundled Triton 2.51 down (measured)
     "huge_shape": (json.dumps(_with(GOOD, "amount", shape=HUGE, data=[1.0])).encode(), "signal SIGABRT", "bad_alloc"),
     "4MiB_body": (b"{" + b" " * (4 * 1024 * 1024) + b"}", "signal SIGSEGV", ""),
+    "valid_json_4.6MiB": (json.dumps(oip_body(_long_rows())).encode(), "signal SIGSEGV", ""),
 }
+
+
+def test_bare_triton_2_51_answers_binary_bodies_of_4_mib_and_more(served: Supervised) -> None:
+    """The body-size crash is a JSON one: the same 4.6 MiB of rows in the binary tensor extension (a small JSON
+    header, the tensors after it) is answered by Triton's own port, each over-long description with its reason,
+    where the same rows as JSON take it down (CRASHES). The edge refuses both with 413, its limit being 2 MiB."""
+    from inferline.serving.client import RequestRefused
+
+    rows = _long_rows()
+    pid = served.state()["pid"]
+    with InferlineClient(served.record["http"], "http", pipeline="fraud", max_batch_size=256) as client:
+        predictions = client.predict(rows)
+    assert len(predictions) == 256 and all(s.startswith("description:") for s in predictions.status)
+    assert served.state()["pid"] == pid
+    with InferlineClient(served.record["gateway"], "http", pipeline="fraud", max_batch_size=256, retries=0) as edge:
+        with pytest.raises(RequestRefused, match=r"413|limit"):
+            edge.predict(rows)
+    still_serves(served)
 
 
 def test_grpc_is_not_affected_by_either_crash(served: Supervised) -> None:

@@ -229,6 +229,17 @@ def served_model_request(draw: st.DrawFn, binary: bool) -> tuple[bytes, int | No
 # the API fuzz
 
 
+def test_the_api_description_names_the_edge() -> None:
+    """Its `servers` entry is the edge's default address (what `serve up` listens on), not Triton's port."""
+    import yaml
+
+    from inferline.serving.__main__ import build_parser
+
+    servers = yaml.safe_load(API_DESCRIPTION.read_text())["servers"]
+    up = build_parser().parse_args(["up"])
+    assert [s["url"] for s in servers] == [f"http://127.0.0.1:{up.gateway_port}"] and up.http_port != up.gateway_port
+
+
 def _api() -> BaseSchema:
     """The API description, generating schema-conforming and schema-violating requests, mostly for the served model.
 
@@ -275,6 +286,131 @@ api = _api()
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_request_gets_a_server_error(case: Any, edge_url: str) -> None:
     case.call_and_validate(base_url=f"http://{edge_url}", checks=[not_a_server_error], timeout=30)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# byte-level fuzzing through the edge: a good request's bytes damaged (duplicate keys smuggled in, bytes flipped,
+# inserted, cut, made non-UTF-8) over HTTP, and a good ModelInferRequest's bytes or a drawn message over gRPC
+
+
+def _good_json() -> bytes:
+    arrays = encode_rows(fraud.generate(2, seed=5).drop(columns=[SPEC.label]), SPEC)
+    inputs = []
+    for c in SPEC.input_columns:
+        values = arrays[c.name].reshape(-1)
+        data = [v.decode() for v in values] if c.triton_dtype == "BYTES" else values.tolist()
+        inputs.append({"name": c.name, "shape": [2, 1], "datatype": c.triton_dtype, "data": data})
+    return json.dumps({"inputs": inputs}).encode()
+
+
+GOOD_JSON = _good_json()
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["name", "shape", "data"]), inner),
+    max_leaves=8,
+)
+
+
+@st.composite
+def damaged_bytes(draw: st.DrawFn, good: bytes) -> bytes:
+    body = bytearray(good)
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["duplicate_key", "flip", "insert", "delete", "truncate", "non_utf8"]))
+        at = draw(st.integers(0, max(len(body) - 1, 0)))
+        if kind == "duplicate_key":  # a key again, before or after its first copy, with any value
+            key = draw(st.sampled_from([b'"inputs"', b'"shape"', b'"datatype"', b'"data"', b'"name"', b'"id"']))
+            found = body.find(key, at) if body.find(key, at) >= 0 else body.find(key)
+            value = json.dumps(draw(_JSON_VALUES)).encode()
+            if found >= 0:
+                body[found:found] = key + b": " + value + b", "
+        elif kind == "flip" and body:
+            body[at] = draw(st.integers(0, 255))
+        elif kind == "insert":
+            body[at:at] = draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete":
+            del body[at : at + draw(st.integers(1, 16))]
+        elif kind == "truncate":
+            del body[at:]
+        else:
+            body[at:at] = draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\\ud800", b"\x00"]))
+    return bytes(body)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=damaged_bytes(GOOD_JSON), header=st.none() | st.integers(-1, 2**64).map(str) | st.text(max_size=4))
+def test_damaged_bytes_over_http_never_get_a_server_error(edge_url: str, body: bytes, header: str | None) -> None:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{edge_url}/v2/models/{SERVED_MODEL}/infer", data=body)
+    if header is not None and header.isascii() and header.isprintable():
+        request.add_header(HEADER_LENGTH, header)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            code = r.status
+    except urllib.error.HTTPError as e:
+        code = e.code
+    assert code < 500, (code, body[:200])
+
+
+def _good_message() -> bytes:
+    from tritonclient.grpc import service_pb2
+
+    arrays = encode_rows(fraud.generate(2, seed=6).drop(columns=[SPEC.label]), SPEC)
+    request = service_pb2.ModelInferRequest(model_name=SERVED_MODEL)
+    for c in SPEC.input_columns:
+        t = request.inputs.add(name=c.name, datatype=c.triton_dtype, shape=[2, 1])
+        values = arrays[c.name].reshape(-1)
+        field = {"BYTES": "bytes_contents", "FP64": "fp64_contents", "INT64": "int64_contents"}[c.triton_dtype]
+        getattr(t.contents, field).extend(values.tolist())
+    return bytes(request.SerializeToString())
+
+
+GOOD_MESSAGE = _good_message()
+
+
+@st.composite
+def drawn_message(draw: st.DrawFn) -> bytes:
+    """A ModelInferRequest with drawn shapes, datatypes and contents for the served model's inputs."""
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=draw(st.sampled_from([SERVED_MODEL] * 5 + ["", "fraud_model"])))
+    for c in SPEC.input_columns:
+        if draw(st.integers(0, 9)) == 0:
+            continue  # an input left out
+        t = request.inputs.add(name=c.name, datatype=draw(st.sampled_from([c.triton_dtype] * 6 + list(DATATYPES))))
+        t.shape.extend(draw(st.lists(st.integers(-2, 2**62), max_size=3) | st.just([2, 1])))
+        contents = draw(st.sampled_from(["fp64_contents", "int64_contents", "bytes_contents", "int_contents"]))
+        if contents == "bytes_contents":
+            t.contents.bytes_contents.extend(draw(st.lists(st.binary(max_size=12), max_size=3)))
+        elif contents == "fp64_contents":
+            t.contents.fp64_contents.extend(draw(st.lists(st.floats(), max_size=3)))
+        elif contents == "int64_contents":
+            t.contents.int64_contents.extend(draw(st.lists(st.integers(INT64_MIN, INT64_MAX), max_size=3)))
+        else:
+            t.contents.int_contents.extend(draw(st.lists(st.integers(-(2**31), 2**31 - 1), max_size=3)))
+    return bytes(request.SerializeToString())
+
+
+# the codes a hostile message may get; INTERNAL, UNKNOWN, DATA_LOSS or UNAVAILABLE would be the server failing
+_REFUSALS = {"OK", "INVALID_ARGUMENT", "PERMISSION_DENIED", "NOT_FOUND", "RESOURCE_EXHAUSTED", "UNIMPLEMENTED"}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(message=damaged_bytes(GOOD_MESSAGE) | drawn_message())
+def test_damaged_messages_over_grpc_never_fail_the_server(edge: Supervised, message: bytes) -> None:
+    import grpc
+
+    with grpc.insecure_channel(str(edge.record["grpc_edge"])) as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        details = ""
+        try:
+            call(message, timeout=30)
+            code = "OK"
+        except grpc.RpcError as exc:
+            code = exc.code().name
+            details = exc.details()
+    assert code in _REFUSALS, (code, details, message[:200])
 
 
 def test_server_is_live_and_answers_after_the_fuzz(edge: Supervised, edge_url: str) -> None:
