@@ -36,6 +36,7 @@ from inferline.export.publish import publish
 from inferline.features.artifacts import atomic_write_bytes, atomic_write_parquet
 from inferline.features.pipelines import fraud
 from inferline.features.state import FeatureState
+from inferline.serving.__main__ import UP_PORT_FLAGS
 from inferline.serving.server import ServerConfig, TritonServer, die_with_parent, free_port
 from inferline.training.model import load_checkpoint
 from inferline.training.train import train
@@ -278,17 +279,7 @@ def _uvicorn(
 def _gateway(repository: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """``inferline serve up --foreground`` (the supervisor: its own tritonserver and the validating gateway in
     front of it), without request traces so the gateway is the only difference from Triton HTTP direct."""
-    ports = {
-        flag: free_port()
-        for flag in (
-            "--http-port",
-            "--grpc-port",
-            "--metrics-port",
-            "--gateway-port",
-            "--grpc-edge-port",
-            "--supervisor-metrics-port",
-        )
-    }
+    ports = {flag: free_port() for flag in UP_PORT_FLAGS}
     cmd = [sys.executable, "-m", "inferline.serving", "up", "--foreground", "--workdir", str(workdir)]
     cmd += ["--repository", str(repository), "--no-trace"]
     for flag, number in ports.items():

@@ -193,29 +193,16 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     if "edge" in results:
         raw = results["edge"]["raw"]
+        edge_goals = (
+            ("costs at most 10% of throughput", "throughput_rps", "req/s", 0.9, True),
+            ("p99 at most 1.3x direct", "p99_ms", "p99", 1.3, False),
+        )
         for a, b in EDGE_PAIRS:
             for c in (16, 64):
-                sides = f"{a} / {b}"
-                rows.append(
-                    _goal(
-                        f"{a}: costs at most 10% of throughput at c={c}",
-                        f"{sides} (req/s)",
-                        _ratio(raw, a, b, c, "throughput_rps"),
-                        0.9,
-                        True,
-                        _errors(raw, (a, b), c),
-                    )
-                )
-                rows.append(
-                    _goal(
-                        f"{a}: p99 at most 1.3x direct at c={c}",
-                        f"{sides} (p99)",
-                        _ratio(raw, a, b, c, "p99_ms"),
-                        1.3,
-                        False,
-                        _errors(raw, (a, b), c),
-                    )
-                )
+                for what, key, unit, target, higher in edge_goals:
+                    ratio = _ratio(raw, a, b, c, key)
+                    errors = _errors(raw, (a, b), c)
+                    rows.append(_goal(f"{a}: {what} at c={c}", f"{a} / {b} ({unit})", ratio, target, higher, errors))
     if "validation" in results:
         rows.append(
             _goal(

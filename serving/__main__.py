@@ -55,6 +55,17 @@ def _read_state(workdir: Path) -> dict[str, Any] | None:
     )
 
 
+# every port `serve up` listens on (a test or a benchmark starting one on free ports passes each)
+UP_PORT_FLAGS = (
+    "--http-port",
+    "--grpc-port",
+    "--metrics-port",
+    "--gateway-port",
+    "--grpc-edge-port",
+    "--supervisor-metrics-port",
+)
+
+
 def _check_ports(args: argparse.Namespace) -> None:
     """Every port ``up`` will listen on is distinct and free on 127.0.0.1 (bound the way the servers bind them,
     with SO_REUSEADDR, so a port in TIME_WAIT after ``down`` counts as free)."""

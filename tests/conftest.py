@@ -26,6 +26,7 @@ from inferline.export.publish import PublishResult, publish
 from inferline.features.artifacts import atomic_write_parquet
 from inferline.features.backend import gpu_available
 from inferline.features.pipelines import fraud
+from inferline.serving.__main__ import UP_PORT_FLAGS
 from inferline.serving.server import ServerConfig, TritonServer, die_with_parent, free_port
 from inferline.training.train import RunResult, train
 
@@ -295,17 +296,7 @@ def supervised_server(
     if repository is None:
         repository = root / "triton_models"
         shutil.copytree(published.repository, repository)
-    ports = {
-        flag: str(free_port())
-        for flag in (
-            "--http-port",
-            "--grpc-port",
-            "--metrics-port",
-            "--gateway-port",
-            "--grpc-edge-port",
-            "--supervisor-metrics-port",
-        )
-    }
+    ports = {flag: str(free_port()) for flag in UP_PORT_FLAGS}
     args = ["--repository", str(repository), *(x for kv in ports.items() for x in kv), *options]
     server = Supervised(workdir=root / "work", up_args=args, record={})
     if up:
