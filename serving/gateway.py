@@ -43,6 +43,7 @@ __all__ = [
     "SERVED_EXTENSIONS",
     "Gateway",
     "GatewayLimits",
+    "ReloadingTls",
     "RequestRejected",
     "check_bytes_elements",
     "check_element_count",
@@ -367,6 +368,68 @@ def tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSL
             f"(chain) and its private key{f', --tls-client-ca {client_ca} a PEM CA bundle' if client_ca else ''}"
         ) from exc
     return context
+
+
+class ReloadingTls:
+    """The edge's TLS files, re-read when they change: a renewed certificate (or CA bundle) is served from the next
+    handshake on, without a restart. ``changed()`` reloads the HTTP edge's ``context`` in place (OpenSSL hands new
+    connections the context's current certificate); ``grpc_credentials()`` gives the gRPC edge credentials whose
+    fetcher, called by gRPC at each handshake, does the same check. A half-written pair (a certificate without its
+    key yet) fails to load and the previous one stays served until the pair is whole."""
+
+    def __init__(self, cert: Path, key: Path, client_ca: Path | None = None) -> None:
+        self.cert, self.key, self.client_ca = Path(cert), Path(key), client_ca
+        self.context = tls_context(self.cert, self.key, client_ca)
+        self._stamp = self._stamp_now()
+        self.reloads = 0
+
+    def _files(self) -> tuple[Path, ...]:
+        return (self.cert, self.key) + ((Path(self.client_ca),) if self.client_ca is not None else ())
+
+    def _stamp_now(self) -> tuple[tuple[int, int], ...]:
+        return tuple((st.st_mtime_ns, st.st_size) for st in (f.stat() for f in self._files()))
+
+    def changed(self) -> bool:
+        """Reload the HTTP context when a file changed; True when a new certificate is now served."""
+        try:
+            stamp = self._stamp_now()
+        except OSError:
+            return False  # a file being replaced: look again next time
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            self.context.load_cert_chain(str(self.cert), str(self.key))
+            if self.client_ca is not None:
+                self.context.load_verify_locations(cafile=str(self.client_ca))
+        except (OSError, ssl.SSLError):
+            return False
+        self.reloads += 1
+        return True
+
+    def grpc_credentials(self) -> Any:
+        import grpc
+
+        def configuration() -> Any:
+            pair = (self.key.read_bytes(), self.cert.read_bytes())
+            ca = Path(self.client_ca).read_bytes() if self.client_ca is not None else None
+            return grpc.ssl_server_certificate_configuration([pair], root_certificates=ca)
+
+        seen = [self._stamp_now()]
+
+        def fetch() -> Any:
+            try:
+                stamp = self._stamp_now()
+                if stamp == seen[0]:
+                    return None  # unchanged: gRPC keeps the current configuration
+                seen[0] = stamp
+                return configuration()
+            except OSError:
+                return None
+
+        return grpc.dynamic_ssl_server_credentials(
+            configuration(), fetch, require_client_authentication=self.client_ca is not None
+        )
 
 
 def _error(status: int, message: str, retry_after: int | None = None) -> web.Response:

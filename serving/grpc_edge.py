@@ -25,7 +25,6 @@ HTTP and gRPC share one admission bound: they run on the same model server.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -43,7 +42,7 @@ from inferline.serving.gateway import (
     check_element_count,
 )
 
-__all__ = ["GrpcEdge", "server_credentials"]
+__all__ = ["GrpcEdge", "check_infer"]
 
 SERVICE = "inference.GRPCInferenceService"
 # what a caller may call, and what each request names (so the edge can check the model)
@@ -144,16 +143,6 @@ def check_infer(request: Any, edge: Gateway) -> None:
     for output in request.outputs:
         if _SHM in output.parameters:
             raise RequestRejected(403, "shared_memory", "shared-memory outputs are not served at the edge")
-
-
-def server_credentials(cert: Path, key: Path, client_ca: Path | None = None) -> grpc.ServerCredentials:
-    """TLS for the gRPC edge from the same files as the HTTP edge; with ``client_ca``, mutual TLS."""
-    try:
-        pair = (Path(key).read_bytes(), Path(cert).read_bytes())
-        ca = Path(client_ca).read_bytes() if client_ca is not None else None
-    except OSError as exc:
-        raise ValueError(f"TLS files cannot be read ({exc})") from exc
-    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
 
 
 class GrpcEdge:

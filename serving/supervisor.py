@@ -38,8 +38,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from inferline.features.artifacts import atomic_write_json
 from inferline.monitor.alerts import Alert, Alerter, Severity
 from inferline.serving.apikeys import ApiKeys
-from inferline.serving.gateway import Gateway, GatewayLimits, tls_context
-from inferline.serving.grpc_edge import GrpcEdge, server_credentials
+from inferline.serving.gateway import Gateway, GatewayLimits, ReloadingTls
+from inferline.serving.grpc_edge import GrpcEdge
 from inferline.serving.server import ServerConfig, ServerError, TritonServer, fix_hint, state_path
 
 __all__ = ["Supervisor", "SupervisorConfig", "event_loop", "exit_cause"]
@@ -139,6 +139,7 @@ class Supervisor:
         self.crash_times: collections.deque[float] = collections.deque()
         self.restart_count = 0
         self._stop: asyncio.Event | None = None
+        self.tls: ReloadingTls | None = None  # the edge's TLS files, re-read when they change
         self.restarts = Counter(
             "inferline_server_restarts",
             "Restarts of the model server after it exited unexpectedly, by cause",
@@ -235,12 +236,13 @@ class Supervisor:
                 return 1
             if self.gateway is not None:
                 c = self.config
-                context = tls_context(c.tls_cert, c.tls_key, c.tls_client_ca) if c.tls_cert and c.tls_key else None
-                await self.gateway.start(c.gateway_host, int(c.gateway_port or 0), context)
+                if c.tls_cert and c.tls_key:
+                    self.tls = ReloadingTls(c.tls_cert, c.tls_key, c.tls_client_ca)
+                await self.gateway.start(
+                    c.gateway_host, int(c.gateway_port or 0), self.tls.context if self.tls else None
+                )
                 if self.grpc_edge is not None:
-                    credentials = (
-                        server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca) if c.tls_cert and c.tls_key else None
-                    )
+                    credentials = self.tls.grpc_credentials() if self.tls else None
                     await self.grpc_edge.start(c.gateway_host, int(c.grpc_edge_port or 0), credentials)
             self._save("ready")
             if on_ready is not None:
@@ -251,6 +253,8 @@ class Supervisor:
                 if self.server.process.poll() is not None:
                     if not await self._recover():
                         return 1
+                elif self.tls is not None and self.tls.changed():
+                    log.info("TLS certificate reloaded from %s (reload %d)", self.tls.cert, self.tls.reloads)
                 elif time.monotonic() - checked >= self.config.status_interval_s:
                     checked = time.monotonic()
                     await self._refresh_status()

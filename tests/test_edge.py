@@ -272,6 +272,7 @@ def _pki(root: Path) -> dict[str, Path]:
     leaf("server", "ca", "2", True)
     leaf("client", "ca", "2", False)
     leaf("stranger", "other-ca", "2", False)
+    leaf("renewed", "ca", "2", True)  # the server's next certificate (same CA, same addresses)
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "expired.key", "-out", "expired.csr", "-subj", "/CN=old")
     # -days -1: not after a day ago (OpenSSL 3.0 has no -not_after)
     run("x509", "-req", "-in", "expired.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
@@ -688,3 +689,39 @@ def test_the_admin_key_is_not_on_tritonservers_command_line(edge: Supervised) ->
     assert b"tritonserver" in cmdline and b"admin-key=" in cmdline
     assert key.encode() not in cmdline and state["admin_key_hidden"] is True
     assert any(m["name"] == "fraud" for m in ready_models(state["http"], key))  # an admin API, with the key
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(hardened: Hardened) -> None:
+    """The certificate and key files replaced (as a renewal does): the next handshakes on the HTTP and gRPC edges
+    present the new certificate, the server did not restart, and callers trusting the CA are served as before."""
+    import os
+    import shutil
+    import socket
+    import ssl
+
+    pki = hardened.pki
+    host, port = hardened.url.rsplit(":", 1)
+    grpc_port = int(str(hardened.server.record["grpc_edge"]).rsplit(":", 1)[1])
+
+    def served_name(port: int, alpn: list[str] | None = None) -> str:
+        context = ssl.create_default_context(cafile=str(pki["ca_pem"]))
+        context.load_cert_chain(str(pki["client_pem"]), str(pki["client_key"]))
+        if alpn:
+            context.set_alpn_protocols(alpn)
+        with socket.create_connection((host, port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls_socket:
+                subject = dict(x[0] for x in tls_socket.getpeercert()["subject"])  # type: ignore[index]
+                return str(subject["commonName"])
+
+    assert served_name(int(port)) == "server" and served_name(grpc_port, ["h2"]) == "server"
+    for suffix in ("key", "pem"):  # each file replaced atomically, the key first
+        staged = pki[f"server_{suffix}"].with_suffix(".next")
+        shutil.copyfile(pki[f"renewed_{suffix}"], staged)
+        os.replace(staged, pki[f"server_{suffix}"])
+    _wait(lambda: served_name(int(port)) == "renewed")
+    assert served_name(grpc_port, ["h2"]) == "renewed"
+    key = hardened.keys_cli("add", "renewal-test")
+    for url, protocol in ((hardened.url, "http"), (str(hardened.server.record["grpc_edge"]), "grpc")):
+        with InferlineClient(url, protocol, pipeline="fraud", tls=hardened.tls(), api_key=key) as client:  # type: ignore[arg-type]
+            assert client.predict(ROWS).ok.all()
+    assert hardened.server.state()["restarts"] == 0
