@@ -17,8 +17,17 @@ One test *decides* the state of each feature and the other statistics are report
 
 * numeric features and numeric model outputs (each class's probability, a regression's value): two-sample KS
   against the reference sample;
-* categorical features and the predicted-class distribution: Pearson chi-square test of homogeneity on the 2 x k
-  table of reference and current counts (categories unseen at training time are pooled into :data:`UNSEEN`).
+* categorical features and the predicted-class distribution (:func:`categorical_drift`), up to four tests
+  Bonferroni-combined within the feature: Pearson chi-square homogeneity over the *head* (the categories the window
+  is expected to hold at least :data:`MIN_EXPECTED` times); the *tail* share (rarer and never-seen values) against
+  the reference's share plus Good-Turing's estimate of its unseen mass; the share of never-seen values; the null
+  share. Shares are exact binomial tests against a pseudocount prior, and a share within a tolerance of the
+  reference's is never significant. Values are labelled canonically first (``1`` and ``1.0`` are one category).
+  Why: counted as a cell of the chi-square table, one unseen value in a 5,000-row window flagged every window
+  (its reference count is 0), and a 5,000-category Zipf tail flagged 7 % of undrifted windows (cells with expected
+  counts far below 5, and rare categories' reference counts biased low by selection);
+* missingness of every column: the null share against the reference's, two-sided; for a numeric column it is
+  combined with KS, and decides alone when the window holds too few values for KS (an all-null window is a flag).
 
 :func:`drift_report` applies a Bonferroni correction over every configured test, so over undrifted data the chance
 of any false "drift" in a report is at most ``alpha``.
@@ -70,11 +79,16 @@ __all__ = [
     "ks_2samp",
     "numeric_drift",
     "psi",
+    "share_test",
 ]
 
 KS_MAX_CURRENT = 100_000  # current values a KS test uses at most (a uniform subsample beyond)
 KS_SUBSAMPLE_SEED = 0
 UNSEEN = "<unseen>"
+MIN_EXPECTED = 5.0  # expected window count of a category in the homogeneity test (rarer ones: the tail share)
+TAIL_TOLERANCE = 0.01  # a window share of rare values within this of the reference's is not drift
+UNSEEN_TOLERANCE = 0.005  # a window share of never-seen values within this of the reference's rate is not drift
+MISSING_TOLERANCE = 0.01  # a null share within this of the reference's is not drift
 """Categorical bucket for current values whose label is absent from the reference."""
 
 NULL = "<null>"
@@ -95,10 +109,22 @@ def _finite_or_inf(values: ArrayLike) -> FloatArray:
 
 
 def _label(value: object) -> str:
+    """A value's category label, canonical across numeric types: ``1``, ``1.0``, ``np.int64(1)`` and
+    ``np.float32(1.0)`` are all ``"1"`` (a reference of ints against a window of the same values as floats is not
+    drift); booleans stay ``"True"``/``"False"``; NaN and None are :data:`NULL`."""
     if value is None:
         return NULL
-    if isinstance(value, float | np.floating) and math.isnan(float(value)):
-        return NULL
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        if math.isnan(number):
+            return NULL
+        if number.is_integer():
+            return str(int(number))
+        return repr(number)
+    if isinstance(value, np.integer):
+        return str(int(value))
     return str(value)
 
 
@@ -131,6 +157,7 @@ class NumericReference:
     counts: list[int]
     sample: list[float]
     rows: int
+    nulls: int | None = None  # NaN/None values seen beside ``rows`` (None: a profile made before they were counted)
 
     def __post_init__(self) -> None:
         if len(self.counts) != len(self.edges) + 1:
@@ -151,7 +178,8 @@ class NumericReference:
             raise ValueError(f"bins must be >= 1, got {bins}")
         if sample_size < 1:
             raise ValueError(f"sample_size must be >= 1, got {sample_size}")
-        arr = _finite_or_inf(values)
+        everything = np.asarray(values, dtype=np.float64).ravel()
+        arr = everything[~np.isnan(everything)]
         finite = arr[np.isfinite(arr)]
         if finite.size and bins > 1:
             quantiles = np.quantile(finite, np.linspace(0.0, 1.0, bins + 1)[1:-1])
@@ -169,6 +197,7 @@ class NumericReference:
             counts=[int(c) for c in counts],
             sample=[float(s) for s in sample],
             rows=int(arr.size),
+            nulls=int(everything.size - arr.size),
         )
 
     def merge(self, other: NumericReference, seed: int = 0) -> NumericReference:
@@ -203,10 +232,12 @@ class NumericReference:
             counts=[a + b for a, b in zip(self.counts, other.counts, strict=True)],
             sample=[float(s) for s in sample],
             rows=rows,
+            nulls=None if self.nulls is None or other.nulls is None else self.nulls + other.nulls,
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"edges": list(self.edges), "counts": list(self.counts), "sample": list(self.sample), "rows": self.rows}
+        d = {"edges": list(self.edges), "counts": list(self.counts), "sample": list(self.sample), "rows": self.rows}
+        return d if self.nulls is None else {**d, "nulls": self.nulls}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> NumericReference:
@@ -215,6 +246,7 @@ class NumericReference:
             counts=[int(c) for c in d["counts"]],
             sample=[float(s) for s in d["sample"]],
             rows=int(d["rows"]),
+            nulls=int(d["nulls"]) if d.get("nulls") is not None else None,
         )
 
 
@@ -400,6 +432,23 @@ def chi_square(ref_counts: ArrayLike, cur_counts: ArrayLike) -> tuple[float, flo
     return statistic, float(chdtrc(dof, statistic)), dof
 
 
+def share_test(count: int, n: int, prior_count: int, prior_n: int, tolerance: float, two_sided: bool) -> float:
+    """p-value of ``count`` of ``n`` window values having a property (a null, a value never seen in the
+    reference) against the reference share with a pseudocount prior, ``(prior_count + 1) / (prior_n + 2)``: exact
+    binomial, one-sided (more than the reference) or two-sided. A share within ``tolerance`` of the reference's
+    is never significant (returns 1.0): a large window must not turn a negligible change into an alarm."""
+    if n <= 0:
+        return 1.0
+    p0 = (prior_count + 1) / (prior_n + 2)
+    share = count / n
+    if abs(share - p0) <= tolerance or (not two_sided and share <= p0):
+        return 1.0
+    upper = float(distributions.binom.sf(count - 1, n, p0))
+    if not two_sided:
+        return upper
+    return float(min(1.0, 2.0 * min(upper, float(distributions.binom.cdf(count, n, p0)))))
+
+
 # --------------------------------------------------------------------------------------------------- reports
 
 
@@ -449,7 +498,10 @@ def numeric_drift(
     """
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
-    cur = _finite_or_inf(current)
+    everything = np.asarray(current, dtype=np.float64).ravel()
+    missing = np.isnan(everything)
+    cur = everything[~missing]
+    nulls = int(missing.sum())
     result = FeatureDrift(
         feature=name,
         kind=kind,
@@ -460,19 +512,35 @@ def numeric_drift(
         p_value=None,
         alpha=alpha,
     )
+    # missingness: the null share against the reference's (profiles that counted their nulls), when either has any
+    p_missing: float | None = None
+    missing_stats: dict[str, float] = {}
+    if ref.nulls is not None and everything.size >= max(min_samples, 1) and (nulls or ref.nulls):
+        p_missing = share_test(nulls, everything.size, ref.nulls, ref.rows + ref.nulls, MISSING_TOLERANCE, True)
+        missing_stats = {
+            "null_share": nulls / everything.size,
+            "null_share_reference": ref.nulls / max(ref.rows + ref.nulls, 1),
+            "missing_p_value": p_missing,
+        }
     if cur.size < max(min_samples, 1) or ref.rows == 0 or not ref.sample:
+        if p_missing is not None:  # too few values for KS (an all-null window): missingness alone decides
+            result.test, result.p_value = "missing_share", p_missing
+            result.state = "drift" if p_missing < alpha else "ok"
+            result.statistics = missing_stats
         return result
     tested = cur[_subsample(cur.size, ks_max_current)] if cur.size > ks_max_current else cur
-    d, p_value = ks_2samp(np.asarray(ref.sample, dtype=np.float64), tested)
+    d, p_ks = ks_2samp(np.asarray(ref.sample, dtype=np.float64), tested)
     cur_bins = bin_counts(cur, ref.edges)
+    p_value = p_ks if p_missing is None else float(min(1.0, 2.0 * min(p_ks, p_missing)))
     result.p_value = p_value
     result.state = "drift" if p_value < alpha else "ok"
     result.statistics = {
         "ks": d,
-        "ks_p_value": p_value,
+        "ks_p_value": p_ks,
         "ks_rows": float(tested.size),
         "psi": psi(ref.counts, cur_bins),
         "js": js_divergence(ref.counts, cur_bins),
+        **missing_stats,
     }
     return result
 
@@ -485,16 +553,41 @@ def categorical_drift(
     min_samples: int,
     kind: str = "categorical",
 ) -> FeatureDrift:
-    """Chi-square over :func:`category_counts` decides (``p < alpha`` -> ``"drift"``); PSI and JS are reported.
+    """Three tests, Bonferroni-combined (``p_value`` is ``min(1, k * min(p_i))`` over the ``k`` that apply), decide
+    ``"drift"`` when ``p_value < alpha``:
 
-    Nulls count as a category, so ``n_current`` is ``len(current)``. With fewer than ``max(min_samples, 1)``
-    current values (or an empty reference) the state is ``"not_enough_data"`` with ``p_value`` None. ``kind`` is
-    ``"categorical"`` for a feature, ``"prediction"`` for a model output (the predicted class).
+    - homogeneity of the head: Pearson chi-square over the categories the window is expected to hold at least
+      :data:`MIN_EXPECTED` times (Cochran's rule: below it chi-square's p-values are not valid);
+    - the tail: the share of rarer and never-seen values, against the reference's share of rare values plus
+      Good-Turing's estimate of its unseen mass (once-seen categories over all), two-sided, within
+      :data:`TAIL_TOLERANCE` never significant (:func:`share_test`);
+    - values never seen at training time: their window share against that unseen mass with a pseudocount,
+      one-sided, within :data:`UNSEEN_TOLERANCE` never significant; applies when the window has any;
+    - missingness: the null share against the reference's, two-sided, within :data:`MISSING_TOLERANCE` never
+      significant; applies when either side has nulls.
+
+    Values are labelled canonically (:func:`_label`: ``1`` and ``1.0`` are one category). PSI and JS over every
+    label (nulls and unseen values as two more cells) are reported as magnitudes. With fewer than
+    ``max(min_samples, 1)`` window values (or an empty reference) the state is ``"not_enough_data"``.
+    ``kind`` is ``"categorical"`` for a feature, ``"prediction"`` for a model output (the predicted class).
     """
     if kind not in _CATEGORICAL_KINDS:
         raise ValueError(f"kind must be one of {_CATEGORICAL_KINDS}, got {kind!r}")
-    _, ref_counts, cur_counts = category_counts(ref, current)
-    n_current = int(cur_counts.sum())
+    labels_cur = _labels_counter(current)
+    null_cur = labels_cur.pop(NULL, 0)
+    known = sorted(k for k in ref.counts if k not in (NULL, UNSEEN))
+    index = {label: i for i, label in enumerate(known)}
+    ref_seen = np.array([ref.counts[k] for k in known], dtype=np.int64)
+    cur_seen = np.zeros(len(known), dtype=np.int64)
+    unseen = 0
+    for label, count in labels_cur.items():
+        at = index.get(label)
+        if at is None:
+            unseen += count
+        else:
+            cur_seen[at] += count
+    null_ref = ref.counts.get(NULL, 0)
+    n_current = int(cur_seen.sum()) + unseen + null_cur
     result = FeatureDrift(
         feature=name,
         kind=kind,
@@ -507,15 +600,49 @@ def categorical_drift(
     )
     if n_current < max(min_samples, 1) or ref.rows == 0:
         return result
-    statistic, p_value, dof = chi_square(ref_counts, cur_counts)
+    # the head: categories the window is expected to hold at least MIN_EXPECTED times (by the reference share)
+    non_null_ref = int(ref_seen.sum())
+    non_null_cur = int(cur_seen.sum()) + unseen
+    head = ref_seen * non_null_cur >= MIN_EXPECTED * max(non_null_ref, 1)
+    statistic, p_homogeneity, dof = 0.0, 1.0, 0
+    if head.sum() >= 2 and cur_seen[head].sum() > 0:
+        statistic, p_homogeneity, dof = chi_square(ref_seen[head], cur_seen[head])
+    p_values = [p_homogeneity]
+    # the tail: rare and never-seen values as one share. The reference's share of it gets Good-Turing's estimate
+    # of the mass it never saw (once-seen categories over all): counted as they are, rare categories look rarer in
+    # the reference than they are in serving, which made a 5,000-category Zipf tail flag half its windows
+    singletons = sum(1 for k in known if ref.counts[k] == 1)
+    tail_ref = int(ref_seen[~head].sum()) + singletons
+    tail_cur = int(cur_seen[~head].sum()) + unseen
+    p_tail = share_test(tail_cur, non_null_cur, tail_ref, non_null_ref, TAIL_TOLERANCE, two_sided=True)
+    if tail_cur or tail_ref:
+        p_values.append(p_tail)
+    p_unseen = share_test(unseen, non_null_cur, singletons, non_null_ref, UNSEEN_TOLERANCE, two_sided=False)
+    if unseen:
+        p_values.append(p_unseen)
+    p_missing = share_test(null_cur, n_current, null_ref, ref.rows, MISSING_TOLERANCE, two_sided=True)
+    if null_cur or null_ref:
+        p_values.append(p_missing)
+    p_value = float(min(1.0, len(p_values) * min(p_values)))
+    all_ref = np.concatenate([ref_seen, [null_ref, ref.counts.get(UNSEEN, 0)]])
+    all_cur = np.concatenate([cur_seen, [null_cur, unseen]])
     result.p_value = p_value
     result.state = "drift" if p_value < alpha else "ok"
     result.statistics = {
         "chi_square": statistic,
-        "chi_square_p_value": p_value,
+        "chi_square_p_value": p_homogeneity,
         "dof": float(dof),
-        "psi": psi(ref_counts, cur_counts),
-        "js": js_divergence(ref_counts, cur_counts),
+        "head_categories": float(head.sum()),
+        "tail_share": tail_cur / max(non_null_cur, 1),
+        "tail_share_reference": tail_ref / max(non_null_ref, 1),
+        "tail_p_value": p_tail,
+        "unseen_share": unseen / n_current,
+        "unseen_p_value": p_unseen,
+        "null_share": null_cur / n_current,
+        "null_share_reference": null_ref / ref.rows,
+        "missing_p_value": p_missing,
+        "psi": psi(all_ref, all_cur),
+        "js": js_divergence(all_ref, all_cur),
     }
     return result
 
