@@ -8,7 +8,7 @@ from pathlib import Path
 
 from inferline.command import Parser, new_dir, positive_float, positive_int, run
 
-PARTS = ("serving", "edge", "inprocess", "features", "validation", "batch", "monitor")
+PARTS = ("serving", "edge", "inprocess", "features", "validation", "batch", "monitor", "sketch")
 
 
 def _parts(text: str) -> set[str]:

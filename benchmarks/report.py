@@ -107,6 +107,29 @@ def markdown(r: dict[str, Any]) -> str:
         for name, per_c in e["ratios"].items():
             lines.append(f"| {name} | " + " | ".join(f"{_fmt(v, 2)}x" for v in per_c.values()) + " |")
         lines += ["", "Stacks: " + "; ".join(f"`{k}`: {d}" for k, d in e["stacks"].items()) + ".", ""]
+    if "sketch" in r:
+        k = r["sketch"]
+        lines += [
+            "## Latency sketch: monitor.sketch.LogHistogram against the ddsketch package",
+            "",
+            f"{k['values']:,} latencies in {k['slices']} slices, both at {k['relative_accuracy']:.0%} relative "
+            "accuracy, interleaved.",
+            "",
+            "| side | ns per value added | merge of the slices (ms) | p50 error | p99 error | p99.9 error | bytes |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name in ("inferline", "ddsketch"):
+            err = k["quantile_relative_error"][name]
+            lines.append(
+                f"| {name} | {_fmt(summary(k['ns_per_value_added'][name]), 0)} | "
+                f"{_fmt(summary([s * 1e3 for s in k['merge_s'][name]]), 2)} | {err['0.5']:.2%} | {err['0.99']:.2%} | "
+                f"{err['0.999']:.2%} | {k['serialized_bytes'][name]} |"
+            )
+        lines += [
+            "",
+            f"Adding: the hand-written sketch is {_fmt(summary(k['add_speedup_over_ddsketch']), 1)}x faster.",
+            "",
+        ]
     if "inprocess" in r:
         p = r["inprocess"]["per_call_us"]
         sizes = list(next(iter(p.values())))

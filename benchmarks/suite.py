@@ -23,6 +23,7 @@ from inferline.benchmarks.inprocess import bench_inprocess
 from inferline.benchmarks.load import run_grpc, run_wrk
 from inferline.benchmarks.monitor_bench import bench_monitor_overhead
 from inferline.benchmarks.report import summary, write_results
+from inferline.benchmarks.sketch_bench import bench_sketch
 from inferline.benchmarks.stacks import POOL_SEED, Stack, build_release, start_stacks
 from inferline.benchmarks.validation_bench import bench_validation
 
@@ -330,6 +331,8 @@ def run_suite(settings: Settings, out_dir: Path, only: set[str]) -> dict[str, An
                 # the machine's run-to-run noise is larger than the effect: more repetitions than elsewhere
                 "overhead": bench_monitor_overhead(release, workdir, max(settings.reps, 6), settings.duration_s),
             }
+        if "sketch" in only:
+            results["sketch"] = bench_sketch(reps=settings.reps)
         if "features" in only:
             results["features"] = bench_features(100_000 if settings.quick else 400_000, settings.reps)
     results["goals"] = goals(results)

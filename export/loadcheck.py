@@ -103,6 +103,9 @@ def _checked(models: Mapping[str, Path], load: Sequence[str] | None) -> tuple[di
     return dirs, list(load)
 
 
+PORT_ATTEMPTS = 3  # starts of the scratch server when a port it was given is taken before it binds it
+
+
 def check_release_loads(
     models: Mapping[str, Path], timeout_s: float = 60.0, load: Sequence[str] | None = None
 ) -> LoadCheckReport:
@@ -123,18 +126,28 @@ def check_release_loads(
         repository.mkdir()
         for name, path in dirs.items():
             (repository / name).symlink_to(path, target_is_directory=True)
-        config = ServerConfig.on_free_ports(repository, scratch / "work", models=to_load, exit_timeout_s=5)
-        server = TritonServer(config)
-        server.start(wait=False)
-        try:
-            status = server.wait_ready(timeout_s)
-        except ServerError as exc:
-            raise ReleaseUnloadable(
-                f"the release {to_load} did not load in a scratch tritonserver within {timeout_s:.0f} s: {exc}. "
-                "Expected every model READY; a model whose initialize() hangs or kills the server does this: fix it "
-                "and stage the release again (if the log shows a port already in use, run the check again)",
-                log_tail=server.log_tail(),
-            ) from exc
+        for attempt in range(PORT_ATTEMPTS):
+            config = ServerConfig.on_free_ports(
+                repository, scratch / f"work{attempt}", models=to_load, exit_timeout_s=5
+            )
+            server = TritonServer(config)
+            server.start(wait=False)
+            try:
+                status = server.wait_ready(timeout_s)
+                break
+            except ServerError as exc:
+                # a port picked free was taken before Triton bound it (by an outgoing connection's ephemeral port,
+                # say): not the release's fault, so again on new ports
+                if "already in use" in server.log_tail() and attempt + 1 < PORT_ATTEMPTS:
+                    server.stop()
+                    continue
+                raise ReleaseUnloadable(
+                    f"the release {to_load} did not load in a scratch tritonserver within {timeout_s:.0f} s: {exc}. "
+                    "Expected every model READY; a model whose initialize() hangs or kills the server does this: fix "
+                    "it and stage the release again",
+                    log_tail=server.log_tail(),
+                ) from exc
+        assert server is not None  # the loop ran at least once: it broke out ready, or raised
         index = repository_index(config.http_url, server.admin_key)
         failures = {
             name: "; ".join(

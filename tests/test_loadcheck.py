@@ -134,10 +134,29 @@ def fused_release(repository: Path, pipeline: str = "fraud") -> dict[str, Path]:
     return {name: repository / name for name in (pipeline, f"{pipeline}_preprocess", f"{pipeline}_model")}
 
 
-def test_check_release_loads_passes_a_good_release(published: Published, scratch: Path) -> None:
-    report = check_release_loads(fused_release(published.repository))
+def test_check_release_loads_passes_a_good_release(
+    published: Published, scratch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also when the HTTP port it picked is taken before Triton binds it (here by a socket this test listens on,
+    handed out as the first 'free' port): the scratch server is started again on new ports, not reported as the
+    release failing to load."""
+    import socket
+
+    import inferline.serving.server as server_module
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = iter([taken.getsockname()[1]])
+    real = server_module.free_port
+    monkeypatch.setattr(server_module, "free_port", lambda: next(ports, None) or real())
+    try:
+        report = check_release_loads(fused_release(published.repository))
+    finally:
+        taken.close()
     assert report.loaded == {"fraud": [2]}  # fraud_preprocess and fraud_model have no config.pbtxt: data only
     assert 0 < report.ready_s <= report.seconds < 60
+    assert next(ports, None) is None, "the taken port was never handed out"
     assert left_behind(scratch) == []  # server, stub and scratch repository gone
 
 
