@@ -7,6 +7,13 @@ their counts in a fixed-size ``int64`` numpy array, so adding a batch is one ``n
 and merging two histograms (from two replicas, or two scrape intervals) is array addition. The histogram is exact
 about *which bucket* every value fell in, so a merge equals the histogram of the concatenated data bit for bit.
 
+Why not the ``ddsketch`` package (DataDog's DDSketch): measured side by side (``python -m inferline.benchmarks run
+--only sketch``, ``benchmarks/results/sketch/``), at the same 1 % relative accuracy over 1,000,000 latencies in 50
+slices, this one adds a value in 44 ns against ddsketch's 375 (8.5x: ddsketch adds one value per Python call, this
+one a batch per numpy call) and merges the 50 slices in 0.17 ms against 1.5 ms; both keep their quantiles within
+the 1 % bound (0.14-0.45 % against 0.04-0.63 % here), in about 4.1-4.8 KB serialized. It also gives the cumulative
+counts at fixed bounds that the Prometheus histogram export needs.
+
 Buckets
 -------
 With ``gamma = (1 + rel_err) / (1 - rel_err)`` and ``K = ceil(log(max_value / min_value) / log(gamma))`` the
