@@ -60,7 +60,7 @@ def edge_stacks(release: Release, workdir: Path) -> tuple[list[Stack], Any]:
 def bench_edge(
     release: Release, workdir: Path, concurrency: tuple[int, ...], reps: int, duration_s: float, warmup_s: float
 ) -> dict[str, Any]:
-    from inferline.benchmarks.suite import _measure, summary
+    from inferline.benchmarks.suite import _measure, _ratio, summary
 
     stacks, supervisor = edge_stacks(release, workdir)
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {s.name: {str(c): [] for c in concurrency} for s in stacks}
@@ -76,10 +76,7 @@ def bench_edge(
     finally:
         _terminate(supervisor)
     ratios = {
-        f"{a} / {b} ({unit})": {
-            str(c): summary([x[key] / y[key] for x, y in zip(raw[a][str(c)], raw[b][str(c)], strict=True)])
-            for c in concurrency
-        }
+        f"{a} / {b} ({unit})": {str(c): summary(_ratio(raw, a, b, c, key)) for c in concurrency}
         for a, b in EDGE_PAIRS
         for key, unit in (("throughput_rps", "req/s"), ("p99_ms", "p99"))
     }

@@ -54,9 +54,6 @@ def _scores(scores: npt.ArrayLike) -> npt.NDArray[np.float64]:
 def estimate_binary(scores: npt.ArrayLike, threshold: float = 0.5) -> PerformanceEstimate:
     """The expected confusion matrix, precision, recall and ROC AUC of a window from its positive-class scores."""
     p = _scores(scores)
-    predicted = p >= threshold
-    tp, fp = float(p[predicted].sum()), float((1.0 - p[predicted]).sum())
-    fn, tn = float(p[~predicted].sum()), float((1.0 - p[~predicted]).sum())
     order = np.argsort(-p, kind="stable")
     ranked = p[order]
     # ties share a cut: the curve moves diagonally across a block of equal scores, as the realized curve does
@@ -65,16 +62,7 @@ def estimate_binary(scores: npt.ArrayLike, threshold: float = 0.5) -> Performanc
     tpr = np.concatenate([[0.0], np.cumsum(ranked)[edges]]) / max(float(p.sum()), 1e-300)
     fpr = np.concatenate([[0.0], np.cumsum(1.0 - ranked)[edges]]) / max(float((1.0 - p).sum()), 1e-300)
     auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0)) if ranked.size else float("nan")
-    return PerformanceEstimate(
-        rows=int(p.size),
-        tp=tp,
-        fp=fp,
-        fn=fn,
-        tn=tn,
-        precision=_ratio(tp, tp + fp),
-        recall=_ratio(tp, tp + fn),
-        roc_auc=auc,
-    )
+    return _figures(p >= threshold, p, auc)
 
 
 def realized_binary(scores: npt.ArrayLike, labels: npt.ArrayLike, threshold: float = 0.5) -> PerformanceEstimate:
@@ -83,17 +71,22 @@ def realized_binary(scores: npt.ArrayLike, labels: npt.ArrayLike, threshold: flo
     y = np.asarray(labels).ravel().astype(bool)
     if y.size != p.size:
         raise ValueError(f"{p.size} scores but {y.size} labels")
-    predicted = p >= threshold
-    tp, fp = float((predicted & y).sum()), float((predicted & ~y).sum())
-    fn, tn = float((~predicted & y).sum()), float((~predicted & ~y).sum())
     auc = float("nan")
     if 0 < y.sum() < y.size:
         # Mann-Whitney: the chance that a positive outscores a negative, ties counting half
         ranks = _average_ranks(p)
         n_pos = float(y.sum())
         auc = float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (y.size - n_pos)))
+    return _figures(p >= threshold, y.astype(np.float64), auc)
+
+
+def _figures(predicted: npt.NDArray[np.bool_], positive: npt.NDArray[np.float64], auc: float) -> PerformanceEstimate:
+    """The confusion matrix, precision and recall when row ``i`` is a positive with weight ``positive[i]``: its
+    label (0 or 1) once labels join, its calibrated score for the estimate."""
+    tp, fp = float(positive[predicted].sum()), float((1.0 - positive[predicted]).sum())
+    fn, tn = float(positive[~predicted].sum()), float((1.0 - positive[~predicted]).sum())
     return PerformanceEstimate(
-        rows=int(p.size),
+        rows=int(predicted.size),
         tp=tp,
         fp=fp,
         fn=fn,

@@ -33,11 +33,13 @@ from grpc import aio
 from tritonclient.grpc import service_pb2
 
 from inferline.serving.gateway import (
+    _INT_RANGE,
     DATATYPES,
     ITEMSIZE,
     SERVED_EXTENSIONS,
     Gateway,
     RequestRejected,
+    _invalid,
     check_bytes_elements,
     check_element_count,
 )
@@ -80,12 +82,9 @@ _CONTENTS = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-_NARROW = {"INT8": (-(2**7), 2**7 - 1), "INT16": (-(2**15), 2**15 - 1), "UINT8": (0, 255), "UINT16": (0, 2**16 - 1)}
+# the integer types whose typed field (int32/uint32) is wider than they are: the range is checked here
+_NARROW = {t: _INT_RANGE[t] for t in ("INT8", "INT16", "UINT8", "UINT16")}
 _SHM = "shared_memory_region"
-
-
-def _invalid(message: str) -> RequestRejected:
-    return RequestRejected(400, "invalid_request", message)
 
 
 def check_infer(request: Any, edge: Gateway) -> None:
