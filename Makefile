@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 STAGES := features training export serving batch monitor benchmarks
 PKGS   := inferline $(STAGES)
 
-.PHONY: demo test bench bench-quick bench-deps wrk lint typecheck install clean serve-down gpu-check
+.PHONY: demo test bench bench-quick bench-deps wrk system-deps lint typecheck install clean serve-down gpu-check
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (CPython 3.11) on PATH"; exit 1; }
@@ -26,6 +26,19 @@ demo: $(STAMP)
 wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
 	  || { echo "bench needs Debian's wrk: apt-get install wrk"; exit 1; }
+
+# Debian's real components the tests start: Prometheus + promtool, Alertmanager, headless Chromium + its driver.
+# Without them (no apt) those tests skip with a reason, and this says so.
+SYSTEM_BINS := prometheus promtool prometheus-alertmanager chromium chromedriver
+SYSTEM_PKGS := prometheus prometheus-alertmanager chromium chromium-driver
+system-deps:
+	@missing=$$(for b in $(SYSTEM_BINS); do command -v $$b >/dev/null || echo $$b; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for: $$missing"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $(SYSTEM_PKGS) >/dev/null; } \
+	  || echo "WARNING: could not install $(SYSTEM_PKGS); the Prometheus and browser tests will skip"; \
+	fi
 
 bench-deps: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[cpu,dev,bench]'
@@ -47,7 +60,7 @@ typecheck: $(STAMP)
 	for s in $(STAGES); do ln -s $(CURDIR)/$$s build/typecheck/inferline/$$s; done
 	$(VENV)/bin/mypy
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) system-deps lint typecheck
 	$(PY) -m pytest
 
 # where an NVIDIA GPU is lent: the system python3 (that machine has no venv), this checkout uninstalled;

@@ -121,7 +121,9 @@ def _rules(args: argparse.Namespace) -> int:
     from inferline.monitor.rules import load_rules, prometheus_rules
 
     rules = load_rules(Path(args.rules) if args.rules else None)
-    text = yaml.safe_dump(prometheus_rules(rules, args.interval, pipeline=args.pipeline), sort_keys=False)
+    text = yaml.safe_dump(
+        prometheus_rules(rules, args.interval, pipeline=args.pipeline, window_s=args.latency_window), sort_keys=False
+    )
     atomic_write_bytes(Path(args.prometheus), text.encode())
     print(f"wrote {len(rules)} Prometheus alerting rules to {args.prometheus}")
     return 0
@@ -194,6 +196,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     rul.add_argument(
         "--interval", type=positive_float, default=5.0, help="the monitor's evaluation interval, for `for:`"
+    )
+    rul.add_argument(
+        "--latency-window",
+        type=positive_float,
+        default=60.0,
+        help="the monitor's --latency-window, the range of the latency rules' rate()",
     )
     rul.add_argument(
         "--pipeline",

@@ -1,7 +1,9 @@
 """Delayed ground truth joined to what was answered: per-class errors for a classifier, MAE/RMSE for a regression.
 
 The monitor logs the answer of every accepted row under its id (``PredictionLog.log``: the predicted class index,
-or the predicted value) and joins labels to it when they arrive (``POST /v1/labels``). A pipeline without an id
+or the predicted value, with a classifier's class probabilities) and joins labels to it when they arrive
+(``POST /v1/labels``); the joined probabilities give the realized figures the label-free estimates are compared
+against (``PredictionLog.scored``, ``monitor.performance``). A pipeline without an id
 column cannot be joined: its labels are refused with :class:`LabelsError`.
 
 Label payload: ``{"labels": [{"<id column>": id, "label": value}, ...]}`` where ``value`` is a class index (or a
@@ -34,11 +36,13 @@ class LabelsError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class Joined:
-    """One label joined to the answer it judges: a class index each for a classifier, values for regression."""
+    """One label joined to the answer it judges: a class index each for a classifier, values for regression; a
+    classifier's class probabilities when they were logged (else empty)."""
 
     label: float
     predicted: float
     release: str
+    probabilities: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ class PredictionLog:
     def __init__(self, spec: PipelineSpec, window_rows: int) -> None:
         self.spec = spec
         self.window_rows = window_rows
-        self.answers: OrderedDict[str, tuple[float, str]] = OrderedDict()  # id -> (answer, release)
+        # id -> (answer, release, class probabilities or ())
+        self.answers: OrderedDict[str, tuple[float, str, tuple[float, ...]]] = OrderedDict()
         self.joined: deque[Joined] = deque(maxlen=window_rows)
         self.unmatched = 0
         id_column = spec.id_column
@@ -83,14 +88,15 @@ class PredictionLog:
         """Whether labels can be joined at all: the pipeline has an id column."""
         return self.spec.id_column is not None
 
-    def log(self, ids: np.ndarray, answers: np.ndarray, release: str) -> None:
+    def log(self, ids: np.ndarray, answers: np.ndarray, release: str, probabilities: np.ndarray | None = None) -> None:
         """Remember the answers of accepted rows (``ids`` as the wire's BYTES, ``answers`` class indices or
-        values), dropping the oldest beyond the window."""
-        for raw, answer in zip(ids, answers.tolist(), strict=True):
+        values, ``probabilities`` a classifier's [n, classes] when given), dropping the oldest beyond the window."""
+        scores = probabilities.tolist() if probabilities is not None else [()] * len(answers)
+        for raw, answer, p in zip(ids, answers.tolist(), scores, strict=True):
             if not math.isfinite(answer):  # a row answered without a value has nothing to be judged against
                 continue
             key = self._key(raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else str(raw))
-            self.answers[key] = (float(answer), release)
+            self.answers[key] = (float(answer), release, tuple(p))
             self.answers.move_to_end(key)
         while len(self.answers) > self.window_rows:
             self.answers.popitem(last=False)
@@ -135,7 +141,7 @@ class PredictionLog:
         for key, label in checked:
             hit = self.answers.get(key)
             if hit is not None:
-                self.joined.append(Joined(label, hit[0], hit[1]))
+                self.joined.append(Joined(label, hit[0], hit[1], hit[2]))
                 joined += 1
         unmatched = len(checked) - joined
         self.unmatched += unmatched
@@ -160,6 +166,16 @@ class PredictionLog:
                 "recall": float(tp / actual.sum()) if actual.any() else float("nan"),
             }
         return out
+
+    def scored(self, release: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The joined rows of ``release`` that carry probabilities: probabilities [m, classes], predicted class
+        indices [m] and labels [m] (empty arrays when there are none)."""
+        rows = [j for j in self.joined if j.release == release and len(j.probabilities) == len(self.spec.classes)]
+        return (
+            np.array([j.probabilities for j in rows], dtype=np.float64).reshape(len(rows), len(self.spec.classes)),
+            np.array([j.predicted for j in rows], dtype=np.int64),
+            np.array([j.label for j in rows], dtype=np.int64),
+        )
 
     def regression_errors(self, release: str | None) -> RegressionErrors:
         """MAE, RMSE and mean error of the joined rows answered by ``release``."""

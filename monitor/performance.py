@@ -10,8 +10,21 @@ With calibrated probabilities ``p_i = P(y_i = 1 | x_i)`` and predictions ``yhat_
 * ROC AUC: rows sorted by score, the expected true and false positive rates at every cut are the running sums of
   ``p`` and ``1 - p`` over their totals, and the area under that curve is the estimate.
 
-It is only as good as the calibration: :func:`calibration_error` (expected calibration error over equal-mass bins)
-is what a training run checks before it trusts the estimate. Not wired into the monitor service yet (issue 18).
+More than two classes: one-vs-rest macro averages. Class ``k``'s score is its probability ``p_ik``, its predicted
+positives the rows predicted as ``k``; the three figures are computed per class as above and averaged over the
+classes where they are defined (the cheap generalization: no extra pass beyond one per class, and the same
+formulas, so the same calibration assumption, class by class).
+
+It is only as good as the calibration: :func:`calibration_error` (expected calibration error over equal-mass bins;
+:func:`classwise_calibration_error` for a probability matrix) is what a training run checks before it trusts the
+estimate, against :func:`calibration_noise`, the error that perfectly calibrated scores of the same size show by
+chance (``inferline.training.calibration``). It also assumes no *concept* shift: the scores must still be right
+about ``P(y | x)`` on the window, which a covariate shift (other rows, the same world) keeps and a changed
+relation between features and label does not.
+
+The monitor (``Monitor.performance_estimate``) runs :func:`estimated_performance` over each release's drift window
+and :func:`realized_performance` over the labels joined so far (at least :data:`MIN_REALIZED_ROWS`, every class
+of a binary task present).
 """
 
 from __future__ import annotations
@@ -22,7 +35,23 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["PerformanceEstimate", "calibration_error", "estimate_binary", "realized_binary"]
+__all__ = [
+    "FIGURES",
+    "MIN_REALIZED_ROWS",
+    "PerformanceEstimate",
+    "calibration_error",
+    "calibration_noise",
+    "classwise_calibration_error",
+    "estimate_binary",
+    "estimated_performance",
+    "realized_binary",
+    "realized_enough",
+    "realized_performance",
+    "window_performance",
+]
+
+FIGURES = ("roc_auc", "precision", "recall")  # what the estimate and the realized figures report, in this order
+MIN_REALIZED_ROWS = 50  # joined labels below which realized figures are not reported (too noisy to compare)
 
 
 @dataclass(frozen=True)
@@ -51,8 +80,22 @@ def _scores(scores: npt.ArrayLike) -> npt.NDArray[np.float64]:
     return p
 
 
-def estimate_binary(scores: npt.ArrayLike, threshold: float = 0.5) -> PerformanceEstimate:
-    """The expected confusion matrix, precision, recall and ROC AUC of a window from its positive-class scores."""
+def _decisions(p: npt.NDArray[np.float64], threshold: float, predicted: npt.ArrayLike | None) -> npt.NDArray[np.bool_]:
+    """The rows predicted positive: ``predicted`` (the model's own decisions, one per score) when given, else
+    ``score >= threshold``."""
+    if predicted is None:
+        return np.asarray(p >= threshold)
+    decided = np.asarray(predicted).ravel().astype(bool)
+    if decided.size != p.size:
+        raise ValueError(f"{p.size} scores but {decided.size} predictions")
+    return decided
+
+
+def estimate_binary(
+    scores: npt.ArrayLike, threshold: float = 0.5, predicted: npt.ArrayLike | None = None
+) -> PerformanceEstimate:
+    """The expected confusion matrix, precision, recall and ROC AUC of a window from its positive-class scores;
+    the predicted positives are ``predicted`` when given (the model's decisions), else ``score >= threshold``."""
     p = _scores(scores)
     order = np.argsort(-p, kind="stable")
     ranked = p[order]
@@ -62,10 +105,12 @@ def estimate_binary(scores: npt.ArrayLike, threshold: float = 0.5) -> Performanc
     tpr = np.concatenate([[0.0], np.cumsum(ranked)[edges]]) / max(float(p.sum()), 1e-300)
     fpr = np.concatenate([[0.0], np.cumsum(1.0 - ranked)[edges]]) / max(float((1.0 - p).sum()), 1e-300)
     auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0)) if ranked.size else float("nan")
-    return _figures(p >= threshold, p, auc)
+    return _figures(_decisions(p, threshold, predicted), p, auc)
 
 
-def realized_binary(scores: npt.ArrayLike, labels: npt.ArrayLike, threshold: float = 0.5) -> PerformanceEstimate:
+def realized_binary(
+    scores: npt.ArrayLike, labels: npt.ArrayLike, threshold: float = 0.5, predicted: npt.ArrayLike | None = None
+) -> PerformanceEstimate:
     """The same figures from the labels, once they join: what an estimate is compared against."""
     p = _scores(scores)
     y = np.asarray(labels).ravel().astype(bool)
@@ -77,7 +122,7 @@ def realized_binary(scores: npt.ArrayLike, labels: npt.ArrayLike, threshold: flo
         ranks = _average_ranks(p)
         n_pos = float(y.sum())
         auc = float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (y.size - n_pos)))
-    return _figures(p >= threshold, y.astype(np.float64), auc)
+    return _figures(_decisions(p, threshold, predicted), y.astype(np.float64), auc)
 
 
 def _figures(predicted: npt.NDArray[np.bool_], positive: npt.NDArray[np.float64], auc: float) -> PerformanceEstimate:
@@ -106,6 +151,22 @@ def _average_ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.asarray((sums / counts)[inverse], dtype=np.float64)
 
 
+def _equal_mass_bins(p: npt.NDArray[np.float64], bins: int) -> npt.NDArray[np.int64]:
+    """The bin of each row: ``bins`` bins of (nearly) equal size over the rows sorted by score."""
+    order = np.argsort(p, kind="stable")
+    which = np.empty(p.size, dtype=np.int64)
+    for b, part in enumerate(np.array_split(order, min(bins, p.size))):
+        which[part] = b
+    return which
+
+
+def _ece(p: npt.NDArray[np.float64], y: npt.NDArray[np.float64], which: npt.NDArray[np.int64]) -> float:
+    # per bin, |sum of scores - sum of positives| is its row count times |mean score - positive share|
+    k = int(which.max()) + 1
+    gap = np.bincount(which, weights=p, minlength=k) - np.bincount(which, weights=y, minlength=k)
+    return float(np.abs(gap).sum() / p.size)
+
+
 def calibration_error(scores: npt.ArrayLike, labels: npt.ArrayLike, bins: int = 15) -> float:
     """Expected calibration error: over ``bins`` equal-mass bins of the scores, the row-weighted mean of
     ``|mean score - positive share|``. Near 0 for calibrated scores; the estimates above assume it is small."""
@@ -113,8 +174,107 @@ def calibration_error(scores: npt.ArrayLike, labels: npt.ArrayLike, bins: int = 
     y = np.asarray(labels).ravel().astype(np.float64)
     if y.size != p.size or p.size == 0:
         raise ValueError(f"need as many labels as scores, got {p.size} scores and {y.size} labels")
-    order = np.argsort(p, kind="stable")
-    total = 0.0
-    for part in np.array_split(order, min(bins, p.size)):
-        total += part.size * abs(float(p[part].mean()) - float(y[part].mean()))
-    return total / p.size
+    return _ece(p, y, _equal_mass_bins(p, bins))
+
+
+def _probabilities(probabilities: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"probabilities must be [rows, classes] with at least two classes, got shape {p.shape}")
+    return p
+
+
+def classwise_calibration_error(probabilities: npt.ArrayLike, labels: npt.ArrayLike, bins: int = 15) -> float:
+    """:func:`calibration_error` of a probability matrix [n, classes] against class indices: the positive class's
+    for two classes (class index 1), the mean over the classes one-vs-rest for more."""
+    p = _probabilities(probabilities)
+    y = np.asarray(labels).ravel().astype(np.int64)
+    if p.shape[1] == 2:
+        return calibration_error(p[:, 1], y == 1, bins)
+    return float(np.mean([calibration_error(p[:, k], y == k, bins) for k in range(p.shape[1])]))
+
+
+def calibration_noise(
+    probabilities: npt.ArrayLike, bins: int = 15, draws: int = 200, quantile: float = 0.99, seed: int = 0
+) -> float:
+    """The ``quantile`` of :func:`classwise_calibration_error` that perfectly calibrated scores show by chance: labels
+    drawn from ``probabilities`` themselves ``draws`` times, the error of each draw. A measured error above it is
+    miscalibration, not the noise of a small sample."""
+    p = _probabilities(probabilities)
+    rng = np.random.default_rng(seed)
+    columns = [1] if p.shape[1] == 2 else list(range(p.shape[1]))
+    which = {k: _equal_mass_bins(_scores(p[:, k]), bins) for k in columns}
+    cumulative = np.cumsum(p, axis=1)
+    errors = []
+    for _ in range(draws):
+        u = rng.random(p.shape[0]) * cumulative[:, -1]
+        y = (u[:, None] >= cumulative).sum(axis=1)  # a class index drawn from each row's probabilities
+        errors.append(np.mean([_ece(p[:, k], (y == k).astype(np.float64), which[k]) for k in columns]))
+    return float(np.quantile(errors, quantile))
+
+
+def _macro(per_class: list[PerformanceEstimate]) -> dict[str, float]:
+    """The figures of one class (binary) or their macro average over the classes where each is defined."""
+    out = {}
+    for name in FIGURES:
+        values = np.array([getattr(e, name) for e in per_class], dtype=np.float64)
+        out[name] = float(np.mean(values[~np.isnan(values)])) if (~np.isnan(values)).any() else float("nan")
+    return out
+
+
+def _classes(probabilities: npt.ArrayLike, predicted: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], np.ndarray]:
+    p = _probabilities(probabilities)
+    decided = np.asarray(predicted).ravel().astype(np.int64)
+    if decided.size != p.shape[0]:
+        raise ValueError(f"{p.shape[0]} rows of probabilities but {decided.size} predicted classes")
+    return p, decided
+
+
+def estimated_performance(probabilities: npt.ArrayLike, predicted: npt.ArrayLike) -> dict[str, float]:
+    """CBPE's ROC AUC, precision and recall of a window from its probabilities [n, classes] and the predicted
+    class of each row: of class index 1 for two classes, one-vs-rest macro averages for more. NaN where a figure
+    is undefined (no predicted positives: no precision)."""
+    p, decided = _classes(probabilities, predicted)
+    columns = [1] if p.shape[1] == 2 else range(p.shape[1])
+    return _macro([estimate_binary(np.clip(p[:, k], 0.0, 1.0), predicted=decided == k) for k in columns])
+
+
+def realized_performance(
+    probabilities: npt.ArrayLike, predicted: npt.ArrayLike, labels: npt.ArrayLike
+) -> dict[str, float]:
+    """The same figures from the labels (class indices, one per row): what :func:`estimated_performance` is
+    compared against."""
+    p, decided = _classes(probabilities, predicted)
+    y = np.asarray(labels).ravel().astype(np.int64)
+    columns = [1] if p.shape[1] == 2 else range(p.shape[1])
+    return _macro([realized_binary(np.clip(p[:, k], 0.0, 1.0), y == k, predicted=decided == k) for k in columns])
+
+
+def realized_enough(labels: npt.ArrayLike, classes: int) -> bool:
+    """Whether joined labels can give realized figures worth comparing: at least :data:`MIN_REALIZED_ROWS` rows, and
+    both classes present for a binary task (at least two classes for more)."""
+    y = np.asarray(labels).ravel().astype(np.int64)
+    present = np.unique(y).size
+    return y.size >= MIN_REALIZED_ROWS and (present == 2 if classes == 2 else present >= 2)
+
+
+def window_performance(
+    probabilities: npt.ArrayLike, predicted: npt.ArrayLike, labels: npt.ArrayLike | None = None
+) -> dict[str, Any]:
+    """A window's estimate and, when ``labels`` (one class index per row) are given and :func:`realized_enough`, its
+    realized figures: ``{"rows": n, "estimated": {"roc_auc", "precision", "recall"} or None (no rows),
+    "realized": {...} or None, "realized_rows": m}``."""
+    p, decided = _classes(probabilities, predicted)
+    realized = None
+    realized_rows = 0
+    if labels is not None:
+        y = np.asarray(labels).ravel().astype(np.int64)
+        realized_rows = int(y.size)
+        if realized_enough(y, p.shape[1]):
+            realized = realized_performance(p, decided, y)
+    return {
+        "rows": int(p.shape[0]),
+        "estimated": estimated_performance(p, decided) if p.shape[0] else None,
+        "realized": realized,
+        "realized_rows": realized_rows,
+    }

@@ -1,22 +1,45 @@
 """``inferline monitor report``: an HTML page with PNG plots and a JSON summary, from a monitor's snapshots; and the
-Grafana dashboard for the metrics the monitor exports."""
+Grafana dashboard for the metrics the monitor exports.
+
+The page has one ``<section id=...>`` per entry of :data:`SECTIONS`, always, in that order: a section with nothing
+to show says why (no labels joined yet, no estimate, ...). Snapshots from older monitors lack some keys
+(``performance``, ``regression``, drift ``missing_share``); they are read with ``.get`` and still render.
+"""
 
 from __future__ import annotations
 
 import html
 import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from inferline.features.artifacts import atomic_write_bytes, atomic_write_json
 
-__all__ = ["grafana_dashboard", "summarize", "write_report"]
+__all__ = ["SECTIONS", "dashboard_metric_names", "grafana_dashboard", "summarize", "write_report"]
 
 MAX_OUTPUT_PLOTS = 8  # output histograms drawn (a classifier of many classes has one per class)
+PERFORMANCE_METRICS = ("roc_auc", "precision", "recall")  # the figures of a snapshot's "performance" entry
+
+# (id, heading) of every section of the page, in order
+SECTIONS: tuple[tuple[str, str], ...] = (
+    ("summary", "Summary"),
+    ("drift", "Drift (last window)"),
+    ("outputs", "Model outputs vs reference"),
+    ("latency", "Latency"),
+    ("labels", "Delayed labels: errors per class or of the regression"),
+    ("performance", "Estimated performance (label-free)"),
+    ("utilization", "Utilization"),
+    ("json", "Summary (JSON)"),
+)
 
 
 def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """What a reader wants first: the last snapshot's drift verdicts, latency, class errors and utilization."""
+    """What a reader wants first: the last snapshot's drift verdicts, latency, class errors, performance estimate
+    and utilization."""
     if not history:
         raise ValueError("the monitor has no snapshots yet: let it run one interval (or send traffic) first")
     last = history[-1]
@@ -33,13 +56,30 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
         "classes": last["classes"],
         "regression": last.get("regression", {}),
         "labels": last["labels"],
+        "performance": last.get("performance"),  # None: a monitor older than the estimate, or nothing to estimate
         "rows": last["rows"],
         "triton": last["triton"],
         "utilization": last["utilization"],
     }
 
 
-def _plots(history: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
+def _missing_share(statistics: Mapping[str, Any]) -> float | None:
+    """The window's null share of a drift entry: ``missing_share``, or ``null_share`` as monitors before it named
+    it; None when the entry has neither (no nulls on either side, or an older profile)."""
+    value = statistics.get("missing_share", statistics.get("null_share"))
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _estimates(snapshot: Mapping[str, Any], which: str) -> Mapping[str, Any] | None:
+    performance = snapshot.get("performance")
+    if not isinstance(performance, Mapping):
+        return None
+    figures = performance.get(which)
+    return figures if isinstance(figures, Mapping) else None
+
+
+def _plots(history: list[dict[str, Any]], out: Path) -> dict[str, tuple[str, str]]:
+    """The PNG plots, by the id of the section that shows them: ``{section: (file name, title)}``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,13 +87,13 @@ def _plots(history: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
     import numpy as np
 
     t0 = history[0]["at"]
-    plots: list[tuple[str, str]] = []
+    plots: dict[str, tuple[str, str]] = {}
 
-    def save(fig: Any, name: str, title: str) -> None:
+    def save(fig: Any, section: str, name: str, title: str) -> None:
         fig.tight_layout()
         fig.savefig(out / name, dpi=100)
         plt.close(fig)
-        plots.append((name, title))
+        plots[section] = (name, title)
 
     fig, ax = plt.subplots(figsize=(9, 4))
     keys = sorted({k for s in history for k in s["latency"]})
@@ -63,12 +103,12 @@ def _plots(history: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
             ax.plot([p[0] for p in points], [p[1][q] * 1e3 for p in points], style, label=f"{key} {q}")
     ax.set_xlabel("seconds since the first snapshot")
     ax.set_ylabel("latency (ms)")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
     if keys:
+        ax.set_yscale("log")
         ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
     ax.set_title("Latency percentiles over the sliding window (server: Triton traces; client: the tap)")
-    save(fig, "latency.png", "Latency percentiles over time")
+    save(fig, "latency", "latency.png", "Latency percentiles over time")
 
     features = history[-1]["drift"]["features"]
     if features:
@@ -82,7 +122,7 @@ def _plots(history: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
         ax.set_xlabel("-log10 p-value (KS for numeric features and outputs, chi-square for categorical ones)")
         ax.legend(fontsize=8)
         ax.set_title(f"Drift per feature, release {history[-1]['drift']['release']} (red: drifted)")
-        save(fig, "drift.png", "Drift per feature")
+        save(fig, "drift", "drift.png", "Drift per feature")
 
     drift = history[-1]["drift"]
     histograms = drift.get("prediction_histograms") or (
@@ -102,7 +142,26 @@ def _plots(history: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
             ax.legend(fontsize=8)
         more = f" (first {MAX_OUTPUT_PLOTS} of {len(histograms)})" if len(histograms) > len(shown) else ""
         axes[0, 0].set_title(f"Model outputs vs reference{more}")
-        save(fig, "prediction.png", "Model outputs vs reference")
+        save(fig, "outputs", "prediction.png", "Model outputs vs reference")
+
+    estimated = [(s["at"] - t0, _estimates(s, "estimated")) for s in history]
+    if any(e is not None for _, e in estimated):
+        fig, ax = plt.subplots(figsize=(9, 3.5))
+        realized = [(s["at"] - t0, _estimates(s, "realized")) for s in history]
+        for k, metric in enumerate(PERFORMANCE_METRICS):
+            color = f"C{k}"
+            for points, style, what in ((estimated, "-", "estimated"), (realized, "--", "realized")):
+                xy = [(t, float(e[metric])) for t, e in points if e is not None and e.get(metric) is not None]
+                if xy:
+                    label = f"{metric} {what}"
+                    ax.plot([t for t, _ in xy], [v for _, v in xy], style, color=color, marker=".", label=label)
+        ax.set_xlabel("seconds since the first snapshot")
+        ax.set_ylabel("figure")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, ncol=3)
+        ax.set_title("Estimated (from calibrated scores) and realized (joined labels) performance")
+        save(fig, "performance", "performance.png", "Estimated and realized performance over time")
 
     fig, ax = plt.subplots(figsize=(9, 3.5))
     t = [s["at"] - t0 for s in history]
@@ -117,38 +176,189 @@ def _plots(history: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"Utilization (NVML: {history[-1]['utilization']['nvml_state']})")
-    save(fig, "utilization.png", "Utilization")
+    save(fig, "utilization", "utilization.png", "Utilization")
     return plots
 
 
+# --- HTML ----------------------------------------------------------------------------------------------------
+
+
+def _num(value: Any, spec: str = ".3g") -> str:
+    """A number as the tables show it: blank for None, ``n/a`` for NaN (undefined: no rows of that kind)."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    if not isinstance(value, int | float):
+        return html.escape(str(value))
+    if spec == "d" and isinstance(value, float):  # a count that travelled as a float
+        return format(int(value), "d") if value.is_integer() else format(value, ".3g")
+    return format(value, spec)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """A table of already escaped cells."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _when(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
+
+
+def _summary_section(summary: dict[str, Any]) -> str:
+    verdict = (
+        f"Drifted: <b>{html.escape(', '.join(summary['drifted']))}</b>." if summary["drifted"] else "No drift flagged."
+    )
+    rows = [
+        [html.escape(key.rpartition("|")[0]), html.escape(key.rpartition("|")[2]), _num(n, "d")]
+        for key, n in sorted(summary["rows"].items())
+    ]
+    triton = summary["triton"]
+    scraped = ("up" if triton.get("up") else "down") if triton.get("scraped") else "not scraped"
+    return (
+        f"<p>Release {html.escape(str(summary['release']))}; {summary['snapshots']} snapshots from "
+        f"{_when(summary['from'])} to {_when(summary['to'])} (UTC). {verdict} Triton metrics: {scraped}.</p>"
+        + (_table(["release", "status", "rows received"], rows) if rows else "<p>No rows received yet.</p>")
+    )
+
+
+def _drift_section(features: list[dict[str, Any]]) -> str:
+    if not features:
+        return "<p>No drift evaluated yet: the monitor has received no rows of a release.</p>"
+    shares = [_missing_share(f["statistics"]) for f in features]
+    with_missing = any(s is not None for s in shares)
+    shown_apart = {"missing_share", "null_share"} if with_missing else set()
+    header = ["feature", "kind", "state", "test", "p-value", "alpha", "rows"]
+    header += ["missing share (window)"] if with_missing else []
+    rows = []
+    for f, share in zip(features, shares, strict=True):
+        row = [
+            html.escape(f["feature"]),
+            html.escape(f["kind"]),
+            f"<b>{html.escape(f['state'])}</b>",
+            html.escape(f["test"]),
+            _num(f["p_value"]),
+            _num(f["alpha"]),
+            _num(f["n_current"], "d"),
+        ]
+        if with_missing:
+            row.append(_num(share, ".2%"))
+        stats = ", ".join(f"{k} {_num(v)}" for k, v in f["statistics"].items() if k not in shown_apart)
+        rows.append([*row, html.escape(stats)])
+    return _table([*header, "statistics"], rows)
+
+
+def _latency_section(latency: dict[str, Any]) -> str:
+    if not latency:
+        return "<p>No latency in the window: no traced requests and no client timings yet.</p>"
+    rows = [
+        [
+            *(html.escape(part) for part in [*key.split("|"), "", "", ""][:3]),
+            _num(w["count"], "d"),
+            *(_num(w[q] * 1e3) for q in ("p50", "p95", "p99")),
+        ]
+        for key, w in sorted(latency.items())
+    ]
+    return _table(["side", "model", "version", "requests", "p50 (ms)", "p95 (ms)", "p99 (ms)"], rows)
+
+
+def _labels_section(summary: dict[str, Any]) -> str:
+    labels = summary["labels"]
+    parts = [f"<p>{labels['joined']} labels joined to logged answers; {labels['unmatched']} unmatched.</p>"]
+    classes, regression = summary["classes"], summary["regression"]
+    if classes:
+        rows = [
+            [
+                html.escape(name),
+                _num(c["predicted"], "d"),
+                _num(c["actual"], "d"),
+                _num(c["error_rate"]),
+                _num(c["precision"]),
+                _num(c["recall"]),
+            ]
+            for name, c in classes.items()
+        ]
+        parts.append(_table(["class", "predicted", "actual", "error rate", "precision", "recall"], rows))
+    if regression:
+        names = ("rows", "mae", "rmse", "mean_error", "reference_mae", "mae_ratio")
+        parts.append(
+            f"<p>Release {html.escape(str(regression.get('release')))}, in the label's unit.</p>"
+            + _table(list(names), [[_num(regression.get(n)) for n in names]])
+        )
+    if not classes and not regression:
+        parts.append("<p>No errors to show: no labels joined (or the pipeline has no id column to join on).</p>")
+    return "".join(parts)
+
+
+def _performance_section(performance: Mapping[str, Any] | None) -> str:
+    if not isinstance(performance, Mapping):
+        return (
+            "<p>No estimate: this snapshot carries no performance estimate (a monitor older than the estimate, or "
+            "a pipeline that is not a binary classifier).</p>"
+        )
+    estimated, realized = performance.get("estimated"), performance.get("realized")
+    rows, realized_rows = performance.get("rows", 0), performance.get("realized_rows", 0)
+    if not isinstance(estimated, Mapping):
+        return f"<p>No estimate for this window ({_num(rows, 'd')} rows).</p>"
+    calibration = performance.get("calibration_error")
+    parts = [
+        f"<p>Estimated from the calibrated scores of {_num(rows, 'd')} rows, without labels (confidence-based "
+        f"performance estimation); realized over {_num(realized_rows, 'd')} rows with joined labels. "
+        + (
+            f"Calibration error (ECE) {_num(calibration)}: the estimate is as good as the calibration.</p>"
+            if calibration is not None
+            else "Calibration error not measured yet (no joined labels): the estimate assumes calibrated scores.</p>"
+        ),
+    ]
+    realized = realized if isinstance(realized, Mapping) else {}
+    table = [
+        [metric, _num(estimated.get(metric)), _num(realized.get(metric)) if realized else "no labels yet"]
+        for metric in PERFORMANCE_METRICS
+    ]
+    parts.append(_table(["metric", "estimated", "realized"], table))
+    return "".join(parts)
+
+
+def _utilization_section(utilization: dict[str, Any]) -> str:
+    gpus = utilization.get("gpus", [])
+    return (
+        f"<p>NVML {html.escape(str(utilization.get('nvml_state')))}; {len(gpus)} GPU(s); host CPU "
+        f"{_num(utilization.get('host_cpu_ratio'), '.1%')} of all cores in the last sample.</p>"
+    )
+
+
+def _sections(summary: dict[str, Any], plots: dict[str, tuple[str, str]]) -> Iterator[str]:
+    bodies = {
+        "summary": _summary_section(summary),
+        "drift": _drift_section(summary["drift"]),
+        "outputs": "" if "outputs" in plots else "<p>No numeric outputs in the window to compare.</p>",
+        "latency": _latency_section(summary["latency"]),
+        "labels": _labels_section(summary),
+        "performance": _performance_section(summary["performance"]),
+        "utilization": _utilization_section(summary["utilization"]),
+        "json": f"<pre>{html.escape(json.dumps(summary, indent=2, default=float))}</pre>",
+    }
+    for section, title in SECTIONS:
+        image = ""
+        if section in plots:
+            name, alt = plots[section]
+            image = f'<img src="{html.escape(name)}" alt="{html.escape(alt)}">'
+        yield f'<section id="{section}"><h2>{html.escape(title)}</h2>{bodies[section]}{image}</section>'
+
+
 def write_report(history: list[dict[str, Any]], out: Path) -> dict[str, Any]:
+    """``out/report.html`` (the sections of :data:`SECTIONS`, with the PNGs beside it) and ``out/summary.json``
+    from a monitor's snapshots, oldest first; returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(history)
     plots = _plots(history, out)
-
-    def p_text(p: float | None) -> str:
-        return "" if p is None else f"{p:.3g}"
-
-    rows = "".join(
-        f"<tr><td>{html.escape(f['feature'])}</td><td>{f['kind']}</td><td><b>{f['state']}</b></td>"
-        f"<td>{f['test']}</td><td>{p_text(f['p_value'])}</td>"
-        f"<td>{f['alpha']:.3g}</td><td>{f['n_current']}</td>"
-        f"<td>{html.escape(', '.join(f'{k} {v:.3g}' for k, v in f['statistics'].items()))}</td></tr>"
-        for f in summary["drift"]
-    )
-    verdict = (
-        f"Drifted: <b>{html.escape(', '.join(summary['drifted']))}</b>" if summary["drifted"] else "No drift flagged."
-    )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>inferline monitor report</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}td,th{{padding:2px 8px;text-align:left}}
-table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}</style></head><body>
+table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}img{{max-width:100%}}</style></head><body>
 <h1>inferline monitor report</h1>
-<p>Release {html.escape(str(summary["release"]))}; {summary["snapshots"]} snapshots. {verdict}</p>
-<h2>Drift (last window)</h2>
-<table><tr><th>feature</th><th>kind</th><th>state</th><th>test</th><th>p-value</th><th>alpha</th><th>rows</th>
-<th>statistics</th></tr>{rows}</table>
-{"".join(f'<h2>{html.escape(title)}</h2><img src="{name}" alt="{html.escape(title)}">' for name, title in plots)}
-<h2>Summary (JSON)</h2><pre>{html.escape(json.dumps(summary, indent=2, default=float))}</pre>
+{"".join(_sections(summary, plots))}
 </body></html>
 """
     atomic_write_bytes(out / "report.html", page.encode())
@@ -156,8 +366,13 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}</style
     return summary
 
 
+# --- Grafana -------------------------------------------------------------------------------------------------
+
+
 def grafana_dashboard() -> dict[str, Any]:
-    """A Grafana dashboard (schema 39) over the monitor's metrics; import it and pick the Prometheus data source."""
+    """A Grafana dashboard (schema 39) over the monitor's metrics; import it and pick the Prometheus data source.
+    Latency percentiles come from the mergeable histogram (``histogram_quantile`` over its buckets), never from
+    a per-monitor gauge, so they aggregate across monitors."""
 
     def panel(i: int, title: str, exprs: list[tuple[str, str]], unit: str, kind: str = "timeseries") -> dict[str, Any]:
         return {
@@ -226,6 +441,27 @@ def grafana_dashboard() -> dict[str, Any]:
             ],
             "short",
         ),
+        panel(
+            8,
+            "Estimated performance without labels vs realized once labels join (binary classifiers)",
+            [
+                ("inferline_estimated_performance", "estimated {{metric}} {{release}}"),
+                ("inferline_realized_performance", "realized {{metric}} {{release}}"),
+            ],
+            "percentunit",
+        ),
+        panel(
+            9,
+            "Rows behind the performance estimate",
+            [("inferline_performance_estimate_rows", "{{release}}")],
+            "short",
+        ),
+        panel(
+            10,
+            "Missing values: the window's null share per feature",
+            [('inferline_drift_statistic{statistic="missing_share"}', "{{feature}}")],
+            "percentunit",
+        ),
     ]
     return {
         "title": "inferline",
@@ -236,3 +472,80 @@ def grafana_dashboard() -> dict[str, Any]:
         "templating": {"list": [{"name": "datasource", "type": "datasource", "query": "prometheus"}]},
         "panels": panels,
     }
+
+
+# --- the metric names a dashboard's expressions read -----------------------------------------------------------
+
+_PROMQL_TOKEN = re.compile(
+    r"""\s*(?:
+      (?P<string>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`)
+    | (?P<variable>\$\{[^}]*\}|\$\w+)                          # Grafana template variables: $__rate_interval
+    | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[a-zA-Z0-9]*)  # 0.99, 1e3, 5m, 1h30m, 0x1f
+    | (?P<ident>[a-zA-Z_:][a-zA-Z0-9_:]*)
+    | (?P<op>[=!]~|[=!<>]=|.)
+    )""",
+    re.VERBOSE | re.DOTALL,
+)
+# words that are never metric names: binary operators, modifiers, and the keywords that take a label list
+_PROMQL_WORDS = {"and", "or", "unless", "atan2", "bool", "offset", "inf", "nan"}
+_PROMQL_LABEL_LISTS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+
+
+def _promql_metric_names(expr: str) -> Iterator[str]:
+    tokens = [(m.lastgroup, m.group(m.lastgroup)) for m in _PROMQL_TOKEN.finditer(expr) if m.lastgroup]
+    i, depth_braces, depth_brackets, label_list = 0, 0, 0, -1  # label_list: paren depth of a by (...) list, or -1
+    parens = 0
+    while i < len(tokens):
+        kind, text = tokens[i]
+        following = tokens[i + 1][1] if i + 1 < len(tokens) else ""
+        if kind == "op":
+            if text == "{":
+                depth_braces += 1
+            elif text == "}":
+                depth_braces -= 1
+            elif text == "[":
+                depth_brackets += 1
+            elif text == "]":
+                depth_brackets -= 1
+            elif text == "(":
+                parens += 1
+            elif text == ")":
+                parens -= 1
+                if parens < label_list:
+                    label_list = -1
+        elif kind == "ident" and depth_brackets == 0:
+            if depth_braces:  # a label matcher; {__name__="x"} names the metric x
+                if text == "__name__" and following == "=" and i + 2 < len(tokens) and tokens[i + 2][0] == "string":
+                    yield tokens[i + 2][1][1:-1]
+            elif text.lower() in _PROMQL_LABEL_LISTS:
+                if following == "(":
+                    label_list = parens + 1  # the list's identifiers are label names
+            elif label_list < 0 and text.lower() not in _PROMQL_WORDS and following != "(":
+                if following.lower() not in ("by", "without"):  # sum by (le) (...): an aggregation, not a metric
+                    yield text
+        i += 1
+
+
+def dashboard_metric_names(dashboard: Mapping[str, Any]) -> set[str]:
+    """The metric names that the target expressions of every panel of ``dashboard`` (rows' nested panels too)
+    select, as Prometheus stores the series: a histogram's ``..._bucket``, a counter's ``..._total``, exactly as
+    written. That is what to compare with the names a Prometheus scraped (``/api/v1/label/__name__/values``, or
+    the sample names, not the family names, of ``prometheus_client.parser``).
+
+    A tokenizer, not a PromQL parser: an identifier is a metric name unless it is a function or aggregation
+    (followed by ``(`` or by ``by``/``without``), a keyword or operator word (``by``, ``on``, ``bool``, ``and``,
+    ``offset``, ...), a label name (inside ``{...}`` or a ``by (...)`` list), or inside a range ``[...]``. String
+    literals, numbers, durations and Grafana variables (``$__rate_interval``) are skipped; ``{__name__="x"}``
+    counts as ``x``."""
+    names: set[str] = set()
+
+    def panels(items: Any) -> Iterator[Mapping[str, Any]]:
+        for p in items or []:
+            yield p
+            yield from panels(p.get("panels"))
+
+    for p in panels(dashboard.get("panels")):
+        for target in p.get("targets") or []:
+            if isinstance(target.get("expr"), str):
+                names.update(_promql_metric_names(target["expr"]))
+    return names

@@ -11,9 +11,17 @@ A rule reads one value from each snapshot (``monitor.service.Monitor.status``):
   highest over the classes predicted for at least ``min_rows`` joined rows;
 - ``regression_error``: ``statistic`` = mae, rmse or mean_error over the joined labels of the release now served
   (in the label's unit), or mae_ratio (that MAE over the release's holdout MAE: unit-free); at least ``min_rows``;
-- ``latency``: a window percentile (``statistic`` = p50, p95, p99) of ``target`` = ``side|model``, in seconds;
-- ``error_rate``: Triton's failed / all requests of model ``target`` over the window;
+- ``performance_estimate``: the label-free estimate (``statistic`` = roc_auc, precision, recall) of a classifier's
+  quality over the drift window, from its calibrated scores (``monitor.performance``); use ``op`` ``<``;
+- ``latency``: a window percentile (``statistic`` = p50, p95, p99) of ``target`` = ``side|model``, in seconds, as
+  PromQL's ``histogram_quantile`` reads it from the exported buckets (``monitor.sketch.histogram_quantile``);
+- ``error_rate``: Triton's failed / all requests of model ``target`` over the window, the worst served version;
 - ``no_data``: 1 when the monitor has nothing to judge (no rows in the drift window, or Triton unreachable).
+
+The same rule is also a PromQL expression (:func:`promql`, :func:`prometheus_rules`) over the metrics the monitor
+exports, for a Prometheus that scrapes one monitor or many: with one monitor it is true at exactly the evaluations
+where the in-process reading breaches, and ``for`` is set so that both fire at the same evaluation
+(``tests/test_prometheus.py`` feeds both the same series through ``promtool test rules`` and checks that).
 
 ``{pipeline}`` in a target is the watched pipeline's name (the model Triton serves it as), so one rule set fits
 every pipeline. No built-in rule names a pipeline, a class or a feature, or assumes a task.
@@ -49,15 +57,34 @@ __all__ = [
     "RulesError",
     "load_rules",
     "prometheus_rules",
+    "promql",
 ]
 
 RuleKind = Literal[
-    "drift", "drift_statistic", "class_error_rate", "regression_error", "latency", "error_rate", "no_data"
+    "drift",
+    "drift_statistic",
+    "class_error_rate",
+    "regression_error",
+    "performance_estimate",
+    "latency",
+    "error_rate",
+    "no_data",
 ]
 RuleState = Literal["ok", "pending", "firing", "no_data", "not_applicable"]
 RULE_STATES: tuple[RuleState, ...] = ("ok", "pending", "firing", "no_data", "not_applicable")
-RULE_KINDS = ("drift", "drift_statistic", "class_error_rate", "regression_error", "latency", "error_rate", "no_data")
+RULE_KINDS = (
+    "drift",
+    "drift_statistic",
+    "class_error_rate",
+    "regression_error",
+    "performance_estimate",
+    "latency",
+    "error_rate",
+    "no_data",
+)
 REGRESSION_STATISTICS = ("mae", "rmse", "mean_error", "mae_ratio")
+PERFORMANCE_STATISTICS = ("roc_auc", "precision", "recall")
+LATENCY_QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 PIPELINE = "{pipeline}"
 
 
@@ -93,7 +120,12 @@ class AlertRule:
                 f"rule {self.name!r}: regression_error statistic {self.statistic!r}; expected one of "
                 f"{REGRESSION_STATISTICS}"
             )
-        if self.kind == "latency" and (self.statistic not in ("p50", "p95", "p99") or "|" not in self.target):
+        if self.kind == "performance_estimate" and self.statistic not in PERFORMANCE_STATISTICS:
+            raise ValueError(
+                f"rule {self.name!r}: performance_estimate statistic {self.statistic!r}; expected one of "
+                f"{PERFORMANCE_STATISTICS}"
+            )
+        if self.kind == "latency" and (self.statistic not in LATENCY_QUANTILES or "|" not in self.target):
             raise ValueError(
                 f"rule {self.name!r}: latency needs target 'side|model' (e.g. 'server|{PIPELINE}') and statistic "
                 f"p50, p95 or p99; got target {self.target!r}, statistic {self.statistic!r}"
@@ -142,13 +174,22 @@ def _read(rule: AlertRule, s: dict[str, Any]) -> float | _NotApplicable | None:
             return None
         value = errors.get(rule.statistic)
         return None if value is None else float(value)
+    if rule.kind == "performance_estimate":
+        if pipeline is not None and pipeline["task"] == "regression":
+            return NOT_APPLICABLE
+        estimated = (s.get("performance") or {}).get("estimated") or {}
+        value = estimated.get(rule.statistic)
+        return None if value is None else float(value)
     if rule.kind == "latency":
-        values = [v[rule.statistic] for k, v in s.get("latency", {}).items() if k.startswith(target + "|")]
+        # the figure PromQL's histogram_quantile gives from the exported buckets (older snapshots: the sketch's)
+        values = [
+            v.get("histogram", v)[rule.statistic] for k, v in s.get("latency", {}).items() if k.startswith(target + "|")
+        ]
         return max(values) if values else None
-    if rule.kind == "error_rate":
+    if rule.kind == "error_rate":  # per served version, the worst (what inferline_triton_failure_ratio exports)
         counts = [v for k, v in s.get("triton", {}).get("window", {}).items() if k.split(":")[0] == target]
-        total = sum(c["success"] + c["failure"] for c in counts)
-        return sum(c["failure"] for c in counts) / total if total else None
+        ratios = [c["failure"] / (c["success"] + c["failure"]) for c in counts if c["success"] + c["failure"]]
+        return max(ratios) if ratios else None
     if rule.kind == "no_data":
         window_rows = s.get("drift", {}).get("window_rows", {})
         triton_down = s.get("triton", {}).get("up") == 0 and s.get("triton", {}).get("scraped", True)
@@ -320,7 +361,8 @@ class RuleEngine:
             if value is None:
                 rt.breaches = 0
                 rt.missing += 1
-                rt.state = "no_data" if rt.missing >= rule.for_windows else rt.state
+                # no reading is no breach: the rule stops firing at once, as its PromQL twin does without a series
+                rt.state = "no_data" if rt.missing >= rule.for_windows else "ok"
                 if rt.state == "no_data" and now - rt.last_no_data_alert >= rule.cooldown_s:
                     rt.last_no_data_alert = now
                     ev.alerts.append(
@@ -386,57 +428,80 @@ def _watched(selector: str, pipeline: str | None) -> str:
     return f"({plain} * on (instance, job, model) group_left () {info})"
 
 
-def prometheus_rules(rules: tuple[AlertRule, ...], interval_s: float, pipeline: str | None = None) -> dict[str, Any]:
-    """The rules as a Prometheus alerting-rules group over the monitor's exported metrics. ``{pipeline}`` targets
-    name ``pipeline`` when given; without it the rules select the pipeline each monitor reports watching."""
+def _within(rule: AlertRule, vector: str) -> str:
+    """The rule's reading per scraped monitor (``by (instance, job)``), then the monitor that breaches first: the
+    highest reading for ``>``, the lowest for ``<``. One monitor: exactly the in-process reading."""
+    across = "max" if rule.op == ">" else "min"
+    return f"{across}(max by (instance, job) ({vector}))"
 
-    def expr(r: AlertRule) -> str:
-        op, t = r.op, f"{r.threshold:g}"
-        if r.kind == "drift":
-            if r.target == "*":
-                return f'max(inferline_drift_detected{{kind!="prediction"}}) {op} {t}'
-            if r.target == "prediction":
-                return f'max(inferline_drift_detected{{kind="prediction"}}) {op} {t}'
-            return f'inferline_drift_detected{{feature="{r.target}"}} {op} {t}'
-        if r.kind == "drift_statistic":
-            return f'inferline_drift_statistic{{feature="{r.target}",statistic="{r.statistic}"}} {op} {t}'
-        if r.kind == "class_error_rate":
-            support = f"inferline_class_predicted_rows >= {max(r.min_rows, 1)}"
-            selector = (
-                "inferline_class_error_rate" if r.target == "*" else f'inferline_class_error_rate{{cls="{r.target}"}}'
-            )
-            return f"max({selector} and on (instance, job, cls) ({support})) {op} {t}"
-        if r.kind == "regression_error":
-            name = {
-                "mae": "inferline_regression_mean_absolute_error",
-                "rmse": "inferline_regression_root_mean_squared_error",
-                "mean_error": "inferline_regression_mean_error",
-                "mae_ratio": "inferline_regression_mean_absolute_error / "
-                "inferline_regression_reference_mean_absolute_error",
-            }[r.statistic]
-            support = f"inferline_regression_joined_rows >= {max(r.min_rows, 1)}"
-            return f"max(({name}) and on (instance, job, release) ({support})) {op} {t}"
-        if r.kind == "latency":
-            side, model = r.target.split("|", 1)
-            q = {"p50": "0.5", "p95": "0.95", "p99": "0.99"}[r.statistic]
-            selector = f'inferline_request_latency_window_seconds{{side="{side}",model="{model}",quantile="{q}"}}'
-            return f"max({_watched(selector, pipeline)}) {op} {t}"
-        if r.kind == "error_rate":
-            selector = f'inferline_triton_failure_ratio{{model="{r.target}"}}'
-            return f"max({_watched(selector, pipeline)}) {op} {t}"
-        return (
-            "absent(inferline_drift_window_rows) or sum(inferline_drift_window_rows) == 0 or inferline_triton_up == 0"
+
+def promql(rule: AlertRule, pipeline: str | None = None, window_s: float = 60.0) -> str:
+    """The PromQL twin of ``rule.value`` + ``rule.breached`` over the metrics the monitor exports: true (one
+    series) exactly when the in-process rule reads a value that breaches. Absent or NaN readings give no series,
+    as they give no breach in process. ``window_s`` is the monitor's latency window (``latency_window_s``)."""
+    op, t = rule.op, repr(float(rule.threshold))
+    target = rule.target
+    if rule.kind == "drift":
+        if target in ("*", "prediction"):
+            kind = '{kind="prediction"}' if target == "prediction" else '{kind!="prediction"}'
+            return f"{_within(rule, 'inferline_drift_detected' + kind)} {op} {t}"
+        return f"{_within(rule, f'inferline_drift_detected{{feature={json.dumps(target)}}}')} {op} {t}"
+    if rule.kind == "drift_statistic":
+        selector = f"inferline_drift_statistic{{feature={json.dumps(target)},statistic={json.dumps(rule.statistic)}}}"
+        return f"{_within(rule, selector)} {op} {t}"
+    if rule.kind == "class_error_rate":
+        support = f"inferline_class_predicted_rows >= {max(rule.min_rows, 1)}"
+        selector = (
+            "inferline_class_error_rate" if target == "*" else f"inferline_class_error_rate{{cls={json.dumps(target)}}}"
         )
+        return f"{_within(rule, f'{selector} and on (instance, job, cls) ({support})')} {op} {t}"
+    if rule.kind == "regression_error":
+        name = {
+            "mae": "inferline_regression_mean_absolute_error",
+            "rmse": "inferline_regression_root_mean_squared_error",
+            "mean_error": "inferline_regression_mean_error",
+            "mae_ratio": "inferline_regression_mean_absolute_error"
+            " / inferline_regression_reference_mean_absolute_error",
+        }[rule.statistic]
+        support = f"inferline_regression_joined_rows >= {max(rule.min_rows, 1)}"
+        return f"{_within(rule, f'({name}) and on (instance, job, release) ({support})')} {op} {t}"
+    if rule.kind == "performance_estimate":
+        selector = f"inferline_estimated_performance{{metric={json.dumps(rule.statistic)}}}"
+        return f"{_within(rule, selector)} {op} {t}"
+    if rule.kind == "latency":
+        side, model = target.split("|", 1)
+        selector = f"inferline_request_latency_seconds_bucket{{side={json.dumps(side)},model={json.dumps(model)}}}"
+        rate = _watched(f"rate({selector}[{round(window_s)}s])", pipeline)
+        # buckets summed over every monitor scraped: the percentile of all their requests, per release version
+        quantile = f"histogram_quantile({LATENCY_QUANTILES[rule.statistic]}, sum by (le, version) ({rate}))"
+        return f"{'max' if op == '>' else 'min'}({quantile}) {op} {t}"
+    if rule.kind == "error_rate":
+        selector = _watched(f"inferline_triton_failure_ratio{{model={json.dumps(target)}}}", pipeline)
+        return f"{_within(rule, selector)} {op} {t}"
+    # no_data: 1 when no monitor reports accepted rows in its drift window, or a scraped Triton is down
+    rows = "(sum(inferline_drift_window_rows) or vector(0)) == bool 0"
+    down = "(min(inferline_triton_up) or vector(1)) == bool 0"
+    return f"clamp_max(({rows}) + ({down}), 1) {op} {t}"
 
+
+def prometheus_rules(
+    rules: tuple[AlertRule, ...], interval_s: float, pipeline: str | None = None, window_s: float = 60.0
+) -> dict[str, Any]:
+    """The rules as a Prometheus alerting-rules group over the monitor's exported metrics, evaluated every
+    ``interval_s`` (set the group's interval to the monitor's, as here). ``for`` is ``(for_windows - 1)``
+    intervals: Prometheus fires at the evaluation that finds the condition true for ``for`` already, and the
+    in-process engine at the ``for_windows``-th consecutive breach, the same evaluation. ``{pipeline}`` targets name
+    ``pipeline`` when given; without it the rules select the pipeline each monitor reports watching."""
     return {
         "groups": [
             {
                 "name": "inferline",
+                "interval": f"{interval_s:g}s",
                 "rules": [
                     {
                         "alert": r.name,
-                        "expr": expr(r),
-                        "for": f"{round(r.for_windows * interval_s)}s",
+                        "expr": promql(r, pipeline, window_s),
+                        "for": f"{(r.for_windows - 1) * interval_s:g}s",
                         "labels": {"severity": r.severity},
                         "annotations": {"summary": r.description or r.name},
                     }

@@ -68,16 +68,22 @@ from inferline.monitor.outputs import (
     output_references,
     parse_outputs,
 )
+from inferline.monitor.performance import FIGURES, estimated_performance, realized_enough, realized_performance
 from inferline.monitor.rollback import RollbackController
 from inferline.monitor.rules import RULE_STATES, Evaluation, RuleEngine
-from inferline.monitor.sketch import LogHistogram
+from inferline.monitor.sketch import LogHistogram, histogram_quantile
 from inferline.monitor.utilization import Utilization, UtilizationSampler
 
-__all__ = ["LATENCY_BUCKETS", "Monitor", "MonitorConfig", "MonitorServer", "read_traces"]
+__all__ = ["LATENCY_BUCKETS", "LATENCY_BUCKET_ERROR", "Monitor", "MonitorConfig", "MonitorServer", "read_traces"]
 
 log = logging.getLogger("inferline.monitor")
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 QUANTILES = (0.5, 0.95, 0.99)
+# The exported histogram's ``le`` bounds: every 4th boundary of the latency sketch between 100 us and 2 min, so the
+# cumulative counts at them are exact (``LogHistogram.cumulative_counts``) and consecutive bounds differ by a factor
+# of gamma**4 = 1.0833. PromQL's ``histogram_quantile`` over them, for one monitor or summed over many, is within
+# LATENCY_BUCKET_ERROR (8.3 %) relative error of the exact quantile of the requests.
+LATENCY_BUCKETS: tuple[float, ...] = tuple(float(b) for b in LogHistogram().boundaries[::4] if 1e-4 <= b <= 120.0)
+LATENCY_BUCKET_ERROR = LATENCY_BUCKETS[1] / LATENCY_BUCKETS[0] - 1.0
 
 
 @dataclass
@@ -150,6 +156,18 @@ class _SlicedHistograms:
         return out
 
 
+def _latency_summary(h: LogHistogram) -> dict[str, Any]:
+    """A window's count and percentiles twice: ``p50``.. from the sketch (within its 1 %), and under
+    ``histogram`` the figures PromQL's ``histogram_quantile`` gives from the exported buckets (within
+    LATENCY_BUCKET_ERROR), which the alert rules read so that they agree with their Prometheus twins."""
+    cumulative = [*h.cumulative_counts(LATENCY_BUCKETS), h.count]
+    return {
+        "count": h.count,
+        **{f"p{round(q * 100)}": h.quantile(q) for q in QUANTILES},
+        "histogram": {f"p{round(q * 100)}": histogram_quantile(q, LATENCY_BUCKETS, cumulative) for q in QUANTILES},
+    }
+
+
 def tabular_columns(spec: PipelineSpec) -> tuple[Column, ...]:
     """The input columns samples carry: every input column but the tensor ones."""
     return tuple(c for c in spec.input_columns if c.kind != "tensor")
@@ -188,6 +206,7 @@ class _References:
     categorical: dict[str, CategoricalReference]
     outputs: OutputReferences
     reference_mae: float | None  # the release's holdout MAE (regression), the baseline of its label errors
+    calibration_error: float | None = None  # a classifier's holdout calibration error, measured at training time
 
 
 @dataclass(frozen=True)
@@ -300,6 +319,7 @@ class Monitor:
                 },
                 outputs=output_references(profile, spec),
                 reference_mae=float(mae) if isinstance(mae, int | float) and mae > 0 else None,
+                calibration_error=(profile.get("calibration") or {}).get("error"),
             )
         return self._releases[release]
 
@@ -348,7 +368,8 @@ class Monitor:
                 key = (release, str(s))
                 self.rows_total[key] = self.rows_total.get(key, 0) + int(count)
             if spec.id_column is not None:
-                self.labels.log(arrays[spec.id_column.name][ok], answers, release)
+                scores = outputs.values[ok] if outputs.predicted_class is not None else None  # realized ROC AUC
+                self.labels.log(arrays[spec.id_column.name][ok], answers, release, scores)
             if payload.get("latency_s"):
                 self.latency.add(("client", model, release.partition(":")[2]), payload["latency_s"], now)
         return {"accepted": n, "scored_ok": int(ok.sum()), "release": release}
@@ -451,6 +472,35 @@ class Monitor:
         with self.lock:
             return self.labels.class_errors()
 
+    def performance_estimate(self) -> dict[str, Any]:
+        """A classifier's label-free performance estimate (``monitor.performance``, CBPE) over the drift window of
+        the release now served, the realized figures over its joined labels when enough have joined (at least
+        ``MIN_REALIZED_ROWS``, both classes of a binary task), and the calibration error the release measured on
+        its holdout at training time: ``{"release", "rows", "estimated": {"roc_auc", "precision", "recall"} or
+        None, "realized": {...} or None, "realized_rows", "calibration_error"}``; a regression's has no rows."""
+        if self.spec.task == "regression":
+            empty = {"rows": 0, "estimated": None, "realized": None, "realized_rows": 0, "calibration_error": None}
+            return {"release": None, **empty}
+        with self.lock:
+            release = self._current_release()
+            window = self.windows[release].concatenated() if release is not None else None
+            labeled = self.labels.scored(release)
+        calibration = self._release(release).calibration_error if release is not None else None
+        realized = None
+        if realized_enough(labeled[2], len(self.spec.classes)):
+            realized = realized_performance(*labeled)
+        estimated = None
+        if window is not None and len(window):
+            estimated = estimated_performance(window.values, window.predicted)
+        return {
+            "release": release,
+            "rows": len(window) if window is not None else 0,
+            "estimated": estimated,
+            "realized": realized,
+            "realized_rows": len(labeled[2]),
+            "calibration_error": float(calibration) if calibration is not None else None,
+        }
+
     def regression_errors(self) -> dict[str, Any]:
         """MAE, RMSE and mean error over the joined rows of the release now served (empty for a classifier), with
         the release's holdout MAE (``reference_mae``) and their ratio when the release recorded one."""
@@ -521,11 +571,7 @@ class Monitor:
             window_rows = {r: w.rows for r, w in self.windows.items()}
         return {
             "at": now,
-            "latency": {
-                "|".join(key): {"count": h.count, **{f"p{round(q * 100)}": h.quantile(q) for q in QUANTILES}}
-                for key, h in window.items()
-                if h.count
-            },
+            "latency": {"|".join(key): _latency_summary(h) for key, h in window.items() if h.count},
             "triton": {"up": self.triton_up, "scraped": bool(self.config.triton_metrics_url), "window": triton},
             "rows": rows,
             "sources": sources,
@@ -537,6 +583,7 @@ class Monitor:
             },
             "pipeline": self.pipeline_summary(),
             "classes": self.class_errors(),
+            "performance": self.performance_estimate(),
             "regression": self.regression_errors(),
             "labels": labels,
             "utilization": self.utilization.as_dict(),
@@ -545,10 +592,8 @@ class Monitor:
 
     # --- Prometheus ----------------------------------------------------------------------------------------
     def collect(self) -> Iterator[Metric]:
-        now = time.time()
         with self.lock:
             totals = {k: h for k, h in self.latency.total.items()}
-            window = self.latency.window(now)
             drift = list(self._drift)
             rows = dict(self.rows_total)
             window_rows = {r: w.rows for r, w in self.windows.items()}
@@ -563,16 +608,6 @@ class Monitor:
             buckets.append(("+Inf", float(h.count)))
             hist.add_metric([side, model, version], buckets, h.sum)
         yield hist
-        quant = GaugeMetricFamily(
-            "inferline_request_latency_window_seconds",
-            f"Latency percentiles over the last {self.config.latency_window_s:g} s (log-bucket histogram estimate)",
-            labels=["side", "model", "version", "quantile"],
-        )
-        for (side, model, version), h in sorted(window.items()):
-            if h.count:
-                for q in QUANTILES:
-                    quant.add_metric([side, model, version, str(q)], h.quantile(q))
-        yield quant
         rows_metric = CounterMetricFamily(
             "inferline_monitored_rows",
             "Rows received by the monitor, by release and status",
@@ -605,6 +640,7 @@ class Monitor:
                 pvalue.add_metric([d.feature, d.test], d.p_value)
         yield from (detected, state, stats, pvalue)
         yield from self._label_metrics()
+        yield from self._performance_metrics()
         yield from self._utilization_metrics()
         if self.rules is not None and self.last_evaluation is not None:
             rule_state = GaugeMetricFamily(
@@ -621,9 +657,10 @@ class Monitor:
             rollbacks = CounterMetricFamily("inferline_rollbacks", "Automatic rollbacks completed")
             rollbacks.add_metric([], float(self.controller.rollbacks))
             yield rollbacks
-        up = GaugeMetricFamily("inferline_triton_up", "1 if the last scrape of Triton's metrics succeeded")
-        up.add_metric([], float(self.triton_up))
-        yield up
+        if self.config.triton_metrics_url:  # absent, not 0, when this monitor scrapes no Triton (as the rules read)
+            up = GaugeMetricFamily("inferline_triton_up", "1 if the last scrape of Triton's metrics succeeded")
+            up.add_metric([], float(self.triton_up))
+            yield up
         fail = GaugeMetricFamily(
             "inferline_triton_failure_ratio",
             f"Failed / all inference requests over the last {self.config.latency_window_s:g} s (Triton counters)",
@@ -701,6 +738,42 @@ class Monitor:
             if release is not None and value is not None and not np.isnan(value):
                 metric.add_metric([release], float(value))
             yield metric
+
+    def _performance_metrics(self) -> Iterator[Metric]:
+        """A classifier's estimated performance (label-free, CBPE) over the drift window of the release now served,
+        its realized performance once enough labels joined, and the rows behind the estimate. None for regression."""
+        if self.spec.task == "regression":
+            return
+        performance = self.performance_estimate()
+        release = performance["release"]
+        estimated = GaugeMetricFamily(
+            "inferline_estimated_performance",
+            "Label-free (CBPE) estimate from the calibrated scores of the drift window: ROC AUC, precision, recall "
+            "(of class 1, or one-vs-rest macro averages for more classes)",
+            labels=["release", "metric"],
+        )
+        realized = GaugeMetricFamily(
+            "inferline_realized_performance",
+            "The same figures from the joined labels (reported once enough joined, every class present)",
+            labels=["release", "metric"],
+        )
+        rows = GaugeMetricFamily(
+            "inferline_performance_estimate_rows", "Rows of the drift window behind the estimate", labels=["release"]
+        )
+        calibration = GaugeMetricFamily(
+            "inferline_calibration_error",
+            "Expected calibration error of the release's scores on its holdout, measured at training time",
+            labels=["release"],
+        )
+        if release is not None:
+            rows.add_metric([release], float(performance["rows"]))
+            for family, values in ((estimated, performance["estimated"]), (realized, performance["realized"])):
+                for name in FIGURES if values else ():
+                    if not np.isnan(values[name]):
+                        family.add_metric([release, name], values[name])
+            if performance["calibration_error"] is not None:
+                calibration.add_metric([release], performance["calibration_error"])
+        yield from (estimated, realized, rows, calibration)
 
     def _utilization_metrics(self) -> Iterator[Metric]:
         u = self.utilization

@@ -54,7 +54,7 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["LogHistogram"]
+__all__ = ["LogHistogram", "histogram_quantile"]
 
 _MAX_BUCKETS = 10_000_000
 
@@ -288,3 +288,41 @@ class LogHistogram:
             f"LogHistogram(rel_err={self._rel_err}, min_value={self._min_value}, max_value={self._max_value}, "
             f"count={self.count})"
         )
+
+
+def histogram_quantile(q: float, upper_bounds: Sequence[float], cumulative: Sequence[float]) -> float:
+    """PromQL's ``histogram_quantile(q, ...)`` over one histogram's ``le`` buckets, in Python: what Prometheus
+    computes from the exported series, so an in-process rule reads the same figure as its PromQL twin.
+
+    ``upper_bounds`` are the finite ``le`` bounds in increasing order and ``cumulative`` the counts at each bound
+    followed by the ``+Inf`` count. As in Prometheus (``promql/quantile.go``, ``bucketQuantile``): the rank
+    ``q * count`` is located in the first bucket whose cumulative count reaches it, and the value is interpolated
+    linearly inside that bucket (the first bucket starts at 0); a rank in the ``+Inf`` bucket gives the highest
+    finite bound. The exact quantile lies in the same bucket, so the relative error is at most the ratio of
+    consecutive bounds minus one. NaN without observations; -inf / +inf for ``q`` < 0 / > 1.
+    """
+    if len(cumulative) != len(upper_bounds) + 1:
+        raise ValueError(
+            f"{len(cumulative)} cumulative counts for {len(upper_bounds)} finite bounds; expected one more"
+        )
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    counts = np.maximum.accumulate(np.asarray(cumulative, np.float64))  # Prometheus' ensureMonotonic
+    total = float(counts[-1])
+    if total == 0 or math.isnan(q):
+        return math.nan
+    rank = q * total
+    b = int(np.searchsorted(counts, rank, side="left"))
+    if b >= len(upper_bounds):
+        return float(upper_bounds[-1])
+    end = float(upper_bounds[b])
+    if b == 0 and end <= 0:
+        return end
+    start, count = 0.0, float(counts[b])
+    if b > 0:
+        start = float(upper_bounds[b - 1])
+        count -= float(counts[b - 1])
+        rank -= float(counts[b - 1])
+    return start + (end - start) * (rank / count)

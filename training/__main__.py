@@ -12,6 +12,7 @@ from inferline.features.dataset import InvalidShareExceeded, expand_paths
 from inferline.features.spec import choose_pipeline, load_pipeline
 from inferline.features.validation import FileLevelError
 from inferline.monitor.alerts import Alert, Alerter
+from inferline.training.calibration import MODES
 from inferline.training.train import SPLITS, train
 
 
@@ -35,6 +36,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         default="auto",
         help="train/validation/holdout split: time (needs a timestamp column), random, or stratified by class "
         "(for rows sorted by class); auto = time with a timestamp column, else stratified (random for regression)",
+    )
+    parser.add_argument(
+        "--calibration",
+        choices=MODES,
+        default="auto",
+        help="a classifier's calibration on the holdout (what the monitor's label-free estimates rely on): auto "
+        "recalibrates it when poor (vector scaling fitted on the validation split) and refuses the run when it stays "
+        "poor; off only measures and records it",
     )
     parser.add_argument(
         "--max-invalid-share", type=fraction, default=0.05, help="share of invalid rows above which a file fails"
@@ -78,6 +87,7 @@ def _train(args: argparse.Namespace) -> int:
             max_invalid_share=args.max_invalid_share,
             progress=not args.quiet,
             split=args.split,
+            calibration=args.calibration,
         )
     except (FileLevelError, InvalidShareExceeded, FileNotFoundError) as exc:
         reason = {FileLevelError: "schema_break", InvalidShareExceeded: "invalid_share_exceeded"}.get(

@@ -7,8 +7,9 @@ tensor per entry of ``layout.inputs``, in that order (the compiled contract's mo
 [n, k] and ``categorical`` int64 [n, j] when the spec has such features, then each tensor column [n, *shape] in its
 declared dtype), and returns logits [n, classes] for a classifier or values [n] or [n, 1] for regression. Batch
 rows must not interact (the parity gate checks batch sizes 1, 7 and the maximum). ``ScoringModel`` wraps it with
-the head every runtime shares: softmax, then the decision threshold (binary) or the argmax (more classes);
-identity for regression. The built-in ``TabularNet`` is the default (factory ``""``).
+the head every runtime shares: the calibration when training fitted one (``Calibration``: ``scale * logits +
+bias``), softmax, then the decision threshold (binary) or the argmax (more classes); identity for regression. The
+built-in ``TabularNet`` is the default (factory ``""``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from inferline.features.errors import UserError
 
 __all__ = [
     "Architecture",
+    "Calibration",
     "CheckpointError",
     "ModelLayout",
     "ScoringModel",
@@ -115,6 +117,24 @@ class Architecture:
         )
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Vector scaling of a classifier's logits before the softmax, ``softmax(scale * logits + bias)``: one
+    temperature (``1 / scale``) and one offset per class (the first 0). For two classes it is Platt scaling of the
+    logit margin. Fitted at training time when the raw scores are miscalibrated (``training.calibration``);
+    ``scale > 0``, so the ranking of the rows by any class's score is unchanged."""
+
+    scale: float
+    bias: tuple[float, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"scale": self.scale, "bias": list(self.bias)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Calibration:
+        return cls(scale=float(d["scale"]), bias=tuple(float(b) for b in d["bias"]))
+
+
 class TabularNet(nn.Module):
     """logits = MLP([standardized numeric features, embedding(categorical index) for each categorical, each
     fixed-shape tensor input flattened]). Its inputs are the layout's: ``numeric`` if the spec has numeric
@@ -200,8 +220,12 @@ class ScoringModel(nn.Module):
     Regression: one ``prediction`` per row (float32 [n, 1])."""
 
     threshold: torch.Tensor
+    logit_scale: torch.Tensor
+    logit_bias: torch.Tensor
 
-    def __init__(self, net: nn.Module, threshold: float = 0.5, task: str | None = None) -> None:
+    def __init__(
+        self, net: nn.Module, threshold: float = 0.5, task: str | None = None, calibration: Calibration | None = None
+    ) -> None:
         super().__init__()
         self.net = net
         if task is None:
@@ -210,6 +234,12 @@ class ScoringModel(nn.Module):
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         self.task = task
         self.register_buffer("threshold", torch.tensor(float(threshold), dtype=torch.float32))
+        if calibration is not None and task == "regression":
+            raise ValueError("a regression model has no class scores to calibrate")
+        self.calibration = calibration  # None: the graph has no calibration step at all
+        if calibration is not None:
+            self.register_buffer("logit_scale", torch.tensor(calibration.scale, dtype=torch.float32))
+            self.register_buffer("logit_bias", torch.tensor(calibration.bias, dtype=torch.float32))
 
     @property
     def arch(self) -> Architecture:
@@ -220,7 +250,10 @@ class ScoringModel(nn.Module):
         out = self.net(*inputs)
         if self.task == "regression":
             return (out.reshape(out.shape[0], 1).to(torch.float32),)
-        probabilities = torch.softmax(out.to(torch.float32), dim=1)
+        logits = out.to(torch.float32)
+        if self.calibration is not None:
+            logits = logits * self.logit_scale + self.logit_bias
+        probabilities = torch.softmax(logits, dim=1)
         if self.task == "binary":
             predicted = (probabilities[:, 1] >= self.threshold).to(torch.int64)
         else:
@@ -236,9 +269,10 @@ def save_checkpoint(
     layout: ModelLayout | None = None,
     factory: str = "",
     factory_args: Mapping[str, Any] | None = None,
+    calibration: Calibration | None = None,
 ) -> None:
     """A weights-only checkpoint: the state dict, and by name what builds the module for it (factory, arguments,
-    layout); no pickled code."""
+    layout), with the scoring head's threshold and calibration; no pickled code."""
     if layout is None:  # the built-in net's own description
         arch = _arch_of(net)
         layout = ModelLayout(
@@ -258,6 +292,7 @@ def save_checkpoint(
             "factory_args": _plain(dict(factory_args or {})),
             "layout": layout.as_dict(),
             "threshold": float(threshold),
+            "calibration": calibration.as_dict() if calibration is not None else None,
             "state_dict": net.state_dict(),
         },
         buf,
@@ -334,7 +369,13 @@ def load_checkpoint(path: Path) -> ScoringModel:
     layout = ModelLayout.from_dict(payload["layout"])
     net = build_model(payload["factory"], layout, payload["factory_args"])
     load_into(net, payload["state_dict"], str(path))
-    model = ScoringModel(net, payload["threshold"], task=layout.task)
+    calibration = payload.get("calibration")  # absent before calibration was recorded: none
+    model = ScoringModel(
+        net,
+        payload["threshold"],
+        task=layout.task,
+        calibration=Calibration.from_dict(calibration) if calibration else None,
+    )
     model.eval()
     return model
 

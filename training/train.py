@@ -4,8 +4,9 @@ A run directory holds: ``checkpoint.pt`` (weights_only-loadable; the model's fac
 arguments), ``feature_state.json`` (vocabularies, statistics, decision threshold), ``spec.json`` (the pipeline spec
 it was trained on, snapshotted), ``metrics.json`` (holdout and validation metrics of the task: ROC AUC, PR AUC and
 precision/recall at the threshold for binary; accuracy, per-class precision/recall, macro F1 and the confusion
-matrix for multi-class; MAE, RMSE and R² for regression),
-``reference_profile.json`` (feature and prediction distributions), ``holdout.parquet`` (raw holdout rows, the
+matrix for multi-class; MAE, RMSE and R² for regression; for a classifier its ``calibration``, see
+``training.calibration``), ``reference_profile.json`` (feature and prediction distributions, and the calibration
+measured, which the monitor exports), ``holdout.parquet`` (raw holdout rows, the
 parity set), ``run.json`` (lineage) and ``quarantine/``. It is built under a temporary name and renamed into
 place, and ``LATEST`` moves only after that: a failed run leaves the last good run as it was.
 """
@@ -31,6 +32,7 @@ from inferline.features.dataset import load_validated
 from inferline.features.errors import PathNotFound, UserError
 from inferline.features.spec import SPEC_FILE, PipelineSpec, write_spec
 from inferline.features.state import FeatureMatrix, FeatureState, fit_state
+from inferline.training.calibration import calibrate
 from inferline.training.metrics import choose_threshold, task_metrics
 from inferline.training.model import (
     ModelLayout,
@@ -167,9 +169,12 @@ def train(
     max_invalid_share: float = 0.05,
     progress: bool = True,
     split: str = "auto",
+    calibration: str = "auto",
 ) -> RunResult:
     """Validate ``data``, split it (``split``: auto, time, random, stratified), fit the feature state, train the
-    spec's model (its factory, or the built-in TabularNet) and write a complete run directory."""
+    spec's model (its factory, or the built-in TabularNet), check a classifier's calibration on the holdout
+    (``calibration``: auto recalibrates or refuses when it is poor, off only records it; ``training.calibration``)
+    and write a complete run directory."""
     started = time.perf_counter()
     how = resolve_split(split, spec)
     runs_dir = Path(runs_dir)
@@ -228,12 +233,17 @@ def train(
         net.eval()
 
         x_val, x_hold = _torch_inputs(contract, m_val), _torch_inputs(contract, m_hold)
-        val_out = predict(ScoringModel(net, 0.5, task=spec.task).eval(), x_val)
+        fitted, calibration_record = None, None
+        if spec.task != "regression":  # before the threshold: it is chosen on the scores that ship
+            fitted, calibration_record = calibrate(
+                net, (x_val, _labels(val_df, spec)), (x_hold, _labels(hold_df, spec)), spec.name, calibration
+            )
+        val_out = predict(ScoringModel(net, 0.5, task=spec.task, calibration=fitted).eval(), x_val)
         threshold = 0.5
         if spec.task == "binary":  # the decision threshold applies to binary tasks only
             threshold = choose_threshold(_labels(val_df, spec) == 1, val_out[0][:, 1].astype("float64"))
         state.threshold = threshold
-        model = ScoringModel(net, threshold, task=spec.task).eval()
+        model = ScoringModel(net, threshold, task=spec.task, calibration=fitted).eval()
         val_out = predict(model, x_val)
         hold_out = predict(model, x_hold)
         metrics = {
@@ -244,8 +254,13 @@ def train(
             "history": history,
             "rows": {"train": len(train_df), "validation": len(val_df), "holdout": len(hold_df)},
         }
+        if calibration_record is not None:
+            metrics["calibration"] = calibration_record
+            metrics["holdout"]["calibration_error"] = calibration_record["error"]
 
-        save_checkpoint(tmp_dir / "checkpoint.pt", net, threshold, spec.name, layout, p.factory, factory_args)
+        save_checkpoint(
+            tmp_dir / "checkpoint.pt", net, threshold, spec.name, layout, p.factory, factory_args, calibration=fitted
+        )
         state.save(tmp_dir / "feature_state.json")
         write_spec(spec, tmp_dir / SPEC_FILE)
         atomic_write_json(tmp_dir / "metrics.json", metrics)
@@ -257,6 +272,8 @@ def train(
         )
         predictions = np.concatenate([val_out[0], hold_out[0]])
         profile = reference_profile(everything, state, predictions, task=spec.task)
+        if calibration_record is not None:
+            profile["calibration"] = calibration_record
         atomic_write_json(tmp_dir / "reference_profile.json", profile)
         atomic_write_parquet(tmp_dir / "holdout.parquet", hold_df)
         seconds = time.perf_counter() - started
