@@ -27,7 +27,12 @@ One test *decides* the state of each feature and the other statistics are report
   (its reference count is 0), and a 5,000-category Zipf tail flagged 7 % of undrifted windows (cells with expected
   counts far below 5, and rare categories' reference counts biased low by selection);
 * missingness of every column: the null share against the reference's, two-sided; for a numeric column it is
-  combined with KS, and decides alone when the window holds too few values for KS (an all-null window is a flag).
+  combined with KS, and decides alone when the window holds too few values for KS (an all-null window is a flag);
+* missingness of every raw input column (:func:`missing_drift`, tests named ``nulls_<column>``, kind
+  ``"missing"``): the null share of *every* row received, accepted or refused, against the training rows' share.
+  A feature is computed from its imputed column, so its own values carry no nulls; and a required column's nulls
+  are refused rows, which the feature window never sees. The same exact binomial share test, within
+  :data:`MISSING_TOLERANCE`.
 
 :func:`drift_report` applies a Bonferroni correction over every configured test, so over undrifted data the chance
 of any false "drift" in a report is at most ``alpha``.
@@ -65,10 +70,12 @@ from scipy.stats import distributions
 
 __all__ = [
     "KS_MAX_CURRENT",
+    "MISSING_PREFIX",
     "NULL",
     "UNSEEN",
     "CategoricalReference",
     "FeatureDrift",
+    "MissingReference",
     "NumericReference",
     "bin_counts",
     "categorical_drift",
@@ -77,6 +84,7 @@ __all__ = [
     "drift_report",
     "js_divergence",
     "ks_2samp",
+    "missing_drift",
     "numeric_drift",
     "psi",
     "share_test",
@@ -449,6 +457,39 @@ def share_test(count: int, n: int, prior_count: int, prior_n: int, tolerance: fl
     return float(min(1.0, 2.0 * min(upper, float(distributions.binom.cdf(count, n, p0)))))
 
 
+MISSING_PREFIX = "nulls_"  # the name of a column's missingness test: nulls_<column>
+
+
+@dataclass(frozen=True)
+class MissingReference:
+    """Nulls among the ``rows`` training rows of one raw input column (an empty text is a null, as on the wire)."""
+
+    rows: int
+    nulls: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"rows": self.rows, "nulls": self.nulls}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MissingReference:
+        return cls(rows=int(d["rows"]), nulls=int(d["nulls"]))
+
+
+def missing_drift(
+    column: str, ref: MissingReference, nulls: int, rows: int, alpha: float, min_samples: int = 500
+) -> FeatureDrift:
+    """Missingness drift of one raw column: ``nulls`` of the ``rows`` received against the reference's share
+    (:func:`share_test`, two-sided, within :data:`MISSING_TOLERANCE`); ``not_enough_data`` under ``min_samples``
+    rows. An all-null window of a column that had few nulls is drift."""
+    name = MISSING_PREFIX + column
+    if rows < max(min_samples, 1):
+        return FeatureDrift(name, "missing", "not_enough_data", ref.rows, rows, "null_share", None, alpha)
+    p = share_test(nulls, rows, ref.nulls, ref.rows, MISSING_TOLERANCE, two_sided=True)
+    statistics = {"null_share": nulls / rows, "null_share_reference": ref.nulls / max(ref.rows, 1)}
+    state = "drift" if p < alpha else "ok"
+    return FeatureDrift(name, "missing", state, ref.rows, rows, "null_share", p, alpha, statistics)
+
+
 # --------------------------------------------------------------------------------------------------- reports
 
 
@@ -654,19 +695,21 @@ def drift_report(
     alpha: float = 0.01,
     min_samples: int = 500,
     outputs: Mapping[str, tuple[NumericReference | CategoricalReference, Any]] | None = None,
+    missing: Mapping[str, tuple[MissingReference, int, int]] | None = None,
 ) -> list[FeatureDrift]:
     """Drift of every feature, and of the model's outputs, each as one test of kind ``"prediction"``.
 
     ``outputs`` maps a test name to a reference and the current values: a :class:`NumericReference` is tested with
     KS (each class's probability, a regression's value), a :class:`CategoricalReference` with chi-square (the
     predicted class). ``prediction`` is the older single-output form, the same as
-    ``outputs={"prediction": prediction}``.
+    ``outputs={"prediction": prediction}``. ``missing`` maps a raw column to its reference and the window's
+    ``(nulls, rows)`` (:func:`missing_drift`).
 
     Bonferroni correction: every test runs at ``alpha / number_of_tests``, where the number of tests counts every
     configured feature and output, including those that end up ``"not_enough_data"`` -- a fixed denominator, so the
     per-test level does not depend on the traffic of a window. By the union bound the chance of any false
     ``"drift"`` over undrifted data is then at most ``alpha``. Order: numeric, categorical, ``prediction``, then
-    ``outputs`` in their order.
+    ``outputs`` in their order, then ``missing``.
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
@@ -677,7 +720,8 @@ def drift_report(
         if name in tested_outputs:
             raise ValueError(f"output test {name!r} is given twice (as prediction= and in outputs=)")
         tested_outputs[name] = pair
-    n_tests = len(numeric) + len(categorical) + len(tested_outputs)
+    missing = missing or {}
+    n_tests = len(numeric) + len(categorical) + len(tested_outputs) + len(missing)
     if n_tests == 0:
         return []
     per_test = alpha / n_tests
@@ -688,4 +732,5 @@ def drift_report(
             report.append(categorical_drift(name, ref, cur, per_test, min_samples, kind="prediction"))
         else:
             report.append(numeric_drift(name, ref, cur, per_test, min_samples, kind="prediction"))
+    report += [missing_drift(c, ref, nulls, rows, per_test, min_samples) for c, (ref, nulls, rows) in missing.items()]
     return report

@@ -292,33 +292,40 @@ def _labels_section(summary: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _performance_section(performance: Mapping[str, Any] | None) -> str:
+def _performance_section(performance: Mapping[str, Any] | None, classes: list[str]) -> str:
     if not isinstance(performance, Mapping):
-        return (
-            "<p>No estimate: this snapshot carries no performance estimate (a monitor older than the estimate, or "
-            "a pipeline that is not a binary classifier).</p>"
-        )
+        return "<p>No estimate: this snapshot carries no performance estimate (a monitor older than the estimate).</p>"
     estimated, realized = performance.get("estimated"), performance.get("realized")
     rows, realized_rows = performance.get("rows", 0), performance.get("realized_rows", 0)
     if not isinstance(estimated, Mapping):
-        return f"<p>No estimate for this window ({_num(rows, 'd')} rows).</p>"
+        return f"<p>No estimate for this window ({_num(rows, 'd')} rows; a regression has none).</p>"
+    of = ""  # which figures: the positive class's of a binary classifier, macro averages of more classes
+    if len(classes) == 2:
+        of = f" of class {html.escape(classes[1])}"
+    elif len(classes) > 2:
+        of = f" (one-vs-rest macro averages over {len(classes)} classes)"
     calibration = performance.get("calibration_error")
-    parts = [
-        f"<p>Estimated from the calibrated scores of {_num(rows, 'd')} rows, without labels (confidence-based "
-        f"performance estimation); realized over {_num(realized_rows, 'd')} rows with joined labels. "
-        + (
-            f"Calibration error (ECE) {_num(calibration)}: the estimate is as good as the calibration.</p>"
-            if calibration is not None
-            else "Calibration error not measured yet (no joined labels): the estimate assumes calibrated scores.</p>"
-        ),
-    ]
-    realized = realized if isinstance(realized, Mapping) else {}
+    trust = (
+        f"The release's calibration error on its holdout (expected calibration error, measured at training) is "
+        f"{_num(calibration)}: the estimate is only as good as the calibration."
+        if calibration is not None
+        else "The release recorded no calibration error: the estimate assumes calibrated scores."
+    )
+    realized = realized if isinstance(realized, Mapping) else None
+    joined = (
+        f"realized over {_num(realized_rows, 'd')} rows with joined labels"
+        if realized is not None
+        else f"not realized yet ({_num(realized_rows, 'd')} rows with joined labels, too few or one class only)"
+    )
     table = [
-        [metric, _num(estimated.get(metric)), _num(realized.get(metric)) if realized else "no labels yet"]
+        [metric, _num(estimated.get(metric)), _num(realized.get(metric)) if realized is not None else "not yet"]
         for metric in PERFORMANCE_METRICS
     ]
-    parts.append(_table(["metric", "estimated", "realized"], table))
-    return "".join(parts)
+    return (
+        f"<p>ROC AUC, precision and recall{of}, estimated without labels from the scores of the {_num(rows, 'd')} "
+        f"rows of the drift window (confidence-based performance estimation); {joined}. {trust}</p>"
+        + _table(["metric", "estimated", "realized"], table)
+    )
 
 
 def _utilization_section(utilization: dict[str, Any]) -> str:
@@ -336,7 +343,7 @@ def _sections(summary: dict[str, Any], plots: dict[str, tuple[str, str]]) -> Ite
         "outputs": "" if "outputs" in plots else "<p>No numeric outputs in the window to compare.</p>",
         "latency": _latency_section(summary["latency"]),
         "labels": _labels_section(summary),
-        "performance": _performance_section(summary["performance"]),
+        "performance": _performance_section(summary["performance"], list(summary["classes"])),
         "utilization": _utilization_section(summary["utilization"]),
         "json": f"<pre>{html.escape(json.dumps(summary, indent=2, default=float))}</pre>",
     }
@@ -461,6 +468,12 @@ def grafana_dashboard() -> dict[str, Any]:
             "Missing values: the window's null share per feature",
             [('inferline_drift_statistic{statistic="missing_share"}', "{{feature}}")],
             "percentunit",
+        ),
+        panel(
+            11,
+            "Calibration error of the release's scores (holdout, at training): how far to trust the estimate",
+            [("inferline_calibration_error", "{{release}}")],
+            "short",
         ),
     ]
     return {

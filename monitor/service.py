@@ -58,7 +58,14 @@ from inferline.features.contract import Contract, compile_contract
 from inferline.features.spec import Column, PipelineSpec, load_pipeline, read_spec
 from inferline.features.state import FeatureState
 from inferline.features.wire import from_json_columns
-from inferline.monitor.drift import CategoricalReference, FeatureDrift, NumericReference, bin_counts, drift_report
+from inferline.monitor.drift import (
+    CategoricalReference,
+    FeatureDrift,
+    MissingReference,
+    NumericReference,
+    bin_counts,
+    drift_report,
+)
 from inferline.monitor.labels import PredictionLog
 from inferline.monitor.outputs import (
     PREDICTED_CLASS,
@@ -73,6 +80,7 @@ from inferline.monitor.rollback import RollbackController
 from inferline.monitor.rules import RULE_STATES, Evaluation, RuleEngine
 from inferline.monitor.sketch import LogHistogram, histogram_quantile
 from inferline.monitor.utilization import Utilization, UtilizationSampler
+from inferline.training.profile import missing_columns
 
 __all__ = ["LATENCY_BUCKETS", "LATENCY_BUCKET_ERROR", "Monitor", "MonitorConfig", "MonitorServer", "read_traces"]
 
@@ -168,6 +176,15 @@ def _latency_summary(h: LogHistogram) -> dict[str, Any]:
     }
 
 
+def _null_mask(values: np.ndarray) -> np.ndarray:
+    """Nulls of one wire column (``features.wire``): an empty BYTES element, a NaN float; INT64 has none."""
+    if values.dtype == object:
+        return np.fromiter((len(v) == 0 for v in values), bool, len(values))
+    if values.dtype.kind == "f":
+        return np.isnan(values)
+    return np.zeros(len(values), bool)
+
+
 def tabular_columns(spec: PipelineSpec) -> tuple[Column, ...]:
     """The input columns samples carry: every input column but the tensor ones."""
     return tuple(c for c in spec.input_columns if c.kind != "tensor")
@@ -206,6 +223,7 @@ class _References:
     categorical: dict[str, CategoricalReference]
     outputs: OutputReferences
     reference_mae: float | None  # the release's holdout MAE (regression), the baseline of its label errors
+    missing: dict[str, MissingReference] = field(default_factory=dict)  # raw column -> training nulls
     calibration_error: float | None = None  # a classifier's holdout calibration error, measured at training time
 
 
@@ -234,6 +252,21 @@ class _ReleaseWindow:
     chunks: deque[_Chunk] = field(default_factory=deque)
     rows: int = 0
     last_seen: float = 0.0
+    # every row received (accepted or refused): (rows, nulls per missing column), the most recent ~limit rows
+    received: deque[tuple[int, np.ndarray]] = field(default_factory=deque)
+    received_rows: int = 0
+
+    def add_received(self, rows: int, nulls: np.ndarray, limit: int) -> None:
+        self.received.append((rows, nulls))
+        self.received_rows += rows
+        while self.received and self.received_rows - self.received[0][0] >= limit:
+            self.received_rows -= self.received.popleft()[0]
+
+    def nulls(self) -> tuple[np.ndarray | None, int]:
+        """Nulls per missing column over the received rows, and those rows."""
+        if not self.received:
+            return None, 0
+        return np.sum([n for _, n in self.received], axis=0), self.received_rows
 
     def add(self, chunk: _Chunk, limit: int, now: float) -> None:
         self.chunks.append(chunk)
@@ -319,6 +352,7 @@ class Monitor:
                 },
                 outputs=output_references(profile, spec),
                 reference_mae=float(mae) if isinstance(mae, int | float) and mae > 0 else None,
+                missing={c: MissingReference.from_dict(d) for c, d in (profile.get("missing") or {}).items()},
                 calibration_error=(profile.get("calibration") or {}).get("error"),
             )
         return self._releases[release]
@@ -358,10 +392,13 @@ class Monitor:
         predicted = outputs.predicted_class if outputs.predicted_class is not None else np.full(n, -1, np.int64)
         chunk = _Chunk(numeric[ok], categorical[ok], outputs.values[ok], predicted[ok])
         answers = outputs.values[ok, 0] if outputs.predicted_class is None else predicted[ok]
+        nulls = np.array([int(_null_mask(arrays[c.name]).sum()) for c in missing_columns(spec)], np.int64)
         now = time.time()
         model = str(payload.get("model", self.spec.name))
         with self.lock:
-            self.windows.setdefault(release, _ReleaseWindow()).add(chunk, self.config.drift_window_rows, now)
+            window = self.windows.setdefault(release, _ReleaseWindow())
+            window.add(chunk, self.config.drift_window_rows, now)
+            window.add_received(n, nulls, self.config.drift_window_rows)
             source = str(payload.get("source", "serving"))
             self.sources[source] = self.sources.get(source, 0) + n
             for s, count in zip(*np.unique(status.astype(str), return_counts=True), strict=True):
@@ -441,7 +478,13 @@ class Monitor:
             if release is None:
                 return None, [], {}
             w = self.windows[release].concatenated()
+            nulls, received = self.windows[release].nulls()
         refs = self._release(release)
+        missing = {}
+        if nulls is not None:
+            for j, c in enumerate(missing_columns(refs.spec)):
+                if c.name in refs.missing:
+                    missing[c.name] = (refs.missing[c.name], int(nulls[j]), received)
         state = refs.state
         outputs: dict[str, tuple[NumericReference | CategoricalReference, Any]] = {
             name: (ref, w.values[:, column]) for name, (column, ref) in refs.outputs.numeric.items()
@@ -464,6 +507,7 @@ class Monitor:
             outputs=outputs,
             alpha=self.config.alpha,
             min_samples=self.config.min_samples,
+            missing=missing,
         )
         return release, report, histograms
 

@@ -26,6 +26,7 @@ from inferline.monitor.utilization import UtilizationSampler
 from inferline.serving.client import InferlineClient, Predictions
 from inferline.serving.server import TritonServer, free_port
 from inferline.serving.tap import MonitorTap, post_json
+from inferline.training.profile import missing_columns
 
 from .conftest import Published, private_server, wait_until
 
@@ -105,8 +106,9 @@ def test_drift_is_flagged_on_exactly_the_shifted_features(
     normal = fraud.generate(WINDOW, seed=901)
     send(triton, monitor, normal)
     states = drift_states(monitor.monitor.tick())
-    assert len(states) == 8 + 4 + len(OUTPUT_TESTS) and set(states.values()) == {"ok"}, states
-    assert OUTPUT_TESTS <= set(states)
+    missing_tests = {f"nulls_{c.name}" for c in missing_columns(fraud.SPEC)}
+    assert len(states) == 8 + 4 + len(OUTPUT_TESTS) + len(missing_tests) and set(states.values()) == {"ok"}, states
+    assert OUTPUT_TESTS | missing_tests <= set(states)
 
     drifted = drifted_rows()
     predictions = send(triton, monitor, drifted)
@@ -136,6 +138,41 @@ def test_drift_is_flagged_on_exactly_the_shifted_features(
         assert classes[name]["precision"] == pytest.approx(tp / (p == k).sum())
         assert classes[name]["recall"] == pytest.approx(tp / (y == k).sum())
         assert classes[name]["error_rate"] == pytest.approx(1 - tp / (p == k).sum())
+
+
+def test_missingness_is_tested_per_column_over_every_row_received(
+    published: Published, triton: TritonServer, monitor: MonitorServer
+) -> None:
+    """Nulls moved: 40 % of an optional column's values null; then that column null in every row, and a required
+    column null in 10 % of the rows (refused rows, which the feature window never sees). Each flags that column's
+    missingness test; no other column's, and no feature but those computed from the nulled column."""
+    normal = fraud.generate(WINDOW, seed=905)
+    send(triton, monitor, normal)
+    states = drift_states(monitor.monitor.tick())
+    assert {f: s for f, s in states.items() if f.startswith("nulls_")} == {
+        f"nulls_{c.name}": "ok" for c in missing_columns(fraud.SPEC)
+    }
+    reference = Registry(published.repository, "fraud").reference_profile()["missing"]
+    assert reference["description"]["nulls"] / reference["description"]["rows"] < 0.2  # a few nulls at training
+
+    rows = fraud.generate(WINDOW, seed=906)
+    rng = np.random.default_rng(906)
+    rows.loc[rng.random(WINDOW) < 0.4, "description"] = None
+    send(triton, monitor, rows)
+    snapshot = monitor.monitor.tick()
+    drifted = {f for f, s in drift_states(snapshot).items() if s == "drift"}
+    # what the imputed text feeds moves too (its length and non-ASCII share, and so the outputs); nothing else
+    follows = {"description_length", "description_non_ascii", *OUTPUT_TESTS}
+    assert "nulls_description" in drifted and drifted <= {"nulls_description", *follows}, drifted
+    entry = next(f for f in snapshot["drift"]["features"] if f["feature"] == "nulls_description")  # type: ignore[index]
+    assert entry["kind"] == "missing" and entry["statistics"]["null_share"] == pytest.approx(0.4, abs=0.03)
+
+    rows = fraud.generate(WINDOW, seed=907)
+    rows["description"] = None  # an all-null window is a flag
+    rows.loc[rng.random(WINDOW) < 0.1, "amount"] = np.nan
+    send(triton, monitor, rows)
+    drifted = {f for f, s in drift_states(monitor.monitor.tick()).items() if s == "drift"}
+    assert {"nulls_description", "nulls_amount"} <= drifted <= {"nulls_description", "nulls_amount", *follows}
 
 
 def test_metrics_latency_sketch_and_utilization(published: Published, tmp_path: Path) -> None:

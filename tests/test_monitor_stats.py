@@ -20,6 +20,7 @@ from inferline.monitor.drift import (
     NULL,
     UNSEEN,
     CategoricalReference,
+    MissingReference,
     NumericReference,
     bin_counts,
     categorical_drift,
@@ -28,6 +29,7 @@ from inferline.monitor.drift import (
     drift_report,
     js_divergence,
     ks_2samp,
+    missing_drift,
     numeric_drift,
     psi,
 )
@@ -647,3 +649,17 @@ def test_missingness_is_tested_and_an_all_null_window_is_a_flag() -> None:
         assert same.state == "ok" and more.state == "drift" and empty.state == "drift", (same, more, empty)
         assert more.statistics["null_share"] == pytest.approx(0.40, abs=0.03)
         assert more.statistics["null_share_reference"] == pytest.approx(0.01, abs=0.003)
+
+
+def test_raw_column_missingness_holds_its_rate_and_flags_a_change() -> None:
+    """``missing_drift`` (a raw column's nulls over every row received): 300 undrifted windows at a 2 % null share
+    flag at most the binomial bound of alpha = 0.01; 40 % and all-null windows are flagged; a small window is
+    ``not_enough_data``."""
+    rng = np.random.default_rng(11)
+    ref = MissingReference(rows=200_000, nulls=4_000)
+    flags = sum(missing_drift("c", ref, int(rng.binomial(5000, 0.02)), 5000, 0.01).state == "drift" for _ in range(300))
+    assert flags <= 10, flags  # P(Binomial(300, 0.01) > 10) < 0.001
+    assert missing_drift("c", ref, 2000, 5000, 0.01).state == "drift"
+    everything = missing_drift("c", ref, 5000, 5000, 0.01)
+    assert everything.state == "drift" and everything.feature == "nulls_c" and everything.kind == "missing"
+    assert missing_drift("c", ref, 10, 100, 0.01, min_samples=500).state == "not_enough_data"

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from inferline.monitor.performance import calibration_error, estimate_binary, realized_binary
+from inferline.monitor.performance import (
+    calibration_error,
+    classwise_calibration_error,
+    estimate_binary,
+    realized_binary,
+    window_performance,
+)
 
 
 def _window(rng: np.random.Generator, a: float, b: float, n: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
@@ -49,3 +55,28 @@ def test_miscalibrated_scores_show_in_the_calibration_error() -> None:
     assert abs(estimate_binary(inflated).precision - realized_binary(inflated, labels).precision) > 0.1
     with pytest.raises(ValueError, match="probabilities"):
         estimate_binary([0.2, 1.5])
+
+
+def test_multiclass_estimates_are_one_vs_rest_macro_averages() -> None:
+    """Three classes, probabilities calibrated by construction (labels drawn from them), under two class mixes: the
+    macro estimates land within 0.03 of the macro realized figures, and each is the mean of its per-class ones."""
+    rng = np.random.default_rng(13)
+    for alpha in ([1.0, 1.0, 1.0], [4.0, 1.0, 0.5]):
+        p = rng.dirichlet(alpha, 60_000)
+        labels = (rng.random(len(p))[:, None] > np.cumsum(p, axis=1)).sum(axis=1)
+        predicted = p.argmax(axis=1)
+        window = window_performance(p, predicted, labels)
+        estimated, realized = window["estimated"], window["realized"]
+        for name in ("roc_auc", "precision", "recall"):
+            assert abs(estimated[name] - realized[name]) < 0.03, (alpha, name, estimated, realized)
+        per_class = [estimate_binary(p[:, k], predicted=predicted == k) for k in range(3)]
+        assert estimated["precision"] == pytest.approx(np.mean([e.precision for e in per_class]))
+        assert classwise_calibration_error(p, labels) < 0.01
+    # binary: the positive class alone, and realized figures only from enough labels with both classes present
+    score = rng.random(200)
+    p = np.stack([1 - score, score], axis=1)
+    assert window_performance(p, p[:, 1] >= 0.5, np.ones(200))["realized"] is None
+    assert window_performance(p[:20], p[:20, 1] >= 0.5, np.arange(20) % 2)["realized"] is None
+    window = window_performance(p, p[:, 1] >= 0.5, rng.random(200) < p[:, 1])
+    assert window["estimated"]["roc_auc"] == pytest.approx(estimate_binary(p[:, 1]).roc_auc)
+    assert window["realized"] is not None and window["realized_rows"] == window["rows"] == 200

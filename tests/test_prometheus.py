@@ -263,12 +263,12 @@ def test_the_in_process_rules_and_their_promql_fire_on_the_same_evaluations(
     engine and the /metrics exposition becomes the step's samples of ``promtool test rules``, whose expected
     alerts are the ones the engine fired. promtool fails on any evaluation where Prometheus disagrees.
 
-    Covered: every built-in rule and the kinds drift (any feature, outputs, one feature), drift_statistic with
-    both operators, performance_estimate with both, class_error_rate (worst class, one class, with min_rows), error_rate, latency (p99 above),
-    no_data, with for_windows 1-3. Not covered: regression_error (the fraud pipeline is a classifier), and a
-    latency rule with ``<``: a new series has no rate() until its second scrape, where the in-process window
-    already has a percentile, so such a rule fires one evaluation later in Prometheus (the first latency window
-    here is fast, so that ``>`` cannot differ there)."""
+    Covered: every built-in rule and the kinds drift (any feature, outputs, one feature), drift_statistic and
+    performance_estimate with both operators, class_error_rate (worst class, one class, with min_rows),
+    error_rate, latency (p99 above), no_data, with for_windows 1-3. Not covered: regression_error (the fraud
+    pipeline is a classifier), and a latency rule with ``<``: a new series has no rate() until its second scrape,
+    where the in-process window already has a percentile, so such a rule fires one evaluation later in
+    Prometheus (the first latency window here is fast, so that ``>`` cannot differ there)."""
     config = MonitorConfig(
         repository=published.repository,
         pipeline="fraud",

@@ -21,7 +21,9 @@ Format (``version`` 3), keyed as the monitor reads it:
   (``p[:, 1] >= threshold`` in float32), the argmax for more classes;
 - ``prediction``: the regression's predicted values; for a classifier the last class's probability, the field
   version 2 had (kept for readers of version 2);
-- binary only: ``positive_share_at_threshold``.
+- binary only: ``positive_share_at_threshold``;
+- ``missing`` (when training passed its raw rows): ``{column: {"rows", "nulls"}}`` for every raw tabular input
+  column but the id (:func:`null_counts`), the baseline of the monitor's per-column missingness tests.
 
 Profiles are mergeable (counts add, samples are re-drawn by weight), and each release carries its own.
 """
@@ -32,17 +34,37 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from inferline.features.spec import Column, PipelineSpec
 from inferline.features.state import FeatureMatrix, FeatureState
 from inferline.monitor.drift import CategoricalReference, NumericReference
 
-__all__ = ["PROFILE_VERSION", "TASKS", "predicted_classes", "reference_profile"]
+__all__ = ["PROFILE_VERSION", "TASKS", "missing_columns", "null_counts", "predicted_classes", "reference_profile"]
 
 PROFILE_VERSION = 3
 TASKS = ("binary", "multiclass", "regression")
 OUTPUT_SAMPLE_BUDGET = 100_000
 """Sampled values kept over all class probabilities together: with many classes each class keeps fewer (but at
 least 1,000), so a profile stays small."""
+
+
+def missing_columns(spec: PipelineSpec) -> tuple[Column, ...]:
+    """The raw columns whose missingness is profiled and watched: every tabular input column but the id."""
+    return tuple(c for c in spec.input_columns if c.kind not in ("tensor", "id"))
+
+
+def null_counts(frame: pd.DataFrame, spec: PipelineSpec) -> dict[str, dict[str, int]]:
+    """``{column: {"rows", "nulls"}}`` over the raw rows of ``frame``: NaN/None/NaT, and empty text (a null on the
+    wire: ``features.wire``)."""
+    out = {}
+    for c in missing_columns(spec):
+        values = frame[c.name]
+        null = values.isna()
+        if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+            null |= values.astype(object).map(lambda v: isinstance(v, str | bytes) and len(v) == 0).astype(bool)
+        out[c.name] = {"rows": len(frame), "nulls": int(null.sum())}
+    return out
 
 
 def predicted_classes(probabilities: np.ndarray, task: str, threshold: float) -> np.ndarray:
@@ -62,10 +84,12 @@ def reference_profile(
     sample_size: int = 5_000,
     seed: int = 0,
     classes: Sequence[str] | None = None,
+    missing: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """The drift baseline of ``features`` (numeric and categorical; tensor inputs are not profiled) and the model's
     ``predictions``: class probabilities [n, classes] for a classifier (a binary task may pass the last class's
-    score [n]), values [n] or [n, 1] for regression. ``classes``, when given, is checked against the width."""
+    score [n]), values [n] or [n, 1] for regression. ``classes``, when given, is checked against the width.
+    ``missing``: the raw rows' null counts per column (:func:`null_counts`)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     predictions = np.asarray(predictions, dtype=np.float64)
@@ -84,6 +108,8 @@ def reference_profile(
             for j, name in enumerate(state.categorical)
         },
     }
+    if missing is not None:
+        profile["missing"] = missing
     if task == "regression":
         if predictions.ndim == 2 and predictions.shape[1] != 1:
             raise ValueError(f"regression predictions must be [n] or [n, 1], got shape {predictions.shape}")

@@ -42,7 +42,7 @@ from inferline.training.model import (
     layout_for,
     save_checkpoint,
 )
-from inferline.training.profile import reference_profile
+from inferline.training.profile import null_counts, reference_profile
 
 __all__ = ["SPLITS", "NotEnoughData", "RunResult", "latest_run", "split_by_time", "split_frame", "train"]
 
@@ -271,7 +271,8 @@ def train(
             categorical=np.concatenate([m_train.categorical, m_val.categorical, m_hold.categorical]),
         )
         predictions = np.concatenate([val_out[0], hold_out[0]])
-        profile = reference_profile(everything, state, predictions, task=spec.task)
+        missing = null_counts(pd.concat([train_df, val_df, hold_df], ignore_index=True), spec)
+        profile = reference_profile(everything, state, predictions, task=spec.task, missing=missing)
         if calibration_record is not None:
             profile["calibration"] = calibration_record
         atomic_write_json(tmp_dir / "reference_profile.json", profile)
