@@ -1,8 +1,9 @@
-"""Label-free performance estimates for a binary classifier, in the manner of NannyML's CBPE (confidence-based
+"""Label-free performance estimates for a classifier, in the manner of NannyML's CBPE (confidence-based
 performance estimation): when labels arrive late or never, a *calibrated* score says how often each prediction is
 right, so the expected confusion matrix, precision, recall and ROC AUC follow from the scores alone.
 
-With calibrated probabilities ``p_i = P(y_i = 1 | x_i)`` and predictions ``yhat_i = [p_i >= threshold]``:
+With calibrated probabilities ``p_i = P(y_i = 1 | x_i)`` and predictions ``yhat_i`` (the model's decisions, or
+``[p_i >= threshold]``):
 
 * expected TP = sum of ``p_i`` over ``yhat_i = 1``, FP = sum of ``1 - p_i`` there; FN = sum of ``p_i`` over
   ``yhat_i = 0``, TN = sum of ``1 - p_i`` there (each row is a positive with probability ``p_i``);
@@ -22,9 +23,9 @@ chance (``inferline.training.calibration``). It also assumes no *concept* shift:
 about ``P(y | x)`` on the window, which a covariate shift (other rows, the same world) keeps and a changed
 relation between features and label does not.
 
-The monitor (``Monitor.performance_estimate``) runs :func:`estimated_performance` over each release's drift window
-and :func:`realized_performance` over the labels joined so far (at least :data:`MIN_REALIZED_ROWS`, every class
-of a binary task present).
+The monitor (``Monitor.performance_estimate``) runs :func:`estimated_performance` over the drift window of the
+release now served and :func:`realized_performance` over the labels joined so far (at least
+:data:`MIN_REALIZED_ROWS`, both classes of a binary task present).
 """
 
 from __future__ import annotations

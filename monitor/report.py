@@ -3,7 +3,7 @@ Grafana dashboard for the metrics the monitor exports.
 
 The page has one ``<section id=...>`` per entry of :data:`SECTIONS`, always, in that order: a section with nothing
 to show says why (no labels joined yet, no estimate, ...). Snapshots from older monitors lack some keys
-(``performance``, ``regression``, drift ``missing_share``); they are read with ``.get`` and still render.
+(``performance``, ``regression``, a drift entry's ``null_share``); they are read with ``.get`` and still render.
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _missing_share(statistics: Mapping[str, Any]) -> float | None:
-    """The window's null share of a drift entry: ``missing_share``, or ``null_share`` as monitors before it named
-    it; None when the entry has neither (no nulls on either side, or an older profile)."""
-    value = statistics.get("missing_share", statistics.get("null_share"))
+    """The window's null share of a drift entry (``null_share``, as ``monitor.drift`` names it); None when the
+    entry has none (no nulls on either side, or an older profile)."""
+    value = statistics.get("null_share")
     return float(value) if isinstance(value, int | float) else None
 
 
@@ -229,7 +229,7 @@ def _drift_section(features: list[dict[str, Any]]) -> str:
         return "<p>No drift evaluated yet: the monitor has received no rows of a release.</p>"
     shares = [_missing_share(f["statistics"]) for f in features]
     with_missing = any(s is not None for s in shares)
-    shown_apart = {"missing_share", "null_share"} if with_missing else set()
+    shown_apart = {"null_share"} if with_missing else set()
     header = ["feature", "kind", "state", "test", "p-value", "alpha", "rows"]
     header += ["missing share (window)"] if with_missing else []
     rows = []
@@ -465,8 +465,8 @@ def grafana_dashboard() -> dict[str, Any]:
         ),
         panel(
             10,
-            "Missing values: the window's null share per feature",
-            [('inferline_drift_statistic{statistic="missing_share"}', "{{feature}}")],
+            "Missing values: the window's null share per test (nulls_<column>: every row received)",
+            [('inferline_drift_statistic{statistic="null_share"}', "{{feature}}")],
             "percentunit",
         ),
         panel(

@@ -38,6 +38,7 @@ from inferline.monitor.rules import DEFAULT_RULES, RuleEngine
 from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
 from inferline.serving.server import free_port
 from inferline.serving.tap import post_json, sample_payload, tabular_arrays
+from inferline.training.profile import missing_columns
 from inferline.training.train import train
 
 from .pipelines import glyphs, species, yields
@@ -176,7 +177,9 @@ def drift_states(snapshot: dict[str, Any]) -> dict[str, str]:
 def test_multiclass_drift_per_class_and_errors_from_labels(repository: Path, monitor_of: Any) -> None:
     rel = release(repository, species)
     monitor = monitor_of("species")
-    tests = ["petal_z", "sepal_z", "site_idx", *(f"probability_{c}" for c in species.SPEC.classes), "predicted_class"]
+    nulls = [f"nulls_{c.name}" for c in missing_columns(species.SPEC)]  # each raw column's missingness
+    outputs_tests = [*(f"probability_{c}" for c in species.SPEC.classes), "predicted_class"]
+    tests = ["petal_z", "sepal_z", "site_idx", *outputs_tests, *nulls]
 
     normal = species.generate(WINDOW, seed=11)
     post_samples(monitor, rel, normal, wire(rel, normal))
@@ -185,7 +188,8 @@ def test_multiclass_drift_per_class_and_errors_from_labels(repository: Path, mon
     assert {f["feature"]: f["kind"] for f in snapshot["drift"]["features"]} == {
         **{name: "numeric" for name in tests[:2]},
         "site_idx": "categorical",
-        **{name: "prediction" for name in tests[3:]},
+        **{name: "prediction" for name in outputs_tests},
+        **{name: "missing" for name in nulls},
     }
     assert set(drift_states(snapshot).values()) == {"ok"}, drift_states(snapshot)
     assert snapshot["rules"]["states"]["prediction_drift"] == "ok"
@@ -202,7 +206,8 @@ def test_multiclass_drift_per_class_and_errors_from_labels(repository: Path, mon
         outputs["probabilities"],
         outputs["predicted_class"].reshape(-1),
     )
-    assert {k: v for k, v in states.items() if k != "site_idx"} == expected
+    assert {k: v for k, v in states.items() if k != "site_idx" and k not in nulls} == expected
+    assert {states[k] for k in nulls} == {"ok"}, states
     for name in ("probability_versicolor", "probability_virginica", "predicted_class", "sepal_z"):
         assert states[name] == "drift", states
     assert states["petal_z"] == states["site_idx"] == "ok", states
@@ -255,8 +260,10 @@ def test_regression_drift_and_errors_from_delayed_labels(repository: Path, monit
     normal = yields.generate(WINDOW, seed=21)
     post_samples(monitor, rel, normal, wire(rel, normal))
     snapshot = monitor.monitor.tick()
-    assert drift_states(snapshot) == {"rain_z": "ok", "sun_z": "ok", "prediction": "ok"}
-    assert [f["kind"] for f in snapshot["drift"]["features"]] == ["numeric", "numeric", "prediction"]
+    nulls = {f"nulls_{c.name}": "ok" for c in missing_columns(yields.SPEC)}
+    assert drift_states(snapshot) == {"rain_z": "ok", "sun_z": "ok", "prediction": "ok", **nulls}
+    kinds = [f["kind"] for f in snapshot["drift"]["features"]]
+    assert kinds == ["numeric", "numeric", "prediction", *["missing"] * len(nulls)]
     assert snapshot["classes"] == {} and snapshot["regression"]["rows"] == 0
     assert snapshot["rules"]["states"]["class_error_rate"] == "not_applicable"
     assert snapshot["rules"]["states"]["regression_error_ratio"] in ("ok", "no_data")  # no labels yet
@@ -264,7 +271,7 @@ def test_regression_drift_and_errors_from_delayed_labels(repository: Path, monit
     wet = yields.generate(WINDOW, seed=22, rain_factor=1.6)
     outputs = post_samples(monitor, rel, wet, wire(rel, wet))
     snapshot = monitor.monitor.tick()
-    assert drift_states(snapshot) == {"rain_z": "drift", "sun_z": "ok", "prediction": "drift"}
+    assert drift_states(snapshot) == {"rain_z": "drift", "sun_z": "ok", "prediction": "drift", **nulls}
     profile = Registry(repository, "yields").reference_profile(1)
     p = scipy.stats.ks_2samp(profile["prediction"]["sample"], outputs["prediction"].reshape(-1), method="asymp").pvalue
     prediction = next(f for f in snapshot["drift"]["features"] if f["feature"] == "prediction")
@@ -336,6 +343,7 @@ def test_tensor_pipeline_without_id_column(repository: Path, monitor_of: Any) ->
         "probability_blank": "ok",
         "probability_mark": "ok",
         "predicted_class": "ok",
+        "nulls_ink": "ok",
     }
     assert snapshot["pipeline"]["tensor_columns"] == ["pixels"] and snapshot["pipeline"]["labels"] is False
     states = snapshot["rules"]["states"]

@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from inferline.features.pipelines import fraud
 from inferline.monitor.alerts import Alerter
 from inferline.monitor.drift import FeatureDrift
+from inferline.monitor.report import dashboard_metric_names, grafana_dashboard
 from inferline.monitor.rules import DEFAULT_RULES, AlertRule, RuleEngine, prometheus_rules
 from inferline.monitor.service import (
     LATENCY_BUCKET_ERROR,
@@ -38,7 +39,7 @@ from inferline.monitor.service import (
 )
 from inferline.serving.client import InferlineClient
 from inferline.serving.server import free_port
-from inferline.serving.tap import MonitorTap
+from inferline.serving.tap import MonitorTap, post_json
 
 from .conftest import Published, Receiver, supervised_server, wait_until
 
@@ -401,7 +402,8 @@ def test_drifted_traffic_fires_in_prometheus_and_alertmanager_delivers_it(
     """A release served with ``inferline serve up``, a ticking monitor with the tap's samples and Triton's
     metrics, Prometheus scraping Triton, the supervisor and the monitor with the generated rules, Alertmanager
     with a webhook receiver of the test's own: drifted traffic fires ``feature_drift`` and ``prediction_drift``
-    in Prometheus, and Alertmanager posts them to the receiver."""
+    in Prometheus, and Alertmanager posts them to the receiver. Then every metric the Grafana dashboard names is
+    one the stack exports."""
     from .test_monitor import drifted_rows
 
     server = supervised_server(published, tmp_path / "serve")
@@ -417,7 +419,7 @@ def test_drifted_traffic_fires_in_prometheus_and_alertmanager_delivers_it(
             port=free_port(),
             interval_s=1.0,
             drift_window_rows=3_000,
-            nvml=False,
+            server_pid=record["pid"],
         )
         monitor = MonitorServer(Monitor(config)).start(ticking=True)
         rules = tmp_path / "rules.yml"
@@ -442,10 +444,14 @@ def test_drifted_traffic_fires_in_prometheus_and_alertmanager_delivers_it(
 
         wait_until(all_up, 60, "Prometheus scraping Triton, the supervisor and the monitor")
         tap = MonitorTap(monitor.url)
+        rows = drifted_rows()
         with InferlineClient(record["gateway"], "http", pipeline="fraud", tap=tap, max_batch_size=256) as client:
-            client.predict(drifted_rows().drop(columns=[fraud.SPEC.label]))
+            client.predict(rows.drop(columns=[fraud.SPEC.label]))
         tap.close()
         assert tap.sent == 3_000 and tap.dropped == 0
+        ids, truth = rows["transaction_id"], rows["is_fraud"]
+        labels = [{"transaction_id": t, "label": int(y)} for t, y in zip(ids, truth, strict=True)]
+        assert post_json(f"{monitor.url}/v1/labels", {"labels": labels})["joined"] == 3_000
 
         def delivered() -> set[str]:
             return {a["labels"]["alertname"] for body in receiver.received for a in body.get("alerts", [])}
@@ -463,6 +469,20 @@ def test_drifted_traffic_fires_in_prometheus_and_alertmanager_delivers_it(
         )
         alert = next(a for a in body["alerts"] if a["labels"]["alertname"] == "feature_drift")
         assert alert["status"] == "firing" and alert["annotations"]["summary"] == "a tabular feature drifted"
+
+        # every metric a Grafana panel names is one this stack exports: scraped here by Prometheus, or one with no
+        # sample in this run: GPU readings without a GPU (declared on /metrics all the same), a regression's errors
+        # (exported by a monitor of a regression pipeline: the same exporter's families)
+        wait_until(lambda: bool(query(prometheus, "inferline_realized_performance")), 30, "realized scraped")
+        scraped = set(get_json(f"{prometheus.url}/api/v1/label/__name__/values")["data"])
+        with urllib.request.urlopen(f"{monitor.url}/metrics", timeout=10) as r:
+            declared = {line.split()[2] for line in r.read().decode().splitlines() if line.startswith("# TYPE")}
+        declared |= {family.name for family in monitor.monitor._regression_metrics()}
+        named = dashboard_metric_names(grafana_dashboard())
+        unscraped = named - scraped
+        assert unscraped <= {n for n in named if n.startswith(("inferline_gpu_", "inferline_regression_"))}, unscraped
+        assert unscraped <= declared, unscraped - declared
+        assert len(named & scraped) >= 12, sorted(named & scraped)
     finally:
         for p in reversed(processes):
             p.stop()

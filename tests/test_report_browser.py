@@ -181,8 +181,8 @@ def test_report_from_the_monitor_in_a_browser(browser: Any, watched: Watched, tm
     assert "log_amount" in summary["drifted"] and "log_amount" in drift
     for f in last["drift"]["features"]:
         assert f["feature"] in drift
-    if any({"missing_share", "null_share"} & set(f["statistics"]) for f in last["drift"]["features"]):
-        assert "missing share (window)" in drift  # the categorical features count their nulls
+    assert any(f["feature"].startswith("nulls_") for f in last["drift"]["features"])  # every raw column's nulls
+    assert "missing share (window)" in drift
     labels = page.section("labels")
     assert f"{len(watched.labels)} labels joined" in labels
     assert all(name in labels for name in fraud.SPEC.classes)
@@ -199,13 +199,12 @@ def test_report_from_the_monitor_in_a_browser(browser: Any, watched: Watched, tm
 
 def test_report_of_older_snapshots_says_no_estimate(browser: Any, watched: Watched, tmp_path: Path) -> None:
     """Snapshots from a monitor before the estimate and the missing shares: no ``performance`` key, drift
-    statistics without ``missing_share``; every section still renders."""
+    statistics without ``null_share``; every section still renders."""
     history = copy.deepcopy(watched.history)
     for snapshot in history:
         del snapshot["performance"]
         for f in snapshot["drift"]["features"]:
-            for key in ("missing_share", "null_share"):
-                f["statistics"].pop(key, None)
+            f["statistics"].pop("null_share", None)
     write_report(history, tmp_path)
     page = open_report(browser, tmp_path / "report.html")
     check_page(page, PLOTS - {"performance.png"})
@@ -214,14 +213,13 @@ def test_report_of_older_snapshots_says_no_estimate(browser: Any, watched: Watch
 
 
 def test_report_before_labels_and_with_missing_values(browser: Any, watched: Watched, tmp_path: Path) -> None:
-    """The snapshots before the labels joined: an estimate and no realized figures yet. One numeric feature's
-    window is given missing values by hand (the fraud pipeline's numeric inputs are required, and a null
-    description has length 0, so its real traffic has none)."""
+    """The snapshots before the labels joined: an estimate and no realized figures yet; one column's null share
+    set to 12.5 % shows as such."""
     history = copy.deepcopy(watched.history[:2])
     performance = history[-1]["performance"]
     assert performance["estimated"] is not None and performance["realized"] is None
-    numeric = next(f for f in history[-1]["drift"]["features"] if f["kind"] == "numeric")
-    numeric["statistics"]["missing_share"] = 0.125
+    nulls = next(f for f in history[-1]["drift"]["features"] if f["kind"] == "missing")
+    nulls["statistics"]["null_share"] = 0.125
     write_report(history, tmp_path)
     page = open_report(browser, tmp_path / "report.html")
     check_page(page, PLOTS)
@@ -281,6 +279,6 @@ def test_committed_dashboard_is_the_generated_one() -> None:
     }
     assert new <= names
     exprs = [t["expr"] for p in committed["panels"] for t in p["targets"]]
-    assert any('statistic="missing_share"' in e for e in exprs)
+    assert any('statistic="null_share"' in e for e in exprs)
     for q in (0.5, 0.95, 0.99):
         assert any(e.startswith(f"histogram_quantile({q}, ") for e in exprs)

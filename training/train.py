@@ -246,7 +246,7 @@ def train(
         model = ScoringModel(net, threshold, task=spec.task, calibration=fitted).eval()
         val_out = predict(model, x_val)
         hold_out = predict(model, x_hold)
-        metrics = {
+        metrics: dict[str, Any] = {
             "task": spec.task,
             "split": how,
             "holdout": task_metrics(spec.task, _labels(hold_df, spec), hold_out, spec.classes, threshold),
