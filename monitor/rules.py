@@ -42,7 +42,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from inferline.features.errors import UserError
 from inferline.monitor.alerts import Alert, Alerter, Severity
@@ -72,16 +72,7 @@ RuleKind = Literal[
 ]
 RuleState = Literal["ok", "pending", "firing", "no_data", "not_applicable"]
 RULE_STATES: tuple[RuleState, ...] = ("ok", "pending", "firing", "no_data", "not_applicable")
-RULE_KINDS = (
-    "drift",
-    "drift_statistic",
-    "class_error_rate",
-    "regression_error",
-    "performance_estimate",
-    "latency",
-    "error_rate",
-    "no_data",
-)
+RULE_KINDS: tuple[RuleKind, ...] = get_args(RuleKind)
 REGRESSION_STATISTICS = ("mae", "rmse", "mean_error", "mae_ratio")
 PERFORMANCE_STATISTICS = ("roc_auc", "precision", "recall")
 LATENCY_QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}

@@ -33,7 +33,7 @@ from .conftest import Published, private_server, wait_until
 WINDOW = 3_000
 
 
-def start_monitor(published: Published, triton: TritonServer) -> MonitorServer:
+def start_monitor(published: Published, triton: TritonServer, window: int = WINDOW) -> MonitorServer:
     assert triton.process is not None
     config = MonitorConfig(
         repository=published.repository,
@@ -42,7 +42,7 @@ def start_monitor(published: Published, triton: TritonServer) -> MonitorServer:
         trace_dir=triton.config.trace_dir,
         server_pid=triton.process.pid,
         port=free_port(),
-        drift_window_rows=WINDOW,
+        drift_window_rows=window,
     )
     return MonitorServer(Monitor(config)).start(ticking=False)  # each evaluation sees the traffic sent before it
 

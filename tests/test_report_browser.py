@@ -26,12 +26,12 @@ from inferline.features.pipelines import fraud
 from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.monitor.performance import FIGURES
 from inferline.monitor.report import SECTIONS, dashboard_metric_names, grafana_dashboard, write_report
-from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
 from inferline.serving.client import InferlineClient
-from inferline.serving.server import TritonServer, free_port
+from inferline.serving.server import TritonServer
 from inferline.serving.tap import MonitorTap, post_json
 
 from .conftest import Published
+from .test_monitor import start_monitor
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -120,17 +120,7 @@ class Watched:
 
 @pytest.fixture(scope="module")
 def watched(published: Published, triton: TritonServer) -> Watched:
-    assert triton.process is not None
-    config = MonitorConfig(
-        repository=published.repository,
-        pipeline="fraud",
-        triton_metrics_url=f"http://{triton.config.metrics_url.removeprefix('http://')}",
-        trace_dir=triton.config.trace_dir,
-        server_pid=triton.process.pid,
-        port=free_port(),
-        drift_window_rows=ROWS,
-    )
-    server = MonitorServer(Monitor(config)).start(ticking=False)
+    server = start_monitor(published, triton, ROWS)
     try:
 
         def send(rows: Any) -> None:
