@@ -50,13 +50,14 @@ def _run(args: argparse.Namespace) -> int:
     repository = Path(args.repository or record.get("repository") or "triton_models")
     pipeline = choose_published(repository, args.pipeline)
     rule_set = load_rules(Path(args.rules) if args.rules else None)
-    check_port_free("--port", args.port)
+    check_port_free("--port", args.port, args.host)
     config = MonitorConfig(
         repository=repository,
         pipeline=pipeline,
         triton_metrics_url=(metrics if metrics is None or metrics.startswith("http") else f"http://{metrics}"),
         trace_dir=Path(trace_dir) if trace_dir else None,
         server_pid=args.server_pid or record.get("pid"),
+        host=args.host,
         port=args.port,
         interval_s=args.interval,
         latency_window_s=args.latency_window,
@@ -140,7 +141,7 @@ def _grafana(args: argparse.Namespace) -> int:
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = Parser(prog=prog or "inferline monitor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", help="the monitor service on 127.0.0.1 (Ctrl-C or SIGTERM stops it)")
+    run = sub.add_parser("run", help="the monitor service (Ctrl-C or SIGTERM stops it)")
     run.add_argument("--workdir", default=".inferline", help="where `inferline serve up` recorded its server")
     run.add_argument("--repository", default=None, help="model repository (default: the running server's)")
     run.add_argument("--pipeline", default=None, help="pipeline to watch (default: the repository's only pipeline)")
@@ -149,7 +150,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     run.add_argument(
         "--server-pid", type=positive_int, default=None, help="Triton's pid for CPU/memory (default: recorded)"
     )
-    run.add_argument("--port", type=port, default=9400, help="the monitor's HTTP port on 127.0.0.1")
+    run.add_argument("--port", type=port, default=9400, help="the monitor's HTTP port (on --host)")
+    run.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address the monitor listens on: a host address (or 0.0.0.0) for a Prometheus on another host; "
+        "its POST endpoints take samples and labels, so keep it on a private network",
+    )
     run.add_argument(
         "--interval", type=positive_float, default=5.0, help="seconds between scrapes and drift evaluations"
     )

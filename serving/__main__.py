@@ -411,7 +411,8 @@ def _predict(args: argparse.Namespace) -> int:
         )
     rows = _read_rows(Path(args.file))
     try:
-        with InferlineClient(url, args.protocol, pipeline=pipeline, timeout_s=args.timeout) as client:
+        endpoints = [u.strip() for u in url.split(",") if u.strip()]
+        with InferlineClient(endpoints, args.protocol, pipeline=pipeline, timeout_s=args.timeout) as client:
             p = client.predict(rows)
     except (InferlineError, ValueError) as exc:
         print(
@@ -588,7 +589,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         default=None,
         help="pipeline to call (default: the only pipeline of the repository of the server started by `up`)",
     )
-    pr.add_argument("--url", help="host:port (default: the server started by `up`, for --protocol)")
+    pr.add_argument(
+        "--url",
+        help="host:port (default: the server started by `up`, for --protocol); several, comma-separated, for "
+        "replicas: each request goes to the next one in service, and fails over to another",
+    )
     pr.add_argument("--timeout", type=positive_float, default=10.0, help="seconds before a request is abandoned")
     pr.set_defaults(func=_predict)
     dm = sub.add_parser(

@@ -12,6 +12,12 @@ server refuses (400) is not retried (``RequestRefused``). A passed deadline rais
 ``cancel`` event raises ``Cancelled``; neither is retried, so no request is sent twice after its caller gave up.
 With ``errors="record"`` a request that still fails marks its rows ``failed:<kind>`` instead of raising, so every
 row ends with exactly one prediction or one recorded failure.
+
+Several endpoints (``InferlineClient([url1, url2], ...)``: replicas of one release behind their own edges) are
+used in turn. An endpoint whose attempt fails in a way worth retrying (refused, reset, unavailable) is set aside
+for ``endpoint_cooldown_s`` and the request goes at once to the next one; with every endpoint set aside it waits
+the backoff as with one. Each request is answered by one endpoint or recorded as failed: a row never gets two
+answers. ``Predictions.served_by`` names the endpoint of each row.
 """
 
 from __future__ import annotations
@@ -133,6 +139,7 @@ class Predictions:
     latencies_s: list[float] = field(default_factory=list)  # one per request sent
     errors: list[InferlineError] = field(default_factory=list)  # requests recorded as failed (errors="record")
     prediction: np.ndarray | None = None  # float32 [n]: a regression pipeline's values (None for a classifier)
+    served_by: list[str] = field(default_factory=list)  # the endpoint that answered each row ("" where it failed)
 
     @property
     def ok(self) -> np.ndarray:
@@ -181,7 +188,7 @@ class TlsFiles:
 class InferlineClient:
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         protocol: Protocol = "http",
         *,
         pipeline: str,
@@ -195,10 +202,17 @@ class InferlineClient:
         tls: TlsFiles | None = None,
         tap: PredictionTap | None = None,
         spec: PipelineSpec | None = None,
+        endpoint_cooldown_s: float = 5.0,
     ) -> None:
         if protocol not in ("http", "grpc"):
             raise ValueError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
-        self.url, self.protocol, self.timeout_s = url, protocol, timeout_s
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("no endpoint: give the URL of an edge (or of Triton), or a list of them")
+        self.url, self.protocol, self.timeout_s = self.urls[0], protocol, timeout_s
+        self.endpoint_cooldown_s = endpoint_cooldown_s
+        self._set_aside = [0.0] * len(self.urls)  # monotonic time until which each endpoint is skipped
+        self._next = 0  # the endpoint the next request goes to (round robin over those not set aside)
         self.retries, self.backoff_s, self.backoff_max_s = retries, backoff_s, backoff_max_s
         self._random = random.Random()
         self.tap = tap
@@ -220,17 +234,24 @@ class InferlineClient:
             import tritonclient.http as client_module
 
             self._m: Any = client_module
-            self._client: Any = client_module.InferenceServerClient(
-                url, connection_timeout=timeout_s, network_timeout=timeout_s, **(tls.http_options() if tls else {})
-            )
+            self._clients: list[Any] = [
+                client_module.InferenceServerClient(
+                    u, connection_timeout=timeout_s, network_timeout=timeout_s, **(tls.http_options() if tls else {})
+                )
+                for u in self.urls
+            ]
         else:
             import tritonclient.grpc as client_module
 
             self._m = client_module
-            self._client = client_module.InferenceServerClient(url, **(tls.grpc_options() if tls else {}))
+            self._clients = [
+                client_module.InferenceServerClient(u, **(tls.grpc_options() if tls else {})) for u in self.urls
+            ]
+        self._client: Any = self._clients[0]  # the admin calls (repository_index) go to the first endpoint
 
     def close(self) -> None:
-        self._client.close()
+        for c in self._clients:
+            c.close()
 
     def __enter__(self) -> InferlineClient:
         return self
@@ -239,12 +260,24 @@ class InferlineClient:
         self.close()
 
     def is_ready(self) -> bool:
-        try:
-            return bool(
-                self._client.is_server_ready() and self._client.is_model_ready(self.model, headers=self.headers)
-            )
-        except Exception:  # noqa: BLE001 - any failure to answer is "not ready"
-            return False
+        """Some endpoint is ready and has the pipeline's model ready."""
+        for c in self._clients:
+            try:
+                if c.is_server_ready() and c.is_model_ready(self.model, headers=self.headers):
+                    return True
+            except Exception:  # noqa: BLE001 - any failure to answer is "not ready"
+                continue
+        return False
+
+    def _endpoint(self) -> int:
+        """The next endpoint in turn that is not set aside; with all set aside, the one back soonest."""
+        now, n = time.monotonic(), len(self.urls)
+        for k in range(n):
+            i = (self._next + k) % n
+            if self._set_aside[i] <= now:
+                self._next = (i + 1) % n
+                return i
+        return min(range(n), key=self._set_aside.__getitem__)
 
     def repository_index(self) -> list[dict[str, Any]]:
         """Models and versions the server knows (an admin API: needs the admin key); ``ready_models`` needs no
@@ -266,12 +299,14 @@ class InferlineClient:
             inputs.append(inp)
         return inputs
 
-    def _infer_once(self, arrays: Mapping[str, np.ndarray], remaining_s: float, cancel: Event | None) -> Any:
+    def _infer_once(
+        self, client: Any, arrays: Mapping[str, np.ndarray], remaining_s: float, cancel: Event | None
+    ) -> Any:
         outputs = [self._m.InferRequestedOutput(n) for n in self._outputs]
         if self.protocol == "http":  # the deadline is the connection's network timeout (timeout_s)
-            return self._client.infer(self.model, self._inputs(arrays), outputs=outputs, headers=self.headers or None)
+            return client.infer(self.model, self._inputs(arrays), outputs=outputs, headers=self.headers or None)
         answers: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
-        call = self._client.async_infer(
+        call = client.async_infer(
             self.model,
             self._inputs(arrays),
             callback=lambda result, error: answers.put((result, error)),
@@ -291,7 +326,8 @@ class InferlineClient:
             raise error
         return result
 
-    def _infer(self, arrays: Mapping[str, np.ndarray], cancel: Event | None = None) -> Any:
+    def _infer(self, arrays: Mapping[str, np.ndarray], cancel: Event | None = None) -> tuple[Any, str]:
+        """One request's answer and the endpoint that gave it."""
         from tritonclient.utils import InferenceServerException
 
         deadline = time.monotonic() + self.timeout_s
@@ -300,17 +336,21 @@ class InferlineClient:
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"request to model {self.model!r} cancelled by the caller", attempts=attempt)
             attempt += 1
+            i = self._endpoint()
             try:
-                return self._infer_once(arrays, deadline - time.monotonic(), cancel)
+                return self._infer_once(self._clients[i], arrays, deadline - time.monotonic(), cancel), self.urls[i]
             except Cancelled as exc:
                 exc.attempts = attempt
                 raise
             except (InferenceServerException, OSError) as exc:
-                error = classify(exc, self.protocol, self.url, self.model, attempt)
-            # full jitter: a burst of rejected clients does not come back in lockstep
-            delay = self._random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2**attempt))
+                error = classify(exc, self.protocol, self.urls[i], self.model, attempt)
             if not error.retryable or attempt > self.retries:
                 raise error
+            self._set_aside[i] = time.monotonic() + self.endpoint_cooldown_s
+            if any(t <= time.monotonic() for t in self._set_aside):
+                continue  # another endpoint is in service: send it there at once
+            # full jitter: a burst of rejected clients does not come back in lockstep
+            delay = self._random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2**attempt))
             if time.monotonic() + delay > deadline:
                 raise DeadlineExceeded(
                     f"{error} (no time left for another attempt within the {self.timeout_s}s deadline)",
@@ -339,7 +379,7 @@ class InferlineClient:
         n = len(next(iter(arrays.values())))
         n_classes = len(self.spec.classes)
         regression = self.spec.task == "regression"
-        probs, classes, status, release, latencies = [], [], [], [], []
+        probs, classes, status, release, latencies, served_by = [], [], [], [], [], []
         values: list[np.ndarray] = []
         failures: list[InferlineError] = []
         for start in range(0, n, self.max_batch_size):
@@ -347,7 +387,7 @@ class InferlineClient:
             size = len(next(iter(chunk.values())))
             t0 = time.perf_counter()
             try:
-                result = self._infer(chunk, cancel)
+                result, endpoint = self._infer(chunk, cancel)
             except Cancelled as exc:
                 exc.done_rows = start
                 raise
@@ -360,6 +400,7 @@ class InferlineClient:
                 values.append(np.full(size, np.nan, np.float32))
                 status += [f"failed:{exc.kind}"] * size
                 release += [""] * size
+                served_by += [""] * size
             else:
                 latencies.append(time.perf_counter() - t0)
                 if regression:
@@ -371,6 +412,7 @@ class InferlineClient:
                     classes.append(result.as_numpy("predicted_class").reshape(-1))
                 status += [s.decode() for s in result.as_numpy("status").reshape(-1)]
                 release += [s.decode() for s in result.as_numpy("release").reshape(-1)]
+                served_by += [endpoint] * size
             if progress is not None:
                 progress(start + size)
         for row, reason in refused.items():  # sent with a stand-in value: the row's status is its reason
@@ -384,6 +426,7 @@ class InferlineClient:
             latencies_s=latencies,
             errors=failures,
             prediction=(np.concatenate(values) if values else np.zeros(0, np.float32)) if regression else None,
+            served_by=served_by,
         )
         if self.tap is not None and n:
             self.tap.record(arrays, predictions, self.model)

@@ -30,6 +30,8 @@ from inferline.serving.__main__ import UP_PORT_FLAGS
 from inferline.serving.server import ServerConfig, TritonServer, die_with_parent, free_port
 from inferline.training.train import RunResult, train
 
+from .netns import network  # noqa: F401 - the multi-host tests' fixture (a test network of hosts)
+
 # Processes the tests start never import this checkout's folders (features/, monitor/, ...) as bare top-level
 # modules through their working directory: only the installed `inferline.*` names resolve (PYTHONSAFEPATH, 3.11+).
 os.environ["PYTHONSAFEPATH"] = "1"
