@@ -588,7 +588,9 @@ def _check_loads(stage: Path, names: dict[str, str], folders: Sequence[str], tar
         for key in folders:  # model directories as the server will see them: version N is the staged folder
             folder = scratch / names[key]
             folder.mkdir(parents=True)
-            (folder / str(version)).symlink_to(stage / names[key], target_is_directory=True)
+            # absolute: a link beside the stage resolves from its own folder, so a relative stage (a repository
+            # given as Path("triton_models"), as `inferline demo` gives it) would dangle
+            (folder / str(version)).symlink_to((stage / names[key]).resolve(), target_is_directory=True)
         served = stage / names["ensemble"] / "release.config.pbtxt"
         shutil.copyfile(served, scratch / names["ensemble"] / "config.pbtxt")
         check_release_loads({names[k]: scratch / names[k] for k in folders})

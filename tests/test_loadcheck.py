@@ -20,10 +20,12 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from inferline.export.loadcheck import ReleaseUnloadable, check_release_loads
+from inferline.export.publish import publish
 from inferline.features.errors import UserError
 from inferline.features.pipelines import fraud
 from inferline.serving.client import InferlineClient
 from inferline.serving.server import ModelState, load_status
+from inferline.training.train import RunResult
 
 from .conftest import Published, gone, supervised_server
 
@@ -132,6 +134,16 @@ def test_serve_up_with_nothing_loadable_exits_1_naming_the_reason(published: Pub
 def fused_release(repository: Path, pipeline: str = "fraud") -> dict[str, Path]:
     """The model directories of a fused release: the served model and the data directories it reads."""
     return {name: repository / name for name in (pipeline, f"{pipeline}_preprocess", f"{pipeline}_model")}
+
+
+def test_publish_into_a_relative_repository_passes_its_load_check(
+    run: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``publish(run, Path("triton_models"))``, as ``inferline demo`` calls it: the load check's links to the
+    staged release must not dangle (they did, relative to the scratch folder: every demo failed to publish)."""
+    monkeypatch.chdir(tmp_path)
+    result = publish(run.run_dir, Path("triton_models"))
+    assert result.version == 1 and (tmp_path / "triton_models" / "fraud" / "1").is_dir()
 
 
 def test_check_release_loads_passes_a_good_release(
