@@ -1,4 +1,8 @@
-"""inferline bench run [--quick]: the benchmark suite, results in benchmarks/results/."""
+"""inferline bench run [--quick]: the benchmark suite, results in benchmarks/results/.
+
+inferline bench run --pipeline P [--concurrency 1,4,16] [--rate 100,200]: a load sweep of one published pipeline
+on a running server (its edge or Triton, HTTP or gRPC), with Triton's server-side split per step; results as
+JSON, markdown and PNG, and --compare against an earlier run."""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from inferline.command import Parser, new_dir, positive_float, positive_int, run
+from inferline.command import Parser, existing_file, new_dir, positive_float, positive_int, run
+from inferline.features.errors import UserError
 
 PARTS = ("serving", "edge", "inprocess", "features", "validation", "batch", "monitor", "sketch")
 
@@ -24,9 +29,21 @@ def _parts(text: str) -> set[str]:
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = Parser(prog=prog or "inferline bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", help="run the suite; never run it beside other work (the figures become noise)")
-    run.add_argument("--quick", action="store_true", help="shorter runs (about 5 minutes on 2 cores)")
-    run.add_argument("--out", type=new_dir, default="benchmarks/results", help="directory for results and plots")
+    run = sub.add_parser(
+        "run",
+        help="run the suite (or, with --pipeline, one pipeline's load sweep); never run it beside other work (the "
+        "figures become noise)",
+    )
+    run.add_argument(
+        "--quick", action="store_true", help="shorter runs (about 5 minutes on 2 cores; with --pipeline: 2 s steps)"
+    )
+    run.add_argument(
+        "--out",
+        type=new_dir,
+        default=None,
+        help="directory for results and plots (default: benchmarks/results; with --pipeline: "
+        ".inferline/bench/PIPELINE/release-N)",
+    )
     run.add_argument(
         "--only",
         type=_parts,
@@ -35,14 +52,146 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     run.add_argument("--reps", type=positive_int, default=None, help="interleaved repetitions (default: 3)")
     run.add_argument(
-        "--duration", type=positive_float, default=None, help="seconds per load run (default: 10; 4 with --quick)"
+        "--duration",
+        type=positive_float,
+        default=None,
+        help="seconds per load run (default: 10; 4 with --quick; with --pipeline: 5 per step, 2 with --quick)",
     )
     run.add_argument("--no-grpc", action="store_true", help="skip the gRPC load runs")
-    run.set_defaults(func=_run)
+    run.set_defaults(func=_run, pipeline_only=_pipeline_options(run))
+    run.set_defaults(option_defaults=vars(run.parse_args([])))  # each default as parsed (--only's is a set)
     return parser
 
 
+SUITE_ONLY = ("only", "reps", "no_grpc")  # the suite's own options, which --pipeline refuses
+
+
+def _pipeline_options(run: argparse.ArgumentParser) -> tuple[str, ...]:
+    """The options of `run --pipeline`; returns those that apply to it only (refused without it)."""
+    g = run.add_argument_group(
+        "one published pipeline (--pipeline)",
+        "Measure one pipeline on a running server instead of the suite: a load sweep, step by step, with Triton's "
+        "server-side split per step. The server is the one `inferline serve up --workdir` recorded, or --url.",
+    )
+    before = {a.dest for a in run._actions}
+    g.add_argument(
+        "--pipeline",
+        default=None,
+        help="the served pipeline (a name, or a dotted module pkg.mod): measure it instead of running the suite",
+    )
+    g.add_argument(
+        "--url",
+        default=None,
+        help="HOST:PORT to load (default: the edge of the server recorded in --workdir for --protocol, or "
+        "Triton's own port with --direct)",
+    )
+    g.add_argument("--protocol", choices=["http", "grpc"], default="http", help="the protocol to send requests in")
+    g.add_argument("--workdir", type=new_dir, default=".inferline", help="the server record of `inferline serve up`")
+    g.add_argument(
+        "--direct", action="store_true", help="load Triton's own port from the server record instead of its edge"
+    )
+    g.add_argument(
+        "--triton-http",
+        default=None,
+        metavar="HOST:PORT",
+        help="Triton's own HTTP port for its statistics API (default: the server record's; the edge refuses it)",
+    )
+    g.add_argument(
+        "--repository",
+        default=None,
+        help="the model repository: the release's spec snapshot and training run (default: the server record's)",
+    )
+    g.add_argument("--data", type=existing_file, default=None, help="a Parquet file of rows to draw the payloads from")
+    g.add_argument(
+        "--holdout",
+        action="store_true",
+        help="draw the payloads from the holdout of the current release's training run (found under --runs)",
+    )
+    g.add_argument("--runs", default=".inferline/runs", help="where the training runs are (for --holdout)")
+    g.add_argument(
+        "--pool",
+        type=positive_int,
+        default=2000,
+        help="distinct rows in the payload pool (drawn from --data or the holdout; generated otherwise)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of the pool's draw, the generator and the arrivals")
+    g.add_argument("--rows-per-request", type=positive_int, default=1, help="rows in each request")
+    g.add_argument(
+        "--encoding",
+        choices=["binary", "json"],
+        default="binary",
+        help="HTTP bodies: the binary tensor extension, or all JSON (as the project suite sends)",
+    )
+    g.add_argument(
+        "--concurrency",
+        default=None,
+        metavar="LIST",
+        help="closed-loop steps, requests in flight, e.g. 1,4,16 (default: 1,4,16 unless --rate is given)",
+    )
+    g.add_argument(
+        "--rate",
+        default=None,
+        metavar="LIST",
+        help="open-loop steps, requests per second sent on schedule whatever the answers do, e.g. 100,200",
+    )
+    g.add_argument("--warmup", type=float, default=1.0, help="seconds of load before the first step (not recorded)")
+    g.add_argument(
+        "--loadgen",
+        choices=["auto", "wrk", "asyncio"],
+        default="auto",
+        help="auto: wrk for closed-loop HTTP steps, the asyncio generator for gRPC and open-loop steps",
+    )
+    g.add_argument(
+        "--arrivals",
+        choices=["poisson", "uniform"],
+        default="poisson",
+        help="open loop: Poisson arrivals (seeded) or evenly spaced",
+    )
+    g.add_argument(
+        "--max-inflight",
+        type=positive_int,
+        default=1024,
+        help="open loop: requests in flight at most; an arrival beyond is counted as dropped, not sent",
+    )
+    g.add_argument("--timeout", type=positive_float, default=10.0, help="seconds before a request counts as timeout")
+    g.add_argument(
+        "--api-key-file",
+        type=existing_file,
+        default=None,
+        help="a file holding the caller key the edge wants (serve up --api-keys); never the key itself",
+    )
+    g.add_argument("--tls-ca", type=existing_file, default=None, help="PEM CA of an edge that serves TLS")
+    g.add_argument("--tls-cert", type=existing_file, default=None, help="PEM client certificate (mutual TLS)")
+    g.add_argument("--tls-key", type=existing_file, default=None, help="PEM private key of --tls-cert")
+    g.add_argument(
+        "--compare",
+        type=existing_file,
+        default=None,
+        metavar="PREVIOUS.json",
+        help="an earlier results.json of `bench run --pipeline`: one ratio line per step both measured",
+    )
+    return tuple(a.dest for a in run._actions if a.dest not in before and a.dest != "pipeline")
+
+
 def _run(args: argparse.Namespace) -> int:
+    defaults = args.option_defaults
+    given = [d for d in args.pipeline_only if getattr(args, d) != defaults[d]]
+    if args.pipeline:
+        suite = [d for d in SUITE_ONLY if getattr(args, d) != defaults[d]]
+        if suite:
+            raise UserError(
+                f"{', '.join('--' + d.replace('_', '-') for d in suite)} belong to the project suite, not to "
+                "--pipeline; drop them (--duration, --quick and --out apply to both)"
+            )
+        from inferline.benchmarks.pipeline_bench import run_pipeline_command
+
+        return run_pipeline_command(args)
+    if given:
+        raise UserError(
+            f"{', '.join('--' + d.replace('_', '-') for d in given)} apply to one pipeline: add --pipeline P, or "
+            "drop them to run the project suite"
+        )
+    args.out = args.out or "benchmarks/results"
     # imported here, not at module level: Dask's spawned workers re-import this module (multiprocessing's
     # __mp_main__), and the suite would cost each of them torch, tritonclient and matplotlib imports
     from inferline.benchmarks.report import markdown
