@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from inferline.command import Parser, existing_dir, existing_file, new_dir, new_file, positive_int, run
+from inferline.command import Parser, existing_dir, existing_file, new_dir, new_file, positive_float, positive_int, run
 from inferline.export.parity import ParityGateFailed
 from inferline.export.publish import model_candidate, publish, set_current
 from inferline.export.registry import Registry, choose_published
@@ -53,7 +53,7 @@ def _publish(args: argparse.Namespace) -> int:
             run_dir,
             Path(args.repository),
             target=args.target,
-            promote=not args.no_promote,
+            promote=not args.no_promote and args.gate_throughput is None,
             onnx_model=onnx,
             tensorrt=args.tensorrt,
             candidate=candidate,
@@ -77,12 +77,18 @@ def _publish(args: argparse.Namespace) -> int:
         print(f"export FAILED: {exc}", file=sys.stderr)
         print(json.dumps(exc.report.as_dict(), indent=2), file=sys.stderr)
         return 1
+    promoted = result.promoted
+    if args.gate_throughput is not None and not args.no_promote:
+        pipeline = str(result.manifest["pipeline"])
+        _speed_gate(Path(args.repository), pipeline, result.version, args)  # refused: published, not current
+        set_current(Path(args.repository), pipeline, result.version, "promote", reason="publish (speed gate passed)")
+        promoted = True
     p = result.parity
     print(
         json.dumps(
             {
                 "release": f"{result.manifest['pipeline']}:{result.version}",
-                "promoted": result.promoted,
+                "promoted": promoted,
                 "target": args.target,
                 "parity": {
                     "passed": p.passed,
@@ -100,8 +106,38 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _speed_gate(repository: Path, pipeline: str, version: int, args: argparse.Namespace) -> None:
+    """``--gate-throughput``: measure ``version`` against the current release (``export.gate``); raise
+    ``GateRefused`` when it is slower than the gate allows. Nothing to compare with: passes."""
+    from inferline.export.gate import GateRefused, measure_gate
+
+    current = Registry(repository, pipeline).read()["current"]
+    if current is None or current == version:
+        return
+    report = measure_gate(
+        repository,
+        pipeline,
+        candidate=version,
+        current=current,
+        min_ratio=args.gate_throughput,
+        p99_budget_ms=args.gate_p99_ms,
+        concurrency=args.gate_concurrency,
+        duration_s=args.gate_duration,
+        reps=args.gate_reps,
+    )
+    if not report.passed:
+        raise GateRefused(
+            f"release {version} not promoted: {'; '.join(report.reasons())}. Release {current} stays current; "
+            "measure both with `inferline bench run --pipeline`, fix what slows it, and publish again",
+            report,
+        )
+    print(f"speed gate passed: {report.summary()}", file=sys.stderr)
+
+
 def _move(args: argparse.Namespace) -> int:
     pipeline = choose_published(Path(args.repository), args.pipeline)
+    if getattr(args, "gate_throughput", None) is not None:
+        _speed_gate(Path(args.repository), pipeline, args.version, args)
     reg = set_current(Path(args.repository), pipeline, getattr(args, "version", None), args.command, reason=args.reason)
     print(
         f"{pipeline}: current {reg['current']}, previous {reg['previous']} "
@@ -123,6 +159,32 @@ def _history(args: argparse.Namespace) -> int:
     for h in reg["history"]:
         print(f"  {h['at']} {h['action']:<8} -> {h['version']} by {h.get('user', '?')}: {h.get('reason', '')}")
     return 0
+
+
+def _gate_flags(parser: argparse.ArgumentParser) -> None:
+    """The speed gate's flags (``export.gate``), for ``publish`` and ``promote``."""
+    parser.add_argument(
+        "--gate-throughput",
+        type=positive_float,
+        default=None,
+        help="promote only if the release's throughput is at least this fraction of the current one's, "
+        "measured side by side on a scratch server (export.gate); e.g. 0.9",
+    )
+    parser.add_argument(
+        "--gate-p99-ms", type=positive_float, default=None, help="and only if its p99 is within this budget"
+    )
+    parser.add_argument(
+        "--gate-concurrency",
+        type=positive_int,
+        default=16,
+        help="the gate's reference load: requests in flight",
+    )
+    parser.add_argument(
+        "--gate-duration", type=positive_float, default=4.0, help="seconds per measured step of the gate"
+    )
+    parser.add_argument(
+        "--gate-reps", type=positive_int, default=3, help="interleaved pairs of steps (current, candidate)"
+    )
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -177,6 +239,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="skip loading the release in a scratch tritonserver before it is promoted (local target)",
     )
     p.add_argument("--no-promote", action="store_true", help="publish without making it current")
+    _gate_flags(p)
     p.add_argument("--alerts", type=new_file, default=".inferline/alerts.jsonl", help="JSON-lines alert log")
     p.set_defaults(func=_publish)
     for name, helptext in (
@@ -186,6 +249,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         s = sub.add_parser(name, parents=[common, pipeline], help=helptext)
         if name == "promote":
             s.add_argument("version", type=positive_int, help="the published release to make current")
+            _gate_flags(s)
         s.add_argument("--reason", default="manual", help="why, for the audit history")
         s.set_defaults(func=_move)
     h = sub.add_parser("history", parents=[common, pipeline], help="releases and the audit history")

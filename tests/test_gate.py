@@ -1,0 +1,73 @@
+"""The speed gate on promotion (``export.gate``; ``inferline export promote N --gate-throughput F``, and the same on
+``export publish``): a release whose model sleeps is refused and the current release stays; an equal release
+passes and is promoted.
+Both measured on a scratch tritonserver of the gate's own, side by side with the current release."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from inferline.export.config import model_names
+from inferline.export.gate import measure_gate
+from inferline.export.publish import publish
+from inferline.export.registry import Registry
+from inferline.training.train import RunResult
+
+from .conftest import Published
+
+SLEEP_S = 0.05  # per execute (a batch): at c=4 the slowed release answers at most ~80 batches a second
+
+
+def slow_down(repository: Path, version: int) -> None:
+    """Release ``version``'s fused model sleeps before every batch (its model.py, a copy per release)."""
+    model_py = repository / model_names("fraud")["ensemble"] / str(version) / "model.py"
+    text = model_py.read_text()
+    marker = "    def execute(self, requests"
+    assert marker in text, "the fused model's execute() moved"
+    head, tail = text.split(marker, 1)
+    signature, body = tail.split("\n", 1)
+    model_py.write_text(
+        f"{head}{marker}{signature}\n        import time\n\n        time.sleep({SLEEP_S})  # slowed by the test\n{body}"
+    )
+
+
+def promote(repository: Path, version: int, *gate: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "inferline.export", "promote", str(version), "--repository", str(repository)]
+    return subprocess.run([*command, "--pipeline", "fraud", *gate], capture_output=True, text=True, timeout=300)
+
+
+def test_the_gate_refuses_a_slowed_release_and_promotes_an_equal_one(
+    published: Published, run: RunResult, tmp_path: Path
+) -> None:
+    repository = tmp_path / "triton_models"
+    shutil.copytree(published.repository, repository)
+    current = Registry(repository, "fraud").read()["current"]
+    slowed = publish(run.run_dir, repository, promote=False).version
+    slow_down(repository, slowed)
+
+    report = measure_gate(repository, "fraud", candidate=slowed, current=current, concurrency=4, duration_s=1.5, reps=2)
+    assert not report.passed and report.ratio < 0.5, report.as_dict()
+    assert "below the gate's x0.9" in report.reasons()[0]
+    assert len(report.current_rps) == len(report.candidate_rps) == 2 and min(report.current_rps) > 0
+
+    gate = ["--gate-throughput", "0.6", "--gate-concurrency", "4", "--gate-duration", "1.5", "--gate-reps", "2"]
+    refused = promote(repository, slowed, *gate)
+    assert refused.returncode == 1, refused.stderr
+    assert f"release {slowed} not promoted" in refused.stderr and "Traceback" not in refused.stderr
+    assert Registry(repository, "fraud").read()["current"] == current  # nothing moved
+
+    # an equal release, published with the gate in one command: measured, then promoted
+    command = [sys.executable, "-m", "inferline.export", "publish", "--run", str(run.run_dir)]
+    command += ["--repository", str(repository), *gate]
+    passed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert passed.returncode == 0, passed.stderr
+    assert "speed gate passed" in passed.stderr
+    answer = json.loads(passed.stdout)
+    equal = int(answer["release"].split(":")[1])
+    registry = Registry(repository, "fraud").read()
+    assert answer["promoted"] and registry["current"] == equal and registry["previous"] == current
+    assert registry["history"][-1]["version"] == equal and "speed gate" in registry["history"][-1]["reason"]
