@@ -2,7 +2,10 @@
 
 inferline bench run --pipeline P [--concurrency 1,4,16] [--rate 100,200]: a load sweep of one published pipeline
 on a running server (its edge or Triton, HTTP or gRPC), with Triton's server-side split per step; results as
-JSON, markdown and PNG, and --compare against an earlier run."""
+JSON, markdown and PNG, and --compare against an earlier run.
+
+inferline bench tune --pipeline P --p99-budget-ms B: the instances and batching settings with the most throughput
+within the budget, searched on a scratch server (never the serving one); --publish makes them a new release."""
 
 from __future__ import annotations
 
@@ -60,7 +63,88 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--no-grpc", action="store_true", help="skip the gRPC load runs")
     run.set_defaults(func=_run, pipeline_only=_pipeline_options(run))
     run.set_defaults(option_defaults=vars(run.parse_args([])))  # each default as parsed (--only's is a set)
+    tu = sub.add_parser(
+        "tune",
+        help="search instances, queue delay and preferred batch sizes for one release on a scratch server; never "
+        "beside other work",
+    )
+    tu.add_argument("--pipeline", required=True, help="the published pipeline to tune")
+    tu.add_argument("--p99-budget-ms", type=positive_float, required=True, help="the p99 latency budget at the load")
+    tu.add_argument("--repository", default="triton_models", help="the model repository (only read)")
+    tu.add_argument("--release", type=positive_int, default=None, help="the release to tune (default: the current)")
+    tu.add_argument("--concurrency", type=positive_int, default=16, help="the reference load: requests in flight")
+    tu.add_argument("--duration", type=positive_float, default=3.0, help="seconds per measured point")
+    tu.add_argument("--passes", type=positive_int, default=2, help="coordinate-descent passes at most")
+    tu.add_argument("--instances", default="1,2", help="instance counts to try (comma-separated)")
+    tu.add_argument("--queue-delays-us", default="0,100,500,2000", help="max_queue_delay_microseconds to try")
+    tu.add_argument(
+        "--preferred",
+        default="none;4,8;16,32",
+        help="preferred batch sizes to try: ';' between candidates, ',' within one, 'none' for none",
+    )
+    tu.add_argument("--out", type=new_dir, default="benchmarks/results/tune", help="tune.json, tune.md, tune.png")
+    tu.add_argument(
+        "--publish",
+        action="store_true",
+        help="publish the chosen settings as a new release of the same run (not promoted: promote it with "
+        "`inferline export promote N --gate-throughput F`)",
+    )
+    tu.add_argument("--runs", default=".inferline/runs", help="where the release's training run is (for --publish)")
+    tu.set_defaults(func=_tune)
     return parser
+
+
+def _space(args: argparse.Namespace) -> dict[str, tuple[object, ...]]:
+    """The search space from --instances, --queue-delays-us and --preferred."""
+    try:
+        instances = tuple(int(x) for x in args.instances.split(","))
+        delays = tuple(int(x) for x in args.queue_delays_us.split(","))
+        preferred = tuple(
+            () if c.strip() == "none" else tuple(int(b) for b in c.split(",")) for c in args.preferred.split(";")
+        )
+    except ValueError as exc:
+        raise UserError(
+            f"--instances {args.instances!r}, --queue-delays-us {args.queue_delays_us!r}, --preferred "
+            f"{args.preferred!r}: {exc}; expected integers, e.g. --instances 1,2 --preferred 'none;4,8'"
+        ) from exc
+    if any(n < 1 for n in instances) or any(d < 0 for d in delays) or any(b < 1 for c in preferred for b in c):
+        raise UserError("instance counts and batch sizes must be at least 1, queue delays at least 0")
+    return {"instances": instances, "max_queue_delay_us": delays, "preferred_batch_size": preferred}
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from inferline.benchmarks.pipeline_tune import tune, write_tune
+    from inferline.export.publish import publish
+    from inferline.export.registry import Registry
+
+    repository = Path(args.repository)
+    result = tune(
+        repository,
+        args.pipeline,
+        args.p99_budget_ms,
+        version=args.release,
+        concurrency=args.concurrency,
+        duration_s=args.duration,
+        max_passes=args.passes,
+        space=_space(args),
+        progress=lambda line: print(line, file=sys.stderr),
+    )
+    write_tune(result, Path(args.out))
+    print(result.markdown())
+    if args.publish and result.chosen is not None:
+        run_id = Registry(repository, args.pipeline).manifest(result.version).get("run_id")
+        if not run_id or not (Path(args.runs) / run_id).is_dir():
+            raise UserError(
+                f"release {result.version} names training run {run_id!r}, which is not under --runs {args.runs}; "
+                "--publish republishes that run with the chosen settings: pass --runs DIR"
+            )
+        published = publish(Path(args.runs) / run_id, repository, promote=False, serving=result.chosen)
+        print(
+            f"published release {published.version} with {result.chosen} (not current: `inferline export promote "
+            f"{published.version} --gate-throughput 0.9` measures it against the current release first)"
+        )
+    print(f"written to {args.out}/ (tune.json, tune.md, tune.png)")
+    return 0
 
 
 SUITE_ONLY = ("only", "reps", "no_grpc")  # the suite's own options, which --pipeline refuses

@@ -6,6 +6,7 @@ One dict describes a config; ``Const`` marks enum values (bare in pbtxt) and ``P
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from inferline.features.contract import compile_contract
@@ -115,6 +116,7 @@ def pipeline_configs(
     tensorrt: bool = False,
     dynamic_batching: bool = True,
     queue_policy: bool | None = None,
+    serving: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The configs of a pipeline's served models, loading exactly ``version``: ``{"fused": ...}`` for the local
     target (one Python-backend model ``<p>``), ``{"ensemble", "preprocess", "model"}`` for gpu.
@@ -122,7 +124,9 @@ def pipeline_configs(
     ``dynamic_batching=False`` serves each request on its own (the benchmark's comparison point).
     ``queue_policy`` (bounded queue, reject after a timeout) defaults to on for the ``gpu`` target and off for
     ``local``: on the bundled Triton 2.51 any ``default_queue_policy``, even ``max_queue_size`` alone, made the
-    dynamic batcher stall requests for up to ~500 ms under concurrency (measured; see benchmarks/README.md)."""
+    dynamic batcher stall requests for up to ~500 ms under concurrency (measured; see benchmarks/README.md).
+    ``serving``: settings measured by ``inferline bench tune`` for the served model (``instances``,
+    ``max_queue_delay_us``, ``preferred_batch_size``), instead of one instance and no queue delay."""
     if target not in ("local", "gpu"):
         raise ValueError(f"target must be 'local' or 'gpu', got {target!r}")
     names = model_names(spec.name)
@@ -135,6 +139,12 @@ def pipeline_configs(
         for part in (contract.outputs[:-2], contract.outputs[-2:])
     )
     batching = _batching(queue_size, queue_timeout_us, target == "gpu" if queue_policy is None else queue_policy)
+    instances = 1
+    if serving:
+        instances = int(serving.get("instances", 1))
+        batching["max_queue_delay_microseconds"] = int(serving.get("max_queue_delay_us", 0))
+        if serving.get("preferred_batch_size"):
+            batching["preferred_batch_size"] = [int(b) for b in serving["preferred_batch_size"]]
 
     if target == "local":
         # the bundled server has no native onnxruntime backend, and each Python-backend hop costs more than the
@@ -146,7 +156,7 @@ def pipeline_configs(
             "max_batch_size": mbs,
             "input": raw_inputs,
             "output": model_out + status_out,
-            "instance_group": [{"count": 1, "kind": Const("KIND_CPU")}],
+            "instance_group": [{"count": instances, "kind": Const("KIND_CPU")}],
             **({"dynamic_batching": batching} if dynamic_batching else {}),
             "version_policy": _version_policy(version),
             "parameters": PbMap(
@@ -179,7 +189,7 @@ def pipeline_configs(
         "output": model_out,
         "platform": "onnxruntime_onnx",
         "default_model_filename": "model.onnx",
-        "instance_group": [{"count": 1, "kind": Const("KIND_GPU"), "gpus": [0]}],
+        "instance_group": [{"count": instances, "kind": Const("KIND_GPU"), "gpus": [0]}],
     }
     if tensorrt:
         model["optimization"] = {

@@ -22,12 +22,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inferline.export.config import model_names
 from inferline.features.errors import UserError
 
-__all__ = ["GATE_MODELS", "GateRefused", "GateReport", "measure_gate"]
+if TYPE_CHECKING:
+    from inferline.benchmarks.pipeline_bench import Payloads
+
+__all__ = ["GATE_MODELS", "GateRefused", "GateReport", "measure_gate", "release_payloads", "scratch_repository"]
 
 GATE_MODELS = {"current": "gate_current", "candidate": "gate_candidate"}
 
@@ -97,9 +100,10 @@ class GateReport:
         return {**asdict(self), "ratio": self.ratio, "passed": self.passed, "reasons": self.reasons()}
 
 
-def _scratch_repository(repository: Path, pipeline: str, versions: dict[str, int], root: Path) -> Path:
-    """``root/models``: the two gate models, each one release's fused model pinned to its version, beside links to
-    the repository's feature-state and ONNX folders (which the fused model reads by its parameters)."""
+def scratch_repository(repository: Path, pipeline: str, models: dict[str, int], root: Path) -> Path:
+    """``root/models``: for each ``{model name: version}`` of ``models``, that release's fused model under that name
+    with the release's own config, pinned to its version, beside links to the repository's feature-state and ONNX
+    folders (which the fused model reads by its parameters). The repository itself is only read."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
@@ -113,11 +117,11 @@ def _scratch_repository(repository: Path, pipeline: str, versions: dict[str, int
             f"served as {top.platform or top.backend!r}. Measure a gpu-target release where it serves, with "
             "`inferline bench run --pipeline`"
         )
-    models = root / "models"
-    models.mkdir(parents=True)
+    out = root / "models"
+    out.mkdir(parents=True)
     for key in ("preprocess", "model"):
-        (models / names[key]).symlink_to((Path(repository) / names[key]).resolve(), target_is_directory=True)
-    for role, version in versions.items():
+        (out / names[key]).symlink_to((Path(repository) / names[key]).resolve(), target_is_directory=True)
+    for name, version in models.items():
         version_dir = served / str(version)
         if not version_dir.is_dir():
             raise UserError(
@@ -127,13 +131,24 @@ def _scratch_repository(repository: Path, pipeline: str, versions: dict[str, int
         own = version_dir / "release.config.pbtxt"  # the release's own config (batching settings included)
         config = model_config_pb2.ModelConfig()
         text_format.Parse((own if own.is_file() else served / "config.pbtxt").read_text(), config)
-        config.name = GATE_MODELS[role]
+        config.name = name
         config.version_policy.specific.versions[:] = [version]
-        folder = models / GATE_MODELS[role]
+        folder = out / name
         folder.mkdir()
         (folder / str(version)).symlink_to(version_dir.resolve(), target_is_directory=True)
         (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
-    return models
+    return out
+
+
+def release_payloads(repository: Path, pipeline: str, version: int) -> Payloads:
+    """Requests of one row each, from a pool of distinct rows of the pipeline's generator, in release ``version``'s
+    contract (its spec snapshot)."""
+    from inferline.benchmarks.pipeline_bench import load_rows, payloads_from_frame
+    from inferline.features.spec import SPEC_FILE, read_spec
+
+    spec = read_spec(Path(repository) / model_names(pipeline)["preprocess"] / str(version) / SPEC_FILE)
+    frame, source = load_rows(spec, repository=Path(repository), release=version, module=pipeline)
+    return payloads_from_frame(spec, frame, source=source)
 
 
 def measure_gate(
@@ -150,8 +165,7 @@ def measure_gate(
     progress: Callable[[str], None] | None = None,
 ) -> GateReport:
     """Measure ``candidate`` against ``current`` side by side on a scratch server (see the module docstring)."""
-    from inferline.benchmarks.pipeline_bench import Step, Target, load_rows, measure_step, payloads_from_frame
-    from inferline.features.spec import SPEC_FILE, read_spec
+    from inferline.benchmarks.pipeline_bench import Step, Target, measure_step
     from inferline.serving.server import ServerConfig, TritonServer
 
     if not 0 < min_ratio:
@@ -160,11 +174,9 @@ def measure_gate(
     root = Path(tempfile.mkdtemp(prefix="inferline-gate-"))
     server: TritonServer | None = None
     try:
-        models = _scratch_repository(repository, pipeline, {"current": current, "candidate": candidate}, root)
-        spec_file = Path(repository) / model_names(pipeline)["preprocess"] / str(candidate) / SPEC_FILE
-        spec = read_spec(spec_file)
-        frame, source = load_rows(spec, repository=Path(repository), release=candidate, module=pipeline)
-        payloads = payloads_from_frame(spec, frame, source=source)
+        versions = {"current": current, "candidate": candidate}
+        models = scratch_repository(repository, pipeline, {GATE_MODELS[r]: v for r, v in versions.items()}, root)
+        payloads = release_payloads(repository, pipeline, candidate)
         server = TritonServer(ServerConfig.on_free_ports(models, root / "work", models=list(GATE_MODELS.values())))
         server.start()
         http = server.config.http_url

@@ -48,7 +48,7 @@ import subprocess
 import tempfile
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -429,11 +429,13 @@ def publish(
     max_model_bytes: int = MAX_MODEL_BYTES,
     candidate: Candidate | None = None,
     load_check: bool = True,
+    serving: Mapping[str, Any] | None = None,
 ) -> PublishResult:
     """Stage, gate, validate and publish ``run_dir`` (or a ``candidate`` from ``model_candidate``) as the next
     release. ``onnx_model`` publishes a given ONNX file instead of exporting one (it must still pass the gate
     against the run's checkpoint). ``load_check`` loads the staged release in a scratch tritonserver before it
-    moves into place (about 6.5 s; ``--no-load-check`` on the command line skips it)."""
+    moves into place (about 6.5 s; ``--no-load-check`` on the command line skips it). ``serving``: the served
+    model's instances and batching settings, as ``inferline bench tune`` measured them (``export.config``)."""
     repository = Path(repository)
     if onnx_model is not None:
         check_onnx_file(Path(onnx_model), max_model_bytes)  # refused before anything is staged
@@ -483,7 +485,7 @@ def publish(
 
         with registry.locked() as reg:
             version = _next_version(repository, names, registry)
-            configs = pipeline_configs(spec, state, version, target, mbs, tensorrt=tensorrt)
+            configs = pipeline_configs(spec, state, version, target, mbs, tensorrt=tensorrt, serving=serving)
             texts = {key: to_pbtxt(cfg) for key, cfg in configs.items()}
             # where each config lives: a model's own version directory; the gpu ensemble's beside preprocess
             homes = {"fused": "ensemble", "preprocess": "preprocess", "model": "model"}
@@ -527,6 +529,7 @@ def publish(
                     "source": profile.get("source", "training run"),
                 },
                 "max_batch_size": mbs,
+                "serving_settings": dict(serving) if serving else None,  # bench tune's, when it chose them
                 "environment": {
                     "python": platform.python_version(),
                     "torch": torch.__version__,
