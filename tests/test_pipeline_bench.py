@@ -258,6 +258,7 @@ def test_compare_lines() -> None:
 
 def test_payload_sources(published: Published, payloads: Payloads) -> None:
     from inferline.benchmarks import cnn_bench
+    from inferline.features.pipelines import fraud
 
     spec = payloads.spec
     frame, source = load_rows(
@@ -268,6 +269,12 @@ def test_payload_sources(published: Published, payloads: Payloads) -> None:
     )
     with pytest.raises(UserError, match="--runs"):
         load_rows(spec, holdout=True, repository=published.repository, runs=Path("/nonexistent"))
+    # no free text repeats in a pool (the served model caches per-value text verdicts); nulls stay null
+    generated = fraud.generate(2_000, seed=5)
+    assert generated["description"].nunique() < 100  # the generator's few descriptions
+    pooled = payloads_from_frame(fraud.SPEC, generated, pool_rows=2_000).frame["description"]
+    texts = pooled[pooled.notna() & (pooled != "")]
+    assert texts.is_unique and len(texts) > 1_500 and pooled.isna().sum() == generated["description"].isna().sum()
     # a tensor pipeline without a generator: seeded random tensors of the declared shape and dtype
     images, source = load_rows(cnn_bench.SPEC, pool_rows=12, seed=1)
     assert source.startswith("seeded random tensors")
