@@ -177,14 +177,19 @@ def start_dask_cluster(logs: Path) -> Iterator[DaskCluster]:
         cluster.wait_for_workers(2)
         yield cluster
     finally:
-        for p in reversed(processes):
-            p.terminate()
-        for p in reversed(processes):
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(processes)
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to each, the last started first; SIGKILL to any still running 20 s later."""
+    for p in reversed(processes):
+        p.terminate()
+    for p in reversed(processes):
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import threading
 from collections import Counter
@@ -26,7 +25,7 @@ from inferline.batch import JobReport, run_job
 from inferline.features.pipelines import fraud
 from inferline.serving.server import die_with_parent
 
-from .conftest import DaskCluster, Published, wait_until
+from .conftest import DaskCluster, Published, stop_processes, wait_until
 from .netns import Host, Network
 from .test_batch import (
     Gate,
@@ -131,14 +130,7 @@ def dask_on_hosts(network: Network, logs: Path) -> Iterator[Hosts]:
     finally:
         for host in workers:
             host.restore()
-        for p in reversed(processes):  # the workers first, then the scheduler
-            p.terminate()
-        for p in reversed(processes):
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(processes)  # the workers first, then the scheduler
 
 
 def partitions_held(client: Any, worker: str) -> set[str]:
