@@ -111,6 +111,15 @@ class Payloads:
         r = self.rows_per_request
         return {k: v[i * r : (i + 1) * r] for k, v in self.arrays.items()}
 
+    def _inputs(self, client_module: Any, i: int, **encoding: Any) -> list[Any]:
+        """Request ``i`` as the InferInputs of ``client_module`` (tritonclient.http or .grpc), one per column."""
+        arrays, inputs = self.request(i), []
+        for c in self.spec.input_columns:
+            inp = client_module.InferInput(c.name, list(arrays[c.name].shape), c.triton_dtype)
+            inp.set_data_from_numpy(arrays[c.name], **encoding)
+            inputs.append(inp)
+        return inputs
+
     def http_bodies(self) -> list[HttpBody]:
         if self._http is None:
             import tritonclient.http as httpclient
@@ -119,12 +128,7 @@ class Payloads:
             outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in self.outputs]
             bodies = []
             for i in range(self.n_requests):
-                inputs = []
-                for c in self.spec.input_columns:
-                    data = self.request(i)[c.name]
-                    inp = httpclient.InferInput(c.name, list(data.shape), c.triton_dtype)
-                    inp.set_data_from_numpy(data, binary_data=binary)
-                    inputs.append(inp)
+                inputs = self._inputs(httpclient, i, binary_data=binary)
                 body, json_length = httpclient.InferenceServerClient.generate_request_body(inputs, outputs=outputs)
                 bodies.append(HttpBody(body if isinstance(body, bytes) else body.encode(), json_length))
             self._http = bodies
@@ -143,16 +147,7 @@ class Payloads:
         if self._grpc is None:
             import tritonclient.grpc as grpcclient
 
-            requests = []
-            for i in range(self.n_requests):
-                inputs = []
-                for c in self.spec.input_columns:
-                    data = self.request(i)[c.name]
-                    inp = grpcclient.InferInput(c.name, list(data.shape), c.triton_dtype)
-                    inp.set_data_from_numpy(data)
-                    inputs.append(inp)
-                requests.append(inputs)
-            self._grpc = requests
+            self._grpc = [self._inputs(grpcclient, i) for i in range(self.n_requests)]
         return self._grpc
 
     def describe(self) -> dict[str, Any]:

@@ -444,12 +444,10 @@ async def _grpc_run(
     import tritonclient.grpc as grpcclient
     import tritonclient.grpc.aio as aio
 
+    from inferline.serving.client import TlsFiles
+
     ca, cert, key = tls
-    options: dict[str, Any] = {}
-    if ca is not None:
-        options = {"ssl": True, "root_certificates": str(ca)}
-        if cert is not None and key is not None:
-            options |= {"private_key": str(key), "certificate_chain": str(cert)}
+    options = TlsFiles(ca, cert, key).grpc_options() if ca is not None else {}
     client = aio.InferenceServerClient(url, **options)
     headers = {"authorization": f"Bearer {api_key}"} if api_key else None
     wanted = [grpcclient.InferRequestedOutput(n) for n in outputs]
