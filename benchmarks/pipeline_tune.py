@@ -163,9 +163,10 @@ def tune(
 
     from inferline.benchmarks.pipeline_bench import Step, Target, measure_step
     from inferline.export.gate import release_payloads, scratch_repository
+    from inferline.export.loadcheck import start_scratch_server
     from inferline.export.registry import Registry
     from inferline.serving.secrets import ADMIN_HEADER
-    from inferline.serving.server import ServerConfig, TritonServer
+    from inferline.serving.server import TritonServer
 
     space = dict(space or DEFAULT_SPACE)
     version = version if version is not None else Registry(Path(repository), pipeline).current
@@ -188,8 +189,7 @@ def tune(
         for values in space.values():
             result.grid_size *= len(values)
         payloads = release_payloads(Path(repository), pipeline, version)
-        server = TritonServer(ServerConfig.on_free_ports(models, root / "work", models=[TUNE_MODEL]))
-        server.start()
+        server, _ = start_scratch_server(models, root, [TUNE_MODEL])
         http = server.config.http_url
         target = Target(http, "http", TUNE_MODEL, "triton", triton_http=http)
         admin = {ADMIN_HEADER: server.admin_key}

@@ -166,7 +166,8 @@ def measure_gate(
 ) -> GateReport:
     """Measure ``candidate`` against ``current`` side by side on a scratch server (see the module docstring)."""
     from inferline.benchmarks.pipeline_bench import Step, Target, measure_step
-    from inferline.serving.server import ServerConfig, TritonServer
+    from inferline.export.loadcheck import start_scratch_server
+    from inferline.serving.server import TritonServer
 
     if not 0 < min_ratio:
         raise UserError(f"the gate's throughput ratio must be above 0, got {min_ratio}")
@@ -177,8 +178,7 @@ def measure_gate(
         versions = {"current": current, "candidate": candidate}
         models = scratch_repository(repository, pipeline, {GATE_MODELS[r]: v for r, v in versions.items()}, root)
         payloads = release_payloads(repository, pipeline, candidate)
-        server = TritonServer(ServerConfig.on_free_ports(models, root / "work", models=list(GATE_MODELS.values())))
-        server.start()
+        server, _ = start_scratch_server(models, root, list(GATE_MODELS.values()))
         http = server.config.http_url
         targets = {role: Target(http, "http", name, "triton", triton_http=http) for role, name in GATE_MODELS.items()}
         for _ in range(reps):

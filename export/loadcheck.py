@@ -36,11 +36,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from inferline.features.errors import PathNotFound, UserError
-from inferline.serving.server import ServerConfig, ServerError, TritonServer, repository_index
+from inferline.serving.server import LoadStatus, ServerConfig, ServerError, TritonServer, repository_index
 
-__all__ = ["LoadCheckReport", "ReleaseUnloadable", "check_release_loads"]
+__all__ = ["LoadCheckReport", "ReleaseUnloadable", "ScratchStartFailed", "check_release_loads", "start_scratch_server"]
 
 
 class ReleaseUnloadable(UserError, ValueError):
@@ -106,6 +107,37 @@ def _checked(models: Mapping[str, Path], load: Sequence[str] | None) -> tuple[di
 PORT_ATTEMPTS = 3  # starts of the scratch server when a port it was given is taken before it binds it
 
 
+class ScratchStartFailed(ServerError):
+    """A scratch tritonserver that did not become ready (for another reason than a port taken under it); it has
+    been stopped, and ``log_tail`` is the end of its log."""
+
+    def __init__(self, message: str, log_tail: str) -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+def start_scratch_server(
+    repository: Path, workdir: Path, models: Sequence[str], timeout_s: float = 60.0, **options: Any
+) -> tuple[TritonServer, dict[str, LoadStatus]]:
+    """A tritonserver of the caller's own on free loopback ports (``workdir/work<attempt>``), loading ``models``,
+    and their load status once it is ready. A port picked free can be taken before Triton binds it (by an outgoing
+    connection's ephemeral port, say): then it is started again on new ports, up to ``PORT_ATTEMPTS`` times. Any
+    other failure raises ``ScratchStartFailed``. The caller stops the server it gets."""
+    for attempt in range(PORT_ATTEMPTS):
+        config = ServerConfig.on_free_ports(repository, workdir / f"work{attempt}", models=list(models), **options)
+        server = TritonServer(config)
+        server.start(wait=False)
+        try:
+            return server, server.wait_ready(timeout_s)
+        except ServerError as exc:
+            tail = server.log_tail()
+            server.stop()
+            if "already in use" in tail and attempt + 1 < PORT_ATTEMPTS:
+                continue
+            raise ScratchStartFailed(str(exc), tail) from exc
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def check_release_loads(
     models: Mapping[str, Path], timeout_s: float = 60.0, load: Sequence[str] | None = None
 ) -> LoadCheckReport:
@@ -126,29 +158,16 @@ def check_release_loads(
         repository.mkdir()
         for name, path in dirs.items():
             (repository / name).symlink_to(path, target_is_directory=True)
-        for attempt in range(PORT_ATTEMPTS):
-            config = ServerConfig.on_free_ports(
-                repository, scratch / f"work{attempt}", models=to_load, exit_timeout_s=5
-            )
-            server = TritonServer(config)
-            server.start(wait=False)
-            try:
-                status = server.wait_ready(timeout_s)
-                break
-            except ServerError as exc:
-                # a port picked free was taken before Triton bound it (by an outgoing connection's ephemeral port,
-                # say): not the release's fault, so again on new ports
-                if "already in use" in server.log_tail() and attempt + 1 < PORT_ATTEMPTS:
-                    server.stop()
-                    continue
-                raise ReleaseUnloadable(
-                    f"the release {to_load} did not load in a scratch tritonserver within {timeout_s:.0f} s: {exc}. "
-                    "Expected every model READY; a model whose initialize() hangs or kills the server does this: fix "
-                    "it and stage the release again",
-                    log_tail=server.log_tail(),
-                ) from exc
-        assert server is not None  # the loop ran at least once: it broke out ready, or raised
-        index = repository_index(config.http_url, server.admin_key)
+        try:
+            server, status = start_scratch_server(repository, scratch, to_load, timeout_s, exit_timeout_s=5)
+        except ScratchStartFailed as exc:
+            raise ReleaseUnloadable(
+                f"the release {to_load} did not load in a scratch tritonserver within {timeout_s:.0f} s: {exc}. "
+                "Expected every model READY; a model whose initialize() hangs or kills the server does this: fix "
+                "it and stage the release again",
+                log_tail=exc.log_tail,
+            ) from exc
+        index = repository_index(server.config.http_url, server.admin_key)
         failures = {
             name: "; ".join(
                 (f"version {m.version}: " if m.version else "") + (m.reason or m.state)
