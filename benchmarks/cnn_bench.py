@@ -16,6 +16,7 @@ import argparse
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from inferline.features.rules import finite
 from inferline.features.spec import Column, ModelParams, PipelineSpec
 from inferline.training.model import ModelLayout
 
-__all__ = ["SPEC", "ResidualBlock", "bench_cnn", "build"]
+__all__ = ["SPEC", "Built", "ResidualBlock", "bench_cnn", "build", "publish_release"]
 
 BATCHES = (1, 8, 32)
 POOL = 256  # distinct images
@@ -99,19 +100,36 @@ def _timed(call: Callable[[np.ndarray], Any], pool: np.ndarray, batch: int, seco
     }
 
 
-def bench_cnn(seconds: float) -> dict[str, Any]:
-    from inferline.serving.client import InferlineClient
-    from inferline.serving.server import ServerConfig, TritonServer
+@dataclass
+class Built:
+    repository: Path
+    version: int
+    net: nn.Module  # the user's module, eval mode, with the published weights
+    pool: np.ndarray  # POOL distinct images, FP32 [POOL, 3, 64, 64]
 
-    torch.set_num_threads(1)
-    root = Path(tempfile.mkdtemp(prefix="inferline-cnn-"))
+
+def publish_release(root: Path) -> Built:
+    """The CNN (seeded random weights) published from its factory and weights into ``root / "repo"``, and the pool
+    of distinct images its requests are drawn from."""
+    root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     net = build(ModelLayout(inputs=(("image", "FP32", (3, 64, 64)),), task="multiclass", n_outputs=10)).eval()
     torch.save(net.state_dict(), root / "weights.pt")
     candidate = model_candidate(SPEC, module="inferline.benchmarks.cnn_bench:build", checkpoint=root / "weights.pt")
     release = publish(None, root / "repo", candidate=candidate)
     pool = np.random.default_rng(1).normal(0, 1, (POOL, 3, 64, 64)).astype(np.float32)
-    session = onnx_session(root / "repo" / "cnn_bench_model" / str(release.version) / "model.onnx", threads=1)
+    return Built(root / "repo", release.version, net, pool)
+
+
+def bench_cnn(seconds: float) -> dict[str, Any]:
+    from inferline.serving.client import InferlineClient
+    from inferline.serving.server import ServerConfig, TritonServer
+
+    torch.set_num_threads(1)
+    root = Path(tempfile.mkdtemp(prefix="inferline-cnn-"))
+    built = publish_release(root)
+    net, pool = built.net, built.pool
+    session = onnx_session(root / "repo" / "cnn_bench_model" / str(built.version) / "model.onnx", threads=1)
 
     def eager(x: np.ndarray) -> Any:
         with torch.no_grad():

@@ -394,26 +394,32 @@ def _ssl_context(ca: Path | None, cert: Path | None, key: Path | None) -> ssl.SS
     return context
 
 
-async def _http_run(
-    url: str,
-    bodies: Sequence[HttpBody],
-    step: tuple[Mode, float],
-    duration_s: float,
-    timeout_s: float,
-    api_key: str | None,
-    tls: tuple[Path | None, Path | None, Path | None],
-    arrivals: Arrivals,
-    seed: int,
-    max_inflight: int,
-) -> tuple[list[float], Counter[str], int, list[float] | None, float, int | None]:
+@dataclass(frozen=True)
+class _Drive:
+    """What one asyncio step is asked to do, whatever the protocol."""
+
+    step: tuple[Mode, float]
+    duration_s: float
+    timeout_s: float
+    api_key: str | None
+    tls: tuple[Path | None, Path | None, Path | None]
+    arrivals: Arrivals
+    seed: int
+    max_inflight: int
+
+
+_Drove = tuple[list[float], Counter[str], int, list[float] | None, float, int | None]
+
+
+async def _http_run(url: str, bodies: Sequence[HttpBody], d: _Drive) -> _Drove:
     import aiohttp
 
-    mode, value = step
-    limit = int(value) if mode == "concurrency" else max_inflight
-    headers = [b.headers() | ({"Authorization": f"Bearer {api_key}"} if api_key else {}) for b in bodies]
-    context = _ssl_context(*tls)
+    mode, value = d.step
+    limit = int(value) if mode == "concurrency" else d.max_inflight
+    headers = [b.headers() | ({"Authorization": f"Bearer {d.api_key}"} if d.api_key else {}) for b in bodies]
+    context = _ssl_context(*d.tls)
     connector = aiohttp.TCPConnector(limit=limit, ssl=context if context is not None else False)
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    timeout = aiohttp.ClientTimeout(total=d.timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, skip_auto_headers=("User-Agent",)) as s:
 
         async def send(i: int) -> str | None:
@@ -424,63 +430,46 @@ async def _http_run(
             except Exception as exc:  # noqa: BLE001 - every failure is counted by kind, as wrk counts its errors
                 return _http_error_kind(exc)
 
-        return await _drive(send, len(bodies), step, duration_s, arrivals, seed, max_inflight)
+        return await _drive(send, len(bodies), d)
 
 
 async def _grpc_run(
-    url: str,
-    model: str,
-    requests: Sequence[Sequence[Any]],
-    outputs: Sequence[str],
-    step: tuple[Mode, float],
-    duration_s: float,
-    timeout_s: float,
-    api_key: str | None,
-    tls: tuple[Path | None, Path | None, Path | None],
-    arrivals: Arrivals,
-    seed: int,
-    max_inflight: int,
-) -> tuple[list[float], Counter[str], int, list[float] | None, float, int | None]:
+    url: str, model: str, requests: Sequence[Sequence[Any]], outputs: Sequence[str], d: _Drive
+) -> _Drove:
     import tritonclient.grpc as grpcclient
     import tritonclient.grpc.aio as aio
 
     from inferline.serving.client import TlsFiles
 
-    ca, cert, key = tls
+    ca, cert, key = d.tls
     options = TlsFiles(ca, cert, key).grpc_options() if ca is not None else {}
     client = aio.InferenceServerClient(url, **options)
-    headers = {"authorization": f"Bearer {api_key}"} if api_key else None
+    headers = {"authorization": f"Bearer {d.api_key}"} if d.api_key else None
     wanted = [grpcclient.InferRequestedOutput(n) for n in outputs]
     try:
 
         async def send(i: int) -> str | None:
             try:
-                await client.infer(model, list(requests[i]), outputs=wanted, headers=headers, client_timeout=timeout_s)
+                await client.infer(
+                    model, list(requests[i]), outputs=wanted, headers=headers, client_timeout=d.timeout_s
+                )
                 return None
             except Exception as exc:  # noqa: BLE001 - every failure is counted by kind
                 return _grpc_error_kind(exc)
 
-        return await _drive(send, len(requests), step, duration_s, arrivals, seed, max_inflight)
+        return await _drive(send, len(requests), d)
     finally:
         await client.close()
 
 
-async def _drive(
-    send: Send,
-    n: int,
-    step: tuple[Mode, float],
-    duration_s: float,
-    arrivals: Arrivals,
-    seed: int,
-    max_inflight: int,
-) -> tuple[list[float], Counter[str], int, list[float] | None, float, int | None]:
-    mode, value = step
+async def _drive(send: Send, n: int, d: _Drive) -> _Drove:
+    mode, value = d.step
     started = time.perf_counter()
     if mode == "concurrency":
-        latencies, errors, sent = await _closed_loop(send, n, int(value), duration_s)
+        latencies, errors, sent = await _closed_loop(send, n, int(value), d.duration_s)
         return latencies, errors, sent, None, time.perf_counter() - started, None
-    due = arrival_times(value, duration_s, arrivals, seed)
-    latencies, errors, sent, lags = await _open_loop(send, n, due, max_inflight)
+    due = arrival_times(value, d.duration_s, d.arrivals, d.seed)
+    latencies, errors, sent, lags = await _open_loop(send, n, due, d.max_inflight)
     return latencies, errors, sent, lags, time.perf_counter() - started, len(due)
 
 
@@ -506,13 +495,12 @@ def run_asyncio(
     ``url`` is ``host:port`` and ``grpc_requests`` the ``InferInput`` lists (built before the step: their
     preparation is not the generator's load)."""
     cpu0 = time.process_time()
+    drive = _Drive(step, duration_s, timeout_s, api_key, tls, arrivals, seed, max_inflight)
     if protocol == "http":
-        coro = _http_run(url, http_bodies, step, duration_s, timeout_s, api_key, tls, arrivals, seed, max_inflight)
+        coro = _http_run(url, http_bodies, drive)
         loop_factory = _uvloop()
     else:
-        coro = _grpc_run(
-            url, model, grpc_requests, outputs, step, duration_s, timeout_s, api_key, tls, arrivals, seed, max_inflight
-        )
+        coro = _grpc_run(url, model, grpc_requests, outputs, drive)
         loop_factory = None  # grpc.aio runs on asyncio's own loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         latencies, errors, sent, lags, wall, scheduled = runner.run(coro)
