@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from inferline.command import Parser, existing_file, new_dir, positive_float, positive_int, run
+from inferline.command import Parser, existing_file, new_dir, non_negative_float, positive_float, positive_int, run
 from inferline.features.errors import UserError
 
 PARTS = ("serving", "edge", "inprocess", "features", "validation", "batch", "monitor", "sketch")
@@ -75,6 +75,18 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     tu.add_argument("--concurrency", type=positive_int, default=16, help="the reference load: requests in flight")
     tu.add_argument("--duration", type=positive_float, default=3.0, help="seconds per measured point")
     tu.add_argument("--passes", type=positive_int, default=2, help="coordinate-descent passes at most")
+    tu.add_argument(
+        "--warmup",
+        type=non_negative_float,
+        default=0.5,
+        help="seconds of unrecorded load after each reload, before the point is measured",
+    )
+    tu.add_argument(
+        "--gain-pairs",
+        type=positive_int,
+        default=3,
+        help="interleaved re-measurements of the release's own settings against the chosen (the gain's ratios)",
+    )
     tu.add_argument("--instances", default="1,2", help="instance counts to try (comma-separated)")
     tu.add_argument("--queue-delays-us", default="0,100,500,2000", help="max_queue_delay_microseconds to try")
     tu.add_argument(
@@ -126,6 +138,8 @@ def _tune(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         duration_s=args.duration,
         max_passes=args.passes,
+        gain_pairs=args.gain_pairs,
+        warmup_s=args.warmup,
         space=_space(args),
         progress=lambda line: print(line, file=sys.stderr),
     )
@@ -218,7 +232,9 @@ def _pipeline_options(run: argparse.ArgumentParser) -> tuple[str, ...]:
         metavar="LIST",
         help="open-loop steps, requests per second sent on schedule whatever the answers do, e.g. 100,200",
     )
-    g.add_argument("--warmup", type=float, default=1.0, help="seconds of load before the first step (not recorded)")
+    g.add_argument(
+        "--warmup", type=non_negative_float, default=1.0, help="seconds of load before the first step (not recorded)"
+    )
     g.add_argument(
         "--loadgen",
         choices=["auto", "wrk", "asyncio"],

@@ -5,8 +5,8 @@ The settings searched are the ones that matter for Triton's dynamic batcher and 
 ``max_queue_delay_microseconds``, ``preferred_batch_size`` and the instance count (``KIND_CPU`` instances here; on
 a GPU target the same count per GPU). Each candidate is applied through Triton's model-control API (``load`` with a
 config override, the admin key) to the scratch server's copy of the release (``export.gate.scratch_repository``:
-the repository is only read), then measured with one closed-loop step at the reference concurrency
-(``pipeline_bench.measure_step``).
+the repository is only read), then, after ``warmup_s`` of unrecorded load on the reloaded instances, measured with
+one closed-loop step at the reference concurrency (``pipeline_bench.measure_step``).
 
 Search: coordinate descent from the release's own settings, one setting at a time over its candidate values, the
 others held at the best so far; "best" is the highest throughput among points within the budget (the lowest p99
@@ -153,7 +153,8 @@ def tune(
     duration_s: float = 3.0,
     space: dict[str, tuple[Any, ...]] | None = None,
     max_passes: int = 2,
-    gain_pairs: int = 2,
+    gain_pairs: int = 3,
+    warmup_s: float = 0.5,
     progress: Callable[[str], None] | None = None,
 ) -> TuneResult:
     """Search ``space`` for release ``version`` (default: the current one) of ``pipeline`` (see the module
@@ -201,7 +202,10 @@ def tune(
         def measure(settings: dict[str, Any], keep: bool = True) -> TunePoint:
             config = json_format.MessageToJson(_apply(base, settings), preserving_proto_field_name=True)
             client.load_model(TUNE_MODEL, config=config, headers=admin)  # model control: reloaded with the override
-            step = measure_step(target, payloads, Step("concurrency", concurrency), duration_s)
+            load = Step("concurrency", concurrency)
+            if warmup_s > 0:  # new instances' first executions (stub start, first allocations) are not the setting's
+                measure_step(target, payloads, load, warmup_s, loadgen="asyncio")
+            step = measure_step(target, payloads, load, duration_s)
             point = TunePoint(dict(settings), step.throughput_rps, step.latency_ms["p99"], sum(step.errors.values()))
             if keep:
                 measured.setdefault(point.key(), point)
@@ -223,8 +227,11 @@ def tune(
                 break
         result.points = list(measured.values())
         result.chosen = best.settings
-        for _ in range(gain_pairs):  # the gain, interleaved: the release's own settings, then the chosen
-            own, chosen = measure(default, keep=False), measure(best.settings, keep=False)
+        for pair in range(gain_pairs):  # the gain, interleaved, the order turning: the release's own and the chosen
+            if pair % 2 == 0:
+                own, chosen = measure(default, keep=False), measure(best.settings, keep=False)
+            else:
+                chosen, own = measure(best.settings, keep=False), measure(default, keep=False)
             result.gain.append(chosen.throughput_rps / own.throughput_rps if own.throughput_rps else 0.0)
         client.close()
         payloads.close()

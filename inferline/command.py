@@ -130,6 +130,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = _number(text, float, "a number")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected a number of 0 or more")
+    return value
+
+
 def fraction(text: str) -> float:
     value = _number(text, float, "a number")
     if not 0 <= value <= 1:

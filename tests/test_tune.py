@@ -44,7 +44,15 @@ def test_tune_searches_fewer_points_than_the_grid_on_a_scratch_server(
 ) -> None:
     before, files = served_count(triton), tree_digest(published.repository)
     result = tune(
-        published.repository, "fraud", 50.0, concurrency=4, duration_s=1.0, space=SPACE, max_passes=1, gain_pairs=1
+        published.repository,
+        "fraud",
+        50.0,
+        concurrency=4,
+        duration_s=1.0,
+        space=SPACE,
+        max_passes=1,
+        gain_pairs=1,
+        warmup_s=0.2,
     )
     assert served_count(triton) == before, "the tuner sent requests to the serving server"
     assert tree_digest(published.repository) == files, "the tuner changed the repository"
@@ -71,6 +79,7 @@ def test_tune_publish_makes_the_chosen_settings_a_new_release(
     command = [sys.executable, "-m", "inferline.benchmarks", "tune", "--pipeline", "fraud", "--p99-budget-ms", "50"]
     command += ["--repository", str(repository), "--runs", str(run.run_dir.parent), "--publish"]
     command += ["--duration", "0.5", "--concurrency", "4", "--passes", "1", "--out", str(tmp_path / "out")]
+    command += ["--warmup", "0", "--gain-pairs", "1"]
     command += ["--instances", "1,2", "--queue-delays-us", "0", "--preferred", "none;4,8"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
