@@ -10,6 +10,7 @@ within the budget, searched on a scratch server (never the serving one); --publi
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -98,10 +99,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     tu.add_argument(
         "--publish",
         action="store_true",
-        help="publish the chosen settings as a new release of the same run (not promoted: promote it with "
+        help="publish the chosen settings as a new release of the same model, made of the tuned release's own "
+        "artifacts (not promoted: promote it with "
         "`inferline export promote N --gate-throughput F`)",
     )
-    tu.add_argument("--runs", default=".inferline/runs", help="where the release's training run is (for --publish)")
     tu.set_defaults(func=_tune)
     return parser
 
@@ -126,8 +127,7 @@ def _space(args: argparse.Namespace) -> dict[str, tuple[object, ...]]:
 
 def _tune(args: argparse.Namespace) -> int:
     from inferline.benchmarks.pipeline_tune import tune, write_tune
-    from inferline.export.publish import publish
-    from inferline.export.registry import Registry
+    from inferline.export.publish import publish, release_candidate
 
     repository = Path(args.repository)
     result = tune(
@@ -146,13 +146,21 @@ def _tune(args: argparse.Namespace) -> int:
     write_tune(result, Path(args.out))
     print(result.markdown())
     if args.publish and result.chosen is not None:
-        run_id = Registry(repository, args.pipeline).manifest(result.version).get("run_id")
-        if not run_id or not (Path(args.runs) / run_id).is_dir():
-            raise UserError(
-                f"release {result.version} names training run {run_id!r}, which is not under --runs {args.runs}; "
-                "--publish republishes that run with the chosen settings: pass --runs DIR"
-            )
-        published = publish(Path(args.runs) / run_id, repository, promote=False, serving=result.chosen)
+        from inferline.export.gate import release_payloads
+
+        rows = release_payloads(repository, args.pipeline, result.version)
+        candidate, manifest = release_candidate(repository, args.pipeline, result.version, rows.frame)
+        rows.close()
+        published = publish(
+            None,
+            repository,
+            target=manifest.get("target", "local"),
+            promote=False,
+            max_batch_size=manifest.get("max_batch_size"),
+            tensorrt="tensorrt" in json.dumps(manifest.get("configs") or {}),
+            candidate=candidate,
+            serving=result.chosen,
+        )
         print(
             f"published release {published.version} with {result.chosen} (not current: `inferline export promote "
             f"{published.version} --gate-throughput 0.9` measures it against the current release first)"

@@ -24,6 +24,7 @@ Never beside other work: the figures become noise.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 from collections.abc import Callable
@@ -185,7 +186,7 @@ def run_cnn(workdir: Path, reps: int, duration_s: float, progress: Callable[[str
 
         def project(batch: int) -> tuple[float, float, int]:
             r = cnn_bench._timed(served, built.pool, batch, duration_s)
-            return r["images_per_s"] / batch, r["p99_ms"], r["requests"] + 1  # and its warm-up request
+            return r["images_per_s"] / batch, r["p99_ms"], int(r["requests"]) + 1  # and its warm-up request
 
         frame = pd.DataFrame({"image": list(built.pool)})
         target = Target(url, "http", cnn_bench.SPEC.name, "triton", url)
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="inferline-agreement-") as tmp:
         for part, fn in (("demo", run_demo), ("cnn", run_cnn)):
             if args.only in (None, part):
-                results[part] = fn(Path(tmp) / part, args.reps, args.duration, lambda m, p=part: print(p, m))
+                results[part] = fn(Path(tmp) / part, args.reps, args.duration, functools.partial(print, part))
     results["created_at"] = started.strftime("%Y-%m-%dT%H:%M:%SZ")
     results["wall_s"] = (datetime.now(UTC) - started).total_seconds()
     args.out.mkdir(parents=True, exist_ok=True)

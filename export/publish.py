@@ -73,7 +73,7 @@ from inferline.training.model import ModelLayout, ScoringModel, layout_for, load
 BUILTIN_FACTORY = "inferline.training.model:tabular_net"
 TORCH_DTYPES = TENSOR_DTYPES  # Triton datatype -> the torch (and numpy) dtype name
 
-__all__ = ["Candidate", "PublishResult", "activate", "export_onnx", "model_candidate", "publish"]
+__all__ = ["Candidate", "PublishResult", "activate", "export_onnx", "model_candidate", "publish", "release_candidate"]
 
 log = logging.getLogger("inferline.export")
 
@@ -402,6 +402,57 @@ def model_candidate(
     return candidate
 
 
+LINEAGE_KEYS = (
+    "source",
+    "run_id",
+    "data_fingerprint",
+    "data_files",
+    "checkpoint_sha256",
+    "model",
+    "onnx_source_sha256",
+)
+
+
+def release_candidate(
+    repository: Path, pipeline: str, version: int, rows: pd.DataFrame | None = None
+) -> tuple[Candidate, dict[str, Any]]:
+    """A candidate made of release ``version``'s own artifacts (its spec snapshot, feature state, ONNX model,
+    reference profile, lineage and metrics), and the release's manifest: to publish the same model again with other
+    serving settings (``inferline bench tune --publish``), whether it came from a training run or from a user's
+    module. The gate's examples are ``rows`` (raw rows) in the release's contract, else drawn from its tensor
+    declarations; a pipeline with tabular features needs ``rows``."""
+    repository = Path(repository)
+    names = model_names(pipeline)
+    manifest = Registry(repository, pipeline).manifest(version)
+    home = repository / names["preprocess"] / str(version)
+    model_dir = repository / names["model"] / str(version)
+    spec = read_spec(home / SPEC_FILE)
+    state = FeatureState.load(home / "feature_state.json")
+    contract = compile_contract(spec, state)
+    if rows is not None and len(rows):
+        feeds = {k: np.ascontiguousarray(v) for k, v in contract.feeds(contract.features(rows.head(2048))).items()}
+    elif spec.features:
+        raise UserError(
+            f"release {pipeline}:{version} has tabular features: give rows of its raw inputs for the gate's examples"
+        )
+    else:
+        feeds = _example_feeds(contract, 64, 0)
+    lineage = {k: manifest.get(k) for k in LINEAGE_KEYS}
+    lineage["data_files"] = lineage["data_files"] or []
+    lineage["derived_from"] = version
+    candidate = Candidate(
+        spec=spec,
+        state=state,
+        feeds=feeds,
+        layout=layout_for(contract),
+        onnx_source=model_dir / "model.onnx",
+        lineage=lineage,
+        metrics=manifest.get("metrics") or {},
+        profile_file=model_dir / "reference_profile.json",
+    )
+    return candidate, manifest
+
+
 def _profile_of(candidate: Candidate, onnx_path: Path) -> dict[str, Any]:
     """A reference profile for a candidate without a training run: features and predictions over its examples."""
     from inferline.training.profile import reference_profile
@@ -516,6 +567,7 @@ def publish(
                 "model": lineage.get("model"),
                 "onnx_sha256": sha256_file(onnx_path),
                 "onnx_source_sha256": lineage.get("onnx_source_sha256"),
+                "derived_from": lineage.get("derived_from"),  # the release whose model this one serves again
                 "parity": parity.as_dict(),
                 "config_sha256": {key: _sha256_text(t) for key, t in texts.items()},
                 "configs": texts,

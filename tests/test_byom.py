@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -25,7 +26,7 @@ import pytest
 import torch
 
 from inferline.batch import JobConfig, run_job
-from inferline.export.publish import model_candidate, publish, set_current
+from inferline.export.publish import model_candidate, publish, release_candidate, set_current
 from inferline.export.registry import Registry
 from inferline.features.artifacts import atomic_write_parquet
 from inferline.features.contract import compile_contract
@@ -301,6 +302,41 @@ def test_a_published_onnx_file_rolls_back_like_any_release(world: World) -> None
     )
     history = Registry(world.repository, spec.name).read()["history"]
     assert [h["action"] for h in history[-2:]] == ["promote", "rollback"]
+
+
+def test_a_module_release_is_published_again_with_tuned_serving_settings(world: World, tmp_path: Path) -> None:
+    """``bench tune --publish`` for a model with no training run: the tuned release's own artifacts become a new
+    release with the chosen settings in its config, the same ONNX model, its lineage, and not promoted."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from inferline.export.config import model_names
+    from inferline.features.errors import UserError
+
+    repository = tmp_path / "repo"
+    shutil.copytree(world.repository, repository)
+    name = world.cases["byom_vector"].spec.name
+    current = Registry(repository, name).current
+    assert current is not None
+    candidate, manifest = release_candidate(repository, name, current)
+    settings = {"instances": 2, "max_queue_delay_us": 100, "preferred_batch_size": (4, 8)}
+    new = publish(
+        None, repository, promote=False, candidate=candidate, max_batch_size=manifest["max_batch_size"],
+        serving=settings, load_check=False,
+    )  # fmt: skip
+    got = Registry(repository, name).manifest(new.version)
+    assert new.version == current + 1 and Registry(repository, name).current == current
+    assert got["onnx_sha256"] == manifest["onnx_sha256"] and got["derived_from"] == current
+    assert got["source"] == "module" and got["model"] == manifest["model"]
+    assert got["serving_settings"] == {**settings, "preferred_batch_size": [4, 8]}
+    config = model_config_pb2.ModelConfig()
+    text_format.Parse((repository / name / str(new.version) / "release.config.pbtxt").read_text(), config)
+    assert config.instance_group[0].count == 2 and config.dynamic_batching.max_queue_delay_microseconds == 100
+    assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
+    tabular = next(n for n, c in world.cases.items() if c.spec.features)
+    with pytest.raises(UserError, match="tabular features"):
+        release_candidate(repository, world.cases[tabular].spec.name, 1)
+    assert (repository / model_names(name)["model"] / str(new.version) / "model.onnx").is_file()
 
 
 def test_batch_reads_fixed_size_list_tensor_columns(world: World) -> None:

@@ -18,7 +18,6 @@ from tritonclient.grpc import model_config_pb2
 from inferline.benchmarks.pipeline_tune import pareto_front, tune, write_tune
 from inferline.export.registry import Registry
 from inferline.serving.server import TritonServer
-from inferline.training.train import RunResult
 
 from .conftest import Published
 
@@ -70,14 +69,12 @@ def test_tune_searches_fewer_points_than_the_grid_on_a_scratch_server(
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "| instances |" in paths[1].read_text()
 
 
-def test_tune_publish_makes_the_chosen_settings_a_new_release(
-    published: Published, run: RunResult, tmp_path: Path
-) -> None:
+def test_tune_publish_makes_the_chosen_settings_a_new_release(published: Published, tmp_path: Path) -> None:
     repository = tmp_path / "triton_models"
     shutil.copytree(published.repository, repository)
     current = Registry(repository, "fraud").read()["current"]
     command = [sys.executable, "-m", "inferline.benchmarks", "tune", "--pipeline", "fraud", "--p99-budget-ms", "50"]
-    command += ["--repository", str(repository), "--runs", str(run.run_dir.parent), "--publish"]
+    command += ["--repository", str(repository), "--publish"]
     command += ["--duration", "0.5", "--concurrency", "4", "--passes", "1", "--out", str(tmp_path / "out")]
     command += ["--warmup", "0", "--gain-pairs", "1"]
     command += ["--instances", "1,2", "--queue-delays-us", "0", "--preferred", "none;4,8"]
@@ -87,7 +84,9 @@ def test_tune_publish_makes_the_chosen_settings_a_new_release(
     registry = Registry(repository, "fraud").read()
     new = max(int(v) for v in registry["releases"])
     assert new == current + 1 and registry["current"] == current  # published, not promoted
-    assert Registry(repository, "fraud").manifest(new)["serving_settings"] == chosen
+    manifest, tuned = Registry(repository, "fraud").manifest(new), Registry(repository, "fraud").manifest(current)
+    assert manifest["serving_settings"] == chosen and manifest["derived_from"] == current
+    assert manifest["onnx_sha256"] == tuned["onnx_sha256"] and manifest["run_id"] == tuned["run_id"]
     config = model_config_pb2.ModelConfig()
     text_format.Parse((repository / "fraud" / str(new) / "release.config.pbtxt").read_text(), config)
     assert config.instance_group[0].count == chosen["instances"]
