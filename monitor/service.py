@@ -315,6 +315,10 @@ class Monitor:
         self._drift: list[FeatureDrift] = []
         self._drift_release: str | None = None
         self._prediction_histograms: dict[str, Any] = {}
+        # rows and labels received so far: the performance estimate is recomputed only when they change, not on
+        # every /metrics scrape and status read (it concatenates the window and rescans the joined labels)
+        self._generation = 0
+        self._performance: tuple[tuple[str | None, int], dict[str, Any]] | None = None
 
     def _watched_spec(self) -> PipelineSpec:
         """The current release's spec snapshot; the live pipeline module only while nothing is published."""
@@ -396,6 +400,7 @@ class Monitor:
         now = time.time()
         model = str(payload.get("model", self.spec.name))
         with self.lock:
+            self._generation += 1
             window = self.windows.setdefault(release, _ReleaseWindow())
             window.add(chunk, self.config.drift_window_rows, now)
             window.add_received(n, nulls, self.config.drift_window_rows)
@@ -415,6 +420,7 @@ class Monitor:
         """Delayed ground truth (``monitor.labels``): ``labels`` = [{``<id column>``: ..., ``label``: class index or
         name, or a number for regression}, ...]; refused when the pipeline has no id column."""
         with self.lock:
+            self._generation += 1
             return self.labels.join(payload)
 
     # --- periodic work -----------------------------------------------------------------------------------
@@ -527,6 +533,9 @@ class Monitor:
             return {"release": None, **empty}
         with self.lock:
             release = self._current_release()
+            key = (release, self._generation)
+            if self._performance is not None and self._performance[0] == key:
+                return dict(self._performance[1])
             window = self.windows[release].concatenated() if release is not None else None
             labeled = self.labels.scored(release)
         calibration = self._release(release).calibration_error if release is not None else None
@@ -536,7 +545,7 @@ class Monitor:
         estimated = None
         if window is not None and len(window):
             estimated = estimated_performance(window.values, window.predicted)
-        return {
+        result = {
             "release": release,
             "rows": len(window) if window is not None else 0,
             "estimated": estimated,
@@ -544,6 +553,9 @@ class Monitor:
             "realized_rows": len(labeled[2]),
             "calibration_error": float(calibration) if calibration is not None else None,
         }
+        with self.lock:
+            self._performance = (key, result)
+        return dict(result)
 
     def regression_errors(self) -> dict[str, Any]:
         """MAE, RMSE and mean error over the joined rows of the release now served (empty for a classifier), with

@@ -229,8 +229,17 @@ def onnx_scores(repository: Path, pipeline: str, frame: pd.DataFrame, version: i
 
 
 def test_the_monitor_exports_estimated_and_then_realized_performance(
-    published: Published, monitor: MonitorServer
+    published: Published, monitor: MonitorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import inferline.monitor.service as service
+
+    computed = []  # the estimate is computed once per new data, not once per status read or scrape
+
+    def counted(*args: Any) -> Any:
+        computed.append(1)
+        return estimated_performance(*args)
+
+    monkeypatch.setattr(service, "estimated_performance", counted)
     frame = fraud.generate(3_000, seed=906)
     outputs = onnx_scores(published.repository, "fraud", frame)
     p, c = outputs["probabilities"], outputs["predicted_class"].reshape(-1)
@@ -249,6 +258,7 @@ def test_the_monitor_exports_estimated_and_then_realized_performance(
     assert by_metric(families["inferline_realized_performance"], "fraud:2") == {}
     assert [s.value for s in families["inferline_performance_estimate_rows"]] == [3_000.0]
     assert [s.value for s in families["inferline_calibration_error"]] == [pytest.approx(calibration)]
+    assert len(computed) == 1, "the estimate was recomputed for a status read or scrape with no new data"
 
     # too few labels for realized figures: still none; then all of them
     ids, y = frame["transaction_id"].tolist(), frame[fraud.SPEC.label].tolist()
@@ -263,6 +273,7 @@ def test_the_monitor_exports_estimated_and_then_realized_performance(
     assert by_metric(metric_samples(monitor.url)["inferline_realized_performance"], "fraud:2") == pytest.approx(
         realized
     )
+    assert len(computed) == 3  # once more after each of the two /v1/labels posts
 
 
 def test_a_regression_monitor_exports_no_performance_estimate(tmp_path: Path) -> None:
