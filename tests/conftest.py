@@ -181,10 +181,11 @@ def start_dask_cluster(logs: Path) -> Iterator[DaskCluster]:
 
 
 def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM to each, the last started first; SIGKILL to any still running 20 s later."""
+    """SIGTERM to each in turn, the last started first, each waited for before the next (Dask workers close at once
+    while their scheduler is up; with it gone first they wait on it, 8-20 s); SIGKILL to one still running 20 s
+    later."""
     for p in reversed(processes):
         p.terminate()
-    for p in reversed(processes):
         try:
             p.wait(timeout=20)
         except subprocess.TimeoutExpired:
