@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -809,12 +810,24 @@ def _numbers(text: str, kind: type[int] | type[float], flag: str) -> list[Any]:
     return values
 
 
+def _traced_server(record: dict[str, Any] | None, target: Target) -> str:
+    """A warning when the measured server is the recorded one and it writes request traces (empty otherwise)."""
+    if record is None or not record.get("trace_dir") or target.via not in ("edge", "triton"):
+        return ""
+    rate = record.get("trace_rate")
+    return (
+        f"the server traces {'1 request in ' + str(rate) if rate else 'requests'} (serve up's default): tracing "
+        "costs throughput, and the bundled Triton 2.51 can crash under sustained traced load (fixed in 25.04); "
+        "measure a server started with `inferline serve up --no-trace`"
+    )
+
+
 def run_pipeline_command(args: argparse.Namespace) -> int:
     """``inferline bench run --pipeline P ...`` (the options are defined in ``benchmarks.__main__``)."""
     from inferline.benchmarks.pipeline_report import compare_results, markdown, read_results, write_outputs
 
     workdir = Path(args.workdir) if args.workdir else None
-    record_repository = None
+    record_repository, record = None, None
     if workdir is not None:
         from inferline.serving.server import read_state
 
@@ -884,6 +897,10 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
     finally:
         payloads.close()
     results["spec_source"] = spec_source
+    traced = _traced_server(record, target)
+    if traced:
+        results["warnings"].insert(0, traced)
+        print(f"WARNING: {traced}", file=sys.stderr)
     if previous is not None:
         results["comparison"] = {"previous": str(args.compare), "lines": compare_results(results, previous)}
     out = (

@@ -482,6 +482,7 @@ class TritonServer:
             "log": str(self.log_path.resolve()),
             "admin_key_hidden": self.secret_hidden,
             "trace_dir": str(Path(c.trace_dir).resolve()) if c.trace_dir is not None else None,
+            "trace_rate": c.trace_rate if c.trace_dir is not None else None,
             "releases": published_pipelines(Path(c.repository)),
             "pipelines": {name: st.as_dict() for name, st in self.last_status.items()},
             "unavailable": unavailable if self.last_status else dict(self.refused),

@@ -22,6 +22,7 @@ from inferline.benchmarks.pipeline_bench import (
     Payloads,
     Step,
     Target,
+    _traced_server,
     load_rows,
     measure_step,
     payloads_from_frame,
@@ -215,6 +216,7 @@ def test_the_edge_and_the_command_line(published: Published, tmp_path: Path) -> 
         first = _strict_json(tmp_path / "first" / "results.json")
         assert first["payloads"]["source"].startswith(f"holdout of run {published.runs[-1].run_dir.name}")
         assert first["target"]["via"] == "edge"
+        assert not any("traces" in w for w in first["warnings"]), first["warnings"]  # started with --no-trace
         previous = tmp_path / "first" / "results.json"
         argv = [*common, "--concurrency", "2", "--rate", "25", "--out", str(tmp_path / "second")]
         assert bench_main([*argv, "--compare", str(previous)]) == 0
@@ -229,6 +231,17 @@ def test_the_edge_and_the_command_line(published: Published, tmp_path: Path) -> 
         assert (tmp_path / "second" / "results.png").stat().st_size > 10_000
     finally:
         server.stop()
+
+
+def test_a_traced_server_is_warned_about() -> None:
+    """The recorded server writes request traces: the results say so (tracing costs throughput, and the bundled
+    Triton 2.51 can crash under sustained traced load); another server, or an untraced one, is not warned about."""
+    edge = Target("127.0.0.1:8080", "http", "fraud", "edge")
+    warning = _traced_server({"trace_dir": "/w/trace", "trace_rate": 100}, edge)
+    assert "1 request in 100" in warning and "--no-trace" in warning
+    assert _traced_server({"trace_dir": None, "trace_rate": None}, edge) == ""
+    assert _traced_server({"trace_dir": "/w/trace"}, Target("10.0.0.2:8000", "http", "fraud", "unknown")) == ""
+    assert _traced_server(None, edge) == ""
 
 
 def _doc(release: int | None, steps: dict[str, tuple[float, float]]) -> dict[str, Any]:
