@@ -40,7 +40,6 @@ from inferline.benchmarks import cnn_bench, stacks
 from inferline.benchmarks.pipeline_bench import Payloads, Step, Target, measure_step, payloads_from_frame
 from inferline.benchmarks.pipeline_stats import model_stats, settle, stats_delta
 from inferline.benchmarks.suite import _measure, machine
-from inferline.features.artifacts import atomic_write_json
 from inferline.features.pipelines import fraud
 from inferline.serving.server import ServerConfig, TritonServer
 
@@ -261,10 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[part] = fn(Path(tmp) / part, args.reps, args.duration, functools.partial(print, part))
     results["created_at"] = started.strftime("%Y-%m-%dT%H:%M:%SZ")
     results["wall_s"] = (datetime.now(UTC) - started).total_seconds()
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "results.json", results)
-    (args.out / "results.md").write_text(to_markdown(results))
-    print(to_markdown(results))
+    print(cnn_bench.save_results(args.out, results, to_markdown(results)))
     return 0
 
 

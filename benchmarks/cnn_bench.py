@@ -26,12 +26,12 @@ from torch import nn
 
 from inferline.export.publish import model_candidate, publish
 from inferline.export.runtime import onnx_session
-from inferline.features.artifacts import atomic_write_json
+from inferline.features.artifacts import atomic_write_bytes, atomic_write_json
 from inferline.features.rules import finite
 from inferline.features.spec import Column, ModelParams, PipelineSpec
 from inferline.training.model import ModelLayout
 
-__all__ = ["SPEC", "Built", "ResidualBlock", "bench_cnn", "build", "publish_release"]
+__all__ = ["SPEC", "Built", "ResidualBlock", "bench_cnn", "build", "publish_release", "save_results"]
 
 BATCHES = (1, 8, 32)
 POOL = 256  # distinct images
@@ -181,11 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cnn"), help="results folder")
     args = parser.parse_args(argv)
     results = bench_cnn(args.seconds)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "results.json", results)
-    (args.out / "results.md").write_text(to_markdown(results))
-    print(to_markdown(results))
+    print(save_results(args.out, results, to_markdown(results)))
     return 0
+
+
+def save_results(out: Path, results: dict[str, Any], text: str) -> str:
+    """``results.json`` and ``results.md`` (``text``) in ``out``, each written atomically; returns ``text``."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "results.json", results)
+    atomic_write_bytes(out / "results.md", text.encode())
+    return text
 
 
 if __name__ == "__main__":
