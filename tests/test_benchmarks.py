@@ -289,3 +289,18 @@ def test_the_floor_takes_and_answers_what_the_ensemble_does(
     for ensemble, constant in answers:
         assert shapes(ensemble) == shapes(constant)
         assert {o["name"]: o["data"] for o in constant["outputs"]}["status"] == ["ok"]
+
+
+def test_agreement_is_judged_against_the_reference_spread() -> None:
+    """``benchmarks.agreement``: a median inside the reference's min-max (at least +-10 %) agrees; outside it does
+    not; the ratio is per repetition."""
+    from inferline.benchmarks.agreement import agree
+
+    reference = [1000.0, 1100.0, 900.0]
+    inside = agree(reference, [1050.0, 980.0, 1000.0])
+    assert inside["agrees"] and inside["band"] == [900.0, 1100.0]
+    assert inside["ratio"]["min"] == pytest.approx(980.0 / 1100.0)
+    assert not agree(reference, [1400.0, 1350.0, 1300.0])["agrees"]
+    tight = agree([1000.0, 1001.0, 999.0], [1080.0, 1090.0, 1085.0])  # within the 10 % floor, not the tight spread
+    assert tight["agrees"] and tight["band"] == [pytest.approx(900.0), pytest.approx(1100.0)]
+    assert not agree([1000.0, 1001.0, 999.0], [1150.0, 1160.0, 1170.0])["agrees"]
