@@ -255,6 +255,7 @@ class _ReleaseWindow:
     # every row received (accepted or refused): (rows, nulls per missing column), the most recent ~limit rows
     received: deque[tuple[int, np.ndarray]] = field(default_factory=deque)
     received_rows: int = 0
+    _joined: _Chunk | None = None  # the chunks concatenated, kept until the next add (drift and the estimate share it)
 
     def add_received(self, rows: int, nulls: np.ndarray, limit: int) -> None:
         self.received.append((rows, nulls))
@@ -269,6 +270,7 @@ class _ReleaseWindow:
         return np.sum([n for _, n in self.received], axis=0), self.received_rows
 
     def add(self, chunk: _Chunk, limit: int, now: float) -> None:
+        self._joined = None
         self.chunks.append(chunk)
         self.rows += len(chunk)
         self.last_seen = now
@@ -279,13 +281,18 @@ class _ReleaseWindow:
             self.rows = limit
 
     def concatenated(self) -> _Chunk:
-        parts = list(self.chunks)
-        return _Chunk(
-            numeric=np.concatenate([c.numeric for c in parts]),
-            categorical=np.concatenate([c.categorical for c in parts]),
-            values=np.concatenate([c.values for c in parts]),
-            predicted=np.concatenate([c.predicted for c in parts]),
-        )
+        """The window's rows as one chunk, built once per change of the window; its arrays are read-only (every
+        caller shares them)."""
+        if self._joined is None:
+            parts = list(self.chunks)
+            arrays = [
+                np.concatenate([getattr(c, name) for c in parts])
+                for name in ("numeric", "categorical", "values", "predicted")
+            ]
+            for a in arrays:
+                a.setflags(write=False)
+            self._joined = _Chunk(*arrays)
+        return self._joined
 
 
 class Monitor:

@@ -663,3 +663,23 @@ def test_raw_column_missingness_holds_its_rate_and_flags_a_change() -> None:
     everything = missing_drift("c", ref, 5000, 5000, 0.01)
     assert everything.state == "drift" and everything.feature == "nulls_c" and everything.kind == "missing"
     assert missing_drift("c", ref, 10, 100, 0.01, min_samples=500).state == "not_enough_data"
+
+
+def test_a_release_window_is_concatenated_once_per_change_and_shared_read_only() -> None:
+    """Drift and the performance estimate read the same concatenation of the window (built once until rows arrive),
+    and neither can write into it; the window keeps exactly its most recent ``limit`` rows."""
+    from inferline.monitor.service import _Chunk, _ReleaseWindow
+
+    def chunk(start: int, n: int) -> _Chunk:
+        ids = np.arange(start, start + n, dtype=np.float32)
+        return _Chunk(ids[:, None], np.full((n, 1), "a", object), ids[:, None], np.zeros(n, np.int64))
+
+    window = _ReleaseWindow()
+    window.add(chunk(0, 6), limit=10, now=1.0)
+    first = window.concatenated()
+    assert window.concatenated() is first and not first.values.flags.writeable
+    with pytest.raises(ValueError):
+        first.values[0, 0] = -1.0
+    window.add(chunk(6, 7), limit=10, now=2.0)
+    second = window.concatenated()
+    assert second is not first and second.values[:, 0].tolist() == list(range(3, 13))
