@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -88,7 +89,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         default=3,
         help="interleaved re-measurements of the release's own settings against the chosen (the gain's ratios)",
     )
-    tu.add_argument("--instances", default="1,2", help="instance counts to try (comma-separated)")
+    tu.add_argument(
+        "--instances",
+        default=None,
+        help="instance counts to try, comma-separated (default: 1, 2, 4, ... up to this machine's CPU cores, at most "
+        "4 values: a local release's instances are CPU ones)",
+    )
     tu.add_argument("--queue-delays-us", default="0,100,500,2000", help="max_queue_delay_microseconds to try")
     tu.add_argument(
         "--preferred",
@@ -107,10 +113,17 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def cpu_instances(cores: int | None = None) -> tuple[int, ...]:
+    """Instance counts worth trying for CPU instances: 1 and the powers of two up to the cores, at most 4 values."""
+    cores = max(1, cores if cores is not None else (os.cpu_count() or 1))
+    counts = [1 << k for k in range(cores.bit_length()) if 1 << k <= cores]
+    return tuple(counts[:4])
+
+
 def _space(args: argparse.Namespace) -> dict[str, tuple[object, ...]]:
     """The search space from --instances, --queue-delays-us and --preferred."""
     try:
-        instances = tuple(int(x) for x in args.instances.split(","))
+        instances = tuple(int(x) for x in args.instances.split(",")) if args.instances else cpu_instances()
         delays = tuple(int(x) for x in args.queue_delays_us.split(","))
         preferred = tuple(
             () if c.strip() == "none" else tuple(int(b) for b in c.split(",")) for c in args.preferred.split(";")

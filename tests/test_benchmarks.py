@@ -304,3 +304,10 @@ def test_agreement_is_judged_against_the_reference_spread() -> None:
     tight = agree([1000.0, 1001.0, 999.0], [1080.0, 1090.0, 1085.0])  # within the 10 % floor, not the tight spread
     assert tight["agrees"] and tight["band"] == [pytest.approx(900.0), pytest.approx(1100.0)]
     assert not agree([1000.0, 1001.0, 999.0], [1150.0, 1160.0, 1170.0])["agrees"]
+
+
+def test_bench_tune_tries_instance_counts_up_to_the_cores() -> None:
+    from inferline.benchmarks.__main__ import cpu_instances
+
+    assert cpu_instances(1) == (1,) and cpu_instances(2) == (1, 2) and cpu_instances(6) == (1, 2, 4)
+    assert cpu_instances(64) == (1, 2, 4, 8)  # at most 4 values: each is a reload and a measurement
