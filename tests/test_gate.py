@@ -49,7 +49,7 @@ def test_the_gate_refuses_a_slowed_release_and_promotes_an_equal_one(
     slowed = publish(run.run_dir, repository, promote=False, load_check=False).version  # the gate loads it
     slow_down(repository, slowed)
 
-    gate = ["--gate-throughput", "0.6", "--gate-concurrency", "4", "--gate-duration", "1.5", "--gate-reps", "2"]
+    gate = ["--gate-throughput", "0.6", "--gate-concurrency", "4", "--gate-duration", "1", "--gate-reps", "2"]
     refused = promote(repository, slowed, *gate)
     assert refused.returncode == 1, refused.stderr
     assert f"release {slowed} not promoted" in refused.stderr and "Traceback" not in refused.stderr
