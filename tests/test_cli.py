@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -233,19 +234,29 @@ def test_mistakes_end_in_one_line_and_exit_1_or_2(files: dict[str, Path], busy_p
     forkserver = multiprocessing.get_context("forkserver")
     forkserver.set_forkserver_preload(STAGE_MODULES)
     failures = []
+
+    def check(i: int, process: Any) -> None:
+        argv, status, named = mistakes[i]
+        process.join(120)
+        if process.exitcode is None:
+            process.kill()
+            process.join(10)
+        out = files["root"] / f"out-{i}.txt"
+        output = out.read_text() if out.exists() else ""
+        last = output.strip().splitlines()[-1] if output.strip() else ""
+        if process.exitcode != status or "Traceback" in output or named not in last:
+            failures.append(f"inferline {' '.join(argv)}: exit {process.exitcode} (expected {status}):\n{output}")
+
+    running: list[tuple[int, Any]] = []  # as many mistakes at once as there are cores: each is its own process
     try:
-        for i, (argv, status, named) in enumerate(mistakes):
-            out = files["root"] / f"out-{i}.txt"
-            process = forkserver.Process(target=_inferline, args=(argv, out, files["root"]))
+        for i, (argv, _, _) in enumerate(mistakes):
+            process = forkserver.Process(target=_inferline, args=(argv, files["root"] / f"out-{i}.txt", files["root"]))
             process.start()
-            process.join(120)
-            if process.exitcode is None:
-                process.kill()
-                process.join(10)
-            output = out.read_text() if out.exists() else ""
-            last = output.strip().splitlines()[-1] if output.strip() else ""
-            if process.exitcode != status or "Traceback" in output or named not in last:
-                failures.append(f"inferline {' '.join(argv)}: exit {process.exitcode} (expected {status}):\n{output}")
+            running.append((i, process))
+            if len(running) >= (os.cpu_count() or 1):
+                check(*running.pop(0))
+        for started in running:
+            check(*started)
     finally:
         multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]  # the test's own server
     assert not failures, "\n\n".join(failures)
