@@ -27,18 +27,19 @@ wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
 	  || { echo "bench needs Debian's wrk: apt-get install wrk"; exit 1; }
 
-# Debian's real components the tests start: Prometheus + promtool, Alertmanager + amtool, headless Chromium + its
-# driver, iproute2 (`ip netns` for the multi-host tests).
+# Debian's real components and tools the tests start: Prometheus + promtool, Alertmanager + amtool, headless Chromium +
+# its driver, iproute2 (`ip netns` for the multi-host tests), wrk (the closed-loop load generator of `bench run`),
+# nginx (its config is checked with `nginx -t`) and openssl (test certificates).
 # Without them (no apt) those tests skip with a reason, and this says so.
-SYSTEM_BINS := prometheus promtool prometheus-alertmanager amtool chromium chromedriver ip
-SYSTEM_PKGS := prometheus prometheus-alertmanager chromium chromium-driver iproute2
+SYSTEM_BINS := prometheus promtool prometheus-alertmanager amtool chromium chromedriver ip wrk nginx openssl
+SYSTEM_PKGS := prometheus prometheus-alertmanager chromium chromium-driver iproute2 wrk nginx openssl
 system-deps:
 	@missing=$$(for b in $(SYSTEM_BINS); do command -v $$b >/dev/null || echo $$b; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages for: $$missing"; \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	      $(SYSTEM_PKGS) >/dev/null; } \
-	  || echo "WARNING: could not install $(SYSTEM_PKGS); the Prometheus, browser and multi-host tests will skip"; \
+	  || echo "WARNING: could not install $(SYSTEM_PKGS); the tests that need them skip with a reason"; \
 	fi
 
 bench-deps: $(STAMP)
