@@ -16,6 +16,7 @@ from inferline.export.registry import choose_published
 from inferline.features.errors import UserError
 from inferline.features.validation import FileLevelError
 from inferline.monitor.alerts import Alert, Alerter
+from inferline.serving.secrets import monitor_key
 
 BACKENDS = ("pandas", "cudf")
 
@@ -36,6 +37,7 @@ def _run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         monitor_url=args.monitor,
+        monitor_key=monitor_key(Path(args.workdir)) if args.monitor else None,
     )
     try:
         report = run_job(config)
@@ -134,6 +136,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     run.add_argument("--alerts", type=new_file, default=".inferline/alerts.jsonl", help="JSON-lines alert log")
     run.add_argument("--monitor", default=None, help="monitor URL (http://127.0.0.1:9400): sample rows per partition")
+    run.add_argument(
+        "--workdir",
+        default=".inferline",
+        help="the serving work directory whose monitor ingest key (monitor.key) --monitor posts with",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=_run)
     status = sub.add_parser("status", help="print the job report of an output directory")

@@ -90,6 +90,7 @@ class JobConfig:
     overwrite: bool = False
     progress: bool = True
     monitor_url: str | None = None  # send each partition's sample of rows and predictions to this monitor
+    monitor_key: str | None = field(default=None, repr=False)  # its ingest key (serving.secrets.monitor_key)
     # Hold partitions at a gate the caller controls (tests that kill a worker or the driver while partitions are
     # provably pending, staged runs): a folder every worker can read. Each partition, before it reads its input,
     # creates <gate>/part-NNNNN.waiting and waits until <gate>/part-NNNNN (that one) or <gate>/open (all) exists.
@@ -321,6 +322,7 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
                         threads=1,
                         max_invalid_share=config.max_invalid_share,
                         monitor_url=config.monitor_url,
+                        monitor_key=config.monitor_key,
                         gate=str(Path(config.gate).resolve()) if config.gate is not None else None,
                         duplicates=duplicates.rows_of(p),
                         duplicates_sha256=duplicates.digest_of(p),

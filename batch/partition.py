@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,7 @@ class Task:
     max_invalid_share: float
     monitor_url: str | None = None  # http://127.0.0.1:9400: a sample of each partition's rows and predictions
     monitor_rows: int = 2_000
+    monitor_key: str | None = field(default=None, repr=False)  # the monitor's ingest key
     gate: str | None = None  # a folder: hold the partition there until the caller lets it through (JobConfig.gate)
     # per unique column, the rows (positions in this partition) whose values repeat elsewhere in the input or in
     # it, that the column's policy quarantines (batch.duplicates), and their digest for the commit record
@@ -271,6 +272,7 @@ def _send_sample(
         prediction=outputs["prediction"][take] if regression else None,
     )
     try:
-        return {"sent": len(take), **post_json(f"{url.rstrip('/')}/v1/samples", payload)}
+        answer = post_json(f"{url.rstrip('/')}/v1/samples", payload, key=task.monitor_key)
+        return {"sent": len(take), **answer}
     except OSError as exc:  # a monitor that is down costs the batch job nothing but this note
         return {"sent": 0, "error": str(exc)}

@@ -42,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
     from inferline.monitor.rollback import RollbackController
     from inferline.monitor.rules import RuleEngine, load_rules
     from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
-    from inferline.serving.secrets import admin_key
+    from inferline.serving.secrets import admin_key, monitor_key
 
     record = _server_record(Path(args.workdir))
     metrics = args.triton_metrics or record.get("metrics")
@@ -80,10 +80,15 @@ def _run(args: argparse.Namespace) -> int:
         controller = RollbackController(
             config.repository, config.pipeline, http, admin_key(Path(args.workdir)), alerter, args.rollback_cooldown
         )
-    server = MonitorServer(Monitor(config, rules=rules, controller=controller), registry=registry).start()
+    # the ingest key the edge's sampler of `inferline serve up --workdir` (the same directory) sends
+    key = monitor_key(Path(args.workdir))
+    server = MonitorServer(
+        Monitor(config, rules=rules, controller=controller), registry=registry, ingest_key=key
+    ).start()
     print(
         f"monitor for {config.pipeline} on {server.url} (/metrics, /v1/status, /v1/history; POST /v1/samples, "
-        f"/v1/labels); Triton metrics {config.triton_metrics_url or 'not scraped'}, traces "
+        f"/v1/labels with the ingest key of {args.workdir}); Triton metrics "
+        f"{config.triton_metrics_url or 'not scraped'}, traces "
         f"{config.trace_dir or 'none'}, NVML {server.monitor.sampler.state}; {len(rules.rules)} alert rules, "
         f"automatic rollback {'on' if controller else 'off'}",
         flush=True,
@@ -142,7 +147,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = Parser(prog=prog or "inferline monitor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="the monitor service (Ctrl-C or SIGTERM stops it)")
-    run.add_argument("--workdir", default=".inferline", help="where `inferline serve up` recorded its server")
+    run.add_argument(
+        "--workdir",
+        default=".inferline",
+        help="where `inferline serve up` recorded its server and keeps the ingest key (monitor.key, mode 0600) "
+        "that POST /v1/samples and /v1/labels need",
+    )
     run.add_argument("--repository", default=None, help="model repository (default: the running server's)")
     run.add_argument("--pipeline", default=None, help="pipeline to watch (default: the repository's only pipeline)")
     run.add_argument("--triton-metrics", default=None, help="Triton metrics URL (default: the running server's)")
@@ -155,7 +165,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--host",
         default="127.0.0.1",
         help="the address the monitor listens on: a host address (or 0.0.0.0) for a Prometheus on another host; "
-        "its POST endpoints take samples and labels, so keep it on a private network",
+        "its POST endpoints take samples and labels from holders of the ingest key only",
     )
     run.add_argument(
         "--interval", type=positive_float, default=5.0, help="seconds between scrapes and drift evaluations"

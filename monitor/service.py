@@ -2,8 +2,9 @@
 
 ``Monitor`` holds sliding windows and is fed from four sides:
 
-- **samples** (``POST /v1/samples``): raw request rows with the outputs that answered them, sent by
-  ``serving.tap.MonitorTap`` from the serving client (or by anything that scores: the batch job's outputs). The
+- **samples** (``POST /v1/samples``): raw request rows with the outputs that answered them, sent by the served
+  path itself (``serving.edge_tap.EdgeSampler``: the HTTP and gRPC edges hand it a sample of what every caller sent
+  and was answered), by ``serving.tap.MonitorTap`` from the serving client, or by the batch job. The
   monitor computes the tabular features itself with the release's own feature state and the shared kernels, so
   what it compares with the reference profile is exactly what the model saw. Tensor columns (images, token ids)
   are not sent and not featurized: feature drift covers the tabular features only, and the model's outputs
@@ -22,6 +23,12 @@ with that release (``monitor.drift``): every tabular feature, and every output o
 probability and the predicted class, or the regression's prediction). ``/metrics`` serves everything in
 Prometheus' text format.
 
+Libraries: aiohttp serves HTTP (``MonitorServer``: its own thread and event loop, body size limit, read and header
+timeouts, JSON errors); prometheus-client builds the exposition; numpy and the shared feature contract
+(``features``) featurize samples; the drift tests are ``monitor.drift``'s (scipy). Ingestion (``POST /v1/samples``
+and ``/v1/labels``) needs ``Authorization: Bearer <ingest key>`` (``serving.secrets.monitor_key``, a file with mode
+0600 in the serving work directory): callers of the edge cannot feed the monitor.
+
 Samples body (``POST /v1/samples``, what ``serving.tap.sample_payload`` builds)::
 
     {"release": "<pipeline>:<version>", "model": "...", "source": "serving" | "batch",
@@ -33,22 +40,27 @@ Samples body (``POST /v1/samples``, what ``serving.tap.sample_payload`` builds):
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
 import logging
 import re
+import secrets
+import socket
 import threading
 import time
+import typing
 import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -82,7 +94,16 @@ from inferline.monitor.sketch import LogHistogram, histogram_quantile
 from inferline.monitor.utilization import Utilization, UtilizationSampler
 from inferline.training.profile import missing_columns
 
-__all__ = ["LATENCY_BUCKETS", "LATENCY_BUCKET_ERROR", "Monitor", "MonitorConfig", "MonitorServer", "read_traces"]
+__all__ = [
+    "INGEST_ROUTES",
+    "LATENCY_BUCKETS",
+    "LATENCY_BUCKET_ERROR",
+    "Monitor",
+    "MonitorConfig",
+    "MonitorServer",
+    "ServerLimits",
+    "read_traces",
+]
 
 log = logging.getLogger("inferline.monitor")
 QUANTILES = (0.5, 0.95, 0.99)
@@ -879,73 +900,207 @@ class _Collector:
         return self.monitor.collect()
 
 
-class MonitorServer:
-    """``Monitor`` behind HTTP on 127.0.0.1, with a background thread calling ``tick`` every interval."""
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one caller can cost the monitor's HTTP server."""
 
-    def __init__(self, monitor: Monitor, registry: CollectorRegistry | None = None) -> None:
+    max_body_bytes: int = 32 * 1024 * 1024  # a samples post of ~100k fraud rows; larger: 413
+    body_timeout_s: float = 30.0  # a body not in by then: 408
+    header_timeout_s: float = 10.0  # a connection whose request headers are not in by then is closed
+    keepalive_s: float = 75.0  # an idle connection between requests is closed after this
+
+
+INGEST_ROUTES = ("/v1/samples", "/v1/labels")
+
+
+class _HeaderDeadline(asyncio.Protocol):
+    """aiohttp's connection handler behind a header deadline (aiohttp has none): a connection whose first request's
+    headers are not complete ``timeout_s`` after it opened is closed (slowloris)."""
+
+    def __init__(self, handler: asyncio.Protocol, timeout_s: float) -> None:
+        self.handler, self.timeout_s = handler, timeout_s
+        self.transport: asyncio.BaseTransport | None = None
+        self.done = False
+        self.tail = b""
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.timer = asyncio.get_running_loop().call_later(self.timeout_s, self._expired)
+        self.handler.connection_made(transport)
+
+    def _expired(self) -> None:
+        if not self.done and self.transport is not None:
+            typing.cast(asyncio.Transport, self.transport).abort()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.done:
+            seen = self.tail + data
+            if b"\r\n\r\n" in seen:
+                self.done = True
+                if self.timer is not None:
+                    self.timer.cancel()
+            else:
+                self.tail = seen[-3:]
+        self.handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.handler.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.handler.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.handler.resume_writing()
+
+
+def _json_error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers or None)
+
+
+class MonitorServer:
+    """``Monitor`` behind HTTP (an aiohttp server on a thread and event loop of its own), with a background thread
+    calling ``tick`` every interval.
+
+    ``POST /v1/samples`` and ``/v1/labels`` take ``Authorization: Bearer <ingest_key>`` only (401 otherwise): the
+    key ``serving.secrets.monitor_key`` keeps in the serving work directory, which the edge's sampler and
+    ``MonitorTap`` send. Without ``ingest_key`` the server makes one of its own (``ingest_key`` attribute): the
+    POST routes are never open. Bodies over ``limits.max_body_bytes`` are answered 413 before they are read, a body
+    that does not arrive in ``body_timeout_s`` 408, one that is not the JSON expected 400 naming what was received
+    and what was expected. The GET routes (``/metrics``, ``/healthz``, ``/v1/status``, ``/v1/history``) are
+    open, for Prometheus and the report."""
+
+    def __init__(
+        self,
+        monitor: Monitor,
+        registry: CollectorRegistry | None = None,
+        *,
+        ingest_key: str | None = None,
+        limits: ServerLimits | None = None,
+    ) -> None:
         self.monitor = monitor
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(_Collector(monitor))
+        self.ingest_key = ingest_key or secrets.token_urlsafe(32)
+        self._expected = f"Bearer {self.ingest_key}".encode()
+        self.limits = limits or ServerLimits()
+        self.refused = Counter(
+            "inferline_monitor_requests_refused",
+            "Requests the monitor refused, by reason (unauthorized, body_too_large, body_timeout, invalid)",
+            ["reason"],
+            registry=self.registry,
+        )
         self._stop = threading.Event()
-        handler = self._handler()
-        self.httpd = ThreadingHTTPServer((monitor.config.host, monitor.config.port), handler)
-        self.httpd.daemon_threads = True
+        # bound now: the port is known (``url``) and a port in use fails here, before anything starts
+        self._socket = socket.create_server((monitor.config.host, monitor.config.port), backlog=128)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
         self.threads: list[threading.Thread] = []
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
+        host, port = self._socket.getsockname()[:2]
         return f"http://{host!s}:{port}"
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        outer = self
+    # --- routes --------------------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.limits.max_body_bytes)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/v1/status", self._status)
+        app.router.add_get("/v1/history", self._history)
+        for route in INGEST_ROUTES:
+            app.router.add_post(route, self._ingest)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        return app
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("%s " + format, self.address_string(), *args)
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-            def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
 
-            def _json(self, code: int, obj: Any) -> None:
-                self._send(code, (json.dumps(obj, default=float) + "\n").encode())
+    async def _status(self, request: web.Request) -> web.Response:
+        status = await asyncio.get_running_loop().run_in_executor(None, self.monitor.status)
+        return web.json_response(status, dumps=_dumps)
 
-            def do_GET(self) -> None:
-                m = outer.monitor
-                if self.path == "/metrics":
-                    self._send(200, generate_latest(outer.registry), CONTENT_TYPE_LATEST)
-                elif self.path == "/healthz":
-                    self._json(200, {"status": "ok"})
-                elif self.path == "/v1/status":
-                    self._json(200, m.status())
-                elif self.path == "/v1/history":
-                    with m.lock:
-                        history = list(m.history)
-                    self._json(200, history)
-                else:
-                    self._json(404, {"error": f"no route {self.path}; try /metrics, /v1/status, /v1/history"})
+    async def _history(self, request: web.Request) -> web.Response:
+        with self.monitor.lock:
+            history = list(self.monitor.history)
+        return web.json_response(history, dumps=_dumps)
 
-            def do_POST(self) -> None:
-                routes = {"/v1/samples": outer.monitor.ingest_samples, "/v1/labels": outer.monitor.ingest_labels}
-                if self.path not in routes:
-                    self._json(404, {"error": f"no route {self.path}; POST /v1/samples or /v1/labels"})
-                    return
-                try:
-                    length = int(self.headers.get("Content-Length", "0"))
-                    payload = json.loads(self.rfile.read(length))
-                    result = routes[self.path](payload)
-                except (ValueError, KeyError, TypeError) as exc:
-                    self._json(400, {"error": f"{type(exc).__name__}: {exc}"})
-                    return
-                self._json(200, result)
+    async def _not_found(self, request: web.Request) -> web.Response:
+        return _json_error(
+            404,
+            f"no route {request.method} {request.path[:100]}; GET /metrics, /healthz, /v1/status, /v1/history; "
+            "POST /v1/samples, /v1/labels",
+        )
 
-        return Handler
+    def _refuse(self, status: int, reason: str, message: str, **headers: str) -> web.Response:
+        self.refused.labels(reason).inc()
+        return _json_error(status, message, **headers)
 
-    def _loop(self) -> None:
+    async def _ingest(self, request: web.Request) -> web.Response:
+        offered = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(offered, self._expected):
+            return self._refuse(
+                401,
+                "unauthorized",
+                f"POST {request.path} needs 'Authorization: Bearer <ingest key>' "
+                f"({'a wrong key was sent' if offered else 'none was sent'}): the key is in the serving work "
+                "directory (serving.secrets.monitor_key); callers of the edge are not given it",
+                **{"WWW-Authenticate": 'Bearer realm="inferline-monitor"'},
+            )
+        limit = self.limits.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return self._refuse(
+                413,
+                "body_too_large",
+                f"the body is {request.content_length} bytes; the monitor takes at most {limit} "
+                "(ServerLimits.max_body_bytes): post fewer rows per request",
+            )
+        try:
+            raw = await asyncio.wait_for(request.read(), self.limits.body_timeout_s)
+        except TimeoutError:
+            return self._refuse(
+                408, "body_timeout", f"the body did not arrive within {self.limits.body_timeout_s:g}s; send it at once"
+            )
+        except web.HTTPRequestEntityTooLarge:  # a chunked body that grew past the limit
+            return self._refuse(
+                413, "body_too_large", f"the body exceeds {limit} bytes (ServerLimits.max_body_bytes): post fewer rows"
+            )
+        expected = (
+            "the samples body serving.tap.sample_payload builds"
+            if request.path == INGEST_ROUTES[0]
+            else '{"labels": [{"<id column>": ..., "label": ...}, ...]}'
+        )
+        try:
+            payload = json.loads(raw)
+        except ValueError as exc:
+            return self._refuse(
+                400,
+                "invalid",
+                f"the body is not JSON ({exc}; received {len(raw)} bytes starting {raw[:40]!r}); expected a JSON "
+                f"object: {expected}",
+            )
+        if not isinstance(payload, dict):
+            return self._refuse(400, "invalid", f"the body is a JSON {type(payload).__name__}; expected a JSON object")
+        ingest = self.monitor.ingest_samples if request.path == INGEST_ROUTES[0] else self.monitor.ingest_labels
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(None, ingest, payload)
+        except (ValueError, KeyError, TypeError) as exc:
+            return self._refuse(400, "invalid", f"{type(exc).__name__}: {exc}")
+        return web.json_response(result, dumps=_dumps)
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+    def _loop_tick(self) -> None:
         while not self._stop.is_set():
             try:
                 self.monitor.tick()
@@ -953,18 +1108,64 @@ class MonitorServer:
                 log.exception("monitor tick failed")
             self._stop.wait(self.monitor.config.interval_s)
 
+    def _serve(self, ready: threading.Event, failed: list[OSError]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._open())
+        except OSError as exc:  # handed to start(), which raises it
+            failed.append(exc)
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._close())
+            loop.close()
+
+    async def _open(self) -> None:
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, keepalive_timeout=self.limits.keepalive_s, handle_signals=False
+        )
+        await self._runner.setup()
+        handler = self._runner.server
+        assert handler is not None
+        timeout = self.limits.header_timeout_s
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _HeaderDeadline(handler(), timeout), sock=self._socket
+        )
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
     def start(self, ticking: bool = True) -> MonitorServer:
         """Serve HTTP; with ``ticking`` also call ``tick`` every interval (without: the caller ticks)."""
-        self.threads = [threading.Thread(target=self.httpd.serve_forever, name="monitor-http", daemon=True)]
+        ready, failed = threading.Event(), list[OSError]()
+        http = threading.Thread(target=self._serve, args=(ready, failed), name="monitor-http", daemon=True)
+        http.start()
+        ready.wait()
+        if failed:
+            raise failed[0]
+        self.threads = [http]
         if ticking:
-            self.threads.append(threading.Thread(target=self._loop, name="monitor-tick", daemon=True))
-        for t in self.threads:
-            t.start()
+            self.threads.append(threading.Thread(target=self._loop_tick, name="monitor-tick", daemon=True))
+            self.threads[-1].start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
         for t in self.threads:
             t.join(timeout=10)
+        self._socket.close()
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, default=float)

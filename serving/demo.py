@@ -24,6 +24,7 @@ from inferline.features.spec import load_pipeline_module
 from inferline.features.state import FeatureState, compute_features
 from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.serving.client import InferlineClient, Protocol
+from inferline.serving.secrets import monitor_key
 from inferline.serving.server import ServerConfig, TritonServer, free_port
 from inferline.serving.tap import MonitorTap
 from inferline.training.model import load_checkpoint
@@ -81,6 +82,7 @@ def _run_monitoring(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "inferline.monitor", "run", "--port", str(port), "--repository", str(repository)]
+    command += ["--workdir", str(workdir / "monitor")]  # where it reads its ingest key, which the tap sends
     command += ["--pipeline", module.SPEC.name, "--triton-metrics", config.metrics_url, "--interval", "0.5"]
     command += ["--trace-dir", str(config.trace_dir), "--server-pid", str(server_pid)]
     command += ["--drift-window-rows", str(rows)]
@@ -92,7 +94,7 @@ def _run_monitoring(
         for phase, shifts in (("normal", []), ("drifted", phases["shifts"])):
             frame = module.generate(rows, seed=seed + (7 if phase == "normal" else 8))
             frame = apply_shifts(frame, module.SPEC, [parse_shift(s) for s in shifts], seed=seed)
-            tap = MonitorTap(url)
+            tap = MonitorTap(url, key=monitor_key(workdir / "monitor"))
             with InferlineClient(config.http_url, "http", pipeline=module.SPEC.name, tap=tap) as client:
                 client.predict(frame.drop(columns=[module.SPEC.label]))
             tap.close()

@@ -1,6 +1,7 @@
 """``MonitorTap``: sends what a client sent and what the server answered to the monitor, off the request path.
 
-Give it to the serving client (``InferlineClient(..., tap=MonitorTap(url))``): every ``predict`` hands its wire
+Give it to the serving client (``InferlineClient(..., tap=MonitorTap(url, key=monitor_key(workdir)))``, the
+monitor's ingest key from ``serving.secrets``): every ``predict`` hands its wire
 arrays and predictions to ``record``, which only enqueues; a background thread posts them to the monitor's
 ``/v1/samples``. A monitor that is down never slows or fails serving: samples are dropped (and counted) when the
 queue is full or a post fails.
@@ -9,6 +10,10 @@ What travels (``sample_payload``): the tabular request columns (one value per ro
 row, and the task's outputs: ``probabilities`` and ``predicted_class`` for a classifier, ``prediction`` for a
 regression. Tensor columns (images, token ids: several values per row) are never sent: the monitor measures drift
 on the tabular features and on the outputs only.
+
+The served path samples every caller by itself (``serving.edge_tap.EdgeSampler``, what ``inferline serve up
+--monitor-url`` runs); this tap is for a client that wants its own view (client-side latency). Libraries: the
+standard library's urllib posts; numpy holds the arrays.
 """
 
 from __future__ import annotations
@@ -32,10 +37,13 @@ __all__ = ["MonitorTap", "post_json", "sample_payload", "tabular_arrays"]
 log = logging.getLogger("inferline.serving.tap")
 
 
-def post_json(url: str, payload: Any, timeout_s: float = 10.0) -> Any:
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
+def post_json(url: str, payload: Any, timeout_s: float = 10.0, key: str | None = None) -> Any:
+    """POST ``payload`` as JSON and return the decoded answer; ``key``: the monitor's ingest key, sent as
+    ``Authorization: Bearer <key>`` (``serving.secrets.monitor_key``)."""
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
         return json.loads(response.read())
 
@@ -102,9 +110,16 @@ class MonitorTap:
     ``predictions.prediction`` (one value per row) of a regression."""
 
     def __init__(
-        self, url: str, max_queue: int = 1_000, timeout_s: float = 5.0, spec: PipelineSpec | None = None
+        self,
+        url: str,
+        max_queue: int = 1_000,
+        timeout_s: float = 5.0,
+        spec: PipelineSpec | None = None,
+        *,
+        key: str | None = None,
     ) -> None:
         self.url = url.rstrip("/") + "/v1/samples"
+        self.key = key  # the monitor's ingest key (serving.secrets.monitor_key); without it the monitor answers 401
         self.timeout_s = timeout_s
         self.skip_columns = frozenset(c.name for c in spec.tensor_columns) if spec is not None else frozenset()
         self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=max_queue)
@@ -141,7 +156,7 @@ class MonitorTap:
             try:
                 if payload is None:
                     return
-                post_json(self.url, payload, self.timeout_s)
+                post_json(self.url, payload, self.timeout_s, self.key)
                 self.sent += len(payload["status"])
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 self.dropped += len(payload["status"]) if payload else 0

@@ -87,7 +87,7 @@ def expected_nvml_state() -> tuple[str, int]:
 
 
 def send(triton: TritonServer, monitor: MonitorServer, rows: pd.DataFrame, batch: int = 256) -> Predictions:
-    tap = MonitorTap(monitor.url)
+    tap = MonitorTap(monitor.url, key=monitor.ingest_key)
     with InferlineClient(triton.config.http_url, "http", pipeline="fraud", tap=tap, max_batch_size=batch) as client:
         predictions = client.predict(rows.drop(columns=[fraud.SPEC.label]))
     tap.close()
@@ -129,7 +129,7 @@ def test_drift_is_flagged_on_exactly_the_shifted_features(
         {"transaction_id": t, "label": int(y)}
         for t, y in zip(drifted["transaction_id"], drifted["is_fraud"], strict=True)
     ]
-    joined = post_json(f"{monitor.url}/v1/labels", {"labels": labels})
+    joined = post_json(f"{monitor.url}/v1/labels", {"labels": labels}, key=monitor.ingest_key)
     assert joined == {"joined": WINDOW, "unmatched": 0}
     classes = monitor.monitor.status()["classes"]
     y, p = drifted["is_fraud"].to_numpy(), predictions.predicted_class
@@ -246,10 +246,12 @@ def test_bad_samples_get_a_clear_400_and_a_dead_monitor_never_fails_serving(
     triton: TritonServer, monitor: MonitorServer
 ) -> None:
     with pytest.raises(urllib.error.HTTPError) as err:
-        post_json(f"{monitor.url}/v1/samples", {"release": "fraud:2", "columns": {"amount": [1.0]}})
+        post_json(
+            f"{monitor.url}/v1/samples", {"release": "fraud:2", "columns": {"amount": [1.0]}}, key=monitor.ingest_key
+        )
     assert err.value.code == 400 and "lack column(s)" in err.value.read().decode()
     with pytest.raises(urllib.error.HTTPError) as err:
-        post_json(f"{monitor.url}/v1/samples", {"release": "loans:1", "columns": {}})
+        post_json(f"{monitor.url}/v1/samples", {"release": "loans:1", "columns": {}}, key=monitor.ingest_key)
     assert err.value.code == 400 and "watches pipeline 'fraud'" in err.value.read().decode()
 
     dead = MonitorTap(f"http://127.0.0.1:{free_port()}", timeout_s=1)
@@ -316,7 +318,68 @@ def test_batch_job_outputs_feed_the_monitor(published: Published, monitor: Monit
             workers=1,
             progress=False,
             monitor_url=monitor.url,
+            monitor_key=monitor.ingest_key,
         )
     )
     assert report.rows_sent_to_monitor == 2_000  # one partition, a sample of 2,000 of its 3,000 rows
     assert monitor.monitor.status()["sources"]["batch"] - before == 2_000
+
+
+def test_forged_samples_are_refused_and_bodies_are_bounded(published: Published) -> None:
+    """Ingestion needs the ingest key: a forged ``POST /v1/samples`` (no key, a wrong key) or ``/v1/labels`` is 401
+    and changes nothing. With the key: a declared body over the limit is 413 before it is read, a body that is
+    not JSON is 400 naming what was received and what was expected."""
+    from inferline.features.wire import encode_rows
+    from inferline.monitor.service import ServerLimits
+    from inferline.serving.tap import sample_payload
+
+    config = MonitorConfig(repository=published.repository, pipeline="fraud", port=free_port(), nvml=False)
+    server = MonitorServer(Monitor(config), ingest_key="the-key", limits=ServerLimits(max_body_bytes=1_000_000))
+    server.start(ticking=False)
+    try:
+        frame = fraud.generate(20, seed=41).drop(columns=[fraud.SPEC.label])
+        body = sample_payload(
+            encode_rows(frame, fraud.SPEC), np.tile([0.1, 0.9], (20, 1)), np.ones(20, np.int64), ["ok"] * 20,
+            "fraud:2", "fraud",
+        )  # fmt: skip
+        before = server.monitor.status()
+        for key in (None, "a-guess", "the-ke"):
+            for route, payload in (("/v1/samples", body), ("/v1/labels", {"labels": [{"tx_id": "x", "label": 1}]})):
+                with pytest.raises(urllib.error.HTTPError) as err:
+                    post_json(f"{server.url}{route}", payload, key=key)
+                assert err.value.code == 401, (route, key)
+                assert "Authorization: Bearer <ingest key>" in json.loads(err.value.read())["error"]
+        after = server.monitor.status()
+        assert (after["rows"], after["sources"], after["labels"]) == (before["rows"], before["sources"], {
+            "joined": 0, "unmatched": 0
+        }) == ({}, {}, before["labels"])  # fmt: skip
+
+        assert post_json(f"{server.url}/v1/samples", body, key="the-key")["accepted"] == 20
+        assert server.monitor.status()["rows"] == {"fraud:2|ok": 20}
+
+        import socket
+
+        with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/samples HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer the-key\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 4000000000\r\n\r\n{"
+            )
+            answer = sock.recv(65536).decode()
+        assert answer.startswith("HTTP/1.1 413") and "ServerLimits.max_body_bytes" in answer
+
+        request = urllib.request.Request(
+            f"{server.url}/v1/samples",
+            data=b'{"release": "fraud:2", ',
+            headers={"Authorization": "Bearer the-key", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(request, timeout=10)
+        error = json.loads(err.value.read())["error"]
+        assert err.value.code == 400 and "not JSON" in error and "received 23 bytes" in error
+        assert "expected a JSON object" in error
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert 'inferline_monitor_requests_refused_total{reason="unauthorized"} 6.0' in metrics
+    finally:
+        server.stop()

@@ -125,7 +125,7 @@ def post_samples(monitor: MonitorServer, rel: Release, frame: pd.DataFrame, arra
         payload = sample_payload(
             arrays, outputs["probabilities"], outputs["predicted_class"], ["ok"] * n, rel.name, rel.spec.name
         )
-    answer = post_json(f"{monitor.url}/v1/samples", payload)
+    answer = post_json(f"{monitor.url}/v1/samples", payload, key=monitor.ingest_key)
     assert answer == {"accepted": n, "scored_ok": n, "release": rel.name}
     return outputs
 
@@ -139,9 +139,9 @@ def metric_samples(monitor: MonitorServer) -> dict[str, list[Any]]:
         return {f.name: f.samples for f in text_string_to_metric_families(r.read().decode())}
 
 
-def post_error(url: str, payload: Any) -> tuple[int, str]:
+def post_error(monitor: MonitorServer, route: str, payload: Any) -> tuple[int, str]:
     with pytest.raises(urllib.error.HTTPError) as err:
-        post_json(url, payload)
+        post_json(f"{monitor.url}{route}", payload, key=monitor.ingest_key)
     return err.value.code, json.loads(err.value.read())["error"]
 
 
@@ -229,7 +229,10 @@ def test_multiclass_drift_per_class_and_errors_from_labels(repository: Path, mon
         {"specimen_id": i, "label": species.SPEC.classes[int(v)] if n % 2 else int(v)}
         for n, (i, v) in enumerate(zip(shifted["specimen_id"], y, strict=True))
     ]
-    assert post_json(f"{monitor.url}/v1/labels", {"labels": labels}) == {"joined": WINDOW, "unmatched": 0}
+    assert post_json(f"{monitor.url}/v1/labels", {"labels": labels}, key=monitor.ingest_key) == {
+        "joined": WINDOW,
+        "unmatched": 0,
+    }
     classes = monitor.monitor.status()["classes"]
     predicted = outputs["predicted_class"].reshape(-1)
     for k, name in enumerate(species.SPEC.classes):
@@ -244,10 +247,11 @@ def test_multiclass_drift_per_class_and_errors_from_labels(repository: Path, mon
     predicted_rows = {s.labels["cls"]: s.value for s in metric_samples(monitor)["inferline_class_predicted_rows"]}
     assert predicted_rows == {name: classes[name]["predicted"] for name in species.SPEC.classes}
 
-    code, error = post_error(f"{monitor.url}/v1/labels", {"labels": [{"specimen_id": "S12-0", "label": 7}]})
+    code, error = post_error(monitor, "/v1/labels", {"labels": [{"specimen_id": "S12-0", "label": 7}]})
     assert code == 400 and "not a class of pipeline 'species'" in error and "'setosa'" in error
     code, error = post_error(
-        f"{monitor.url}/v1/samples",
+        monitor,
+        "/v1/samples",
         {"release": rel.name, "columns": wire_json(rel, shifted.head(1)), "status": ["ok"], "prediction": [1.0]},
     )
     assert code == 400 and "multiclass classifier" in error and "not 'prediction'" in error
@@ -280,7 +284,7 @@ def test_regression_drift_and_errors_from_delayed_labels(repository: Path, monit
 
     # a bad label refuses the whole payload: nothing is joined
     code, error = post_error(
-        f"{monitor.url}/v1/labels", {"labels": [{"plot_id": "P22-0", "label": 3.0}, {"plot_id": "P22-1", "label": "x"}]}
+        monitor, "/v1/labels", {"labels": [{"plot_id": "P22-0", "label": 3.0}, {"plot_id": "P22-1", "label": "x"}]}
     )
     assert code == 400 and "labels[1]" in error and "not a finite number" in error
     assert monitor.monitor.status()["labels"]["joined"] == 0
@@ -290,7 +294,10 @@ def test_regression_drift_and_errors_from_delayed_labels(repository: Path, monit
     keep = np.arange(WINDOW) % 3 != 0
     labels = [{"plot_id": i, "label": float(v)} for i, v in zip(wet["plot_id"][keep], y[keep], strict=True)]
     labels += [{"plot_id": "nowhere-1", "label": 1.0}, {"plot_id": "nowhere-2", "label": 2.0}]
-    assert post_json(f"{monitor.url}/v1/labels", {"labels": labels}) == {"joined": int(keep.sum()), "unmatched": 2}
+    assert post_json(f"{monitor.url}/v1/labels", {"labels": labels}, key=monitor.ingest_key) == {
+        "joined": int(keep.sum()),
+        "unmatched": 2,
+    }
     error = outputs["prediction"].reshape(-1)[keep].astype(np.float64) - y[keep]
     mae, rmse = float(np.abs(error).mean()), float(np.sqrt((error**2).mean()))
     snapshot = monitor.monitor.tick()
@@ -312,7 +319,8 @@ def test_regression_drift_and_errors_from_delayed_labels(repository: Path, monit
     assert "inferline_class_error_rate" not in samples
 
     code, error = post_error(
-        f"{monitor.url}/v1/samples",
+        monitor,
+        "/v1/samples",
         {"release": rel.name, "columns": wire_json(rel, wet.head(1)), "status": ["ok"], "probabilities": [[1.0]]},
     )
     assert code == 400 and "is a regression" in error and "'prediction'" in error
@@ -350,5 +358,5 @@ def test_tensor_pipeline_without_id_column(repository: Path, monitor_of: Any) ->
     assert states["class_error_rate"] == states["regression_error_ratio"] == "not_applicable"
     assert states["feature_drift"] == states["prediction_drift"] == "ok"
 
-    code, error = post_error(f"{monitor.url}/v1/labels", {"labels": [{"id": "x", "label": 1}]})
+    code, error = post_error(monitor, "/v1/labels", {"labels": [{"id": "x", "label": 1}]})
     assert code == 400 and "has no id column" in error and "cannot be joined" in error

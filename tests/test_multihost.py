@@ -28,6 +28,7 @@ from inferline.features.pipelines import fraud
 from inferline.features.wire import encode_rows
 from inferline.monitor.service import LATENCY_BUCKET_ERROR, Monitor, MonitorConfig, MonitorServer
 from inferline.serving.client import InferlineClient
+from inferline.serving.secrets import monitor_key
 from inferline.serving.server import TritonServer, free_port
 from inferline.serving.tap import post_json, sample_payload
 
@@ -134,17 +135,20 @@ def test_two_monitors_on_two_hosts_merge_in_one_prometheus(
     halves = [rng.lognormal(np.log(0.004), 0.5, 6_000), rng.lognormal(np.log(0.03), 0.8, 4_000)]
     hosts = [network.add_host(), network.add_host()]
     urls = []
+    keys: dict[str, str] = {}
     for i, host in enumerate(hosts):
         argv = [sys.executable, "-m", "inferline.monitor", "run", "--workdir", str(tmp_path / f"none{i}")]
         argv += ["--repository", str(published.repository), "--pipeline", "fraud", "--host", host.address]
         argv += ["--no-gpu", "--interval", "1", "--alerts", str(tmp_path / f"alerts{i}.jsonl")]
         host.popen(argv, log=tmp_path / f"monitor{i}.log")
         urls.append(f"http://{host.address}:9400")
+        keys[urls[-1]] = monitor_key(tmp_path / f"none{i}")  # the ingest key `monitor run --workdir` reads
     for url in urls:
         wait_until(lambda u=url: answers(f"{u}/metrics"), 60, f"the monitor at {url}")
     whole = MonitorServer(
         Monitor(MonitorConfig(repository=published.repository, pipeline="fraud", port=free_port(), nvml=False))
     ).start(ticking=False)
+    keys[whole.url] = whole.ingest_key
     try:
         frame = fraud.generate(200, seed=19).drop(columns=[fraud.SPEC.label])
         arrays = encode_rows(frame, fraud.SPEC)
@@ -156,7 +160,7 @@ def test_two_monitors_on_two_hosts_merge_in_one_prometheus(
                 body = sample_payload(
                     arrays, probabilities, predicted, ["ok"] * len(frame), "fraud:2", "fraud", chunk.tolist()
                 )
-                assert post_json(f"{url}/v1/samples", body)["accepted"] == len(frame)
+                assert post_json(f"{url}/v1/samples", body, key=keys[url])["accepted"] == len(frame)
 
         for url, latencies in zip(urls, halves, strict=True):
             feed(url, latencies)

@@ -245,7 +245,7 @@ def test_the_monitor_exports_estimated_and_then_realized_performance(
     p, c = outputs["probabilities"], outputs["predicted_class"].reshape(-1)
     arrays = encode_rows(frame.drop(columns=[fraud.SPEC.label]), fraud.SPEC)
     payload = sample_payload(arrays, p, c, ["ok"] * len(frame), "fraud:2", "fraud")
-    assert post_json(f"{monitor.url}/v1/samples", payload)["scored_ok"] == len(frame)
+    assert post_json(f"{monitor.url}/v1/samples", payload, key=monitor.ingest_key)["scored_ok"] == len(frame)
 
     expected = estimated_performance(p, c)
     status = monitor.monitor.status()["performance"]
@@ -263,10 +263,13 @@ def test_the_monitor_exports_estimated_and_then_realized_performance(
     # too few labels for realized figures: still none; then all of them
     ids, y = frame["transaction_id"].tolist(), frame[fraud.SPEC.label].tolist()
     few = [{"transaction_id": t, "label": int(v)} for t, v in zip(ids[:10], y[:10], strict=True)]
-    post_json(f"{monitor.url}/v1/labels", {"labels": few})
+    post_json(f"{monitor.url}/v1/labels", {"labels": few}, key=monitor.ingest_key)
     assert MIN_REALIZED_ROWS > 10 and monitor.monitor.status()["performance"]["realized"] is None
     rest = [{"transaction_id": t, "label": int(v)} for t, v in zip(ids[10:], y[10:], strict=True)]
-    assert post_json(f"{monitor.url}/v1/labels", {"labels": rest}) == {"joined": 2_990, "unmatched": 0}
+    assert post_json(f"{monitor.url}/v1/labels", {"labels": rest}, key=monitor.ingest_key) == {
+        "joined": 2_990,
+        "unmatched": 0,
+    }
     realized = realized_performance(p, c, np.asarray(y))
     status = monitor.monitor.status()["performance"]
     assert status["realized_rows"] == 3_000 and status["realized"] == pytest.approx(realized)
@@ -289,7 +292,7 @@ def test_a_regression_monitor_exports_no_performance_estimate(tmp_path: Path) ->
         prediction = onnx_scores(tmp_path / "repo", "yields", frame, version=1)["prediction"]
         arrays = encode_rows(frame.drop(columns=[yields.SPEC.label]), yields.SPEC)
         payload = sample_payload(arrays, None, None, ["ok"] * len(frame), "yields:1", "yields", prediction=prediction)
-        post_json(f"{server.url}/v1/samples", payload)
+        post_json(f"{server.url}/v1/samples", payload, key=server.ingest_key)
         families = metric_samples(server.url)
         status = server.monitor.status()["performance"]
     finally:

@@ -443,7 +443,7 @@ def test_drifted_traffic_fires_in_prometheus_and_alertmanager_delivers_it(
             return up == {"triton": "1", "supervisor": "1", "monitor": "1"}
 
         wait_until(all_up, 60, "Prometheus scraping Triton, the supervisor and the monitor")
-        tap = MonitorTap(monitor.url)
+        tap = MonitorTap(monitor.url, key=monitor.ingest_key)
         rows = drifted_rows()
         with InferlineClient(record["gateway"], "http", pipeline="fraud", tap=tap, max_batch_size=256) as client:
             client.predict(rows.drop(columns=[fraud.SPEC.label]))
@@ -451,7 +451,7 @@ def test_drifted_traffic_fires_in_prometheus_and_alertmanager_delivers_it(
         assert tap.sent == 3_000 and tap.dropped == 0
         ids, truth = rows["transaction_id"], rows["is_fraud"]
         labels = [{"transaction_id": t, "label": int(y)} for t, y in zip(ids, truth, strict=True)]
-        assert post_json(f"{monitor.url}/v1/labels", {"labels": labels})["joined"] == 3_000
+        assert post_json(f"{monitor.url}/v1/labels", {"labels": labels}, key=monitor.ingest_key)["joined"] == 3_000
 
         def delivered() -> set[str]:
             return {a["labels"]["alertname"] for body in receiver.received for a in body.get("alerts", [])}

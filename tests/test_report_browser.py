@@ -124,7 +124,7 @@ def watched(published: Published, triton: TritonServer) -> Watched:
     try:
 
         def send(rows: Any) -> None:
-            tap = MonitorTap(server.url)
+            tap = MonitorTap(server.url, key=server.ingest_key)
             with InferlineClient(triton.config.http_url, "http", pipeline="fraud", tap=tap) as client:
                 client.predict(rows.drop(columns=[fraud.SPEC.label]))
             tap.close()
@@ -141,7 +141,7 @@ def watched(published: Published, triton: TritonServer) -> Watched:
                 {"transaction_id": t, "label": int(y)} for t, y in zip(drifted["transaction_id"], labels, strict=True)
             ]
         }
-        assert post_json(f"{server.url}/v1/labels", body) == {"joined": ROWS, "unmatched": 0}
+        assert post_json(f"{server.url}/v1/labels", body, key=server.ingest_key) == {"joined": ROWS, "unmatched": 0}
         server.monitor.tick()
         with urllib.request.urlopen(f"{server.url}/v1/history", timeout=10) as r:
             history = json.loads(r.read())

@@ -75,7 +75,7 @@ def monitor_for(
 
 def drifted_traffic(stack: Stack, monitor: MonitorServer) -> None:
     rows = apply_shifts(fraud.generate(3_000, seed=77), fraud.SPEC, [parse_shift("amount=x1.8")])
-    tap = MonitorTap(monitor.url)
+    tap = MonitorTap(monitor.url, key=monitor.ingest_key)
     with InferlineClient(stack.server.config.http_url, "http", pipeline="fraud", tap=tap) as client:
         client.predict(rows.drop(columns=[fraud.SPEC.label]))
     tap.close()
