@@ -15,7 +15,13 @@ work in flight:
   stay on Triton's loopback port behind the admin key;
 - on shutdown it stops admitting (503) and lets what is in flight finish.
 
-Valid requests are forwarded byte for byte; Triton's answers are returned as they are.
+Triton receives only what the edge built itself from what it understood (an allow-list, ``build_infer_request``):
+the inputs (name, datatype, shape, data or binary data), the requested outputs by name, an ``id`` and the
+parameters inferline documents (``binary_data_output``, ``binary_data_size``, ``binary_data``). Any other field or
+parameter is a 400 that names it, and no caller header reaches Triton: the edge writes the few Triton needs. That
+closes by construction the requests that crashed Triton 2.51 through a byte-for-byte edge (an output's
+``classification`` parameter dividing by zero, an ``Accept-Encoding`` value its parser aborts on, a shared-memory
+region named in an output), and the classes nobody has found yet. Triton's answers are returned as they are.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import math
 import re
 import ssl
 import struct
+import sys
 import time
 import typing
 from collections.abc import Awaitable, Callable
@@ -41,10 +48,12 @@ from inferline.serving.apikeys import ApiKeys
 
 __all__ = [
     "SERVED_EXTENSIONS",
+    "BuiltRequest",
     "Gateway",
     "GatewayLimits",
     "ReloadingTls",
     "RequestRejected",
+    "build_infer_request",
     "check_bytes_elements",
     "check_element_count",
     "check_infer_request",
@@ -84,8 +93,9 @@ _RESTRICTED = ("/v2/repository", "/v2/logging", "/v2/trace", "/v2/systemsharedme
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _UNAUTHENTICATED = ("/v2/health/live", "/v2/health/ready")  # probes (a load balancer's, Kubernetes') need no key
 # the protocol extensions a caller can use through the edge (GET /v2 lists only these)
-SERVED_EXTENSIONS = ("binary_tensor_data", "classification", "parameters")
+SERVED_EXTENSIONS = ("binary_tensor_data", "parameters")  # classification: its parameter is not taken (SIGFPE)
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+_AUTO = ("User-Agent",)  # aiohttp's own headers to Triton: only Host, Accept, Content-Length and the edge's
 
 
 @dataclass(frozen=True)
@@ -143,8 +153,9 @@ def _check_element(name: str, datatype: str, value: Any) -> None:
     elif datatype in _INT_RANGE:
         lo, hi = _INT_RANGE[datatype]
         ok = isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
-    else:  # FP16/32/64: JSON numbers; NaN and Inf are not JSON, the binary extension carries them
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    else:  # FP16/32/64: finite JSON numbers within the type's range (NaN and Inf travel in the binary extension)
+        # an integer literal beyond float range (1 followed by 400 zeros) overflows float(): refused, never a 500
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and _finite(value, _FLOAT_MAX[datatype])
     if not ok:
         raise _invalid(
             f"input {name!r} is {datatype} but holds {json.dumps(value)[:40]} ({type(value).__name__}); "
@@ -152,12 +163,22 @@ def _check_element(name: str, datatype: str, value: Any) -> None:
         )
 
 
+_FLOAT_MAX = {"FP16": 65504.0, "FP32": 3.4028234663852886e38, "FP64": sys.float_info.max}
+
+
+def _finite(value: int | float, largest: float) -> bool:
+    try:
+        return math.isfinite(value) and abs(float(value)) <= largest
+    except OverflowError:
+        return False
+
+
 _EXPECT = {
     "BOOL": "true/false",
     "BYTES": "JSON strings (or the binary extension)",
-    "FP16": "finite JSON numbers",
-    "FP32": "finite JSON numbers",
-    "FP64": "finite JSON numbers",
+    "FP16": "finite JSON numbers within +-65504",
+    "FP32": "finite JSON numbers within +-3.4e38",
+    "FP64": "finite JSON numbers within +-1.8e308",
 } | {t: f"integers in [{lo}, {hi}]" for t, (lo, hi) in _INT_RANGE.items()}
 
 
@@ -175,39 +196,60 @@ def check_bytes_elements(name: str, blob: bytes, count: int) -> None:
         )
 
 
-# parameters Triton reads itself, and what it accepts for each (anything else there is a 500 on 2.51, measured)
-_KNOWN_PARAMETERS: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "sequence_id": ("a non-negative integer or a string", lambda v: isinstance(v, str) or _uint(v)),
-    "sequence_start": ("a boolean", lambda v: isinstance(v, bool)),
-    "sequence_end": ("a boolean", lambda v: isinstance(v, bool)),
-    "priority": ("a non-negative integer", lambda v: _uint(v)),
-    "timeout": ("a non-negative integer (microseconds)", lambda v: _uint(v)),
-    "binary_data_output": ("a boolean", lambda v: isinstance(v, bool)),
-    "binary_data": ("a boolean", lambda v: isinstance(v, bool)),
-    "classification": ("a non-negative integer", lambda v: _uint(v)),
-    "binary_data_size": ("a non-negative integer", lambda v: _uint(v)),
-}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The parameters inferline documents, per place, and what each accepts. Nothing else reaches Triton: 2.51 mishandles
+# several of its own (an output's `classification` of 0 divides by zero: SIGFPE; a `shared_memory_region` reads
+# server memory), and an allow-list also closes the ones nobody has found yet.
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
 
 
 def _uint(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
-def _check_parameters(where: str, parameters: Any) -> None:
+REQUEST_PARAMETERS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "binary_data_output": ("a boolean", _is_bool),  # every output in the binary extension
+}
+INPUT_PARAMETERS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "binary_data_size": ("a non-negative integer", _uint),  # the tensor's bytes in the binary extension
+}
+OUTPUT_PARAMETERS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "binary_data": ("a boolean", _is_bool),  # this output in the binary extension
+}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+REQUEST_FIELDS = ("id", "parameters", "inputs", "outputs")
+INPUT_FIELDS = ("name", "datatype", "shape", "parameters", "data")
+OUTPUT_FIELDS = ("name", "parameters")
+_MAX_ID = 256
+
+
+def _allowed_fields(where: str, obj: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    for key in obj:
+        if key not in allowed:
+            raise _invalid(
+                f"{where} has the field {key[:60]!r}, which the edge does not take; allowed: {', '.join(allowed)} "
+                "(serving/openapi/kserve-v2.yaml)"
+            )
+
+
+def _parameters(
+    where: str, parameters: Any, allowed: dict[str, tuple[str, Callable[[Any], bool]]]
+) -> dict[str, Any] | None:
+    """The documented parameters of one place, checked; any other is refused by name."""
     if parameters is None:
-        return
+        return None
     if not isinstance(parameters, dict):
         raise _invalid(f"{where} 'parameters' must be a JSON object, got {type(parameters).__name__}")
     for key, value in parameters.items():
-        if not key or _CONTROL.search(key):
-            raise _invalid(f"{where} has a parameter name {key[:40]!r} that is empty or holds control characters")
-        if key in _KNOWN_PARAMETERS:
-            expected, valid = _KNOWN_PARAMETERS[key]
-            if not valid(value):
-                raise _invalid(f"{where} parameter {key!r} must be {expected}, got {json.dumps(value)[:60]}")
-        elif not isinstance(value, bool | int | str) or (isinstance(value, int) and not -(2**63) <= value < 2**64):
-            raise _invalid(f"{where} parameter {key!r} must be a boolean, an int64 or a string, got {value!r}"[:200])
+        if key not in allowed:
+            documented = ", ".join(allowed) or "none"
+            raise _invalid(
+                f"{where} has the parameter {key[:60]!r}, which the edge does not take; documented here: {documented}"
+            )
+        expected, valid = allowed[key]
+        if not valid(value):
+            raise _invalid(f"{where} parameter {key!r} must be {expected}, got {json.dumps(value)[:60]}")
+    return parameters
 
 
 def check_element_count(name: str, shape: list[int], limits: GatewayLimits) -> int:
@@ -224,13 +266,17 @@ def check_element_count(name: str, shape: list[int], limits: GatewayLimits) -> i
     return elements
 
 
-def _check_input(index: int, tensor: Any, limits: GatewayLimits, binary: bytes, offset: int) -> int:
-    """Check one input tensor; return the offset in the binary section after it."""
+def _input(index: int, tensor: Any, limits: GatewayLimits, binary: bytes, offset: int) -> tuple[dict[str, Any], int]:
+    """One input tensor checked and rebuilt from its documented fields; and the offset in the binary section
+    after it."""
     if not isinstance(tensor, dict):
         raise _invalid(f"inputs[{index}] must be a JSON object, got {type(tensor).__name__}")
     name = tensor.get("name")
     if not isinstance(name, str) or not name:
         raise _invalid(f"inputs[{index}] needs a non-empty string 'name', got {name!r}"[:200])
+    if not _NAME.fullmatch(name):
+        raise _invalid(f"inputs[{index}] has the name {name[:60]!r}: letters, digits, '_', '-' and '.' only")
+    _allowed_fields(f"input {name!r}", tensor, INPUT_FIELDS)
     datatype = tensor.get("datatype")
     if datatype not in DATATYPES:
         raise _invalid(f"input {name!r} has datatype {datatype!r}; expected one of {', '.join(DATATYPES)}"[:300])
@@ -238,12 +284,10 @@ def _check_input(index: int, tensor: Any, limits: GatewayLimits, binary: bytes, 
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise _invalid(f"input {name!r} needs 'shape' as a list of integers, got {shape!r}"[:200])
     elements = check_element_count(name, shape, limits)
-    parameters = tensor.get("parameters")
-    _check_parameters(f"input {name!r}", parameters)
+    parameters = _parameters(f"input {name!r}", tensor.get("parameters"), INPUT_PARAMETERS)
+    rebuilt: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
     size = (parameters or {}).get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise _invalid(f"input {name!r}: binary_data_size must be a non-negative integer, got {size!r}")
         if "data" in tensor:
             raise _invalid(f"input {name!r} has both 'data' and binary_data_size; send one of them")
         if offset + size > len(binary):
@@ -258,7 +302,8 @@ def _check_input(index: int, tensor: Any, limits: GatewayLimits, binary: bytes, 
                 f"input {name!r} is {datatype} with shape {shape}: expected {elements * ITEMSIZE[datatype]} binary "
                 f"bytes, got binary_data_size {size}"
             )
-        return offset + size
+        rebuilt["parameters"] = {"binary_data_size": size}
+        return rebuilt, offset + size
     if "data" not in tensor:
         raise _invalid(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
     if not isinstance(tensor["data"], list):
@@ -271,7 +316,8 @@ def _check_input(index: int, tensor: Any, limits: GatewayLimits, binary: bytes, 
         )
     for value in values:
         _check_element(name, datatype, value)
-    return offset
+    rebuilt["data"] = values  # flat, row-major: what the shape says
+    return rebuilt, offset
 
 
 class DuplicateKey(ValueError):
@@ -310,8 +356,21 @@ def parse_json(raw: bytes) -> Any:
         raise _invalid(f"the request body is not valid JSON ({reason}); send an inference request object") from None
 
 
-def check_infer_request(body: bytes, header_length: str | None, limits: GatewayLimits) -> None:
-    """Refuse (``RequestRejected``) an inference body that does not follow the protocol or exceeds the limits."""
+@dataclass(frozen=True)
+class BuiltRequest:
+    """What the edge sends Triton for one inference: a body it wrote itself and, with binary tensors, the length
+    of its JSON header."""
+
+    body: bytes
+    header_length: int | None
+
+
+def build_infer_request(body: bytes, header_length: str | None, limits: GatewayLimits) -> BuiltRequest:
+    """The request Triton receives, built by the edge from what it understood of ``body``: the inputs (name,
+    datatype, shape, data or binary data), the requested outputs by name, an ``id`` and the documented
+    parameters. Anything else (a field, a parameter, a key twice) is refused (``RequestRejected``, 400) by name,
+    as is a body that does not follow the protocol or exceeds the limits. The binary section is passed on as it
+    came, once every tensor's bytes in it were accounted for."""
     json_part, binary = body, b""
     if header_length is not None:
         if not _DIGITS.fullmatch(header_length) or int(header_length) > len(body):
@@ -330,26 +389,53 @@ def check_infer_request(body: bytes, header_length: str | None, limits: GatewayL
             raise _invalid(
                 "the request holds a lone UTF-16 surrogate escape (\\ud800-\\udfff); send valid Unicode"
             ) from None
-    if "id" in request and not isinstance(request["id"], str):
-        raise _invalid(f"'id' must be a string, got {type(request['id']).__name__}")
-    _check_parameters("the request", request.get("parameters"))
+    _allowed_fields("the request", request, REQUEST_FIELDS)
+    rebuilt: dict[str, Any] = {}
+    if "id" in request:
+        request_id = request["id"]
+        if not isinstance(request_id, str) or len(request_id) > _MAX_ID or _CONTROL.search(request_id):
+            raise _invalid(f"'id' must be a string of at most {_MAX_ID} printable characters, got {request_id!r}"[:200])
+        rebuilt["id"] = request_id
+    parameters = _parameters("the request", request.get("parameters"), REQUEST_PARAMETERS)
+    if parameters:
+        rebuilt["parameters"] = parameters
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise _invalid("'inputs' must be a non-empty list of input tensors {name, shape, datatype, data}")
     offset = 0
+    tensors = []
     for index, tensor in enumerate(inputs):
-        offset = _check_input(index, tensor, limits, binary, offset)
+        built, offset = _input(index, tensor, limits, binary, offset)
+        tensors.append(built)
     if offset != len(binary):
         raise _invalid(
             f"the body carries {len(binary)} binary bytes after the JSON header but the inputs declare {offset}"
         )
-    outputs = request.get("outputs", [])
-    if not isinstance(outputs, list):
-        raise _invalid(f"'outputs' must be a list, got {type(outputs).__name__}")
-    for index, output in enumerate(outputs):
-        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
-            raise _invalid(f"outputs[{index}] must be an object with a string 'name'")
-        _check_parameters(f"output {output['name']!r}", output.get("parameters"))
+    rebuilt["inputs"] = tensors
+    if "outputs" in request:
+        outputs = request["outputs"]
+        if not isinstance(outputs, list):
+            raise _invalid(f"'outputs' must be a list, got {type(outputs).__name__}")
+        wanted = []
+        for index, output in enumerate(outputs):
+            if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+                raise _invalid(f"outputs[{index}] must be an object with a string 'name'")
+            name = output["name"]
+            if not _NAME.fullmatch(name):
+                raise _invalid(f"outputs[{index}] has the name {name[:60]!r}: letters, digits, '_', '-' and '.' only")
+            _allowed_fields(f"output {name!r}", output, OUTPUT_FIELDS)
+            out_parameters = _parameters(f"output {name!r}", output.get("parameters"), OUTPUT_PARAMETERS)
+            wanted.append({"name": name, "parameters": out_parameters} if out_parameters else {"name": name})
+        rebuilt["outputs"] = wanted
+    header = json.dumps(rebuilt, separators=(",", ":")).encode()
+    if not binary:
+        return BuiltRequest(header, None)
+    return BuiltRequest(header + binary, len(header))
+
+
+def check_infer_request(body: bytes, header_length: str | None, limits: GatewayLimits) -> None:
+    """Refuse (``RequestRejected``) an inference body that the edge would not forward (``build_infer_request``)."""
+    build_infer_request(body, header_length, limits)
 
 
 def tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
@@ -606,13 +692,17 @@ class Gateway:
         )
 
     async def _read_body(self, request: web.Request) -> bytes:
-        if request.headers.get("Content-Encoding", "identity").lower() != "identity":
-            raise RequestRejected(
-                415,
-                "compressed",
-                f"Content-Encoding {request.headers['Content-Encoding'][:30]!r} is not accepted at the edge; "
-                "send the body uncompressed",
-            )
+        # every Content-Encoding header, not the first: a second one (gzip after identity) would have aiohttp inflate
+        # the body behind the check
+        for encoding in request.headers.getall("Content-Encoding", ()):
+            if encoding.strip().lower() != "identity":
+                raise RequestRejected(
+                    415,
+                    "compressed",
+                    f"Content-Encoding {encoding[:30]!r} is not accepted at the edge; send the body uncompressed",
+                )
+        if request.headers.getall("Transfer-Encoding", ()):
+            raise RequestRejected(411, "no_length", "a Content-Length header is required (no chunked bodies)")
         if request.content_length is None:
             raise RequestRejected(411, "no_length", "a Content-Length header is required (no chunked bodies)")
         if request.content_length > self.limits.max_body_bytes:
@@ -634,15 +724,23 @@ class Gateway:
 
     async def _infer(self, request: web.Request) -> web.StreamResponse:
         body = await self._read_body(request)
-        check_infer_request(body, request.headers.get(HEADER_LENGTH), self.limits)
-        headers = {k: request.headers[k] for k in ("Content-Type", HEADER_LENGTH) if k in request.headers}
+        lengths = request.headers.getall(HEADER_LENGTH, ())
+        if len(lengths) > 1:
+            raise _invalid(f"{HEADER_LENGTH} is sent {len(lengths)} times; send it once")
+        built = build_infer_request(body, lengths[0] if lengths else None, self.limits)
+        # the headers Triton gets are the edge's own: none of the caller's reaches it
+        headers = (
+            {"Content-Type": "application/json"}
+            if built.header_length is None
+            else {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(built.header_length)}
+        )
         async with self.admitted():
-            return await self._forward("infer", request, "POST", body, headers)
+            return await self._forward("infer", request, "POST", built.body, headers)
 
     async def _server_metadata(self, request: web.Request) -> web.StreamResponse:
         """Triton's server metadata, advertising only the extensions the edge serves (the admin ones are refused
         here, so a caller that believed the list would be answered 403)."""
-        response = await self._forward("metadata", request, "GET", None, {"Accept-Encoding": "identity"})
+        response = await self._forward("metadata", request, "GET", None, {})
         if response.status != 200 or not isinstance(response, web.Response) or response.body is None:
             return response
         try:
@@ -661,14 +759,15 @@ class Gateway:
     ) -> web.StreamResponse:
         assert self._session is not None, "Gateway.start() first"
         self.forwarded.labels(route).inc()
-        # Triton compresses what the caller accepts; aiohttp would otherwise ask for gzip on the caller's behalf
-        headers = {"Accept-Encoding": request.headers.get("Accept-Encoding", "identity"), **headers}
+        # no caller header reaches Triton (2.51 aborts on some values it cannot parse, Accept-Encoding's among them):
+        # answers come uncompressed, and aiohttp must not ask for gzip on the caller's behalf
+        headers = {"Accept-Encoding": "identity", **headers}
         try:
             async with self._session.request(
-                method, self.upstream + request.rel_url.raw_path, data=body, headers=headers
+                method, self.upstream + request.rel_url.raw_path, data=body, headers=headers, skip_auto_headers=_AUTO
             ) as upstream:
                 payload = await upstream.read()
-                keep = ("Content-Type", HEADER_LENGTH, "Content-Encoding")
+                keep = ("Content-Type", HEADER_LENGTH)
                 return web.Response(
                     status=upstream.status,
                     body=payload,

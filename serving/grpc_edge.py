@@ -3,8 +3,9 @@ checked and bounded like the HTTP gateway, in front of Triton's loopback gRPC po
 
 Why Python, with ``grpc.aio``: the checks need the protocol model (the model name inside the protobuf message, the
 declared shapes against the tensor contents), which a byte-level proxy such as nginx's ``grpc_pass`` cannot see. The
-message is parsed once with the protobuf runtime (upb) and forwarded as the bytes the caller sent; Triton's answer is
-returned as its bytes.
+message is parsed once with the protobuf runtime (upb), and Triton receives a message the edge built from the fields
+it understood (``build_infer``: an allow-list; any parameter, unknown field or shared-memory region is refused by
+name), with none of the caller's metadata; Triton's answer is returned as its bytes.
 
 What a caller gets, by gRPC status code (clients retry UNAVAILABLE only):
 
@@ -29,6 +30,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
 from grpc import aio
 from tritonclient.grpc import service_pb2
 
@@ -44,7 +46,7 @@ from inferline.serving.gateway import (
     check_element_count,
 )
 
-__all__ = ["GrpcEdge", "check_infer"]
+__all__ = ["GrpcEdge", "build_infer", "check_infer"]
 
 SERVICE = "inference.GRPCInferenceService"
 # what a caller may call, and what each request names (so the edge can check the model)
@@ -87,17 +89,46 @@ _NARROW = {t: _INT_RANGE[t] for t in ("INT8", "INT16", "UINT8", "UINT16")}
 _SHM = "shared_memory_region"
 
 
-def check_infer(request: Any, edge: Gateway) -> None:
-    """Refuse (``RequestRejected``) a ``ModelInferRequest`` that does not follow the protocol or exceeds the
-    limits; the counterpart of ``gateway.check_infer_request`` for protobuf messages."""
+def _known_fields_only(where: str, message: Any) -> None:
+    """Refuse a message carrying fields the service does not define (protobuf keeps them as unknown fields)."""
+    unknown = UnknownFieldSet(message)
+    if len(unknown):
+        numbers = sorted({field.field_number for field in unknown})
+        raise _invalid(
+            f"{where} carries protobuf field number(s) {numbers[:5]}, which the inference service does not define; "
+            "send a message built from its grpc_service.proto"
+        )
+
+
+def _no_parameters(where: str, parameters: Any) -> None:
+    """No parameter is documented over gRPC (the binary extension's are HTTP's): any one is refused by name."""
+    for key in parameters:
+        raise _invalid(
+            f"{where} has the parameter {key[:60]!r}, which the edge does not take (no parameter is documented over "
+            "gRPC; a shared-memory region or classification is never served)"
+        )
+
+
+def build_infer(request: Any, edge: Gateway) -> bytes:
+    """The ``ModelInferRequest`` Triton receives, built by the edge from the fields it understood of ``request``:
+    the model, an ``id``, each input's name, datatype, shape and contents (typed or raw), the requested outputs by
+    name. Unknown fields and any parameter are refused by name (``RequestRejected``), as is a tensor that does not
+    follow the protocol or exceeds the limits; the counterpart of ``gateway.build_infer_request``."""
+    _known_fields_only("the request", request)
     if not request.inputs:
         raise _invalid("the request has no inputs; send one InferInputTensor per input of the pipeline")
+    _no_parameters("the request", request.parameters)
+    if len(request.id) > 256:
+        raise _invalid(f"'id' is {len(request.id)} characters; at most 256")
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise _invalid(
             f"raw_input_contents holds {len(raw)} entries for {len(request.inputs)} inputs; send one per input, "
             "in the order of the inputs"
         )
+    built = service_pb2.ModelInferRequest(model_name=request.model_name, model_version=request.model_version)
+    if request.id:
+        built.id = request.id
     for index, tensor in enumerate(request.inputs):
         name = tensor.name
         if not name:
@@ -108,9 +139,13 @@ def check_infer(request: Any, edge: Gateway) -> None:
             )
         if _SHM in tensor.parameters:
             raise RequestRejected(403, "shared_memory", "shared-memory inputs are not served at the edge")
+        _no_parameters(f"input {name!r}", tensor.parameters)
+        _known_fields_only(f"input {name!r}", tensor)
+        _known_fields_only(f"input {name!r}", tensor.contents)
         elements = check_element_count(name, list(tensor.shape), edge.limits)
         contents = tensor.contents
         filled = [f.name for f, _ in contents.ListFields()]
+        copy = built.inputs.add(name=name, datatype=tensor.datatype, shape=tensor.shape)
         if raw:
             if filled:
                 raise _invalid(f"input {name!r} has both raw_input_contents and typed contents; send one of them")
@@ -139,9 +174,21 @@ def check_infer(request: Any, edge: Gateway) -> None:
             lo, hi = _NARROW[tensor.datatype]
             if min(values) < lo or max(values) > hi:
                 raise _invalid(f"input {name!r} is {tensor.datatype}: its values must lie in [{lo}, {hi}]")
+        getattr(copy.contents, field).extend(values)
+    if raw:
+        built.raw_input_contents.extend(raw)
     for output in request.outputs:
         if _SHM in output.parameters:
             raise RequestRejected(403, "shared_memory", "shared-memory outputs are not served at the edge")
+        _no_parameters(f"output {output.name!r}", output.parameters)
+        _known_fields_only(f"output {output.name!r}", output)
+        built.outputs.add(name=output.name)
+    return bytes(built.SerializeToString())
+
+
+def check_infer(request: Any, edge: Gateway) -> None:
+    """Refuse (``RequestRejected``) a ``ModelInferRequest`` the edge would not forward (``build_infer``)."""
+    build_infer(request, edge)
 
 
 class GrpcEdge:
@@ -202,7 +249,9 @@ class GrpcEdge:
                 metadata = dict(context.invocation_metadata() or ())
                 g.authenticate(str(metadata.get("authorization", "")))
             message_type = _PUBLIC[method]
-            if message_type is not None:
+            if message_type is None:
+                request = b""  # ServerLive, ServerReady, ServerMetadata: their requests have no fields
+            else:
                 try:
                     message = message_type.FromString(request)
                 except DecodeError as exc:  # found by the byte-level fuzzer (tests/test_fuzz.py): was UNKNOWN
@@ -212,9 +261,10 @@ class GrpcEdge:
                     ) from None
                 if method == "ModelInfer":
                     g.check_model(message.model_name, message.model_version or None)
-                    check_infer(message, g)
+                    request = build_infer(message, g)  # what Triton receives: the edge's own message
                 else:
                     g.check_model(message.name, message.version or None)
+                    request = bytes(message_type(name=message.name, version=message.version).SerializeToString())
             if method == "ModelInfer":
                 async with g.admitted():
                     answer = await self._forward(method, request, context)

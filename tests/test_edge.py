@@ -725,3 +725,147 @@ def test_a_renewed_certificate_is_served_without_a_restart(hardened: Hardened) -
         with InferlineClient(url, protocol, pipeline="fraud", tls=hardened.tls(), api_key=key) as client:  # type: ignore[arg-type]
             assert client.predict(ROWS).ok.all()
     assert hardened.server.state()["restarts"] == 0
+
+
+# ---- the allow-list edge (issue 29): each class that crashed Triton 2.51 through a byte-for-byte edge, and its
+# neighbours. Triton receives only what the edge built; the restart counter stays where it was (`unharmed`).
+
+
+def _with(change: str) -> bytes:
+    body: dict[str, Any] = good_request_body()
+    amount = next(t for t in body["inputs"] if t["datatype"] == "FP64")  # type: ignore[union-attr]
+    if change == "output classification parameter":  # SIGFPE on 2.51 with 0 classes
+        body["outputs"] = [{"name": "probabilities", "parameters": {"classification": 0}}]
+    elif change == "output shared-memory region":
+        body["outputs"] = [
+            {"name": "probabilities", "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 8}}
+        ]
+    elif change == "request parameter not documented":
+        body["parameters"] = {"timeout": 0}
+    elif change == "input parameter not documented":
+        amount["parameters"] = {"shared_memory_offset": 0}
+    elif change == "field not in the protocol":
+        body["sneaky"] = {"inputs": []}
+    elif change == "input field not in the protocol":
+        amount["contents"] = {"fp64_contents": [1.0]}
+    elif change == "FP64 integer beyond float range":
+        amount["data"] = [10**400, 1]
+    elif change == "FP32 number beyond its range":
+        body["inputs"].append({"name": "extra", "datatype": "FP32", "shape": [1], "data": [1e39]})  # type: ignore[union-attr]
+    return json.dumps(body).encode()
+
+
+HTTP_CASES = {
+    "output classification parameter": "'classification'",
+    "output shared-memory region": "'shared_memory_region'",
+    "request parameter not documented": "'timeout'",
+    "input parameter not documented": "'shared_memory_offset'",
+    "field not in the protocol": "'sneaky'",
+    "input field not in the protocol": "'contents'",
+    "FP64 integer beyond float range": "within +-1.8e308",
+    "FP32 number beyond its range": "within +-3.4e38",
+}
+
+
+@pytest.mark.parametrize("case", list(HTTP_CASES))
+def test_http_fields_and_parameters_outside_the_allow_list_are_400s_naming_them(
+    edge: Supervised, unharmed: None, case: str, record_property: Any
+) -> None:
+    forwarded = 'inferline_gateway_forwarded_requests_total{route="infer"}'
+    before = edge.metrics().get(forwarded, 0.0)
+    status, body = send(edge, "POST", "/v2/models/fraud/infer", _with(case))
+    record_property("answer", f"{status} {json.loads(body)['error'][:160]}")
+    assert status == 400 and HTTP_CASES[case] in body, body
+    assert edge.metrics().get(forwarded, 0.0) == before  # refused at the edge: Triton saw nothing
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Accept-Encoding": "gzip;q=abc"},  # Triton's parser of this header aborted the server (SIGABRT)
+        {"Accept-Encoding": "deflate;q=1e999, gzip;q=-1"},
+        {"Inference-Header-Content-Length": "00000000000000000000"},
+        {"X-Forwarded-For": "not an address", "Content-Type": "text/plain", "Accept": "image/*;q=x"},
+    ],
+    ids=["q-value not a number", "q-values out of range", "header length all zeros", "odd headers"],
+)
+def test_caller_headers_never_reach_triton(
+    edge: Supervised, unharmed: None, headers: dict[str, str], record_property: Any
+) -> None:
+    """The edge writes the headers Triton needs itself: a caller's only change what the edge reads (a header
+    length that does not fit the body is a 400), never what Triton parses."""
+    status, body = send(edge, "POST", "/v2/models/fraud/infer", json.dumps(good_request_body()).encode(), **headers)
+    record_property("answer", f"{status} {body[:160]}")
+    if HEADER_LENGTH in headers:
+        assert status == 400 and HEADER_LENGTH in body, body
+    else:
+        assert status == 200 and "Content-Encoding" not in body, body
+
+
+def test_a_second_content_encoding_header_is_refused_before_the_body_is_read(
+    edge: Supervised, unharmed: None, record_property: Any
+) -> None:
+    """`identity` then `gzip`: the check read the first; aiohttp inflated by the last."""
+    import gzip
+    import http.client
+
+    host, port = str(edge.record["gateway"]).rsplit(":", 1)
+    payload = gzip.compress(json.dumps(good_request_body()).encode())
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.putrequest("POST", "/v2/models/fraud/infer")
+        for name, value in (("Content-Encoding", "identity"), ("Content-Encoding", "gzip")):
+            connection.putheader(name, value)
+        connection.putheader("Content-Length", str(len(payload)))
+        connection.endheaders(payload)
+        answer = connection.getresponse()
+        status, body = answer.status, answer.read().decode()
+    finally:
+        connection.close()
+    record_property("answer", f"{status} {body[:160]}")
+    assert status == 415 and "'gzip'" in body, body
+
+
+def _grpc_with(change: str) -> tuple[Any, str]:
+    request = infer_request()
+    if change == "output classification parameter":
+        request.outputs.add(name="probabilities").parameters["classification"].int64_param = 0
+    elif change == "request parameter not documented":
+        request.parameters["priority"].int64_param = 1
+    elif change == "input parameter not documented":
+        request.inputs[0].parameters["binary_data_size"].int64_param = 4
+    elif change == "output shared-memory region":
+        request.outputs.add(name="probabilities").parameters["shared_memory_region"].string_param = "r"
+        return request, "PERMISSION_DENIED"
+    return request, "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "output classification parameter",
+        "request parameter not documented",
+        "input parameter not documented",
+        "output shared-memory region",
+        "field not in the protocol",
+    ],
+)
+def test_grpc_fields_and_parameters_outside_the_allow_list_are_refused(
+    edge: Supervised, unharmed: None, case: str, record_property: Any
+) -> None:
+    import grpc
+
+    before = edge.metrics().get('inferline_gateway_forwarded_requests_total{route="grpc"}', 0.0)
+    if case == "field not in the protocol":
+        # field 99 (varint 1): no field of ModelInferRequest; protobuf keeps it as an unknown field
+        request, code = infer_request().SerializeToString() + b"\x98\x06\x01", "INVALID_ARGUMENT"
+    else:
+        request, code = _grpc_with(case)
+    answer = rpc(edge.record["grpc_edge"], "ModelInfer", request)
+    details = "" if isinstance(answer, bytes) else str(answer.details())
+    record_property("answer", f"{code_of(answer)} {details[:160]}")
+    assert code_of(answer) == code, answer
+    if code == "INVALID_ARGUMENT":
+        assert ("does not take" in details) or ("field number(s) [99]" in details), details
+    assert isinstance(answer, grpc.RpcError)
+    assert edge.metrics().get('inferline_gateway_forwarded_requests_total{route="grpc"}', 0.0) == before
