@@ -260,11 +260,17 @@ def _terminate(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
             proc.wait()
 
 
+def uvicorn_workers() -> int:
+    """How many uvicorn workers a user deploys on this machine: one per core (uvicorn's and gunicorn's advice for a
+    CPU-bound app)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 def _uvicorn(
-    app: str, env: dict[str, str], log: Path, app_dir: Path | None = None
+    app: str, env: dict[str, str], log: Path, app_dir: Path | None = None, workers: int = 1
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     if app_dir is not None:
         cmd += ["--app-dir", str(app_dir)]
     cmd += ["--log-level", "warning", "--no-access-log"]
@@ -350,16 +356,21 @@ def _start_stacks(release: Release, workdir: Path, grpc: bool, stops: list[Calla
         workdir / "fastapi_app.log",
     )
     stops.append(lambda: _terminate(features_api))
+    own_env = {
+        "FASTAPI_OWN_MODEL": str(save_torchscript(release.run_dir, workdir / "fastapi_own" / "model.ts")),
+        "FASTAPI_OWN_FEATURE_STATE": str(release.run_dir / "feature_state.json"),
+    }
+    # loaded from its file, outside the inferline package: it shares no code. Deployed as a user would on this
+    # machine (one worker per core), with the one-worker row beside it
+    workers = uvicorn_workers()
     own_api, own_port = _uvicorn(
-        "fastapi_own:app",  # loaded from its file, outside the inferline package: it shares no code
-        {
-            "FASTAPI_OWN_MODEL": str(save_torchscript(release.run_dir, workdir / "fastapi_own" / "model.ts")),
-            "FASTAPI_OWN_FEATURE_STATE": str(release.run_dir / "feature_state.json"),
-        },
-        workdir / "fastapi_own.log",
-        app_dir=Path(__file__).parent,
+        "fastapi_own:app", own_env, workdir / "fastapi_own.log", app_dir=Path(__file__).parent, workers=workers
     )
     stops.append(lambda: _terminate(own_api))
+    own_one, own_one_port = _uvicorn(
+        "fastapi_own:app", own_env, workdir / "fastapi_own_1worker.log", app_dir=Path(__file__).parent
+    )
+    stops.append(lambda: _terminate(own_one))
 
     assert floor.process is not None and batching.process is not None and plain.process is not None
     stacks = [
@@ -412,13 +423,22 @@ def _start_stacks(release: Release, workdir: Path, grpc: bool, stops: list[Calla
         ),
         Stack(
             "fastapi_own_http",
-            "FastAPI own: uvicorn (1 worker), pydantic row validators, hand-written per-row features, TorchScript, "
-            "no inferline code, HTTP",
+            f"FastAPI own: uvicorn ({workers} workers, one per core), pydantic row validators, hand-written per-row "
+            "features, TorchScript, no inferline code, HTTP",
             "http",
             f"http://127.0.0.1:{own_port}/predict",
             fastapi_bodies,
             own_api.pid,
             lambda: _terminate(own_api),
+        ),
+        Stack(
+            "fastapi_own_1worker_http",
+            "FastAPI own as above with 1 uvicorn worker, HTTP",
+            "http",
+            f"http://127.0.0.1:{own_one_port}/predict",
+            fastapi_bodies,
+            own_one.pid,
+            lambda: _terminate(own_one),
         ),
     ]
     if grpc:

@@ -116,7 +116,8 @@ def bench_serving(settings: Settings, workdir: Path) -> tuple[dict[str, Any], An
 
 
 # the stacks the serving goals name
-INFERLINE, FLOOR, OWN = "triton_batching_http", "floor_http", "fastapi_own_http"
+# OWN is FastAPI as a user deploys it here (one uvicorn worker per core); OWN_1 the one-worker row beside it
+INFERLINE, FLOOR, OWN, OWN_1 = "triton_batching_http", "floor_http", "fastapi_own_http", "fastapi_own_1worker_http"
 FEATURES, NOBATCH, GATEWAY = "fastapi_inferline_features_http", "triton_nobatch_http", "gateway_http"
 
 
@@ -272,7 +273,9 @@ def comparisons(results: dict[str, Any]) -> list[dict[str, Any]]:
         (NOBATCH, FLOOR, "throughput_rps", "req/s"),
         (INFERLINE, FEATURES, "throughput_rps", "req/s"),
         (OWN, FLOOR, "throughput_rps", "req/s"),
-        (FEATURES, OWN, "throughput_rps", "req/s"),
+        (OWN, OWN_1, "throughput_rps", "req/s"),
+        (INFERLINE, OWN_1, "throughput_rps", "req/s"),
+        (FEATURES, OWN_1, "throughput_rps", "req/s"),
         (GATEWAY, INFERLINE, "p99_ms", "p99"),
     ]
     rows = []
