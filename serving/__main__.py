@@ -27,6 +27,7 @@ from inferline.command import (
     bind_address,
     check_port_free,
     existing_file,
+    fraction,
     new_dir,
     port,
     positive_float,
@@ -161,6 +162,8 @@ def _supervisor_config(args: argparse.Namespace) -> SupervisorConfig:
         metrics_port=args.supervisor_metrics_port,
         max_restarts=args.max_restarts,
         ready_timeout_s=args.timeout,
+        monitor_url=args.monitor_url or None,
+        sample_rate=args.sample_rate,
     )
 
 
@@ -539,6 +542,20 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     up.add_argument("--supervisor-metrics-port", type=port, default=8003, help="restarts, gateway counters")
     up.add_argument("--max-restarts", type=int, default=5, help="crashes within 5 minutes before giving up")
+    up.add_argument(
+        "--monitor-url",
+        default="http://127.0.0.1:9400",
+        help="the monitor the edge sends samples of every answered inference to (where `inferline monitor run` "
+        "listens by default; its ingest key is monitor.key in --workdir, which both read); '' sends none. A "
+        "monitor that is down costs serving nothing: samples are dropped and counted",
+    )
+    up.add_argument(
+        "--sample-rate",
+        type=fraction,
+        default=1.0,
+        help="share of the edge's answered inferences sent to the monitor (0 sends none; 1, all: measured "
+        "overhead in benchmarks/edge_sampling_bench.py)",
+    )
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C drains and stops")
     up.add_argument(
         "--api-keys",

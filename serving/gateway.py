@@ -46,6 +46,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from inferline.serving.apikeys import ApiKeys
 
+if typing.TYPE_CHECKING:
+    from inferline.serving.edge_tap import EdgeSampler
+
 __all__ = [
     "SERVED_EXTENSIONS",
     "BuiltRequest",
@@ -547,6 +550,7 @@ class Gateway:
         self.connections = 0
         self.draining = False
         self.available = True  # False while the supervisor restarts the model server
+        self.sampler: EdgeSampler | None = None  # hands answered inferences to the monitor (serving.edge_tap)
         self._slots: asyncio.Semaphore | None = None
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -723,6 +727,7 @@ class Gateway:
             ) from None
 
     async def _infer(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
         body = await self._read_body(request)
         lengths = request.headers.getall(HEADER_LENGTH, ())
         if len(lengths) > 1:
@@ -735,7 +740,13 @@ class Gateway:
             else {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(built.header_length)}
         )
         async with self.admitted():
-            return await self._forward("infer", request, "POST", built.body, headers)
+            response = await self._forward("infer", request, "POST", built.body, headers)
+        answer = response.body if isinstance(response, web.Response) else None
+        if self.sampler is not None and response.status == 200 and isinstance(answer, bytes):
+            length = response.headers.get(HEADER_LENGTH, "")
+            self.sampler.offer_http(request.match_info["model"], built.body, built.header_length, answer,
+                                    int(length) if length.isdigit() else None, time.monotonic() - started)  # fmt: skip
+        return response
 
     async def _server_metadata(self, request: web.Request) -> web.StreamResponse:
         """Triton's server metadata, advertising only the extensions the edge serves (the admin ones are refused

@@ -25,6 +25,7 @@ HTTP and gRPC share one admission bound: they run on the same model server.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -266,8 +267,11 @@ class GrpcEdge:
                     g.check_model(message.name, message.version or None)
                     request = bytes(message_type(name=message.name, version=message.version).SerializeToString())
             if method == "ModelInfer":
+                started = time.monotonic()
                 async with g.admitted():
                     answer = await self._forward(method, request, context)
+                if g.sampler is not None:
+                    g.sampler.offer_grpc(message.model_name, request, answer, time.monotonic() - started)
             else:
                 answer = await self._forward(method, request, context)
             if method == "ServerMetadata":

@@ -39,8 +39,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from inferline.features.artifacts import atomic_write_json
 from inferline.monitor.alerts import Alert, Alerter, Severity
 from inferline.serving.apikeys import ApiKeys
+from inferline.serving.edge_tap import EdgeSampler
 from inferline.serving.gateway import Gateway, GatewayLimits, ReloadingTls
 from inferline.serving.grpc_edge import GrpcEdge
+from inferline.serving.secrets import monitor_key
 from inferline.serving.server import ServerConfig, ServerError, TritonServer, fix_hint, state_path
 
 __all__ = ["Supervisor", "SupervisorConfig", "event_loop", "exit_cause"]
@@ -90,6 +92,9 @@ class SupervisorConfig:
     backoff_max_s: float = 30.0
     ready_timeout_s: float = 120.0
     status_interval_s: float = 5.0  # how often each pipeline's status is read again while serving
+    # the edge hands this share of its answered inferences to the monitor at monitor_url (serving.edge_tap)
+    monitor_url: str | None = "http://127.0.0.1:9400"
+    sample_rate: float = 1.0
 
     @property
     def gateway_url(self) -> str | None:
@@ -133,6 +138,13 @@ class Supervisor:
             else None
         )
         workdir = Path(config.server.workdir)
+        self.sampler: EdgeSampler | None = None  # what the edges answer, sampled to the monitor
+        if self.gateway is not None and config.monitor_url and config.sample_rate > 0:
+            key = monitor_key(workdir)
+            self.sampler = EdgeSampler(
+                config.monitor_url, key, config.sample_rate, Path(config.server.repository), self.registry
+            )
+            self.gateway.sampler = self.sampler
         self.alerter = alerter or Alerter.from_env(alerts_file=workdir / "alerts.jsonl", registry=self.registry)
         self.state = "starting"
         self.failure: str | None = None  # why it gave up, when that is not the restart budget
@@ -219,6 +231,8 @@ class Supervisor:
         """Serve until SIGTERM/SIGINT (exit 0) or until the restart budget is spent (exit 1)."""
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        if self.sampler is not None:
+            self.sampler.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         metrics_server = None
@@ -392,6 +406,8 @@ class Supervisor:
             if self.grpc_edge is not None:
                 await self.grpc_edge.stop()
             log.info("gateway drained and closed in %.2fs", time.monotonic() - started)
+        if self.sampler is not None:
+            await loop.run_in_executor(None, self.sampler.stop)
         await loop.run_in_executor(None, self.server.stop)
         log.info("tritonserver stopped; shutdown took %.2fs", time.monotonic() - started)
         self.up.set(0)

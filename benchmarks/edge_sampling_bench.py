@@ -1,0 +1,131 @@
+"""What watching every caller costs: throughput through the HTTP edge with the edge's monitor sampler at full rate
+(``inferline serve up --sample-rate 1``, every answered inference decoded and posted to a live monitor) against the
+same release behind an edge that samples nothing (``--sample-rate 0``). Two supervised servers run side by side;
+wrk (one thread) drives each in turn, interleaved, one raw row per request from the suite's pool of distinct rows.
+Beside each throughput: the supervisor process's CPU per request (the edge, and the sampler's thread with it).
+
+    .venv/bin/python -m inferline.benchmarks.edge_sampling_bench --reps 3 --duration 10 --concurrency 16
+
+Goal (issue 29): full sampling costs < 5 % throughput. Run it on a quiet machine (``uptime``): the ratio is what
+matters, not the absolute figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from inferline.benchmarks.load import run_wrk
+from inferline.benchmarks.stacks import _terminate, _wait_ready, build_release, triton_body, write_bodies
+from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
+from inferline.serving.__main__ import UP_PORT_FLAGS
+from inferline.serving.secrets import monitor_key
+from inferline.serving.server import die_with_parent, free_port
+
+__all__ = ["bench_edge_sampling"]
+
+
+def _serve(repository: Path, workdir: Path, *options: str) -> tuple[subprocess.Popen[bytes], str, str]:
+    """``inferline serve up --foreground`` on free ports without traces: (process, edge host:port, metrics URL)."""
+    ports = {flag: free_port() for flag in UP_PORT_FLAGS}
+    cmd = [sys.executable, "-m", "inferline.serving", "up", "--foreground", "--workdir", str(workdir)]
+    cmd += ["--repository", str(repository), "--no-trace", *options]
+    for flag, number in ports.items():
+        cmd += [flag, str(number)]
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / "supervisor.log", "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+    url = f"127.0.0.1:{ports['--gateway-port']}"
+    _wait_ready(f"http://{url}/v2/health/ready", proc, f"serve up {' '.join(options)}", 150)
+    return proc, url, f"http://127.0.0.1:{ports['--supervisor-metrics-port']}/metrics"
+
+
+def _counters(metrics_url: str) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as r:
+        text = r.read().decode()
+    return {
+        k: float(v)
+        for k, v in (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("inferline_edge_sample"))
+    }
+
+
+def bench_edge_sampling(
+    repository: Path, pool: list[dict[str, Any]], workdir: Path, reps: int, duration_s: float, concurrency: int
+) -> dict[str, Any]:
+    on_dir, off_dir = workdir / "sampled", workdir / "unsampled"
+    config = MonitorConfig(repository=repository, pipeline="fraud", port=free_port(), nvml=False, interval_s=1.0)
+    monitor = MonitorServer(Monitor(config), ingest_key=monitor_key(on_dir)).start()
+    stacks: dict[str, tuple[subprocess.Popen[bytes], str, str]] = {}
+    try:
+        stacks["rate 1"] = _serve(repository, on_dir, "--monitor-url", monitor.url, "--sample-rate", "1")
+        stacks["rate 0"] = _serve(repository, off_dir, "--sample-rate", "0")
+        bodies = write_bodies(workdir / "bodies.jsonl", pool, triton_body)
+        throughput: dict[str, list[float]] = {name: [] for name in stacks}
+        cpu_us: dict[str, list[float]] = {name: [] for name in stacks}
+        p99: dict[str, list[float]] = {name: [] for name in stacks}
+        for _, url, _ in stacks.values():  # warm both
+            run_wrk(f"http://{url}/v2/models/fraud/infer", bodies, concurrency, 2)
+        for _ in range(reps):
+            for name, (proc, url, _) in stacks.items():
+                supervisor = psutil.Process(proc.pid)
+                before = supervisor.cpu_times()
+                result = run_wrk(f"http://{url}/v2/models/fraud/infer", bodies, concurrency, duration_s)
+                after = supervisor.cpu_times()
+                throughput[name].append(result.throughput)
+                p99[name].append(result.p99_ms)
+                spent = (after.user + after.system) - (before.user + before.system)
+                cpu_us[name].append(1e6 * spent / max(result.requests, 1))
+                print(f"{name}: {result.throughput:.0f} req/s, p99 {result.p99_ms:.2f} ms, "
+                      f"edge CPU {cpu_us[name][-1]:.0f} us/request, errors {result.errors}", flush=True)  # fmt: skip
+        counters = _counters(stacks["rate 1"][2])
+        rows = sum(monitor.monitor.status()["rows"].values())
+    finally:
+        for proc, _, _ in stacks.values():
+            _terminate(proc)
+        monitor.stop()
+    ratios = [a / b for a, b in zip(throughput["rate 1"], throughput["rate 0"], strict=True)]
+    return {
+        "concurrency": concurrency,
+        "duration_s": duration_s,
+        "throughput_rps": throughput,
+        "p99_ms": p99,
+        "edge_cpu_us_per_request": cpu_us,
+        "ratio_rate1_over_rate0": ratios,
+        "median_ratio": statistics.median(ratios),
+        "sampler_counters": counters,
+        "rows_at_monitor": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workdir", default=None, help="default: a temporary directory")
+    parser.add_argument("--out", default=None, help="write the result JSON here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.workdir or tmp)
+        release = build_release(workdir / "release", rows=20_000, pool_rows=2_000)
+        result = bench_edge_sampling(
+            release.repository, release.pool, workdir, args.reps, args.duration, args.concurrency
+        )
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,511 @@
+"""``EdgeSampler``: the served path hands the monitor a sample of what every caller sent and was answered.
+
+The HTTP and gRPC edges (``serving.gateway``, ``serving.grpc_edge``) call ``offer_http`` / ``offer_grpc`` on their
+event loop for each inference they answered successfully, with the raw KServe v2 bodies: the request as the caller
+sent it and the response as Triton returned it. Whatever the client (curl, tritonclient, Java, Go, inferline's
+own), the monitor sees it: ``MonitorTap`` in the Python client is no longer the only way in.
+
+The request path pays for one random draw, a length check and a ``deque.append`` of references to bytes that
+already exist (no copy, no parse, no lock, no system call): ``offer_*`` is O(1) and never blocks or raises. A
+sample that finds the queue full is dropped and counted. A background thread wakes every ``flush_s``, drains the
+queue, decodes the sampled requests (inputs into wire arrays per column, as ``features.wire`` defines them; the
+outputs ``probabilities``, ``predicted_class`` or ``prediction``, ``status`` and ``release``), groups the rows by
+(model, release), builds the body ``serving.tap.sample_payload`` builds (tensor columns left out, as it does) and
+posts it to the monitor's ``POST /v1/samples`` with the ingest key (``serving.secrets.monitor_key``). A monitor that
+is down or slow only costs samples: while a post fails, the thread backs off (1 s doubling to 30 s) and drops what
+arrives meanwhile without decoding it; nothing waits on the monitor but this thread.
+
+Counters, in the registry the supervisor exports (``inferline_edge_samples_total{outcome}``), in requests:
+``offered`` (answered inferences handed over), ``sampled`` (chosen by the rate), ``sent`` (taken by the monitor),
+and the drops ``dropped_queue_full``, ``dropped_monitor_down`` (unreachable, timed out or answered 5xx),
+``dropped_monitor_refused`` (a 4xx: a wrong key, a body it would not take), ``dropped_undecodable`` (a body this
+sampler could not read, or a response without ``status``/``release`` because the caller asked for other outputs
+only). ``inferline_edge_sample_rows_sent_total`` counts the rows the monitor took.
+
+Libraries: the KServe v2 JSON (and Triton's binary tensor extension) is read with the standard library's json and
+numpy; gRPC bodies with tritonclient's generated protobuf classes (``service_pb2``); posts with urllib on the
+thread (``serving.tap.post_json``); counters with prometheus-client (a collector reading plain integers, so the
+event loop takes no lock).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import struct
+import threading
+import time
+import urllib.error
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from inferline.features.contract import model_outputs
+from inferline.features.spec import PipelineSpec, read_spec
+from inferline.serving.tap import post_json, sample_payload
+
+__all__ = ["OUTCOMES", "EdgeSampler", "decode_grpc", "decode_http"]
+
+log = logging.getLogger("inferline.serving.edge_tap")
+
+OUTCOMES = (
+    "offered",
+    "sampled",
+    "sent",
+    "dropped_queue_full",
+    "dropped_monitor_down",
+    "dropped_monitor_refused",
+    "dropped_undecodable",
+)
+_NUMPY = {
+    "BOOL": np.bool_,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
+_GRPC_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+_LENGTH = struct.Struct("<I")
+
+
+class Undecodable(ValueError):
+    """A sampled body this sampler cannot read (counted as ``dropped_undecodable``; serving is not affected)."""
+
+
+def _bytes_elements(blob: bytes | memoryview, count: int) -> np.ndarray:
+    """Triton's BYTES serialization (each element a 4-byte little-endian length, then its bytes) -> object array."""
+    out = np.empty(count, dtype=object)
+    offset, end = 0, len(blob)
+    for i in range(count):
+        if offset + 4 > end:
+            raise Undecodable("a BYTES tensor ends inside an element's length")
+        (size,) = _LENGTH.unpack_from(blob, offset)
+        offset += 4
+        if offset + size > end:
+            raise Undecodable("a BYTES tensor ends inside an element")
+        out[i] = bytes(blob[offset : offset + size])
+        offset += size
+    return out
+
+
+def _shaped(values: np.ndarray, shape: list[int]) -> np.ndarray:
+    if not shape or any(not isinstance(d, int) or d < 0 for d in shape):
+        raise Undecodable(f"shape {shape!r}")
+    if values.size != int(np.prod(shape)):
+        raise Undecodable(f"{values.size} elements for shape {shape}")
+    return values.reshape(shape)
+
+
+def _from_raw(datatype: str, shape: list[int], raw: bytes | memoryview) -> np.ndarray:
+    count = int(np.prod(shape)) if shape else 0
+    if datatype == "BYTES":
+        return _shaped(_bytes_elements(raw, count), shape)
+    dtype = _NUMPY.get(datatype)
+    if dtype is None:
+        raise Undecodable(f"datatype {datatype!r}")
+    return _shaped(np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")), shape)
+
+
+def _from_json_data(datatype: str, shape: list[int], data: Any) -> np.ndarray:
+    flat = _flatten(data)
+    if datatype == "BYTES":
+        values = np.empty(len(flat), dtype=object)
+        for i, v in enumerate(flat):
+            values[i] = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else bytes(str(v), "utf-8")
+        return _shaped(values, shape)
+    dtype = _NUMPY.get(datatype)
+    if dtype is None:
+        raise Undecodable(f"datatype {datatype!r}")
+    return _shaped(np.asarray(flat, dtype=dtype), shape)
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    if not data or not isinstance(data[0], list):
+        return data
+    out: list[Any] = []
+    for item in data:
+        out.extend(_flatten(item))
+    return out
+
+
+def _json_tensors(tensors: Any, binary: memoryview) -> dict[str, np.ndarray]:
+    """``inputs`` or ``outputs`` of a KServe v2 JSON body -> ``{name: array}``; binary tensors (``parameters
+    .binary_data_size``) are read in order from ``binary``."""
+    if not isinstance(tensors, list):
+        raise Undecodable("no tensor list")
+    out: dict[str, np.ndarray] = {}
+    offset = 0
+    for t in tensors:
+        if not isinstance(t, dict):
+            raise Undecodable("a tensor is not an object")
+        name, datatype, shape = t.get("name"), t.get("datatype"), t.get("shape")
+        if not isinstance(name, str) or not isinstance(datatype, str) or not isinstance(shape, list):
+            raise Undecodable("a tensor without name, datatype or shape")
+        size = (t.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise Undecodable(f"binary_data_size {size!r}")
+            out[name] = _from_raw(datatype, shape, binary[offset : offset + size])
+            offset += size
+        elif "data" in t:
+            out[name] = _from_json_data(datatype, shape, t["data"])
+    return out
+
+
+def _split(body: bytes, header_length: int | None) -> tuple[Any, memoryview]:
+    view = memoryview(body)
+    if header_length is None:
+        return json.loads(body), view[len(body) :]
+    if not 0 <= header_length <= len(body):
+        raise Undecodable(f"header length {header_length} for a {len(body)}-byte body")
+    return json.loads(view[:header_length].tobytes()), view[header_length:]
+
+
+def decode_http(
+    request_body: bytes, request_header_length: int | None, response_body: bytes, response_header_length: int | None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One HTTP inference: ``({input: array}, {output: array})`` as Triton read and answered them."""
+    try:
+        request, request_binary = _split(request_body, request_header_length)
+        response, response_binary = _split(response_body, response_header_length)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Undecodable(f"not JSON: {exc}") from None
+    if not isinstance(request, dict) or not isinstance(response, dict):
+        raise Undecodable("a body is not a JSON object")
+    return _json_tensors(request.get("inputs"), request_binary), _json_tensors(response.get("outputs"), response_binary)
+
+
+def _grpc_tensors(tensors: Any, raw: Any) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for i, t in enumerate(tensors):
+        shape = [int(d) for d in t.shape]
+        if len(raw):
+            if i >= len(raw):
+                raise Undecodable("fewer raw contents than tensors")
+            out[t.name] = _from_raw(t.datatype, shape, raw[i])
+            continue
+        field = _GRPC_CONTENTS.get(t.datatype)
+        if field is None:
+            raise Undecodable(f"datatype {t.datatype!r}")
+        values = list(getattr(t.contents, field))
+        if t.datatype == "BYTES":
+            array = np.empty(len(values), dtype=object)
+            array[:] = values
+        else:
+            array = np.asarray(values, dtype=_NUMPY[t.datatype])
+        out[t.name] = _shaped(array, shape)
+    return out
+
+
+def decode_grpc(request: bytes, response: bytes) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One gRPC ModelInfer: the serialized ``ModelInferRequest`` and ``ModelInferResponse`` -> ``({input: array},
+    {output: array})``."""
+    from google.protobuf.message import DecodeError
+    from tritonclient.grpc import service_pb2
+
+    try:
+        req = service_pb2.ModelInferRequest.FromString(request)
+        res = service_pb2.ModelInferResponse.FromString(response)
+    except DecodeError as exc:
+        raise Undecodable(f"protobuf: {exc}") from None
+    return _grpc_tensors(req.inputs, req.raw_input_contents), _grpc_tensors(res.outputs, res.raw_output_contents)
+
+
+@dataclass(frozen=True)
+class _Release:
+    """What the sampler needs of a release: its tabular input columns and the outputs of its task."""
+
+    spec: PipelineSpec
+    columns: tuple[str, ...]
+    tensor_columns: frozenset[str]
+    regression: bool
+
+
+@dataclass
+class _Rows:
+    """Decoded rows of one (model, release), accumulated over one drain."""
+
+    columns: dict[str, list[np.ndarray]]
+    outputs: dict[str, list[np.ndarray]]
+    status: list[str]
+    latency_s: list[float]
+    requests: int = 0
+
+
+class _Counters:
+    """``inferline_edge_samples_total{outcome}`` and the rows sent, from plain integers (the event loop adds to
+    ``offered``/``sampled``/``dropped_queue_full`` without a lock; only the sampler's thread adds to the others)."""
+
+    def __init__(self, sampler: EdgeSampler) -> None:
+        self.sampler = sampler
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.sampler
+        samples = CounterMetricFamily(
+            "inferline_edge_samples",
+            "Inferences answered at the edge and handed to the monitor sampler, by outcome (offered, sampled by "
+            "the rate, sent to the monitor, or dropped and why)",
+            labels=["outcome"],
+        )
+        for outcome in OUTCOMES:
+            samples.add_metric([outcome], float(s.counts[outcome]))
+        yield samples
+        rows = CounterMetricFamily("inferline_edge_sample_rows_sent", "Rows of sampled inferences the monitor took")
+        rows.add_metric([], float(s.rows_sent))
+        yield rows
+
+
+class EdgeSampler:
+    """Samples the edge's answered inferences at ``rate`` (0..1) and posts them to the monitor at ``url`` with the
+    ingest ``key``. ``repository``: the served model repository (each release's spec snapshot says which inputs
+    are tabular columns and what the task answers). ``registry``: where the counters are exported."""
+
+    def __init__(
+        self,
+        url: str | None,
+        key: str | None,
+        rate: float,
+        repository: Path,
+        registry: CollectorRegistry | None = None,
+        *,
+        max_queue: int = 20_000,
+        max_queue_bytes: int = 64 * 1024 * 1024,
+        flush_s: float = 0.25,
+        max_rows_per_post: int = 20_000,
+        timeout_s: float = 5.0,
+        backoff_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+        seed: int | None = None,
+    ) -> None:
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"sample rate {rate} is not within 0..1")
+        self.url = None if url is None else url.rstrip("/") + "/v1/samples"
+        self.key = key
+        self.rate = rate if url is not None else 0.0
+        self.repository = Path(repository)
+        self.max_queue, self.max_queue_bytes = max_queue, max_queue_bytes
+        # bytes queued = in - out; each written by one thread only (the event loop, the sampler's thread)
+        self._bytes_in = self._bytes_out = 0
+        self.flush_s = flush_s
+        self.max_rows_per_post = max_rows_per_post
+        self.timeout_s = timeout_s
+        self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
+        self.counts = dict.fromkeys(OUTCOMES, 0)
+        self.rows_sent = 0
+        self.queue: deque[tuple[Any, ...]] = deque()
+        self._random = random.Random(seed).random
+        self._releases: dict[str, _Release | None] = {}
+        self._down_until = 0.0
+        self._failures = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if registry is not None:
+            registry.register(_Counters(self))
+
+    # ---- the request path (the edges' event loop): O(1), never blocks, never raises ----
+    def _take(self, size: int) -> bool:
+        counts = self.counts
+        counts["offered"] += 1
+        rate = self.rate
+        if rate <= 0.0 or (rate < 1.0 and self._random() >= rate):
+            return False
+        counts["sampled"] += 1
+        if len(self.queue) >= self.max_queue or self._bytes_in - self._bytes_out + size > self.max_queue_bytes:
+            counts["dropped_queue_full"] += 1
+            return False
+        self._bytes_in += size
+        return True
+
+    def offer_http(
+        self,
+        model: str,
+        request_body: bytes,
+        request_header_length: int | None,
+        response_body: bytes,
+        response_header_length: int | None,
+        latency_s: float,
+    ) -> None:
+        """An HTTP inference answered 200: its request and response bodies (with the JSON header lengths of
+        Triton's binary extension, or None) and the edge's latency."""
+        if self._take(len(request_body) + len(response_body)):
+            self.queue.append(("http", model, request_body, request_header_length, response_body,
+                               response_header_length, latency_s))  # fmt: skip
+
+    def offer_grpc(self, model: str, request: bytes, response: bytes, latency_s: float) -> None:
+        """A gRPC ModelInfer answered OK: the serialized request and response and the edge's latency."""
+        if self._take(len(request) + len(response)):
+            self.queue.append(("grpc", model, request, response, latency_s))
+
+    # ---- the sampler's thread ----
+    def start(self) -> EdgeSampler:
+        if self.url is not None and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="edge-sampler", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Send what is queued (one last drain, unless the monitor is down) and stop the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        items = []
+        queue = self.queue
+        while queue:
+            item = queue.popleft()
+            items.append(item)
+            self._bytes_out += len(item[2]) + len(item[4] if item[0] == "http" else item[3])
+        if not items:
+            return
+        if time.monotonic() < self._down_until:
+            self.counts["dropped_monitor_down"] += len(items)
+            return
+        groups: dict[tuple[str, str], _Rows] = {}
+        for item in items:
+            try:
+                self._decode(item, groups)
+            except Exception as exc:  # noqa: BLE001 - any body a caller could send must cost a sample, never the thread
+                self.counts["dropped_undecodable"] += 1
+                log.debug("sample not decoded: %s", exc)
+        for (model, release), rows in groups.items():
+            self._post(model, release, rows)
+
+    def _release(self, model: str, release: str) -> _Release | None:
+        """The release's spec snapshot (read once per release); None when it is not one of ``model``'s."""
+        if release not in self._releases:
+            from inferline.export.registry import Registry, RegistryError
+
+            pipeline, _, version = release.partition(":")
+            info = None
+            if pipeline == model and version.isdigit():
+                try:
+                    files = Registry(self.repository, pipeline).release_files(int(version))
+                    spec = read_spec(files["spec"])
+                    tabular = tuple(c.name for c in spec.input_columns if c.kind != "tensor")
+                    info = _Release(spec, tabular, frozenset(c.name for c in spec.tensor_columns),
+                                    spec.task == "regression")  # fmt: skip
+                except (RegistryError, KeyError, OSError, ValueError) as exc:
+                    log.warning("release %s: no spec snapshot to read samples with (%s)", release, exc)
+            self._releases[release] = info
+        return self._releases[release]
+
+    def _decode(self, item: tuple[Any, ...], groups: dict[tuple[str, str], _Rows]) -> None:
+        if item[0] == "http":
+            _, model, req, req_len, res, res_len, latency = item
+            inputs, outputs = decode_http(req, req_len, res, res_len)
+        else:
+            _, model, req, res, latency = item
+            inputs, outputs = decode_grpc(req, res)
+        if "release" not in outputs or "status" not in outputs:
+            raise Undecodable("the response has no status or release (the caller asked for other outputs)")
+        releases = [r.decode("utf-8", "replace") for r in outputs["release"].reshape(-1)]
+        status = [s.decode("utf-8", "replace") for s in outputs["status"].reshape(-1)]
+        n = len(status)
+        if len(releases) != n or len(set(releases)) != 1:
+            raise Undecodable("rows answered by more than one release in one request")
+        release = releases[0]
+        info = self._release(model, release)
+        if info is None:
+            raise Undecodable(f"release {release!r} of model {model!r} has no readable spec")
+        wanted = ("prediction",) if info.regression else tuple(t.name for t in model_outputs(info.spec))
+        if any(name not in outputs for name in wanted) or any(c not in inputs for c in info.columns):
+            raise Undecodable("the request or response lacks a column or an output the monitor reads")
+        rows = groups.get((model, release))
+        if rows is None:
+            rows = groups[(model, release)] = _Rows({c: [] for c in info.columns}, {w: [] for w in wanted}, [], [])
+        for c in info.columns:
+            values = inputs[c]
+            if len(values) != n:
+                raise Undecodable(f"column {c!r} has {len(values)} rows, the answer {n}")
+        for c in info.columns:  # appended only once every column was checked: a group never holds ragged rows
+            rows.columns[c].append(inputs[c].reshape(n, -1))
+        for w in wanted:
+            rows.outputs[w].append(outputs[w].reshape(n, -1))
+        rows.status.extend(status)
+        rows.latency_s.append(float(latency))
+        rows.requests += 1
+
+    def _post(self, model: str, release: str, rows: _Rows) -> None:
+        info = self._releases[release]
+        assert info is not None
+        columns = {c: np.concatenate(parts) for c, parts in rows.columns.items()}
+        outputs = {w: np.concatenate(parts) for w, parts in rows.outputs.items()}
+        total = len(rows.status)
+        for start in range(0, total, self.max_rows_per_post):
+            cut = slice(start, start + self.max_rows_per_post)
+            arrays = {c: v[cut] for c, v in columns.items() if v.shape[1] == 1}  # tensor columns stay out
+            payload = sample_payload(
+                arrays,
+                None if info.regression else outputs["probabilities"][cut],
+                None if info.regression else outputs["predicted_class"][cut],
+                rows.status[cut],
+                release,
+                model,
+                rows.latency_s if start == 0 else [],
+                source="serving",
+                prediction=outputs["prediction"][cut].reshape(-1) if info.regression else None,
+                skip_columns=info.tensor_columns,
+            )
+            share = rows.requests if start == 0 else 0  # requests are counted with the post that carries them
+            if time.monotonic() < self._down_until:
+                self.counts["dropped_monitor_down"] += share
+                continue
+            try:
+                post_json(self.url or "", payload, self.timeout_s, self.key)
+            except urllib.error.HTTPError as exc:
+                outcome = "dropped_monitor_refused" if exc.code < 500 else "dropped_monitor_down"
+                self.counts[outcome] += share
+                if outcome == "dropped_monitor_down":
+                    self._back_off(exc)
+                else:
+                    log.warning("monitor at %s refused %d samples: %s %s", self.url, share, exc.code, exc.reason)
+                continue
+            except (OSError, ValueError) as exc:  # refused, timed out, reset, an answer that is not JSON
+                self.counts["dropped_monitor_down"] += share
+                self._back_off(exc)
+                continue
+            self._failures = 0
+            self.counts["sent"] += share
+            self.rows_sent += len(rows.status[cut])
+
+    def _back_off(self, exc: Exception) -> None:
+        self._failures += 1
+        wait = min(self.backoff_max_s, self.backoff_s * 2 ** (self._failures - 1))
+        self._down_until = time.monotonic() + wait
+        log.warning("monitor at %s did not take samples (%s); dropping samples for %.0fs", self.url, exc, wait)
