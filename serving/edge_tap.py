@@ -325,6 +325,7 @@ class EdgeSampler:
         self._random = random.Random(seed).random
         self._releases: dict[str, _Release | None] = {}
         self._down_until = 0.0
+        self._quiet_until: dict[tuple[str, int], float] = {}
         self._failures = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -491,10 +492,12 @@ class EdgeSampler:
             except urllib.error.HTTPError as exc:
                 outcome = "dropped_monitor_refused" if exc.code < 500 else "dropped_monitor_down"
                 self.counts[outcome] += share
-                if outcome == "dropped_monitor_down":
+                if exc.code >= 500 or exc.code in (401, 403):  # down, or a key that will not change by itself
                     self._back_off(exc)
-                else:
-                    log.warning("monitor at %s refused %d samples: %s %s", self.url, share, exc.code, exc.reason)
+                elif time.monotonic() >= self._quiet_until.get((model, exc.code), 0.0):
+                    # e.g. 400: the monitor watches another pipeline; said once a minute, not every flush
+                    self._quiet_until[(model, exc.code)] = time.monotonic() + 60.0
+                    log.warning("monitor at %s refused samples of %s: %s %s", self.url, model, exc.code, _said(exc))
                 continue
             except (OSError, ValueError) as exc:  # refused, timed out, reset, an answer that is not JSON
                 self.counts["dropped_monitor_down"] += share
@@ -508,4 +511,13 @@ class EdgeSampler:
         self._failures += 1
         wait = min(self.backoff_max_s, self.backoff_s * 2 ** (self._failures - 1))
         self._down_until = time.monotonic() + wait
-        log.warning("monitor at %s did not take samples (%s); dropping samples for %.0fs", self.url, exc, wait)
+        reason = f"{exc.code} {_said(exc)}" if isinstance(exc, urllib.error.HTTPError) else str(exc)
+        log.warning("monitor at %s did not take samples (%s); dropping samples for %.0fs", self.url, reason, wait)
+
+
+def _said(exc: urllib.error.HTTPError) -> str:
+    """The monitor's one-line reason (its JSON ``error``), else the HTTP reason phrase."""
+    try:
+        return str(json.loads(exc.read()).get("error", exc.reason))[:300]
+    except (ValueError, OSError, AttributeError):
+        return str(exc.reason)

@@ -171,3 +171,32 @@ def test_decoders_read_binary_json_and_grpc_bodies_and_offers_never_raise(tmp_pa
     idle = EdgeSampler("http://127.0.0.1:9", "k", 0.0, tmp_path)
     idle.offer_grpc("fraud", b"x", b"y", 0.001)
     assert idle.counts["offered"] == 1 and idle.counts["sampled"] == 0 and not idle.queue
+
+
+def test_the_sampler_posts_with_the_ingest_key_and_a_refusal_is_counted(published: Published) -> None:
+    """Against a real monitor, without a server: a sample offered with the right key arrives (its rows, its
+    release); one from a sampler holding a wrong key is refused (401), counted, and changes nothing."""
+    config = MonitorConfig(repository=published.repository, pipeline="fraud", port=free_port(), nvml=False)
+    monitor = MonitorServer(Monitor(config), ingest_key="right").start(ticking=False)
+    try:
+        body, header_length = httpclient.InferenceServerClient.generate_request_body(
+            grpc_inputs(shifted(13).head(3), httpclient)
+        )
+        answer = json.dumps({"outputs": [
+            {"name": "probabilities", "datatype": "FP32", "shape": [3, 2], "data": [0.9, 0.1, 0.8, 0.2, 0.3, 0.7]},
+            {"name": "predicted_class", "datatype": "INT64", "shape": [3, 1], "data": [0, 0, 1]},
+            {"name": "status", "datatype": "BYTES", "shape": [3, 1], "data": ["ok", "ok", "ok"]},
+            {"name": "release", "datatype": "BYTES", "shape": [3, 1], "data": ["fraud:2"] * 3},
+        ]}).encode()  # fmt: skip
+        good = EdgeSampler(monitor.url, "right", 1.0, published.repository)
+        good.offer_http("fraud", body, header_length, answer, None, 0.002)
+        good._drain()
+        assert good.counts["sent"] == 1 and good.rows_sent == 3
+        assert monitor.monitor.status()["rows"] == {"fraud:2|ok": 3}
+        forged = EdgeSampler(monitor.url, "wrong", 1.0, published.repository)
+        forged.offer_http("fraud", body, header_length, answer, None, 0.002)
+        forged._drain()
+        assert forged.counts["dropped_monitor_refused"] == 1 and forged.counts["sent"] == 0
+        assert monitor.monitor.status()["rows"] == {"fraud:2|ok": 3}
+    finally:
+        monitor.stop()
