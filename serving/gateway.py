@@ -40,11 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
+import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from inferline.serving.apikeys import ApiKeys
+from inferline.serving.upstream import UpstreamError, UpstreamPool
 
 if typing.TYPE_CHECKING:
     from inferline.serving.edge_tap import EdgeSampler
@@ -98,7 +99,7 @@ _UNAUTHENTICATED = ("/v2/health/live", "/v2/health/ready")  # probes (a load bal
 # the protocol extensions a caller can use through the edge (GET /v2 lists only these)
 SERVED_EXTENSIONS = ("binary_tensor_data", "parameters")  # classification: its parameter is not taken (SIGFPE)
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
-_AUTO = ("User-Agent",)  # aiohttp's own headers to Triton: only Host, Accept, Content-Length and the edge's
+CONTENT_TYPE = "Content-Type"
 
 
 @dataclass(frozen=True)
@@ -147,33 +148,34 @@ def _flatten(data: Any, depth: int = 0) -> list[Any]:
     return out
 
 
-def _check_element(name: str, datatype: str, value: Any) -> None:
-    ok: bool
-    if datatype == "BOOL":
-        ok = isinstance(value, bool)
-    elif datatype == "BYTES":
-        ok = isinstance(value, str)
-    elif datatype in _INT_RANGE:
-        lo, hi = _INT_RANGE[datatype]
-        ok = isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
-    else:  # FP16/32/64: finite JSON numbers within the type's range (NaN and Inf travel in the binary extension)
-        # an integer literal beyond float range (1 followed by 400 zeros) overflows float(): refused, never a 500
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and _finite(value, _FLOAT_MAX[datatype])
-    if not ok:
-        raise _invalid(
-            f"input {name!r} is {datatype} but holds {json.dumps(value)[:40]} ({type(value).__name__}); "
-            f"send {_EXPECT[datatype]}"
-        )
-
-
 _FLOAT_MAX = {"FP16": 65504.0, "FP32": 3.4028234663852886e38, "FP64": sys.float_info.max}
 
 
-def _finite(value: int | float, largest: float) -> bool:
-    try:
-        return math.isfinite(value) and abs(float(value)) <= largest
-    except OverflowError:
-        return False
+def _element_ok(datatype: str) -> Callable[[Any], bool]:
+    """Whether one JSON element fits ``datatype``. ``type(v) is int`` leaves out bools; a float comparison is
+    False for NaN and out of range for Inf, and Python compares a huge integer literal with a float exactly (no
+    overflow: 1 followed by 400 zeros is refused, never a 500)."""
+    if datatype == "BOOL":
+        return lambda v: type(v) is bool
+    if datatype == "BYTES":
+        return lambda v: type(v) is str
+    if datatype in _INT_RANGE:
+        lo, hi = _INT_RANGE[datatype]
+        return lambda v: type(v) is int and lo <= v <= hi
+    top = _FLOAT_MAX[datatype]  # FP16/32/64: finite JSON numbers within the type's range (NaN, Inf: binary)
+    return lambda v: (type(v) is float or type(v) is int) and -top <= v <= top
+
+
+_ELEMENT_OK = {datatype: _element_ok(datatype) for datatype in (*_INT_RANGE, *_FLOAT_MAX, "BOOL", "BYTES")}
+
+
+def _check_elements(name: str, datatype: str, values: list[Any]) -> None:
+    ok = _ELEMENT_OK[datatype]
+    if all(map(ok, values)):
+        return
+    value = next(v for v in values if not ok(v))
+    shown = json.dumps(value)[:40] if not isinstance(value, int) or abs(value) < 10**40 else f"{str(value)[:20]}..."
+    raise _invalid(f"input {name!r} is {datatype} but holds {shown} ({type(value).__name__}); send {_EXPECT[datatype]}")
 
 
 _EXPECT = {
@@ -311,14 +313,14 @@ def _input(index: int, tensor: Any, limits: GatewayLimits, binary: bytes, offset
         raise _invalid(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
     if not isinstance(tensor["data"], list):
         raise _invalid(f"input {name!r}: 'data' must be a list (row-major), got {type(tensor['data']).__name__}")
-    values = _flatten(tensor["data"])
+    data = tensor["data"]
+    values = _flatten(data) if any(type(v) is list for v in data) else data
     if len(values) != elements:
         raise _invalid(
             f"input {name!r} declares shape {shape} = {elements} elements but 'data' holds {len(values)}; "
             "make them agree"
         )
-    for value in values:
-        _check_element(name, datatype, value)
+    _check_elements(name, datatype, values)
     rebuilt["data"] = values  # flat, row-major: what the shape says
     return rebuilt, offset
 
@@ -430,7 +432,10 @@ def build_infer_request(body: bytes, header_length: str | None, limits: GatewayL
             out_parameters = _parameters(f"output {name!r}", output.get("parameters"), OUTPUT_PARAMETERS)
             wanted.append({"name": name, "parameters": out_parameters} if out_parameters else {"name": name})
         rebuilt["outputs"] = wanted
-    header = json.dumps(rebuilt, separators=(",", ":")).encode()
+    try:
+        header = orjson.dumps(rebuilt)
+    except TypeError:  # an FP64 element written as an integer beyond 64 bits (within float range): Python's encoder
+        header = json.dumps(rebuilt, separators=(",", ":")).encode()
     if not binary:
         return BuiltRequest(header, None)
     return BuiltRequest(header + binary, len(header))
@@ -552,7 +557,7 @@ class Gateway:
         self.available = True  # False while the supervisor restarts the model server
         self.sampler: EdgeSampler | None = None  # hands answered inferences to the monitor (serving.edge_tap)
         self._slots: asyncio.Semaphore | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: UpstreamPool | None = None
         self._runner: web.AppRunner | None = None
         self.requests = Counter(
             "inferline_gateway_requests",
@@ -768,29 +773,22 @@ class Gateway:
     async def _forward(
         self, route: str, request: web.Request, method: str, body: bytes | None, headers: dict[str, str]
     ) -> web.StreamResponse:
-        assert self._session is not None, "Gateway.start() first"
         self.forwarded.labels(route).inc()
         # no caller header reaches Triton (2.51 aborts on some values it cannot parse, Accept-Encoding's among them):
-        # answers come uncompressed, and aiohttp must not ask for gzip on the caller's behalf
-        headers = {"Accept-Encoding": "identity", **headers}
+        # the edge sends its own few (Host, Content-Length, and what ``headers`` holds); answers come uncompressed
+        assert self._pool is not None, "Gateway.start() first"
         try:
-            async with self._session.request(
-                method, self.upstream + request.rel_url.raw_path, data=body, headers=headers, skip_auto_headers=_AUTO
-            ) as upstream:
-                payload = await upstream.read()
-                keep = ("Content-Type", HEADER_LENGTH)
-                return web.Response(
-                    status=upstream.status,
-                    body=payload,
-                    headers={k: upstream.headers[k] for k in keep if k in upstream.headers},
-                )
-        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            answer = await self._pool.request(
+                method, request.rel_url.raw_path, body, headers, self.limits.upstream_timeout_s
+            )
+        except UpstreamError as exc:
             raise RequestRejected(
                 503,
                 "upstream_unavailable",
                 f"the model server did not answer ({type(exc).__name__}); it may be restarting: retry after "
                 f"{self.limits.retry_after_s}s",
             ) from exc
+        return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
     def admitted(self) -> _Admission:
         """``async with gateway.admitted():`` around work on the model server (HTTP and gRPC share the bound)."""
@@ -798,10 +796,9 @@ class Gateway:
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
         self._slots = asyncio.Semaphore(self.limits.max_inflight)
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.limits.upstream_timeout_s),
-            connector=aiohttp.TCPConnector(limit=self.limits.max_inflight + 8),
-            auto_decompress=False,
+        triton_host, _, triton_port = self.upstream.removeprefix("http://").rpartition(":")
+        self._pool = UpstreamPool(
+            triton_host, int(triton_port), self.limits.max_inflight + 8, (CONTENT_TYPE, HEADER_LENGTH)
         )
         # lingering_time: after a refusal with the body unread, aiohttp reads the rest for this long before it
         # closes (10 s by default: a slow client would hold the connection that long)
@@ -823,8 +820,8 @@ class Gateway:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            self._pool.close()
 
 
 class _Admission:
