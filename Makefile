@@ -29,12 +29,14 @@ wrk:
 
 # Debian's real components and tools the tests start: Prometheus + promtool, Alertmanager + amtool, headless Chromium +
 # its driver, iproute2 (`ip netns` for the multi-host tests), wrk (the closed-loop load generator of `bench run`),
-# nginx (its config is checked with `nginx -t`) and openssl (test certificates).
+# nginx with njs (its config is checked with `nginx -t`; the edge benchmark's nginx designs) and openssl (test
+# certificates).
 # Without them (no apt) those tests skip with a reason, and this says so.
 SYSTEM_BINS := prometheus promtool prometheus-alertmanager amtool chromium chromedriver ip wrk nginx openssl
-SYSTEM_PKGS := prometheus prometheus-alertmanager chromium chromium-driver iproute2 wrk nginx openssl
+SYSTEM_PKGS := prometheus prometheus-alertmanager chromium chromium-driver iproute2 wrk nginx libnginx-mod-http-js openssl
 system-deps:
-	@missing=$$(for b in $(SYSTEM_BINS); do command -v $$b >/dev/null || echo $$b; done); \
+	@missing=$$(for b in $(SYSTEM_BINS); do command -v $$b >/dev/null || echo $$b; done; \
+	  test -e /usr/lib/nginx/modules/ngx_http_js_module.so || echo njs); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages for: $$missing"; \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \

@@ -211,6 +211,19 @@ class Stack:
     pid: int = 0  # the server's root process: its CPU and all its children's are the stack's
     stop_fn: Callable[[], Any] | None = None
     samples: list[dict[str, Any]] = field(default_factory=list)
+    # an edge's own processes (the supervisor without its tritonserver, nginx's master and worker): their CPU per
+    # request is the edge's cost, the figure that holds on any machine
+    edge_pids: tuple[int, ...] = ()
+
+    def edge_cpu_s(self) -> float:
+        total = 0.0
+        for pid in self.edge_pids:
+            try:
+                t = psutil.Process(pid).cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+        return total
 
     def server_cpu_s(self) -> float:
         """CPU seconds used so far by the server process and all its children (Python-backend stubs, the Triton

@@ -64,12 +64,13 @@ def machine() -> dict[str, Any]:
 
 
 def _measure(stack: Stack, concurrency: int, duration_s: float, row_file: Path) -> dict[str, Any]:
-    cpu0 = stack.server_cpu_s()
+    cpu0, edge0 = stack.server_cpu_s(), stack.edge_cpu_s()
     if stack.bodies is not None:
         r = run_wrk(stack.url, stack.bodies, concurrency, duration_s)
     else:
         r = run_grpc(stack.url, row_file, concurrency, duration_s, model="fraud")  # build_release's pipeline
     server_cpu = stack.server_cpu_s() - cpu0
+    edge_cpu = stack.edge_cpu_s() - edge0
     return {
         "throughput_rps": r.throughput,
         "p50_ms": r.p50_ms,
@@ -80,6 +81,8 @@ def _measure(stack: Stack, concurrency: int, duration_s: float, row_file: Path) 
         "server_cpu_s": server_cpu,
         "loadgen_cpu_s": r.loadgen_cpu_s,
         "inferences_per_server_cpu_s": r.requests / server_cpu if server_cpu > 0 else 0.0,
+        # the edge's own processes only (0 for a stack that is not an edge)
+        "edge_cpu_us_per_request": edge_cpu / r.requests * 1e6 if stack.edge_pids and r.requests else 0.0,
     }
 
 
