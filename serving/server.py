@@ -46,13 +46,16 @@ __all__ = [
     "ServerConfig",
     "ServerError",
     "TritonServer",
+    "argv_secret_library",
     "die_with_parent",
     "fix_hint",
     "free_port",
+    "group_pids",
     "load_status",
     "published_pipelines",
     "read_state",
     "repository_index",
+    "shm_regions",
     "state_path",
 ]
 
@@ -65,22 +68,78 @@ class ServerError(UserError, RuntimeError):
     pass
 
 
-def scrub_argument(pid: int, secret: bytes) -> bool:
-    """Replace every copy of ``secret`` in process ``pid``'s argument strings with ``*`` (through
-    ``/proc/PID/mem``, between the ``arg_start`` and ``arg_end`` of ``/proc/PID/stat``); True when its cmdline no
-    longer holds it."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3 of proc(5): arg_start is 48, arg_end 49
-    arg_start, arg_end = int(fields[45]), int(fields[46])
-    with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
-        mem.seek(arg_start)
-        args = mem.read(arg_end - arg_start)
-        at = args.find(secret)
-        while at >= 0:
-            mem.seek(arg_start + at)
-            mem.write(b"*" * len(secret))
-            at = args.find(secret, at + len(secret))
-    return secret not in Path(f"/proc/{pid}/cmdline").read_bytes()
+SECRET_PLACEHOLDER = "@INFERLINE_ADMIN_KEY@"  # what tritonserver's command line shows where the admin key goes
+SECRET_VARIABLE = "INFERLINE_ARGV_SECRET"  # the environment variable argv_secret.c reads the key from
+STUB_NAME = "triton_python_backend_stub"
+SHM_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's shared-memory regions in /dev/shm
+
+
+def argv_secret_library(workdir: Path) -> Path:
+    """The LD_PRELOAD library that puts the admin key into tritonserver's argv without it ever being in the
+    argument memory ``/proc/PID/cmdline`` shows (``serving/argv_secret.c``), compiled on first use with the
+    machine's C compiler (``$CC``, else ``gcc``, else ``cc``) into ``<workdir>/serving/``, named by its source's
+    hash. No compiler, or a failed build, is a ``ServerError`` saying what to install: the server is not started
+    with its key readable by other users instead."""
+    import hashlib
+    import shutil
+
+    source = Path(__file__).with_name("argv_secret.c")
+    code = source.read_bytes()
+    target = Path(workdir).resolve() / "serving" / f"argv_secret-{hashlib.sha256(code).hexdigest()[:12]}.so"
+    if target.is_file():
+        return target
+    compilers = [c for c in (os.environ.get("CC"), "gcc", "cc") if c]
+    compiler = next((shutil.which(c) for c in compilers if shutil.which(c)), None)
+    if compiler is None:
+        raise ServerError(
+            f"no C compiler found (tried {compilers}); inferline builds {source.name}, a small library that hands "
+            "tritonserver its admin key without putting it on the command line other users can read. Install one "
+            "(Debian: apt-get install gcc) or set CC to a compiler, then start the server again"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.with_suffix(f".{os.getpid()}.tmp")
+    done = subprocess.run(
+        [compiler, "-shared", "-fPIC", "-O2", "-o", str(staged), str(source)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        staged.unlink(missing_ok=True)
+        raise ServerError(
+            f"{compiler} could not build {source} (exit {done.returncode}): {done.stderr.strip()[-800:]}; expected "
+            "a shared library for this Linux/glibc machine. Check the compiler works (`gcc --version`), or set CC "
+            "to one that does"
+        )
+    os.replace(staged, target)
+    return target
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid`` (zombies, already exited, are not counted)."""
+    pids = []
+    for pid in psutil.pids():
+        try:
+            if os.getpgid(pid) == pgid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                pids.append(pid)
+        except (OSError, psutil.Error):  # exited meanwhile
+            continue
+    return pids
+
+
+def shm_regions(pids: list[int]) -> set[str]:
+    """The Python backend's shared-memory regions (``/dev/shm/triton_python_backend_shm_region_*``) that
+    processes ``pids`` map or name on their command line (a stub is started with its region's name)."""
+    found: set[str] = set()
+    for pid in pids:
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text(errors="replace")
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        for line in maps.splitlines():
+            name = line.rsplit("/", 1)[-1].removesuffix(" (deleted)")
+            if "/dev/shm/" in line and name.startswith(SHM_PREFIX):
+                found.add(name)
+        found.update(a for a in args if a.startswith(SHM_PREFIX) and "/" not in a)
+    return found
 
 
 def free_port() -> int:
@@ -304,7 +363,8 @@ class TritonServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.process: subprocess.Popen[bytes] | None = None
-        self.secret_hidden = False  # the admin key overwritten in tritonserver's cmdline (_hide_admin_key)
+        self.pgid: int | None = None  # tritonserver's process group (a session of its own): it and its stubs
+        self.regions: set[str] = set()  # the Python backend's /dev/shm regions seen in that group
         self.admin_key = admin_key(config.workdir)
         self.log_path = Path(config.workdir) / "serving" / f"tritonserver-{config.http_port}.log"
         self.plan: dict[str, list[str]] = {}  # what the last start asked for: {pipeline or model: its models}
@@ -342,12 +402,18 @@ class TritonServer:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
         env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
         env["OMP_NUM_THREADS"] = "1"
+        # the admin key reaches tritonserver's argv through argv_secret.c, never its argument memory (command())
+        preload = str(argv_secret_library(self.config.workdir))
+        env["LD_PRELOAD"] = os.pathsep.join(p for p in (preload, env.get("LD_PRELOAD", "")) if p)
+        env[SECRET_VARIABLE] = self.admin_key
         return env
 
     def command(self) -> list[str]:
         c = self.config
         repository = Path(c.repository).resolve()
-        restricted = f"{RESTRICTED}:{ADMIN_HEADER}={self.admin_key}"
+        # a placeholder: argv_secret.c (preloaded, _env) points argv at the real key before main() runs, so
+        # /proc/PID/cmdline, which every local user can read, only ever shows the placeholder
+        restricted = f"{RESTRICTED}:{ADMIN_HEADER}={SECRET_PLACEHOLDER}"
         cmd = [
             str(_pytriton_dir() / "bin" / "tritonserver"),
             f"--model-repository={repository}",
@@ -407,41 +473,21 @@ class TritonServer:
             self._activate_releases()
         self.plan = self.load_plan()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = open(self.log_path, "ab")
-        logged = log_file.tell()
-        self.process = subprocess.Popen(
-            self.command(),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=self._env(),
-            start_new_session=True,
-            preexec_fn=None if detach else die_with_parent,  # one prctl call before exec
-        )
-        log_file.close()
-        self.secret_hidden = self._hide_admin_key(logged)
+        command, env = self.command(), self._env()
+        self.regions = set()
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # a process group of its own: stop() and reap() end it whole
+                preexec_fn=None if detach else die_with_parent,  # one prctl call before exec
+            )
+        self.pgid = self.process.pid
         if wait:
             self.wait_ready(timeout_s)
         return self
-
-    def _hide_admin_key(self, logged: int, timeout_s: float = 10.0) -> bool:
-        """Overwrite the admin key in tritonserver's argument memory, so ``/proc/PID/cmdline`` (readable by every
-        local user) no longer shows it. Triton 2.51 takes the key only as a command-line flag
-        (``--http-restricted-api=...:admin-key=KEY``): no file, no environment variable. It has parsed its flags
-        (into strings of its own) before it writes its first log line, so the overwrite waits for that line; the
-        server's readiness check then uses the key, so an overwrite that came too early would fail loudly. Needs
-        ptrace access to the child (its parent has it under Yama's default scope 1); returns whether it worked."""
-        assert self.process is not None
-        pid, secret = self.process.pid, self.admin_key.encode()
-        deadline = time.monotonic() + timeout_s
-        while self.log_path.stat().st_size <= logged:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                return False
-            time.sleep(0.005)  # polling interval while tritonserver parses its flags
-        try:
-            return scrub_argument(pid, secret)
-        except OSError as exc:
-            log.warning("could not hide the admin key in tritonserver's command line (%s); see SECURITY.md", exc)
-            return False
 
     def _activate_releases(self) -> None:
         """Point each pipeline's model-level configs at its current release (so a restart serves the current
@@ -480,7 +526,7 @@ class TritonServer:
             "metrics": c.metrics_url,
             "repository": str(Path(c.repository).resolve()),
             "log": str(self.log_path.resolve()),
-            "admin_key_hidden": self.secret_hidden,
+            "admin_key_hidden": True,  # never on the command line (argv_secret.c)
             "trace_dir": str(Path(c.trace_dir).resolve()) if c.trace_dir is not None else None,
             "trace_rate": c.trace_rate if c.trace_dir is not None else None,
             "releases": published_pipelines(Path(c.repository)),
@@ -506,6 +552,7 @@ class TritonServer:
         the repository index now; kept in ``last_status`` for ``record``."""
         index = repository_index(self.config.http_url, self.admin_key, timeout_s)
         self.last_status = load_status(index, self.plan or self.load_plan(), self.releases, self.refused)
+        self.note_regions()  # the stubs of what loaded (reap() removes their regions even if they die first)
         return self.last_status
 
     def loads_settled(self) -> bool:
@@ -540,15 +587,22 @@ class TritonServer:
         except OSError:
             return "(no log)"
 
+    def group(self) -> list[int]:
+        """The live processes of tritonserver's process group: the server and its Python-backend stubs (and a stub
+        that outlived the server: after a crash one survives with parent 1)."""
+        return group_pids(self.pgid) if self.pgid is not None else []
+
+    def note_regions(self) -> set[str]:
+        """Record the shared-memory regions the group holds now (``reap`` removes them once the group is gone)."""
+        self.regions |= shm_regions(self.group())
+        return self.regions
+
     def stop(self, timeout_s: float | None = None) -> int | None:
-        """SIGTERM (Triton drains in-flight requests up to --exit-timeout-secs), then SIGKILL. Its Python-backend
-        stubs exit with it (each watches its parent); one still there 5 s after it is killed by its pid."""
+        """SIGTERM (Triton drains in-flight requests up to --exit-timeout-secs), then SIGKILL; then ``reap``: the
+        whole process group, stubs included, is gone and their shared memory removed when this returns."""
         if self.process is None:
             return None
-        try:
-            stubs = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.Error:  # already gone (and reaped): its stubs follow it by themselves
-            stubs = []
+        self.note_regions()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -556,13 +610,49 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        _, left = psutil.wait_procs(stubs, timeout=5)
-        for stub in left:
-            try:
-                stub.kill()  # psutil checks that the pid still names the same process
-            except psutil.NoSuchProcess:
-                pass
+        self.reap()
         return self.process.returncode
+
+    def reap(self, grace_s: float = 2.0, timeout_s: float = 30.0) -> list[str]:
+        """After tritonserver exited (any way: a crash, SIGKILL, a kill for hanging, a stop): give what is left of
+        its process group ``grace_s`` to exit by itself (a stub leaves when its parent is gone), SIGKILL the group
+        (a stub that outlived a SIGFPE crash ignores SIGTERM), wait until no process of it remains, then remove
+        its shared-memory regions from /dev/shm. Returns the regions removed. A group still there after
+        ``timeout_s`` is a ``ServerError`` naming its pids (a restart must not start beside it)."""
+        if self.pgid is None:
+            return []
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.note_regions()
+        deadline = time.monotonic() + grace_s
+        while self.group() and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling for the stubs to exit by themselves
+        deadline = time.monotonic() + timeout_s
+        while left := self.group():
+            self.note_regions()
+            try:
+                os.killpg(self.pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                break  # gone between the look and the kill
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"tritonserver's process group {self.pgid} still has processes {left} {timeout_s:.0f}s after "
+                    "SIGKILL; expected none (a process stuck in the kernel?). Check them with `ps -o pid,stat,wchan "
+                    f"-g {self.pgid}`; the server is not restarted beside them"
+                )
+            time.sleep(0.05)  # polling for the killed group to be gone
+        removed = []
+        for name in sorted(self.regions):
+            try:
+                (Path("/dev/shm") / name).unlink()
+                removed.append(name)
+            except FileNotFoundError:
+                pass  # removed by its owner on a clean exit
+            except OSError as exc:
+                log.warning("could not remove shared memory /dev/shm/%s of a stopped tritonserver: %s", name, exc)
+        self.regions = set()
+        return removed
 
     def __enter__(self) -> TritonServer:
         return self.start()

@@ -36,6 +36,69 @@ from .netns import network  # noqa: F401 - the multi-host tests' fixture (a test
 # modules through their working directory: only the installed `inferline.*` names resolve (PYTHONSAFEPATH, 3.11+).
 os.environ["PYTHONSAFEPATH"] = "1"
 
+# Every process the suite starts inherits this mark (tritonserver passes its environment on to its Python-backend
+# stubs), so the session's end can find a stub the suite left behind (pytest_sessionfinish).
+SESSION_MARK = f"INFERLINE_TEST_SESSION={os.getpid()}-{time.time_ns()}"
+os.environ["INFERLINE_TEST_SESSION"] = SESSION_MARK.split("=", 1)[1]
+
+
+def leftover_stubs() -> list[int]:
+    """Live Python-backend stubs (``triton_python_backend_stub``) started by this test session."""
+    import psutil
+
+    from inferline.serving.server import STUB_NAME
+
+    found = []
+    for p in psutil.process_iter(["name", "cmdline", "status"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE or not any(STUB_NAME in a for a in p.info["cmdline"] or []):
+                continue
+            if SESSION_MARK.encode() in Path(f"/proc/{p.pid}/environ").read_bytes().split(b"\0"):
+                found.append(p.pid)
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No Python-backend stub started by the suite outlives it: after the session's servers stopped (each stop
+    reaps its server's process group), one still alive 10 s later fails the run, named, and is killed."""
+    import signal
+
+    deadline = time.monotonic() + 10
+    while (left := leftover_stubs()) and time.monotonic() < deadline:
+        time.sleep(0.2)  # polling for stubs still exiting
+    if not left:
+        return
+    described = []
+    for pid in left:
+        try:
+            described.append(f"pid {pid}: {Path(f'/proc/{pid}/cmdline').read_bytes().replace(bytes(1), b' ')[:300]!r}")
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = f"{len(left)} triton_python_backend_stub process(es) started by the suite outlived it: " + "; ".join(
+        described
+    )
+    if reporter is not None:
+        reporter.write_line(f"ERROR: {message}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def group_of(pid: int) -> tuple[list[int], set[str]]:
+    """The live processes of process group ``pid`` (a tritonserver's: it and its stubs) and the shared-memory
+    regions they hold."""
+    from inferline.serving.server import group_pids, shm_regions
+
+    pids = group_pids(pid)
+    return pids, shm_regions(pids)
+
+
+def reaped(pids: list[int], regions: set[str]) -> bool:
+    """None of ``pids`` is alive and none of ``regions`` is left in /dev/shm."""
+    return all(gone(p) for p in pids) and not any((Path("/dev/shm") / r).exists() for r in regions)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if gpu_available():

@@ -1,0 +1,92 @@
+"""tritonserver's life as a local user sees it (issue 29, part 4): the admin key never on its command line from
+spawn to stop, and nothing of it left after a stop: no process of its group (its Python-backend stubs), no
+shared-memory region in /dev/shm."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from inferline.serving.secrets import ADMIN_HEADER
+from inferline.serving.server import SECRET_PLACEHOLDER, ServerConfig, TritonServer
+
+from .conftest import Published, group_of, reaped, wait_until
+
+
+def _index(url: str, key: str | None) -> int:
+    headers = {ADMIN_HEADER: key} if key is not None else {}
+    request = urllib.request.Request(f"http://{url}/v2/repository/index", data=b"{}", headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def test_the_admin_key_is_never_on_the_command_line_and_a_stop_leaves_nothing(
+    published: Published, tmp_path: Path
+) -> None:
+    """`/proc/PID/cmdline` is readable by every local user: polled from the spawn until the server is ready it holds
+    the placeholder, never the key (argv_secret.c hands the key to tritonserver's argv from the environment), and
+    `/proc/PID/environ` no longer holds it either once the process runs. Triton enforces the key it got: a restricted
+    API without it is 403, with it 200. The stop reaps the whole process group (the stub included) and removes the
+    stub's shared-memory region."""
+    shutil.copytree(published.repository, tmp_path / "triton_models")
+    server = TritonServer(ServerConfig.on_free_ports(tmp_path / "triton_models", tmp_path / "work"))
+    key = server.admin_key.encode()
+    server.start(wait=False)
+    assert server.process is not None
+    pid, reads, seen = server.process.pid, 0, b""
+    try:
+        deadline = time.monotonic() + 120
+        while not server.is_ready():
+            assert time.monotonic() < deadline, server.log_tail()
+            assert server.process.poll() is None, server.log_tail()
+            try:
+                seen = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue  # between fork and exec
+            reads += 1
+            assert key not in seen, "the admin key was readable in tritonserver's /proc/PID/cmdline"
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert reads > 10 and key not in cmdline and f"admin-key={SECRET_PLACEHOLDER}".encode() in cmdline
+        assert key not in Path(f"/proc/{pid}/environ").read_bytes()
+        assert _index(server.config.http_url, None) == 403
+        assert _index(server.config.http_url, "not-the-key") == 403
+        assert _index(server.config.http_url, server.admin_key) == 200
+        server.wait_ready(60)
+        pids, regions = group_of(pid)
+        assert len(pids) >= 2 and regions, (pids, regions)  # tritonserver and its stub, with its region
+    finally:
+        server.stop()
+    assert reaped(pids, regions), "a process of the stopped server's group, or its shared memory, is left"
+
+
+def test_a_stub_that_outlives_its_server_is_killed_with_its_group(published: Published, tmp_path: Path) -> None:
+    """The stub of a server that died without stopping it (what a SIGFPE crash of 2.51 left: the stub alive with
+    parent 1, ignoring SIGTERM; here a stub that cannot run at all, stopped with SIGSTOP, and its server killed)
+    is gone when ``reap`` returns, its shared memory too."""
+    import os
+    import signal
+
+    shutil.copytree(published.repository, tmp_path / "triton_models")
+    server = TritonServer(ServerConfig.on_free_ports(tmp_path / "triton_models", tmp_path / "work"))
+    server.start(timeout_s=120)
+    assert server.process is not None
+    try:
+        pids, regions = group_of(server.process.pid)
+        stubs = [p for p in pids if p != server.process.pid]
+        assert stubs and regions
+        for stub in stubs:
+            os.kill(stub, signal.SIGSTOP)
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(10)
+        assert not reaped(pids, regions)  # the stopped stub is still there, holding its region
+        server.reap(grace_s=0.5)
+        assert reaped(pids, regions)
+    finally:
+        server.stop()
+    wait_until(lambda: reaped(pids, regions), 5, "the group gone")
