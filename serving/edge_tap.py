@@ -41,7 +41,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -93,57 +93,49 @@ _GRPC_CONTENTS = {
     "BYTES": "bytes_contents",
 }
 _LENGTH = struct.Struct("<I")
+_WIRE = {"BYTES": object, "FP64": np.float64, "INT64": np.int64}  # features.wire's column dtypes
 
 
 class Undecodable(ValueError):
     """A sampled body this sampler cannot read (counted as ``dropped_undecodable``; serving is not affected)."""
 
 
-def _bytes_elements(blob: bytes | memoryview, count: int) -> np.ndarray:
-    """Triton's BYTES serialization (each element a 4-byte little-endian length, then its bytes) -> object array."""
-    out = np.empty(count, dtype=object)
+class _Tensor(NamedTuple):
+    """One tensor of a body, not decoded yet: JSON ``data``, raw bytes (Triton's binary extension, gRPC
+    ``raw_*_contents``) or gRPC typed ``contents``. Only the tensors the monitor reads are ever decoded."""
+
+    datatype: str
+    shape: list[int]
+    data: Any = None
+    raw: bytes | memoryview | None = None
+    contents: Any = None
+
+
+def _count(shape: Any) -> int:
+    if not isinstance(shape, list) or not shape:
+        raise Undecodable(f"shape {shape!r}")
+    count = 1
+    for d in shape:
+        if not isinstance(d, int) or d < 0:
+            raise Undecodable(f"shape {shape!r}")
+        count *= d
+    return count
+
+
+def _bytes_elements(blob: bytes | memoryview, count: int) -> list[bytes]:
+    """Triton's BYTES serialization (each element a 4-byte little-endian length, then its bytes) -> the elements."""
+    out = []
     offset, end = 0, len(blob)
-    for i in range(count):
+    for _ in range(count):
         if offset + 4 > end:
             raise Undecodable("a BYTES tensor ends inside an element's length")
         (size,) = _LENGTH.unpack_from(blob, offset)
         offset += 4
         if offset + size > end:
             raise Undecodable("a BYTES tensor ends inside an element")
-        out[i] = bytes(blob[offset : offset + size])
+        out.append(bytes(blob[offset : offset + size]))
         offset += size
     return out
-
-
-def _shaped(values: np.ndarray, shape: list[int]) -> np.ndarray:
-    if not shape or any(not isinstance(d, int) or d < 0 for d in shape):
-        raise Undecodable(f"shape {shape!r}")
-    if values.size != int(np.prod(shape)):
-        raise Undecodable(f"{values.size} elements for shape {shape}")
-    return values.reshape(shape)
-
-
-def _from_raw(datatype: str, shape: list[int], raw: bytes | memoryview) -> np.ndarray:
-    count = int(np.prod(shape)) if shape else 0
-    if datatype == "BYTES":
-        return _shaped(_bytes_elements(raw, count), shape)
-    dtype = _NUMPY.get(datatype)
-    if dtype is None:
-        raise Undecodable(f"datatype {datatype!r}")
-    return _shaped(np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")), shape)
-
-
-def _from_json_data(datatype: str, shape: list[int], data: Any) -> np.ndarray:
-    flat = _flatten(data)
-    if datatype == "BYTES":
-        values = np.empty(len(flat), dtype=object)
-        for i, v in enumerate(flat):
-            values[i] = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else bytes(str(v), "utf-8")
-        return _shaped(values, shape)
-    dtype = _NUMPY.get(datatype)
-    if dtype is None:
-        raise Undecodable(f"datatype {datatype!r}")
-    return _shaped(np.asarray(flat, dtype=dtype), shape)
 
 
 def _flatten(data: Any) -> list[Any]:
@@ -157,12 +149,50 @@ def _flatten(data: Any) -> list[Any]:
     return out
 
 
-def _json_tensors(tensors: Any, binary: memoryview) -> dict[str, np.ndarray]:
-    """``inputs`` or ``outputs`` of a KServe v2 JSON body -> ``{name: array}``; binary tensors (``parameters
-    .binary_data_size``) are read in order from ``binary``."""
+def _values(t: _Tensor) -> list[Any] | np.ndarray:
+    """A tensor's elements, flat (row-major): a list, or a numpy array for raw numbers."""
+    count = _count(t.shape)
+    values: list[Any] | np.ndarray
+    if t.raw is not None:
+        if t.datatype == "BYTES":
+            values = _bytes_elements(t.raw, count)
+        else:
+            dtype = _NUMPY.get(t.datatype)
+            if dtype is None:
+                raise Undecodable(f"datatype {t.datatype!r}")
+            values = np.frombuffer(t.raw, dtype=np.dtype(dtype).newbyteorder("<"))
+    elif t.contents is not None:
+        field = _GRPC_CONTENTS.get(t.datatype)
+        if field is None:
+            raise Undecodable(f"datatype {t.datatype!r}")
+        values = list(getattr(t.contents, field))
+    else:
+        values = _flatten(t.data)
+    if len(values) != count:
+        raise Undecodable(f"{len(values)} elements for shape {t.shape}")
+    return values
+
+
+def _array(t: _Tensor) -> np.ndarray:
+    """A tensor as the wire array: BYTES as an object array of bytes, numbers in their datatype, in its shape."""
+    values = _values(t)
+    if t.datatype == "BYTES":
+        out = np.empty(len(values), dtype=object)
+        out[:] = [v.encode("utf-8", "surrogateescape") if isinstance(v, str) else bytes(v) for v in values]
+    else:
+        dtype = _NUMPY.get(t.datatype)
+        if dtype is None:
+            raise Undecodable(f"datatype {t.datatype!r}")
+        out = np.asarray(values, dtype=dtype)
+    return out.reshape(t.shape)
+
+
+def _json_index(tensors: Any, binary: memoryview) -> dict[str, _Tensor]:
+    """``inputs`` or ``outputs`` of a KServe v2 JSON body -> ``{name: tensor}``; binary tensors (``parameters
+    .binary_data_size``) are sliced in order from ``binary`` (no copy)."""
     if not isinstance(tensors, list):
         raise Undecodable("no tensor list")
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, _Tensor] = {}
     offset = 0
     for t in tensors:
         if not isinstance(t, dict):
@@ -170,14 +200,15 @@ def _json_tensors(tensors: Any, binary: memoryview) -> dict[str, np.ndarray]:
         name, datatype, shape = t.get("name"), t.get("datatype"), t.get("shape")
         if not isinstance(name, str) or not isinstance(datatype, str) or not isinstance(shape, list):
             raise Undecodable("a tensor without name, datatype or shape")
-        size = (t.get("parameters") or {}).get("binary_data_size")
+        parameters = t.get("parameters")
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
                 raise Undecodable(f"binary_data_size {size!r}")
-            out[name] = _from_raw(datatype, shape, binary[offset : offset + size])
+            out[name] = _Tensor(datatype, shape, raw=binary[offset : offset + size])
             offset += size
         elif "data" in t:
-            out[name] = _from_json_data(datatype, shape, t["data"])
+            out[name] = _Tensor(datatype, shape, data=t["data"])
     return out
 
 
@@ -190,10 +221,9 @@ def _split(body: bytes, header_length: int | None) -> tuple[Any, memoryview]:
     return json.loads(view[:header_length].tobytes()), view[header_length:]
 
 
-def decode_http(
+def _http_index(
     request_body: bytes, request_header_length: int | None, response_body: bytes, response_header_length: int | None
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """One HTTP inference: ``({input: array}, {output: array})`` as Triton read and answered them."""
+) -> tuple[dict[str, _Tensor], dict[str, _Tensor]]:
     try:
         request, request_binary = _split(request_body, request_header_length)
         response, response_binary = _split(response_body, response_header_length)
@@ -201,34 +231,23 @@ def decode_http(
         raise Undecodable(f"not JSON: {exc}") from None
     if not isinstance(request, dict) or not isinstance(response, dict):
         raise Undecodable("a body is not a JSON object")
-    return _json_tensors(request.get("inputs"), request_binary), _json_tensors(response.get("outputs"), response_binary)
+    return _json_index(request.get("inputs"), request_binary), _json_index(response.get("outputs"), response_binary)
 
 
-def _grpc_tensors(tensors: Any, raw: Any) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
+def _grpc_index(tensors: Any, raw: Any) -> dict[str, _Tensor]:
+    out: dict[str, _Tensor] = {}
     for i, t in enumerate(tensors):
         shape = [int(d) for d in t.shape]
         if len(raw):
             if i >= len(raw):
                 raise Undecodable("fewer raw contents than tensors")
-            out[t.name] = _from_raw(t.datatype, shape, raw[i])
-            continue
-        field = _GRPC_CONTENTS.get(t.datatype)
-        if field is None:
-            raise Undecodable(f"datatype {t.datatype!r}")
-        values = list(getattr(t.contents, field))
-        if t.datatype == "BYTES":
-            array = np.empty(len(values), dtype=object)
-            array[:] = values
+            out[t.name] = _Tensor(t.datatype, shape, raw=raw[i])
         else:
-            array = np.asarray(values, dtype=_NUMPY[t.datatype])
-        out[t.name] = _shaped(array, shape)
+            out[t.name] = _Tensor(t.datatype, shape, contents=t.contents)
     return out
 
 
-def decode_grpc(request: bytes, response: bytes) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """One gRPC ModelInfer: the serialized ``ModelInferRequest`` and ``ModelInferResponse`` -> ``({input: array},
-    {output: array})``."""
+def _grpc_pair(request: bytes, response: bytes) -> tuple[dict[str, _Tensor], dict[str, _Tensor]]:
     from google.protobuf.message import DecodeError
     from tritonclient.grpc import service_pb2
 
@@ -237,25 +256,46 @@ def decode_grpc(request: bytes, response: bytes) -> tuple[dict[str, np.ndarray],
         res = service_pb2.ModelInferResponse.FromString(response)
     except DecodeError as exc:
         raise Undecodable(f"protobuf: {exc}") from None
-    return _grpc_tensors(req.inputs, req.raw_input_contents), _grpc_tensors(res.outputs, res.raw_output_contents)
+    return _grpc_index(req.inputs, req.raw_input_contents), _grpc_index(res.outputs, res.raw_output_contents)
+
+
+def decode_http(
+    request_body: bytes, request_header_length: int | None, response_body: bytes, response_header_length: int | None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One HTTP inference: ``({input: array}, {output: array})`` as Triton read and answered them."""
+    inputs, outputs = _http_index(request_body, request_header_length, response_body, response_header_length)
+    return {k: _array(t) for k, t in inputs.items()}, {k: _array(t) for k, t in outputs.items()}
+
+
+def decode_grpc(request: bytes, response: bytes) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One gRPC ModelInfer: the serialized ``ModelInferRequest`` and ``ModelInferResponse`` -> ``({input: array},
+    {output: array})``."""
+    inputs, outputs = _grpc_pair(request, response)
+    return {k: _array(t) for k, t in inputs.items()}, {k: _array(t) for k, t in outputs.items()}
+
+
+def _texts(values: list[Any] | np.ndarray) -> list[str]:
+    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
 
 
 @dataclass(frozen=True)
 class _Release:
-    """What the sampler needs of a release: its tabular input columns and the outputs of its task."""
+    """What the sampler needs of a release: its tabular input columns (and their wire dtypes), the outputs of its
+    task and its tensor columns (never sent)."""
 
     spec: PipelineSpec
-    columns: tuple[str, ...]
+    columns: dict[str, Any]  # tabular input column -> numpy dtype of its wire array
+    wanted: tuple[str, ...]  # the task's outputs
     tensor_columns: frozenset[str]
     regression: bool
 
 
 @dataclass
 class _Rows:
-    """Decoded rows of one (model, release), accumulated over one drain."""
+    """Decoded rows of one (model, release) over one drain: flat values per column and per output."""
 
-    columns: dict[str, list[np.ndarray]]
-    outputs: dict[str, list[np.ndarray]]
+    columns: dict[str, list[Any]]
+    outputs: dict[str, list[Any]]
     status: list[str]
     latency_s: list[float]
     requests: int = 0
@@ -305,6 +345,8 @@ class EdgeSampler:
         backoff_s: float = 1.0,
         backoff_max_s: float = 30.0,
         seed: int | None = None,
+        slice_items: int = 64,
+        pause_s: float = 0.0002,
     ) -> None:
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"sample rate {rate} is not within 0..1")
@@ -316,6 +358,7 @@ class EdgeSampler:
         # bytes queued = in - out; each written by one thread only (the event loop, the sampler's thread)
         self._bytes_in = self._bytes_out = 0
         self.flush_s = flush_s
+        self.slice_items, self.pause_s = slice_items, pause_s
         self.max_rows_per_post = max_rows_per_post
         self.timeout_s = timeout_s
         self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
@@ -398,7 +441,11 @@ class EdgeSampler:
             self.counts["dropped_monitor_down"] += len(items)
             return
         groups: dict[tuple[str, str], _Rows] = {}
-        for item in items:
+        for i, item in enumerate(items):
+            if i and i % self.slice_items == 0:
+                # a pause between slices of decoding: the edge's event loop shares this process's GIL, and waits
+                # at most one slice (~2 ms) for it, not a whole drain
+                time.sleep(self.pause_s)
             try:
                 self._decode(item, groups)
             except Exception as exc:  # noqa: BLE001 - any body a caller could send must cost a sample, never the thread
@@ -418,9 +465,11 @@ class EdgeSampler:
                 try:
                     files = Registry(self.repository, pipeline).release_files(int(version))
                     spec = read_spec(files["spec"])
-                    tabular = tuple(c.name for c in spec.input_columns if c.kind != "tensor")
-                    info = _Release(spec, tabular, frozenset(c.name for c in spec.tensor_columns),
-                                    spec.task == "regression")  # fmt: skip
+                    dtypes = {c.name: _WIRE.get(c.triton_dtype) for c in spec.input_columns if c.kind != "tensor"}
+                    regression = spec.task == "regression"
+                    wanted = ("prediction",) if regression else tuple(t.name for t in model_outputs(spec))
+                    tensors = frozenset(c.name for c in spec.tensor_columns)
+                    info = _Release(spec, dtypes, wanted, tensors, regression)
                 except (RegistryError, KeyError, OSError, ValueError) as exc:
                     log.warning("release %s: no spec snapshot to read samples with (%s)", release, exc)
             self._releases[release] = info
@@ -429,35 +478,42 @@ class EdgeSampler:
     def _decode(self, item: tuple[Any, ...], groups: dict[tuple[str, str], _Rows]) -> None:
         if item[0] == "http":
             _, model, req, req_len, res, res_len, latency = item
-            inputs, outputs = decode_http(req, req_len, res, res_len)
+            inputs, outputs = _http_index(req, req_len, res, res_len)
         else:
             _, model, req, res, latency = item
-            inputs, outputs = decode_grpc(req, res)
+            inputs, outputs = _grpc_pair(req, res)
         if "release" not in outputs or "status" not in outputs:
             raise Undecodable("the response has no status or release (the caller asked for other outputs)")
-        releases = [r.decode("utf-8", "replace") for r in outputs["release"].reshape(-1)]
-        status = [s.decode("utf-8", "replace") for s in outputs["status"].reshape(-1)]
+        status = _texts(_values(outputs["status"]))
+        releases = set(_texts(_values(outputs["release"])))
         n = len(status)
-        if len(releases) != n or len(set(releases)) != 1:
-            raise Undecodable("rows answered by more than one release in one request")
-        release = releases[0]
+        if len(releases) != 1:
+            raise Undecodable(f"rows answered by {len(releases)} releases in one request")
+        release = releases.pop()
         info = self._release(model, release)
         if info is None:
             raise Undecodable(f"release {release!r} of model {model!r} has no readable spec")
-        wanted = ("prediction",) if info.regression else tuple(t.name for t in model_outputs(info.spec))
-        if any(name not in outputs for name in wanted) or any(c not in inputs for c in info.columns):
-            raise Undecodable("the request or response lacks a column or an output the monitor reads")
-        rows = groups.get((model, release))
-        if rows is None:
-            rows = groups[(model, release)] = _Rows({c: [] for c in info.columns}, {w: [] for w in wanted}, [], [])
+        decoded: dict[str, list[Any] | np.ndarray] = {}
+        for name in info.wanted:
+            if name not in outputs:
+                raise Undecodable(f"the response has no {name!r} (the caller asked for other outputs)")
+            decoded[name] = values = _values(outputs[name])
+            if n == 0 or len(values) % n:
+                raise Undecodable(f"output {name!r} has {len(values)} values for {n} rows")
+        columns: dict[str, list[Any] | np.ndarray] = {}
         for c in info.columns:
-            values = inputs[c]
+            if c not in inputs:
+                raise Undecodable(f"the request has no column {c!r}")
+            columns[c] = values = _values(inputs[c])
             if len(values) != n:
-                raise Undecodable(f"column {c!r} has {len(values)} rows, the answer {n}")
-        for c in info.columns:  # appended only once every column was checked: a group never holds ragged rows
-            rows.columns[c].append(inputs[c].reshape(n, -1))
-        for w in wanted:
-            rows.outputs[w].append(outputs[w].reshape(n, -1))
+                raise Undecodable(f"column {c!r} has {len(values)} values for {n} rows")
+        rows = groups.get((model, release))
+        if rows is None:  # appended only once every column and output was checked: a group never holds ragged rows
+            rows = groups[(model, release)] = _Rows({c: [] for c in info.columns}, {w: [] for w in info.wanted}, [], [])
+        for c, values in columns.items():
+            rows.columns[c].extend(values.tolist() if isinstance(values, np.ndarray) else values)
+        for w, values in decoded.items():
+            rows.outputs[w].extend(values.tolist() if isinstance(values, np.ndarray) else values)
         rows.status.extend(status)
         rows.latency_s.append(float(latency))
         rows.requests += 1
@@ -465,14 +521,20 @@ class EdgeSampler:
     def _post(self, model: str, release: str, rows: _Rows) -> None:
         info = self._releases[release]
         assert info is not None
-        columns = {c: np.concatenate(parts) for c, parts in rows.columns.items()}
-        outputs = {w: np.concatenate(parts) for w, parts in rows.outputs.items()}
         total = len(rows.status)
+        columns = {}
+        for c, flat in rows.columns.items():
+            dtype = info.columns[c]
+            if dtype is object:
+                columns[c] = np.empty(total, dtype=object)
+                columns[c][:] = flat
+            else:
+                columns[c] = np.asarray(flat, dtype=dtype)
+        outputs = {w: np.asarray(flat).reshape(total, -1) for w, flat in rows.outputs.items()}
         for start in range(0, total, self.max_rows_per_post):
             cut = slice(start, start + self.max_rows_per_post)
-            arrays = {c: v[cut] for c, v in columns.items() if v.shape[1] == 1}  # tensor columns stay out
             payload = sample_payload(
-                arrays,
+                {c: v[cut] for c, v in columns.items()},
                 None if info.regression else outputs["probabilities"][cut],
                 None if info.regression else outputs["predicted_class"][cut],
                 rows.status[cut],
