@@ -334,7 +334,8 @@ def test_forged_samples_are_refused_and_bodies_are_bounded(published: Published)
     from inferline.serving.tap import sample_payload
 
     config = MonitorConfig(repository=published.repository, pipeline="fraud", port=free_port(), nvml=False)
-    server = MonitorServer(Monitor(config), ingest_key="the-key", limits=ServerLimits(max_body_bytes=1_000_000))
+    limits = ServerLimits(max_body_bytes=1_000_000, body_timeout_s=0.5, header_timeout_s=0.5)
+    server = MonitorServer(Monitor(config), ingest_key="the-key", limits=limits)
     server.start(ticking=False)
     try:
         frame = fraud.generate(20, seed=41).drop(columns=[fraud.SPEC.label])
@@ -366,6 +367,16 @@ def test_forged_samples_are_refused_and_bodies_are_bounded(published: Published)
             )
             answer = sock.recv(65536).decode()
         assert answer.startswith("HTTP/1.1 413") and "ServerLimits.max_body_bytes" in answer
+        # a body that stops arriving: 408 after body_timeout_s; headers that never end: closed after header_timeout_s
+        with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/samples HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer the-key\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"release"'
+            )
+            assert sock.recv(65536).decode().startswith("HTTP/1.1 408")
+        with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=10) as sock:
+            sock.sendall(b"POST /v1/samples HTTP/1.1\r\nHost: x\r\n")
+            assert sock.recv(65536) == b""  # closed by the monitor, not by this socket's 10 s timeout
 
         request = urllib.request.Request(
             f"{server.url}/v1/samples",
