@@ -161,6 +161,7 @@ def _supervisor_config(args: argparse.Namespace) -> SupervisorConfig:
         gateway_limits=limits,
         metrics_port=args.supervisor_metrics_port,
         max_restarts=args.max_restarts,
+        probe_interval_s=args.probe_interval,
         ready_timeout_s=args.timeout,
         monitor_url=args.monitor_url or None,
         sample_rate=args.sample_rate,
@@ -327,11 +328,14 @@ def _status(args: argparse.Namespace) -> int:
         else:
             print(f"down: pid {owner} is gone (crashed or killed); see {state['log']}")
         return 3
-    if state.get("state") == "failed":
+    degraded = state.get("degraded")  # past the restart budget: it keeps restarting with backoff
+    if degraded and (state.get("state") != "degraded" or not _alive(state["pid"]) or state.get("up") is False):
         crash = state.get("last_crash") or {}
-        print(f"down: the server kept crashing and is not restarted (last: {crash.get('cause')}); see {state['log']}")
-        return 3
-    if state.get("state") != "ready" or not _alive(state["pid"]):
+        print(f"down, degraded, restarting with backoff: {degraded} (last: {crash.get('cause')})")
+        return 2
+    if degraded:
+        print(f"inferline serve status: warning: degraded: {degraded}", file=sys.stderr)
+    elif state.get("state") != "ready" or not _alive(state["pid"]):
         crash = state.get("last_crash") or {}
         print(f"down, restarting: tritonserver pid {state['pid']} exited ({crash.get('cause', 'starting')})")
         return 2
@@ -541,7 +545,20 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="seconds a request body may take to arrive; slower: 408",
     )
     up.add_argument("--supervisor-metrics-port", type=port, default=8003, help="restarts, gateway counters")
-    up.add_argument("--max-restarts", type=int, default=5, help="crashes within 5 minutes before giving up")
+    up.add_argument(
+        "--max-restarts",
+        type=int,
+        default=5,
+        help="the restart budget: crashes within 5 minutes before the service is 'degraded' (it keeps restarting, "
+        "with backoff up to 30 s, and raises one critical alert)",
+    )
+    up.add_argument(
+        "--probe-interval",
+        type=float,
+        default=1.0,
+        help="seconds between hang probes (one real inference per pipeline through Triton's loopback port; 2 "
+        "unanswered in a row within 2 s each: the server is killed and restarted); 0 turns the probe off",
+    )
     up.add_argument(
         "--monitor-url",
         default="http://127.0.0.1:9400",

@@ -120,7 +120,7 @@ class GatewayLimits:
     max_response_bytes: int = 64 * 1024 * 1024
     max_streams_per_connection: int = 128
     max_grpc_rpcs: int = 1024  # RPCs in the gRPC edge at once (beyond the admission bound: RESOURCE_EXHAUSTED)
-    upstream_timeout_s: float = 30.0
+    upstream_timeout_s: float = 10.0  # a hung model server: callers get 503 within seconds (its hang probe restarts it)
     retry_after_s: int = 1
 
 

@@ -3,16 +3,31 @@
 One process owns tritonserver (which dies with it), the validating gateway in front of it and a Prometheus endpoint.
 When tritonserver exits without being asked to (the bundled 2.51 aborts on one hostile HTTP request; SECURITY.md),
 the supervisor raises a critical alert, restarts it on the same ports with the registry's current release (the
-versions it served) and counts the restart in ``inferline_server_restarts_total``. While it restarts, the gateway
-answers 503 with ``Retry-After`` and the client retries, so accepted rows are not lost. More than ``max_restarts``
-crashes within ``restart_window_s`` means something is broken for good: it stops, marks itself failed and alerts.
+versions it served) and counts the restart in ``inferline_server_restarts_total{cause}``. While it restarts, the
+gateway answers 503 with ``Retry-After`` and the client retries, so accepted rows are not lost.
+
+Before each restart the whole process group of the old server is gone (``TritonServer.reap``): tritonserver runs in
+a session of its own, its Python-backend stubs in the same group; what is left a moment after it exited is killed
+with SIGKILL (a stub that outlived a SIGFPE crash ignores SIGTERM), the supervisor waits until no process of the
+group remains, and the stubs' shared-memory regions are removed from /dev/shm.
+
+A hung server (alive, answering nothing) is found by the hang probe (``serving.probe``): every
+``probe_interval_s`` one small real inference per READY pipeline, through Triton's loopback HTTP port, built from
+the release's own contract. ``probe_failures`` probes in a row without an answer within ``probe_timeout_s`` (the
+next probe follows a failed one at once) mark the edge unavailable (503 ``restarting`` at once), kill the whole
+group and restart it, counted with cause ``hung`` and a critical ``server_hung`` alert.
+
+The supervisor never gives up on its own. Past the restart budget (more than ``max_restarts`` crashes within
+``restart_window_s``) it keeps restarting, each wait doubling from ``backoff_s`` up to ``backoff_max_s``, with state
+``degraded`` in ``inferline serve status`` and one critical ``server_restart_budget_exhausted`` alert per episode
+(not one per crash); the episode ends, with an info alert, once a whole window passes without a crash.
 
 A pipeline whose current release does not load is not a crash: tritonserver stays up and serves the others (see
 ``serving.server``). The supervisor counts the server ready once its start's loads are settled, records each
 pipeline's status (``pipelines``, and ``unavailable`` with Triton's reason) for ``inferline serve status``, sets
 ``inferline_pipeline_ready{pipeline}`` and raises a warning alert naming what it could not load. Only when no
-pipeline loads at all does it stop, marked failed with that reason (a critical alert), without restarting: a
-restart would load the same releases again.
+pipeline loads at all on the first start does it stop, marked failed with that reason (a critical alert), without
+restarting: a restart would load the same releases again.
 
 SIGTERM or SIGINT drains: the gateway stops admitting, the requests in flight finish (up to the exit timeout), then
 tritonserver gets SIGTERM and drains its own queue within ``--exit-timeout-secs``.
@@ -42,6 +57,7 @@ from inferline.serving.apikeys import ApiKeys
 from inferline.serving.edge_tap import EdgeSampler
 from inferline.serving.gateway import Gateway, GatewayLimits, ReloadingTls
 from inferline.serving.grpc_edge import GrpcEdge
+from inferline.serving.probe import Probe, probe_for, run_probe
 from inferline.serving.secrets import monitor_key
 from inferline.serving.server import ServerConfig, ServerError, TritonServer, fix_hint, state_path
 
@@ -86,10 +102,13 @@ class SupervisorConfig:
     tls_client_ca: Path | None = None  # mutual TLS: callers need a certificate this CA signed
     gateway_limits: GatewayLimits = field(default_factory=GatewayLimits)
     metrics_port: int | None = 8003  # the supervisor's and gateway's Prometheus metrics
-    max_restarts: int = 5
+    max_restarts: int = 5  # the restart budget: past it, restarts go on with backoff and the state is "degraded"
     restart_window_s: float = 300.0
     backoff_s: float = 0.5  # first restart waits this long, doubling per crash within the window
     backoff_max_s: float = 30.0
+    probe_interval_s: float = 1.0  # the hang probe: one real inference per READY pipeline this often (0: off)
+    probe_timeout_s: float = 2.0  # a probe not answered within this is a failure
+    probe_failures: int = 2  # failures in a row (the next probe follows a failed one at once) that mean hung
     ready_timeout_s: float = 120.0
     status_interval_s: float = 5.0  # how often each pipeline's status is read again while serving
     # the edge hands this share of its answered inferences to the monitor at monitor_url (serving.edge_tap)
@@ -147,7 +166,11 @@ class Supervisor:
             self.gateway.sampler = self.sampler
         self.alerter = alerter or Alerter.from_env(alerts_file=workdir / "alerts.jsonl", registry=self.registry)
         self.state = "starting"
-        self.failure: str | None = None  # why it gave up, when that is not the restart budget
+        self.failure: str | None = None  # why it gave up (nothing loadable at the first start)
+        self.degraded: str | None = None  # past the restart budget: why, while the episode lasts
+        self.killed_for: str | None = None  # why the supervisor killed the running server itself (hung)
+        self.probes: dict[str, Probe] = {}  # the hang probe of each READY pipeline of the running server
+        self.probing = False  # the running server is ready: the hang probe watches it
         self.last_crash: dict[str, Any] | None = None
         self.crash_times: collections.deque[float] = collections.deque()
         self.restart_count = 0
@@ -171,6 +194,17 @@ class Supervisor:
             "Seconds from the last crash being seen to the restarted server being ready",
             registry=self.registry,
         )
+        self.probe_count = Counter(
+            "inferline_server_probes",
+            "Hang probes sent to the model server (one real inference each), by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.budget_exhausted = Gauge(
+            "inferline_server_restart_budget_exhausted",
+            "1 while past the restart budget (restarts go on with backoff), else 0",
+            registry=self.registry,
+        )
 
     # ---- state shared with `inferline serve status|down` ----
     def record(self) -> dict[str, Any]:
@@ -184,7 +218,10 @@ class Supervisor:
             "state": self.state,
             "restarts": self.restart_count,
             "last_crash": self.last_crash,
+            "up": self.probing,  # the running server is ready (False while it restarts)
+            "probes": {name: "inference" if p.inference else f"readiness ({p.why})" for name, p in self.probes.items()},
             **({"failure": self.failure} if self.failure else {}),
+            **({"degraded": self.degraded} if self.degraded else {}),
         }
 
     def _save(self, state: str) -> None:
@@ -224,11 +261,12 @@ class Supervisor:
                 return True
             if await self._stopped_within(0.1):  # readiness polling interval, or a stop request
                 return False
-        self.server.stop()  # not ready in time: stop it; the watch loop counts that as a crash
+        await loop.run_in_executor(None, self.server.stop)  # not ready in time: the watch loop counts a crash
         return False
 
     async def run(self, on_ready: Callable[[dict[str, Any]], None] | None = None) -> int:
-        """Serve until SIGTERM/SIGINT (exit 0) or until the restart budget is spent (exit 1)."""
+        """Serve until SIGTERM/SIGINT (exit 0). Exit 1 only when the first start serves nothing (it never became
+        ready, or no pipeline loaded): past the restart budget it keeps restarting with backoff."""
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         if self.sampler is not None:
@@ -249,6 +287,8 @@ class Supervisor:
                 return 1
             if not await self._serving():
                 return 1
+            self._new_probes()
+            self.probing = True
             if self.gateway is not None:
                 c = self.config
                 if c.tls_cert and c.tls_key:
@@ -268,34 +308,122 @@ class Supervisor:
                 # edge's latency tail)
                 gc.collect()
                 gc.freeze()
+            prober = asyncio.create_task(self._probe_loop()) if self.config.probe_interval_s > 0 else None
             checked = time.monotonic()
             while not await self._stopped_within(0.1):  # watch interval
                 assert self.server.process is not None
                 if self.server.process.poll() is not None:
-                    if not await self._recover():
-                        return 1
+                    await self._recover()
+                elif self.degraded is not None and not self._recent_crashes():
+                    await self._budget_recovered()
                 elif self.tls is not None and self.tls.changed():
                     log.info("TLS certificate reloaded from %s (reload %d)", self.tls.cert, self.tls.reloads)
                 elif time.monotonic() - checked >= self.config.status_interval_s:
                     checked = time.monotonic()
                     await self._refresh_status()
+            if prober is not None:
+                prober.cancel()
             return 0
         finally:
             await self._shutdown()
             if metrics_server is not None:
                 metrics_server.shutdown()
 
-    async def _recover(self) -> bool:
-        """The server exited on its own: alert, then restart it with backoff; False when the budget is spent."""
+    def _recent_crashes(self, now: float | None = None) -> int:
+        """Crashes within the restart window (older ones dropped)."""
+        now = time.monotonic() if now is None else now
+        while self.crash_times and now - self.crash_times[0] > self.config.restart_window_s:
+            self.crash_times.popleft()
+        return len(self.crash_times)
+
+    async def _budget_recovered(self) -> None:
+        """A whole restart window without a crash after the budget was exhausted: the episode is over."""
+        self.degraded = None
+        self.budget_exhausted.set(0)
+        self._save("ready" if self.server.process is not None and self.server.process.poll() is None else self.state)
+        await self._alert(
+            "server_restart_budget_recovered",
+            "info",
+            f"tritonserver has not crashed for {self.config.restart_window_s:.0f}s; the restart budget is whole again",
+        )
+
+    def _new_probes(self) -> None:
+        """The hang probe of each pipeline READY on the server just started (its release's contract)."""
+        repository = Path(self.config.server.repository)
+        self.probes = {
+            name: probe_for(repository, name, st.release)
+            for name, st in self.server.last_status.items()
+            if st.state == "READY" and self.config.server.models is None
+        }
+        for probe in self.probes.values():
+            if not probe.inference:
+                log.warning("hang probe of %r: %s", probe.pipeline, probe.why)
+
+    async def _probe_loop(self) -> None:
+        """Every ``probe_interval_s``, one real inference per READY pipeline of the running server (``serving.probe``);
+        ``probe_failures`` in a row without an answer: ``_kill_hung``. Probes only a server that is up and ready."""
+        c, loop = self.config, asyncio.get_running_loop()
+        failures, pid = 0, None
+        while True:
+            process = self.server.process
+            if not self.probing or process is None or process.poll() is not None:
+                failures = 0
+                await asyncio.sleep(c.probe_interval_s)
+                continue
+            if process.pid != pid:
+                failures, pid = 0, process.pid  # a new server: a new count
+            failed = None
+            for probe in list(self.probes.values()):
+                failed = await loop.run_in_executor(None, run_probe, c.server.http_url, probe, c.probe_timeout_s)
+                self.probe_count.labels("failed" if failed else "answered").inc()
+                if failed:
+                    failed = f"{probe.pipeline}: {failed}"
+                    break
+            if self.server.process is not process or process.poll() is not None:
+                continue  # it exited (or was replaced) meanwhile: the watch loop has it
+            if failed is None:
+                failures = 0
+                await asyncio.sleep(c.probe_interval_s)
+                continue
+            failures += 1
+            log.warning("hang probe %d/%d of tritonserver pid %d failed: %s", failures, c.probe_failures, pid, failed)
+            if failures >= c.probe_failures:
+                await self._kill_hung(process.pid, failures, failed)
+                failures = 0
+
+    async def _kill_hung(self, pid: int, failures: int, last: str) -> None:
+        """The server answers no probe: the edge answers 503 ``restarting`` at once, the whole process group is
+        killed (SIGKILL) and the watch loop restarts it with cause ``hung``."""
+        if self.gateway is not None:
+            self.gateway.available = False
+        self.up.set(0)
+        self.probing = False
+        self.killed_for = (
+            f"hung: {failures} probe inferences in a row got no answer within {self.config.probe_timeout_s:g}s "
+            f"(last: {last})"
+        )
+        log.error("tritonserver pid %d is %s; killing its process group", pid, self.killed_for)
+        try:
+            os.killpg(pid, signal.SIGKILL)  # its own session: the group id is its pid
+        except ProcessLookupError:
+            pass
+
+    async def _recover(self) -> None:
+        """The server exited (on its own, or killed for hanging): its whole process group is reaped, an alert is
+        raised, and it is restarted with backoff. Past the budget the restarts go on, state ``degraded`` and one
+        critical alert per episode; a restart that fails is seen by the watch loop as the next crash."""
         assert self.server.process is not None
         seen = time.monotonic()
         cause = exit_cause(self.server.process.returncode)
+        label = cause
+        if self.killed_for is not None:
+            cause, label, self.killed_for = self.killed_for, "hung", None
         self.up.set(0)
+        self.probing = False
         if self.gateway is not None:
             self.gateway.available = False  # 503 "restarting" at the edge, nothing forwarded to a half-started server
         self.crash_times.append(seen)
-        while self.crash_times and seen - self.crash_times[0] > self.config.restart_window_s:
-            self.crash_times.popleft()
+        crashes = self._recent_crashes(seen)
         self.last_crash = {
             "at": datetime.now(UTC).isoformat(),
             "pid": self.server.process.pid,
@@ -303,55 +431,71 @@ class Supervisor:
             # the server's last words without the stack frames ("12# 0x... in tritonserver")
             "log_tail": [x for x in self.server.log_tail(80).splitlines() if not _FRAME.match(x)][-12:],
         }
+        loop = asyncio.get_running_loop()
+        try:  # nothing of the old server (its stubs, their shared memory) is left when the new one starts
+            removed = await loop.run_in_executor(None, self.server.reap)
+            self.last_crash["shm_removed"] = len(removed)
+        except ServerError as exc:
+            log.error("%s", exc)
         releases = self.server.record()["releases"]
-        if len(self.crash_times) > self.config.max_restarts:
-            self.failure = (
-                f"restart budget exhausted at {self.last_crash['at']}: tritonserver crashed "
-                f"{len(self.crash_times)} times within {self.config.restart_window_s:.0f}s (last: {cause}; the "
-                f"budget is {self.config.max_restarts} restarts). Recover: read {self.server.log_path} for the "
-                "cause, then `inferline serve down` and `inferline serve up` (with a larger --max-restarts only once "
-                "the cause is known)"
+        delay = min(self.config.backoff_max_s, self.config.backoff_s * 2 ** (crashes - 1))
+        if crashes > self.config.max_restarts:
+            first = self.degraded is None
+            self.degraded = (
+                f"restart budget exhausted at {self.last_crash['at']}: tritonserver crashed {crashes} times within "
+                f"{self.config.restart_window_s:.0f}s (last: {cause}; the budget is {self.config.max_restarts} "
+                f"restarts). Restarting with backoff (next try in {delay:.1f}s, at most "
+                f"{self.config.backoff_max_s:.0f}s apart); read {self.server.log_path} for the cause"
             )
-            self._save("failed")
-            await self._alert("server_restart_budget_exhausted", "critical", self.failure, last_crash=self.last_crash)
-            return False
-        self._save("restarting")
-        await self._alert(
-            "server_crashed",
-            "critical",
-            f"tritonserver pid {self.last_crash['pid']} died ({cause}); restarting it with {releases}",
-            last_crash=self.last_crash,
-        )
-        delay = min(self.config.backoff_max_s, self.config.backoff_s * 2 ** (len(self.crash_times) - 1))
+            self.budget_exhausted.set(1)
+            self._save("degraded")
+            log.error("%s", self.degraded)
+            if first:  # once per episode, not once per crash
+                await self._alert(
+                    "server_restart_budget_exhausted", "critical", self.degraded, last_crash=self.last_crash
+                )
+        else:
+            self._save("restarting")
+            await self._alert(
+                "server_hung" if label == "hung" else "server_crashed",
+                "critical",
+                f"tritonserver pid {self.last_crash['pid']} {'was killed' if label == 'hung' else 'died'} ({cause}); "
+                f"restarting it with {releases}",
+                last_crash=self.last_crash,
+            )
         if await self._stopped_within(delay):
-            return True
+            return
         try:
             started = await self._start_server()
-        except ServerError as exc:  # it cannot be started again (no release can be activated, no binary)
-            self.failure = f"tritonserver cannot be restarted: {exc}"
-            self._save("failed")
-            await self._alert("server_start_failed", "critical", self.failure, last_crash=self.last_crash)
-            return False
+        except ServerError as exc:  # it cannot be started now (no release can be activated, no binary)
+            log.error("tritonserver cannot be restarted: %s", exc)
+            self.last_crash["start_error"] = str(exc)
+            self._save(self.state)
+            return  # the old (exited) process stays: the watch loop tries again, with a longer backoff
         if started:
-            if not await self._serving():
-                return False
+            if not await self._serving(restart=True):
+                await loop.run_in_executor(None, self.server.stop)  # nothing loaded: retried as the next crash
+                return
             self.restart_count += 1
-            self.restarts.labels(cause).inc()
+            self.restarts.labels(label).inc()
             self.restart_seconds.set(time.monotonic() - seen)
+            self._new_probes()
+            self.probing = True
             if self.gateway is not None:
                 self.gateway.available = True
-            self._save("ready")
-            await self._alert(
-                "server_restarted",
-                "info",
-                f"tritonserver is ready again after {time.monotonic() - seen:.1f}s, serving {self._served()}",
-                restarts=self.restart_count,
-            )
-        return True  # a restart that failed is seen by the watch loop as the next crash
+            self._save("degraded" if self.degraded else "ready")
+            if self.degraded is None:
+                await self._alert(
+                    "server_restarted",
+                    "info",
+                    f"tritonserver is ready again after {time.monotonic() - seen:.1f}s, serving {self._served()}",
+                    restarts=self.restart_count,
+                )
 
-    async def _serving(self) -> bool:
-        """After a start: which pipelines loaded. None: mark this supervisor failed with Triton's reasons (a critical
-        alert) and return False; some: a warning alert names the others, and serving goes on."""
+    async def _serving(self, restart: bool = False) -> bool:
+        """After a start: which pipelines loaded. None: a critical alert with Triton's reasons and False (the first
+        start: this supervisor is marked failed; a restart: retried with backoff); some: a warning alert names the
+        others, and serving goes on."""
         status = self.server.last_status
         for name, st in status.items():
             self.pipeline_ready.labels(name).set(1 if st.state == "READY" else 0)
@@ -361,12 +505,15 @@ class Supervisor:
         listed = "; ".join(f"{name} (release {st.release}): {st.reason.rstrip('.')}" for name, st in broken.items())
         hints = " ".join(fix_hint(name) for name in broken)
         if len(broken) == len(status):
-            self.failure = f"no pipeline could be loaded: {listed}. {hints}"
-            self._save("failed")
-            log.error("%s", self.failure)
-            await self._alert(
-                "no_pipeline_loaded", "critical", self.failure, unavailable={n: st.reason for n, st in broken.items()}
-            )
+            failure = f"no pipeline could be loaded: {listed}. {hints}"
+            log.error("%s", failure)
+            if not restart:
+                self.failure = failure
+                self._save("failed")
+            if not restart or self.degraded is None:
+                await self._alert(
+                    "no_pipeline_loaded", "critical", failure, unavailable={n: st.reason for n, st in broken.items()}
+                )
             return False
         ready = sorted(name for name in status if name not in broken)
         message = f"serving {', '.join(ready)}; could not load {listed}. {hints}"
@@ -390,6 +537,7 @@ class Supervisor:
         for name, st in status.items():
             self.pipeline_ready.labels(name).set(1 if st.state == "READY" else 0)
         if {name: st.state for name, st in status.items()} != before:
+            self._new_probes()  # a release applied since: probe what is served now
             self._save(self.state)
 
     async def _shutdown(self) -> None:

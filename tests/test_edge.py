@@ -5,8 +5,6 @@ afterwards."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ from inferline.features.pipelines import fraud
 from inferline.serving.client import InferlineClient, TlsFiles
 from inferline.serving.gateway import SERVED_EXTENSIONS
 
-from .conftest import Published, Supervised, gone, supervised_server
+from .conftest import Published, Supervised, supervised_server
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 RESTARTS = "inferline_server_restarts_total"
@@ -123,24 +121,6 @@ def test_server_metadata_lists_only_the_extensions_the_edge_serves(edge: Supervi
     extensions = json.loads(body)["extensions"]
     assert status == 200 and extensions and set(extensions) <= set(SERVED_EXTENSIONS)
     assert "model_repository" not in extensions and "statistics" not in extensions
-
-
-def test_a_spent_restart_budget_says_why_and_how_to_recover(published: Published, tmp_path: Path) -> None:
-    """With no restart left, a crash stops the service for good, and `serve status` says so: when, why, and the
-    commands that recover it (before, it only said the supervisor's pid was gone)."""
-    server = supervised_server(published, tmp_path, "--max-restarts", "0")
-    try:
-        state = server.state()
-        os.kill(state["pid"], signal.SIGKILL)
-        server.wait_until(lambda: server.state()["state"] == "failed", 60, "the service giving up")
-        server.wait_until(lambda: gone(state["supervisor_pid"]), 30, "the supervisor exiting")
-        status = server.cli("status")
-        assert status.returncode == 3, status.stdout
-        assert status.stdout.startswith("down: restart budget exhausted at "), status.stdout
-        assert "tritonserver crashed 1 times within 300s (last: signal SIGKILL" in status.stdout
-        assert "inferline serve down" in status.stdout and "inferline serve up" in status.stdout
-    finally:
-        server.stop()
 
 
 def test_a_bind_address_that_is_not_host_port_is_a_usage_error(tmp_path: Path) -> None:

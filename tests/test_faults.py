@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 from inferline.features.pipelines import fraud
 from inferline.serving.client import Cancelled, DeadlineExceeded, InferlineClient, encode_rows
 
-from .conftest import Published, Supervised, gone, supervised_server
+from .conftest import Published, Supervised, gone, group_of, reaped, supervised_server
 
 ROWS = fraud.generate(600, seed=11).drop(columns=[fraud.SPEC.label])
 HUGE = [1_000_000_000, 1_000_000_000]
@@ -30,7 +30,13 @@ HUGE = [1_000_000_000, 1_000_000_000]
 
 @pytest.fixture(scope="module")
 def served(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervised]:
-    server = supervised_server(published, tmp_path_factory.mktemp("faults"), "--max-inflight", "1", "--max-queued", "1")
+    """The shared server; its hang probe is off: these tests count the served model's inferences exactly, and each
+    probe is one more (the probe has its own tests, on servers of their own)."""
+    server = supervised_server(
+        published,
+        tmp_path_factory.mktemp("faults"),
+        *("--max-inflight", "1", "--max-queued", "1", "--probe-interval", "0"),
+    )
     try:
         yield server
     finally:
@@ -345,8 +351,14 @@ def test_sigkill_mid_traffic_then_restart_brings_the_same_versions(server: Super
     state = server.state()
     caller, results = traffic(server)
     server.wait_until(lambda: forwarded(server) > 0 and len(results) > 0, 60, "traffic flowing")
+    group, regions = group_of(state["pid"])
+    stubs = [p for p in group if p != state["pid"]]
+    assert stubs and regions, (group, regions)
+    for stub in stubs:  # a stub that cannot leave by itself, as one that outlived a SIGFPE crash
+        os.kill(stub, signal.SIGSTOP)
     os.kill(state["pid"], signal.SIGKILL)  # tritonserver only: the supervisor restarts it
     server.wait_until(lambda: server.state()["restarts"] == state["restarts"] + 1, 120, "the restart")
+    assert reaped(group, regions), "a process of the killed server's group, or its shared memory, outlived it"
     caller.join(120)
     assert sum(len(p) for p in results) == len(ROWS) and all(p.ok.all() for p in results)
     assert server.state()["last_crash"]["cause"] == "signal SIGKILL"
@@ -399,3 +411,104 @@ def test_sigint_drains_in_flight_requests_within_the_exit_timeout(server: Superv
     assert {o.split(":")[0] for o in outcomes} <= {"ok", "503", "refused"}, outcomes
     assert all("shutting down" in o or "overloaded" in o for o in outcomes if o.startswith("503")), outcomes
     assert server.cli("status").returncode == 3
+
+
+def test_a_hung_server_is_found_by_its_probe_killed_and_restarted(server: Supervised) -> None:
+    """tritonserver stopped (SIGSTOP): alive, answering nothing. The hang probe (one real inference per pipeline
+    every second, 2 s timeout, 2 failures in a row) finds it within seconds; the edge answers 503 at once from then
+    on, the whole group is killed and the server restarted (cause `hung`, a critical alert). A caller through the
+    HTTP edge waiting on the hung server gets 503 well within the edge's upstream timeout (10 s), and a gRPC caller
+    without a deadline gets UNAVAILABLE; both are served again after the restart."""
+    import time
+
+    import grpc
+
+    state = server.state()
+    assert state["probes"] == {"fraud": "inference"}
+    group, regions = group_of(state["pid"])
+    edge, body = server.record["gateway"], json.dumps(GOOD).encode()
+    got: dict[str, Any] = {}
+
+    def http_caller() -> None:
+        started = time.monotonic()
+        code, text, _ = post(edge, body)
+        got["http"] = (code, time.monotonic() - started, text)
+
+    def grpc_caller() -> None:
+        client = grpcclient.InferenceServerClient(server.record["grpc_edge"])
+        inputs = InferlineClient(server.record["grpc_edge"], "grpc", pipeline="fraud")._inputs(
+            encode_rows(ROWS.head(1), fraud.SPEC)
+        )
+        started = time.monotonic()
+        try:
+            client.infer("fraud", inputs)  # no deadline
+            got["grpc"] = ("OK", time.monotonic() - started)
+        except InferenceServerException as exc:
+            got["grpc"] = (exc.status(), time.monotonic() - started)
+        client.close()
+
+    stopped = time.monotonic()
+    os.kill(state["pid"], signal.SIGSTOP)
+    callers = [threading.Thread(target=http_caller), threading.Thread(target=grpc_caller)]
+    for t in callers:
+        t.start()
+    server.wait_until(lambda: gone(state["pid"]), 30, "the hung server killed")
+    detected = time.monotonic() - stopped
+    later = time.monotonic()
+    code, text, _ = post(edge, body)  # the edge knows at once: no wait for the upstream timeout
+    during = (code, time.monotonic() - later, json.loads(text).get("error", ""))
+    server.wait_until(lambda: server.state()["restarts"] == state["restarts"] + 1, 120, "the restart")
+    restarted = time.monotonic() - stopped
+    for t in callers:
+        t.join(30)
+    print(
+        f"\nSIGSTOP figures: detected and killed {detected:.2f}s, restarted and ready {restarted:.2f}s; HTTP caller "
+        f"in flight: {got['http'][0]} after {got['http'][1]:.2f}s; gRPC caller without a deadline: {got['grpc'][0]} "
+        f"after {got['grpc'][1]:.2f}s; an HTTP caller after detection: {during[0]} in {during[1] * 1000:.0f} ms"
+    )
+    assert detected < 10, detected
+    assert got["http"][0] == 503 and got["http"][1] < 10, got["http"]
+    assert got["grpc"][0] == str(grpc.StatusCode.UNAVAILABLE) and got["grpc"][1] < 10, got["grpc"]
+    assert during[0] == 503 and during[1] < 1 and "restarting" in during[2], during
+    assert reaped(group, regions)
+    after = server.state()
+    assert after["state"] == "ready" and after["last_crash"]["cause"].startswith("hung: 2 probe inferences")
+    assert server.metrics()['inferline_server_restarts_total{cause="hung"}'] == 1
+    alerts = [json.loads(x) for x in (server.workdir / "alerts.jsonl").read_text().splitlines()]
+    assert "server_hung" in {a["reason"] for a in alerts if a["severity"] == "critical"}
+    still_serves(server)
+
+
+def test_past_the_restart_budget_it_keeps_restarting_degraded_with_one_alert(
+    published: Published, tmp_path: Path
+) -> None:
+    """With a budget of no restart (`--max-restarts 0` on a server of its own), each crash is past it: the service
+    is `degraded` (`serve status` says why) but restarted, with backoff; the critical alert is raised once for
+    the episode, not once per crash. A stop afterwards leaves no stub behind (before, the first crash stopped the
+    service for good)."""
+    server = supervised_server(published, tmp_path, *LIMITS, "--max-restarts", "0")
+    try:
+        _degraded_but_serving(server)
+    finally:
+        server.stop()
+
+
+def _degraded_but_serving(server: Supervised) -> None:
+    for n in (1, 2):
+        state = server.state()
+        os.kill(state["pid"], signal.SIGKILL)
+        server.wait_until(
+            lambda n=n: server.state()["restarts"] == n and server.state()["up"], 120, f"restart {n} past the budget"
+        )
+    state = server.state()
+    assert state["state"] == "degraded" and state["degraded"].startswith("restart budget exhausted at ")
+    assert "crashed 2 times within 300s (last: signal SIGKILL" in state["degraded"]
+    status = server.cli("status")
+    assert status.returncode == 0 and "warning: degraded: restart budget exhausted" in status.stderr, status
+    alerts = [json.loads(x)["reason"] for x in (server.workdir / "alerts.jsonl").read_text().splitlines()]
+    assert alerts.count("server_restart_budget_exhausted") == 1, alerts
+    assert server.metrics()["inferline_server_restart_budget_exhausted"] == 1
+    still_serves(server)
+    group, regions = group_of(state["pid"])
+    server.stop()
+    assert reaped(group, regions), "a stub or its shared memory outlived `serve down`"
