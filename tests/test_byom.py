@@ -462,3 +462,21 @@ def test_a_tabular_module_publishes_with_its_state_fitted_on_data(
                    str(run.run_dir / "checkpoint.pt"), "--spec", "tests.pipelines.byom_species",
                    "--repository", str(repository))  # fmt: skip
     assert refused.returncode == 1 and "--data" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_the_hang_probe_is_a_real_inference_for_every_kind_of_pipeline(world: World) -> None:
+    """The supervisor's hang probe (serving.probe) is built from each release's own contract: for tensor, text,
+    regression and multi-class pipelines alike it is an inference the served model answers (200, one row with a
+    status), not a refusal of the request."""
+    import json
+    import urllib.request
+
+    from inferline.serving.probe import probe_for
+
+    for name in CASES:
+        probe = probe_for(world.repository, name, Registry(world.repository, name).current)
+        assert probe.inference, probe.why
+        with urllib.request.urlopen(probe.request(world.server.config.http_url), timeout=10) as answer:
+            assert answer.status == 200, name
+            outputs = {o["name"]: o for o in json.loads(answer.read())["outputs"]}
+        assert len(outputs["status"]["data"]) == 1, (name, outputs)

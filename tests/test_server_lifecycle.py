@@ -13,7 +13,7 @@ from pathlib import Path
 from inferline.serving.secrets import ADMIN_HEADER
 from inferline.serving.server import SECRET_PLACEHOLDER, ServerConfig, TritonServer
 
-from .conftest import Published, group_of, reaped, wait_until
+from .conftest import Published, group_of, leftover_stubs, reaped, wait_until
 
 
 def _index(url: str, key: str | None) -> int:
@@ -60,6 +60,7 @@ def test_the_admin_key_is_never_on_the_command_line_and_a_stop_leaves_nothing(
         server.wait_ready(60)
         pids, regions = group_of(pid)
         assert len(pids) >= 2 and regions, (pids, regions)  # tritonserver and its stub, with its region
+        assert set(pids) - {pid} <= set(leftover_stubs())  # the suite's end-of-session check would see its stub
     finally:
         server.stop()
     assert reaped(pids, regions), "a process of the stopped server's group, or its shared memory, is left"
