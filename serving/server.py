@@ -6,6 +6,13 @@ the ``admin-key`` header over HTTP and gRPC; model control is explicit and the s
 release of each pipeline in the repository (the registry is the source of truth); queue policies in the model
 configs bound waiting work. 2.51 has no request-size limit flag; production should run a current NGC image.
 
+The admin key is never in tritonserver's argument memory, which ``/proc/PID/cmdline`` shows to every local user:
+the flags carry a placeholder, and ``argv_secret.c`` (an LD_PRELOAD library built on first use with the machine's C
+compiler, ``argv_secret_library``) hands the real key from the environment to Triton's argv before ``main()``.
+tritonserver runs in a session (process group) of its own with its Python-backend stubs; ``TritonServer.reap``
+(called by ``stop`` and by the supervisor after any exit) leaves none of the group alive and removes the stubs'
+shared-memory regions from /dev/shm.
+
 A broken release never takes the server down. Triton is started with ``--exit-on-error=false`` (by default one
 model that fails to load at start aborts the whole server: "error: creating server: ... load failed for model 'p'")
 and ``--strict-readiness=false`` (with strict readiness, ``/v2/health/ready`` stays 400 while any model is
@@ -618,7 +625,7 @@ class TritonServer:
         its process group ``grace_s`` to exit by itself (a stub leaves when its parent is gone), SIGKILL the group
         (a stub that outlived a SIGFPE crash ignores SIGTERM), wait until no process of it remains, then remove
         its shared-memory regions from /dev/shm. Returns the regions removed. A group still there after
-        ``timeout_s`` is a ``ServerError`` naming its pids (a restart must not start beside it)."""
+        ``timeout_s`` (a process stuck in the kernel) is a ``ServerError`` naming its pids."""
         if self.pgid is None:
             return []
         if self.process is not None and self.process.poll() is None:
@@ -639,7 +646,7 @@ class TritonServer:
                 raise ServerError(
                     f"tritonserver's process group {self.pgid} still has processes {left} {timeout_s:.0f}s after "
                     "SIGKILL; expected none (a process stuck in the kernel?). Check them with `ps -o pid,stat,wchan "
-                    f"-g {self.pgid}`; the server is not restarted beside them"
+                    f"-g {self.pgid}`"
                 )
             time.sleep(0.05)  # polling for the killed group to be gone
         removed = []

@@ -273,7 +273,7 @@ class Supervisor:
             self.sampler.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        metrics_server = None
+        metrics_server, prober = None, None
         if self.config.metrics_port is not None:
             metrics_server, _ = start_http_server(
                 self.config.metrics_port, addr=self.config.server.host, registry=self.registry
@@ -321,10 +321,10 @@ class Supervisor:
                 elif time.monotonic() - checked >= self.config.status_interval_s:
                     checked = time.monotonic()
                     await self._refresh_status()
-            if prober is not None:
-                prober.cancel()
             return 0
         finally:
+            if prober is not None:
+                prober.cancel()
             await self._shutdown()
             if metrics_server is not None:
                 metrics_server.shutdown()
@@ -435,8 +435,9 @@ class Supervisor:
         try:  # nothing of the old server (its stubs, their shared memory) is left when the new one starts
             removed = await loop.run_in_executor(None, self.server.reap)
             self.last_crash["shm_removed"] = len(removed)
-        except ServerError as exc:
+        except ServerError as exc:  # a process stuck in the kernel: restart all the same (the service comes first)
             log.error("%s", exc)
+            self.last_crash["reap_error"] = str(exc)
         releases = self.server.record()["releases"]
         delay = min(self.config.backoff_max_s, self.config.backoff_s * 2 ** (crashes - 1))
         if crashes > self.config.max_restarts:
