@@ -13,7 +13,7 @@ from pathlib import Path
 from inferline.serving.secrets import ADMIN_HEADER
 from inferline.serving.server import SECRET_PLACEHOLDER, ServerConfig, TritonServer
 
-from .conftest import Published, group_of, leftover_stubs, reaped, wait_until
+from .conftest import Published, group_of, leftover_stubs, reaped
 
 
 def _index(url: str, key: str | None) -> int:
@@ -64,30 +64,3 @@ def test_the_admin_key_is_never_on_the_command_line_and_a_stop_leaves_nothing(
     finally:
         server.stop()
     assert reaped(pids, regions), "a process of the stopped server's group, or its shared memory, is left"
-
-
-def test_a_stub_that_outlives_its_server_is_killed_with_its_group(published: Published, tmp_path: Path) -> None:
-    """The stub of a server that died without stopping it (what a SIGFPE crash of 2.51 left: the stub alive with
-    parent 1, ignoring SIGTERM; here a stub that cannot run at all, stopped with SIGSTOP, and its server killed)
-    is gone when ``reap`` returns, its shared memory too."""
-    import os
-    import signal
-
-    shutil.copytree(published.repository, tmp_path / "triton_models")
-    server = TritonServer(ServerConfig.on_free_ports(tmp_path / "triton_models", tmp_path / "work"))
-    server.start(timeout_s=120)
-    assert server.process is not None
-    try:
-        pids, regions = group_of(server.process.pid)
-        stubs = [p for p in pids if p != server.process.pid]
-        assert stubs and regions
-        for stub in stubs:
-            os.kill(stub, signal.SIGSTOP)
-        os.kill(server.process.pid, signal.SIGKILL)
-        server.process.wait(10)
-        assert not reaped(pids, regions)  # the stopped stub is still there, holding its region
-        server.reap(grace_s=0.5)
-        assert reaped(pids, regions)
-    finally:
-        server.stop()
-    wait_until(lambda: reaped(pids, regions), 5, "the group gone")
