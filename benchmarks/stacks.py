@@ -300,7 +300,8 @@ def _gateway(repository: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], 
     front of it), without request traces so the gateway is the only difference from Triton HTTP direct."""
     ports = {flag: free_port() for flag in UP_PORT_FLAGS}
     cmd = [sys.executable, "-m", "inferline.serving", "up", "--foreground", "--workdir", str(workdir)]
-    cmd += ["--repository", str(repository), "--no-trace"]
+    # no samples to the monitor either: the edge alone (benchmarks/edge_sampling_bench.py measures what sampling costs)
+    cmd += ["--repository", str(repository), "--no-trace", "--sample-rate", "0"]
     for flag, number in ports.items():
         cmd += [flag, str(number)]
     log = workdir / "supervisor.log"

@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -81,6 +82,27 @@ STUB_NAME = "triton_python_backend_stub"
 SHM_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's shared-memory regions in /dev/shm
 
 
+_PRELOAD_SEPARATORS = {" ", ":", "\t", "\n"}
+
+
+def _private_dir() -> Path:
+    """``$TMPDIR/inferline-<uid>``, mode 0700 and owned by this user (refused otherwise: another user could swap
+    the library the server preloads)."""
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / f"inferline-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    st = folder.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise ServerError(
+            f"{folder} is not a private folder of this user's (owner uid {st.st_uid}, mode {oct(st.st_mode & 0o777)}); "
+            "expected a directory with mode 0700 owned by you: remove it, or use a --workdir without spaces or colons"
+        )
+    if set(str(folder)) & _PRELOAD_SEPARATORS:
+        raise ServerError(f"the temporary folder {folder} holds a space or a colon; set TMPDIR to one that does not")
+    return folder
+
+
 def argv_secret_library(workdir: Path) -> Path:
     """The LD_PRELOAD library that puts the admin key into tritonserver's argv without it ever being in the
     argument memory ``/proc/PID/cmdline`` shows (``serving/argv_secret.c``), compiled on first use with the
@@ -92,7 +114,12 @@ def argv_secret_library(workdir: Path) -> Path:
 
     source = Path(__file__).with_name("argv_secret.c")
     code = source.read_bytes()
-    target = Path(workdir).resolve() / "serving" / f"argv_secret-{hashlib.sha256(code).hexdigest()[:12]}.so"
+    name = f"argv_secret-{hashlib.sha256(code).hexdigest()[:12]}.so"
+    target = Path(workdir).resolve() / "serving" / name
+    if set(str(target)) & _PRELOAD_SEPARATORS:
+        # LD_PRELOAD splits on spaces and colons and has no quoting: a work directory holding one would preload
+        # fragments (found by a benchmark's workdir). Then the library lives in a private folder of this user's.
+        target = _private_dir() / name
     if target.is_file():
         return target
     compilers = [c for c in (os.environ.get("CC"), "gcc", "cc") if c]

@@ -4,6 +4,7 @@ shared-memory region in /dev/shm."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import urllib.error
@@ -64,3 +65,13 @@ def test_the_admin_key_is_never_on_the_command_line_and_a_stop_leaves_nothing(
     finally:
         server.stop()
     assert reaped(pids, regions), "a process of the stopped server's group, or its shared memory, is left"
+
+
+def test_a_work_directory_with_a_space_gets_a_preloadable_library(tmp_path: Path) -> None:
+    """LD_PRELOAD splits on spaces and colons: such a work directory gets the library in a private folder."""
+    from inferline.serving.server import argv_secret_library
+
+    library = argv_secret_library(tmp_path / "my work: dir")
+    assert library.is_file() and not set(str(library)) & {" ", ":"}
+    assert library.parent.stat().st_mode & 0o077 == 0 and library.parent.stat().st_uid == os.getuid()
+    assert argv_secret_library(tmp_path / "plain") == (tmp_path / "plain").resolve() / "serving" / library.name
