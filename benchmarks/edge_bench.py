@@ -7,6 +7,7 @@ extra hop. On this 2-core machine the edge, the load generator and Triton share 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,6 @@ EDGE_PAIRS = (
     ("nginx_njs_http", "direct_http"),
     ("edge_grpc", "direct_grpc"),
 )
-NGINX = "/usr/sbin/nginx"
 NJS_MODULE = "/usr/lib/nginx/modules/ngx_http_js_module.so"
 
 # Two designs on one nginx 1.22 (one worker, keep-alive upstream, as ENVIRONMENT.md's floor was measured): a plain
@@ -91,7 +91,8 @@ http {{
 def nginx_edge(triton_http: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str, str] | None:
     """Debian's nginx with njs in front of ``triton_http``: (process, plain proxy URL, njs edge URL); None (and a
     note on stderr) where nginx or its js module is not installed (`apt-get install nginx libnginx-mod-http-js`)."""
-    if not (Path(NGINX).exists() and Path(NJS_MODULE).exists()):
+    nginx = shutil.which("nginx")
+    if nginx is None or not Path(NJS_MODULE).exists():
         print("edge: nginx or libnginx-mod-http-js is not installed; the nginx designs are not measured")
         return None
     work = workdir / "nginx"
@@ -110,7 +111,7 @@ def nginx_edge(triton_http: str, workdir: Path) -> tuple[subprocess.Popen[bytes]
     )
     with open(work / "stdout.log", "ab") as out:
         proc = subprocess.Popen(
-            [NGINX, "-p", str(work), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            [nginx, "-p", str(work), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
         )
     proxy, njs = f"127.0.0.1:{proxy_port}", f"127.0.0.1:{njs_port}"
     _wait_ready(f"http://{proxy}/v2/health/ready", proc, f"nginx (log: {work / 'error.log'})", 30)

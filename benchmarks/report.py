@@ -33,16 +33,17 @@ def _measured(row: dict[str, Any]) -> str:
 def _load_table(summary: dict[str, Any]) -> list[str]:
     lines = [
         "| stack | concurrency | req/s | p50 ms | p95 ms | p99 ms | inferences / server CPU-s | "
-        "server CPU-s | load-generator CPU-s | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "server CPU-s | edge CPU us / request | load-generator CPU-s | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, per_c in summary.items():
         for c, v in per_c.items():
+            edge = v.get("edge_cpu_us_per_request", {}).get("median", 0.0)  # results from before it was measured
             lines.append(
                 f"| {name} | {c} | {_fmt(v['throughput_rps'])} | {_fmt(v['p50_ms'], 2)} | {_fmt(v['p95_ms'], 2)} | "
                 f"{_fmt(v['p99_ms'], 2)} | {_fmt(v['inferences_per_server_cpu_s'])} | "
-                f"{v['server_cpu_s']['median']:.1f} | {v['loadgen_cpu_s']['median']:.1f} | "
-                f"{v['errors']['max']:.0f} |"
+                f"{v['server_cpu_s']['median']:.1f} | {f'{edge:.0f}' if edge else '-'} | "
+                f"{v['loadgen_cpu_s']['median']:.1f} | {v['errors']['max']:.0f} |"
             )
     return lines
 

@@ -311,3 +311,41 @@ def test_bench_tune_tries_instance_counts_up_to_the_cores() -> None:
 
     assert cpu_instances(1) == (1,) and cpu_instances(2) == (1, 2) and cpu_instances(6) == (1, 2, 4)
     assert cpu_instances(64) == (1, 2, 4, 8)  # at most 4 values: each is a reload and a measurement
+
+
+def test_the_nginx_designs_of_the_edge_benchmark_answer_and_refuse(triton: TritonServer, tmp_path: Path) -> None:
+    """The two nginx rows of `bench run --only edge` measure what they claim: the plain proxy forwards, the njs
+    allow-list prototype (benchmarks/nginx_edge.js) answers a good body as Triton does and refuses what the Python
+    edge refuses (a parameter off the allow-list, a field not in the protocol, a shape the data does not fill)."""
+    import shutil as _shutil
+
+    from inferline.benchmarks.edge_bench import NJS_MODULE, nginx_edge
+    from inferline.benchmarks.stacks import _terminate
+
+    if _shutil.which("nginx") is None or not Path(NJS_MODULE).exists():
+        pytest.skip("needs Debian's nginx and libnginx-mod-http-js (`make system-deps`)")
+    started = nginx_edge(triton.config.http_url, tmp_path)
+    assert started is not None
+    proc, proxy, njs = started
+    try:
+        body = triton_body(json_rows(payload_pool(2))[0])
+        direct = _post(f"http://{triton.config.http_url}/v2/models/fraud/infer", body)
+        for url in (proxy, njs):
+            answer = _post(f"http://{url}/v2/models/fraud/infer", body)
+            assert {o["name"]: o["data"] for o in answer["outputs"]} == {
+                o["name"]: o["data"] for o in direct["outputs"]
+            }
+        request = json.loads(body)
+        for change, named in (
+            ({"outputs": [{"name": "probabilities", "parameters": {"classification": 0}}]}, "classification"),
+            ({"sneaky": 1}, "sneaky"),
+            ({"inputs": [{**request["inputs"][0], "shape": [2, 1]}, *request["inputs"][1:]]}, "declares 2"),
+        ):
+            refused = urllib.request.Request(
+                f"http://{njs}/v2/models/fraud/infer", data=json.dumps({**request, **change}).encode(), method="POST"
+            )
+            with pytest.raises(urllib.error.HTTPError) as error:
+                urllib.request.urlopen(refused, timeout=10)
+            assert error.value.code == 400 and named in error.value.read().decode()
+    finally:
+        _terminate(proc)
