@@ -49,7 +49,6 @@ import secrets
 import socket
 import threading
 import time
-import typing
 import urllib.error
 import urllib.request
 from collections import deque
@@ -92,6 +91,7 @@ from inferline.monitor.rollback import RollbackController
 from inferline.monitor.rules import RULE_STATES, Evaluation, RuleEngine
 from inferline.monitor.sketch import LogHistogram, histogram_quantile
 from inferline.monitor.utilization import Utilization, UtilizationSampler
+from inferline.serving.gateway import HeaderDeadline
 from inferline.training.profile import missing_columns
 
 __all__ = [
@@ -913,52 +913,6 @@ class ServerLimits:
 INGEST_ROUTES = ("/v1/samples", "/v1/labels")
 
 
-class _HeaderDeadline(asyncio.Protocol):
-    """aiohttp's connection handler behind a header deadline (aiohttp has none): a connection whose first request's
-    headers are not complete ``timeout_s`` after it opened is closed (slowloris)."""
-
-    def __init__(self, handler: asyncio.Protocol, timeout_s: float) -> None:
-        self.handler, self.timeout_s = handler, timeout_s
-        self.transport: asyncio.BaseTransport | None = None
-        self.done = False
-        self.tail = b""
-        self.timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        self.timer = asyncio.get_running_loop().call_later(self.timeout_s, self._expired)
-        self.handler.connection_made(transport)
-
-    def _expired(self) -> None:
-        if not self.done and self.transport is not None:
-            typing.cast(asyncio.Transport, self.transport).abort()
-
-    def data_received(self, data: bytes) -> None:
-        if not self.done:
-            seen = self.tail + data
-            if b"\r\n\r\n" in seen:
-                self.done = True
-                if self.timer is not None:
-                    self.timer.cancel()
-            else:
-                self.tail = seen[-3:]
-        self.handler.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.handler.eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.handler.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.handler.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.handler.resume_writing()
-
-
 def _json_error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers or None)
 
@@ -1135,7 +1089,7 @@ class MonitorServer:
         assert handler is not None
         timeout = self.limits.header_timeout_s
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _HeaderDeadline(handler(), timeout), sock=self._socket
+            lambda: HeaderDeadline(handler(), timeout), sock=self._socket
         )
 
     async def _close(self) -> None:

@@ -49,6 +49,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 from inferline.features.contract import model_outputs
 from inferline.features.spec import PipelineSpec, read_spec
+from inferline.serving.gateway import GRPC_CONTENTS
 from inferline.serving.tap import post_json, sample_payload
 
 __all__ = ["OUTCOMES", "EdgeSampler", "decode_grpc", "decode_http"]
@@ -77,20 +78,6 @@ _NUMPY = {
     "FP16": np.float16,
     "FP32": np.float32,
     "FP64": np.float64,
-}
-_GRPC_CONTENTS = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
 }
 _LENGTH = struct.Struct("<I")
 _WIRE = {"BYTES": object, "FP64": np.float64, "INT64": np.int64}  # features.wire's column dtypes
@@ -162,7 +149,7 @@ def _values(t: _Tensor) -> list[Any] | np.ndarray:
                 raise Undecodable(f"datatype {t.datatype!r}")
             values = np.frombuffer(t.raw, dtype=np.dtype(dtype).newbyteorder("<"))
     elif t.contents is not None:
-        field = _GRPC_CONTENTS.get(t.datatype)
+        field = GRPC_CONTENTS.get(t.datatype)
         if field is None:
             raise Undecodable(f"datatype {t.datatype!r}")
         values = list(getattr(t.contents, field))

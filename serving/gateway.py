@@ -51,10 +51,12 @@ if typing.TYPE_CHECKING:
     from inferline.serving.edge_tap import EdgeSampler
 
 __all__ = [
+    "GRPC_CONTENTS",
     "SERVED_EXTENSIONS",
     "BuiltRequest",
     "Gateway",
     "GatewayLimits",
+    "HeaderDeadline",
     "ReloadingTls",
     "RequestRejected",
     "build_infer_request",
@@ -81,6 +83,21 @@ ITEMSIZE = {
     "FP64": 8,
 }
 DATATYPES = (*ITEMSIZE, "BYTES")
+# the typed contents field of a gRPC InferTensorContents that carries each datatype (FP16 travels as raw bytes only)
+GRPC_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
 _INT_RANGE = {
     "UINT8": (0, 2**8 - 1),
     "UINT16": (0, 2**16 - 1),
@@ -894,32 +911,29 @@ class _GuardedSite(web.TCPSite):
         )
 
 
-class _Guarded(asyncio.Protocol):
-    """One connection's protocol: aiohttp's handler behind a count and a header deadline."""
+class HeaderDeadline(asyncio.Protocol):
+    """An aiohttp (or any asyncio) connection handler behind a header deadline, which aiohttp lacks: a connection
+    whose first request's headers are not complete ``timeout_s`` after it opened is closed (slowloris);
+    ``on_timeout`` is called when that happens. The edge and the monitor's server both use it."""
 
-    def __init__(self, gateway: Gateway, handler: asyncio.Protocol) -> None:
-        self.gateway, self.handler = gateway, handler
+    def __init__(
+        self, handler: asyncio.Protocol, timeout_s: float, on_timeout: Callable[[], object] | None = None
+    ) -> None:
+        self.handler, self.timeout_s, self.on_timeout = handler, timeout_s, on_timeout
         self.transport: asyncio.Transport | None = None
-        self.admitted = False
         self.headers_done = False
         self.tail = b""
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        g = self.gateway
         self.transport = typing.cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
-        if g.connections >= g.limits.max_connections:
-            g.rejected.labels("too_many_connections").inc()
-            self.transport.abort()
-            return
-        self.admitted = True
-        g.connections += 1
-        self.timer = asyncio.get_running_loop().call_later(g.limits.header_timeout_s, self._deadline)
+        self.timer = asyncio.get_running_loop().call_later(self.timeout_s, self._deadline)
         self.handler.connection_made(transport)
 
     def _deadline(self) -> None:
         if not self.headers_done and self.transport is not None:
-            self.gateway.rejected.labels("header_timeout").inc()
+            if self.on_timeout is not None:
+                self.on_timeout()
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
@@ -937,10 +951,6 @@ class _Guarded(asyncio.Protocol):
         return self.handler.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.admitted:
-            return
-        self.admitted = False
-        self.gateway.connections -= 1
         if self.timer is not None:
             self.timer.cancel()
         self.handler.connection_lost(exc)
@@ -950,3 +960,31 @@ class _Guarded(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.handler.resume_writing()
+
+
+class _Guarded(HeaderDeadline):
+    """One edge connection: aiohttp's handler behind the header deadline and the edge's connection count."""
+
+    def __init__(self, gateway: Gateway, handler: asyncio.Protocol) -> None:
+        super().__init__(
+            handler, gateway.limits.header_timeout_s, lambda: gateway.rejected.labels("header_timeout").inc()
+        )
+        self.gateway = gateway
+        self.admitted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        g = self.gateway
+        if g.connections >= g.limits.max_connections:
+            g.rejected.labels("too_many_connections").inc()
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self.admitted = True
+        g.connections += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.admitted:
+            return
+        self.admitted = False
+        self.gateway.connections -= 1
+        super().connection_lost(exc)

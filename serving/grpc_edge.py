@@ -38,6 +38,7 @@ from tritonclient.grpc import service_pb2
 from inferline.serving.gateway import (
     _INT_RANGE,
     DATATYPES,
+    GRPC_CONTENTS,
     ITEMSIZE,
     SERVED_EXTENSIONS,
     Gateway,
@@ -70,21 +71,6 @@ _CODES = {
 }
 # 503s: a spent admission bound is RESOURCE_EXHAUSTED; a restart or a drain is UNAVAILABLE (retry elsewhere or later)
 _EXHAUSTED = ("overloaded",)
-# the typed contents field that carries each datatype (FP16 travels as raw bytes only)
-_CONTENTS = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
 # the integer types whose typed field (int32/uint32) is wider than they are: the range is checked here
 _NARROW = {t: _INT_RANGE[t] for t in ("INT8", "INT16", "UINT8", "UINT16")}
 _SHM = "shared_memory_region"
@@ -159,7 +145,7 @@ def build_infer(request: Any, edge: Gateway) -> bytes:
                     f"{elements * ITEMSIZE[tensor.datatype]} raw bytes, got {len(blob)}"
                 )
             continue
-        field = _CONTENTS.get(tensor.datatype)
+        field = GRPC_CONTENTS.get(tensor.datatype)
         if field is None or filled not in ([field], []):
             raise _invalid(
                 f"input {name!r} is {tensor.datatype}: its data goes in "
