@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,8 +34,9 @@ from inferline.serving.tap import MonitorTap, post_json
 from .conftest import Published
 from .test_monitor import start_monitor
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# found on PATH, like every other tool the suite uses (a run with them hidden skips with a reason)
+CHROMIUM = Path(shutil.which("chromium") or "/nonexistent/chromium")
+CHROMEDRIVER = Path(shutil.which("chromedriver") or "/nonexistent/chromedriver")
 # what the report promises, in order (monitor/report.py SECTIONS): a section is there even with nothing to show
 EXPECTED_SECTIONS = ("summary", "drift", "outputs", "latency", "labels", "performance", "utilization", "json")
 ROWS = 3_000
@@ -46,9 +48,9 @@ ROWS = 3_000
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Headless Chromium driven by the system chromedriver; always quit (browser and driver processes) at the end."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    missing = [p.name for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
     if missing:
-        pytest.skip(f"needs {' and '.join(missing)} (Debian: apt-get install chromium chromium-driver)")
+        pytest.skip(f"needs {' and '.join(missing)} on PATH (Debian: apt-get install chromium chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install 'inferline[dev]')")
     from selenium.webdriver.chrome.service import Service
 
