@@ -103,15 +103,40 @@ def _private_dir() -> Path:
     return folder
 
 
+LIBRARY_VARIABLE = "INFERLINE_ARGV_LIBRARY"  # a prebuilt argv_secret library (images without a compiler)
+
+
+def _trusted_library(path: Path) -> Path:
+    """``path`` as the library to preload: a regular file that only its owner (this user or root) can write."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ServerError(
+            f"{LIBRARY_VARIABLE} names {path}, which cannot be read ({exc.strerror}); expected the library built from "
+            "serving/argv_secret.c (`gcc -shared -fPIC -O2 -o argv_secret.so serving/argv_secret.c`), or unset it "
+            "to build one on first use"
+        ) from exc
+    if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o022 or st.st_uid not in (0, os.getuid()):
+        raise ServerError(
+            f"{LIBRARY_VARIABLE} names {path} (owner uid {st.st_uid}, mode {oct(st.st_mode & 0o777)}); expected a "
+            "regular file that only its owner (root or you) can write: tritonserver preloads it with its admin key"
+        )
+    return path
+
+
 def argv_secret_library(workdir: Path) -> Path:
     """The LD_PRELOAD library that puts the admin key into tritonserver's argv without it ever being in the
     argument memory ``/proc/PID/cmdline`` shows (``serving/argv_secret.c``), compiled on first use with the
     machine's C compiler (``$CC``, else ``gcc``, else ``cc``) into ``<workdir>/serving/``, named by its source's
-    hash. No compiler, or a failed build, is a ``ServerError`` saying what to install: the server is not started
-    with its key readable by other users instead."""
+    hash; or the prebuilt one named by ``INFERLINE_ARGV_LIBRARY`` (the container image builds it at build
+    time: its runtime stage has no compiler). No compiler, or a failed build, is a ``ServerError`` saying what to
+    install: the server is not started with its key readable by other users instead."""
     import hashlib
     import shutil
 
+    prebuilt = os.environ.get(LIBRARY_VARIABLE)
+    if prebuilt:  # built once where a compiler was (a container image's build stage): never rebuilt here
+        return _trusted_library(Path(prebuilt))
     source = Path(__file__).with_name("argv_secret.c")
     code = source.read_bytes()
     name = f"argv_secret-{hashlib.sha256(code).hexdigest()[:12]}.so"

@@ -11,6 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from inferline.serving.secrets import ADMIN_HEADER
 from inferline.serving.server import SECRET_PLACEHOLDER, ServerConfig, TritonServer
 
@@ -75,3 +77,25 @@ def test_a_work_directory_with_a_space_gets_a_preloadable_library(tmp_path: Path
     assert library.is_file() and not set(str(library)) & {" ", ":"}
     assert library.parent.stat().st_mode & 0o077 == 0 and library.parent.stat().st_uid == os.getuid()
     assert argv_secret_library(tmp_path / "plain") == (tmp_path / "plain").resolve() / "serving" / library.name
+
+
+def test_a_prebuilt_library_is_used_only_when_only_its_owner_can_write_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """INFERLINE_ARGV_LIBRARY (the container image builds the library where a compiler is, its runtime stage has
+    none): taken as it is, never rebuilt; refused, saying why, when others could write it or it is missing."""
+    from inferline.serving.server import ServerError, argv_secret_library
+
+    built = argv_secret_library(tmp_path / "build")
+    prebuilt = tmp_path / "argv_secret.so"
+    shutil.copy(built, prebuilt)
+    prebuilt.chmod(0o755)
+    monkeypatch.setenv("INFERLINE_ARGV_LIBRARY", str(prebuilt))
+    assert argv_secret_library(tmp_path / "elsewhere") == prebuilt
+    assert not (tmp_path / "elsewhere").exists()  # nothing compiled
+    prebuilt.chmod(0o775)
+    with pytest.raises(ServerError, match="only its owner"):
+        argv_secret_library(tmp_path / "elsewhere")
+    monkeypatch.setenv("INFERLINE_ARGV_LIBRARY", str(tmp_path / "missing.so"))
+    with pytest.raises(ServerError, match="cannot be read"):
+        argv_secret_library(tmp_path / "elsewhere")
