@@ -162,6 +162,7 @@ def _supervisor_config(args: argparse.Namespace) -> SupervisorConfig:
         metrics_port=args.supervisor_metrics_port,
         max_restarts=args.max_restarts,
         probe_interval_s=args.probe_interval,
+        probe_timeout_s=args.probe_timeout,
         ready_timeout_s=args.timeout,
         monitor_url=args.monitor_url or None,
         sample_rate=args.sample_rate,
@@ -557,7 +558,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="seconds between hang probes (one real inference per pipeline through Triton's loopback port; 2 "
-        "unanswered in a row within 2 s each: the server is killed and restarted); 0 turns the probe off",
+        "unanswered in a row within --probe-timeout each, with Triton finishing no inference meanwhile: the server "
+        "is killed and restarted); 0 turns the probe off",
+    )
+    up.add_argument(
+        "--probe-timeout",
+        type=float,
+        default=2.0,
+        help="seconds a hang probe waits for its answer (a busy server that keeps finishing inferences is never "
+        "counted as hung, however slow its answers)",
     )
     up.add_argument(
         "--monitor-url",

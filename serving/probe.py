@@ -10,7 +10,11 @@ answers it like any row: scored, or with a per-row reason code in ``status``; ei
 Triton's HTTP frontend, its scheduler and the model's Python-backend stub, and came back.
 
 Any HTTP answer within the timeout counts as alive, a refusal included (a pipeline being switched answers 400 for a
-moment: that is not a hang); only no answer (a timeout, a refused or reset connection) is a failure.
+moment: that is not a hang); only no answer (a timeout, a refused or reset connection) is a failure. A busy server is
+not a hung one: a probe can wait behind a queue of slow requests (a large model on a CPU), so failures count toward
+"hung" only while Triton finishes nothing at all (``completed_inferences``, read from its metrics port, did not move
+between two failed probes; a stopped server does not answer its metrics port either). The probe's own inference,
+finished late, counts as progress too.
 
 Fallback: a pipeline whose release has no spec snapshot (published before snapshots were kept) and whose pipeline
 module cannot be imported has no contract to build a row from; its probe is Triton's readiness check of the model
@@ -34,7 +38,7 @@ from inferline.export.registry import Registry, RegistryError
 from inferline.features.errors import UserError
 from inferline.features.spec import PipelineSpec
 
-__all__ = ["Probe", "probe_body", "probe_for", "run_probe"]
+__all__ = ["Probe", "completed_inferences", "probe_body", "probe_for", "run_probe"]
 
 
 @dataclass(frozen=True)
@@ -119,3 +123,21 @@ def run_probe(url: str, probe: Probe, timeout_s: float) -> str | None:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         return f"{type(reason).__name__}: {reason}"
+
+
+def completed_inferences(metrics_url: str, timeout_s: float) -> float | None:
+    """Inferences Triton has finished, successfully or not, over every model (``nv_inference_request_success`` +
+    ``nv_inference_request_failure`` on its metrics endpoint ``metrics_url``); None when it does not answer."""
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=timeout_s) as answer:
+            text = answer.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(("nv_inference_request_success{", "nv_inference_request_failure{")):
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+    return total

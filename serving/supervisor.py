@@ -14,7 +14,9 @@ group remains, and the stubs' shared-memory regions are removed from /dev/shm.
 A hung server (alive, answering nothing) is found by the hang probe (``serving.probe``): every
 ``probe_interval_s`` one small real inference per READY pipeline, through Triton's loopback HTTP port, built from
 the release's own contract. ``probe_failures`` probes in a row without an answer within ``probe_timeout_s`` (the
-next probe follows a failed one at once) mark the edge unavailable (503 ``restarting`` at once), kill the whole
+next probe follows a failed one at once), with Triton finishing no inference for ``probe_failures *
+probe_timeout_s`` seconds (a busy server is not hung: its metrics port shows it finishing requests), mark the edge
+unavailable (503 ``restarting`` at once), kill the whole
 group and restart it, counted with cause ``hung`` and a critical ``server_hung`` alert.
 
 The supervisor never gives up on its own. Past the restart budget (more than ``max_restarts`` crashes within
@@ -57,7 +59,7 @@ from inferline.serving.apikeys import ApiKeys
 from inferline.serving.edge_tap import EdgeSampler
 from inferline.serving.gateway import Gateway, GatewayLimits, ReloadingTls
 from inferline.serving.grpc_edge import GrpcEdge
-from inferline.serving.probe import Probe, probe_for, run_probe
+from inferline.serving.probe import Probe, completed_inferences, probe_for, run_probe
 from inferline.serving.secrets import monitor_key
 from inferline.serving.server import ServerConfig, ServerError, TritonServer, fix_hint, state_path
 
@@ -360,18 +362,23 @@ class Supervisor:
                 log.warning("hang probe of %r: %s", probe.pipeline, probe.why)
 
     async def _probe_loop(self) -> None:
-        """Every ``probe_interval_s``, one real inference per READY pipeline of the running server (``serving.probe``);
-        ``probe_failures`` in a row without an answer: ``_kill_hung``. Probes only a server that is up and ready."""
+        """Every ``probe_interval_s``, one real inference per READY pipeline of the running server (``serving.probe``).
+        Hung means both: ``probe_failures`` probes in a row unanswered within ``probe_timeout_s``, and no inference
+        finished by Triton (its metrics port: ``completed_inferences``) for ``probe_failures * probe_timeout_s``
+        seconds. A busy server whose probes wait behind slow requests keeps finishing them, so it is never killed;
+        a stopped one answers neither. Then ``_kill_hung``. Probes only a server that is up and ready."""
         c, loop = self.config, asyncio.get_running_loop()
         failures, pid = 0, None
+        finished: float | None = None  # Triton's finished inferences, as last read during this run of failures
+        progress_at = time.monotonic()  # when the server last answered a probe or finished an inference
         while True:
             process = self.server.process
             if not self.probing or process is None or process.poll() is not None:
                 failures = 0
                 await asyncio.sleep(c.probe_interval_s)
                 continue
-            if process.pid != pid:
-                failures, pid = 0, process.pid  # a new server: a new count
+            if process.pid != pid:  # a new server: a new count
+                failures, pid, finished, progress_at = 0, process.pid, None, time.monotonic()
             failed = None
             for probe in list(self.probes.values()):
                 failed = await loop.run_in_executor(None, run_probe, c.server.http_url, probe, c.probe_timeout_s)
@@ -382,13 +389,31 @@ class Supervisor:
             if self.server.process is not process or process.poll() is not None:
                 continue  # it exited (or was replaced) meanwhile: the watch loop has it
             if failed is None:
-                failures = 0
+                failures, finished, progress_at = 0, None, time.monotonic()
                 await asyncio.sleep(c.probe_interval_s)
                 continue
             failures += 1
-            log.warning("hang probe %d/%d of tritonserver pid %d failed: %s", failures, c.probe_failures, pid, failed)
-            if failures >= c.probe_failures:
-                await self._kill_hung(process.pid, failures, failed)
+            # a short read: a busy Triton's metrics port answers at once, a stopped one never does
+            count = await loop.run_in_executor(None, completed_inferences, c.server.metrics_url, 0.5)
+            if count is not None:
+                if finished is not None and count > finished:
+                    progress_at = time.monotonic()
+                    self.probe_count.labels("slow_but_progressing").inc()
+                finished = count
+            stalled = time.monotonic() - progress_at
+            window = c.probe_failures * c.probe_timeout_s
+            log.warning(
+                "hang probe %d of tritonserver pid %d failed (%s); no inference finished for %.1fs (hung after %d "
+                "failures and %.1fs)",
+                failures,
+                pid,
+                failed,
+                stalled,
+                c.probe_failures,
+                window,
+            )
+            if failures >= c.probe_failures and stalled >= window:
+                await self._kill_hung(process.pid, failures, f"{failed}; no inference finished for {stalled:.1f}s")
                 failures = 0
 
     async def _kill_hung(self, pid: int, failures: int, last: str) -> None:

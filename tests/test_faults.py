@@ -413,13 +413,26 @@ def test_sigint_drains_in_flight_requests_within_the_exit_timeout(server: Superv
     assert server.cli("status").returncode == 3
 
 
-def test_a_hung_server_is_found_by_its_probe_killed_and_restarted(server: Supervised) -> None:
+@pytest.fixture
+def roomy(published: Published, tmp_path: Path) -> Iterator[Supervised]:
+    """A server of the test's own with the edge's default limits: both of the hung test's callers are in flight on
+    Triton at once (with the module's one slot, the second would wait in the edge's queue instead)."""
+    server = supervised_server(published, tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_hung_server_is_found_by_its_probe_killed_and_restarted(roomy: Supervised) -> None:
     """tritonserver stopped (SIGSTOP): alive, answering nothing. The hang probe (one real inference per pipeline
     every second, 2 s timeout, 2 failures in a row) finds it within seconds; the edge answers 503 at once from then
     on, the whole group is killed and the server restarted (cause `hung`, a critical alert). A caller through the
     HTTP edge waiting on the hung server gets 503 well within the edge's upstream timeout (10 s), and a gRPC caller
     without a deadline gets UNAVAILABLE; both are served again after the restart."""
     import time
+
+    server = roomy
 
     import grpc
 
@@ -512,3 +525,26 @@ def _degraded_but_serving(server: Supervised) -> None:
     group, regions = group_of(state["pid"])
     server.stop()
     assert reaped(group, regions), "a stub or its shared memory outlived `serve down`"
+
+
+def test_a_busy_server_whose_probes_time_out_is_not_killed(published: Published, tmp_path: Path) -> None:
+    """A probe can wait behind slow requests (a large model on a CPU); that is not a hang. The served release's model
+    sleeps 0.3 s per batch and the probe waits 0.25 s: every probe times out at the supervisor, yet Triton keeps
+    finishing inferences (its metrics port shows them), so the server is never killed. (The SIGSTOP test above
+    shows that a stopped one, which finishes nothing, still is.)"""
+    from .test_gate import slow_down
+
+    server = supervised_server(published, tmp_path, "--probe-timeout", "0.25", "--probe-interval", "0.2", up=False)
+    slow_down(tmp_path / "triton_models", published.releases[-1].version, sleep_s=0.3)
+    server.up()
+    try:
+        pid = server.state()["pid"]
+        slow = 'inferline_server_probes_total{outcome="slow_but_progressing"}'
+        server.wait_until(lambda: server.metrics().get(slow, 0) >= 3, 60, "three slow probes seen progressing")
+        metrics = server.metrics()
+        assert metrics['inferline_server_probes_total{outcome="failed"}'] >= 4  # the probes did time out
+        assert not any(k.startswith("inferline_server_restarts_total") and v for k, v in metrics.items()), metrics
+        after = server.state()
+        assert (after["state"], after["pid"], after["restarts"]) == ("ready", pid, 0)
+    finally:
+        server.stop()

@@ -22,8 +22,8 @@ from .conftest import Published
 SLEEP_S = 0.05  # per execute (a batch): at c=4 the slowed release answers at most ~80 batches a second
 
 
-def slow_down(repository: Path, version: int) -> None:
-    """Release ``version``'s fused model sleeps before every batch (its model.py, a copy per release)."""
+def slow_down(repository: Path, version: int, sleep_s: float = SLEEP_S) -> None:
+    """Release ``version``'s fused model sleeps ``sleep_s`` before every batch (its model.py, a copy per release)."""
     model_py = repository / model_names("fraud")["ensemble"] / str(version) / "model.py"
     text = model_py.read_text()
     marker = "    def execute(self, requests"
@@ -31,7 +31,7 @@ def slow_down(repository: Path, version: int) -> None:
     head, tail = text.split(marker, 1)
     signature, body = tail.split("\n", 1)
     model_py.write_text(
-        f"{head}{marker}{signature}\n        import time\n\n        time.sleep({SLEEP_S})  # slowed by the test\n{body}"
+        f"{head}{marker}{signature}\n        import time\n\n        time.sleep({sleep_s})  # slowed by the test\n{body}"
     )
 
 
