@@ -33,7 +33,7 @@ Samples body (``POST /v1/samples``, what ``serving.tap.sample_payload`` builds):
 
     {"release": "<pipeline>:<version>", "model": "...", "source": "serving" | "batch",
      "columns": {"<tabular input column>": [value per row], ...},
-     "status": ["ok" | reason, ...], "latency_s": [seconds per request, ...],
+     "status": ["ok" | reason, ...], "latency_s": [seconds per request, ...], "latency_side": "client" | "edge",
      "probabilities": [[p per class], ...], "predicted_class": [class index, ...]     (classification)
      "prediction": [value, ...]                                                       (regression)}
 """
@@ -107,6 +107,8 @@ __all__ = [
 
 log = logging.getLogger("inferline.monitor")
 QUANTILES = (0.5, 0.95, 0.99)
+# where a latency was measured: Triton's traces (server), the edge's sampler (edge), a client's tap (client)
+LATENCY_SIDES = ("client", "edge")
 # The exported histogram's ``le`` bounds: every 4th boundary of the latency sketch between 100 us and 2 min, so the
 # cumulative counts at them are exact (``LogHistogram.cumulative_counts``) and consecutive bounds differ by a factor
 # of gamma**4 = 1.0833. PromQL's ``histogram_quantile`` over them, for one monitor or summed over many, is within
@@ -394,10 +396,14 @@ class Monitor:
         """Rows a release answered (the body is described in the module docstring). ``columns`` holds the raw
         tabular request columns as sent on the wire (strings as text, nulls as empty strings; tensor columns are
         neither needed nor read), the outputs are the task's (``monitor.outputs``), ``status`` one per row,
-        ``release`` one for all rows, ``latency_s`` optional (client-side, one per request)."""
+        ``release`` one for all rows, ``latency_s`` optional (one per request, measured where ``latency_side`` says:
+        ``client``, the default, or ``edge``)."""
         if not isinstance(payload, dict) or "release" not in payload:
             raise SamplesError("samples need a JSON object with 'release', 'columns', 'status' and the outputs")
         release = str(payload["release"])
+        side = payload.get("latency_side", "client")
+        if side not in LATENCY_SIDES:
+            raise SamplesError(f"'latency_side' is {side!r}; expected one of {', '.join(LATENCY_SIDES)}")
         refs = self._release(release)
         spec, state = refs.spec, refs.state
         columns = payload.get("columns", {})
@@ -441,7 +447,7 @@ class Monitor:
                 scores = outputs.values[ok] if outputs.predicted_class is not None else None  # realized ROC AUC
                 self.labels.log(arrays[spec.id_column.name][ok], answers, release, scores)
             if payload.get("latency_s"):
-                self.latency.add(("client", model, release.partition(":")[2]), payload["latency_s"], now)
+                self.latency.add((side, model, release.partition(":")[2]), payload["latency_s"], now)
         return {"accepted": n, "scored_ok": int(ok.sum()), "release": release}
 
     def ingest_labels(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -683,7 +689,8 @@ class Monitor:
             window_rows = {r: w.rows for r, w in self.windows.items()}
         hist = HistogramMetricFamily(
             "inferline_request_latency_seconds",
-            "Request latency since the monitor started (server side from Triton traces, client side from the tap)",
+            "Request latency since the monitor started (side: server from Triton traces, edge from the edge's samples, "
+            "client from a client's tap)",
             labels=["side", "model", "version"],
         )
         for (side, model, version), h in sorted(totals.items()):

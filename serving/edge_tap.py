@@ -531,6 +531,7 @@ class EdgeSampler:
                 source="serving",
                 prediction=outputs["prediction"][cut].reshape(-1) if info.regression else None,
                 skip_columns=info.tensor_columns,
+                latency_side="edge",  # measured at the edge: from the request's arrival to Triton's answer
             )
             share = rows.requests if start == 0 else 0  # requests are counted with the post that carries them
             if time.monotonic() < self._down_until:

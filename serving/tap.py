@@ -76,11 +76,13 @@ def sample_payload(
     *,
     prediction: np.ndarray | None = None,
     skip_columns: Collection[str] = (),
+    latency_side: str = "client",
 ) -> dict[str, Any]:
     """The body of the monitor's ``POST /v1/samples`` (``monitor.service`` describes it). A classifier's rows carry
     ``probabilities`` [n, classes] and ``predicted_class`` [n]; a regression's carry ``prediction`` [n] (pass None
     for the other two). Columns with more than one value per row (tensor columns), and ``skip_columns``, are
-    left out."""
+    left out. ``latency_side``: where ``latency_s`` was measured, ``client`` (a client's tap) or ``edge`` (the
+    edge's sampler); the monitor's latency histogram carries it as its ``side`` label."""
     if (prediction is None) == (probabilities is None or predicted_class is None):
         raise ValueError(
             "sample_payload needs either probabilities and predicted_class (a classifier) or prediction= "
@@ -93,6 +95,7 @@ def sample_payload(
         "columns": to_json_columns(tabular_arrays(arrays, skip_columns)),
         "status": list(status),
         "latency_s": list(latency_s or []),
+        "latency_side": latency_side,
     }
     if prediction is not None:
         payload["prediction"] = [None if np.isnan(v) else float(v) for v in np.asarray(prediction, np.float64).ravel()]

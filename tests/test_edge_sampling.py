@@ -122,6 +122,8 @@ def test_raw_http_and_grpc_callers_are_watched_and_a_dead_monitor_costs_serving_
         assert metrics["inferline_edge_sample_rows_sent_total"] == sent
         status = monitor.monitor.tick()
         assert status["sources"] == {"serving": sent}
+        assert [key for key in status["latency"] if key.startswith("edge|")] == ["edge|fraud|2"]  # measured at the edge
+        assert not [key for key in status["latency"] if key.startswith("client|")]
         states = {f["feature"]: f["state"] for f in status["drift"]["features"]}
         assert states["log_amount"] == "drift", states
         assert states["channel_idx"] == "ok", states  # an unshifted feature stays quiet
