@@ -23,28 +23,12 @@ from typing import Any
 import psutil
 
 from inferline.benchmarks.load import run_wrk
-from inferline.benchmarks.stacks import _terminate, _wait_ready, build_release, triton_body, write_bodies
+from inferline.benchmarks.stacks import _terminate, build_release, serve_up, triton_body, write_bodies
 from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
-from inferline.serving.__main__ import UP_PORT_FLAGS
 from inferline.serving.secrets import monitor_key
-from inferline.serving.server import die_with_parent, free_port
+from inferline.serving.server import free_port
 
 __all__ = ["bench_edge_sampling"]
-
-
-def _serve(repository: Path, workdir: Path, *options: str) -> tuple[subprocess.Popen[bytes], str, str]:
-    """``inferline serve up --foreground`` on free ports without traces: (process, edge host:port, metrics URL)."""
-    ports = {flag: free_port() for flag in UP_PORT_FLAGS}
-    cmd = [sys.executable, "-m", "inferline.serving", "up", "--foreground", "--workdir", str(workdir)]
-    cmd += ["--repository", str(repository), "--no-trace", *options]
-    for flag, number in ports.items():
-        cmd += [flag, str(number)]
-    workdir.mkdir(parents=True, exist_ok=True)
-    with open(workdir / "supervisor.log", "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-    url = f"127.0.0.1:{ports['--gateway-port']}"
-    _wait_ready(f"http://{url}/v2/health/ready", proc, f"serve up {' '.join(options)}", 150)
-    return proc, url, f"http://127.0.0.1:{ports['--supervisor-metrics-port']}/metrics"
 
 
 def _counters(metrics_url: str) -> dict[str, float]:
@@ -80,10 +64,10 @@ def bench_edge_sampling(
             sampled.mkdir(parents=True, exist_ok=True)
             (sampled / "monitor.key").write_text(key + "\n")
             (sampled / "monitor.key").chmod(0o600)
-            stacks[f"rate {rate:g}"] = _serve(
+            stacks[f"rate {rate:g}"] = serve_up(
                 repository, sampled, "--monitor-url", monitor.url, "--sample-rate", f"{rate:g}"
             )
-        stacks["rate 0"] = _serve(repository, workdir / "rate-0", "--sample-rate", "0")
+        stacks["rate 0"] = serve_up(repository, workdir / "rate-0", "--sample-rate", "0")
         bodies = write_bodies(workdir / "bodies.jsonl", pool, triton_body)
         throughput: dict[str, list[float]] = {name: [] for name in stacks}
         cpu_us: dict[str, list[float]] = {name: [] for name in stacks}

@@ -295,13 +295,13 @@ def _uvicorn(
     return proc, port
 
 
-def _gateway(repository: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``inferline serve up --foreground`` (the supervisor: its own tritonserver and the validating gateway in
-    front of it), without request traces so the gateway is the only difference from Triton HTTP direct."""
+def serve_up(repository: Path, workdir: Path, *options: str) -> tuple[subprocess.Popen[bytes], str, str]:
+    """``inferline serve up --foreground`` (the supervisor: its own tritonserver and the validating edge in front of
+    it) on free ports, without request traces, with ``options`` added: (process, edge host:port, supervisor
+    metrics URL)."""
     ports = {flag: free_port() for flag in UP_PORT_FLAGS}
     cmd = [sys.executable, "-m", "inferline.serving", "up", "--foreground", "--workdir", str(workdir)]
-    # no samples to the monitor either: the edge alone (benchmarks/edge_sampling_bench.py measures what sampling costs)
-    cmd += ["--repository", str(repository), "--no-trace", "--sample-rate", "0"]
+    cmd += ["--repository", str(repository), "--no-trace", *options]
     for flag, number in ports.items():
         cmd += [flag, str(number)]
     log = workdir / "supervisor.log"
@@ -309,7 +309,14 @@ def _gateway(repository: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], 
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     url = f"127.0.0.1:{ports['--gateway-port']}"
-    _wait_ready(f"http://{url}/v2/health/ready", proc, f"the supervisor with its gateway (log: {log})", 150)
+    _wait_ready(f"http://{url}/v2/health/ready", proc, f"serve up {' '.join(options)} (log: {log})", 150)
+    return proc, url, f"http://127.0.0.1:{ports['--supervisor-metrics-port']}/metrics"
+
+
+def _gateway(repository: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``serve up`` so the edge is the only difference from Triton HTTP direct: no request traces, and no samples to
+    the monitor either (benchmarks/edge_sampling_bench.py measures what sampling costs)."""
+    proc, url, _ = serve_up(repository, workdir, "--sample-rate", "0")
     return proc, url
 
 

@@ -68,7 +68,6 @@ __all__ = [
     "build_infer_request",
     "check_bytes_elements",
     "check_element_count",
-    "check_infer_request",
     "parse_json",
     "tls_context",
 ]
@@ -462,11 +461,6 @@ def build_infer_request(body: bytes, header_length: str | None, limits: GatewayL
     if not binary:
         return BuiltRequest(header, None)
     return BuiltRequest(header + binary, len(header))
-
-
-def check_infer_request(body: bytes, header_length: str | None, limits: GatewayLimits) -> None:
-    """Refuse (``RequestRejected``) an inference body that the edge would not forward (``build_infer_request``)."""
-    build_infer_request(body, header_length, limits)
 
 
 def tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:

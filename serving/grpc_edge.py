@@ -48,7 +48,7 @@ from inferline.serving.gateway import (
     check_element_count,
 )
 
-__all__ = ["GrpcEdge", "build_infer", "check_infer"]
+__all__ = ["GrpcEdge", "build_infer"]
 
 SERVICE = "inference.GRPCInferenceService"
 # what a caller may call, and what each request names (so the edge can check the model)
@@ -171,11 +171,6 @@ def build_infer(request: Any, edge: Gateway) -> bytes:
         _known_fields_only(f"output {output.name!r}", output)
         built.outputs.add(name=output.name)
     return bytes(built.SerializeToString())
-
-
-def check_infer(request: Any, edge: Gateway) -> None:
-    """Refuse (``RequestRejected``) a ``ModelInferRequest`` the edge would not forward (``build_infer``)."""
-    build_infer(request, edge)
 
 
 class GrpcEdge:
