@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from inferline.command import Parser, existing_dir, existing_file, new_dir, new_file, positive_float, positive_int, run
-from inferline.export.parity import ParityGateFailed
+from inferline.export.parity import ATOL, RTOL, ParityGateFailed
 from inferline.export.publish import model_candidate, publish, set_current
 from inferline.export.registry import Registry, choose_published
 from inferline.features.dataset import expand_paths
@@ -58,19 +58,27 @@ def _publish(args: argparse.Namespace) -> int:
             tensorrt=args.tensorrt,
             candidate=candidate,
             load_check=not args.no_load_check,
+            atol=args.parity_atol,
+            rtol=args.parity_rtol,
         )
     except ParityGateFailed as exc:
+        current = Registry(Path(args.repository), exc.pipeline).current
+        stays = f"release {current} stays current" if current is not None else "no release was current; none is now"
         Alerter.from_env(Path(args.alerts)).emit(
             Alert(
                 source="export",
                 reason="parity_gate_failed",
                 severity="critical",
-                message=f"the parity gate refused {source}; the current release stays served",
+                message=f"the parity gate refused {source}; {stays}",
                 details={
                     "run": source,
                     "max_abs_error": exc.report.max_abs_error,
+                    "max_rel_error": exc.report.max_rel_error,
+                    "atol": exc.report.atol,
+                    "rtol": exc.report.rtol,
+                    "outside_tolerance": exc.report.outside_tolerance,
                     "class_mismatches": exc.report.class_mismatches,
-                    "current_release": Registry(Path(args.repository), exc.pipeline).current,
+                    "current_release": current,
                 },
             )
         )
@@ -94,6 +102,8 @@ def _publish(args: argparse.Namespace) -> int:
                     "passed": p.passed,
                     "max_abs_error": p.max_abs_error,
                     "max_rel_error": p.max_rel_error,
+                    "atol": p.atol,
+                    "rtol": p.rtol,
                     "rows": p.rows,
                     "class_mismatches": p.class_mismatches,
                 },
@@ -237,6 +247,18 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--no-load-check",
         action="store_true",
         help="skip loading the release in a scratch tritonserver before it is promoted (local target)",
+    )
+    p.add_argument(
+        "--parity-atol",
+        type=positive_float,
+        default=ATOL,
+        help="parity gate: absolute tolerance; an output passes when |onnx - reference| <= atol + rtol*|reference|",
+    )
+    p.add_argument(
+        "--parity-rtol",
+        type=positive_float,
+        default=RTOL,
+        help="parity gate: relative tolerance (numpy allclose semantics, with --parity-atol)",
     )
     p.add_argument("--no-promote", action="store_true", help="publish without making it current")
     _gate_flags(p)

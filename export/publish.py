@@ -59,7 +59,7 @@ import pandas as pd
 import torch
 
 from inferline.export.config import Target, model_names, pipeline_configs, to_json, to_pbtxt
-from inferline.export.parity import ParityGateFailed, ParityReport, batch_invariance_gate, run_parity_gate
+from inferline.export.parity import ATOL, RTOL, ParityGateFailed, ParityReport, batch_invariance_gate, run_parity_gate
 from inferline.export.registry import Registry, RegistryError
 from inferline.export.runtime import onnx_session
 from inferline.export.safety import MAX_MODEL_BYTES, check_onnx_file
@@ -476,7 +476,8 @@ def publish(
     onnx_model: Path | None = None,
     max_batch_size: int | None = None,
     tensorrt: bool = False,
-    atol: float = 1e-5,
+    atol: float = ATOL,
+    rtol: float = RTOL,
     max_model_bytes: int = MAX_MODEL_BYTES,
     candidate: Candidate | None = None,
     load_check: bool = True,
@@ -485,7 +486,8 @@ def publish(
     """Stage, gate, validate and publish ``run_dir`` (or a ``candidate`` from ``model_candidate``) as the next
     release. ``onnx_model`` publishes a given ONNX file instead of exporting one (it must still pass the gate
     against the run's checkpoint). ``load_check`` loads the staged release in a scratch tritonserver before it
-    moves into place (about 6.5 s; ``--no-load-check`` on the command line skips it). ``serving``: the served
+    moves into place (about 6.5 s; ``--no-load-check`` on the command line skips it). ``atol``/``rtol``: the parity
+    gate's tolerance, ``|onnx - reference| <= atol + rtol*|reference|`` (``export.parity``). ``serving``: the served
     model's instances and batching settings, as ``inferline bench tune`` measured them (``export.config``)."""
     repository = Path(repository)
     if onnx_model is not None:
@@ -515,9 +517,11 @@ def publish(
             export_onnx(candidate.model, onnx_path, mbs, candidate.layout, examples)
         check_onnx_file(onnx_path, max_model_bytes)
         if candidate.model is not None:
-            parity = run_parity_gate(candidate.model, onnx_path, candidate.feeds, batch_sizes=(1, 7, mbs), atol=atol)
+            parity = run_parity_gate(
+                candidate.model, onnx_path, candidate.feeds, batch_sizes=(1, 7, mbs), atol=atol, rtol=rtol
+            )
         else:
-            parity = batch_invariance_gate(onnx_path, candidate.feeds, batch_sizes=(1, 7, mbs), atol=atol)
+            parity = batch_invariance_gate(onnx_path, candidate.feeds, batch_sizes=(1, 7, mbs), atol=atol, rtol=rtol)
         if not parity.passed:
             raise ParityGateFailed(parity, spec.name)
 
