@@ -10,7 +10,7 @@ from pathlib import Path
 from inferline.command import Parser, existing_dir, existing_file, new_dir, new_file, positive_float, positive_int, run
 from inferline.export.parity import ATOL, RTOL, ParityGateFailed
 from inferline.export.publish import model_candidate, publish, set_current
-from inferline.export.registry import Registry, choose_published
+from inferline.export.registry import Registry, RegistryError, choose_published
 from inferline.features.dataset import expand_paths
 from inferline.features.errors import UserError
 from inferline.features.spec import PipelineSpec, load_pipeline, read_spec
@@ -60,6 +60,9 @@ def _publish(args: argparse.Namespace) -> int:
             load_check=not args.no_load_check,
             atol=args.parity_atol,
             rtol=args.parity_rtol,
+            quality_tolerance=args.quality_tolerance,
+            accept_worse=args.accept_worse,
+            refuse_worse=not args.no_promote,  # the speed gate promotes after publish: refuse here already
         )
     except ParityGateFailed as exc:
         current = Registry(Path(args.repository), exc.pipeline).current
@@ -85,6 +88,8 @@ def _publish(args: argparse.Namespace) -> int:
         print(f"export FAILED: {exc}", file=sys.stderr)
         print(json.dumps(exc.report.as_dict(), indent=2), file=sys.stderr)
         return 1
+    if result.quality is not None:
+        print(result.quality.summary(), file=sys.stderr)
     promoted = result.promoted
     if args.gate_throughput is not None and not args.no_promote:
         pipeline = str(result.manifest["pipeline"])
@@ -107,6 +112,7 @@ def _publish(args: argparse.Namespace) -> int:
                     "rows": p.rows,
                     "class_mismatches": p.class_mismatches,
                 },
+                "quality": result.manifest["quality"],
                 "onnx_sha256": result.manifest["onnx_sha256"],
                 "repository": str(args.repository),
             },
@@ -146,9 +152,27 @@ def _speed_gate(repository: Path, pipeline: str, version: int, args: argparse.Na
 
 def _move(args: argparse.Namespace) -> int:
     pipeline = choose_published(Path(args.repository), args.pipeline)
+    quality = None
+    if args.command == "promote":  # the quality gate first (seconds), then the speed gate (a scratch server)
+        from inferline.export.quality import promotion_report
+
+        known = Registry(Path(args.repository), pipeline).versions()
+        if args.version not in known:
+            raise RegistryError(f"release {pipeline}:{args.version} does not exist; published: {known}")
+        quality = promotion_report(
+            Path(args.repository), pipeline, args.version, args.quality_tolerance, args.accept_worse
+        )
+        print(quality.summary(), file=sys.stderr)
     if getattr(args, "gate_throughput", None) is not None:
         _speed_gate(Path(args.repository), pipeline, args.version, args)
-    reg = set_current(Path(args.repository), pipeline, getattr(args, "version", None), args.command, reason=args.reason)
+    reg = set_current(
+        Path(args.repository),
+        pipeline,
+        getattr(args, "version", None),
+        args.command,
+        reason=args.reason,
+        quality=quality,
+    )
     print(
         f"{pipeline}: current {reg['current']}, previous {reg['previous']} "
         "(apply it to a running server with `inferline serve apply`, without a failed request)"
@@ -172,7 +196,23 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _gate_flags(parser: argparse.ArgumentParser) -> None:
-    """The speed gate's flags (``export.gate``), for ``publish`` and ``promote``."""
+    """The quality gate's (``export.quality``) and the speed gate's (``export.gate``) flags, for ``publish`` and
+    ``promote``."""
+    parser.add_argument(
+        "--quality-tolerance",
+        type=float,
+        default=None,
+        help="quality gate: how much worse than the current release a candidate may score on the same rows: "
+        "absolute for ROC AUC (binary) and macro F1 (multi-class), relative for RMSE (regression) "
+        "(default: 0.01 for ROC AUC and F1, 0.02 for RMSE)",
+    )
+    parser.add_argument(
+        "--accept-worse",
+        metavar="REASON",
+        default=None,
+        help="make the release current although the quality gate found it worse; the reason and both figures "
+        "go into the registry's history",
+    )
     parser.add_argument(
         "--gate-throughput",
         type=positive_float,

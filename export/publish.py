@@ -10,6 +10,7 @@ bundled tritonserver; one fused Python-backend model)::
     p_preprocess/N/feature_state.json     fitted vocabularies, statistics, threshold (read by p/N)
     p_preprocess/N/spec.json              the pipeline spec, snapshotted with its hash: the release's contract
     p_model/N/model.onnx                  the gated model (read by p/N); reference_profile.json beside it
+    p_model/N/holdout.parquet, golden.*   the labelled sets the quality gate scores releases on (export.quality)
     */N/release.json                      the release manifest (lineage), identical in every version directory
 
 Version N of ``p`` is release N. ``p_preprocess`` and ``p_model`` are not loaded on this target: their version
@@ -60,6 +61,7 @@ import torch
 
 from inferline.export.config import Target, model_names, pipeline_configs, to_json, to_pbtxt
 from inferline.export.parity import ATOL, RTOL, ParityGateFailed, ParityReport, batch_invariance_gate, run_parity_gate
+from inferline.export.quality import QualityReport, ReleaseModel, compare, decide, read_labelled, release_model
 from inferline.export.registry import Registry, RegistryError
 from inferline.export.runtime import onnx_session
 from inferline.export.safety import MAX_MODEL_BYTES, check_onnx_file
@@ -84,6 +86,7 @@ class PublishResult:
     promoted: bool
     manifest: dict[str, Any]
     parity: ParityReport
+    quality: QualityReport | None = None
 
 
 def export_onnx(
@@ -261,6 +264,8 @@ class Candidate:
     metrics: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] | None = None
     profile_file: Path | None = None
+    holdout: Path | None = None  # labelled raw rows the model never trained on (the quality gate's first set)
+    golden: Path | None = None  # the golden set (default: the spec's golden_set)
 
 
 def _run_candidate(run_dir: Path, onnx_model: Path | None) -> Candidate:
@@ -292,6 +297,7 @@ def _run_candidate(run_dir: Path, onnx_model: Path | None) -> Candidate:
         },
         metrics=json.loads((run_dir / "metrics.json").read_text())["holdout"],
         profile_file=run_dir / "reference_profile.json",
+        holdout=run_dir / "holdout.parquet" if (run_dir / "holdout.parquet").is_file() else None,
     )
 
 
@@ -450,6 +456,11 @@ def release_candidate(
         metrics=manifest.get("metrics") or {},
         profile_file=model_dir / "reference_profile.json",
     )
+    sets = manifest.get("quality_sets") or {}  # the release's own labelled sets travel with its model
+    if "holdout" in sets:
+        candidate.holdout = model_dir / sets["holdout"]["file"]
+    if "golden" in sets:
+        candidate.golden = model_dir / sets["golden"]["file"]
     return candidate, manifest
 
 
@@ -482,13 +493,22 @@ def publish(
     candidate: Candidate | None = None,
     load_check: bool = True,
     serving: Mapping[str, Any] | None = None,
+    quality_tolerance: float | None = None,
+    accept_worse: str | None = None,
+    refuse_worse: bool | None = None,
 ) -> PublishResult:
     """Stage, gate, validate and publish ``run_dir`` (or a ``candidate`` from ``model_candidate``) as the next
     release. ``onnx_model`` publishes a given ONNX file instead of exporting one (it must still pass the gate
     against the run's checkpoint). ``load_check`` loads the staged release in a scratch tritonserver before it
     moves into place (about 6.5 s; ``--no-load-check`` on the command line skips it). ``atol``/``rtol``: the parity
     gate's tolerance, ``|onnx - reference| <= atol + rtol*|reference|`` (``export.parity``). ``serving``: the served
-    model's instances and batching settings, as ``inferline bench tune`` measured them (``export.config``)."""
+    model's instances and batching settings, as ``inferline bench tune`` measured them (``export.config``).
+
+    Quality gate (``export.quality``): the candidate and the current release are scored on the candidate's holdout
+    and golden set, each through its own contract; a worse one (beyond ``quality_tolerance``, the task's default
+    when None) is refused with ``QualityGateRefused`` and nothing is published, when it would become current
+    (``refuse_worse``, default ``promote``), unless ``accept_worse`` gives a reason (recorded in the registry's
+    history). The comparison goes into the manifest (``quality``) and the sets into the release."""
     repository = Path(repository)
     if onnx_model is not None:
         check_onnx_file(Path(onnx_model), max_model_bytes)  # refused before anything is staged
@@ -524,6 +544,7 @@ def publish(
             parity = batch_invariance_gate(onnx_path, candidate.feeds, batch_sizes=(1, 7, mbs), atol=atol, rtol=rtol)
         if not parity.passed:
             raise ParityGateFailed(parity, spec.name)
+        quality_sets = _stage_labelled_sets(candidate, stage / names["model"])
 
         state.save(stage / names["preprocess"] / "feature_state.json")
         write_spec(spec, stage / names["preprocess"] / SPEC_FILE)  # the release carries its own contract
@@ -540,6 +561,21 @@ def publish(
 
         with registry.locked() as reg:
             version = _next_version(repository, names, registry)
+            current = reg["current"]
+            quality = compare(
+                ReleaseModel(f"candidate release {version}", spec, state, onnx_path),
+                release_model(repository, spec.name, int(current)) if current is not None else None,
+                current,
+                {name: read_labelled(stage / names["model"] / e["file"], spec) for name, e in quality_sets.items()},
+                quality_tolerance,
+            )
+            quality = decide(
+                quality,
+                accept_worse,
+                promote if refuse_worse is None else refuse_worse,
+                f"Nothing was published; release {current} stays current.",
+            )
+            log.info("%s", quality.summary())
             configs = pipeline_configs(spec, state, version, target, mbs, tensorrt=tensorrt, serving=serving)
             texts = {key: to_pbtxt(cfg) for key, cfg in configs.items()}
             # where each config lives: a model's own version directory; the gpu ensemble's beside preprocess
@@ -573,6 +609,8 @@ def publish(
                 "onnx_source_sha256": lineage.get("onnx_source_sha256"),
                 "derived_from": lineage.get("derived_from"),  # the release whose model this one serves again
                 "parity": parity.as_dict(),
+                "quality": quality.as_dict(),  # the champion/challenger comparison (export.quality)
+                "quality_sets": quality_sets,  # the labelled sets beside model.onnx, for `export promote`
                 "config_sha256": {key: _sha256_text(t) for key, t in texts.items()},
                 "configs": texts,
                 "code_revision": _code_revision(),
@@ -609,11 +647,16 @@ def publish(
                 "run_id": lineage.get("run_id"),
                 "source": lineage.get("source"),
                 "metrics": _headline(candidate.metrics),
+                "quality": _quality_headline(quality),
             }
             Registry.record(reg, "publish", version, run_id=lineage.get("run_id"))
+            if quality.status == "accepted_worse":
+                Registry.record(
+                    reg, "accept_worse", version, reason=quality.accepted_reason, quality=_quality_headline(quality)
+                )
             if promote or reg["current"] is None:
                 activate(repository, spec.name, version)
-                Registry.move_pointer(reg, version, "promote", reason="publish")
+                Registry.move_pointer(reg, version, "promote", reason="publish", quality=_quality_headline(quality))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         if candidate.onnx_source is not None and candidate.onnx_source.parent.name.startswith("inferline-head-"):
@@ -623,7 +666,41 @@ def publish(
         except OSError:
             pass  # another publish is staging
     log.info("published %s:%d (promoted=%s)", spec.name, version, promote)
-    return PublishResult(version=version, promoted=promote, manifest=manifest, parity=parity)
+    return PublishResult(version=version, promoted=promote, manifest=manifest, parity=parity, quality=quality)
+
+
+def _stage_labelled_sets(candidate: Candidate, folder: Path) -> dict[str, dict[str, Any]]:
+    """Copy the candidate's labelled sets into its staged model folder: the holdout (``holdout.parquet``) and the
+    golden set (``golden.parquet`` / ``golden.csv``: the candidate's, else the spec's ``golden_set``). Returns the
+    manifest's ``quality_sets``: ``{name: {file, sha256, rows}}``. A declared golden set that is missing or has no
+    label is refused (``UserError``)."""
+    golden = candidate.golden
+    if golden is None and candidate.spec.golden_set:
+        golden = Path(candidate.spec.golden_set).expanduser()
+        if not golden.is_file():
+            raise PathNotFound(
+                f"pipeline {candidate.spec.name!r} declares golden_set={candidate.spec.golden_set!r}, which is not a "
+                f"file (from {Path.cwd()}); expected a Parquet or CSV file of labelled raw rows: fix the path in "
+                "the spec (an absolute path, or relative to where you run inferline)"
+            )
+    out: dict[str, dict[str, Any]] = {}
+    for name, source in (("holdout", candidate.holdout), ("golden", golden)):
+        if source is None:
+            continue
+        suffix = ".csv" if source.suffix == ".csv" else ".parquet"
+        if source.suffix not in (".csv", ".parquet", ".pq"):
+            raise UserError(f"the {name} set {source} is neither .parquet nor .csv; give a Parquet or CSV file")
+        target = folder / f"{name}{suffix}"
+        shutil.copyfile(source, target)
+        rows = len(read_labelled(target, candidate.spec))
+        out[name] = {"file": target.name, "sha256": sha256_file(target), "rows": rows}
+    return out
+
+
+def _quality_headline(report: QualityReport) -> dict[str, Any]:
+    """The registry's summary of a comparison: status, metric, and both figures per set."""
+    sets = {n: {k: s.get(k) for k in ("rows", "candidate", "current")} for n, s in report.sets.items()}
+    return {"status": report.status, "metric": report.metric, "against": report.current_version, "sets": sets}
 
 
 HEADLINE = ("roc_auc", "pr_auc", "precision", "recall", "accuracy", "macro_f1", "mae", "rmse", "r2")
@@ -658,9 +735,16 @@ def _check_loads(stage: Path, names: dict[str, str], folders: Sequence[str], tar
 
 
 def set_current(
-    repository: Path, pipeline: str, version: int | None = None, action: str = "promote", reason: str = ""
+    repository: Path,
+    pipeline: str,
+    version: int | None = None,
+    action: str = "promote",
+    reason: str = "",
+    quality: QualityReport | None = None,
 ) -> dict[str, Any]:
-    """``promote`` to ``version`` or ``rollback`` to the previous release: moves configs and registry together."""
+    """``promote`` to ``version`` or ``rollback`` to the previous release: moves configs and registry together.
+    ``quality``: the promotion's comparison (``export.quality.promotion_report``), recorded in the history (an
+    accepted worse release also as an ``accept_worse`` entry with its reason)."""
     registry = Registry(Path(repository), pipeline)
     with registry.locked() as reg:
         if action == "rollback":
@@ -677,5 +761,8 @@ def set_current(
                 f"release {pipeline}:{version} does not exist; published: {sorted(map(int, reg['releases']))}"
             )
         activate(Path(repository), pipeline, version)
-        Registry.move_pointer(reg, version, action, reason=reason)
+        extra = {"quality": _quality_headline(quality)} if quality is not None else {}
+        if quality is not None and quality.status == "accepted_worse" and reg["current"] != version:
+            Registry.record(reg, "accept_worse", version, reason=quality.accepted_reason, **extra)
+        Registry.move_pointer(reg, version, action, reason=reason, **extra)
         return dict(reg)

@@ -179,7 +179,11 @@ class Registry:
         data["history"].append({"at": _now(), "action": action, "version": version, "user": user, **extra})
 
     @staticmethod
-    def move_pointer(data: dict[str, Any], version: int, action: str, reason: str = "", by: str | None = None) -> None:
+    def move_pointer(
+        data: dict[str, Any], version: int, action: str, reason: str = "", by: str | None = None, **extra: Any
+    ) -> None:
+        """Make ``version`` current (the old current becomes previous) and record it; ``extra`` (e.g. the quality
+        gate's comparison) goes into the history entry."""
         if str(version) not in data["releases"]:
             raise RegistryError(
                 f"release {data['pipeline']}:{version} does not exist; published: "
@@ -190,7 +194,7 @@ class Registry:
         if old == version:
             return
         data["previous"], data["current"] = old, version
-        Registry.record(data, action, version, by=by, replaced=old, reason=reason)
+        Registry.record(data, action, version, by=by, replaced=old, reason=reason, **extra)
 
 
 def registered_pipelines(repository: Path) -> list[str]:

@@ -222,6 +222,10 @@ class PipelineSpec:
     classes: tuple[str, ...]  # () for a regression pipeline
     model: ModelParams = ModelParams()
     description: str = ""
+    # a labelled set (Parquet or CSV file of raw rows with the label) on which export's quality gate also scores a
+    # candidate against the current release (export.quality); "" for none. A relative path is read from the working
+    # directory of `inferline train` / `export publish`; publish copies the file into the release.
+    golden_set: str = ""
 
     def __post_init__(self) -> None:
         # the label's datatype follows the task: class indices, or a float target for regression
@@ -349,6 +353,7 @@ class PipelineSpec:
             },
             "description": self.description,
             "column_descriptions": {c.name: c.description for c in self.columns if c.description},
+            **({"golden_set": self.golden_set} if self.golden_set else {}),  # only when set: snapshots as before
         }
 
     def feature_hash(self) -> str:
@@ -407,6 +412,7 @@ def spec_from_dict(d: Mapping[str, Any]) -> PipelineSpec:
             classes=tuple(d["classes"]),
             model=ModelParams(**model),
             description=d.get("description", ""),
+            golden_set=d.get("golden_set", ""),
         )
     except (KeyError, TypeError) as exc:
         raise SpecError(f"not a serialized pipeline spec (missing or malformed field: {exc})") from exc
