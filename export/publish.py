@@ -563,7 +563,7 @@ def publish(
             version = _next_version(repository, names, registry)
             current = reg["current"]
             quality = compare(
-                ReleaseModel(f"candidate release {version}", spec, state, onnx_path),
+                ReleaseModel(f"release {version}", spec, state, onnx_path),
                 release_model(repository, spec.name, int(current)) if current is not None else None,
                 current,
                 {name: read_labelled(stage / names["model"] / e["file"], spec) for name, e in quality_sets.items()},

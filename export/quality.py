@@ -85,15 +85,15 @@ class QualityReport:
         return asdict(self)
 
     def figures(self) -> str:
-        """``roc_auc on holdout (4500 rows): candidate 0.5123, release 3 0.9130; ...``."""
+        """``roc_auc on holdout (4500 rows): candidate release 4 0.5123, current release 3 0.9130; ...``."""
         parts = []
         for name, s in self.sets.items():
             if s.get("candidate") is None:
                 parts.append(f"{name}: {s.get('note', 'not scored')}")
                 continue
             parts.append(
-                f"{self.metric} on {name} ({s['rows']} rows): {self.candidate} {s['candidate']:.4f}, "
-                f"{self.current} {s['current']:.4f}"
+                f"{self.metric} on {name} ({s['rows']} rows): candidate {self.candidate} {s['candidate']:.4f}, "
+                f"current {self.current} {s['current']:.4f}"
             )
         return "; ".join(parts)
 

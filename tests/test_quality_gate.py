@@ -1,0 +1,145 @@
+"""The quality gate (``export.quality``; champion/challenger at ``export publish`` and ``export promote``): a
+candidate trained on shuffled labels is refused with both figures, an equal candidate is promoted, and
+``--accept-worse`` is recorded in the registry's history. Real training runs, real releases, the real command line;
+no server (the comparison runs in process with onnxruntime).
+
+The pipeline is ``tests.pipelines.loans`` with a golden set of true labels declared in its spec: the shuffled-label
+run's own holdout carries shuffled labels too, so the golden set is what shows it worse beyond doubt."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inferline.export.config import model_names
+from inferline.export.publish import publish
+from inferline.export.quality import QualityGateRefused
+from inferline.export.registry import Registry
+from inferline.features.artifacts import atomic_write_parquet
+from inferline.training.train import RunResult, train
+
+from .pipelines import loans
+
+FIGURES = re.compile(
+    r"roc_auc on golden \(1500 rows\): candidate release (\d+) ([0-9]+\.[0-9]+), current release (\d+) ([0-9]+\.[0-9]+)"
+)
+
+
+@dataclass
+class Runs:
+    good: RunResult
+    shuffled: RunResult
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    root = tmp_path_factory.mktemp("quality")
+    atomic_write_parquet(root / "golden.parquet", loans.generate(1500, seed=9))
+    spec = dataclasses.replace(loans.SPEC, golden_set=str(root / "golden.parquet"))
+    good = loans.generate(3000, seed=1)
+    shuffled = good.copy()
+    shuffled["defaulted"] = np.random.default_rng(0).permutation(shuffled["defaulted"].to_numpy())
+    atomic_write_parquet(root / "good.parquet", good)
+    atomic_write_parquet(root / "shuffled.parquet", shuffled)
+    return Runs(
+        good=train([root / "good.parquet"], spec, root / "runs", seed=0, epochs=2, progress=False),
+        shuffled=train([root / "shuffled.parquet"], spec, root / "runs", seed=0, epochs=2, progress=False),
+    )
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "inferline.export", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def first_release(runs: Runs, repository: Path) -> None:
+    released = publish(runs.good.run_dir, repository, load_check=False)
+    assert released.quality is not None and released.quality.status == "first_release"
+    assert released.manifest["quality"]["status"] == "first_release"
+    assert set(released.manifest["quality_sets"]) == {"holdout", "golden"}  # kept in the release for promote
+
+
+def test_a_shuffled_label_candidate_is_refused_with_both_metrics(runs: Runs, tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    first_release(runs, repository)
+    refused = cli("publish", "--run", str(runs.shuffled.run_dir), "--repository", str(repository), "--no-load-check")
+    assert refused.returncode == 1, refused.stderr
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "quality gate refused release 2: worse than release 1" in refused.stderr
+    found = FIGURES.search(refused.stderr)
+    assert found is not None, refused.stderr
+    candidate, current = float(found.group(2)), float(found.group(4))
+    assert candidate < 0.6 and current > 0.65 and current - candidate > 0.01, refused.stderr
+    registry = Registry(repository, "loans").read()
+    assert registry["current"] == 1 and list(registry["releases"]) == ["1"]  # nothing published
+    assert not (repository / model_names("loans")["model"] / "2").exists()
+
+
+def test_an_equal_candidate_is_promoted_and_the_comparison_is_in_its_manifest(runs: Runs, tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    first_release(runs, repository)
+    done = publish(runs.good.run_dir, repository, load_check=False)
+    assert done.version == 2 and done.promoted and Registry(repository, "loans").current == 2
+    quality = Registry(repository, "loans").manifest(2)["quality"]
+    assert quality["status"] == "passed" and quality["metric"] == "roc_auc" and quality["current_version"] == 1
+    assert quality["sets"]["golden"]["candidate"] == pytest.approx(quality["sets"]["golden"]["current"], abs=1e-6)
+    assert quality["sets"]["golden"]["rows"] == 1500 and quality["sets"]["holdout"]["rows"] == 450
+    promoted = Registry(repository, "loans").read()["history"][-1]
+    assert promoted["action"] == "promote" and promoted["quality"]["status"] == "passed"
+
+
+def test_accept_worse_is_recorded_in_the_history_with_both_figures(runs: Runs, tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    first_release(runs, repository)
+    args = ["--run", str(runs.shuffled.run_dir), "--repository", str(repository), "--no-load-check"]
+    done = cli("publish", *args, "--accept-worse", "labels re-audited upstream")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["quality"]["status"] == "accepted_worse"
+    assert "quality gate worse, accepted" in done.stderr and FIGURES.search(done.stderr) is not None, done.stderr
+    registry = Registry(repository, "loans").read()
+    assert registry["current"] == 2
+    accepted = [h for h in registry["history"] if h["action"] == "accept_worse"]
+    assert len(accepted) == 1 and accepted[0]["reason"] == "labels re-audited upstream", registry["history"]
+    golden = accepted[0]["quality"]["sets"]["golden"]
+    assert golden["candidate"] < golden["current"] - 0.01 and accepted[0]["quality"]["against"] == 1
+    assert Registry(repository, "loans").manifest(2)["quality"]["accepted_reason"] == "labels re-audited upstream"
+
+
+def test_promote_runs_the_same_comparison(runs: Runs, tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    first_release(runs, repository)
+    # published, not current: the comparison is recorded (worse), nothing refused
+    parked = publish(runs.shuffled.run_dir, repository, promote=False, load_check=False)
+    assert (
+        parked.quality is not None and parked.quality.status == "worse" and Registry(repository, "loans").current == 1
+    )
+    refused = cli("promote", "2", "--repository", str(repository))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert FIGURES.search(refused.stderr) is not None and "Release 1 stays current" in refused.stderr, refused.stderr
+    assert Registry(repository, "loans").current == 1
+
+    accepted = cli("promote", "2", "--repository", str(repository), "--accept-worse", "rollback drill")
+    assert accepted.returncode == 0, accepted.stderr
+    history = Registry(repository, "loans").read()["history"]
+    assert history[-2]["action"] == "accept_worse" and history[-2]["reason"] == "rollback drill"
+    assert history[-1]["action"] == "promote" and history[-1]["quality"]["status"] == "accepted_worse"
+    assert Registry(repository, "loans").current == 2
+
+
+def test_a_worse_candidate_published_in_process_raises_a_user_error(runs: Runs, tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    first_release(runs, repository)
+    with pytest.raises(QualityGateRefused, match=r"Nothing was published; release 1 stays current"):
+        publish(runs.shuffled.run_dir, repository, load_check=False)
+    # a looser tolerance lets it through: the tolerance is what decides
+    loose = publish(runs.shuffled.run_dir, repository, load_check=False, quality_tolerance=0.5)
+    assert loose.quality is not None and loose.quality.status == "passed" and loose.quality.tolerance == 0.5
