@@ -60,6 +60,7 @@ import pandas as pd
 import torch
 
 from inferline.export.config import Target, model_names, pipeline_configs, to_json, to_pbtxt
+from inferline.export.outputs import check_batch_axis, check_outputs
 from inferline.export.parity import ATOL, RTOL, ParityGateFailed, ParityReport, batch_invariance_gate, run_parity_gate
 from inferline.export.quality import QualityReport, ReleaseModel, compare, decide, read_labelled, release_model
 from inferline.export.registry import Registry, RegistryError
@@ -294,6 +295,7 @@ def _run_candidate(run_dir: Path, onnx_model: Path | None) -> Candidate:
             "data_files": run["data_fingerprint"]["files"],
             "checkpoint_sha256": sha256_file(run_dir / "checkpoint.pt"),
             "model": run.get("model", {"factory": "inferline.training.model:tabular_net"}),
+            "origin": f"the model of run {run_dir}",
         },
         metrics=json.loads((run_dir / "metrics.json").read_text())["holdout"],
         profile_file=run_dir / "reference_profile.json",
@@ -355,6 +357,7 @@ def model_candidate(
         raise UserError(f"--module {module} needs --checkpoint: the weights (torch.save(module.state_dict(), path))")
     frame = None
     lineage: dict[str, Any] = {"source": "module" if module else "onnx file"}
+    lineage["origin"] = f"--module {module}" if module else f"--onnx {onnx_model}"  # how messages name it
     if data:
         frame, report = load_validated(list(data), spec, include_label=False, max_invalid_share=1.0)
         lineage.update(data_fingerprint=report.fingerprint.get("sha256"), data_files=report.fingerprint.get("files"))
@@ -394,6 +397,7 @@ def model_candidate(
     else:
         assert onnx_model is not None
         check_onnx_file(Path(onnx_model), MAX_MODEL_BYTES)
+        check_batch_axis(Path(onnx_model))  # the user's file named in the message, before the head is attached
         headed = Path(tempfile.mkdtemp(prefix="inferline-head-")) / "model.onnx"
         attach_head(
             Path(onnx_model),
@@ -536,6 +540,8 @@ def publish(
             examples = [torch.from_numpy(v[:8]) for v in candidate.feeds.values()]
             export_onnx(candidate.model, onnx_path, mbs, candidate.layout, examples)
         check_onnx_file(onnx_path, max_model_bytes)
+        origin = str(onnx_model) if onnx_model is not None else str(candidate.lineage.get("origin") or "the model")
+        check_outputs(onnx_path, spec, candidate.feeds, what=origin)  # the output contract, before the gate
         if candidate.model is not None:
             parity = run_parity_gate(
                 candidate.model, onnx_path, candidate.feeds, batch_sizes=(1, 7, mbs), atol=atol, rtol=rtol

@@ -35,6 +35,7 @@ __all__ = [
     "ScoringModel",
     "TabularNet",
     "build_model",
+    "check_output_width",
     "factory_args_of",
     "layout_for",
     "load_checkpoint",
@@ -208,7 +209,41 @@ def build_model(factory: str, layout: ModelLayout, args: Mapping[str, Any]) -> n
         ) from exc
     if not isinstance(net, nn.Module):
         raise UserError(f"model factory {factory!r} returned a {type(net).__name__}, expected a torch.nn.Module")
+    check_output_width(net, layout, f"model factory {factory!r}")
     return net
+
+
+def check_output_width(net: nn.Module, layout: ModelLayout, what: str) -> None:
+    """The forward contract's output, probed on 2 rows of zeros shaped as ``layout``'s inputs (4 for a variable
+    dimension): ``[2, n_outputs]`` logits for a classifier, one value per row (``[2]`` or ``[2, 1]``) for
+    regression; else a ``UserError`` saying what the model answered and what the spec declares. A forward that
+    fails on zeros is left to training or the export to report."""
+    from inferline.features.spec import TENSOR_DTYPES
+
+    inputs = [
+        torch.zeros((2, *(4 if d < 0 else d for d in dims)), dtype=getattr(torch, TENSOR_DTYPES[dt]))
+        for _, dt, dims in layout.inputs
+    ]
+    try:
+        with torch.no_grad():
+            out = net(*inputs)
+    except Exception:  # noqa: BLE001 - not this check's evidence: training or the export reports it
+        return
+    if not isinstance(out, torch.Tensor):
+        return
+    shape = list(out.shape)
+    if layout.task == "regression":
+        if shape in ([2], [2, 1]):
+            return
+        expected = "[2] or [2, 1] (one value per row)"
+    elif shape == [2, layout.n_outputs]:
+        return
+    else:
+        expected = f"[2, {layout.n_outputs}] (one logit per class)"
+    raise UserError(
+        f"{what} answers {shape} for 2 rows, but the {layout.task} spec expects {expected}; build the model from "
+        "the layout it is given (layout.n_outputs outputs; see the forward contract in inferline.training.model)"
+    )
 
 
 class ScoringModel(nn.Module):
