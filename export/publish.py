@@ -38,6 +38,7 @@ validated, renamed into place, then the registry and model-level configs are rew
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.util
 import json
@@ -76,7 +77,16 @@ from inferline.training.model import ModelLayout, ScoringModel, layout_for, load
 BUILTIN_FACTORY = "inferline.training.model:tabular_net"
 TORCH_DTYPES = TENSOR_DTYPES  # Triton datatype -> the torch (and numpy) dtype name
 
-__all__ = ["Candidate", "PublishResult", "activate", "export_onnx", "model_candidate", "publish", "release_candidate"]
+__all__ = [
+    "Candidate",
+    "PublishFailed",
+    "PublishResult",
+    "activate",
+    "export_onnx",
+    "model_candidate",
+    "publish",
+    "release_candidate",
+]
 
 log = logging.getLogger("inferline.export")
 
@@ -529,6 +539,8 @@ def publish(
     # the model directories that get a version directory N for this release
     folders = ("preprocess", "model", "ensemble") if target == "local" else ("preprocess", "model")
     stage = repository / ".staging" / f"{spec.name}-{uuid.uuid4().hex[:12]}"
+    moved: list[Path] = []  # version directories renamed into place (undone if anything after them fails)
+    saved: dict[Path, bytes | None] = {}  # model-level configs as they were before activate (restored likewise)
     try:
         for key in folders:
             (stage / names[key]).mkdir(parents=True)
@@ -646,6 +658,7 @@ def publish(
             for key in folders:
                 (repository / names[key]).mkdir(parents=True, exist_ok=True)
                 (stage / names[key]).rename(repository / names[key] / str(version))
+                moved.append(repository / names[key] / str(version))
             reg["releases"][str(version)] = {
                 "published_at": manifest["created_at"],
                 "manifest_sha256": sha256_file(repository / names["model"] / str(version) / "release.json"),
@@ -661,8 +674,23 @@ def publish(
                     reg, "accept_worse", version, reason=quality.accepted_reason, quality=_quality_headline(quality)
                 )
             if promote or reg["current"] is None:
+                for key in ("preprocess", "model", "ensemble"):
+                    config = repository / names[key] / "config.pbtxt"
+                    saved[config] = config.read_bytes() if config.is_file() else None
                 activate(repository, spec.name, version)
                 Registry.move_pointer(reg, version, "promote", reason="publish", quality=_quality_headline(quality))
+        # the registry is written as the `with` block ends: the commit point; nothing below can fail it
+    except BaseException as exc:
+        _undo_publish(moved, saved)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            current = Registry(repository, spec.name).current
+            raise PublishFailed(
+                f"no space left on the device of {repository} while publishing {spec.name!r} ({exc.strerror}: "
+                f"{exc.filename2 or exc.filename or 'a file'}); nothing was published, "
+                + (f"release {current} stays current" if current is not None else "no release is current")
+                + ": free space there (`df -h`) or publish into another --repository, then publish again"
+            ) from exc
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         if candidate.onnx_source is not None and candidate.onnx_source.parent.name.startswith("inferline-head-"):
@@ -673,6 +701,26 @@ def publish(
             pass  # another publish is staging
     log.info("published %s:%d (promoted=%s)", spec.name, version, promote)
     return PublishResult(version=version, promoted=promote, manifest=manifest, parity=parity, quality=quality)
+
+
+class PublishFailed(UserError, OSError):
+    """The repository could not be written (a full disk, a quota); nothing was published."""
+
+
+def _undo_publish(moved: Sequence[Path], saved: Mapping[Path, bytes | None]) -> None:
+    """After a publish failed past its first rename: remove the version directories it moved into place, then put
+    the model-level configs back as they were (removing those it created), so the repository serves what the
+    registry (not rewritten) says. Best effort: what cannot be undone is logged."""
+    for folder in moved:
+        shutil.rmtree(folder, ignore_errors=True)
+    for path, data in saved.items():
+        try:
+            if data is None:
+                path.unlink(missing_ok=True)
+            elif not path.is_file() or path.read_bytes() != data:
+                atomic_write_bytes(path, data)
+        except OSError as exc:
+            log.error("could not restore %s after a failed publish: %s", path, exc)
 
 
 def _stage_labelled_sets(candidate: Candidate, folder: Path) -> dict[str, dict[str, Any]]:
