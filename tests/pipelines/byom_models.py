@@ -87,3 +87,9 @@ class VectorMLP(nn.Module):
 def vector_mlp(layout: ModelLayout) -> nn.Module:
     _, _, dims = layout.input("embedding")
     return VectorMLP(dims[0], layout.n_outputs)
+
+
+def fixed_width(layout: ModelLayout, outputs: int = 5) -> nn.Module:
+    """A factory that ignores the layout's class count (a user's mistake): ``outputs`` logits whatever the spec."""
+    _, _, dims = layout.input("embedding")
+    return VectorMLP(dims[0], outputs)

@@ -1,0 +1,190 @@
+"""What publish checks before a release exists, and how it fails: the parity gate's tolerance (absolute and
+relative, numpy ``allclose`` semantics), the output contract (the model's outputs against the spec, a dynamic batch
+axis), a model factory that ignores the class count, and a full disk. Real models, real ONNX files, a real tmpfs;
+one real tritonserver for the unscaled regression."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import traceback
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inferline.export.publish import PublishFailed, model_candidate, publish
+from inferline.export.registry import Registry
+from inferline.features.artifacts import atomic_write_parquet, sha256_file
+from inferline.features.contract import compile_contract
+from inferline.features.errors import UserError
+from inferline.features.spec import write_spec
+from inferline.features.state import FeatureState
+from inferline.serving.client import InferlineClient
+from inferline.serving.server import ServerConfig, TritonServer
+from inferline.training.model import load_checkpoint
+from inferline.training.train import train
+
+from .pipelines import byom_models, byom_vector, loans, yields
+
+THREE = replace(byom_vector.SPEC, name="three", classes=("a", "b", "c"))  # a 3-class feature-vector spec
+
+
+def _export(module: torch.nn.Module, path: Path, dynamic: bool = True) -> None:
+    """A user's own ONNX export of ``module`` (logits only), with or without a dynamic batch axis."""
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    shapes = {"dynamic_shapes": ({0: torch.export.Dim("batch", min=1, max=4096)},)} if dynamic else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module.eval(), (torch.zeros(4, 8),), input_names=["embedding"], output_names=["logits"], dynamo=True,
+            **shapes,
+        )  # fmt: skip
+    assert program is not None
+    program.save(str(path))
+
+
+def test_an_onnx_file_with_five_logits_for_three_classes_is_refused_before_the_gate(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    _export(byom_models.VectorMLP(8, 5), tmp_path / "five.onnx")
+    write_spec(THREE, tmp_path / "spec.json")
+    repository = tmp_path / "repo"
+    done = subprocess.run(
+        [sys.executable, "-m", "inferline.export", "publish", "--onnx", str(tmp_path / "five.onnx"), "--spec",
+         str(tmp_path / "spec.json"), "--repository", str(repository), "--no-load-check"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "output 'probabilities' is float32 [1, 5]" in done.stderr and "expects FP32 [1, 3]" in done.stderr
+    assert "5 values per row for 3 classes" in done.stderr, done.stderr
+    assert Registry(repository, "three").read()["releases"] == {}  # nothing published
+
+
+def test_an_onnx_file_without_a_dynamic_batch_axis_is_one_clear_error(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    _export(byom_models.VectorMLP(8, 3), tmp_path / "fixed.onnx", dynamic=False)
+    with pytest.raises(UserError, match=r"input 'embedding' has shape \[4, 8\], a fixed batch size of 4") as info:
+        publish(None, tmp_path / "repo", candidate=model_candidate(THREE, onnx_model=tmp_path / "fixed.onnx"))
+    assert "dynamic batch axis" in str(info.value) and str(tmp_path / "fixed.onnx") in str(info.value)
+
+
+def test_a_factory_whose_output_does_not_fit_the_classes_is_refused_when_built(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    torch.save(byom_models.VectorMLP(8, 5).state_dict(), tmp_path / "five.pt")
+    factory = "tests.pipelines.byom_models:fixed_width"
+    expected = r"answers \[2, 5\] for 2 rows, but the multiclass spec expects \[2, 3\]"
+    with pytest.raises(UserError, match=expected):
+        model_candidate(THREE, module=factory, checkpoint=tmp_path / "five.pt")
+    # training with it: the same one-line refusal before the first step
+    rows = byom_vector.generate(300, seed=1)
+    rows["label"] = np.arange(len(rows)) % 3  # three classes
+    atomic_write_parquet(tmp_path / "rows.parquet", rows)
+    spec = replace(THREE, model=replace(THREE.model, factory=factory))
+    with pytest.raises(UserError, match=expected):
+        train([tmp_path / "rows.parquet"], spec, tmp_path / "runs", epochs=1, progress=False)
+
+
+def test_a_regression_on_an_unscaled_target_passes_the_gate_and_serves_within_its_tolerance(tmp_path: Path) -> None:
+    """Yields in kilograms (values in the hundreds): one float32 step there is ~3e-5 to 6e-5, above any useful
+    absolute tolerance, so only atol + rtol*|value| lets a correct export through."""
+    rows = yields.generate(1500, seed=3)
+    rows["tonnes"] *= 100
+    atomic_write_parquet(tmp_path / "kg.parquet", rows)
+    run = train([tmp_path / "kg.parquet"], yields.SPEC, tmp_path / "runs", seed=0, epochs=30, progress=False)
+    repository = tmp_path / "repo"
+    released = publish(run.run_dir, repository, load_check=False)  # served for real below
+    parity = released.parity
+    assert parity.passed and parity.atol == 1e-5 and parity.rtol == 1e-5 and parity.outside_tolerance == 0
+    assert parity.max_abs_error > parity.atol, "this target must need the relative tolerance to pass"
+
+    score = yields.generate(64, seed=4)
+    folder = repository / "yields_preprocess" / str(released.version)
+    contract = compile_contract(yields.SPEC, FeatureState.load(folder / "feature_state.json"))
+    m = contract.features(score)
+    with torch.no_grad():
+        (expected,) = load_checkpoint(run.run_dir / "checkpoint.pt")(*map(torch.from_numpy, contract.feeds(m).values()))
+    expected = expected.numpy().reshape(-1)
+    assert np.abs(expected).min() > 100, "values in the hundreds"
+    server = TritonServer(ServerConfig.on_free_ports(repository, tmp_path / "work")).start(timeout_s=180)
+    try:
+        with InferlineClient(server.config.http_url, "http", pipeline="yields", spec=yields.SPEC) as client:
+            served = client.predict(score)
+    finally:
+        server.stop()
+    assert served.status == ["ok"] * len(score)
+    np.testing.assert_allclose(served.prediction, expected, rtol=parity.rtol, atol=parity.atol)
+
+
+def _mount_tmpfs(path: Path, size: str) -> None:
+    path.mkdir(parents=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+
+
+def _fill(mount: Path, leave: int) -> None:
+    """Fill the tmpfs, then free ``leave`` bytes."""
+    fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    try:
+        while True:
+            os.write(fd, b"\0" * 512)
+    except OSError:
+        pass
+    os.close(fd)
+    os.truncate(mount / "filler", max(os.path.getsize(mount / "filler") - leave, 0))
+
+
+def _files(repository: Path) -> dict[str, str]:
+    return {str(p.relative_to(repository)): sha256_file(p) for p in sorted(repository.rglob("*")) if p.is_file()}
+
+
+def test_a_full_disk_during_publish_leaves_nothing_half_published(tmp_path: Path) -> None:
+    """Disks full at different points of a publish (from the first staged file to the configs written after the
+    rename): each attempt either publishes completely or fails with one line naming the full disk, with the
+    repository exactly as before (the current release stays)."""
+    atomic_write_parquet(tmp_path / "rows.parquet", loans.generate(1500, seed=1))
+    run = train([tmp_path / "rows.parquet"], loans.SPEC, tmp_path / "runs", seed=0, epochs=1, progress=False)
+    first = tmp_path / "first"
+    publish(run.run_dir, first, load_check=False)  # release 1, copied onto each small disk
+    # what release 1's folders take on a tmpfs (whole pages): a disk left with about that much fills up late, after
+    # the release moved into place; with nothing left, at the first staged file
+    need = sum(-(-p.stat().st_size // 4096) * 4096 for p in first.glob("*/1/*") if p.is_file())
+    failed, where = 0, set()  # functions the disk filled up in
+    for i, leave in enumerate((0, need - 4096, need, need + 4096, 2 * need)):
+        mount = tmp_path / f"disk{i}"
+        _mount_tmpfs(mount, "4m")
+        try:
+            repository = mount / "repo"
+            shutil.copytree(first, repository)
+            _fill(mount, leave)
+            before = _files(repository)
+            try:
+                publish(run.run_dir, repository, load_check=False)
+            except PublishFailed as exc:
+                failed += 1
+                assert exc.__cause__ is not None
+                where.update(f.name for f in traceback.extract_tb(exc.__cause__.__traceback__))
+                message = str(exc)
+                assert "no space left on the device" in message and "release 1 stays current" in message
+                assert "\n" not in message and isinstance(exc, UserError)
+                assert _files(repository) == before, f"leave={leave}: the repository changed"
+                assert not list((repository / ".staging").glob("*")) if (repository / ".staging").exists() else True
+                continue
+            assert Registry(repository, "loans").current == 2, f"leave={leave}"  # it fitted: published whole
+            Registry(repository, "loans").release_files(2)  # complete and matching its manifest
+        finally:
+            subprocess.run(["umount", str(mount)], check=True)
+    assert failed >= 2, "the disk sizes must make some publishes fail"
+    assert "activate" in where, f"one disk must fill after the release moved into place (failed in {where})"
