@@ -815,7 +815,7 @@ def set_current(
                 f"release {pipeline}:{version} does not exist; published: {sorted(map(int, reg['releases']))}"
             )
         activate(Path(repository), pipeline, version)
-        extra = {"quality": _quality_headline(quality)} if quality is not None else {}
+        extra: dict[str, Any] = {"quality": _quality_headline(quality)} if quality is not None else {}
         if quality is not None and quality.status == "accepted_worse" and reg["current"] != version:
             Registry.record(reg, "accept_worse", version, reason=quality.accepted_reason, **extra)
         Registry.move_pointer(reg, version, action, reason=reason, **extra)
