@@ -189,7 +189,9 @@ def _history(args: argparse.Namespace) -> int:
     print(f"{pipeline}: current {reg['current']}, previous {reg['previous']}")
     for v, r in sorted(reg["releases"].items(), key=lambda kv: int(kv[0])):
         m = r.get("metrics", {})
-        print(f"  release {v}: {r['published_at']} target={r['target']} roc_auc={m.get('roc_auc', float('nan')):.4f}")
+        quality = (r.get("quality") or {}).get("status", "-")  # the quality gate's verdict at publish
+        figures = " ".join(f"{k}={m[k]:.4f}" for k in ("roc_auc", "macro_f1", "rmse") if k in m)
+        print(f"  release {v}: {r['published_at']} target={r['target']} {figures} quality={quality}")
     for h in reg["history"]:
         print(f"  {h['at']} {h['action']:<8} -> {h['version']} by {h.get('user', '?')}: {h.get('reason', '')}")
     return 0

@@ -79,7 +79,8 @@ def test_rollback_across_a_spec_change_serves_the_old_contract(tmp_path: Path, d
     first = train([data], loans.SPEC, tmp_path / "runs" / "v1", seed=0, epochs=1, progress=False)
     publish(first.run_dir, repository, load_check=False)
     second = train([data], CAPPED, tmp_path / "runs" / "v2", seed=0, epochs=1, progress=False)
-    publish(second.run_dir, repository, load_check=False)
+    # one epoch each: the capped release may score below the first on its holdout; this test is about the contract
+    publish(second.run_dir, repository, load_check=False, accept_worse="a spec change under test, not a better model")
     registry = Registry(repository, "loans")
     assert registry.current == 2
     specs = {v: read_spec(registry.release_files(v)["spec"]) for v in (1, 2)}
