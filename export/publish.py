@@ -63,7 +63,7 @@ import torch
 from inferline.export.config import Target, model_names, pipeline_configs, to_json, to_pbtxt
 from inferline.export.outputs import check_batch_axis, check_outputs
 from inferline.export.parity import ATOL, RTOL, ParityGateFailed, ParityReport, batch_invariance_gate, run_parity_gate
-from inferline.export.quality import QualityReport, ReleaseModel, compare, decide, read_labelled, release_model
+from inferline.export.quality import QualityReport, ReleaseModel, compare, current_release, decide, read_labelled
 from inferline.export.registry import Registry, RegistryError
 from inferline.export.runtime import onnx_session
 from inferline.export.safety import MAX_MODEL_BYTES, check_onnx_file
@@ -580,12 +580,14 @@ def publish(
         with registry.locked() as reg:
             version = _next_version(repository, names, registry)
             current = reg["current"]
+            theirs, unreadable = current_release(repository, spec.name, None if current is None else int(current))
             quality = compare(
                 ReleaseModel(f"release {version}", spec, state, onnx_path),
-                release_model(repository, spec.name, int(current)) if current is not None else None,
+                theirs,
                 current,
                 {name: read_labelled(stage / names["model"] / e["file"], spec) for name, e in quality_sets.items()},
                 quality_tolerance,
+                unreadable,
             )
             quality = decide(
                 quality,

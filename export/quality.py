@@ -197,10 +197,20 @@ def compare(
     current_version: int | None,
     sets: dict[str, pd.DataFrame],
     tolerance: float | None = None,
+    unreadable: str = "",
 ) -> QualityReport:
-    """Score ``candidate`` and ``current`` on every labelled set (see the module docstring) and decide."""
-    if current is None:
+    """Score ``candidate`` and ``current`` on every labelled set (see the module docstring) and decide. ``current``
+    None with a ``current_version``: that release could not be read (``unreadable`` says why): not comparable."""
+    if current is None and current_version is None:
         return QualityReport("first_release", candidate=candidate.name, reason="no current release")
+    if current is None:
+        return QualityReport(
+            "not_comparable",
+            candidate=candidate.name,
+            current=f"release {current_version}",
+            current_version=current_version,
+            reason=unreadable or f"release {current_version} could not be read",
+        )
     metric = TASK_METRIC[candidate.spec.task]
     tol = DEFAULT_TOLERANCE[metric] if tolerance is None else float(tolerance)
     if tol < 0 or not math.isfinite(tol):
@@ -269,6 +279,17 @@ def release_model(repository: Path, pipeline: str, version: int) -> ReleaseModel
     return ReleaseModel(f"release {version}", spec, FeatureState.load(files["feature_state"]), files["model"])
 
 
+def current_release(repository: Path, pipeline: str, version: int | None) -> tuple[ReleaseModel | None, str]:
+    """The current release to compare with, or None and why it cannot be read (a damaged or pre-snapshot release
+    must not block publishing the one that replaces it: the comparison is then ``not_comparable``)."""
+    if version is None:
+        return None, ""
+    try:
+        return release_model(repository, pipeline, version), ""
+    except UserError as exc:
+        return None, f"release {version} cannot be read ({exc})"
+
+
 def release_sets(repository: Path, pipeline: str, version: int, spec: PipelineSpec) -> dict[str, pd.DataFrame]:
     """The labelled sets release ``version`` carries (its manifest's ``quality_sets``, beside model.onnx), each
     checked against the manifest's sha256; none for a release published before the quality gate."""
@@ -315,6 +336,7 @@ def promotion_report(
     candidate = release_model(repository, pipeline, version)
     if current == version:
         return QualityReport("same_release", candidate=candidate.name, current=candidate.name)
-    theirs = release_model(repository, pipeline, current) if current is not None else None
-    report = compare(candidate, theirs, current, release_sets(repository, pipeline, version, candidate.spec), tolerance)
+    theirs, unreadable = current_release(repository, pipeline, current)
+    sets = release_sets(repository, pipeline, version, candidate.spec)
+    report = compare(candidate, theirs, current, sets, tolerance, unreadable)
     return decide(report, accept_worse, True, f"Release {current} stays current.")

@@ -143,3 +143,14 @@ def test_a_worse_candidate_published_in_process_raises_a_user_error(runs: Runs, 
     # a looser tolerance lets it through: the tolerance is what decides
     loose = publish(runs.shuffled.run_dir, repository, load_check=False, quality_tolerance=0.5)
     assert loose.quality is not None and loose.quality.status == "passed" and loose.quality.tolerance == 0.5
+
+
+def test_a_current_release_that_cannot_be_read_is_not_comparable_and_does_not_block(runs: Runs, tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    first_release(runs, repository)
+    damaged = repository / model_names("loans")["model"] / "1" / "model.onnx"
+    damaged.write_bytes(damaged.read_bytes() + b"\0")  # no longer the manifest's model
+    released = publish(runs.shuffled.run_dir, repository, load_check=False)
+    assert released.quality is not None and released.quality.status == "not_comparable"
+    assert "release 1 cannot be read" in released.quality.reason and "does not match" in released.quality.reason
+    assert Registry(repository, "loans").current == 2
