@@ -5,6 +5,7 @@ one real tritonserver for the unscaled regression."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -16,6 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 
@@ -29,7 +32,7 @@ from inferline.features.state import FeatureState
 from inferline.serving.client import InferlineClient
 from inferline.serving.server import ServerConfig, TritonServer
 from inferline.training.model import load_checkpoint
-from inferline.training.train import train
+from inferline.training.train import RunResult, train
 
 from .pipelines import byom_models, byom_vector, loans, yields
 
@@ -150,12 +153,44 @@ def _files(repository: Path) -> dict[str, str]:
     return {str(p.relative_to(repository)): sha256_file(p) for p in sorted(repository.rglob("*")) if p.is_file()}
 
 
-def test_a_full_disk_during_publish_leaves_nothing_half_published(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def loans_run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    root = tmp_path_factory.mktemp("loans")
+    atomic_write_parquet(root / "rows.parquet", loans.generate(1500, seed=1))
+    return train([root / "rows.parquet"], loans.SPEC, root / "runs", seed=0, epochs=1, progress=False)
+
+
+def test_a_parity_refusal_names_the_evidence_and_claims_no_current_release_when_there_is_none(
+    loans_run: RunResult, tmp_path: Path
+) -> None:
+    """A model.onnx that is not the run's module (weights shifted) into an empty repository: the refusal reports
+    the values outside atol + rtol*|b| with both tolerances, and the alert does not claim a current release."""
+    exported = tmp_path / "exported"
+    publish(loans_run.run_dir, exported, load_check=False)
+    model = onnx.load(str(exported / "loans_model" / "1" / "model.onnx"))
+    weights = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    weights.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weights) + 0.05, weights.name))
+    onnx.save(model, str(tmp_path / "shifted.onnx"))
+    alerts = tmp_path / "alerts.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "inferline.export", "publish", "--run", str(loans_run.run_dir), "--onnx",
+         str(tmp_path / "shifted.onnx"), "--repository", str(tmp_path / "repo"), "--alerts", str(alerts)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "output values outside |a-b| <= atol + rtol*|b| (atol 1e-05, rtol 1e-05" in done.stderr, done.stderr
+    assert "against its PyTorch module" in done.stderr and "Nothing was published" in done.stderr
+    alert = json.loads(alerts.read_text().splitlines()[-1])
+    assert alert["reason"] == "parity_gate_failed" and "stays served" not in alert["message"], alert
+    assert "no release was current" in alert["message"] and alert["details"]["current_release"] is None
+    assert alert["details"]["rtol"] == 1e-5 and alert["details"]["outside_tolerance"] > 0
+
+
+def test_a_full_disk_during_publish_leaves_nothing_half_published(loans_run: RunResult, tmp_path: Path) -> None:
     """Disks full at different points of a publish (from the first staged file to the configs written after the
     rename): each attempt either publishes completely or fails with one line naming the full disk, with the
     repository exactly as before (the current release stays)."""
-    atomic_write_parquet(tmp_path / "rows.parquet", loans.generate(1500, seed=1))
-    run = train([tmp_path / "rows.parquet"], loans.SPEC, tmp_path / "runs", seed=0, epochs=1, progress=False)
+    run = loans_run
     first = tmp_path / "first"
     publish(run.run_dir, first, load_check=False)  # release 1, copied onto each small disk
     # what release 1's folders take on a tmpfs (whole pages): a disk left with about that much fills up late, after
