@@ -170,11 +170,11 @@ def _outputs(model: ReleaseModel, rows: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def _metric(metric: str, spec: PipelineSpec, y: np.ndarray, outputs: dict[str, np.ndarray]) -> float:
-    from inferline.training.metrics import multiclass_metrics, roc_auc
+    """The task's metric, computed by ``training.metrics`` as training reports it."""
+    from inferline.training.metrics import multiclass_metrics, regression_metrics, roc_auc
 
     if metric == "rmse":
-        err = outputs["prediction"].reshape(-1).astype("float64") - y.astype("float64")
-        return float(np.sqrt((err**2).mean()))
+        return float(regression_metrics(y, outputs["prediction"])["rmse"])
     if metric == "roc_auc":
         return roc_auc(y == 1, outputs["probabilities"][:, 1].astype("float64"))
     return float(multiclass_metrics(y, outputs["predicted_class"].reshape(-1), spec.classes)["macro_f1"])

@@ -26,7 +26,7 @@ from inferline.export.registry import Registry
 from inferline.features.artifacts import atomic_write_parquet
 from inferline.training.train import RunResult, train
 
-from .pipelines import loans
+from .pipelines import loans, yields
 
 FIGURES = re.compile(
     r"roc_auc on golden \(1500 rows\): candidate release (\d+) ([0-9]+\.[0-9]+), current release (\d+) ([0-9]+\.[0-9]+)"
@@ -154,3 +154,19 @@ def test_a_current_release_that_cannot_be_read_is_not_comparable_and_does_not_bl
     assert released.quality is not None and released.quality.status == "not_comparable"
     assert "release 1 cannot be read" in released.quality.reason and "does not match" in released.quality.reason
     assert Registry(repository, "loans").current == 2
+
+
+def test_a_regression_candidate_is_compared_on_rmse_with_a_relative_tolerance(tmp_path: Path) -> None:
+    atomic_write_parquet(tmp_path / "golden.parquet", yields.generate(500, seed=9))
+    spec = dataclasses.replace(yields.SPEC, golden_set=str(tmp_path / "golden.parquet"))
+    rows = yields.generate(1500, seed=1)
+    atomic_write_parquet(tmp_path / "good.parquet", rows)
+    rows["tonnes"] = np.random.default_rng(0).permutation(rows["tonnes"].to_numpy())
+    atomic_write_parquet(tmp_path / "shuffled.parquet", rows)
+    runs = {n: train([tmp_path / f"{n}.parquet"], spec, tmp_path / n, progress=False) for n in ("good", "shuffled")}
+    repository = tmp_path / "repo"
+    publish(runs["good"].run_dir, repository, load_check=False)
+    with pytest.raises(QualityGateRefused, match=r"tolerance 0\.02 relative: .*rmse on golden \(500 rows\)") as info:
+        publish(runs["shuffled"].run_dir, repository, load_check=False)
+    golden = info.value.report.sets["golden"]
+    assert golden["candidate"] > golden["current"] * 1.02 and info.value.report.metric == "rmse"
