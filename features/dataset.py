@@ -30,6 +30,7 @@ __all__ = [
     "BrokenFiles",
     "DatasetReport",
     "InvalidShareExceeded",
+    "decode_dictionaries",
     "expand_paths",
     "load_validated",
     "quarantine_name",
@@ -37,6 +38,7 @@ __all__ = [
     "read_parquet",
     "read_raw",
     "refusal_reason",
+    "refuse_repeated_names",
 ]
 
 SOURCE = "_source"  # the input file of each quarantined row
@@ -225,7 +227,7 @@ def read_parquet(path: Path, row_groups: Sequence[int] | None = None, columns: l
     path = Path(path)
     try:
         with pq.ParquetFile(path, page_checksum_verification=True) as file:
-            _no_repeated_names(path, file.schema_arrow.names)
+            refuse_repeated_names(path, file.schema_arrow.names)
             if row_groups is None:
                 table = file.read(columns=columns, use_threads=False)
             else:
@@ -251,7 +253,8 @@ def decode_dictionaries(table: Any) -> Any:
     return table.cast(pa.schema(fields, metadata=table.schema.metadata))
 
 
-def _no_repeated_names(path: Path, names: list[str]) -> None:
+def refuse_repeated_names(path: Path, names: list[str]) -> None:
+    """A ``FileLevelError`` naming each column name that ``names`` (a file's header or schema) repeats."""
     repeated = {n: [i for i, m in enumerate(names) if m == n] for n in names if names.count(n) > 1}
     if repeated:
         raise FileLevelError(
@@ -340,7 +343,7 @@ def _check_records(path: Path) -> tuple[bool, Records]:
         header = next((r for r in reader if r), None)
         if header is None:
             return False, records
-        _no_repeated_names(path, header)
+        refuse_repeated_names(path, header)
         width, row = len(header), 0
         for fields in reader:
             if not fields:
