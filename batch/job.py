@@ -282,9 +282,9 @@ def _file_gate(
             for reason, count in record["reasons"].items():
                 reasons[reason] = reasons.get(reason, 0) + count
         for part in parts:
-            record = results.pop(part.index, None)
-            if record is None:
+            if part.index not in results:
                 continue
+            record = results.pop(part.index)
             (root / COMMITS / f"{part.name}.json").unlink(missing_ok=True)  # the commit point goes first
             (root / record["part"]).unlink(missing_ok=True)
             kept = (
