@@ -320,11 +320,17 @@ _BOMS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
 
 
 def _wide_encoding(head: bytes) -> tuple[str, str] | None:
-    """UTF-16 or UTF-32 text, by its byte order mark or, without one, by the NUL byte beside each ASCII
-    character (in every other byte): ``(codec, how it was recognized)``, else ``None``."""
+    """UTF-16 or UTF-32 text, by its byte order mark or, without one, by the NUL bytes beside each ASCII
+    character (every other byte; three of every four): ``(codec, how it was recognized)``, else ``None``."""
     for bom, codec, how in _BOMS:
         if head.startswith(bom):
             return codec, how
+    if len(head) >= 16:
+        zeros = [head[i::4].count(0) / len(head[i::4]) for i in range(4)]
+        if min(zeros[1:]) > 0.3 and zeros[0] < 0.05:
+            return "UTF-32", "little-endian without a byte order mark: three NUL bytes after each ASCII character"
+        if min(zeros[:3]) > 0.3 and zeros[3] < 0.05:
+            return "UTF-32", "big-endian without a byte order mark: three NUL bytes before each ASCII character"
     even, odd = head[0::2], head[1::2]
     if len(head) >= 8:
         if odd.count(0) > 0.3 * len(odd) and even.count(0) < 0.05 * len(even):

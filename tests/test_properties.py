@@ -216,3 +216,29 @@ def test_csv_records_with_the_wrong_field_count_are_quarantined_never_shifted(ro
     untouched = frame.drop(index=list(changed))
     assert valid["transaction_id"].tolist() == untouched["transaction_id"].tolist()
     assert valid["merchant_category"].tolist() == untouched["merchant_category"].tolist()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(row, min_size=1, max_size=8),
+    st.sampled_from(["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"]),
+)
+def test_a_wide_encoding_is_named_as_such(rows: list[dict], encoding: str) -> None:
+    """A CSV file in UTF-16 or UTF-32, with or without a byte order mark, whatever text it holds: one file-level
+    error naming that encoding and the conversion, never cp1252 advice or columns of NUL-laden names."""
+    import tempfile
+    from pathlib import Path
+
+    import pytest
+
+    from inferline.features.dataset import load_validated
+    from inferline.features.validation import FileLevelError
+
+    codec = encoding[:6].upper()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "upstream.csv"
+        _frame(rows).to_csv(path, index=False, encoding=encoding)
+        with pytest.raises(FileLevelError) as info:
+            load_validated([path], SPEC)
+    assert f"received {codec} text" in str(info.value) and f"iconv -f {codec} -t UTF-8" in str(info.value)
+    assert "cp1252" not in str(info.value)
