@@ -328,6 +328,16 @@ def test_the_invalid_share_gate_is_per_file_over_all_its_partitions(
     assert len(evidence) == 250 and set(evidence["_reasons"]) == {"amount:negative"}
     assert f"quarantine is kept in {out / '_quarantine' / 'part-00002.parquet'}" in str(failed.value)
 
+    cli = subprocess.run(
+        [*BATCH_RUN, "--input", str(tmp_path / "in"), "--output", str(out), "--model", "fraud:2", "--repository",
+         str(published.repository), "--scheduler", dask_cluster.address, "--partition-rows", str(ROW_GROUP),
+         "--max-invalid-share", "0.1", "--alerts", str(tmp_path / "alerts.jsonl"), "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr, cli.stderr
+    alert = json.loads((tmp_path / "alerts.jsonl").read_text().splitlines()[-1])
+    assert alert["source"] == "batch" and alert["reason"] == "invalid_share_exceeded"
+
     report = run_job(config(tmp_path / "in", out, published, dask_cluster, max_invalid_share=0.2))
     assert report.partitions_resumed == 3 and report.rows_predicted == 4_600 and report.rows_quarantined == 400
 
