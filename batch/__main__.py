@@ -13,8 +13,8 @@ from inferline.batch.plan import EmptyInput
 from inferline.batch.release import ModelRefError, parse_model_ref
 from inferline.command import Parser, fraction, new_dir, new_file, positive_int, run
 from inferline.export.registry import choose_published
+from inferline.features.dataset import refusal_reason
 from inferline.features.errors import UserError
-from inferline.features.validation import FileLevelError
 from inferline.monitor.alerts import Alert, Alerter
 from inferline.serving.secrets import monitor_key
 
@@ -44,17 +44,12 @@ def _run(args: argparse.Namespace) -> int:
     except BatchJobFailed as exc:
         print(json.dumps(exc.report.as_dict(), indent=2))
         print(f"batch FAILED: {exc}", file=sys.stderr)
-        _alert(args, "partitions_failed", str(exc), exc.report.as_dict())
+        reasons = {f.get("reason", "error") for f in exc.report.failed}  # one reason, or partitions_failed for a mix
+        _alert(args, reasons.pop() if len(reasons) == 1 else "partitions_failed", str(exc), exc.report.as_dict())
         return 1
     except (UserError, FileNotFoundError) as exc:  # FileLevelError, EmptyInput, OutputInUse, RegistryError, ...
         print(f"batch REFUSED, nothing written or changed: {exc}", file=sys.stderr)
-        reason = (
-            "schema_break"
-            if isinstance(exc, FileLevelError)
-            else "no_data"
-            if isinstance(exc, EmptyInput)
-            else "refused"
-        )
+        reason = "no_data" if isinstance(exc, EmptyInput) else refusal_reason(exc)
         _alert(args, reason, str(exc), {"input": args.input, "output": args.output})
         return 1
     print(json.dumps(report.as_dict(), indent=2))
@@ -127,7 +122,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--partition-rows", type=positive_int, default=250_000, help="rows per partition (whole row groups)"
     )
     run.add_argument(
-        "--max-invalid-share", type=fraction, default=0.05, help="per partition; above it the partition fails"
+        "--max-invalid-share",
+        type=fraction,
+        default=0.05,
+        help="per file (over all its partitions): a file whose share of invalid rows is above it is withdrawn from "
+        "the output and its partitions fail; its quarantine is kept",
     )
     run.add_argument(
         "--overwrite",

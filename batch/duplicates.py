@@ -28,16 +28,18 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from inferline.batch.plan import Partition, Plan
 from inferline.features.contract import Contract
+from inferline.features.dataset import read_parquet
 from inferline.features.duplicates import canonical_values, copies, digests, repeated_values, unique_columns
 from inferline.features.spec import PipelineSpec
+from inferline.features.validation import FileLevelError
 
 __all__ = ["Duplicates", "Scan", "find_duplicates", "scan_partition"]
 
@@ -48,12 +50,16 @@ Scan = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 def scan_partition(contract: Contract, part: Partition) -> Scan:
-    """One partition's unique columns as comparison keys (the scoring input has no label: it is not scanned)."""
+    """One partition's unique columns as comparison keys (the scoring input has no label: it is not scanned).
+    A partition that cannot be read holds no keys here: it fails alone when it is scored, naming its file."""
     columns = unique_columns(contract.spec, include_label=False)
     if not columns:
         return {}
-    frame = pq.ParquetFile(part.file).read_row_groups(list(part.row_groups), columns=[c.name for c in columns])
-    values = canonical_values(contract, frame.to_pandas(), include_label=False)
+    try:
+        frame = read_parquet(Path(part.file), part.row_groups, columns=[c.name for c in columns])
+    except FileLevelError:
+        return {c.name: (np.zeros(part.rows, dtype=bool), np.zeros((part.rows, 2), dtype=np.uint64)) for c in columns}
+    values = canonical_values(contract, frame, include_label=False)
     out: Scan = {}
     for c in columns:
         v = values[c.name]

@@ -38,13 +38,14 @@ from typing import Any
 from tqdm import tqdm
 
 from inferline.batch.duplicates import Duplicates, Scan, find_duplicates, scan_partition, scan_task
-from inferline.batch.partition import COMMITS, QUARANTINE, Task, run_partition
+from inferline.batch.partition import COMMITS, QUARANTINE, PartitionRejected, Task, run_partition
 from inferline.batch.partition import _contract as worker_contract
 from inferline.batch.plan import Partition, Plan, plan_job
 from inferline.batch.release import ModelRelease, resolve_release
 from inferline.export.runtime import Device
 from inferline.features.artifacts import atomic_write_json, sha256_file
 from inferline.features.backend import BackendName, get_backend
+from inferline.features.dataset import refusal_reason
 from inferline.features.errors import UserError
 from inferline.features.spec import spec_beside
 from inferline.features.state import FeatureState
@@ -259,6 +260,55 @@ def _scan(
     return scans
 
 
+def _file_gate(
+    root: Path, plan: Plan, results: dict[int, dict[str, Any]], max_invalid_share: float
+) -> list[dict[str, Any]]:
+    """The invalid-share gate, per input file (as on validate and train): a file whose quarantined rows, over all
+    its partitions, are above ``max_invalid_share`` of its rows is refused. Each of its committed partitions is
+    withdrawn from ``results`` and from the output (commit record first, then predictions): it is failed, with
+    reason ``invalid_share_exceeded``, its rows counted as failed; its quarantine stays in ``_quarantine/`` as the
+    evidence. A file some of whose partitions failed otherwise is refused when its known quarantined rows alone
+    pass the limit. Deterministic: a rerun on the same file refuses it again; a fixed file passes."""
+    refused: list[dict[str, Any]] = []
+    for file in plan.files:
+        parts = [p for p in plan.partitions if p.file == file]
+        records = [results[p.index] for p in parts if p.index in results]
+        rows = sum(p.rows for p in parts)
+        bad = sum(r["rows_quarantined"] for r in records)
+        if not rows or bad / rows <= max_invalid_share:
+            continue
+        reasons: dict[str, int] = {}
+        for record in records:
+            for reason, count in record["reasons"].items():
+                reasons[reason] = reasons.get(reason, 0) + count
+        for part in parts:
+            if part.index not in results:
+                continue
+            record = results.pop(part.index)
+            (root / COMMITS / f"{part.name}.json").unlink(missing_ok=True)  # the commit point goes first
+            (root / record["part"]).unlink(missing_ok=True)
+            kept = (
+                f"; its quarantine is kept in {root / QUARANTINE / record['quarantine']}"
+                if record["quarantine"]
+                else ""
+            )
+            error = PartitionRejected(
+                f"{file}: {bad} of {rows} rows ({bad / rows:.1%}) failed validation, above the allowed "
+                f"{max_invalid_share:.1%} per file (reasons {reasons}); this partition's {record['rows_in']} rows "
+                f"were withdrawn from the output{kept}. Fix the upstream file or raise --max-invalid-share, then "
+                "rerun: the other files' partitions are kept"
+            )
+            refused.append(
+                {
+                    "partition": part.index,
+                    "source": part.describe(),
+                    "reason": "invalid_share_exceeded",
+                    "error": f"{type(error).__name__}: {error}",
+                }
+            )
+    return refused
+
+
 def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | None = None) -> JobReport:
     """Score ``config.inputs`` with the release ``config.model`` into ``config.output``; see the module doc."""
     started = time.perf_counter()
@@ -320,7 +370,6 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
                         backend=config.backend,
                         device=device,
                         threads=1,
-                        max_invalid_share=config.max_invalid_share,
                         monitor_url=config.monitor_url,
                         monitor_key=config.monitor_key,
                         gate=str(Path(config.gate).resolve()) if config.gate is not None else None,
@@ -342,7 +391,12 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
                     record = future.result()
                 except Exception as exc:  # noqa: BLE001 - one partition's failure is reported, the rest go on
                     failed.append(
-                        {"partition": part.index, "source": part.describe(), "error": f"{type(exc).__name__}: {exc}"}
+                        {
+                            "partition": part.index,
+                            "source": part.describe(),
+                            "reason": refusal_reason(exc) if isinstance(exc, UserError) else "error",
+                            "error": f"{type(exc).__name__}: {exc}",
+                        }
                     )
                     bar.update(1)
                     continue
@@ -352,6 +406,7 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
                 bar.update(1)
             bar.close()
 
+    failed += _file_gate(root, plan, results, config.max_invalid_share)
     report = JobReport(
         job=job,
         output=str(root),
@@ -382,7 +437,8 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
     report.status = "failed" if failed else "complete"
     if not report.reconciled:  # a bug, never a data problem: say so loudly
         raise RuntimeError(f"bug: batch job {job} does not reconcile rows in and out: {report.as_dict()}")
-    _remove_stale(root, keep={plan.partitions[i].name for i in results})  # what killed attempts left behind
+    withdrawn = {plan.partitions[f["partition"]].name for f in failed if f["reason"] == "invalid_share_exceeded"}
+    _remove_stale(root, keep={plan.partitions[i].name for i in results} | withdrawn)  # killed attempts' leftovers
     atomic_write_json(root / "_report.json", report.as_dict())
     atomic_write_json(
         root / "_job.json", {**meta, "status": report.status, "updated_at": datetime.now(UTC).isoformat()}

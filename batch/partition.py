@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from inferline.batch.plan import Partition
 from inferline.export.runtime import Device, onnx_session
 from inferline.features.artifacts import atomic_write_json, atomic_write_parquet, sha256_file
 from inferline.features.backend import BackendName, get_backend
 from inferline.features.contract import Contract, compile_contract
+from inferline.features.dataset import read_parquet
 from inferline.features.duplicates import ROW, mark_copies, with_row
 from inferline.features.spec import PipelineSpec, spec_beside
 from inferline.features.state import FeatureState
@@ -49,7 +49,8 @@ MODEL_CHUNK_ROWS = 65_536  # rows per onnxruntime call: bounds the activations' 
 
 
 class PartitionRejected(ValueError):
-    """A partition's data is too broken to score (its share of invalid rows is over the limit)."""
+    """A partition of a file whose share of invalid rows is over the limit: the gate is per file
+    (``batch.job``), so each partition of such a file is withdrawn from the output, its quarantine kept."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,6 @@ class Task:
     backend: BackendName
     device: Device
     threads: int
-    max_invalid_share: float
     monitor_url: str | None = None  # http://127.0.0.1:9400: a sample of each partition's rows and predictions
     monitor_rows: int = 2_000
     monitor_key: str | None = field(default=None, repr=False)  # the monitor's ingest key
@@ -183,7 +183,7 @@ def run_partition(task: Task) -> dict[str, Any]:
     spec, state = contract.spec, contract.state
     assert state is not None
     session = _session(task.model_path, task.model_sha256, task.device, task.threads)
-    raw = pq.ParquetFile(part.file).read_row_groups(list(part.row_groups)).to_pandas()
+    raw = read_parquet(Path(part.file), part.row_groups)  # a corrupt page: FileLevelError, never an abort
     keep: tuple[str, ...] = ()
     if spec.id_column is None:  # the row's position in its file identifies it; it rides beside validation
         raw.insert(0, "source_row", np.arange(part.first_row, part.first_row + len(raw), dtype=np.int64))
@@ -196,13 +196,6 @@ def run_partition(task: Task) -> dict[str, Any]:
     if task.duplicates:
         result = mark_copies(result, dict(task.duplicates))
         examples = _examples(result.quarantine, [name for name, _ in task.duplicates])
-    if result.invalid_share > task.max_invalid_share:
-        raise PartitionRejected(
-            f"{result.rows_quarantined} of {result.rows_in} rows ({result.invalid_share:.1%}) "
-            f"failed validation, above the allowed {task.max_invalid_share:.1%} (reasons {result.reason_counts}); "
-            "nothing of it was written. Fix the upstream data or raise --max-invalid-share, then rerun: committed "
-            "partitions are kept"
-        )
     outputs = score_frame(result.valid, spec, state, session, task.backend, contract)
     out = prediction_frame(result.valid, spec, outputs, task.release)
 

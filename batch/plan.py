@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from inferline.features.artifacts import fingerprint_files
-from inferline.features.dataset import expand_paths
+from inferline.features.dataset import decode_dictionaries, expand_paths, refuse_repeated_names
 from inferline.features.errors import UserError
 from inferline.features.spec import PipelineSpec
 from inferline.features.validation import validate_frame
@@ -79,7 +79,7 @@ class Plan:
 
 def _check_schema(path: Path, schema: pa.Schema, spec: PipelineSpec) -> None:
     """Run the pipeline's structural checks on the file's empty frame: the same checks each partition repeats."""
-    frame = schema.empty_table().to_pandas()
+    frame = decode_dictionaries(schema.empty_table()).to_pandas()  # a dictionary column is read as its values
     validate_frame(frame.drop(columns=[spec.label], errors="ignore"), spec, source=str(path), include_label=False)
 
 
@@ -97,6 +97,7 @@ def plan_job(inputs: list[str] | list[Path], spec: PipelineSpec, partition_rows:
             raise UnreadableInput(
                 f"{path} is not a readable Parquet file ({exc}); remove it from --input or re-export it"
             ) from exc
+        refuse_repeated_names(path, meta.schema_arrow.names)
         _check_schema(path, meta.schema_arrow, spec)
         group: list[int] = []
         first = rows = offset = 0

@@ -129,7 +129,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="directory for each input's <stem>-<path digest>.quarantine.parquet (rows name their _source)",
     )
     v.add_argument(
-        "--max-invalid-share", type=fraction, default=0.05, help="share of invalid rows above which a file fails"
+        "--max-invalid-share",
+        type=fraction,
+        default=0.05,
+        help="per file: a file whose share of invalid rows is above it refuses the input (good files beside it do "
+        "not dilute it); the refused rows are kept in the quarantine",
     )
     v.add_argument("--no-label", action="store_true", help="data without the label column (scoring input)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")

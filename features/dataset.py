@@ -6,9 +6,11 @@ import codecs
 import csv
 import glob
 import hashlib
+import io
 import re
 import sys
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +30,15 @@ __all__ = [
     "BrokenFiles",
     "DatasetReport",
     "InvalidShareExceeded",
+    "decode_dictionaries",
     "expand_paths",
     "load_validated",
     "quarantine_name",
     "read_csv",
+    "read_parquet",
     "read_raw",
+    "refusal_reason",
+    "refuse_repeated_names",
 ]
 
 SOURCE = "_source"  # the input file of each quarantined row
@@ -54,7 +60,49 @@ class BrokenFiles(FileLevelError):
 
 
 class InvalidShareExceeded(UserError, ValueError):
-    """Too many rows failed validation for the stage to trust the rest."""
+    """One or more files hold more invalid rows than ``max_invalid_share`` allows (the gate is per file: a bad file
+    is not hidden by good ones beside it). ``files`` names each such file with its counts and reasons;
+    ``quarantine`` is where the refused rows were kept (``None``: they were not written)."""
+
+    reason = "invalid_share_exceeded"
+
+    def __init__(self, files: list[dict[str, Any]], of: int, max_invalid_share: float, quarantine: Path | None) -> None:
+        self.files, self.of, self.max_invalid_share, self.quarantine = files, of, max_invalid_share, quarantine
+        listed = "; ".join(
+            f"{f['file']}: {f['rows_quarantined']} of {f['rows_in']} rows ({f['invalid_share']:.1%}, reasons "
+            f"{f['reasons']})"
+            for f in files
+        )
+        where = (
+            f"the refused rows are kept in {quarantine} (one <stem>-<digest>.quarantine.parquet per input, with "
+            "reasons): inspect them"
+            if quarantine is not None
+            else "see the refused rows with `inferline validate FILE... --quarantine DIR`"
+        )
+        super().__init__(
+            f"{len(files)} of {of} input file(s) failed validation above the allowed {max_invalid_share:.1%} of "
+            f"invalid rows per file: {listed}. Nothing of this input was used; {where}, fix the upstream data, or "
+            "raise --max-invalid-share"
+        )
+
+    def kept_in(self, quarantine: Path) -> InvalidShareExceeded:
+        """The same refusal, naming the folder its quarantine was moved to."""
+        return InvalidShareExceeded(self.files, self.of, self.max_invalid_share, quarantine)
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """The machine-readable reason of a stage refusing its data, for alerts: ``invalid_share_exceeded``,
+    ``unreadable_file`` (a file that cannot be read at all), ``schema_break`` (a file whose columns break the
+    spec), ``no_data`` (no input file found), an exception's own ``reason`` (``NotEnoughData``: ``not_enough_rows``,
+    ``missing_classes``), else ``refused``."""
+    own = getattr(exc, "reason", None)
+    if isinstance(own, str):
+        return own
+    if isinstance(exc, FileLevelError):
+        return "unreadable_file" if all(p.get("column") == "<file>" for p in exc.problems) else "schema_break"
+    if isinstance(exc, FileNotFoundError):
+        return "no_data"
+    return "refused"
 
 
 @dataclass
@@ -139,20 +187,89 @@ def _unreadable(path: Path, what: str, exc: BaseException, fix: str) -> FileLeve
 
 def read_raw(path: Path, spec: PipelineSpec | None = None) -> pd.DataFrame:
     """A data file as a frame; a file that cannot be read (empty, truncated, corrupt, not that format, not UTF-8)
-    is a ``FileLevelError`` naming it, never a reader's traceback. A CSV file is read by ``spec`` where one is
-    given (``read_csv``): CSV has no types, the spec does."""
+    is a ``FileLevelError`` naming it, never a reader's traceback or an aborted process. A CSV file is read by
+    ``spec`` where one is given (``read_csv``): CSV has no types, the spec does. A CSV record whose field count
+    differs from the header's is an all-null row here; ``load_validated`` quarantines it with its reason."""
+    return _read_records(path, spec)[0]
+
+
+Records = dict[int, tuple[str, str]]  # row position -> (reason, the record's text as it arrived)
+
+
+def _read_records(path: Path, spec: PipelineSpec | None) -> tuple[pd.DataFrame, Records]:
+    """``read_raw``, and the rows of a CSV file whose records had the wrong number of fields."""
     from pandas.errors import EmptyDataError, ParserError
 
     path = Path(path)
     if path.suffix == ".csv":
         try:
-            return read_csv(path, spec)
-        except (EmptyDataError, ParserError, UnicodeError, OSError) as exc:
+            return _read_csv(path, spec)
+        except (EmptyDataError, ParserError, UnicodeError, OSError, csv.Error) as exc:
             raise _unreadable(path, "CSV", exc, "a header line, then one line per row; re-export it") from exc
+    return read_parquet(path), {}
+
+
+def read_parquet(path: Path, row_groups: Sequence[int] | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """A Parquet file (or some of its row groups and columns) as a frame, with pyarrow; every stage reads Parquet
+    input through here. Contract:
+
+    - a file that cannot be read (truncated, not Parquet, a corrupt page) is a ``FileLevelError`` naming it. Pages
+      are decoded on the calling thread (``use_threads=False``): pyarrow's threaded decode of a corrupt page raised,
+      then aborted the process at exit now and then (``terminate called without an active exception``, exit 134:
+      26 of 40 runs of ``inferline validate`` on the corrupt-page file of tests/test_defects.py; 0 of 40 on the
+      calling thread), because decode tasks were still in flight. Page checksums are verified where the
+      writer stored them (``page_checksum_verification``);
+    - repeated column names are refused, naming them (a frame cannot hold two columns of one name);
+    - dictionary-encoded columns (pandas categoricals, Arrow dictionary arrays) are decoded to their values: a
+      dictionary is how the column was stored, not what the data is."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
     try:
-        return pd.read_parquet(path)
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise _unreadable(path, "Parquet", exc, "written to the end; re-export or re-copy it") from exc
+        with pq.ParquetFile(path, page_checksum_verification=True) as file:
+            refuse_repeated_names(path, file.schema_arrow.names)
+            if row_groups is None:
+                table = file.read(columns=columns, use_threads=False)
+            else:
+                table = file.read_row_groups(list(row_groups), columns=columns, use_threads=False)
+            table = decode_dictionaries(table)
+            return table.to_pandas(use_threads=False)
+    except (OSError, ValueError, pa.ArrowException) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        if isinstance(exc, FileLevelError):
+            raise
+        raise _unreadable(path, "Parquet", exc, "truncated, or a page is corrupt; re-export or re-copy it") from exc
+
+
+def decode_dictionaries(table: Any) -> Any:
+    """A pyarrow table (or an empty one made from a schema) with each dictionary column cast to its value type."""
+    import pyarrow as pa
+
+    fields = [
+        pa.field(f.name, f.type.value_type, f.nullable, f.metadata) if pa.types.is_dictionary(f.type) else f
+        for f in table.schema
+    ]
+    if all(a is b for a, b in zip(fields, table.schema, strict=True)):
+        return table
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
+
+
+def refuse_repeated_names(path: Path, names: list[str]) -> None:
+    """A ``FileLevelError`` naming each column name that ``names`` (a file's header or schema) repeats."""
+    repeated = {n: [i for i, m in enumerate(names) if m == n] for n in names if names.count(n) > 1}
+    if repeated:
+        raise FileLevelError(
+            str(path),
+            [
+                {
+                    "column": name,
+                    "problem": "column name repeated",
+                    "received": f"{len(where)} columns named {name!r} (positions {where})",
+                    "expected": "each column named once (rename or drop the repeated column upstream)",
+                }
+                for name, where in repeated.items()
+            ],
+        )
 
 
 # what pandas reads as a null in a number or timestamp cell by default (a text cell is null only when empty)
@@ -185,7 +302,104 @@ def read_csv(path: Path, spec: PipelineSpec | None = None) -> pd.DataFrame:
       that an empty file passes like a 0-row Parquet file;
     - a NUL byte inside a cell survives (pandas' C parser would cut the value there), so validation sees it;
     - bytes that are not UTF-8 survive as lone surrogates and are reported per row (``<column>:invalid_utf8``);
-      a file where no byte sequence is UTF-8 is a ``FileLevelError`` that names its likely encoding."""
+      a file where no byte sequence is UTF-8 is a ``FileLevelError`` that names its likely encoding (UTF-16 and
+      UTF-32, by their byte order mark or their NUL bytes, are named as such);
+    - a header that names a column twice is a ``FileLevelError`` naming it (pandas would rename one ``x.1``);
+    - a record with fewer or more fields than the header (Python's ``csv`` module counts them, quoting included)
+      becomes an all-null row, never its values shifted into other columns (``load_validated`` quarantines it
+      with its reason and its text)."""
+    return _read_csv(path, spec)[0]
+
+
+_BOMS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
+    (codecs.BOM_UTF32_LE, "UTF-32", "little-endian, byte order mark FF FE 00 00"),
+    (codecs.BOM_UTF32_BE, "UTF-32", "big-endian, byte order mark 00 00 FE FF"),
+    (codecs.BOM_UTF16_LE, "UTF-16", "little-endian, byte order mark FF FE"),
+    (codecs.BOM_UTF16_BE, "UTF-16", "big-endian, byte order mark FE FF"),
+)
+
+
+def _wide_encoding(head: bytes) -> tuple[str, str] | None:
+    """UTF-16 or UTF-32 text, by its byte order mark or, without one, by the NUL bytes beside each ASCII
+    character (every other byte; three of every four): ``(codec, how it was recognized)``, else ``None``."""
+    for bom, codec, how in _BOMS:
+        if head.startswith(bom):
+            return codec, how
+    if len(head) >= 16:
+        zeros = [head[i::4].count(0) / len(head[i::4]) for i in range(4)]
+        if min(zeros[1:]) > 0.3 and zeros[0] < 0.05:
+            return "UTF-32", "little-endian without a byte order mark: three NUL bytes after each ASCII character"
+        if min(zeros[:3]) > 0.3 and zeros[3] < 0.05:
+            return "UTF-32", "big-endian without a byte order mark: three NUL bytes before each ASCII character"
+    even, odd = head[0::2], head[1::2]
+    if len(head) >= 8:
+        if odd.count(0) > 0.3 * len(odd) and even.count(0) < 0.05 * len(even):
+            return "UTF-16", "little-endian without a byte order mark: a NUL byte after each ASCII character"
+        if even.count(0) > 0.3 * len(even) and odd.count(0) < 0.05 * len(odd):
+            return "UTF-16", "big-endian without a byte order mark: a NUL byte before each ASCII character"
+    return None
+
+
+def _check_records(path: Path) -> tuple[bool, Records]:
+    """One pass of Python's ``csv`` module over the file: refuse a header that repeats a name; return whether
+    a data record has the wrong field count, and those records (row position -> reason, text). Blank lines are
+    no rows (as for pandas)."""
+    records: Records = {}
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next((r for r in reader if r), None)
+        if header is None:
+            return False, records
+        refuse_repeated_names(path, header)
+        width, row = len(header), 0
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) != width:
+                out = io.StringIO()
+                csv.writer(out, lineterminator="").writerow(fields)
+                reason = "_row:too_few_fields" if len(fields) < width else "_row:too_many_fields"
+                records[row] = (f"{reason}", out.getvalue())
+            row += 1
+    return bool(records), records
+
+
+def _blanked(path: Path, records: Records) -> io.BytesIO:
+    """The file's bytes with each record of ``records`` replaced by a record of empty fields (a null row in
+    its place, so row positions hold)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(r for r in reader if r)
+        writer.writerow(header)
+        row = 0
+        for fields in reader:
+            if not fields:
+                continue
+            writer.writerow([""] * len(header) if row in records else fields)
+            row += 1
+    return io.BytesIO(out.getvalue().encode("utf-8", errors="surrogateescape"))
+
+
+def _read_csv(path: Path, spec: PipelineSpec | None = None) -> tuple[pd.DataFrame, Records]:
+    """``read_csv``, and the records it made null rows of."""
+    with open(path, "rb") as fh:
+        wide = _wide_encoding(fh.read(4096))
+    if wide is not None:
+        codec, how = wide
+        raise FileLevelError(
+            str(path),
+            [
+                {
+                    "column": "<file>",
+                    "problem": "not UTF-8",
+                    "received": f"{codec} text ({how})",
+                    "expected": f"UTF-8 text (re-export the file as UTF-8, or convert it: iconv -f {codec} -t UTF-8 "
+                    f"{Path(path).name} > fixed.csv)",
+                }
+            ],
+        )
     nul, good, bad = _scan_bytes(path)
     if bad and not good:
         sample = Path(path).read_bytes()
@@ -204,15 +418,21 @@ def read_csv(path: Path, spec: PipelineSpec | None = None) -> pd.DataFrame:
                 }
             ],
         )
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)  # a long cell is a length rule's job, not the reader's
+    try:
+        misfit, records = _check_records(path)
+        source: Path | io.BytesIO = _blanked(path, records) if misfit else path
+    finally:
+        csv.field_size_limit(limit)
     columns = {c.name: c for c in (spec.columns if spec is not None else ())}
     # text and timestamps are read as text: a timestamp's text is parsed by validation, as on the request path
     text = [n for n, c in columns.items() if c.kind in TEXT_KINDS or c.kind == "timestamp"]
-    limit = csv.field_size_limit()
     if nul:  # the python engine keeps a NUL; its csv module would refuse cells over 128 KiB (a length rule's job)
         csv.field_size_limit(2**31 - 1)
     try:
         frame = pd.read_csv(
-            path,
+            source,
             encoding="utf-8",
             encoding_errors="surrogateescape",
             engine="python" if nul else "c",
@@ -234,7 +454,7 @@ def read_csv(path: Path, spec: PipelineSpec | None = None) -> pd.DataFrame:
             frame[name] = frame[name].astype(col.raw_dtype)
         elif col.kind == "numeric":
             frame[name] = frame[name].astype("float64")
-    return frame
+    return frame, records
 
 
 def quarantine_name(path: Path) -> str:
@@ -253,9 +473,15 @@ def load_validated(
 ) -> tuple[pd.DataFrame, DatasetReport]:
     """Validate every file and report every broken one in one pass (``BrokenFiles``); quarantine the rows that
     fail, and the copies of a value of a ``unique=True`` column that repeats within the data set, by the column's
-    ``duplicates`` policy (``_quarantine_repeats``, reason ``<column>:duplicate``); write each file's quarantine
-    (``quarantine_name``: no two inputs collide; each row names its ``_source`` file) only when the whole input is
-    usable; fail on too many bad rows (duplicates count among them)."""
+    ``duplicates`` policy (``_quarantine_repeats``, reason ``<column>:duplicate``); a CSV record whose field count
+    differs from its header's is its own row's defect (``_row:too_few_fields`` / ``_row:too_many_fields``, its
+    text kept in ``_record``; never shifted into other columns).
+
+    The gate is per file: a file whose share of quarantined rows (duplicates count among them) is above
+    ``max_invalid_share`` refuses the whole input (``InvalidShareExceeded`` naming every such file), however many
+    good rows the other files hold. Each file's quarantine (``quarantine_name``: no two inputs collide; each row
+    names its ``_source`` file) is written when the files could be read, refused or not, so a refusal keeps its
+    evidence; nothing is quarantined when a file cannot be read or breaks the schema."""
     report = DatasetReport(fingerprint=fingerprint_files(paths))
     contract = compile_contract(spec)
     results: list[tuple[Path, ValidationResult]] = []
@@ -263,10 +489,12 @@ def load_validated(
     broken: list[FileLevelError] = []
     for path in paths:
         try:
-            raw = read_raw(path, spec)
+            raw, records = _read_records(path, spec)
             if not include_label:  # scoring input may carry the label; it is not used (as in the batch job)
                 raw = raw.drop(columns=[spec.label], errors="ignore")
             result = contract.validate(with_row(raw), source=str(path), include_label=include_label, keep=(ROW,))
+            if records:
+                result = _refuse_records(result, records)
             results.append((path, result))
             canonical.append(canonical_values(contract, raw, include_label))
         except FileLevelError as exc:
@@ -281,21 +509,25 @@ def load_validated(
             for row in result.quarantine.head(3).to_dict("records")
         ]
         report.files.append({"file": str(path), **result.summary(), "samples": samples})
-    total_in = report.rows_in
-    share = report.rows_quarantined / total_in if total_in else 0.0
-    if share > max_invalid_share:
-        worst = max(results, key=lambda pr: pr[1].invalid_share)
-        raise InvalidShareExceeded(
-            f"{report.rows_quarantined} of {total_in} rows ({share:.1%}) failed validation, above the allowed "
-            f"{max_invalid_share:.1%}; worst file {worst[0]} ({worst[1].invalid_share:.1%}, reasons "
-            f"{worst[1].reason_counts}). Inspect the quarantine, fix upstream, or raise --max-invalid-share."
-        )
-    if quarantine_dir is not None:
+    if quarantine_dir is not None:  # before the gate: a refused input keeps its evidence
         for path, result in results:
             if result.rows_quarantined:
                 rows = result.quarantine.copy()
                 rows.insert(1, SOURCE, pd.Series([str(path)] * len(rows), dtype="string"))
                 atomic_write_parquet(Path(quarantine_dir) / quarantine_name(path), rows)
+    over = [
+        {"file": str(path), "invalid_share": result.invalid_share, **result.summary()}
+        for path, result in results
+        if result.invalid_share > max_invalid_share
+    ]
+    if over:
+        kept = Path(quarantine_dir) if quarantine_dir is not None else None
+        raise InvalidShareExceeded(
+            [{k: f[k] for k in ("file", "rows_in", "rows_quarantined", "invalid_share", "reasons")} for f in over],
+            len(results),
+            max_invalid_share,
+            kept,
+        )
     parts = [result.valid for _, result in results]
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return frame, report
@@ -326,3 +558,31 @@ def _quarantine_repeats(
             marks[i][column.name] = np.flatnonzero(chosen[bounds[i] : bounds[i + 1]])
     for i, (path, result) in enumerate(results):
         results[i] = (path, mark_copies(result, marks[i]))
+
+
+def _refuse_records(result: ValidationResult, records: Records) -> ValidationResult:
+    """``result`` (validated with ``keep=(ROW,)``) with the rows of CSV records that had the wrong field count
+    quarantined with that reason alone (their nulls are the reader's stand-in, not what arrived) and their text
+    in ``_record``; the counts of reasons are those of the quarantine. The quarantine stays in row order."""
+    positions = np.fromiter(records, dtype=np.int64, count=len(records))
+    move = np.isin(result.valid[ROW].to_numpy(dtype=np.int64), positions)
+    moved = result.valid[move].copy()
+    moved.insert(0, "_reasons", pd.Series([""] * len(moved), index=moved.index, dtype="string"))
+    quarantine = pd.concat([result.quarantine, moved], ignore_index=True)
+    rows = quarantine[ROW].to_numpy(dtype=np.int64)
+    reasons = quarantine["_reasons"].astype(object).tolist()
+    texts: list[str | None] = [None] * len(rows)
+    for i, row in enumerate(rows.tolist()):
+        if row in records:
+            reasons[i], texts[i] = records[row]
+    quarantine["_reasons"] = pd.Series(reasons, dtype="string")
+    quarantine.insert(1, "_record", pd.Series(texts, dtype="string"))
+    quarantine = quarantine.iloc[np.argsort(rows, kind="stable")].reset_index(drop=True)
+    counts = Counter(r for text in quarantine["_reasons"].tolist() for r in str(text).split(";") if r)
+    return ValidationResult(
+        valid=result.valid[~move].reset_index(drop=True),
+        quarantine=quarantine,
+        rows_in=result.rows_in,
+        reason_counts=dict(counts),
+        normalizations=result.normalizations,
+    )

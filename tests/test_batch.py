@@ -277,11 +277,13 @@ def test_poison_partitions_are_named_and_the_rest_commit(
     report = failed.value.report
     message = str(failed.value)
     assert f"{tmp_path}/in/negative.parquet, row group 0" in message and "amount:negative" in message
-    assert f"{tmp_path}/in/corrupt.parquet, row group 1" in message and "OSError" in message
-    assert [f["partition"] for f in report.failed] == [1, 5]  # files in name order: corrupt, good, negative
-    assert report.status == "failed" and report.partitions_committed == report.partitions - 2 == 5
-    assert report.rows_failed == 2_000 and report.reconciled
-    assert len(list((tmp_path / "out" / "_commits").glob("*.json"))) == 5
+    assert f"{tmp_path}/in/negative.parquet, row group 1" in message, "the gate is per file: its valid half too"
+    assert f"{tmp_path}/in/corrupt.parquet, row group 1" in message and "not readable as Parquet" in message
+    assert [f["partition"] for f in report.failed] == [1, 5, 6]  # files in name order: corrupt, good, negative
+    assert [f["reason"] for f in report.failed] == ["unreadable_file", *["invalid_share_exceeded"] * 2]
+    assert report.status == "failed" and report.partitions_committed == report.partitions - 3 == 4
+    assert report.rows_failed == 3_000 and report.reconciled
+    assert len(list((tmp_path / "out" / "_commits").glob("*.json"))) == 4
     assert json.loads((tmp_path / "out" / "_job.json").read_text())["status"] == "failed"
     kept = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("part-*.parquet")}
 
@@ -289,14 +291,55 @@ def test_poison_partitions_are_named_and_the_rest_commit(
     # the same job resumes, and only the two failed partitions run again
     write_parquet(corrupt, fraud.generate(2_000, seed=9))
     report = run_job(config(tmp_path / "in", tmp_path / "out", published, dask_cluster, max_invalid_share=1.0))
-    assert report.partitions_resumed == 4  # corrupt.parquet's other partition ran again: its file changed
+    assert report.partitions_resumed == 3  # corrupt.parquet's other partition ran again: its file changed
     assert report.rows_quarantined == 1_000 and report.reasons == {"amount:negative": 1_000}
     unchanged = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("part-*.parquet") if p.name in kept}
-    assert sum(unchanged[name] == kept[name] for name in kept) == 4
+    assert sum(unchanged[name] == kept[name] for name in kept) == 3
     ids = set(good["transaction_id"]) | set(garbage["transaction_id"]) | input_ids(tmp_path / "in")
     assert_exactly_once(tmp_path / "out", ids, report)
     quarantine = pd.read_parquet(tmp_path / "out" / "_quarantine")
     assert set(quarantine["_reasons"]) == {"amount:negative"} and len(quarantine) == 1_000
+
+
+def test_the_invalid_share_gate_is_per_file_over_all_its_partitions(
+    published: Published, dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    mixed = fraud.generate(2_000, seed=41)
+    mixed.loc[:149, "amount"] = -5.0  # 15 % of its first partition, 7.5 % of the file: the file passes 10 %
+    write_parquet(tmp_path / "in" / "a-mixed.parquet", mixed)
+    bad = fraud.generate(2_000, seed=42)
+    bad.loc[:249, "amount"] = -5.0  # 25 % of its first partition, none of its second: 12.5 % of the file
+    write_parquet(tmp_path / "in" / "b-bad.parquet", bad)
+    good = fraud.generate(1_000, seed=43).astype({"currency": "category", "channel": "category"})
+    write_parquet(tmp_path / "in" / "c-good.parquet", good)  # dictionary columns: read as their values
+    out = tmp_path / "out"
+    with pytest.raises(BatchJobFailed) as failed:
+        run_job(config(tmp_path / "in", out, published, dask_cluster, max_invalid_share=0.1))
+    report = failed.value.report
+    # both partitions of b-bad.parquet, its clean one too; a-mixed.parquet's first partition is scored
+    assert [f["partition"] for f in report.failed] == [2, 3]
+    assert {f["reason"] for f in report.failed} == {"invalid_share_exceeded"}
+    assert f"{tmp_path}/in/b-bad.parquet: 250 of 2000 rows (12.5%)" in str(failed.value)
+    assert (report.rows_predicted, report.rows_quarantined, report.rows_failed) == (2_850, 150, 2_000)
+    assert report.reconciled and report.reasons == {"amount:negative": 150}
+    assert sorted(p.name for p in out.glob("part-*.parquet")) == ["part-00000.parquet", "part-00001.parquet",
+                                                                  "part-00004.parquet"]  # fmt: skip
+    evidence = pd.read_parquet(out / "_quarantine" / "part-00002.parquet")  # the refused file's rows, kept
+    assert len(evidence) == 250 and set(evidence["_reasons"]) == {"amount:negative"}
+    assert f"quarantine is kept in {out / '_quarantine' / 'part-00002.parquet'}" in str(failed.value)
+
+    cli = subprocess.run(
+        [*BATCH_RUN, "--input", str(tmp_path / "in"), "--output", str(out), "--model", "fraud:2", "--repository",
+         str(published.repository), "--scheduler", dask_cluster.address, "--partition-rows", str(ROW_GROUP),
+         "--max-invalid-share", "0.1", "--alerts", str(tmp_path / "alerts.jsonl"), "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert cli.returncode == 1 and "Traceback" not in cli.stderr, cli.stderr
+    alert = json.loads((tmp_path / "alerts.jsonl").read_text().splitlines()[-1])
+    assert alert["source"] == "batch" and alert["reason"] == "invalid_share_exceeded"
+
+    report = run_job(config(tmp_path / "in", out, published, dask_cluster, max_invalid_share=0.2))
+    assert report.partitions_resumed == 3 and report.rows_predicted == 4_600 and report.rows_quarantined == 400
 
 
 @pytest.mark.parametrize(

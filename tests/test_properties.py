@@ -137,3 +137,108 @@ def test_random_mixtures_of_defects_across_files_reconcile(files: list[tuple[lis
     assert report.rows_in == sum(len(r) for r, _ in files) == len(valid) + len(quarantined)
     assert quarantined == expected
     assert set(expected).isdisjoint(set(valid["transaction_id"].astype(str)))
+
+
+# ------------------------------------------------------------------ issue 30: per-file gates, CSV field counts
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(1, 30), st.integers(0, 30)), min_size=1, max_size=4), st.floats(0.0, 0.5))
+def test_the_gate_refuses_exactly_the_files_over_the_share(files: list[tuple[int, int]], share: float) -> None:
+    """Files of random sizes with random numbers of invalid rows, a random limit: the input is refused exactly when
+    some file's own share of invalid rows is above the limit, the refusal names exactly those files, and every
+    file's quarantine is kept, refused or not (rows in = rows valid + rows quarantined)."""
+    import tempfile
+    from pathlib import Path
+
+    import pytest
+
+    from inferline.features.dataset import InvalidShareExceeded, load_validated, quarantine_name
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, over = [], []
+        for j, (size, bad) in enumerate(files):
+            bad = min(bad, size)
+            frame = fraud.generate(size, seed=j)
+            frame["transaction_id"] = [f"f{j}-{i}" for i in range(size)]
+            frame.loc[frame.index[:bad], "amount"] = -1.0
+            path = Path(tmp) / f"part-{j}.parquet"
+            frame.to_parquet(path, index=False)
+            paths.append(path)
+            if bad / size > share:
+                over.append(str(path))
+        if over:
+            with pytest.raises(InvalidShareExceeded) as info:
+                load_validated(paths, SPEC, quarantine_dir=Path(tmp) / "q", max_invalid_share=share)
+            assert [f["file"] for f in info.value.files] == over
+        else:
+            load_validated(paths, SPEC, quarantine_dir=Path(tmp) / "q", max_invalid_share=share)
+        for path, (size, bad) in zip(paths, files, strict=True):
+            kept = Path(tmp) / "q" / quarantine_name(path)
+            assert (len(pd.read_parquet(kept)) if kept.exists() else 0) == min(bad, size)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(row, min_size=1, max_size=12), st.data())
+def test_csv_records_with_the_wrong_field_count_are_quarantined_never_shifted(rows: list[dict], data) -> None:
+    """Scoring CSV input (no label) whose random records lost or gained trailing fields: each such record is
+    quarantined with ``_row:too_few_fields`` or ``_row:too_many_fields`` and its text, no value of it lands in a
+    column, and every other row is valid with its own values."""
+    import csv
+    import io
+    import tempfile
+    from pathlib import Path
+
+    from inferline.features.dataset import load_validated, quarantine_name
+
+    frame = _frame(rows).drop(columns=[SPEC.label])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "upstream.csv"
+        frame.to_csv(path, index=False)
+        with open(path, newline="", encoding="utf-8") as fh:
+            records = list(csv.reader(fh))
+        width = len(records[0])
+        changed = data.draw(st.dictionaries(st.integers(0, len(frame) - 1), st.integers(-(width - 1), 3).filter(bool)))
+        expected = {}
+        for i, delta in changed.items():
+            fields = records[i + 1]
+            records[i + 1] = fields[:delta] if delta < 0 else fields + ["x"] * delta
+            line = io.StringIO()
+            csv.writer(line, lineterminator="").writerow(records[i + 1])
+            expected[i] = ("_row:too_few_fields" if delta < 0 else "_row:too_many_fields", line.getvalue())
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows(records)
+        valid, report = load_validated(
+            [path], SPEC, quarantine_dir=Path(tmp) / "q", include_label=False, max_invalid_share=1.0
+        )
+        kept_path = Path(tmp) / "q" / quarantine_name(path)
+        kept = pd.read_parquet(kept_path) if kept_path.exists() else pd.DataFrame(columns=["_reasons", "_record"])
+    assert report.rows_in == len(frame) == len(valid) + len(kept)
+    assert list(zip(kept["_reasons"], kept["_record"], strict=True)) == [expected[i] for i in sorted(expected)]
+    untouched = frame.drop(index=list(changed))
+    assert valid["transaction_id"].tolist() == untouched["transaction_id"].tolist()
+    assert valid["merchant_category"].tolist() == untouched["merchant_category"].tolist()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(row, min_size=1, max_size=8),
+    st.sampled_from(["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"]),
+)
+def test_a_wide_encoding_is_named_as_such(rows: list[dict], encoding: str) -> None:
+    """A CSV file in UTF-16 or UTF-32, with or without a byte order mark, whatever text it holds: one file-level
+    error naming that encoding and the conversion, never cp1252 advice or columns of NUL-laden names."""
+    import tempfile
+    from pathlib import Path
+
+    import pytest
+
+    from inferline.features.dataset import load_validated
+    from inferline.features.validation import FileLevelError
+
+    codec = encoding[:6].upper()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "upstream.csv"
+        _frame(rows).to_csv(path, index=False, encoding=encoding)
+        with pytest.raises(FileLevelError) as info:
+            load_validated([path], SPEC)
+    assert f"received {codec} text" in str(info.value) and f"iconv -f {codec} -t UTF-8" in str(info.value)
+    assert "cp1252" not in str(info.value)

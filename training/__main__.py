@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from inferline.command import Parser, fraction, new_dir, new_file, positive_int, run
-from inferline.features.dataset import InvalidShareExceeded, expand_paths
+from inferline.features.dataset import BrokenFiles, InvalidShareExceeded, expand_paths, refusal_reason
+from inferline.features.errors import UserError
 from inferline.features.spec import choose_pipeline, load_pipeline
 from inferline.features.validation import FileLevelError
 from inferline.monitor.alerts import Alert, Alerter
@@ -46,7 +47,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "poor; off only measures and records it",
     )
     parser.add_argument(
-        "--max-invalid-share", type=fraction, default=0.05, help="share of invalid rows above which a file fails"
+        "--max-invalid-share",
+        type=fraction,
+        default=0.05,
+        help="per file: a file whose share of invalid rows is above it refuses the input (good files beside it do "
+        "not dilute it); the refused rows are kept in the quarantine",
     )
     parser.add_argument(
         "--threads",
@@ -89,20 +94,21 @@ def _train(args: argparse.Namespace) -> int:
             split=args.split,
             calibration=args.calibration,
         )
-    except (FileLevelError, InvalidShareExceeded, FileNotFoundError) as exc:
-        reason = {FileLevelError: "schema_break", InvalidShareExceeded: "invalid_share_exceeded"}.get(
-            type(exc), "no_data"
-        )
+    except (UserError, FileNotFoundError) as exc:  # every refusal of the data or the run alerts, with its reason
+        reason = refusal_reason(exc)
         last_good = Path(args.runs) / "LATEST"
+        evidence = getattr(exc, "evidence", None)
         failures = Alerter.from_env(Path(args.alerts)).emit(
             Alert(
                 source="training",
                 reason=reason,
                 severity="critical",
-                message=f"training of {spec.name!r} refused its data; nothing was trained or published",
+                message=f"training of {spec.name!r} refused ({reason}); nothing was trained or published",
                 details={
                     "error": str(exc),
                     "data": list(args.data),
+                    "files": _culprits(exc),
+                    "evidence": str(evidence) if evidence is not None else None,
                     "last_good_run": last_good.read_text().strip() if last_good.exists() else None,
                 },
             )
@@ -114,6 +120,17 @@ def _train(args: argparse.Namespace) -> int:
     h = result.metrics["holdout"]
     print(json.dumps({"run_dir": str(result.run_dir), "seconds": round(result.seconds, 1), "holdout": h}, indent=2))
     return 0
+
+
+def _culprits(exc: BaseException) -> list[str]:
+    """The input files a refusal names: those over the invalid share, or those that cannot be read."""
+    if isinstance(exc, InvalidShareExceeded):
+        return [str(f["file"]) for f in exc.files]
+    if isinstance(exc, BrokenFiles):
+        return [e.source for e in exc.errors]
+    if isinstance(exc, FileLevelError):
+        return [exc.source]
+    return []
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from inferline.features.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from inferline.features.contract import Contract, compile_contract
-from inferline.features.dataset import load_validated
+from inferline.features.dataset import DatasetReport, InvalidShareExceeded, load_validated, refusal_reason
 from inferline.features.errors import PathNotFound, UserError
 from inferline.features.spec import SPEC_FILE, PipelineSpec, write_spec
 from inferline.features.state import FeatureMatrix, FeatureState, fit_state
@@ -51,7 +51,12 @@ FRACTIONS = (0.7, 0.85)  # train | validation (threshold, early checks) | holdou
 
 
 class NotEnoughData(UserError, ValueError):
-    """The valid rows cannot make a training, a validation and a holdout split."""
+    """The valid rows cannot make a training, a validation and a holdout split (``reason``: ``not_enough_rows``),
+    or the training split lacks some of the classes (``missing_classes``: all-zero labels, a single class)."""
+
+    def __init__(self, message: str, reason: str = "not_enough_rows") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -156,7 +161,8 @@ def _check_splits(spec: PipelineSpec, frame: pd.DataFrame, splits: list[pd.DataF
             raise NotEnoughData(
                 f"the training split of {spec.name!r} holds labels {seen} only, but the pipeline has "
                 f"{len(spec.classes)} classes {spec.classes} (labels 0..{len(spec.classes) - 1}); {len(frame)} valid "
-                f"rows split {sizes} with --split {how}. If the rows are sorted by class, use --split stratified"
+                f"rows split {sizes} with --split {how}. If the rows are sorted by class, use --split stratified",
+                reason="missing_classes",
             )
 
 
@@ -174,13 +180,20 @@ def train(
     """Validate ``data``, split it (``split``: auto, time, random, stratified), fit the feature state, train the
     spec's model (its factory, or the built-in TabularNet), check a classifier's calibration on the holdout
     (``calibration``: auto recalibrates or refuses when it is poor, off only records it; ``training.calibration``)
-    and write a complete run directory."""
+    and write a complete run directory.
+
+    A run refused after its data was read (too many invalid rows in a file, too few rows or classes, a poor
+    calibration: a ``UserError``) keeps its evidence in ``<runs_dir>/refused/<run id>/`` (``quarantine/`` and
+    ``refusal.json``: the reason, the message and the data report) and the error names that folder
+    (``evidence``); a file that cannot be read or breaks the schema keeps nothing (its error names file and
+    column). ``LATEST`` does not move."""
     started = time.perf_counter()
     how = resolve_split(split, spec)
     runs_dir = Path(runs_dir)
     run_id = f"{spec.name}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-s{seed}"
     tmp_dir = runs_dir / f".{run_id}.tmp"
     tmp_dir.mkdir(parents=True)
+    data_report: DatasetReport | None = None
     try:
         frame, data_report = load_validated(
             data, spec, quarantine_dir=tmp_dir / "quarantine", include_label=True, max_invalid_share=max_invalid_share
@@ -299,11 +312,45 @@ def train(
         )
         run_dir = runs_dir / run_id
         tmp_dir.rename(run_dir)
+    except UserError as exc:
+        if data_report is None and not isinstance(exc, InvalidShareExceeded):
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
+        kept = runs_dir / "refused" / run_id
+        refused: UserError = exc
+        if isinstance(exc, InvalidShareExceeded):
+            refused = exc.kept_in(kept / "quarantine")
+        else:
+            exc.args = (f"{exc} The run's evidence (quarantine/, refusal.json) is kept in {kept}",)
+        refused.evidence = kept  # type: ignore[attr-defined]
+        _keep_refused(tmp_dir, kept, refused, data_report, spec)
+        if refused is exc:
+            raise
+        raise refused from exc
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     atomic_write_bytes(runs_dir / "LATEST", (run_id + "\n").encode())
     return RunResult(run_dir=run_dir, metrics=metrics, seconds=seconds)
+
+
+def _keep_refused(
+    tmp_dir: Path, kept: Path, exc: UserError, data_report: DatasetReport | None, spec: PipelineSpec
+) -> None:
+    """Move a refused run's working folder to ``kept`` (its quarantine stays inside) with ``refusal.json``."""
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir.rename(kept)
+    atomic_write_json(
+        kept / "refusal.json",
+        {
+            "pipeline": spec.name,
+            "reason": refusal_reason(exc),
+            "error": str(exc),
+            "files": getattr(exc, "files", None),
+            "data": data_report.as_dict() if data_report is not None else None,
+            "refused_at": datetime.now(UTC).isoformat(),
+        },
+    )
 
 
 def model_record(factory: str, factory_args: dict[str, Any], layout: ModelLayout) -> dict[str, Any]:
