@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,9 @@ from inferline.features.contract import Contract, compile_contract
 from inferline.features.duplicates import ROW, mark_copies, with_row
 from inferline.features.spec import PipelineSpec, spec_beside
 from inferline.features.state import FeatureState
+from inferline.features.tensors import PreprocessFailed, isolate_rows
+from inferline.features.validation import ValidationResult
+from inferline.serving.batches import MODEL_FAILED, blank_outputs
 
 __all__ = [
     "COMMITS",
@@ -112,24 +115,47 @@ def score_frame(
     session: Any,
     backend: BackendName,
     contract: Contract | None = None,
+    failed: dict[int, str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Validated rows -> the model's outputs by name (``probabilities`` [n, classes] and ``predicted_class`` [n],
     or ``prediction`` [n]) with the shared contract. Rows whose tensors differ in shape (a variable dimension) are
-    scored in groups of one shape and put back in order."""
+    scored in groups of one shape and put back in order.
+
+    A bad row costs only itself: when featurizing or scoring a group raises, it is halved down to the single rows
+    that raise (``features.tensors.isolate_rows``). With ``failed`` given, each such row's position in ``valid``
+    is recorded there with its reason (``<column>:preprocess`` for a preprocessing function that raised on it,
+    ``model:failed`` for the model) and its outputs are zeros; without it, the first such error is raised."""
     b = get_backend(backend)
     contract = contract if contract is not None else compile_contract(spec, state)  # a worker passes its cached one
-    names = [t.name for t in contract.outputs[:-2]]
+    outputs = contract.outputs[:-2]
+    names = [t.name for t in outputs]
     out = {name: [] for name in names}  # type: dict[str, list[np.ndarray]]
     order: list[np.ndarray] = []
     groups = contract.shape_groups(valid) if spec.tensor_columns else [np.arange(len(valid))]
-    for group in groups:
-        rows = valid if len(groups) == 1 else valid.iloc[group].reset_index(drop=True)
+
+    def score(rows: pd.DataFrame) -> list[np.ndarray]:
         m = contract.features(b.from_pandas(rows) if not spec.tensor_columns else rows)
         feeds = {k: b.to_numpy(v) for k, v in contract.feeds(m).items()}
-        for start in range(0, len(rows), MODEL_CHUNK_ROWS):
-            chunk = {k: v[start : start + MODEL_CHUNK_ROWS] for k, v in feeds.items()}
-            for name, value in zip(names, session.run(names, chunk), strict=True):
-                out[name].append(value)
+        pieces = [
+            session.run(names, {k: v[start : start + MODEL_CHUNK_ROWS] for k, v in feeds.items()})
+            for start in range(0, len(rows), MODEL_CHUNK_ROWS)
+        ]
+        return [np.concatenate([p[j] for p in pieces]) for j in range(len(names))]
+
+    for group in groups:
+        if not len(group):
+            continue
+        rows = valid if len(groups) == 1 else valid.iloc[group].reset_index(drop=True)
+        scored, bad, errors = isolate_rows(
+            lambda lo, hi, rows=rows: score(rows if hi - lo == len(rows) else rows.iloc[lo:hi]), len(rows)
+        )
+        if bad.any():
+            if failed is None:
+                raise errors[int(np.flatnonzero(bad)[0])]
+            for i, exc in errors.items():
+                failed[int(group[i])] = exc.reason if isinstance(exc, PreprocessFailed) else MODEL_FAILED
+        for name, value in zip(names, scored if scored is not None else blank_outputs(outputs, len(rows)), strict=True):
+            out[name].append(value.reshape(-1) if name in ("predicted_class", "prediction") else value)
         order.append(group)
     if not order or not len(valid):
         empty: dict[str, np.ndarray] = {
@@ -203,7 +229,10 @@ def run_partition(task: Task) -> dict[str, Any]:
             "nothing of it was written. Fix the upstream data or raise --max-invalid-share, then rerun: committed "
             "partitions are kept"
         )
-    outputs = score_frame(result.valid, spec, state, session, task.backend, contract)
+    unscored: dict[int, str] = {}  # valid rows the pipeline raised on alone: quarantined with their reason
+    outputs = score_frame(result.valid, spec, state, session, task.backend, contract, failed=unscored)
+    if unscored:
+        result, outputs = _quarantine_unscored(result, outputs, unscored)
     out = prediction_frame(result.valid, spec, outputs, task.release)
 
     root = Path(task.output)
@@ -235,6 +264,30 @@ def run_partition(task: Task) -> dict[str, Any]:
     if task.monitor_url and len(out):
         record["monitor"] = _send_sample(task.monitor_url, task, spec, result.valid, outputs)
     return record
+
+
+def _quarantine_unscored(
+    result: ValidationResult, outputs: dict[str, np.ndarray], unscored: dict[int, str]
+) -> tuple[ValidationResult, dict[str, np.ndarray]]:
+    """Move the valid rows that could not be scored (position -> reason) to the quarantine, with their reason:
+    rows in = rows predicted + rows quarantined still holds."""
+    bad = np.zeros(len(result.valid), dtype=bool)
+    bad[list(unscored)] = True
+    moved = result.valid[bad].copy()
+    moved.insert(
+        0, "_reasons", pd.Series([unscored[i] for i in np.flatnonzero(bad)], index=moved.index, dtype="string")
+    )
+    counts = dict(result.reason_counts)
+    for reason in unscored.values():
+        counts[reason] = counts.get(reason, 0) + 1
+    quarantine = pd.concat([result.quarantine, moved], ignore_index=True) if len(result.quarantine) else moved
+    kept = replace(
+        result,
+        valid=result.valid[~bad].reset_index(drop=True),
+        quarantine=quarantine.reset_index(drop=True),
+        reason_counts=counts,
+    )
+    return kept, {name: value[~bad] for name, value in outputs.items()}
 
 
 def _examples(quarantine: pd.DataFrame, columns: list[str], n: int = 3) -> dict[str, list[str]]:

@@ -480,3 +480,121 @@ def test_the_hang_probe_is_a_real_inference_for_every_kind_of_pipeline(world: Wo
             assert answer.status == 200, name
             outputs = {o["name"]: o for o in json.loads(answer.read())["outputs"]}
         assert len(outputs["status"]["data"]) == 1, (name, outputs)
+
+
+def _raw_infer(world: World, protocol: str, arrays: dict[str, np.ndarray]) -> list[str]:
+    """One request straight to Triton (no client-side encoding): the statuses it answers."""
+    if protocol == "http":
+        import tritonclient.http as client_module
+    else:
+        import tritonclient.grpc as client_module  # type: ignore[no-redef]
+    url = world.server.config.http_url if protocol == "http" else world.server.config.grpc_url
+    client = client_module.InferenceServerClient(url)
+    inputs = []
+    for name, value in arrays.items():
+        inp = client_module.InferInput(name, list(value.shape), "BYTES" if value.dtype == object else "INT64")
+        inp.set_data_from_numpy(value)
+        inputs.append(inp)
+    result = client.infer("byom_text", inputs, outputs=[client_module.InferRequestedOutput("status")])
+    return [s.decode() for s in result.as_numpy("status").reshape(-1)]
+
+
+def test_an_empty_or_unscorable_row_costs_only_itself_served_and_in_batch(world: World) -> None:
+    """One empty token row, and one longer than the model's positions (onnxruntime raises on it): served, each
+    answers its reason as status, not an error (HTTP and gRPC); in batch each is quarantined with its reason and
+    the rows beside them are scored as the model scores them alone."""
+    case = world.cases["byom_text"]
+    for protocol in ("http", "grpc"):
+        empty = {
+            "doc_id": np.array([[b"e1"], [b"e2"]], dtype=object),
+            "tokens": np.zeros((2, 0), np.int64),
+            "mask": np.zeros((2, 0), np.int64),
+        }
+        assert _raw_infer(world, protocol, empty) == ["tokens:empty"] * 2
+        too_long = {
+            "doc_id": np.array([[b"l1"]], dtype=object),
+            "tokens": np.full((1, 100), 9, np.int64),  # 100 positions; the model has 64
+            "mask": np.ones((1, 100), np.int64),
+        }
+        assert _raw_infer(world, protocol, too_long) == ["model:failed"]
+
+    rows = case.rows.head(5).copy().reset_index(drop=True)
+    rows.at[1, "tokens"], rows.at[1, "mask"] = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rows.at[3, "tokens"], rows.at[3, "mask"] = np.full(100, 9, np.int64), np.ones(100, np.int64)
+    served = _served(world, Case(case.spec, case.reference, rows.drop(index=[3])), "http", 7)  # one call, one shape
+    assert served.status == ["ok", "tokens:empty", "ok", "ok"]
+
+    inputs = world.root / "unscorable.parquet"
+    atomic_write_parquet(inputs, rows.drop(columns=["label"]))
+    output = world.root / "unscorable-out"
+    report = run_job(
+        JobConfig(
+            inputs=[str(inputs)],
+            output=output,
+            model="byom_text",
+            repository=world.repository,
+            scheduler=world.cluster.address,
+            progress=False,
+            max_invalid_share=0.5,
+        )
+    )
+    assert report.rows_in == 5 and report.rows_predicted == 3 and report.rows_quarantined == 2
+    quarantine = pd.read_parquet(output / "_quarantine").set_index("doc_id")
+    assert quarantine.loc[rows.at[1, "doc_id"], "_reasons"] == "mask:empty;tokens:empty"
+    assert quarantine.loc[rows.at[3, "doc_id"], "_reasons"] == "model:failed"
+    batch = pd.read_parquet(output).set_index("doc_id")
+    registry = Registry(world.repository, "byom_text")
+    for i in (0, 2, 4):
+        alone = _in_process(Case(case.spec, case.reference, rows.iloc[[i]].reset_index(drop=True)), registry)
+        got = batch.loc[rows.at[i, "doc_id"], [f"probability_{c}" for c in case.spec.classes]].to_numpy(float)
+        np.testing.assert_allclose(got, alone[0][0], rtol=0, atol=1e-5)
+
+
+def test_a_preprocess_function_that_raises_costs_only_its_rows(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """A user's preprocess that raises on some rows (a blank image): on the request path those rows answer
+    ``image:preprocess`` and the others are preprocessed as usual (its error logged once); the batch scorer
+    records them with that reason and scores the rest with the release's own model; a data set's features (the
+    training path) refuse with one line naming the rows."""
+    from dataclasses import replace
+
+    from inferline.batch import score_frame
+    from inferline.export.runtime import onnx_session
+    from inferline.features.tensors import PreprocessFailed
+
+    case = world.cases["byom_images"]
+    spec = replace(
+        case.spec,
+        columns=tuple(
+            replace(c, preprocess="tests.pipelines.byom_functions:scale_pixels_refusing_blank")
+            if c.name == "image"
+            else c
+            for c in case.spec.columns
+        ),
+    )
+    version = Registry(world.repository, spec.name).current
+    state = FeatureState.load(world.repository / f"{spec.name}_preprocess" / str(version) / "feature_state.json")
+    state = replace(state, feature_hash=spec.feature_hash())
+    contract = compile_contract(spec, state)
+    rows = case.rows.head(6).reset_index(drop=True)
+    images = np.stack([np.asarray(v) for v in rows["image"]]).reshape(6, 3, 64, 64).astype(np.uint8)
+    images[[2, 4]] = 0  # two blank frames
+    with caplog.at_level(logging.WARNING, logger="inferline.features.tensors"):
+        m, status = contract.featurize({"image": images})
+        contract.featurize({"image": images})
+    assert list(status) == ["ok", "ok", "image:preprocess", "ok", "image:preprocess", "ok"]
+    good = [0, 1, 3, 5]
+    np.testing.assert_array_equal(m.tensors["image"][good], images[good].astype("float32") / 127.5 - 1.0)
+    assert not m.tensors["image"][[2, 4]].any()
+    logged = [r for r in caplog.records if "scale_pixels_refusing_blank" in r.getMessage()]
+    assert len(logged) == 1 and "blank image" in logged[0].getMessage()
+
+    frame = pd.DataFrame({"image": list(images.reshape(6, -1))})
+    model = world.repository / f"{spec.name}_model" / str(version) / "model.onnx"
+    session = onnx_session(str(model), device="cpu", threads=1)
+    failed: dict[int, str] = {}
+    outputs = score_frame(frame, spec, state, session, "pandas", contract, failed=failed)
+    assert failed == {2: "image:preprocess", 4: "image:preprocess"}
+    alone = score_frame(frame.iloc[good].reset_index(drop=True), spec, state, session, "pandas", contract)
+    np.testing.assert_allclose(outputs["probabilities"][good], alone["probabilities"], rtol=0, atol=1e-6)
+    with pytest.raises(PreprocessFailed, match=r"raised on 2 of 6 rows .*blank image.*'image:preprocess'"):
+        contract.features(frame)
