@@ -43,6 +43,7 @@ __all__ = [
     "prediction_frame",
     "run_partition",
     "score_frame",
+    "source_names",
     "wait_at_gate",
 ]
 
@@ -79,6 +80,9 @@ class Task:
     # it, that the column's policy quarantines (batch.duplicates), and their digest for the commit record
     duplicates: tuple[tuple[str, tuple[int, ...]], ...] = ()
     duplicates_sha256: str | None = None
+    # the input file as the outputs name it (``source_file``): its path relative to the folder that holds every
+    # input file of the job (``source_names``); empty: the file's name
+    source_file: str = ""
 
 
 _session_loads: dict[tuple[str, str, str, int], int] = {}  # per worker process: how often each session was made
@@ -98,11 +102,24 @@ def _contract(pipeline: str, state_path: str) -> Contract:
     return compile_contract(spec_beside(state_path, pipeline), FeatureState.load(state_path))
 
 
+SOURCE = ("source_file", "source_row")  # where every output row came from: its input file and its row there
+
+
+def source_names(files: list[str]) -> dict[str, str]:
+    """Each input file -> its name in the outputs: the path relative to the deepest folder holding them all
+    (``a.parquet``, ``2026-12/b.parquet``), so that two files of one name in different folders stay apart."""
+    if not files:
+        return {}
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
+    return {f: os.path.relpath(os.path.abspath(f), root) for f in files}
+
+
 def output_columns(spec: PipelineSpec) -> list[str]:
-    """The prediction file's columns: the row id (``source_row``, the row's position in its file, when the spec
-    has no id column), the task's outputs (``probability_<class>`` per class and ``predicted_class``, or
-    ``prediction``) and the release."""
-    ids = [spec.id_column.name] if spec.id_column is not None else ["source_row"]
+    """The prediction file's columns: the spec's id column (when it has one), ``source_file`` (the input file, as
+    ``Task.source_file`` names it) and ``source_row`` (the row's 0-based position in that file), the task's
+    outputs (``probability_<class>`` per class and ``predicted_class``, or ``prediction``) and the release. The
+    quarantine's rows carry ``source_file`` and ``source_row`` too."""
+    ids = [*([spec.id_column.name] if spec.id_column is not None else []), *SOURCE]
     if spec.task == "regression":
         return [*ids, "prediction", "release"]
     return [*ids, *(f"probability_{c}" for c in spec.classes), "predicted_class", "release"]
@@ -175,8 +192,8 @@ def prediction_frame(
     valid: pd.DataFrame, spec: PipelineSpec, outputs: dict[str, np.ndarray], release: str
 ) -> pd.DataFrame:
     """The output rows (``output_columns``): the row id, the task's outputs and the release."""
-    ids = output_columns(spec)[0]
-    out = pd.DataFrame({ids: valid[ids].to_numpy()})
+    ids = output_columns(spec)[: len(SOURCE) + (spec.id_column is not None)]
+    out = pd.DataFrame({name: valid[name].to_numpy() for name in ids})
     if spec.task == "regression":
         out["prediction"] = outputs["prediction"]
     else:
@@ -210,10 +227,10 @@ def run_partition(task: Task) -> dict[str, Any]:
     assert state is not None
     session = _session(task.model_path, task.model_sha256, task.device, task.threads)
     raw = pq.ParquetFile(part.file).read_row_groups(list(part.row_groups)).to_pandas()
-    keep: tuple[str, ...] = ()
-    if spec.id_column is None:  # the row's position in its file identifies it; it rides beside validation
-        raw.insert(0, "source_row", np.arange(part.first_row, part.first_row + len(raw), dtype=np.int64))
-        keep = ("source_row",)
+    # every row's input file and position in it ride beside validation into the predictions and the quarantine
+    raw.insert(0, "source_row", np.arange(part.first_row, part.first_row + len(raw), dtype=np.int64))
+    raw.insert(0, "source_file", pd.Series([task.source_file or Path(part.file).name] * len(raw), dtype=object))
+    keep: tuple[str, ...] = SOURCE
     raw = raw.drop(columns=[spec.label], errors="ignore")  # a label column is allowed in scoring input, unused
     if task.duplicates:  # the row positions ride beside validation, to find the copies among valid and bad rows
         raw, keep = with_row(raw), (*keep, ROW)

@@ -360,3 +360,36 @@ def test_another_jobs_output_is_kept_unless_overwrite(inputs: Path, published: P
     )
     assert replaced.partitions_resumed == 0 and set(pd.read_parquet(out)["release"]) == {"fraud:1"}
     assert_exactly_once(out, input_ids(inputs), replaced)
+
+
+def test_every_output_row_names_its_source_file_and_row(
+    published: Published, dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    """Predictions and quarantine carry ``source_file`` (relative to the folder holding every input) and
+    ``source_row`` (the row's position in that file) for every row: two files of one name in two folders stay
+    apart, and each output row leads back to its input row."""
+    first, second = fraud.generate(1_500, seed=31), fraud.generate(1_500, seed=32)
+    second.loc[[10, 1_200], "amount"] = -1.0  # two bad rows: quarantined, named the same way
+    write_parquet(tmp_path / "in" / "2026-11" / "tx.parquet", first, 500)
+    write_parquet(tmp_path / "in" / "2026-12" / "tx.parquet", second, 500)
+    report = run_job(
+        config(
+            [str(tmp_path / "in" / "*" / "tx.parquet")],
+            tmp_path / "out",
+            published,
+            dask_cluster,
+            max_invalid_share=0.1,
+        )
+    )
+    predicted = pd.read_parquet(tmp_path / "out")
+    quarantine = pd.read_parquet(tmp_path / "out" / "_quarantine")
+    assert list(predicted.columns[:3]) == ["transaction_id", "source_file", "source_row"]
+    assert report.rows_quarantined == 2 and set(quarantine["source_file"]) == {"2026-12/tx.parquet"}
+    assert sorted(quarantine["source_row"]) == [10, 1_200]
+    rows = pd.concat([predicted, quarantine], ignore_index=True)
+    sources = {"2026-11/tx.parquet": first, "2026-12/tx.parquet": second}
+    assert set(rows["source_file"]) == set(sources) and not rows.duplicated(["source_file", "source_row"]).any()
+    for name, frame in sources.items():
+        mine = rows[rows["source_file"] == name].sort_values("source_row")
+        assert list(mine["source_row"]) == list(range(len(frame)))
+        assert list(mine["transaction_id"]) == list(frame["transaction_id"])

@@ -203,8 +203,8 @@ def test_served_and_batch_answer_as_pytorch(world: World, name: str) -> None:
     assert report.rows_in == report.rows_predicted == len(case.rows) and report.rows_quarantined == 0
     batch = pd.read_parquet(output)
     key = case.spec.id_column.name if case.spec.id_column else "source_row"
-    if key == "source_row":
-        assert sorted(batch["source_row"]) == list(range(len(case.rows)))
+    assert set(batch["source_file"]) == {inputs.name}  # every pipeline's rows name their file and row
+    assert sorted(batch["source_row"]) == list(range(len(case.rows)))
     batch = batch.sort_values(key).reset_index(drop=True)
     order = np.argsort(case.rows[key].to_numpy()) if key != "source_row" else np.arange(len(case.rows))
     if regression:
