@@ -54,8 +54,9 @@ def import_object(path: str, what: str) -> Any:
             target = getattr(target, part)
     except (ImportError, AttributeError) as exc:
         raise ImportPathError(
-            f"{what} {path!r} cannot be imported ({exc}); install the package that defines it (pip install -e .) "
-            "or put its folder on PYTHONPATH"
+            f"{what} {path!r} cannot be imported ({exc}); install the package that defines it into the environment "
+            "inferline runs in (pip install -e .), or put its folder on PYTHONPATH where inferline runs (`serve up` "
+            "hands it to Triton's Python stubs, which ignore the variable itself)"
         ) from exc
     return target
 

@@ -34,12 +34,14 @@ from typing import Any
 import numpy as np
 
 from inferline.features.errors import UserError
-from inferline.features.spec import TENSOR_DTYPES, Column
+from inferline.features.spec import TENSOR_DTYPES, Column, SpecError
 
 __all__ = ["PreprocessFailed", "TensorPlan", "isolate_rows", "numpy_dtype"]
 
 DTYPE, SHAPE, NULL, EMPTY, PREPROCESS = "dtype", "shape", "null", "empty", "preprocess"
 log = logging.getLogger(__name__)
+# stored datatypes no PyTorch layer takes as input: a column of one must say what its model receives (model_dtype)
+NARROW = frozenset({"UINT8", "INT8", "INT16", "BOOL"})
 
 
 def numpy_dtype(triton: str) -> np.dtype[Any]:
@@ -58,8 +60,17 @@ def _nested(v: Any) -> Any:
 class TensorPlan:
     """One tensor column, compiled: its per-row checks and its model input."""
 
-    def __init__(self, column: Column) -> None:
+    def __init__(self, column: Column, load_preprocess: bool = True) -> None:
+        """``load_preprocess=False``: the column's checks only (a client encoding rows), never importing the
+        user's preprocessing module."""
         assert column.dtype is not None
+        if column.dtype in NARROW and column.model_dtype is None:
+            raise SpecError(
+                f"tensor column {column.name!r} is {column.dtype} and declares no model_dtype, so the model would "
+                f"receive {column.dtype}, which PyTorch layers do not take (convolutions and linear layers need "
+                "floats, embeddings INT64); declare model_dtype='FP32' (with preprocess= to scale the values), "
+                f"or model_dtype={column.dtype!r} if the model really takes them as they are (an ONNX file)"
+            )
         self.name = column.name
         self.required = column.required
         self.shape = tuple(column.shape)
@@ -73,7 +84,7 @@ class TensorPlan:
         self.preprocess_path = column.preprocess
         self._logged = False  # the user's preprocessing error is logged once per compiled column
         self._error: BaseException | None = None  # the latest call's first preprocessing error
-        if column.preprocess:
+        if column.preprocess and load_preprocess:
             from inferline.features.imports import import_object
 
             fn = import_object(column.preprocess, f"preprocessing function of tensor column {column.name!r}")

@@ -183,7 +183,7 @@ def _encode_tensor(col: Column, values: pd.Series, refused: dict[int, str] | Non
     that it costs only itself."""
     from inferline.features.tensors import TensorPlan
 
-    plan = TensorPlan(col)
+    plan = TensorPlan(col, load_preprocess=False)  # the wire carries raw rows: the user's function runs server-side
     rows: list[np.ndarray | None] = []
     for i, v in enumerate(values):
         a, problem = plan._row(v)

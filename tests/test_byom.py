@@ -9,6 +9,7 @@ by PyTorch within 1e-5, and the batch job must answer as the server does.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -30,7 +31,7 @@ from inferline.export.publish import model_candidate, publish, release_candidate
 from inferline.export.registry import Registry
 from inferline.features.artifacts import atomic_write_parquet
 from inferline.features.contract import compile_contract
-from inferline.features.spec import PipelineSpec, load_pipeline_module
+from inferline.features.spec import PipelineSpec, load_pipeline_module, read_spec
 from inferline.features.state import FeatureState
 from inferline.serving.client import InferlineClient
 from inferline.serving.control import switch_release
@@ -598,3 +599,86 @@ def test_a_preprocess_function_that_raises_costs_only_its_rows(world: World, cap
     np.testing.assert_allclose(outputs["probabilities"][good], alone["probabilities"], rtol=0, atol=1e-6)
     with pytest.raises(PreprocessFailed, match=r"raised on 2 of 6 rows .*blank image.*'image:preprocess'"):
         contract.features(frame)
+
+
+OUTSIDE_SPEC = """
+from inferline.features.rules import between, finite
+from inferline.features.spec import Column, ModelParams, PipelineSpec
+
+SPEC = PipelineSpec(
+    name="outside",
+    version=1,
+    columns=(
+        Column("item_id", "id", unique=True),
+        Column(
+            "embedding", "tensor", dtype="FP32", shape=(8,), rules=(finite(), between(-10.0, 10.0)),
+            preprocess="outside_pkg.functions:halve",
+        ),
+        Column("label", "label", required=False),
+    ),
+    features=(),
+    label="label",
+    classes=("no", "yes"),
+    model=ModelParams(max_batch_size=8),
+)
+"""
+OUTSIDE_FUNCTIONS = """
+def halve(xp, batch):
+    return batch * 0.5
+"""
+
+
+def test_a_pipeline_outside_inferline_is_served_through_pythonpath_and_predicted_from_its_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's pipeline and preprocessing function in a folder of their own (not inferline's, not the working
+    directory): with that folder on PYTHONPATH where the server starts, real Triton's stubs import them (the
+    documented route: serving/stub_env.py) and answer as PyTorch does; ``serve predict`` calls it from the
+    release's spec snapshot, from another folder and without PYTHONPATH."""
+    user = tmp_path / "user_code"
+    (user / "outside_pkg").mkdir(parents=True)
+    (user / "outside_pkg" / "__init__.py").write_text("")
+    (user / "outside_pkg" / "pipeline.py").write_text(OUTSIDE_SPEC)
+    (user / "outside_pkg" / "functions.py").write_text(OUTSIDE_FUNCTIONS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(user), str(ROOT))))
+    torch.manual_seed(7)
+    net = byom_models.VectorMLP(8, 2)
+    torch.save(net.state_dict(), tmp_path / "weights.pt")
+    repository = tmp_path / "repo"
+    done = _cli(
+        "export", "publish", "--module", "tests.pipelines.byom_models:vector_mlp", "--checkpoint",
+        str(tmp_path / "weights.pt"), "--spec", "outside_pkg.pipeline", "--repository", str(repository),
+        "--no-load-check",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    elsewhere = tmp_path / "elsewhere"  # the server's working directory: nothing importable there
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("PYTHONPATH", str(user))  # the user's folder only: the documented route
+    rows = load_pipeline_module("tests.pipelines.byom_vector").generate(5, seed=3).drop(columns=["label"])
+    embedding = np.stack(rows["embedding"].to_list()).astype(np.float32)
+    with torch.no_grad():
+        reference = ScoringModel(net.eval(), 0.5, "binary").eval()(torch.from_numpy(embedding * 0.5))[0].numpy()
+    server = TritonServer(ServerConfig.on_free_ports(repository, tmp_path / "work")).start(timeout_s=120)
+    try:
+        assert server.status()["outside"].state == "READY", server.log_tail()
+        spec = read_spec(repository / "outside_preprocess" / "1" / "spec.json")
+        with InferlineClient(server.config.http_url, "http", pipeline="outside", spec=spec) as client:
+            served = client.predict(rows)
+        assert served.status == ["ok"] * 5
+        np.testing.assert_allclose(served.probabilities, reference, rtol=0, atol=1e-5)
+
+        monkeypatch.delenv("PYTHONPATH")
+        atomic_write_parquet(tmp_path / "rows.parquet", rows)
+        predicted = subprocess.run(
+            [sys.executable, "-m", "inferline", "serve", "predict", "--pipeline", "outside", "--url",
+             server.config.http_url, "--repository", str(repository), "--file", str(tmp_path / "rows.parquet")],
+            capture_output=True, text=True, timeout=120, cwd=elsewhere,
+        )  # fmt: skip
+        assert predicted.returncode == 0, predicted.stderr
+        answers = [json.loads(line) for line in predicted.stdout.splitlines()]
+        assert [a["status"] for a in answers] == ["ok"] * 5 and [a["release"] for a in answers] == ["outside:1"] * 5
+        np.testing.assert_allclose([a["probabilities"] for a in answers], reference, rtol=0, atol=1e-5)
+    finally:
+        server.stop()

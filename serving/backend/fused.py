@@ -40,6 +40,7 @@ from inferline.features.contract import TensorSpec, compile_contract
 from inferline.features.spec import spec_beside
 from inferline.features.state import FeatureState
 from inferline.serving.batches import answer_batch, read_inputs, run_model
+from inferline.serving.stub_env import add_user_path
 
 ANSWERS = ("status", "release")  # outputs this model writes itself; every other output comes from the ONNX model
 
@@ -53,6 +54,7 @@ def _sibling(model_dir: str, name: str) -> str:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
+        add_user_path()  # the user's modules on the server's PYTHONPATH (the stub's interpreter ignores it)
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version = args["model_version"]
