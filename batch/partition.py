@@ -163,9 +163,11 @@ def score_frame(
         if not len(group):
             continue
         rows = valid if len(groups) == 1 else valid.iloc[group].reset_index(drop=True)
-        scored, bad, errors = isolate_rows(
-            lambda lo, hi, rows=rows: score(rows if hi - lo == len(rows) else rows.iloc[lo:hi]), len(rows)
-        )
+
+        def rows_of(lo: int, hi: int, rows: pd.DataFrame = rows) -> list[np.ndarray]:
+            return score(rows if hi - lo == len(rows) else rows.iloc[lo:hi])
+
+        scored, bad, errors = isolate_rows(rows_of, len(rows))
         if bad.any():
             if failed is None:
                 raise errors[int(np.flatnonzero(bad)[0])]
