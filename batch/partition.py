@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -252,6 +253,13 @@ def run_partition(task: Task) -> dict[str, Any]:
     outputs = score_frame(result.valid, spec, state, session, task.backend, contract, failed=unscored)
     if unscored:
         result, outputs = _quarantine_unscored(result, outputs, unscored)
+        if result.invalid_share > task.max_invalid_share:  # e.g. a preprocess function that raises on every row
+            raise PartitionRejected(
+                f"{len(unscored)} valid rows could not be scored ({dict(Counter(unscored.values()))}), which "
+                f"brings the partition's quarantined rows to {result.rows_quarantined} of {result.rows_in} "
+                f"({result.invalid_share:.1%}), above the allowed {task.max_invalid_share:.1%}; nothing of it was "
+                "written. The workers' log holds the first error: fix the function or the model, then rerun"
+            )
     out = prediction_frame(result.valid, spec, outputs, task.release)
 
     root = Path(task.output)
