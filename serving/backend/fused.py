@@ -12,8 +12,10 @@ onnxruntime together (ENVIRONMENT.md, measured). Here every request of a dynamic
 featurized with one call of the release's compiled contract (``features.contract``: its own spec snapshot and
 fitted state, compiled once at load, as ``preprocess.py``, the batch job and training use it) and scored with one
 ``session.run``. A row that breaks a rule gets ``status`` = its reason (for
-example ``amount:negative``) and neutral features, and the rows beside it are scored normally; a request that cannot
-be read gets an error response while the other requests of the batch are answered.
+example ``amount:negative``) and neutral features, and the rows beside it are scored normally; so does a row the
+column's ``preprocess`` function raises on (``<column>:preprocess``) and a row onnxruntime raises on, found alone
+(``model:failed``, ``serving.batches.run_model``). A request that cannot be read gets an error response while the
+other requests of the batch are answered.
 
 Layout: version N of this model is release N (``version_policy specific``), so Triton's own version handling does a
 switch (both versions loaded, then the old one unloaded: nothing in flight is dropped, and features and model can
