@@ -372,7 +372,9 @@ def test_batch_reads_fixed_size_list_tensor_columns(world: World) -> None:
             )
         )
         assert report.rows_predicted == len(rows) and report.rows_quarantined == 0
-        answers.append(pd.read_parquet(output).sort_values("item_id").reset_index(drop=True))
+        answer = pd.read_parquet(output).sort_values("item_id").reset_index(drop=True)
+        assert set(answer["source_file"]) == {path.name}
+        answers.append(answer.drop(columns=["source_file"]))
     pd.testing.assert_frame_equal(answers[0], answers[1])
 
 
