@@ -194,9 +194,10 @@ def score_frame(
 def prediction_frame(
     valid: pd.DataFrame, spec: PipelineSpec, outputs: dict[str, np.ndarray], release: str
 ) -> pd.DataFrame:
-    """The output rows (``output_columns``): the row id, the task's outputs and the release."""
-    ids = output_columns(spec)[: len(SOURCE) + (spec.id_column is not None)]
-    out = pd.DataFrame({name: valid[name].to_numpy() for name in ids})
+    """The output rows (``output_columns``): the row's identity (its id, ``source_file`` and ``source_row``, those
+    of them ``valid`` carries: the batch job's rows carry all), the task's outputs and the release."""
+    ids = [c for c in output_columns(spec)[: len(SOURCE) + (spec.id_column is not None)] if c in valid.columns]
+    out = pd.DataFrame({name: valid[name].to_numpy() for name in ids})  # a caller's frame may lack source_*
     if spec.task == "regression":
         out["prediction"] = outputs["prediction"]
     else:
