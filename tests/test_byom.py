@@ -626,6 +626,8 @@ SPEC = PipelineSpec(
 """
 OUTSIDE_FUNCTIONS = """
 def halve(xp, batch):
+    if bool((batch[:, 0] == 9.0).any()):  # a user's function that fails on some rows
+        raise ValueError("9.0 is a sentinel, not a measurement")
     return batch * 0.5
 """
 
@@ -666,10 +668,17 @@ def test_a_pipeline_outside_inferline_is_served_through_pythonpath_and_predicted
     try:
         assert server.status()["outside"].state == "READY", server.log_tail()
         spec = read_spec(repository / "outside_preprocess" / "1" / "spec.json")
-        with InferlineClient(server.config.http_url, "http", pipeline="outside", spec=spec) as client:
-            served = client.predict(rows)
-        assert served.status == ["ok"] * 5
-        np.testing.assert_allclose(served.probabilities, reference, rtol=0, atol=1e-5)
+        for protocol, url in (("http", server.config.http_url), ("grpc", server.config.grpc_url)):
+            with InferlineClient(url, protocol, pipeline="outside", spec=spec) as client:  # type: ignore[arg-type]
+                served = client.predict(rows)
+                assert served.status == ["ok"] * 5
+                np.testing.assert_allclose(served.probabilities, reference, rtol=0, atol=1e-5)
+                # the user's function raises on one row of a request: that row answers its reason, not the request
+                sentinel = rows.copy()
+                sentinel.at[2, "embedding"] = np.array([9.0, *embedding[2, 1:]], np.float32)
+                served = client.predict(sentinel)
+                assert served.status == ["ok", "ok", "embedding:preprocess", "ok", "ok"]
+                np.testing.assert_allclose(served.probabilities[[0, 1, 3, 4]], reference[[0, 1, 3, 4]], atol=1e-5)
 
         monkeypatch.delenv("PYTHONPATH")
         atomic_write_parquet(tmp_path / "rows.parquet", rows)
