@@ -251,6 +251,9 @@ def test_a_bad_sample_gets_its_reason_served_and_is_quarantined_in_batch(world: 
     assert report.rows_in == report.rows_predicted + report.rows_quarantined == 4 and report.rows_quarantined == 1
     quarantine = pd.read_parquet(world.root / f"{name}-bad-out" / "_quarantine")
     assert list(quarantine["_reasons"]) == [r for r in expected if r != "ok"]
+    # with or without an id column, a quarantined row names its file and its row there
+    assert list(quarantine["source_file"]) == [inputs.name]
+    assert list(quarantine["source_row"]) == [i for i, r in enumerate(expected) if r != "ok"]
 
 
 def test_metrics_of_each_task(world: World) -> None:
