@@ -134,15 +134,18 @@ def score_frame(
     backend: BackendName,
     contract: Contract | None = None,
     failed: dict[int, str] | None = None,
+    max_failed: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Validated rows -> the model's outputs by name (``probabilities`` [n, classes] and ``predicted_class`` [n],
     or ``prediction`` [n]) with the shared contract. Rows whose tensors differ in shape (a variable dimension) are
     scored in groups of one shape and put back in order.
 
-    A bad row costs only itself: when featurizing or scoring a group raises, it is halved down to the single rows
-    that raise (``features.tensors.isolate_rows``). With ``failed`` given, each such row's position in ``valid``
-    is recorded there with its reason (``<column>:preprocess`` for a preprocessing function that raised on it,
-    ``model:failed`` for the model) and its outputs are zeros; without it, the first such error is raised."""
+    A bad row costs only itself. Rows a column's ``preprocess`` function raises on (found alone by
+    ``features.tensors``) get ``<column>:preprocess`` and the others are featurized again without them; when the
+    model raises on a group, its features are halved down to the single rows it raises on (``model:failed``;
+    ``features.tensors.isolate_rows``, past ``max_failed`` such rows the rest of the unresolved rows fail with
+    them: the caller refuses the partition then). With ``failed`` given, each such row's position in ``valid`` is
+    recorded there with its reason and its outputs are zeros; without it, the first such error is raised."""
     b = get_backend(backend)
     contract = contract if contract is not None else compile_contract(spec, state)  # a worker passes its cached one
     outputs = contract.outputs[:-2]
@@ -151,32 +154,44 @@ def score_frame(
     order: list[np.ndarray] = []
     groups = contract.shape_groups(valid) if spec.tensor_columns else [np.arange(len(valid))]
 
-    def score(rows: pd.DataFrame) -> list[np.ndarray]:
+    def features_of(rows: pd.DataFrame) -> dict[str, np.ndarray]:
         m = contract.features(b.from_pandas(rows) if not spec.tensor_columns else rows)
-        feeds = {k: b.to_numpy(v) for k, v in contract.feeds(m).items()}
-        pieces = [
-            session.run(names, {k: v[start : start + MODEL_CHUNK_ROWS] for k, v in feeds.items()})
-            for start in range(0, len(rows), MODEL_CHUNK_ROWS)
-        ]
-        return [np.concatenate([p[j] for p in pieces]) for j in range(len(names))]
+        return {k: b.to_numpy(v) for k, v in contract.feeds(m).items()}
+
+    def add(group: np.ndarray, values: list[np.ndarray]) -> None:
+        for name, value in zip(names, values, strict=True):
+            out[name].append(value.reshape(-1) if name in ("predicted_class", "prediction") else value)
+        order.append(group)
 
     for group in groups:
+        rows = valid if len(groups) == 1 else valid.iloc[group].reset_index(drop=True)
+        while len(group):
+            try:
+                feeds = features_of(rows)
+                break
+            except PreprocessFailed as exc:
+                if failed is None:
+                    raise
+                failed.update({int(i): exc.reason for i in group[exc.rows]})  # answered zeros, then quarantined
+                add(group[exc.rows], blank_outputs(outputs, int(exc.rows.sum())))
+                group, rows = group[~exc.rows], rows[~exc.rows].reset_index(drop=True)
         if not len(group):
             continue
-        rows = valid if len(groups) == 1 else valid.iloc[group].reset_index(drop=True)
 
-        def rows_of(lo: int, hi: int, rows: pd.DataFrame = rows) -> list[np.ndarray]:
-            return score(rows if hi - lo == len(rows) else rows.iloc[lo:hi])
+        def run(lo: int, hi: int, feeds: dict[str, np.ndarray] = feeds) -> list[np.ndarray]:
+            pieces = [
+                session.run(names, {k: v[start : min(start + MODEL_CHUNK_ROWS, hi)] for k, v in feeds.items()})
+                for start in range(lo, hi, MODEL_CHUNK_ROWS)
+            ]
+            return [np.concatenate([p[j] for p in pieces]) for j in range(len(names))]
 
-        scored, bad, errors = isolate_rows(rows_of, len(rows))
+        limit = None if max_failed is None or failed is None else max(0, max_failed - len(failed))
+        scored, bad, errors = isolate_rows(run, len(rows), limit)
         if bad.any():
             if failed is None:
                 raise errors[int(np.flatnonzero(bad)[0])]
-            for i, exc in errors.items():
-                failed[int(group[i])] = exc.reason if isinstance(exc, PreprocessFailed) else MODEL_FAILED
-        for name, value in zip(names, scored if scored is not None else blank_outputs(outputs, len(rows)), strict=True):
-            out[name].append(value.reshape(-1) if name in ("predicted_class", "prediction") else value)
-        order.append(group)
+            failed.update({int(group[i]): MODEL_FAILED for i in errors})
+        add(group, scored if scored is not None else blank_outputs(outputs, len(rows)))
     if not order or not len(valid):
         empty: dict[str, np.ndarray] = {
             "probabilities": np.zeros((0, len(spec.classes)), np.float32),
@@ -251,7 +266,8 @@ def run_partition(task: Task) -> dict[str, Any]:
             "partitions are kept"
         )
     unscored: dict[int, str] = {}  # valid rows the pipeline raised on alone: quarantined with their reason
-    outputs = score_frame(result.valid, spec, state, session, task.backend, contract, failed=unscored)
+    allowed = max(0, int(task.max_invalid_share * result.rows_in) - result.rows_quarantined)  # then refused
+    outputs = score_frame(result.valid, spec, state, session, task.backend, contract, unscored, allowed)
     if unscored:
         result, outputs = _quarantine_unscored(result, outputs, unscored)
         if result.invalid_share > task.max_invalid_share:  # e.g. a preprocess function that raises on every row

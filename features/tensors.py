@@ -226,11 +226,13 @@ class TensorPlan:
 
 
 def isolate_rows(
-    run: Callable[[int, int], Sequence[Any]], n: int
+    run: Callable[[int, int], Sequence[Any]], n: int, max_failed: int | None = None
 ) -> tuple[list[Any] | None, np.ndarray, dict[int, BaseException]]:
     """Run ``run(lo, hi)`` (rows ``lo:hi`` -> a list of arrays of ``hi - lo`` rows) over ``n`` rows so that a row
     it raises on costs only itself: the whole range first, and when that raises, each half again, down to single
-    rows (``k`` bad rows cost about ``2 k log2(n)`` extra calls, none when nothing raises).
+    rows (``k`` bad rows cost about ``2 k log2(n)`` extra calls, none when nothing raises). Once more than
+    ``max_failed`` rows have failed, every row not yet scored fails with the latest error (a caller that refuses
+    so many anyway need not pay for finding each).
 
     Returns ``(outputs, failed, errors)``: ``outputs`` are the ``n`` rows' arrays, a failed row's entries zeros
     of the shape and dtype the other rows have (None when every row failed), ``failed`` a bool mask, ``errors``
@@ -244,7 +246,12 @@ def isolate_rows(
         try:
             parts.append((lo, list(run(lo, hi))))
         except Exception as exc:  # noqa: BLE001 - the user's function or the model: isolated, reported by the caller
-            if hi - lo <= 1:
+            if max_failed is not None and int(failed.sum()) + 1 > max_failed:
+                for a, b in [(lo, hi), *stack]:  # enough: the rest fails with this error, unsearched
+                    failed[a:b] = True
+                    errors.update(dict.fromkeys(range(a, b), exc))
+                stack.clear()
+            elif hi - lo <= 1:
                 failed[lo:hi] = True
                 errors[lo] = exc
             else:
