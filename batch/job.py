@@ -38,7 +38,7 @@ from typing import Any
 from tqdm import tqdm
 
 from inferline.batch.duplicates import Duplicates, Scan, find_duplicates, scan_partition, scan_task
-from inferline.batch.partition import COMMITS, QUARANTINE, PartitionRejected, Task, run_partition
+from inferline.batch.partition import COMMITS, QUARANTINE, PartitionRejected, Task, run_partition, source_names
 from inferline.batch.partition import _contract as worker_contract
 from inferline.batch.plan import Partition, Plan, plan_job
 from inferline.batch.release import ModelRelease, resolve_release
@@ -350,6 +350,7 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
         atomic_write_json(root / "_job.json", meta)
 
         todo = [p for p in plan.partitions if p.index not in committed]
+        sources = source_names(plan.files)  # each file's name in the outputs' source_file column
         results.update(committed)
         if todo:
             client = connect()
@@ -375,6 +376,8 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
                         gate=str(Path(config.gate).resolve()) if config.gate is not None else None,
                         duplicates=duplicates.rows_of(p),
                         duplicates_sha256=duplicates.digest_of(p),
+                        source_file=sources[p.file],
+                        max_unscored_share=config.max_invalid_share,
                     ),
                     key=f"inferline-batch-{job}-{run_id}-{p.name}",
                     pure=False,

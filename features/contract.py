@@ -760,7 +760,10 @@ class Contract:
             canonical.append(values)
         bad = status != OK
         for p, values in zip(self._tensors, canonical, strict=True):
-            m.tensors[p.name] = p.model_input(np, values, bad)
+            # a row the column's preprocess function raises on gets that reason; the rows beside it are scored
+            m.tensors[p.name], failed = p.model_input_rows(np, values, bad)
+            status[failed & ~bad] = p.reason["preprocess"]
+        bad = status != OK
         if bad.any():
             m.numeric[bad] = 0.0
             m.categorical[bad] = 0

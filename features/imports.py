@@ -11,11 +11,33 @@ from typing import Any
 
 from inferline.features.errors import UserError
 
-__all__ = ["ImportPathError", "import_object", "import_path_of", "source_sha256"]
+__all__ = ["ImportPathError", "import_module", "import_object", "import_path_of", "source_sha256"]
 
 
 class ImportPathError(UserError, ValueError):
     """An import path that does not name an importable object."""
+
+
+def import_module(name: str, what: str) -> Any:
+    """Import the user's module ``name`` (``what`` names it in the error: "pipeline module", "model factory
+    'pkg.mod:build'"). A module that is not there raises ``ModuleNotFoundError`` as ``importlib`` does (callers
+    say where they looked); a module that is there but whose own import fails (a package it imports is missing, a
+    syntax error, an exception at its top level) raises ``ImportPathError`` naming the module and its error."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        parts = name.split(".")
+        if exc.name in {".".join(parts[: i + 1]) for i in range(len(parts))}:
+            raise  # the module itself (or its package) is not importable
+        raise ImportPathError(
+            f"{what} {name!r} is there, but its own import failed: {exc}; install the package that provides "
+            f"{str(exc.name).partition('.')[0]!r} in the environment that runs it (pip install ...), or fix the module"
+        ) from exc
+    except Exception as exc:  # the user's module's own code (a SyntaxError names its file and line): one line
+        raise ImportPathError(
+            f"{what} {name!r} failed while importing: {type(exc).__name__}: {exc}; fix the module so that "
+            f"`python -c 'import {name}'` succeeds"
+        ) from exc
 
 
 def import_object(path: str, what: str) -> Any:
@@ -27,13 +49,14 @@ def import_object(path: str, what: str) -> Any:
             "'my_models.cnn:build'), with the module importable where inferline runs"
         )
     try:
-        target: Any = importlib.import_module(module)
+        target: Any = import_module(module, f"module of {what} {path!r}:")
         for part in qualname.split("."):
             target = getattr(target, part)
     except (ImportError, AttributeError) as exc:
         raise ImportPathError(
-            f"{what} {path!r} cannot be imported ({exc}); install the package that defines it (pip install -e .) "
-            "or put its folder on PYTHONPATH"
+            f"{what} {path!r} cannot be imported ({exc}); install the package that defines it into the environment "
+            "inferline runs in (pip install -e .), or put its folder on PYTHONPATH where inferline runs (`serve up` "
+            "hands it to Triton's Python stubs, which ignore the variable itself)"
         ) from exc
     return target
 

@@ -8,7 +8,6 @@ code names a column.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -458,12 +457,11 @@ def load_pipeline_module(name: str) -> ModuleType:
     """Import a pipeline module: a bare name is looked up in ``inferline.features.pipelines``, a dotted name is
     imported as is."""
     module_name = name if "." in name else f"inferline.features.pipelines.{name}"
-    try:
-        module = importlib.import_module(module_name)
+    from inferline.features.imports import import_module
+
+    try:  # a module that is there but fails its own import: ImportPathError naming the module and its error
+        module = import_module(module_name, "pipeline module")
     except ModuleNotFoundError as exc:
-        parts = module_name.split(".")
-        if exc.name not in {".".join(parts[: i + 1]) for i in range(len(parts))}:
-            raise  # the pipeline module exists and imports something missing: its own traceback says what
         from inferline.features import pipelines
 
         known = sorted(pipelines.available())

@@ -176,35 +176,44 @@ def _integer(col: Column, row: int, value: Any, refused: dict[int, str] | None =
     return int(value)
 
 
-def _encode_tensor(col: Column, values: pd.Series) -> np.ndarray:
-    """A tensor column as its wire tensor ``[n, *shape]`` in its declared dtype; a row that is not such an array
-    is refused naming column, row and the reason."""
+def _encode_tensor(col: Column, values: pd.Series, refused: dict[int, str] | None = None) -> np.ndarray:
+    """A tensor column as its wire tensor ``[n, *shape]`` in its declared dtype. A row that is not such an array
+    (null, empty, wrong dtype or shape) is refused naming column, row and the reason, or, with ``refused``,
+    recorded there as the row's reason (``<column>:empty``...) and sent as zeros of the other rows' shape, so
+    that it costs only itself."""
     from inferline.features.tensors import TensorPlan
 
-    plan = TensorPlan(col)
-    rows = []
+    plan = TensorPlan(col, load_preprocess=False)  # the wire carries raw rows: the user's function runs server-side
+    rows: list[np.ndarray | None] = []
     for i, v in enumerate(values):
         a, problem = plan._row(v)
         if a is None:
-            raise WireError(
-                f"column {col.name!r} row {i}: {problem}; expected an array of {col.dtype} with shape "
-                f"{list(col.shape)} (-1: any size) per row"
-            )
+            if refused is None:
+                raise WireError(
+                    f"column {col.name!r} row {i}: {problem}; expected an array of {col.dtype} with shape "
+                    f"{list(col.shape)} (-1: any size) per row"
+                )
+            refused.setdefault(i, f"{col.name}:{problem}")
         rows.append(a)
-    shapes = {a.shape for a in rows}
+    shapes = {a.shape for a in rows if a is not None}
     if len(shapes) > 1:
         raise WireError(
             f"column {col.name!r}: rows of {len(shapes)} shapes {sorted(shapes)[:3]} in one call; one request holds "
             "one shape: pad them to one length, or send each shape in its own call"
         )
-    return np.stack(rows) if rows else np.zeros((0, *(max(d, 0) for d in col.shape)), dtype=plan.dtype)
+    # a refused row's stand-in: zeros of the others' shape (a variable dimension of 1 when no row is good)
+    shape = next(iter(shapes), tuple(max(d, 1) for d in col.shape))
+    stand_in = np.zeros(shape, dtype=plan.dtype)
+    if rows:
+        return np.stack([stand_in if a is None else a for a in rows])
+    return np.zeros((0, *(max(d, 0) for d in col.shape)), dtype=plan.dtype)
 
 
 def _encode_column(col: Column, values: pd.Series, refused: dict[int, str] | None = None) -> np.ndarray:
     """One column as its wire tensor ``[n, 1]``; a value the wire cannot carry is refused naming column and row
     (an integer column's null or fraction goes to ``refused`` instead, where given: see ``_integer``)."""
     if col.kind == "tensor":
-        return _encode_tensor(col, values)
+        return _encode_tensor(col, values, refused)
     if col.triton_dtype == "BYTES":
         if col.kind == "timestamp" and pd.api.types.is_datetime64_any_dtype(values):
             text = [("" if pd.isna(v) else v.isoformat()) for v in values]

@@ -47,6 +47,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from inferline.command import until_pipe_closes  # `inferline --help | head` ends quietly too
+
+    return until_pipe_closes(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in COMMANDS:
         parser().parse_args(args)  # prints the help or the error (exit 2)

@@ -4,12 +4,14 @@ refuse a bad value at parse time, and the boundary where a user's mistake become
 Exit statuses: 0 done; 1 a ``UserError`` (a bad path, a missing run or release, an unknown pipeline, a port in use,
 an unreachable server): one line on stderr, ``<command>: error: <what was received, what is expected, how to fix
 it>``; 2 a usage error found by argparse (an unknown option, a value of the wrong type). Any other exception is a
-bug and keeps its traceback.
+bug and keeps its traceback. A reader that goes away early (``inferline serve status | head``) ends the command
+quietly with status 141 (128 + SIGPIPE, what a Unix tool killed by SIGPIPE reports), never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from inferline.features.errors import UserError
 
 __all__ = [
+    "BROKEN_PIPE_EXIT",
     "HelpFormatter",
     "Parser",
     "check_port_free",
@@ -31,6 +34,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "run",
+    "until_pipe_closes",
 ]
 
 Handler = Callable[[argparse.Namespace], int]
@@ -88,6 +92,29 @@ class Parser(argparse.ArgumentParser):
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse ``argv`` (usage errors exit 2), run the chosen handler (``set_defaults(func=...)``) and turn a
     ``UserError`` into one line on stderr and exit status 1."""
+    return until_pipe_closes(lambda: _run(parser, argv))
+
+
+BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE
+
+
+def until_pipe_closes(main: Callable[[], int]) -> int:
+    """``main()``, its output flushed; when the reader of stdout has gone (a ``BrokenPipeError``), stop quietly
+    with ``BROKEN_PIPE_EXIT`` and point stdout at /dev/null, so that the interpreter's own flush at exit finds
+    nothing to complain about (Python's documented recipe for SIGPIPE)."""
+    try:
+        try:
+            return main()
+        finally:  # a usage error or --help leaves through SystemExit: its output is flushed here too
+            sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return BROKEN_PIPE_EXIT
+
+
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(None if argv is None else list(argv))
     func: Handler = args.func
     try:

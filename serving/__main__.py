@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import psutil
@@ -36,6 +36,9 @@ from inferline.command import (
 )
 from inferline.export.registry import choose_published, published_pipelines, registered_pipelines
 from inferline.features.errors import UserError
+
+if TYPE_CHECKING:
+    from inferline.features.spec import PipelineSpec
 from inferline.serving.client import InferlineClient, InferlineError, ready_models
 from inferline.serving.gateway import GatewayLimits
 from inferline.serving.secrets import admin_key
@@ -408,19 +411,23 @@ def _predict(args: argparse.Namespace) -> int:
             f"no server recorded in --workdir {args.workdir}; start one with `inferline serve up`, pass the work "
             "directory it was started with (--workdir), or its address with --url"
         )
+    repository = (
+        Path(args.repository) if args.repository else Path(state["repository"]) if state.get("repository") else None
+    )
     if args.pipeline:
         pipeline = args.pipeline
-    elif state.get("repository"):
-        pipeline = choose_published(Path(state["repository"]), None)
+    elif repository is not None:
+        pipeline = choose_published(repository, None)
     else:
         raise UserError(
             f"which pipeline does {url} serve? No server record in --workdir {args.workdir} names its repository; "
-            "pass --pipeline NAME"
+            "pass --pipeline NAME (and --repository DIR, where its releases are)"
         )
+    spec = _published_spec(repository, pipeline)
     rows = _read_rows(Path(args.file))
     try:
         endpoints = [u.strip() for u in url.split(",") if u.strip()]
-        with InferlineClient(endpoints, args.protocol, pipeline=pipeline, timeout_s=args.timeout) as client:
+        with InferlineClient(endpoints, args.protocol, pipeline=pipeline, spec=spec, timeout_s=args.timeout) as client:
             p = client.predict(rows)
     except (InferlineError, ValueError) as exc:
         print(
@@ -443,6 +450,26 @@ def _predict(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+def _published_spec(repository: Path | None, pipeline: str) -> PipelineSpec:
+    """The spec ``serve predict`` encodes rows with: the current release's own snapshot (``spec.json``), so any
+    published pipeline is callable wherever its module lives (or is not installed at all); without a repository,
+    or for a release published before snapshots, the pipeline module by name."""
+    from inferline.export.registry import Registry
+    from inferline.features.spec import SpecError, load_pipeline, read_spec
+
+    if repository is not None:
+        files = Registry(repository, pipeline).release_files()  # RegistryError (a UserError) names what is wrong
+        if "spec" in files:
+            return read_spec(files["spec"])
+    try:
+        return load_pipeline(pipeline)
+    except SpecError as exc:
+        raise UserError(
+            f"{exc}. `serve predict` reads a published pipeline's spec from its release: pass --repository DIR (the "
+            "model repository the server serves)"
+        ) from exc
 
 
 def _read_rows(path: Path) -> pd.DataFrame:
@@ -638,6 +665,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--url",
         help="host:port (default: the server started by `up`, for --protocol); several, comma-separated, for "
         "replicas: each request goes to the next one in service, and fails over to another",
+    )
+    pr.add_argument(
+        "--repository",
+        default=None,
+        help="model repository whose current release's spec snapshot encodes the rows (default: the repository of "
+        "the server started by `up`)",
     )
     pr.add_argument("--timeout", type=positive_float, default=10.0, help="seconds before a request is abandoned")
     pr.set_defaults(func=_predict)

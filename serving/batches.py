@@ -1,16 +1,58 @@
 """How inferline's Triton Python-backend models answer a dynamic batch: one call for every request, and, when that
 call fails, each request alone, so that one unreadable request gets its error and the requests beside it are
 still answered. Used by ``serving/backend/fused.py`` (local target) and ``serving/backend/preprocess.py`` (gpu).
+
+Within a request a bad row costs only itself: validation gives it its reason as ``status`` (features.contract),
+and ``run_model`` scores the batch so that rows the model raises on (onnxruntime refusing an input it cannot
+take) are found alone and answered with ``model:failed`` (or the reason they already had) and zeros, while the
+rows beside them are scored. The batch job (batch.partition) quarantines such rows with the same reason.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["answer_batch", "read_inputs"]
+from inferline.features.contract import TensorSpec
+from inferline.features.tensors import isolate_rows, numpy_dtype
+
+__all__ = ["MODEL_FAILED", "answer_batch", "blank_outputs", "read_inputs", "run_model"]
+
+MODEL_FAILED = "model:failed"  # the reason of a valid row the model raised on, alone
+log = logging.getLogger(__name__)
+
+
+def blank_outputs(outputs: Sequence[TensorSpec], n: int) -> list[np.ndarray]:
+    """Zeros for ``n`` rows of each model output (``[n, *dims]`` in its dtype): the answer of rows not scored."""
+    return [np.zeros((n, *o.dims), dtype=numpy_dtype(o.datatype)) for o in outputs]
+
+
+def run_model(
+    run: Callable[[Mapping[str, Any]], Sequence[np.ndarray]],
+    feeds: Mapping[str, Any],
+    status: np.ndarray,
+    outputs: Sequence[TensorSpec],
+    what: str = "the model",
+) -> list[np.ndarray]:
+    """The model's outputs for every row of ``feeds``: one ``run`` when it succeeds; when it raises, halves
+    again down to single rows (``features.tensors.isolate_rows``). A row the model raises on alone answers
+    zeros, and its ``status`` (updated in place) becomes ``MODEL_FAILED`` unless it already had a reason; the
+    first error is logged once per call that has such a valid row."""
+    n = len(status)
+    scored, failed, errors = isolate_rows(lambda lo, hi: run({k: v[lo:hi] for k, v in feeds.items()}), n)
+    if failed.any():
+        fresh = failed & (status == "ok")
+        if fresh.any():
+            error = errors[int(np.flatnonzero(fresh)[0])]
+            status[fresh] = MODEL_FAILED
+            log.warning(
+                "%s raised on %d of %d valid rows (answered %r): %s: %s",
+                what, int(fresh.sum()), n, MODEL_FAILED, type(error).__name__, error,
+            )  # fmt: skip
+    return list(scored) if scored is not None else blank_outputs(outputs, n)
 
 
 def read_inputs(

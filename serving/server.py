@@ -47,6 +47,7 @@ from inferline.export.registry import Registry, published_pipelines
 from inferline.features.artifacts import atomic_write_json
 from inferline.features.errors import UserError
 from inferline.serving.secrets import ADMIN_HEADER, admin_key
+from inferline.serving.stub_env import USER_PATH, user_path
 
 __all__ = [
     "LoadStatus",
@@ -461,6 +462,8 @@ class TritonServer:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
         env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
         env["OMP_NUM_THREADS"] = "1"
+        # the stubs' interpreter ignores PYTHONPATH: its entries reach them explicitly (serving.stub_env)
+        env[USER_PATH] = user_path(env)
         # the admin key reaches tritonserver's argv through argv_secret.c, never its argument memory (command())
         preload = str(argv_secret_library(self.config.workdir))
         env["LD_PRELOAD"] = os.pathsep.join(p for p in (preload, env.get("LD_PRELOAD", "")) if p)

@@ -403,3 +403,59 @@ def test_another_jobs_output_is_kept_unless_overwrite(inputs: Path, published: P
     )
     assert replaced.partitions_resumed == 0 and set(pd.read_parquet(out)["release"]) == {"fraud:1"}
     assert_exactly_once(out, input_ids(inputs), replaced)
+
+
+def test_every_output_row_names_its_source_file_and_row(
+    published: Published, dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    """Predictions and quarantine carry ``source_file`` (relative to the folder holding every input) and
+    ``source_row`` (the row's position in that file) for every row: two files of one name in two folders stay
+    apart, and each output row leads back to its input row."""
+    first, second = fraud.generate(1_500, seed=31), fraud.generate(1_500, seed=32)
+    second.loc[[10, 1_200], "amount"] = -1.0  # two bad rows: quarantined, named the same way
+    write_parquet(tmp_path / "in" / "2026-11" / "tx.parquet", first, 500)
+    write_parquet(tmp_path / "in" / "2026-12" / "tx.parquet", second, 500)
+    report = run_job(
+        config(
+            [str(tmp_path / "in" / "*" / "tx.parquet")],
+            tmp_path / "out",
+            published,
+            dask_cluster,
+            max_invalid_share=0.1,
+        )
+    )
+    predicted = pd.read_parquet(tmp_path / "out")
+    quarantine = pd.read_parquet(tmp_path / "out" / "_quarantine")
+    assert list(predicted.columns[:3]) == ["transaction_id", "source_file", "source_row"]
+    assert report.rows_quarantined == 2 and set(quarantine["source_file"]) == {"2026-12/tx.parquet"}
+    assert sorted(quarantine["source_row"]) == [10, 1_200]
+    rows = pd.concat([predicted, quarantine], ignore_index=True)
+    sources = {"2026-11/tx.parquet": first, "2026-12/tx.parquet": second}
+    assert set(rows["source_file"]) == set(sources) and not rows.duplicated(["source_file", "source_row"]).any()
+    for name, frame in sources.items():
+        mine = rows[rows["source_file"] == name].sort_values("source_row")
+        assert list(mine["source_row"]) == list(range(len(frame)))
+        assert list(mine["transaction_id"]) == list(frame["transaction_id"])
+
+
+def test_rows_a_model_raises_on_are_found_alone_and_the_search_is_bounded() -> None:
+    """``isolate_rows`` (the batch scorer's and the served model's search): the rows that raise are found alone,
+    every other row gets its own answer, and past ``max_failed`` failures (a partition refused anyway) the search
+    stops instead of scoring a broken partition row by row."""
+    from inferline.features.tensors import isolate_rows
+
+    calls: list[tuple[int, int]] = []
+
+    def run(lo: int, hi: int) -> list[np.ndarray]:
+        calls.append((lo, hi))
+        if any(i % 250 == 7 for i in range(lo, hi)):
+            raise ValueError(f"rows {lo}:{hi}")
+        return [np.arange(lo, hi, dtype=np.float32)[:, None] * 2]
+
+    outputs, failed, errors = isolate_rows(run, 1_000)
+    assert outputs is not None and sorted(errors) == [7, 257, 507, 757] == list(np.flatnonzero(failed))
+    np.testing.assert_array_equal(outputs[0][~failed, 0], np.flatnonzero(~failed) * 2)
+    assert not outputs[0][failed].any() and len(calls) < 4 * 2 * 10 + 1
+    calls.clear()
+    _, failed, errors = isolate_rows(run, 1_000, max_failed=1)
+    assert failed[[7, 257]].all() and int(failed.sum()) > 2 and len(calls) < 30

@@ -9,6 +9,7 @@ by PyTorch within 1e-5, and the batch job must answer as the server does.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -30,7 +31,7 @@ from inferline.export.publish import model_candidate, publish, release_candidate
 from inferline.export.registry import Registry
 from inferline.features.artifacts import atomic_write_parquet
 from inferline.features.contract import compile_contract
-from inferline.features.spec import PipelineSpec, load_pipeline_module
+from inferline.features.spec import PipelineSpec, load_pipeline_module, read_spec
 from inferline.features.state import FeatureState
 from inferline.serving.client import InferlineClient
 from inferline.serving.control import switch_release
@@ -203,8 +204,8 @@ def test_served_and_batch_answer_as_pytorch(world: World, name: str) -> None:
     assert report.rows_in == report.rows_predicted == len(case.rows) and report.rows_quarantined == 0
     batch = pd.read_parquet(output)
     key = case.spec.id_column.name if case.spec.id_column else "source_row"
-    if key == "source_row":
-        assert sorted(batch["source_row"]) == list(range(len(case.rows)))
+    assert set(batch["source_file"]) == {inputs.name}  # every pipeline's rows name their file and row
+    assert sorted(batch["source_row"]) == list(range(len(case.rows)))
     batch = batch.sort_values(key).reset_index(drop=True)
     order = np.argsort(case.rows[key].to_numpy()) if key != "source_row" else np.arange(len(case.rows))
     if regression:
@@ -250,6 +251,9 @@ def test_a_bad_sample_gets_its_reason_served_and_is_quarantined_in_batch(world: 
     assert report.rows_in == report.rows_predicted + report.rows_quarantined == 4 and report.rows_quarantined == 1
     quarantine = pd.read_parquet(world.root / f"{name}-bad-out" / "_quarantine")
     assert list(quarantine["_reasons"]) == [r for r in expected if r != "ok"]
+    # with or without an id column, a quarantined row names its file and its row there
+    assert list(quarantine["source_file"]) == [inputs.name]
+    assert list(quarantine["source_row"]) == [i for i, r in enumerate(expected) if r != "ok"]
 
 
 def test_metrics_of_each_task(world: World) -> None:
@@ -371,7 +375,9 @@ def test_batch_reads_fixed_size_list_tensor_columns(world: World) -> None:
             )
         )
         assert report.rows_predicted == len(rows) and report.rows_quarantined == 0
-        answers.append(pd.read_parquet(output).sort_values("item_id").reset_index(drop=True))
+        answer = pd.read_parquet(output).sort_values("item_id").reset_index(drop=True)
+        assert set(answer["source_file"]) == {path.name}
+        answers.append(answer.drop(columns=["source_file"]))
     pd.testing.assert_frame_equal(answers[0], answers[1])
 
 
@@ -480,3 +486,213 @@ def test_the_hang_probe_is_a_real_inference_for_every_kind_of_pipeline(world: Wo
             assert answer.status == 200, name
             outputs = {o["name"]: o for o in json.loads(answer.read())["outputs"]}
         assert len(outputs["status"]["data"]) == 1, (name, outputs)
+
+
+def _raw_infer(world: World, protocol: str, arrays: dict[str, np.ndarray]) -> list[str]:
+    """One request straight to Triton (no client-side encoding): the statuses it answers."""
+    if protocol == "http":
+        import tritonclient.http as client_module
+    else:
+        import tritonclient.grpc as client_module  # type: ignore[no-redef]
+    url = world.server.config.http_url if protocol == "http" else world.server.config.grpc_url
+    client = client_module.InferenceServerClient(url)
+    inputs = []
+    for name, value in arrays.items():
+        inp = client_module.InferInput(name, list(value.shape), "BYTES" if value.dtype == object else "INT64")
+        inp.set_data_from_numpy(value)
+        inputs.append(inp)
+    result = client.infer("byom_text", inputs, outputs=[client_module.InferRequestedOutput("status")])
+    return [s.decode() for s in result.as_numpy("status").reshape(-1)]
+
+
+def test_an_empty_or_unscorable_row_costs_only_itself_served_and_in_batch(world: World) -> None:
+    """One empty token row, and one longer than the model's positions (onnxruntime raises on it): served, each
+    answers its reason as status, not an error (HTTP and gRPC); in batch each is quarantined with its reason and
+    the rows beside them are scored as the model scores them alone."""
+    case = world.cases["byom_text"]
+    for protocol in ("http", "grpc"):
+        empty = {
+            "doc_id": np.array([[b"e1"], [b"e2"]], dtype=object),
+            "tokens": np.zeros((2, 0), np.int64),
+            "mask": np.zeros((2, 0), np.int64),
+        }
+        assert _raw_infer(world, protocol, empty) == ["tokens:empty"] * 2
+        too_long = {
+            "doc_id": np.array([[b"l1"]], dtype=object),
+            "tokens": np.full((1, 100), 9, np.int64),  # 100 positions; the model has 64
+            "mask": np.ones((1, 100), np.int64),
+        }
+        assert _raw_infer(world, protocol, too_long) == ["model:failed"]
+
+    rows = case.rows.head(5).copy().reset_index(drop=True)
+    rows.at[1, "tokens"], rows.at[1, "mask"] = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rows.at[3, "tokens"], rows.at[3, "mask"] = np.full(100, 9, np.int64), np.ones(100, np.int64)
+    served = _served(world, Case(case.spec, case.reference, rows.drop(index=[3])), "http", 7)  # one call, one shape
+    assert served.status == ["ok", "tokens:empty", "ok", "ok"]
+
+    inputs = world.root / "unscorable.parquet"
+    atomic_write_parquet(inputs, rows.drop(columns=["label"]))
+    output = world.root / "unscorable-out"
+    report = run_job(
+        JobConfig(
+            inputs=[str(inputs)],
+            output=output,
+            model="byom_text",
+            repository=world.repository,
+            scheduler=world.cluster.address,
+            progress=False,
+            max_invalid_share=0.5,
+        )
+    )
+    assert report.rows_in == 5 and report.rows_predicted == 3 and report.rows_quarantined == 2
+    quarantine = pd.read_parquet(output / "_quarantine").set_index("doc_id")
+    assert quarantine.loc[rows.at[1, "doc_id"], "_reasons"] == "mask:empty;tokens:empty"
+    assert quarantine.loc[rows.at[3, "doc_id"], "_reasons"] == "model:failed"
+    batch = pd.read_parquet(output).set_index("doc_id")
+    registry = Registry(world.repository, "byom_text")
+    for i in (0, 2, 4):
+        alone = _in_process(Case(case.spec, case.reference, rows.iloc[[i]].reset_index(drop=True)), registry)
+        got = batch.loc[rows.at[i, "doc_id"], [f"probability_{c}" for c in case.spec.classes]].to_numpy(float)
+        np.testing.assert_allclose(got, alone[0][0], rtol=0, atol=1e-5)
+
+
+def test_a_preprocess_function_that_raises_costs_only_its_rows(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """A user's preprocess that raises on some rows (a blank image): on the request path those rows answer
+    ``image:preprocess`` and the others are preprocessed as usual (its error logged once); the batch scorer
+    records them with that reason and scores the rest with the release's own model; a data set's features (the
+    training path) refuse with one line naming the rows."""
+    from dataclasses import replace
+
+    from inferline.batch import score_frame
+    from inferline.export.runtime import onnx_session
+    from inferline.features.tensors import PreprocessFailed
+
+    case = world.cases["byom_images"]
+    spec = replace(
+        case.spec,
+        columns=tuple(
+            replace(c, preprocess="tests.pipelines.byom_functions:scale_pixels_refusing_blank")
+            if c.name == "image"
+            else c
+            for c in case.spec.columns
+        ),
+    )
+    version = Registry(world.repository, spec.name).current
+    state = FeatureState.load(world.repository / f"{spec.name}_preprocess" / str(version) / "feature_state.json")
+    state = replace(state, feature_hash=spec.feature_hash())
+    contract = compile_contract(spec, state)
+    rows = case.rows.head(6).reset_index(drop=True)
+    images = np.stack([np.asarray(v) for v in rows["image"]]).reshape(6, 3, 64, 64).astype(np.uint8)
+    images[[2, 4]] = 0  # two blank frames
+    with caplog.at_level(logging.WARNING, logger="inferline.features.tensors"):
+        m, status = contract.featurize({"image": images})
+        contract.featurize({"image": images})
+    assert list(status) == ["ok", "ok", "image:preprocess", "ok", "image:preprocess", "ok"]
+    good = [0, 1, 3, 5]
+    np.testing.assert_array_equal(m.tensors["image"][good], images[good].astype("float32") / 127.5 - 1.0)
+    assert not m.tensors["image"][[2, 4]].any()
+    logged = [r for r in caplog.records if "scale_pixels_refusing_blank" in r.getMessage()]
+    assert len(logged) == 1 and "blank image" in logged[0].getMessage()
+
+    frame = pd.DataFrame({"image": list(images.reshape(6, -1))})
+    model = world.repository / f"{spec.name}_model" / str(version) / "model.onnx"
+    session = onnx_session(str(model), device="cpu", threads=1)
+    failed: dict[int, str] = {}
+    outputs = score_frame(frame, spec, state, session, "pandas", contract, failed=failed)
+    assert failed == {2: "image:preprocess", 4: "image:preprocess"}
+    alone = score_frame(frame.iloc[good].reset_index(drop=True), spec, state, session, "pandas", contract)
+    np.testing.assert_allclose(outputs["probabilities"][good], alone["probabilities"], rtol=0, atol=1e-6)
+    with pytest.raises(PreprocessFailed, match=r"raised on 2 of 6 rows .*blank image.*'image:preprocess'"):
+        contract.features(frame)
+
+
+OUTSIDE_SPEC = """
+from inferline.features.rules import between, finite
+from inferline.features.spec import Column, ModelParams, PipelineSpec
+
+SPEC = PipelineSpec(
+    name="outside",
+    version=1,
+    columns=(
+        Column("item_id", "id", unique=True),
+        Column(
+            "embedding", "tensor", dtype="FP32", shape=(8,), rules=(finite(), between(-10.0, 10.0)),
+            preprocess="outside_pkg.functions:halve",
+        ),
+        Column("label", "label", required=False),
+    ),
+    features=(),
+    label="label",
+    classes=("no", "yes"),
+    model=ModelParams(max_batch_size=8),
+)
+"""
+OUTSIDE_FUNCTIONS = """
+def halve(xp, batch):
+    if bool((batch[:, 0] == 9.0).any()):  # a user's function that fails on some rows
+        raise ValueError("9.0 is a sentinel, not a measurement")
+    return batch * 0.5
+"""
+
+
+def test_a_pipeline_outside_inferline_is_served_through_pythonpath_and_predicted_from_its_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's pipeline and preprocessing function in a folder of their own (not inferline's, not the working
+    directory): with that folder on PYTHONPATH where the server starts, real Triton's stubs import them (the
+    documented route: serving/stub_env.py) and answer as PyTorch does; ``serve predict`` calls it from the
+    release's spec snapshot, from another folder and without PYTHONPATH."""
+    user = tmp_path / "user_code"
+    (user / "outside_pkg").mkdir(parents=True)
+    (user / "outside_pkg" / "__init__.py").write_text("")
+    (user / "outside_pkg" / "pipeline.py").write_text(OUTSIDE_SPEC)
+    (user / "outside_pkg" / "functions.py").write_text(OUTSIDE_FUNCTIONS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(user), str(ROOT))))
+    torch.manual_seed(7)
+    net = byom_models.VectorMLP(8, 2)
+    torch.save(net.state_dict(), tmp_path / "weights.pt")
+    repository = tmp_path / "repo"
+    done = _cli(
+        "export", "publish", "--module", "tests.pipelines.byom_models:vector_mlp", "--checkpoint",
+        str(tmp_path / "weights.pt"), "--spec", "outside_pkg.pipeline", "--repository", str(repository),
+        "--no-load-check",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    elsewhere = tmp_path / "elsewhere"  # the server's working directory: nothing importable there
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("PYTHONPATH", str(user))  # the user's folder only: the documented route
+    rows = load_pipeline_module("tests.pipelines.byom_vector").generate(5, seed=3).drop(columns=["label"])
+    embedding = np.stack(rows["embedding"].to_list()).astype(np.float32)
+    with torch.no_grad():
+        reference = ScoringModel(net.eval(), 0.5, "binary").eval()(torch.from_numpy(embedding * 0.5))[0].numpy()
+    server = TritonServer(ServerConfig.on_free_ports(repository, tmp_path / "work")).start(timeout_s=120)
+    try:
+        assert server.status()["outside"].state == "READY", server.log_tail()
+        spec = read_spec(repository / "outside_preprocess" / "1" / "spec.json")
+        for protocol, url in (("http", server.config.http_url), ("grpc", server.config.grpc_url)):
+            with InferlineClient(url, protocol, pipeline="outside", spec=spec) as client:  # type: ignore[arg-type]
+                served = client.predict(rows)
+                assert served.status == ["ok"] * 5
+                np.testing.assert_allclose(served.probabilities, reference, rtol=0, atol=1e-5)
+                # the user's function raises on one row of a request: that row answers its reason, not the request
+                sentinel = rows.copy()
+                sentinel.at[2, "embedding"] = np.array([9.0, *embedding[2, 1:]], np.float32)
+                served = client.predict(sentinel)
+                assert served.status == ["ok", "ok", "embedding:preprocess", "ok", "ok"]
+                np.testing.assert_allclose(served.probabilities[[0, 1, 3, 4]], reference[[0, 1, 3, 4]], atol=1e-5)
+
+        monkeypatch.delenv("PYTHONPATH")
+        atomic_write_parquet(tmp_path / "rows.parquet", rows)
+        predicted = subprocess.run(
+            [sys.executable, "-m", "inferline", "serve", "predict", "--pipeline", "outside", "--url",
+             server.config.http_url, "--repository", str(repository), "--file", str(tmp_path / "rows.parquet")],
+            capture_output=True, text=True, timeout=120, cwd=elsewhere,
+        )  # fmt: skip
+        assert predicted.returncode == 0, predicted.stderr
+        answers = [json.loads(line) for line in predicted.stdout.splitlines()]
+        assert [a["status"] for a in answers] == ["ok"] * 5 and [a["release"] for a in answers] == ["outside:1"] * 5
+        np.testing.assert_allclose([a["probabilities"] for a in answers], reference, rtol=0, atol=1e-5)
+    finally:
+        server.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,3 +59,52 @@ def test_second_pipeline_trains_gates_and_publishes(loans_pipeline: str, tmp_pat
     assert served.backend == "python" and list(served.version_policy.specific.versions) == [1]  # fused (local)
     assert served.parameters["feature_state_from"].string_value == "loans_preprocess"
     assert served.max_batch_size == 64
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import a_package_nobody_installed\n", "its own import failed: No module named 'a_package_nobody_installed'"),
+        ("SPEC = (\n", "failed while importing: SyntaxError"),
+        ("raise RuntimeError('no config file')\n", "failed while importing: RuntimeError: no config file"),
+    ],
+)
+def test_a_spec_module_whose_own_import_fails_is_one_line(source: str, expected: str, tmp_path: Path) -> None:
+    """The user's spec module is there but cannot be imported: one line naming the module and its error (the
+    missing package, the syntax error, its exception), exit 1, no traceback."""
+    (tmp_path / "userpkg").mkdir()
+    (tmp_path / "userpkg" / "__init__.py").write_text("")
+    (tmp_path / "userpkg" / "broken.py").write_text(source)
+    done = subprocess.run(
+        [sys.executable, "-m", "inferline", "validate", "--pipeline", "userpkg.broken", str(tmp_path / "x.parquet")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "pipeline module 'userpkg.broken'" in done.stderr and expected in done.stderr
+
+
+def test_a_narrow_integer_tensor_column_must_say_what_its_model_receives() -> None:
+    """A UINT8 column without model_dtype would hand the model bytes no PyTorch layer takes: refused at compile
+    with the fix (a SpecError, one line at the command line); with model_dtype declared it compiles."""
+    from dataclasses import replace
+
+    from inferline.features.contract import compile_contract
+    from inferline.features.spec import SpecError
+
+    images = load_pipeline_module("tests.pipelines.byom_images").SPEC
+    bare = replace(
+        images,
+        columns=tuple(
+            replace(c, model_dtype=None, preprocess=None) if c.kind == "tensor" else c for c in images.columns
+        ),
+    )
+    with pytest.raises(SpecError, match=r"'image' is UINT8 and declares no model_dtype.*model_dtype='FP32'"):
+        compile_contract(bare)
+    as_bytes = replace(
+        bare, columns=tuple(replace(c, model_dtype="UINT8") if c.kind == "tensor" else c for c in bare.columns)
+    )
+    assert compile_contract(as_bytes).model_inputs[0].datatype == "UINT8"

@@ -456,3 +456,26 @@ def test_a_server_dies_with_the_process_that_owns_it(published: Published, tmp_p
             owner.wait(10)
         if owner.stdout is not None:
             owner.stdout.close()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "status", "--workdir", "{tmp}"],
+        ["--help"],
+        ["batch", "--help"],
+    ],
+)
+def test_a_reader_that_goes_away_ends_the_command_quietly(argv: list[str], tmp_path: Path) -> None:
+    """`inferline serve status | head`: when stdout's reader closes the pipe, the command stops with 141 (128 +
+    SIGPIPE, as a Unix tool) and no traceback, whatever the command (the one boundary: inferline.command)."""
+    args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inferline", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before the command writes
+    with process.stderr:
+        err = process.stderr.read().decode()
+    assert process.wait(timeout=60) in (0, 141), err
+    assert "Traceback" not in err and "Exception ignored" not in err and "BrokenPipe" not in err, err

@@ -12,8 +12,10 @@ onnxruntime together (ENVIRONMENT.md, measured). Here every request of a dynamic
 featurized with one call of the release's compiled contract (``features.contract``: its own spec snapshot and
 fitted state, compiled once at load, as ``preprocess.py``, the batch job and training use it) and scored with one
 ``session.run``. A row that breaks a rule gets ``status`` = its reason (for
-example ``amount:negative``) and neutral features, and the rows beside it are scored normally; a request that cannot
-be read gets an error response while the other requests of the batch are answered.
+example ``amount:negative``) and neutral features, and the rows beside it are scored normally; so does a row the
+column's ``preprocess`` function raises on (``<column>:preprocess``) and a row onnxruntime raises on, found alone
+(``model:failed``, ``serving.batches.run_model``). A request that cannot be read gets an error response while the
+other requests of the batch are answered.
 
 Layout: version N of this model is release N (``version_policy specific``), so Triton's own version handling does a
 switch (both versions loaded, then the old one unloaded: nothing in flight is dropped, and features and model can
@@ -36,10 +38,11 @@ import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by the Triton Python backend
 
 from inferline.export.runtime import onnx_session
-from inferline.features.contract import compile_contract
+from inferline.features.contract import TensorSpec, compile_contract
 from inferline.features.spec import spec_beside
 from inferline.features.state import FeatureState
-from inferline.serving.batches import answer_batch, read_inputs
+from inferline.serving.batches import answer_batch, read_inputs, run_model
+from inferline.serving.stub_env import add_user_path
 
 ANSWERS = ("status", "release")  # outputs this model writes itself; every other output comes from the ONNX model
 
@@ -53,6 +56,7 @@ def _sibling(model_dir: str, name: str) -> str:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
+        add_user_path()  # the user's modules on the server's PYTHONPATH (the stub's interpreter ignores it)
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version = args["model_version"]
@@ -66,6 +70,8 @@ class TritonPythonModel:
         threads = int(params.get("intra_op_threads", "1"))
         self.session = onnx_session(os.path.join(model_dir, version, "model.onnx"), device="cpu", threads=threads)
         self.outputs = [o["name"] for o in config["output"] if o["name"] not in ANSWERS]
+        by_name = {t.name: t for t in self.contract.outputs}
+        self.model_outputs = [by_name.get(name, TensorSpec(name, "FP32", (1,))) for name in self.outputs]
         self.release = f"{self.spec.name}:{version}".encode()
         self.columns = [c.name for c in self.spec.input_columns]
         self.tensor_columns = {c.name for c in self.spec.tensor_columns}  # read as [n, *shape], never flattened
@@ -74,7 +80,14 @@ class TritonPythonModel:
         """Raw columns of n rows -> the outputs of n rows, in the order of ``self.outputs`` + ``ANSWERS``."""
         m, status = self.contract.featurize(arrays)
         n = len(status)
-        scored = self.session.run(self.outputs, self.contract.feeds(m))
+        # rows the model raises on (alone) get a reason and zeros; the rows beside them are scored
+        scored = run_model(
+            lambda feeds: self.session.run(self.outputs, feeds),
+            self.contract.feeds(m),
+            status,
+            self.model_outputs,
+            f"model {self.name!r}",
+        )
         status_out = np.array([s.encode() for s in status], dtype=object).reshape(n, 1)
         release_out = np.full((n, 1), self.release, dtype=object)
         return [*scored, status_out, release_out]

@@ -23,10 +23,12 @@ from inferline.features.contract import compile_contract
 from inferline.features.spec import spec_beside
 from inferline.features.state import FeatureState
 from inferline.serving.batches import answer_batch, read_inputs
+from inferline.serving.stub_env import add_user_path
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
+        add_user_path()  # the user's modules on the server's PYTHONPATH (the stub's interpreter ignores it)
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version_dir = os.path.join(args["model_repository"], args["model_version"])

@@ -46,3 +46,11 @@ def images(n: int, seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     pixels = rng.integers(0, 160, (n, 3, size, size))
     pixels[np.arange(n), labels] += 90
     return pixels.astype(np.uint8), labels
+
+
+def scale_pixels_refusing_blank(xp: Any, batch: Any) -> Any:
+    """``scale_pixels`` that raises on a batch holding a blank (all-zero) image: a user's function that fails on
+    some rows (tests that such a row costs only itself)."""
+    if bool((batch.reshape(len(batch), -1).max(axis=1) == 0).any()):
+        raise ValueError("blank image: the camera sent nothing")
+    return scale_pixels(xp, batch)
