@@ -397,7 +397,13 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
                         {
                             "partition": part.index,
                             "source": part.describe(),
-                            "reason": refusal_reason(exc) if isinstance(exc, UserError) else "error",
+                            "reason": (
+                                "unscorable_rows"  # rows the pipeline raised on alone, past the bound
+                                if isinstance(exc, PartitionRejected)
+                                else refusal_reason(exc)
+                                if isinstance(exc, UserError)
+                                else "error"
+                            ),
                             "error": f"{type(exc).__name__}: {exc}",
                         }
                     )
