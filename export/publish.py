@@ -63,7 +63,15 @@ import torch
 from inferline.export.config import Target, model_names, pipeline_configs, to_json, to_pbtxt
 from inferline.export.outputs import check_batch_axis, check_outputs
 from inferline.export.parity import ATOL, RTOL, ParityGateFailed, ParityReport, batch_invariance_gate, run_parity_gate
-from inferline.export.quality import QualityReport, ReleaseModel, compare, current_release, decide, read_labelled
+from inferline.export.quality import (
+    QualityReport,
+    ReleaseModel,
+    champion_sets,
+    compare,
+    current_release,
+    decide,
+    read_labelled,
+)
 from inferline.export.registry import Registry, RegistryError
 from inferline.export.runtime import onnx_session
 from inferline.export.safety import MAX_MODEL_BYTES, check_onnx_file
@@ -585,7 +593,19 @@ def publish(
                 ReleaseModel(f"release {version}", spec, state, onnx_path),
                 theirs,
                 current,
-                {name: read_labelled(stage / names["model"] / e["file"], spec) for name, e in quality_sets.items()},
+                {
+                    **{
+                        name: read_labelled(stage / names["model"] / e["file"], spec)
+                        for name, e in quality_sets.items()
+                    },
+                    **champion_sets(
+                        repository,
+                        spec.name,
+                        None if current is None else int(current),
+                        theirs,
+                        {e["sha256"] for e in quality_sets.values()},
+                    ),
+                },
                 quality_tolerance,
                 unreadable,
             )

@@ -5,7 +5,11 @@ Protocol (``export publish`` before the registry moves; ``export promote N`` bef
 
 1. The labelled sets are the candidate's own: its training holdout (``holdout.parquet`` of the run, kept in the
    release beside ``model.onnx``) and the golden set the pipeline spec may declare (``PipelineSpec.golden_set``, a
-   Parquet or CSV file of labelled raw rows, copied into the release). A release without either has nothing to be
+   Parquet or CSV file of labelled raw rows, copied into the release); and the current release's own sets
+   (``champion_sets``: named ``release N holdout`` ...), those the candidate does not carry already (by sha256). The
+   current release's holdout matters: a candidate trained on damaged labels (shuffled, say) carries a holdout
+   damaged the same way, on which both models look alike; on the rows the current release held out, the candidate
+   (which may even have trained on them) must still match it. Neither release carrying a set leaves nothing to be
    scored on: the comparison is ``not_comparable`` and says why.
 2. Each release scores every set through its OWN contract: its spec snapshot and fitted feature state validate the
    rows (``Contract.validate``) and compute the model inputs, and its ``model.onnx`` answers in process
@@ -25,6 +29,7 @@ rows, a different task or class list, no row both contracts accept): recorded, n
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +48,7 @@ __all__ = [
     "QualityGateRefused",
     "QualityReport",
     "ReleaseModel",
+    "champion_sets",
     "compare",
     "read_labelled",
 ]
@@ -50,6 +56,7 @@ __all__ = [
 TASK_METRIC = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}
 DEFAULT_TOLERANCE = {"roc_auc": 0.01, "macro_f1": 0.01, "rmse": 0.02}  # rmse: relative
 HIGHER_IS_BETTER = {"roc_auc": True, "macro_f1": True, "rmse": False}
+log = logging.getLogger(__name__)
 CHUNK = 4096  # rows per onnxruntime call
 
 Status = Literal["first_release", "same_release", "not_comparable", "passed", "worse", "accepted_worse"]
@@ -310,6 +317,28 @@ def release_sets(repository: Path, pipeline: str, version: int, spec: PipelineSp
     return out
 
 
+def champion_sets(
+    repository: Path, pipeline: str, version: int | None, current: ReleaseModel | None, skip: set[str] = frozenset()
+) -> dict[str, pd.DataFrame]:
+    """The labelled sets the current release ``version`` carries, read through its own spec and named ``release N
+    <set>``, except those whose sha256 is in ``skip`` (the candidate's copy of the same file). A current release
+    whose sets cannot be read adds none (it must not block the release that replaces it)."""
+    from inferline.export.config import model_names
+    from inferline.export.registry import Registry, RegistryError
+
+    if version is None or current is None:
+        return {}
+    try:
+        entries = Registry(Path(repository), pipeline).manifest(version).get("quality_sets") or {}
+        keep = [name for name, entry in entries.items() if entry.get("sha256") not in skip]
+        sets = release_sets(repository, pipeline, version, current.spec) if keep else {}
+    except (UserError, RegistryError, OSError, ValueError) as exc:
+        folder = Path(repository) / model_names(pipeline)["model"] / str(version)
+        log.warning("release %d's labelled sets in %s are not used: %s", version, folder, exc)
+        return {}
+    return {f"release {version} {name}": sets[name] for name in keep}
+
+
 def decide(report: QualityReport, accept_worse: str | None, enforce: bool, what: str) -> QualityReport:
     """A worse candidate: ``accepted_worse`` with ``accept_worse`` (a non-empty reason), else refused when
     ``enforce`` (it would become current), else recorded as ``worse``. ``what``: the refusal's consequence."""
@@ -338,5 +367,10 @@ def promotion_report(
         return QualityReport("same_release", candidate=candidate.name, current=candidate.name)
     theirs, unreadable = current_release(repository, pipeline, current)
     sets = release_sets(repository, pipeline, version, candidate.spec)
+    shas = {
+        e.get("sha256")
+        for e in (Registry(Path(repository), pipeline).manifest(version).get("quality_sets") or {}).values()
+    }
+    sets.update(champion_sets(repository, pipeline, current, theirs, {s for s in shas if s}))
     report = compare(candidate, theirs, current, sets, tolerance, unreadable)
     return decide(report, accept_worse, True, f"Release {current} stays current.")

@@ -84,6 +84,30 @@ def test_a_shuffled_label_candidate_is_refused_with_both_metrics(runs: Runs, tmp
     assert not (repository / model_names("loans")["model"] / "2").exists()
 
 
+def test_without_a_golden_set_the_current_releases_holdout_refuses_a_shuffled_label_candidate(
+    tmp_path: Path,
+) -> None:
+    # the candidate's own holdout is shuffled like its training rows, so both models look alike there (about 0.5);
+    # the rows release 1 held out carry true labels, and on them the candidate is plainly worse
+    good = loans.generate(3000, seed=3)
+    shuffled = good.copy()
+    shuffled["defaulted"] = np.random.default_rng(1).permutation(shuffled["defaulted"].to_numpy())
+    atomic_write_parquet(tmp_path / "good.parquet", good)
+    atomic_write_parquet(tmp_path / "shuffled.parquet", shuffled)
+    first = train([tmp_path / "good.parquet"], loans.SPEC, tmp_path / "runs", seed=0, epochs=2, progress=False)
+    worse = train([tmp_path / "shuffled.parquet"], loans.SPEC, tmp_path / "runs", seed=0, epochs=2, progress=False)
+    repository = tmp_path / "repo"
+    publish(first.run_dir, repository, load_check=False)
+    with pytest.raises(QualityGateRefused) as refused:
+        publish(worse.run_dir, repository, load_check=False)
+    sets = refused.value.report.sets
+    assert set(sets) == {"holdout", "release 1 holdout"}, sets
+    assert abs(sets["holdout"]["candidate"] - sets["holdout"]["current"]) < 0.1, sets  # alike on shuffled labels
+    champion = sets["release 1 holdout"]
+    assert champion["worse"] and champion["current"] - champion["candidate"] > 0.05, sets
+    assert Registry(repository, "loans").current == 1
+
+
 def test_an_equal_candidate_is_promoted_and_the_comparison_is_in_its_manifest(runs: Runs, tmp_path: Path) -> None:
     repository = tmp_path / "repo"
     first_release(runs, repository)
