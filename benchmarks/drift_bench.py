@@ -377,7 +377,9 @@ def _calibration_markdown(results: dict[str, Any]) -> str:
             for label in labels:
                 r = results[label][section].get(case)
                 cells.append(
-                    "-" if r is None else f"{r['flags']}/{r['windows']} ({100 * r['rate']:.1f} %, "
+                    "-"
+                    if r is None
+                    else f"{r['flags']}/{r['windows']} ({100 * r['rate']:.1f} %, "
                     f"{100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f})"
                 )
             lines.append(f"| {case} | " + " | ".join(cells) + " |")

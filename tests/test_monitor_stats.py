@@ -327,12 +327,15 @@ def test_drift_report_flags_shifted_features_only(profiles: dict) -> None:
         assert r.state == ("drift" if r.p_value < r.alpha else "ok")
         assert r.n_current == 20_000 and r.n_reference == 50_000
         assert json.loads(json.dumps(r.as_dict()))["feature"] == r.feature
-    assert by_name["x0"].test == "ks" and set(by_name["x0"].statistics) == {"ks", "ks_p_value", "ks_rows", "psi", "js"}
+    assert by_name["x0"].test == "ks"
+    assert set(by_name["x0"].statistics) == {
+        *("ks", "ks_p_value", "ks_rows", "psi", "js"),
+        *("value_chi_square", "value_chi_square_p_value", "surge_p_value"),
+    }
     assert by_name["c0"].test == "chi_square"
     assert set(by_name["c0"].statistics) == {
-        *("chi_square", "chi_square_p_value", "dof", "head_categories", "psi", "js"),
-        *("tail_share", "tail_share_reference", "tail_p_value"),
-        *("unseen_share", "unseen_p_value", "null_share", "null_share_reference", "missing_p_value"),
+        *("chi_square", "chi_square_p_value", "dof", "cells", "surge_p_value", "psi", "js"),
+        *("unseen_share", "null_share", "null_share_reference", "missing_p_value"),
     }
     assert by_name["c0"].statistics["dof"] == 3.0
     # the magnitudes agree with the decision: shifted features have clearly larger PSI than undrifted ones
@@ -370,7 +373,9 @@ def test_drift_report_tests_every_output_with_the_features() -> None:
         assert r.p_value == pytest.approx(scipy.stats.ks_2samp(ref.sample, cur, method="asymp").pvalue, abs=1e-9)
     assert [r.state for r in report] == ["ok", "ok", "drift", "ok", "ok"]
     counts = [[int((ref_classes == c).sum()) for c in "abc"], [int((cur_classes == c).sum()) for c in "abc"]]
-    assert report[4].p_value == pytest.approx(scipy.stats.chi2_contingency(counts, correction=False).pvalue)
+    chi = report[4].statistics["chi_square_p_value"]
+    assert chi == pytest.approx(scipy.stats.chi2_contingency(counts, correction=False).pvalue)
+    assert report[4].p_value == pytest.approx(min(1.0, 2 * min(chi, report[4].statistics["surge_p_value"])))
 
     single = drift_report({}, {}, prediction=outputs["probability_1"])
     assert [(r.feature, r.kind, r.state) for r in single] == [("prediction", "prediction", "drift")]
@@ -401,14 +406,16 @@ def test_categorical_drift_counts_unseen_and_nulls() -> None:
     current = ["a"] * 550 + ["b"] * 350 + [None] * 60 + ["new"] * 40
     r = categorical_drift("cat", ref, current, alpha=0.01, min_samples=100)
     assert r.state == "drift" and r.n_current == 1000
-    # homogeneity over the categories seen at training time; nulls and never-seen values are tested as shares
-    stat, p_homogeneity, dof = scipy.stats.chi2_contingency([[600, 400], [550, 350]], correction=False)[:3]
+    # homogeneity over both samples' labels, the never-seen one a cell of its own (reference count 0); nulls apart
+    stat, p_homogeneity, dof = scipy.stats.chi2_contingency([[600, 400, 0], [550, 350, 40]], correction=False)[:3]
     assert r.statistics["chi_square"] == pytest.approx(stat, abs=1e-9) and r.statistics["dof"] == dof
     assert r.statistics["chi_square_p_value"] == pytest.approx(p_homogeneity)
     assert r.statistics["unseen_share"] == 0.04 and r.statistics["null_share"] == 0.06
-    assert r.statistics["unseen_p_value"] < 1e-9 and r.statistics["missing_p_value"] < 1e-9
-    sub_tests = [p_homogeneity, *(r.statistics[f"{k}_p_value"] for k in ("tail", "unseen", "missing"))]
-    assert r.p_value == pytest.approx(min(1.0, 4 * min(sub_tests)))
+    assert r.statistics["surge_p_value"] < 1e-9 and r.statistics["missing_p_value"] < 1e-9
+    fisher = scipy.stats.fisher_exact([[60, 940], [0, 1000]]).pvalue
+    assert r.statistics["missing_p_value"] == pytest.approx(fisher)
+    sub_tests = [p_homogeneity, *(r.statistics[f"{k}_p_value"] for k in ("surge", "missing"))]
+    assert r.p_value == pytest.approx(min(1.0, 3 * min(sub_tests)))
 
 
 # --------------------------------------------------------------------------------------------------- sketch
