@@ -13,26 +13,37 @@ The current window is never stored or sorted: :func:`bin_counts` and :func:`ks_2
 (``n`` current values, ``m`` reference points) with ``np.searchsorted`` and ``np.bincount``, so a window of
 millions of values costs a few vectorised passes.
 
-One test *decides* the state of each feature and the other statistics are reported as magnitudes:
+Every test compares *two samples*, the window and the reference (or its sample), so the reference's own sampling
+noise is part of each null distribution, whatever the reference's size and the number of categories. Within a
+feature the tests that apply are Bonferroni-combined (``p = min(1, k * min(p_i))``); the others are reported as
+magnitudes:
 
 * numeric features and numeric model outputs (each class's probability, a regression's value): two-sample KS
-  against the reference sample;
-* categorical features and the predicted-class distribution (:func:`categorical_drift`), up to four tests
-  Bonferroni-combined within the feature: Pearson chi-square homogeneity over the *head* (the categories the window
-  is expected to hold at least :data:`MIN_EXPECTED` times); the *tail* share (rarer and never-seen values) against
-  the reference's share plus Good-Turing's estimate of its unseen mass; the share of never-seen values; the null
-  share. Shares are exact binomial tests against a pseudocount prior, and a share within a tolerance of the
-  reference's is never significant. Values are labelled canonically first (``1`` and ``1.0`` are one category).
-  Why: counted as a cell of the chi-square table, one unseen value in a 5,000-row window flagged every window
-  (its reference count is 0), and a 5,000-category Zipf tail flagged 7 % of undrifted windows (cells with expected
-  counts far below 5, and rare categories' reference counts biased low by selection);
-* missingness of every column: the null share against the reference's, two-sided; for a numeric column it is
-  combined with KS, and decides alone when the window holds too few values for KS (an all-null window is a flag);
+  against the reference sample; the *values themselves* as categories of the same two-sample tests as a
+  categorical feature (homogeneity over the values frequent in the pooled sample, and the surge test), which KS
+  cannot replace: a new value in 1 % of the rows of a constant or 99.9 %-zero feature moves KS's ``D`` by 0.01
+  (p ~ 0.96) and was never flagged. For a continuous feature every value is unique, neither test can flag, and
+  neither is counted;
+* categorical features and the predicted-class distribution (:func:`categorical_drift`): Pearson chi-square on
+  the two-sample table of every label either sample holds, the labels rarer than :data:`MIN_EXPECTED` expected
+  in either row pooled into one cell by their *pooled* counts (:func:`two_sample_cells`), and the surge of any one
+  label, a never-seen one above all (:func:`surge_test`). Values are labelled canonically first (``1`` and ``1.0``
+  are one category). Why: the earlier one-sample tests of the window against the reference's proportions (rare
+  categories' shares and Good-Turing's unseen mass taken as exact) flagged every undrifted window of a
+  5,000-category Zipf column against a 20,000-row reference, and 40 % with 500 categories against 2,000 rows;
+* missingness of every column: the null share against the reference's by Fisher's exact test
+  (:func:`null_share_test`); for a numeric column combined with the tests above, and deciding alone when the
+  window holds too few values for KS (an all-null window is a flag);
 * missingness of every raw input column (:func:`missing_drift`, tests named ``nulls_<column>``, kind
   ``"missing"``): the null share of *every* row received, accepted or refused, against the training rows' share.
   A feature is computed from its imputed column, so its own values carry no nulls; and a required column's nulls
-  are refused rows, which the feature window never sees. The same exact binomial share test, within
-  :data:`MISSING_TOLERANCE`.
+  are refused rows, which the feature window never sees. The same Fisher test: a column that had no nulls and now
+  has 0.9 % is flagged (before: an exact binomial test against a pseudocount prior, never significant within a
+  1 % tolerance, flagged 61 of 300 such windows).
+
+A reference must be a sample of what serving would see without drift: ``training.profile`` counts categorical
+references over rows the vocabulary was not fitted on, for that reason. ``benchmarks/drift_bench.py``
+(``benchmarks/results/drift/``) measures false flags and detection before and after.
 
 :func:`drift_report` applies a Bonferroni correction over every configured test, so over undrifted data the chance
 of any false "drift" in a report is at most ``alpha``.
@@ -50,7 +61,8 @@ Documented conventions
 * Chi-square (:func:`chi_square`): equal to ``scipy.stats.chi2_contingency(table, correction=False)`` after
   dropping the columns whose total is 0.
 
-Only ``numpy`` and scipy's distribution functions (for p-values) are used here.
+Libraries: ``numpy``; scipy's distribution functions for p-values (``kstwo``, ``chdtrc``, ``bdtrc``) and
+``scipy.stats.fisher_exact``.
 """
 
 from __future__ import annotations
