@@ -17,7 +17,8 @@ Tensor columns (images, token ids) have no reference: feature drift covers the t
 
 Format (``version`` 3), keyed as the monitor reads it:
 
-- ``rows``, ``task``, ``numeric`` ({feature: NumericReference}), ``categorical`` ({feature: CategoricalReference});
+- ``rows``, ``task``, ``numeric`` ({feature: NumericReference}), ``categorical`` ({feature: CategoricalReference}),
+  ``categorical_rows`` (the rows those count: the rows the vocabulary was not fitted on, or every row);
 - classification: ``probabilities``, one NumericReference per class in class-index order (the monitor names the
   test of class ``k`` ``probability_<classes[k]>`` from the release's spec), and ``predicted_class``, a
   CategoricalReference over the class indices as text (``"0"``, ``"1"``, ...), the predicted class being what the
@@ -119,6 +120,7 @@ def reference_profile(
             name: NumericReference.from_values(numeric[:, i], sample_size=sample_size, seed=seed + i).as_dict()
             for i, name in enumerate(state.numeric)
         },
+        "categorical_rows": len(held_out),
         "categorical": {
             name: CategoricalReference.from_values(state.category_labels(name, held_out[:, j])).as_dict()
             for j, name in enumerate(state.categorical)
