@@ -253,7 +253,7 @@ def _unknown_false_flags(
         matrix = FeatureMatrix(np.zeros((reference_rows, 0), np.float32), code_of[rows][:, None])
         scores = np.full(reference_rows, 0.5)
         try:
-            profile = reference_profile(matrix, state, scores, task="binary", fitted_rows=train)  # type: ignore[call-arg]
+            profile = reference_profile(matrix, state, scores, task="binary", fitted_rows=train)
         except TypeError:  # a profile without fitted_rows (before the fix)
             fitted_rows_supported = False
             profile = reference_profile(matrix, state, scores, task="binary")
