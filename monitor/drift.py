@@ -61,7 +61,7 @@ Documented conventions
 * Chi-square (:func:`chi_square`): equal to ``scipy.stats.chi2_contingency(table, correction=False)`` after
   dropping the columns whose total is 0.
 
-Libraries: ``numpy``; scipy's distribution functions for p-values (``kstwo``, ``chdtrc``, ``bdtrc``) and
+Libraries: ``numpy``; scipy's distribution functions for p-values (``kstwo``, ``chdtrc``, ``gammaln``) and
 ``scipy.stats.fisher_exact``.
 """
 
@@ -77,7 +77,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy.special import bdtrc, chdtrc
+from scipy.special import chdtrc, gammaln
 from scipy.stats import distributions, fisher_exact
 
 __all__ = [
@@ -497,39 +497,56 @@ def two_sample_cells(
     return ref_cells, cur_cells
 
 
+def _log_comb(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``log(C(a, b))`` elementwise, by ``scipy.special.gammaln``."""
+    return np.asarray(gammaln(a + 1.0) - gammaln(b + 1.0) - gammaln(a - b + 1.0), dtype=np.float64)
+
+
 def surge_test(ref_counts: ArrayLike, cur_counts: ArrayLike, level: float) -> tuple[float, int, bool]:
     """Did one value (a category, a numeric value) become more frequent in the window than the reference allows?
 
-    For each value with pooled count ``c``, its window count is, under no drift, ``Hypergeometric(n_ref + n_cur,
-    c, n_cur)``; its upper tail is bounded by the ``Binomial(c, n_cur / (n_ref + n_cur))`` one
-    (``scipy.special.bdtrc``; conservative), and the smallest p-value a value can reach is ``(n_cur / (n_ref +
-    n_cur)) ** c`` (all its occurrences in the window). Multiplicity: Tarone's modified Bonferroni at ``level`` --
-    ``K`` is the least ``k >= 1`` such that at most ``k`` values can reach ``level / k``; values that cannot
-    (rare ones) are not counted, so a vocabulary of 5,000 rare values does not dilute the test of a frequent one.
+    For each value with pooled count ``c``, its window count ``X`` is, under no drift and given the margins,
+    ``Hypergeometric(N = n_ref + n_cur, c, n_cur)``. Its p-value is an upper bound of the exact upper tail
+    ``P(X >= k)``: ``pmf(k) / (1 - r)``, where ``r = pmf(k + 1) / pmf(k)`` bounds every later ratio (they
+    decrease beyond the mode), so the test is conservative, and tight where it matters (far in the tail); ``pmf``
+    from ``scipy.special.gammaln``, vectorized over values. A value at or below its expected count has p = 1. The
+    smallest p-value a value can reach (all it can hold in the window) is its exact ``pmf(min(c, n_cur))``.
+    Multiplicity: Tarone's modified Bonferroni at ``level`` -- ``K`` is the least ``k >= 1`` such that at most
+    ``k`` values can reach ``level / k``; values that cannot (rare ones) are not counted, so a vocabulary of 5,000
+    rare values does not dilute the test of a frequent one.
 
     Returns ``(p, K, testable)``: ``p = min(1, K * min_j p_j)``, to be compared with ``level`` (``p < level`` is
     exactly "some value is significant at ``level / K``"), and ``testable``, whether any value can reach
     ``level`` at all (when none can, the test cannot flag and need not be counted by a caller's Bonferroni).
-    A new value in 1 % of a 5,000-row window has ``c = 50`` and ``p <= 0.2 ** 50`` against 20,000 reference rows.
+    A new value in 1 % of a 5,000-row window has ``c = 50`` and ``p < 0.2 ** 50`` against 20,000 reference rows.
     """
     ref = np.asarray(ref_counts, dtype=np.int64).ravel()
     cur = np.asarray(cur_counts, dtype=np.int64).ravel()
     n_ref, n_cur = int(ref.sum()), int(cur.sum())
     if n_ref <= 0 or n_cur <= 0:
         return 1.0, 0, False
-    share = n_cur / (n_ref + n_cur)
-    combined = ref + cur
-    keep = combined > 0
-    combined, cur = combined[keep], cur[keep]
-    log_min_p = np.sort(combined * math.log(share))  # ascending: the most testable first
+    total = float(n_ref + n_cur)
+    keep = (ref + cur) > 0
+    ref, cur = ref[keep], cur[keep]
+    combined = (ref + cur).astype(np.float64)
+    log_denominator = float(_log_comb(np.array([total]), np.array([float(n_cur)]))[0])
+
+    def log_pmf(k: npt.NDArray[np.float64], c: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return _log_comb(c, k) + _log_comb(total - c, n_cur - k) - log_denominator
+
+    log_min_p = np.sort(log_pmf(np.minimum(combined, n_cur), combined))  # ascending: the most testable first
     ks = np.arange(1, log_min_p.size + 1)
     reachable = np.searchsorted(log_min_p, math.log(level) - np.log(ks), side="right")  # values that can reach level/k
     k = int(ks[np.argmax(reachable <= ks)]) if ks.size else 1
     testable = bool(log_min_p.size) and float(log_min_p[0]) <= math.log(level)
-    over = cur > combined * share
+    over = cur * (n_ref + n_cur) > (ref + cur) * n_cur  # above its expected count (exact, in integers)
     if not over.any():
         return 1.0, k, testable
-    p_values = bdtrc(cur[over] - 1, combined[over], share)  # P(X >= cur); integer arguments (floats are deprecated)
+    x, c = cur[over].astype(np.float64), combined[over]
+    ratio = (c - x) * (n_cur - x) / ((x + 1.0) * (n_ref - (c - x) + 1.0))  # pmf(x + 1) / pmf(x)
+    bounded = ratio < 1.0  # beyond the mode; else the bound says nothing and p = 1 (conservative)
+    log_tail = log_pmf(x, c) - np.log1p(-np.where(bounded, ratio, 0.0))
+    p_values = np.where(bounded, np.minimum(np.exp(log_tail), 1.0), 1.0)
     return float(min(1.0, k * float(np.min(p_values)))), k, testable
 
 

@@ -13,10 +13,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import distributions
 
 from inferline.monitor.drift import (
+    MIN_EXPECTED,
     NULL,
     UNSEEN,
     CategoricalReference,
@@ -32,6 +35,8 @@ from inferline.monitor.drift import (
     missing_drift,
     numeric_drift,
     psi,
+    surge_test,
+    two_sample_cells,
 )
 from inferline.monitor.sketch import LogHistogram
 
@@ -802,3 +807,35 @@ def test_missingness_from_none_is_flagged_and_keeps_its_rate() -> None:
     window[rng.choice(5_000, 45, replace=False)] = np.nan
     r = numeric_drift("x", reference, window, alpha=0.01, min_samples=500)
     assert r.state == "drift" and r.statistics["missing_p_value"] < 1e-20, r.statistics
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 400)), min_size=1, max_size=60),
+    st.floats(1e-6, 0.5),
+)
+def test_cells_and_surge_keep_their_contracts(pairs: list[tuple[int, int]], level: float) -> None:
+    """For any two count vectors: the pooled cells keep both totals, and with 2 or more cells every cell expects at
+    least MIN_EXPECTED values in each row; the surge test's p-value is never below the exact conditional
+    (hypergeometric, ``scipy.stats.hypergeom``) tail times its multiplicity K, and it is ``testable`` exactly when
+    some value can reach the level."""
+    ref = np.array([a for a, _ in pairs], dtype=np.int64)
+    cur = np.array([b for _, b in pairs], dtype=np.int64)
+    ref_cells, cur_cells = two_sample_cells(ref, cur)
+    if ref.sum() and cur.sum():
+        assert (int(ref_cells.sum()), int(cur_cells.sum())) == (int(ref.sum()), int(cur.sum()))
+        if ref_cells.size >= 2:
+            total = ref.sum() + cur.sum()
+            expected = np.outer([ref.sum(), cur.sum()], ref_cells + cur_cells) / total
+            assert expected.min() >= MIN_EXPECTED * (1 - 1e-12)
+    p, k, testable = surge_test(ref, cur, level)
+    assert 0.0 <= p <= 1.0
+    if ref.sum() and cur.sum():
+        n_ref, n_cur = int(ref.sum()), int(cur.sum())
+        combined = ref + cur
+        exact = scipy.stats.hypergeom.sf(cur - 1, n_ref + n_cur, combined, n_cur)[combined > 0]
+        assert p >= min(1.0, k * float(exact.min())) * (1 - 1e-9)
+        present = combined[combined > 0]
+        min_p = scipy.stats.hypergeom.pmf(np.minimum(present, n_cur), n_ref + n_cur, present, n_cur)
+        if not np.any(np.isclose(min_p, level, rtol=1e-6)):  # away from float ties at the boundary
+            assert testable == bool((min_p <= level).any())
