@@ -620,7 +620,12 @@ def numeric_drift(
     kind: str = "numeric",
     ks_max_current: int = KS_MAX_CURRENT,
 ) -> FeatureDrift:
-    """KS of ``current`` (NaN dropped) against ``ref.sample`` decides: ``p < alpha`` -> ``"drift"``.
+    """Up to four tests, Bonferroni-combined (``p_value`` is ``min(1, k * min(p_i))`` over the ``k`` that apply),
+    decide ``"drift"`` when ``p_value < alpha``: KS of ``current`` (NaN dropped) against ``ref.sample``; the values
+    as categories of ``ref.sample`` and the KS-tested window, as in :func:`categorical_drift` (homogeneity over the
+    values frequent in the pooled sample, applying with >= 2 cells, and :func:`surge_test`, applying when some
+    value can reach its level: neither applies to a continuous feature, whose values are all distinct); and the
+    null share (:func:`null_share_test`), when either side has nulls and the profile counted them.
 
     A window larger than ``ks_max_current`` values is tested through a uniform random subsample of that size
     (seeded, without replacement; reported as ``ks_rows``): the reference side is itself a sample of at most
