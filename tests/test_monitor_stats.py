@@ -13,10 +13,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import distributions
 
 from inferline.monitor.drift import (
+    MIN_EXPECTED,
     NULL,
     UNSEEN,
     CategoricalReference,
@@ -32,6 +35,8 @@ from inferline.monitor.drift import (
     missing_drift,
     numeric_drift,
     psi,
+    surge_test,
+    two_sample_cells,
 )
 from inferline.monitor.sketch import LogHistogram
 
@@ -327,12 +332,15 @@ def test_drift_report_flags_shifted_features_only(profiles: dict) -> None:
         assert r.state == ("drift" if r.p_value < r.alpha else "ok")
         assert r.n_current == 20_000 and r.n_reference == 50_000
         assert json.loads(json.dumps(r.as_dict()))["feature"] == r.feature
-    assert by_name["x0"].test == "ks" and set(by_name["x0"].statistics) == {"ks", "ks_p_value", "ks_rows", "psi", "js"}
+    assert by_name["x0"].test == "ks"
+    assert set(by_name["x0"].statistics) == {
+        *("ks", "ks_p_value", "ks_rows", "psi", "js"),
+        *("value_chi_square", "value_chi_square_p_value", "surge_p_value"),
+    }
     assert by_name["c0"].test == "chi_square"
     assert set(by_name["c0"].statistics) == {
-        *("chi_square", "chi_square_p_value", "dof", "head_categories", "psi", "js"),
-        *("tail_share", "tail_share_reference", "tail_p_value"),
-        *("unseen_share", "unseen_p_value", "null_share", "null_share_reference", "missing_p_value"),
+        *("chi_square", "chi_square_p_value", "dof", "cells", "surge_p_value", "psi", "js"),
+        *("unseen_share", "null_share", "null_share_reference", "missing_p_value"),
     }
     assert by_name["c0"].statistics["dof"] == 3.0
     # the magnitudes agree with the decision: shifted features have clearly larger PSI than undrifted ones
@@ -370,7 +378,9 @@ def test_drift_report_tests_every_output_with_the_features() -> None:
         assert r.p_value == pytest.approx(scipy.stats.ks_2samp(ref.sample, cur, method="asymp").pvalue, abs=1e-9)
     assert [r.state for r in report] == ["ok", "ok", "drift", "ok", "ok"]
     counts = [[int((ref_classes == c).sum()) for c in "abc"], [int((cur_classes == c).sum()) for c in "abc"]]
-    assert report[4].p_value == pytest.approx(scipy.stats.chi2_contingency(counts, correction=False).pvalue)
+    chi = report[4].statistics["chi_square_p_value"]
+    assert chi == pytest.approx(scipy.stats.chi2_contingency(counts, correction=False).pvalue)
+    assert report[4].p_value == pytest.approx(min(1.0, 2 * min(chi, report[4].statistics["surge_p_value"])))
 
     single = drift_report({}, {}, prediction=outputs["probability_1"])
     assert [(r.feature, r.kind, r.state) for r in single] == [("prediction", "prediction", "drift")]
@@ -401,14 +411,16 @@ def test_categorical_drift_counts_unseen_and_nulls() -> None:
     current = ["a"] * 550 + ["b"] * 350 + [None] * 60 + ["new"] * 40
     r = categorical_drift("cat", ref, current, alpha=0.01, min_samples=100)
     assert r.state == "drift" and r.n_current == 1000
-    # homogeneity over the categories seen at training time; nulls and never-seen values are tested as shares
-    stat, p_homogeneity, dof = scipy.stats.chi2_contingency([[600, 400], [550, 350]], correction=False)[:3]
+    # homogeneity over both samples' labels, the never-seen one a cell of its own (reference count 0); nulls apart
+    stat, p_homogeneity, dof = scipy.stats.chi2_contingency([[600, 400, 0], [550, 350, 40]], correction=False)[:3]
     assert r.statistics["chi_square"] == pytest.approx(stat, abs=1e-9) and r.statistics["dof"] == dof
     assert r.statistics["chi_square_p_value"] == pytest.approx(p_homogeneity)
     assert r.statistics["unseen_share"] == 0.04 and r.statistics["null_share"] == 0.06
-    assert r.statistics["unseen_p_value"] < 1e-9 and r.statistics["missing_p_value"] < 1e-9
-    sub_tests = [p_homogeneity, *(r.statistics[f"{k}_p_value"] for k in ("tail", "unseen", "missing"))]
-    assert r.p_value == pytest.approx(min(1.0, 4 * min(sub_tests)))
+    assert r.statistics["surge_p_value"] < 1e-9 and r.statistics["missing_p_value"] < 1e-9
+    fisher = scipy.stats.fisher_exact([[60, 940], [0, 1000]]).pvalue
+    assert r.statistics["missing_p_value"] == pytest.approx(fisher)
+    sub_tests = [p_homogeneity, *(r.statistics[f"{k}_p_value"] for k in ("surge", "missing"))]
+    assert r.p_value == pytest.approx(min(1.0, 3 * min(sub_tests)))
 
 
 # --------------------------------------------------------------------------------------------------- sketch
@@ -683,3 +695,147 @@ def test_a_release_window_is_concatenated_once_per_change_and_shared_read_only()
     window.add(chunk(6, 7), limit=10, now=2.0)
     second = window.concatenated()
     assert second is not first and second.values[:, 0].tolist() == list(range(3, 13))
+
+
+# ------------------------------------------------------------------------------- any reference size, rare changes
+
+
+def _zipf_labels(categories: int) -> tuple[npt.NDArray[Any], FloatArray]:
+    weights = 1.0 / np.arange(1, categories + 1) ** 1.1
+    return np.array([f"v{i}" for i in range(categories)], dtype=object), weights / weights.sum()
+
+
+@pytest.mark.parametrize(("categories", "reference_rows"), [(5_000, 20_000), (5_000, 2_000), (500, 2_000)])
+def test_categorical_false_flags_stay_nominal_for_any_reference_size(categories: int, reference_rows: int) -> None:
+    """A Zipf column whose reference is small for its categories: 300 undrifted windows of 2,000 values, each
+    against a reference drawn afresh, flag at most the 99.9 % point of Binomial(300, 0.01). Before (one-sample
+    tests against the reference's proportions): 5,000 categories flagged every window at 2,000 and 20,000
+    reference rows, 500 categories at 2,000 rows about 40 %."""
+    rng = np.random.default_rng(categories + reference_rows)
+    labels, p = _zipf_labels(categories)
+    flags = 0
+    for _ in range(300):
+        counts = np.bincount(rng.choice(categories, reference_rows, p=p), minlength=categories)
+        reference = CategoricalReference({labels[i]: int(c) for i, c in enumerate(counts) if c}, reference_rows)
+        window = labels[rng.choice(categories, 2_000, p=p)]
+        flags += categorical_drift("x", reference, window, alpha=0.01, min_samples=500).state == "drift"
+    bound = int(scipy.stats.binom.ppf(0.999, 300, 0.01))
+    assert flags <= bound, f"{flags} of 300 undrifted windows flagged (nominal 3, bound {bound})"
+
+
+def test_unknown_bucket_is_profiled_out_of_sample() -> None:
+    """A vocabulary fitted on the training rows (at least 5 occurrences, as ``fit_state``) makes ``<unknown>``
+    rarer over those rows than anywhere else. The profile counts the other rows (training passes every split's
+    features and the outputs of the out-of-sample rows only), so 150 undrifted windows stay within the binomial
+    bound of alpha = 0.01; before, over every row, about 30 % were flagged."""
+    from inferline.features.state import FeatureMatrix, FeatureState
+    from inferline.training.profile import reference_profile
+
+    rng = np.random.default_rng(30)
+    categories, rows, train = 5_000, 20_000, 14_000
+    _, p = _zipf_labels(categories)
+    flags, shares = 0, []
+    for _ in range(150):
+        drawn = rng.choice(categories, rows, p=p)
+        counts = np.bincount(drawn[:train], minlength=categories)
+        eligible = np.flatnonzero(counts >= 5)
+        vocabulary = eligible[np.lexsort((eligible, -counts[eligible]))][:1_000]
+        code = np.zeros(categories, dtype=np.int64)
+        code[vocabulary] = np.arange(1, vocabulary.size + 1)
+        state = FeatureState("z", "h", [], ["c"], {"c": [f"v{i}" for i in vocabulary]}, [], [], threshold=0.5)
+        matrix = FeatureMatrix(np.zeros((rows, 0), np.float32), code[drawn][:, None])
+        profile = reference_profile(matrix, state, np.full(rows - train, 0.5), task="binary")  # outputs: held out
+        reference = CategoricalReference.from_dict(profile["categorical"]["c"])
+        window = state.category_labels("c", code[rng.choice(categories, 5_000, p=p)])
+        flags += categorical_drift("c", reference, window, alpha=0.01, min_samples=500).state == "drift"
+        shares.append(reference.counts.get("<unknown>", 0) / reference.rows - float(np.mean(window == "<unknown>")))
+    assert flags <= int(scipy.stats.binom.ppf(0.999, 150, 0.01)), flags
+    assert abs(float(np.mean(shares))) < 0.005, np.mean(shares)  # unbiased (before: about -0.02)
+    assert reference.rows == rows - train
+    with pytest.raises(ValueError, match="fitted_rows"):
+        reference_profile(matrix, state, np.full(rows, 0.5), task="binary", fitted_rows=rows + 1)
+
+
+def _zero_or_constant(kind: str, n: int, rng: np.random.Generator) -> FloatArray:
+    values = np.zeros(n)
+    if kind == "zero_inflated":  # 99.9 % zeros, the rest lognormal
+        nonzero = rng.random(n) < 0.001
+        values[nonzero] = rng.lognormal(0.0, 1.0, int(nonzero.sum()))
+    return values
+
+
+@pytest.mark.parametrize("kind", ["constant", "zero_inflated"])
+def test_a_new_value_in_one_percent_of_the_rows_is_flagged(kind: str) -> None:
+    """A value the reference never held, in 1 % of a 5,000-row window of a constant or 99.9 %-zero feature (inside
+    the reference's range when zero-inflated): flagged in each of 50 windows, by the values' surge and homogeneity
+    tests (KS alone: D = 0.01, never flagged before). 100 undrifted windows flag at most the binomial bound."""
+    rng = np.random.default_rng(len(kind))
+    drifted = undrifted = 0
+    for _ in range(100):
+        reference = NumericReference.from_values(_zero_or_constant(kind, 20_000, rng), sample_size=5_000)
+        window = _zero_or_constant(kind, 5_000, rng)
+        undrifted += numeric_drift("x", reference, window, alpha=0.01, min_samples=500).state == "drift"
+        window[rng.choice(5_000, 50, replace=False)] = 1.0
+        r = numeric_drift("x", reference, window, alpha=0.01, min_samples=500)
+        drifted += r.state == "drift"
+    assert drifted == 100 and r.statistics["surge_p_value"] < 1e-6 and r.statistics["ks_p_value"] > 0.5
+    assert undrifted <= int(scipy.stats.binom.ppf(0.999, 100, 0.01)), undrifted
+    # the same as a category: a constant categorical column gets a new label in 1 % of its rows
+    constant = CategoricalReference({"a": 20_000}, 20_000)
+    window_labels = np.array(["a"] * 4_950 + ["new"] * 50, dtype=object)
+    assert categorical_drift("c", constant, window_labels, alpha=0.01, min_samples=500).state == "drift"
+
+
+def test_missingness_from_none_is_flagged_and_keeps_its_rate() -> None:
+    """A raw column with no nulls in 20,000 training rows, then 0.9 % missing in windows of 5,000 rows: every one
+    of 300 windows flagged (before: 61 of 300, the change being within the old 1 % tolerance). Undrifted windows at
+    0 % and 2 % stay within the binomial bound; the feature-level null share uses the same test."""
+    rng = np.random.default_rng(9)
+    bound = int(scipy.stats.binom.ppf(0.999, 300, 0.01))
+    none = MissingReference(rows=20_000, nulls=0)
+    assert all(
+        missing_drift("c", none, int(rng.binomial(5_000, 0.009)), 5_000, 0.01).state == "drift" for _ in range(300)
+    )
+    for share in (0.0, 0.02):
+        flags = 0
+        for _ in range(300):
+            ref = MissingReference(20_000, int(rng.binomial(20_000, share)))
+            flags += missing_drift("c", ref, int(rng.binomial(5_000, share)), 5_000, 0.01).state == "drift"
+        assert flags <= bound, (share, flags)
+    reference = NumericReference.from_values(rng.normal(size=20_000))
+    window = rng.normal(size=5_000)
+    window[rng.choice(5_000, 45, replace=False)] = np.nan
+    r = numeric_drift("x", reference, window, alpha=0.01, min_samples=500)
+    assert r.state == "drift" and r.statistics["missing_p_value"] < 1e-20, r.statistics
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 400)), min_size=1, max_size=60),
+    st.floats(1e-6, 0.5),
+)
+def test_cells_and_surge_keep_their_contracts(pairs: list[tuple[int, int]], level: float) -> None:
+    """For any two count vectors: the pooled cells keep both totals, and with 2 or more cells every cell expects at
+    least MIN_EXPECTED values in each row; the surge test's p-value is never below the exact conditional
+    (hypergeometric, ``scipy.stats.hypergeom``) tail times its multiplicity K, and it is ``testable`` exactly when
+    some value can reach the level."""
+    ref = np.array([a for a, _ in pairs], dtype=np.int64)
+    cur = np.array([b for _, b in pairs], dtype=np.int64)
+    ref_cells, cur_cells = two_sample_cells(ref, cur)
+    if ref.sum() and cur.sum():
+        assert (int(ref_cells.sum()), int(cur_cells.sum())) == (int(ref.sum()), int(cur.sum()))
+        if ref_cells.size >= 2:
+            total = ref.sum() + cur.sum()
+            expected = np.outer([ref.sum(), cur.sum()], ref_cells + cur_cells) / total
+            assert expected.min() >= MIN_EXPECTED * (1 - 1e-12)
+    p, k, testable = surge_test(ref, cur, level)
+    assert 0.0 <= p <= 1.0
+    if ref.sum() and cur.sum():
+        n_ref, n_cur = int(ref.sum()), int(cur.sum())
+        combined = ref + cur
+        exact = scipy.stats.hypergeom.sf(cur - 1, n_ref + n_cur, combined, n_cur)[combined > 0]
+        assert p >= min(1.0, k * float(exact.min())) * (1 - 1e-9)
+        present = combined[combined > 0]
+        min_p = scipy.stats.hypergeom.pmf(np.minimum(present, n_cur), n_ref + n_cur, present, n_cur)
+        if not np.any(np.isclose(min_p, level, rtol=1e-6)):  # away from float ties at the boundary
+            assert testable == bool((min_p <= level).any())
