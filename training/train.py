@@ -285,7 +285,10 @@ def train(
         )
         predictions = np.concatenate([val_out[0], hold_out[0]])
         missing = null_counts(pd.concat([train_df, val_df, hold_df], ignore_index=True), spec)
-        profile = reference_profile(everything, state, predictions, task=spec.task, missing=missing)
+        # the vocabularies were fitted on the training rows (first): categorical references count the others
+        profile = reference_profile(
+            everything, state, predictions, task=spec.task, missing=missing, fitted_rows=len(m_train)
+        )
         if calibration_record is not None:
             profile["calibration"] = calibration_record
         atomic_write_json(tmp_dir / "reference_profile.json", profile)
