@@ -26,7 +26,6 @@ import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -259,7 +258,7 @@ def _chars_of(rule: Rule) -> str:
 
 
 def in_range(earliest: str, latest: str, *, name: str = "out_of_range", message: str | None = None) -> Rule:
-    """``earliest`` <= timestamp < ``latest``, both ISO-8601 with an offset (timestamps)."""
+    """``earliest`` <= timestamp < ``latest``, both RFC 3339 text with an offset (timestamps)."""
     lo, hi = _instant_ns(earliest), _instant_ns(latest)
     if not lo < hi:
         raise RuleError(f"in_range({earliest!r}, {latest!r}): earliest must come before latest")
@@ -298,17 +297,19 @@ def _import_function(path: str) -> Callable[[Any], bool]:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _instant_ns(text: str) -> int:
-    try:
-        dt = datetime.fromisoformat(text)
-    except (TypeError, ValueError) as exc:
-        raise RuleError(f"{text!r} is not an ISO-8601 timestamp (e.g. '2000-01-01T00:00:00+00:00')") from exc
-    if dt.tzinfo is None:
-        raise RuleError(f"{text!r} has no offset; write it with one, e.g. '{text}+00:00'")
-    return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
+    """A rule's bound in the timestamp grammar every path reads (``features.wire.parse_instant``: RFC 3339, with an
+    offset) -> nanoseconds since the epoch, exactly (the pandera lowering compares with the same instant)."""
+    from inferline.features.wire import TIMESTAMP_GRAMMAR, parse_instant
+
+    ns, problem = parse_instant(text, assume_utc=False) if isinstance(text, str) else (None, "unparseable")
+    if problem == "naive_timestamp":
+        raise RuleError(f"{text!r} has no offset; write the bound with one, e.g. '2026-03-01T00:00:00+00:00'")
+    if ns is None:
+        raise RuleError(f"{text!r} is not a timestamp bound; expected {TIMESTAMP_GRAMMAR}")
+    return ns
 
 
 # What UTF-8 becomes when read as cp1252 or latin-1: a lead byte (0xC2-0xF4, the same characters in both) followed
@@ -375,7 +376,7 @@ def _finite_series(s: Any) -> Any:
 def _utc_timestamp(text: str) -> Any:
     import pandas as pd
 
-    return pd.Timestamp(text).tz_convert("UTC")
+    return pd.Timestamp(_instant_ns(text), tz="UTC")
 
 
 def _builtin(method: str, *args: Any, rule: Rule, **kwargs: Any) -> Any:
