@@ -22,7 +22,7 @@ from inferline.features.duplicates import ROW, canonical_values, copies, mark_co
 from inferline.features.errors import PathNotFound, UserError
 from inferline.features.rules import TEXT_KINDS
 from inferline.features.spec import PipelineSpec
-from inferline.features.validation import FileLevelError, ValidationResult
+from inferline.features.validation import NUMBER_KINDS, FileLevelError, ValidationResult, number_cells
 
 __all__ = [
     "BrokenFiles",
@@ -184,6 +184,8 @@ def read_csv(path: Path, spec: PipelineSpec | None = None) -> pd.DataFrame:
     - a column with no value at all (an empty optional column, a header-only file) takes its declared type, so
       that an empty file passes like a 0-row Parquet file;
     - a NUL byte inside a cell survives (pandas' C parser would cut the value there), so validation sees it;
+    - a number column with a cell that is no number (pandas then reads the column as text) keeps its numbers as
+      numbers (``validation.number_cells``) and each other cell is its row's defect (``<column>:not_a_number``...);
     - bytes that are not UTF-8 survive as lone surrogates and are reported per row (``<column>:invalid_utf8``);
       a file where no byte sequence is UTF-8 is a ``FileLevelError`` that names its likely encoding."""
     nul, good, bad = _scan_bytes(path)
@@ -234,6 +236,9 @@ def read_csv(path: Path, spec: PipelineSpec | None = None) -> pd.DataFrame:
             frame[name] = frame[name].astype(col.raw_dtype)
         elif col.kind == "numeric":
             frame[name] = frame[name].astype("float64")
+    for name, col in columns.items():  # a number column pandas read as text: its cells one by one (validation)
+        if col.kind in NUMBER_KINDS and name in frame.columns and frame[name].dtype == object:
+            frame[name] = number_cells(frame[name], col)
     return frame
 
 

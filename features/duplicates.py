@@ -33,7 +33,7 @@ import pandas as pd
 
 from inferline.features.rules import TEXT_KINDS
 from inferline.features.spec import Column, DuplicatePolicy, PipelineSpec
-from inferline.features.validation import ValidationResult, normalize_frame
+from inferline.features.validation import ValidationResult, as_arrived, normalize_frame
 
 if TYPE_CHECKING:
     from inferline.features.contract import Contract
@@ -137,6 +137,9 @@ def mark_copies(result: ValidationResult, marks: Mapping[str, Sequence[int] | np
     for rows in marked.values():
         move |= np.isin(valid_rows, rows)
     moved = result.valid[move].copy()
+    for name, arrived in result.originals.items():  # as the quarantine holds them: as they arrived
+        if name in moved.columns:
+            moved[name] = as_arrived(arrived.iloc[valid_rows[move]]).to_numpy()
     moved.insert(0, "_reasons", pd.Series([""] * len(moved), index=moved.index, dtype="string"))
     quarantine = pd.concat([result.quarantine, moved], ignore_index=True)
     rows_all = np.concatenate([held_rows, valid_rows[move]])
@@ -156,6 +159,7 @@ def mark_copies(result: ValidationResult, marks: Mapping[str, Sequence[int] | np
             rows_in=result.rows_in,
             reason_counts=counts,
             normalizations=result.normalizations,
+            originals=result.originals,
         )
     )
 
@@ -167,6 +171,7 @@ def _without_row(result: ValidationResult) -> ValidationResult:
         rows_in=result.rows_in,
         reason_counts=result.reason_counts,
         normalizations=result.normalizations,
+        originals=result.originals,
     )
 
 

@@ -191,17 +191,21 @@ def _number(col: Column, row: int, value: Any) -> float:
 
 
 def _integer(col: Column, row: int, value: Any, refused: dict[int, str] | None = None) -> int:
-    """One INT64 wire value. A null or a value that is no int64 (a fraction, text, beyond 64 bits) is refused,
-    or, with ``refused``, recorded there as the row's reason (``<column>:null``, ``<column>:not_integer``: what
-    validation reports for it) and sent as a stand-in 0."""
+    """One INT64 wire value. A null or a value that is no int64 (a fraction, text, a whole number beyond int64)
+    is refused, or, with ``refused``, recorded there as the row's reason (``<column>:null``,
+    ``<column>:not_integer``, ``<column>:beyond_int64``: what validation reports for it) and sent as a stand-in
+    0."""
     integral = isinstance(value, int | np.integer) and not isinstance(value, bool)
     if not integral and isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
         integral, value = True, int(value)
     if not integral or not INT64_MIN <= int(value) <= INT64_MAX:
+        beyond = ", received a whole number outside it" if integral else ""
         if refused is None:
-            raise _refuse(col, row, value, "an integer within int64's range, not null: the INT64 wire has no null")
+            raise _refuse(
+                col, row, value, f"an integer within int64's range{beyond}, not null: the INT64 wire has no null"
+            )
         null = value is None or value is pd.NA or (isinstance(value, float | np.floating) and np.isnan(value))
-        refused.setdefault(row, f"{col.name}:{'null' if null else 'not_integer'}")
+        refused.setdefault(row, f"{col.name}:{'null' if null else 'beyond_int64' if integral else 'not_integer'}")
         return 0
     return int(value)
 
