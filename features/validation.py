@@ -143,22 +143,26 @@ _INTEGER_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
 
 
 def _number_of(text: str, integer: bool) -> int | float | None:
-    """``text`` as a number when it is one in ``_NUMBER_TEXT``'s notation and fits (an integer column's whole
-    numbers as exact ``int``), else None."""
+    """``text`` as a value of its column when it is a number in ``_NUMBER_TEXT``'s notation that the column holds:
+    an integer column's whole numbers within int64 as an exact ``int``, a float column's numbers within float64
+    (inf only as written), else None."""
     if integer and _INTEGER_TEXT.fullmatch(text):
         n = int(text)
         return n if INT64_MIN <= n <= INT64_MAX else None
     if not _NUMBER_TEXT.fullmatch(text):
         return None
     x = float(text)
+    if integer:
+        return int(x) if math.isfinite(x) and x.is_integer() and abs(x) < INT64_LIMIT else None
     return None if math.isinf(x) and "inf" not in text.lower() else x  # '1e309' overflows: not the value sent
 
 
 def number_cells(values: pd.Series, col: Column) -> pd.Series:
     """A number column's cells that arrived as text (a CSV column pandas could not read as numbers: one cell that
     is no number makes it text) -> an object Series where each cell in the notation of a number
-    (``_NUMBER_TEXT``, what pandas reads as one) is that number, an ``int`` in an integer column, and every other
-    cell keeps its text: validation makes each such cell its row's defect (``number_problem``)."""
+    (``_NUMBER_TEXT``, what pandas reads as one) that the column holds is that number (``_number_of``: an ``int``
+    in an integer column), and every other cell keeps its text as it arrived: validation makes each such cell its
+    row's defect (``number_problem``)."""
     integer = str(col.raw_dtype) == "int64"
     out = values.to_numpy(dtype=object, copy=True)
     for i, v in enumerate(out.tolist()):
@@ -171,10 +175,14 @@ def number_cells(values: pd.Series, col: Column) -> pd.Series:
 
 def number_problem(text: str, integer: bool = False) -> str:
     """Why ``text`` is not a value of a number column: its notation holds but the value does not fit
-    (``beyond_float64``, or ``beyond_int64`` in an integer column), its digits are not ASCII (``non_ascii_digits``:
-    Python's ``float`` would read them, inferline casts nothing silently), or it is no number (``not_a_number``)."""
+    (``beyond_float64``; in an integer column ``beyond_int64``, or ``not_integer`` for a fraction or inf), its
+    digits are not ASCII (``non_ascii_digits``: Python's ``float`` would read them, inferline casts nothing
+    silently), or it is no number (``not_a_number``)."""
     if _NUMBER_TEXT.fullmatch(text):
-        return BEYOND_INT64 if integer else BEYOND_FLOAT64
+        if not integer:
+            return BEYOND_FLOAT64
+        x = float(text)
+        return BEYOND_INT64 if (math.isinf(x) and "inf" not in text.lower()) or x.is_integer() else NOT_INTEGER
     folded = unicodedata.normalize("NFKC", text)  # full-width digits, signs and points -> ASCII
     digits = "".join(str(d) if (d := unicodedata.decimal(c, None)) is not None else c for c in folded)
     if digits != text and _NUMBER_TEXT.fullmatch(digits):

@@ -88,3 +88,149 @@ def test_every_path_reads_timestamps_by_one_grammar() -> None:
     assert served == quarantined
     got = result.valid["event_time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
     assert got.tolist() == np.array(list(ACCEPTED.values()), dtype="datetime64[ns]").tolist()
+
+
+# ------------------------------------------------------------------------------------------ numbers as text
+NUMBER_CELLS = {  # a CSV cell in a number column -> the row's reason (amount: float64; customer_age_days: int64)
+    ("amount", "2026-01-05"): "amount:not_a_number",  # numpy read it as a type spec: a traceback before
+    ("amount", "0x1p-3"): "amount:not_a_number",
+    ("amount", "1,234.50"): "amount:not_a_number",
+    ("amount", "１２３"): "amount:non_ascii_digits",  # full-width
+    ("amount", "١٢٣"): "amount:non_ascii_digits",  # Arabic-Indic
+    ("amount", "1e309"): "amount:beyond_float64",  # float() gives inf: not the value sent
+    ("customer_age_days", "2026-01-05"): "customer_age_days:not_a_number",
+    ("customer_age_days", "٤٢"): "customer_age_days:non_ascii_digits",
+    ("customer_age_days", "9223372036854775808"): "customer_age_days:beyond_int64",  # 2**63
+    ("customer_age_days", "1e19"): "customer_age_days:beyond_int64",
+    ("customer_age_days", "3.5"): "customer_age_days:not_integer",
+}
+
+
+def _csv_with(tmp_path: Path, cells: dict[tuple[str, str], str]) -> tuple[Path, pd.DataFrame, dict[str, str]]:
+    """A CSV file of valid rows with each cell of ``cells`` written into its own row; the reasons by id."""
+    frame = fraud.generate(40, seed=6).astype({"amount": object, "customer_age_days": object})
+    expected: dict[str, str] = {}
+    for i, ((column, text), reason) in enumerate(cells.items(), start=5):
+        frame.loc[i, column] = text
+        expected[str(frame.loc[i, "transaction_id"])] = reason
+    path = tmp_path / "upstream.csv"
+    frame.to_csv(path, index=False)
+    return path, frame, expected
+
+
+def test_a_number_cell_that_is_no_number_costs_only_its_row_and_says_why(tmp_path: Path) -> None:
+    from inferline.features.dataset import load_validated, quarantine_name
+    from tests.test_defects import _cli
+
+    path, frame, expected = _csv_with(tmp_path, NUMBER_CELLS)
+    valid, report = load_validated([path], SPEC, quarantine_dir=tmp_path / "q", max_invalid_share=1.0)
+    quarantine = pd.read_parquet(tmp_path / "q" / quarantine_name(path))
+    assert report.rows_in == len(frame) == len(valid) + len(quarantine)
+    assert dict(zip(quarantine["transaction_id"], quarantine["_reasons"], strict=True)) == expected
+    # the quarantine keeps each cell as it arrived
+    arrived = {
+        tid: (row["amount"], row["customer_age_days"])
+        for tid, row in zip(quarantine["transaction_id"], quarantine.to_dict("records"), strict=True)
+    }
+    for (column, text), _ in NUMBER_CELLS.items():
+        tid = next(t for t, r in expected.items() if frame.set_index("transaction_id").loc[t, column] == text)
+        assert arrived[tid][0 if column == "amount" else 1] == text
+    # the valid rows keep their numbers exactly
+    assert str(valid["customer_age_days"].dtype) == "int64" and str(valid["amount"].dtype) == "float64"
+    good = frame[~frame["transaction_id"].isin(expected)].set_index("transaction_id")
+    np.testing.assert_array_equal(
+        valid.set_index("transaction_id").loc[good.index, "amount"].to_numpy(), good["amount"].astype(float)
+    )
+    done = _cli("validate", "--pipeline", "fraud", "--max-invalid-share", "1", str(path))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "amount:not_a_number: 3" in done.stdout and "customer_age_days:beyond_int64: 2" in done.stdout
+
+
+def test_numbers_as_text_name_each_culprit_and_its_fix(tmp_path: Path) -> None:
+    """A number column stored as text (here a Parquet string column) is a file-level break whose message names
+    the values that are no number in plain notation, by kind, with what to write instead."""
+    from inferline.features.validation import FileLevelError
+
+    frame = fraud.generate(12, seed=6)
+    frame["amount"] = frame["amount"].astype(str)
+    frame.loc[[0, 1, 2, 3, 4], "amount"] = ["１２３", "١٢٣", "1e309", "2026-01-05", "0x1p-3"]
+    with pytest.raises(FileLevelError) as info:
+        validate_frame(frame, SPEC)
+    message = str(info.value)
+    assert "numbers arrive as text (received 12 value(s) as text; 2 of them not a number, such as '2026-01-05'" in (
+        message
+    )
+    assert "2 of them in digits other than ASCII 0-9, such as '１２３' (str), '١٢٣' (str)" in message
+    assert "1 of them beyond float64's range (|x| < 1.8e308), such as '1e309'" in message
+    assert "in ASCII digits (123, not '１２３'" in message and "within float64's range" in message
+    one = fraud.generate(1, seed=6).assign(amount="2026-01-05")  # one value, which numpy reads as a type spec
+    with pytest.raises(FileLevelError, match="1 of them not a number, such as '2026-01-05'"):
+        validate_frame(one, SPEC)
+
+
+def test_an_integer_beyond_int64_is_named_so_on_every_path() -> None:
+    frame = fraud.generate(6, seed=6)
+    frame["customer_age_days"] = frame["customer_age_days"].astype("uint64")
+    frame.loc[1, "customer_age_days"] = 2**63
+    frame.loc[2, "customer_age_days"] = 2**64 - 1
+    result = validate_frame(frame, SPEC)
+    assert result.reason_counts == {"customer_age_days:beyond_int64": 2}
+    assert result.quarantine["customer_age_days"].tolist() == [2**63, 2**64 - 1]  # as they arrived
+    refused: dict[int, str] = {}
+    encode_rows(frame.drop(columns=[SPEC.label]).astype({"customer_age_days": object}), SPEC, refused)
+    assert refused == {1: "customer_age_days:beyond_int64", 2: "customer_age_days:beyond_int64"}
+    floats = frame.astype({"customer_age_days": "float64"})
+    floats.loc[3, "customer_age_days"] = 1e19
+    floats.loc[4, "customer_age_days"] = 2.5
+    result = validate_frame(floats, SPEC)
+    assert result.reason_counts == {"customer_age_days:beyond_int64": 3, "customer_age_days:not_integer": 1}
+
+
+# ------------------------------------------------------------------------------------------ the quarantine keeps what arrived
+def test_the_quarantine_keeps_timestamps_and_undecodable_text_as_they_arrived(tmp_path: Path) -> None:
+    """A timestamp that failed to parse is kept as its text (not NaT); text that is not UTF-8 is kept
+    backslash-escaped (each byte that is not UTF-8 as \\xHH, each backslash doubled; not null), losslessly."""
+    import codecs
+
+    from inferline.features.dataset import load_validated, quarantine_name
+
+    frame = fraud.generate(20, seed=7)
+    frame["event_time"] = frame["event_time"].map(lambda t: t.isoformat())
+    frame.loc[2, "event_time"] = "2026/01/05 10:00"
+    frame.loc[3, "event_time"] = "2026-01-05T10:00:00"  # naive
+    text = frame.to_csv(index=False).encode()
+    text = text.replace(str(frame.loc[4, "transaction_id"]).encode(), b"tx-M\xfcller\\x41", 1)
+    path = tmp_path / "upstream.csv"
+    path.write_bytes(text)
+    valid, report = load_validated([path], SPEC, quarantine_dir=tmp_path / "q", max_invalid_share=1.0)
+    quarantine = pd.read_parquet(tmp_path / "q" / quarantine_name(path))
+    assert quarantine["_reasons"].tolist() == [
+        "event_time:unparseable",
+        "event_time:naive_timestamp",
+        "transaction_id:invalid_utf8",
+    ]
+    assert quarantine["event_time"].tolist()[:2] == ["2026/01/05 10:00", "2026-01-05T10:00:00"]
+    escaped = quarantine["transaction_id"].tolist()[2]
+    assert escaped == "tx-M\\xfcller\\\\x41"
+    assert codecs.escape_decode(escaped.encode())[0] == b"tx-M\xfcller\\x41"  # lossless
+    assert report.rows_in == 20 == len(valid) + len(quarantine)
+
+
+def test_a_duplicate_moved_to_the_quarantine_is_kept_as_it_arrived_beside_the_others(tmp_path: Path) -> None:
+    """Copies of an id found by the pass over all files join a quarantine whose columns hold what arrived:
+    one Parquet file, one type per column."""
+    from inferline.features.dataset import load_validated, quarantine_name
+
+    frame = fraud.generate(10, seed=8)
+    frame["event_time"] = frame["event_time"].map(lambda t: t.isoformat())
+    frame.loc[1, "event_time"] = "not a time"
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    other = fraud.generate(3, seed=9)
+    other.loc[0, "transaction_id"] = frame.loc[5, "transaction_id"]
+    other.to_csv(tmp_path / "b.csv", index=False)
+    paths = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    _, report = load_validated(paths, SPEC, quarantine_dir=tmp_path / "q", max_invalid_share=1.0)
+    quarantine = pd.read_parquet(tmp_path / "q" / quarantine_name(paths[0]))
+    assert quarantine["_reasons"].tolist() == ["event_time:unparseable", "transaction_id:duplicate"]
+    assert quarantine["event_time"].tolist() == ["not a time", frame.loc[5, "event_time"]]
+    assert report.rows_in == 13 == report.rows_valid + report.rows_quarantined
