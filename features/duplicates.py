@@ -11,8 +11,11 @@ The contract (``features.contract``) applies the policy within one frame; this m
 
 1. ``canonical_values``: a frame's unique columns in the form validation compares (``normalize_frame``, then the
    contract's canonical arrays): a text column declared ``normalization="nfc"`` compares NFC forms, so an NFD
-   look-alike of an id is the same id. A null, or a value that failed to parse (its canonical value is a
-   stand-in: an integer null cast to 0, text that is not UTF-8), is never a copy of anything.
+   look-alike of an id is the same id, and (unless it is declared ``normalization="none"``) by look-alike key
+   (``rules.lookalike_key``: NFKC, white space trimmed), so ``"tx-1 "`` and ``"tx-１"`` are copies of ``"tx-1"``
+   (their own rules refuse them as well: ``whitespace``, ``compatibility_chars``). A null, or a value that failed
+   to parse (its canonical value is a stand-in: an integer null cast to 0, text that is not UTF-8), is never a
+   copy of anything.
 2. ``copies``: over the canonical values of every frame in input order, the copies the policy quarantines.
 3. ``mark_copies``: one frame's ``ValidationResult`` with those copies quarantined: a valid copy moves to the
    quarantine, a copy already quarantined for another rule keeps its reasons and gains ``<column>:duplicate``
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from inferline.features.rules import TEXT_KINDS
+from inferline.features.rules import TEXT_KINDS, lookalike_keys
 from inferline.features.spec import Column, DuplicatePolicy, PipelineSpec
 from inferline.features.validation import ValidationResult, as_arrived, normalize_frame
 
@@ -78,6 +81,8 @@ def canonical_values(contract: Contract, frame: pd.DataFrame, include_label: boo
                 absent |= np.asarray(mask, dtype=bool)
         if c.kind in TEXT_KINDS:
             absent |= np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+            if c.name in contract.lookalike_columns:  # values that look alike are one value
+                values = np.array(lookalike_keys(values.tolist()), dtype=object)
         elif c.kind == "timestamp":
             absent |= values == np.iinfo(np.int64).min
         elif values.dtype.kind == "f":
