@@ -234,3 +234,76 @@ def test_a_duplicate_moved_to_the_quarantine_is_kept_as_it_arrived_beside_the_ot
     assert quarantine["_reasons"].tolist() == ["event_time:unparseable", "transaction_id:duplicate"]
     assert quarantine["event_time"].tolist() == ["not a time", frame.loc[5, "event_time"]]
     assert report.rows_in == 13 == report.rows_valid + report.rows_quarantined
+
+
+# ------------------------------------------------------------------------------------------ look-alike ids
+LOOKALIKES = {  # an id -> a look-alike of it and the rule that refuses the look-alike
+    "tx-lookalike-1": ("tx-lookalike-1 ", "transaction_id:whitespace"),  # trailing space
+    "tx lookalike 2": ("tx\u00a0lookalike 2", "transaction_id:compatibility_chars"),  # NBSP
+    "tx lookalike 3": ("tx\u2009lookalike\u202f3", "transaction_id:compatibility_chars"),  # thin spaces
+    "tx-lookalike-4": ("tx-lookalike-４", "transaction_id:compatibility_chars"),  # a full-width digit
+    "tx-lookalike-5": ("  tx-lookalike-5", "transaction_id:whitespace"),
+}
+
+
+def _with_lookalikes(n: int = 30, seed: int = 4) -> tuple[pd.DataFrame, dict[str, str]]:
+    frame = fraud.generate(n, seed=seed)
+    expected: dict[str, str] = {}
+    for i, (plain, (lookalike, reason)) in enumerate(LOOKALIKES.items()):
+        frame.loc[2 * i, "transaction_id"] = plain
+        frame.loc[2 * i + 1, "transaction_id"] = lookalike
+        expected[plain] = "transaction_id:duplicate"
+        expected[lookalike] = ";".join(sorted([reason, "transaction_id:duplicate"]))
+    return frame, expected
+
+
+def test_ids_that_look_alike_are_one_id_and_the_look_alike_is_refused(tmp_path: Path) -> None:
+    from inferline.features.dataset import load_validated, quarantine_name
+
+    frame, expected = _with_lookalikes()
+    path = tmp_path / "upstream.csv"
+    frame.to_csv(path, index=False)
+    valid, report = load_validated([path], SPEC, quarantine_dir=tmp_path / "q", max_invalid_share=1.0)
+    quarantine = pd.read_parquet(tmp_path / "q" / quarantine_name(path))
+    assert dict(zip(quarantine["transaction_id"], quarantine["_reasons"], strict=True)) == expected
+    assert report.rows_in == len(frame) == len(valid) + len(quarantine)
+    # the request path: the look-alike refused by its rule (a row's status is its first reason), its plain twin
+    # in the same request a copy
+    statuses = dict(zip(frame["transaction_id"], _statuses(frame.iloc[:10]), strict=False))
+    for plain, (lookalike, reason) in LOOKALIKES.items():
+        assert statuses[plain] == "transaction_id:duplicate" and statuses[lookalike] == reason
+    # pandera's schema, built from the same spec, agrees on which rows are copies
+    from pandera.errors import SchemaErrors
+
+    with pytest.raises(SchemaErrors) as info:
+        CONTRACT.schema().validate(frame, lazy=True)
+    cases = info.value.failure_cases
+    assert sorted(cases.loc[cases["check"] == "field_uniqueness", "index"].tolist()) == list(range(10))
+
+
+def test_look_alike_copies_are_found_across_files_in_either_order(tmp_path: Path) -> None:
+    from inferline.features.dataset import load_validated
+
+    a, b = fraud.generate(10, seed=11), fraud.generate(10, seed=12)
+    a.loc[0, "transaction_id"] = "tx-across-7"
+    b.loc[0, "transaction_id"] = "tx-across-７"
+    a.loc[1, "transaction_id"] = "tx\u00a0across 8"
+    b.loc[1, "transaction_id"] = "tx across 8"
+    a.to_csv(tmp_path / "a.csv", index=False)
+    b.to_parquet(tmp_path / "b.parquet", index=False)
+    _, report = load_validated([tmp_path / "a.csv", tmp_path / "b.parquet"], SPEC, max_invalid_share=1.0)
+    assert [f["reasons"] for f in report.files] == [
+        {"transaction_id:duplicate": 2, "transaction_id:compatibility_chars": 1},
+        {"transaction_id:duplicate": 2, "transaction_id:compatibility_chars": 1},
+    ]
+
+
+def test_a_column_declared_to_compare_text_as_it_is_keeps_look_alikes_apart() -> None:
+    from dataclasses import replace
+
+    columns = tuple(replace(c, normalization="none") if c.name == "transaction_id" else c for c in SPEC.columns)
+    spec = replace(SPEC, columns=columns)
+    frame, _ = _with_lookalikes()
+    result = validate_frame(frame, spec)
+    assert "transaction_id:duplicate" not in result.reason_counts  # still refused by the rules, not as copies
+    assert result.reason_counts["transaction_id:compatibility_chars"] == 3
