@@ -589,8 +589,7 @@ class Contract:
                 c.name: pa.Column(
                     c.raw_dtype,
                     # a tensor column's rules run per element (features.tensors), not as pandera checks
-                    checks=[] if c.kind == "tensor" else [r.pandera() for r in c.rules]
-                    + ([_lookalike_copies(c)] if c.unique and c.name in folds else []),
+                    checks=[] if c.kind == "tensor" else [*(r.pandera() for r in c.rules), *_copies_check(c, folds)],
                     nullable=not c.required,
                     unique=c.unique and c.name not in folds,  # look-alike copies: checked on their keys instead
                     # the column's duplicate policy: every copy, or every copy after the first
@@ -894,6 +893,11 @@ class Contract:
         except SchemaErrors as exc:
             return exc.failure_cases
         return None
+
+
+def _copies_check(column: Column, folds: frozenset[str]) -> list[Any]:
+    """A unique column's pandera check for look-alike copies, where its copies are found by key."""
+    return [_lookalike_copies(column)] if column.unique and column.name in folds else []
 
 
 def _lookalike_copies(column: Column) -> Any:

@@ -1,7 +1,7 @@
 """Validation of data sets, built from the compiled contract (``features.contract``).
 
 ``validate_frame``: a data set (a Parquet file, a partition). Each column's declared policy is applied first
-(``normalize_frame``: timezones, ISO-8601 text, text held as objects); pandera checks the structure lazily, so that
+(``normalize_frame``: timezones, RFC 3339 text, text held as objects); pandera checks the structure lazily, so that
 every structural break (missing/extra columns, dtype changes) is reported at once as ``FileLevelError``; the
 contract's vector evaluator checks the rows, and every failing row goes to quarantine with all its reasons
 (``column:code``). ``build_schema`` is the full pandera schema of the same rules, for users and for the contract
@@ -208,13 +208,16 @@ def normalize_frame(frame: pd.DataFrame, spec: PipelineSpec, include_label: bool
     """Apply each column's declared policy before validation, explicitly, and record every change.
 
     Timestamps: tz-aware values in another zone are converted to UTC; naive values are rejected per row
-    (``to_utc``) or taken as UTC (``assume_utc``); ISO-8601 text (mixed offsets allowed) is parsed to UTC with the
-    request path's parser, epoch numbers in text are rejected. Text held as Python objects becomes the string dtype,
-    and a column declared ``normalization="nfc"`` is normalized to NFC (as on the request path). An integer column
-    that arrives as floats (what Parquet and CSV make of integers with a null) is cast when every value is whole;
-    a null is ``<column>:null`` and a fraction ``<column>:not_integer`` per row, as on every path. Anything else
-    (numbers in a timestamp column, text in a number column) is left for the schema to refuse: never a silent
-    cast."""
+    (``to_utc``) or taken as UTC (``assume_utc``); RFC 3339 text (mixed offsets allowed) is parsed to UTC with the
+    request path's parser (``features.wire.parse_instant``), epoch numbers in text are rejected. Text held as
+    Python objects becomes the string dtype, and a column declared ``normalization="nfc"`` is normalized to NFC (as
+    on the request path). An integer column that arrives as floats (what Parquet and CSV make of integers with a
+    null) is cast when every value is whole; a null is ``<column>:null``, a fraction ``<column>:not_integer`` and a
+    whole number outside int64 ``<column>:beyond_int64`` per row, as on every path. A number column holding both
+    numbers and text (a CSV column with a cell that is no number, ``number_cells``) keeps its numbers, and each
+    text cell is its row's defect (``number_problem``). Anything else (numbers in a timestamp column, a number
+    column that is all text) is left for the schema to refuse: never a silent cast. ``Normalized.originals`` keeps
+    what arrived wherever the canonical form loses it (``as_arrived``)."""
     frame = frame.copy(deep=False)  # columns are replaced, never changed in place
     reasons: dict[str, np.ndarray] = {}
     notes: list[dict[str, Any]] = []
@@ -346,12 +349,12 @@ def _numbers_from_cells(
                 out[i] = int(v)
             else:
                 mark(BEYOND_INT64, i)
-        elif not math.isfinite(v) or not float(v).is_integer():
+        elif not math.isfinite(x := float(v)) or not x.is_integer():
             mark(NOT_INTEGER, i)
-        elif abs(v) >= INT64_LIMIT:
+        elif abs(x) >= INT64_LIMIT:
             mark(BEYOND_INT64, i)
         else:
-            out[i] = int(v)
+            out[i] = int(x)
     reasons.update(found)
     refused = np.zeros(n, dtype=bool)
     for mask in found.values():
@@ -380,7 +383,7 @@ def _outside_ns_range(s: pd.Series, col: Column, reasons: dict[str, np.ndarray])
 
 
 def _parse_text_timestamps(s: pd.Series, col: Column, reasons: dict[str, np.ndarray]) -> tuple[np.ndarray, set[str]]:
-    """ISO-8601 text -> UTC ``datetime64[ns]`` with the request path's parser (``features.wire.parse_instant``);
+    """RFC 3339 text -> UTC ``datetime64[ns]`` with the request path's parser (``features.wire.parse_instant``);
     each refused value's reason goes into ``reasons``; returns the values and the offsets seen."""
     n = len(s)
     out = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
@@ -461,7 +464,7 @@ def _dtype_problem(col: Column, values: pd.Series | None, failures: list[Any]) -
     elif col.kind in TEXT_KINDS:
         expected = f"{expected}: text values (write the column as strings upstream, e.g. '1042', not 1042)"
     elif col.kind == "timestamp":
-        expected = f"{expected}: timestamps, or ISO-8601 text with an offset ('2026-03-01T12:00:00+01:00')"
+        expected = f"{expected}: timestamps, or RFC 3339 text with an offset ('2026-03-01T12:00:00+01:00')"
     else:
         expected = f"{expected} (fix the upstream export, or change the column's kind in the spec and retrain)"
     return {"column": col.name, "problem": problem, "received": received, "expected": expected}
@@ -583,9 +586,7 @@ def as_arrived(values: pd.Series) -> pd.Series:
     if values.dtype != object and not isinstance(values.dtype, pd.StringDtype):
         return values
     texts = [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v) for v in values]
-    return pd.Series(
-        [None if t is None else escape_undecodable(t) for t in texts], index=values.index, dtype="string"
-    )
+    return pd.Series([None if t is None else escape_undecodable(t) for t in texts], index=values.index, dtype="string")
 
 
 def _quarantine(rows: pd.DataFrame, reasons: Mapping[int, list[str]]) -> pd.DataFrame:

@@ -333,7 +333,7 @@ _DELTA = attrgetter("days", "seconds", "microseconds")
 
 
 def parse_instants(values: Any, assume_utc: bool) -> tuple[np.ndarray, list[str | None] | None]:
-    """A BYTES tensor of ISO-8601 text -> (int64 ns in UTC with NaT for null or refused, reason code per element
+    """A BYTES tensor of RFC 3339 text -> (int64 ns in UTC with NaT for null or refused, reason code per element
     or None when none was refused); the same result as ``parse_instant`` on each value. The common case (every
     value in the grammar with an offset and at most microseconds, ``_RFC3339_US``) runs the grammar's regex,
     ``datetime.fromisoformat`` and the subtraction of the epoch as C loops (``map``), in integers throughout, so no

@@ -186,7 +186,7 @@ def test_an_integer_beyond_int64_is_named_so_on_every_path() -> None:
     assert result.reason_counts == {"customer_age_days:beyond_int64": 3, "customer_age_days:not_integer": 1}
 
 
-# ------------------------------------------------------------------------------------------ the quarantine keeps what arrived
+# ------------------------------------------------------------------------------------------ what arrived, kept
 def test_the_quarantine_keeps_timestamps_and_undecodable_text_as_they_arrived(tmp_path: Path) -> None:
     """A timestamp that failed to parse is kept as its text (not NaT); text that is not UTF-8 is kept
     backslash-escaped (each byte that is not UTF-8 as \\xHH, each backslash doubled; not null), losslessly."""
