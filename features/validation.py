@@ -393,8 +393,8 @@ def _parse_text_timestamps(s: pd.Series, col: Column, reasons: dict[str, np.ndar
         if v is None or v is pd.NA or (isinstance(v, float) and v != v):
             continue
         text = str(v)
-        if not text.strip():
-            continue  # an empty string is a null, as on the request path (the wire has no other null for text)
+        if not text:  # an empty string is a null, as on the request path (the wire has no other null for text);
+            continue  # white space alone is text, unparseable there and here
         ns, problem = parse_instant(text, assume_utc)
         if problem is not None:
             reasons.setdefault(f"{col.name}:{problem}", np.zeros(n, dtype=bool))[i] = True

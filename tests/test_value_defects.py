@@ -47,6 +47,7 @@ REFUSED = [  # ISO 8601 forms outside RFC 3339, and what only datetime.fromisofo
     "Jan 5 2026 10:00:00Z",
     "２０２６-01-05T10:00:00Z",  # full-width digits
     "2026-02-30T10:00:00Z",
+    "  ",  # white space alone is no null (an empty string is): unparseable on the wire, and so in files
 ]
 
 
