@@ -313,3 +313,48 @@ def test_rfc3339_text_reads_alike_on_every_path(values: list[tuple[tuple[str, in
     assert refused.tolist() == [e[1] == "unparseable" for e in expected]
     read = normalized.frame["event_time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
     assert [None if r else int(v) for r, v in zip(refused, read.view("int64"), strict=True)] == [e[0] for e in expected]
+
+
+# a description's bytes: UTF-8 text with bytes that are not UTF-8 among them (no CSV delimiters, quotes or line ends)
+undecodable = st.lists(
+    st.one_of(
+        st.text(TEXT_ALPHABET.replace(",", ""), min_size=1, max_size=6).map(str.encode),
+        st.sampled_from([b"\\", b"\\x41", b"\\\\"]),  # backslashes, also spelling an escape
+        st.binary(min_size=1, max_size=3).filter(lambda b: not set(b) & set(b',"\r\n\x00')),
+    ),
+    min_size=1,
+    max_size=6,
+).map(b"".join)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(undecodable, min_size=1, max_size=6))
+def test_bytes_that_are_not_utf8_are_kept_escaped_losslessly(values: list[bytes]) -> None:
+    """A CSV cell with bytes that are not UTF-8: its row is quarantined as ``description:invalid_utf8`` with the
+    cell backslash-escaped, and ``codecs.escape_decode`` gives back exactly the bytes that arrived."""
+    import codecs
+    import tempfile
+    from pathlib import Path
+
+    from inferline.features.dataset import load_validated, quarantine_name
+
+    frame = fraud.generate(len(values) + 1, seed=len(values))
+    frame["description"] = ["Café"] + [f"@@{k}@@" for k in range(len(values))]  # Café: the file is UTF-8
+    text = frame.to_csv(index=False).encode()
+    for k, raw in enumerate(values):
+        text = text.replace(f"@@{k}@@".encode(), raw)
+    ids = frame["transaction_id"].tolist()[1:]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "upstream.csv"
+        path.write_bytes(text)
+        valid, report = load_validated([path], SPEC, quarantine_dir=Path(tmp) / "q", max_invalid_share=1.0)
+        q = Path(tmp) / "q" / quarantine_name(path)
+        quarantine = pd.read_parquet(q) if q.exists() else pd.DataFrame(columns=["transaction_id", "description"])
+    assert report.rows_in == len(frame) == len(valid) + len(quarantine)
+    kept = dict(zip(quarantine["transaction_id"], quarantine["description"], strict=True))
+    for tid, raw in zip(ids, values, strict=True):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            assert "description:invalid_utf8" in quarantine.set_index("transaction_id").loc[tid, "_reasons"]
+            assert codecs.escape_decode(kept[tid].encode())[0] == raw
