@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from inferline.features.contract import Contract
 
 __all__ = [
+    "REASON_ADVICE",
     "FileLevelError",
     "Normalized",
     "ValidationResult",
@@ -93,8 +94,25 @@ class ValidationResult:
             "rows_valid": self.rows_valid,
             "rows_quarantined": self.rows_quarantined,
             "reasons": dict(sorted(self.reason_counts.items())),
+            "examples": self.examples(),
             "normalizations": self.normalizations,
         }
+
+    def examples(self) -> dict[str, str]:
+        """Per reason (``<column>:<code>``), the value of the first quarantined row that carries it, as it arrived
+        (``repr``, shortened): what a person needs to see beside the count."""
+        out: dict[str, str] = {}
+        wanted = {r for r in self.reason_counts if r.split(":", 1)[0] in self.quarantine.columns}
+        if not wanted or "_reasons" not in self.quarantine.columns:
+            return out
+        for i, reasons in enumerate(self.quarantine["_reasons"].tolist()):
+            for reason in set(str(reasons).split(";")) & wanted:
+                value = self.quarantine[reason.split(":", 1)[0]].iloc[i]
+                out[reason] = _shorten(repr(value.item() if isinstance(value, np.generic) else value), 60)
+            wanted -= set(out)
+            if not wanted:
+                break
+        return dict(sorted(out.items()))
 
 
 def _columns(spec: PipelineSpec, include_label: bool) -> tuple[Column, ...]:
@@ -126,6 +144,19 @@ class Normalized:
 
 
 INT64_LIMIT = 2.0**63  # floats at or beyond it do not fit int64
+# What each reason a value's parsing gives means and how to fix it (printed beside its count and an example)
+REASON_ADVICE: dict[str, str] = {
+    "not_a_number": "no number: write ASCII digits without thousands separators, units or currency signs",
+    "non_ascii_digits": "digits other than ASCII 0-9 (full-width, Arabic-Indic ...): write ASCII digits",
+    "beyond_float64": "beyond float64's range (|x| < 1.8e308): write a value within it, or a null where unknown",
+    "beyond_int64": "outside int64's range (-2**63 to 2**63-1): write a value within it, or declare it numeric",
+    "not_integer": "a fraction or infinity in an integer column: write whole numbers",
+    "unparseable": "not RFC 3339 text: write e.g. '2026-03-01T12:00:00+01:00' (T or space, Z or +hh:mm)",
+    "naive_timestamp": "no UTC offset: write one ('Z', '+01:00'), or declare timezone_policy='assume_utc'",
+    "epoch_number": "an epoch number (its unit and zone would be guesses): write RFC 3339 text with an offset",
+    "invalid_utf8": "bytes that are not UTF-8 (kept backslash-escaped in the quarantine): re-export as UTF-8",
+    "out_of_bounds": "outside the years 1678-2261 that nanosecond timestamps hold",
+}
 NUMBER_KINDS = ("numeric", "integer", "label")
 NULL = "null"
 # Reasons of a number column's cell (``<column>:<code>``), beside ``null``:

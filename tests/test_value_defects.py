@@ -145,6 +145,10 @@ def test_a_number_cell_that_is_no_number_costs_only_its_row_and_says_why(tmp_pat
     done = _cli("validate", "--pipeline", "fraud", "--max-invalid-share", "1", str(path))
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert "amount:not_a_number: 3" in done.stdout and "customer_age_days:beyond_int64: 2" in done.stdout
+    # each reason beside its count: a value as it arrived, what it is and how to fix it
+    assert "amount:non_ascii_digits: 2 (e.g. '１２３'; digits other than ASCII 0-9" in done.stdout
+    assert "amount:beyond_float64: 1 (e.g. '1e309'; beyond float64's range" in done.stdout
+    assert report.files[0]["examples"]["customer_age_days:not_integer"] == "'3.5'"
 
 
 def test_numbers_as_text_name_each_culprit_and_its_fix(tmp_path: Path) -> None:
