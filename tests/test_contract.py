@@ -54,6 +54,8 @@ def _pipeline_modules() -> list[ModuleType]:
 
 # ------------------------------------------------------------------------------------------ value strategies
 _TEXT_EDGES = ["", " ", "\t", "ok", "Café", "CafÃ©", "a\x00b", "a\ufffdb", "#", "12345", "AB-12", "x" * 60, "Ünïcödé"]
+# look-alikes (issue 30): padding, a run of spaces, a no-break and a thin space, full-width digits, a ligature
+_TEXT_EDGES += ["ok ", " ok", "o  k", "o\u00a0k", "o\u2009k", "１２", "ﬁle", "e\u0301"]
 
 
 def _values(column: Column, samples: list[Any]) -> st.SearchStrategy[Any]:
