@@ -22,7 +22,13 @@ from inferline.features.duplicates import ROW, canonical_values, copies, mark_co
 from inferline.features.errors import PathNotFound, UserError
 from inferline.features.rules import TEXT_KINDS
 from inferline.features.spec import PipelineSpec
-from inferline.features.validation import NUMBER_KINDS, FileLevelError, ValidationResult, number_cells
+from inferline.features.validation import (
+    NUMBER_KINDS,
+    FileLevelError,
+    ValidationResult,
+    integer_cells,
+    number_cells,
+)
 
 __all__ = [
     "BrokenFiles",
@@ -186,6 +192,8 @@ def read_csv(path: Path, spec: PipelineSpec | None = None) -> pd.DataFrame:
     - a NUL byte inside a cell survives (pandas' C parser would cut the value there), so validation sees it;
     - a number column with a cell that is no number (pandas then reads the column as text) keeps its numbers as
       numbers (``validation.number_cells``) and each other cell is its row's defect (``<column>:not_a_number``...);
+      integer columns are read as text and parsed exactly (``validation.integer_cells``: no whole number beyond
+      2**53 becomes a float because a cell is null), floats as Python's ``float`` reads them (``round_trip``);
     - bytes that are not UTF-8 survive as lone surrogates and are reported per row (``<column>:invalid_utf8``);
       a file where no byte sequence is UTF-8 is a ``FileLevelError`` that names its likely encoding."""
     nul, good, bad = _scan_bytes(path)
@@ -209,6 +217,8 @@ def read_csv(path: Path, spec: PipelineSpec | None = None) -> pd.DataFrame:
     columns = {c.name: c for c in (spec.columns if spec is not None else ())}
     # text and timestamps are read as text: a timestamp's text is parsed by validation, as on the request path
     text = [n for n, c in columns.items() if c.kind in TEXT_KINDS or c.kind == "timestamp"]
+    # integers too, so that no whole number is read as a float (a null makes pandas read the column as float64)
+    integers = [n for n, c in columns.items() if c.kind in NUMBER_KINDS and str(c.raw_dtype) == "int64"]
     limit = csv.field_size_limit()
     if nul:  # the python engine keeps a NUL; its csv module would refuse cells over 128 KiB (a length rule's job)
         csv.field_size_limit(2**31 - 1)
@@ -218,8 +228,11 @@ def read_csv(path: Path, spec: PipelineSpec | None = None) -> pd.DataFrame:
             encoding="utf-8",
             encoding_errors="surrogateescape",
             engine="python" if nul else "c",
-            dtype=dict.fromkeys(text, str),
+            dtype=dict.fromkeys([*text, *integers], str),
             keep_default_na=False,
+            # the float the text names, as Python's float() reads it (the C engine's default is off by an ulp at
+            # times); the python engine reads floats that way already
+            float_precision=None if nul else "round_trip",
             na_values={n: ([""] if n in text else list(NA_TEXT)) for n in columns},
         )
     finally:
@@ -236,8 +249,10 @@ def read_csv(path: Path, spec: PipelineSpec | None = None) -> pd.DataFrame:
             frame[name] = frame[name].astype(col.raw_dtype)
         elif col.kind == "numeric":
             frame[name] = frame[name].astype("float64")
-    for name, col in columns.items():  # a number column pandas read as text: its cells one by one (validation)
-        if col.kind in NUMBER_KINDS and name in frame.columns and frame[name].dtype == object:
+    for name, col in columns.items():  # number columns read as text: their cells one by one (validation)
+        if name in integers and name in frame.columns and len(frame):
+            frame[name] = integer_cells(frame[name], col)
+        elif col.kind in NUMBER_KINDS and name in frame.columns and frame[name].dtype == object:
             frame[name] = number_cells(frame[name], col)
     return frame
 

@@ -36,6 +36,7 @@ __all__ = [
     "as_arrived",
     "build_schema",
     "escape_undecodable",
+    "integer_cells",
     "normalize_frame",
     "number_cells",
     "number_problem",
@@ -202,6 +203,25 @@ def number_cells(values: pd.Series, col: Column) -> pd.Series:
             if number is not None:
                 out[i] = number
     return pd.Series(out, index=values.index, dtype=object)
+
+
+_SHORT_INTEGER = re.compile(r"-?[0-9]{1,18}", re.ASCII)  # at most 18 digits: always within int64
+
+
+def integer_cells(values: pd.Series, col: Column) -> pd.Series:
+    """An integer column's CSV cells, read as text (pandas would read a column with a null as float64, and lose
+    every whole number beyond 2**53) -> int64 when every cell is a short integer (one C pass), else
+    ``number_cells``: nullable ``Int64`` (exact; each null its row's ``<column>:null``) when every cell is a
+    number or a null, or an object Series holding the text of the cells that are no value of the column."""
+    present = values.dropna()
+    if len(present) == len(values) and present.str.fullmatch(_SHORT_INTEGER.pattern).all():
+        return values.astype("int64")
+    cells = number_cells(values, col)
+    if not any(isinstance(v, str) for v in cells.tolist()):
+        return pd.Series(
+            pd.array([None if pd.isna(v) else v for v in cells.tolist()], dtype="Int64"), index=cells.index
+        )
+    return cells
 
 
 def number_problem(text: str, integer: bool = False) -> str:

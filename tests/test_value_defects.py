@@ -312,3 +312,24 @@ def test_a_column_declared_to_compare_text_as_it_is_keeps_look_alikes_apart() ->
     result = validate_frame(frame, spec)
     assert "transaction_id:duplicate" not in result.reason_counts  # still refused by the rules, not as copies
     assert result.reason_counts["transaction_id:compatibility_chars"] == 3
+
+
+def test_csv_numbers_are_the_numbers_their_text_names(tmp_path: Path) -> None:
+    """A null in a CSV integer column made pandas read it as float64, turning 9007199254740993 (2**53 + 1) into
+    ...992 silently; and pandas' default float parser read '3.9255401550942994e-78' an ulp off. Both are read
+    exactly now, whether or not another cell of the column is null or no number."""
+    from inferline.features.dataset import load_validated
+
+    frame = fraud.generate(6, seed=2).astype({"customer_age_days": object, "amount": object})
+    frame.loc[1, "customer_age_days"] = None
+    frame.loc[2, "customer_age_days"] = 2**53 + 1
+    frame.loc[3, "amount"] = "3.9255401550942994e-78"
+    frame.to_csv(tmp_path / "nulls.csv", index=False)
+    frame.loc[4, "amount"] = "abc"  # the column is text to pandas now: read cell by cell
+    frame.to_csv(tmp_path / "text.csv", index=False)
+    for name in ("nulls.csv", "text.csv"):
+        valid, report = load_validated([tmp_path / name], SPEC, max_invalid_share=1.0)
+        by_id = valid.set_index("transaction_id")
+        assert by_id.loc[frame.loc[2, "transaction_id"], "customer_age_days"] == 2**53 + 1, name
+        assert by_id.loc[frame.loc[3, "transaction_id"], "amount"] == float("3.9255401550942994e-78"), name
+        assert report.files[0]["reasons"]["customer_age_days:null"] == 1
