@@ -144,7 +144,7 @@ def mark_copies(result: ValidationResult, marks: Mapping[str, Sequence[int] | np
     moved = result.valid[move].copy()
     for name, arrived in result.originals.items():  # as the quarantine holds them: as they arrived
         if name in moved.columns:
-            moved[name] = as_arrived(arrived.iloc[valid_rows[move]]).to_numpy()
+            moved[name] = as_arrived(arrived.iloc[valid_rows[move]]).array
     moved.insert(0, "_reasons", pd.Series([""] * len(moved), index=moved.index, dtype="string"))
     quarantine = pd.concat([result.quarantine, moved], ignore_index=True)
     rows_all = np.concatenate([held_rows, valid_rows[move]])

@@ -348,15 +348,18 @@ def _as_int64(s: pd.Series, col: Column, reasons: dict[str, np.ndarray], notes: 
     is ``<column>:null`` (int64 has no null, on the wire either), each fraction or infinity ``<column>:not_integer``
     and each whole value outside int64 (a uint64 at or above 2**63) ``<column>:beyond_int64``; those rows hold 0
     as a stand-in (``Normalized.originals`` keeps what arrived)."""
-    values = s.to_numpy(dtype="float64", na_value=np.nan)
-    null = np.isnan(values)
-    with np.errstate(invalid="ignore"):
-        whole = np.isfinite(values) & (np.floor(values) == values)
-    beyond = whole & (np.abs(values) >= INT64_LIMIT)
-    if s.dtype.kind in "iu" and not isinstance(s.dtype, pd.api.extensions.ExtensionDtype):
+    if s.dtype.kind in "iu":  # numpy or nullable integers: compared exactly, never through float64
+        null = s.isna().to_numpy(dtype=bool)
         whole = np.ones(len(s), dtype=bool)
-        beyond = s.to_numpy() > np.iinfo(np.int64).max if s.dtype.kind == "u" else np.zeros(len(s), dtype=bool)
-        null = np.zeros(len(s), dtype=bool)
+        beyond = np.zeros(len(s), dtype=bool)
+        if s.dtype.kind == "u":
+            beyond[~null] = s[~null].to_numpy(dtype="uint64") > np.iinfo(np.int64).max
+    else:
+        values = s.to_numpy(dtype="float64", na_value=np.nan)
+        null = np.isnan(values)
+        with np.errstate(invalid="ignore"):
+            whole = np.isfinite(values) & (np.floor(values) == values)
+        beyond = whole & (np.abs(values) >= INT64_LIMIT)
     bad = ~null & ~whole
     for code, mask in ((NULL, null), (NOT_INTEGER, bad), (BEYOND_INT64, beyond)):
         if mask.any():
@@ -607,7 +610,7 @@ def validate_with(
     if normalized.originals and bad.any():
         refused = refused.copy()
         for name, values in normalized.originals.items():
-            refused[name] = as_arrived(values[bad]).to_numpy()
+            refused[name] = as_arrived(values[bad]).array  # its own dtype (nullable integers stay exact)
     return ValidationResult(
         valid=frame[~bad].reset_index(drop=True),
         quarantine=_quarantine(refused, reasons),

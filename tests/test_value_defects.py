@@ -189,6 +189,14 @@ def test_an_integer_beyond_int64_is_named_so_on_every_path() -> None:
     floats.loc[4, "customer_age_days"] = 2.5
     result = validate_frame(floats, SPEC)
     assert result.reason_counts == {"customer_age_days:beyond_int64": 3, "customer_age_days:not_integer": 1}
+    # nullable integers compare exactly, never through float64: int64's largest value is one, 2**63 is not
+    nullable = frame.astype({"customer_age_days": "UInt64"})
+    nullable.loc[0, "customer_age_days"] = 2**63 - 1
+    nullable.loc[3, "customer_age_days"] = None
+    result = validate_frame(nullable, SPEC)
+    assert result.reason_counts == {"customer_age_days:beyond_int64": 2, "customer_age_days:null": 1}
+    assert 2**63 - 1 in result.valid["customer_age_days"].tolist()
+    assert result.quarantine["customer_age_days"].tolist() == [2**63, 2**64 - 1, pd.NA]  # exact, as they arrived
 
 
 # ------------------------------------------------------------------------------------------ what arrived, kept
