@@ -108,7 +108,7 @@ def test_text_and_integer_defects_are_quarantined_with_their_reasons_from_files(
         assert np.isnan(ages[age_ids["customer_age_days:null"]])
         assert ages[age_ids["customer_age_days:not_integer"]] == 3.5
     else:  # the cells as they arrived: an empty cell, and the text
-        assert ages[age_ids["customer_age_days:null"]] is None
+        assert pd.isna(ages[age_ids["customer_age_days:null"]])
         assert ages[age_ids["customer_age_days:not_integer"]] == "3.5"
 
 
