@@ -13,7 +13,7 @@ from inferline.features.artifacts import atomic_write_parquet
 from inferline.features.dataset import InvalidShareExceeded, expand_paths, load_validated
 from inferline.features.spec import choose_pipeline, load_pipeline_module
 from inferline.features.synthetic import Shift, ShiftError, apply_shifts, parse_shift
-from inferline.features.validation import FileLevelError
+from inferline.features.validation import REASON_ADVICE, FileLevelError
 
 
 def _pipeline(given: str | None) -> str:
@@ -71,7 +71,10 @@ def _validate(args: argparse.Namespace) -> int:
         for f in report.files:
             print(f"{f['file']}: {f['rows_in']} rows, {f['rows_valid']} valid, {f['rows_quarantined']} quarantined")
             for reason, count in f["reasons"].items():
-                print(f"    {reason}: {count}")
+                example = f.get("examples", {}).get(reason)
+                advice = REASON_ADVICE.get(reason.split(":", 1)[-1])
+                detail = "; ".join(x for x in (example and f"e.g. {example}", advice) if x)
+                print(f"    {reason}: {count}" + (f" ({detail})" if detail else ""))
             for note in f["normalizations"]:
                 print(
                     f"    normalized {note['column']}: {note['action']} ({note['rows']} rows"

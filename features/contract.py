@@ -14,8 +14,11 @@
 - ``inputs`` / ``model_inputs``: the tensor names, datatypes and shapes that configs, runners and clients use.
 
 Reasons are ``<column>:<code>``: ``null``, ``duplicate``, a rule's name, or a parse failure (``invalid_utf8``,
-``unparseable``, ``naive_timestamp``, ``epoch_number``). A row's status is its first reason (parse failures first,
-then column by column in spec order), or ``ok``. tests/test_contract.py checks that every lowering agrees.
+``unparseable``, ``naive_timestamp``, ``epoch_number``; in files also a number cell's ``not_a_number``,
+``non_ascii_digits``, ``beyond_float64``, ``beyond_int64``, ``not_integer``: ``features.validation``). Copies of a
+unique text value are found by look-alike key (``rules.lookalike_key``) on every path. A row's status is its first
+reason (parse failures first, then column by column in spec order), or ``ok``. tests/test_contract.py checks that
+every lowering agrees.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import pandas as pd
 
 from inferline.features.backend import array_namespace
 from inferline.features.kernels import NAT, Kernel, resolve_kernel
-from inferline.features.rules import TEXT_KINDS
+from inferline.features.rules import TEXT_KINDS, lookalike_keys
 from inferline.features.spec import Column, PipelineSpec, SpecError
 from inferline.features.state import FeatureMatrix, FeatureState
 from inferline.features.tensors import RaggedTensors, TensorPlan
@@ -90,6 +93,9 @@ class _ColumnPlan:
         self.keep_first = column.duplicates == "all_but_first"
         self.assume_utc = column.timezone_policy == "assume_utc"
         self.nfc = column.normalization == "nfc"  # text is normalized before its rules and features see it
+        # copies of a unique text value are found by their look-alike key (``rules.lookalike_key``: NFKC, white
+        # space trimmed), unless the column compares text as it is (``normalization="none"``)
+        self.fold = column.kind in TEXT_KINDS and column.normalization != "none"
         self.null_reason = f"{column.name}:{NULL}"
         self.duplicate_reason = f"{column.name}:{DUPLICATE}"
         self.rules: list[tuple[str, Callable[[Any], bool], Callable[[Any, Any], Any]]] = [
@@ -313,7 +319,10 @@ class _ColumnPlan:
 
     def duplicates(self, values: Sequence[Any], fail: list[str | None] | None) -> list[str | None] | None:
         """Mark repeated non-null values of a unique column (within the request) as duplicates, by the column's
-        policy: every copy (``duplicates="all"``), or every copy after the first in row order."""
+        policy: every copy (``duplicates="all"``), or every copy after the first in row order. Text compares by
+        its look-alike key (``self.fold``)."""
+        if self.fold:
+            values = lookalike_keys(values)
         present = [v for v in values if v is not None]
         if len(set(present)) == len(present):
             return fail
@@ -373,6 +382,11 @@ class _ColumnPlan:
                 ok = np.asarray(check(np, distinct), dtype=bool)
                 if not ok.all():
                     out[reason] = ~np.append(ok, True)[codes]  # code -1 (null) reads the appended True
+        if self.unique and self.fold and len(uniques) > 1:  # look-alike values are one value to the copies' check
+            keys = lookalike_keys(uniques.tolist())
+            if keys != uniques.tolist():
+                key_codes, uniques = factorize_text(keys)
+                codes = np.append(key_codes, -1)[codes]  # code -1 (null) reads the appended -1
         if self.unique and len(codes) > 1 and len(uniques) < len(codes) - int(null.sum()):
             if self.keep_first:  # a copy is a duplicate when its value's code was seen in an earlier row
                 dup = ~null & pd.Series(codes).duplicated(keep="first").to_numpy(dtype=bool)
@@ -509,6 +523,8 @@ class Contract:
         self.input_columns = spec.input_columns
         self._plans = {c.name: _ColumnPlan(c) for c in spec.columns if c.kind != "tensor"}
         self._tensors = [TensorPlan(c) for c in spec.tensor_columns]
+        # text columns whose copies are found by look-alike key (``rules.lookalike_key``) on every path
+        self.lookalike_columns = frozenset(name for name, plan in self._plans.items() if plan.fold)
         self._inputs = [self._plans[c.name] for c in self.input_columns if c.kind != "tensor"]
         self._input_names = [p.name for p in self._inputs]
         self._schemas: dict[bool, Any] = {}
@@ -571,13 +587,14 @@ class Contract:
         if include_label not in self._schemas:
             import pandera.pandas as pa
 
+            folds = self.lookalike_columns
             columns = {
                 c.name: pa.Column(
                     c.raw_dtype,
                     # a tensor column's rules run per element (features.tensors), not as pandera checks
-                    checks=[] if c.kind == "tensor" else [r.pandera() for r in c.rules],
+                    checks=[] if c.kind == "tensor" else [*(r.pandera() for r in c.rules), *_copies_check(c, folds)],
                     nullable=not c.required,
-                    unique=c.unique,
+                    unique=c.unique and c.name not in folds,  # look-alike copies: checked on their keys instead
                     # the column's duplicate policy: every copy, or every copy after the first
                     report_duplicates="exclude_first" if c.duplicates == "all_but_first" else "all",
                     coerce=False,
@@ -882,6 +899,26 @@ class Contract:
         except SchemaErrors as exc:
             return exc.failure_cases
         return None
+
+
+def _copies_check(column: Column, folds: frozenset[str]) -> list[Any]:
+    """A unique column's pandera check for look-alike copies, where its copies are found by key."""
+    return [_lookalike_copies(column)] if column.unique and column.name in folds else []
+
+
+def _lookalike_copies(column: Column) -> Any:
+    """pandera's uniqueness of a text column, on look-alike keys (``rules.lookalike_key``): the copies the
+    column's ``duplicates`` policy refuses fail the check ``field_uniqueness``."""
+    import pandera.pandas as pa
+
+    keep: Any = "first" if column.duplicates == "all_but_first" else False
+
+    def unique_keys(s: pd.Series) -> pd.Series:
+        keys = pd.Series(lookalike_keys(s.tolist()), index=s.index, dtype=object)
+        return ~keys.duplicated(keep=keep)
+
+    # named as pandera names its own uniqueness check, so that reports read alike either way
+    return pa.Check(unique_keys, name="field_uniqueness", ignore_na=True)
 
 
 def _timestamp_ns(s: pd.Series) -> np.ndarray:

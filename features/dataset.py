@@ -24,7 +24,13 @@ from inferline.features.duplicates import ROW, canonical_values, copies, mark_co
 from inferline.features.errors import PathNotFound, UserError
 from inferline.features.rules import TEXT_KINDS
 from inferline.features.spec import PipelineSpec
-from inferline.features.validation import FileLevelError, ValidationResult
+from inferline.features.validation import (
+    NUMBER_KINDS,
+    FileLevelError,
+    ValidationResult,
+    integer_cells,
+    number_cells,
+)
 
 __all__ = [
     "BrokenFiles",
@@ -301,6 +307,10 @@ def read_csv(path: Path, spec: PipelineSpec | None = None) -> pd.DataFrame:
     - a column with no value at all (an empty optional column, a header-only file) takes its declared type, so
       that an empty file passes like a 0-row Parquet file;
     - a NUL byte inside a cell survives (pandas' C parser would cut the value there), so validation sees it;
+    - a number column with a cell that is no number (pandas then reads the column as text) keeps its numbers as
+      numbers (``validation.number_cells``) and each other cell is its row's defect (``<column>:not_a_number``...);
+      integer columns are read as text and parsed exactly (``validation.integer_cells``: no whole number beyond
+      2**53 becomes a float because a cell is null), floats as Python's ``float`` reads them (``round_trip``);
     - bytes that are not UTF-8 survive as lone surrogates and are reported per row (``<column>:invalid_utf8``);
       a file where no byte sequence is UTF-8 is a ``FileLevelError`` that names its likely encoding (UTF-16 and
       UTF-32, by their byte order mark or their NUL bytes, are named as such);
@@ -428,6 +438,8 @@ def _read_csv(path: Path, spec: PipelineSpec | None = None) -> tuple[pd.DataFram
     columns = {c.name: c for c in (spec.columns if spec is not None else ())}
     # text and timestamps are read as text: a timestamp's text is parsed by validation, as on the request path
     text = [n for n, c in columns.items() if c.kind in TEXT_KINDS or c.kind == "timestamp"]
+    # integers too, so that no whole number is read as a float (a null makes pandas read the column as float64)
+    integers = [n for n, c in columns.items() if c.kind in NUMBER_KINDS and str(c.raw_dtype) == "int64"]
     if nul:  # the python engine keeps a NUL; its csv module would refuse cells over 128 KiB (a length rule's job)
         csv.field_size_limit(2**31 - 1)
     try:
@@ -436,8 +448,11 @@ def _read_csv(path: Path, spec: PipelineSpec | None = None) -> tuple[pd.DataFram
             encoding="utf-8",
             encoding_errors="surrogateescape",
             engine="python" if nul else "c",
-            dtype=dict.fromkeys(text, str),
+            dtype=dict.fromkeys([*text, *integers], str),
             keep_default_na=False,
+            # the float the text names, as Python's float() reads it (the C engine's default is off by an ulp at
+            # times); the python engine reads floats that way already
+            float_precision=None if nul else "round_trip",
             na_values={n: ([""] if n in text else list(NA_TEXT)) for n in columns},
         )
     finally:
@@ -454,6 +469,11 @@ def _read_csv(path: Path, spec: PipelineSpec | None = None) -> tuple[pd.DataFram
             frame[name] = frame[name].astype(col.raw_dtype)
         elif col.kind == "numeric":
             frame[name] = frame[name].astype("float64")
+    for name, col in columns.items():  # number columns read as text: their cells one by one (validation)
+        if name in integers and name in frame.columns and len(frame):
+            frame[name] = integer_cells(frame[name], col)
+        elif col.kind in NUMBER_KINDS and name in frame.columns and frame[name].dtype == object:
+            frame[name] = number_cells(frame[name], col)
     return frame, records
 
 

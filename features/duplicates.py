@@ -11,8 +11,11 @@ The contract (``features.contract``) applies the policy within one frame; this m
 
 1. ``canonical_values``: a frame's unique columns in the form validation compares (``normalize_frame``, then the
    contract's canonical arrays): a text column declared ``normalization="nfc"`` compares NFC forms, so an NFD
-   look-alike of an id is the same id. A null, or a value that failed to parse (its canonical value is a
-   stand-in: an integer null cast to 0, text that is not UTF-8), is never a copy of anything.
+   look-alike of an id is the same id, and (unless it is declared ``normalization="none"``) by look-alike key
+   (``rules.lookalike_key``: NFKC, white space trimmed), so ``"tx-1 "`` and ``"tx-１"`` are copies of ``"tx-1"``
+   (their own rules refuse them as well: ``whitespace``, ``compatibility_chars``). A null, or a value that failed
+   to parse (its canonical value is a stand-in: an integer null cast to 0, text that is not UTF-8), is never a
+   copy of anything.
 2. ``copies``: over the canonical values of every frame in input order, the copies the policy quarantines.
 3. ``mark_copies``: one frame's ``ValidationResult`` with those copies quarantined: a valid copy moves to the
    quarantine, a copy already quarantined for another rule keeps its reasons and gains ``<column>:duplicate``
@@ -31,9 +34,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from inferline.features.rules import TEXT_KINDS
+from inferline.features.rules import TEXT_KINDS, lookalike_keys
 from inferline.features.spec import Column, DuplicatePolicy, PipelineSpec
-from inferline.features.validation import ValidationResult, normalize_frame
+from inferline.features.validation import ValidationResult, as_arrived, normalize_frame
 
 if TYPE_CHECKING:
     from inferline.features.contract import Contract
@@ -78,6 +81,8 @@ def canonical_values(contract: Contract, frame: pd.DataFrame, include_label: boo
                 absent |= np.asarray(mask, dtype=bool)
         if c.kind in TEXT_KINDS:
             absent |= np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+            if c.name in contract.lookalike_columns:  # values that look alike are one value
+                values = np.array(lookalike_keys(values.tolist()), dtype=object)
         elif c.kind == "timestamp":
             absent |= values == np.iinfo(np.int64).min
         elif values.dtype.kind == "f":
@@ -137,6 +142,9 @@ def mark_copies(result: ValidationResult, marks: Mapping[str, Sequence[int] | np
     for rows in marked.values():
         move |= np.isin(valid_rows, rows)
     moved = result.valid[move].copy()
+    for name, arrived in result.originals.items():  # as the quarantine holds them: as they arrived
+        if name in moved.columns:
+            moved[name] = as_arrived(arrived.iloc[valid_rows[move]]).array
     moved.insert(0, "_reasons", pd.Series([""] * len(moved), index=moved.index, dtype="string"))
     quarantine = pd.concat([result.quarantine, moved], ignore_index=True)
     rows_all = np.concatenate([held_rows, valid_rows[move]])
@@ -156,6 +164,7 @@ def mark_copies(result: ValidationResult, marks: Mapping[str, Sequence[int] | np
             rows_in=result.rows_in,
             reason_counts=counts,
             normalizations=result.normalizations,
+            originals=result.originals,
         )
     )
 
@@ -167,6 +176,7 @@ def _without_row(result: ValidationResult) -> ValidationResult:
         rows_in=result.rows_in,
         reason_counts=result.reason_counts,
         normalizations=result.normalizations,
+        originals=result.originals,
     )
 
 

@@ -26,7 +26,6 @@ import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -48,14 +47,18 @@ __all__ = [
     "in_range",
     "is_mojibake",
     "le",
+    "lookalike_key",
+    "lookalike_keys",
     "matches",
     "max_length",
+    "no_compatibility_chars",
     "no_mojibake",
     "normalized",
     "not_blank",
     "one_of",
     "rule_from_dict",
     "text_defaults",
+    "tidy_whitespace",
 ]
 
 # C0 controls other than tab, newline and carriage return, and DEL
@@ -88,6 +91,10 @@ DEFAULT_CODE_POINTS: dict[str, tuple[str, ...]] = {
     "categorical": ("c0", "c1", "zero_width", "joiners", "bidi", "bom", "replacement"),
     "text": ("c0", "c1", "zero_width", "bom", "replacement"),
 }
+# Identifiers and categories also refuse what makes one value look like another (``text_defaults``): characters
+# that Unicode NFKC folds into others (full-width digits, NBSP, thin spaces) and untidy white space (a trailing
+# space). Their copies are found by their look-alike key (``lookalike_key``).
+LOOKALIKE_KINDS = frozenset({"id", "categorical"})
 NUMBER_KINDS = frozenset({"numeric", "integer", "label"})
 TEXT_KINDS = frozenset({"id", "categorical", "text"})
 ANY_KIND = NUMBER_KINDS | TEXT_KINDS | {"timestamp"}
@@ -233,10 +240,55 @@ def normalized(form: str = "NFC", *, name: str | None = None, message: str | Non
     )
 
 
+def no_compatibility_chars(
+    *,
+    name: str = "compatibility_chars",
+    message: str = (
+        "no characters that Unicode NFKC folds into others (full-width letters and digits, no-break and thin "
+        "spaces, ligatures, superscripts): such text looks like other text but compares unlike it"
+    ),
+) -> Rule:
+    """Text whose NFC and NFKC forms agree (Python's ``unicodedata``): no compatibility character, so that a value
+    that looks like another is that other value. Canonical forms (NFC vs NFD) are the column's normalization's
+    concern, not this rule's."""
+    return Rule("no_compatibility_chars", (), name, message)
+
+
+def tidy_whitespace(
+    *,
+    name: str = "whitespace",
+    message: str = "no white space at either end, no run of white space, no tab or line break (single spaces)",
+) -> Rule:
+    """Text without white space at either end, runs of white space, or tabs and line breaks (``str.isspace``'s
+    white space): ``"tx-1 "`` looks like ``"tx-1"``. A blank value is ``not_blank``'s concern, not this rule's."""
+    return Rule("tidy_whitespace", (), name, message)
+
+
+def lookalike_key(text: str) -> str:
+    """The key under which values that look alike are one value: NFKC (which folds full-width digits, no-break
+    and thin spaces and other compatibility characters into their plain forms), then white space trimmed and each
+    run of it one space (a blank value is its own key: blanks are ``not_blank``'s concern). Two ids with one key
+    are the same id to the duplicate checks (``features.duplicates``, the contract's)."""
+    if text.isascii() and _UNTIDY.search(text) is None:
+        return text
+    return " ".join(unicodedata.normalize("NFKC", text).split()) or text  # a blank value keys as itself
+
+
+def lookalike_keys(values: Sequence[Any]) -> list[Any]:
+    """``lookalike_key`` of each value (``None`` stays ``None``); the common case, plain ASCII with single
+    spaces throughout, is one join and one regex search."""
+    present = [v for v in values if v is not None]
+    joined = "\x00".join(present)  # NUL is no white space: it forms no run across values
+    if joined.isascii() and _UNTIDY_JOINED.search(joined) is None:
+        return list(values)
+    return [None if v is None else lookalike_key(v) for v in values]
+
+
 def text_defaults(kind: str, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
     """``rules`` plus what protects every text, id and categorical column unless it declares its own: a
     ``max_length`` (``DEFAULT_MAX_LENGTH``) and ``forbid_code_points`` for each set of ``DEFAULT_CODE_POINTS``
-    that the column's own ``forbid_chars``/``forbid_code_points`` rules do not already cover."""
+    that the column's own ``forbid_chars``/``forbid_code_points`` rules do not already cover; an id or
+    categorical column also ``no_compatibility_chars`` and ``tidy_whitespace`` (look-alike values)."""
     out = list(rules)
     names = {r.name for r in rules}
     if not any(r.op == "max_length" for r in rules):
@@ -248,6 +300,13 @@ def text_defaults(kind: str, rules: tuple[Rule, ...]) -> tuple[Rule, ...]:
         chars, reason, _ = CODE_POINT_SETS[key]
         if not set(chars) <= covered:
             out.append(forbid_code_points(key, name=reason if reason not in names else f"{key}_code_points"))
+    if kind in LOOKALIKE_KINDS:
+        ops = {r.op for r in rules}
+        if "no_compatibility_chars" not in ops:
+            reason = "compatibility_chars"
+            out.append(no_compatibility_chars(name=reason if reason not in names else "nfkc_compatibility_chars"))
+        if "tidy_whitespace" not in ops:
+            out.append(tidy_whitespace(name="whitespace" if "whitespace" not in names else "untidy_whitespace"))
     return tuple(out)
 
 
@@ -259,7 +318,7 @@ def _chars_of(rule: Rule) -> str:
 
 
 def in_range(earliest: str, latest: str, *, name: str = "out_of_range", message: str | None = None) -> Rule:
-    """``earliest`` <= timestamp < ``latest``, both ISO-8601 with an offset (timestamps)."""
+    """``earliest`` <= timestamp < ``latest``, both RFC 3339 text with an offset (timestamps)."""
     lo, hi = _instant_ns(earliest), _instant_ns(latest)
     if not lo < hi:
         raise RuleError(f"in_range({earliest!r}, {latest!r}): earliest must come before latest")
@@ -298,17 +357,19 @@ def _import_function(path: str) -> Callable[[Any], bool]:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _instant_ns(text: str) -> int:
-    try:
-        dt = datetime.fromisoformat(text)
-    except (TypeError, ValueError) as exc:
-        raise RuleError(f"{text!r} is not an ISO-8601 timestamp (e.g. '2000-01-01T00:00:00+00:00')") from exc
-    if dt.tzinfo is None:
-        raise RuleError(f"{text!r} has no offset; write it with one, e.g. '{text}+00:00'")
-    return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
+    """A rule's bound in the timestamp grammar every path reads (``features.wire.parse_instant``: RFC 3339, with an
+    offset) -> nanoseconds since the epoch, exactly (the pandera lowering compares with the same instant)."""
+    from inferline.features.wire import TIMESTAMP_GRAMMAR, parse_instant
+
+    ns, problem = parse_instant(text, assume_utc=False) if isinstance(text, str) else (None, "unparseable")
+    if problem == "naive_timestamp":
+        raise RuleError(f"{text!r} has no offset; write the bound with one, e.g. '2026-03-01T00:00:00+00:00'")
+    if ns is None:
+        raise RuleError(f"{text!r} is not a timestamp bound; expected {TIMESTAMP_GRAMMAR}")
+    return ns
 
 
 # What UTF-8 becomes when read as cp1252 or latin-1: a lead byte (0xC2-0xF4, the same characters in both) followed
@@ -375,7 +436,7 @@ def _finite_series(s: Any) -> Any:
 def _utc_timestamp(text: str) -> Any:
     import pandas as pd
 
-    return pd.Timestamp(text).tz_convert("UTC")
+    return pd.Timestamp(_instant_ns(text), tz="UTC")
 
 
 def _builtin(method: str, *args: Any, rule: Rule, **kwargs: Any) -> Any:
@@ -481,6 +542,41 @@ class _JoinCache(threading.local):
 
 
 _JOINED = _JoinCache()
+
+
+# white space at either end, a run of it, or a tab or line break (``\s`` is Unicode white space, as str.isspace)
+_UNTIDY = re.compile(r"\A\s|\s\Z|\s\s|[\t\n\r\x0b\x0c\x1c-\x1f\x85\u2028\u2029]")
+_UNTIDY_JOINED = re.compile(r"\s\x00|\x00\s|\A\s|\s\Z|\s\s|[\t\n\r\x0b\x0c\x1c-\x1f\x85\u2028\u2029]")
+
+
+def _tidy(v: str) -> bool:
+    return _UNTIDY.search(v) is None or v.isspace()  # a blank value is not_blank's concern
+
+
+def _tidy_vector(xp: Any, v: Any) -> Any:
+    """One regex search over all values joined by a NUL (no white space, so it forms no run across values) for
+    the common case, every value tidy; value by value otherwise."""
+    if _UNTIDY_JOINED.search(_JOINED.of(v, "\x00")) is None:
+        return np.ones(len(v), dtype=bool)
+    return np.fromiter(map(_tidy, v), dtype=bool, count=len(v))
+
+
+def _tidy_series(s: Any) -> Any:
+    return ~s.str.contains(_UNTIDY.pattern, regex=True) | (s.str.strip().str.len() == 0)
+
+
+def _compatible(v: str) -> bool:
+    """No compatibility character: NFKC leaves the NFC form as it is (ASCII text: always)."""
+    if v.isascii():
+        return True
+    canonical = unicodedata.normalize("NFC", v)
+    return unicodedata.is_normalized("NFKC", canonical)
+
+
+def _compatible_vector(xp: Any, v: Any) -> Any:
+    if _JOINED.of(v, "\n").isascii():
+        return np.ones(len(v), dtype=bool)
+    return np.fromiter(map(_compatible, v), dtype=bool, count=len(v))
 
 
 def _not_blank_vector(xp: Any, v: Any) -> Any:
@@ -619,6 +715,18 @@ OPS: dict[str, Op] = {
             include_max=False,
             rule=r,
         ),
+    ),
+    "no_compatibility_chars": Op(
+        TEXT_KINDS,
+        lambda r: _compatible,
+        lambda r: _compatible_vector,
+        lambda r: _elementwise_check(_compatible, r),
+    ),
+    "tidy_whitespace": Op(
+        TEXT_KINDS,
+        lambda r: _tidy,
+        lambda r: _tidy_vector,
+        lambda r: _series_check(_tidy_series, r),
     ),
     "no_mojibake": Op(
         TEXT_KINDS,

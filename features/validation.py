@@ -1,7 +1,7 @@
 """Validation of data sets, built from the compiled contract (``features.contract``).
 
 ``validate_frame``: a data set (a Parquet file, a partition). Each column's declared policy is applied first
-(``normalize_frame``: timezones, ISO-8601 text, text held as objects); pandera checks the structure lazily, so that
+(``normalize_frame``: timezones, RFC 3339 text, text held as objects); pandera checks the structure lazily, so that
 every structural break (missing/extra columns, dtype changes) is reported at once as ``FileLevelError``; the
 contract's vector evaluator checks the rows, and every failing row goes to quarantine with all its reasons
 (``column:code``). ``build_schema`` is the full pandera schema of the same rules, for users and for the contract
@@ -10,6 +10,8 @@ suite. Rows in = rows valid + rows quarantined, always.
 
 from __future__ import annotations
 
+import math
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,17 +23,23 @@ import pandas as pd
 from inferline.features.errors import UserError
 from inferline.features.rules import TEXT_KINDS
 from inferline.features.spec import Column, PipelineSpec
-from inferline.features.wire import nfc_texts, offset_of, parse_instant
+from inferline.features.wire import INT64_MAX, INT64_MIN, nfc_texts, offset_of, parse_instant
 
 if TYPE_CHECKING:
     from inferline.features.contract import Contract
 
 __all__ = [
+    "REASON_ADVICE",
     "FileLevelError",
     "Normalized",
     "ValidationResult",
+    "as_arrived",
     "build_schema",
+    "escape_undecodable",
+    "integer_cells",
     "normalize_frame",
+    "number_cells",
+    "number_problem",
     "validate_frame",
     "validate_with",
 ]
@@ -65,6 +73,9 @@ class ValidationResult:
     rows_in: int
     reason_counts: dict[str, int] = field(default_factory=dict)
     normalizations: list[dict[str, Any]] = field(default_factory=list)
+    # columns as they arrived, by row position in the validated frame, where the canonical form lost what arrived
+    # (``Normalized.originals``): a row moved to the quarantine later (``features.duplicates``) shows them too
+    originals: dict[str, pd.Series] = field(default_factory=dict)
 
     @property
     def rows_valid(self) -> int:
@@ -84,8 +95,25 @@ class ValidationResult:
             "rows_valid": self.rows_valid,
             "rows_quarantined": self.rows_quarantined,
             "reasons": dict(sorted(self.reason_counts.items())),
+            "examples": self.examples(),
             "normalizations": self.normalizations,
         }
+
+    def examples(self) -> dict[str, str]:
+        """Per reason (``<column>:<code>``), the value of the first quarantined row that carries it, as it arrived
+        (``repr``, shortened): what a person needs to see beside the count."""
+        out: dict[str, str] = {}
+        wanted = {r for r in self.reason_counts if r.split(":", 1)[0] in self.quarantine.columns}
+        if not wanted or "_reasons" not in self.quarantine.columns:
+            return out
+        for i, reasons in enumerate(self.quarantine["_reasons"].tolist()):
+            for reason in set(str(reasons).split(";")) & wanted:
+                value = self.quarantine[reason.split(":", 1)[0]].iloc[i]
+                out[reason] = _shorten(repr(value.item() if isinstance(value, np.generic) else value), 60)
+            wanted -= set(out)
+            if not wanted:
+                break
+        return dict(sorted(out.items()))
 
 
 def _columns(spec: PipelineSpec, include_label: bool) -> tuple[Column, ...]:
@@ -105,8 +133,10 @@ _SURROGATE = "[\udc80-\udcff]"  # what surrogateescape makes of bytes that are n
 @dataclass
 class Normalized:
     """What ``normalize_frame`` made of a frame: the frame in canonical dtypes, the per-row reasons it found
-    (``{reason: mask}``), the recorded normalizations, and the original values of columns it changed lossily
-    for some rows (those rows' quarantine shows what arrived, not the stand-in)."""
+    (``{reason: mask}``), the recorded normalizations, and the columns as they arrived where the canonical form
+    loses what arrived for some rows (timestamps as text, naive or beyond nanoseconds; text that is not UTF-8;
+    numbers as text; integers as floats): the quarantine shows those rows as they arrived (``as_arrived``), not
+    the stand-in (NaT, null, 0)."""
 
     frame: pd.DataFrame
     reasons: dict[str, np.ndarray]
@@ -115,19 +145,130 @@ class Normalized:
 
 
 INT64_LIMIT = 2.0**63  # floats at or beyond it do not fit int64
+# What each reason a value's parsing gives means and how to fix it (printed beside its count and an example)
+REASON_ADVICE: dict[str, str] = {
+    "not_a_number": "no number: write ASCII digits without thousands separators, units or currency signs",
+    "non_ascii_digits": "digits other than ASCII 0-9 (full-width, Arabic-Indic ...): write ASCII digits",
+    "beyond_float64": "beyond float64's range (|x| < 1.8e308): write a value within it, or a null where unknown",
+    "beyond_int64": "outside int64's range (-2**63 to 2**63-1): write a value within it, or declare it numeric",
+    "not_integer": "a fraction or infinity in an integer column: write whole numbers",
+    "unparseable": "not RFC 3339 text: write e.g. '2026-03-01T12:00:00+01:00' (T or space, Z or +hh:mm)",
+    "naive_timestamp": "no UTC offset: write one ('Z', '+01:00'), or declare timezone_policy='assume_utc'",
+    "epoch_number": "an epoch number (its unit and zone would be guesses): write RFC 3339 text with an offset",
+    "invalid_utf8": "bytes that are not UTF-8 (kept backslash-escaped in the quarantine): re-export as UTF-8",
+    "out_of_bounds": "outside the years 1678-2261 that nanosecond timestamps hold",
+}
+NUMBER_KINDS = ("numeric", "integer", "label")
+NULL = "null"
+# Reasons of a number column's cell (``<column>:<code>``), beside ``null``:
+NOT_A_NUMBER = "not_a_number"  # text that no number notation reads ('abc', '2026-01-05', '0x1p-3', '1,234.50')
+NON_ASCII_DIGITS = "non_ascii_digits"  # a number written in other digits ('１２３' full-width, '١٢٣' Arabic-Indic)
+BEYOND_FLOAT64 = "beyond_float64"  # a number float64 cannot hold ('1e309' would become inf)
+NOT_INTEGER = "not_integer"  # a fraction, NaN's kin inf, in an integer column
+BEYOND_INT64 = "beyond_int64"  # a whole number outside int64 (a uint64 at or above 2**63, 1e19)
+# The notation of a number in text: what pandas' CSV reader reads as one (ASCII digits, a sign, a decimal point,
+# an exponent, white space around it; inf and infinity). ``re.ASCII``: ``\s`` and the digits are ASCII only.
+_NUMBER_TEXT = re.compile(
+    r"\s*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity)\s*", re.ASCII | re.IGNORECASE
+)
+_INTEGER_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+
+
+def _number_of(text: str, integer: bool) -> int | float | None:
+    """``text`` as a value of its column when it is a number in ``_NUMBER_TEXT``'s notation that the column holds:
+    an integer column's whole numbers within int64 as an exact ``int``, a float column's numbers within float64
+    (inf only as written), else None."""
+    if integer and _INTEGER_TEXT.fullmatch(text):
+        n = int(text)
+        return n if INT64_MIN <= n <= INT64_MAX else None
+    if not _NUMBER_TEXT.fullmatch(text):
+        return None
+    x = float(text)
+    if integer:
+        return int(x) if math.isfinite(x) and x.is_integer() and abs(x) < INT64_LIMIT else None
+    return None if math.isinf(x) and "inf" not in text.lower() else x  # '1e309' overflows: not the value sent
+
+
+def number_cells(values: pd.Series, col: Column) -> pd.Series:
+    """A number column's cells that arrived as text (a CSV column pandas could not read as numbers: one cell that
+    is no number makes it text) -> an object Series where each cell in the notation of a number
+    (``_NUMBER_TEXT``, what pandas reads as one) that the column holds is that number (``_number_of``: an ``int``
+    in an integer column), and every other cell keeps its text as it arrived: validation makes each such cell its
+    row's defect (``number_problem``)."""
+    integer = str(col.raw_dtype) == "int64"
+    out = values.to_numpy(dtype=object, copy=True)
+    for i, v in enumerate(out.tolist()):
+        if isinstance(v, str):
+            number = _number_of(v, integer)
+            if number is not None:
+                out[i] = number
+    return pd.Series(out, index=values.index, dtype=object)
+
+
+_SHORT_INTEGER = re.compile(r"-?[0-9]{1,18}", re.ASCII)  # at most 18 digits: always within int64
+
+
+def integer_cells(values: pd.Series, col: Column) -> pd.Series:
+    """An integer column's CSV cells, read as text (pandas would read a column with a null as float64, and lose
+    every whole number beyond 2**53) -> int64 when every cell is a short integer (one C pass), else
+    ``number_cells``: nullable ``Int64`` (exact; each null its row's ``<column>:null``) when every cell is a
+    number or a null, or an object Series holding the text of the cells that are no value of the column."""
+    present = values.dropna()
+    if len(present) == len(values) and present.str.fullmatch(_SHORT_INTEGER.pattern).all():
+        return values.astype("int64")
+    cells = number_cells(values, col)
+    if not any(isinstance(v, str) for v in cells.tolist()):
+        return pd.Series(
+            pd.array([None if pd.isna(v) else v for v in cells.tolist()], dtype="Int64"), index=cells.index
+        )
+    return cells
+
+
+def number_problem(text: str, integer: bool = False) -> str:
+    """Why ``text`` is not a value of a number column: its notation holds but the value does not fit
+    (``beyond_float64``; in an integer column ``beyond_int64``, or ``not_integer`` for a fraction or inf), its
+    digits are not ASCII (``non_ascii_digits``: Python's ``float`` would read them, inferline casts nothing
+    silently), or it is no number (``not_a_number``)."""
+    if _NUMBER_TEXT.fullmatch(text):
+        if not integer:
+            return BEYOND_FLOAT64
+        x = float(text)
+        return BEYOND_INT64 if (math.isinf(x) and "inf" not in text.lower()) or x.is_integer() else NOT_INTEGER
+    folded = unicodedata.normalize("NFKC", text)  # full-width digits, signs and points -> ASCII
+    digits = "".join(str(d) if (d := unicodedata.decimal(c, None)) is not None else c for c in folded)
+    if digits != text and _NUMBER_TEXT.fullmatch(digits):
+        return NON_ASCII_DIGITS
+    return NOT_A_NUMBER
+
+
+def _holds_text_and_numbers(s: pd.Series) -> bool:
+    """An object column with both text and numbers in it: a number column read from text where some cells were
+    numbers (``number_cells``). A column of text alone is a dtype break (numbers arrive as text)."""
+    text = number = False
+    for v in s.dropna().tolist():
+        if isinstance(v, str):
+            text = True
+        elif isinstance(v, int | float | np.number) and not isinstance(v, bool | np.bool_):
+            number = True
+        if text and number:
+            return True
+    return False
 
 
 def normalize_frame(frame: pd.DataFrame, spec: PipelineSpec, include_label: bool = True) -> Normalized:
     """Apply each column's declared policy before validation, explicitly, and record every change.
 
     Timestamps: tz-aware values in another zone are converted to UTC; naive values are rejected per row
-    (``to_utc``) or taken as UTC (``assume_utc``); ISO-8601 text (mixed offsets allowed) is parsed to UTC with the
-    request path's parser, epoch numbers in text are rejected. Text held as Python objects becomes the string dtype,
-    and a column declared ``normalization="nfc"`` is normalized to NFC (as on the request path). An integer column
-    that arrives as floats (what Parquet and CSV make of integers with a null) is cast when every value is whole;
-    a null is ``<column>:null`` and a fraction ``<column>:not_integer`` per row, as on every path. Anything else
-    (numbers in a timestamp column, text in a number column) is left for the schema to refuse: never a silent
-    cast."""
+    (``to_utc``) or taken as UTC (``assume_utc``); RFC 3339 text (mixed offsets allowed) is parsed to UTC with the
+    request path's parser (``features.wire.parse_instant``), epoch numbers in text are rejected. Text held as
+    Python objects becomes the string dtype, and a column declared ``normalization="nfc"`` is normalized to NFC (as
+    on the request path). An integer column that arrives as floats (what Parquet and CSV make of integers with a
+    null) is cast when every value is whole; a null is ``<column>:null``, a fraction ``<column>:not_integer`` and a
+    whole number outside int64 ``<column>:beyond_int64`` per row, as on every path. A number column holding both
+    numbers and text (a CSV column with a cell that is no number, ``number_cells``) keeps its numbers, and each
+    text cell is its row's defect (``number_problem``). Anything else (numbers in a timestamp column, a number
+    column that is all text) is left for the schema to refuse: never a silent cast. ``Normalized.originals`` keeps
+    what arrived wherever the canonical form loses it (``as_arrived``)."""
     frame = frame.copy(deep=False)  # columns are replaced, never changed in place
     reasons: dict[str, np.ndarray] = {}
     notes: list[dict[str, Any]] = []
@@ -135,11 +276,13 @@ def normalize_frame(frame: pd.DataFrame, spec: PipelineSpec, include_label: bool
     for c in _columns(spec, include_label):
         if c.name not in frame.columns:
             continue
-        s = frame[c.name]
+        s = arrived = frame[c.name]
         if c.kind == "timestamp":
             present = int(s.notna().sum())
             if s.dtype.kind == "M" or isinstance(s.dtype, pd.DatetimeTZDtype):
                 s = _outside_ns_range(s, c, reasons)
+                if f"{c.name}:out_of_bounds" in reasons:
+                    originals[c.name] = arrived
             if isinstance(s.dtype, pd.DatetimeTZDtype):
                 if str(s.dtype.tz) != "UTC":
                     notes.append(
@@ -153,9 +296,11 @@ def normalize_frame(frame: pd.DataFrame, spec: PipelineSpec, include_label: bool
                 else:
                     reasons[f"{c.name}:naive_timestamp"] = s.notna().to_numpy(dtype=bool)
                     frame[c.name] = pd.Series(pd.NaT, index=s.index, dtype=c.raw_dtype)
+                    originals[c.name] = arrived
             elif s.dtype == object or isinstance(s.dtype, pd.StringDtype):
                 parsed, offsets = _parse_text_timestamps(s, c, reasons)
                 frame[c.name] = pd.Series(pd.DatetimeIndex(parsed, tz="UTC"), index=s.index)
+                originals[c.name] = arrived  # text: the quarantine shows it as it arrived, unparseable or not
                 notes.append(
                     {"column": c.name, "action": "parsed_iso8601_to_utc", "rows": present, "offsets": sorted(offsets)}
                 )
@@ -166,11 +311,15 @@ def normalize_frame(frame: pd.DataFrame, spec: PipelineSpec, include_label: bool
                 if damaged.any():
                     reasons[f"{c.name}:invalid_utf8"] = damaged
                     s = s.where(~damaged)
+                    originals[c.name] = arrived
             if isinstance(s.dtype, pd.StringDtype) and c.normalization == "nfc":
                 s, changed = _nfc_column(s)
                 if changed:
                     notes.append({"column": c.name, "action": "normalized_nfc", "rows": changed})
             frame[c.name] = s
+        elif c.kind in NUMBER_KINDS and s.dtype == object and _holds_text_and_numbers(s):
+            frame[c.name] = _numbers_from_cells(number_cells(s, c), c, reasons, notes)
+            originals[c.name] = s
         elif str(c.raw_dtype) == "int64" and str(s.dtype) != "int64" and s.dtype.kind in "fiu":
             frame[c.name] = _as_int64(s, c, reasons, notes)
             originals[c.name] = s
@@ -196,25 +345,77 @@ def _nfc_column(s: pd.Series) -> tuple[pd.Series, int]:
 
 def _as_int64(s: pd.Series, col: Column, reasons: dict[str, np.ndarray], notes: list[dict[str, Any]]) -> pd.Series:
     """An integer column that arrived as floats (or another integer width): whole values become int64; each null
-    is ``<column>:null`` (int64 has no null, on the wire either) and each fraction, infinity or value beyond int64
-    ``<column>:not_integer``; those rows hold 0 as a stand-in (``Normalized.originals`` keeps what arrived)."""
-    values = s.to_numpy(dtype="float64", na_value=np.nan)
-    null = np.isnan(values)
-    with np.errstate(invalid="ignore"):
-        whole = np.isfinite(values) & (np.floor(values) == values) & (np.abs(values) < INT64_LIMIT)
-    if s.dtype.kind in "iu" and not isinstance(s.dtype, pd.api.extensions.ExtensionDtype):
-        whole = s.to_numpy() <= np.iinfo(np.int64).max if s.dtype.kind == "u" else np.ones(len(s), dtype=bool)
-        null = np.zeros(len(s), dtype=bool)
+    is ``<column>:null`` (int64 has no null, on the wire either), each fraction or infinity ``<column>:not_integer``
+    and each whole value outside int64 (a uint64 at or above 2**63) ``<column>:beyond_int64``; those rows hold 0
+    as a stand-in (``Normalized.originals`` keeps what arrived)."""
+    if s.dtype.kind in "iu":  # numpy or nullable integers: compared exactly, never through float64
+        null = s.isna().to_numpy(dtype=bool)
+        whole = np.ones(len(s), dtype=bool)
+        beyond = np.zeros(len(s), dtype=bool)
+        if s.dtype.kind == "u":
+            beyond[~null] = s[~null].to_numpy(dtype="uint64") > np.iinfo(np.int64).max
+    else:
+        values = s.to_numpy(dtype="float64", na_value=np.nan)
+        null = np.isnan(values)
+        with np.errstate(invalid="ignore"):
+            whole = np.isfinite(values) & (np.floor(values) == values)
+        beyond = whole & (np.abs(values) >= INT64_LIMIT)
     bad = ~null & ~whole
-    if null.any():
-        reasons[f"{col.name}:null"] = null
-    if bad.any():
-        reasons[f"{col.name}:not_integer"] = bad
+    for code, mask in ((NULL, null), (NOT_INTEGER, bad), (BEYOND_INT64, beyond)):
+        if mask.any():
+            reasons[f"{col.name}:{code}"] = mask
     ints = np.zeros(len(s), dtype=np.int64)
-    ok = ~null & ~bad
+    ok = ~null & ~bad & ~beyond
     ints[ok] = s[ok].to_numpy(dtype="float64" if s.dtype.kind == "f" else "int64").astype(np.int64)
     notes.append({"column": col.name, "action": f"{s.dtype}_to_int64", "rows": int(ok.sum())})
     return pd.Series(ints, index=s.index)
+
+
+def _numbers_from_cells(
+    cells: pd.Series, col: Column, reasons: dict[str, np.ndarray], notes: list[dict[str, Any]]
+) -> pd.Series:
+    """A number column's cells (``number_cells``: numbers, nulls and the text that is none) -> float64, or int64
+    for an integer column; each cell that is no value of the column is its row's reason (``number_problem``,
+    ``not_integer``, ``beyond_int64``) with a stand-in (NaN, 0), so one bad cell costs only its row."""
+    integer = str(col.raw_dtype) == "int64"
+    n = len(cells)
+    out = np.zeros(n, dtype=np.int64) if integer else np.full(n, np.nan)
+    found: dict[str, np.ndarray] = {}
+
+    def mark(code: str, i: int) -> None:
+        found.setdefault(f"{col.name}:{code}", np.zeros(n, dtype=bool))[i] = True
+
+    for i, v in enumerate(cells.tolist()):
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+            if integer:
+                mark(NULL, i)
+        elif isinstance(v, str):
+            mark(number_problem(v, integer), i)
+        elif not isinstance(v, int | float | np.number) or isinstance(v, bool | np.bool_):
+            mark(NOT_A_NUMBER, i)
+        elif not integer:
+            try:
+                out[i] = float(v)
+            except OverflowError:  # an int beyond float64
+                mark(BEYOND_FLOAT64, i)
+        elif isinstance(v, int | np.integer):
+            if INT64_MIN <= int(v) <= INT64_MAX:
+                out[i] = int(v)
+            else:
+                mark(BEYOND_INT64, i)
+        elif not math.isfinite(x := float(v)) or not x.is_integer():
+            mark(NOT_INTEGER, i)
+        elif abs(x) >= INT64_LIMIT:
+            mark(BEYOND_INT64, i)
+        else:
+            out[i] = int(x)
+    reasons.update(found)
+    refused = np.zeros(n, dtype=bool)
+    for mask in found.values():
+        refused |= mask
+    converted = int((~refused & cells.notna().to_numpy(dtype=bool)).sum())
+    notes.append({"column": col.name, "action": f"text_to_{'int64' if integer else 'float64'}", "rows": converted})
+    return pd.Series(out, index=cells.index)
 
 
 NS_MIN, NS_MAX = pd.Timestamp.min, pd.Timestamp.max  # what int64 nanoseconds since the epoch can hold
@@ -236,7 +437,7 @@ def _outside_ns_range(s: pd.Series, col: Column, reasons: dict[str, np.ndarray])
 
 
 def _parse_text_timestamps(s: pd.Series, col: Column, reasons: dict[str, np.ndarray]) -> tuple[np.ndarray, set[str]]:
-    """ISO-8601 text -> UTC ``datetime64[ns]`` with the request path's parser (``features.wire.parse_instant``);
+    """RFC 3339 text -> UTC ``datetime64[ns]`` with the request path's parser (``features.wire.parse_instant``);
     each refused value's reason goes into ``reasons``; returns the values and the offsets seen."""
     n = len(s)
     out = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
@@ -246,8 +447,8 @@ def _parse_text_timestamps(s: pd.Series, col: Column, reasons: dict[str, np.ndar
         if v is None or v is pd.NA or (isinstance(v, float) and v != v):
             continue
         text = str(v)
-        if not text.strip():
-            continue  # an empty string is a null, as on the request path (the wire has no other null for text)
+        if not text:  # an empty string is a null, as on the request path (the wire has no other null for text);
+            continue  # white space alone is text, unparseable there and here
         ns, problem = parse_instant(text, assume_utc)
         if problem is not None:
             reasons.setdefault(f"{col.name}:{problem}", np.zeros(n, dtype=bool))[i] = True
@@ -303,7 +504,7 @@ def _dtype_problem(col: Column, values: pd.Series | None, failures: list[Any]) -
     whole_column = len(failures) == 1 and isinstance(failures[0], str) and _is_dtype_name(failures[0])
     received = failures[0] if whole_column else None
     offending: list[Any] = []
-    if values is not None and values.dtype == object:
+    if values is not None and (values.dtype == object or isinstance(values.dtype, pd.StringDtype)):
         wanted = str if col.kind in TEXT_KINDS else (int, float)
         offending = [v for v in values.dropna().tolist() if not isinstance(v, wanted) or isinstance(v, bool)]
     elif not whole_column:
@@ -311,38 +512,47 @@ def _dtype_problem(col: Column, values: pd.Series | None, failures: list[Any]) -
     problem = "dtype changed"
     if offending:
         received = f"{len(offending)} value(s) of another type, such as {_examples(offending)}"
-    if col.kind in ("numeric", "integer", "label") and offending and all(isinstance(v, str) for v in offending):
+    if col.kind in NUMBER_KINDS and offending and all(isinstance(v, str) for v in offending):
         problem = "numbers arrive as text"
-        not_numbers = [v for v in offending if not _is_number(v)]
-        received = f"{len(offending)} value(s) as text"
-        if not_numbers:
-            received += f", {len(not_numbers)} of them not a number, such as {_examples(not_numbers)}"
-        else:
-            received += f", such as {_examples(offending)}"
-        expected = (
-            f"{expected} numbers: write them without thousands separators, units or currency signs "
-            "(1234.50, not '1,234.50')"
-        )
+        received, expected = _numbers_as_text(offending, str(col.raw_dtype) == "int64", expected)
     elif col.kind in TEXT_KINDS:
         expected = f"{expected}: text values (write the column as strings upstream, e.g. '1042', not 1042)"
     elif col.kind == "timestamp":
-        expected = f"{expected}: timestamps, or ISO-8601 text with an offset ('2026-03-01T12:00:00+01:00')"
+        expected = f"{expected}: timestamps, or RFC 3339 text with an offset ('2026-03-01T12:00:00+01:00')"
     else:
         expected = f"{expected} (fix the upstream export, or change the column's kind in the spec and retrain)"
     return {"column": col.name, "problem": problem, "received": received, "expected": expected}
 
 
+# what each kind of number text is, and how to write it instead (``number_problem``'s codes)
+_TEXT_NUMBERS = {
+    NOT_A_NUMBER: ("not a number", "without thousands separators, units or currency signs (1234.50, not '1,234.50')"),
+    NON_ASCII_DIGITS: ("in digits other than ASCII 0-9", "in ASCII digits (123, not '１２３' or '١٢٣')"),
+    BEYOND_FLOAT64: ("beyond float64's range (|x| < 1.8e308)", "within float64's range, or null where unknown"),
+    BEYOND_INT64: ("outside int64's range (-2**63 to 2**63-1)", "within int64's range"),
+}
+
+
+def _numbers_as_text(texts: list[str], integer: bool, dtype: str) -> tuple[str, str]:
+    """(received, expected) for a number column whose values are text: each kind of text that is no number
+    named with a few of its values (``number_problem``), and what to write instead."""
+    kinds: dict[str, list[str]] = {}
+    for text in texts:
+        if _number_of(text, integer) is None:
+            kinds.setdefault(number_problem(text, integer), []).append(text)
+    received = f"{len(texts)} value(s) as text"
+    if not kinds:
+        received += f", such as {_examples(texts)}"
+    for code, (what, _) in _TEXT_NUMBERS.items():
+        if code in kinds:
+            received += f"; {len(kinds[code])} of them {what}, such as {_examples(kinds[code])}"
+    how = [fix for code, (_, fix) in _TEXT_NUMBERS.items() if code in kinds or code == NOT_A_NUMBER]
+    return received, f"{dtype} numbers: write them as numbers, " + ", ".join(how)
+
+
 def _examples(values: list[Any]) -> str:
     distinct = list(dict.fromkeys(map(_hashable, values[:50])))[:3]
     return ", ".join(_shorten(f"{v!r}", 40) + f" ({type(v).__name__})" for v in distinct)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _hashable(v: Any) -> Any:
@@ -360,7 +570,7 @@ def _shorten(text: str, limit: int = 160) -> str:
 def _is_dtype_name(text: str) -> bool:
     try:
         pd.api.types.pandas_dtype(text)
-    except TypeError:
+    except (TypeError, ValueError):  # numpy reads some text as a type spec ('2026-01-05', '0x1p-3') and fails
         return False
     return True
 
@@ -400,14 +610,37 @@ def validate_with(
     if normalized.originals and bad.any():
         refused = refused.copy()
         for name, values in normalized.originals.items():
-            refused[name] = values[bad].to_numpy()
+            refused[name] = as_arrived(values[bad]).array  # its own dtype (nullable integers stay exact)
     return ValidationResult(
         valid=frame[~bad].reset_index(drop=True),
         quarantine=_quarantine(refused, reasons),
         rows_in=n,
         reason_counts=counts,
         normalizations=notes,
+        originals=normalized.originals,
     )
+
+
+def escape_undecodable(text: str) -> str:
+    """Text read with ``surrogateescape`` (bytes that are not UTF-8 as lone surrogates, which no Parquet or JSON
+    file can hold) -> the same text backslash-escaped, losslessly: each backslash doubled, each byte that is not
+    UTF-8 as ``\\xHH`` (its hex value), everything else as it was. Text without such bytes is returned as it is.
+    The quarantine holds a value escaped this way exactly where its row's reasons include
+    ``<column>:invalid_utf8``."""
+    if not any(0xDC80 <= ord(c) <= 0xDCFF for c in text):
+        return text
+    raw = text.replace("\\", "\\\\").encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def as_arrived(values: pd.Series) -> pd.Series:
+    """A column as it arrived, in a form a Parquet file holds: text stays text (bytes that are not UTF-8
+    backslash-escaped, ``escape_undecodable``); a column of numbers and text (numbers as text, one cell not a
+    number) becomes text, each number as Python writes it; timestamps and numbers stay what they were."""
+    if values.dtype != object and not isinstance(values.dtype, pd.StringDtype):
+        return values
+    texts = [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v) for v in values]
+    return pd.Series([None if t is None else escape_undecodable(t) for t in texts], index=values.index, dtype="string")
 
 
 def _quarantine(rows: pd.DataFrame, reasons: Mapping[int, list[str]]) -> pd.DataFrame:

@@ -6,7 +6,7 @@ One module for every direction, so that no stage spells an encoding of its own:
 - wire tensors -> JSON lists and back (``to_json_columns`` / ``from_json_columns``: the monitor's samples);
 - wire values -> canonical values (``decode_text``, ``parse_instant``): what the compiled contract reads.
 
-Wire types per column kind: BYTES (UTF-8) for id, categorical, text and timestamps (ISO-8601 with its offset, so
+Wire types per column kind: BYTES (UTF-8) for id, categorical, text and timestamps (RFC 3339 with its offset, so
 that the timezone policy runs server-side), FP64 for numeric, INT64 for integer. An empty BYTES element and a NaN
 are nulls. Values that are not valid UTF-8 travel as their raw bytes (``surrogateescape`` in JSON) and are reported
 as ``<column>:invalid_utf8`` by the contract, never dropped.
@@ -99,36 +99,66 @@ def decode_text(values: Any) -> tuple[np.ndarray, np.ndarray | None]:
     return out, bad
 
 
+# The timestamp grammar of every path: RFC 3339's ``date-time`` (section 5.6), a profile of ISO 8601, read exactly:
+#   full-date ("T" / "t" / " ") hh ":" mm ":" ss ["." 1*9 digits] ["Z" / "z" / ("+" / "-") hh ":" mm]
+# ASCII digits only; a fraction of up to 9 digits (nanoseconds, what the canonical form holds: never truncated);
+# white space around the value is ignored. Without an offset a value is naive (the column's timezone policy
+# decides), and so is a ``full-date`` alone (midnight). Anything else ISO 8601 or ``datetime.fromisoformat`` would
+# read (basic format ``20260105T100000Z``, week dates, a comma fraction, minutes without seconds, ``+0000`` or
+# ``+00`` offsets, any other separator) is ``unparseable``.
+_RFC3339 = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})"
+    r"(?:(?P<sep>[Tt ])(?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.(?P<fraction>[0-9]{1,9}))?"
+    r"(?P<offset>[Zz]|[+-][0-9]{2}:[0-9]{2})?)?",
+    re.ASCII,
+)
+# the common case, checked over a whole column at once: an offset and at most microseconds, which
+# ``datetime.fromisoformat`` reads exactly (after upper-casing ``t`` and ``z``)
+_RFC3339_US = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})",
+    re.ASCII,
+)
+TIMESTAMP_GRAMMAR = (
+    "RFC 3339 text: 'YYYY-MM-DDThh:mm:ss[.fraction of up to 9 digits]' and an offset ('Z' or '+hh:mm'; 't', 'z' "
+    "and a space for 'T' accepted), e.g. '2026-03-01T12:00:00+01:00'"
+)
+
+
 def parse_instant(text: str, assume_utc: bool) -> tuple[int | None, str | None]:
-    """ISO-8601 text -> ``(nanoseconds since the epoch in UTC, None)`` or ``(None, reason)``.
+    """RFC 3339 text (the grammar above, ``_RFC3339``) -> ``(nanoseconds since the epoch in UTC, None)`` or
+    ``(None, reason)``.
 
     A value with an offset is converted to UTC; a naive value is taken as UTC when ``assume_utc``, else refused
     (``naive_timestamp``). An epoch number is refused (``epoch_number``: its unit and zone would be guesses), and
-    so is a date outside what nanosecond timestamps hold (``unparseable``)."""
+    so are text outside the grammar and a date outside what nanosecond timestamps hold (``unparseable``). The
+    calendar (months, days, leap years, hours 0-23, offsets below 24 hours) is ``datetime``'s."""
     value = text.strip()
-    if value[4:5] != "-" and _EPOCH_TEXT.fullmatch(value):  # ISO-8601's extended form has '-' at 4
-        return None, EPOCH_NUMBER  # refused before parsing: some such numbers are also ISO basic-format dates
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
+    m = _RFC3339.fullmatch(value)
+    if m is None:
         return None, EPOCH_NUMBER if _EPOCH_TEXT.fullmatch(value) else UNPARSEABLE
-    if dt.tzinfo is None:
-        if not assume_utc:
-            return None, NAIVE
-        dt = dt.replace(tzinfo=UTC)
+    offset = m["offset"]
+    if offset is None and not assume_utc:
+        return None, NAIVE
+    base = f"{m['date']}T{m['time'] or '00:00:00'}"
+    try:
+        dt = datetime.fromisoformat(base + ("+00:00" if offset is None or offset in "Zz" else offset))
+    except ValueError:
+        return None, UNPARSEABLE
     us = (dt - _EPOCH) // _MICROSECOND
     if not _US_MIN <= us < _US_MAX:
         return None, UNPARSEABLE
-    return us * 1000, None
+    fraction = m["fraction"]
+    return us * 1000 + (int(fraction.ljust(9, "0")) if fraction else 0), None
 
 
 def offset_of(text: str) -> str | None:
-    """The UTC offset an ISO-8601 text carries (``+0100``), None when it has none: for normalization notes."""
-    try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError:
+    """The UTC offset an RFC 3339 text carries (``+0100``; ``Z`` is ``+0000``), None when it has none or is no
+    such text: for normalization notes."""
+    m = _RFC3339.fullmatch(text.strip())
+    if m is None or m["offset"] is None:
         return None
-    return None if dt.tzinfo is None else (dt.strftime("%z") or "+0000")
+    offset = m["offset"]
+    return "+0000" if offset in "Zz" else offset.replace(":", "")
 
 
 # ------------------------------------------------------------------------------------------ rows -> wire
@@ -161,17 +191,21 @@ def _number(col: Column, row: int, value: Any) -> float:
 
 
 def _integer(col: Column, row: int, value: Any, refused: dict[int, str] | None = None) -> int:
-    """One INT64 wire value. A null or a value that is no int64 (a fraction, text, beyond 64 bits) is refused,
-    or, with ``refused``, recorded there as the row's reason (``<column>:null``, ``<column>:not_integer``: what
-    validation reports for it) and sent as a stand-in 0."""
+    """One INT64 wire value. A null or a value that is no int64 (a fraction, text, a whole number beyond int64)
+    is refused, or, with ``refused``, recorded there as the row's reason (``<column>:null``,
+    ``<column>:not_integer``, ``<column>:beyond_int64``: what validation reports for it) and sent as a stand-in
+    0."""
     integral = isinstance(value, int | np.integer) and not isinstance(value, bool)
     if not integral and isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
         integral, value = True, int(value)
     if not integral or not INT64_MIN <= int(value) <= INT64_MAX:
+        beyond = ", received a whole number outside it" if integral else ""
         if refused is None:
-            raise _refuse(col, row, value, "an integer within int64's range, not null: the INT64 wire has no null")
+            raise _refuse(
+                col, row, value, f"an integer within int64's range{beyond}, not null: the INT64 wire has no null"
+            )
         null = value is None or value is pd.NA or (isinstance(value, float | np.floating) and np.isnan(value))
-        refused.setdefault(row, f"{col.name}:{'null' if null else 'not_integer'}")
+        refused.setdefault(row, f"{col.name}:{'null' if null else 'beyond_int64' if integral else 'not_integer'}")
         return 0
     return int(value)
 
@@ -308,18 +342,19 @@ _DELTA = attrgetter("days", "seconds", "microseconds")
 
 
 def parse_instants(values: Any, assume_utc: bool) -> tuple[np.ndarray, list[str | None] | None]:
-    """A BYTES tensor of ISO-8601 text -> (int64 ns in UTC with NaT for null or refused, reason code per element
+    """A BYTES tensor of RFC 3339 text -> (int64 ns in UTC with NaT for null or refused, reason code per element
     or None when none was refused); the same result as ``parse_instant`` on each value. The common case (every
-    value valid, with an offset) runs ``datetime.fromisoformat`` and the subtraction of the epoch as C loops
-    (``map``), in integers throughout, so no precision is lost. Anything else is parsed value by value."""
+    value in the grammar with an offset and at most microseconds, ``_RFC3339_US``) runs the grammar's regex,
+    ``datetime.fromisoformat`` and the subtraction of the epoch as C loops (``map``), in integers throughout, so no
+    precision is lost. Anything else is parsed value by value."""
     n = len(values)
     out = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
     texts, invalid = decode_column(values)
     present = typing.cast(list[str], texts)  # checked just below: no None in it
-    if invalid is None and None not in texts and not any(map(str.isdigit, present)):
-        try:
-            parsed = list(map(datetime.fromisoformat, present))
-        except ValueError:
+    if invalid is None and None not in texts and all(map(_RFC3339_US.fullmatch, present)):
+        try:  # the grammar holds, so upper-casing touches only 't' and 'z'
+            parsed = list(map(datetime.fromisoformat, map(str.upper, present)))
+        except ValueError:  # a day or hour the calendar has not: value by value, for the reason
             parsed = None
         if parsed is not None and None not in map(_TZINFO, parsed):
             parts = np.array(list(map(_DELTA, map(operator.sub, parsed, repeat(_EPOCH, n)))), dtype=np.int64)

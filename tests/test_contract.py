@@ -54,6 +54,8 @@ def _pipeline_modules() -> list[ModuleType]:
 
 # ------------------------------------------------------------------------------------------ value strategies
 _TEXT_EDGES = ["", " ", "\t", "ok", "Café", "CafÃ©", "a\x00b", "a\ufffdb", "#", "12345", "AB-12", "x" * 60, "Ünïcödé"]
+# look-alikes (issue 30): padding, a run of spaces, a no-break and a thin space, full-width digits, a ligature
+_TEXT_EDGES += ["ok ", " ok", "o  k", "o\u00a0k", "o\u2009k", "１２", "ﬁle", "e\u0301"]
 
 
 def _values(column: Column, samples: list[Any]) -> st.SearchStrategy[Any]:
@@ -340,7 +342,8 @@ def check_pandera_and_evaluator_agree(module: ModuleType, tmp_path: Path) -> Non
 
 
 def check_timestamp_parsers_agree(module: ModuleType, tmp_path: Path) -> None:
-    """The array parser of ISO-8601 equals ``parse_instant`` value by value, for each timestamp column's policy."""
+    """The array parser of RFC 3339 text equals ``parse_instant`` value by value, for each timestamp column's
+    policy."""
     spec: PipelineSpec = module.SPEC
     policies = {c.timezone_policy == "assume_utc" for c in spec.columns if c.kind == "timestamp"} or {False}
     when = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30))
@@ -356,6 +359,9 @@ def check_timestamp_parsers_agree(module: ModuleType, tmp_path: Path) -> None:
     texts = st.one_of(
         st.builds(iso, when, offset, st.sampled_from("T "), st.booleans()),
         st.sampled_from([b"", b"1767225600", b"\xff", b"2026-02-29T00:00:00+00:00", b" 2026-01-01T00:00:00Z"]),
+        # lower-case RFC 3339, nanoseconds, and ISO 8601 forms outside RFC 3339 (refused the same way on each path)
+        st.sampled_from([b"2026-01-05t10:00:00z", b"2026-01-05T10:00:00.123456789+02:00", b"20260105T100000Z"]),
+        st.sampled_from([b"2026-01-05T10:00+0000", b"2026-01-05X10:00:00Z", b"2026-W01-1T10:00:00Z"]),
         st.text(max_size=30).map(str.encode),
     )
 

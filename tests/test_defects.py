@@ -212,18 +212,28 @@ def test_a_directory_says_what_it_did_not_read(tmp_path: Path) -> None:
 
 
 def test_numbers_with_thousands_separators_are_a_dtype_break_that_says_how_to_fix(tmp_path: Path) -> None:
+    """A number column that is text (a Parquet string column) breaks the file, naming the culprit; in a CSV file
+    (no types) one such cell is its row's defect, kept as it arrived (issue 30)."""
     frame = _valid(30)
-    frame["amount"] = frame["amount"].astype(object)
+    frame["amount"] = frame["amount"].astype(str)
     frame.loc[3, "amount"] = "1,234.50"
-    path = tmp_path / "upstream.csv"
-    frame.to_csv(path, index=False)
+    path = _write(tmp_path / "upstream.parquet", frame)
     done = _cli("validate", "--pipeline", "fraud", str(path))
     assert done.returncode == 1 and "Traceback" not in done.stderr and "TypeError" not in done.stderr
     assert (
-        "column 'amount': numbers arrive as text (received 30 value(s) as text, 1 of them not a number, such as "
+        "column 'amount': numbers arrive as text (received 30 value(s) as text; 1 of them not a number, such as "
         "'1,234.50' (str), expected float64 numbers" in done.stderr
     )
     assert "without thousands separators" in done.stderr
+    frame = _valid(30)
+    frame["amount"] = frame["amount"].astype(object)
+    frame.loc[3, "amount"] = "1,234.50"
+    frame.to_csv(tmp_path / "upstream.csv", index=False)
+    done = _cli("validate", "--pipeline", "fraud", "--quarantine", str(tmp_path / "q"), str(tmp_path / "upstream.csv"))
+    assert done.returncode == 0, done.stderr  # 1 of 30 rows (3 %): below the default 5 % threshold
+    assert "amount:not_a_number: 1" in done.stdout
+    (quarantined,) = (tmp_path / "q").iterdir()
+    assert pd.read_parquet(quarantined)["amount"].tolist() == ["1,234.50"]
 
 
 def test_an_empty_timestamp_is_a_null_in_files_and_on_the_request_path(tmp_path: Path) -> None:
