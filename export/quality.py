@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -318,7 +319,7 @@ def release_sets(repository: Path, pipeline: str, version: int, spec: PipelineSp
 
 
 def champion_sets(
-    repository: Path, pipeline: str, version: int | None, current: ReleaseModel | None, skip: set[str] = frozenset()
+    repository: Path, pipeline: str, version: int | None, current: ReleaseModel | None, skip: Collection[str] = ()
 ) -> dict[str, pd.DataFrame]:
     """The labelled sets the current release ``version`` carries, read through its own spec and named ``release N
     <set>``, except those whose sha256 is in ``skip`` (the candidate's copy of the same file). A current release
