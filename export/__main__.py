@@ -10,6 +10,7 @@ from pathlib import Path
 from inferline.command import Parser, existing_dir, existing_file, new_dir, new_file, positive_float, positive_int, run
 from inferline.export.parity import ATOL, RTOL, ParityGateFailed
 from inferline.export.publish import model_candidate, publish, set_current
+from inferline.export.quality import QualityGateRefused
 from inferline.export.registry import Registry, RegistryError, choose_published
 from inferline.features.dataset import expand_paths
 from inferline.features.errors import UserError
@@ -88,6 +89,9 @@ def _publish(args: argparse.Namespace) -> int:
         print(f"export FAILED: {exc}", file=sys.stderr)
         print(json.dumps(exc.report.as_dict(), indent=2), file=sys.stderr)
         return 1
+    except QualityGateRefused as exc:
+        _quality_alert(Path(args.alerts), exc, source)
+        raise  # one line, exit 1 (UserError)
     if result.quality is not None:
         print(result.quality.summary(), file=sys.stderr)
     promoted = result.promoted
@@ -150,6 +154,21 @@ def _speed_gate(repository: Path, pipeline: str, version: int, args: argparse.Na
     print(f"speed gate passed: {report.summary()}", file=sys.stderr)
 
 
+def _quality_alert(alerts: Path, exc: QualityGateRefused, source: str) -> None:
+    """A refused quality gate is alerted like a refused parity gate: the figures of both releases, per set."""
+    report = exc.report
+    Alerter.from_env(alerts).emit(
+        Alert(
+            source="export",
+            reason="quality_gate_refused",
+            severity="warning",
+            message=f"the quality gate refused {source}: {report.figures()}; release {report.current_version} "
+            "stays current",
+            details={"run": source, **report.as_dict()},
+        )
+    )
+
+
 def _move(args: argparse.Namespace) -> int:
     pipeline = choose_published(Path(args.repository), args.pipeline)
     quality = None
@@ -159,9 +178,13 @@ def _move(args: argparse.Namespace) -> int:
         known = Registry(Path(args.repository), pipeline).versions()
         if args.version not in known:
             raise RegistryError(f"release {pipeline}:{args.version} does not exist; published: {known}")
-        quality = promotion_report(
-            Path(args.repository), pipeline, args.version, args.quality_tolerance, args.accept_worse
-        )
+        try:
+            quality = promotion_report(
+                Path(args.repository), pipeline, args.version, args.quality_tolerance, args.accept_worse
+            )
+        except QualityGateRefused as exc:
+            _quality_alert(Path(args.alerts), exc, f"release {pipeline}:{args.version}")
+            raise
         print(quality.summary(), file=sys.stderr)
     if getattr(args, "gate_throughput", None) is not None:
         _speed_gate(Path(args.repository), pipeline, args.version, args)
@@ -313,6 +336,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         s = sub.add_parser(name, parents=[common, pipeline], help=helptext)
         if name == "promote":
             s.add_argument("version", type=positive_int, help="the published release to make current")
+            s.add_argument("--alerts", type=new_file, default=".inferline/alerts.jsonl", help="JSON-lines alert log")
             _gate_flags(s)
         s.add_argument("--reason", default="manual", help="why, for the audit history")
         s.set_defaults(func=_move)

@@ -442,19 +442,46 @@ def _read_csv(path: Path, spec: PipelineSpec | None = None) -> tuple[pd.DataFram
     integers = [n for n, c in columns.items() if c.kind in NUMBER_KINDS and str(c.raw_dtype) == "int64"]
     if nul:  # the python engine keeps a NUL; its csv module would refuse cells over 128 KiB (a length rule's job)
         csv.field_size_limit(2**31 - 1)
-    try:
-        frame = pd.read_csv(
+
+    def read(as_text: list[str], usecols: list[str] | None = None) -> pd.DataFrame:
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        return pd.read_csv(
             source,
             encoding="utf-8",
             encoding_errors="surrogateescape",
             engine="python" if nul else "c",
-            dtype=dict.fromkeys([*text, *integers], str),
+            dtype=dict.fromkeys(as_text, str),
             keep_default_na=False,
             # the float the text names, as Python's float() reads it (the C engine's default is off by an ulp at
             # times); the python engine reads floats that way already
             float_precision=None if nul else "round_trip",
             na_values={n: ([""] if n in text else list(NA_TEXT)) for n in columns},
+            usecols=usecols,
         )
+
+    try:
+        frame = read([*text, *integers])
+        # a number beyond float64 ('1e309') reads as inf: such a column's cells are read again as text, and each
+        # infinite one whose text names no infinity keeps its text (validation: beyond_float64, the value named)
+        beyond = [
+            n
+            for n, c in columns.items()
+            if c.kind in NUMBER_KINDS
+            and n not in integers
+            and n in frame.columns
+            and frame[n].dtype == np.float64
+            and np.isinf(frame[n].to_numpy()).any()
+        ]
+        if beyond:
+            cells = read(beyond, usecols=beyond)
+            for name in beyond:
+                named = cells[name].str.strip().str.lstrip("+-").str.lower().isin(("inf", "infinity"))
+                overflow = np.isinf(frame[name].to_numpy()) & ~named.to_numpy(dtype=bool, na_value=False)
+                if overflow.any():
+                    values = frame[name].astype(object)
+                    values[overflow] = cells[name][overflow]
+                    frame[name] = values
     finally:
         csv.field_size_limit(limit)
     for name in frame.columns:

@@ -71,14 +71,32 @@ def first_release(runs: Runs, repository: Path) -> None:
 def test_a_shuffled_label_candidate_is_refused_with_both_metrics(runs: Runs, tmp_path: Path) -> None:
     repository = tmp_path / "repo"
     first_release(runs, repository)
-    refused = cli("publish", "--run", str(runs.shuffled.run_dir), "--repository", str(repository), "--no-load-check")
+    alerts = tmp_path / "alerts.jsonl"
+    refused = cli(
+        "publish",
+        "--run",
+        str(runs.shuffled.run_dir),
+        "--repository",
+        str(repository),
+        "--no-load-check",
+        "--alerts",
+        str(alerts),
+    )
     assert refused.returncode == 1, refused.stderr
-    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    # one line of error; the alert's own log line beside it (as for a refused parity gate), nothing else
+    lines = refused.stderr.strip().splitlines()
+    assert "Traceback" not in refused.stderr and len(lines) == 2, refused.stderr
+    assert lines[0].startswith("[export] quality_gate_refused:") and lines[1].startswith(
+        "inferline export publish: error:"
+    )
     assert "quality gate refused release 2: worse than release 1" in refused.stderr
     found = FIGURES.search(refused.stderr)
     assert found is not None, refused.stderr
     candidate, current = float(found.group(2)), float(found.group(4))
     assert candidate < 0.6 and current > 0.65 and current - candidate > 0.01, refused.stderr
+    alert = json.loads(alerts.read_text().splitlines()[-1])  # alerted like a refused parity gate, with the figures
+    assert alert["reason"] == "quality_gate_refused" and alert["details"]["status"] == "worse", alert
+    assert alert["details"]["sets"]["golden"]["candidate"] == pytest.approx(candidate, abs=1e-4), alert
     registry = Registry(repository, "loans").read()
     assert registry["current"] == 1 and list(registry["releases"]) == ["1"]  # nothing published
     assert not (repository / model_names("loans")["model"] / "2").exists()
@@ -146,10 +164,12 @@ def test_promote_runs_the_same_comparison(runs: Runs, tmp_path: Path) -> None:
     assert (
         parked.quality is not None and parked.quality.status == "worse" and Registry(repository, "loans").current == 1
     )
-    refused = cli("promote", "2", "--repository", str(repository))
+    refused = cli("promote", "2", "--repository", str(repository), "--alerts", str(tmp_path / "alerts.jsonl"))
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert FIGURES.search(refused.stderr) is not None and "Release 1 stays current" in refused.stderr, refused.stderr
     assert Registry(repository, "loans").current == 1
+    alert = json.loads((tmp_path / "alerts.jsonl").read_text().splitlines()[-1])
+    assert alert["reason"] == "quality_gate_refused" and alert["details"]["current_version"] == 1, alert
 
     accepted = cli("promote", "2", "--repository", str(repository), "--accept-worse", "rollback drill")
     assert accepted.returncode == 0, accepted.stderr

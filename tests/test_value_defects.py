@@ -341,3 +341,21 @@ def test_csv_numbers_are_the_numbers_their_text_names(tmp_path: Path) -> None:
         assert by_id.loc[frame.loc[2, "transaction_id"], "customer_age_days"] == 2**53 + 1, name
         assert by_id.loc[frame.loc[3, "transaction_id"], "amount"] == float("3.9255401550942994e-78"), name
         assert report.files[0]["reasons"]["customer_age_days:null"] == 1
+
+
+@pytest.mark.parametrize("text", ["1e309", "-1e309", "+1e400"])
+def test_a_csv_number_beyond_float64_is_named_so_even_when_the_rest_of_its_column_reads_as_numbers(
+    tmp_path: Path, text: str
+) -> None:
+    # the only odd cell of its column: pandas reads '-1e309' as -inf (was negative;not_finite, the text lost)
+    from inferline.features.dataset import load_validated, quarantine_name
+
+    frame = fraud.generate(6, seed=1)
+    frame["amount"] = frame["amount"].astype(object)
+    frame.loc[2, "amount"] = text
+    path = tmp_path / "x.csv"
+    frame.to_csv(path, index=False)
+    valid, report = load_validated([path], fraud.SPEC, quarantine_dir=tmp_path / "q", max_invalid_share=1.0)
+    quarantine = pd.read_parquet(tmp_path / "q" / quarantine_name(path))
+    assert report.rows_in == 6 == len(valid) + len(quarantine) and len(quarantine) == 1
+    assert quarantine["amount"].tolist() == [text] and quarantine["_reasons"].tolist() == ["amount:beyond_float64"]
