@@ -155,6 +155,16 @@ def _in_process(case: Case, registry: Registry) -> tuple[np.ndarray, ...]:
     return tuple(t.numpy() for t in out)
 
 
+def _batch(world: World, model: str, frame: pd.DataFrame, name: str, **config: Any) -> tuple[Any, Path]:
+    """``frame`` written as ``<name>.parquet`` and scored by a batch job on the world's cluster into
+    ``<name>-out``: the job's report and that folder."""
+    inputs = world.root / f"{name}.parquet"
+    atomic_write_parquet(inputs, frame)
+    output = world.root / f"{name}-out"
+    config = {"repository": world.repository, "scheduler": world.cluster.address, "progress": False, **config}
+    return run_job(JobConfig(inputs=[str(inputs)], output=output, model=model, **config)), output
+
+
 def _served(world: World, case: Case, protocol: str, batch: int) -> Any:
     url = world.server.config.http_url if protocol == "http" else world.server.config.grpc_url
     with InferlineClient(url, protocol, pipeline=case.spec.name, spec=case.spec, max_batch_size=batch) as client:  # type: ignore[arg-type]
@@ -187,24 +197,11 @@ def test_served_and_batch_answer_as_pytorch(world: World, name: str) -> None:
             served = got
     assert served is not None
 
-    inputs = world.root / f"{name}-score.parquet"
-    atomic_write_parquet(inputs, case.rows.drop(columns=[case.spec.label]))
-    output = world.root / f"{name}-out"
-    report = run_job(
-        JobConfig(
-            inputs=[str(inputs)],
-            output=output,
-            model=name,
-            repository=world.repository,
-            scheduler=world.cluster.address,
-            progress=False,
-            partition_rows=16,
-        )
-    )
+    report, output = _batch(world, name, case.rows.drop(columns=[case.spec.label]), f"{name}-score", partition_rows=16)
     assert report.rows_in == report.rows_predicted == len(case.rows) and report.rows_quarantined == 0
     batch = pd.read_parquet(output)
     key = case.spec.id_column.name if case.spec.id_column else "source_row"
-    assert set(batch["source_file"]) == {inputs.name}  # every pipeline's rows name their file and row
+    assert set(batch["source_file"]) == {f"{name}-score.parquet"}  # every pipeline's rows name their file and row
     assert sorted(batch["source_row"]) == list(range(len(case.rows)))
     batch = batch.sort_values(key).reset_index(drop=True)
     order = np.argsort(case.rows[key].to_numpy()) if key != "source_row" else np.arange(len(case.rows))
@@ -235,24 +232,12 @@ def test_a_bad_sample_gets_its_reason_served_and_is_quarantined_in_batch(world: 
     rows, expected = _bad_rows(name, case.rows)
     got = _served(world, Case(case.spec, case.reference, rows), "http", 7)
     assert got.status == expected
-    inputs = world.root / f"{name}-bad.parquet"
-    atomic_write_parquet(inputs, rows.drop(columns=[case.spec.label]))
-    report = run_job(
-        JobConfig(
-            inputs=[str(inputs)],
-            output=world.root / f"{name}-bad-out",
-            model=name,
-            repository=world.repository,
-            scheduler=world.cluster.address,
-            progress=False,
-            max_invalid_share=0.5,
-        )
-    )
+    report, _ = _batch(world, name, rows.drop(columns=[case.spec.label]), f"{name}-bad", max_invalid_share=0.5)
     assert report.rows_in == report.rows_predicted + report.rows_quarantined == 4 and report.rows_quarantined == 1
     quarantine = pd.read_parquet(world.root / f"{name}-bad-out" / "_quarantine")
     assert list(quarantine["_reasons"]) == [r for r in expected if r != "ok"]
     # with or without an id column, a quarantined row names its file and its row there
-    assert list(quarantine["source_file"]) == [inputs.name]
+    assert list(quarantine["source_file"]) == [f"{name}-bad.parquet"]
     assert list(quarantine["source_row"]) == [i for i, r in enumerate(expected) if r != "ok"]
 
 
@@ -421,19 +406,7 @@ def test_batch_scores_rows_of_different_lengths_in_groups_of_one_shape(world: Wo
     for i in range(0, 10, 2):  # every other row shortened to 12 tokens
         rows.at[i, "tokens"] = np.asarray(rows.at[i, "tokens"])[:12]
         rows.at[i, "mask"] = np.asarray(rows.at[i, "mask"])[:12]
-    inputs = world.root / "lengths.parquet"
-    atomic_write_parquet(inputs, rows.drop(columns=["label"]))
-    output = world.root / "lengths-out"
-    report = run_job(
-        JobConfig(
-            inputs=[str(inputs)],
-            output=output,
-            model="byom_text",
-            repository=world.repository,
-            scheduler=world.cluster.address,
-            progress=False,
-        )
-    )
+    report, output = _batch(world, "byom_text", rows.drop(columns=["label"]), "lengths")
     assert report.rows_predicted == 10
     batch = pd.read_parquet(output).set_index("doc_id").loc[rows["doc_id"]]
     registry = Registry(world.repository, "byom_text")
@@ -530,20 +503,7 @@ def test_an_empty_or_unscorable_row_costs_only_itself_served_and_in_batch(world:
     served = _served(world, Case(case.spec, case.reference, rows.drop(index=[3])), "http", 7)  # one call, one shape
     assert served.status == ["ok", "tokens:empty", "ok", "ok"]
 
-    inputs = world.root / "unscorable.parquet"
-    atomic_write_parquet(inputs, rows.drop(columns=["label"]))
-    output = world.root / "unscorable-out"
-    report = run_job(
-        JobConfig(
-            inputs=[str(inputs)],
-            output=output,
-            model="byom_text",
-            repository=world.repository,
-            scheduler=world.cluster.address,
-            progress=False,
-            max_invalid_share=0.5,
-        )
-    )
+    report, output = _batch(world, "byom_text", rows.drop(columns=["label"]), "unscorable", max_invalid_share=0.5)
     assert report.rows_in == 5 and report.rows_predicted == 3 and report.rows_quarantined == 2
     quarantine = pd.read_parquet(output / "_quarantine").set_index("doc_id")
     assert quarantine.loc[rows.at[1, "doc_id"], "_reasons"] == "mask:empty;tokens:empty"
