@@ -34,6 +34,7 @@ from inferline.export.publish import publish
 from inferline.export.registry import Registry
 from inferline.features.artifacts import atomic_write_parquet
 from inferline.features.contract import compile_contract
+from inferline.features.dataset import refusal_reason
 from inferline.features.pipelines import fraud
 from inferline.features.spec import read_spec
 from inferline.features.state import FeatureState
@@ -185,8 +186,11 @@ def test_scores_that_no_recalibration_fixes_are_refused_or_recorded_with_off() -
         net.bias.zero_()
     validation, holdout = _inputs(rng, 5_000), _inputs(rng, 5_000)
     inverted = (holdout[0], 1 - holdout[1])
-    with pytest.raises(PoorlyCalibrated, match=r"calibration error 0\.\d+ as trained, 0\.\d+ after vector scaling"):
+    with pytest.raises(
+        PoorlyCalibrated, match=r"calibration error 0\.\d+ as trained, 0\.\d+ after vector scaling"
+    ) as refused:
         calibrate(net.eval(), validation, inverted, "toy")
+    assert refusal_reason(refused.value) == "poorly_calibrated"  # what the refused run's alert says (was refused)
     fitted, record = calibrate(net.eval(), validation, inverted, "toy", mode="off")
     assert fitted is None and record["mode"] == "off" and record["error"] > record["tolerance"]
     # the same net on labels it is calibrated for: nothing to fix, nothing fitted

@@ -45,7 +45,10 @@ ERROR_FLOOR = 0.01  # calibration errors below this are never poor, whatever the
 
 
 class PoorlyCalibrated(UserError, ValueError):
-    """A classifier whose probabilities stay miscalibrated on the holdout after recalibration."""
+    """A classifier whose probabilities stay miscalibrated on the holdout after recalibration. ``reason``: what a
+    refused training run's alert says (``features.dataset.refusal_reason``)."""
+
+    reason = "poorly_calibrated"
 
 
 @torch.no_grad()
