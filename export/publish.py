@@ -570,7 +570,7 @@ def publish(
             parity = batch_invariance_gate(onnx_path, candidate.feeds, batch_sizes=(1, 7, mbs), atol=atol, rtol=rtol)
         if not parity.passed:
             raise ParityGateFailed(parity, spec.name)
-        quality_sets = _stage_labelled_sets(candidate, stage / names["model"])
+        quality_sets, labelled = _stage_labelled_sets(candidate, stage / names["model"])
 
         state.save(stage / names["preprocess"] / "feature_state.json")
         write_spec(spec, stage / names["preprocess"] / SPEC_FILE)  # the release carries its own contract
@@ -594,10 +594,7 @@ def publish(
                 theirs,
                 current,
                 {
-                    **{
-                        name: read_labelled(stage / names["model"] / e["file"], spec)
-                        for name, e in quality_sets.items()
-                    },
+                    **labelled,
                     **champion_sets(
                         repository,
                         spec.name,
@@ -745,11 +742,13 @@ def _undo_publish(moved: Sequence[Path], saved: Mapping[Path, bytes | None]) -> 
             log.error("could not restore %s after a failed publish: %s", path, exc)
 
 
-def _stage_labelled_sets(candidate: Candidate, folder: Path) -> dict[str, dict[str, Any]]:
+def _stage_labelled_sets(
+    candidate: Candidate, folder: Path
+) -> tuple[dict[str, dict[str, Any]], dict[str, pd.DataFrame]]:
     """Copy the candidate's labelled sets into its staged model folder: the holdout (``holdout.parquet``) and the
     golden set (``golden.parquet`` / ``golden.csv``: the candidate's, else the spec's ``golden_set``). Returns the
-    manifest's ``quality_sets``: ``{name: {file, sha256, rows}}``. A declared golden set that is missing or has no
-    label is refused (``UserError``)."""
+    manifest's ``quality_sets`` (``{name: {file, sha256, rows}}``) and the sets as read (for the quality gate). A
+    declared golden set that is missing or has no label is refused (``UserError``)."""
     golden = candidate.golden
     if golden is None and candidate.spec.golden_set:
         golden = Path(candidate.spec.golden_set).expanduser()
@@ -760,6 +759,7 @@ def _stage_labelled_sets(candidate: Candidate, folder: Path) -> dict[str, dict[s
                 "the spec (an absolute path, or relative to where you run inferline)"
             )
     out: dict[str, dict[str, Any]] = {}
+    frames: dict[str, pd.DataFrame] = {}
     for name, source in (("holdout", candidate.holdout), ("golden", golden)):
         if source is None:
             continue
@@ -768,9 +768,9 @@ def _stage_labelled_sets(candidate: Candidate, folder: Path) -> dict[str, dict[s
             raise UserError(f"the {name} set {source} is neither .parquet nor .csv; give a Parquet or CSV file")
         target = folder / f"{name}{suffix}"
         shutil.copyfile(source, target)
-        rows = len(read_labelled(target, candidate.spec))
-        out[name] = {"file": target.name, "sha256": sha256_file(target), "rows": rows}
-    return out
+        frames[name] = read_labelled(target, candidate.spec)
+        out[name] = {"file": target.name, "sha256": sha256_file(target), "rows": len(frames[name])}
+    return out, frames
 
 
 def _quality_headline(report: QualityReport) -> dict[str, Any]:

@@ -33,8 +33,9 @@ import logging
 import math
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,9 @@ import pandas as pd
 from inferline.features.errors import UserError
 from inferline.features.spec import PipelineSpec
 from inferline.features.state import FeatureState
+
+if TYPE_CHECKING:
+    from inferline.features.contract import Contract
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -71,6 +75,20 @@ class ReleaseModel:
     spec: PipelineSpec
     state: FeatureState
     onnx: Path
+
+    @cached_property
+    def contract(self) -> Contract:
+        """Compiled once per release, whatever the number of labelled sets it scores."""
+        from inferline.features.contract import compile_contract
+
+        return compile_contract(self.spec, self.state)
+
+    @cached_property
+    def session(self) -> Any:
+        """One onnxruntime session per release, loaded on first use."""
+        from inferline.export.runtime import onnx_session
+
+        return onnx_session(self.onnx)
 
 
 @dataclass
@@ -149,20 +167,14 @@ def read_labelled(path: Path, spec: PipelineSpec) -> pd.DataFrame:
 
 def _accepted(model: ReleaseModel, frame: pd.DataFrame) -> pd.DataFrame:
     """The rows of ``frame`` (with a ``_row`` number) that ``model``'s contract accepts, as it normalizes them."""
-    from inferline.features.contract import compile_contract
-
-    contract = compile_contract(model.spec, model.state)
+    contract = model.contract
     columns = ["_row", *[c.name for c in model.spec.columns if c.name in frame.columns]]
     return contract.validate(frame[columns], source=model.name, include_label=True, keep=("_row",)).valid
 
 
 def _outputs(model: ReleaseModel, rows: pd.DataFrame) -> dict[str, np.ndarray]:
     """The model's outputs (by name) for ``rows`` (valid, in the contract's raw dtypes), in row order."""
-    from inferline.export.runtime import onnx_session
-    from inferline.features.contract import compile_contract
-
-    contract = compile_contract(model.spec, model.state)
-    session = onnx_session(model.onnx)
+    contract, session = model.contract, model.session
     names = [o.name for o in session.get_outputs()]
     out: dict[str, np.ndarray] = {}
     for group in contract.shape_groups(rows):
@@ -298,16 +310,22 @@ def current_release(repository: Path, pipeline: str, version: int | None) -> tup
         return None, f"release {version} cannot be read ({exc})"
 
 
-def release_sets(repository: Path, pipeline: str, version: int, spec: PipelineSpec) -> dict[str, pd.DataFrame]:
+def release_sets(
+    repository: Path, pipeline: str, version: int, spec: PipelineSpec, skip: Collection[str] = ()
+) -> tuple[dict[str, pd.DataFrame], set[str]]:
     """The labelled sets release ``version`` carries (its manifest's ``quality_sets``, beside model.onnx), each
-    checked against the manifest's sha256; none for a release published before the quality gate."""
+    checked against the manifest's sha256, except those whose sha256 is in ``skip`` (not read); and every set's
+    sha256. None for a release published before the quality gate."""
     from inferline.export.config import model_names
     from inferline.export.registry import Registry, RegistryError
     from inferline.features.artifacts import sha256_file
 
     folder = Path(repository) / model_names(pipeline)["model"] / str(version)
+    entries = Registry(Path(repository), pipeline).manifest(version).get("quality_sets") or {}
     out = {}
-    for name, entry in (Registry(Path(repository), pipeline).manifest(version).get("quality_sets") or {}).items():
+    for name, entry in entries.items():
+        if entry["sha256"] in skip:
+            continue
         path = folder / entry["file"]
         if not path.is_file() or sha256_file(path) != entry["sha256"]:
             raise RegistryError(
@@ -315,7 +333,7 @@ def release_sets(repository: Path, pipeline: str, version: int, spec: PipelineSp
                 "repository was modified after publishing: republish the release"
             )
         out[name] = read_labelled(path, spec)
-    return out
+    return out, {entry["sha256"] for entry in entries.values()}
 
 
 def champion_sets(
@@ -325,19 +343,17 @@ def champion_sets(
     <set>``, except those whose sha256 is in ``skip`` (the candidate's copy of the same file). A current release
     whose sets cannot be read adds none (it must not block the release that replaces it)."""
     from inferline.export.config import model_names
-    from inferline.export.registry import Registry, RegistryError
+    from inferline.export.registry import RegistryError
 
     if version is None or current is None:
         return {}
     try:
-        entries = Registry(Path(repository), pipeline).manifest(version).get("quality_sets") or {}
-        keep = [name for name, entry in entries.items() if entry.get("sha256") not in skip]
-        sets = release_sets(repository, pipeline, version, current.spec) if keep else {}
+        sets, _ = release_sets(repository, pipeline, version, current.spec, skip)
     except (UserError, RegistryError, OSError, ValueError) as exc:
         folder = Path(repository) / model_names(pipeline)["model"] / str(version)
         log.warning("release %d's labelled sets in %s are not used: %s", version, folder, exc)
         return {}
-    return {f"release {version} {name}": sets[name] for name in keep}
+    return {f"release {version} {name}": frame for name, frame in sets.items()}
 
 
 def decide(report: QualityReport, accept_worse: str | None, enforce: bool, what: str) -> QualityReport:
@@ -367,11 +383,7 @@ def promotion_report(
     if current == version:
         return QualityReport("same_release", candidate=candidate.name, current=candidate.name)
     theirs, unreadable = current_release(repository, pipeline, current)
-    sets = release_sets(repository, pipeline, version, candidate.spec)
-    shas = {
-        e.get("sha256")
-        for e in (Registry(Path(repository), pipeline).manifest(version).get("quality_sets") or {}).values()
-    }
-    sets.update(champion_sets(repository, pipeline, current, theirs, {s for s in shas if s}))
+    sets, shas = release_sets(repository, pipeline, version, candidate.spec)
+    sets.update(champion_sets(repository, pipeline, current, theirs, shas))
     report = compare(candidate, theirs, current, sets, tolerance, unreadable)
     return decide(report, accept_worse, True, f"Release {current} stays current.")
