@@ -296,13 +296,14 @@ def _file_gate(
                 f"{file}: {bad} of {rows} rows ({bad / rows:.1%}) failed validation, above the allowed "
                 f"{max_invalid_share:.1%} per file (reasons {reasons}); this partition's {record['rows_in']} rows "
                 f"were withdrawn from the output{kept}. Fix the upstream file or raise --max-invalid-share, then "
-                "rerun: the other files' partitions are kept"
+                "rerun: the other files' partitions are kept",
+                reason="invalid_share_exceeded",
             )
             refused.append(
                 {
                     "partition": part.index,
                     "source": part.describe(),
-                    "reason": "invalid_share_exceeded",
+                    "reason": error.reason,
                     "error": f"{type(error).__name__}: {error}",
                 }
             )
@@ -398,11 +399,7 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
                             "partition": part.index,
                             "source": part.describe(),
                             "reason": (
-                                "unscorable_rows"  # rows the pipeline raised on alone, past the bound
-                                if isinstance(exc, PartitionRejected)
-                                else refusal_reason(exc)
-                                if isinstance(exc, UserError)
-                                else "error"
+                                refusal_reason(exc) if isinstance(exc, UserError | PartitionRejected) else "error"
                             ),
                             "error": f"{type(exc).__name__}: {exc}",
                         }

@@ -54,8 +54,14 @@ MODEL_CHUNK_ROWS = 65_536  # rows per onnxruntime call: bounds the activations' 
 
 
 class PartitionRejected(ValueError):
-    """A partition of a file whose share of invalid rows is over the limit: the gate is per file
-    (``batch.job``), so each partition of such a file is withdrawn from the output, its quarantine kept."""
+    """A partition refused: one of a file whose share of invalid rows is over the limit (the gate is per file,
+    ``batch.job``: each partition of such a file is withdrawn from the output, its quarantine kept), or one with
+    more valid rows the pipeline cannot score than the search for them allows. ``reason``: the failure's
+    machine-readable reason (``features.dataset.refusal_reason`` reads it)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -202,11 +208,7 @@ def score_frame(
         }
         return {name: empty.get(name, np.zeros(0, np.float32)) for name in names}
     inverse = np.argsort(np.concatenate(order), kind="stable")
-    result = {}
-    for name in names:
-        value = np.concatenate(out[name])[inverse]
-        result[name] = value.reshape(-1) if name in ("predicted_class", "prediction") else value
-    return result
+    return {name: np.concatenate(out[name])[inverse] for name in names}  # add() flattened the per-row outputs
 
 
 def prediction_frame(
@@ -273,7 +275,8 @@ def run_partition(task: Task) -> dict[str, Any]:
                 f"{len(unscored)} valid rows of {result.rows_in} could not be scored "
                 f"({dict(Counter(unscored.values()))}), above the allowed "
                 f"{task.max_unscored_share:.1%}; nothing of it was written. The workers' log holds "
-                "the first error: fix the function or the model, then rerun"
+                "the first error: fix the function or the model, then rerun",
+                reason="unscorable_rows",
             )
     out = prediction_frame(result.valid, spec, outputs, task.release)
 

@@ -292,10 +292,10 @@ def release_model(repository: Path, pipeline: str, version: int) -> ReleaseModel
     """Release ``version`` as it serves: its spec snapshot, fitted state and model.onnx, each checked against its
     manifest (``Registry.release_files``)."""
     from inferline.export.registry import Registry
-    from inferline.features.spec import load_pipeline, read_spec
+    from inferline.features.spec import spec_beside
 
     files = Registry(Path(repository), pipeline).release_files(version)
-    spec = read_spec(files["spec"]) if "spec" in files else load_pipeline(pipeline)  # pre-snapshot releases
+    spec = spec_beside(files["feature_state"], pipeline)  # pre-snapshot releases: the live module
     return ReleaseModel(f"release {version}", spec, FeatureState.load(files["feature_state"]), files["model"])
 
 

@@ -83,7 +83,6 @@ class TensorPlan:
         self.preprocess: Callable[[Any, Any], Any] | None = None
         self.preprocess_path = column.preprocess
         self._logged = False  # the user's preprocessing error is logged once per compiled column
-        self._error: BaseException | None = None  # the latest call's first preprocessing error
         if column.preprocess and load_preprocess:
             from inferline.features.imports import import_object
 
@@ -186,14 +185,19 @@ class TensorPlan:
         """Canonical values (dense) -> the model input: preprocessed, cast, rows in ``bad`` zeroed. Raises
         ``PreprocessFailed`` (naming the rows) when the preprocessing function raises on some rows; the request
         path, which must answer every row, calls ``model_input_rows`` instead."""
-        x, failed = self.model_input_rows(xp, values, bad)
+        x, failed, error = self._model_input(xp, values, bad)
         if failed.any():
-            raise PreprocessFailed(self, failed, self._error)
+            raise PreprocessFailed(self, failed, error)
         return x
 
     def model_input_rows(self, xp: Any, values: Any, bad: Any | None) -> tuple[Any, np.ndarray]:
         """``model_input`` that never raises for the preprocessing function: ``(input, failed)``, where
         ``failed`` (bool [n], on the host) marks the rows it raised on, found alone, whose input is zeros."""
+        x, failed, _ = self._model_input(xp, values, bad)
+        return x, failed
+
+    def _model_input(self, xp: Any, values: Any, bad: Any | None) -> tuple[Any, np.ndarray, BaseException | None]:
+        """``model_input_rows`` and the first error the preprocessing function raised (None when it did not)."""
         if isinstance(values, list):
             raise RaggedTensors(self.name, {a.shape for a in values if a is not None})
         x = xp.asarray(values)
@@ -201,14 +205,12 @@ class TensorPlan:
             x = x.copy()
             x[bad] = 0
         n = len(x)
-        self._error = None
         if self.preprocess is None:
-            return x.astype(self.model_dtype, copy=False), np.zeros(n, dtype=bool)
+            return x.astype(self.model_dtype, copy=False), np.zeros(n, dtype=bool), None
         fn = self.preprocess
         outputs, failed, errors = isolate_rows(lambda lo, hi: [fn(xp, x[lo:hi])], n)
         error = next(iter(errors.values()), None)
         if error is not None:
-            self._error = error
             if not self._logged:
                 self._logged = True
                 log.warning(
@@ -218,8 +220,8 @@ class TensorPlan:
                     type(error).__name__, error,
                 )  # fmt: skip
         if outputs is None:  # it raised on every row: zeros of the raw shape stand in, every row has its reason
-            return xp.zeros(x.shape, dtype=self.model_dtype), failed
-        return outputs[0].astype(self.model_dtype, copy=False), failed
+            return xp.zeros(x.shape, dtype=self.model_dtype), failed, error
+        return outputs[0].astype(self.model_dtype, copy=False), failed, error
 
     def neutral(self, n: int, like: tuple[int, ...]) -> np.ndarray:
         return np.zeros((n, *like), dtype=self.model_dtype)
