@@ -534,7 +534,12 @@ def surge_test(ref_counts: ArrayLike, cur_counts: ArrayLike, level: float) -> tu
     def log_pmf(k: npt.NDArray[np.float64], c: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         return _log_comb(c, k) + _log_comb(total - c, n_cur - k) - log_denominator
 
-    log_min_p = np.sort(log_pmf(np.minimum(combined, n_cur), combined))  # ascending: the most testable first
+    # a value's smallest p-value depends on its pooled count alone: computed once per distinct count (a continuous
+    # feature has thousands of values, nearly all with count 1), then repeated as often as it occurs
+    counts, multiplicity = np.unique(combined, return_counts=True)
+    lowest = log_pmf(np.minimum(counts, n_cur), counts)
+    order = np.argsort(lowest, kind="stable")
+    log_min_p = np.repeat(lowest[order], multiplicity[order])  # ascending: the most testable first
     ks = np.arange(1, log_min_p.size + 1)
     reachable = np.searchsorted(log_min_p, math.log(level) - np.log(ks), side="right")  # values that can reach level/k
     k = int(ks[np.argmax(reachable <= ks)]) if ks.size else 1
@@ -542,7 +547,10 @@ def surge_test(ref_counts: ArrayLike, cur_counts: ArrayLike, level: float) -> tu
     over = cur * (n_ref + n_cur) > (ref + cur) * n_cur  # above its expected count (exact, in integers)
     if not over.any():
         return 1.0, k, testable
-    x, c = cur[over].astype(np.float64), combined[over]
+    # the tail bound depends on (window count, pooled count) alone: once per distinct pair
+    span = n_ref + n_cur + 1  # a pooled count is at most n_ref + n_cur: (x, c) -> x * span + c is one-to-one
+    pairs = np.unique(cur[over] * span + (ref + cur)[over])
+    x, c = (pairs // span).astype(np.float64), (pairs % span).astype(np.float64)
     ratio = (c - x) * (n_cur - x) / ((x + 1.0) * (n_ref - (c - x) + 1.0))  # pmf(x + 1) / pmf(x)
     bounded = ratio < 1.0  # beyond the mode; else the bound says nothing and p = 1 (conservative)
     log_tail = log_pmf(x, c) - np.log1p(-np.where(bounded, ratio, 0.0))
@@ -673,17 +681,9 @@ def numeric_drift(
     d, p_ks = ks_2samp(sample, tested)
     # the values themselves as categories: KS cannot see a new value in 1 % of a constant feature (D = 0.01)
     ref_values, cur_values = _value_counts(sample, tested)
-    p_values = {"ks": p_ks}
-    value_statistic, p_cells, value_cells = _homogeneity(ref_values, cur_values)
-    if value_cells >= 2:
-        p_values["values"] = p_cells
-    if p_missing is not None:
-        p_values["missing"] = p_missing
-    p_surge, _, testable = surge_test(ref_values, cur_values, alpha / (len(p_values) + 1))
-    if testable:
-        p_values["surge"] = p_surge
+    p_values = {"ks": p_ks, **({"missing": p_missing} if p_missing is not None else {})}
+    value_statistic, p_cells, _, p_surge, p_value = _count_tests(ref_values, cur_values, alpha, p_values, "values")
     cur_bins = bin_counts(cur, ref.edges)
-    p_value = float(min(1.0, len(p_values) * min(p_values.values())))
     result.p_value = p_value
     result.state = "drift" if p_value < alpha else "ok"
     result.statistics = {
@@ -716,6 +716,23 @@ def _homogeneity(ref_counts: ArrayLike, cur_counts: ArrayLike) -> tuple[float, f
         return 0.0, 1.0, int(ref_cells.size)
     statistic, p_value, _ = chi_square(ref_cells, cur_cells)
     return statistic, p_value, int(ref_cells.size)
+
+
+def _count_tests(
+    ref_counts: ArrayLike, cur_counts: ArrayLike, alpha: float, p_values: dict[str, float], key: str
+) -> tuple[float, float, int, float, float]:
+    """The tests of counts shared by numeric values and categories, beside the caller's own ``p_values`` (KS,
+    missingness): the homogeneity test (:func:`_homogeneity`, counted as ``key`` with >= 2 cells) and the surge
+    test at ``alpha / (tests + 1)`` (counted when some value can reach it), then Bonferroni over every counted test.
+    Returns ``(statistic, homogeneity p, cells, surge p, combined p)``; ``p_values`` gains the counted tests."""
+    statistic, p_cells, cells = _homogeneity(ref_counts, cur_counts)  # an empty side: (0.0, 1.0, 0)
+    if cells >= 2:
+        p_values[key] = p_cells
+    p_surge, _, testable = surge_test(ref_counts, cur_counts, alpha / (len(p_values) + 1))
+    if testable:
+        p_values["surge"] = p_surge
+    p_value = float(min(1.0, len(p_values) * min(p_values.values()))) if p_values else 1.0
+    return statistic, p_cells, cells, p_surge, p_value
 
 
 def categorical_drift(
@@ -777,19 +794,9 @@ def categorical_drift(
         return result
     ref_all = np.concatenate([ref_seen, np.zeros(len(new_counts), dtype=np.int64)])
     cur_all = np.concatenate([cur_seen, np.asarray(new_counts, dtype=np.int64)])
-    p_values: dict[str, float] = {}
-    statistic, p_homogeneity, cells = 0.0, 1.0, 0
-    if ref_all.sum() > 0 and cur_all.sum() > 0:
-        statistic, p_homogeneity, cells = _homogeneity(ref_all, cur_all)
-    if cells >= 2:
-        p_values["homogeneity"] = p_homogeneity
     p_missing = null_share_test(null_cur, n_current, null_ref, ref.rows)
-    if null_cur or null_ref:
-        p_values["missing"] = p_missing
-    p_surge, _, testable = surge_test(ref_all, cur_all, alpha / (len(p_values) + 1))
-    if testable:
-        p_values["surge"] = p_surge
-    p_value = float(min(1.0, len(p_values) * min(p_values.values()))) if p_values else 1.0
+    p_values = {"missing": p_missing} if null_cur or null_ref else {}
+    statistic, p_homogeneity, cells, p_surge, p_value = _count_tests(ref_all, cur_all, alpha, p_values, "homogeneity")
     all_ref = np.concatenate([ref_seen, [null_ref, ref.counts.get(UNSEEN, 0)]])
     all_cur = np.concatenate([cur_seen, [null_cur, unseen]])
     result.p_value = p_value
