@@ -22,10 +22,9 @@ from inferline.features.artifacts import atomic_write_parquet, fingerprint_files
 from inferline.features.contract import compile_contract
 from inferline.features.duplicates import ROW, canonical_values, copies, mark_copies, unique_columns, with_row
 from inferline.features.errors import PathNotFound, UserError
-from inferline.features.rules import TEXT_KINDS
+from inferline.features.rules import NUMBER_KINDS, TEXT_KINDS
 from inferline.features.spec import PipelineSpec
 from inferline.features.validation import (
-    NUMBER_KINDS,
     FileLevelError,
     ValidationResult,
     integer_cells,
@@ -562,19 +561,20 @@ def load_validated(
                 rows = result.quarantine.copy()
                 rows.insert(1, SOURCE, pd.Series([str(path)] * len(rows), dtype="string"))
                 atomic_write_parquet(Path(quarantine_dir) / quarantine_name(path), rows)
-    over = [
-        {"file": str(path), "invalid_share": result.invalid_share, **result.summary()}
-        for path, result in results
-        if result.invalid_share > max_invalid_share
+    over = [  # each file's summary is in the report already (in the order of results)
+        {
+            "file": f["file"],
+            "rows_in": f["rows_in"],
+            "rows_quarantined": f["rows_quarantined"],
+            "invalid_share": r.invalid_share,
+            "reasons": f["reasons"],
+        }
+        for f, (_, r) in zip(report.files, results, strict=True)
+        if r.invalid_share > max_invalid_share
     ]
     if over:
         kept = Path(quarantine_dir) if quarantine_dir is not None else None
-        raise InvalidShareExceeded(
-            [{k: f[k] for k in ("file", "rows_in", "rows_quarantined", "invalid_share", "reasons")} for f in over],
-            len(results),
-            max_invalid_share,
-            kept,
-        )
+        raise InvalidShareExceeded(over, len(results), max_invalid_share, kept)
     parts = [result.valid for _, result in results]
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return frame, report

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from inferline.features.errors import UserError
-from inferline.features.rules import TEXT_KINDS
+from inferline.features.rules import NUMBER_KINDS, TEXT_KINDS
 from inferline.features.spec import Column, PipelineSpec
 from inferline.features.wire import INT64_MAX, INT64_MIN, nfc_texts, offset_of, parse_instant
 
@@ -158,7 +158,6 @@ REASON_ADVICE: dict[str, str] = {
     "invalid_utf8": "bytes that are not UTF-8 (kept backslash-escaped in the quarantine): re-export as UTF-8",
     "out_of_bounds": "outside the years 1678-2261 that nanosecond timestamps hold",
 }
-NUMBER_KINDS = ("numeric", "integer", "label")
 NULL = "null"
 # Reasons of a number column's cell (``<column>:<code>``), beside ``null``:
 NOT_A_NUMBER = "not_a_number"  # text that no number notation reads ('abc', '2026-01-05', '0x1p-3', '1,234.50')

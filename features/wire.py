@@ -337,7 +337,6 @@ def decode_column(values: Any) -> tuple[list[str | None], list[int] | None]:
 
 _S_LO = (_NS_MIN - _EPOCH) // timedelta(seconds=1)
 _S_HI = (_NS_MAX - _EPOCH) // timedelta(seconds=1)
-_TZINFO = attrgetter("tzinfo")
 _DELTA = attrgetter("days", "seconds", "microseconds")
 
 
@@ -356,7 +355,7 @@ def parse_instants(values: Any, assume_utc: bool) -> tuple[np.ndarray, list[str 
             parsed = list(map(datetime.fromisoformat, map(str.upper, present)))
         except ValueError:  # a day or hour the calendar has not: value by value, for the reason
             parsed = None
-        if parsed is not None and None not in map(_TZINFO, parsed):
+        if parsed is not None:  # every value has an offset (the regex requires one): all aware
             parts = np.array(list(map(_DELTA, map(operator.sub, parsed, repeat(_EPOCH, n)))), dtype=np.int64)
             seconds = parts[:, 0] * 86_400 + parts[:, 1]  # days, seconds and microseconds since the epoch
             inside = (seconds >= _S_LO) & (seconds < _S_HI)
