@@ -66,10 +66,7 @@ from inferline.export.parity import ATOL, RTOL, ParityGateFailed, ParityReport, 
 from inferline.export.quality import (
     QualityReport,
     ReleaseModel,
-    champion_sets,
-    compare,
-    current_release,
-    decide,
+    quality_gate,
     read_labelled,
 )
 from inferline.export.registry import Registry, RegistryError
@@ -588,26 +585,14 @@ def publish(
         with registry.locked() as reg:
             version = _next_version(repository, names, registry)
             current = reg["current"]
-            theirs, unreadable = current_release(repository, spec.name, None if current is None else int(current))
-            quality = compare(
+            quality = quality_gate(
+                repository,
+                spec.name,
                 ReleaseModel(f"release {version}", spec, state, onnx_path),
-                theirs,
-                current,
-                {
-                    **labelled,
-                    **champion_sets(
-                        repository,
-                        spec.name,
-                        None if current is None else int(current),
-                        theirs,
-                        {e["sha256"] for e in quality_sets.values()},
-                    ),
-                },
+                None if current is None else int(current),
+                labelled,
+                {e["sha256"] for e in quality_sets.values()},
                 quality_tolerance,
-                unreadable,
-            )
-            quality = decide(
-                quality,
                 accept_worse,
                 promote if refuse_worse is None else refuse_worse,
                 f"Nothing was published; release {current} stays current.",

@@ -55,6 +55,7 @@ __all__ = [
     "ReleaseModel",
     "champion_sets",
     "compare",
+    "quality_gate",
     "read_labelled",
 ]
 
@@ -371,6 +372,26 @@ def decide(report: QualityReport, accept_worse: str | None, enforce: bool, what:
     return report
 
 
+def quality_gate(
+    repository: Path,
+    pipeline: str,
+    candidate: ReleaseModel,
+    current: int | None,
+    sets: dict[str, pd.DataFrame],
+    shas: Collection[str],
+    tolerance: float | None,
+    accept_worse: str | None,
+    enforce: bool,
+    what: str,
+) -> QualityReport:
+    """The gate as publish and promote run it: ``candidate`` (with its own labelled ``sets``, whose sha256 are
+    ``shas``) against release ``current`` on those sets and the current release's own (``champion_sets``), then
+    ``decide`` (``enforce``: refuse a worse candidate, saying ``what`` follows)."""
+    theirs, unreadable = current_release(repository, pipeline, current)
+    sets = {**sets, **champion_sets(repository, pipeline, current, theirs, shas)}
+    return decide(compare(candidate, theirs, current, sets, tolerance, unreadable), accept_worse, enforce, what)
+
+
 def promotion_report(
     repository: Path, pipeline: str, version: int, tolerance: float | None = None, accept_worse: str | None = None
 ) -> QualityReport:
@@ -382,8 +403,16 @@ def promotion_report(
     candidate = release_model(repository, pipeline, version)
     if current == version:
         return QualityReport("same_release", candidate=candidate.name, current=candidate.name)
-    theirs, unreadable = current_release(repository, pipeline, current)
     sets, shas = release_sets(repository, pipeline, version, candidate.spec)
-    sets.update(champion_sets(repository, pipeline, current, theirs, shas))
-    report = compare(candidate, theirs, current, sets, tolerance, unreadable)
-    return decide(report, accept_worse, True, f"Release {current} stays current.")
+    return quality_gate(
+        repository,
+        pipeline,
+        candidate,
+        current,
+        sets,
+        shas,
+        tolerance,
+        accept_worse,
+        True,
+        f"Release {current} stays current.",
+    )
