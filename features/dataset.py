@@ -632,4 +632,5 @@ def _refuse_records(result: ValidationResult, records: Records) -> ValidationRes
         rows_in=result.rows_in,
         reason_counts=dict(counts),
         normalizations=result.normalizations,
+        originals=result.originals,  # the duplicate pass after it moves rows as they arrived
     )
