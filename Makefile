@@ -58,11 +58,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check $(PKGS) tests
 	$(VENV)/bin/ruff format --check $(PKGS) tests
 
-# mypy cannot follow setuptools' editable finder (package-dir mapping): give it a link view of the namespace
 typecheck: $(STAMP)
-	rm -rf build/typecheck && mkdir -p build/typecheck/inferline
-	ln -s $(CURDIR)/inferline/*.py $(CURDIR)/inferline/py.typed build/typecheck/inferline/
-	for s in $(STAGES); do ln -s $(CURDIR)/$$s build/typecheck/inferline/$$s; done
 	$(VENV)/bin/mypy
 
 test: $(STAMP) system-deps lint typecheck

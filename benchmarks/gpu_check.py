@@ -14,8 +14,8 @@ Three checks, each reported as passed, failed or not run (with the reason):
    (psutil or prometheus_client missing) NVML is read through pynvml directly, and the report says so.
 
 It needs numpy, and for the checks cupy, torch with CUDA and nvidia-ml-py; never pandas. Run from a checkout it
-needs no install: ``python3 benchmarks/gpu_check.py`` maps ``inferline.<stage>`` to the checkout's top-level
-folders itself, as setuptools' package-dir does (``python -m inferline.benchmarks.gpu_check`` where installed).
+needs no install: ``python3 benchmarks/gpu_check.py`` imports ``inferline`` from the checkout (its stage folders are
+reached through the symlinks ``inferline/<stage>``); ``python -m inferline.benchmarks.gpu_check`` where installed.
 
 Writes a human-readable report to stdout and JSON to ``--out`` (default ``$OUT/gpu_check.json`` where ``$OUT`` is
 set, else ``build/gpu_check.json``). Exit status: 0 all three passed; 1 a check failed; 2 none failed but at least
@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.abc
-import importlib.machinery
 import importlib.util
 import json
 import os
@@ -91,36 +89,15 @@ class CheckResult:
 
 
 # ---------------------------------------------------------------------------------------------- inferline, uninstalled
-class _StageFinder(importlib.abc.MetaPathFinder):
-    """``inferline`` -> ``<repo>/inferline/``, ``inferline.<stage>`` -> ``<repo>/<stage>/``: the package-dir mapping
-    of pyproject.toml, for a checkout that is not pip-installed. Modules below a stage load through the stage's
-    ``__path__`` as usual."""
-
-    def __init__(self, repo: Path, stages: Sequence[str]) -> None:
-        self.repo = repo
-        self.stages = frozenset(stages)
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        head, _, stage = fullname.partition(".")
-        if head != "inferline" or "." in stage or (stage and stage not in self.stages):
-            return None
-        folder = self.repo / (stage or "inferline")
-        return importlib.util.spec_from_file_location(
-            fullname, folder / "__init__.py", submodule_search_locations=[str(folder)]
-        )
-
-
 def use_checkout(repo: Path) -> str:
-    """Make ``inferline.*`` import from the checkout ``repo`` (whatever is installed), before anything imports it."""
+    """Make ``inferline.*`` import from the checkout ``repo`` (whatever is installed), before anything imports it:
+    the repository root goes first on ``sys.path`` (``inferline/<stage>`` are symlinks to the stage folders)."""
     here = str(Path(__file__).resolve().parent)
     sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != Path(here)]  # benchmarks/ is no top level
     if "inferline" in sys.modules:
         return f"already imported from {getattr(sys.modules['inferline'], '__file__', '?')}"
-    stages = [p.name for p in sorted(repo.iterdir()) if p.is_dir() and (p / "__init__.py").is_file()]
-    sys.meta_path.insert(0, _StageFinder(repo, [s for s in stages if s != "inferline"]))
-    return f"the checkout {repo} (inferline.<stage> -> {repo}/<stage>, not pip-installed)"
+    sys.path.insert(0, str(repo))
+    return f"the checkout {repo} (not pip-installed)"
 
 
 def _inferline(name: str) -> ModuleType:

@@ -94,7 +94,7 @@ def test_gpu_check_passes_on_gpu(tmp_path: Path) -> None:
 
 def _run_hiding_pandas(out: Path) -> subprocess.CompletedProcess[str]:
     """The script in a fresh interpreter where pandas cannot be imported (the lent GPU machine is assumed to have
-    none), run as a file, so it imports this checkout through its own package-dir mapping."""
+    none), run as a file, so it imports this checkout from the repository root, not the installed package."""
     wrapper = (
         "import runpy, sys; sys.modules['pandas'] = None; "
         f"sys.argv = [{str(SCRIPT)!r}, '--out', {str(out)!r}]; runpy.run_path({str(SCRIPT)!r}, run_name='__main__')"
