@@ -10,13 +10,13 @@ from pathlib import Path
 
 from inferline.batch.job import BatchJobFailed, JobConfig, run_job
 from inferline.batch.plan import EmptyInput
-from inferline.batch.release import ModelRefError, parse_model_ref
-from inferline.command import Parser, fraction, new_dir, new_file, positive_int, run
-from inferline.export.registry import choose_published
+from inferline.core.alerts import Alert, Alerter
+from inferline.core.command import Parser, fraction, new_dir, new_file, positive_int, run
+from inferline.core.errors import UserError
+from inferline.core.secrets import monitor_key
 from inferline.features.dataset import refusal_reason
-from inferline.features.errors import UserError
-from inferline.monitor.alerts import Alert, Alerter
-from inferline.serving.secrets import monitor_key
+from inferline.release.registry import choose_published
+from inferline.release.resolve import ModelRefError, parse_model_ref
 
 BACKENDS = ("pandas", "cudf")
 

@@ -41,14 +41,14 @@ from inferline.batch.duplicates import Duplicates, Scan, find_duplicates, scan_p
 from inferline.batch.partition import COMMITS, QUARANTINE, PartitionRejected, Task, run_partition, source_names
 from inferline.batch.partition import _contract as worker_contract
 from inferline.batch.plan import Partition, Plan, plan_job
-from inferline.batch.release import ModelRelease, resolve_release
-from inferline.export.runtime import Device
-from inferline.features.artifacts import atomic_write_json, sha256_file
+from inferline.core.errors import UserError
+from inferline.core.files import atomic_write_json, sha256_file
 from inferline.features.backend import BackendName, get_backend
 from inferline.features.dataset import refusal_reason
-from inferline.features.errors import UserError
 from inferline.features.spec import spec_beside
 from inferline.features.state import FeatureState
+from inferline.release.resolve import ModelRelease, resolve_release
+from inferline.release.runtime import Device
 
 __all__ = ["BatchJobFailed", "JobConfig", "JobReport", "OutputInUse", "run_job"]
 

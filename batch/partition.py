@@ -23,8 +23,7 @@ import numpy as np
 import pandas as pd
 
 from inferline.batch.plan import Partition
-from inferline.export.runtime import Device, onnx_session
-from inferline.features.artifacts import atomic_write_json, atomic_write_parquet, sha256_file
+from inferline.core.files import atomic_write_json, atomic_write_parquet, sha256_file
 from inferline.features.backend import BackendName, get_backend
 from inferline.features.contract import Contract, compile_contract
 from inferline.features.dataset import read_parquet
@@ -33,6 +32,7 @@ from inferline.features.spec import PipelineSpec, spec_beside
 from inferline.features.state import FeatureState
 from inferline.features.tensors import PreprocessFailed, isolate_rows
 from inferline.features.validation import ValidationResult
+from inferline.release.runtime import Device, onnx_session
 from inferline.serving.batches import MODEL_FAILED, blank_outputs
 
 __all__ = [

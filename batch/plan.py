@@ -16,9 +16,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from inferline.features.artifacts import fingerprint_files
+from inferline.core.errors import UserError
+from inferline.core.files import fingerprint_files
 from inferline.features.dataset import decode_dictionaries, expand_paths, refuse_repeated_names
-from inferline.features.errors import UserError
 from inferline.features.spec import PipelineSpec
 from inferline.features.validation import validate_frame
 

@@ -15,8 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from inferline.command import Parser, existing_file, new_dir, non_negative_float, positive_float, positive_int, run
-from inferline.features.errors import UserError
+from inferline.core.command import Parser, existing_file, new_dir, non_negative_float, positive_float, positive_int, run
+from inferline.core.errors import UserError
 
 PARTS = ("serving", "edge", "inprocess", "features", "validation", "batch", "monitor", "sketch")
 

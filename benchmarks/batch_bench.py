@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from inferline.batch import JobConfig, prediction_frame, run_job, score_frame
-from inferline.export.runtime import onnx_session
-from inferline.features.artifacts import atomic_write_parquet
+from inferline.core.files import atomic_write_parquet
 from inferline.features.pipelines import fraud
 from inferline.features.state import FeatureState
 from inferline.features.validation import validate_frame
+from inferline.release.runtime import onnx_session
 
 __all__ = ["bench_batch"]
 

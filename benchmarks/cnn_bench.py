@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from inferline.core.files import atomic_write_bytes, atomic_write_json
 from inferline.export.publish import model_candidate, publish
-from inferline.export.runtime import onnx_session
-from inferline.features.artifacts import atomic_write_bytes, atomic_write_json
 from inferline.features.rules import finite
 from inferline.features.spec import Column, ModelParams, PipelineSpec
+from inferline.release.runtime import onnx_session
 from inferline.training.model import ModelLayout
 
 __all__ = ["SPEC", "Built", "ResidualBlock", "bench_cnn", "build", "publish_release", "save_results"]

@@ -40,7 +40,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from inferline.monitor.drift import CategoricalReference, NumericReference, drift_report
+from inferline.core.reference import CategoricalReference, NumericReference
+from inferline.monitor.drift import drift_report
 
 __all__ = ["bench_drift", "calibration", "make_windows"]
 
@@ -312,7 +313,8 @@ def _categorical_new_value(new_share: float, windows: int, alpha: float, seed: i
 def _missing_rate(
     reference_share: float, window_share: float, reference_rows: int, windows: int, alpha: float, seed: int
 ) -> dict[str, Any]:
-    from inferline.monitor.drift import MissingReference, missing_drift
+    from inferline.core.reference import MissingReference
+    from inferline.monitor.drift import missing_drift
 
     rng = np.random.default_rng(seed)
     flags = 0

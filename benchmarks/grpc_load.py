@@ -13,7 +13,7 @@ import pandas as pd
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aio
 
-from inferline.command import Parser, positive_float, positive_int
+from inferline.core.command import Parser, positive_float, positive_int
 from inferline.features.spec import load_pipeline
 from inferline.serving.client import encode_rows
 

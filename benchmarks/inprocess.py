@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inferline.export.runtime import onnx_session
+from inferline.release.runtime import onnx_session
 from inferline.training.model import load_checkpoint
 
 __all__ = ["bench_inprocess"]

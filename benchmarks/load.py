@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 
 __all__ = ["LoadResult", "WrkMissing", "run_grpc", "run_wrk"]
 

@@ -53,7 +53,7 @@ from inferline.benchmarks.pipeline_load import (
     write_body_file,
 )
 from inferline.benchmarks.pipeline_stats import ModelStep, StatsUnavailable, model_stats, settle, stats_delta
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 from inferline.features.spec import SPEC_FILE, PipelineSpec
 
 __all__ = [
@@ -292,7 +292,7 @@ def load_rows(
                 "--holdout needs the model repository to find the release's training run: pass --repository DIR "
                 "or --workdir of the running server"
             )
-        from inferline.export.registry import Registry, RegistryError
+        from inferline.release.registry import Registry, RegistryError
 
         try:
             manifest = Registry(repository, spec.name).manifest(release)
@@ -334,9 +334,8 @@ def resolve_pipeline(pipeline: str, repository: Path | None) -> tuple[PipelineSp
     """The spec of ``pipeline`` (a name, or a dotted module), its current release, and where the spec came from:
     the current release's snapshot in ``repository`` when there is one (the contract the server runs), else the
     pipeline module."""
-    from inferline.export.config import model_names
-    from inferline.export.registry import Registry
     from inferline.features.spec import load_pipeline, read_spec
+    from inferline.release.registry import Registry, model_names
 
     name = pipeline
     if "." in pipeline:
@@ -410,7 +409,7 @@ def resolve_target(
     ``workdir`` (``inferline serve up``): its edge for ``protocol``, or Triton's own port with ``direct`` (or when it
     runs without an edge). Statistics: ``triton_http``; else the record's Triton when ``url`` is that server's;
     else ``url`` itself when it answers the statistics API (Triton over HTTP); else none, saying why."""
-    from inferline.serving.secrets import ADMIN_HEADER, admin_key
+    from inferline.core.secrets import ADMIN_HEADER, admin_key
     from inferline.serving.server import read_state
 
     record = read_state(workdir, "pass --url HOST:PORT (and --triton-http) instead") if workdir else None

@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 
 __all__ = [
     "HttpBody",

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from inferline.benchmarks.pipeline_stats import PHASES
-from inferline.features.artifacts import atomic_write_bytes, atomic_write_json
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
+from inferline.core.files import atomic_write_bytes, atomic_write_json
 
 __all__ = ["compare_results", "markdown", "plot", "read_results", "write_outputs"]
 

@@ -163,16 +163,16 @@ def tune(
     from tritonclient.grpc import model_config_pb2
 
     from inferline.benchmarks.pipeline_bench import Step, Target, measure_step
+    from inferline.core.secrets import ADMIN_HEADER
     from inferline.export.gate import release_payloads, scratch_repository
     from inferline.export.loadcheck import start_scratch_server
-    from inferline.export.registry import Registry
-    from inferline.serving.secrets import ADMIN_HEADER
+    from inferline.release.registry import Registry
     from inferline.serving.server import TritonServer
 
     space = dict(space or DEFAULT_SPACE)
     version = version if version is not None else Registry(Path(repository), pipeline).current
     if version is None:
-        from inferline.features.errors import UserError
+        from inferline.core.errors import UserError
 
         raise UserError(f"pipeline {pipeline!r} has no current release in {repository}; publish one first")
     root = Path(tempfile.mkdtemp(prefix="inferline-tune-"))
@@ -250,7 +250,7 @@ def write_tune(result: TuneResult, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from inferline.features.artifacts import atomic_write_bytes, atomic_write_json
+    from inferline.core.files import atomic_write_bytes, atomic_write_json
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "tune.json", result.as_dict())

@@ -6,7 +6,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from inferline.features.artifacts import atomic_write_bytes, atomic_write_json
+from inferline.core.files import atomic_write_bytes, atomic_write_json
 
 __all__ = ["markdown", "summary", "write_results"]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from inferline.monitor.sketch import LogHistogram
+from inferline.core.sketch import LogHistogram
 
 __all__ = ["bench_sketch"]
 

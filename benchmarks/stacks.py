@@ -31,11 +31,12 @@ import pandas as pd
 import psutil
 import torch
 
-from inferline.export.config import model_names, pipeline_configs, to_pbtxt
+from inferline.core.files import atomic_write_bytes, atomic_write_parquet
+from inferline.export.config import pipeline_configs, to_pbtxt
 from inferline.export.publish import publish
-from inferline.features.artifacts import atomic_write_bytes, atomic_write_parquet
 from inferline.features.pipelines import fraud
 from inferline.features.state import FeatureState
+from inferline.release.registry import model_names
 from inferline.serving.__main__ import UP_PORT_FLAGS
 from inferline.serving.server import ServerConfig, TritonServer, die_with_parent, free_port
 from inferline.training.model import load_checkpoint

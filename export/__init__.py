@@ -1,57 +1,35 @@
-"""inferline export: ONNX export, parity gate, Triton configs, atomic publish and the release registry.
+"""inferline export: ONNX export, parity gate, quality gate, Triton configs and the atomic publish of a release.
 
-Names are imported on first use (PEP 562), so a reader of releases (the batch workers, the monitor) does not pay
-for torch, which only exporting needs.
+Names are imported on first use (PEP 562), so ``inferline export --help`` and a mistake on its command line answer
+without importing torch. Reading, resolving and switching releases is ``inferline.release``'s job, without torch.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from inferline.core.lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from inferline.export.config import model_names, pipeline_configs, to_json, to_pbtxt
+    from inferline.export.config import pipeline_configs, to_json, to_pbtxt
     from inferline.export.loadcheck import LoadCheckReport, ReleaseUnloadable, check_release_loads
     from inferline.export.parity import ParityGateFailed, ParityReport, run_parity_gate
-    from inferline.export.publish import PublishResult, activate, export_onnx, publish, set_current
-    from inferline.export.registry import Registry, RegistryError
-    from inferline.export.runtime import choose_providers, onnx_session
+    from inferline.export.publish import PublishResult, export_onnx, publish
 
-_MODULES = {
-    "inferline.export.config": ("model_names", "pipeline_configs", "to_json", "to_pbtxt"),
-    "inferline.export.loadcheck": ("LoadCheckReport", "ReleaseUnloadable", "check_release_loads"),
-    "inferline.export.parity": ("ParityGateFailed", "ParityReport", "run_parity_gate"),
-    "inferline.export.publish": ("PublishResult", "activate", "export_onnx", "publish", "set_current"),
-    "inferline.export.registry": ("Registry", "RegistryError"),
-    "inferline.export.runtime": ("choose_providers", "onnx_session"),
-}
-_WHERE = {name: module for module, names in _MODULES.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'export' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
-
-
-__all__ = [
-    "LoadCheckReport",
-    "ParityGateFailed",
-    "ParityReport",
-    "PublishResult",
-    "Registry",
-    "RegistryError",
-    "ReleaseUnloadable",
-    "activate",
-    "check_release_loads",
-    "choose_providers",
-    "export_onnx",
-    "model_names",
-    "onnx_session",
-    "pipeline_configs",
-    "publish",
-    "run_parity_gate",
-    "set_current",
-    "to_json",
-    "to_pbtxt",
-]
+__getattr__, __all__ = lazy_attributes(
+    __name__,
+    {
+        "LoadCheckReport": "loadcheck",
+        "ParityGateFailed": "parity",
+        "ParityReport": "parity",
+        "PublishResult": "publish",
+        "ReleaseUnloadable": "loadcheck",
+        "check_release_loads": "loadcheck",
+        "export_onnx": "publish",
+        "pipeline_configs": "config",
+        "publish": "publish",
+        "run_parity_gate": "parity",
+        "to_json": "config",
+        "to_pbtxt": "config",
+    },
+)

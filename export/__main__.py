@@ -7,15 +7,25 @@ import json
 import sys
 from pathlib import Path
 
-from inferline.command import Parser, existing_dir, existing_file, new_dir, new_file, positive_float, positive_int, run
+from inferline.core.alerts import Alert, Alerter
+from inferline.core.command import (
+    Parser,
+    existing_dir,
+    existing_file,
+    new_dir,
+    new_file,
+    positive_float,
+    positive_int,
+    run,
+)
+from inferline.core.errors import UserError
 from inferline.export.parity import ATOL, RTOL, ParityGateFailed
-from inferline.export.publish import model_candidate, publish, set_current
+from inferline.export.publish import model_candidate, publish
 from inferline.export.quality import QualityGateRefused
-from inferline.export.registry import Registry, RegistryError, choose_published
 from inferline.features.dataset import expand_paths
-from inferline.features.errors import UserError
 from inferline.features.spec import PipelineSpec, load_pipeline, read_spec
-from inferline.monitor.alerts import Alert, Alerter
+from inferline.release.registry import Registry, RegistryError, choose_published
+from inferline.release.switch import set_current
 
 
 def _spec(value: str) -> PipelineSpec:

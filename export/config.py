@@ -12,6 +12,7 @@ from typing import Any, Literal
 from inferline.features.contract import compile_contract
 from inferline.features.spec import PipelineSpec
 from inferline.features.state import FeatureState
+from inferline.release.registry import model_names
 
 __all__ = ["Const", "PbMap", "Target", "model_names", "pipeline_configs", "to_json", "to_pbtxt"]
 
@@ -76,13 +77,6 @@ def to_pbtxt(cfg: dict[str, Any], indent: int = 0) -> str:
 def to_json(cfg: dict[str, Any]) -> str:
     """The protobuf-JSON form Triton's model control accepts as a config override."""
     return json.dumps(cfg)
-
-
-def model_names(pipeline: str) -> dict[str, str]:
-    """Contract: clients call ``<p>`` (key ``ensemble``). On the gpu target it is an ensemble routing
-    ``<p>_preprocess`` -> ``<p>_model``; on the local target it is one fused Python-backend model, and the two inner
-    directories only hold the release's artifacts (fitted state; model.onnx and reference profile)."""
-    return {"ensemble": pipeline, "preprocess": f"{pipeline}_preprocess", "model": f"{pipeline}_model"}
 
 
 def _tensor(name: str, dtype: str, dims: list[int]) -> dict[str, Any]:

@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inferline.export.config import model_names
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
+from inferline.release.registry import model_names
 
 if TYPE_CHECKING:
     from inferline.benchmarks.pipeline_bench import Payloads

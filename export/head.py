@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 
 __all__ = ["HeadError", "attach_head"]
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferline.features.errors import PathNotFound, UserError
+from inferline.core.errors import PathNotFound, UserError
 from inferline.serving.server import LoadStatus, ServerConfig, ServerError, TritonServer, repository_index
 
 __all__ = ["LoadCheckReport", "ReleaseUnloadable", "ScratchStartFailed", "check_release_loads", "start_scratch_server"]

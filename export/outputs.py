@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 from inferline.features.spec import TENSOR_DTYPES, PipelineSpec
 
 __all__ = ["OutputContractError", "check_batch_axis", "check_outputs"]
@@ -57,7 +57,7 @@ def _expected(spec: PipelineSpec) -> dict[str, tuple[str, tuple[int, ...]]]:
 def check_outputs(onnx_path: Path, spec: PipelineSpec, feeds: Mapping[str, np.ndarray], what: str = "") -> None:
     """Steps 1 and 2 of the module docstring on ``onnx_path``; ``feeds`` are model inputs by name (the gate's
     examples), of which the first 1 and 3 rows are the probes; ``what`` names the model in messages."""
-    from inferline.export.runtime import onnx_session
+    from inferline.release.runtime import onnx_session
 
     name = what or str(onnx_path)
     check_batch_axis(onnx_path, name)

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from inferline.export.runtime import onnx_session
 from inferline.features.state import FeatureMatrix
+from inferline.release.runtime import onnx_session
 from inferline.training.model import ScoringModel
 
 __all__ = [

@@ -44,7 +44,6 @@ import importlib.util
 import json
 import logging
 import platform
-import re
 import shutil
 import subprocess
 import tempfile
@@ -60,7 +59,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from inferline.export.config import Target, model_names, pipeline_configs, to_json, to_pbtxt
+from inferline.core.errors import PathNotFound, UserError
+from inferline.core.files import atomic_write_bytes, atomic_write_json, sha256_file
+from inferline.export.config import Target, pipeline_configs, to_json, to_pbtxt
 from inferline.export.outputs import check_batch_axis, check_outputs
 from inferline.export.parity import ATOL, RTOL, ParityGateFailed, ParityReport, batch_invariance_gate, run_parity_gate
 from inferline.export.quality import (
@@ -69,14 +70,13 @@ from inferline.export.quality import (
     quality_gate,
     read_labelled,
 )
-from inferline.export.registry import Registry, RegistryError
-from inferline.export.runtime import onnx_session
 from inferline.export.safety import MAX_MODEL_BYTES, check_onnx_file
-from inferline.features.artifacts import atomic_write_bytes, atomic_write_json, sha256_file
 from inferline.features.contract import compile_contract
-from inferline.features.errors import PathNotFound, UserError
 from inferline.features.spec import SPEC_FILE, TENSOR_DTYPES, PipelineSpec, read_spec, spec_beside, write_spec
 from inferline.features.state import FeatureMatrix, FeatureState
+from inferline.release.registry import Registry, model_names
+from inferline.release.runtime import onnx_session
+from inferline.release.switch import activate
 from inferline.training.model import ModelLayout, ScoringModel, layout_for, load_checkpoint
 
 BUILTIN_FACTORY = "inferline.training.model:tabular_net"
@@ -220,35 +220,6 @@ def _next_version(repository: Path, names: dict[str, str], registry: Registry) -
 
 def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _pin_versions(text: str, versions: list[int], what: str) -> bytes:
-    text, n = re.subn(r"versions: \[[ 0-9,]*\]", f"versions: [ {', '.join(map(str, versions))} ]", text)
-    if n != 1:
-        raise RegistryError(f"{what} config has no specific version policy")
-    return text.encode()
-
-
-def activate(repository: Path, pipeline: str, version: int, also_load: Sequence[int] = ()) -> None:
-    """Point the model-level configs at ``version`` (copied from that release's own configs, atomically).
-
-    ``also_load`` keeps other releases loaded beside it (a switch in progress). Fused layout: ``p``'s version policy
-    lists them all (each version is a whole release). Ensemble layout: the inner models' version policy lists them,
-    while the ensemble, pinned to ``version``'s pair, routes to ``version`` only."""
-    names = model_names(pipeline)
-    versions = sorted({version, *also_load})
-    if Registry(repository, pipeline).layout(version) == "fused":
-        release = repository / names["ensemble"] / str(version) / "release.config.pbtxt"
-        pinned = _pin_versions(release.read_text(), versions, f"release {pipeline}:{version}'s")
-        atomic_write_bytes(repository / names["ensemble"] / "config.pbtxt", pinned)
-        return
-    for key in ("preprocess", "model"):
-        text = (repository / names[key] / str(version) / "release.config.pbtxt").read_text()
-        pinned = _pin_versions(text, versions, f"release {pipeline}:{version}'s {key}")
-        atomic_write_bytes(repository / names[key] / "config.pbtxt", pinned)
-    ens = repository / names["preprocess"] / str(version) / "ensemble.config.pbtxt"
-    atomic_write_bytes(repository / names["ensemble"] / "config.pbtxt", ens.read_bytes())
-    (repository / names["ensemble"] / "1").mkdir(parents=True, exist_ok=True)
 
 
 def _validate_staged(stage: Path, names: dict[str, str], feeds: dict[str, np.ndarray]) -> None:
@@ -670,19 +641,19 @@ def publish(
                 "run_id": lineage.get("run_id"),
                 "source": lineage.get("source"),
                 "metrics": _headline(candidate.metrics),
-                "quality": _quality_headline(quality),
+                "quality": quality.headline(),
             }
             Registry.record(reg, "publish", version, run_id=lineage.get("run_id"))
             if quality.status == "accepted_worse":
                 Registry.record(
-                    reg, "accept_worse", version, reason=quality.accepted_reason, quality=_quality_headline(quality)
+                    reg, "accept_worse", version, reason=quality.accepted_reason, quality=quality.headline()
                 )
             if promote or reg["current"] is None:
                 for key in ("preprocess", "model", "ensemble"):
                     config = repository / names[key] / "config.pbtxt"
                     saved[config] = config.read_bytes() if config.is_file() else None
                 activate(repository, spec.name, version)
-                Registry.move_pointer(reg, version, "promote", reason="publish", quality=_quality_headline(quality))
+                Registry.move_pointer(reg, version, "promote", reason="publish", quality=quality.headline())
         # the registry is written as the `with` block ends: the commit point; nothing below can fail it
     except BaseException as exc:
         _undo_publish(moved, saved)
@@ -758,12 +729,6 @@ def _stage_labelled_sets(
     return out, frames
 
 
-def _quality_headline(report: QualityReport) -> dict[str, Any]:
-    """The registry's summary of a comparison: status, metric, and both figures per set."""
-    sets = {n: {k: s.get(k) for k in ("rows", "candidate", "current")} for n, s in report.sets.items()}
-    return {"status": report.status, "metric": report.metric, "against": report.current_version, "sets": sets}
-
-
 HEADLINE = ("roc_auc", "pr_auc", "precision", "recall", "accuracy", "macro_f1", "mae", "rmse", "r2")
 
 
@@ -793,37 +758,3 @@ def _check_loads(stage: Path, names: dict[str, str], folders: Sequence[str], tar
         check_release_loads({names[k]: scratch / names[k] for k in folders})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def set_current(
-    repository: Path,
-    pipeline: str,
-    version: int | None = None,
-    action: str = "promote",
-    reason: str = "",
-    quality: QualityReport | None = None,
-) -> dict[str, Any]:
-    """``promote`` to ``version`` or ``rollback`` to the previous release: moves configs and registry together.
-    ``quality``: the promotion's comparison (``export.quality.promotion_report``), recorded in the history (an
-    accepted worse release also as an ``accept_worse`` entry with its reason)."""
-    registry = Registry(Path(repository), pipeline)
-    with registry.locked() as reg:
-        if action == "rollback":
-            if reg["previous"] is None:
-                raise RegistryError(
-                    f"pipeline {pipeline!r} has no previous release to roll back to "
-                    f"(current {reg['current']}, history {len(reg['history'])} entries)"
-                )
-            version = int(reg["previous"])
-        if version is None:
-            raise RegistryError("promote needs a version")
-        if str(version) not in reg["releases"]:
-            raise RegistryError(
-                f"release {pipeline}:{version} does not exist; published: {sorted(map(int, reg['releases']))}"
-            )
-        activate(Path(repository), pipeline, version)
-        extra: dict[str, Any] = {"quality": _quality_headline(quality)} if quality is not None else {}
-        if quality is not None and quality.status == "accepted_worse" and reg["current"] != version:
-            Registry.record(reg, "accept_worse", version, reason=quality.accepted_reason, **extra)
-        Registry.move_pointer(reg, version, action, reason=reason, **extra)
-        return dict(reg)

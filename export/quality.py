@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 from inferline.features.spec import PipelineSpec
 from inferline.features.state import FeatureState
 
@@ -87,7 +87,7 @@ class ReleaseModel:
     @cached_property
     def session(self) -> Any:
         """One onnxruntime session per release, loaded on first use."""
-        from inferline.export.runtime import onnx_session
+        from inferline.release.runtime import onnx_session
 
         return onnx_session(self.onnx)
 
@@ -110,6 +110,11 @@ class QualityReport:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def headline(self) -> dict[str, Any]:
+        """The registry's summary of a comparison: status, metric, and both figures per set."""
+        sets = {n: {k: s.get(k) for k in ("rows", "candidate", "current")} for n, s in self.sets.items()}
+        return {"status": self.status, "metric": self.metric, "against": self.current_version, "sets": sets}
 
     def figures(self) -> str:
         """``roc_auc on holdout (4500 rows): candidate release 4 0.5123, current release 3 0.9130; ...``."""
@@ -292,8 +297,8 @@ def compare(
 def release_model(repository: Path, pipeline: str, version: int) -> ReleaseModel:
     """Release ``version`` as it serves: its spec snapshot, fitted state and model.onnx, each checked against its
     manifest (``Registry.release_files``)."""
-    from inferline.export.registry import Registry
     from inferline.features.spec import spec_beside
+    from inferline.release.registry import Registry
 
     files = Registry(Path(repository), pipeline).release_files(version)
     spec = spec_beside(files["feature_state"], pipeline)  # pre-snapshot releases: the live module
@@ -317,9 +322,8 @@ def release_sets(
     """The labelled sets release ``version`` carries (its manifest's ``quality_sets``, beside model.onnx), each
     checked against the manifest's sha256, except those whose sha256 is in ``skip`` (not read); and every set's
     sha256. None for a release published before the quality gate."""
-    from inferline.export.config import model_names
-    from inferline.export.registry import Registry, RegistryError
-    from inferline.features.artifacts import sha256_file
+    from inferline.core.files import sha256_file
+    from inferline.release.registry import Registry, RegistryError, model_names
 
     folder = Path(repository) / model_names(pipeline)["model"] / str(version)
     entries = Registry(Path(repository), pipeline).manifest(version).get("quality_sets") or {}
@@ -343,8 +347,7 @@ def champion_sets(
     """The labelled sets the current release ``version`` carries, read through its own spec and named ``release N
     <set>``, except those whose sha256 is in ``skip`` (the candidate's copy of the same file). A current release
     whose sets cannot be read adds none (it must not block the release that replaces it)."""
-    from inferline.export.config import model_names
-    from inferline.export.registry import RegistryError
+    from inferline.release.registry import RegistryError, model_names
 
     if version is None or current is None:
         return {}
@@ -397,7 +400,7 @@ def promotion_report(
 ) -> QualityReport:
     """``export promote N``: release ``version`` against the current release on ``version``'s own labelled sets;
     raises ``QualityGateRefused`` when it is worse and not accepted."""
-    from inferline.export.registry import Registry
+    from inferline.release.registry import Registry
 
     current = Registry(Path(repository), pipeline).current
     candidate = release_model(repository, pipeline, version)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 
 __all__ = ["MAX_MODEL_BYTES", "UnsafeModel", "check_onnx_file"]
 

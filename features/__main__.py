@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from inferline.command import Parser, fraction, new_dir, positive_int, run
-from inferline.features.artifacts import atomic_write_parquet
+from inferline.core.command import Parser, fraction, new_dir, positive_int, run
+from inferline.core.files import atomic_write_parquet
 from inferline.features.dataset import InvalidShareExceeded, expand_paths, load_validated
 from inferline.features.spec import choose_pipeline, load_pipeline_module
 from inferline.features.synthetic import Shift, ShiftError, apply_shifts, parse_shift

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 
 __all__ = [
     "BackendName",

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from inferline.features.artifacts import atomic_write_parquet, fingerprint_files
+from inferline.core.errors import PathNotFound, UserError
+from inferline.core.files import atomic_write_parquet, fingerprint_files
 from inferline.features.contract import compile_contract
 from inferline.features.duplicates import ROW, canonical_values, copies, mark_copies, unique_columns, with_row
-from inferline.features.errors import PathNotFound, UserError
 from inferline.features.rules import NUMBER_KINDS, TEXT_KINDS
 from inferline.features.spec import PipelineSpec
 from inferline.features.validation import (

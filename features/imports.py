@@ -9,7 +9,7 @@ import importlib
 import inspect
 from typing import Any
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 
 __all__ = ["ImportPathError", "import_module", "import_object", "import_path_of", "source_sha256"]
 

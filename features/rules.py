@@ -30,7 +30,7 @@ from typing import Any, Literal, cast
 
 import numpy as np
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 
 __all__ = [
     "CODE_POINT_SETS",

@@ -17,7 +17,7 @@ from typing import Any, Literal, NamedTuple
 
 import pandas as pd
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 from inferline.features.rules import TEXT_KINDS, Rule, normalized, rule_from_dict, text_defaults
 
 __all__ = [
@@ -423,7 +423,7 @@ SPEC_FILE = "spec.json"  # the spec snapshot a training run and a release carry
 def write_spec(spec: PipelineSpec, path: Path) -> None:
     """Snapshot ``spec`` (its declarative form and its feature hash) atomically: a run and a release carry their
     own spec, so that serving, batch and the monitor never read the live pipeline module."""
-    from inferline.features.artifacts import atomic_write_json
+    from inferline.core.files import atomic_write_json
 
     atomic_write_json(Path(path), {"format": 1, "feature_hash": spec.feature_hash(), "spec": spec.describe()})
 
@@ -491,7 +491,7 @@ def choose_pipeline(given: str | None) -> PipelineChoice:
     """The pipeline module of a command that reads no repository (generate, validate, train): ``given``
     (``--pipeline``) when set, else the only module in ``inferline.features.pipelines``; with none or several, a
     ``SpecError`` that lists them and asks for ``--pipeline``. Commands that read a repository or a run directory
-    take the pipeline it names instead (``inferline.export.registry.choose_published``)."""
+    take the pipeline it names instead (``inferline.release.registry.choose_published``)."""
     if given:
         return PipelineChoice(given, None)
     from inferline.features import pipelines

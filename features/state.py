@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from inferline.features.artifacts import atomic_write_json
+from inferline.core.files import atomic_write_json
 from inferline.features.spec import PipelineSpec
 
 __all__ = ["FeatureMatrix", "FeatureState", "StateMismatch", "compute_features", "fit_state"]

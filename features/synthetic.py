@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 from inferline.features.spec import PipelineSpec
 
 __all__ = ["Shift", "ShiftError", "apply_shifts", "parse_shift"]

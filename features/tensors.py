@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 from inferline.features.spec import TENSOR_DTYPES, Column, SpecError
 
 __all__ = ["PreprocessFailed", "TensorPlan", "isolate_rows", "numpy_dtype"]

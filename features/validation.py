@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 from inferline.features.rules import NUMBER_KINDS, TEXT_KINDS
 from inferline.features.spec import Column, PipelineSpec
 from inferline.features.wire import INT64_MAX, INT64_MIN, nfc_texts, offset_of, parse_instant

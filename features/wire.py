@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 from inferline.features.spec import Column, PipelineSpec
 
 __all__ = [

@@ -29,7 +29,7 @@ COMMANDS: dict[str, Command] = {
     "batch": Command("inferline.batch.__main__", None, "distributed batch inference on Dask"),
     "monitor": Command("inferline.monitor.__main__", None, "the monitor service, its report and alert rules"),
     "bench": Command("inferline.benchmarks.__main__", None, "the benchmark suite (never beside other work)"),
-    "demo": Command("inferline.serving.__main__", "demo", "the whole flow end to end on the embedded defaults"),
+    "demo": Command("inferline.demo", None, "the whole flow end to end on the embedded defaults"),
 }
 
 
@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from inferline.command import until_pipe_closes  # `inferline --help | head` ends quietly too
+    from inferline.core.command import until_pipe_closes  # `inferline --help | head` ends quietly too
 
     return until_pipe_closes(lambda: _main(argv))
 

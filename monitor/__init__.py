@@ -1,5 +1,3 @@
-"""inferline monitor stage. Built so far: the alert interface every stage raises alerts through."""
-
-from inferline.monitor.alerts import Alert, Alerter, AlertSink, JsonlSink, LogSink, PrometheusSink, WebhookSink
-
-__all__ = ["Alert", "AlertSink", "Alerter", "JsonlSink", "LogSink", "PrometheusSink", "WebhookSink"]
+"""inferline monitor: the service that watches a served pipeline (latency, errors, drift, estimated and realized
+performance, GPU utilization), its Prometheus metrics and alert rules, its report, and the automatic rollback.
+Alerts themselves are ``inferline.core.alerts``: every stage raises them."""

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from inferline.command import (
+from inferline.core.command import (
     Parser,
     check_port_free,
     existing_file,
@@ -24,8 +24,8 @@ from inferline.command import (
     positive_int,
     run,
 )
-from inferline.export.registry import choose_published
-from inferline.features.artifacts import atomic_write_bytes, atomic_write_json
+from inferline.core.files import atomic_write_bytes, atomic_write_json
+from inferline.release.registry import choose_published
 
 
 def _server_record(workdir: Path) -> dict[str, Any]:
@@ -38,11 +38,11 @@ def _server_record(workdir: Path) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
-    from inferline.monitor.alerts import Alerter
+    from inferline.core.alerts import Alerter
+    from inferline.core.secrets import admin_key, monitor_key
     from inferline.monitor.rollback import RollbackController
     from inferline.monitor.rules import RuleEngine, load_rules
     from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
-    from inferline.serving.secrets import admin_key, monitor_key
 
     record = _server_record(Path(args.workdir))
     metrics = args.triton_metrics or record.get("metrics")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 from inferline.features.spec import PipelineSpec
 
 __all__ = ["Joined", "LabelsError", "PredictionLog", "RegressionErrors"]

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from inferline.core.reference import CategoricalReference, NumericReference
 from inferline.features.spec import PipelineSpec
-from inferline.monitor.drift import CategoricalReference, NumericReference
 
 __all__ = [
     "PREDICTED_CLASS",

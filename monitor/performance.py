@@ -36,13 +36,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from inferline.core.calibration import as_probabilities, as_scores
+
 __all__ = [
     "FIGURES",
     "MIN_REALIZED_ROWS",
     "PerformanceEstimate",
-    "calibration_error",
-    "calibration_noise",
-    "classwise_calibration_error",
     "estimate_binary",
     "estimated_performance",
     "realized_binary",
@@ -74,13 +73,6 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("nan")
 
 
-def _scores(scores: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    p = np.asarray(scores, dtype=np.float64).ravel()
-    if p.size and (not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0):
-        raise ValueError("scores must be probabilities in [0, 1] (the positive class's), without NaN")
-    return p
-
-
 def _decisions(p: npt.NDArray[np.float64], threshold: float, predicted: npt.ArrayLike | None) -> npt.NDArray[np.bool_]:
     """The rows predicted positive: ``predicted`` (the model's own decisions, one per score) when given, else
     ``score >= threshold``."""
@@ -97,7 +89,7 @@ def estimate_binary(
 ) -> PerformanceEstimate:
     """The expected confusion matrix, precision, recall and ROC AUC of a window from its positive-class scores;
     the predicted positives are ``predicted`` when given (the model's decisions), else ``score >= threshold``."""
-    p = _scores(scores)
+    p = as_scores(scores)
     order = np.argsort(-p, kind="stable")
     ranked = p[order]
     # ties share a cut: the curve moves diagonally across a block of equal scores, as the realized curve does
@@ -113,7 +105,7 @@ def realized_binary(
     scores: npt.ArrayLike, labels: npt.ArrayLike, threshold: float = 0.5, predicted: npt.ArrayLike | None = None
 ) -> PerformanceEstimate:
     """The same figures from the labels, once they join: what an estimate is compared against."""
-    p = _scores(scores)
+    p = as_scores(scores)
     y = np.asarray(labels).ravel().astype(bool)
     if y.size != p.size:
         raise ValueError(f"{p.size} scores but {y.size} labels")
@@ -152,68 +144,6 @@ def _average_ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.asarray((sums / counts)[inverse], dtype=np.float64)
 
 
-def _equal_mass_bins(p: npt.NDArray[np.float64], bins: int) -> npt.NDArray[np.int64]:
-    """The bin of each row: ``bins`` bins of (nearly) equal size over the rows sorted by score."""
-    order = np.argsort(p, kind="stable")
-    which = np.empty(p.size, dtype=np.int64)
-    for b, part in enumerate(np.array_split(order, min(bins, p.size))):
-        which[part] = b
-    return which
-
-
-def _ece(p: npt.NDArray[np.float64], y: npt.NDArray[np.float64], which: npt.NDArray[np.int64]) -> float:
-    # per bin, |sum of scores - sum of positives| is its row count times |mean score - positive share|
-    k = int(which.max()) + 1
-    gap = np.bincount(which, weights=p, minlength=k) - np.bincount(which, weights=y, minlength=k)
-    return float(np.abs(gap).sum() / p.size)
-
-
-def calibration_error(scores: npt.ArrayLike, labels: npt.ArrayLike, bins: int = 15) -> float:
-    """Expected calibration error: over ``bins`` equal-mass bins of the scores, the row-weighted mean of
-    ``|mean score - positive share|``. Near 0 for calibrated scores; the estimates above assume it is small."""
-    p = _scores(scores)
-    y = np.asarray(labels).ravel().astype(np.float64)
-    if y.size != p.size or p.size == 0:
-        raise ValueError(f"need as many labels as scores, got {p.size} scores and {y.size} labels")
-    return _ece(p, y, _equal_mass_bins(p, bins))
-
-
-def _probabilities(probabilities: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    p = np.asarray(probabilities, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] < 2:
-        raise ValueError(f"probabilities must be [rows, classes] with at least two classes, got shape {p.shape}")
-    return p
-
-
-def classwise_calibration_error(probabilities: npt.ArrayLike, labels: npt.ArrayLike, bins: int = 15) -> float:
-    """:func:`calibration_error` of a probability matrix [n, classes] against class indices: the positive class's
-    for two classes (class index 1), the mean over the classes one-vs-rest for more."""
-    p = _probabilities(probabilities)
-    y = np.asarray(labels).ravel().astype(np.int64)
-    if p.shape[1] == 2:
-        return calibration_error(p[:, 1], y == 1, bins)
-    return float(np.mean([calibration_error(p[:, k], y == k, bins) for k in range(p.shape[1])]))
-
-
-def calibration_noise(
-    probabilities: npt.ArrayLike, bins: int = 15, draws: int = 200, quantile: float = 0.99, seed: int = 0
-) -> float:
-    """The ``quantile`` of :func:`classwise_calibration_error` that perfectly calibrated scores show by chance: labels
-    drawn from ``probabilities`` themselves ``draws`` times, the error of each draw. A measured error above it is
-    miscalibration, not the noise of a small sample."""
-    p = _probabilities(probabilities)
-    rng = np.random.default_rng(seed)
-    columns = [1] if p.shape[1] == 2 else list(range(p.shape[1]))
-    which = {k: _equal_mass_bins(_scores(p[:, k]), bins) for k in columns}
-    cumulative = np.cumsum(p, axis=1)
-    errors = []
-    for _ in range(draws):
-        u = rng.random(p.shape[0]) * cumulative[:, -1]
-        y = (u[:, None] >= cumulative).sum(axis=1)  # a class index drawn from each row's probabilities
-        errors.append(np.mean([_ece(p[:, k], (y == k).astype(np.float64), which[k]) for k in columns]))
-    return float(np.quantile(errors, quantile))
-
-
 def _macro(per_class: list[PerformanceEstimate]) -> dict[str, float]:
     """The figures of one class (binary) or their macro average over the classes where each is defined."""
     out = {}
@@ -224,7 +154,7 @@ def _macro(per_class: list[PerformanceEstimate]) -> dict[str, float]:
 
 
 def _classes(probabilities: npt.ArrayLike, predicted: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], np.ndarray]:
-    p = _probabilities(probabilities)
+    p = as_probabilities(probabilities)
     decided = np.asarray(predicted).ravel().astype(np.int64)
     if decided.size != p.shape[0]:
         raise ValueError(f"{p.shape[0]} rows of probabilities but {decided.size} predicted classes")

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from inferline.features.artifacts import atomic_write_bytes, atomic_write_json
+from inferline.core.files import atomic_write_bytes, atomic_write_json
 
 __all__ = ["SECTIONS", "dashboard_metric_names", "grafana_dashboard", "summarize", "write_report"]
 

@@ -17,10 +17,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from inferline.export.registry import Registry, RegistryError
-from inferline.monitor.alerts import Alert, Alerter, Severity
+from inferline.core.alerts import Alert, Alerter, Severity
 from inferline.monitor.rules import Incident
-from inferline.serving.control import ReleaseSwitchError, switch_release
+from inferline.release.registry import Registry, RegistryError
+from inferline.release.switch import ReleaseSwitchError, switch_release
 
 __all__ = ["ROLLBACK_USER", "RollbackController"]
 

@@ -44,8 +44,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from inferline.features.errors import UserError
-from inferline.monitor.alerts import Alert, Alerter, Severity
+from inferline.core.alerts import Alert, Alerter, Severity
+from inferline.core.errors import UserError
 
 __all__ = [
     "DEFAULT_RULES",

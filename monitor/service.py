@@ -64,19 +64,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from inferline.export.registry import Registry, RegistryError
+from inferline.core.reference import CategoricalReference, MissingReference, NumericReference, bin_counts
+from inferline.core.sketch import LogHistogram, histogram_quantile
 from inferline.features.contract import Contract, compile_contract
 from inferline.features.spec import Column, PipelineSpec, load_pipeline, read_spec
 from inferline.features.state import FeatureState
 from inferline.features.wire import from_json_columns
-from inferline.monitor.drift import (
-    CategoricalReference,
-    FeatureDrift,
-    MissingReference,
-    NumericReference,
-    bin_counts,
-    drift_report,
-)
+from inferline.monitor.drift import FeatureDrift, drift_report
 from inferline.monitor.labels import PredictionLog
 from inferline.monitor.outputs import (
     PREDICTED_CLASS,
@@ -89,8 +83,8 @@ from inferline.monitor.outputs import (
 from inferline.monitor.performance import FIGURES, estimated_performance, realized_enough, realized_performance
 from inferline.monitor.rollback import RollbackController
 from inferline.monitor.rules import RULE_STATES, Evaluation, RuleEngine
-from inferline.monitor.sketch import LogHistogram, histogram_quantile
 from inferline.monitor.utilization import Utilization, UtilizationSampler
+from inferline.release.registry import Registry, RegistryError
 from inferline.serving.gateway import HeaderDeadline
 from inferline.training.profile import missing_columns
 

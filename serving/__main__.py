@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import psutil
 
-from inferline.command import (
+from inferline.core.command import (
     Parser,
     bind_address,
     check_port_free,
@@ -34,14 +34,14 @@ from inferline.command import (
     positive_int,
     run,
 )
-from inferline.export.registry import choose_published, published_pipelines, registered_pipelines
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
+from inferline.release.registry import choose_published, published_pipelines, registered_pipelines
 
 if TYPE_CHECKING:
     from inferline.features.spec import PipelineSpec
+from inferline.core.secrets import admin_key
 from inferline.serving.client import InferlineClient, InferlineError, ready_models
 from inferline.serving.gateway import GatewayLimits
-from inferline.serving.secrets import admin_key
 from inferline.serving.server import (
     ServerConfig,
     fix_hint,
@@ -358,8 +358,8 @@ def _status(args: argparse.Namespace) -> int:
 
 def _apply(args: argparse.Namespace) -> int:
     """Serve the registry's current release on the running server (after `inferline export promote|rollback`)."""
-    from inferline.export.registry import Registry, RegistryError
-    from inferline.serving.control import ReleaseSwitchError, switch_release
+    from inferline.release.registry import Registry, RegistryError
+    from inferline.release.switch import ReleaseSwitchError, switch_release
 
     state = _read_state(args.workdir) or {}
     url = args.url or state.get("http")
@@ -456,8 +456,8 @@ def _published_spec(repository: Path | None, pipeline: str) -> PipelineSpec:
     """The spec ``serve predict`` encodes rows with: the current release's own snapshot (``spec.json``), so any
     published pipeline is callable wherever its module lives (or is not installed at all); without a repository,
     or for a release published before snapshots, the pipeline module by name."""
-    from inferline.export.registry import Registry
     from inferline.features.spec import SpecError, load_pipeline, read_spec
+    from inferline.release.registry import Registry
 
     if repository is not None:
         files = Registry(repository, pipeline).release_files()  # RegistryError (a UserError) names what is wrong
@@ -484,17 +484,6 @@ def _read_rows(path: Path) -> pd.DataFrame:
     if rows.empty:
         raise UserError(f"--file {str(path)!r} holds no rows; expected at least one row to score")
     return rows
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from inferline.serving.demo import print_summary, run_demo
-
-    summary = run_demo(
-        workdir=Path(args.workdir), repository=Path(args.repository), rows=args.rows, keep_serving=args.keep_serving
-    )
-    print_summary(summary)
-    worst = max(d["max_abs_diff"] for d in summary["served"].values())
-    return 0 if worst <= 1e-5 else 1
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -674,13 +663,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     pr.add_argument("--timeout", type=positive_float, default=10.0, help="seconds before a request is abandoned")
     pr.set_defaults(func=_predict)
-    dm = sub.add_parser(
-        "demo", parents=[common], help="the whole flow end to end on the embedded defaults, then a summary"
-    )
-    dm.add_argument("--repository", type=new_dir, default="triton_models", help="the model repository to publish into")
-    dm.add_argument("--rows", type=positive_int, default=200_000, help="synthetic rows to generate")
-    dm.add_argument("--keep-serving", action="store_true", help="leave the server running after the summary")
-    dm.set_defaults(func=_demo)
     return parser
 
 

@@ -19,7 +19,7 @@ import re
 import secrets
 from pathlib import Path
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 
 __all__ = ["ApiKeyError", "ApiKeys", "add_key", "new_key", "revoke_key"]
 

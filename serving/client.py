@@ -35,10 +35,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
+from inferline.core.secrets import ADMIN_HEADER
 from inferline.features.spec import PipelineSpec, load_pipeline
 from inferline.features.wire import encode_rows
-from inferline.serving.secrets import ADMIN_HEADER
 
 __all__ = [
     "Cancelled",

@@ -444,7 +444,7 @@ class EdgeSampler:
     def _release(self, model: str, release: str) -> _Release | None:
         """The release's spec snapshot (read once per release); None when it is not one of ``model``'s."""
         if release not in self._releases:
-            from inferline.export.registry import Registry, RegistryError
+            from inferline.release.registry import Registry, RegistryError
 
             pipeline, _, version = release.partition(":")
             info = None

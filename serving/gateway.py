@@ -670,7 +670,7 @@ class Gateway:
     def public_models(self) -> frozenset[str]:
         """The repository's public pipelines, read again at most once a second (a new pipeline becomes
         reachable without a restart)."""
-        from inferline.export.registry import registered_pipelines
+        from inferline.release.registry import registered_pipelines
 
         assert self.repository is not None
         at, names = self._public

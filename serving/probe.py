@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferline.export.registry import Registry, RegistryError
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 from inferline.features.spec import PipelineSpec
+from inferline.release.registry import Registry, RegistryError
 
 __all__ = ["Probe", "completed_inferences", "probe_body", "probe_for", "run_probe"]
 

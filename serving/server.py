@@ -43,10 +43,10 @@ from typing import Any, Literal
 
 import psutil
 
-from inferline.export.registry import Registry, published_pipelines
-from inferline.features.artifacts import atomic_write_json
-from inferline.features.errors import UserError
-from inferline.serving.secrets import ADMIN_HEADER, admin_key
+from inferline.core.errors import UserError
+from inferline.core.files import atomic_write_json
+from inferline.core.secrets import ADMIN_HEADER, admin_key
+from inferline.release.registry import Registry, published_pipelines
 from inferline.serving.stub_env import USER_PATH, user_path
 
 __all__ = [
@@ -559,7 +559,7 @@ class TritonServer:
         self.releases = published_pipelines(repository)
         if not self.releases:
             raise ServerError(f"no published release in {repository}: run `inferline export publish` first")
-        from inferline.export.publish import activate  # here: publish imports torch, a server start needs it once
+        from inferline.release.switch import activate  # here: publish imports torch, a server start needs it once
 
         for pipeline, version in self.releases.items():
             try:

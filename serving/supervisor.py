@@ -53,14 +53,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from inferline.features.artifacts import atomic_write_json
-from inferline.monitor.alerts import Alert, Alerter, Severity
+from inferline.core.alerts import Alert, Alerter, Severity
+from inferline.core.files import atomic_write_json
+from inferline.core.secrets import monitor_key
 from inferline.serving.apikeys import ApiKeys
 from inferline.serving.edge_tap import EdgeSampler
 from inferline.serving.gateway import Gateway, GatewayLimits, ReloadingTls
 from inferline.serving.grpc_edge import GrpcEdge
 from inferline.serving.probe import Probe, completed_inferences, probe_for, run_probe
-from inferline.serving.secrets import monitor_key
 from inferline.serving.server import ServerConfig, ServerError, TritonServer, fix_hint, state_path
 
 __all__ = ["Supervisor", "SupervisorConfig", "event_loop", "exit_cause"]

@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from inferline.batch import JobConfig, JobReport, run_job
+from inferline.core.files import atomic_write_parquet
 from inferline.export.publish import PublishResult, publish
-from inferline.features.artifacts import atomic_write_parquet
 from inferline.features.backend import gpu_available
 from inferline.features.pipelines import fraud
 from inferline.serving.__main__ import UP_PORT_FLAGS

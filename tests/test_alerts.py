@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
-from inferline.features.artifacts import atomic_write_parquet, sha256_file
+from inferline.core.alerts import Alert, Alerter, JsonlSink, LogSink, PrometheusSink, WebhookSink
+from inferline.core.files import atomic_write_parquet, sha256_file
 from inferline.features.pipelines import fraud
-from inferline.monitor.alerts import Alert, Alerter, JsonlSink, LogSink, PrometheusSink, WebhookSink
 from inferline.serving.client import InferlineClient
 from inferline.serving.server import TritonServer, free_port
 

@@ -14,9 +14,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from inferline.core.secrets import ADMIN_HEADER
 from inferline.features.pipelines import fraud
 from inferline.serving.client import InferlineClient
-from inferline.serving.secrets import ADMIN_HEADER
 from inferline.serving.server import TritonServer
 
 from .conftest import Published, private_server

@@ -20,11 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from inferline.batch import BatchJobFailed, EmptyInput, JobConfig, JobReport, OutputInUse, output_columns, run_job
-from inferline.features.artifacts import sha256_file
+from inferline.core.files import sha256_file
+from inferline.demo import in_process_probabilities
 from inferline.features.pipelines import fraud
 from inferline.features.validation import FileLevelError
 from inferline.serving.client import InferlineClient
-from inferline.serving.demo import in_process_probabilities
 from inferline.serving.server import TritonServer
 
 from .conftest import DaskCluster, Published, gone, wait_until

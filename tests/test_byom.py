@@ -27,14 +27,14 @@ import pytest
 import torch
 
 from inferline.batch import JobConfig, run_job
-from inferline.export.publish import model_candidate, publish, release_candidate, set_current
-from inferline.export.registry import Registry
-from inferline.features.artifacts import atomic_write_parquet
+from inferline.core.files import atomic_write_parquet
+from inferline.export.publish import model_candidate, publish, release_candidate
 from inferline.features.contract import compile_contract
 from inferline.features.spec import PipelineSpec, load_pipeline_module, read_spec
 from inferline.features.state import FeatureState
+from inferline.release.registry import Registry
+from inferline.release.switch import set_current, switch_release
 from inferline.serving.client import InferlineClient
-from inferline.serving.control import switch_release
 from inferline.serving.server import ServerConfig, TritonServer
 from inferline.training.model import ScoringModel, load_checkpoint
 from inferline.training.train import train
@@ -299,8 +299,8 @@ def test_a_module_release_is_published_again_with_tuned_serving_settings(world: 
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    from inferline.export.config import model_names
-    from inferline.features.errors import UserError
+    from inferline.core.errors import UserError
+    from inferline.release.registry import model_names
 
     repository = tmp_path / "repo"
     shutil.copytree(world.repository, repository)
@@ -524,8 +524,8 @@ def test_a_preprocess_function_that_raises_costs_only_its_rows(world: World, cap
     from dataclasses import replace
 
     from inferline.batch import score_frame
-    from inferline.export.runtime import onnx_session
     from inferline.features.tensors import PreprocessFailed
+    from inferline.release.runtime import onnx_session
 
     case = world.cases["byom_images"]
     spec = replace(

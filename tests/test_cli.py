@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from inferline.cli import COMMANDS, main
-from inferline.command import HelpFormatter
+from inferline.core.command import HelpFormatter
 from inferline.features.pipelines import fraud
 from inferline.serving.__main__ import build_parser as serving_parser
 from inferline.serving.__main__ import foreground_command
@@ -69,7 +69,7 @@ def test_every_option_has_help_and_its_default_is_shown() -> None:
 def test_shared_options_belong_to_each_subcommand() -> None:
     """--workdir (serve) and --repository (export) go after the subcommand, on every subcommand that uses them."""
     serve = serving_parser("inferline serve")
-    for name in ("up", "status", "down", "apply", "predict", "demo"):
+    for name in ("up", "status", "down", "apply", "predict"):
         required = ["--file", __file__] if name == "predict" else []
         args = serve.parse_args([name, "--workdir", "w", *required])
         assert (args.command, args.workdir) == (name, "w")

@@ -20,7 +20,7 @@ from pandera.errors import SchemaErrors
 from inferline.batch import JobReport
 from inferline.batch.duplicates import find_duplicates, scan_partition
 from inferline.batch.plan import plan_job
-from inferline.features.artifacts import sha256_file
+from inferline.core.files import sha256_file
 from inferline.features.contract import compile_contract
 from inferline.features.dataset import load_validated, quarantine_name
 from inferline.features.pipelines import fraud

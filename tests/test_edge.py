@@ -660,8 +660,8 @@ def test_grpc_edge_tls_and_api_keys(hardened: Hardened) -> None:
 def test_the_admin_key_is_not_on_tritonservers_command_line(edge: Supervised) -> None:
     """Triton 2.51 takes the admin key only as a flag; `/proc/PID/cmdline` is readable by every local user, so the
     key is overwritten there once Triton has parsed it, and the admin APIs still take it."""
+    from inferline.core.secrets import admin_key
     from inferline.serving.client import ready_models
-    from inferline.serving.secrets import admin_key
 
     state = edge.state()
     key = admin_key(edge.workdir)

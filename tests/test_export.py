@@ -9,15 +9,16 @@ import pytest
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+from inferline.core.files import sha256_file
 from inferline.export.config import pipeline_configs, to_json, to_pbtxt
 from inferline.export.parity import ParityGateFailed
-from inferline.export.publish import publish, set_current
-from inferline.export.registry import Registry, RegistryError
-from inferline.export.runtime import choose_providers
-from inferline.features.artifacts import sha256_file
+from inferline.export.publish import publish
 from inferline.features.pipelines import fraud
 from inferline.features.spec import read_spec
 from inferline.features.state import FeatureState
+from inferline.release.registry import Registry, RegistryError
+from inferline.release.runtime import choose_providers
+from inferline.release.switch import set_current
 from inferline.training.train import RunResult
 
 from .conftest import Published

@@ -12,9 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from inferline.export.config import model_names
 from inferline.export.publish import publish
-from inferline.export.registry import Registry
+from inferline.release.registry import Registry, model_names
 from inferline.training.train import RunResult
 
 from .conftest import Published

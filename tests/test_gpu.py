@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from inferline.benchmarks import gpu_check
-from inferline.export.runtime import onnx_session
 from inferline.features import kernels, rules
 from inferline.features.pipelines import fraud
 from inferline.features.spec import ModelParams
 from inferline.features.state import compute_features, fit_state
+from inferline.release.runtime import onnx_session
 from inferline.training import model
 
 from .conftest import Published

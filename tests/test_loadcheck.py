@@ -19,9 +19,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from inferline.core.errors import UserError
 from inferline.export.loadcheck import ReleaseUnloadable, check_release_loads
 from inferline.export.publish import publish
-from inferline.features.errors import UserError
 from inferline.features.pipelines import fraud
 from inferline.serving.client import InferlineClient
 from inferline.serving.server import ModelState, load_status

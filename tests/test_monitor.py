@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from inferline.export.registry import Registry, RegistryError
 from inferline.features.pipelines import fraud
 from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer, read_traces
 from inferline.monitor.utilization import UtilizationSampler
+from inferline.release.registry import Registry, RegistryError
 from inferline.serving.client import InferlineClient, Predictions
 from inferline.serving.server import TritonServer, free_port
 from inferline.serving.tap import MonitorTap, post_json

@@ -18,14 +18,11 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import distributions
 
+from inferline.core.reference import NULL, CategoricalReference, MissingReference, NumericReference, bin_counts
+from inferline.core.sketch import LogHistogram
 from inferline.monitor.drift import (
     MIN_EXPECTED,
-    NULL,
     UNSEEN,
-    CategoricalReference,
-    MissingReference,
-    NumericReference,
-    bin_counts,
     categorical_drift,
     category_counts,
     chi_square,
@@ -38,7 +35,6 @@ from inferline.monitor.drift import (
     surge_test,
     two_sample_cells,
 )
-from inferline.monitor.sketch import LogHistogram
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -13,8 +13,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 import inferline.features.pipelines
+from inferline.core.files import atomic_write_parquet
 from inferline.export.publish import publish
-from inferline.features.artifacts import atomic_write_parquet
 from inferline.features.spec import load_pipeline_module
 from inferline.training.train import train
 

@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from inferline.monitor.performance import (
-    calibration_error,
-    classwise_calibration_error,
-    estimate_binary,
-    realized_binary,
-    window_performance,
-)
+from inferline.core.calibration import calibration_error, classwise_calibration_error
+from inferline.monitor.performance import estimate_binary, realized_binary, window_performance
 
 
 def _window(rng: np.random.Generator, a: float, b: float, n: int = 50_000) -> tuple[np.ndarray, np.ndarray]:

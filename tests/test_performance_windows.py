@@ -30,9 +30,9 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
+from inferline.core.calibration import classwise_calibration_error
+from inferline.core.files import atomic_write_parquet
 from inferline.export.publish import publish
-from inferline.export.registry import Registry
-from inferline.features.artifacts import atomic_write_parquet
 from inferline.features.contract import compile_contract
 from inferline.features.dataset import refusal_reason
 from inferline.features.pipelines import fraud
@@ -42,12 +42,12 @@ from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.features.wire import encode_rows
 from inferline.monitor.performance import (
     MIN_REALIZED_ROWS,
-    classwise_calibration_error,
     estimated_performance,
     realized_performance,
     window_performance,
 )
 from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
+from inferline.release.registry import Registry
 from inferline.serving.server import free_port
 from inferline.serving.tap import post_json, sample_payload
 from inferline.training.calibration import PoorlyCalibrated, calibrate, fit_vector_scaling
@@ -63,7 +63,7 @@ TOLERANCE = 0.03
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
-    """The demo's training: 200,000 rows in 4 files (``serving.demo``: seed 0, file i drawn with seed i)."""
+    """The demo's training: 200,000 rows in 4 files (``inferline.demo``: seed 0, file i drawn with seed i)."""
     root = tmp_path_factory.mktemp("demo")
     paths = []
     for i in range(4):

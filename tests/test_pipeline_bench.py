@@ -34,8 +34,8 @@ from inferline.benchmarks.pipeline_bench import (
 from inferline.benchmarks.pipeline_load import arrival_times
 from inferline.benchmarks.pipeline_report import compare_results, write_outputs
 from inferline.benchmarks.pipeline_stats import PHASES, StatsUnavailable, model_stats
-from inferline.command import HelpFormatter
-from inferline.features.errors import UserError
+from inferline.core.command import HelpFormatter
+from inferline.core.errors import UserError
 from inferline.serving.server import TritonServer, free_port
 
 from .conftest import Published, Supervised, private_server, supervised_server

@@ -25,8 +25,8 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from inferline.core.alerts import Alerter
 from inferline.features.pipelines import fraud
-from inferline.monitor.alerts import Alerter
 from inferline.monitor.drift import FeatureDrift
 from inferline.monitor.report import dashboard_metric_names, grafana_dashboard
 from inferline.monitor.rules import DEFAULT_RULES, AlertRule, RuleEngine, prometheus_rules

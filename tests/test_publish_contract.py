@@ -22,13 +22,13 @@ import onnx.numpy_helper
 import pytest
 import torch
 
+from inferline.core.errors import UserError
+from inferline.core.files import atomic_write_parquet, sha256_file
 from inferline.export.publish import PublishFailed, model_candidate, publish
-from inferline.export.registry import Registry
-from inferline.features.artifacts import atomic_write_parquet, sha256_file
 from inferline.features.contract import compile_contract
-from inferline.features.errors import UserError
 from inferline.features.spec import write_spec
 from inferline.features.state import FeatureState
+from inferline.release.registry import Registry
 from inferline.serving.client import InferlineClient
 from inferline.serving.server import ServerConfig, TritonServer
 from inferline.training.model import load_checkpoint

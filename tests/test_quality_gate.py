@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inferline.export.config import model_names
+from inferline.core.files import atomic_write_parquet
 from inferline.export.publish import publish
 from inferline.export.quality import QualityGateRefused
-from inferline.export.registry import Registry
-from inferline.features.artifacts import atomic_write_parquet
+from inferline.release.registry import Registry, model_names
 from inferline.training.train import RunResult, train
 
 from .pipelines import loans, yields

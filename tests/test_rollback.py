@@ -16,16 +16,15 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from inferline.export.publish import set_current
-from inferline.export.registry import Registry
+from inferline.core.alerts import Alerter, JsonlSink, WebhookSink
 from inferline.features.pipelines import fraud
 from inferline.features.synthetic import apply_shifts, parse_shift
-from inferline.monitor.alerts import Alerter, JsonlSink, WebhookSink
 from inferline.monitor.rollback import ROLLBACK_USER, RollbackController
 from inferline.monitor.rules import AlertRule, RuleEngine
 from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
+from inferline.release.registry import Registry
+from inferline.release.switch import set_current, switch_release
 from inferline.serving.client import InferlineClient
-from inferline.serving.control import switch_release
 from inferline.serving.server import TritonServer, free_port
 from inferline.serving.tap import MonitorTap
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from inferline.serving.secrets import ADMIN_HEADER
+from inferline.core.secrets import ADMIN_HEADER
 from inferline.serving.server import SECRET_PLACEHOLDER, ServerConfig, TritonServer
 
 from .conftest import Published, group_of, leftover_stubs, reaped

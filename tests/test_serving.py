@@ -16,9 +16,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from inferline.demo import in_process_probabilities
 from inferline.features.pipelines import fraud
 from inferline.serving.client import InferlineClient, encode_rows
-from inferline.serving.demo import in_process_probabilities
 from inferline.serving.server import TritonServer, free_port
 
 from .conftest import Published
@@ -45,10 +45,10 @@ def test_repository_loads_exactly_the_current_release(triton: TritonServer, publ
 def _in_process(repository: Path, version: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """What release ``version`` answers, computed in this process: the contract on the raw columns, then
     onnxruntime on the release's own model; bad rows too (their neutral features are scored as well)."""
-    from inferline.export.runtime import onnx_session
     from inferline.features.contract import compile_contract
     from inferline.features.spec import read_spec
     from inferline.features.state import FeatureState
+    from inferline.release.runtime import onnx_session
 
     release = repository / "fraud_preprocess" / str(version)
     contract = compile_contract(read_spec(release / "spec.json"), FeatureState.load(release / "feature_state.json"))
@@ -468,7 +468,7 @@ def test_a_server_dies_with_the_process_that_owns_it(published: Published, tmp_p
 )
 def test_a_reader_that_goes_away_ends_the_command_quietly(argv: list[str], tmp_path: Path) -> None:
     """`inferline serve status | head`: when stdout's reader closes the pipe, the command stops with 141 (128 +
-    SIGPIPE, as a Unix tool) and no traceback, whatever the command (the one boundary: inferline.command)."""
+    SIGPIPE, as a Unix tool) and no traceback, whatever the command (the one boundary: inferline.core.command)."""
     args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     process = subprocess.Popen(
         [sys.executable, "-m", "inferline", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE

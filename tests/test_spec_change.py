@@ -18,15 +18,15 @@ import pytest
 import torch
 
 from inferline.batch import JobConfig, run_job
+from inferline.core.files import atomic_write_parquet
 from inferline.export.publish import publish
-from inferline.export.registry import Registry
-from inferline.features.artifacts import atomic_write_parquet
 from inferline.features.contract import compile_contract
 from inferline.features.rules import ge, le
 from inferline.features.spec import FeatureDef, SpecError, load_pipeline, read_spec
 from inferline.features.state import FeatureState
+from inferline.release.registry import Registry
+from inferline.release.switch import switch_release
 from inferline.serving.client import InferlineClient
-from inferline.serving.control import switch_release
 from inferline.serving.server import ServerConfig, TritonServer
 from inferline.training.model import load_checkpoint
 from inferline.training.train import train

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from inferline.features.artifacts import atomic_write_parquet
+from inferline.core.files import atomic_write_parquet
 from inferline.features.dataset import quarantine_name
 from inferline.features.pipelines import fraud
 from inferline.features.validation import FileLevelError

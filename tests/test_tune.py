@@ -15,7 +15,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from inferline.export.registry import Registry
+from inferline.release.registry import Registry
 from inferline.serving.server import TritonServer
 
 from .conftest import Published

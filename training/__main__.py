@@ -7,12 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from inferline.command import Parser, fraction, new_dir, new_file, positive_int, run
+from inferline.core.alerts import Alert, Alerter
+from inferline.core.command import Parser, fraction, new_dir, new_file, positive_int, run
+from inferline.core.errors import UserError
 from inferline.features.dataset import BrokenFiles, InvalidShareExceeded, expand_paths, refusal_reason
-from inferline.features.errors import UserError
 from inferline.features.spec import choose_pipeline, load_pipeline
 from inferline.features.validation import FileLevelError
-from inferline.monitor.alerts import Alert, Alerter
 from inferline.training.calibration import MODES
 from inferline.training.train import SPLITS, train
 

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from inferline.features.errors import UserError
-from inferline.monitor.performance import calibration_noise, classwise_calibration_error
+from inferline.core.calibration import calibration_noise, classwise_calibration_error
+from inferline.core.errors import UserError
 from inferline.training.model import Calibration
 
 __all__ = ["BINS", "ERROR_FLOOR", "MODES", "PoorlyCalibrated", "calibrate", "fit_vector_scaling", "logits_of"]

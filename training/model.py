@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from inferline.features.artifacts import atomic_write_bytes
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
+from inferline.core.files import atomic_write_bytes
 
 __all__ = [
     "Architecture",

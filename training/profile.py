@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from inferline.core.reference import CategoricalReference, NumericReference
 from inferline.features.spec import Column, PipelineSpec
 from inferline.features.state import FeatureMatrix, FeatureState
-from inferline.monitor.drift import CategoricalReference, NumericReference
 
 __all__ = ["PROFILE_VERSION", "TASKS", "missing_columns", "null_counts", "predicted_classes", "reference_profile"]
 

@@ -26,10 +26,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from inferline.features.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from inferline.core.errors import PathNotFound, UserError
+from inferline.core.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from inferline.features.contract import Contract, compile_contract
 from inferline.features.dataset import DatasetReport, InvalidShareExceeded, load_validated, refusal_reason
-from inferline.features.errors import PathNotFound, UserError
 from inferline.features.spec import SPEC_FILE, PipelineSpec, write_spec
 from inferline.features.state import FeatureMatrix, FeatureState, fit_state
 from inferline.training.calibration import calibrate

@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by the Triton Python backend
 
-from inferline.export.runtime import onnx_session
 from inferline.features.contract import TensorSpec, compile_contract
 from inferline.features.spec import spec_beside
 from inferline.features.state import FeatureState
+from inferline.release.runtime import onnx_session
 from inferline.serving.batches import answer_batch, read_inputs, run_model
 from inferline.serving.stub_env import add_user_path
 

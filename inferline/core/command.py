@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
 
 __all__ = [
     "BROKEN_PIPE_EXIT",

@@ -1,8 +1,12 @@
 """The end-to-end demo: generate -> validate -> train -> export + parity gate -> publish -> Triton -> HTTP and gRPC
-predictions -> summary. Every step is the same public code the stage command lines run."""
+predictions -> batch -> monitor -> summary. Every step is the same public code the stage command lines run.
+
+``inferline demo`` (``make demo``) runs it; it sits above every stage (the import-linter layers in pyproject.toml).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 import subprocess
@@ -17,14 +21,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from inferline.core.command import Parser, new_dir, positive_int, run
+from inferline.core.files import atomic_write_json, atomic_write_parquet
+from inferline.core.secrets import monitor_key
 from inferline.export.publish import publish
-from inferline.features.artifacts import atomic_write_json, atomic_write_parquet
 from inferline.features.dataset import expand_paths, load_validated
 from inferline.features.spec import load_pipeline_module
 from inferline.features.state import FeatureState, compute_features
 from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.serving.client import InferlineClient, Protocol
-from inferline.serving.secrets import monitor_key
 from inferline.serving.server import ServerConfig, TritonServer, free_port
 from inferline.serving.tap import MonitorTap
 from inferline.training.model import load_checkpoint
@@ -324,3 +329,34 @@ def print_summary(s: dict[str, Any]) -> None:
     print(f"model version    {s['pipeline']}:{s['release']} (answered by {s['served']['http']['release']})")
     print(f"server           {s['server']}")
     print(json.dumps(s["timings_s"]))
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = Parser(prog=prog or "inferline demo", description=__doc__)
+    parser.add_argument(
+        "--workdir", type=new_dir, default=".inferline", help="server state, logs and the generated admin key"
+    )
+    parser.add_argument(
+        "--repository", type=new_dir, default="triton_models", help="the model repository to publish into"
+    )
+    parser.add_argument("--rows", type=positive_int, default=200_000, help="synthetic rows to generate")
+    parser.add_argument("--keep-serving", action="store_true", help="leave the server running after the summary")
+    parser.set_defaults(func=_demo)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    summary = run_demo(
+        workdir=Path(args.workdir), repository=Path(args.repository), rows=args.rows, keep_serving=args.keep_serving
+    )
+    print_summary(summary)
+    worst = max(d["max_abs_diff"] for d in summary["served"].values())
+    return 0 if worst <= 1e-5 else 1
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    return run(build_parser(prog), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

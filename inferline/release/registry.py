@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from inferline.features.artifacts import atomic_write_json, sha256_file
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
+from inferline.core.files import atomic_write_json, sha256_file
 
 __all__ = [
     "Layout",
@@ -32,6 +32,13 @@ __all__ = [
 ]
 
 Layout = Literal["fused", "ensemble"]
+
+
+def model_names(pipeline: str) -> dict[str, str]:
+    """Contract: clients call ``<p>`` (key ``ensemble``). On the gpu target it is an ensemble routing
+    ``<p>_preprocess`` -> ``<p>_model``; on the local target it is one fused Python-backend model, and the two inner
+    directories only hold the release's artifacts (fitted state; model.onnx and reference profile)."""
+    return {"ensemble": pipeline, "preprocess": f"{pipeline}_preprocess", "model": f"{pipeline}_model"}
 
 
 class RegistryError(UserError, RuntimeError):
@@ -86,8 +93,6 @@ class Registry:
 
     def manifest(self, version: int | None = None) -> dict[str, Any]:
         """The release manifest of ``version`` (default: current)."""
-        from inferline.export.config import model_names
-
         v = self.current if version is None else version
         if v is None:
             raise RegistryError(
@@ -105,15 +110,11 @@ class Registry:
         release N: what ``--target local`` publishes) or ``ensemble`` (``<p>`` routing ``<p>_preprocess`` ->
         ``<p>_model``: ``--target gpu``, and local releases published before the fused model). The release's own
         files decide, so a release published by an older inferline keeps being served the way it was published."""
-        from inferline.export.config import model_names
-
         fused = Path(self.repository) / model_names(self.pipeline)["ensemble"] / str(version) / "release.config.pbtxt"
         return "fused" if fused.is_file() else "ensemble"
 
     def served_models(self, version: int) -> list[str]:
         """The Triton models that serve release ``version``, in load order (inner models before the ensemble)."""
-        from inferline.export.config import model_names
-
         names = model_names(self.pipeline)
         if self.layout(version) == "fused":
             return [names["ensemble"]]
@@ -123,8 +124,6 @@ class Registry:
         """The files a consumer of release ``version`` (default: current) loads: ``model`` (model.onnx),
         ``feature_state``, ``spec`` (the release's spec snapshot) and ``manifest`` (release.json), each checked to
         exist, all but the manifest byte for byte against the manifest's sha256."""
-        from inferline.export.config import model_names
-
         v = self.current if version is None else version
         manifest = self.manifest(v)  # raises a clear RegistryError for an unknown version
         names = model_names(self.pipeline)
@@ -156,8 +155,6 @@ class Registry:
 
     def reference_profile(self, version: int | None = None) -> dict[str, Any]:
         """The drift baseline published with release ``version`` (default: current), checked against its manifest."""
-        from inferline.export.config import model_names
-
         v = self.current if version is None else version
         entry = self.manifest(v).get("reference_profile", {})
         path = Path(self.repository) / model_names(self.pipeline)["model"] / str(v) / str(entry.get("file", ""))

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferline.export.registry import Registry, RegistryError
-from inferline.features.artifacts import sha256_file
-from inferline.features.errors import UserError
+from inferline.core.errors import UserError
+from inferline.core.files import sha256_file
+from inferline.release.registry import Registry, RegistryError
 
 __all__ = ["ModelRefError", "ModelRelease", "parse_model_ref", "resolve_release"]
 

@@ -22,18 +22,31 @@ serving what it served. Moving the registry's pointer (and its audit entry) is t
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from inferline.export.config import model_names
-from inferline.export.publish import activate
-from inferline.export.registry import Layout, Registry
-from inferline.features.errors import UserError
-from inferline.serving.secrets import ADMIN_HEADER
+from inferline.core.errors import UserError
+from inferline.core.files import atomic_write_bytes
+from inferline.core.secrets import ADMIN_HEADER
+from inferline.release.registry import Layout, Registry, RegistryError, model_names
 
-__all__ = ["ReleaseSwitchError", "SwitchResult", "switch_release"]
+__all__ = ["QualityVerdict", "ReleaseSwitchError", "SwitchResult", "activate", "set_current", "switch_release"]
+
+
+class QualityVerdict(Protocol):
+    """A promotion's quality comparison as the registry records it (``export.quality.QualityReport``)."""
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def accepted_reason(self) -> str | None: ...
+
+    def headline(self) -> dict[str, Any]: ...
 
 
 class ReleaseSwitchError(UserError, RuntimeError):
@@ -148,3 +161,66 @@ def switch_release(
         client.close()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _pin_versions(text: str, versions: list[int], what: str) -> bytes:
+    text, n = re.subn(r"versions: \[[ 0-9,]*\]", f"versions: [ {', '.join(map(str, versions))} ]", text)
+    if n != 1:
+        raise RegistryError(f"{what} config has no specific version policy")
+    return text.encode()
+
+
+def activate(repository: Path, pipeline: str, version: int, also_load: Sequence[int] = ()) -> None:
+    """Point the model-level configs at ``version`` (copied from that release's own configs, atomically).
+
+    ``also_load`` keeps other releases loaded beside it (a switch in progress). Fused layout: ``p``'s version policy
+    lists them all (each version is a whole release). Ensemble layout: the inner models' version policy lists them,
+    while the ensemble, pinned to ``version``'s pair, routes to ``version`` only."""
+    names = model_names(pipeline)
+    versions = sorted({version, *also_load})
+    if Registry(repository, pipeline).layout(version) == "fused":
+        release = repository / names["ensemble"] / str(version) / "release.config.pbtxt"
+        pinned = _pin_versions(release.read_text(), versions, f"release {pipeline}:{version}'s")
+        atomic_write_bytes(repository / names["ensemble"] / "config.pbtxt", pinned)
+        return
+    for key in ("preprocess", "model"):
+        text = (repository / names[key] / str(version) / "release.config.pbtxt").read_text()
+        pinned = _pin_versions(text, versions, f"release {pipeline}:{version}'s {key}")
+        atomic_write_bytes(repository / names[key] / "config.pbtxt", pinned)
+    ens = repository / names["preprocess"] / str(version) / "ensemble.config.pbtxt"
+    atomic_write_bytes(repository / names["ensemble"] / "config.pbtxt", ens.read_bytes())
+    (repository / names["ensemble"] / "1").mkdir(parents=True, exist_ok=True)
+
+
+def set_current(
+    repository: Path,
+    pipeline: str,
+    version: int | None = None,
+    action: str = "promote",
+    reason: str = "",
+    quality: QualityVerdict | None = None,
+) -> dict[str, Any]:
+    """``promote`` to ``version`` or ``rollback`` to the previous release: moves configs and registry together.
+    ``quality``: the promotion's comparison (``export.quality.QualityReport``), recorded in the history (an
+    accepted worse release also as an ``accept_worse`` entry with its reason)."""
+    registry = Registry(Path(repository), pipeline)
+    with registry.locked() as reg:
+        if action == "rollback":
+            if reg["previous"] is None:
+                raise RegistryError(
+                    f"pipeline {pipeline!r} has no previous release to roll back to "
+                    f"(current {reg['current']}, history {len(reg['history'])} entries)"
+                )
+            version = int(reg["previous"])
+        if version is None:
+            raise RegistryError("promote needs a version")
+        if str(version) not in reg["releases"]:
+            raise RegistryError(
+                f"release {pipeline}:{version} does not exist; published: {sorted(map(int, reg['releases']))}"
+            )
+        activate(Path(repository), pipeline, version)
+        extra: dict[str, Any] = {"quality": quality.headline()} if quality is not None else {}
+        if quality is not None and quality.status == "accepted_worse" and reg["current"] != version:
+            Registry.record(reg, "accept_worse", version, reason=quality.accepted_reason, **extra)
+        Registry.move_pointer(reg, version, action, reason=reason, **extra)
+        return dict(reg)

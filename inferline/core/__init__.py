@@ -1,0 +1,7 @@
+"""inferline.core: what every stage shares, importing no stage.
+
+Errors and exit codes (``errors``, ``command``), files written atomically and content hashes (``files``), processes
+and ports (``processes``), alerts and their sinks (``alerts``), and the statistics the stages share: the drift
+references a training run fits and the monitor tests against (``reference``), calibration (``calibration``) and the
+quantile sketch (``sketch``). ``make lint`` (import-linter) fails when a module here imports a stage.
+"""
