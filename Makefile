@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 STAGES := features training export serving batch monitor benchmarks
 PKGS   := inferline $(STAGES)
 
-.PHONY: demo test bench bench-quick bench-deps wrk system-deps lint typecheck install clean serve-down gpu-check
+.PHONY: import-graph demo test bench bench-quick bench-deps wrk system-deps lint typecheck install clean serve-down gpu-check
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (CPython 3.11) on PATH"; exit 1; }
@@ -54,9 +54,14 @@ bench: bench-deps wrk  # never beside other work: the figures become noise
 bench-quick: bench-deps wrk
 	$(VENV)/bin/inferline bench run --quick
 
+# lint-imports: the layers contract of pyproject.toml ([tool.importlinter]); a back-edge between packages fails here
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(PKGS) tests
 	$(VENV)/bin/ruff format --check $(PKGS) tests
+	$(VENV)/bin/lint-imports
+
+import-graph: $(STAMP)  # the packages' import graph, one line per edge, and any cycle
+	$(PY) .ci/import_graph.py
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

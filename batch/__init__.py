@@ -3,18 +3,18 @@
 from inferline.batch.job import BatchJobFailed, JobConfig, JobReport, OutputInUse, run_job
 from inferline.batch.partition import PartitionRejected, output_columns, prediction_frame, score_frame
 from inferline.batch.plan import EmptyInput, Partition, Plan, plan_job
-from inferline.release.resolve import ModelRelease, resolve_release
+from inferline.release.resolve import Release, resolve_release
 
 __all__ = [
     "BatchJobFailed",
     "EmptyInput",
     "JobConfig",
     "JobReport",
-    "ModelRelease",
     "OutputInUse",
     "Partition",
     "PartitionRejected",
     "Plan",
+    "Release",
     "output_columns",
     "plan_job",
     "prediction_frame",

@@ -45,9 +45,7 @@ from inferline.core.errors import UserError
 from inferline.core.files import atomic_write_json, sha256_file
 from inferline.features.backend import BackendName, get_backend
 from inferline.features.dataset import refusal_reason
-from inferline.features.spec import spec_beside
-from inferline.features.state import FeatureState
-from inferline.release.resolve import ModelRelease, resolve_release
+from inferline.release.resolve import Release, resolve_release
 from inferline.release.runtime import Device
 
 __all__ = ["BatchJobFailed", "JobConfig", "JobReport", "OutputInUse", "run_job"]
@@ -137,7 +135,7 @@ class JobReport:
         return out
 
 
-def _job_identity(plan: Plan, release: ModelRelease, backend: str) -> str:
+def _job_identity(plan: Plan, release: Release, backend: str) -> str:
     body = {
         "layout": LAYOUT_VERSION,
         "plan": plan.digest(),  # geometry; each commit also names its input file's content
@@ -187,7 +185,7 @@ def _remove_stale(root: Path, keep: set[str]) -> None:
 
 
 def _prepare_output(
-    root: Path, plan: Plan, release: ModelRelease, job: str, overwrite: bool, duplicates: Duplicates
+    root: Path, plan: Plan, release: Release, job: str, overwrite: bool, duplicates: Duplicates
 ) -> dict[int, Any]:
     """Claim the output directory for this job and return the partitions already committed by it."""
     job_file = root / "_job.json"
@@ -242,7 +240,7 @@ def _cluster(config: JobConfig) -> Iterator[tuple[Any, dict[str, Any]]]:
 
 
 def _scan(
-    config: JobConfig, release: ModelRelease, job: str, parts: list[Partition], connect: Callable[[], Any]
+    config: JobConfig, release: Release, job: str, parts: list[Partition], connect: Callable[[], Any]
 ) -> list[Scan]:
     """The duplicate pre-pass's reads (``batch.duplicates``): on the client for a small input (no cluster, no task
     overhead), else one Dask task per partition; one result per partition, in plan order."""
@@ -314,8 +312,8 @@ def run_job(config: JobConfig, on_commit: Callable[[dict[str, Any]], None] | Non
     """Score ``config.inputs`` with the release ``config.model`` into ``config.output``; see the module doc."""
     started = time.perf_counter()
     release = resolve_release(config.model, config.repository)
-    spec = spec_beside(release.state_path, release.pipeline)  # the release's own snapshot, never the live module
-    FeatureState.load(release.state_path).check(spec)
+    spec = release.spec()  # the release's own snapshot, never the live module
+    release.state().check(spec)
     if config.backend == "cudf":
         get_backend("cudf")  # a clear BackendUnavailable before any cluster starts
     device: Device = "cuda" if config.backend == "cudf" else "cpu"

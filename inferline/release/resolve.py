@@ -1,4 +1,9 @@
-"""Which published release a batch job scores with, resolved through export's registry and checked byte for byte."""
+"""A published release as its consumers use it: resolved from a reference (``fraud``, ``fraud:3``) through the
+registry, its files checked byte for byte against its manifest, and what it is made of in one call each:
+:meth:`Release.spec` (the release's own spec snapshot, never the live pipeline module), :meth:`Release.state` (the
+fitted feature state), :meth:`Release.contract` (both compiled: the features, the wire codec and validation that
+this release serves), :meth:`Release.manifest`. Batch jobs, the monitor, the quality gate and the benchmarks load a
+release through it instead of spelling out the file names and the snapshot + state + compile sequence."""
 
 from __future__ import annotations
 
@@ -10,15 +15,20 @@ from typing import Any
 
 from inferline.core.errors import UserError
 from inferline.core.files import sha256_file
+from inferline.features.contract import Contract, compile_contract
+from inferline.features.spec import PipelineSpec, spec_beside
+from inferline.features.state import FeatureState
 from inferline.release.registry import Registry, RegistryError
 
-__all__ = ["ModelRefError", "ModelRelease", "parse_model_ref", "resolve_release"]
+__all__ = ["ModelRefError", "Release", "parse_model_ref", "resolve_release"]
 
 _REF = re.compile(r"^(?P<pipeline>[a-z][a-z0-9_]*)(?::(?P<version>[1-9][0-9]*))?$")
 
 
 @dataclass(frozen=True)
-class ModelRelease:
+class Release:
+    """One published release, its files checked against its manifest when it was resolved."""
+
     pipeline: str
     version: int
     model_path: Path
@@ -30,6 +40,26 @@ class ModelRelease:
     @property
     def name(self) -> str:
         return f"{self.pipeline}:{self.version}"
+
+    def spec(self) -> PipelineSpec:
+        """The release's spec snapshot (``spec.json`` beside its feature state), never the live pipeline module."""
+        return spec_beside(self.state_path, self.pipeline)
+
+    def state(self) -> FeatureState:
+        """The fitted feature state the release was published with."""
+        return FeatureState.load(self.state_path)
+
+    def contract(self) -> Contract:
+        """The release's compiled contract: its spec snapshot and fitted state, the state checked against the spec
+        first (a state fitted for other features is refused with the reason)."""
+        spec, state = self.spec(), self.state()
+        state.check(spec)
+        return compile_contract(spec, state)
+
+    def manifest(self) -> dict[str, Any]:
+        """The release's manifest (``release.json``), as published."""
+        manifest: dict[str, Any] = json.loads(self.manifest_path.read_text())
+        return manifest
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,8 +86,9 @@ def parse_model_ref(ref: str) -> tuple[str, int | None]:
     return m.group("pipeline"), int(version) if version else None
 
 
-def resolve_release(ref: str, repository: Path) -> ModelRelease:
-    """The release's model and feature state; the registry refuses either when it differs from the manifest."""
+def resolve_release(ref: str, repository: Path) -> Release:
+    """The release ``ref`` names (its pipeline's current one without a version); the registry refuses one whose files
+    differ from its manifest."""
     pipeline, version = parse_model_ref(ref)
     registry = Registry(Path(repository), pipeline)
     if version is None:
@@ -69,7 +100,7 @@ def resolve_release(ref: str, repository: Path) -> ModelRelease:
             )
     files = registry.release_files(version)  # checked against the manifest byte for byte
     manifest = json.loads(files["manifest"].read_text())
-    return ModelRelease(
+    return Release(
         pipeline=pipeline,
         version=version,
         model_path=files["model"],
