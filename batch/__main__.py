@@ -11,8 +11,9 @@ from pathlib import Path
 from inferline.batch.job import BatchJobFailed, JobConfig, run_job
 from inferline.batch.plan import EmptyInput
 from inferline.core.alerts import Alert, Alerter
-from inferline.core.command import Parser, fraction, new_dir, new_file, positive_int, run
+from inferline.core.command import Parser, new_file, run
 from inferline.core.errors import UserError
+from inferline.core.options import add_options, from_args
 from inferline.core.secrets import monitor_key
 from inferline.features.dataset import refusal_reason
 from inferline.release.registry import choose_published
@@ -24,17 +25,10 @@ BACKENDS = ("pandas", "cudf")
 def _run(args: argparse.Namespace) -> int:
     # --model PIPELINE[:VERSION]; without it, the current release of the repository's only pipeline
     model = args.model or choose_published(Path(args.repository), None, flag="--model")
-    config = JobConfig(
-        inputs=args.input,
-        output=Path(args.output),
+    config = from_args(
+        JobConfig,
+        args,
         model=model,
-        repository=Path(args.repository),
-        scheduler=args.scheduler,
-        workers=args.workers,
-        backend=args.backend,
-        partition_rows=args.partition_rows,
-        max_invalid_share=args.max_invalid_share,
-        overwrite=args.overwrite,
         progress=not args.quiet,
         monitor_url=args.monitor,
         monitor_key=monitor_key(Path(args.workdir)) if args.monitor else None,
@@ -99,39 +93,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = Parser(prog=prog or "inferline batch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="score input files; reruns resume, skipping committed partitions")
-    run.add_argument("--input", nargs="+", required=True, help="Parquet files, globs ('data/*.parquet') or directories")
-    run.add_argument(
-        "--output", type=new_dir, required=True, help="output directory (part-*.parquet, _quarantine/, _report.json)"
-    )
+    add_options(run, JobConfig)  # --input, --output, --repository, --scheduler, --workers, --backend, ...
     run.add_argument(
         "--model",
         type=_model_ref,
         default=None,
         help="PIPELINE (its current release) or PIPELINE:VERSION (default: the repository's only pipeline)",
-    )
-    run.add_argument("--repository", default="triton_models", help="the Triton model repository releases live in")
-    run.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of an existing Dask scheduler")
-    run.add_argument(
-        "--workers",
-        type=positive_int,
-        default=None,
-        help="LocalCluster workers (default: one per CPU core, or per GPU with --backend cudf); not with --scheduler",
-    )
-    run.add_argument("--backend", choices=BACKENDS, default="pandas", help="pandas (CPU) or cudf (NVIDIA GPU)")
-    run.add_argument(
-        "--partition-rows", type=positive_int, default=250_000, help="rows per partition (whole row groups)"
-    )
-    run.add_argument(
-        "--max-invalid-share",
-        type=fraction,
-        default=0.05,
-        help="per file (over all its partitions): a file whose share of invalid rows is above it is withdrawn from "
-        "the output and its partitions fail; its quarantine is kept",
-    )
-    run.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace another job's results in --output (they are deleted when this job starts)",
     )
     run.add_argument("--alerts", type=new_file, default=".inferline/alerts.jsonl", help="JSON-lines alert log")
     run.add_argument("--monitor", default=None, help="monitor URL (http://127.0.0.1:9400): sample rows per partition")

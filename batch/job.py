@@ -41,8 +41,10 @@ from inferline.batch.duplicates import Duplicates, Scan, find_duplicates, scan_p
 from inferline.batch.partition import COMMITS, QUARANTINE, PartitionRejected, Task, run_partition, source_names
 from inferline.batch.partition import _contract as worker_contract
 from inferline.batch.plan import Partition, Plan, plan_job
+from inferline.core.command import fraction, new_dir, positive_int
 from inferline.core.errors import UserError
 from inferline.core.files import atomic_write_json, sha256_file
+from inferline.core.options import config, option
 from inferline.features.backend import BackendName, get_backend
 from inferline.features.dataset import refusal_reason
 from inferline.release.resolve import Release, resolve_release
@@ -75,21 +77,46 @@ def _gate_from_env() -> Path | None:
     return Path(value) if value else None
 
 
-@dataclass
+@config
 class JobConfig:
-    inputs: list[str]
-    output: Path
-    model: str  # PIPELINE (its current release) or PIPELINE:VERSION
-    repository: Path = Path("triton_models")
-    scheduler: str | None = None  # tcp://host:port of an existing cluster; None starts a LocalCluster
-    workers: int | None = None  # LocalCluster size; None: one worker per CPU core this process may use
-    backend: BackendName = "pandas"
-    partition_rows: int = 250_000
-    max_invalid_share: float = 0.05
-    overwrite: bool = False
+    """One batch job. Fields made with ``option`` are also ``inferline batch run``'s flags (core.options)."""
+
+    inputs: list[str] = option("--input", "Parquet files, globs ('data/*.parquet') or directories", nargs="+")
+    output: Path = option(
+        "--output", "output directory (part-*.parquet, _quarantine/, _report.json)", type=new_dir, convert=Path
+    )
+    model: str  # PIPELINE (its current release) or PIPELINE:VERSION (the command resolves --model)
+    repository: Path = option(
+        "--repository", "the Triton model repository releases live in", default=Path("triton_models"), convert=Path
+    )
+    scheduler: str | None = option("--scheduler", "tcp://HOST:PORT of an existing Dask scheduler", default=None)
+    workers: int | None = option(
+        "--workers",
+        "LocalCluster workers (default: one per CPU core, or per GPU with --backend cudf); not with --scheduler",
+        default=None,
+        type=positive_int,
+    )
+    backend: BackendName = option(
+        "--backend", "pandas (CPU) or cudf (NVIDIA GPU)", default="pandas", choices=("pandas", "cudf")
+    )
+    partition_rows: int = option(
+        "--partition-rows", "rows per partition (whole row groups)", default=250_000, type=positive_int
+    )
+    max_invalid_share: float = option(
+        "--max-invalid-share",
+        "per file (over all its partitions): a file whose share of invalid rows is above it is withdrawn from the "
+        "output and its partitions fail; its quarantine is kept",
+        default=0.05,
+        type=fraction,
+    )
+    overwrite: bool = option(
+        "--overwrite",
+        "replace another job's results in --output (they are deleted when this job starts)",
+        default=False,
+    )
     progress: bool = True
     monitor_url: str | None = None  # send each partition's sample of rows and predictions to this monitor
-    monitor_key: str | None = field(default=None, repr=False)  # its ingest key (serving.secrets.monitor_key)
+    monitor_key: str | None = field(default=None, repr=False)  # its ingest key (core.secrets.monitor_key)
     # Hold partitions at a gate the caller controls (tests that kill a worker or the driver while partitions are
     # provably pending, staged runs): a folder every worker can read. Each partition, before it reads its input,
     # creates <gate>/part-NNNNN.waiting and waits until <gate>/part-NNNNN (that one) or <gate>/open (all) exists.
