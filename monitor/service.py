@@ -85,7 +85,7 @@ from inferline.monitor.rollback import RollbackController
 from inferline.monitor.rules import RULE_STATES, Evaluation, RuleEngine
 from inferline.monitor.utilization import Utilization, UtilizationSampler
 from inferline.release.registry import Registry, RegistryError
-from inferline.serving.gateway import HeaderDeadline
+from inferline.serving.edge_admission import HeaderDeadline
 from inferline.training.profile import missing_columns
 
 __all__ = [

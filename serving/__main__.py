@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from inferline.features.spec import PipelineSpec
 from inferline.core.secrets import admin_key
 from inferline.serving.client import InferlineClient, InferlineError, ready_models
-from inferline.serving.gateway import GatewayLimits
+from inferline.serving.edge_limits import GatewayLimits
 from inferline.serving.server import (
     ServerConfig,
     fix_hint,
@@ -287,7 +287,7 @@ def exit_or_running(child: subprocess.Popen[bytes]) -> str:
 def _check_tls(args: argparse.Namespace) -> None:
     """--tls-cert and --tls-key come together, --tls-client-ca needs them, and the files load (before anything
     starts)."""
-    from inferline.serving.gateway import tls_context
+    from inferline.serving.edge_tls import tls_context
 
     if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_client_ca and not args.tls_cert):
         raise UserError("--tls-cert and --tls-key go together (and --tls-client-ca needs both); give both or none")

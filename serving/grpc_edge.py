@@ -35,18 +35,17 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from grpc import aio
 from tritonclient.grpc import service_pb2
 
-from inferline.serving.gateway import (
-    _INT_RANGE,
+from inferline.serving.edge_limits import RequestRejected, invalid
+from inferline.serving.edge_protocol import (
     DATATYPES,
     GRPC_CONTENTS,
+    INT_RANGE,
     ITEMSIZE,
     SERVED_EXTENSIONS,
-    Gateway,
-    RequestRejected,
-    _invalid,
     check_bytes_elements,
     check_element_count,
 )
+from inferline.serving.gateway import Gateway
 
 __all__ = ["GrpcEdge", "build_infer"]
 
@@ -72,7 +71,7 @@ _CODES = {
 # 503s: a spent admission bound is RESOURCE_EXHAUSTED; a restart or a drain is UNAVAILABLE (retry elsewhere or later)
 _EXHAUSTED = ("overloaded",)
 # the integer types whose typed field (int32/uint32) is wider than they are: the range is checked here
-_NARROW = {t: _INT_RANGE[t] for t in ("INT8", "INT16", "UINT8", "UINT16")}
+_NARROW = {t: INT_RANGE[t] for t in ("INT8", "INT16", "UINT8", "UINT16")}
 _SHM = "shared_memory_region"
 
 
@@ -81,7 +80,7 @@ def _known_fields_only(where: str, message: Any) -> None:
     unknown = UnknownFieldSet(message)
     if len(unknown):
         numbers = sorted({field.field_number for field in unknown})
-        raise _invalid(
+        raise invalid(
             f"{where} carries protobuf field number(s) {numbers[:5]}, which the inference service does not define; "
             "send a message built from its grpc_service.proto"
         )
@@ -90,7 +89,7 @@ def _known_fields_only(where: str, message: Any) -> None:
 def _no_parameters(where: str, parameters: Any) -> None:
     """No parameter is documented over gRPC (the binary extension's are HTTP's): any one is refused by name."""
     for key in parameters:
-        raise _invalid(
+        raise invalid(
             f"{where} has the parameter {key[:60]!r}, which the edge does not take (no parameter is documented over "
             "gRPC; a shared-memory region or classification is never served)"
         )
@@ -100,16 +99,16 @@ def build_infer(request: Any, edge: Gateway) -> bytes:
     """The ``ModelInferRequest`` Triton receives, built by the edge from the fields it understood of ``request``:
     the model, an ``id``, each input's name, datatype, shape and contents (typed or raw), the requested outputs by
     name. Unknown fields and any parameter are refused by name (``RequestRejected``), as is a tensor that does not
-    follow the protocol or exceeds the limits; the counterpart of ``gateway.build_infer_request``."""
+    follow the protocol or exceeds the limits; the counterpart of ``edge_protocol.build_infer_request``."""
     _known_fields_only("the request", request)
     if not request.inputs:
-        raise _invalid("the request has no inputs; send one InferInputTensor per input of the pipeline")
+        raise invalid("the request has no inputs; send one InferInputTensor per input of the pipeline")
     _no_parameters("the request", request.parameters)
     if len(request.id) > 256:
-        raise _invalid(f"'id' is {len(request.id)} characters; at most 256")
+        raise invalid(f"'id' is {len(request.id)} characters; at most 256")
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
-        raise _invalid(
+        raise invalid(
             f"raw_input_contents holds {len(raw)} entries for {len(request.inputs)} inputs; send one per input, "
             "in the order of the inputs"
         )
@@ -119,9 +118,9 @@ def build_infer(request: Any, edge: Gateway) -> bytes:
     for index, tensor in enumerate(request.inputs):
         name = tensor.name
         if not name:
-            raise _invalid(f"inputs[{index}] has no name")
+            raise invalid(f"inputs[{index}] has no name")
         if tensor.datatype not in DATATYPES:
-            raise _invalid(
+            raise invalid(
                 f"input {name!r} has datatype {tensor.datatype[:20]!r}; expected one of {', '.join(DATATYPES)}"
             )
         if _SHM in tensor.parameters:
@@ -135,32 +134,32 @@ def build_infer(request: Any, edge: Gateway) -> bytes:
         copy = built.inputs.add(name=name, datatype=tensor.datatype, shape=tensor.shape)
         if raw:
             if filled:
-                raise _invalid(f"input {name!r} has both raw_input_contents and typed contents; send one of them")
+                raise invalid(f"input {name!r} has both raw_input_contents and typed contents; send one of them")
             blob = raw[index]
             if tensor.datatype == "BYTES":
                 check_bytes_elements(name, blob, elements)
             elif len(blob) != elements * ITEMSIZE[tensor.datatype]:
-                raise _invalid(
+                raise invalid(
                     f"input {name!r} is {tensor.datatype} with shape {list(tensor.shape)}: expected "
                     f"{elements * ITEMSIZE[tensor.datatype]} raw bytes, got {len(blob)}"
                 )
             continue
         field = GRPC_CONTENTS.get(tensor.datatype)
         if field is None or filled not in ([field], []):
-            raise _invalid(
+            raise invalid(
                 f"input {name!r} is {tensor.datatype}: its data goes in "
                 f"{f'contents.{field}' if field else 'raw_input_contents'}, got {filled or 'nothing'}"
             )
         values = getattr(contents, field)
         if len(values) != elements:
-            raise _invalid(
+            raise invalid(
                 f"input {name!r} declares shape {list(tensor.shape)} = {elements} elements but "
                 f"contents.{field} holds {len(values)}; make them agree"
             )
         if tensor.datatype in _NARROW and values:
             lo, hi = _NARROW[tensor.datatype]
             if min(values) < lo or max(values) > hi:
-                raise _invalid(f"input {name!r} is {tensor.datatype}: its values must lie in [{lo}, {hi}]")
+                raise invalid(f"input {name!r} is {tensor.datatype}: its values must lie in [{lo}, {hi}]")
         getattr(copy.contents, field).extend(values)
     if raw:
         built.raw_input_contents.extend(raw)
@@ -179,6 +178,7 @@ class GrpcEdge:
 
     def __init__(self, gateway: Gateway, upstream: str) -> None:
         self.gateway = gateway
+        self.access = gateway.access  # API keys and public models, as the HTTP edge checks them (serving.edge_auth)
         self.upstream = upstream
         self._server: aio.Server | None = None
         self._channel: aio.Channel | None = None
@@ -224,12 +224,12 @@ class GrpcEdge:
             await self._channel.close()
 
     async def call(self, method: str, request: bytes, context: aio.ServicerContext) -> bytes:
-        g = self.gateway
+        g, access = self.gateway, self.access
         route = "grpc_infer" if method == "ModelInfer" else "grpc_metadata"
         try:
-            if g.api_keys is not None and method not in _UNAUTHENTICATED:
+            if access.api_keys is not None and method not in _UNAUTHENTICATED:
                 metadata = dict(context.invocation_metadata() or ())
-                g.authenticate(str(metadata.get("authorization", "")))
+                access.authenticate(str(metadata.get("authorization", "")))
             message_type = _PUBLIC[method]
             if message_type is None:
                 request = b""  # ServerLive, ServerReady, ServerMetadata: their requests have no fields
@@ -237,15 +237,15 @@ class GrpcEdge:
                 try:
                     message = message_type.FromString(request)
                 except DecodeError as exc:  # found by the byte-level fuzzer (tests/test_fuzz.py): was UNKNOWN
-                    raise _invalid(
+                    raise invalid(
                         f"the request is not a valid {message_type.DESCRIPTOR.name} protobuf message ({exc}); "
                         "send one built by a gRPC client of the inference service"
                     ) from None
                 if method == "ModelInfer":
-                    g.check_model(message.model_name, message.model_version or None)
+                    access.check_model(message.model_name, message.model_version or None)
                     request = build_infer(message, g)  # what Triton receives: the edge's own message
                 else:
-                    g.check_model(message.name, message.version or None)
+                    access.check_model(message.name, message.version or None)
                     request = bytes(message_type(name=message.name, version=message.version).SerializeToString())
             if method == "ModelInfer":
                 started = time.monotonic()

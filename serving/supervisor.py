@@ -57,8 +57,10 @@ from inferline.core.alerts import Alert, Alerter, Severity
 from inferline.core.files import atomic_write_json
 from inferline.core.secrets import monitor_key
 from inferline.serving.apikeys import ApiKeys
+from inferline.serving.edge_limits import GatewayLimits
 from inferline.serving.edge_tap import EdgeSampler
-from inferline.serving.gateway import Gateway, GatewayLimits, ReloadingTls
+from inferline.serving.edge_tls import ReloadingTls
+from inferline.serving.gateway import Gateway
 from inferline.serving.grpc_edge import GrpcEdge
 from inferline.serving.probe import Probe, completed_inferences, probe_for, run_probe
 from inferline.serving.server import ServerConfig, ServerError, TritonServer, fix_hint, state_path

@@ -16,7 +16,7 @@ import pytest
 
 from inferline.features.pipelines import fraud
 from inferline.serving.client import InferlineClient, TlsFiles
-from inferline.serving.gateway import SERVED_EXTENSIONS
+from inferline.serving.edge_protocol import SERVED_EXTENSIONS
 
 from .conftest import Published, Supervised, supervised_server
 
@@ -146,7 +146,8 @@ def test_slow_clients_and_connection_floods_are_bounded() -> None:
     import socket
     import threading
 
-    from inferline.serving.gateway import Gateway, GatewayLimits
+    from inferline.serving.edge_limits import GatewayLimits
+    from inferline.serving.gateway import Gateway
     from inferline.serving.server import free_port
 
     port = free_port()
@@ -575,7 +576,8 @@ def test_grpc_admission_bound_is_resource_exhausted_with_pushback(edge: Supervis
     import grpc
     from grpc import aio
 
-    from inferline.serving.gateway import Gateway, GatewayLimits
+    from inferline.serving.edge_limits import GatewayLimits
+    from inferline.serving.gateway import Gateway
     from inferline.serving.grpc_edge import GrpcEdge
     from inferline.serving.server import free_port
 

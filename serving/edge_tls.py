@@ -1,0 +1,94 @@
+"""The edge's TLS: a server context from a certificate chain and key (mutual TLS with a client CA), and
+``ReloadingTls``, which serves a renewed certificate from the next handshake on, over HTTP and gRPC alike.
+
+Why reload in place: certificates are renewed (cert-manager, an ACME client) while the edge runs; a restart to pick
+one up would drop every connection and what is in flight.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ReloadingTls", "tls_context"]
+
+
+def tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+    """The edge's TLS: the certificate chain and key (TLS 1.2 at least, Python's default ciphers); with
+    ``client_ca``, mutual TLS: a caller must present a certificate that CA signed."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(cert), str(key))
+        if client_ca is not None:
+            context.load_verify_locations(cafile=str(client_ca))
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(
+            f"TLS files cannot be used ({exc}): --tls-cert {cert} and --tls-key {key} must be a PEM certificate "
+            f"(chain) and its private key{f', --tls-client-ca {client_ca} a PEM CA bundle' if client_ca else ''}"
+        ) from exc
+    return context
+
+
+class ReloadingTls:
+    """The edge's TLS files, re-read when they change: a renewed certificate (or CA bundle) is served from the next
+    handshake on, without a restart. ``changed()`` reloads the HTTP edge's ``context`` in place (OpenSSL hands new
+    connections the context's current certificate); ``grpc_credentials()`` gives the gRPC edge credentials whose
+    fetcher, called by gRPC at each handshake, does the same check. A half-written pair (a certificate without its
+    key yet) fails to load and the previous one stays served until the pair is whole."""
+
+    def __init__(self, cert: Path, key: Path, client_ca: Path | None = None) -> None:
+        self.cert, self.key, self.client_ca = Path(cert), Path(key), client_ca
+        self.context = tls_context(self.cert, self.key, client_ca)
+        self._stamp = self._stamp_now()
+        self.reloads = 0
+
+    def _files(self) -> tuple[Path, ...]:
+        return (self.cert, self.key) + ((Path(self.client_ca),) if self.client_ca is not None else ())
+
+    def _stamp_now(self) -> tuple[tuple[int, int], ...]:
+        return tuple((st.st_mtime_ns, st.st_size) for st in (f.stat() for f in self._files()))
+
+    def changed(self) -> bool:
+        """Reload the HTTP context when a file changed; True when a new certificate is now served."""
+        try:
+            stamp = self._stamp_now()
+        except OSError:
+            return False  # a file being replaced: look again next time
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            self.context.load_cert_chain(str(self.cert), str(self.key))
+            if self.client_ca is not None:
+                self.context.load_verify_locations(cafile=str(self.client_ca))
+        except (OSError, ssl.SSLError):
+            return False
+        self.reloads += 1
+        return True
+
+    def grpc_credentials(self) -> Any:
+        import grpc
+
+        def configuration() -> Any:
+            pair = (self.key.read_bytes(), self.cert.read_bytes())
+            ca = Path(self.client_ca).read_bytes() if self.client_ca is not None else None
+            return grpc.ssl_server_certificate_configuration([pair], root_certificates=ca)
+
+        seen = [self._stamp_now()]
+
+        def fetch() -> Any:
+            try:
+                stamp = self._stamp_now()
+                if stamp == seen[0]:
+                    return None  # unchanged: gRPC keeps the current configuration
+                seen[0] = stamp
+                return configuration()
+            except OSError:
+                return None
+
+        return grpc.dynamic_ssl_server_credentials(
+            configuration(), fetch, require_client_authentication=self.client_ca is not None
+        )
