@@ -24,7 +24,7 @@ from inferline.benchmarks.stacks import (
     triton_body,
     write_bodies,
 )
-from inferline.serving.server import die_with_parent, free_port
+from inferline.core.processes import die_with_parent, free_port
 
 __all__ = ["EDGE_PAIRS", "NGINX_CONF", "bench_edge", "nginx_edge"]
 

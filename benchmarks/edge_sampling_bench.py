@@ -24,9 +24,9 @@ import psutil
 
 from inferline.benchmarks.load import run_wrk
 from inferline.benchmarks.stacks import _terminate, build_release, serve_up, triton_body, write_bodies
+from inferline.core.processes import free_port
 from inferline.core.secrets import monitor_key
 from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
-from inferline.serving.server import free_port
 
 __all__ = ["bench_edge_sampling"]
 

@@ -32,13 +32,14 @@ import psutil
 import torch
 
 from inferline.core.files import atomic_write_bytes, atomic_write_parquet
+from inferline.core.processes import die_with_parent, free_port
 from inferline.export.config import pipeline_configs, to_pbtxt
 from inferline.export.publish import publish
 from inferline.features.pipelines import fraud
 from inferline.features.state import FeatureState
 from inferline.release.registry import model_names
 from inferline.serving.__main__ import UP_PORT_FLAGS
-from inferline.serving.server import ServerConfig, TritonServer, die_with_parent, free_port
+from inferline.serving.server import ServerConfig, TritonServer
 from inferline.training.model import load_checkpoint
 from inferline.training.train import train
 

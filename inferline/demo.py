@@ -23,6 +23,7 @@ import torch
 
 from inferline.core.command import Parser, new_dir, positive_int, run
 from inferline.core.files import atomic_write_json, atomic_write_parquet
+from inferline.core.processes import free_port
 from inferline.core.secrets import monitor_key
 from inferline.export.publish import publish
 from inferline.features.dataset import expand_paths, load_validated
@@ -30,7 +31,7 @@ from inferline.features.spec import load_pipeline_module
 from inferline.features.state import FeatureState, compute_features
 from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.serving.client import InferlineClient, Protocol
-from inferline.serving.server import ServerConfig, TritonServer, free_port
+from inferline.serving.server import ServerConfig, TritonServer
 from inferline.serving.tap import MonitorTap
 from inferline.training.model import load_checkpoint
 from inferline.training.train import train

@@ -42,15 +42,9 @@ if TYPE_CHECKING:
 from inferline.core.secrets import admin_key
 from inferline.serving.client import InferlineClient, InferlineError, ready_models
 from inferline.serving.gateway import GatewayLimits
-from inferline.serving.server import (
-    ServerConfig,
-    fix_hint,
-    load_status,
-    read_state,
-    repository_index,
-    state_path,
-)
+from inferline.serving.server import ServerConfig, read_state, state_path
 from inferline.serving.supervisor import Supervisor, SupervisorConfig, event_loop, exit_cause
+from inferline.serving.triton_index import fix_hint, load_status, repository_index
 
 
 def _read_state(workdir: Path) -> dict[str, Any] | None:

@@ -23,11 +23,12 @@ import torch
 
 from inferline.batch import JobConfig, JobReport, run_job
 from inferline.core.files import atomic_write_parquet
+from inferline.core.processes import die_with_parent, free_port
 from inferline.export.publish import PublishResult, publish
 from inferline.features.backend import gpu_available
 from inferline.features.pipelines import fraud
 from inferline.serving.__main__ import UP_PORT_FLAGS
-from inferline.serving.server import ServerConfig, TritonServer, die_with_parent, free_port
+from inferline.serving.server import ServerConfig, TritonServer
 from inferline.training.train import RunResult, train
 
 from .netns import network  # noqa: F401 - the multi-host tests' fixture (a test network of hosts)
@@ -89,7 +90,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def group_of(pid: int) -> tuple[list[int], set[str]]:
     """The live processes of process group ``pid`` (a tritonserver's: it and its stubs) and the shared-memory
     regions they hold."""
-    from inferline.serving.server import group_pids, shm_regions
+    from inferline.core.processes import group_pids
+    from inferline.serving.server import shm_regions
 
     pids = group_pids(pid)
     return pids, shm_regions(pids)
