@@ -133,7 +133,7 @@ def kill_group(pgid: int, sig: signal.Signals = signal.SIGKILL) -> bool:
     return True
 
 
-def stop_process(process: subprocess.Popen[Any], grace_s: float) -> int:
+def stop_process(process: subprocess.Popen[Any], grace_s: float = 30.0) -> int:
     """SIGTERM ``process`` (it may drain), SIGKILL it if it is still running ``grace_s`` later, and reap it; its exit
     status. Only the process itself is signalled: children that follow their parent (PR_SET_PDEATHSIG, a server's
     stubs) are left to do so, or to ``end_group``."""
