@@ -36,7 +36,7 @@ from inferline.export.publish import publish
 from inferline.features.pipelines import fraud
 from inferline.features.state import FeatureState
 from inferline.release.registry import model_names
-from inferline.serving.__main__ import UP_PORT_FLAGS
+from inferline.serving.daemon import UP_PORT_FLAGS
 from inferline.serving.server import ServerConfig, TritonServer
 from inferline.training.model import load_checkpoint
 from inferline.training.train import train

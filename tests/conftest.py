@@ -27,7 +27,7 @@ from inferline.core.processes import alive, die_with_parent, free_port, stop_pro
 from inferline.export.publish import PublishResult, publish
 from inferline.features.backend import gpu_available
 from inferline.features.pipelines import fraud
-from inferline.serving.__main__ import UP_PORT_FLAGS
+from inferline.serving.daemon import UP_PORT_FLAGS
 from inferline.serving.server import ServerConfig, TritonServer
 from inferline.training.train import RunResult, train
 

@@ -26,7 +26,7 @@ from inferline.core.command import HelpFormatter
 from inferline.core.processes import free_port
 from inferline.features.pipelines import fraud
 from inferline.serving.__main__ import build_parser as serving_parser
-from inferline.serving.__main__ import foreground_command
+from inferline.serving.daemon import foreground_command
 
 STAGE_MODULES = sorted({c.module for c in COMMANDS.values()})
 
