@@ -351,8 +351,9 @@ def _send_sample(
 ) -> dict[str, Any]:
     """A seeded uniform sample of the partition's scored rows (their tabular columns: tensor columns are not sent)
     and the task's outputs, to the monitor; its failure never fails the job."""
+    from inferline.core.http import post_json
     from inferline.serving.client import encode_rows
-    from inferline.serving.tap import post_json, sample_payload
+    from inferline.serving.tap import sample_payload
 
     rng = np.random.default_rng(task.partition.index)
     take = np.sort(rng.choice(len(valid), min(task.monitor_rows, len(valid)), replace=False))

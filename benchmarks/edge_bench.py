@@ -19,12 +19,11 @@ from inferline.benchmarks.stacks import (
     Release,
     Stack,
     _gateway,
-    _terminate,
     _wait_ready,
     triton_body,
     write_bodies,
 )
-from inferline.serving.server import die_with_parent, free_port
+from inferline.core.processes import die_with_parent, free_port, stop_process
 
 __all__ = ["EDGE_PAIRS", "NGINX_CONF", "bench_edge", "nginx_edge"]
 
@@ -201,7 +200,7 @@ def bench_edge(
                         bar.update()
     finally:
         for proc in stops:
-            _terminate(proc)
+            stop_process(proc)
     ratios = {
         f"{a} / {b} ({unit})": {str(c): summary(_ratio(raw, a, b, c, key)) for c in concurrency}
         for a, b in EDGE_PAIRS

@@ -23,19 +23,17 @@ from typing import Any
 import psutil
 
 from inferline.benchmarks.load import run_wrk
-from inferline.benchmarks.stacks import _terminate, build_release, serve_up, triton_body, write_bodies
+from inferline.benchmarks.stacks import build_release, serve_up, triton_body, write_bodies
+from inferline.core.http import get_text
+from inferline.core.processes import free_port, stop_process
 from inferline.core.secrets import monitor_key
 from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
-from inferline.serving.server import free_port
 
 __all__ = ["bench_edge_sampling"]
 
 
 def _counters(metrics_url: str) -> dict[str, float]:
-    import urllib.request
-
-    with urllib.request.urlopen(metrics_url, timeout=10) as r:
-        text = r.read().decode()
+    text = get_text(metrics_url, timeout_s=10)
     return {
         k: float(v)
         for k, v in (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("inferline_edge_sample"))
@@ -94,7 +92,7 @@ def bench_edge_sampling(
         rows = sum(monitor.monitor.status()["rows"].values())
     finally:
         for proc, _, _ in stacks.values():
-            _terminate(proc)
+            stop_process(proc)
         monitor.stop()
     ratios = {
         name: [a / b for a, b in zip(throughput[name], throughput["rate 0"], strict=True)]

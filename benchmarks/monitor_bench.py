@@ -12,8 +12,9 @@ from tqdm import tqdm
 
 from inferline.benchmarks.load import run_wrk
 from inferline.benchmarks.stacks import Release, triton_body, write_bodies
+from inferline.core.processes import free_port
 from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
-from inferline.serving.server import ServerConfig, TritonServer, free_port
+from inferline.serving.server import ServerConfig, TritonServer
 
 __all__ = ["bench_monitor_overhead"]
 

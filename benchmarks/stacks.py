@@ -14,12 +14,9 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,13 +29,15 @@ import psutil
 import torch
 
 from inferline.core.files import atomic_write_bytes, atomic_write_parquet
+from inferline.core.http import answers_ok, request
+from inferline.core.processes import NotReady, die_with_parent, free_port, stop_process, wait_until_ready
 from inferline.export.config import pipeline_configs, to_pbtxt
 from inferline.export.publish import publish
 from inferline.features.pipelines import fraud
 from inferline.features.state import FeatureState
 from inferline.release.registry import model_names
-from inferline.serving.__main__ import UP_PORT_FLAGS
-from inferline.serving.server import ServerConfig, TritonServer, die_with_parent, free_port
+from inferline.serving.daemon import UP_PORT_FLAGS
+from inferline.serving.server import ServerConfig, TritonServer
 from inferline.training.model import load_checkpoint
 from inferline.training.train import train
 
@@ -249,29 +248,13 @@ def _triton(repository: Path, workdir: Path, server: type[TritonServer] = Triton
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} before it answered {url}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.1)  # readiness polling interval
-    _terminate(proc)
-    raise RuntimeError(f"{what} did not answer {url} within {timeout_s:.0f} s")
-
-
-def _terminate(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    """SIGTERM (uvicorn and the supervisor drain), SIGKILL after ``timeout_s``."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """``url`` answers 200 within ``timeout_s``; else ``proc`` (what should answer it) is stopped and ``NotReady``
+    names ``what``."""
+    try:
+        wait_until_ready(lambda: answers_ok(url), timeout_s, f"{what} at {url}", process=proc)
+    except NotReady:
+        stop_process(proc)
+        raise
 
 
 def uvicorn_workers() -> int:
@@ -335,12 +318,10 @@ def check_answers(stack: Stack, n: int = 20) -> None:
     with open(stack.bodies) as fh:
         bodies = [line.rstrip("\n") for _, line in zip(range(n), fh, strict=False)]
     for body in bodies:
-        request = urllib.request.Request(
-            stack.url, data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
-        )
         try:
-            with urllib.request.urlopen(request, timeout=30) as r:
-                answer = json.loads(r.read())
+            answer = request(
+                stack.url, body.encode(), headers={"Content-Type": "application/json"}, timeout_s=30
+            ).json()
         except urllib.error.HTTPError as exc:
             raise RuntimeError(f"{stack.name} answered {exc.code} to a pool row: {exc.read()[:300]!r}") from exc
         statuses = _statuses(answer)
@@ -371,13 +352,13 @@ def _start_stacks(release: Release, workdir: Path, grpc: bool, stops: list[Calla
     plain = _triton(without_dynamic_batching(release, workdir / "triton_models_nobatch"), workdir / "t2")
     stops.append(plain.stop)
     supervisor, gateway_url = _gateway(release.repository, workdir / "t3")
-    stops.append(lambda: _terminate(supervisor))
+    stops.append(lambda: stop_process(supervisor))
     features_api, features_port = _uvicorn(
         "inferline.benchmarks.fastapi_app:app",
         {"INFERLINE_RUN_DIR": str(release.run_dir), "INFERLINE_TORCH_THREADS": "1"},
         workdir / "fastapi_app.log",
     )
-    stops.append(lambda: _terminate(features_api))
+    stops.append(lambda: stop_process(features_api))
     own_env = {
         "FASTAPI_OWN_MODEL": str(save_torchscript(release.run_dir, workdir / "fastapi_own" / "model.ts")),
         "FASTAPI_OWN_FEATURE_STATE": str(release.run_dir / "feature_state.json"),
@@ -388,11 +369,11 @@ def _start_stacks(release: Release, workdir: Path, grpc: bool, stops: list[Calla
     own_api, own_port = _uvicorn(
         "fastapi_own:app", own_env, workdir / "fastapi_own.log", app_dir=Path(__file__).parent, workers=workers
     )
-    stops.append(lambda: _terminate(own_api))
+    stops.append(lambda: stop_process(own_api))
     own_one, own_one_port = _uvicorn(
         "fastapi_own:app", own_env, workdir / "fastapi_own_1worker.log", app_dir=Path(__file__).parent
     )
-    stops.append(lambda: _terminate(own_one))
+    stops.append(lambda: stop_process(own_one))
 
     assert floor.process is not None and batching.process is not None and plain.process is not None
     stacks = [
@@ -431,7 +412,7 @@ def _start_stacks(release: Release, workdir: Path, grpc: bool, stops: list[Calla
             f"http://{gateway_url}{infer}",
             triton_bodies,
             supervisor.pid,
-            lambda: _terminate(supervisor),
+            lambda: stop_process(supervisor),
         ),
         Stack(
             "fastapi_inferline_features_http",
@@ -441,7 +422,7 @@ def _start_stacks(release: Release, workdir: Path, grpc: bool, stops: list[Calla
             f"http://127.0.0.1:{features_port}/predict",
             fastapi_bodies,
             features_api.pid,
-            lambda: _terminate(features_api),
+            lambda: stop_process(features_api),
         ),
         Stack(
             "fastapi_own_http",
@@ -451,7 +432,7 @@ def _start_stacks(release: Release, workdir: Path, grpc: bool, stops: list[Calla
             f"http://127.0.0.1:{own_port}/predict",
             fastapi_bodies,
             own_api.pid,
-            lambda: _terminate(own_api),
+            lambda: stop_process(own_api),
         ),
         Stack(
             "fastapi_own_1worker_http",
@@ -460,7 +441,7 @@ def _start_stacks(release: Release, workdir: Path, grpc: bool, stops: list[Calla
             f"http://127.0.0.1:{own_one_port}/predict",
             fastapi_bodies,
             own_one.pid,
-            lambda: _terminate(own_one),
+            lambda: stop_process(own_one),
         ),
     ]
     if grpc:

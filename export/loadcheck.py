@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from inferline.core.errors import PathNotFound, UserError
-from inferline.serving.server import LoadStatus, ServerConfig, ServerError, TritonServer, repository_index
+from inferline.serving.server import ServerConfig, TritonServer
+from inferline.serving.triton_index import LoadStatus, ServerError, repository_index
 
 __all__ = ["LoadCheckReport", "ReleaseUnloadable", "ScratchStartFailed", "check_release_loads", "start_scratch_server"]
 

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,8 @@ import torch
 
 from inferline.core.command import Parser, new_dir, positive_int, run
 from inferline.core.files import atomic_write_json, atomic_write_parquet
+from inferline.core.http import answers_ok, get_json
+from inferline.core.processes import free_port, port_or_free, stop_process, wait_until_ready
 from inferline.core.secrets import monitor_key
 from inferline.export.publish import publish
 from inferline.features.dataset import expand_paths, load_validated
@@ -30,19 +29,10 @@ from inferline.features.spec import load_pipeline_module
 from inferline.features.state import FeatureState, compute_features
 from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.serving.client import InferlineClient, Protocol
-from inferline.serving.server import ServerConfig, TritonServer, free_port
+from inferline.serving.server import ServerConfig, TritonServer
 from inferline.serving.tap import MonitorTap
 from inferline.training.model import load_checkpoint
 from inferline.training.train import train
-
-
-def _port(preferred: int) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            return free_port()
 
 
 def in_process_probabilities(run_dir: Path, rows: pd.DataFrame, pipeline: str) -> np.ndarray:
@@ -94,7 +84,7 @@ def _run_monitoring(
     log = open(workdir / "monitor.log", "wb")
     monitor = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_http(f"{url}/healthz", monitor)
+        wait_until_ready(lambda: answers_ok(f"{url}/healthz"), 60, f"the monitor at {url}", process=monitor)
         phases: dict[str, Any] = {"shifts": list(getattr(module, "DEMO_SHIFTS", ()))}
         for phase, shifts in (("normal", []), ("drifted", phases["shifts"])):
             frame = module.generate(rows, seed=seed + (7 if phase == "normal" else 8))
@@ -121,23 +111,8 @@ def _run_monitoring(
         phases["report"] = str(out / "report.html")
         return phases
     finally:
-        monitor.terminate()
-        monitor.wait(timeout=20)
+        stop_process(monitor, grace_s=20)
         log.close()
-
-
-def _wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}; see its log")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.1)  # readiness polling interval
-    raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s")
 
 
 def _snapshot_after(url: str, since: float, rows: int, process: subprocess.Popen[bytes]) -> dict[str, Any]:
@@ -146,8 +121,7 @@ def _snapshot_after(url: str, since: float, rows: int, process: subprocess.Popen
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the monitor exited with {process.returncode}")
-        with urllib.request.urlopen(f"{url}/v1/history", timeout=5) as r:
-            history = json.loads(r.read())
+        history = get_json(f"{url}/v1/history", timeout_s=5)
         for snap in reversed(history):
             if snap["at"] > since and rows in snap["drift"]["window_rows"].values() and snap["drift"]["features"]:
                 return dict(snap)
@@ -212,9 +186,9 @@ def run_demo(
     config = ServerConfig(
         repository=repository,
         workdir=workdir,
-        http_port=_port(8000),
-        grpc_port=_port(8001),
-        metrics_port=_port(8002),
+        http_port=port_or_free(8000),
+        grpc_port=port_or_free(8001),
+        metrics_port=port_or_free(8002),
         trace_dir=workdir / "trace",  # per-request server timings for the monitor
         trace_log_frequency=1,
     )

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
 import threading
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from inferline.core.command import (
     run,
 )
 from inferline.core.files import atomic_write_bytes, atomic_write_json
+from inferline.core.http import get_json
 from inferline.release.registry import choose_published
 
 
@@ -108,8 +107,7 @@ def _report(args: argparse.Namespace) -> int:
 
     url = args.url.rstrip("/")
     try:
-        with urllib.request.urlopen(f"{url}/v1/history", timeout=10) as r:
-            history = json.loads(r.read())
+        history = get_json(f"{url}/v1/history", timeout_s=10)
     except OSError as exc:
         print(
             f"report FAILED: no monitor answers at {url} ({exc}); start one with `inferline monitor run`",

@@ -12,7 +12,8 @@ from inferline.core.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from inferline.serving.client import InferlineClient, InferlineError, Predictions, encode_rows
-    from inferline.serving.server import ServerConfig, ServerError, TritonServer, free_port, published_pipelines
+    from inferline.serving.server import ServerConfig, TritonServer
+    from inferline.serving.triton_index import ServerError
 
 __getattr__, __all__ = lazy_attributes(
     __name__,
@@ -21,10 +22,8 @@ __getattr__, __all__ = lazy_attributes(
         "InferlineError": "client",
         "Predictions": "client",
         "ServerConfig": "server",
-        "ServerError": "server",
+        "ServerError": "triton_index",
         "TritonServer": "server",
         "encode_rows": "client",
-        "free_port": "server",
-        "published_pipelines": "server",
     },
 )

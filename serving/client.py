@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from inferline.core.errors import UserError
+from inferline.core.http import Backoff
 from inferline.core.secrets import ADMIN_HEADER
 from inferline.features.spec import PipelineSpec, load_pipeline
 from inferline.features.wire import encode_rows
@@ -213,7 +214,8 @@ class InferlineClient:
         self.endpoint_cooldown_s = endpoint_cooldown_s
         self._set_aside = [0.0] * len(self.urls)  # monotonic time until which each endpoint is skipped
         self._next = 0  # the endpoint the next request goes to (round robin over those not set aside)
-        self.retries, self.backoff_s, self.backoff_max_s = retries, backoff_s, backoff_max_s
+        # full jitter: a burst of rejected clients does not come back in lockstep
+        self.backoff = Backoff(backoff_s, backoff_max_s, attempts=retries + 1, jitter=True)
         self._random = random.Random()
         self.tap = tap
         # the columns to send: ``spec`` (e.g. a release's snapshot, features.spec.read_spec) or the pipeline module
@@ -344,13 +346,12 @@ class InferlineClient:
                 raise
             except (InferenceServerException, OSError) as exc:
                 error = classify(exc, self.protocol, self.urls[i], self.model, attempt)
-            if not error.retryable or attempt > self.retries:
+            if not error.retryable or attempt >= self.backoff.attempts:
                 raise error
             self._set_aside[i] = time.monotonic() + self.endpoint_cooldown_s
             if any(t <= time.monotonic() for t in self._set_aside):
                 continue  # another endpoint is in service: send it there at once
-            # full jitter: a burst of rejected clients does not come back in lockstep
-            delay = self._random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2**attempt))
+            delay = self.backoff.delay(attempt, self._random)
             if time.monotonic() + delay > deadline:
                 raise DeadlineExceeded(
                     f"{error} (no time left for another attempt within the {self.timeout_s}s deadline)",

@@ -23,7 +23,7 @@ sampler could not read, or a response without ``status``/``release`` because the
 only). ``inferline_edge_sample_rows_sent_total`` counts the rows the monitor took.
 
 Libraries: the bodies are read back by ``serving.edge_decode`` (the standard library's json, numpy, tritonclient's
-protobuf classes); posts with urllib on the thread (``serving.tap.post_json``); counters with prometheus-client (a
+protobuf classes); posts with urllib on the thread (``core.http.post_json``); counters with prometheus-client (a
 collector reading plain integers, so the event loop takes no lock).
 """
 
@@ -45,10 +45,11 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, Metric
 
+from inferline.core.http import post_json
 from inferline.features.contract import model_outputs
 from inferline.features.spec import PipelineSpec, read_spec
 from inferline.serving.edge_decode import Undecodable, grpc_pair, http_index, tensor_values
-from inferline.serving.tap import post_json, sample_payload
+from inferline.serving.tap import sample_payload
 
 __all__ = ["OUTCOMES", "EdgeSampler"]
 

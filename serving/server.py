@@ -8,7 +8,7 @@ configs bound waiting work. 2.51 has no request-size limit flag; production shou
 
 The admin key is never in tritonserver's argument memory, which ``/proc/PID/cmdline`` shows to every local user:
 the flags carry a placeholder, and ``argv_secret.c`` (an LD_PRELOAD library built on first use with the machine's C
-compiler, ``argv_secret_library``) hands the real key from the environment to Triton's argv before ``main()``.
+compiler, ``serving.argv_secret``) hands the real key from the environment to Triton's argv before ``main()``.
 tritonserver runs in a session (process group) of its own with its Python-backend stubs; ``TritonServer.reap``
 (called by ``stop`` and by the supervisor after any exit) leaves none of the group alive and removes the stubs'
 shared-memory regions from /dev/shm.
@@ -20,7 +20,8 @@ unavailable, so one broken pipeline would make every other one look down to clie
 Triton loads the ``--load-model`` models before it opens its HTTP port, so a 200 from ``/v2/health/ready`` means
 the start's loads are over; which of them are served is read from Triton's repository index
 (``POST /v2/repository/index``: state and reason per model version) and reported per pipeline as a ``LoadStatus``
-(``TritonServer.status``), with Triton's own reason for each one it could not load.
+(``TritonServer.status``; the index and the server record are read in ``serving.server_state``), with Triton's own
+reason for each one it could not load.
 """
 
 from __future__ import annotations
@@ -28,160 +29,46 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import socket
-import stat
 import subprocess
 import sys
 import sysconfig
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import psutil
+from typing import Any
 
 from inferline.core.errors import UserError
 from inferline.core.files import atomic_write_json
+from inferline.core.http import answers_ok
+from inferline.core.processes import (
+    NotReady,
+    die_with_parent,
+    end_group,
+    free_port,
+    group_pids,
+    stop_process,
+    wait_until_ready,
+)
 from inferline.core.secrets import ADMIN_HEADER, admin_key
 from inferline.release.registry import Registry, published_pipelines
+from inferline.serving.argv_secret import SECRET_PLACEHOLDER, SECRET_VARIABLE, argv_secret_library
 from inferline.serving.stub_env import USER_PATH, user_path
+from inferline.serving.triton_index import (
+    LoadStatus,
+    ServerError,
+    fix_hint,
+    load_status,
+    repository_index,
+)
 
-__all__ = [
-    "LoadStatus",
-    "ModelState",
-    "ServerConfig",
-    "ServerError",
-    "TritonServer",
-    "argv_secret_library",
-    "die_with_parent",
-    "fix_hint",
-    "free_port",
-    "group_pids",
-    "load_status",
-    "published_pipelines",
-    "read_state",
-    "repository_index",
-    "shm_regions",
-    "state_path",
-]
+__all__ = ["ServerConfig", "TritonServer", "read_state", "shm_regions", "state_path"]
 
 log = logging.getLogger("inferline.serving")
 
 RESTRICTED = "model-repository,logging,trace,shared-memory"
 
 
-class ServerError(UserError, RuntimeError):
-    pass
-
-
-SECRET_PLACEHOLDER = "@INFERLINE_ADMIN_KEY@"  # what tritonserver's command line shows where the admin key goes
-SECRET_VARIABLE = "INFERLINE_ARGV_SECRET"  # the environment variable argv_secret.c reads the key from
 STUB_NAME = "triton_python_backend_stub"
 SHM_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's shared-memory regions in /dev/shm
-
-
-_PRELOAD_SEPARATORS = {" ", ":", "\t", "\n"}
-
-
-def _private_dir() -> Path:
-    """``$TMPDIR/inferline-<uid>``, mode 0700 and owned by this user (refused otherwise: another user could swap
-    the library the server preloads)."""
-    import tempfile
-
-    folder = Path(tempfile.gettempdir()) / f"inferline-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    st = folder.lstat()
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise ServerError(
-            f"{folder} is not a private folder of this user's (owner uid {st.st_uid}, mode {oct(st.st_mode & 0o777)}); "
-            "expected a directory with mode 0700 owned by you: remove it, or use a --workdir without spaces or colons"
-        )
-    if set(str(folder)) & _PRELOAD_SEPARATORS:
-        raise ServerError(f"the temporary folder {folder} holds a space or a colon; set TMPDIR to one that does not")
-    return folder
-
-
-LIBRARY_VARIABLE = "INFERLINE_ARGV_LIBRARY"  # a prebuilt argv_secret library (images without a compiler)
-
-
-def _trusted_library(path: Path) -> Path:
-    """``path`` as the library to preload: a regular file that only its owner (this user or root) can write."""
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise ServerError(
-            f"{LIBRARY_VARIABLE} names {path}, which cannot be read ({exc.strerror}); expected the library built from "
-            "serving/argv_secret.c (`gcc -shared -fPIC -O2 -o argv_secret.so serving/argv_secret.c`), or unset it "
-            "to build one on first use"
-        ) from exc
-    if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o022 or st.st_uid not in (0, os.getuid()):
-        raise ServerError(
-            f"{LIBRARY_VARIABLE} names {path} (owner uid {st.st_uid}, mode {oct(st.st_mode & 0o777)}); expected a "
-            "regular file that only its owner (root or you) can write: tritonserver preloads it with its admin key"
-        )
-    return path
-
-
-def argv_secret_library(workdir: Path) -> Path:
-    """The LD_PRELOAD library that puts the admin key into tritonserver's argv without it ever being in the
-    argument memory ``/proc/PID/cmdline`` shows (``serving/argv_secret.c``), compiled on first use with the
-    machine's C compiler (``$CC``, else ``gcc``, else ``cc``) into ``<workdir>/serving/``, named by its source's
-    hash; or the prebuilt one named by ``INFERLINE_ARGV_LIBRARY`` (the container image builds it at build
-    time: its runtime stage has no compiler). No compiler, or a failed build, is a ``ServerError`` saying what to
-    install: the server is not started with its key readable by other users instead."""
-    import hashlib
-    import shutil
-
-    prebuilt = os.environ.get(LIBRARY_VARIABLE)
-    if prebuilt:  # built once where a compiler was (a container image's build stage): never rebuilt here
-        return _trusted_library(Path(prebuilt))
-    source = Path(__file__).with_name("argv_secret.c")
-    code = source.read_bytes()
-    name = f"argv_secret-{hashlib.sha256(code).hexdigest()[:12]}.so"
-    target = Path(workdir).resolve() / "serving" / name
-    if set(str(target)) & _PRELOAD_SEPARATORS:
-        # LD_PRELOAD splits on spaces and colons and has no quoting: a work directory holding one would preload
-        # fragments (found by a benchmark's workdir). Then the library lives in a private folder of this user's.
-        target = _private_dir() / name
-    if target.is_file():
-        return target
-    compilers = [c for c in (os.environ.get("CC"), "gcc", "cc") if c]
-    compiler = next((shutil.which(c) for c in compilers if shutil.which(c)), None)
-    if compiler is None:
-        raise ServerError(
-            f"no C compiler found (tried {compilers}); inferline builds {source.name}, a small library that hands "
-            "tritonserver its admin key without putting it on the command line other users can read. Install one "
-            "(Debian: apt-get install gcc) or set CC to a compiler, then start the server again"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = target.with_suffix(f".{os.getpid()}.tmp")
-    done = subprocess.run(
-        [compiler, "-shared", "-fPIC", "-O2", "-o", str(staged), str(source)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        staged.unlink(missing_ok=True)
-        raise ServerError(
-            f"{compiler} could not build {source} (exit {done.returncode}): {done.stderr.strip()[-800:]}; expected "
-            "a shared library for this Linux/glibc machine. Check the compiler works (`gcc --version`), or set CC "
-            "to one that does"
-        )
-    os.replace(staged, target)
-    return target
-
-
-def group_pids(pgid: int) -> list[int]:
-    """The live processes of process group ``pgid`` (zombies, already exited, are not counted)."""
-    pids = []
-    for pid in psutil.pids():
-        try:
-            if os.getpgid(pid) == pgid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                pids.append(pid)
-        except (OSError, psutil.Error):  # exited meanwhile
-            continue
-    return pids
 
 
 def shm_regions(pids: list[int]) -> set[str]:
@@ -200,21 +87,6 @@ def shm_regions(pids: list[int]) -> set[str]:
                 found.add(name)
         found.update(a for a in args if a.startswith(SHM_PREFIX) and "/" not in a)
     return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def die_with_parent() -> None:
-    """In the child before exec: ask Linux to send SIGTERM when the parent dies (PR_SET_PDEATHSIG), so a server
-    owned by a test run or a benchmark never outlives it, even when that process is killed with SIGKILL."""
-    import ctypes
-
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
 
 
 def state_path(workdir: Path) -> Path:
@@ -236,130 +108,6 @@ def read_state(workdir: Path, fix: str) -> dict[str, Any] | None:
             + fix
         ) from exc
     return state
-
-
-@dataclass(frozen=True)
-class ModelState:
-    """One row of Triton's repository index (``POST /v2/repository/index``): a model directory, one version of it
-    and the state Triton holds it in (``READY``, ``LOADING``, ``UNLOADING``, ``UNAVAILABLE``), with Triton's own
-    ``reason`` when it is not ready (the error its load failed with, ``unloaded``, ...). ``version`` and ``state``
-    are empty for a directory Triton was never asked to load."""
-
-    name: str
-    version: str = ""
-    state: str = ""
-    reason: str = ""
-
-
-UnitState = Literal["READY", "LOADING", "UNAVAILABLE"]
-
-
-@dataclass(frozen=True)
-class LoadStatus:
-    """Whether one thing the server was asked to load is served: a pipeline (the models of its current release) or,
-    for a server started with ``ServerConfig.models``, one model. ``reason`` is empty when ``READY``; else it says
-    why not, in Triton's own words for each model that is not ready (or why the release never reached Triton).
-    ``release``: the pipeline's release asked for; once READY, the one served (the highest ready version of its
-    first model)."""
-
-    name: str
-    models: tuple[str, ...]
-    state: UnitState
-    reason: str = ""
-    release: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "release": self.release,
-            "state": self.state,
-            "models": list(self.models),
-            **({"reason": self.reason} if self.reason else {}),
-        }
-
-
-def repository_index(url: str, key: str, timeout_s: float = 10.0) -> list[ModelState]:
-    """Triton's repository index at ``url`` (HTTP ``host:port``), an admin API (``key`` is the admin key), read with
-    urllib: every model directory, each version Triton was asked to load with its state and reason. A server that
-    does not answer, or answers something else, is a ``ServerError``."""
-    request = urllib.request.Request(
-        f"http://{url}/v2/repository/index", data=b"{}", headers={ADMIN_HEADER: key}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as r:
-            rows = json.loads(r.read())
-    except (urllib.error.URLError, OSError, json.JSONDecodeError) as exc:
-        raise ServerError(
-            f"tritonserver at {url} did not return its repository index ({type(exc).__name__}: {exc}); expected the "
-            "JSON list Triton answers on POST /v2/repository/index: is the server up, and is the admin key its own?"
-        ) from exc
-    if not isinstance(rows, list):
-        raise ServerError(f"tritonserver at {url} answered its repository index with {str(rows)[:200]}, not a list")
-    return [
-        ModelState(
-            name=str(row.get("name", "")),
-            version=str(row.get("version", "")),
-            state=str(row.get("state", "")),
-            reason=str(row.get("reason", "")),
-        )
-        for row in rows
-        if isinstance(row, dict)
-    ]
-
-
-def _model_state(name: str, index: list[ModelState]) -> tuple[UnitState, str]:
-    """One model: READY when one of its versions is (a release switch holds two), LOADING while one loads, else
-    UNAVAILABLE with Triton's reason for each version."""
-    rows = [m for m in index if m.name == name]
-    if any(m.state == "READY" for m in rows):
-        return "READY", ""
-    if any(m.state == "LOADING" for m in rows):
-        return "LOADING", ""
-    why = [(f"version {m.version}: " if m.version else "") + (m.reason or m.state) for m in rows if m.state or m.reason]
-    if not why:
-        why = [
-            "not loaded, and Triton's repository index gives no reason (is there a model directory of that name "
-            "with a config.pbtxt? The server log has Triton's error)"
-        ]
-    return "UNAVAILABLE", f"model {name!r} " + "; ".join(why)
-
-
-def load_status(
-    index: list[ModelState],
-    plan: dict[str, list[str]],
-    releases: dict[str, int] | None = None,
-    refused: dict[str, str] | None = None,
-) -> dict[str, LoadStatus]:
-    """``{name: LoadStatus}`` for each entry of ``plan`` (``{pipeline or model: the models that serve it}``) from
-    Triton's repository ``index``: READY when all its models are, LOADING while one still loads, else UNAVAILABLE
-    with the reasons. ``refused`` (``{name: why}``) were never handed to Triton; ``releases`` names their releases."""
-    releases, refused = releases or {}, refused or {}
-    out: dict[str, LoadStatus] = {}
-    for name, models in plan.items():
-        release = releases.get(name)
-        if name in refused:
-            out[name] = LoadStatus(name, tuple(models), "UNAVAILABLE", refused[name], release)
-            continue
-        states = [_model_state(m, index) for m in models]
-        reasons = [why for state, why in states if state == "UNAVAILABLE"]
-        if reasons:
-            out[name] = LoadStatus(name, tuple(models), "UNAVAILABLE", "; ".join(reasons), release)
-        elif any(state == "LOADING" for state, _ in states):
-            out[name] = LoadStatus(name, tuple(models), "LOADING", "", release)
-        else:  # the served release: the highest ready version of its first model (fused: <p>; ensemble: <p>_preprocess)
-            served = [
-                int(m.version) for m in index if m.name == models[0] and m.state == "READY" and m.version.isdigit()
-            ]
-            out[name] = LoadStatus(name, tuple(models), "READY", "", max(served, default=release))
-    return out
-
-
-def fix_hint(pipeline: str) -> str:
-    """What to do about a pipeline whose current release does not load."""
-    return (
-        f"Fix {pipeline!r}: publish a corrected release (`inferline export publish`), or roll back to the previous "
-        f"one (`inferline export rollback --pipeline {pipeline}`), then `inferline serve apply --pipeline {pipeline}`"
-        " (or restart the server)."
-    )
 
 
 def _pytriton_dir() -> Path:
@@ -603,11 +351,7 @@ class TritonServer:
         return record
 
     def is_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.config.http_url}/v2/health/ready", timeout=2) as r:
-                return bool(r.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return answers_ok(f"http://{self.config.http_url}/v2/health/ready", timeout_s=2)
 
     def status(self, timeout_s: float = 10.0) -> dict[str, LoadStatus]:
         """Each entry of the plan of the last start, READY, LOADING or UNAVAILABLE (with Triton's reason), read from
@@ -631,17 +375,11 @@ class TritonServer:
     def wait_ready(self, timeout_s: float = 60.0) -> dict[str, LoadStatus]:
         """Wait until the server is ready and its start's loads are settled; their status (a pipeline it could not
         load is UNAVAILABLE with the reason, and the rest is served)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise ServerError(
-                    f"tritonserver exited with code {self.process.returncode} before becoming ready; "
-                    f"last log lines:\n{self.log_tail()}"
-                )
-            if self.loads_settled():
-                return self.last_status
-            time.sleep(0.1)  # polling interval of the readiness check, not a wait for an event
-        raise ServerError(f"tritonserver not ready after {timeout_s:.0f}s; last log lines:\n{self.log_tail()}")
+        try:
+            wait_until_ready(self.loads_settled, timeout_s, "tritonserver", process=self.process)
+        except NotReady as exc:
+            raise ServerError(f"{exc}; last log lines:\n{self.log_tail()}") from None
+        return self.last_status
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -665,13 +403,7 @@ class TritonServer:
         if self.process is None:
             return None
         self.note_regions()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s if timeout_s is not None else self.config.exit_timeout_s + 5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout_s if timeout_s is not None else self.config.exit_timeout_s + 5)
         self.reap()
         return self.process.returncode
 
@@ -687,23 +419,13 @@ class TritonServer:
             self.process.kill()
             self.process.wait()
         self.note_regions()
-        deadline = time.monotonic() + grace_s
-        while self.group() and time.monotonic() < deadline:
-            time.sleep(0.05)  # polling for the stubs to exit by themselves
-        deadline = time.monotonic() + timeout_s
-        while left := self.group():
-            self.note_regions()
-            try:
-                os.killpg(self.pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                break  # gone between the look and the kill
-            if time.monotonic() > deadline:
-                raise ServerError(
-                    f"tritonserver's process group {self.pgid} still has processes {left} {timeout_s:.0f}s after "
-                    "SIGKILL; expected none (a process stuck in the kernel?). Check them with `ps -o pid,stat,wchan "
-                    f"-g {self.pgid}`"
-                )
-            time.sleep(0.05)  # polling for the killed group to be gone
+        left = end_group(self.pgid, grace_s, timeout_s, on_poll=lambda _: self.note_regions())
+        if left:
+            raise ServerError(
+                f"tritonserver's process group {self.pgid} still has processes {left} {timeout_s:.0f}s after "
+                "SIGKILL; expected none (a process stuck in the kernel?). Check them with `ps -o pid,stat,wchan "
+                f"-g {self.pgid}`"
+            )
         removed = []
         for name in sorted(self.regions):
             try:

@@ -20,7 +20,7 @@ unavailable (503 ``restarting`` at once), kill the whole
 group and restart it, counted with cause ``hung`` and a critical ``server_hung`` alert.
 
 The supervisor never gives up on its own. Past the restart budget (more than ``max_restarts`` crashes within
-``restart_window_s``) it keeps restarting, each wait doubling from ``backoff_s`` up to ``backoff_max_s``, with state
+``restart_window_s``) it keeps restarting, each wait doubling up to a cap (``restart_backoff``), with state
 ``degraded`` in ``inferline serve status`` and one critical ``server_restart_budget_exhausted`` alert per episode
 (not one per crash); the episode ends, with an info alert, once a whole window passes without a crash.
 
@@ -44,6 +44,7 @@ import logging
 import os
 import re
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from inferline.core.alerts import Alert, Alerter, Severity
 from inferline.core.files import atomic_write_json
+from inferline.core.http import Backoff
+from inferline.core.processes import kill_group
 from inferline.core.secrets import monitor_key
 from inferline.serving.apikeys import ApiKeys
 from inferline.serving.edge_limits import GatewayLimits
@@ -63,7 +66,8 @@ from inferline.serving.edge_tls import ReloadingTls
 from inferline.serving.gateway import Gateway
 from inferline.serving.grpc_edge import GrpcEdge
 from inferline.serving.probe import Probe, completed_inferences, probe_for, run_probe
-from inferline.serving.server import ServerConfig, ServerError, TritonServer, fix_hint, state_path
+from inferline.serving.server import ServerConfig, TritonServer, state_path
+from inferline.serving.triton_index import ServerError, fix_hint
 
 __all__ = ["Supervisor", "SupervisorConfig", "event_loop", "exit_cause"]
 
@@ -93,6 +97,11 @@ def exit_cause(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
+# the wait before a restart: 0.5 s after the first crash within the window, doubling per crash, at most 30 s apart
+# (attempts: the supervisor never stops restarting; past the budget it is only marked degraded)
+RESTART_BACKOFF = Backoff(0.5, 30.0, attempts=sys.maxsize)
+
+
 @dataclass
 class SupervisorConfig:
     server: ServerConfig
@@ -108,8 +117,7 @@ class SupervisorConfig:
     metrics_port: int | None = 8003  # the supervisor's and gateway's Prometheus metrics
     max_restarts: int = 5  # the restart budget: past it, restarts go on with backoff and the state is "degraded"
     restart_window_s: float = 300.0
-    backoff_s: float = 0.5  # first restart waits this long, doubling per crash within the window
-    backoff_max_s: float = 30.0
+    restart_backoff: Backoff = RESTART_BACKOFF
     probe_interval_s: float = 1.0  # the hang probe: one real inference per READY pipeline this often (0: off)
     probe_timeout_s: float = 2.0  # a probe not answered within this is a failure
     probe_failures: int = 2  # failures in a row (the next probe follows a failed one at once) that mean hung
@@ -430,10 +438,7 @@ class Supervisor:
             f"(last: {last})"
         )
         log.error("tritonserver pid %d is %s; killing its process group", pid, self.killed_for)
-        try:
-            os.killpg(pid, signal.SIGKILL)  # its own session: the group id is its pid
-        except ProcessLookupError:
-            pass
+        kill_group(pid)  # its own session: the group id is its pid
 
     async def _recover(self) -> None:
         """The server exited (on its own, or killed for hanging): its whole process group is reaped, an alert is
@@ -466,14 +471,14 @@ class Supervisor:
             log.error("%s", exc)
             self.last_crash["reap_error"] = str(exc)
         releases = self.server.record()["releases"]
-        delay = min(self.config.backoff_max_s, self.config.backoff_s * 2 ** (crashes - 1))
+        delay = self.config.restart_backoff.delay(crashes - 1)
         if crashes > self.config.max_restarts:
             first = self.degraded is None
             self.degraded = (
                 f"restart budget exhausted at {self.last_crash['at']}: tritonserver crashed {crashes} times within "
                 f"{self.config.restart_window_s:.0f}s (last: {cause}; the budget is {self.config.max_restarts} "
                 f"restarts). Restarting with backoff (next try in {delay:.1f}s, at most "
-                f"{self.config.backoff_max_s:.0f}s apart); read {self.server.log_path} for the cause"
+                f"{self.config.restart_backoff.cap_s:.0f}s apart); read {self.server.log_path} for the cause"
             )
             self.budget_exhausted.set(1)
             self._save("degraded")

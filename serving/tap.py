@@ -13,39 +13,27 @@ on the tabular features and on the outputs only.
 
 The served path samples every caller by itself (``serving.edge_tap.EdgeSampler``, what ``inferline serve up
 --monitor-url`` runs); this tap is for a client that wants its own view (client-side latency). Libraries: the
-standard library's urllib posts; numpy holds the arrays.
+``core.http.post_json`` posts; numpy holds the arrays.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import urllib.error
-import urllib.request
 from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
 
+from inferline.core.http import post_json
 from inferline.features.spec import PipelineSpec
 from inferline.features.wire import to_json_columns
 
-__all__ = ["MonitorTap", "post_json", "sample_payload", "tabular_arrays"]
+__all__ = ["MonitorTap", "sample_payload", "tabular_arrays"]
 
 log = logging.getLogger("inferline.serving.tap")
-
-
-def post_json(url: str, payload: Any, timeout_s: float = 10.0, key: str | None = None) -> Any:
-    """POST ``payload`` as JSON and return the decoded answer; ``key``: the monitor's ingest key, sent as
-    ``Authorization: Bearer <key>`` (``serving.secrets.monitor_key``)."""
-    headers = {"Content-Type": "application/json"}
-    if key is not None:
-        headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        return json.loads(response.read())
 
 
 def _one_value_per_row(values: np.ndarray) -> bool:

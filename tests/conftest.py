@@ -23,11 +23,12 @@ import torch
 
 from inferline.batch import JobConfig, JobReport, run_job
 from inferline.core.files import atomic_write_parquet
+from inferline.core.processes import alive, die_with_parent, free_port, stop_process, wait_until_ready
 from inferline.export.publish import PublishResult, publish
 from inferline.features.backend import gpu_available
 from inferline.features.pipelines import fraud
-from inferline.serving.__main__ import UP_PORT_FLAGS
-from inferline.serving.server import ServerConfig, TritonServer, die_with_parent, free_port
+from inferline.serving.daemon import UP_PORT_FLAGS
+from inferline.serving.server import ServerConfig, TritonServer
 from inferline.training.train import RunResult, train
 
 from .netns import network  # noqa: F401 - the multi-host tests' fixture (a test network of hosts)
@@ -89,7 +90,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def group_of(pid: int) -> tuple[list[int], set[str]]:
     """The live processes of process group ``pid`` (a tritonserver's: it and its stubs) and the shared-memory
     regions they hold."""
-    from inferline.serving.server import group_pids, shm_regions
+    from inferline.core.processes import group_pids
+    from inferline.serving.server import shm_regions
 
     pids = group_pids(pid)
     return pids, shm_regions(pids)
@@ -248,12 +250,7 @@ def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
     while their scheduler is up; with it gone first they wait on it, 8-20 s); SIGKILL to one still running 20 s
     later."""
     for p in reversed(processes):
-        p.terminate()
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_process(p, grace_s=20)
 
 
 @pytest.fixture(scope="session")
@@ -272,20 +269,12 @@ def own_dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
 
 def gone(pid: int) -> bool:
     """The process has exited (a zombie waiting for its parent to reap it counts as exited)."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+    return not alive(pid)
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
     """Poll a state check until it holds; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"not reached within {timeout_s}s: {what}"
-        time.sleep(0.02)  # polling interval of a state check
+    wait_until_ready(predicate, timeout_s, what, interval_s=0.02)
 
 
 @dataclass

@@ -16,9 +16,10 @@ from prometheus_client import CollectorRegistry
 
 from inferline.core.alerts import Alert, Alerter, JsonlSink, LogSink, PrometheusSink, WebhookSink
 from inferline.core.files import atomic_write_parquet, sha256_file
+from inferline.core.processes import free_port
 from inferline.features.pipelines import fraud
 from inferline.serving.client import InferlineClient
-from inferline.serving.server import TritonServer, free_port
+from inferline.serving.server import TritonServer
 
 from .conftest import Published, Receiver
 

@@ -320,7 +320,7 @@ def test_the_nginx_designs_of_the_edge_benchmark_answer_and_refuse(triton: Trito
     import shutil as _shutil
 
     from inferline.benchmarks.edge_bench import NJS_MODULE, nginx_edge
-    from inferline.benchmarks.stacks import _terminate
+    from inferline.core.processes import stop_process as _terminate
 
     if _shutil.which("nginx") is None or not Path(NJS_MODULE).exists():
         pytest.skip("needs Debian's nginx and libnginx-mod-http-js (`make system-deps`)")

@@ -23,10 +23,10 @@ import pytest
 
 from inferline.cli import COMMANDS, main
 from inferline.core.command import HelpFormatter
+from inferline.core.processes import free_port
 from inferline.features.pipelines import fraud
 from inferline.serving.__main__ import build_parser as serving_parser
-from inferline.serving.__main__ import foreground_command
-from inferline.serving.server import free_port
+from inferline.serving.daemon import foreground_command
 
 STAGE_MODULES = sorted({c.module for c in COMMANDS.values()})
 

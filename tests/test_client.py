@@ -6,9 +6,10 @@ import time
 
 import pytest
 
+from inferline.core.processes import free_port
 from inferline.features.pipelines import fraud
 from inferline.serving.client import InferlineClient, InferlineError
-from inferline.serving.server import TritonServer, free_port
+from inferline.serving.server import TritonServer
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

@@ -146,9 +146,9 @@ def test_slow_clients_and_connection_floods_are_bounded() -> None:
     import socket
     import threading
 
+    from inferline.core.processes import free_port
     from inferline.serving.edge_limits import GatewayLimits
     from inferline.serving.gateway import Gateway
-    from inferline.serving.server import free_port
 
     port = free_port()
     limits = GatewayLimits(body_timeout_s=0.5, header_timeout_s=0.5, max_connections=3)
@@ -308,7 +308,7 @@ def _keys_cli(keys: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def hardened(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hardened]:
-    from inferline.serving.server import free_port
+    from inferline.core.processes import free_port
 
     root = tmp_path_factory.mktemp("hardened")
     (root / "pki").mkdir()
@@ -576,10 +576,10 @@ def test_grpc_admission_bound_is_resource_exhausted_with_pushback(edge: Supervis
     import grpc
     from grpc import aio
 
+    from inferline.core.processes import free_port
     from inferline.serving.edge_limits import GatewayLimits
     from inferline.serving.gateway import Gateway
     from inferline.serving.grpc_edge import GrpcEdge
-    from inferline.serving.server import free_port
 
     async def scenario() -> list[tuple[str, dict[str, str]]]:
         gateway = Gateway(edge.state()["http"], GatewayLimits(max_inflight=1, max_queued=0))

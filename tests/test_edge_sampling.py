@@ -16,6 +16,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from inferline.core.processes import free_port
 from inferline.core.secrets import monitor_key
 from inferline.features.pipelines import fraud
 from inferline.features.synthetic import apply_shifts, parse_shift
@@ -23,7 +24,6 @@ from inferline.features.wire import encode_rows
 from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
 from inferline.serving.edge_decode import decode_grpc, decode_http
 from inferline.serving.edge_tap import EdgeSampler
-from inferline.serving.server import free_port
 
 from .conftest import Published, Supervised, supervised_server, wait_until
 

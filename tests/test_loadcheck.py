@@ -24,7 +24,7 @@ from inferline.export.loadcheck import ReleaseUnloadable, check_release_loads
 from inferline.export.publish import publish
 from inferline.features.pipelines import fraud
 from inferline.serving.client import InferlineClient
-from inferline.serving.server import ModelState, load_status
+from inferline.serving.triton_index import ModelState, load_status
 from inferline.training.train import RunResult
 
 from .conftest import Published, gone, supervised_server

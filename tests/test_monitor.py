@@ -18,14 +18,16 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from inferline.core.http import post_json
+from inferline.core.processes import free_port
 from inferline.features.pipelines import fraud
 from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer, read_traces
 from inferline.monitor.utilization import UtilizationSampler
 from inferline.release.registry import Registry, RegistryError
 from inferline.serving.client import InferlineClient, Predictions
-from inferline.serving.server import TritonServer, free_port
-from inferline.serving.tap import MonitorTap, post_json
+from inferline.serving.server import TritonServer
+from inferline.serving.tap import MonitorTap
 from inferline.training.profile import missing_columns
 
 from .conftest import Published, private_server, wait_until

@@ -28,6 +28,8 @@ import scipy.stats
 from prometheus_client.parser import text_string_to_metric_families
 
 from inferline.core.alerts import Alerter, JsonlSink
+from inferline.core.http import post_json
+from inferline.core.processes import free_port
 from inferline.export.publish import publish
 from inferline.features.contract import compile_contract
 from inferline.features.spec import PipelineSpec, read_spec
@@ -36,8 +38,7 @@ from inferline.features.wire import encode_rows
 from inferline.monitor.rules import DEFAULT_RULES, RuleEngine
 from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
 from inferline.release.registry import Registry
-from inferline.serving.server import free_port
-from inferline.serving.tap import post_json, sample_payload, tabular_arrays
+from inferline.serving.tap import sample_payload, tabular_arrays
 from inferline.training.profile import missing_columns
 from inferline.training.train import train
 

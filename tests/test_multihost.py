@@ -24,13 +24,15 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from inferline.core.http import post_json
+from inferline.core.processes import free_port
 from inferline.core.secrets import monitor_key
 from inferline.features.pipelines import fraud
 from inferline.features.wire import encode_rows
 from inferline.monitor.service import LATENCY_BUCKET_ERROR, Monitor, MonitorConfig, MonitorServer
 from inferline.serving.client import InferlineClient
-from inferline.serving.server import TritonServer, free_port
-from inferline.serving.tap import post_json, sample_payload
+from inferline.serving.server import TritonServer
+from inferline.serving.tap import sample_payload
 
 from .conftest import Published, wait_until
 from .netns import Host, Network

@@ -22,8 +22,8 @@ import pandas as pd
 import pytest
 
 from inferline.batch import JobReport, run_job
+from inferline.core.processes import die_with_parent
 from inferline.features.pipelines import fraud
-from inferline.serving.server import die_with_parent
 
 from .conftest import DaskCluster, Published, stop_processes, wait_until
 from .netns import Host, Network

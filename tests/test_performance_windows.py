@@ -32,6 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inferline.core.calibration import classwise_calibration_error
 from inferline.core.files import atomic_write_parquet
+from inferline.core.http import post_json
+from inferline.core.processes import free_port
 from inferline.export.publish import publish
 from inferline.features.contract import compile_contract
 from inferline.features.dataset import refusal_reason
@@ -48,8 +50,7 @@ from inferline.monitor.performance import (
 )
 from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
 from inferline.release.registry import Registry
-from inferline.serving.server import free_port
-from inferline.serving.tap import post_json, sample_payload
+from inferline.serving.tap import sample_payload
 from inferline.training.calibration import PoorlyCalibrated, calibrate, fit_vector_scaling
 from inferline.training.model import load_checkpoint
 from inferline.training.train import RunResult, train

@@ -36,7 +36,8 @@ from inferline.benchmarks.pipeline_report import compare_results, write_outputs
 from inferline.benchmarks.pipeline_stats import PHASES, StatsUnavailable, model_stats
 from inferline.core.command import HelpFormatter
 from inferline.core.errors import UserError
-from inferline.serving.server import TritonServer, free_port
+from inferline.core.processes import free_port
+from inferline.serving.server import TritonServer
 
 from .conftest import Published, Supervised, private_server, supervised_server
 

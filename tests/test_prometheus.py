@@ -26,6 +26,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from inferline.core.alerts import Alerter
+from inferline.core.http import post_json
+from inferline.core.processes import free_port
 from inferline.features.pipelines import fraud
 from inferline.monitor.drift import FeatureDrift
 from inferline.monitor.report import dashboard_metric_names, grafana_dashboard
@@ -38,8 +40,7 @@ from inferline.monitor.service import (
     _ReleaseWindow,
 )
 from inferline.serving.client import InferlineClient
-from inferline.serving.server import free_port
-from inferline.serving.tap import MonitorTap, post_json
+from inferline.serving.tap import MonitorTap
 
 from .conftest import Published, Receiver, supervised_server, wait_until
 

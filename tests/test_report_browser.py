@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from inferline.core.http import post_json
 from inferline.features.pipelines import fraud
 from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.monitor.performance import FIGURES
 from inferline.monitor.report import SECTIONS, dashboard_metric_names, grafana_dashboard, write_report
 from inferline.serving.client import InferlineClient
 from inferline.serving.server import TritonServer
-from inferline.serving.tap import MonitorTap, post_json
+from inferline.serving.tap import MonitorTap
 
 from .conftest import Published
 from .test_monitor import start_monitor

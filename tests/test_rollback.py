@@ -17,6 +17,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from inferline.core.alerts import Alerter, JsonlSink, WebhookSink
+from inferline.core.processes import free_port
 from inferline.features.pipelines import fraud
 from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.monitor.rollback import ROLLBACK_USER, RollbackController
@@ -25,7 +26,7 @@ from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
 from inferline.release.registry import Registry
 from inferline.release.switch import set_current, switch_release
 from inferline.serving.client import InferlineClient
-from inferline.serving.server import TritonServer, free_port
+from inferline.serving.server import TritonServer
 from inferline.serving.tap import MonitorTap
 
 from .conftest import Published, Receiver, private_server

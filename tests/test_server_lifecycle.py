@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from inferline.core.secrets import ADMIN_HEADER
-from inferline.serving.server import SECRET_PLACEHOLDER, ServerConfig, TritonServer
+from inferline.serving.argv_secret import SECRET_PLACEHOLDER
+from inferline.serving.server import ServerConfig, TritonServer
 
 from .conftest import Published, group_of, leftover_stubs, reaped
 
@@ -71,7 +72,7 @@ def test_the_admin_key_is_never_on_the_command_line_and_a_stop_leaves_nothing(
 
 def test_a_work_directory_with_a_space_gets_a_preloadable_library(tmp_path: Path) -> None:
     """LD_PRELOAD splits on spaces and colons: such a work directory gets the library in a private folder."""
-    from inferline.serving.server import argv_secret_library
+    from inferline.serving.argv_secret import argv_secret_library
 
     library = argv_secret_library(tmp_path / "my work: dir")
     assert library.is_file() and not set(str(library)) & {" ", ":"}
@@ -84,7 +85,8 @@ def test_a_prebuilt_library_is_used_only_when_only_its_owner_can_write_it(
 ) -> None:
     """INFERLINE_ARGV_LIBRARY (the container image builds the library where a compiler is, its runtime stage has
     none): taken as it is, never rebuilt; refused, saying why, when others could write it or it is missing."""
-    from inferline.serving.server import ServerError, argv_secret_library
+    from inferline.serving.argv_secret import argv_secret_library
+    from inferline.serving.triton_index import ServerError
 
     built = argv_secret_library(tmp_path / "build")
     prebuilt = tmp_path / "argv_secret.so"

@@ -16,10 +16,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from inferline.core.processes import free_port
 from inferline.demo import in_process_probabilities
 from inferline.features.pipelines import fraud
 from inferline.serving.client import InferlineClient, encode_rows
-from inferline.serving.server import TritonServer, free_port
+from inferline.serving.server import TritonServer
 
 from .conftest import Published
 

@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-from inferline.serving.__main__ import _alive
+from inferline.core.processes import alive as _alive
 
 
 def test_a_zombie_is_not_alive() -> None:

@@ -11,9 +11,7 @@ import fcntl
 import json
 import logging
 import os
-import time
 import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +19,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Counter
+
+from inferline.core.http import Backoff, request
 
 __all__ = [
     "Alert",
@@ -92,25 +92,18 @@ class WebhookSink:
     def __init__(self, url: str, timeout_s: float = 5.0, retries: int = 2, backoff_s: float = 0.2) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"webhook URL must start with http:// or https://, got {url!r}")
-        self.url, self.timeout_s, self.retries, self.backoff_s = url, timeout_s, retries, backoff_s
+        self.url, self.timeout_s = url, timeout_s
+        self.backoff = Backoff(backoff_s, attempts=retries + 1)  # no cap, no jitter: one alert, a few tries
 
     def send(self, alert: Alert) -> None:
         body = json.dumps(alert.as_dict(), default=str).encode()
-        for attempt in range(self.retries + 1):
-            request = urllib.request.Request(
-                self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    if response.status < 300:
-                        return
-            except urllib.error.HTTPError as exc:
-                if exc.code < 500 or attempt == self.retries:
-                    raise RuntimeError(f"webhook {self.url} answered {exc.code}") from exc
-            except (urllib.error.URLError, OSError) as exc:
-                if attempt == self.retries:
-                    raise RuntimeError(f"webhook {self.url} unreachable after {attempt + 1} attempts: {exc}") from exc
-            time.sleep(self.backoff_s * 2**attempt)  # backoff between delivery attempts
+        headers = {"Content-Type": "application/json"}
+        try:
+            request(self.url, body, method="POST", headers=headers, timeout_s=self.timeout_s, retry=self.backoff)
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"webhook {self.url} answered {exc.code}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise RuntimeError(f"webhook {self.url} unreachable after {self.backoff.attempts} attempts: {exc}") from exc
 
 
 class PrometheusSink:

@@ -1,0 +1,140 @@
+"""``inferline serve apply`` and ``serve predict``: commands against a running server, found by its record in the
+work directory (``serving.status.read_record``) or by ``--url``. ``apply`` switches it to the registry's current
+release (``release.switch``); ``predict`` scores the rows of a JSON-lines or Parquet file with the typed client,
+encoding them with the served release's own spec snapshot.
+
+Apart from the command line so that ``serve`` parses and dispatches only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from inferline.core.errors import UserError
+from inferline.core.secrets import admin_key
+from inferline.release.registry import choose_published
+from inferline.serving.client import InferlineClient, InferlineError
+from inferline.serving.status import read_record
+
+if TYPE_CHECKING:
+    from inferline.features.spec import PipelineSpec
+
+__all__ = ["apply", "predict", "published_spec", "read_rows"]
+
+
+def apply(args: argparse.Namespace) -> int:
+    """Serve the registry's current release on the running server (after `inferline export promote|rollback`)."""
+    from inferline.release.registry import Registry, RegistryError
+    from inferline.release.switch import ReleaseSwitchError, switch_release
+
+    state = read_record(args.workdir) or {}
+    url = args.url or state.get("http")
+    if not url:
+        raise UserError(
+            f"no server recorded in --workdir {args.workdir}; start one with `inferline serve up`, pass the work "
+            "directory it was started with (--workdir), or its address with --url"
+        )
+    repository = Path(args.repository or state.get("repository") or "triton_models")
+    pipeline = choose_published(repository, args.pipeline)
+    target = Registry(repository, pipeline).current
+    if target is None:
+        raise UserError(
+            f"pipeline {pipeline!r} has no current release in {repository}; promote one with `inferline export "
+            f"promote N --pipeline {pipeline}` first"
+        )
+    try:
+        result = switch_release(url, admin_key(args.workdir), repository, pipeline, target)
+    except (ReleaseSwitchError, RegistryError) as exc:
+        print(f"apply FAILED, the server keeps what it served: {exc}")
+        return 1
+    print(json.dumps({"pipeline": pipeline, "from": result.from_version, "to": target, "steps": result.steps}))
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    state = read_record(args.workdir) or {}
+    url = args.url or state.get(args.protocol)
+    if not url:
+        raise UserError(
+            f"no server recorded in --workdir {args.workdir}; start one with `inferline serve up`, pass the work "
+            "directory it was started with (--workdir), or its address with --url"
+        )
+    repository = (
+        Path(args.repository) if args.repository else Path(state["repository"]) if state.get("repository") else None
+    )
+    if args.pipeline:
+        pipeline = args.pipeline
+    elif repository is not None:
+        pipeline = choose_published(repository, None)
+    else:
+        raise UserError(
+            f"which pipeline does {url} serve? No server record in --workdir {args.workdir} names its repository; "
+            "pass --pipeline NAME (and --repository DIR, where its releases are)"
+        )
+    spec = published_spec(repository, pipeline)
+    rows = read_rows(Path(args.file))
+    try:
+        endpoints = [u.strip() for u in url.split(",") if u.strip()]
+        with InferlineClient(endpoints, args.protocol, pipeline=pipeline, spec=spec, timeout_s=args.timeout) as client:
+            p = client.predict(rows)
+    except (InferlineError, ValueError) as exc:
+        print(
+            f"predict FAILED: {exc}; is the server up and serving {pipeline!r} at {url}? (`inferline serve status`, "
+            "--url, --pipeline)",
+            file=sys.stderr,
+        )
+        return 1
+    id_col = client.spec.id_column.name if client.spec.id_column else None
+    for i in range(len(p)):
+        print(
+            json.dumps(
+                {
+                    **({id_col: str(rows[id_col].iloc[i])} if id_col else {}),
+                    "probabilities": [round(float(x), 6) for x in p.probabilities[i]],
+                    "predicted_class": client.spec.classes[int(p.predicted_class[i])] if p.status[i] == "ok" else None,
+                    "status": p.status[i],
+                    "release": p.release[i],
+                }
+            )
+        )
+    return 0
+
+
+def published_spec(repository: Path | None, pipeline: str) -> PipelineSpec:
+    """The spec ``serve predict`` encodes rows with: the current release's own snapshot (``spec.json``), so any
+    published pipeline is callable wherever its module lives (or is not installed at all); without a repository,
+    or for a release published before snapshots, the pipeline module by name."""
+    from inferline.features.spec import SpecError, load_pipeline, read_spec
+    from inferline.release.registry import Registry
+
+    if repository is not None:
+        files = Registry(repository, pipeline).release_files()  # RegistryError (a UserError) names what is wrong
+        if "spec" in files:
+            return read_spec(files["spec"])
+    try:
+        return load_pipeline(pipeline)
+    except SpecError as exc:
+        raise UserError(
+            f"{exc}. `serve predict` reads a published pipeline's spec from its release: pass --repository DIR (the "
+            "model repository the server serves)"
+        ) from exc
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    """The rows of a ``.jsonl`` (one JSON object a line) or ``.parquet`` file; at least one."""
+    if path.suffix not in (".jsonl", ".parquet"):
+        raise UserError(f"--file {str(path)!r} has suffix {path.suffix!r}; expected a .jsonl or a .parquet file")
+    try:
+        rows = pd.read_json(path, lines=True, dtype=False) if path.suffix == ".jsonl" else pd.read_parquet(path)
+    except ValueError as exc:  # pandas' JSON reader and pyarrow's ArrowInvalid are ValueErrors
+        kind = "JSON lines (one object a line)" if path.suffix == ".jsonl" else "Parquet"
+        raise UserError(f"--file {str(path)!r} cannot be read as {kind}: {exc}; check the file") from exc
+    if rows.empty:
+        raise UserError(f"--file {str(path)!r} holds no rows; expected at least one row to score")
+    return rows
