@@ -531,10 +531,10 @@ class CheckResult:
     seconds: float
 
     def line(self) -> str:
-        """``passed  NAME (1.2 s)`` or ``FAILED  NAME: reason``."""
+        """``passed  NAME (1.2 s)`` or ``FAILED  NAME (1.2 s): reason``."""
         if self.passed:
             return f"passed  {self.check} ({self.seconds:.1f} s)"
-        return f"FAILED  {self.check}: {self.reason}"
+        return f"FAILED  {self.check} ({self.seconds:.1f} s): {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -561,12 +561,20 @@ class CheckReport:
 
 
 def _reason(exc: BaseException) -> str:
-    """A failure in one line: the exception's type and message, then hypothesis' falsifying example if it kept one
-    (as a note), cut at ``REASON_CHARS``."""
+    """A failure in one line: the exception's type and message (the first of several distinct failures hypothesis
+    found, saying how many), then the failing example hypothesis noted on it, cut at ``REASON_CHARS``."""
+    found = 1
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        found = max(found, len(exc.exceptions))
+        exc = exc.exceptions[0]
     message = str(exc).strip()
-    notes = [n for n in getattr(exc, "__notes__", []) if n.startswith("Falsifying")]
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    text = " ".join(" | ".join([text, *notes]).split())
+    if found > 1:
+        text += f" (the first of {found} distinct failures)"
+    for note in getattr(exc, "__notes__", []):
+        if note.startswith(("Failing test case", "Falsifying example")):
+            text += f" | {note}"
+    text = " ".join(text.split())
     return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
 
 
@@ -589,7 +597,7 @@ def run_checks(
         started = time.perf_counter()
         token = _SETTINGS.set(budget)
         try:
-            # hypothesis prints its falsifying example; it is in the exception's notes, the reason says it once
+            # what a check (or the pipeline's generate) prints is dropped: the report is one line per check
             with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
                 check(target, Path(tmp))
         except Exception as exc:  # noqa: BLE001 - any exception is this check's failure; the next check runs
