@@ -398,7 +398,8 @@ def check_pandera_and_evaluator_agree(pipeline: Pipeline, workdir: Path) -> None
         except SchemaErrors as exc:
             cases = exc.failure_cases
         cases = cases[cases["index"].notna()]
-        by_pandera = {(int(c.index), f"{c.column}:{codes.get(str(c.check), str(c.check))}") for c in cases.itertuples()}
+        rows = cases[["index", "column", "check"]].itertuples(index=False, name=None)
+        by_pandera = {(int(i), f"{column}:{codes.get(str(check), str(check))}") for i, column, check in rows}
         found = contract.row_reasons(frame, include_label=True)
         by_contract = {(int(i), reason) for reason, mask in found.items() for i in np.flatnonzero(mask)}
         assert by_contract == by_pandera
