@@ -1,4 +1,4 @@
-"""inferline generate|validate"""
+"""inferline generate|validate|check"""
 
 from __future__ import annotations
 
@@ -88,6 +88,31 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_name(text: str) -> str:
+    """``--only``: a check's name (the check module, and hypothesis with it, loads only when the option is used)."""
+    from inferline.features.checks import check_names
+
+    if text not in check_names():
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected one of {', '.join(check_names())}")
+    return text
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Every contract check on the pipeline, one line each as it ends, then the summary; exit 1 when one failed."""
+    from inferline.features.checks import EXAMPLES, as_pipeline, run_checks  # hypothesis loads for this command
+
+    pipeline = as_pipeline(args.pipeline)  # an unknown or broken module: one line, exit 1, before any check
+    print(f"checking pipeline {pipeline.name!r} ({args.pipeline})", flush=True)
+    report = run_checks(
+        pipeline,
+        only=args.only or None,
+        examples=args.examples or EXAMPLES,
+        on_result=lambda result: print(result.line(), flush=True),
+    )
+    print(report.summary())
+    return 0 if report.passed else 1
+
+
 def _label_summary(spec: Any, frame: Any) -> str:
     """The label's distribution in a line: the positive share, the share of each class, or the target's mean."""
     label = frame[spec.label]
@@ -141,6 +166,28 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     v.add_argument("--no-label", action="store_true", help="data without the label column (scoring input)")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=_validate)
+    c = sub.add_parser("check", help="run the contract checks on a pipeline spec; exit 1 if one fails")
+    c.add_argument(
+        "pipeline",
+        help="pipeline module: a name in inferline.features.pipelines or an importable pkg.mod defining SPEC and "
+        "generate()",
+    )
+    c.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        type=_check_name,
+        metavar="CHECK",
+        help="run only this check (repeatable); a check's name is the word after passed/FAILED in the output",
+    )
+    c.add_argument(
+        "--examples",
+        type=positive_int,
+        default=None,
+        help="hypothesis examples per property (default: as many as the test suite runs); more find rarer "
+        "disagreements and take longer",
+    )
+    c.set_defaults(func=_check)
     return parser
 
 

@@ -23,6 +23,7 @@ class Command(NamedTuple):
 COMMANDS: dict[str, Command] = {
     "generate": Command("inferline.features.__main__", "generate", "write a seeded synthetic data set as Parquet"),
     "validate": Command("inferline.features.__main__", "validate", "validate data files; quarantine bad rows"),
+    "check": Command("inferline.features.__main__", "check", "run the contract checks on a pipeline spec"),
     "train": Command("inferline.training.__main__", None, "train a pipeline's model on validated data"),
     "export": Command("inferline.export.__main__", None, "publish, promote, roll back, list releases"),
     "serve": Command("inferline.serving.__main__", None, "run the local Triton and its edge; predict"),

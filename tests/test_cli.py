@@ -161,6 +161,8 @@ def _mistakes(f: dict[str, Path], busy: int) -> list[tuple[list[str], int, str]]
         (["generate", "--shift", "amount", "--out", str(root / "g")], 2, "'amount'"),
         (["generate", "--out", str(f["a_file"])], 2, "a_file"),
         (["validate", missing], 1, missing),
+        (["check", "nosuch"], 1, "'nosuch'"),
+        (["check", "fraud", "--examples", "0"], 2, "'0'"),
         (["validate", str(f["empty"])], 1, str(f["empty"])),
         (["train", "--data", missing, "--runs", str(root / "runs"), "--quiet", *alerts], 1, missing),
         (["export", "publish", "--runs", str(f["empty"]), "--repository", str(root / "repo")], 1, str(f["empty"])),
