@@ -37,10 +37,12 @@ import numpy as np
 import pandas as pd
 
 from inferline.benchmarks import cnn_bench, stacks
-from inferline.benchmarks.pipeline_bench import Payloads, Step, Target, measure_step, payloads_from_frame
-from inferline.benchmarks.pipeline_stats import model_stats, settle, stats_delta
 from inferline.benchmarks.suite import _measure, machine
 from inferline.features.pipelines import fraud
+from inferline.serving.load.payloads import Payloads, payloads_from_frame
+from inferline.serving.load.stats import model_stats, settle, stats_delta
+from inferline.serving.load.step import Step, measure_step
+from inferline.serving.load.target import Target
 from inferline.serving.server import ServerConfig, TritonServer
 
 __all__ = ["agree", "main", "run_cnn", "run_demo"]

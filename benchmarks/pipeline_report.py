@@ -13,9 +13,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from inferline.benchmarks.pipeline_stats import PHASES
 from inferline.core.errors import UserError
 from inferline.core.files import atomic_write_bytes, atomic_write_json
+from inferline.serving.load.stats import PHASES
 
 __all__ = ["compare_results", "markdown", "plot", "read_results", "write_outputs"]
 

@@ -6,7 +6,7 @@ The settings searched are the ones that matter for Triton's dynamic batcher and 
 a GPU target the same count per GPU). Each candidate is applied through Triton's model-control API (``load`` with a
 config override, the admin key) to the scratch server's copy of the release (``export.gate.scratch_repository``:
 the repository is only read), then, after ``warmup_s`` of unrecorded load on the reloaded instances, measured with
-one closed-loop step at the reference concurrency (``pipeline_bench.measure_step``).
+one closed-loop step at the reference concurrency (``serving.load.step.measure_step``).
 
 Search: coordinate descent from the release's own settings, one setting at a time over its candidate values, the
 others held at the best so far; "best" is the highest throughput among points within the budget (the lowest p99
@@ -162,11 +162,12 @@ def tune(
     from google.protobuf import json_format, text_format
     from tritonclient.grpc import model_config_pb2
 
-    from inferline.benchmarks.pipeline_bench import Step, Target, measure_step
     from inferline.core.secrets import ADMIN_HEADER
     from inferline.export.gate import release_payloads, scratch_repository
     from inferline.export.loadcheck import start_scratch_server
     from inferline.release.registry import Registry
+    from inferline.serving.load.step import Step, measure_step
+    from inferline.serving.load.target import Target
     from inferline.serving.server import TritonServer
 
     space = dict(space or DEFAULT_SPACE)

@@ -6,7 +6,7 @@ Both releases are loaded into one scratch tritonserver (never the serving one) a
 batching settings that differ between releases are measured as they would serve), pinned to its version, its
 feature state and ONNX model read from the repository's sibling folders, as served. They are then measured side by
 side, interleaved (current, candidate, current, ...) for ``reps`` pairs of closed-loop steps at ``concurrency``
-(``benchmarks.pipeline_bench.measure_step``, the load generator of ``inferline bench run --pipeline``), with
+(``serving.load.step.measure_step``, the load library under ``inferline bench run --pipeline``), with
 payloads drawn from the pipeline's own generator. The ratio is the median of the pairs' candidate / current
 throughputs: the machine's noise moves both sides of a pair together.
 
@@ -28,7 +28,7 @@ from inferline.core.errors import UserError
 from inferline.release.registry import model_names
 
 if TYPE_CHECKING:
-    from inferline.benchmarks.pipeline_bench import Payloads
+    from inferline.serving.load.payloads import Payloads
 
 __all__ = ["GATE_MODELS", "GateRefused", "GateReport", "measure_gate", "release_payloads", "scratch_repository"]
 
@@ -143,8 +143,8 @@ def scratch_repository(repository: Path, pipeline: str, models: dict[str, int], 
 def release_payloads(repository: Path, pipeline: str, version: int) -> Payloads:
     """Requests of one row each, from a pool of distinct rows of the pipeline's generator, in release ``version``'s
     contract (its spec snapshot)."""
-    from inferline.benchmarks.pipeline_bench import load_rows, payloads_from_frame
     from inferline.features.spec import SPEC_FILE, read_spec
+    from inferline.serving.load.payloads import load_rows, payloads_from_frame
 
     spec = read_spec(Path(repository) / model_names(pipeline)["preprocess"] / str(version) / SPEC_FILE)
     frame, source = load_rows(spec, repository=Path(repository), release=version, module=pipeline)
@@ -165,8 +165,9 @@ def measure_gate(
     progress: Callable[[str], None] | None = None,
 ) -> GateReport:
     """Measure ``candidate`` against ``current`` side by side on a scratch server (see the module docstring)."""
-    from inferline.benchmarks.pipeline_bench import Step, Target, measure_step
     from inferline.export.loadcheck import start_scratch_server
+    from inferline.serving.load.step import Step, measure_step
+    from inferline.serving.load.target import Target
     from inferline.serving.server import TritonServer
 
     if not 0 < min_ratio:

@@ -19,24 +19,16 @@ import pytest
 
 from inferline.benchmarks.__main__ import build_parser
 from inferline.benchmarks.__main__ import main as bench_main
-from inferline.benchmarks.pipeline_bench import (
-    Payloads,
-    Step,
-    Target,
-    _traced_server,
-    load_rows,
-    measure_step,
-    payloads_from_frame,
-    resolve_pipeline,
-    resolve_target,
-    run_sweep,
-)
-from inferline.benchmarks.pipeline_load import arrival_times
+from inferline.benchmarks.pipeline_bench import _traced_server, run_sweep
 from inferline.benchmarks.pipeline_report import compare_results, write_outputs
-from inferline.benchmarks.pipeline_stats import PHASES, StatsUnavailable, model_stats
 from inferline.core.command import HelpFormatter
 from inferline.core.errors import UserError
 from inferline.core.processes import free_port
+from inferline.serving.load.aio import arrival_times
+from inferline.serving.load.payloads import Payloads, load_rows, payloads_from_frame, resolve_pipeline
+from inferline.serving.load.stats import PHASES, StatsUnavailable, model_stats
+from inferline.serving.load.step import Step, measure_step
+from inferline.serving.load.target import Target, resolve_target
 from inferline.serving.server import TritonServer
 
 from .conftest import Published, Supervised, private_server, supervised_server

@@ -426,7 +426,8 @@ def test_a_server_dies_with_the_process_that_owns_it(published: Published, tmp_p
     owner_code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from inferline.serving.server import ServerConfig, TritonServer, free_port\n"
+        "from inferline.core.processes import free_port\n"
+        "from inferline.serving.server import ServerConfig, TritonServer\n"
         f"cfg = ServerConfig(repository=Path({str(published.repository)!r}), workdir=Path({str(tmp_path)!r}),\n"
         "                   http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())\n"
         "server = TritonServer(cfg).start(timeout_s=120)\n"
