@@ -136,7 +136,7 @@ def _rules(args: argparse.Namespace) -> int:
 
 
 def _grafana(args: argparse.Namespace) -> int:
-    from inferline.monitor.report import grafana_dashboard
+    from inferline.monitor.dashboard import grafana_dashboard
 
     atomic_write_json(Path(args.out), grafana_dashboard())
     print(f"wrote {args.out}")

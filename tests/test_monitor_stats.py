@@ -20,17 +20,14 @@ from scipy.stats import distributions
 
 from inferline.core.reference import NULL, CategoricalReference, MissingReference, NumericReference, bin_counts
 from inferline.core.sketch import LogHistogram
-from inferline.monitor.drift import (
+from inferline.monitor.drift import categorical_drift, drift_report, missing_drift, numeric_drift
+from inferline.monitor.two_sample import (
     MIN_EXPECTED,
     UNSEEN,
-    categorical_drift,
     category_counts,
     chi_square,
-    drift_report,
     js_divergence,
     ks_2samp,
-    missing_drift,
-    numeric_drift,
     psi,
     surge_test,
     two_sample_cells,

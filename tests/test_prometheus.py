@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from inferline.core.alerts import Alerter
 from inferline.features.pipelines import fraud
 from inferline.monitor.drift import FeatureDrift
-from inferline.monitor.report import dashboard_metric_names, grafana_dashboard
+from inferline.monitor.dashboard import dashboard_metric_names, grafana_dashboard
 from inferline.monitor.rules import DEFAULT_RULES, AlertRule, RuleEngine, prometheus_rules
 from inferline.monitor.service import (
     LATENCY_BUCKET_ERROR,
