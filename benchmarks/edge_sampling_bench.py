@@ -25,7 +25,8 @@ import psutil
 from inferline.benchmarks.load import run_wrk
 from inferline.benchmarks.stacks import _terminate, build_release, serve_up, triton_body, write_bodies
 from inferline.core.secrets import monitor_key
-from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
+from inferline.monitor.app import MonitorServer
+from inferline.monitor.service import Monitor, MonitorConfig
 from inferline.serving.server import free_port
 
 __all__ = ["bench_edge_sampling"]

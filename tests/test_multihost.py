@@ -27,7 +27,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from inferline.core.secrets import monitor_key
 from inferline.features.pipelines import fraud
 from inferline.features.wire import encode_rows
-from inferline.monitor.service import LATENCY_BUCKET_ERROR, Monitor, MonitorConfig, MonitorServer
+from inferline.monitor.app import MonitorServer
+from inferline.monitor.service import Monitor, MonitorConfig
+from inferline.monitor.windows import LATENCY_BUCKET_ERROR
 from inferline.serving.client import InferlineClient
 from inferline.serving.server import TritonServer, free_port
 from inferline.serving.tap import post_json, sample_payload

@@ -27,16 +27,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inferline.core.alerts import Alerter
 from inferline.features.pipelines import fraud
-from inferline.monitor.drift import FeatureDrift
+from inferline.monitor.app import MonitorServer
 from inferline.monitor.dashboard import dashboard_metric_names, grafana_dashboard
+from inferline.monitor.drift import FeatureDrift
 from inferline.monitor.rules import DEFAULT_RULES, AlertRule, RuleEngine, prometheus_rules
-from inferline.monitor.service import (
-    LATENCY_BUCKET_ERROR,
-    Monitor,
-    MonitorConfig,
-    MonitorServer,
-    _ReleaseWindow,
-)
+from inferline.monitor.service import Monitor, MonitorConfig
+from inferline.monitor.windows import LATENCY_BUCKET_ERROR, ReleaseWindow
 from inferline.serving.client import InferlineClient
 from inferline.serving.server import free_port
 from inferline.serving.tap import MonitorTap, post_json
@@ -233,7 +229,7 @@ def scripted_step(m: ScriptedMonitor, rng: random.Random, step: int, now: float)
         "calibration_error": 0.01,
     }
     served = rng.random() < 0.85  # else: nothing in the drift window (no_data)
-    m.windows = {"fraud:2": _ReleaseWindow(rows=int(pick(500, 3000)) if served else 0, last_seen=now)}
+    m.windows = {"fraud:2": ReleaseWindow(rows=int(pick(500, 3000)) if served else 0, last_seen=now)}
     m.triton_up = int(rng.random() < 0.9)
     ok, bad = pick(0, 100), pick(0, 1, 20)
     m.triton_window = {("fraud", "2"): deque([(now, ok, bad)])}

@@ -25,8 +25,8 @@ import pytest
 
 from inferline.features.pipelines import fraud
 from inferline.features.synthetic import apply_shifts, parse_shift
-from inferline.monitor.performance import FIGURES
 from inferline.monitor.dashboard import dashboard_metric_names, grafana_dashboard
+from inferline.monitor.performance import FIGURES
 from inferline.monitor.report import SECTIONS, write_report
 from inferline.serving.client import InferlineClient
 from inferline.serving.server import TritonServer
