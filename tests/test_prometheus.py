@@ -30,6 +30,7 @@ from inferline.features.pipelines import fraud
 from inferline.monitor.app import MonitorServer
 from inferline.monitor.dashboard import dashboard_metric_names, grafana_dashboard
 from inferline.monitor.drift import FeatureDrift
+from inferline.monitor.metrics import regression_metrics
 from inferline.monitor.rules import DEFAULT_RULES, AlertRule, RuleEngine, prometheus_rules
 from inferline.monitor.service import Monitor, MonitorConfig
 from inferline.monitor.windows import LATENCY_BUCKET_ERROR, ReleaseWindow
@@ -473,7 +474,7 @@ def test_drifted_traffic_fires_in_prometheus_and_alertmanager_delivers_it(
         scraped = set(get_json(f"{prometheus.url}/api/v1/label/__name__/values")["data"])
         with urllib.request.urlopen(f"{monitor.url}/metrics", timeout=10) as r:
             declared = {line.split()[2] for line in r.read().decode().splitlines() if line.startswith("# TYPE")}
-        declared |= {family.name for family in monitor.monitor._regression_metrics()}
+        declared |= {family.name for family in regression_metrics(monitor.monitor)}
         named = dashboard_metric_names(grafana_dashboard())
         unscraped = named - scraped
         assert unscraped <= {n for n in named if n.startswith(("inferline_gpu_", "inferline_regression_"))}, unscraped
