@@ -27,7 +27,8 @@ from inferline.benchmarks.stacks import build_release, serve_up, triton_body, wr
 from inferline.core.http import get_text
 from inferline.core.processes import free_port, stop_process
 from inferline.core.secrets import monitor_key
-from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
+from inferline.monitor.app import MonitorServer
+from inferline.monitor.service import Monitor, MonitorConfig
 
 __all__ = ["bench_edge_sampling"]
 

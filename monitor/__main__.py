@@ -39,9 +39,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from inferline.core.alerts import Alerter
     from inferline.core.secrets import admin_key, monitor_key
+    from inferline.monitor.app import MonitorServer
     from inferline.monitor.rollback import RollbackController
     from inferline.monitor.rules import RuleEngine, load_rules
-    from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
+    from inferline.monitor.service import Monitor, MonitorConfig
 
     record = _server_record(Path(args.workdir))
     metrics = args.triton_metrics or record.get("metrics")
@@ -134,7 +135,7 @@ def _rules(args: argparse.Namespace) -> int:
 
 
 def _grafana(args: argparse.Namespace) -> int:
-    from inferline.monitor.report import grafana_dashboard
+    from inferline.monitor.dashboard import grafana_dashboard
 
     atomic_write_json(Path(args.out), grafana_dashboard())
     print(f"wrote {args.out}")

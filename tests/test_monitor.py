@@ -22,7 +22,9 @@ from inferline.core.http import post_json
 from inferline.core.processes import free_port
 from inferline.features.pipelines import fraud
 from inferline.features.synthetic import apply_shifts, parse_shift
-from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer, read_traces
+from inferline.monitor.app import MonitorServer
+from inferline.monitor.ingest import read_traces
+from inferline.monitor.service import Monitor, MonitorConfig
 from inferline.monitor.utilization import UtilizationSampler
 from inferline.release.registry import Registry, RegistryError
 from inferline.serving.client import InferlineClient, Predictions
@@ -332,7 +334,7 @@ def test_forged_samples_are_refused_and_bodies_are_bounded(published: Published)
     and changes nothing. With the key: a declared body over the limit is 413 before it is read, a body that is
     not JSON is 400 naming what was received and what was expected."""
     from inferline.features.wire import encode_rows
-    from inferline.monitor.service import ServerLimits
+    from inferline.monitor.app import ServerLimits
     from inferline.serving.tap import sample_payload
 
     config = MonitorConfig(repository=published.repository, pipeline="fraud", port=free_port(), nvml=False)

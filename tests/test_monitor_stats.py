@@ -20,17 +20,14 @@ from scipy.stats import distributions
 
 from inferline.core.reference import NULL, CategoricalReference, MissingReference, NumericReference, bin_counts
 from inferline.core.sketch import LogHistogram
-from inferline.monitor.drift import (
+from inferline.monitor.drift import categorical_drift, drift_report, missing_drift, numeric_drift
+from inferline.monitor.two_sample import (
     MIN_EXPECTED,
     UNSEEN,
-    categorical_drift,
     category_counts,
     chi_square,
-    drift_report,
     js_divergence,
     ks_2samp,
-    missing_drift,
-    numeric_drift,
     psi,
     surge_test,
     two_sample_cells,
@@ -676,13 +673,13 @@ def test_raw_column_missingness_holds_its_rate_and_flags_a_change() -> None:
 def test_a_release_window_is_concatenated_once_per_change_and_shared_read_only() -> None:
     """Drift and the performance estimate read the same concatenation of the window (built once until rows arrive),
     and neither can write into it; the window keeps exactly its most recent ``limit`` rows."""
-    from inferline.monitor.service import _Chunk, _ReleaseWindow
+    from inferline.monitor.windows import Chunk, ReleaseWindow
 
-    def chunk(start: int, n: int) -> _Chunk:
+    def chunk(start: int, n: int) -> Chunk:
         ids = np.arange(start, start + n, dtype=np.float32)
-        return _Chunk(ids[:, None], np.full((n, 1), "a", object), ids[:, None], np.zeros(n, np.int64))
+        return Chunk(ids[:, None], np.full((n, 1), "a", object), ids[:, None], np.zeros(n, np.int64))
 
-    window = _ReleaseWindow()
+    window = ReleaseWindow()
     window.add(chunk(0, 6), limit=10, now=1.0)
     first = window.concatenated()
     assert window.concatenated() is first and not first.values.flags.writeable

@@ -29,7 +29,9 @@ from inferline.core.processes import free_port
 from inferline.core.secrets import monitor_key
 from inferline.features.pipelines import fraud
 from inferline.features.wire import encode_rows
-from inferline.monitor.service import LATENCY_BUCKET_ERROR, Monitor, MonitorConfig, MonitorServer
+from inferline.monitor.app import MonitorServer
+from inferline.monitor.service import Monitor, MonitorConfig
+from inferline.monitor.windows import LATENCY_BUCKET_ERROR
 from inferline.serving.client import InferlineClient
 from inferline.serving.server import TritonServer
 from inferline.serving.tap import sample_payload

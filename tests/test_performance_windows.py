@@ -42,13 +42,14 @@ from inferline.features.spec import read_spec
 from inferline.features.state import FeatureState
 from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.features.wire import encode_rows
+from inferline.monitor.app import MonitorServer
 from inferline.monitor.performance import (
     MIN_REALIZED_ROWS,
     estimated_performance,
     realized_performance,
     window_performance,
 )
-from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
+from inferline.monitor.service import Monitor, MonitorConfig
 from inferline.release.registry import Registry
 from inferline.serving.tap import sample_payload
 from inferline.training.calibration import PoorlyCalibrated, calibrate, fit_vector_scaling
@@ -236,7 +237,7 @@ def onnx_scores(repository: Path, pipeline: str, frame: pd.DataFrame, version: i
 def test_the_monitor_exports_estimated_and_then_realized_performance(
     published: Published, monitor: MonitorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import inferline.monitor.service as service
+    import inferline.monitor.evaluate as evaluate
 
     computed = []  # the estimate is computed once per new data, not once per status read or scrape
 
@@ -244,7 +245,7 @@ def test_the_monitor_exports_estimated_and_then_realized_performance(
         computed.append(1)
         return estimated_performance(*args)
 
-    monkeypatch.setattr(service, "estimated_performance", counted)
+    monkeypatch.setattr(evaluate, "estimated_performance", counted)
     frame = fraud.generate(3_000, seed=906)
     outputs = onnx_scores(published.repository, "fraud", frame)
     p, c = outputs["probabilities"], outputs["predicted_class"].reshape(-1)

@@ -29,16 +29,13 @@ from inferline.core.alerts import Alerter
 from inferline.core.http import post_json
 from inferline.core.processes import free_port
 from inferline.features.pipelines import fraud
+from inferline.monitor.app import MonitorServer
+from inferline.monitor.dashboard import dashboard_metric_names, grafana_dashboard
 from inferline.monitor.drift import FeatureDrift
-from inferline.monitor.report import dashboard_metric_names, grafana_dashboard
+from inferline.monitor.metrics import regression_metrics
 from inferline.monitor.rules import DEFAULT_RULES, AlertRule, RuleEngine, prometheus_rules
-from inferline.monitor.service import (
-    LATENCY_BUCKET_ERROR,
-    Monitor,
-    MonitorConfig,
-    MonitorServer,
-    _ReleaseWindow,
-)
+from inferline.monitor.service import Monitor, MonitorConfig
+from inferline.monitor.windows import LATENCY_BUCKET_ERROR, ReleaseWindow
 from inferline.serving.client import InferlineClient
 from inferline.serving.tap import MonitorTap
 
@@ -234,7 +231,7 @@ def scripted_step(m: ScriptedMonitor, rng: random.Random, step: int, now: float)
         "calibration_error": 0.01,
     }
     served = rng.random() < 0.85  # else: nothing in the drift window (no_data)
-    m.windows = {"fraud:2": _ReleaseWindow(rows=int(pick(500, 3000)) if served else 0, last_seen=now)}
+    m.windows = {"fraud:2": ReleaseWindow(rows=int(pick(500, 3000)) if served else 0, last_seen=now)}
     m.triton_up = int(rng.random() < 0.9)
     ok, bad = pick(0, 100), pick(0, 1, 20)
     m.triton_window = {("fraud", "2"): deque([(now, ok, bad)])}
@@ -478,7 +475,7 @@ def test_drifted_traffic_fires_in_prometheus_and_alertmanager_delivers_it(
         scraped = set(get_json(f"{prometheus.url}/api/v1/label/__name__/values")["data"])
         with urllib.request.urlopen(f"{monitor.url}/metrics", timeout=10) as r:
             declared = {line.split()[2] for line in r.read().decode().splitlines() if line.startswith("# TYPE")}
-        declared |= {family.name for family in monitor.monitor._regression_metrics()}
+        declared |= {family.name for family in regression_metrics(monitor.monitor)}
         named = dashboard_metric_names(grafana_dashboard())
         unscraped = named - scraped
         assert unscraped <= {n for n in named if n.startswith(("inferline_gpu_", "inferline_regression_"))}, unscraped

@@ -26,8 +26,9 @@ import pytest
 from inferline.core.http import post_json
 from inferline.features.pipelines import fraud
 from inferline.features.synthetic import apply_shifts, parse_shift
+from inferline.monitor.dashboard import dashboard_metric_names, grafana_dashboard
 from inferline.monitor.performance import FIGURES
-from inferline.monitor.report import SECTIONS, dashboard_metric_names, grafana_dashboard, write_report
+from inferline.monitor.report import SECTIONS, write_report
 from inferline.serving.client import InferlineClient
 from inferline.serving.server import TritonServer
 from inferline.serving.tap import MonitorTap

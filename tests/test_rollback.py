@@ -20,9 +20,10 @@ from inferline.core.alerts import Alerter, JsonlSink, WebhookSink
 from inferline.core.processes import free_port
 from inferline.features.pipelines import fraud
 from inferline.features.synthetic import apply_shifts, parse_shift
+from inferline.monitor.app import MonitorServer
 from inferline.monitor.rollback import ROLLBACK_USER, RollbackController
 from inferline.monitor.rules import AlertRule, RuleEngine
-from inferline.monitor.service import Monitor, MonitorConfig, MonitorServer
+from inferline.monitor.service import Monitor, MonitorConfig
 from inferline.release.registry import Registry
 from inferline.release.switch import set_current, switch_release
 from inferline.serving.client import InferlineClient
