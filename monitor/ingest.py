@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import urllib.error
-import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from inferline.core.http import get_text
 from inferline.features.spec import Column, PipelineSpec
 from inferline.features.wire import from_json_columns
 from inferline.monitor.evaluate import ReleaseReferences
@@ -153,9 +152,8 @@ def scrape_triton(url: str) -> TritonCounters | None:
     """Triton's request counters per (model, version) from its metrics endpoint; None when it is unreachable (a
     warning is logged)."""
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            text = r.read().decode()
-    except (urllib.error.URLError, OSError) as exc:
+        text = get_text(url, timeout_s=2)
+    except OSError as exc:  # URLError, a timeout, a refused connection, an HTTP error
         log.warning("Triton metrics at %s unreachable: %s", url, exc)
         return None
     current: TritonCounters = {}

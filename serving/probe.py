@@ -34,7 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from inferline.core.errors import UserError
+from inferline.core.http import get_text, request
 from inferline.features.spec import PipelineSpec
 from inferline.release.registry import Registry, RegistryError
 
@@ -113,31 +116,29 @@ def probe_for(repository: Path, pipeline: str, release: int | None) -> Probe:
 def run_probe(url: str, probe: Probe, timeout_s: float) -> str | None:
     """Send ``probe`` to Triton at ``url`` (``host:port``, HTTP); None when it answered (any HTTP status) within
     ``timeout_s``, else what went wrong."""
+    path, headers = ("infer", {"Content-Type": "application/json"}) if probe.body is not None else ("ready", {})
     try:
-        with urllib.request.urlopen(probe.request(url), timeout=timeout_s) as answer:
-            answer.read()
+        request(f"http://{url}/v2/models/{probe.pipeline}/{path}", probe.body, headers=headers, timeout_s=timeout_s)
         return None
     except urllib.error.HTTPError as exc:  # an answer: the server is not hung
         exc.read()
         return None
-    except (urllib.error.URLError, OSError) as exc:
+    except OSError as exc:  # URLError, a timeout, a refused connection
         reason = getattr(exc, "reason", exc)
         return f"{type(reason).__name__}: {reason}"
 
 
+COMPLETED = ("nv_inference_request_success", "nv_inference_request_failure")
+
+
 def completed_inferences(metrics_url: str, timeout_s: float) -> float | None:
     """Inferences Triton has finished, successfully or not, over every model (``nv_inference_request_success`` +
-    ``nv_inference_request_failure`` on its metrics endpoint ``metrics_url``); None when it does not answer."""
+    ``nv_inference_request_failure`` on its metrics endpoint ``metrics_url``, read with prometheus-client's parser);
+    None when it does not answer or its exposition cannot be parsed."""
     try:
-        with urllib.request.urlopen(metrics_url, timeout=timeout_s) as answer:
-            text = answer.read().decode("utf-8", "replace")
-    except (urllib.error.URLError, OSError, ValueError):
+        text = get_text(metrics_url, timeout_s)
+        families = list(text_string_to_metric_families(text))
+    except (OSError, ValueError):
         return None
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(("nv_inference_request_success{", "nv_inference_request_failure{")):
-            try:
-                total += float(line.rsplit(" ", 1)[1])
-            except (IndexError, ValueError):
-                continue
-    return total
+    # the parser names a counter's samples <family>_total (Triton's own lines carry no suffix)
+    return sum(s.value for f in families if f.name in COMPLETED for s in f.samples if s.name == f"{f.name}_total")

@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
+
+from inferline.core.http import get_json
 
 __all__ = ["PHASES", "ModelStep", "StatsUnavailable", "model_stats", "settle", "stats_delta"]
 
@@ -48,10 +49,8 @@ class ModelStep:
 
 def model_stats(triton_http: str, headers: dict[str, str] | None = None, timeout_s: float = 10.0) -> dict[Key, Any]:
     """The cumulative counters of every loaded model version at ``triton_http`` (``host:port``)."""
-    request = urllib.request.Request(f"http://{triton_http}/v2/models/stats", headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as r:
-            data = json.loads(r.read())
+        data = get_json(f"http://{triton_http}/v2/models/stats", timeout_s, headers=headers)
     except urllib.error.HTTPError as exc:
         raise StatsUnavailable(
             f"GET http://{triton_http}/v2/models/stats answered {exc.code} ({exc.read()[:200]!r}); the edge refuses "
