@@ -16,7 +16,7 @@
 Reasons are ``<column>:<code>``: ``null``, ``duplicate``, a rule's name, or a parse failure (``invalid_utf8``,
 ``unparseable``, ``naive_timestamp``, ``epoch_number``; in files also a number cell's ``not_a_number``,
 ``non_ascii_digits``, ``beyond_float64``, ``beyond_int64``, ``not_integer``: ``features.validation``). Copies of a
-unique text value are found by look-alike key (``rules.lookalike_key``) on every path. A row's status is its first
+unique text value are found by look-alike key (``vocabulary.lookalike_key``) on every path. A row's status is its first
 reason (parse failures first, then column by column in spec order), or ``ok``. tests/test_contract.py checks that
 every lowering agrees.
 """
@@ -36,10 +36,10 @@ import pandas as pd
 
 from inferline.features.backend import array_namespace
 from inferline.features.kernels import NAT, Kernel, resolve_kernel
-from inferline.features.rules import TEXT_KINDS, lookalike_keys
 from inferline.features.spec import Column, PipelineSpec, SpecError
 from inferline.features.state import FeatureMatrix, FeatureState
 from inferline.features.tensors import RaggedTensors, TensorPlan
+from inferline.features.vocabulary import TEXT_KINDS, lookalike_keys
 from inferline.features.wire import (
     INVALID_UTF8,
     decode_column,
@@ -93,7 +93,7 @@ class _ColumnPlan:
         self.keep_first = column.duplicates == "all_but_first"
         self.assume_utc = column.timezone_policy == "assume_utc"
         self.nfc = column.normalization == "nfc"  # text is normalized before its rules and features see it
-        # copies of a unique text value are found by their look-alike key (``rules.lookalike_key``: NFKC, white
+        # copies of a unique text value are found by their look-alike key (``vocabulary.lookalike_key``: NFKC, white
         # space trimmed), unless the column compares text as it is (``normalization="none"``)
         self.fold = column.kind in TEXT_KINDS and column.normalization != "none"
         self.null_reason = f"{column.name}:{NULL}"
@@ -523,7 +523,7 @@ class Contract:
         self.input_columns = spec.input_columns
         self._plans = {c.name: _ColumnPlan(c) for c in spec.columns if c.kind != "tensor"}
         self._tensors = [TensorPlan(c) for c in spec.tensor_columns]
-        # text columns whose copies are found by look-alike key (``rules.lookalike_key``) on every path
+        # text columns whose copies are found by look-alike key (``vocabulary.lookalike_key``) on every path
         self.lookalike_columns = frozenset(name for name, plan in self._plans.items() if plan.fold)
         self._inputs = [self._plans[c.name] for c in self.input_columns if c.kind != "tensor"]
         self._input_names = [p.name for p in self._inputs]
@@ -907,7 +907,7 @@ def _copies_check(column: Column, folds: frozenset[str]) -> list[Any]:
 
 
 def _lookalike_copies(column: Column) -> Any:
-    """pandera's uniqueness of a text column, on look-alike keys (``rules.lookalike_key``): the copies the
+    """pandera's uniqueness of a text column, on look-alike keys (``vocabulary.lookalike_key``): the copies the
     column's ``duplicates`` policy refuses fail the check ``field_uniqueness``."""
     import pandera.pandas as pa
 

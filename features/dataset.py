@@ -22,7 +22,6 @@ from inferline.core.errors import PathNotFound, UserError
 from inferline.core.files import atomic_write_parquet, fingerprint_files
 from inferline.features.contract import compile_contract
 from inferline.features.duplicates import ROW, canonical_values, copies, mark_copies, unique_columns, with_row
-from inferline.features.rules import NUMBER_KINDS, TEXT_KINDS
 from inferline.features.spec import PipelineSpec
 from inferline.features.validation import (
     FileLevelError,
@@ -30,6 +29,7 @@ from inferline.features.validation import (
     integer_cells,
     number_cells,
 )
+from inferline.features.vocabulary import NUMBER_KINDS, TEXT_KINDS
 
 __all__ = [
     "BrokenFiles",

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from inferline.core.errors import UserError
-from inferline.features.rules import NUMBER_KINDS, TEXT_KINDS
 from inferline.features.spec import Column, PipelineSpec
+from inferline.features.vocabulary import NUMBER_KINDS, TEXT_KINDS
 from inferline.features.wire import INT64_MAX, INT64_MIN, nfc_texts, offset_of, parse_instant
 
 if TYPE_CHECKING:

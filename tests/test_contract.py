@@ -28,7 +28,7 @@ from pandera.errors import SchemaErrors
 from inferline.features import pipelines
 from inferline.features.contract import compile_contract
 from inferline.features.kernels import KERNELS, NAT
-from inferline.features.rules import CONTROL_CHARS, Rule
+from inferline.features.rules import Rule
 from inferline.features.spec import (
     Column,
     PipelineSpec,
@@ -40,6 +40,7 @@ from inferline.features.spec import (
 )
 from inferline.features.state import fit_state
 from inferline.features.validation import validate_frame
+from inferline.features.vocabulary import CONTROL_CHARS
 from inferline.features.wire import decode_value, encode_rows, parse_instant, parse_instants
 from tests.pipelines import ledger, loans
 
@@ -406,7 +407,7 @@ def test_contract(module: ModuleType, check: Callable[[ModuleType, Path], None],
 
 def test_every_kernel_and_rule_operation_is_covered_by_a_pipeline() -> None:
     """The suite's pipelines use every kernel and every rule operation, so no lowering goes unchecked."""
-    from inferline.features.rules import OPS
+    from inferline.features.lowerings import OPS
 
     specs = [m.SPEC for m in _pipeline_modules()]
     used_kernels = {f.kernel for s in specs for f in s.features}
@@ -430,7 +431,8 @@ def test_a_rule_that_does_not_fit_its_column_is_refused() -> None:
 
 
 def test_elementwise_needs_a_module_level_function() -> None:
-    from inferline.features.rules import RuleError, elementwise
+    from inferline.features.lowerings import RuleError
+    from inferline.features.rules import elementwise
 
     with pytest.raises(RuleError, match="module-level function"):
         elementwise(lambda v: True, name="anything", message="m")
@@ -454,7 +456,7 @@ def _misread(text: str, encoding: str) -> str:
 )
 def test_mojibake_shortcut_never_changes_the_answer(text: str) -> None:
     """``is_mojibake`` answers most text with one regex search; the full round trip must agree on all of it."""
-    from inferline.features.rules import _round_trips, is_mojibake
+    from inferline.features.vocabulary import _round_trips, is_mojibake
 
     assert is_mojibake(text) == _round_trips(text)
 
