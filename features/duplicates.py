@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from inferline.features.normalize import as_arrived, normalize_frame
 from inferline.features.spec import Column, DuplicatePolicy, PipelineSpec
-from inferline.features.validation import ValidationResult, as_arrived, normalize_frame
+from inferline.features.validation import ValidationResult
 from inferline.features.vocabulary import TEXT_KINDS, lookalike_keys
 
 if TYPE_CHECKING:
