@@ -36,8 +36,8 @@ import pandas as pd
 
 from inferline.batch.plan import Partition, Plan
 from inferline.features.contract import Contract
-from inferline.features.dataset import read_parquet
 from inferline.features.duplicates import canonical_values, copies, digests, repeated_values, unique_columns
+from inferline.features.parquet_reader import read_parquet
 from inferline.features.spec import PipelineSpec
 from inferline.features.validation import FileLevelError
 

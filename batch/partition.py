@@ -26,8 +26,8 @@ from inferline.batch.plan import Partition
 from inferline.core.files import atomic_write_json, atomic_write_parquet, sha256_file
 from inferline.features.backend import BackendName, get_backend
 from inferline.features.contract import Contract, compile_contract
-from inferline.features.dataset import read_parquet
 from inferline.features.duplicates import ROW, mark_copies, with_row
+from inferline.features.parquet_reader import read_parquet
 from inferline.features.spec import PipelineSpec, spec_beside
 from inferline.features.state import FeatureState
 from inferline.features.tensors import PreprocessFailed, isolate_rows

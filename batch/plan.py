@@ -18,9 +18,10 @@ import pyarrow.parquet as pq
 
 from inferline.core.errors import UserError
 from inferline.core.files import fingerprint_files
-from inferline.features.dataset import decode_dictionaries, expand_paths, refuse_repeated_names
+from inferline.features.dataset import expand_paths
+from inferline.features.parquet_reader import decode_dictionaries
 from inferline.features.spec import PipelineSpec
-from inferline.features.validation import validate_frame
+from inferline.features.validation import refuse_repeated_names, validate_frame
 
 __all__ = ["EmptyInput", "Partition", "Plan", "UnreadableInput", "plan_job"]
 

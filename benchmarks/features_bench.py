@@ -15,8 +15,9 @@ import pandas as pd
 
 from inferline.benchmarks.stacks import payload_pool
 from inferline.features.backend import gpu_available
-from inferline.features.contract import SCALAR_ROWS, compile_contract
+from inferline.features.contract import compile_contract
 from inferline.features.pipelines import fraud
+from inferline.features.request import SCALAR_ROWS
 from inferline.features.state import fit_state
 from inferline.features.wire import encode_rows
 

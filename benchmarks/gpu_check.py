@@ -319,7 +319,8 @@ def compare_kernels(
     rows.append(row)
 
     covered = {rule.op for _, rule, _ in _rule_cases(rules)}
-    applicable = {op for op, o in rules.OPS.items() if o.kinds & _RULE_KINDS and op != "elementwise"}
+    ops = _inferline("inferline.features.lowerings").OPS
+    applicable = {op for op, o in ops.items() if o.kinds & _RULE_KINDS and op != "elementwise"}
     return {
         "rows": rows,
         "uncovered_rule_ops": sorted(applicable - covered),

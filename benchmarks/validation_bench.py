@@ -13,9 +13,9 @@ import numpy as np
 from pandera.errors import SchemaErrors
 
 from inferline.features.pipelines import fraud
-from inferline.features.rules import TEXT_KINDS
 from inferline.features.spec import PipelineSpec
 from inferline.features.validation import build_schema, validate_frame
+from inferline.features.vocabulary import TEXT_KINDS
 
 __all__ = ["bench_validation"]
 

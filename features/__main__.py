@@ -11,9 +11,10 @@ from typing import Any
 from inferline.core.command import Parser, fraction, new_dir, positive_int, run
 from inferline.core.files import atomic_write_parquet
 from inferline.features.dataset import InvalidShareExceeded, expand_paths, load_validated
+from inferline.features.normalize import REASON_ADVICE
 from inferline.features.spec import choose_pipeline, load_pipeline_module
 from inferline.features.synthetic import Shift, ShiftError, apply_shifts, parse_shift
-from inferline.features.validation import REASON_ADVICE, FileLevelError
+from inferline.features.validation import FileLevelError
 
 
 def _pipeline(given: str | None) -> str:

@@ -12,7 +12,7 @@ The contract (``features.contract``) applies the policy within one frame; this m
 1. ``canonical_values``: a frame's unique columns in the form validation compares (``normalize_frame``, then the
    contract's canonical arrays): a text column declared ``normalization="nfc"`` compares NFC forms, so an NFD
    look-alike of an id is the same id, and (unless it is declared ``normalization="none"``) by look-alike key
-   (``rules.lookalike_key``: NFKC, white space trimmed), so ``"tx-1 "`` and ``"tx-１"`` are copies of ``"tx-1"``
+   (``vocabulary.lookalike_key``: NFKC, white space trimmed), so ``"tx-1 "`` and ``"tx-１"`` are copies of ``"tx-1"``
    (their own rules refuse them as well: ``whitespace``, ``compatibility_chars``). A null, or a value that failed
    to parse (its canonical value is a stand-in: an integer null cast to 0, text that is not UTF-8), is never a
    copy of anything.
@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from inferline.features.rules import TEXT_KINDS, lookalike_keys
+from inferline.features.normalize import as_arrived, normalize_frame
 from inferline.features.spec import Column, DuplicatePolicy, PipelineSpec
-from inferline.features.validation import ValidationResult, as_arrived, normalize_frame
+from inferline.features.validation import ValidationResult
+from inferline.features.vocabulary import TEXT_KINDS, lookalike_keys
 
 if TYPE_CHECKING:
     from inferline.features.contract import Contract

@@ -18,7 +18,8 @@ from typing import Any, Literal, NamedTuple
 import pandas as pd
 
 from inferline.core.errors import UserError
-from inferline.features.rules import TEXT_KINDS, Rule, normalized, rule_from_dict, text_defaults
+from inferline.features.rules import Rule, normalized, rule_from_dict, text_defaults
+from inferline.features.vocabulary import TEXT_KINDS
 
 __all__ = [
     "Column",

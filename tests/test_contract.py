@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from inferline.features import pipelines
 from inferline.features.checks import Check, Pipeline, parametrize_with_checks
 from inferline.features.kernels import KERNELS
-from inferline.features.rules import CONTROL_CHARS
 from inferline.features.spec import Column, PipelineSpec, SpecError, load_pipeline_module
+from inferline.features.vocabulary import CONTROL_CHARS
 from tests.pipelines import ledger, loans
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -39,7 +39,7 @@ def test_contract(pipeline: Pipeline, check: Check, tmp_path: Path) -> None:
 
 def test_every_kernel_and_rule_operation_is_covered_by_a_pipeline() -> None:
     """The suite's pipelines use every kernel and every rule operation, so no lowering goes unchecked."""
-    from inferline.features.rules import OPS
+    from inferline.features.lowerings import OPS
 
     specs = [m.SPEC for m in _pipeline_modules()]
     used_kernels = {f.kernel for s in specs for f in s.features}
@@ -63,7 +63,8 @@ def test_a_rule_that_does_not_fit_its_column_is_refused() -> None:
 
 
 def test_elementwise_needs_a_module_level_function() -> None:
-    from inferline.features.rules import RuleError, elementwise
+    from inferline.features.lowerings import RuleError
+    from inferline.features.rules import elementwise
 
     with pytest.raises(RuleError, match="module-level function"):
         elementwise(lambda v: True, name="anything", message="m")
@@ -87,7 +88,7 @@ def _misread(text: str, encoding: str) -> str:
 )
 def test_mojibake_shortcut_never_changes_the_answer(text: str) -> None:
     """``is_mojibake`` answers most text with one regex search; the full round trip must agree on all of it."""
-    from inferline.features.rules import _round_trips, is_mojibake
+    from inferline.features.vocabulary import _round_trips, is_mojibake
 
     assert is_mojibake(text) == _round_trips(text)
 

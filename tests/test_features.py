@@ -189,7 +189,7 @@ def test_request_converts_offsets_and_reports_per_row(frame: pd.DataFrame) -> No
 def test_categorical_verdicts_are_remembered_exactly_bounded_and_per_contract(
     frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from inferline.features import contract as contract_module
+    from inferline.features import column_plan as contract_module
 
     state = fit_state(frame, SPEC)
     arrays = _request()

@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inferline.features.contract import compile_contract
+from inferline.features.normalize import normalize_frame
 from inferline.features.pipelines import fraud
 from inferline.features.state import fit_state
-from inferline.features.validation import normalize_frame, validate_frame
+from inferline.features.validation import validate_frame
 from inferline.serving.client import encode_rows
 
 from .test_defects import DEFECTS

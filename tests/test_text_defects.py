@@ -202,9 +202,10 @@ def test_a_latin1_csv_is_one_file_level_error_that_names_the_encoding(tmp_path: 
 def test_declared_text_policies_override_the_defaults() -> None:
     from dataclasses import replace
 
-    from inferline.features.rules import CODE_POINT_SETS, max_length
+    from inferline.features.rules import max_length
     from inferline.features.spec import Column, spec_from_dict
     from inferline.features.validation import validate_frame
+    from inferline.features.vocabulary import CODE_POINT_SETS
 
     column = Column("note", "text", required=False, normalization="refuse", rules=(max_length(5),))
     assert [r.op for r in column.rules].count("max_length") == 1 and column.rules[0].args == (5,)

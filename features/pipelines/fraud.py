@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from inferline.features.rules import (
-    CONTROL_CHARS,
     finite,
     forbid_chars,
     ge,
@@ -21,6 +20,7 @@ from inferline.features.rules import (
     one_of,
 )
 from inferline.features.spec import Column, FeatureDef, ModelParams, PipelineSpec
+from inferline.features.vocabulary import CONTROL_CHARS
 
 CHANNELS = ("web", "pos", "app")
 CURRENCY_BY_COUNTRY = {

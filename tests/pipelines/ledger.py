@@ -5,7 +5,6 @@ import numpy as np
 import pandas as pd
 
 from inferline.features.rules import (
-    CONTROL_CHARS,
     between,
     elementwise,
     finite,
@@ -20,6 +19,7 @@ from inferline.features.rules import (
     one_of,
 )
 from inferline.features.spec import Column, FeatureDef, ModelParams, PipelineSpec
+from inferline.features.vocabulary import CONTROL_CHARS
 
 ACCOUNTS = ("cash", "card", "wire")
 REGIONS = ("north", "south", "east", "west", "centre")
