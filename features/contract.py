@@ -17,7 +17,7 @@ Reasons are ``<column>:<code>``: ``null``, ``duplicate``, a rule's name, or a pa
 ``unparseable``, ``naive_timestamp``, ``epoch_number``; in files also a number cell's ``not_a_number``,
 ``non_ascii_digits``, ``beyond_float64``, ``beyond_int64``, ``not_integer``: ``features.validation``). Copies of a
 unique text value are found by look-alike key (``rules.lookalike_key``) on every path. A row's status is its first
-reason (parse failures first, then column by column in spec order), or ``ok``. tests/test_contract.py checks that
+reason (parse failures first, then column by column in spec order), or ``ok``. tests/unit/test_contract.py checks that
 every lowering agrees.
 """
 

@@ -9,7 +9,7 @@ A kernel maps one raw column, in its canonical form, to one feature column:
 Canonical forms (the same as the rules see, see ``features.rules``): numbers as float64 (NaN for null), timestamps
 as int64 nanoseconds since the epoch in UTC (``NAT`` for null), text as an object array of ``str`` (``None`` for
 null). Fitted values (vocabularies) come from ``FeatureState`` and are bound when the contract is compiled, never
-taken from the data being scored. tests/test_contract.py checks that the two forms agree on every kernel, and that
+taken from the data being scored. tests/unit/test_contract.py checks that the two forms agree on every kernel, and that
 cupy agrees with numpy where a GPU is lent (``make gpu-check``).
 """
 

@@ -1,5 +1,6 @@
-"""Fixtures that build real artifacts and start real components: Parquet files, a trained model, a published
-Triton repository with two releases, and a live tritonserver on free loopback ports (stopped at the end)."""
+"""Fixtures of the system tier, which build real artifacts and start real components: a published Triton repository
+with two releases (from the shared conftest's trained run), a live tritonserver on free loopback ports, Dask clusters
+of separate processes and ``inferline serve up`` servers (all stopped at the end)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,17 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
-import torch
 
 from inferline.batch import JobConfig, JobReport, run_job
-from inferline.core.files import atomic_write_parquet
 from inferline.export.publish import PublishResult, publish
-from inferline.features.backend import gpu_available
 from inferline.features.pipelines import fraud
 from inferline.serving.__main__ import UP_PORT_FLAGS
 from inferline.serving.server import ServerConfig, TritonServer, die_with_parent, free_port
@@ -98,41 +93,6 @@ def group_of(pid: int) -> tuple[list[int], set[str]]:
 def reaped(pids: list[int], regions: set[str]) -> bool:
     """None of ``pids`` is alive and none of ``regions`` is left in /dev/shm."""
     return all(gone(p) for p in pids) and not any((Path("/dev/shm") / r).exists() for r in regions)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if gpu_available():
-        return
-    skip = pytest.mark.skip(reason="needs an NVIDIA GPU with cuDF/cupy (pip install 'inferline[gpu]')")
-    for item in items:
-        if item.get_closest_marker("gpu") is not None:
-            item.add_marker(skip)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _torch_threads() -> None:
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="session")
-def raw_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("raw")
-    paths = []
-    for i in range(2):
-        path = root / f"fraud-{i:04d}.parquet"
-        atomic_write_parquet(path, fraud.generate(15_000, seed=100 + i))
-        paths.append(path)
-    return paths
-
-
-@pytest.fixture(scope="session")
-def run(raw_files: list[Path], tmp_path_factory: pytest.TempPathFactory) -> RunResult:
-    return train(raw_files, fraud.SPEC, tmp_path_factory.mktemp("runs"), seed=0, epochs=3, progress=False)
-
-
-@pytest.fixture(scope="session")
-def holdout(run: RunResult) -> pd.DataFrame:
-    return pd.read_parquet(run.run_dir / "holdout.parquet")
 
 
 @dataclass
@@ -286,40 +246,6 @@ def wait_until(predicate: Callable[[], object], timeout_s: float, what: str) -> 
     while not predicate():
         assert time.monotonic() < deadline, f"not reached within {timeout_s}s: {what}"
         time.sleep(0.02)  # polling interval of a state check
-
-
-@dataclass
-class Receiver:
-    url: str
-    received: list[dict[str, Any]] = field(default_factory=list)
-    arrived: threading.Event = field(default_factory=threading.Event)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    box = Receiver(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            box.received.append(json.loads(body))
-            self.send_response(204)
-            self.end_headers()
-            box.arrived.set()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    box.url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield box
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @dataclass

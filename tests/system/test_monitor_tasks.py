@@ -40,8 +40,7 @@ from inferline.serving.server import free_port
 from inferline.serving.tap import post_json, sample_payload, tabular_arrays
 from inferline.training.profile import missing_columns
 from inferline.training.train import train
-
-from .pipelines import glyphs, species, yields
+from tests.pipelines import glyphs, species, yields
 
 WINDOW = 3_000
 ALPHA = 0.01
