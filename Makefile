@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 STAGES := features training export serving batch monitor benchmarks
 PKGS   := inferline $(STAGES)
 
-.PHONY: import-graph demo test bench bench-quick bench-deps wrk system-deps lint typecheck install clean serve-down gpu-check
+.PHONY: import-graph demo test test-fast bench bench-quick bench-deps wrk system-deps lint typecheck install clean serve-down gpu-check
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (CPython 3.11) on PATH"; exit 1; }
@@ -68,6 +68,10 @@ typecheck: $(STAMP)
 
 test: $(STAMP) system-deps lint typecheck
 	$(PY) -m pytest
+
+# the unit tier alone: tests that start no process (tests/unit/conftest.py refuses one), for a quick check of a change
+test-fast: $(STAMP)
+	$(PY) -m pytest tests/unit
 
 # where an NVIDIA GPU is lent: the system python3 (that machine has no venv), this checkout uninstalled;
 # exit 0 all checks passed, 1 one failed, 2 none failed but some could not run (no GPU). See benchmarks/README.md

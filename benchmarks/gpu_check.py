@@ -60,7 +60,7 @@ EXIT_OK, EXIT_FAILED, EXIT_NOT_RUN, EXIT_USAGE = 0, 1, 2, 3
 RTOL = 1e-12  # float64 results, relative
 ATOL = 1e-15  # float64 results, absolute floor for results near zero (sin/cos at multiples of pi): ~5 ulp of 1.0
 # the fraud pipeline's ModelParams defaults (features.spec imports pandas, so they are copied here;
-# tests/test_gpu.py checks that they still agree)
+# tests/system/test_gpu.py checks that they still agree)
 MODEL_PARAMS: dict[str, Any] = {
     "embedding_dim": 8,
     "hidden": (64, 32),

@@ -19,7 +19,7 @@ Reasons are ``<column>:<code>``: ``null``, ``duplicate``, a rule's name, or a pa
 ``non_ascii_digits``, ``beyond_float64``, ``beyond_int64``, ``not_integer``: ``features.normalize``). Copies of a
 unique text value are found by look-alike key (``vocabulary.lookalike_key``) on every path. A row's status is its first
 reason (parse failures first, then column by column in spec order), or ``ok``. The contract checks
-(``features.checks``: ``inferline check``; tests/test_contract.py runs them on every pipeline) prove that every
+(``features.checks``: ``inferline check``; tests/unit/test_contract.py runs them on every pipeline) prove that every
 lowering agrees. Each column's compiled checks and both their lowerings are ``features.column_plan``.
 """
 

@@ -23,7 +23,7 @@ def read_parquet(path: Path, row_groups: Sequence[int] | None = None, columns: l
     - a file that cannot be read (truncated, not Parquet, a corrupt page) is a ``FileLevelError`` naming it. Pages
       are decoded on the calling thread (``use_threads=False``): pyarrow's threaded decode of a corrupt page raised,
       then aborted the process at exit now and then (``terminate called without an active exception``, exit 134:
-      26 of 40 runs of ``inferline validate`` on the corrupt-page file of tests/test_defects.py; 0 of 40 on the
+      26 of 40 runs of ``inferline validate`` on the corrupt-page file of tests/system/test_defects.py; 0 of 40 on the
       calling thread), because decode tasks were still in flight. Page checksums are verified where the
       writer stored them (``page_checksum_verification``);
     - repeated column names are refused, naming them (a frame cannot hold two columns of one name);

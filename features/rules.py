@@ -15,7 +15,7 @@ pandas and pandera are imported only by the pandera lowering: the scalar and vec
 (and cupy where a GPU runs them). Every rule sees a column's non-null values only (nulls are the ``required``
 flag's concern). Values arrive in their canonical form: ``float`` for numeric, ``int`` for integer and label,
 ``int`` nanoseconds since the epoch (UTC) for timestamps, ``str`` for id, categorical and text columns. The
-contract checks (``features.checks``, ``inferline check``; tests/test_contract.py) prove that the three lowerings
+contract checks (``features.checks``, ``inferline check``; tests/unit/test_contract.py) prove that the three lowerings
 agree on every rule.
 
 ``elementwise(fn)`` is the escape hatch: any per-value Python function (module-level, so that a release can name

@@ -21,7 +21,7 @@ A rule reads one value from each snapshot (``monitor.service.Monitor.status``):
 The same rule is also a PromQL expression (:func:`promql`, :func:`prometheus_rules`) over the metrics the monitor
 exports, for a Prometheus that scrapes one monitor or many: with one monitor it is true at exactly the evaluations
 where the in-process reading breaches, and ``for`` is set so that both fire at the same evaluation
-(``tests/test_prometheus.py`` feeds both the same series through ``promtool test rules`` and checks that).
+(``tests/system/test_prometheus.py`` feeds both the same series through ``promtool test rules`` and checks that).
 
 ``{pipeline}`` in a target is the watched pipeline's name (the model Triton serves it as), so one rule set fits
 every pipeline. No built-in rule names a pipeline, a class or a feature, or assumes a task.

@@ -236,7 +236,7 @@ class GrpcEdge:
             else:
                 try:
                     message = message_type.FromString(request)
-                except DecodeError as exc:  # found by the byte-level fuzzer (tests/test_fuzz.py): was UNKNOWN
+                except DecodeError as exc:  # found by the byte-level fuzzer (tests/system/test_fuzz.py): was UNKNOWN
                     raise invalid(
                         f"the request is not a valid {message_type.DESCRIPTOR.name} protobuf message ({exc}); "
                         "send one built by a gRPC client of the inference service"

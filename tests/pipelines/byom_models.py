@@ -1,4 +1,4 @@
-"""The models a user brings, named by import path from the BYOM test pipelines (tests/test_byom.py); their kernel
+"""The models a user brings, named by import path from the BYOM test pipelines (tests/system/test_byom.py); their kernel
 and preprocessing function are in byom_functions.py (torch-free: what a server stub imports). Random weights are
 fine: the tests check that every stage answers like PyTorch."""
 

@@ -29,8 +29,9 @@ from inferline.release.switch import set_current, switch_release
 from inferline.serving.client import InferlineClient
 from inferline.serving.server import TritonServer
 from inferline.serving.tap import MonitorTap
+from tests.conftest import Receiver
 
-from .conftest import Published, Receiver, private_server
+from .conftest import Published, private_server
 
 PREDICTION_DRIFT = AlertRule("prediction_drift", "drift", target="prediction", severity="critical")
 FEATURE_DRIFT = AlertRule("feature_drift", "drift", target="*", severity="critical")

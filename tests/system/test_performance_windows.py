@@ -55,9 +55,9 @@ from inferline.serving.tap import sample_payload
 from inferline.training.calibration import PoorlyCalibrated, calibrate, fit_vector_scaling
 from inferline.training.model import load_checkpoint
 from inferline.training.train import RunResult, train
+from tests.pipelines import yields
 
 from .conftest import Published
-from .pipelines import yields
 
 WINDOW_ROWS = 200_000
 TOLERANCE = 0.03

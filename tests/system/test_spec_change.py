@@ -30,8 +30,8 @@ from inferline.serving.client import InferlineClient
 from inferline.serving.server import ServerConfig, TritonServer
 from inferline.training.model import load_checkpoint
 from inferline.training.train import train
-from tests.conftest import DaskCluster
 from tests.pipelines import loans
+from tests.system.conftest import DaskCluster
 
 CAPPED = dataclasses.replace(
     loans.SPEC,

@@ -38,10 +38,10 @@ from inferline.serving.client import InferlineClient
 from inferline.serving.server import ServerConfig, TritonServer
 from inferline.training.model import ScoringModel, load_checkpoint
 from inferline.training.train import train
-from tests.conftest import DaskCluster, start_dask_cluster
 from tests.pipelines import byom_models
+from tests.system.conftest import DaskCluster, start_dask_cluster
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TRAINED = {"byom_images": 240, "byom_text": 480, "byom_regression": 1200, "byom_species": 240}
 CASES = [*TRAINED, "byom_vector", "byom_onnx"]
 

@@ -121,7 +121,7 @@ def _csv_with(tmp_path: Path, cells: dict[tuple[str, str], str]) -> tuple[Path, 
 
 def test_a_number_cell_that_is_no_number_costs_only_its_row_and_says_why(tmp_path: Path) -> None:
     from inferline.features.dataset import load_validated, quarantine_name
-    from tests.test_defects import _cli
+    from tests.system.test_defects import _cli
 
     path, frame, expected = _csv_with(tmp_path, NUMBER_CELLS)
     valid, report = load_validated([path], SPEC, quarantine_dir=tmp_path / "q", max_invalid_share=1.0)

@@ -37,7 +37,7 @@ from inferline.features.pipelines import fraud
 from inferline.features.state import FeatureState
 from inferline.training.train import RunResult
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "deploy" / "docker"
 K8S = ROOT / "deploy" / "k8s"
 DOCKERFILE = DOCKER / "Dockerfile"

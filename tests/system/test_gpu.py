@@ -24,7 +24,7 @@ from inferline.training import model
 
 from .conftest import Published
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 
 

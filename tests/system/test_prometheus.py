@@ -38,8 +38,9 @@ from inferline.monitor.service import Monitor, MonitorConfig
 from inferline.monitor.windows import LATENCY_BUCKET_ERROR, ReleaseWindow
 from inferline.serving.client import InferlineClient
 from inferline.serving.tap import MonitorTap
+from tests.conftest import Receiver
 
-from .conftest import Published, Receiver, supervised_server, wait_until
+from .conftest import Published, supervised_server, wait_until
 
 PROMETHEUS, PROMTOOL, ALERTMANAGER = (shutil.which(b) for b in ("prometheus", "promtool", "prometheus-alertmanager"))
 needs_prometheus = pytest.mark.skipif(
@@ -164,7 +165,7 @@ def query(prometheus: Process, expr: str) -> list[dict[str, Any]]:
 
 
 def test_promtool_checks_the_generated_rules(tmp_path: Path) -> None:
-    committed = Path(__file__).parents[1] / "monitor/prometheus/inferline-rules.yml"
+    committed = Path(__file__).parents[2] / "monitor/prometheus/inferline-rules.yml"
     named = tmp_path / "named.yml"
     named.write_text(yaml.safe_dump(prometheus_rules(DEFAULT_RULES, 5.0, pipeline="loans")))
     for path in (committed, named):

@@ -20,8 +20,9 @@ from inferline.core.processes import free_port
 from inferline.features.pipelines import fraud
 from inferline.serving.client import InferlineClient
 from inferline.serving.server import TritonServer
+from tests.conftest import Receiver
 
-from .conftest import Published, Receiver
+from .conftest import Published
 
 
 def test_every_sink_delivers(receiver: Receiver, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -115,7 +116,7 @@ def test_built_in_rules_fit_every_pipeline_and_match_the_committed_prometheus_fi
     generated = prometheus_rules(DEFAULT_RULES, 5.0)
     text = json.dumps(generated)
     assert "fraud" not in text and "legit" not in text and PIPELINE not in text
-    committed = yaml.safe_load((Path(__file__).parents[1] / "monitor/prometheus/inferline-rules.yml").read_text())
+    committed = yaml.safe_load((Path(__file__).parents[2] / "monitor/prometheus/inferline-rules.yml").read_text())
     assert committed == generated, "regenerate it: inferline monitor rules"
     named = json.dumps(prometheus_rules(DEFAULT_RULES, 5.0, pipeline="loans"))
     assert 'model=\\"loans\\"' in named and "inferline_monitor_info" not in named

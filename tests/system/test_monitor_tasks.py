@@ -42,8 +42,7 @@ from inferline.release.registry import Registry
 from inferline.serving.tap import sample_payload, tabular_arrays
 from inferline.training.profile import missing_columns
 from inferline.training.train import train
-
-from .pipelines import glyphs, species, yields
+from tests.pipelines import glyphs, species, yields
 
 WINDOW = 3_000
 ALPHA = 0.01

@@ -1,5 +1,5 @@
 """Beyond one machine, run here: servers and monitors on hosts of their own (network namespaces with their own
-addresses, ``tests/netns.py``), reached over the network by the client and by Prometheus in the test's namespace.
+addresses, ``tests/system/netns.py``), reached over the network by the client and by Prometheus in the test's namespace.
 
 - Two servers (``inferline serve up`` with its edge on the host's address), the client given both endpoints; one
   host dies mid-traffic (every process on it killed) and every row still ends with exactly one prediction.

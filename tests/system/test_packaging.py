@@ -10,7 +10,7 @@ from pathlib import Path
 
 import inferline
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_wheel_has_one_top_level_package(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """The batch job across hosts, run here: ``dask scheduler`` on one host and a ``dask worker`` on each of two more
-(network namespaces with addresses of their own, ``tests/netns.py``), driven by ``run_job`` in the test's own
+(network namespaces with addresses of their own, ``tests/system/netns.py``), driven by ``run_job`` in the test's own
 namespace over the bridge. One worker's link is cut mid-job (``ip link set ... down``) and the job still completes
 exactly once. Skips cleanly where ``ip netns add`` is refused (the ``network`` fixture).
 """

@@ -24,8 +24,7 @@ from inferline.export.publish import publish
 from inferline.export.quality import QualityGateRefused
 from inferline.release.registry import Registry, model_names
 from inferline.training.train import RunResult, train
-
-from .pipelines import loans, yields
+from tests.pipelines import loans, yields
 
 FIGURES = re.compile(
     r"roc_auc on golden \(1500 rows\): candidate release (\d+) ([0-9]+\.[0-9]+), current release (\d+) ([0-9]+\.[0-9]+)"

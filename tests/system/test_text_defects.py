@@ -21,8 +21,8 @@ from inferline.features.spec import SpecError
 from inferline.features.state import fit_state
 from inferline.features.validation import FileLevelError
 from inferline.features.wire import encode_rows
-from tests.conftest import score_batch
-from tests.test_defects import _cli, _write
+from tests.system.conftest import score_batch
+from tests.system.test_defects import _cli, _write
 
 SPEC = fraud.SPEC
 GENUINE = ("São Paulo", "Dvořák", "東京 駅", "Привет мир", "می\u200cخواهم", "Bäckerei Schmidt", "Ελληνικά", "👍🏽")

@@ -2,7 +2,7 @@
 check passes on the shipped and the test pipelines, a spec whose kernel's two forms disagree fails that check with a
 one-line reason and exit 1, and a pipeline that is not there is one line and exit 1, never a traceback.
 
-The command runs with a small hypothesis budget (``--examples``): the full budget runs in tests/test_contract.py.
+The command runs with a small hypothesis budget (``--examples``): the full budget runs in tests/unit/test_contract.py.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ SPEC = replace(
 def _inferline(argv: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """``python -m inferline ARGV`` from the repository root (tests.pipelines importable), with ``tmp_path`` on
     PYTHONPATH for a user's package."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])}
     return subprocess.run(
         [sys.executable, "-m", "inferline", *argv], capture_output=True, text=True, timeout=300, cwd=root, env=env

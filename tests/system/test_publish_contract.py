@@ -33,8 +33,7 @@ from inferline.serving.client import InferlineClient
 from inferline.serving.server import ServerConfig, TritonServer
 from inferline.training.model import load_checkpoint
 from inferline.training.train import RunResult, train
-
-from .pipelines import byom_models, byom_vector, loans, yields
+from tests.pipelines import byom_models, byom_vector, loans, yields
 
 THREE = replace(byom_vector.SPEC, name="three", classes=("a", "b", "c"))  # a 3-class feature-vector spec
 
