@@ -368,7 +368,7 @@ class Monitor:
             state = FeatureState.load(files["feature_state"])
             contract = _tabular_contract(spec, state)  # this monitor's own: it remembers categorical verdicts
             profile = self.registry.reference_profile(int(version))
-            metrics = self.registry.manifest(int(version)).get("metrics") or {}
+            metrics = self.registry.manifest(int(version)).metrics
             mae = metrics.get("mae") if spec.task == "regression" else None
             self._releases[release] = _References(
                 spec=spec,

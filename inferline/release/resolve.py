@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 from inferline.core.errors import UserError
 from inferline.core.files import sha256_file
+from inferline.release.manifest import Manifest
 from inferline.release.registry import Registry, RegistryError
 
 __all__ = ["ModelRefError", "ModelRelease", "parse_model_ref", "resolve_release"]
@@ -68,7 +68,7 @@ def resolve_release(ref: str, repository: Path) -> ModelRelease:
                 f"`inferline export publish` or name a version (--model {pipeline}:N)"
             )
     files = registry.release_files(version)  # checked against the manifest byte for byte
-    manifest = json.loads(files["manifest"].read_text())
+    manifest = Manifest.load(files["manifest"])
     return ModelRelease(
         pipeline=pipeline,
         version=version,
@@ -76,5 +76,5 @@ def resolve_release(ref: str, repository: Path) -> ModelRelease:
         state_path=files["feature_state"],
         manifest_path=files["manifest"],
         manifest_sha256=sha256_file(files["manifest"]),
-        model_sha256=manifest["onnx_sha256"],
+        model_sha256=manifest.onnx_sha256,
     )
