@@ -140,7 +140,8 @@ def _space(args: argparse.Namespace) -> dict[str, tuple[object, ...]]:
 
 def _tune(args: argparse.Namespace) -> int:
     from inferline.benchmarks.pipeline_tune import tune, write_tune
-    from inferline.export.publish import publish, release_candidate
+    from inferline.export.candidate import release_candidate
+    from inferline.export.publish import publish
 
     repository = Path(args.repository)
     result = tune(
@@ -167,10 +168,10 @@ def _tune(args: argparse.Namespace) -> int:
         published = publish(
             None,
             repository,
-            target=manifest.get("target", "local"),
+            target="gpu" if manifest.target == "gpu" else "local",
             promote=False,
-            max_batch_size=manifest.get("max_batch_size"),
-            tensorrt="tensorrt" in json.dumps(manifest.get("configs") or {}),
+            max_batch_size=manifest.max_batch_size,
+            tensorrt="tensorrt" in json.dumps(manifest.configs),
             candidate=candidate,
             serving=result.chosen,
         )

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from inferline.core.files import atomic_write_bytes, atomic_write_json
-from inferline.export.publish import model_candidate, publish
+from inferline.export.candidate import model_candidate
+from inferline.export.publish import publish
 from inferline.features.rules import finite
 from inferline.features.spec import Column, ModelParams, PipelineSpec
 from inferline.release.runtime import onnx_session

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import psutil
 import torch
+from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from inferline.core.files import atomic_write_bytes, atomic_write_parquet
 from inferline.core.http import answers_ok, request
@@ -180,13 +181,16 @@ def floor_repository(release: Release, target: Path) -> Path:
     shutil.copytree(release.repository, target)
     state = FeatureState.load(release.run_dir / "feature_state.json")
     served = pipeline_configs(fraud.SPEC, state, release.version, "local")["fused"]
-    config: dict[str, Any] = {
-        "name": FLOOR_MODEL,
-        "backend": "python",
-        **{k: served[k] for k in ("max_batch_size", "input", "output", "instance_group")},
-    }
-    if "dynamic_batching" in served:
-        config["dynamic_batching"] = served["dynamic_batching"]
+    config = ModelConfig(
+        name=FLOOR_MODEL,
+        backend="python",
+        max_batch_size=served.max_batch_size,
+        input=served.input,
+        output=served.output,
+        instance_group=served.instance_group,
+    )
+    if served.HasField("dynamic_batching"):
+        config.dynamic_batching.CopyFrom(served.dynamic_batching)
     atomic_write_bytes(target / FLOOR_MODEL / "config.pbtxt", to_pbtxt(config).encode())
     (target / FLOOR_MODEL / "1").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(__file__).with_name("floor_model.py"), target / FLOOR_MODEL / "1" / "model.py")

@@ -13,8 +13,9 @@ from inferline.core.lazy import lazy_attributes
 if TYPE_CHECKING:
     from inferline.export.config import pipeline_configs, to_json, to_pbtxt
     from inferline.export.loadcheck import LoadCheckReport, ReleaseUnloadable, check_release_loads
+    from inferline.export.onnx_export import export_onnx
     from inferline.export.parity import ParityGateFailed, ParityReport, run_parity_gate
-    from inferline.export.publish import PublishResult, export_onnx, publish
+    from inferline.export.publish import PublishResult, publish
 
 __getattr__, __all__ = lazy_attributes(
     __name__,
@@ -25,7 +26,7 @@ __getattr__, __all__ = lazy_attributes(
         "PublishResult": "publish",
         "ReleaseUnloadable": "loadcheck",
         "check_release_loads": "loadcheck",
-        "export_onnx": "publish",
+        "export_onnx": "onnx_export",
         "pipeline_configs": "config",
         "publish": "publish",
         "run_parity_gate": "parity",

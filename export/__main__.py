@@ -19,8 +19,9 @@ from inferline.core.command import (
     run,
 )
 from inferline.core.errors import UserError
+from inferline.export.candidate import model_candidate
 from inferline.export.parity import ATOL, RTOL, ParityGateFailed
-from inferline.export.publish import model_candidate, publish
+from inferline.export.publish import publish
 from inferline.export.quality import QualityGateRefused
 from inferline.features.dataset import expand_paths
 from inferline.features.spec import PipelineSpec, load_pipeline, read_spec
@@ -106,7 +107,7 @@ def _publish(args: argparse.Namespace) -> int:
         print(result.quality.summary(), file=sys.stderr)
     promoted = result.promoted
     if args.gate_throughput is not None and not args.no_promote:
-        pipeline = str(result.manifest["pipeline"])
+        pipeline = result.manifest.pipeline
         _speed_gate(Path(args.repository), pipeline, result.version, args)  # refused: published, not current
         set_current(Path(args.repository), pipeline, result.version, "promote", reason="publish (speed gate passed)")
         promoted = True
@@ -114,7 +115,7 @@ def _publish(args: argparse.Namespace) -> int:
     print(
         json.dumps(
             {
-                "release": f"{result.manifest['pipeline']}:{result.version}",
+                "release": f"{result.manifest.pipeline}:{result.version}",
                 "promoted": promoted,
                 "target": args.target,
                 "parity": {
@@ -126,8 +127,8 @@ def _publish(args: argparse.Namespace) -> int:
                     "rows": p.rows,
                     "class_mismatches": p.class_mismatches,
                 },
-                "quality": result.manifest["quality"],
-                "onnx_sha256": result.manifest["onnx_sha256"],
+                "quality": result.manifest.quality,
+                "onnx_sha256": result.manifest.onnx_sha256,
                 "repository": str(args.repository),
             },
             indent=2,

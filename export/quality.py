@@ -326,19 +326,19 @@ def release_sets(
     from inferline.release.registry import Registry, RegistryError, model_names
 
     folder = Path(repository) / model_names(pipeline)["model"] / str(version)
-    entries = Registry(Path(repository), pipeline).manifest(version).get("quality_sets") or {}
+    entries = Registry(Path(repository), pipeline).manifest(version).quality_sets
     out = {}
     for name, entry in entries.items():
-        if entry["sha256"] in skip:
+        if entry.sha256 in skip:
             continue
-        path = folder / entry["file"]
-        if not path.is_file() or sha256_file(path) != entry["sha256"]:
+        path = folder / entry.file
+        if not path.is_file() or sha256_file(path) != entry.sha256:
             raise RegistryError(
                 f"{path}: release {pipeline}:{version}'s {name} set is missing or does not match its manifest; the "
                 "repository was modified after publishing: republish the release"
             )
         out[name] = read_labelled(path, spec)
-    return out, {entry["sha256"] for entry in entries.values()}
+    return out, {entry.sha256 for entry in entries.values()}
 
 
 def champion_sets(

@@ -71,7 +71,7 @@ def load_release(registry: Registry, watched: PipelineSpec, release: str) -> Rel
     state = FeatureState.load(files["feature_state"])
     contract = tabular_contract(spec, state)  # this monitor's own: it remembers categorical verdicts
     profile = registry.reference_profile(int(version))
-    metrics = registry.manifest(int(version)).get("metrics") or {}
+    metrics = registry.manifest(int(version)).metrics or {}
     mae = metrics.get("mae") if spec.task == "regression" else None
     return ReleaseReferences(
         spec=spec,

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from inferline.core.errors import UserError
 from inferline.core.files import atomic_write_json, sha256_file
+from inferline.release.manifest import MANIFEST_FILE, Manifest
 
 __all__ = [
     "Layout",
@@ -91,7 +92,7 @@ class Registry:
     def versions(self) -> list[int]:
         return sorted(int(v) for v in self.read()["releases"])
 
-    def manifest(self, version: int | None = None) -> dict[str, Any]:
+    def manifest(self, version: int | None = None) -> Manifest:
         """The release manifest of ``version`` (default: current)."""
         v = self.current if version is None else version
         if v is None:
@@ -99,11 +100,10 @@ class Registry:
                 f"pipeline {self.pipeline!r} has no current release in {self.repository}; "
                 "publish one with `inferline export publish`"
             )
-        path = Path(self.repository) / model_names(self.pipeline)["model"] / str(v) / "release.json"
+        path = Path(self.repository) / model_names(self.pipeline)["model"] / str(v) / MANIFEST_FILE
         if not path.exists():
             raise RegistryError(f"release {self.pipeline}:{v} has no manifest at {path}; known: {self.versions()}")
-        data: dict[str, Any] = json.loads(path.read_text())
-        return data
+        return Manifest.load(path)
 
     def layout(self, version: int) -> Layout:
         """How release ``version`` is served: ``fused`` (one Python-backend model ``<p>`` whose version N is
@@ -130,25 +130,26 @@ class Registry:
         files = {
             "model": Path(self.repository) / names["model"] / str(v) / "model.onnx",
             "feature_state": Path(self.repository) / names["preprocess"] / str(v) / "feature_state.json",
-            "manifest": Path(self.repository) / names["model"] / str(v) / "release.json",
+            "manifest": Path(self.repository) / names["model"] / str(v) / MANIFEST_FILE,
         }
         spec = Path(self.repository) / names["preprocess"] / str(v) / "spec.json"
-        if spec.exists() or "spec_sha256" in manifest:  # releases published before snapshots have none
+        if spec.exists() or manifest.spec_sha256 is not None:  # releases published before snapshots have none
             files["spec"] = spec
         missing = [str(p) for p in files.values() if not p.exists()]
         if missing:
             raise RegistryError(
-                f"release {self.pipeline}:{v} ({manifest.get('created_at')}) is incomplete, missing {missing}; "
+                f"release {self.pipeline}:{v} ({manifest.created_at}) is incomplete, missing {missing}; "
                 "republish it with `inferline export publish` or pick another version"
             )
         for key, name in (("onnx_sha256", "model"), ("feature_state_sha256", "feature_state"), ("spec_sha256", "spec")):
             if name not in files:
                 continue
             actual = sha256_file(files[name])
-            if manifest.get(key) != actual:
+            expected = getattr(manifest, key)
+            if expected != actual:
                 raise RegistryError(
                     f"{files[name]} does not match release {self.pipeline}:{v}'s manifest ({key} "
-                    f"{str(manifest.get(key))[:12]}, file {actual[:12]}); the repository was modified after "
+                    f"{str(expected)[:12]}, file {actual[:12]}); the repository was modified after "
                     "publishing: republish the release"
                 )
         return files
@@ -156,15 +157,15 @@ class Registry:
     def reference_profile(self, version: int | None = None) -> dict[str, Any]:
         """The drift baseline published with release ``version`` (default: current), checked against its manifest."""
         v = self.current if version is None else version
-        entry = self.manifest(v).get("reference_profile", {})
-        path = Path(self.repository) / model_names(self.pipeline)["model"] / str(v) / str(entry.get("file", ""))
-        if not entry.get("file") or not path.is_file():
+        entry = self.manifest(v).reference_profile
+        path = Path(self.repository) / model_names(self.pipeline)["model"] / str(v) / (entry.file if entry else "")
+        if entry is None or not entry.file or not path.is_file():
             raise RegistryError(
                 f"release {self.pipeline}:{v} carries no reference profile (published before profiles were kept "
                 "beside the model); drift cannot be measured for it: publish a new release"
             )
         data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+        if hashlib.sha256(data).hexdigest() != entry.sha256:
             raise RegistryError(f"{path} does not match release {self.pipeline}:{v}'s manifest; republish the release")
         profile: dict[str, Any] = json.loads(data)
         return profile

@@ -7,7 +7,6 @@ release through it instead of spelling out the file names and the snapshot + sta
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from inferline.core.files import sha256_file
 from inferline.features.contract import Contract, compile_contract
 from inferline.features.spec import PipelineSpec, spec_beside
 from inferline.features.state import FeatureState
+from inferline.release.manifest import Manifest
 from inferline.release.registry import Registry, RegistryError
 
 __all__ = ["ModelRefError", "Release", "parse_model_ref", "resolve_release"]
@@ -56,10 +56,9 @@ class Release:
         state.check(spec)
         return compile_contract(spec, state)
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> Manifest:
         """The release's manifest (``release.json``), as published."""
-        manifest: dict[str, Any] = json.loads(self.manifest_path.read_text())
-        return manifest
+        return Manifest.load(self.manifest_path)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -99,7 +98,7 @@ def resolve_release(ref: str, repository: Path) -> Release:
                 f"`inferline export publish` or name a version (--model {pipeline}:N)"
             )
     files = registry.release_files(version)  # checked against the manifest byte for byte
-    manifest = json.loads(files["manifest"].read_text())
+    manifest = Manifest.load(files["manifest"])
     return Release(
         pipeline=pipeline,
         version=version,
@@ -107,5 +106,5 @@ def resolve_release(ref: str, repository: Path) -> Release:
         state_path=files["feature_state"],
         manifest_path=files["manifest"],
         manifest_sha256=sha256_file(files["manifest"]),
-        model_sha256=manifest["onnx_sha256"],
+        model_sha256=manifest.onnx_sha256,
     )

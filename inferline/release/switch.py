@@ -22,12 +22,14 @@ serving what it served. Moving the registry's pointer (and its audit entry) is t
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from google.protobuf import text_format
+from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from inferline.core.errors import UserError
 from inferline.core.files import atomic_write_bytes
@@ -164,10 +166,13 @@ def switch_release(
 
 
 def _pin_versions(text: str, versions: list[int], what: str) -> bytes:
-    text, n = re.subn(r"versions: \[[ 0-9,]*\]", f"versions: [ {', '.join(map(str, versions))} ]", text)
-    if n != 1:
+    """``text`` (a release's config.pbtxt) with its specific version policy listing ``versions``."""
+    config = text_format.Parse(text, ModelConfig())
+    if config.version_policy.WhichOneof("policy_choice") != "specific":
         raise RegistryError(f"{what} config has no specific version policy")
-    return text.encode()
+    config.version_policy.specific.versions[:] = versions
+    pinned: str = text_format.MessageToString(config)
+    return pinned.encode()
 
 
 def activate(repository: Path, pipeline: str, version: int, also_load: Sequence[int] = ()) -> None:

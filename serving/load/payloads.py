@@ -243,10 +243,10 @@ def load_rows(
             manifest = Registry(repository, spec.name).manifest(release)
         except RegistryError as exc:
             raise UserError(f"--holdout: {exc}") from exc
-        run_id = manifest.get("run_id")
+        run_id = manifest.run_id
         if not run_id:
             raise UserError(
-                f"release {spec.name}:{manifest.get('release')} was not published from a training run (no run_id in "
+                f"release {spec.name}:{manifest.release} was not published from a training run (no run_id in "
                 "its manifest), so it has no holdout; pass --data FILE instead"
             )
         path = Path(runs) / str(run_id) / "holdout.parquet"
@@ -255,7 +255,7 @@ def load_rows(
                 f"the holdout of run {run_id} is not at {path}; pass --runs DIR (where `inferline train --runs` "
                 "wrote the run) or --data FILE"
             )
-        return pd.read_parquet(path), f"holdout of run {run_id} (release {manifest.get('release')})"
+        return pd.read_parquet(path), f"holdout of run {run_id} (release {manifest.release})"
     from inferline.features.spec import SpecError, load_pipeline_module
 
     try:

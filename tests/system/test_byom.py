@@ -28,7 +28,8 @@ import torch
 
 from inferline.batch import JobConfig, run_job
 from inferline.core.files import atomic_write_parquet
-from inferline.export.publish import model_candidate, publish, release_candidate
+from inferline.export.candidate import model_candidate, release_candidate
+from inferline.export.publish import publish
 from inferline.features.contract import compile_contract
 from inferline.features.spec import PipelineSpec, load_pipeline_module, read_spec
 from inferline.features.state import FeatureState
@@ -175,7 +176,7 @@ def _served(world: World, case: Case, protocol: str, batch: int) -> Any:
 def test_served_and_batch_answer_as_pytorch(world: World, name: str) -> None:
     case = world.cases[name]
     registry = Registry(world.repository, name)
-    manifest = registry.manifest(registry.current)
+    manifest = registry.manifest(registry.current).to_dict()
     assert manifest["task"] == case.spec.task and manifest["parity"]["passed"]
     assert {c["name"] for c in manifest["parity"]["checks"]} >= {
         "batch_1",
@@ -243,7 +244,7 @@ def test_a_bad_sample_gets_its_reason_served_and_is_quarantined_in_batch(world: 
 
 def test_metrics_of_each_task(world: World) -> None:
     manifests: dict[str, dict[str, Any]] = {
-        n: Registry(world.repository, n).manifest(Registry(world.repository, n).current) for n in TRAINED
+        n: Registry(world.repository, n).manifest(Registry(world.repository, n).current).to_dict() for n in TRAINED
     }
     species = manifests["byom_species"]["metrics"]
     assert set(species) >= {"accuracy", "macro_f1", "per_class", "confusion_matrix"}
@@ -307,13 +308,14 @@ def test_a_module_release_is_published_again_with_tuned_serving_settings(world: 
     name = world.cases["byom_vector"].spec.name
     current = Registry(repository, name).current
     assert current is not None
-    candidate, manifest = release_candidate(repository, name, current)
+    candidate, released = release_candidate(repository, name, current)
+    manifest = released.to_dict()
     settings = {"instances": 2, "max_queue_delay_us": 100, "preferred_batch_size": (4, 8)}
     new = publish(
         None, repository, promote=False, candidate=candidate, max_batch_size=manifest["max_batch_size"],
         serving=settings, load_check=False,
     )  # fmt: skip
-    got = Registry(repository, name).manifest(new.version)
+    got = Registry(repository, name).manifest(new.version).to_dict()
     assert new.version == current + 1 and Registry(repository, name).current == current
     assert got["onnx_sha256"] == manifest["onnx_sha256"] and got["derived_from"] == current
     assert got["source"] == "module" and got["model"] == manifest["model"]
@@ -433,7 +435,7 @@ def test_a_tabular_module_publishes_with_its_state_fitted_on_data(
         "--repository", str(repository), "--no-load-check",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    manifest = Registry(repository, "byom_species").manifest()
+    manifest = Registry(repository, "byom_species").manifest().to_dict()
     assert manifest["source"] == "module" and manifest["parity"]["passed"] and manifest["data_fingerprint"]
     state = FeatureState.load(repository / "byom_species_preprocess" / "1" / "feature_state.json")
     assert len(state.mean) == 4 and all(abs(m) > 0.1 for m in state.mean)  # fitted on --data, not zeros

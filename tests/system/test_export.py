@@ -121,9 +121,7 @@ def test_two_publishes_give_two_versions_with_manifests(published: Published) ->
             assert manifest == json.loads((repo / model / str(v) / "release.json").read_text())
         assert reg["releases"][str(v)]["manifest_sha256"] == sha256_file(repo / "fraud_model" / str(v) / "release.json")
     registry = Registry(repo, "fraud")
-    assert (
-        registry.manifest()["release"] == 2 and registry.manifest(1)["release"] == 1
-    )  # how later stages read releases
+    assert registry.manifest().release == 2 and registry.manifest(1).release == 1  # how later stages read releases
     with pytest.raises(RegistryError, match=r"known: \[1, 2\]"):
         registry.manifest(7)
     served = _parse((repo / "fraud" / "config.pbtxt").read_text())

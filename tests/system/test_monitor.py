@@ -299,7 +299,7 @@ def test_reference_profile_travels_with_the_release_and_is_checked(published: Pu
     registry = Registry(published.repository, "fraud")
     profile = registry.reference_profile(2)
     assert set(profile["numeric"]) == {f.name for f in fraud.SPEC.numeric_features}
-    assert profile["rows"] == published.releases[1].manifest["reference_profile"]["rows"]
+    assert profile["rows"] == published.releases[1].manifest.reference_profile.rows
     copy = tmp_path / "repo"
     shutil.copytree(published.repository, copy)
     path = copy / "fraud_model" / "2" / "reference_profile.json"

@@ -303,7 +303,7 @@ def test_regression_drift_and_errors_from_delayed_labels(repository: Path, monit
     mae, rmse = float(np.abs(error).mean()), float(np.sqrt((error**2).mean()))
     snapshot = monitor.monitor.tick()
     errors = snapshot["regression"]
-    reference = Registry(repository, "yields").manifest(1)["metrics"]["mae"]
+    reference = Registry(repository, "yields").manifest(1).metrics["mae"]
     assert errors["release"] == "yields:1" and errors["rows"] == keep.sum()
     assert errors["mae"] == pytest.approx(mae, rel=1e-9) and errors["rmse"] == pytest.approx(rmse, rel=1e-9)
     assert errors["mean_error"] == pytest.approx(float(error.mean()), rel=1e-9, abs=1e-12)

@@ -24,7 +24,8 @@ import torch
 
 from inferline.core.errors import UserError
 from inferline.core.files import atomic_write_parquet, sha256_file
-from inferline.export.publish import PublishFailed, model_candidate, publish
+from inferline.export.candidate import model_candidate
+from inferline.export.publish import PublishFailed, publish
 from inferline.features.contract import compile_contract
 from inferline.features.spec import write_spec
 from inferline.features.state import FeatureState

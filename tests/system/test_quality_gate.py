@@ -62,8 +62,8 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 def first_release(runs: Runs, repository: Path) -> None:
     released = publish(runs.good.run_dir, repository, load_check=False)
     assert released.quality is not None and released.quality.status == "first_release"
-    assert released.manifest["quality"]["status"] == "first_release"
-    assert set(released.manifest["quality_sets"]) == {"holdout", "golden"}  # kept in the release for promote
+    assert released.manifest.quality["status"] == "first_release"
+    assert set(released.manifest.quality_sets) == {"holdout", "golden"}  # kept in the release for promote
 
 
 def test_a_shuffled_label_candidate_is_refused_with_both_metrics(runs: Runs, tmp_path: Path) -> None:
@@ -129,7 +129,7 @@ def test_an_equal_candidate_is_promoted_and_the_comparison_is_in_its_manifest(ru
     first_release(runs, repository)
     done = publish(runs.good.run_dir, repository, load_check=False)
     assert done.version == 2 and done.promoted and Registry(repository, "loans").current == 2
-    quality = Registry(repository, "loans").manifest(2)["quality"]
+    quality = Registry(repository, "loans").manifest(2).quality
     assert quality["status"] == "passed" and quality["metric"] == "roc_auc" and quality["current_version"] == 1
     assert quality["sets"]["golden"]["candidate"] == pytest.approx(quality["sets"]["golden"]["current"], abs=1e-6)
     assert quality["sets"]["golden"]["rows"] == 1500 and quality["sets"]["holdout"]["rows"] == 450
@@ -151,7 +151,7 @@ def test_accept_worse_is_recorded_in_the_history_with_both_figures(runs: Runs, t
     assert len(accepted) == 1 and accepted[0]["reason"] == "labels re-audited upstream", registry["history"]
     golden = accepted[0]["quality"]["sets"]["golden"]
     assert golden["candidate"] < golden["current"] - 0.01 and accepted[0]["quality"]["against"] == 1
-    assert Registry(repository, "loans").manifest(2)["quality"]["accepted_reason"] == "labels re-audited upstream"
+    assert Registry(repository, "loans").manifest(2).quality["accepted_reason"] == "labels re-audited upstream"
 
 
 def test_promote_runs_the_same_comparison(runs: Runs, tmp_path: Path) -> None:

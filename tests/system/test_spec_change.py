@@ -61,7 +61,7 @@ def _in_process(repository: Path, runs: Path, version: int, rows: pd.DataFrame) 
     registry = Registry(repository, "loans")
     files = registry.release_files(version)
     contract = compile_contract(read_spec(files["spec"]), FeatureState.load(files["feature_state"]))
-    run_id = registry.manifest(version)["run_id"]
+    run_id = registry.manifest(version).run_id
     checkpoints = [p for p in runs.rglob("checkpoint.pt") if p.parent.name == run_id]
     assert len(checkpoints) == 1, checkpoints
     m = contract.features(rows)

@@ -77,7 +77,7 @@ def test_tune_searches_a_scratch_server_and_publishes_the_chosen_settings(
     assert changed <= {"fraud.registry.json"}, f"the tuner changed the release's files: {changed}"
     added = set(after) - set(files)
     assert added and all(Path(k).parts[1] == str(new) for k in added), added  # only the new release's folders
-    manifest, tuned = Registry(repository, "fraud").manifest(new), Registry(repository, "fraud").manifest(current)
+    manifest, tuned = (Registry(repository, "fraud").manifest(v).to_dict() for v in (new, current))
     assert manifest["serving_settings"] == chosen and manifest["derived_from"] == current
     assert manifest["onnx_sha256"] == tuned["onnx_sha256"] and manifest["run_id"] == tuned["run_id"]
     config = model_config_pb2.ModelConfig()
