@@ -135,11 +135,26 @@ def integer_cells(values: pd.Series, col: Column) -> pd.Series:
     if len(present) == len(values) and present.str.fullmatch(_SHORT_INTEGER.pattern).all():
         return values.astype("int64")
     cells = number_cells(values, col)
-    if not any(isinstance(v, str) for v in cells.tolist()):
+    texts = [isinstance(v, str) for v in cells.tolist()]
+    if not any(texts):
         return pd.Series(
             pd.array([None if pd.isna(v) else v for v in cells.tolist()], dtype="Int64"), index=cells.index
         )
+    if sum(texts) == int(cells.notna().sum()):  # no cell is an integer: still a column of numbers where some are
+        cells = _finite_numbers(cells)  # numbers (3.5: not_integer per row, as from Parquet), not a dtype break
+        if not any(isinstance(v, str) for v in cells.tolist()):
+            return cells.astype("float64")  # an integer column of floats: normalize_frame's per-row reasons
     return cells
+
+
+def _finite_numbers(cells: pd.Series) -> pd.Series:
+    """Each text cell in a number's notation with a finite value as that float (a CSV has no types: ``3.5`` in an
+    integer column is a number that is no integer); the other cells as they are."""
+    out = cells.to_numpy(dtype=object, copy=True)
+    for i, v in enumerate(out.tolist()):
+        if isinstance(v, str) and _NUMBER_TEXT.fullmatch(v) and math.isfinite(x := float(v)):
+            out[i] = x
+    return pd.Series(out, index=cells.index, dtype=object)
 
 
 def number_problem(text: str, integer: bool = False) -> str:
