@@ -19,7 +19,7 @@ from tqdm import tqdm
 from inferline.batch import JobConfig, prediction_frame, run_job, score_frame
 from inferline.core.files import atomic_write_parquet
 from inferline.features.pipelines import fraud
-from inferline.features.state import FeatureState
+from inferline.features.state import STATE_FILE, FeatureState
 from inferline.features.validation import validate_frame
 from inferline.release.runtime import onnx_session
 
@@ -64,7 +64,7 @@ def bench_batch(rows: int, reps: int, workdir: Path, repository: Path, version: 
     inputs = workdir / "batch_in"
     paths = _write_inputs(inputs, rows)
     model = repository / "fraud_model" / str(version) / "model.onnx"
-    state = repository / "fraud_preprocess" / str(version) / "feature_state.json"
+    state = repository / "fraud_preprocess" / str(version) / STATE_FILE
     release = f"fraud:{version}"
 
     def dask(workers: int) -> Any:

@@ -20,14 +20,14 @@ from pydantic import BaseModel, create_model
 
 from inferline.features.contract import compile_contract
 from inferline.features.spec import load_pipeline
-from inferline.features.state import FeatureState
+from inferline.features.state import STATE_FILE, FeatureState
 from inferline.training.model import load_checkpoint
 
 torch.set_num_threads(int(os.environ.get("INFERLINE_TORCH_THREADS", "1")))
 RUN_DIR = Path(os.environ["INFERLINE_RUN_DIR"])
 # the run directory names its pipeline; INFERLINE_PIPELINE overrides it
 SPEC = load_pipeline(os.environ.get("INFERLINE_PIPELINE") or json.loads((RUN_DIR / "run.json").read_text())["pipeline"])
-STATE = FeatureState.load(RUN_DIR / "feature_state.json")
+STATE = FeatureState.load(RUN_DIR / STATE_FILE)
 MODEL = load_checkpoint(RUN_DIR / "checkpoint.pt")
 CONTRACT = compile_contract(SPEC, STATE)  # this app's own compiled contract, as each Triton model holds its own
 _PY_TYPES: dict[str, Any] = {"BYTES": str | None, "FP64": float, "INT64": int}

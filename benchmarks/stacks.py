@@ -35,7 +35,7 @@ from inferline.core.processes import NotReady, die_with_parent, free_port, stop_
 from inferline.export.config import pipeline_configs, to_pbtxt
 from inferline.export.publish import publish
 from inferline.features.pipelines import fraud
-from inferline.features.state import FeatureState
+from inferline.features.state import STATE_FILE, FeatureState
 from inferline.release.registry import model_names
 from inferline.serving.daemon import UP_PORT_FLAGS
 from inferline.serving.server import ServerConfig, TritonServer
@@ -165,7 +165,7 @@ def save_torchscript(run_dir: Path, target: Path) -> Path:
 def without_dynamic_batching(release: Release, target: Path) -> Path:
     """A copy of the repository whose fused model serves each request alone (same model, same code)."""
     shutil.copytree(release.repository, target)
-    state = FeatureState.load(release.run_dir / "feature_state.json")
+    state = FeatureState.load(release.run_dir / STATE_FILE)
     configs = pipeline_configs(fraud.SPEC, state, release.version, "local", dynamic_batching=False)
     served = model_names(fraud.SPEC.name)["ensemble"]  # the local target's one fused model, named after the pipeline
     atomic_write_bytes(
@@ -179,7 +179,7 @@ def floor_repository(release: Release, target: Path) -> Path:
     model's inputs and outputs, one Python-backend model (``benchmarks/floor_model.py``) answering constants, with
     the served model's batching, batch size and instance group."""
     shutil.copytree(release.repository, target)
-    state = FeatureState.load(release.run_dir / "feature_state.json")
+    state = FeatureState.load(release.run_dir / STATE_FILE)
     served = pipeline_configs(fraud.SPEC, state, release.version, "local")["fused"]
     config = ModelConfig(
         name=FLOOR_MODEL,
@@ -365,7 +365,7 @@ def _start_stacks(release: Release, workdir: Path, grpc: bool, stops: list[Calla
     stops.append(lambda: stop_process(features_api))
     own_env = {
         "FASTAPI_OWN_MODEL": str(save_torchscript(release.run_dir, workdir / "fastapi_own" / "model.ts")),
-        "FASTAPI_OWN_FEATURE_STATE": str(release.run_dir / "feature_state.json"),
+        "FASTAPI_OWN_FEATURE_STATE": str(release.run_dir / STATE_FILE),
     }
     # loaded from its file, outside the inferline package: it shares no code. Deployed as a user would on this
     # machine (one worker per core), with the one-worker row beside it

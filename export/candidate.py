@@ -23,7 +23,7 @@ from inferline.export.outputs import check_batch_axis
 from inferline.export.safety import MAX_MODEL_BYTES, check_onnx_file
 from inferline.features.contract import compile_contract
 from inferline.features.spec import SPEC_FILE, TENSOR_DTYPES, PipelineSpec, read_spec, spec_beside
-from inferline.features.state import FeatureMatrix, FeatureState
+from inferline.features.state import STATE_FILE, FeatureMatrix, FeatureState
 from inferline.release.manifest import Manifest
 from inferline.release.registry import Registry, model_names
 from inferline.release.runtime import onnx_session
@@ -71,8 +71,8 @@ def run_candidate(run_dir: Path, onnx_model: Path | None) -> Candidate:
             "`inferline train` (e.g. .inferline/runs/<run id>): check --run, or omit it to publish the latest run"
         )
     run = json.loads((run_dir / "run.json").read_text())
-    spec = spec_beside(run_dir / "feature_state.json", run["pipeline"])  # the run's snapshot, not the live module
-    state = FeatureState.load(run_dir / "feature_state.json")
+    spec = spec_beside(run_dir / STATE_FILE, run["pipeline"])  # the run's snapshot, not the live module
+    state = FeatureState.load(run_dir / STATE_FILE)
     contract = compile_contract(spec, state)
     holdout = contract.features(pd.read_parquet(run_dir / "holdout.parquet"))
     model = load_checkpoint(run_dir / "checkpoint.pt")
@@ -221,7 +221,7 @@ def release_candidate(
     home = repository / names["preprocess"] / str(version)
     model_dir = repository / names["model"] / str(version)
     spec = read_spec(home / SPEC_FILE)
-    state = FeatureState.load(home / "feature_state.json")
+    state = FeatureState.load(home / STATE_FILE)
     contract = compile_contract(spec, state)
     if rows is not None and len(rows):
         feeds = {k: np.ascontiguousarray(v) for k, v in contract.feeds(contract.features(rows.head(2048))).items()}

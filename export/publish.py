@@ -69,6 +69,7 @@ from inferline.export.stage import (
     write_configs,
 )
 from inferline.features.spec import SPEC_FILE, write_spec
+from inferline.features.state import STATE_FILE
 from inferline.release.manifest import MANIFEST_FILE, Manifest
 from inferline.release.registry import Registry, model_names
 from inferline.release.switch import activate
@@ -161,7 +162,7 @@ def publish(
             raise ParityGateFailed(parity, spec.name)
         quality_sets, labelled = stage_labelled_sets(candidate, stage / names["model"])
 
-        state.save(stage / names["preprocess"] / "feature_state.json")
+        state.save(stage / names["preprocess"] / STATE_FILE)
         write_spec(spec, stage / names["preprocess"] / SPEC_FILE)  # the release carries its own contract
         if target == "local":
             shutil.copyfile(backend_source("fused.py"), stage / names["ensemble"] / "model.py")

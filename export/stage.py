@@ -32,7 +32,7 @@ from inferline.export.config import Target, to_json, to_pbtxt
 from inferline.export.parity import ParityReport
 from inferline.export.quality import QualityReport, read_labelled
 from inferline.features.spec import SPEC_FILE, read_spec
-from inferline.features.state import FeatureState
+from inferline.features.state import STATE_FILE, FeatureState
 from inferline.release.manifest import CodeRevision, Environment, LabelledSet, Manifest, ReferenceProfileEntry
 from inferline.release.registry import Registry
 from inferline.release.runtime import onnx_session
@@ -103,7 +103,7 @@ def sha256_text(text: str) -> str:
 
 def validate_staged(stage: Path, names: dict[str, str], feeds: dict[str, np.ndarray]) -> None:
     """The staged release must be loadable as a whole before it may move into place."""
-    state = FeatureState.load(stage / names["preprocess"] / "feature_state.json")
+    state = FeatureState.load(stage / names["preprocess"] / STATE_FILE)
     state.check(read_spec(stage / names["preprocess"] / SPEC_FILE))
     session = onnx_session(stage / names["model"] / "model.onnx")
     session.run(None, {k: v[:2] for k, v in feeds.items()})
@@ -232,7 +232,7 @@ def release_manifest(
         data_files=lineage.get("data_files", []),
         schema_version=spec.version,
         feature_hash=spec.feature_hash(),
-        feature_state_sha256=sha256_file(stage / names["preprocess"] / "feature_state.json"),
+        feature_state_sha256=sha256_file(stage / names["preprocess"] / STATE_FILE),
         spec_sha256=sha256_file(stage / names["preprocess"] / SPEC_FILE),
         checkpoint_sha256=lineage.get("checkpoint_sha256"),
         model=lineage.get("model"),

@@ -18,7 +18,9 @@ import pandas as pd
 from inferline.core.files import atomic_write_json
 from inferline.features.spec import PipelineSpec
 
-__all__ = ["FeatureMatrix", "FeatureState", "StateMismatch", "compute_features", "fit_state"]
+__all__ = ["STATE_FILE", "FeatureMatrix", "FeatureState", "StateMismatch", "compute_features", "fit_state"]
+
+STATE_FILE = "feature_state.json"  # the fitted state a training run and a release carry, beside the spec snapshot
 
 
 UNKNOWN_LABEL = "<unknown>"

@@ -26,7 +26,7 @@ from inferline.core.secrets import monitor_key
 from inferline.export.publish import publish
 from inferline.features.dataset import expand_paths, load_validated
 from inferline.features.spec import load_pipeline_module
-from inferline.features.state import FeatureState, compute_features
+from inferline.features.state import STATE_FILE, FeatureState, compute_features
 from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.serving.client import InferlineClient, Protocol
 from inferline.serving.server import ServerConfig, TritonServer
@@ -38,7 +38,7 @@ from inferline.training.train import train
 def in_process_probabilities(run_dir: Path, rows: pd.DataFrame, pipeline: str) -> np.ndarray:
     """Training code, in this process: the run's fitted state + checkpoint on the same raw rows."""
     spec = load_pipeline_module(pipeline).SPEC
-    state = FeatureState.load(run_dir / "feature_state.json")
+    state = FeatureState.load(run_dir / STATE_FILE)
     m = compute_features(rows, spec, state)
     model = load_checkpoint(run_dir / "checkpoint.pt")
     with torch.no_grad():

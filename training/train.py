@@ -31,7 +31,7 @@ from inferline.core.files import atomic_write_bytes, atomic_write_json, atomic_w
 from inferline.features.contract import Contract, compile_contract
 from inferline.features.dataset import DatasetReport, InvalidShareExceeded, load_validated, refusal_reason
 from inferline.features.spec import SPEC_FILE, PipelineSpec, write_spec
-from inferline.features.state import FeatureMatrix, FeatureState, fit_state
+from inferline.features.state import STATE_FILE, FeatureMatrix, FeatureState, fit_state
 from inferline.training.calibration import calibrate
 from inferline.training.metrics import choose_threshold, task_metrics
 from inferline.training.model import (
@@ -274,7 +274,7 @@ def train(
         save_checkpoint(
             tmp_dir / "checkpoint.pt", net, threshold, spec.name, layout, p.factory, factory_args, calibration=fitted
         )
-        state.save(tmp_dir / "feature_state.json")
+        state.save(tmp_dir / STATE_FILE)
         write_spec(spec, tmp_dir / SPEC_FILE)
         atomic_write_json(tmp_dir / "metrics.json", metrics)
         # drift baseline: features over every split (the whole period, so weekly cycles are complete), predictions
@@ -380,4 +380,4 @@ def load_run(run_dir: Path) -> dict[str, Any]:
 
 
 def load_state(run_dir: Path) -> FeatureState:
-    return FeatureState.load(Path(run_dir) / "feature_state.json")
+    return FeatureState.load(Path(run_dir) / STATE_FILE)

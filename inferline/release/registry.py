@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from inferline.core.errors import UserError
 from inferline.core.files import atomic_write_json, sha256_file
+from inferline.features.state import STATE_FILE
 from inferline.release.manifest import MANIFEST_FILE, Manifest
 
 __all__ = [
@@ -129,7 +130,7 @@ class Registry:
         names = model_names(self.pipeline)
         files = {
             "model": Path(self.repository) / names["model"] / str(v) / "model.onnx",
-            "feature_state": Path(self.repository) / names["preprocess"] / str(v) / "feature_state.json",
+            "feature_state": Path(self.repository) / names["preprocess"] / str(v) / STATE_FILE,
             "manifest": Path(self.repository) / names["model"] / str(v) / MANIFEST_FILE,
         }
         spec = Path(self.repository) / names["preprocess"] / str(v) / "spec.json"

@@ -39,7 +39,7 @@ import triton_python_backend_utils as pb_utils  # provided by the Triton Python 
 
 from inferline.features.contract import TensorSpec, compile_contract
 from inferline.features.spec import spec_beside
-from inferline.features.state import FeatureState
+from inferline.features.state import STATE_FILE, FeatureState
 from inferline.release.runtime import onnx_session
 from inferline.serving.batches import answer_batch, read_inputs, run_model
 from inferline.serving.stub_env import add_user_path
@@ -62,7 +62,7 @@ class TritonPythonModel:
         version = args["model_version"]
         self.name = config["name"]
         state_dir = _sibling(args["model_repository"], params["feature_state_from"])
-        state_path = os.path.join(state_dir, version, "feature_state.json")
+        state_path = os.path.join(state_dir, version, STATE_FILE)
         self.spec = spec_beside(state_path, params["pipeline"])  # the release's snapshot, never the live module
         # this instance's own compiled contract (it remembers categorical verdicts: never shared between models)
         self.contract = compile_contract(self.spec, FeatureState.load(state_path))

@@ -21,7 +21,7 @@ import triton_python_backend_utils as pb_utils  # provided by the Triton Python 
 
 from inferline.features.contract import compile_contract
 from inferline.features.spec import spec_beside
-from inferline.features.state import FeatureState
+from inferline.features.state import STATE_FILE, FeatureState
 from inferline.serving.batches import answer_batch, read_inputs
 from inferline.serving.stub_env import add_user_path
 
@@ -32,7 +32,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         version_dir = os.path.join(args["model_repository"], args["model_version"])
-        state_path = os.path.join(version_dir, "feature_state.json")
+        state_path = os.path.join(version_dir, STATE_FILE)
         self.spec = spec_beside(state_path, params["pipeline"])
         # this instance's own compiled contract (it remembers categorical verdicts: never shared between models)
         self.contract = compile_contract(self.spec, FeatureState.load(state_path))
