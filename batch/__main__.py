@@ -44,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     except (UserError, FileNotFoundError) as exc:  # FileLevelError, EmptyInput, OutputInUse, RegistryError, ...
         print(f"batch REFUSED, nothing written or changed: {exc}", file=sys.stderr)
         reason = "no_data" if isinstance(exc, EmptyInput) else refusal_reason(exc)
-        _alert(args, reason, str(exc), {"input": args.input, "output": args.output})
+        _alert(args, reason, str(exc), {"input": args.inputs, "output": args.output})
         return 1
     print(json.dumps(report.as_dict(), indent=2))
     print(
