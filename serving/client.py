@@ -40,6 +40,7 @@ from inferline.core.http import Backoff
 from inferline.core.secrets import ADMIN_HEADER
 from inferline.features.spec import PipelineSpec, load_pipeline
 from inferline.features.wire import encode_rows
+from inferline.serving.triton_index import repository_index
 
 __all__ = [
     "Cancelled",
@@ -436,12 +437,10 @@ class InferlineClient:
 
 def ready_models(url: str, admin_key: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
     """The models and versions the server at ``url`` (HTTP) has READY, from its repository index (an admin API:
-    needs the admin key). Names no pipeline: what a status check of a whole server needs."""
-    import tritonclient.http as httpclient
-
-    client = httpclient.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
-    try:
-        index = client.get_model_repository_index(headers={ADMIN_HEADER: admin_key})
-        return [m for m in index if m.get("state") == "READY"]
-    finally:
-        client.close()
+    needs the admin key; read by ``triton_index.repository_index``, the one reader of it). Names no pipeline: what a
+    status check of a whole server needs."""
+    return [
+        {"name": m.name, "version": m.version, "state": m.state}
+        for m in repository_index(url, admin_key, timeout_s)
+        if m.state == "READY"
+    ]
