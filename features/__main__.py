@@ -90,7 +90,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _check_name(text: str) -> str:
-    """``--only``: a check's name (the check module, and hypothesis with it, loads only when the option is used)."""
+    """``--only``: a check's name (the check module loads only when the option is used)."""
     from inferline.features.checks import check_names
 
     if text not in check_names():
@@ -100,7 +100,8 @@ def _check_name(text: str) -> str:
 
 def _check(args: argparse.Namespace) -> int:
     """Every contract check on the pipeline, one line each as it ends, then the summary; exit 1 when one failed."""
-    from inferline.features.checks import EXAMPLES, as_pipeline, run_checks  # hypothesis loads for this command
+    from inferline.features.check_strategies import EXAMPLES
+    from inferline.features.checks import as_pipeline, run_checks  # hypothesis loads when the checks run
 
     pipeline = as_pipeline(args.pipeline)  # an unknown or broken module: one line, exit 1, before any check
     print(f"checking pipeline {pipeline.name!r} ({args.pipeline})", flush=True)
