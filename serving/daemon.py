@@ -27,7 +27,8 @@ from inferline.release.registry import choose_published, published_pipelines, re
 from inferline.serving.edge_limits import GatewayLimits
 from inferline.serving.server import ServerConfig, state_path
 from inferline.serving.status import print_ready, read_record, service_pid
-from inferline.serving.supervisor import Supervisor, SupervisorConfig, event_loop, exit_cause
+from inferline.serving.supervisor import Supervisor, event_loop, exit_cause
+from inferline.serving.supervisor_config import SupervisorConfig
 
 __all__ = ["UP_PORT_FLAGS", "down", "exit_or_running", "foreground_command", "supervisor_config", "up"]
 

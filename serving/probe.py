@@ -13,7 +13,7 @@ Any HTTP answer within the timeout counts as alive, a refusal included (a pipeli
 moment: that is not a hang); only no answer (a timeout, a refused or reset connection) is a failure. A busy server is
 not a hung one: a probe can wait behind a queue of slow requests (a large model on a CPU), so failures count toward
 "hung" only while Triton finishes nothing at all (``completed_inferences``, read from its metrics port after each
-failed probe, has not moved for ``probe_failures x probe_timeout`` seconds: ``serving.supervisor``; a stopped server
+failed probe, has not moved for ``probe_failures x probe_timeout`` seconds: ``serving.hang_watch``; a stopped server
 does not answer its metrics port either). The probe's own inference, finished late, counts as progress too.
 
 Fallback: a pipeline whose release has no spec snapshot (published before snapshots were kept) and whose pipeline

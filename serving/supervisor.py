@@ -33,6 +33,10 @@ restarting: a restart would load the same releases again.
 
 SIGTERM or SIGINT drains: the gateway stops admitting, the requests in flight finish (up to the exit timeout), then
 tritonserver gets SIGTERM and drains its own queue within ``--exit-timeout-secs``.
+
+Its parts: ``serving.supervisor_config`` (what it runs and how, the restart budget and probe timing),
+``serving.hang_watch`` (the hang probe loop and the kill of a hung server) and ``serving.supervisor_metrics`` (its
+Prometheus metrics); this module runs them: the watch loop, restarts with backoff, alerts and the state file.
 """
 
 from __future__ import annotations
@@ -44,32 +48,29 @@ import logging
 import os
 import re
 import signal
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 
 from inferline.core.alerts import Alert, Alerter, Severity
 from inferline.core.files import atomic_write_json
-from inferline.core.http import Backoff
-from inferline.core.processes import kill_group
 from inferline.core.secrets import monitor_key
 from inferline.serving.apikeys import ApiKeys
-from inferline.serving.edge_limits import GatewayLimits
 from inferline.serving.edge_tap import EdgeSampler
 from inferline.serving.edge_tls import ReloadingTls
 from inferline.serving.gateway import Gateway
 from inferline.serving.grpc_edge import GrpcEdge
-from inferline.serving.probe import Probe, completed_inferences, probe_for, run_probe
-from inferline.serving.server import ServerConfig, TritonServer, state_path
+from inferline.serving.hang_watch import HangWatch
+from inferline.serving.server import TritonServer, state_path
+from inferline.serving.supervisor_config import SupervisorConfig
+from inferline.serving.supervisor_metrics import SupervisorMetrics
 from inferline.serving.triton_index import ServerError, fix_hint
 
-__all__ = ["Supervisor", "SupervisorConfig", "event_loop", "exit_cause"]
+__all__ = ["Supervisor", "event_loop", "exit_cause"]
 
 log = logging.getLogger("inferline.serving")
 _FRAME = re.compile(r"^\s*\d+# ")
@@ -97,57 +98,10 @@ def exit_cause(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
-# the wait before a restart: 0.5 s after the first crash within the window, doubling per crash, at most 30 s apart
-# (attempts: the supervisor never stops restarting; past the budget it is only marked degraded)
-RESTART_BACKOFF = Backoff(0.5, 30.0, attempts=sys.maxsize)
-
-
-@dataclass
-class SupervisorConfig:
-    server: ServerConfig
-    gateway_port: int | None = 8080  # None: no gateway
-    # the edge's address: the only listener that may face beyond loopback (Triton's own ports stay on 127.0.0.1)
-    gateway_host: str = "127.0.0.1"
-    grpc_edge_port: int | None = None  # the gRPC edge, on gateway_host (None: none; needs the HTTP gateway)
-    api_keys: Path | None = None  # a keys file (serving.apikeys): callers then need a key at the edge
-    tls_cert: Path | None = None  # the edge serves HTTPS with this certificate and key
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None  # mutual TLS: callers need a certificate this CA signed
-    gateway_limits: GatewayLimits = field(default_factory=GatewayLimits)
-    metrics_port: int | None = 8003  # the supervisor's and gateway's Prometheus metrics
-    max_restarts: int = 5  # the restart budget: past it, restarts go on with backoff and the state is "degraded"
-    restart_window_s: float = 300.0
-    restart_backoff: Backoff = RESTART_BACKOFF
-    probe_interval_s: float = 1.0  # the hang probe: one real inference per READY pipeline this often (0: off)
-    probe_timeout_s: float = 2.0  # a probe not answered within this is a failure
-    probe_failures: int = 2  # failures in a row (the next probe follows a failed one at once) that mean hung
-    ready_timeout_s: float = 120.0
-    status_interval_s: float = 5.0  # how often each pipeline's status is read again while serving
-    # the edge hands this share of its answered inferences to the monitor at monitor_url (serving.edge_tap)
-    monitor_url: str | None = "http://127.0.0.1:9400"
-    sample_rate: float = 0.1  # measured: full sampling costs ~50 us of edge CPU per request (README)
-
-    @property
-    def gateway_url(self) -> str | None:
-        """Where a caller on this machine reaches the edge (a wildcard bind is reached on loopback)."""
-        if self.gateway_port is None:
-            return None
-        host = "127.0.0.1" if self.gateway_host in ("0.0.0.0", "::", "") else self.gateway_host
-        return f"[{host}]:{self.gateway_port}" if ":" in host else f"{host}:{self.gateway_port}"
-
-    @property
-    def grpc_edge_url(self) -> str | None:
-        if self.gateway_port is None or self.grpc_edge_port is None:
-            return None
-        host = "127.0.0.1" if self.gateway_host in ("0.0.0.0", "::", "") else self.gateway_host
-        return f"[{host}]:{self.grpc_edge_port}" if ":" in host else f"{host}:{self.grpc_edge_port}"
-
-    @property
-    def metrics_url(self) -> str | None:
-        return None if self.metrics_port is None else f"http://{self.server.host}:{self.metrics_port}/metrics"
-
-
 class Supervisor:
+    """Runs tritonserver and the edges in front of it until stopped, restarting the server when it crashes or hangs
+    (``run``); its state goes to the state file that ``inferline serve status|down`` read."""
+
     def __init__(self, config: SupervisorConfig, alerter: Alerter | None = None) -> None:
         self.config = config
         self.registry = CollectorRegistry()
@@ -180,43 +134,13 @@ class Supervisor:
         self.state = "starting"
         self.failure: str | None = None  # why it gave up (nothing loadable at the first start)
         self.degraded: str | None = None  # past the restart budget: why, while the episode lasts
-        self.killed_for: str | None = None  # why the supervisor killed the running server itself (hung)
-        self.probes: dict[str, Probe] = {}  # the hang probe of each READY pipeline of the running server
-        self.probing = False  # the running server is ready: the hang probe watches it
         self.last_crash: dict[str, Any] | None = None
         self.crash_times: collections.deque[float] = collections.deque()
         self.restart_count = 0
         self._stop: asyncio.Event | None = None
         self.tls: ReloadingTls | None = None  # the edge's TLS files, re-read when they change
-        self.restarts = Counter(
-            "inferline_server_restarts",
-            "Restarts of the model server after it exited unexpectedly, by cause",
-            ["cause"],
-            registry=self.registry,
-        )
-        self.up = Gauge("inferline_server_up", "1 when the model server is ready", registry=self.registry)
-        self.pipeline_ready = Gauge(
-            "inferline_pipeline_ready",
-            "1 when the pipeline's current release is loaded and ready; 0 when the server could not load it",
-            ["pipeline"],
-            registry=self.registry,
-        )
-        self.restart_seconds = Gauge(
-            "inferline_server_restart_seconds",
-            "Seconds from the last crash being seen to the restarted server being ready",
-            registry=self.registry,
-        )
-        self.probe_count = Counter(
-            "inferline_server_probes",
-            "Hang probes sent to the model server (one real inference each), by outcome",
-            ["outcome"],
-            registry=self.registry,
-        )
-        self.budget_exhausted = Gauge(
-            "inferline_server_restart_budget_exhausted",
-            "1 while past the restart budget (restarts go on with backoff), else 0",
-            registry=self.registry,
-        )
+        self.metrics = SupervisorMetrics(self.registry)
+        self.watch = HangWatch(config, self.server, self.gateway, self.metrics)
 
     # ---- state shared with `inferline serve status|down` ----
     def record(self) -> dict[str, Any]:
@@ -230,8 +154,8 @@ class Supervisor:
             "state": self.state,
             "restarts": self.restart_count,
             "last_crash": self.last_crash,
-            "up": self.probing,  # the running server is ready (False while it restarts)
-            "probes": {name: "inference" if p.inference else f"readiness ({p.why})" for name, p in self.probes.items()},
+            "up": self.watch.probing,  # the running server is ready (False while it restarts)
+            "probes": self.watch.described(),
             **({"failure": self.failure} if self.failure else {}),
             **({"degraded": self.degraded} if self.degraded else {}),
         }
@@ -269,7 +193,7 @@ class Supervisor:
             if self.server.process.poll() is not None:
                 return False
             if await loop.run_in_executor(None, self.server.loads_settled):
-                self.up.set(1)
+                self.metrics.up.set(1)
                 return True
             if await self._stopped_within(0.1):  # readiness polling interval, or a stop request
                 return False
@@ -299,8 +223,8 @@ class Supervisor:
                 return 1
             if not await self._serving():
                 return 1
-            self._new_probes()
-            self.probing = True
+            self.watch.new_probes()
+            self.watch.probing = True
             if self.gateway is not None:
                 c = self.config
                 if c.tls_cert and c.tls_key:
@@ -320,7 +244,7 @@ class Supervisor:
                 # edge's latency tail)
                 gc.collect()
                 gc.freeze()
-            prober = asyncio.create_task(self._probe_loop()) if self.config.probe_interval_s > 0 else None
+            prober = asyncio.create_task(self.watch.run()) if self.config.probe_interval_s > 0 else None
             checked = time.monotonic()
             while not await self._stopped_within(0.1):  # watch interval
                 assert self.server.process is not None
@@ -351,94 +275,13 @@ class Supervisor:
     async def _budget_recovered(self) -> None:
         """A whole restart window without a crash after the budget was exhausted: the episode is over."""
         self.degraded = None
-        self.budget_exhausted.set(0)
+        self.metrics.budget_exhausted.set(0)
         self._save("ready" if self.server.process is not None and self.server.process.poll() is None else self.state)
         await self._alert(
             "server_restart_budget_recovered",
             "info",
             f"tritonserver has not crashed for {self.config.restart_window_s:.0f}s; the restart budget is whole again",
         )
-
-    def _new_probes(self) -> None:
-        """The hang probe of each pipeline READY on the server just started (its release's contract)."""
-        repository = Path(self.config.server.repository)
-        self.probes = {
-            name: probe_for(repository, name, st.release)
-            for name, st in self.server.last_status.items()
-            if st.state == "READY" and self.config.server.models is None
-        }
-        for probe in self.probes.values():
-            if not probe.inference:
-                log.warning("hang probe of %r: %s", probe.pipeline, probe.why)
-
-    async def _probe_loop(self) -> None:
-        """Every ``probe_interval_s``, one real inference per READY pipeline of the running server (``serving.probe``).
-        Hung means both: ``probe_failures`` probes in a row unanswered within ``probe_timeout_s``, and no inference
-        finished by Triton (its metrics port: ``completed_inferences``) for ``probe_failures * probe_timeout_s``
-        seconds. A busy server whose probes wait behind slow requests keeps finishing them, so it is never killed;
-        a stopped one answers neither. Then ``_kill_hung``. Probes only a server that is up and ready."""
-        c, loop = self.config, asyncio.get_running_loop()
-        failures, pid = 0, None
-        finished: float | None = None  # Triton's finished inferences, as last read during this run of failures
-        progress_at = time.monotonic()  # when the server last answered a probe or finished an inference
-        while True:
-            process = self.server.process
-            if not self.probing or process is None or process.poll() is not None:
-                failures = 0
-                await asyncio.sleep(c.probe_interval_s)
-                continue
-            if process.pid != pid:  # a new server: a new count
-                failures, pid, finished, progress_at = 0, process.pid, None, time.monotonic()
-            failed = None
-            for probe in list(self.probes.values()):
-                failed = await loop.run_in_executor(None, run_probe, c.server.http_url, probe, c.probe_timeout_s)
-                self.probe_count.labels("failed" if failed else "answered").inc()
-                if failed:
-                    failed = f"{probe.pipeline}: {failed}"
-                    break
-            if self.server.process is not process or process.poll() is not None:
-                continue  # it exited (or was replaced) meanwhile: the watch loop has it
-            if failed is None:
-                failures, finished, progress_at = 0, None, time.monotonic()
-                await asyncio.sleep(c.probe_interval_s)
-                continue
-            failures += 1
-            # a short read: a busy Triton's metrics port answers at once, a stopped one never does
-            count = await loop.run_in_executor(None, completed_inferences, c.server.metrics_url, 0.5)
-            if count is not None:
-                if finished is not None and count > finished:
-                    progress_at = time.monotonic()
-                    self.probe_count.labels("slow_but_progressing").inc()
-                finished = count
-            stalled = time.monotonic() - progress_at
-            window = c.probe_failures * c.probe_timeout_s
-            log.warning(
-                "hang probe %d of tritonserver pid %d failed (%s); no inference finished for %.1fs (hung after %d "
-                "failures and %.1fs)",
-                failures,
-                pid,
-                failed,
-                stalled,
-                c.probe_failures,
-                window,
-            )
-            if failures >= c.probe_failures and stalled >= window:
-                await self._kill_hung(process.pid, failures, f"{failed}; no inference finished for {stalled:.1f}s")
-                failures = 0
-
-    async def _kill_hung(self, pid: int, failures: int, last: str) -> None:
-        """The server answers no probe: the edge answers 503 ``restarting`` at once, the whole process group is
-        killed (SIGKILL) and the watch loop restarts it with cause ``hung``."""
-        if self.gateway is not None:
-            self.gateway.available = False
-        self.up.set(0)
-        self.probing = False
-        self.killed_for = (
-            f"hung: {failures} probe inferences in a row got no answer within {self.config.probe_timeout_s:g}s "
-            f"(last: {last})"
-        )
-        log.error("tritonserver pid %d is %s; killing its process group", pid, self.killed_for)
-        kill_group(pid)  # its own session: the group id is its pid
 
     async def _recover(self) -> None:
         """The server exited (on its own, or killed for hanging): its whole process group is reaped, an alert is
@@ -448,10 +291,10 @@ class Supervisor:
         seen = time.monotonic()
         cause = exit_cause(self.server.process.returncode)
         label = cause
-        if self.killed_for is not None:
-            cause, label, self.killed_for = self.killed_for, "hung", None
-        self.up.set(0)
-        self.probing = False
+        if self.watch.killed_for is not None:
+            cause, label, self.watch.killed_for = self.watch.killed_for, "hung", None
+        self.metrics.up.set(0)
+        self.watch.probing = False
         if self.gateway is not None:
             self.gateway.available = False  # 503 "restarting" at the edge, nothing forwarded to a half-started server
         self.crash_times.append(seen)
@@ -480,7 +323,7 @@ class Supervisor:
                 f"restarts). Restarting with backoff (next try in {delay:.1f}s, at most "
                 f"{self.config.restart_backoff.cap_s:.0f}s apart); read {self.server.log_path} for the cause"
             )
-            self.budget_exhausted.set(1)
+            self.metrics.budget_exhausted.set(1)
             self._save("degraded")
             log.error("%s", self.degraded)
             if first:  # once per episode, not once per crash
@@ -510,10 +353,10 @@ class Supervisor:
                 await loop.run_in_executor(None, self.server.stop)  # nothing loaded: retried as the next crash
                 return
             self.restart_count += 1
-            self.restarts.labels(label).inc()
-            self.restart_seconds.set(time.monotonic() - seen)
-            self._new_probes()
-            self.probing = True
+            self.metrics.restarts.labels(label).inc()
+            self.metrics.restart_seconds.set(time.monotonic() - seen)
+            self.watch.new_probes()
+            self.watch.probing = True
             if self.gateway is not None:
                 self.gateway.available = True
             self._save("degraded" if self.degraded else "ready")
@@ -531,7 +374,7 @@ class Supervisor:
         others, and serving goes on."""
         status = self.server.last_status
         for name, st in status.items():
-            self.pipeline_ready.labels(name).set(1 if st.state == "READY" else 0)
+            self.metrics.pipeline_ready.labels(name).set(1 if st.state == "READY" else 0)
         broken = {name: st for name, st in status.items() if st.state != "READY"}
         if not broken:
             return True
@@ -568,9 +411,9 @@ class Supervisor:
         except ServerError:
             return  # not answering this time: a crash is seen by the watch loop, anything else on the next check
         for name, st in status.items():
-            self.pipeline_ready.labels(name).set(1 if st.state == "READY" else 0)
+            self.metrics.pipeline_ready.labels(name).set(1 if st.state == "READY" else 0)
         if {name: st.state for name, st in status.items()} != before:
-            self._new_probes()  # a release applied since: probe what is served now
+            self.watch.new_probes()  # a release applied since: probe what is served now
             self._save(self.state)
 
     async def _shutdown(self) -> None:
@@ -591,7 +434,7 @@ class Supervisor:
             await loop.run_in_executor(None, self.sampler.stop)
         await loop.run_in_executor(None, self.server.stop)
         log.info("tritonserver stopped; shutdown took %.2fs", time.monotonic() - started)
-        self.up.set(0)
+        self.metrics.up.set(0)
         if self.state == "failed":
             self._save("failed")  # `serving status` reports it
         else:

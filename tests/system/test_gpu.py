@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
-from inferline.benchmarks import gpu_check
+from inferline.benchmarks.gpu_check_kernels import compare_arrays, compare_kernels
+from inferline.benchmarks.gpu_check_result import EXIT_NOT_RUN, EXIT_OK
+from inferline.benchmarks.gpu_check_training import MODEL_PARAMS, training_step
 from inferline.features import kernels, rules
 from inferline.features.pipelines import fraud
 from inferline.features.spec import ModelParams
@@ -85,7 +87,7 @@ def test_gpu_check_passes_on_gpu(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=400
     )
-    assert result.returncode == gpu_check.EXIT_OK, result.stdout + result.stderr
+    assert result.returncode == EXIT_OK, result.stdout + result.stderr
     report = json.loads(out.read_text())
     assert {name: c["status"] for name, c in report["checks"].items()} == dict.fromkeys(
         ("kernels", "training", "nvml"), "passed"
@@ -110,7 +112,7 @@ def test_gpu_check_without_gpu_names_what_did_not_run(tmp_path: Path) -> None:
     out = tmp_path / "gpu_check.json"
     result = _run_hiding_pandas(out)
     output = result.stdout + result.stderr
-    assert result.returncode == gpu_check.EXIT_NOT_RUN, output
+    assert result.returncode == EXIT_NOT_RUN, output
     assert "Traceback" not in output
     report = json.loads(out.read_text())
     assert report["pandas"] == "hidden" and report["inferline_from"].startswith("the checkout")
@@ -128,21 +130,21 @@ def test_gpu_check_without_gpu_names_what_did_not_run(tmp_path: Path) -> None:
 
 def test_gpu_check_comparisons_on_numpy() -> None:
     """The comparison code itself, with numpy standing in for cupy (and the CPU for CUDA)."""
-    out = gpu_check.compare_kernels(kernels, rules, np, lambda: None, n=20_000, repeats=1)
+    out = compare_kernels(kernels, rules, np, lambda: None, n=20_000, repeats=1)
     assert {r["name"] for r in out["rows"]} >= set(kernels.KERNELS)
     assert all(r["passed"] and r["max_abs_diff"] == 0 for r in out["rows"]), out["rows"]
     assert out["uncovered_rule_ops"] == []
     assert out["null_counts"]["timestamps_before_epoch"] > 0 and out["null_counts"]["text_none"] > 0
 
     a = np.array([1.0, np.nan, np.inf, 0.0])
-    assert gpu_check.compare_arrays(a, a.copy())["passed"]
-    assert gpu_check.compare_arrays(a, a * (1 + 1e-13))["passed"]
-    off = gpu_check.compare_arrays(a, np.array([1.0 + 1e-9, np.nan, np.inf, 0.0]))
+    assert compare_arrays(a, a.copy())["passed"]
+    assert compare_arrays(a, a * (1 + 1e-13))["passed"]
+    off = compare_arrays(a, np.array([1.0 + 1e-9, np.nan, np.inf, 0.0]))
     assert not off["passed"] and off["mismatches"] == 1 and off["max_abs_diff"] == pytest.approx(1e-9)
-    assert not gpu_check.compare_arrays(a, np.array([1.0, 0.0, np.inf, 0.0]))["passed"]  # NaN vs a number
-    assert not gpu_check.compare_arrays(a, a.astype(np.float32))["passed"]  # dtype
-    assert not gpu_check.compare_arrays(np.array([1, 2]), np.array([1, 3]))["passed"]
+    assert not compare_arrays(a, np.array([1.0, 0.0, np.inf, 0.0]))["passed"]  # NaN vs a number
+    assert not compare_arrays(a, a.astype(np.float32))["passed"]  # dtype
+    assert not compare_arrays(np.array([1, 2]), np.array([1, 3]))["passed"]
 
-    assert {k: getattr(ModelParams(), k) for k in gpu_check.MODEL_PARAMS} == gpu_check.MODEL_PARAMS
-    step = gpu_check.training_step(torch, model, "cpu", steps=30)
+    assert {k: getattr(ModelParams(), k) for k in MODEL_PARAMS} == MODEL_PARAMS
+    step = training_step(torch, model, "cpu", steps=30)
     assert step["loss_decreased"] and step["forward_allclose"] and step["predicted_equal"]
