@@ -23,13 +23,9 @@ from typing import Any
 
 import pytest
 import yaml
-from google.protobuf import text_format
 from packaging.specifiers import SpecifierSet
-from tritonclient.grpc import model_config_pb2
 
 from inferline.cli import COMMANDS
-from inferline.export.publish import publish
-from inferline.training.train import RunResult
 from tests.deploy_cases import (
     DOCKER,
     DOCKERFILE,
@@ -206,36 +202,6 @@ def test_every_path_the_dockerfile_copies_exists_and_reaches_the_build() -> None
 
 # ---------------------------------------------------------------------------------------------------------------
 # the model repository the image serves: `inferline export publish --target gpu [--tensorrt]`
-
-
-def test_gpu_target_configs_the_image_serves_parse_as_triton_model_configs(run: RunResult, tmp_path: Path) -> None:
-    repo = tmp_path / "models"
-    first = publish(run.run_dir, repo, target="gpu", load_check=False)
-    second = publish(run.run_dir, repo, target="gpu", tensorrt=True, load_check=False)
-    texts = sorted(repo.rglob("*.pbtxt"))
-    assert texts, "publish wrote no config.pbtxt"
-    parsed = {p: text_format.Parse(p.read_text(), model_config_pb2.ModelConfig()) for p in texts}
-    current = {p.parent.name: c for p, c in parsed.items() if p.name == "config.pbtxt"}
-    assert set(current) == {"fraud", "fraud_preprocess", "fraud_model"}, sorted(current)
-
-    gpu_kind = model_config_pb2.ModelInstanceGroup.KIND_GPU
-    model = current["fraud_model"]
-    assert model.platform == "onnxruntime_onnx" and model.default_model_filename == "model.onnx"
-    assert model.instance_group and all(g.kind == gpu_kind for g in model.instance_group)
-    assert [a.name for a in model.optimization.execution_accelerators.gpu_execution_accelerator] == ["tensorrt"]
-    assert list(model.version_policy.specific.versions) == [second.version]
-    preprocess = current["fraud_preprocess"]
-    assert preprocess.backend == "python" and list(preprocess.version_policy.specific.versions) == [second.version]
-    ensemble = current["fraud"]
-    assert ensemble.platform == "ensemble"
-    assert [(s.model_name, s.model_version) for s in ensemble.ensemble_scheduling.step] == [
-        ("fraud_preprocess", second.version),
-        ("fraud_model", second.version),
-    ]
-    for path, cfg in parsed.items():  # every release's copy too (what a rollback puts back)
-        if cfg.platform == "onnxruntime_onnx":
-            assert all(g.kind == gpu_kind for g in cfg.instance_group), path
-    assert (repo / "fraud_model" / str(first.version) / "model.onnx").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------
