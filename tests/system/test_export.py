@@ -6,20 +6,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from google.protobuf import json_format, text_format
-from tritonclient.grpc import model_config_pb2
 
 from inferline.core.files import sha256_file
-from inferline.export.config import pipeline_configs, to_json, to_pbtxt
 from inferline.export.parity import ParityGateFailed
 from inferline.export.publish import publish
-from inferline.features.pipelines import fraud
 from inferline.features.spec import read_spec
-from inferline.features.state import FeatureState
 from inferline.release.registry import Registry, RegistryError
-from inferline.release.runtime import choose_providers
 from inferline.release.switch import set_current
-from inferline.training.train import RunResult
+from tests.export_cases import _parse
 
 from .conftest import Published
 
@@ -38,52 +32,6 @@ MANIFEST_FIELDS = {
     "target",
     "release",
 }
-
-
-def _parse(text: str) -> model_config_pb2.ModelConfig:
-    return text_format.Parse(text, model_config_pb2.ModelConfig())
-
-
-@pytest.mark.parametrize("target", ["local", "gpu"])
-def test_configs_are_valid_triton_model_configs(run: RunResult, target: str) -> None:
-    state = FeatureState.load(run.run_dir / "feature_state.json")
-    configs = pipeline_configs(fraud.SPEC, state, 5, target, tensorrt=True)  # type: ignore[arg-type]
-    parsed = {k: _parse(to_pbtxt(c)) for k, c in configs.items()}
-    for key, cfg in configs.items():  # the JSON form (model-control overrides) says the same thing
-        same = json_format.Parse(to_json(cfg), model_config_pb2.ModelConfig())
-        assert same == parsed[key]
-    if target == "local":  # one fused Python-backend model, called by the pipeline's name
-        assert set(parsed) == {"fused"}
-        model = parsed["fused"]
-        assert model.name == "fraud" and model.backend == "python" and not model.platform
-        assert [i.name for i in model.input] == [c.name for c in fraud.SPEC.input_columns]
-        assert [o.name for o in model.output] == ["probabilities", "predicted_class", "status", "release"]
-        assert model.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
-        assert model.instance_group[0].count == 1
-        params = {k: v.string_value for k, v in model.parameters.items()}
-        assert params == {
-            "pipeline": "fraud",
-            "intra_op_threads": "1",
-            "feature_state_from": "fraud_preprocess",
-            "onnx_model_from": "fraud_model",
-        }
-        assert not model.dynamic_batching.HasField("default_queue_policy"), "stalls the 2.51 batcher (measured)"
-    else:
-        model = parsed["model"]
-        queue = model.dynamic_batching.default_queue_policy
-        assert queue.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT and queue.max_queue_size == 2048
-        assert model.platform == "onnxruntime_onnx"
-        assert model.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
-        assert model.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
-        ensemble = parsed["ensemble"]
-        steps = [s.model_name for s in ensemble.ensemble_scheduling.step]
-        assert steps == ["fraud_preprocess", "fraud_model"]
-        assert all(s.model_version == 5 for s in ensemble.ensemble_scheduling.step)  # release 5's pair, never mixed
-        assert [i.name for i in ensemble.input] == [c.name for c in fraud.SPEC.input_columns]
-        assert {o.name for o in ensemble.output} == {"probabilities", "predicted_class", "status", "release"}
-    assert model.max_batch_size == fraud.SPEC.model.max_batch_size
-    assert list(model.version_policy.specific.versions) == [5]
-    assert model.HasField("dynamic_batching") and model.dynamic_batching.max_queue_delay_microseconds == 0
 
 
 def test_two_publishes_give_two_versions_with_manifests(published: Published) -> None:
@@ -201,18 +149,3 @@ def test_a_gpu_release_keeps_the_ensemble_layout_beside_fused_ones(published: Pu
     assert _parse((repo / "fraud" / "config.pbtxt").read_text()).backend == "python"
     loads = [a for a in TritonServer(ServerConfig(repo, tmp_path / "work")).command() if a.startswith("--load")]
     assert loads == ["--load-model=fraud"]
-
-
-def test_provider_choice() -> None:
-    assert choose_providers("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-    auto = choose_providers(
-        "auto", ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], tensorrt=True
-    )
-    assert [p[0] if isinstance(p, tuple) else p for p in auto] == [
-        "TensorrtExecutionProvider",
-        "CUDAExecutionProvider",
-        "CPUExecutionProvider",
-    ]
-    assert choose_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-    with pytest.raises(RuntimeError, match="install the GPU extra"):
-        choose_providers("cuda", ["CPUExecutionProvider"])

@@ -25,12 +25,12 @@ from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.monitor.app import MonitorServer
 from inferline.monitor.ingest import read_traces
 from inferline.monitor.service import Monitor, MonitorConfig
-from inferline.monitor.utilization import UtilizationSampler
 from inferline.release.registry import Registry, RegistryError
 from inferline.serving.client import InferlineClient, Predictions
 from inferline.serving.server import TritonServer
 from inferline.serving.tap import MonitorTap
 from inferline.training.profile import missing_columns
+from tests.monitor_cases import expected_nvml_state
 
 from .conftest import Published, private_server, wait_until
 
@@ -69,25 +69,6 @@ def drifted_rows() -> pd.DataFrame:
     return apply_shifts(
         fraud.generate(WINDOW, seed=902), fraud.SPEC, [parse_shift("amount=x1.8"), parse_shift("channel=web:0.7")]
     )
-
-
-def nvml_devices() -> int | None:
-    """NVML asked directly, as the oracle for the sampler's state: None where it cannot start, else its count."""
-    import pynvml
-
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no library, no driver: NVML cannot start
-        return None
-    try:
-        return int(pynvml.nvmlDeviceGetCount())
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def expected_nvml_state() -> tuple[str, int]:
-    devices = nvml_devices()
-    return ("library_missing", 0) if devices is None else ("ok", devices) if devices else ("no_device", 0)
 
 
 def send(triton: TritonServer, monitor: MonitorServer, rows: pd.DataFrame, batch: int = 256) -> Predictions:
@@ -221,29 +202,6 @@ def test_metrics_latency_sketch_and_utilization(published: Published, tmp_path: 
     for q in (50, 95, 99):
         true = np.percentile(exact, q, method="inverted_cdf")
         assert abs(window[f"p{q}"] - true) <= 0.01 * true + 1e-12, (q, window[f"p{q}"], true)
-
-
-def test_nvml_state_follows_what_nvml_reports() -> None:
-    """``ok`` with one reading per device when NVML sees GPUs; ``library_missing``/``no_device`` and no reading
-    otherwise; ``disabled`` when turned off. Never an exception, and the CPU figures are always there."""
-    state, devices = expected_nvml_state()
-    sampler = UtilizationSampler(nvml=True)
-    assert sampler.state == state and sampler.detail
-    reading = sampler.sample()
-    assert reading.nvml_state == state and len(reading.gpus) == devices
-    assert 0.0 <= reading.host_cpu_ratio <= 1.0 and reading.host_memory_total_bytes > 0
-    disabled = UtilizationSampler(nvml=False).sample()
-    assert disabled.nvml_state == "disabled" and disabled.gpus == [] and disabled.host_memory_total_bytes > 0
-
-
-@pytest.mark.gpu
-def test_nvml_reads_every_gpu() -> None:
-    state, devices = expected_nvml_state()
-    assert (state, devices > 0) == ("ok", True)
-    gpus = UtilizationSampler(nvml=True).sample().gpus
-    assert [g.index for g in gpus] == list(range(devices))
-    for g in gpus:
-        assert g.name and 0.0 <= g.utilization_ratio <= 1.0 and 0 < g.memory_used_bytes <= g.memory_total_bytes
 
 
 def test_bad_samples_get_a_clear_400_and_a_dead_monitor_never_fails_serving(

@@ -16,9 +16,8 @@ from inferline.features.pipelines import fraud
 from inferline.features.state import fit_state
 from inferline.features.validation import validate_frame
 from inferline.serving.client import encode_rows
-
-from .test_defects import DEFECTS
-from .test_text_defects import DEFECTS as TEXT_DEFECTS
+from tests.defects_cases import DEFECTS
+from tests.text_defects_cases import DEFECTS as TEXT_DEFECTS
 
 SPEC = fraud.SPEC
 CONTRACT = compile_contract(SPEC, fit_state(fraud.generate(2000, seed=1), SPEC))

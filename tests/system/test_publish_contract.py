@@ -6,14 +6,11 @@ one real tritonserver for the unscaled regression."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import subprocess
 import sys
 import traceback
-import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +21,6 @@ import torch
 
 from inferline.core.errors import UserError
 from inferline.core.files import atomic_write_parquet, sha256_file
-from inferline.export.candidate import model_candidate
 from inferline.export.publish import PublishFailed, publish
 from inferline.features.contract import compile_contract
 from inferline.features.spec import write_spec
@@ -34,23 +30,8 @@ from inferline.serving.client import InferlineClient
 from inferline.serving.server import ServerConfig, TritonServer
 from inferline.training.model import load_checkpoint
 from inferline.training.train import RunResult, train
-from tests.pipelines import byom_models, byom_vector, loans, yields
-
-THREE = replace(byom_vector.SPEC, name="three", classes=("a", "b", "c"))  # a 3-class feature-vector spec
-
-
-def _export(module: torch.nn.Module, path: Path, dynamic: bool = True) -> None:
-    """A user's own ONNX export of ``module`` (logits only), with or without a dynamic batch axis."""
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    shapes = {"dynamic_shapes": ({0: torch.export.Dim("batch", min=1, max=4096)},)} if dynamic else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module.eval(), (torch.zeros(4, 8),), input_names=["embedding"], output_names=["logits"], dynamo=True,
-            **shapes,
-        )  # fmt: skip
-    assert program is not None
-    program.save(str(path))
+from tests.pipelines import byom_models, loans, yields
+from tests.publish_contract_cases import THREE, _export
 
 
 def test_an_onnx_file_with_five_logits_for_three_classes_is_refused_before_the_gate(tmp_path: Path) -> None:
@@ -68,30 +49,6 @@ def test_an_onnx_file_with_five_logits_for_three_classes_is_refused_before_the_g
     assert "output 'probabilities' is float32 [1, 5]" in done.stderr and "expects FP32 [1, 3]" in done.stderr
     assert "5 values per row for 3 classes" in done.stderr, done.stderr
     assert Registry(repository, "three").read()["releases"] == {}  # nothing published
-
-
-def test_an_onnx_file_without_a_dynamic_batch_axis_is_one_clear_error(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    _export(byom_models.VectorMLP(8, 3), tmp_path / "fixed.onnx", dynamic=False)
-    with pytest.raises(UserError, match=r"input 'embedding' has shape \[4, 8\], a fixed batch size of 4") as info:
-        publish(None, tmp_path / "repo", candidate=model_candidate(THREE, onnx_model=tmp_path / "fixed.onnx"))
-    assert "dynamic batch axis" in str(info.value) and str(tmp_path / "fixed.onnx") in str(info.value)
-
-
-def test_a_factory_whose_output_does_not_fit_the_classes_is_refused_when_built(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    torch.save(byom_models.VectorMLP(8, 5).state_dict(), tmp_path / "five.pt")
-    factory = "tests.pipelines.byom_models:fixed_width"
-    expected = r"answers \[2, 5\] for 2 rows, but the multiclass spec expects \[2, 3\]"
-    with pytest.raises(UserError, match=expected):
-        model_candidate(THREE, module=factory, checkpoint=tmp_path / "five.pt")
-    # training with it: the same one-line refusal before the first step
-    rows = byom_vector.generate(300, seed=1)
-    rows["label"] = np.arange(len(rows)) % 3  # three classes
-    atomic_write_parquet(tmp_path / "rows.parquet", rows)
-    spec = replace(THREE, model=replace(THREE.model, factory=factory))
-    with pytest.raises(UserError, match=expected):
-        train([tmp_path / "rows.parquet"], spec, tmp_path / "runs", epochs=1, progress=False)
 
 
 def test_a_regression_on_an_unscaled_target_passes_the_gate_and_serves_within_its_tolerance(tmp_path: Path) -> None:

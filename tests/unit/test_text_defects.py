@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import unicodedata
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,63 +18,9 @@ from inferline.features.dataset import load_validated, quarantine_name
 from inferline.features.pipelines import fraud
 from inferline.features.spec import SpecError
 from inferline.features.state import fit_state
-from inferline.features.validation import FileLevelError
 from inferline.features.wire import encode_rows
-from tests.system.conftest import score_batch
-from tests.system.test_defects import _cli, _write
-
-SPEC = fraud.SPEC
-GENUINE = ("São Paulo", "Dvořák", "東京 駅", "Привет мир", "می\u200cخواهم", "Bäckerei Schmidt", "Ελληνικά", "👍🏽")
-
-# row changes -> the one reason each row must get, on every path
-DEFECTS: list[tuple[dict[str, Any], str]] = [
-    ({"description": "Uber\x00trip"}, "description:control_chars"),
-    ({"description": "Café MÃ¼ller"}, "description:mojibake"),  # mojibake beside genuine non-ASCII
-    ({"description": "ok\u0085then"}, "description:c1_control_chars"),
-    ({"description": "zero\u200bwidth"}, "description:zero_width_chars"),
-    ({"description": "\ufeffStarbucks"}, "description:bom"),
-    ({"description": "x" * 1_000_000}, "description:too_long"),
-    ({"transaction_id": "tx-\ufffd-1"}, "transaction_id:replacement_char"),
-    ({"transaction_id": "tx-\x00-2"}, "transaction_id:control_chars"),
-    ({"transaction_id": "tx-\u200b-3"}, "transaction_id:zero_width_chars"),
-    ({"transaction_id": "tx-\u202e-4"}, "transaction_id:bidi_controls"),
-    ({"transaction_id": "t" * 300}, "transaction_id:too_long"),
-    ({"customer_age_days": None}, "customer_age_days:null"),
-    ({"customer_age_days": 3.5}, "customer_age_days:not_integer"),
-]
-NFD = unicodedata.normalize("NFD", "Café de Flore")
-
-
-def _corpus(n: int = 120) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Valid rows with one defect per row (their reasons by id), genuine non-ASCII descriptions, one NFD
-    description, a pair of ids equal only after NFC, and "NA" (Namibia) as a country."""
-    frame = fraud.generate(n, seed=5)
-    frame["customer_age_days"] = frame["customer_age_days"].astype("float64")  # what a null makes of int64
-    frame.loc[: len(GENUINE) - 1, "description"] = list(GENUINE)
-    frame.loc[len(GENUINE), "description"] = NFD
-    frame.loc[len(GENUINE) + 1, "country"] = "NA"
-    frame.loc[len(GENUINE) + 1, "currency"] = "NAD"
-    expected: dict[str, str] = {}
-    for i, (changes, reason) in enumerate(DEFECTS, start=20):
-        for column, value in changes.items():
-            frame.loc[i, column] = value
-        expected[str(frame.loc[i, "transaction_id"])] = reason
-    frame.loc[60, "transaction_id"] = unicodedata.normalize("NFC", "tx-é-60")
-    frame.loc[61, "transaction_id"] = unicodedata.normalize("NFD", "tx-é-60")
-    return frame, expected
-
-
-def _by_id(quarantine: pd.DataFrame) -> dict[str, str]:
-    return {
-        unicodedata.normalize("NFC", str(k)): str(v)
-        for k, v in zip(quarantine["transaction_id"], quarantine["_reasons"], strict=True)
-    }
-
-
-def _expected_quarantine(expected: dict[str, str]) -> dict[str, str]:
-    out = {unicodedata.normalize("NFC", k): v for k, v in expected.items()}
-    out[unicodedata.normalize("NFC", "tx-é-60")] = "transaction_id:duplicate"  # both copies: one key
-    return out
+from tests.defects_cases import _write
+from tests.text_defects_cases import DEFECTS, GENUINE, NFD, SPEC, _by_id, _corpus, _expected_quarantine
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
@@ -132,17 +77,6 @@ def test_the_request_path_gives_every_defect_the_same_reason(tmp_path: Path) -> 
     np.testing.assert_array_equal(features.numeric[len(GENUINE)], again.numeric[0])
 
 
-def test_batch_quarantines_every_defect_with_its_reason(published, dask_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    frame, expected = _corpus()
-    path = _write(tmp_path / "upstream.parquet", frame.drop(columns=[SPEC.label]))
-    report = score_batch(published, dask_cluster, [path], tmp_path / "out", max_invalid_share=1.0)
-    assert report.rows_in == len(frame) == report.rows_predicted + report.rows_quarantined
-    quarantine = pd.read_parquet(tmp_path / "out" / "_quarantine")
-    assert _by_id(quarantine) == _expected_quarantine(expected)
-    predicted = pd.read_parquet(tmp_path / "out")
-    assert set(predicted["transaction_id"]).isdisjoint(set(quarantine["transaction_id"]))
-
-
 def test_the_monitor_featurizes_nfd_text_as_its_nfc_form() -> None:
     """The monitor's ingestion featurizes samples with the release's contract on the request path: an NFD value
     and its NFC form give one feature value, and damaged text is a reason, not a crash."""
@@ -161,16 +95,6 @@ def test_the_monitor_featurizes_nfd_text_as_its_nfc_form() -> None:
         from_json_columns(columns, SPEC)
 
 
-def test_the_cli_reports_text_defects_without_a_traceback(tmp_path: Path) -> None:
-    frame, _ = _corpus()
-    path = tmp_path / "upstream.csv"
-    frame.to_csv(path, index=False)
-    done = _cli("validate", "--pipeline", "fraud", "--quarantine", str(tmp_path / "q"), str(path))
-    assert done.returncode == 1, done.stderr  # above the allowed invalid share, named per reason
-    assert "Traceback" not in done.stderr and "TypeError" not in done.stderr and "AttributeError" not in done.stderr
-    assert "description:mojibake" in done.stderr
-
-
 def test_empty_and_header_only_csv_pass_like_a_zero_row_parquet_file(tmp_path: Path) -> None:
     frame = fraud.generate(30, seed=2)
     header = tmp_path / "header-only.csv"
@@ -181,22 +105,6 @@ def test_empty_and_header_only_csv_pass_like_a_zero_row_parquet_file(tmp_path: P
     valid, report = load_validated([header, empty_parquet, no_descriptions], SPEC)
     assert [f["rows_in"] for f in report.files] == [0, 0, 30]
     assert report.rows_valid == 30 == len(valid) and valid["description"].isna().all()
-
-
-def test_a_latin1_csv_is_one_file_level_error_that_names_the_encoding(tmp_path: Path) -> None:
-    frame = fraud.generate(30, seed=2).assign(description="Café Müller")
-    path = tmp_path / "export.csv"
-    frame.to_csv(path, index=False, encoding="latin-1")
-    with pytest.raises(FileLevelError, match=r"not UTF-8.*Caf.*iconv -f cp1252 -t utf-8"):
-        load_validated([path], SPEC)
-    done = _cli("validate", "--pipeline", "fraud", str(path))
-    assert done.returncode == 1 and "Traceback" not in done.stderr and "not UTF-8" in done.stderr
-    # one stray byte in an otherwise UTF-8 file stays a row's reason
-    mixed = tmp_path / "mixed.csv"
-    text = fraud.generate(30, seed=2).assign(description="Müller").to_csv(index=False).encode()
-    mixed.write_bytes(text.replace("Müller".encode(), b"M\xfcller", 1))
-    _, report = load_validated([mixed], SPEC, max_invalid_share=1.0)
-    assert report.files[0]["reasons"] == {"description:invalid_utf8": 1}
 
 
 def test_declared_text_policies_override_the_defaults() -> None:

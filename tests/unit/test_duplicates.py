@@ -4,60 +4,30 @@ partitions of a batch job), quarantined as ``<column>:duplicate`` by the column'
 from __future__ import annotations
 
 import dataclasses
-import json
-import subprocess
-import sys
 import unicodedata
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from pandera.errors import SchemaErrors
 
-from inferline.batch import JobReport
 from inferline.batch.duplicates import find_duplicates, scan_partition
 from inferline.batch.plan import plan_job
-from inferline.core.files import sha256_file
 from inferline.features.contract import compile_contract
 from inferline.features.dataset import load_validated, quarantine_name
 from inferline.features.pipelines import fraud
 from inferline.features.spec import PipelineSpec
 from inferline.features.state import fit_state
 from inferline.features.wire import encode_rows
-
-from .conftest import DaskCluster, Published, score_batch
+from tests.duplicates_cases import DUP, ID, _two_files, _write
 
 SPEC = fraud.SPEC
-ID = "transaction_id"
-DUP = f"{ID}:duplicate"
 
 
 def _keep_first(spec: PipelineSpec) -> PipelineSpec:
     """The fraud spec with its id column declared ``duplicates="all_but_first"``."""
     columns = tuple(dataclasses.replace(c, duplicates="all_but_first") if c.name == ID else c for c in spec.columns)
     return dataclasses.replace(spec, columns=columns)
-
-
-def _write(path: Path, frame: pd.DataFrame) -> Path:
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
-    return path
-
-
-def _two_files(tmp_path: Path, n: int = 200) -> tuple[Path, Path, dict[str, str]]:
-    """a.parquet and b.parquet (``n`` rows each, distinct ids) then made to share ids: b's rows 0-2 carry a's ids
-    0-2, b's row 3 a's id 3 and breaks a rule too (amount -1), b's rows 4 and 5 both carry a's id 4 (a value
-    repeated within a file and across files)."""
-    a = fraud.generate(n, seed=21)
-    b = fraud.generate(n, seed=22)
-    ids = a[ID].tolist()
-    b.loc[0:3, ID] = ids[0:4]
-    b.loc[3, "amount"] = -1.0
-    b.loc[4:5, ID] = ids[4]
-    shared = {"plain": ids[0], "bad_too": ids[3], "thrice": ids[4]}
-    return _write(tmp_path / "a.parquet", a), _write(tmp_path / "b.parquet", b), shared
 
 
 def _quarantine(folder: Path, path: Path) -> pd.DataFrame:
@@ -146,88 +116,3 @@ def test_the_pre_pass_applies_the_policy_over_the_whole_input(tmp_path: Path) ->
     plain = plan_job([str(a)], SPEC)
     alone = find_duplicates(SPEC, plain, lambda parts: [scan_partition(compile_contract(SPEC), p) for p in parts])
     assert alone.marks == {} and alone.digest_of(plain.partitions[0]) is None  # no duplicates: records as before
-
-
-def _batch_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "inferline", "batch", "run", "--quiet", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=180)
-
-
-def test_batch_job_quarantines_copies_across_partitions_and_resumes(
-    published: Published, dask_cluster: DaskCluster, tmp_path: Path
-) -> None:
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    _, _, shared = _two_files(inputs)
-    out = tmp_path / "out"
-    report = score_batch(published, dask_cluster, [inputs], out, model="fraud:2")
-    assert report.duplicates[ID]["policy"] == "all" and report.duplicates[ID]["values"] == 5
-    assert report.duplicates[ID]["rows_quarantined"] == 11 == report.reasons[DUP]
-    repeated = set(pd.read_parquet(inputs / "a.parquet")[ID].iloc[:5])
-    assert report.duplicates[ID]["examples"] == sorted(repeated)[:3]  # in input order: a.parquet's first rows
-    predicted = pd.read_parquet(out)
-    quarantined = pd.read_parquet(out / "_quarantine")
-    assert predicted[ID].is_unique and not set(predicted[ID]) & repeated  # "all": zero times
-    assert (quarantined["_reasons"].str.contains(DUP)).sum() == 11
-    assert quarantined.loc[quarantined[ID] == shared["bad_too"], "_reasons"].tolist() == [
-        DUP,
-        f"amount:negative;{DUP}",
-    ]
-    assert report.rows_in == 400 == report.rows_predicted + report.rows_quarantined == len(predicted) + len(quarantined)
-    assert json.loads((out / "_report.json").read_text())["duplicates"] == report.duplicates
-    before = {p.relative_to(out): sha256_file(p) for p in out.rglob("part-*.parquet")}
-
-    # the rerun, as a command, with the pre-pass on the cluster this time: it finds the same copies, so every
-    # partition's commit still counts and nothing is written again
-    again = _batch_cli(
-        "--input", str(inputs), "--output", str(out), "--model", "fraud:2",
-        "--repository", str(published.repository), "--scheduler", dask_cluster.address,
-        "--alerts", str(tmp_path / "alerts.jsonl"),
-    )  # fmt: skip
-    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
-    resumed = json.loads(again.stdout)
-    assert resumed["partitions_resumed"] == resumed["partitions"] == 2
-    assert resumed["duplicates"] == report.duplicates
-    assert f"5 value(s) of unique column '{ID}' repeat in the input: 11 row(s) quarantined" in again.stderr
-    assert {p.relative_to(out): sha256_file(p) for p in out.rglob("part-*.parquet")} == before
-
-
-def test_batch_pre_pass_on_the_cluster_matches_the_client(
-    published: Published, dask_cluster: DaskCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``scan_local_rows=0`` sends the pre-pass to the cluster; a changed file elsewhere re-runs the partitions
-    whose copies it changed, and only those."""
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    a, b, _ = _two_files(inputs)
-    _write(inputs / "c.parquet", fraud.generate(200, seed=23))
-    out = tmp_path / "out"
-
-    def job() -> JobReport:
-        return score_batch(published, dask_cluster, [inputs], out, model="fraud:2", scan_local_rows=0)
-
-    first = job()
-    assert first.duplicates[ID]["values"] == 5 and first.partitions == 3
-    # a.parquet drops its first id: b's copy of it is no longer a duplicate, so b runs again, c does not
-    frame = pd.read_parquet(a)
-    frame.loc[0, ID] = "tx-fresh-0"
-    _write(a, frame)
-    second = job()
-    assert second.partitions_resumed == 1  # c.parquet
-    assert second.duplicates[ID]["values"] == 4 and second.duplicates[ID]["rows_quarantined"] == 9
-    predicted = pd.read_parquet(out)
-    assert np.isin([pd.read_parquet(b)[ID].iloc[0], "tx-fresh-0"], predicted[ID]).all()
-    assert second.reconciled and second.rows_in == 600 == second.rows_predicted + second.rows_quarantined
-
-
-def test_validate_command_prints_duplicates_without_a_traceback(tmp_path: Path) -> None:
-    a, b, _ = _two_files(tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-m", "inferline", "validate", "--pipeline", "fraud", str(a), str(b), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    report = json.loads(done.stdout)
-    assert report["rows_in"] == 400 == report["rows_valid"] + report["rows_quarantined"] == 389 + 11
