@@ -552,4 +552,4 @@ def test_daskjob_runs_the_batch_cli_against_dask_cuda_workers(secret_files: Secr
         paths = {m["mountPath"] for m in c["volumeMounts"]}
         assert {"/models", "/data"} <= paths, "the release and the data are on shared volumes"
     assert batch.repository == "/models" and batch.output.startswith("/data/")
-    assert all(i.startswith("/data/") for i in batch.input)
+    assert all(i.startswith("/data/") for i in batch.inputs)
