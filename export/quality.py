@@ -43,6 +43,7 @@ import pandas as pd
 from inferline.core.errors import UserError
 from inferline.features.spec import PipelineSpec
 from inferline.features.state import FeatureState
+from inferline.release.resolve import Release
 
 if TYPE_CHECKING:
     from inferline.features.contract import Contract
@@ -296,13 +297,9 @@ def compare(
 
 def release_model(repository: Path, pipeline: str, version: int) -> ReleaseModel:
     """Release ``version`` as it serves: its spec snapshot, fitted state and model.onnx, each checked against its
-    manifest (``Registry.release_files``)."""
-    from inferline.features.spec import spec_beside
-    from inferline.release.registry import Registry
-
-    files = Registry(Path(repository), pipeline).release_files(version)
-    spec = spec_beside(files["feature_state"], pipeline)  # pre-snapshot releases: the live module
-    return ReleaseModel(f"release {version}", spec, FeatureState.load(files["feature_state"]), files["model"])
+    manifest (``Release.open``)."""
+    release = Release.open(Path(repository), pipeline, version)  # pre-snapshot releases: the live module's spec
+    return ReleaseModel(f"release {version}", release.spec(), release.state(), release.model_path)
 
 
 def current_release(repository: Path, pipeline: str, version: int | None) -> tuple[ReleaseModel | None, str]:

@@ -41,6 +41,29 @@ class Release:
     def name(self) -> str:
         return f"{self.pipeline}:{self.version}"
 
+    @classmethod
+    def open(cls, repository: Path, pipeline: str, version: int | None = None) -> Release:
+        """Release ``version`` of ``pipeline`` in ``repository`` (default: the current one), its files checked
+        against its manifest byte for byte (``Registry.release_files``)."""
+        registry = Registry(Path(repository), pipeline)
+        if version is None:
+            version = registry.current
+            if version is None:
+                raise RegistryError(
+                    f"pipeline {pipeline!r} has no current release in {repository}; publish one with "
+                    f"`inferline export publish` or name a version (--model {pipeline}:N)"
+                )
+        files = registry.release_files(version)
+        return cls(
+            pipeline=pipeline,
+            version=version,
+            model_path=files["model"],
+            state_path=files["feature_state"],
+            manifest_path=files["manifest"],
+            manifest_sha256=sha256_file(files["manifest"]),
+            model_sha256=Manifest.load(files["manifest"]).onnx_sha256,
+        )
+
     def spec(self) -> PipelineSpec:
         """The release's spec snapshot (``spec.json`` beside its feature state), never the live pipeline module."""
         return spec_beside(self.state_path, self.pipeline)
@@ -89,22 +112,4 @@ def resolve_release(ref: str, repository: Path) -> Release:
     """The release ``ref`` names (its pipeline's current one without a version); the registry refuses one whose files
     differ from its manifest."""
     pipeline, version = parse_model_ref(ref)
-    registry = Registry(Path(repository), pipeline)
-    if version is None:
-        version = registry.current
-        if version is None:
-            raise RegistryError(
-                f"pipeline {pipeline!r} has no current release in {repository}; publish one with "
-                f"`inferline export publish` or name a version (--model {pipeline}:N)"
-            )
-    files = registry.release_files(version)  # checked against the manifest byte for byte
-    manifest = Manifest.load(files["manifest"])
-    return Release(
-        pipeline=pipeline,
-        version=version,
-        model_path=files["model"],
-        state_path=files["feature_state"],
-        manifest_path=files["manifest"],
-        manifest_sha256=sha256_file(files["manifest"]),
-        model_sha256=manifest.onnx_sha256,
-    )
+    return Release.open(repository, pipeline, version)
