@@ -28,7 +28,8 @@ from inferline.core.http import get_text
 from inferline.core.processes import free_port, stop_process
 from inferline.core.secrets import monitor_key
 from inferline.monitor.app import MonitorServer
-from inferline.monitor.service import Monitor, MonitorConfig
+from inferline.monitor.config import MonitorConfig
+from inferline.monitor.service import Monitor
 
 __all__ = ["bench_edge_sampling"]
 

@@ -14,7 +14,8 @@ from inferline.benchmarks.load import run_wrk
 from inferline.benchmarks.stacks import Release, triton_body, write_bodies
 from inferline.core.processes import free_port
 from inferline.monitor.app import MonitorServer
-from inferline.monitor.service import Monitor, MonitorConfig
+from inferline.monitor.config import MonitorConfig
+from inferline.monitor.service import Monitor
 from inferline.serving.server import ServerConfig, TritonServer
 
 __all__ = ["bench_monitor_overhead"]

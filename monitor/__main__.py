@@ -14,16 +14,16 @@ from inferline.core.command import (
     Parser,
     check_port_free,
     existing_file,
-    fraction,
     new_dir,
     new_file,
-    port,
     positive_float,
     positive_int,
     run,
 )
 from inferline.core.files import atomic_write_bytes, atomic_write_json
 from inferline.core.http import get_json
+from inferline.core.options import add_options, from_args
+from inferline.monitor.config import MonitorConfig
 from inferline.release.registry import choose_published
 
 
@@ -42,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
     from inferline.monitor.app import MonitorServer
     from inferline.monitor.rollback import RollbackController
     from inferline.monitor.rules import RuleEngine, load_rules
-    from inferline.monitor.service import Monitor, MonitorConfig
+    from inferline.monitor.service import Monitor
 
     record = _server_record(Path(args.workdir))
     metrics = args.triton_metrics or record.get("metrics")
@@ -51,19 +51,14 @@ def _run(args: argparse.Namespace) -> int:
     pipeline = choose_published(repository, args.pipeline)
     rule_set = load_rules(Path(args.rules) if args.rules else None)
     check_port_free("--port", args.port, args.host)
-    config = MonitorConfig(
+    config = from_args(
+        MonitorConfig,
+        args,
         repository=repository,
         pipeline=pipeline,
         triton_metrics_url=(metrics if metrics is None or metrics.startswith("http") else f"http://{metrics}"),
         trace_dir=Path(trace_dir) if trace_dir else None,
         server_pid=args.server_pid or record.get("pid"),
-        host=args.host,
-        port=args.port,
-        interval_s=args.interval,
-        latency_window_s=args.latency_window,
-        drift_window_rows=args.drift_window_rows,
-        alpha=args.alpha,
-        min_samples=args.min_samples,
         nvml=not args.no_gpu,
     )
     registry = CollectorRegistry()  # /metrics: the monitor's gauges and the alert counter of its alert sinks
@@ -159,26 +154,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     run.add_argument(
         "--server-pid", type=positive_int, default=None, help="Triton's pid for CPU/memory (default: recorded)"
     )
-    run.add_argument("--port", type=port, default=9400, help="the monitor's HTTP port (on --host)")
-    run.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="the address the monitor listens on: a host address (or 0.0.0.0) for a Prometheus on another host; "
-        "its POST endpoints take samples and labels from holders of the ingest key only",
-    )
-    run.add_argument(
-        "--interval", type=positive_float, default=5.0, help="seconds between scrapes and drift evaluations"
-    )
-    run.add_argument(
-        "--latency-window", type=positive_float, default=60.0, help="seconds of latency in the percentiles"
-    )
-    run.add_argument(
-        "--drift-window-rows", type=positive_int, default=5_000, help="most recent rows compared for drift"
-    )
-    run.add_argument(
-        "--alpha", type=fraction, default=0.01, help="false-alarm rate of one drift evaluation (all features)"
-    )
-    run.add_argument("--min-samples", type=positive_int, default=500, help="fewer rows than this: 'not enough data'")
     run.add_argument("--no-gpu", action="store_true", help="do not sample NVML")
     run.add_argument(
         "--rules",
@@ -197,6 +172,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--rollback-cooldown", type=positive_float, default=900.0, help="seconds between automatic rollbacks"
     )
     run.add_argument("--triton-http", default=None, help="Triton HTTP host:port (default: the running server's)")
+    add_options(run, MonitorConfig)  # --host, --port, --interval, --latency-window, --drift-window-rows, ...
     run.set_defaults(func=_run)
     rep = sub.add_parser("report", help="HTML + PNG report and JSON summary from a running monitor's snapshots")
     rep.add_argument("--url", default="http://127.0.0.1:9400", help="the running monitor's URL")

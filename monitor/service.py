@@ -46,7 +46,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ import numpy as np
 from prometheus_client.core import Metric
 
 from inferline.features.spec import PipelineSpec, load_pipeline, read_spec
+from inferline.monitor.config import MonitorConfig
 from inferline.monitor.drift import FeatureDrift
 from inferline.monitor.evaluate import ReleaseReferences, load_release, performance_figures, window_drift
 from inferline.monitor.ingest import advance_triton_window, new_traces, parse_samples, scrape_triton
@@ -65,26 +66,7 @@ from inferline.monitor.utilization import Utilization, UtilizationSampler
 from inferline.monitor.windows import ReleaseWindow, SlicedHistograms, latency_summary
 from inferline.release.registry import Registry, RegistryError
 
-__all__ = ["Monitor", "MonitorConfig"]
-
-
-@dataclass
-class MonitorConfig:
-    repository: Path
-    pipeline: str  # the pipeline whose current release is watched (its spec, reference profile, models)
-    triton_metrics_url: str | None = None  # http://127.0.0.1:8002/metrics
-    trace_dir: Path | None = None
-    server_pid: int | None = None
-    host: str = "127.0.0.1"
-    port: int = 9400
-    interval_s: float = 5.0  # scrape, sample and snapshot period
-    latency_window_s: float = 60.0
-    drift_window_rows: int = 5_000
-    label_window_rows: int = 50_000
-    alpha: float = 0.01  # family-wise false-alarm rate of one drift evaluation (Bonferroni over features)
-    min_samples: int = 500
-    nvml: bool = True
-    history: int = 720
+__all__ = ["Monitor"]
 
 
 class Monitor:

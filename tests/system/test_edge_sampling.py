@@ -22,7 +22,8 @@ from inferline.features.pipelines import fraud
 from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.features.wire import encode_rows
 from inferline.monitor.app import MonitorServer
-from inferline.monitor.service import Monitor, MonitorConfig
+from inferline.monitor.config import MonitorConfig
+from inferline.monitor.service import Monitor
 from inferline.serving.edge_decode import decode_grpc, decode_http
 from inferline.serving.edge_tap import EdgeSampler
 

@@ -23,8 +23,9 @@ from inferline.core.processes import free_port
 from inferline.features.pipelines import fraud
 from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.monitor.app import MonitorServer
+from inferline.monitor.config import MonitorConfig
 from inferline.monitor.ingest import read_traces
-from inferline.monitor.service import Monitor, MonitorConfig
+from inferline.monitor.service import Monitor
 from inferline.release.registry import Registry, RegistryError
 from inferline.serving.client import InferlineClient, Predictions
 from inferline.serving.server import TritonServer

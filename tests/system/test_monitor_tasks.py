@@ -36,8 +36,9 @@ from inferline.features.spec import PipelineSpec, read_spec
 from inferline.features.state import FeatureState
 from inferline.features.wire import encode_rows
 from inferline.monitor.app import MonitorServer
+from inferline.monitor.config import MonitorConfig
 from inferline.monitor.rules import DEFAULT_RULES, RuleEngine
-from inferline.monitor.service import Monitor, MonitorConfig
+from inferline.monitor.service import Monitor
 from inferline.release.registry import Registry
 from inferline.serving.tap import sample_payload, tabular_arrays
 from inferline.training.profile import missing_columns

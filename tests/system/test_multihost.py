@@ -30,7 +30,8 @@ from inferline.core.secrets import monitor_key
 from inferline.features.pipelines import fraud
 from inferline.features.wire import encode_rows
 from inferline.monitor.app import MonitorServer
-from inferline.monitor.service import Monitor, MonitorConfig
+from inferline.monitor.config import MonitorConfig
+from inferline.monitor.service import Monitor
 from inferline.monitor.windows import LATENCY_BUCKET_ERROR
 from inferline.serving.client import InferlineClient
 from inferline.serving.server import TritonServer

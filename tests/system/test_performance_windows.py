@@ -43,13 +43,14 @@ from inferline.features.state import FeatureState
 from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.features.wire import encode_rows
 from inferline.monitor.app import MonitorServer
+from inferline.monitor.config import MonitorConfig
 from inferline.monitor.performance import (
     MIN_REALIZED_ROWS,
     estimated_performance,
     realized_performance,
     window_performance,
 )
-from inferline.monitor.service import Monitor, MonitorConfig
+from inferline.monitor.service import Monitor
 from inferline.release.registry import Registry
 from inferline.serving.tap import sample_payload
 from inferline.training.calibration import PoorlyCalibrated, calibrate, fit_vector_scaling

@@ -30,11 +30,12 @@ from inferline.core.http import post_json
 from inferline.core.processes import free_port
 from inferline.features.pipelines import fraud
 from inferline.monitor.app import MonitorServer
+from inferline.monitor.config import MonitorConfig
 from inferline.monitor.dashboard import dashboard_metric_names, grafana_dashboard
 from inferline.monitor.drift import FeatureDrift
 from inferline.monitor.metrics import regression_metrics
 from inferline.monitor.rules import DEFAULT_RULES, AlertRule, RuleEngine, prometheus_rules
-from inferline.monitor.service import Monitor, MonitorConfig
+from inferline.monitor.service import Monitor
 from inferline.monitor.windows import LATENCY_BUCKET_ERROR, ReleaseWindow
 from inferline.serving.client import InferlineClient
 from inferline.serving.tap import MonitorTap

@@ -21,9 +21,10 @@ from inferline.core.processes import free_port
 from inferline.features.pipelines import fraud
 from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.monitor.app import MonitorServer
+from inferline.monitor.config import MonitorConfig
 from inferline.monitor.rollback import ROLLBACK_USER, RollbackController
 from inferline.monitor.rules import AlertRule, RuleEngine
-from inferline.monitor.service import Monitor, MonitorConfig
+from inferline.monitor.service import Monitor
 from inferline.release.registry import Registry
 from inferline.release.switch import set_current, switch_release
 from inferline.serving.client import InferlineClient
