@@ -45,7 +45,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from inferline.core.http import post_json
+from inferline.core.http import Backoff, post_json
 from inferline.features.contract import model_outputs
 from inferline.features.spec import PipelineSpec, read_spec
 from inferline.serving.edge_decode import Undecodable, grpc_pair, http_index, tensor_values
@@ -154,7 +154,7 @@ class EdgeSampler:
         self.slice_items, self.pause_s = slice_items, pause_s
         self.max_rows_per_post = max_rows_per_post
         self.timeout_s = timeout_s
-        self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
+        self.backoff = Backoff(backoff_s, backoff_max_s)  # a monitor that refused samples: dropped for this long
         self.counts = dict.fromkeys(OUTCOMES, 0)
         self.rows_sent = 0
         self.queue: deque[tuple[Any, ...]] = deque()
@@ -365,7 +365,7 @@ class EdgeSampler:
 
     def _back_off(self, exc: Exception) -> None:
         self._failures += 1
-        wait = min(self.backoff_max_s, self.backoff_s * 2 ** (self._failures - 1))
+        wait = self.backoff.delay(self._failures - 1)
         self._down_until = time.monotonic() + wait
         reason = f"{exc.code} {_said(exc)}" if isinstance(exc, urllib.error.HTTPError) else str(exc)
         log.warning("monitor at %s did not take samples (%s); dropping samples for %.0fs", self.url, reason, wait)
