@@ -19,8 +19,6 @@ from inferline.features.dataset import refusal_reason
 from inferline.release.registry import choose_published
 from inferline.release.resolve import ModelRefError, parse_model_ref
 
-BACKENDS = ("pandas", "cudf")
-
 
 def _run(args: argparse.Namespace) -> int:
     # --model PIPELINE[:VERSION]; without it, the current release of the repository's only pipeline

@@ -77,6 +77,9 @@ def _gate_from_env() -> Path | None:
     return Path(value) if value else None
 
 
+BACKENDS = ("pandas", "cudf")  # what --backend offers: CPU or NVIDIA GPU frames (features.backend)
+
+
 @config
 class JobConfig:
     """One batch job. Fields made with ``option`` are also ``inferline batch run``'s flags (core.options)."""
@@ -96,9 +99,7 @@ class JobConfig:
         default=None,
         type=positive_int,
     )
-    backend: BackendName = option(
-        "--backend", "pandas (CPU) or cudf (NVIDIA GPU)", default="pandas", choices=("pandas", "cudf")
-    )
+    backend: BackendName = option("--backend", "pandas (CPU) or cudf (NVIDIA GPU)", default="pandas", choices=BACKENDS)
     partition_rows: int = option(
         "--partition-rows", "rows per partition (whole row groups)", default=250_000, type=positive_int
     )
