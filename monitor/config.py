@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inferline.core.command import fraction, port, positive_float, positive_int
+from inferline.core.command import fraction, positive_float, positive_int
+from inferline.core.command import port as port_number
 from inferline.core.options import config, option
 
 __all__ = ["MonitorConfig"]
@@ -25,7 +26,7 @@ class MonitorConfig:
         "endpoints take samples and labels from holders of the ingest key only",
         default="127.0.0.1",
     )
-    port: int = option("--port", "the monitor's HTTP port (on --host)", default=9400, type=port)
+    port: int = option("--port", "the monitor's HTTP port (on --host)", default=9400, type=port_number)
     interval_s: float = option(
         "--interval", "seconds between scrapes and drift evaluations", default=5.0, type=positive_float
     )

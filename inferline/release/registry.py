@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from inferline.core.errors import UserError
 from inferline.core.files import atomic_write_json, sha256_file
+from inferline.features.spec import SPEC_FILE
 from inferline.features.state import STATE_FILE
 from inferline.release.manifest import MANIFEST_FILE, Manifest
 
@@ -133,7 +134,7 @@ class Registry:
             "feature_state": Path(self.repository) / names["preprocess"] / str(v) / STATE_FILE,
             "manifest": Path(self.repository) / names["model"] / str(v) / MANIFEST_FILE,
         }
-        spec = Path(self.repository) / names["preprocess"] / str(v) / "spec.json"
+        spec = Path(self.repository) / names["preprocess"] / str(v) / SPEC_FILE
         if spec.exists() or manifest.spec_sha256 is not None:  # releases published before snapshots have none
             files["spec"] = spec
         missing = [str(p) for p in files.values() if not p.exists()]

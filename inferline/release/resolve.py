@@ -1,9 +1,9 @@
 """A published release as its consumers use it: resolved from a reference (``fraud``, ``fraud:3``) through the
 registry, its files checked byte for byte against its manifest, and what it is made of in one call each:
-:meth:`Release.spec` (the release's own spec snapshot, never the live pipeline module), :meth:`Release.state` (the
-fitted feature state), :meth:`Release.contract` (both compiled: the features, the wire codec and validation that
-this release serves), :meth:`Release.manifest`. Batch jobs, the monitor, the quality gate and the benchmarks load a
-release through it instead of spelling out the file names and the snapshot + state + compile sequence."""
+:meth:`Release.spec` (the release's own spec snapshot), :meth:`Release.state` (the fitted feature state),
+:meth:`Release.contract` (both compiled: the features, the wire codec and validation that this release serves),
+:meth:`Release.manifest`. Batch jobs and the quality gate load a release through it instead of spelling out the file
+names and the snapshot + state + compile sequence."""
 
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ class Release:
         )
 
     def spec(self) -> PipelineSpec:
-        """The release's spec snapshot (``spec.json`` beside its feature state), never the live pipeline module."""
+        """The release's spec snapshot (``spec.json`` beside its feature state); a release published before snapshots
+        existed has none, and gets the live pipeline module's (``spec_beside``)."""
         return spec_beside(self.state_path, self.pipeline)
 
     def state(self) -> FeatureState:
