@@ -117,7 +117,7 @@ def group_pids(pgid: int) -> list[int]:
     pids = []
     for pid in psutil.pids():
         try:
-            if os.getpgid(pid) == pgid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            if os.getpgid(pid) == pgid and alive(pid):
                 pids.append(pid)
         except (OSError, psutil.Error):  # exited meanwhile
             continue
