@@ -29,6 +29,7 @@ COMMANDS: dict[str, Command] = {
     "serve": Command("inferline.serving.__main__", None, "run the local Triton and its edge; predict"),
     "batch": Command("inferline.batch.__main__", None, "distributed batch inference on Dask"),
     "monitor": Command("inferline.monitor.__main__", None, "the monitor service, its report and alert rules"),
+    "rollout": Command("inferline.monitor.rollout_cli", None, "shadow and canary rollouts that decide by themselves"),
     "bench": Command("inferline.benchmarks.__main__", None, "the benchmark suite (never beside other work)"),
     "demo": Command("inferline.demo", None, "the whole flow end to end on the embedded defaults"),
 }

@@ -41,6 +41,7 @@ def _run(args: argparse.Namespace) -> int:
     from inferline.core.secrets import admin_key, monitor_key
     from inferline.monitor.app import MonitorServer
     from inferline.monitor.rollback import RollbackController
+    from inferline.monitor.rollout import RolloutController
     from inferline.monitor.rules import RuleEngine, load_rules
     from inferline.monitor.service import Monitor
 
@@ -77,15 +78,21 @@ def _run(args: argparse.Namespace) -> int:
         )
     # the ingest key the edge's sampler of `inferline serve up --workdir` (the same directory) sends
     key = monitor_key(Path(args.workdir))
-    server = MonitorServer(
-        Monitor(config, rules=rules, controller=controller), registry=registry, ingest_key=key
-    ).start()
+    monitor = Monitor(config, rules=rules, controller=controller)
+    http = args.triton_http or record.get("http")
+    if http:  # decides the rollouts `inferline rollout` starts on this server (monitor.rollout)
+        url = http if http.startswith("http") else f"http://{http}"
+        monitor.rollout = RolloutController(
+            config.repository, config.pipeline, url, admin_key(Path(args.workdir)), alerter, monitor.spec.task
+        )
+    server = MonitorServer(monitor, registry=registry, ingest_key=key).start()
     print(
         f"monitor for {config.pipeline} on {server.url} (/metrics, /v1/status, /v1/history; POST /v1/samples, "
         f"/v1/labels with the ingest key of {args.workdir}); Triton metrics "
         f"{config.triton_metrics_url or 'not scraped'}, traces "
         f"{config.trace_dir or 'none'}, NVML {server.monitor.sampler.state}; {len(rules.rules)} alert rules, "
-        f"automatic rollback {'on' if controller else 'off'}",
+        f"automatic rollback {'on' if controller else 'off'}, rollouts "
+        f"{'decided here' if monitor.rollout else 'not decided (no Triton HTTP address: pass --triton-http)'}",
         flush=True,
     )
     done = threading.Event()

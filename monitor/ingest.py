@@ -88,6 +88,7 @@ class Samples:
     answers: np.ndarray  # of the accepted rows: the predicted class, or the regression's value
     scores: np.ndarray | None  # of the accepted rows: a classifier's outputs (for realized ROC AUC); None: regression
     latency_s: list[float] | None
+    pairs: np.ndarray | None  # shadow: per row, the id it shares with the other release's answer (-1: none)
 
     def __len__(self) -> int:
         return len(self.status)
@@ -119,6 +120,11 @@ def parse_samples(
     if lengths:
         raise SamplesError(f"samples hold {n} rows (one status each), but columns {lengths} differ; one value per row")
     ok = status == "ok"
+    pairs = payload.get("pairs")
+    if pairs is not None:
+        if not isinstance(pairs, list) or len(pairs) != n or not all(type(p) is int for p in pairs):
+            raise SamplesError(f"'pairs' must be a list of {n} integers (one per row, -1 for none)")
+        pairs = np.asarray(pairs, np.int64)
     outputs = parse_outputs(payload, spec, ok)
     if refs.contract is not None:
         features, _ = refs.contract.featurize(arrays)
@@ -144,6 +150,7 @@ def parse_samples(
         answers=outputs.values[ok, 0] if outputs.predicted_class is None else predicted[ok],
         scores=outputs.values[ok] if outputs.predicted_class is not None else None,
         latency_s=payload.get("latency_s") or None,
+        pairs=pairs,
     )
 
 

@@ -16,23 +16,28 @@ Contract
 * **A breach needs significance and a practical effect.** Each check's p-value must be below ``alpha_check`` and its
   effect beyond the policy's margin, so a huge sample does not roll back a release over a negligible difference,
   and the margin only ever lowers the false-alarm rate.
-* **Exactness of each test under "identical release".** Latency (Fisher's exact test on exceedances of the pooled
-  quantile: exact conditionally on the pooled sample, for exchangeable latencies), errors (Fisher's exact test) and
-  agreement (exact binomial) are exact, hence conservative, tests. Prediction drift (Pearson chi-square over the
-  cells :func:`~inferline.monitor.two_sample.two_sample_cells` pools by Cochran's rule, or the asymptotic two-sample
-  KS test for a regression), score drift (asymptotic KS, conservative with ties) and the estimated quality (Welch's
-  t-test) hold their level asymptotically; ``min_rows`` rows per arm (default 500) is what keeps them close.
-  :func:`simulate_false_alarms` measures the whole rollout's rate on resamples of real answers.
+* **Exactness of each test under "identical release".** Latency (the placement test of the candidate's latencies
+  above the baseline's quantile: exact for exchangeable continuous latencies, conservative with ties), errors
+  (Fisher's exact test) and agreement (exact binomial) are exact, hence conservative, tests. Prediction drift
+  (Pearson chi-square over the cells :func:`~inferline.monitor.two_sample.two_sample_cells` pools by Cochran's
+  rule, or the asymptotic two-sample KS test for a regression), score drift (asymptotic KS, conservative with
+  ties) and the estimated quality (Welch's t-test) hold their level asymptotically; ``min_rows`` rows per arm
+  (default 500) is what keeps them close. :func:`simulate_false_alarms` measures the whole rollout's rate on
+  resamples of real answers.
 
 The checks (one-sided toward "the candidate is worse", except the drifts, which are two-sided)
 ------------------------------------------------------------------------------------------------
-1. ``latency_p99`` (named after ``latency_quantile``: 0.99 -> ``latency_p99``, 0.999 -> ``latency_p99_9``): the
-   pooled sample's ``q``-quantile ``t``; the latencies ``> t`` counted in each arm; Fisher's exact test
-   (``alternative="greater"``) that the candidate's share of exceedances is larger. Effect: the candidate's
-   ``q``-quantile over the baseline's. Breach iff ``p < alpha_check``, effect ``> 1 + latency_margin`` and the
-   quantiles differ by more than ``latency_floor_s``. Needs ``min_requests`` latencies per arm, and enough
-   exceedances that the test can reach ``alpha_check`` at all (all of them in the candidate); a pooled sample
-   without exceedances (every latency at the quantile) passes.
+1. ``latency_p99`` (named after ``latency_quantile``: 0.99 -> ``latency_p99``, 0.999 -> ``latency_p99_9``): is
+   the candidate's ``q``-quantile above the baseline's? ``t`` is the baseline's ``r``-th largest latency,
+   ``r = max(1, ceil((1 - q) * n_b))`` (its empirical ``q``-quantile); ``J`` counts the candidate's latencies
+   ``> t``. For exchangeable latencies (an identical release) the ranks are a uniform permutation and ``J``
+   follows the negative hypergeometric law ``P(J = j) = C(j + r - 1, j) C(n_c - j + n_b - r, n_c - j) /
+   C(n_b + n_c, n_c)`` (the number of candidate latencies ranked above the baseline's ``r``-th largest); the
+   p-value is ``P(J >= j_observed)``, exact (ties only lower ``J``: conservative). Unlike a Fisher test on the
+   pooled quantile, it keeps its power when the arms are small: 100 latencies of a sleeping candidate all above
+   100 of the baseline give ``p = 1 / C(200, 100)``. Effect: the candidate's ``q``-quantile over the baseline's.
+   Breach iff ``p < alpha_check``, effect ``> 1 + latency_margin`` and the quantiles differ by more than
+   ``latency_floor_s``. Needs ``min_requests`` latencies per arm.
 2. ``errors``: Fisher's exact test on ``[[cand_failed, cand_ok], [base_failed, base_ok]]`` (``"greater"``); effect
    the difference of error rates; breach iff ``p < alpha_check`` and effect ``> error_margin``. Needs
    ``min_requests`` requests (ok + failed) per arm.
@@ -69,7 +74,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import binomtest, fisher_exact, hypergeom, ttest_ind_from_stats
+from scipy.special import gammaln
+from scipy.stats import binomtest, fisher_exact, ttest_ind_from_stats
 
 from inferline.monitor.two_sample import chi_square, ks_2samp, two_sample_cells
 
@@ -394,30 +400,37 @@ def _latency(baseline: Arm, candidate: Arm, policy: Policy, level: float) -> Che
     label = name.removeprefix("latency_")
     bq, cq = float(np.quantile(b, q)), float(np.quantile(c, q))
     effect = cq / bq if bq > 0 else (1.0 if cq == 0 else math.inf)
-    threshold = float(np.quantile(np.concatenate([b, c]), q))
-    c_over, b_over = int(np.count_nonzero(c > threshold)), int(np.count_nonzero(b > threshold))
-    over = c_over + b_over
-    base_figs = {f"{label}_ms": bq * 1e3, "requests": float(b.size), "over_threshold": float(b_over)}
-    cand_figs = {f"{label}_ms": cq * 1e3, "requests": float(c.size), "over_threshold": float(c_over)}
-    figures = f"{label} {cq * 1e3:.1f} ms vs {bq * 1e3:.1f} ms (x{effect:.2f})"
-    if over == 0:  # every latency at or below the pooled quantile: no tail to compare
-        return Check(name, "pass", 1.0, level, effect, margin, base_figs, cand_figs, f"{figures}, no exceedance: pass")
-    # the smallest p-value this table can give (every exceedance in the candidate, as far as it can hold them):
-    # when it cannot reach the level, the test cannot tell yet, whatever the data
-    total = b.size + c.size
-    most = min(over, c.size)
-    smallest = float(hypergeom.sf(most - 1, total, over, c.size))
-    if smallest >= level:
-        message = (
-            f"{figures}; {over} of {total} latencies above the pooled {label} {threshold * 1e3:.1f} ms, too few to "
-            f"reach {level:.2g} (best p={smallest:.2g}): not_enough_data"
-        )
-        return Check(name, "not_enough_data", None, level, effect, margin, base_figs, cand_figs, message)
-    table = [[c_over, c.size - c_over], [b_over, b.size - b_over]]
-    p = float(fisher_exact(table, alternative="greater").pvalue)
+    r = max(1, math.ceil((1.0 - q) * b.size))
+    threshold = float(np.sort(b)[b.size - r])  # the baseline's r-th largest latency
+    above = int(np.count_nonzero(c > threshold))
+    p = placement_p_value(above, c.size, b.size, r)
+    base_figs = {f"{label}_ms": bq * 1e3, "requests": float(b.size), "above_threshold": float(r)}
+    cand_figs = {f"{label}_ms": cq * 1e3, "requests": float(c.size), "above_threshold": float(above)}
+    figures = (
+        f"{label} {cq * 1e3:.1f} ms vs {bq * 1e3:.1f} ms (x{effect:.2f}); {above} of {c.size} candidate latencies "
+        f"above the current's {label} {threshold * 1e3:.1f} ms"
+    )
     beyond = effect > 1.0 + margin and cq - bq > policy.latency_floor_s
     inside = f"within the margin: x{1 + margin:.2f} and +{policy.latency_floor_s * 1e3:g} ms both needed"
     return _decide(name, p, level, effect, beyond, margin, base_figs, cand_figs, figures, inside)
+
+
+def placement_p_value(above: int, n_candidate: int, n_baseline: int, r: int) -> float:
+    """``P(J >= above)`` for ``J`` the number of ``n_candidate`` exchangeable values ranked above the ``r``-th
+    largest of ``n_baseline`` others (negative hypergeometric; the latency check's exact p-value)."""
+    if above <= 0:
+        return 1.0
+    j = np.arange(above, n_candidate + 1, dtype=np.float64)
+    log_p = (
+        _log_choose(j + r - 1, j)
+        + _log_choose(n_candidate - j + n_baseline - r, n_candidate - j)
+        - float(_log_choose(np.float64(n_baseline + n_candidate), np.float64(n_candidate)))
+    )
+    return float(min(1.0, np.exp(log_p).sum()))
+
+
+def _log_choose(n: Any, k: Any) -> Any:
+    return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
 
 
 def _errors(baseline: Arm, candidate: Arm, policy: Policy, level: float) -> Check:

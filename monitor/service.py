@@ -42,6 +42,7 @@ Samples body (``POST /v1/samples``, what ``serving.tap.sample_payload`` builds):
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -61,6 +62,7 @@ from inferline.monitor.ingest import advance_triton_window, new_traces, parse_sa
 from inferline.monitor.labels import PredictionLog
 from inferline.monitor.metrics import monitor_metrics
 from inferline.monitor.rollback import RollbackController
+from inferline.monitor.rollout import RolloutController
 from inferline.monitor.rules import Evaluation, RuleEngine
 from inferline.monitor.utilization import Utilization, UtilizationSampler
 from inferline.monitor.windows import ReleaseWindow, SlicedHistograms, latency_summary
@@ -68,14 +70,21 @@ from inferline.release.registry import Registry, RegistryError
 
 __all__ = ["Monitor"]
 
+log = logging.getLogger("inferline.monitor.service")
+
 
 class Monitor:
     def __init__(
-        self, config: MonitorConfig, rules: RuleEngine | None = None, controller: RollbackController | None = None
+        self,
+        config: MonitorConfig,
+        rules: RuleEngine | None = None,
+        controller: RollbackController | None = None,
+        rollout: RolloutController | None = None,
     ) -> None:
         self.config = config
         self.rules = rules
         self.controller = controller
+        self.rollout = rollout  # decides the pipeline's shadow and canary rollouts (monitor.rollout)
         self.last_evaluation: Evaluation | None = None
         self.registry = Registry(Path(config.repository), config.pipeline)
         self.spec: PipelineSpec = self._watched_spec()
@@ -138,6 +147,12 @@ class Monitor:
                 self.labels.log(samples.arrays[spec.id_column.name][ok], samples.answers, release, samples.scores)
             if samples.latency_s:
                 self.latency.add((samples.side, samples.model, release.partition(":")[2]), samples.latency_s, now)
+        rollout = self.rollout
+        if rollout is not None and release in (rollout.releases() or ()):
+            chunk = samples.chunk
+            predicted = None if spec.task == "regression" else chunk.predicted
+            pairs = samples.pairs[ok] if samples.pairs is not None else None
+            rollout.evidence.add(release, samples.latency_s, chunk.values, predicted, pairs)
         return {"accepted": n, "scored_ok": int(ok.sum()), "release": release}
 
     def ingest_labels(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +184,12 @@ class Monitor:
                 self.latency.add(key, values, now)
 
     def _current_release(self) -> str | None:
+        """The registry's current release when it has rows (a rollout feeds two releases at once), else the release
+        seen last."""
+        current = self.registry.current
+        name = f"{self.config.pipeline}:{current}" if current is not None else None
+        if name is not None and name in self.windows and self.windows[name].rows:
+            return name
         live = [(w.last_seen, r) for r, w in self.windows.items() if w.rows]
         return max(live)[1] if live else None
 
@@ -243,6 +264,11 @@ class Monitor:
         self._scrape_triton(now)
         self._read_traces(now)
         self.utilization = self.sampler.sample()
+        if self.rollout is not None:
+            try:
+                self.rollout.tick(self.triton, now)
+            except Exception:  # a rollout's failure must not stop the monitor: logged, retried next tick
+                log.exception("rollout tick failed")
         release, drift, histogram = self.evaluate_drift()
         with self.lock:
             self._drift, self._drift_release, self._prediction_histograms = drift, release, histogram
@@ -299,6 +325,7 @@ class Monitor:
             "labels": labels,
             "utilization": self.utilization.as_dict(),
             "rules": self._rules_status(),
+            "rollout": self.rollout.last if self.rollout is not None else {},
         }
 
     # --- Prometheus ----------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ class GatewayLimits:
     max_grpc_rpcs: int = 1024  # RPCs in the gRPC edge at once (beyond the admission bound: RESOURCE_EXHAUSTED)
     upstream_timeout_s: float = 10.0  # a hung model server: callers get 503 within seconds (its hang probe restarts it)
     retry_after_s: int = 1
+    max_shadow_inflight: int = 8  # copies to a shadow release in flight at once; beyond it a copy is dropped
 
 
 class RequestRejected(Exception):

@@ -91,6 +91,7 @@ class _Rows:
     outputs: dict[str, list[Any]]
     status: list[str]
     latency_s: list[float]
+    pairs: list[int]  # per row: the id it shares with the other release's answer to it (shadow), else -1
     requests: int = 0
 
 
@@ -163,16 +164,19 @@ class EdgeSampler:
         self._down_until = 0.0
         self._quiet_until: dict[tuple[str, int], float] = {}
         self._failures = 0
+        self._pairs = 0  # the next pair id (rows of a shadowed request, the same in both releases' samples)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if registry is not None:
             registry.register(_Counters(self))
 
     # ---- the request path (the edges' event loop): O(1), never blocks, never raises ----
-    def _take(self, size: int) -> bool:
+    def _take(self, size: int, rate: float | None = None) -> bool:
         counts = self.counts
         counts["offered"] += 1
-        rate = self.rate
+        if self.url is None:
+            return False
+        rate = self.rate if rate is None else max(rate, self.rate)  # a rollout's arms may be sampled more
         if rate <= 0.0 or (rate < 1.0 and self._random() >= rate):
             return False
         counts["sampled"] += 1
@@ -190,17 +194,38 @@ class EdgeSampler:
         response_body: bytes,
         response_header_length: int | None,
         latency_s: float,
+        rate: float | None = None,
     ) -> None:
         """An HTTP inference answered 200: its request and response bodies (with the JSON header lengths of
-        Triton's binary extension, or None) and the edge's latency."""
-        if self._take(len(request_body) + len(response_body)):
-            self.queue.append(("http", model, request_body, request_header_length, response_body,
-                               response_header_length, latency_s))  # fmt: skip
+        Triton's binary extension, or None) and the edge's latency. ``rate``: this answer's sampling rate when a
+        rollout sets one (at least the sampler's own)."""
+        size = len(request_body) + len(response_body)
+        if self._take(size, rate):
+            self.queue.append(("http", size, model, request_body, request_header_length,
+                               ((response_body, response_header_length, latency_s),)))  # fmt: skip
 
-    def offer_grpc(self, model: str, request: bytes, response: bytes, latency_s: float) -> None:
+    def offer_grpc(
+        self, model: str, request: bytes, response: bytes, latency_s: float, rate: float | None = None
+    ) -> None:
         """A gRPC ModelInfer answered OK: the serialized request and response and the edge's latency."""
-        if self._take(len(request) + len(response)):
-            self.queue.append(("grpc", model, request, response, latency_s))
+        size = len(request) + len(response)
+        if self._take(size, rate):
+            self.queue.append(("grpc", size, model, request, None, ((response, None, latency_s),)))
+
+    def offer_pair(
+        self,
+        protocol: str,
+        model: str,
+        request: bytes,
+        request_header_length: int | None,
+        answers: tuple[tuple[bytes, int | None, float], tuple[bytes, int | None, float]],
+    ) -> None:
+        """A shadowed request (``protocol`` "http" or "grpc") and both releases' answers to it (each: the body, its
+        JSON header length or None, the latency): always taken while the queue has room, so the monitor can
+        compare the two releases on the same rows."""
+        size = len(request) + sum(len(a[0]) for a in answers)
+        if self._take(size, 1.0):
+            self.queue.append((protocol, size, model, request, request_header_length, answers))
 
     # ---- the sampler's thread ----
     def start(self) -> EdgeSampler:
@@ -227,7 +252,7 @@ class EdgeSampler:
         while queue:
             item = queue.popleft()
             items.append(item)
-            self._bytes_out += len(item[2]) + len(item[4] if item[0] == "http" else item[3])
+            self._bytes_out += item[1]
         if not items:
             return
         if time.monotonic() < self._down_until:
@@ -269,12 +294,28 @@ class EdgeSampler:
         return self._releases[release]
 
     def _decode(self, item: tuple[Any, ...], groups: dict[tuple[str, str], _Rows]) -> None:
-        if item[0] == "http":
-            _, model, req, req_len, res, res_len, latency = item
-            inputs, outputs = http_index(req, req_len, res, res_len)
-        else:
-            _, model, req, res, latency = item
-            inputs, outputs = grpc_pair(req, res)
+        protocol, _, model, req, req_len, answers = item
+        pair = -1
+        if len(answers) > 1:
+            pair = self._pairs
+        for res, res_len, latency in answers:
+            if protocol == "http":
+                inputs, outputs = http_index(req, req_len, res, res_len)
+            else:
+                inputs, outputs = grpc_pair(req, res)
+            n = self._decode_answer(model, inputs, outputs, latency, pair, groups)
+        if pair >= 0:
+            self._pairs += n
+
+    def _decode_answer(
+        self,
+        model: str,
+        inputs: dict[str, Any],
+        outputs: dict[str, Any],
+        latency: float,
+        pair: int,
+        groups: dict[tuple[str, str], _Rows],
+    ) -> int:
         if "release" not in outputs or "status" not in outputs:
             raise Undecodable("the response has no status or release (the caller asked for other outputs)")
         status = _texts(tensor_values(outputs["status"]))
@@ -302,14 +343,18 @@ class EdgeSampler:
                 raise Undecodable(f"column {c!r} has {len(values)} values for {n} rows")
         rows = groups.get((model, release))
         if rows is None:  # appended only once every column and output was checked: a group never holds ragged rows
-            rows = groups[(model, release)] = _Rows({c: [] for c in info.columns}, {w: [] for w in info.wanted}, [], [])
+            rows = groups[(model, release)] = _Rows(
+                {c: [] for c in info.columns}, {w: [] for w in info.wanted}, [], [], []
+            )
         for c, values in columns.items():
             rows.columns[c].extend(values.tolist() if isinstance(values, np.ndarray) else values)
         for w, values in decoded.items():
             rows.outputs[w].extend(values.tolist() if isinstance(values, np.ndarray) else values)
         rows.status.extend(status)
+        rows.pairs.extend(range(pair, pair + n) if pair >= 0 else [-1] * n)
         rows.latency_s.append(float(latency))
         rows.requests += 1
+        return n
 
     def _post(self, model: str, release: str, rows: _Rows) -> None:
         info = self._releases[release]
@@ -339,6 +384,9 @@ class EdgeSampler:
                 skip_columns=info.tensor_columns,
                 latency_side="edge",  # measured at the edge: from the request's arrival to Triton's answer
             )
+            pairs = rows.pairs[cut]
+            if any(p >= 0 for p in pairs):
+                payload["pairs"] = pairs
             share = rows.requests if start == 0 else 0  # requests are counted with the post that carries them
             if time.monotonic() < self._down_until:
                 self.counts["dropped_monitor_down"] += share

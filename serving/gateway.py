@@ -49,7 +49,8 @@ from inferline.serving.edge_admission import Admission, GuardedSite
 from inferline.serving.edge_auth import EdgeAccess
 from inferline.serving.edge_limits import GatewayLimits, RequestRejected, invalid
 from inferline.serving.edge_metrics import edge_metrics
-from inferline.serving.edge_protocol import HEADER_LENGTH, SERVED_EXTENSIONS, build_infer_request
+from inferline.serving.edge_protocol import HEADER_LENGTH, SERVED_EXTENSIONS, BuiltRequest, build_infer_request
+from inferline.serving.edge_route import Choice, Router
 from inferline.serving.upstream import UpstreamError, UpstreamPool
 
 if typing.TYPE_CHECKING:
@@ -93,6 +94,10 @@ class Gateway:
         self._pool: UpstreamPool | None = None
         self._runner: web.AppRunner | None = None
         self.requests, self.rejected, self.forwarded = edge_metrics(self.registry, self)
+        # which release answers while a pipeline is rolled out, and the copies a shadow gets (serving.edge_route)
+        self.router = Router(repository, self.registry)
+        self.shadow_inflight = 0
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.limits.max_body_bytes)
@@ -198,14 +203,82 @@ class Gateway:
             if built.header_length is None
             else {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(built.header_length)}
         )
+        model, version = request.match_info["model"], request.match_info.get("version")
+        router = self.router
+        choice: Choice | None = None
+        path = request.rel_url.raw_path
+        if router.routes:  # a rollout: the router addresses the release by version (serving.edge_route)
+            header = router.header(model)
+            choice = router.choose(model, version, request.headers.get(header) if header else None)
+            if choice is not None:
+                path = f"/v2/models/{model}/versions/{choice.version}/infer"
         async with self.admitted():
-            response = await self._forward("infer", request, "POST", built.body, headers)
+            response = await self._forward("infer", request, "POST", built.body, headers, path)
+        latency = time.monotonic() - started
+        release = router.release_of(model, choice) if version is None else f"{model}:{version}"
+        if release in router.known:
+            router.observe(model, release, response.status == 200, latency)
         answer = response.body if isinstance(response, web.Response) else None
-        if self.sampler is not None and response.status == 200 and isinstance(answer, bytes):
-            length = response.headers.get(HEADER_LENGTH, "")
-            self.sampler.offer_http(request.match_info["model"], built.body, built.header_length, answer,
-                                    int(length) if length.isdigit() else None, time.monotonic() - started)  # fmt: skip
+        if response.status != 200 or not isinstance(answer, bytes):
+            return response
+        length = response.headers.get(HEADER_LENGTH, "")
+        answer_length = int(length) if length.isdigit() else None
+        if choice is not None and choice.shadow is not None:
+            self._start_shadow(model, choice.shadow, built, headers, (answer, answer_length, latency))
+        elif self.sampler is not None:
+            rate = choice.sample_rate if choice is not None else None
+            self.sampler.offer_http(model, built.body, built.header_length, answer, answer_length, latency, rate)
         return response
+
+    def _start_shadow(
+        self,
+        model: str,
+        version: str,
+        built: BuiltRequest,
+        headers: dict[str, str],
+        primary: tuple[bytes, int | None, float],
+    ) -> None:
+        """Send a copy of an answered request to the shadow release off the request path, at most
+        ``limits.max_shadow_inflight`` at a time (beyond that, and while draining, the copy is dropped and
+        counted); both answers go to the monitor as a pair."""
+        release = f"{model}:{version}"
+        if self.draining or self.shadow_inflight >= self.limits.max_shadow_inflight:
+            self.router.shadows.labels(model, release, "dropped").inc()
+            return
+        self.shadow_inflight += 1
+        task = asyncio.get_running_loop().create_task(self._shadow(model, version, built, headers, primary))
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(
+        self,
+        model: str,
+        version: str,
+        built: BuiltRequest,
+        headers: dict[str, str],
+        primary: tuple[bytes, int | None, float],
+    ) -> None:
+        release = f"{model}:{version}"
+        started = time.monotonic()
+        assert self._pool is not None
+        try:
+            answer = await self._pool.request(
+                "POST", f"/v2/models/{model}/versions/{version}/infer", built.body, headers,
+                self.limits.upstream_timeout_s,
+            )  # fmt: skip
+        except UpstreamError:
+            self.router.shadows.labels(model, release, "error").inc()
+            return
+        finally:
+            self.shadow_inflight -= 1
+        latency = time.monotonic() - started
+        ok = answer.status == 200
+        self.router.shadows.labels(model, release, "ok" if ok else "error").inc()
+        self.router.observe(model, release, ok, latency)
+        if ok and self.sampler is not None:
+            length = answer.headers.get(HEADER_LENGTH, "")
+            shadow = (answer.body, int(length) if length.isdigit() else None, latency)
+            self.sampler.offer_pair("http", model, built.body, built.header_length, (primary, shadow))
 
     async def _server_metadata(self, request: web.Request) -> web.StreamResponse:
         """Triton's server metadata, advertising only the extensions the edge serves (the admin ones are refused
@@ -225,7 +298,13 @@ class Gateway:
         return await self._forward("metadata", request, "GET", None, {})
 
     async def _forward(
-        self, route: str, request: web.Request, method: str, body: bytes | None, headers: dict[str, str]
+        self,
+        route: str,
+        request: web.Request,
+        method: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        path: str | None = None,
     ) -> web.StreamResponse:
         self.forwarded.labels(route).inc()
         # no caller header reaches Triton (2.51 aborts on some values it cannot parse, Accept-Encoding's among them):
@@ -233,7 +312,7 @@ class Gateway:
         assert self._pool is not None, "Gateway.start() first"
         try:
             answer = await self._pool.request(
-                method, request.rel_url.raw_path, body, headers, self.limits.upstream_timeout_s
+                method, path or request.rel_url.raw_path, body, headers, self.limits.upstream_timeout_s
             )
         except UpstreamError as exc:
             raise RequestRejected(
@@ -260,6 +339,7 @@ class Gateway:
             self.app(), access_log=None, handle_signals=False, shutdown_timeout=2.0, lingering_time=0.5
         )
         await self._runner.setup()
+        self.router.start()
         await GuardedSite(self, self._runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
 
     async def drain(self, timeout_s: float) -> int:
@@ -272,6 +352,9 @@ class Gateway:
         return self.inflight + self.queued
 
     async def stop(self) -> None:
+        await self.router.stop()
+        for task in list(self._shadow_tasks):
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._pool is not None:

@@ -25,6 +25,7 @@ HTTP and gRPC share one admission bound: they run on the same model server.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -45,6 +46,7 @@ from inferline.serving.edge_protocol import (
     check_bytes_elements,
     check_element_count,
 )
+from inferline.serving.edge_route import Choice
 from inferline.serving.gateway import Gateway
 
 __all__ = ["GrpcEdge", "build_infer"]
@@ -95,11 +97,12 @@ def _no_parameters(where: str, parameters: Any) -> None:
         )
 
 
-def build_infer(request: Any, edge: Gateway) -> bytes:
+def build_infer(request: Any, edge: Gateway, version: str | None = None) -> bytes:
     """The ``ModelInferRequest`` Triton receives, built by the edge from the fields it understood of ``request``:
     the model, an ``id``, each input's name, datatype, shape and contents (typed or raw), the requested outputs by
     name. Unknown fields and any parameter are refused by name (``RequestRejected``), as is a tensor that does not
-    follow the protocol or exceeds the limits; the counterpart of ``edge_protocol.build_infer_request``."""
+    follow the protocol or exceeds the limits; the counterpart of ``edge_protocol.build_infer_request``.
+    ``version``: the release the router chose (``serving.edge_route``), else the caller's."""
     _known_fields_only("the request", request)
     if not request.inputs:
         raise invalid("the request has no inputs; send one InferInputTensor per input of the pipeline")
@@ -112,7 +115,7 @@ def build_infer(request: Any, edge: Gateway) -> bytes:
             f"raw_input_contents holds {len(raw)} entries for {len(request.inputs)} inputs; send one per input, "
             "in the order of the inputs"
         )
-    built = service_pb2.ModelInferRequest(model_name=request.model_name, model_version=request.model_version)
+    built = service_pb2.ModelInferRequest(model_name=request.model_name, model_version=version or request.model_version)
     if request.id:
         built.id = request.id
     for index, tensor in enumerate(request.inputs):
@@ -226,6 +229,7 @@ class GrpcEdge:
     async def call(self, method: str, request: bytes, context: aio.ServicerContext) -> bytes:
         g, access = self.gateway, self.access
         route = "grpc_infer" if method == "ModelInfer" else "grpc_metadata"
+        choice: Choice | None = None
         try:
             if access.api_keys is not None and method not in _UNAUTHENTICATED:
                 metadata = dict(context.invocation_metadata() or ())
@@ -243,16 +247,31 @@ class GrpcEdge:
                     ) from None
                 if method == "ModelInfer":
                     access.check_model(message.model_name, message.model_version or None)
-                    request = build_infer(message, g)  # what Triton receives: the edge's own message
+                    choice = self._choose(message, context) if g.router.routes else None
+                    # what Triton receives: the edge's own message (addressed to the release the router chose)
+                    request = build_infer(message, g, choice.version if choice is not None else None)
                 else:
                     access.check_model(message.name, message.version or None)
                     request = bytes(message_type(name=message.name, version=message.version).SerializeToString())
             if method == "ModelInfer":
                 started = time.monotonic()
-                async with g.admitted():
-                    answer = await self._forward(method, request, context)
-                if g.sampler is not None:
-                    g.sampler.offer_grpc(message.model_name, request, answer, time.monotonic() - started)
+                model, version = message.model_name, message.model_version or None
+                release = g.router.release_of(model, choice) if version is None else f"{model}:{version}"
+                try:
+                    async with g.admitted():
+                        answer = await self._forward(method, request, context)
+                except (RequestRejected, aio.AioRpcError):
+                    if release in g.router.known:
+                        g.router.observe(model, release, False, time.monotonic() - started)
+                    raise
+                latency = time.monotonic() - started
+                if release in g.router.known:
+                    g.router.observe(model, release, True, latency)
+                if choice is not None and choice.shadow is not None:
+                    self._start_shadow(model, choice.shadow, message, (answer, None, latency))
+                elif g.sampler is not None:
+                    rate = choice.sample_rate if choice is not None else None
+                    g.sampler.offer_grpc(model, request, answer, latency, rate)
             else:
                 answer = await self._forward(method, request, context)
             if method == "ServerMetadata":
@@ -270,6 +289,45 @@ class GrpcEdge:
             await context.abort(exc.code(), exc.details() or "")
         g.requests.labels(route, "OK").inc()
         return answer
+
+    def _choose(self, message: Any, context: aio.ServicerContext) -> Choice | None:
+        """The router's choice for a ModelInfer (``serving.edge_route``); the sticky key is a metadata entry."""
+        router = self.gateway.router
+        header = router.header(message.model_name)
+        key = None
+        if header is not None:
+            key = dict(context.invocation_metadata() or ()).get(header)
+        return router.choose(message.model_name, message.model_version or None, key)
+
+    def _start_shadow(self, model: str, version: str, message: Any, primary: tuple[bytes, None, float]) -> None:
+        """A copy of an answered ModelInfer to the shadow release, off the request path (``Gateway._start_shadow``
+        over HTTP: the same bound, the same counters, the pair to the monitor)."""
+        g = self.gateway
+        if g.draining or g.shadow_inflight >= g.limits.max_shadow_inflight:
+            g.router.shadows.labels(model, f"{model}:{version}", "dropped").inc()
+            return
+        g.shadow_inflight += 1
+        request = build_infer(message, g, version)
+        task = asyncio.get_running_loop().create_task(self._shadow(model, version, request, primary))
+        g._shadow_tasks.add(task)
+        task.add_done_callback(g._shadow_tasks.discard)
+
+    async def _shadow(self, model: str, version: str, request: bytes, primary: tuple[bytes, None, float]) -> None:
+        g, release = self.gateway, f"{model}:{version}"
+        started = time.monotonic()
+        try:
+            answer = bytes(await self._calls["ModelInfer"](request, timeout=g.limits.upstream_timeout_s))
+        except aio.AioRpcError:
+            g.router.shadows.labels(model, release, "error").inc()
+            g.router.observe(model, release, False, time.monotonic() - started)
+            return
+        finally:
+            g.shadow_inflight -= 1
+        latency = time.monotonic() - started
+        g.router.shadows.labels(model, release, "ok").inc()
+        g.router.observe(model, release, True, latency)
+        if g.sampler is not None:
+            g.sampler.offer_pair("grpc", model, request, None, (primary, (answer, None, latency)))
 
     async def _forward(self, method: str, request: bytes, context: aio.ServicerContext) -> bytes:
         limits = self.gateway.limits

@@ -36,7 +36,16 @@ from inferline.core.files import atomic_write_bytes
 from inferline.core.secrets import ADMIN_HEADER
 from inferline.release.registry import Layout, Registry, RegistryError, model_names
 
-__all__ = ["QualityVerdict", "ReleaseSwitchError", "SwitchResult", "activate", "set_current", "switch_release"]
+__all__ = [
+    "QualityVerdict",
+    "ReleaseSwitchError",
+    "SwitchResult",
+    "activate",
+    "keep_only",
+    "load_beside",
+    "set_current",
+    "switch_release",
+]
 
 
 class QualityVerdict(Protocol):
@@ -163,6 +172,69 @@ def switch_release(
         client.close()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def load_beside(
+    url: str, admin_key: str, repository: Path, pipeline: str, candidate: int, timeout_s: float = 120.0
+) -> int:
+    """Load release ``candidate`` beside the release the server serves, both ready, for a rollout (the fused layout:
+    two versions of ``<p>``, each a whole release; a request must then name its version, as the edge's router
+    does). Returns the served release. Nothing changes on failure: ``ReleaseSwitchError`` says why."""
+    repository = Path(repository)
+    registry = Registry(repository, pipeline)
+    registry.release_files(candidate)  # refuses a corrupt or incomplete release before the server is touched
+    headers = {ADMIN_HEADER: admin_key}
+    client = _client(url)
+    try:
+        layout, current = _served(client, headers, pipeline)
+        if current is None:
+            raise ReleaseSwitchError(f"the server at {url} serves no release of {pipeline}; start it first")
+        if layout != "fused" or registry.layout(candidate) != "fused":
+            raise ReleaseSwitchError(
+                f"a rollout needs both releases served as one fused model each (`--target local`); {pipeline}:"
+                f"{current} is served as {layout} and {pipeline}:{candidate} is published as "
+                f"{registry.layout(candidate)}: promote with `inferline export promote` instead"
+            )
+        if candidate == current:
+            raise ReleaseSwitchError(f"release {pipeline}:{candidate} is the one served; name another release")
+        public = model_names(pipeline)["ensemble"]
+        try:
+            activate(repository, pipeline, current, also_load=[candidate])
+            client.load_model(public, headers=headers)
+            _wait(client, headers, public, {current, candidate}, timeout_s)
+        except Exception as exc:  # put the served release's config back (re-raised below)
+            activate(repository, pipeline, current)
+            try:
+                client.load_model(public, headers=headers)
+            except Exception:  # noqa: BLE001 - best effort; the served version stays loaded anyway
+                pass
+            raise ReleaseSwitchError(
+                f"loading {pipeline}:{candidate} beside {pipeline}:{current} failed ({type(exc).__name__}: {exc}); "
+                f"the server still serves {pipeline}:{current} alone"
+            ) from exc
+        return current
+    finally:
+        client.close()
+
+
+def keep_only(
+    url: str, admin_key: str, repository: Path, pipeline: str, version: int, timeout_s: float = 120.0
+) -> None:
+    """The end of a rollout: release ``version`` alone stays loaded (Triton unloads the other once its requests in
+    flight are answered). Call it only after no request is routed to the other version any more."""
+    headers = {ADMIN_HEADER: admin_key}
+    public = model_names(pipeline)["ensemble"]
+    client = _client(url)
+    try:
+        activate(Path(repository), pipeline, version)
+        client.load_model(public, headers=headers)
+        _wait(client, headers, public, {version}, timeout_s)
+    except Exception as exc:
+        raise ReleaseSwitchError(
+            f"unloading every release of {pipeline} but {version} failed ({type(exc).__name__}: {exc})"
+        ) from exc
+    finally:
+        client.close()
 
 
 def _pin_versions(text: str, versions: list[int], what: str) -> bytes:

@@ -107,13 +107,32 @@ def test_a_release_that_sleeps_20_ms_breaches_latency_at_step_0() -> None:
     assert "ms vs" in latency.message and latency.message.endswith("breach")
 
 
-def test_latency_waits_when_the_tail_is_too_thin_to_reach_the_level() -> None:
-    """200 vs 200 requests put 4 latencies above the pooled p99: even all 4 in the candidate gives p ~ 0.06."""
+def test_latency_keeps_its_power_with_small_balanced_arms() -> None:
+    """200 vs 200 requests (a 50 % step): a Fisher test on the pooled p99 would see 4 exceedances and could not
+    reach the level; the placement test above the current release's p99 sees all 200 of the candidate's."""
     rng = np.random.default_rng(5)
     baseline = classifier_arm(rng, 500, 200)
     slow = classifier_arm(rng, 500, 200, slow_s=0.020)
     check = decide_step(0, baseline, slow, "binary", Policy()).checks[0]
-    assert check.status == "not_enough_data", check.message
+    assert check.status == "breach" and check.p_value is not None and check.p_value < 1e-50, check.message
+
+
+def test_the_latency_p_value_is_exact() -> None:
+    """The placement law against its closed form (all candidates above the baseline's maximum: 1 / C(n_b + n_c,
+    n_c)) and against permutations of one identically distributed sample."""
+    from scipy.special import comb
+
+    from inferline.monitor.rollout_decision import placement_p_value
+
+    assert placement_p_value(100, 100, 100, 1) == pytest.approx(1 / comb(200, 100), rel=1e-9)
+    assert placement_p_value(0, 100, 100, 1) == 1.0
+    rng = np.random.default_rng(11)
+    rejected = 0
+    for _ in range(4_000):
+        b, c = rng.random(150), rng.random(50)
+        threshold = np.sort(b)[150 - 2]
+        rejected += placement_p_value(int((c > threshold).sum()), 50, 150, 2) < 0.05
+    assert rejected / 4_000 <= 0.05 + 3 * (0.05 * 0.95 / 4_000) ** 0.5, rejected / 4_000
 
 
 def test_reversed_head_breaches_prediction_and_score_drift_and_agreement() -> None:

@@ -1,0 +1,293 @@
+"""``inferline rollout shadow|canary|status|abort``: progressive delivery of a published release on the running server.
+
+``canary N`` and ``shadow N`` load release N beside the current one on the server started with ``inferline serve up
+--workdir W`` (``release.switch.load_beside``), warm it with real inferences, and write the rollout
+(``release.rollout``); the edge routes by it at once, and the monitor running for that server (``inferline monitor
+run --workdir W``) decides every step and promotes or rolls back by itself (``monitor.rollout``). By default the
+command then follows the rollout until it is decided (exit 0: promoted or the shadow passed; 1: rolled back);
+``--no-wait`` returns once traffic moves. ``status`` shows the step, the share, each release's figures and the
+evidence of every decision; ``abort`` sends everything back to the current release and unloads the candidate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from inferline.core.command import Parser, fraction, positive_float, positive_int, run
+from inferline.core.errors import UserError
+from inferline.release.registry import choose_published
+from inferline.release.rollout import ROUTED_PHASES, Rollout, RolloutError, read_rollout, write_rollout
+
+__all__ = ["main", "parse_shares"]
+
+DEFAULT_STEPS = "5,25,50"
+
+
+def parse_shares(text: str) -> list[float]:
+    """``5,25,50`` or ``5%,25%,50%`` or ``0.05,0.25,0.5``: the candidate's share per step, increasing, each in (0, 1);
+    a trailing 100 % is the promotion that follows the last step, not a step (nothing is left to compare with)."""
+    shares = []
+    for part in text.replace("%", " ").replace(",", " ").split():
+        try:
+            value = float(part)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"got {text!r}; expected shares such as 5,25,50 (percent)") from exc
+        shares.append(value / 100.0 if value > 1 or "%" in text else value)
+    if shares and shares[-1] == 1.0:
+        shares.pop()
+    if not shares or any(not 0 < s < 1 for s in shares) or shares != sorted(set(shares)):
+        raise argparse.ArgumentTypeError(
+            f"got {text!r}; expected increasing shares between 0 and 100 %, e.g. 5,25,50 (the candidate is promoted "
+            "to 100 % after the last step passes)"
+        )
+    return shares
+
+
+def _server(workdir: Path) -> dict[str, Any]:
+    from inferline.serving.status import read_record
+
+    record = read_record(workdir)
+    if not record or not record.get("http"):
+        raise UserError(
+            f"no server runs from {workdir}: start one with `inferline serve up --workdir {workdir}`, or pass its "
+            "--workdir"
+        )
+    return record
+
+
+def _policy(args: argparse.Namespace, steps: int) -> dict[str, Any]:
+    from inferline.monitor.rollout_decision import Policy
+
+    policy = Policy(
+        alpha=args.alpha,
+        steps=steps,
+        min_rows=args.min_rows,
+        min_requests=args.min_requests,
+        latency_margin=args.latency_margin,
+        drift_min_effect=args.drift_min_effect,
+        quality_margin=args.quality_margin,
+        max_disagreement=args.max_disagreement,
+    )
+    return {k: getattr(policy, k) for k in policy.__dataclass_fields__}
+
+
+def _warm(url: str, repository: Path, pipeline: str, version: int, times: int = 3) -> None:
+    """Real inferences on release ``version`` before any caller's request reaches it (its first ones pay for
+    loading onnxruntime's arenas and the contract's caches)."""
+    from inferline.core.http import request
+    from inferline.features.spec import read_spec
+    from inferline.release.registry import Registry
+    from inferline.serving.probe import probe_body
+
+    spec = read_spec(Registry(repository, pipeline).release_files(version)["spec"])
+    body = probe_body(spec)
+    for _ in range(times):
+        request(
+            f"{url}/v2/models/{pipeline}/versions/{version}/infer",
+            body,
+            headers={"Content-Type": "application/json"},
+            timeout_s=30.0,
+        )
+
+
+def _start(args: argparse.Namespace) -> int:
+    from inferline.core.secrets import admin_key
+    from inferline.release.registry import Registry
+    from inferline.release.switch import load_beside
+
+    workdir = Path(args.workdir)
+    record = _server(workdir)
+    repository = Path(args.repository or record["repository"])
+    pipeline = choose_published(repository, args.pipeline)
+    existing = read_rollout(repository, pipeline)
+    if existing is not None and existing.phase in ROUTED_PHASES:
+        raise RolloutError(
+            f"rollout {existing.id} of {pipeline}:{existing.candidate} is {existing.phase}; wait for it, or stop it "
+            "with `inferline rollout abort`"
+        )
+    registry = Registry(repository, pipeline)
+    if args.version not in registry.versions():
+        raise RolloutError(f"release {pipeline}:{args.version} is not published; published: {registry.versions()}")
+    if args.version == registry.current:
+        raise RolloutError(f"release {pipeline}:{args.version} is already current; name a newer release")
+    shares = args.steps if args.mode == "canary" else [args.share]
+    policy = _policy(args, len(shares))
+    url = f"http://{record['http']}" if not str(record["http"]).startswith("http") else str(record["http"])
+    key = admin_key(workdir)
+    current = load_beside(url, key, repository, pipeline, args.version)
+    _warm(url, repository, pipeline, args.version)
+    rollout = Rollout(pipeline, args.mode, current, args.version, shares, args.sticky_header, policy)
+    write_rollout(repository, rollout)
+    with registry.locked() as reg:
+        Registry.record(
+            reg, "rollout_start", args.version, rollout=rollout.id, mode=args.mode, current=current,
+            shares=shares, sticky_header=args.sticky_header, policy=policy,
+        )  # fmt: skip
+    steps = " -> ".join(f"{s:.0%}" for s in shares)
+    what = f"copies {shares[0]:.0%} of requests to" if args.mode == "shadow" else f"routes {steps} of requests to"
+    print(
+        f"rollout {rollout.id}: {pipeline}:{args.version} loaded and warmed beside {pipeline}:{current}; the edge "
+        f"{what} it. The monitor of this server (`inferline monitor run --workdir {workdir}`) decides each step "
+        f"after {policy['min_rows']} rows per release (false-alarm rate {policy['alpha']:.0%} over the rollout).",
+        flush=True,
+    )
+    if args.no_wait:
+        return 0
+    return _follow(repository, pipeline, rollout.id, args.timeout)
+
+
+def _follow(repository: Path, pipeline: str, rollout_id: str, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    seen: tuple[str, int] | None = None
+    while True:
+        r = read_rollout(repository, pipeline)
+        if r is None or r.id != rollout_id:
+            print(f"rollout {rollout_id} was replaced", file=sys.stderr)
+            return 1
+        if (r.phase, r.step) != seen:
+            seen = (r.phase, r.step)
+            print(_line(r), flush=True)
+        if r.phase in ("promoted", "passed"):
+            return 0
+        if r.phase in ("rolled_back", "aborted"):
+            return 1
+        if time.monotonic() > deadline:
+            print(
+                f"rollout {rollout_id} still {r.phase} after {timeout_s:g} s (it goes on; `inferline rollout "
+                "status` follows it)",
+                file=sys.stderr,
+            )
+            return 2
+        time.sleep(1.0)  # a person reads these lines: once a second is enough
+
+
+def _line(r: Rollout) -> str:
+    head = f"rollout {r.id} ({r.mode}) {r.pipeline}:{r.current} -> {r.pipeline}:{r.candidate}: {r.phase}"
+    if r.phase == "running":
+        return f"{head}, step {r.step + 1}/{len(r.shares)} at {r.share:.0%}"
+    return f"{head}{': ' + r.reason if r.reason else ''}"
+
+
+def _status(args: argparse.Namespace) -> int:
+    from inferline.monitor.rollout import evidence_path
+
+    repository = Path(args.repository or _server(Path(args.workdir))["repository"])
+    pipeline = choose_published(repository, args.pipeline)
+    r = read_rollout(repository, pipeline)
+    if r is None:
+        print(f"{pipeline} has had no rollout")
+        return 0
+    try:
+        evidence = json.loads(evidence_path(repository, pipeline).read_text())
+    except (OSError, ValueError):
+        evidence = None
+    if args.json:
+        print(json.dumps({"rollout": r.as_dict(), "evidence": evidence}, indent=2))
+        return 0
+    print(_line(r))
+    if r.phase == "running" and evidence and evidence.get("rollout") == r.id and evidence.get("step") == r.step:
+        counts = ", ".join(f"{k}: {v['rows']} rows / {v['requests']} requests" for k, v in evidence["counts"].items())
+        print(f"  this step so far: {counts} (decided at {r.policy.get('min_rows')} rows each)")
+    for d in r.decisions:
+        print(f"  step {d['step'] + 1} at {d['share']:.0%}: {d['verdict']} (alpha {d['alpha']:.4f})")
+        for c in d["checks"]:
+            if c["status"] != "not_applicable":
+                print(f"    {c['name']:<18} {c['status']:<16} {c['message']}")
+    return 0
+
+
+def _abort(args: argparse.Namespace) -> int:
+    from inferline.core.alerts import Alerter
+    from inferline.core.secrets import admin_key
+    from inferline.monitor.rollout import RolloutController
+
+    workdir = Path(args.workdir)
+    record = _server(workdir)
+    repository = Path(args.repository or record["repository"])
+    pipeline = choose_published(repository, args.pipeline)
+    r = read_rollout(repository, pipeline)
+    if r is None or r.phase not in (*ROUTED_PHASES, "passed"):
+        print(f"{pipeline} has no rollout to abort" + (f" (the last one is {r.phase})" if r else ""))
+        return 0
+    url = f"http://{record['http']}" if not str(record["http"]).startswith("http") else str(record["http"])
+    controller = RolloutController(repository, pipeline, url, admin_key(workdir), Alerter.from_env(None), "binary")
+    controller.abort(r, reason=args.reason)
+    print(_line(r))
+    return 0
+
+
+def parser(prog: str = "inferline rollout") -> argparse.ArgumentParser:
+    top = Parser(prog=prog, description=__doc__.split("\n\n")[0] if __doc__ else None)
+    sub = top.add_subparsers(dest="command", required=True)
+    common = Parser(add_help=False)
+    common.add_argument("--workdir", default=".inferline", help="the work directory of `inferline serve up`")
+    common.add_argument("--repository", help="the model repository (default: the server's)")
+    common.add_argument("--pipeline", help="the pipeline (default: the only one published)")
+    for mode, helptext in (
+        ("canary", "route a growing share of requests to release N; promote or roll back by the evidence"),
+        ("shadow", "copy a share of requests to release N off the request path; compare, never answer with it"),
+    ):
+        s = sub.add_parser(mode, parents=[common], help=helptext)
+        s.add_argument("version", type=positive_int, help="the published release to roll out")
+        if mode == "canary":
+            s.add_argument(
+                "--steps", type=parse_shares, default=parse_shares(DEFAULT_STEPS),
+                help="the candidate's share of requests per step, in percent; promotion to 100 %% follows the last",
+            )  # fmt: skip
+            s.add_argument(
+                "--sticky-header",
+                help="a request header (gRPC: metadata key) whose value keeps a caller on one release (hashed); "
+                "without it each request is drawn at random",
+            )
+        else:
+            s.add_argument("--share", type=fraction, default=0.05, help="the share of requests copied (0.05 = 5 %%)")
+            s.set_defaults(sticky_header=None)
+        s.add_argument("--alpha", type=fraction, default=0.05, help="false-alarm rate of the whole rollout")
+        s.add_argument("--min-rows", type=positive_int, default=500, help="rows per release before a step is decided")
+        s.add_argument(
+            "--min-requests",
+            type=positive_int,
+            default=200,
+            help="sampled requests per release before a decision",
+        )
+        s.add_argument(
+            "--latency-margin", type=positive_float, default=0.2,
+            help="a latency breach needs the candidate's p99 above the current's by this share, and significance",
+        )  # fmt: skip
+        s.add_argument(
+            "--drift-min-effect", type=fraction, default=0.05,
+            help="a drift breach needs this distance between the releases' predictions (total variation or KS D)",
+        )  # fmt: skip
+        s.add_argument(
+            "--quality-margin", type=fraction, default=0.02,
+            help="a quality breach needs the candidate's estimated accuracy lower by this much",
+        )  # fmt: skip
+        s.add_argument(
+            "--max-disagreement", type=fraction, default=0.02,
+            help="shadow: a breach needs the releases to disagree on significantly more than this share of rows",
+        )  # fmt: skip
+        s.add_argument("--no-wait", action="store_true", help="return once traffic moves (the monitor decides)")
+        s.add_argument("--timeout", type=positive_float, default=3600.0, help="seconds to follow the rollout")
+        s.set_defaults(func=_start, mode=mode)
+    st = sub.add_parser("status", parents=[common], help="the step, the share and the evidence of each decision")
+    st.add_argument("--json", action="store_true", help="the rollout and its evidence as JSON")
+    st.set_defaults(func=_status)
+    ab = sub.add_parser(
+        "abort", parents=[common], help="send every request to the current release; unload the candidate"
+    )
+    ab.add_argument("--reason", default="aborted by the operator", help="recorded in the registry's audit entry")
+    ab.set_defaults(func=_abort)
+    return top
+
+
+def main(argv: list[str] | None = None, prog: str = "inferline rollout") -> int:
+    return run(parser(prog), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""Progressive delivery (issue 32) on real components: a server started as users start it (`inferline serve up`: the
+supervisor, tritonserver and the HTTP and gRPC edges), a real monitor deciding the rollouts (`monitor.rollout`),
+and callers sending rows all the time through the edge over HTTP and gRPC, counting every failed request.
+
+- a candidate that sleeps per batch is rolled back at the first step, with the latency evidence;
+- a candidate whose head is flipped (its predictions drift from the current release's) is rolled back;
+- an equal candidate is promoted through every step with zero failed requests;
+- a shadow of a flipped candidate never answers a caller, and is stopped by the paired comparison.
+Each test publishes its own candidate from the session's run on the module's server and waits on the rollout file's
+phase (the monitor decides by itself; nothing here ticks it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from inferline.core.alerts import Alerter, JsonlSink
+from inferline.core.processes import free_port
+from inferline.core.secrets import admin_key, monitor_key
+from inferline.export.publish import publish
+from inferline.features.pipelines import fraud
+from inferline.features.wire import encode_rows
+from inferline.monitor.app import MonitorServer
+from inferline.monitor.config import MonitorConfig
+from inferline.monitor.rollout import RolloutController
+from inferline.monitor.service import Monitor
+from inferline.release.registry import Registry, model_names
+from inferline.release.rollout import read_rollout
+from inferline.training.train import RunResult
+
+from .conftest import Published, Supervised, supervised_server, wait_until
+from .test_gate import slow_down
+
+ROWS = 8  # per request
+POLICY = ["--min-rows", "400", "--min-requests", "100"]
+
+
+def flip_head(repository: Path, version: int) -> None:
+    """Release ``version``'s fused model answers with its classes swapped (a shuffled head): probabilities reversed
+    and the predicted class flipped, on every row (its model.py, a copy per release)."""
+    model_py = repository / model_names("fraud")["ensemble"] / str(version) / "model.py"
+    text = model_py.read_text()
+    marker = "        status_out = np.array("
+    assert marker in text, "the fused model's _score() moved"
+    flip = (
+        "        p, c = self.outputs.index('probabilities'), self.outputs.index('predicted_class')\n"
+        "        scored[p] = scored[p][:, ::-1].copy()\n"
+        "        scored[c] = (1 - scored[c]).astype(scored[c].dtype)  # flipped by the test\n"
+    )
+    model_py.write_text(text.replace(marker, flip + marker, 1))
+
+
+@dataclass
+class Stack:
+    server: Supervised
+    monitor: MonitorServer
+    repository: Path
+    alerts: Path
+
+
+@dataclass
+class Load:
+    """Callers sending rows through the edge until stopped: ``threads`` over HTTP (binary tensors) and gRPC."""
+
+    stack: Stack
+    answered: dict[str, int] = field(default_factory=dict)  # release -> requests it answered
+    failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _run(self, protocol: str, seed: int) -> None:
+        frame = fraud.generate(4_000, seed=seed).drop(columns=[fraud.SPEC.label])
+        arrays = encode_rows(frame, fraud.SPEC)
+        module = httpclient if protocol == "http" else grpcclient
+        address = self.stack.server.record["gateway" if protocol == "http" else "grpc_edge"]
+        client = module.InferenceServerClient(address)
+        i = 0
+        try:
+            while not self.stop.is_set():
+                cut = slice(i % (4_000 - ROWS), i % (4_000 - ROWS) + ROWS)
+                i += ROWS
+                inputs = []
+                for c in fraud.SPEC.input_columns:
+                    values = arrays[c.name][cut]
+                    tensor = module.InferInput(c.name, list(values.shape), c.triton_dtype)
+                    tensor.set_data_from_numpy(values, **({"binary_data": True} if module is httpclient else {}))
+                    inputs.append(tensor)
+                try:
+                    result = client.infer("fraud", inputs)
+                except Exception as exc:  # noqa: BLE001 - every failure is counted, whatever it is
+                    with self.lock:
+                        self.failures.append(f"{protocol}: {exc}")
+                    continue
+                release = result.as_numpy("release").reshape(-1)[0].decode()
+                with self.lock:
+                    self.answered[release] = self.answered.get(release, 0) + 1
+        finally:
+            client.close()
+
+    def __enter__(self) -> Load:
+        for k, protocol in enumerate(("http", "http", "grpc")):
+            t = threading.Thread(target=self._run, args=(protocol, 100 + k), daemon=True)
+            t.start()
+            self.threads.append(t)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+@pytest.fixture(scope="module")
+def stack(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("rollout")
+    workdir = root / "work"
+    repository = root / "triton_models"
+    server = supervised_server(published, root, up=False)  # copies the repository; the monitor reads the same
+    config = MonitorConfig(
+        repository=repository, pipeline="fraud", port=free_port(), nvml=False, interval_s=0.5, min_samples=200
+    )
+    monitor_stub = MonitorServer(Monitor(config), ingest_key=monitor_key(workdir))  # its URL, for `serve up`
+    server.up_args += ["--monitor-url", monitor_stub.url, "--sample-rate", "0.02"]
+    server.up()
+    try:
+        alerts = root / "alerts.jsonl"
+        alerter = Alerter([JsonlSink(alerts)])
+        config.triton_metrics_url = server.record["metrics"]
+        monitor = Monitor(config)
+        monitor.rollout = RolloutController(
+            repository, "fraud", f"http://{server.record['http']}", admin_key(workdir), alerter, monitor.spec.task
+        )
+        monitor_stub.monitor = monitor
+        monitor_stub.start()
+        try:
+            yield Stack(server, monitor_stub, repository, alerts)
+        finally:
+            monitor_stub.stop()
+    finally:
+        server.stop()
+
+
+def candidate(stack: Stack, run: RunResult) -> int:
+    """A new release of the session's run (the same model as the current release), not promoted."""
+    return publish(run.run_dir, stack.repository, promote=False, load_check=False).version
+
+
+def rollout(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "inferline", "rollout", *args, "--workdir", str(stack.server.workdir)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def decided(stack: Stack, version: int, timeout_s: float = 150) -> str:
+    """Wait until the monitor has decided the rollout of ``version``; its final phase."""
+    terminal = ("promoted", "rolled_back", "passed", "aborted")
+
+    def done() -> bool:
+        r = read_rollout(stack.repository, "fraud")
+        return r is not None and r.candidate == version and r.phase in terminal
+
+    wait_until(done, timeout_s, f"the rollout of fraud:{version} decided")
+    r = read_rollout(stack.repository, "fraud")
+    assert r is not None
+    return r.phase
+
+
+def loaded_versions(stack: Stack) -> set[int]:
+    with urllib.request.urlopen(
+        urllib.request.Request(
+            f"http://{stack.server.record['http']}/v2/repository/index",
+            data=b"{}",
+            headers={"admin-key": admin_key(stack.server.workdir)},
+            method="POST",
+        ),
+        timeout=10,
+    ) as r:
+        index = json.loads(r.read())
+    return {int(m["version"]) for m in index if m["name"] == "fraud" and m.get("state") == "READY"}
+
+
+def alerts(stack: Stack) -> list[dict[str, object]]:
+    if not stack.alerts.exists():
+        return []
+    return [json.loads(line) for line in stack.alerts.read_text().splitlines() if line.strip()]
+
+
+def test_a_slower_candidate_is_rolled_back_at_the_first_step_with_the_evidence(stack: Stack, run: RunResult) -> None:
+    current = Registry(stack.repository, "fraud").current
+    version = candidate(stack, run)
+    slow_down(stack.repository, version, sleep_s=0.05)
+    with Load(stack) as load:
+        started = rollout(stack, "canary", str(version), "--steps", "10,30,60", *POLICY, "--no-wait")
+        assert started.returncode == 0, started.stderr
+        phase = decided(stack, version)
+    assert phase == "rolled_back"
+    r = read_rollout(stack.repository, "fraud")
+    assert r is not None and r.step == 0 and len(r.decisions) == 1
+    checks = {c["name"]: c for c in r.decisions[0]["checks"]}
+    assert checks["latency_p99"]["status"] == "breach", checks["latency_p99"]
+    assert checks["latency_p99"]["effect"] > 2, checks["latency_p99"]  # p99 ratio candidate / current
+    assert Registry(stack.repository, "fraud").current == current
+    wait_until(lambda: loaded_versions(stack) == {current}, 30, "the candidate unloaded")
+    assert not load.failures, load.failures[:3]
+    history = Registry(stack.repository, "fraud").read()["history"]
+    assert history[-1]["action"] == "rollout_rolled_back" and history[-1]["evidence"]["verdict"] == "breach"
+    rolled = [a for a in alerts(stack) if a["reason"] == "rollout_rolled_back"]
+    assert rolled and "p99" in str(rolled[-1]["message"]), rolled
+    status = rollout(stack, "status")
+    assert status.returncode == 0 and "rolled_back" in status.stdout and "latency_p99" in status.stdout, status.stdout
+
+
+def test_a_candidate_whose_predictions_drift_is_rolled_back(stack: Stack, run: RunResult) -> None:
+    current = Registry(stack.repository, "fraud").current
+    version = candidate(stack, run)
+    flip_head(stack.repository, version)
+    with Load(stack) as load:
+        started = rollout(stack, "canary", str(version), "--steps", "10,30,60", *POLICY, "--no-wait")
+        assert started.returncode == 0, started.stderr
+        phase = decided(stack, version)
+    assert phase == "rolled_back"
+    r = read_rollout(stack.repository, "fraud")
+    assert r is not None
+    breached = {c["name"] for c in r.decisions[-1]["checks"] if c["status"] == "breach"}
+    assert {"prediction_drift", "score_drift"} <= breached, r.decisions[-1]
+    assert "latency_p99" not in breached and "errors" not in breached
+    assert Registry(stack.repository, "fraud").current == current
+    assert load.answered.get(f"fraud:{version}", 0) > 0  # the candidate did answer a share before it was stopped
+    assert not load.failures, load.failures[:3]
+
+
+def test_an_equal_candidate_is_promoted_through_every_step_with_zero_failed_requests(
+    stack: Stack, run: RunResult
+) -> None:
+    before = Registry(stack.repository, "fraud").current
+    version = candidate(stack, run)
+    with Load(stack) as load:
+        done = rollout(stack, "canary", str(version), "--steps", "10,30,60", *POLICY, "--timeout", "240")
+        wait_until(lambda: sum(load.answered.values()) > 0, 10, "requests answered after the promotion")
+    assert done.returncode == 0, done.stdout + done.stderr
+    r = read_rollout(stack.repository, "fraud")
+    assert r is not None and r.phase == "promoted", r
+    assert [d["verdict"] for d in r.decisions] == ["pass", "pass", "pass"]
+    registry = Registry(stack.repository, "fraud")
+    assert (registry.current, registry.previous) == (version, before)
+    assert registry.read()["history"][-1]["action"] == "promote"
+    assert loaded_versions(stack) == {version}
+    assert not load.failures, load.failures[:3]  # zero failed requests during the steps and the promotion
+    assert load.answered.get(f"fraud:{version}", 0) > 0 and load.answered.get(f"fraud:{before}", 0) > 0
+    metrics = stack.server.metrics()
+    assert metrics.get(f'inferline_edge_release_requests_total{{model="fraud",outcome="ok",release="fraud:{version}"}}')
+
+
+def test_a_shadow_answers_no_caller_and_a_disagreeing_one_is_stopped(stack: Stack, run: RunResult) -> None:
+    current = Registry(stack.repository, "fraud").current
+    version = candidate(stack, run)
+    flip_head(stack.repository, version)
+    with Load(stack) as load:
+        started = rollout(stack, "shadow", str(version), "--share", "0.3", *POLICY, "--no-wait")
+        assert started.returncode == 0, started.stderr
+        phase = decided(stack, version)
+    assert phase == "rolled_back"
+    assert set(load.answered) == {f"fraud:{current}"}  # every caller was answered by the current release
+    r = read_rollout(stack.repository, "fraud")
+    assert r is not None
+    checks = {c["name"]: c for c in r.decisions[-1]["checks"]}
+    assert checks["agreement"]["status"] == "breach" and checks["agreement"]["effect"] > 0.9, checks["agreement"]
+    metrics = stack.server.metrics()
+    shadowed = f'inferline_edge_shadow_requests_total{{model="fraud",outcome="ok",release="fraud:{version}"}}'
+    assert metrics.get(shadowed, 0) > 0
+    assert not load.failures, load.failures[:3]
+    assert np.isfinite(checks["agreement"]["p_value"])
