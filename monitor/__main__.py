@@ -81,9 +81,8 @@ def _run(args: argparse.Namespace) -> int:
     monitor = Monitor(config, rules=rules, controller=controller)
     http = args.triton_http or record.get("http")
     if http:  # decides the rollouts `inferline rollout` starts on this server (monitor.rollout)
-        url = http if http.startswith("http") else f"http://{http}"
         monitor.rollout = RolloutController(
-            config.repository, config.pipeline, url, admin_key(Path(args.workdir)), alerter, monitor.spec.task
+            config.repository, config.pipeline, http, admin_key(Path(args.workdir)), alerter, monitor.spec.task
         )
     server = MonitorServer(monitor, registry=registry, ingest_key=key).start()
     print(

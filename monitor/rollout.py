@@ -42,7 +42,7 @@ from inferline.core.files import atomic_write_json
 from inferline.monitor.ingest import TritonCounters
 from inferline.monitor.rollout_decision import Arm, Paired, Policy, StepDecision, decide_step
 from inferline.release.registry import Registry, model_names
-from inferline.release.rollout import Rollout, read_ack, read_rollout, write_rollout
+from inferline.release.rollout import Rollout, read_rollout, wait_for_ack, write_rollout
 from inferline.release.switch import ReleaseSwitchError, keep_only
 
 __all__ = ["ROLLOUT_USER", "RolloutController", "RolloutEvidence", "evidence_path"]
@@ -133,8 +133,8 @@ class RolloutEvidence:
 
 
 class RolloutController:
-    """Decides the rollouts of ``pipeline`` on ``repository`` served by the Triton at ``triton_url`` (its
-    model-control API, with ``admin_key``); alerts go to ``alerter``."""
+    """Decides the rollouts of ``pipeline`` on ``repository`` served by the Triton at ``triton_url`` (``host:port``
+    of its HTTP model-control API, used with ``admin_key``); alerts go to ``alerter``."""
 
     def __init__(
         self,
@@ -174,7 +174,7 @@ class RolloutController:
         if r.phase == "promoting":
             self._finish(r, r.candidate, "promoted", now)
         elif r.phase == "rolling_back":
-            self._finish(r, r.current, "aborted" if r.aborted else "rolled_back", now)
+            self._finish(r, r.current, r.outcome, now)
         elif r.phase == "running":
             self._step(r, counters, now)
         self.last = self.status(r)
@@ -206,12 +206,11 @@ class RolloutController:
         self._write_evidence(r, decision, now)
         if decision.verdict == "breach":
             self._roll_back(r, decision, now)
-        elif r.mode == "shadow":
-            r.phase, r.decided_at = "passed", now
+        elif r.mode == "shadow":  # unloaded like a rollback (a loaded higher version would answer unversioned calls)
+            r.phase, r.outcome, r.decided_at = "rolling_back", "passed", now
             r.reason = f"shadow passed every check on {candidate.rows} rows"
             write_rollout(self.repository, r)
-            self._audit("rollout_shadow_passed", r, decision)
-            self._alert("rollout_shadow_passed", "info", f"{r.pipeline}:{r.candidate} {r.reason}", r, decision)
+            self._finish(r, r.current, "passed", now, decision)
         elif r.step + 1 < len(r.shares):
             r.step += 1
             r.step_started_at = now
@@ -227,7 +226,7 @@ class RolloutController:
     def abort(self, r: Rollout, reason: str, now: float | None = None) -> None:
         """The operator's stop: every request to the current release, the candidate unloaded, ``aborted``."""
         now = time.time() if now is None else now
-        r.phase, r.aborted, r.reason, r.decided_at = "rolling_back", True, reason, now
+        r.phase, r.outcome, r.reason, r.decided_at = "rolling_back", "aborted", reason, now
         write_rollout(self.repository, r)
         self._finish(r, r.current, "aborted", now)
 
@@ -251,7 +250,7 @@ class RolloutController:
     def _finish(self, r: Rollout, keep: int, phase: str, now: float, decision: StepDecision | None = None) -> None:
         """Routing has moved to ``keep`` (written); once the edge acknowledges it, unload the other release, move
         the registry (promotion) and record, then write the terminal ``phase``."""
-        acked = self._wait_for_ack(r)
+        acked = wait_for_ack(self.repository, r, self.ack_timeout_s)
         if not acked:
             r.reason += f" (no edge acknowledged routing generation {r.generation} within {self.ack_timeout_s:g} s)"
         try:
@@ -276,6 +275,8 @@ class RolloutController:
         elif phase == "aborted":
             self._alert("rollout_aborted", "warning", f"rollout of {r.pipeline}:{r.candidate} aborted: {r.reason}", r,
                         decision)  # fmt: skip
+        elif phase == "passed":
+            self._alert("rollout_shadow_passed", "info", f"{r.pipeline}:{r.candidate} {r.reason}", r, decision)
         else:
             self._alert(
                 "rollout_rolled_back",
@@ -285,16 +286,6 @@ class RolloutController:
                 r,
                 decision,
             )
-
-    def _wait_for_ack(self, r: Rollout) -> bool:
-        deadline = time.monotonic() + self.ack_timeout_s
-        while True:
-            ack = read_ack(self.repository, r.pipeline)
-            if ack is not None and ack[0] == r.id and ack[1] >= r.generation:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)  # acknowledgement polling interval (the edge re-reads every 0.1 s)
 
     def _audit(self, action: str, r: Rollout, decision: StepDecision | None) -> None:
         with Registry(self.repository, r.pipeline).locked() as reg:

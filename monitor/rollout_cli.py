@@ -21,11 +21,19 @@ from typing import Any
 from inferline.core.command import Parser, fraction, positive_float, positive_int, run
 from inferline.core.errors import UserError
 from inferline.release.registry import choose_published
-from inferline.release.rollout import ROUTED_PHASES, Rollout, RolloutError, read_rollout, write_rollout
+from inferline.release.rollout import (
+    ROUTED_PHASES,
+    Rollout,
+    RolloutError,
+    read_rollout,
+    wait_for_ack,
+    write_rollout,
+)
 
 __all__ = ["main", "parse_shares"]
 
 DEFAULT_STEPS = "5,25,50"
+ACK_TIMEOUT_S = 10.0
 
 
 def parse_shares(text: str) -> list[float]:
@@ -117,11 +125,30 @@ def _start(args: argparse.Namespace) -> int:
         raise RolloutError(f"release {pipeline}:{args.version} is already current; name a newer release")
     shares = args.steps if args.mode == "canary" else [args.share]
     policy = _policy(args, len(shares))
-    url = f"http://{record['http']}" if not str(record["http"]).startswith("http") else str(record["http"])
+    address = str(record["http"])  # host:port, as tritonclient takes it
     key = admin_key(workdir)
-    current = load_beside(url, key, repository, pipeline, args.version)
-    _warm(url, repository, pipeline, args.version)
-    rollout = Rollout(pipeline, args.mode, current, args.version, shares, args.sticky_header, policy)
+    current = registry.current
+    if current is None:
+        raise RolloutError(f"{pipeline} has no current release to compare with; promote one first")
+    # the edge addresses every request to the current release by version before a second version is loaded
+    rollout = write_rollout(
+        repository, Rollout(pipeline, args.mode, current, args.version, shares, args.sticky_header, policy)
+    )
+    if not wait_for_ack(repository, rollout, ACK_TIMEOUT_S):
+        print(f"warning: no edge acknowledged the rollout within {ACK_TIMEOUT_S:g} s; is one running?", file=sys.stderr)
+    try:
+        served = load_beside(address, key, repository, pipeline, args.version)
+        if served != current:
+            raise RolloutError(
+                f"the server serves {pipeline}:{served}, the registry says {pipeline}:{current} is current: restart "
+                "it (`inferline serve down`, then `up`) before a rollout"
+            )
+        _warm(f"http://{address}", repository, pipeline, args.version)
+    except Exception as exc:
+        rollout.phase, rollout.reason, rollout.decided_at = "aborted", f"not started: {exc}", time.time()
+        write_rollout(repository, rollout)
+        raise
+    rollout.phase, rollout.step_started_at = "running", time.time()
     write_rollout(repository, rollout)
     with registry.locked() as reg:
         Registry.record(
@@ -211,11 +238,12 @@ def _abort(args: argparse.Namespace) -> int:
     repository = Path(args.repository or record["repository"])
     pipeline = choose_published(repository, args.pipeline)
     r = read_rollout(repository, pipeline)
-    if r is None or r.phase not in (*ROUTED_PHASES, "passed"):
+    if r is None or r.phase not in ROUTED_PHASES:
         print(f"{pipeline} has no rollout to abort" + (f" (the last one is {r.phase})" if r else ""))
         return 0
-    url = f"http://{record['http']}" if not str(record["http"]).startswith("http") else str(record["http"])
-    controller = RolloutController(repository, pipeline, url, admin_key(workdir), Alerter.from_env(None), "binary")
+    controller = RolloutController(
+        repository, pipeline, str(record["http"]), admin_key(workdir), Alerter.from_env(None), "binary"
+    )
     controller.abort(r, reason=args.reason)
     print(_line(r))
     return 0

@@ -3,9 +3,11 @@ it share (``<repository>/<pipeline>.rollout.json``, beside the registry).
 
 Three parties, one hand-off each way, all through files written atomically:
 
-1. ``inferline rollout shadow|canary N`` (``monitor.rollout_cli``) loads release N beside the current one on the
-   running Triton (``release.switch.load_beside``), warms it, and writes the rollout with ``phase`` ``running``
-   at step 0.
+1. ``inferline rollout shadow|canary N`` (``monitor.rollout_cli``) writes the rollout in phase ``starting``
+   (every request addressed to the current release by version), waits for the edge's acknowledgement, then loads
+   release N beside the current one on the running Triton (``release.switch.load_beside``: with two versions
+   loaded, Triton would send a request naming no version to the highest), warms it with real inferences, and
+   writes phase ``running`` at step 0.
 2. The edge (``serving.edge_route``) re-reads the file when it changes and routes by it: in a canary, a share of the
    pipeline's requests goes to N (sticky by a caller's key when the rollout names one); in a shadow, every request is
    answered by the current release and a share is also sent to N off the request path. Each time it applies a new
@@ -16,9 +18,9 @@ Three parties, one hand-off each way, all through files written atomically:
    (``release.switch.keep_only``) and writes the terminal phase. Promotion and rollback change routing first, the
    server's loaded versions after: no request is ever sent to a version being unloaded.
 
-Phases: ``running`` (steps in progress) -> ``promoting`` -> ``promoted``; ``running`` -> ``rolling_back`` ->
-``rolled_back``; a shadow's ``running`` -> ``passed`` (the candidate stays loaded only until the next rollout or
-``inferline rollout abort``) or ``rolling_back``; any active phase -> ``aborted`` by the operator.
+Phases: ``starting`` (N being loaded; nobody routed to it) -> ``running`` (steps in progress) -> ``promoting`` ->
+``promoted``; ``running`` -> ``rolling_back`` -> ``outcome``: ``rolled_back`` (a breach), ``passed`` (a shadow
+that passed: it is unloaded too, and a canary loads it again) or ``aborted`` (the operator's stop).
 """
 
 from __future__ import annotations
@@ -42,12 +44,13 @@ __all__ = [
     "read_ack",
     "read_rollout",
     "rollout_path",
+    "wait_for_ack",
     "write_ack",
     "write_rollout",
 ]
 
 Mode = Literal["shadow", "canary"]
-ROUTED_PHASES = ("running", "promoting", "rolling_back")
+ROUTED_PHASES = ("starting", "running", "promoting", "rolling_back")
 """Phases in which the edge routes by the rollout (both releases are loaded)."""
 ACTIVE_PHASES = ROUTED_PHASES
 TERMINAL_PHASES = ("promoted", "rolled_back", "passed", "aborted")
@@ -68,13 +71,13 @@ class Rollout:
     policy: dict[str, Any] = field(default_factory=dict)  # monitor.rollout_decision.Policy's fields
     id: str = field(default_factory=lambda: secrets.token_hex(4))
     step: int = 0
-    phase: str = "running"
+    phase: str = "starting"
     generation: int = 0  # bumped by every write: the edge acknowledges the generation it routes by
     started_at: float = field(default_factory=time.time)
     step_started_at: float = field(default_factory=time.time)
     decided_at: float | None = None
     reason: str = ""
-    aborted: bool = False  # rolling back because the operator said so (ends ``aborted``, not ``rolled_back``)
+    outcome: str = "rolled_back"  # the phase that ``rolling_back`` ends in: rolled_back, passed or aborted
     decisions: list[dict[str, Any]] = field(default_factory=list)  # each step's evidence (StepDecision.as_dict)
 
     @property
@@ -142,3 +145,16 @@ def read_ack(repository: Path, pipeline: str) -> tuple[str, int] | None:
     except (FileNotFoundError, ValueError):
         return None
     return str(data.get("id")), int(data.get("generation", 0))
+
+
+def wait_for_ack(repository: Path, rollout: Rollout, timeout_s: float) -> bool:
+    """Wait until an edge routes by ``rollout``'s current generation (it re-reads every 0.1 s); False when none said
+    so within ``timeout_s`` (no edge runs, or it is down)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ack = read_ack(repository, rollout.pipeline)
+        if ack is not None and ack[0] == rollout.id and ack[1] >= rollout.generation:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)  # acknowledgement polling interval

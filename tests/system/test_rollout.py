@@ -131,23 +131,26 @@ def stack(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Ite
     config = MonitorConfig(
         repository=repository, pipeline="fraud", port=free_port(), nvml=False, interval_s=0.5, min_samples=200
     )
-    monitor_stub = MonitorServer(Monitor(config), ingest_key=monitor_key(workdir))  # its URL, for `serve up`
-    server.up_args += ["--monitor-url", monitor_stub.url, "--sample-rate", "0.02"]
+    monitor = Monitor(config)
+    server_for_monitor = MonitorServer(monitor, ingest_key=monitor_key(workdir))  # bound: its URL for `serve up`
+    server.up_args += ["--monitor-url", server_for_monitor.url, "--sample-rate", "0.02"]
     server.up()
     try:
         alerts = root / "alerts.jsonl"
-        alerter = Alerter([JsonlSink(alerts)])
-        config.triton_metrics_url = server.record["metrics"]
-        monitor = Monitor(config)
+        monitor.config.triton_metrics_url = server.record["metrics"]  # known once the server is up
         monitor.rollout = RolloutController(
-            repository, "fraud", f"http://{server.record['http']}", admin_key(workdir), alerter, monitor.spec.task
+            repository,
+            "fraud",
+            server.record["http"],
+            admin_key(workdir),
+            Alerter([JsonlSink(alerts)]),
+            monitor.spec.task,
         )
-        monitor_stub.monitor = monitor
-        monitor_stub.start()
+        server_for_monitor.start()
         try:
-            yield Stack(server, monitor_stub, repository, alerts)
+            yield Stack(server, server_for_monitor, repository, alerts)
         finally:
-            monitor_stub.stop()
+            server_for_monitor.stop()
     finally:
         server.stop()
 
