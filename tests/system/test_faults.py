@@ -543,7 +543,7 @@ def test_a_busy_server_whose_probes_time_out_is_not_killed(published: Published,
     sleeps 0.3 s per batch and the probe waits 0.25 s: every probe times out at the supervisor, yet Triton keeps
     finishing inferences (its metrics port shows them), so the server is never killed. (The SIGSTOP test above
     shows that a stopped one, which finishes nothing, still is.)"""
-    from .test_gate import slow_down
+    from inferline.benchmarks.release_faults import slow_down
 
     server = supervised_server(published, tmp_path, "--probe-timeout", "0.25", "--probe-interval", "0.2", up=False)
     slow_down(tmp_path / "triton_models", published.releases[-1].version, sleep_s=0.3)

@@ -12,26 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from inferline.benchmarks.release_faults import slow_down
 from inferline.export.publish import publish
-from inferline.release.registry import Registry, model_names
+from inferline.release.registry import Registry
 from inferline.training.train import RunResult
 
 from .conftest import Published
 
 SLEEP_S = 0.05  # per execute (a batch): at c=4 the slowed release answers at most ~80 batches a second
-
-
-def slow_down(repository: Path, version: int, sleep_s: float = SLEEP_S) -> None:
-    """Release ``version``'s fused model sleeps ``sleep_s`` before every batch (its model.py, a copy per release)."""
-    model_py = repository / model_names("fraud")["ensemble"] / str(version) / "model.py"
-    text = model_py.read_text()
-    marker = "    def execute(self, requests"
-    assert marker in text, "the fused model's execute() moved"
-    head, tail = text.split(marker, 1)
-    signature, body = tail.split("\n", 1)
-    model_py.write_text(
-        f"{head}{marker}{signature}\n        import time\n\n        time.sleep({sleep_s})  # slowed by the test\n{body}"
-    )
 
 
 def promote(repository: Path, version: int, *gate: str) -> subprocess.CompletedProcess[str]:
@@ -46,7 +34,7 @@ def test_the_gate_refuses_a_slowed_release_and_promotes_an_equal_one(
     shutil.copytree(published.repository, repository)
     current = Registry(repository, "fraud").read()["current"]
     slowed = publish(run.run_dir, repository, promote=False, load_check=False).version  # the gate loads it
-    slow_down(repository, slowed)
+    slow_down(repository, slowed, SLEEP_S)
 
     gate = ["--gate-throughput", "0.6", "--gate-concurrency", "4", "--gate-duration", "1", "--gate-reps", "2"]
     refused = promote(repository, slowed, *gate)

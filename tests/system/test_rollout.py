@@ -25,6 +25,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from inferline.benchmarks.release_faults import flip_head, slow_down
 from inferline.core.alerts import Alerter, JsonlSink
 from inferline.core.processes import free_port
 from inferline.core.secrets import admin_key, monitor_key
@@ -35,30 +36,14 @@ from inferline.monitor.app import MonitorServer
 from inferline.monitor.config import MonitorConfig
 from inferline.monitor.rollout import RolloutController
 from inferline.monitor.service import Monitor
-from inferline.release.registry import Registry, model_names
+from inferline.release.registry import Registry
 from inferline.release.rollout import read_rollout
 from inferline.training.train import RunResult
 
 from .conftest import Published, Supervised, supervised_server, wait_until
-from .test_gate import slow_down
 
 ROWS = 8  # per request
 POLICY = ["--min-rows", "400", "--min-requests", "100"]
-
-
-def flip_head(repository: Path, version: int) -> None:
-    """Release ``version``'s fused model answers with its classes swapped (a shuffled head): probabilities reversed
-    and the predicted class flipped, on every row (its model.py, a copy per release)."""
-    model_py = repository / model_names("fraud")["ensemble"] / str(version) / "model.py"
-    text = model_py.read_text()
-    marker = "        status_out = np.array("
-    assert marker in text, "the fused model's _score() moved"
-    flip = (
-        "        p, c = self.outputs.index('probabilities'), self.outputs.index('predicted_class')\n"
-        "        scored[p] = scored[p][:, ::-1].copy()\n"
-        "        scored[c] = (1 - scored[c]).astype(scored[c].dtype)  # flipped by the test\n"
-    )
-    model_py.write_text(text.replace(marker, flip + marker, 1))
 
 
 @dataclass
