@@ -39,13 +39,13 @@ ACK_TIMEOUT_S = 10.0
 def parse_shares(text: str) -> list[float]:
     """``5,25,50`` or ``5%,25%,50%`` or ``0.05,0.25,0.5``: the candidate's share per step, increasing, each in (0, 1);
     a trailing 100 % is the promotion that follows the last step, not a step (nothing is left to compare with)."""
-    shares = []
-    for part in text.replace("%", " ").replace(",", " ").split():
-        try:
-            value = float(part)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"got {text!r}; expected shares such as 5,25,50 (percent)") from exc
-        shares.append(value / 100.0 if value > 1 or "%" in text else value)
+    try:
+        values = [float(part) for part in text.replace("%", " ").replace(",", " ").split()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected shares such as 5,25,50 (percent)") from exc
+    # percent or fractions for the whole list: 1,5,50 is 1 %, 5 %, 50 % (not 100 %, then 5 % and 50 %)
+    percent = "%" in text or any(v > 1 for v in values)
+    shares = [v / 100.0 if percent else v for v in values]
     if shares and shares[-1] == 1.0:
         shares.pop()
     if not shares or any(not 0 < s < 1 for s in shares) or shares != sorted(set(shares)):

@@ -76,7 +76,7 @@ class Router:
         # the release labels the metrics take: registry currents and rollout releases (a caller naming any version
         # must not add label sets without bound)
         self.known: set[str] = set()
-        self._seen: dict[Path, int] = {}  # file -> mtime_ns when last read
+        self._seen: dict[Path, tuple[int, int, int]] = {}  # file -> (mtime_ns, inode, size) when last read
         self._random = random.random
         self._task: asyncio.Task[None] | None = None
         self.requests = Counter(
@@ -148,13 +148,16 @@ class Router:
             if not (name.endswith(".rollout.json") or name.endswith(".registry.json")):
                 continue
             try:
-                mtime = entry.stat().st_mtime_ns
+                st = entry.stat()
             except OSError:
                 continue
+            # the inode too: two atomic writes within one tick of the kernel's coarse clock share an mtime, never
+            # an inode (the new file is created while the one it replaces still exists)
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
             path = Path(entry.path)
-            if self._seen.get(path) == mtime:
+            if self._seen.get(path) == stamp:
                 continue
-            self._seen[path] = mtime
+            self._seen[path] = stamp
             if name.endswith(".registry.json"):
                 self._read_registry(path, name.removesuffix(".registry.json"))
             else:
@@ -165,7 +168,7 @@ class Router:
 
         try:
             current = json.loads(path.read_text()).get("current")
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             return
         if current is not None:
             self.current[pipeline] = f"{pipeline}:{current}"

@@ -124,7 +124,10 @@ def read_rollout(repository: Path, pipeline: str) -> Rollout | None:
         return None
     except ValueError as exc:
         raise RolloutError(f"{path} is not a rollout file ({exc}); delete it to start a new rollout") from exc
-    return Rollout.from_dict(data)
+    try:
+        return Rollout.from_dict(data)
+    except (AttributeError, TypeError) as exc:  # JSON, but not a rollout's fields (a list, a field missing)
+        raise RolloutError(f"{path} is not a rollout file ({exc}); delete it to start a new rollout") from exc
 
 
 def write_rollout(repository: Path, rollout: Rollout) -> Rollout:
