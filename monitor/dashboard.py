@@ -1,6 +1,7 @@
-"""The Grafana dashboard over the metrics the monitor exports (``inferline monitor grafana``), and the metric names
-its PromQL expressions read (:func:`dashboard_metric_names`), which the tests compare with what a Prometheus scraped
-so that no panel reads a series the monitor does not export. Kept apart from the HTML report (``monitor.report``):
+"""The Grafana dashboard over the metrics the monitor exports (``inferline monitor grafana``), with the rollout panels
+over the edge's (``serving.edge_route``, in the supervisor's registry), and the metric names its PromQL expressions
+read (:func:`dashboard_metric_names`), which the tests compare with what a Prometheus scraped so that no panel reads
+a series that neither the monitor nor the edge exports. Kept apart from the HTML report (``monitor.report``):
 the two share no code, and the dashboard changes with the exported metrics, the report with the snapshots.
 """
 
@@ -14,7 +15,8 @@ __all__ = ["dashboard_metric_names", "grafana_dashboard"]
 
 
 def grafana_dashboard() -> dict[str, Any]:
-    """A Grafana dashboard (schema 39) over the monitor's metrics; import it and pick the Prometheus data source.
+    """A Grafana dashboard (schema 39) over the monitor's metrics and the edge's rollout metrics; import it and pick
+    the Prometheus data source (one that scrapes the monitor and the supervisor).
     Latency percentiles come from the mergeable histogram (``histogram_quantile`` over its buckets), never from
     a per-monitor gauge, so they aggregate across monitors."""
 
@@ -111,6 +113,33 @@ def grafana_dashboard() -> dict[str, Any]:
             "Calibration error of the release's scores (holdout, at training): how far to trust the estimate",
             [("inferline_calibration_error", "{{release}}")],
             "short",
+        ),
+        # a rollout (release.rollout), from the edge's metrics (the supervisor's registry, serving.edge_route):
+        # each release as its callers saw it, from the edge's mergeable histogram and counters
+        panel(
+            12,
+            "Rollout: the candidate's share and each release's error ratio (edge)",
+            [
+                ("inferline_edge_rollout_share", "share {{model}} ({{mode}})"),
+                (
+                    'sum by (release) (rate(inferline_edge_release_requests_total{outcome="error"}[1m])) '
+                    "/ sum by (release) (rate(inferline_edge_release_requests_total[1m]))",
+                    "errors {{release}}",
+                ),
+            ],
+            "percentunit",
+        ),
+        panel(
+            13,
+            "Rollout: p99 latency per release (edge, from mergeable histograms)",
+            [
+                (
+                    "histogram_quantile(0.99, sum by (release, le) "
+                    "(rate(inferline_edge_release_latency_seconds_bucket[1m])))",
+                    "p99 {{release}}",
+                )
+            ],
+            "s",
         ),
     ]
     return {

@@ -1,7 +1,8 @@
 """The monitor's Prometheus exposition: a collector that reads a ``Monitor`` at every scrape and builds the metric
-families (``inferline_*``) from its windows, drift verdicts, label joins, performance figures, utilization, rules
-and Triton counters. The names and labels are what the alert rules' PromQL (``monitor.rules``) and the Grafana
-dashboard (``monitor.dashboard``) read: renaming one breaks both.
+families (``inferline_*``) from its windows, drift verdicts, label joins, performance figures, utilization, rules,
+the rollout it decides (``inferline_rollout_*``, only while the pipeline has one) and Triton counters. The names
+and labels are what the alert rules' PromQL (``monitor.rules``) and the Grafana dashboard (``monitor.dashboard``)
+read: renaming one breaks both.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from inferline.monitor.rules import RULE_STATES
 from inferline.monitor.windows import LATENCY_BUCKETS
 
 if TYPE_CHECKING:
+    from inferline.monitor.rollout import RolloutController
     from inferline.monitor.service import Monitor
 
-__all__ = ["MonitorCollector", "monitor_metrics", "regression_metrics"]
+__all__ = ["MonitorCollector", "monitor_metrics", "regression_metrics", "rollout_metrics"]
 
 
 class MonitorCollector:
@@ -96,6 +98,8 @@ def monitor_metrics(monitor: Monitor) -> Iterator[Metric]:
         incidents = GaugeMetricFamily("inferline_incidents_open", "Open incidents (critical rules firing)")
         incidents.add_metric([], float(monitor.rules.open_incident is not None))
         yield incidents
+    if monitor.rollout is not None:
+        yield from rollout_metrics(monitor.rollout)
     if monitor.controller is not None:
         rollbacks = CounterMetricFamily("inferline_rollbacks", "Automatic rollbacks completed")
         rollbacks.add_metric([], float(monitor.controller.rollbacks))
@@ -185,6 +189,62 @@ def regression_metrics(monitor: Monitor) -> Iterator[Metric]:
         if release is not None and value is not None and not np.isnan(value):
             metric.add_metric([release], float(value))
         yield metric
+
+
+def rollout_metrics(controller: RolloutController) -> Iterator[Metric]:
+    """The pipeline's rollout as the controller last read it (``monitor.rollout``): which releases, the phase, the
+    step and the candidate's share, the verdicts this monitor reached, the last decision's checks, and the rows and
+    latencies each release has sent during the running step. Nothing when the pipeline never had a rollout."""
+    r = controller.rollout
+    if r is None:
+        return
+    with controller.evidence.lock:  # the ingest path adds rows to the step's arms under it
+        status = controller.status(r)
+    info = GaugeMetricFamily(
+        "inferline_rollout_info",
+        "The pipeline's rollout (always 1): its id, mode (canary or shadow), phase, current and candidate releases",
+        labels=["rollout", "mode", "phase", "current", "candidate"],
+    )
+    info.add_metric([r.id, r.mode, r.phase, f"{r.pipeline}:{r.current}", f"{r.pipeline}:{r.candidate}"], 1.0)
+    step = GaugeMetricFamily("inferline_rollout_step", "The rollout's step (0-based)")
+    step.add_metric([], float(r.step))
+    share = GaugeMetricFamily(
+        "inferline_rollout_share",
+        "The candidate's share of the requests now: answered (canary) or copied (shadow); 0 outside a running step",
+    )
+    share.add_metric([], float(r.share))
+    decisions = CounterMetricFamily(
+        "inferline_rollout_decisions", "Step decisions this monitor reached, by verdict", labels=["verdict"]
+    )
+    for verdict, n in sorted(controller.decisions.items()):
+        decisions.add_metric([verdict], float(n))
+    yield from (info, step, share, decisions)
+    p_value = GaugeMetricFamily(
+        "inferline_rollout_check_p_value", "p-value of each check of the last step decision", labels=["check"]
+    )
+    effect = GaugeMetricFamily(
+        "inferline_rollout_check_effect",
+        "Effect (candidate vs current) of each check of the last step decision, in the check's unit",
+        labels=["check"],
+    )
+    for check in r.decisions[-1].get("checks", []) if r.decisions else []:
+        if check.get("p_value") is not None:
+            p_value.add_metric([check["name"]], float(check["p_value"]))
+        if check.get("effect") is not None:
+            effect.add_metric([check["name"]], float(check["effect"]))
+    yield from (p_value, effect)
+    rows = GaugeMetricFamily(
+        "inferline_rollout_step_rows", "Accepted rows of each release during the running step", labels=["release"]
+    )
+    requests = GaugeMetricFamily(
+        "inferline_rollout_step_requests",
+        "Request latencies of each release received during the running step",
+        labels=["release"],
+    )
+    for release, counts in sorted(status["counts"].items()):
+        rows.add_metric([release], float(counts["rows"]))
+        requests.add_metric([release], float(counts["requests"]))
+    yield from (rows, requests)
 
 
 def _performance_metrics(monitor: Monitor) -> Iterator[Metric]:

@@ -2,8 +2,10 @@
 Grafana dashboard for the metrics the monitor exports is ``monitor.dashboard``.
 
 The page has one ``<section id=...>`` per entry of :data:`SECTIONS`, always, in that order: a section with nothing
-to show says why (no labels joined yet, no estimate, ...). Snapshots from older monitors lack some keys
-(``performance``, ``regression``, a drift entry's ``null_share``); they are read with ``.get`` and still render.
+to show says why (no labels joined yet, no estimate, ...). One more, :data:`ROLLOUT_SECTION`, follows the summary
+only when a snapshot carries a rollout (the last one that does: ``monitor.rollout``'s status, its step decisions and
+their checks). Snapshots from older monitors lack some keys (``performance``, ``regression``, ``rollout``, a drift
+entry's ``null_share``); they are read with ``.get`` and still render.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from inferline.core.files import atomic_write_bytes, atomic_write_json
 
-__all__ = ["SECTIONS", "summarize", "write_report"]
+__all__ = ["ROLLOUT_SECTION", "SECTIONS", "summarize", "write_report"]
 
 MAX_OUTPUT_PLOTS = 8  # output histograms drawn (a classifier of many classes has one per class)
 PERFORMANCE_METRICS = ("roc_auc", "precision", "recall")  # the figures of a snapshot's "performance" entry
@@ -34,6 +36,8 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("utilization", "Utilization"),
     ("json", "Summary (JSON)"),
 )
+# (id, heading) of the section shown after the summary when a snapshot carries a rollout
+ROLLOUT_SECTION = ("rollout", "Rollout (canary or shadow)")
 
 
 def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -59,6 +63,8 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
         "rows": last["rows"],
         "triton": last["triton"],
         "utilization": last["utilization"],
+        # the last rollout a snapshot carries ({} when none did: no rollout, or a monitor older than rollouts)
+        "rollout": next((s["rollout"] for s in reversed(history) if s.get("rollout")), {}),
     }
 
 
@@ -327,6 +333,52 @@ def _performance_section(performance: Mapping[str, Any] | None, classes: list[st
     )
 
 
+def _rollout_section(rollout: Mapping[str, Any]) -> str:
+    """The rollout's releases, phase and step, then each step decision and the checks it was made on."""
+    mode, steps, reason = str(rollout.get("mode", "")), rollout.get("steps"), rollout.get("reason") or ""
+    of_steps = f" of {_num(steps, 'd')}" if steps else ""
+    parts = [
+        f"<p>{html.escape(mode.capitalize())} rollout {html.escape(str(rollout.get('id')))}: release "
+        f"{html.escape(str(rollout.get('current')))} -&gt; {html.escape(str(rollout.get('candidate')))}, phase "
+        f"<b>{html.escape(str(rollout.get('phase')))}</b>, step {_num(rollout.get('step'), 'd')}{of_steps} "
+        f"(0-based; the candidate's share now {_num(rollout.get('share'), '.1%')}).</p>"
+    ]
+    if reason:
+        parts.append(f"<p>{html.escape(reason)}</p>")
+    decisions = [d for d in rollout.get("decisions") or [] if isinstance(d, Mapping)]
+    if not decisions:
+        parts.append("<p>No step decided yet: the step waits until both releases sent enough rows and requests.</p>")
+        return "".join(parts)
+    rows = [
+        [
+            _num(d.get("step"), "d"),
+            _num(d.get("share"), ".1%"),
+            f"<b>{html.escape(str(d.get('verdict')))}</b>",
+            _when(d["at"]) if isinstance(d.get("at"), int | float) else "",
+        ]
+        for d in decisions
+    ]
+    parts.append(_table(["step", "share", "verdict", "decided at (UTC)"], rows))
+    for d in decisions:
+        checks = [
+            [
+                html.escape(str(c.get("name"))),
+                html.escape(str(c.get("status"))),
+                _num(c.get("p_value")),
+                _num(c.get("alpha")),
+                _num(c.get("effect")),
+                _num(c.get("margin")),
+                html.escape(str(c.get("message", ""))),
+            ]
+            for c in d.get("checks") or []
+        ]
+        parts.append(
+            f"<h3>Step {_num(d.get('step'), 'd')}: {html.escape(str(d.get('verdict')))}</h3>"
+            + _table(["check", "status", "p-value", "alpha", "effect", "margin", "message"], checks)
+        )
+    return "".join(parts)
+
+
 def _utilization_section(utilization: dict[str, Any]) -> str:
     gpus = utilization.get("gpus", [])
     return (
@@ -346,7 +398,11 @@ def _sections(summary: dict[str, Any], plots: dict[str, tuple[str, str]]) -> Ite
         "utilization": _utilization_section(summary["utilization"]),
         "json": f"<pre>{html.escape(json.dumps(summary, indent=2, default=float))}</pre>",
     }
-    for section, title in SECTIONS:
+    sections = list(SECTIONS)
+    if summary["rollout"]:
+        bodies[ROLLOUT_SECTION[0]] = _rollout_section(summary["rollout"])
+        sections.insert(1, ROLLOUT_SECTION)
+    for section, title in sections:
         image = ""
         if section in plots:
             name, alt = plots[section]
@@ -355,7 +411,8 @@ def _sections(summary: dict[str, Any], plots: dict[str, tuple[str, str]]) -> Ite
 
 
 def write_report(history: list[dict[str, Any]], out: Path) -> dict[str, Any]:
-    """``out/report.html`` (the sections of :data:`SECTIONS`, with the PNGs beside it) and ``out/summary.json``
+    """``out/report.html`` (the sections of :data:`SECTIONS`, and :data:`ROLLOUT_SECTION` when a snapshot carries
+    a rollout, with the PNGs beside it) and ``out/summary.json``
     from a monitor's snapshots, oldest first; returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(history)

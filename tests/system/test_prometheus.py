@@ -40,6 +40,7 @@ from inferline.monitor.windows import LATENCY_BUCKET_ERROR, ReleaseWindow
 from inferline.serving.client import InferlineClient
 from inferline.serving.tap import MonitorTap
 from tests.conftest import Receiver
+from tests.monitor_cases import edge_metric_names
 
 from .conftest import Published, supervised_server, wait_until
 
@@ -472,15 +473,18 @@ def test_drifted_traffic_fires_in_prometheus_and_alertmanager_delivers_it(
 
         # every metric a Grafana panel names is one this stack exports: scraped here by Prometheus, or one with no
         # sample in this run: GPU readings without a GPU (declared on /metrics all the same), a regression's errors
-        # (exported by a monitor of a regression pipeline: the same exporter's families)
+        # (exported by a monitor of a regression pipeline: the same exporter's families), the candidate's share at
+        # the edge (set only while a rollout is routed; declared by the edge's router)
         wait_until(lambda: bool(query(prometheus, "inferline_realized_performance")), 30, "realized scraped")
         scraped = set(get_json(f"{prometheus.url}/api/v1/label/__name__/values")["data"])
         with urllib.request.urlopen(f"{monitor.url}/metrics", timeout=10) as r:
             declared = {line.split()[2] for line in r.read().decode().splitlines() if line.startswith("# TYPE")}
         declared |= {family.name for family in regression_metrics(monitor.monitor)}
+        declared |= edge_metric_names()
         named = dashboard_metric_names(grafana_dashboard())
         unscraped = named - scraped
-        assert unscraped <= {n for n in named if n.startswith(("inferline_gpu_", "inferline_regression_"))}, unscraped
+        without_samples = {n for n in named if n.startswith(("inferline_gpu_", "inferline_regression_"))}
+        assert unscraped <= without_samples | {"inferline_edge_rollout_share"}, unscraped
         assert unscraped <= declared, unscraped - declared
         assert len(named & scraped) >= 12, sorted(named & scraped)
     finally:

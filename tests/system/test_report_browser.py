@@ -270,6 +270,9 @@ def test_committed_dashboard_is_the_generated_one() -> None:
         "inferline_calibration_error",
         "inferline_request_latency_seconds_bucket",
         "inferline_drift_statistic",
+        "inferline_edge_rollout_share",  # the rollout panels read the edge's metrics (serving.edge_route)
+        "inferline_edge_release_requests_total",
+        "inferline_edge_release_latency_seconds_bucket",
     }
     assert new <= names
     exprs = [t["expr"] for p in committed["panels"] for t in p["targets"]]
