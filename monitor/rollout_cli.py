@@ -30,7 +30,7 @@ from inferline.release.rollout import (
     write_rollout,
 )
 
-__all__ = ["main", "parse_shares"]
+__all__ = ["build_parser", "main", "parse_shares"]
 
 DEFAULT_STEPS = "5,25,50"
 ACK_TIMEOUT_S = 10.0
@@ -249,8 +249,8 @@ def _abort(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser(prog: str = "inferline rollout") -> argparse.ArgumentParser:
-    top = Parser(prog=prog, description=__doc__.split("\n\n")[0] if __doc__ else None)
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    top = Parser(prog=prog or "inferline rollout", description=__doc__.split("\n\n")[0] if __doc__ else None)
     sub = top.add_subparsers(dest="command", required=True)
     common = Parser(add_help=False)
     common.add_argument("--workdir", default=".inferline", help="the work directory of `inferline serve up`")
@@ -313,8 +313,8 @@ def parser(prog: str = "inferline rollout") -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: list[str] | None = None, prog: str = "inferline rollout") -> int:
-    return run(parser(prog), argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    return run(build_parser(prog), argv)
 
 
 if __name__ == "__main__":

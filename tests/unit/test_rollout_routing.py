@@ -289,7 +289,7 @@ def test_parse_shares_rejects_with_the_input_and_an_example(text: str) -> None:
 
 
 def test_canary_help_lists_every_flag_with_its_help(capsys: pytest.CaptureFixture[str]) -> None:
-    top = rollout_cli.parser()
+    top = rollout_cli.build_parser()
     with pytest.raises(SystemExit) as info:
         top.parse_args(["canary", "--help"])
     assert info.value.code == 0
