@@ -32,6 +32,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,6 +311,7 @@ class TritonServer:
         from inferline.release.switch import activate  # here: publish imports torch, a server start needs it once
 
         for pipeline, version in self.releases.items():
+            _end_rollout(repository, pipeline)
             try:
                 activate(repository, pipeline, version)
             except (OSError, UserError) as exc:  # its files on disk: the other pipelines are still served
@@ -443,3 +445,24 @@ class TritonServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _end_rollout(repository: Path, pipeline: str) -> None:
+    """A server (re)started while ``pipeline`` is rolled out serves the current release alone: a crash or hang during
+    a rollout may be the candidate's doing, and a start loads the current release only. The rollout turns to
+    ``rolling_back`` (the edge routes every request to the current release); the monitor finishes it with an audit
+    entry and an alert (``monitor.rollout``)."""
+    from inferline.release.rollout import RolloutError, read_rollout, write_rollout
+
+    try:
+        rollout = read_rollout(repository, pipeline)
+    except (OSError, RolloutError):
+        return
+    if rollout is None or not rollout.routed or rollout.phase == "rolling_back":
+        return
+    rollout.reason = (
+        f"the model server was (re)started during the rollout ({rollout.phase}, step {rollout.step}): the current "
+        "release serves alone"
+    )
+    rollout.phase, rollout.outcome, rollout.decided_at = "rolling_back", "rolled_back", time.time()
+    write_rollout(repository, rollout)

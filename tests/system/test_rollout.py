@@ -12,18 +12,17 @@ phase (the monitor decides by itself; nothing here ticks it)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 
 from inferline.benchmarks.release_faults import flip_head, slow_down
 from inferline.core.alerts import Alerter, JsonlSink
@@ -31,7 +30,6 @@ from inferline.core.processes import free_port
 from inferline.core.secrets import admin_key, monitor_key
 from inferline.export.publish import publish
 from inferline.features.pipelines import fraud
-from inferline.features.wire import encode_rows
 from inferline.monitor.app import MonitorServer
 from inferline.monitor.config import MonitorConfig
 from inferline.monitor.rollout import RolloutController
@@ -39,6 +37,7 @@ from inferline.monitor.service import Monitor
 from inferline.release.registry import Registry
 from inferline.release.rollout import read_rollout
 from inferline.training.train import RunResult
+from tests.rollout_cases import Load
 
 from .conftest import Published, Supervised, supervised_server, wait_until
 
@@ -52,59 +51,6 @@ class Stack:
     monitor: MonitorServer
     repository: Path
     alerts: Path
-
-
-@dataclass
-class Load:
-    """Callers sending rows through the edge until stopped: ``threads`` over HTTP (binary tensors) and gRPC."""
-
-    stack: Stack
-    answered: dict[str, int] = field(default_factory=dict)  # release -> requests it answered
-    failures: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    threads: list[threading.Thread] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _run(self, protocol: str, seed: int) -> None:
-        frame = fraud.generate(4_000, seed=seed).drop(columns=[fraud.SPEC.label])
-        arrays = encode_rows(frame, fraud.SPEC)
-        module = httpclient if protocol == "http" else grpcclient
-        address = self.stack.server.record["gateway" if protocol == "http" else "grpc_edge"]
-        client = module.InferenceServerClient(address)
-        i = 0
-        try:
-            while not self.stop.is_set():
-                cut = slice(i % (4_000 - ROWS), i % (4_000 - ROWS) + ROWS)
-                i += ROWS
-                inputs = []
-                for c in fraud.SPEC.input_columns:
-                    values = arrays[c.name][cut]
-                    tensor = module.InferInput(c.name, list(values.shape), c.triton_dtype)
-                    tensor.set_data_from_numpy(values, **({"binary_data": True} if module is httpclient else {}))
-                    inputs.append(tensor)
-                try:
-                    result = client.infer("fraud", inputs)
-                except Exception as exc:  # noqa: BLE001 - every failure is counted, whatever it is
-                    with self.lock:
-                        self.failures.append(f"{protocol}: {exc}")
-                    continue
-                release = result.as_numpy("release").reshape(-1)[0].decode()
-                with self.lock:
-                    self.answered[release] = self.answered.get(release, 0) + 1
-        finally:
-            client.close()
-
-    def __enter__(self) -> Load:
-        for k, protocol in enumerate(("http", "http", "grpc")):
-            t = threading.Thread(target=self._run, args=(protocol, 100 + k), daemon=True)
-            t.start()
-            self.threads.append(t)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +134,7 @@ def test_a_slower_candidate_is_rolled_back_at_the_first_step_with_the_evidence(s
     current = Registry(stack.repository, "fraud").current
     version = candidate(stack, run)
     slow_down(stack.repository, version, sleep_s=0.05)
-    with Load(stack) as load:
+    with Load(fraud, stack.server.record["gateway"], stack.server.record["grpc_edge"]) as load:
         started = rollout(stack, "canary", str(version), "--steps", "10,30,60", *POLICY, "--no-wait")
         assert started.returncode == 0, started.stderr
         phase = decided(stack, version)
@@ -213,7 +159,7 @@ def test_a_candidate_whose_predictions_drift_is_rolled_back(stack: Stack, run: R
     current = Registry(stack.repository, "fraud").current
     version = candidate(stack, run)
     flip_head(stack.repository, version)
-    with Load(stack) as load:
+    with Load(fraud, stack.server.record["gateway"], stack.server.record["grpc_edge"]) as load:
         started = rollout(stack, "canary", str(version), "--steps", "10,30,60", *POLICY, "--no-wait")
         assert started.returncode == 0, started.stderr
         phase = decided(stack, version)
@@ -233,7 +179,7 @@ def test_an_equal_candidate_is_promoted_through_every_step_with_zero_failed_requ
 ) -> None:
     before = Registry(stack.repository, "fraud").current
     version = candidate(stack, run)
-    with Load(stack) as load:
+    with Load(fraud, stack.server.record["gateway"], stack.server.record["grpc_edge"]) as load:
         done = rollout(stack, "canary", str(version), "--steps", "10,30,60", *POLICY, "--timeout", "240")
         wait_until(lambda: sum(load.answered.values()) > 0, 10, "requests answered after the promotion")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -254,7 +200,7 @@ def test_a_shadow_answers_no_caller_and_a_disagreeing_one_is_stopped(stack: Stac
     current = Registry(stack.repository, "fraud").current
     version = candidate(stack, run)
     flip_head(stack.repository, version)
-    with Load(stack) as load:
+    with Load(fraud, stack.server.record["gateway"], stack.server.record["grpc_edge"]) as load:
         started = rollout(stack, "shadow", str(version), "--share", "0.3", *POLICY, "--no-wait")
         assert started.returncode == 0, started.stderr
         phase = decided(stack, version)
@@ -269,3 +215,30 @@ def test_a_shadow_answers_no_caller_and_a_disagreeing_one_is_stopped(stack: Stac
     assert metrics.get(shadowed, 0) > 0
     assert not load.failures, load.failures[:3]
     assert np.isfinite(checks["agreement"]["p_value"])
+
+
+def test_a_server_restart_during_a_rollout_rolls_it_back(stack: Stack, run: RunResult) -> None:
+    """A crash during a rollout may be the candidate's doing, and a restarted server loads the current release only:
+    the rollout is rolled back, and the callers routed to the candidate are answered by the current release."""
+    current = Registry(stack.repository, "fraud").current
+    version = candidate(stack, run)
+    endless = ["--min-rows", "1000000", "--min-requests", "1000000"]  # never decided by the evidence
+    with Load(fraud, stack.server.record["gateway"], stack.server.record["grpc_edge"]) as load:
+        started = rollout(stack, "canary", str(version), "--steps", "50", *endless, "--no-wait")
+        assert started.returncode == 0, started.stderr
+        wait_until(lambda: load.answered.get(f"fraud:{version}", 0) > 0, 30, "the candidate answering its share")
+        before = stack.server.state()
+        os.kill(before["pid"], signal.SIGKILL)  # tritonserver only: the supervisor restarts it
+        wait_until(lambda: stack.server.state()["restarts"] > before["restarts"], 60, "the supervisor's restart")
+        phase = decided(stack, version)
+        failed_during_restart = len(load.failures)
+        answered = dict(load.answered)
+        wait_until(lambda: sum(load.answered.values()) > sum(answered.values()) + 50, 30, "answers after the restart")
+    assert phase == "rolled_back"
+    r = read_rollout(stack.repository, "fraud")
+    assert r is not None and "restarted during the rollout" in r.reason, r.reason
+    assert Registry(stack.repository, "fraud").current == current
+    assert loaded_versions(stack) == {current}
+    # the requests in flight when tritonserver was killed may fail; none after the restart
+    assert len(load.failures) == failed_during_restart, load.failures[failed_during_restart:][:3]
+    assert load.answered.get(f"fraud:{version}", 0) == answered.get(f"fraud:{version}", 0)
