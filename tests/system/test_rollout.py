@@ -236,7 +236,7 @@ def test_a_server_restart_during_a_rollout_rolls_it_back(stack: Stack, run: RunR
         wait_until(lambda: sum(load.answered.values()) > sum(answered.values()) + 50, 30, "answers after the restart")
     assert phase == "rolled_back"
     r = read_rollout(stack.repository, "fraud")
-    assert r is not None and "restarted during the rollout" in r.reason, r.reason
+    assert r is not None and "(re)started during the rollout" in r.reason, r.reason
     assert Registry(stack.repository, "fraud").current == current
     assert loaded_versions(stack) == {current}
     # the requests in flight when tritonserver was killed may fail; none after the restart
