@@ -205,6 +205,12 @@ class GrpcEdge:
             options=[
                 ("grpc.max_receive_message_length", limits.max_response_bytes),
                 ("grpc.max_send_message_length", limits.max_message_bytes),
+                # Triton on loopback, restarted by the supervisor within seconds: reconnect within 0.1-1 s, not
+                # gRPC's default backoff (1 s growing to 120 s), which kept the gRPC edge answering UNAVAILABLE for
+                # seconds after the restarted server was ready (found by tests/system/test_rollout.py)
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
             ],
         )
         for method in _PUBLIC:

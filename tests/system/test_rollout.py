@@ -231,14 +231,17 @@ def test_a_server_restart_during_a_rollout_rolls_it_back(stack: Stack, run: RunR
         os.kill(before["pid"], signal.SIGKILL)  # tritonserver only: the supervisor restarts it
         wait_until(lambda: stack.server.state()["restarts"] > before["restarts"], 60, "the supervisor's restart")
         phase = decided(stack, version)
-        failed_during_restart = len(load.failures)
+        wait_until(lambda: stack.server.state()["up"], 60, "the restarted server probed ready")
         answered = dict(load.answered)
         wait_until(lambda: sum(load.answered.values()) > sum(answered.values()) + 50, 30, "answers after the restart")
+        failed_during_restart = len(load.failures)  # requests in flight or sent while tritonserver was down
+        answered = dict(load.answered)
+        wait_until(lambda: sum(load.answered.values()) > sum(answered.values()) + 100, 30, "answers after recovery")
     assert phase == "rolled_back"
     r = read_rollout(stack.repository, "fraud")
     assert r is not None and "(re)started during the rollout" in r.reason, r.reason
     assert Registry(stack.repository, "fraud").current == current
     assert loaded_versions(stack) == {current}
-    # the requests in flight when tritonserver was killed may fail; none after the restart
+    # requests fail while tritonserver is down (503 / UNAVAILABLE, retry after 1 s); none once it is back
     assert len(load.failures) == failed_during_restart, load.failures[failed_during_restart:][:3]
     assert load.answered.get(f"fraud:{version}", 0) == answered.get(f"fraud:{version}", 0)
