@@ -37,7 +37,10 @@ The checks (one-sided toward "the candidate is worse", except the drifts, which 
    pooled quantile, it keeps its power when the arms are small: 100 latencies of a sleeping candidate all above
    100 of the baseline give ``p = 1 / C(200, 100)``. Effect: the candidate's ``q``-quantile over the baseline's.
    Breach iff ``p < alpha_check``, effect ``> 1 + latency_margin`` and the quantiles differ by more than
-   ``latency_floor_s``. Needs ``min_requests`` latencies per arm.
+   ``latency_floor_s``. Needs ``min_requests`` latencies per arm. In a shadow (``paired`` given) the figures are
+   shown but the check does not apply: the edge sends the copies in batches off the request path
+   (``serving.gateway.Gateway.send_shadow``), so a copy waits for the copies beside it and its latency is not what
+   a caller would get; the canary, where the candidate answers callers, decides latency.
 2. ``errors``: Fisher's exact test on ``[[cand_failed, cand_ok], [base_failed, base_ok]]`` (``"greater"``); effect
    the difference of error rates; breach iff ``p < alpha_check`` and effect ``> error_margin``. Needs
    ``min_requests`` requests (ok + failed) per arm.
@@ -69,7 +72,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -333,7 +336,8 @@ def applicable_checks(task: str, paired: bool, policy: Policy) -> tuple[str, ...
     """The checks that take a share of a step's alpha: fixed by the task and by whether shadow pairs are given."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    names = [latency_check_name(policy.latency_quantile), "errors", "prediction_drift"]
+    names = ["errors", "prediction_drift"] if paired else [latency_check_name(policy.latency_quantile), "errors",
+                                                          "prediction_drift"]  # fmt: skip
     if task != "regression":
         names += ["score_drift", "estimated_quality"]
     if paired:
@@ -601,7 +605,15 @@ def decide_step(
         )
     names = applicable_checks(task, paired is not None, policy)
     level = policy.step_alpha / len(names)
-    checks = [_latency(baseline, candidate, policy, level), _errors(baseline, candidate, policy, level)]
+    latency = _latency(baseline, candidate, policy, level if paired is None else 0.0)
+    if paired is not None:  # figures only: see the module docstring
+        shown = latency.message.rsplit(":", 1)[0]
+        latency = replace(
+            latency, status="not_applicable", p_value=None, alpha=0.0,
+            message=f"{shown}; a shadow's copies are sent in batches off the request path, so their latency is not "
+            "what callers would get: the canary decides latency: not_applicable",
+        )  # fmt: skip
+    checks = [latency, _errors(baseline, candidate, policy, level)]
     checks.append(_prediction_drift(baseline, candidate, task, policy, level))
     if task == "regression":
         checks.append(

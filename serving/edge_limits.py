@@ -37,7 +37,8 @@ class GatewayLimits:
     max_grpc_rpcs: int = 1024  # RPCs in the gRPC edge at once (beyond the admission bound: RESOURCE_EXHAUSTED)
     upstream_timeout_s: float = 10.0  # a hung model server: callers get 503 within seconds (its hang probe restarts it)
     retry_after_s: int = 1
-    max_shadow_inflight: int = 8  # copies to a shadow release in flight at once; beyond it a copy is dropped
+    max_shadow_inflight: int = 64  # copies to a shadow release queued or running; beyond it a copy is dropped
+    shadow_flush_s: float = 0.2  # copies are sent together this often (the shadow batches them)
 
 
 class RequestRejected(Exception):

@@ -39,8 +39,9 @@ import json
 import ssl
 import time
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -96,8 +97,10 @@ class Gateway:
         self.requests, self.rejected, self.forwarded = edge_metrics(self.registry, self)
         # which release answers while a pipeline is rolled out, and the copies a shadow gets (serving.edge_route)
         self.router = Router(repository, self.registry)
-        self.shadow_inflight = 0
+        self.shadow_inflight = 0  # copies queued or running
+        self._shadow_queue: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._flusher: asyncio.Task[None] | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.limits.max_body_bytes)
@@ -238,17 +241,30 @@ class Gateway:
         headers: dict[str, str],
         primary: tuple[bytes, int | None, float],
     ) -> None:
-        """Send a copy of an answered request to the shadow release off the request path, at most
-        ``limits.max_shadow_inflight`` at a time (beyond that, and while draining, the copy is dropped and
-        counted); both answers go to the monitor as a pair."""
-        release = f"{model}:{version}"
+        self.send_shadow(model, version, lambda: self._shadow(model, version, built, headers, primary))
+
+    def send_shadow(self, model: str, version: str, copy: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Queue a copy of an answered request for the shadow release (HTTP and gRPC), off the request path: at
+        most ``limits.max_shadow_inflight`` copies queued or running (beyond that, and while draining, the copy is
+        dropped and counted). The queue is sent every ``limits.shadow_flush_s`` all at once, so the shadow's
+        dynamic batcher runs the copies in batches as it runs the current release's requests: sent one by one,
+        each copy was a batch of its own on the shadow's Python-backend model, several times the cost of a row in
+        a batch (measured by ``benchmarks/rollout_bench.py``). A copy's latency is measured from its send."""
         if self.draining or self.shadow_inflight >= self.limits.max_shadow_inflight:
-            self.router.shadows.labels(model, release, "dropped").inc()
+            self.router.shadows.labels(model, f"{model}:{version}", "dropped").inc()
             return
         self.shadow_inflight += 1
-        task = asyncio.get_running_loop().create_task(self._shadow(model, version, built, headers, primary))
-        self._shadow_tasks.add(task)
-        task.add_done_callback(self._shadow_tasks.discard)
+        self._shadow_queue.append(copy)
+
+    async def _flush_shadows(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.limits.shadow_flush_s)  # the copies' batching interval
+            queued, self._shadow_queue = self._shadow_queue, []
+            for copy in queued:
+                task = loop.create_task(copy())
+                self._shadow_tasks.add(task)
+                task.add_done_callback(self._shadow_tasks.discard)
 
     async def _shadow(
         self,
@@ -340,6 +356,7 @@ class Gateway:
         )
         await self._runner.setup()
         self.router.start()
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_shadows())
         await GuardedSite(self, self._runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
 
     async def drain(self, timeout_s: float) -> int:
@@ -353,6 +370,9 @@ class Gateway:
 
     async def stop(self) -> None:
         await self.router.stop()
+        if self._flusher is not None:
+            self._flusher.cancel()
+        self._shadow_queue.clear()
         for task in list(self._shadow_tasks):
             task.cancel()
         if self._runner is not None:

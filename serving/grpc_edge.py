@@ -25,7 +25,6 @@ HTTP and gRPC share one admission bound: they run on the same model server.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -306,17 +305,10 @@ class GrpcEdge:
         return router.choose(message.model_name, message.model_version or None, key)
 
     def _start_shadow(self, model: str, version: str, message: Any, primary: tuple[bytes, None, float]) -> None:
-        """A copy of an answered ModelInfer to the shadow release, off the request path (``Gateway._start_shadow``
-        over HTTP: the same bound, the same counters, the pair to the monitor)."""
-        g = self.gateway
-        if g.draining or g.shadow_inflight >= g.limits.max_shadow_inflight:
-            g.router.shadows.labels(model, f"{model}:{version}", "dropped").inc()
-            return
-        g.shadow_inflight += 1
-        request = build_infer(message, g, version)
-        task = asyncio.get_running_loop().create_task(self._shadow(model, version, request, primary))
-        g._shadow_tasks.add(task)
-        task.add_done_callback(g._shadow_tasks.discard)
+        """A copy of an answered ModelInfer for the shadow release, queued at the edge (``Gateway.send_shadow``:
+        the same bound, batching and counters as over HTTP; the pair goes to the monitor)."""
+        request = build_infer(message, self.gateway, version)
+        self.gateway.send_shadow(model, version, lambda: self._shadow(model, version, request, primary))
 
     async def _shadow(self, model: str, version: str, request: bytes, primary: tuple[bytes, None, float]) -> None:
         g, release = self.gateway, f"{model}:{version}"

@@ -4,6 +4,7 @@ and gRPC) until stopped, counting the requests each release answered and every f
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -29,6 +30,7 @@ class Load:
     protocols: tuple[str, ...] = ("http", "http", "grpc")
     headers: dict[str, str] | None = None  # sent with every request (a sticky key)
     answered: dict[str, int] = field(default_factory=dict)  # release -> requests it answered
+    by_protocol: dict[str, int] = field(default_factory=dict)  # "http" | "grpc" -> requests answered
     failures: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
@@ -60,8 +62,14 @@ class Load:
                 release = result.as_numpy("release").reshape(-1)[0].decode()
                 with self.lock:
                     self.answered[release] = self.answered.get(release, 0) + 1
+                    self.by_protocol[protocol] = self.by_protocol.get(protocol, 0) + 1
         finally:
             client.close()
+
+    def recovered(self, more: int = 20) -> Callable[[], bool]:
+        """A predicate: true once every protocol has answered ``more`` requests beyond what it had answered now."""
+        now = dict(self.by_protocol)
+        return lambda: all(self.by_protocol.get(p, 0) >= now.get(p, 0) + more for p in set(self.protocols))
 
     def __enter__(self) -> Load:
         for k, protocol in enumerate(self.protocols):

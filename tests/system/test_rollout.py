@@ -232,11 +232,10 @@ def test_a_server_restart_during_a_rollout_rolls_it_back(stack: Stack, run: RunR
         wait_until(lambda: stack.server.state()["restarts"] > before["restarts"], 60, "the supervisor's restart")
         phase = decided(stack, version)
         wait_until(lambda: stack.server.state()["up"], 60, "the restarted server probed ready")
-        answered = dict(load.answered)
-        wait_until(lambda: sum(load.answered.values()) > sum(answered.values()) + 50, 30, "answers after the restart")
+        wait_until(load.recovered(), 30, "answers over HTTP and gRPC after the restart")
         failed_during_restart = len(load.failures)  # requests in flight or sent while tritonserver was down
         answered = dict(load.answered)
-        wait_until(lambda: sum(load.answered.values()) > sum(answered.values()) + 100, 30, "answers after recovery")
+        wait_until(load.recovered(100), 30, "answers after recovery")
     assert phase == "rolled_back"
     r = read_rollout(stack.repository, "fraud")
     assert r is not None and "(re)started during the rollout" in r.reason, r.reason

@@ -144,8 +144,8 @@ def test_reversed_head_breaches_prediction_and_score_drift_and_agreement() -> No
     decision = decide_step(1, baseline, flipped, "binary", Policy(), paired)
     breached = {c.name for c in decision.breaches}
     assert {"prediction_drift", "score_drift", "agreement"} <= breached, [c.message for c in decision.checks]
-    assert statuses(decision)["latency_p99"] == "pass"
-    assert decision.checks[-1].alpha == pytest.approx(0.05 / 4 / 6)  # the pairs add a sixth check
+    assert statuses(decision)["latency_p99"] == "not_applicable"  # a shadow: the canary decides latency
+    assert decision.checks[-1].alpha == pytest.approx(0.05 / 4 / 5)  # the pairs add agreement, latency leaves
 
 
 def test_threshold_change_breaches_prediction_drift_not_score_drift() -> None:
