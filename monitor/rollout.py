@@ -155,6 +155,7 @@ class RolloutController:
         self.rollout: Rollout | None = None  # as last read
         self.last: dict[str, Any] = {}  # the status of the last tick (``status``)
         self.decisions: dict[str, int] = {}  # verdict -> count, for the metrics
+        self.waiting = ""  # what the running step still waits for
 
     # ---- ingestion (the monitor's ingest path, under its lock) ----
     def releases(self) -> tuple[str, str] | None:
@@ -194,8 +195,9 @@ class RolloutController:
             candidate = evidence.arm(cand, model, str(r.candidate), counters, regression)
             paired = evidence.paired(base, cand) if r.mode == "shadow" else None
         policy = Policy(**r.policy)
+        self.waiting = self._missing(baseline, candidate, paired, policy, bool(counters))
         self._write_evidence(r, None, now)
-        if not self._enough(baseline, candidate, paired, policy):
+        if self.waiting:
             return
         decision = decide_step(r.step, baseline, candidate, self.task, policy, paired)
         if decision.verdict == "wait":
@@ -231,15 +233,25 @@ class RolloutController:
         self._finish(r, r.current, "aborted", now)
 
     @staticmethod
-    def _enough(baseline: Arm, candidate: Arm, paired: Paired | None, policy: Policy) -> bool:
-        """One look per step: the decision waits until every check has its data (no peeking at partial data)."""
-        arms_ready = all(
-            a.rows >= policy.min_rows
-            and len(a.latency_s) >= policy.min_requests
-            and a.ok_requests + a.failed_requests >= policy.min_requests
-            for a in (baseline, candidate)
-        )
-        return arms_ready and (paired is None or len(paired.candidate) >= policy.min_rows)
+    def _missing(baseline: Arm, candidate: Arm, paired: Paired | None, policy: Policy, scraped: bool) -> str:
+        """What the step still waits for ("" once every check has its data): one look per step, never a peek at
+        partial data."""
+        missing = []
+        for side, a in (("current", baseline), ("candidate", candidate)):
+            if a.rows < policy.min_rows:
+                missing.append(f"{side} {a.rows}/{policy.min_rows} rows")
+            if len(a.latency_s) < policy.min_requests:
+                missing.append(f"{side} {len(a.latency_s)}/{policy.min_requests} sampled requests")
+            if a.ok_requests + a.failed_requests < policy.min_requests:
+                counted = a.ok_requests + a.failed_requests
+                missing.append(f"{side} {counted}/{policy.min_requests} requests counted by Triton")
+        if paired is not None and len(paired.candidate) < policy.min_rows:
+            missing.append(f"{len(paired.candidate)}/{policy.min_rows} shadow pairs")
+        if not scraped:
+            missing.append(
+                "Triton's metrics (the monitor scrapes none: pass --triton-metrics or the server's --workdir)"
+            )
+        return "; ".join(missing)
 
     def _roll_back(self, r: Rollout, decision: StepDecision, now: float) -> None:
         r.phase, r.decided_at = "rolling_back", now
@@ -307,7 +319,7 @@ class RolloutController:
             atomic_write_json(
                 evidence_path(self.repository, r.pipeline),
                 {"rollout": r.id, "step": r.step, "at": now, "counts": self.evidence.counts(),
-                 "decision": decision.as_dict() if decision is not None else None},
+                 "waiting_for": self.waiting, "decision": decision.as_dict() if decision is not None else None},
             )  # fmt: skip
         except OSError as exc:
             log.warning("rollout evidence not written: %s", exc)
@@ -326,6 +338,7 @@ class RolloutController:
             "steps": len(r.shares),
             "share": r.share,
             "counts": self.evidence.counts() if r.phase == "running" else {},
+            "waiting_for": self.waiting if r.phase == "running" else "",
             "decisions": r.decisions,
             "reason": r.reason,
         }

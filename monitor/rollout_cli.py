@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inferline.core.command import Parser, fraction, positive_float, positive_int, run
+from inferline.core.command import Parser, positive_float, positive_int, run
 from inferline.core.errors import UserError
+from inferline.core.options import add_options, from_args
+from inferline.monitor.rollout_decision import Policy
 from inferline.release.registry import choose_published
 from inferline.release.rollout import (
     ROUTED_PHASES,
@@ -56,6 +58,14 @@ def parse_shares(text: str) -> list[float]:
     return shares
 
 
+def parse_share(text: str) -> float:
+    """One share: ``5%``, ``5`` (percent) or ``0.05``."""
+    shares = parse_shares(text)
+    if len(shares) != 1:
+        raise argparse.ArgumentTypeError(f"got {text!r}; expected one share, e.g. 5% or 0.05")
+    return shares[0]
+
+
 def _server(workdir: Path) -> dict[str, Any]:
     from inferline.serving.status import read_record
 
@@ -69,18 +79,7 @@ def _server(workdir: Path) -> dict[str, Any]:
 
 
 def _policy(args: argparse.Namespace, steps: int) -> dict[str, Any]:
-    from inferline.monitor.rollout_decision import Policy
-
-    policy = Policy(
-        alpha=args.alpha,
-        steps=steps,
-        min_rows=args.min_rows,
-        min_requests=args.min_requests,
-        latency_margin=args.latency_margin,
-        drift_min_effect=args.drift_min_effect,
-        quality_margin=args.quality_margin,
-        max_disagreement=args.max_disagreement,
-    )
+    policy = from_args(Policy, args, steps=steps)  # Policy checks every field's range
     return {k: getattr(policy, k) for k in policy.__dataclass_fields__}
 
 
@@ -220,6 +219,8 @@ def _status(args: argparse.Namespace) -> int:
     if r.phase == "running" and evidence and evidence.get("rollout") == r.id and evidence.get("step") == r.step:
         counts = ", ".join(f"{k}: {v['rows']} rows / {v['requests']} requests" for k, v in evidence["counts"].items())
         print(f"  this step so far: {counts} (decided at {r.policy.get('min_rows')} rows each)")
+        if evidence.get("waiting_for"):
+            print(f"  waiting for: {evidence['waiting_for']}")
     for d in r.decisions:
         print(f"  step {d['step'] + 1} at {d['share']:.0%}: {d['verdict']} (alpha {d['alpha']:.4f})")
         for c in d["checks"]:
@@ -273,32 +274,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                 "without it each request is drawn at random",
             )
         else:
-            s.add_argument("--share", type=fraction, default=0.05, help="the share of requests copied (0.05 = 5 %%)")
+            s.add_argument("--share", type=parse_share, default=0.05, help="the share of requests copied: 5%% or 0.05")
             s.set_defaults(sticky_header=None)
-        s.add_argument("--alpha", type=fraction, default=0.05, help="false-alarm rate of the whole rollout")
-        s.add_argument("--min-rows", type=positive_int, default=500, help="rows per release before a step is decided")
-        s.add_argument(
-            "--min-requests",
-            type=positive_int,
-            default=200,
-            help="sampled requests per release before a decision",
-        )
-        s.add_argument(
-            "--latency-margin", type=positive_float, default=0.2,
-            help="a latency breach needs the candidate's p99 above the current's by this share, and significance",
-        )  # fmt: skip
-        s.add_argument(
-            "--drift-min-effect", type=fraction, default=0.05,
-            help="a drift breach needs this distance between the releases' predictions (total variation or KS D)",
-        )  # fmt: skip
-        s.add_argument(
-            "--quality-margin", type=fraction, default=0.02,
-            help="a quality breach needs the candidate's estimated accuracy lower by this much",
-        )  # fmt: skip
-        s.add_argument(
-            "--max-disagreement", type=fraction, default=0.02,
-            help="shadow: a breach needs the releases to disagree on significantly more than this share of rows",
-        )  # fmt: skip
+        add_options(s, Policy)  # the decision's policy: its fields are the flags (monitor.rollout_decision)
         s.add_argument("--no-wait", action="store_true", help="return once traffic moves (the monitor decides)")
         s.add_argument("--timeout", type=positive_float, default=3600.0, help="seconds to follow the rollout")
         s.set_defaults(func=_start, mode=mode)

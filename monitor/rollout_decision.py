@@ -80,6 +80,8 @@ import numpy.typing as npt
 from scipy.special import gammaln
 from scipy.stats import binomtest, fisher_exact, ttest_ind_from_stats
 
+from inferline.core.command import fraction, positive_float, positive_int
+from inferline.core.options import option
 from inferline.monitor.two_sample import chi_square, ks_2samp, two_sample_cells
 
 __all__ = [
@@ -226,17 +228,42 @@ def _positive_int(name: str, value: object, why: str) -> None:
 class Policy:
     """The rollout's statistical policy (see the module docstring for how each field enters a check)."""
 
-    alpha: float = 0.05
+    # the fields made with ``option`` are also `inferline rollout canary|shadow`'s flags (``core.options``)
+    alpha: float = option("--alpha", "false-alarm rate of the whole rollout", default=0.05, type=fraction)
     steps: int = 4
-    min_rows: int = 500
-    min_requests: int = 200
+    min_rows: int = option(
+        "--min-rows", "rows each release answers in a step before it is decided", default=500, type=positive_int
+    )
+    min_requests: int = option(
+        "--min-requests", "requests each release answers in a step before it is decided", default=200,
+        type=positive_int,
+    )  # fmt: skip
     latency_quantile: float = 0.99
-    latency_margin: float = 0.20
-    latency_floor_s: float = 0.002
-    error_margin: float = 0.005
-    drift_min_effect: float = 0.05
-    quality_margin: float = 0.02
-    max_disagreement: float = 0.02
+    latency_margin: float = option(
+        "--latency-margin", "a latency breach needs the candidate's p99 above the current's by this share, and "
+        "significance", default=0.20, type=positive_float,
+    )  # fmt: skip
+    latency_floor_s: float = option(
+        "--latency-floor", "a latency breach also needs the candidate's p99 above the current's by this many "
+        "seconds (the noise of a busy machine)", default=0.002,
+        type=positive_float,
+    )  # fmt: skip
+    error_margin: float = option(
+        "--error-margin", "an error breach needs the candidate's failed-request rate above the current's by this "
+        "much", default=0.005, type=fraction,
+    )  # fmt: skip
+    drift_min_effect: float = option(
+        "--drift-min-effect", "a drift breach needs this distance between the releases' predictions (total "
+        "variation or KS D)", default=0.05, type=fraction,
+    )  # fmt: skip
+    quality_margin: float = option(
+        "--quality-margin", "a quality breach needs the candidate's estimated accuracy lower by this much",
+        default=0.02, type=fraction,
+    )  # fmt: skip
+    max_disagreement: float = option(
+        "--max-disagreement", "shadow: a breach needs the releases to disagree on significantly more than this "
+        "share of the same rows", default=0.02, type=fraction,
+    )  # fmt: skip
     regression_tolerance: float = 1e-3
 
     def __post_init__(self) -> None:

@@ -215,10 +215,15 @@ class Gateway:
             choice = router.choose(model, version, request.headers.get(header) if header else None)
             if choice is not None:
                 path = f"/v2/models/{model}/versions/{choice.version}/infer"
-        async with self.admitted():
-            response = await self._forward("infer", request, "POST", built.body, headers, path)
-        latency = time.monotonic() - started
         release = router.release_of(model, choice) if version is None else f"{model}:{version}"
+        try:
+            async with self.admitted():
+                response = await self._forward("infer", request, "POST", built.body, headers, path)
+        except RequestRejected as exc:  # not admitted, or no answer from the model server: counted, then refused
+            if release in router.known and exc.reason == "upstream_unavailable":
+                router.observe(model, release, False, time.monotonic() - started)
+            raise
+        latency = time.monotonic() - started
         if release in router.known:
             router.observe(model, release, response.status == 200, latency)
         answer = response.body if isinstance(response, web.Response) else None

@@ -265,8 +265,9 @@ class GrpcEdge:
                 try:
                     async with g.admitted():
                         answer = await self._forward(method, request, context)
-                except (RequestRejected, aio.AioRpcError):
-                    if release in g.router.known:
+                except (RequestRejected, aio.AioRpcError) as exc:  # counted when the model server failed it
+                    failed = not isinstance(exc, RequestRejected) or exc.reason == "upstream_unavailable"
+                    if failed and release in g.router.known:
                         g.router.observe(model, release, False, time.monotonic() - started)
                     raise
                 latency = time.monotonic() - started

@@ -42,7 +42,9 @@ from tests.rollout_cases import Load
 from .conftest import Published, Supervised, supervised_server, wait_until
 
 ROWS = 8  # per request
-POLICY = ["--min-rows", "400", "--min-requests", "100"]
+# a 10 ms latency floor: on this 2-core machine, busy with the callers, the server and the monitor at once, the p99
+# of two identical releases (two stub processes) differed by up to 3.6 ms; the slowed release adds 50 ms per batch
+POLICY = ["--min-rows", "300", "--min-requests", "80", "--latency-floor", "0.01"]
 
 
 @dataclass
@@ -135,7 +137,7 @@ def test_a_slower_candidate_is_rolled_back_at_the_first_step_with_the_evidence(s
     version = candidate(stack, run)
     slow_down(stack.repository, version, sleep_s=0.05)
     with Load(fraud, stack.server.record["gateway"], stack.server.record["grpc_edge"]) as load:
-        started = rollout(stack, "canary", str(version), "--steps", "10,30,60", *POLICY, "--no-wait")
+        started = rollout(stack, "canary", str(version), "--steps", "20,50", *POLICY, "--no-wait")
         assert started.returncode == 0, started.stderr
         phase = decided(stack, version)
     assert phase == "rolled_back"
@@ -160,7 +162,7 @@ def test_a_candidate_whose_predictions_drift_is_rolled_back(stack: Stack, run: R
     version = candidate(stack, run)
     flip_head(stack.repository, version)
     with Load(fraud, stack.server.record["gateway"], stack.server.record["grpc_edge"]) as load:
-        started = rollout(stack, "canary", str(version), "--steps", "10,30,60", *POLICY, "--no-wait")
+        started = rollout(stack, "canary", str(version), "--steps", "20,50", *POLICY, "--no-wait")
         assert started.returncode == 0, started.stderr
         phase = decided(stack, version)
     assert phase == "rolled_back"
@@ -180,12 +182,12 @@ def test_an_equal_candidate_is_promoted_through_every_step_with_zero_failed_requ
     before = Registry(stack.repository, "fraud").current
     version = candidate(stack, run)
     with Load(fraud, stack.server.record["gateway"], stack.server.record["grpc_edge"]) as load:
-        done = rollout(stack, "canary", str(version), "--steps", "10,30,60", *POLICY, "--timeout", "240")
+        done = rollout(stack, "canary", str(version), "--steps", "20,50", *POLICY, "--timeout", "240")
         wait_until(lambda: sum(load.answered.values()) > 0, 10, "requests answered after the promotion")
     assert done.returncode == 0, done.stdout + done.stderr
     r = read_rollout(stack.repository, "fraud")
     assert r is not None and r.phase == "promoted", r
-    assert [d["verdict"] for d in r.decisions] == ["pass", "pass", "pass"]
+    assert [d["verdict"] for d in r.decisions] == ["pass", "pass"]
     registry = Registry(stack.repository, "fraud")
     assert (registry.current, registry.previous) == (version, before)
     assert registry.read()["history"][-1]["action"] == "promote"

@@ -29,7 +29,7 @@ from tests.rollout_cases import Load
 
 from .conftest import Published, Supervised, supervised_server, wait_until
 
-POLICY = ["--min-rows", "300", "--min-requests", "80"]
+POLICY = ["--min-rows", "300", "--min-requests", "80", "--latency-floor", "0.01"]  # as in test_rollout.py
 
 
 @pytest.fixture(scope="module")
