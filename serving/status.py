@@ -88,6 +88,22 @@ def live_pipelines(state: dict[str, Any], key: str) -> dict[str, Any]:
     }
 
 
+def _rollouts(state: dict[str, Any]) -> dict[str, Any]:
+    """The rollout of each served pipeline that has one routed now (``inferline rollout status`` has the evidence)."""
+    from inferline.release.rollout import RolloutError, read_rollout
+
+    found: dict[str, Any] = {}
+    for pipeline in state.get("pipelines") or {}:
+        try:
+            r = read_rollout(Path(state["repository"]), pipeline)
+        except (OSError, RolloutError):
+            continue
+        if r is not None and r.routed:
+            found[pipeline] = {"id": r.id, "mode": r.mode, "phase": r.phase, "current": r.current,
+                               "candidate": r.candidate, "step": r.step, "share": r.share}  # fmt: skip
+    return found
+
+
 def status(args: argparse.Namespace) -> int:
     state = read_record(args.workdir)
     if not state:
@@ -124,7 +140,7 @@ def status(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - any failure to answer is "not answering"
         print(f"up but not answering: pid {state['pid']}, http {state['http']}: {exc}")
         return 2
-    record = {**state, **live, "loaded": loaded}
+    record = {**state, **live, "loaded": loaded, "rollouts": _rollouts(state)}
     print(json.dumps(record, indent=2))
     warn_unavailable(record, "status")
     return 0

@@ -229,6 +229,8 @@ def test_a_server_restart_during_a_rollout_rolls_it_back(stack: Stack, run: RunR
         started = rollout(stack, "canary", str(version), "--steps", "50", *endless, "--no-wait")
         assert started.returncode == 0, started.stderr
         wait_until(lambda: load.answered.get(f"fraud:{version}", 0) > 0, 30, "the candidate answering its share")
+        shown = json.loads(stack.server.cli("status").stdout)["rollouts"]["fraud"]  # `inferline serve status`
+        assert (shown["phase"], shown["candidate"], shown["share"]) == ("running", version, 0.5), shown
         before = stack.server.state()
         os.kill(before["pid"], signal.SIGKILL)  # tritonserver only: the supervisor restarts it
         wait_until(lambda: stack.server.state()["restarts"] > before["restarts"], 60, "the supervisor's restart")
