@@ -25,6 +25,7 @@ from inferline.monitor.rollout_decision import Policy
 from inferline.release.registry import choose_published
 from inferline.release.rollout import (
     ROUTED_PHASES,
+    TERMINAL_PHASES,
     Rollout,
     RolloutError,
     read_rollout,
@@ -178,10 +179,8 @@ def _follow(repository: Path, pipeline: str, rollout_id: str, timeout_s: float) 
         if (r.phase, r.step) != seen:
             seen = (r.phase, r.step)
             print(_line(r), flush=True)
-        if r.phase in ("promoted", "passed"):
-            return 0
-        if r.phase in ("rolled_back", "aborted"):
-            return 1
+        if r.phase in TERMINAL_PHASES:
+            return 0 if r.phase in ("promoted", "passed") else 1
         if time.monotonic() > deadline:
             print(
                 f"rollout {rollout_id} still {r.phase} after {timeout_s:g} s (it goes on; `inferline rollout "

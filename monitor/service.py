@@ -276,11 +276,23 @@ class Monitor:
         if self.rules is not None:
             evaluation = self.rules.evaluate(snapshot, now)
             if evaluation.new_incident is not None and self.controller is not None:
+                self._end_rollout_for(evaluation.new_incident.id)
                 self.controller.handle(evaluation.new_incident, now)
             self.last_evaluation = evaluation
             snapshot["rules"] = self._rules_status()
         self.history.append(snapshot)
         return snapshot
+
+    def _end_rollout_for(self, incident: int) -> None:
+        """A rollback of the current release comes first: a rollout in progress is aborted (everything routed to
+        the current release, the candidate unloaded) before the switch, which expects one release served."""
+        if self.rollout is None:
+            return
+        from inferline.release.rollout import read_rollout
+
+        r = read_rollout(self.rollout.repository, self.rollout.pipeline)
+        if r is not None and r.routed:
+            self.rollout.abort(r, reason=f"incident {incident}: the current release is being rolled back")
 
     def _rules_status(self) -> dict[str, Any]:
         ev, engine = self.last_evaluation, self.rules

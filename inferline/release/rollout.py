@@ -36,8 +36,8 @@ from inferline.core.errors import UserError
 from inferline.core.files import atomic_write_json
 
 __all__ = [
-    "ACTIVE_PHASES",
     "ROUTED_PHASES",
+    "TERMINAL_PHASES",
     "Rollout",
     "RolloutError",
     "ack_path",
@@ -52,8 +52,8 @@ __all__ = [
 Mode = Literal["shadow", "canary"]
 ROUTED_PHASES = ("starting", "running", "promoting", "rolling_back")
 """Phases in which the edge routes by the rollout (both releases are loaded)."""
-ACTIVE_PHASES = ROUTED_PHASES
 TERMINAL_PHASES = ("promoted", "rolled_back", "passed", "aborted")
+"""Phases a rollout ends in (the edge routes by the registry alone again)."""
 
 
 class RolloutError(UserError, RuntimeError):

@@ -35,7 +35,7 @@ from inferline.monitor.config import MonitorConfig
 from inferline.monitor.rollout import RolloutController
 from inferline.monitor.service import Monitor
 from inferline.release.registry import Registry
-from inferline.release.rollout import read_rollout
+from inferline.release.rollout import TERMINAL_PHASES, read_rollout
 from inferline.training.train import RunResult
 from tests.rollout_cases import Load
 
@@ -100,11 +100,10 @@ def rollout(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
 def decided(stack: Stack, version: int, timeout_s: float = 150) -> str:
     """Wait until the monitor has decided the rollout of ``version``; its final phase."""
-    terminal = ("promoted", "rolled_back", "passed", "aborted")
 
     def done() -> bool:
         r = read_rollout(stack.repository, "fraud")
-        return r is not None and r.candidate == version and r.phase in terminal
+        return r is not None and r.candidate == version and r.phase in TERMINAL_PHASES
 
     wait_until(done, timeout_s, f"the rollout of fraud:{version} decided")
     r = read_rollout(stack.repository, "fraud")

@@ -22,7 +22,7 @@ from inferline.monitor.config import MonitorConfig
 from inferline.monitor.rollout import RolloutController
 from inferline.monitor.service import Monitor
 from inferline.release.registry import Registry
-from inferline.release.rollout import read_rollout
+from inferline.release.rollout import TERMINAL_PHASES, read_rollout
 from inferline.training.train import train
 from tests.pipelines import glyphs, yields
 from tests.rollout_cases import Load
@@ -111,7 +111,7 @@ def test_a_tensor_pipeline_shadow_passes_on_the_same_rows_and_is_unloaded(
 
         def decided() -> bool:
             r = read_rollout(repo, "glyphs")
-            return r is not None and r.phase in ("passed", "rolled_back", "aborted")
+            return r is not None and r.phase in TERMINAL_PHASES
 
         wait_until(decided, 150, "the glyphs shadow decided")
     r = read_rollout(repo, "glyphs")
