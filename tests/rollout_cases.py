@@ -1,11 +1,17 @@
-"""Callers for the rollout tests: threads sending rows of any pipeline through the edge (HTTP with binary tensors,
-and gRPC) until stopped, counting the requests each release answered and every failed request."""
+"""For the rollout tests: callers (threads sending rows of any pipeline through the edge, HTTP with binary tensors and
+gRPC, until stopped, counting the requests each release answered and every failed request) and ``inferline
+rollout`` itself."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 
 import tritonclient.grpc as grpcclient
@@ -13,7 +19,7 @@ import tritonclient.http as httpclient
 
 from inferline.features.wire import encode_rows
 
-__all__ = ["Load"]
+__all__ = ["Load", "rollout"]
 
 ROWS = 8  # per request
 POOL = 4_000  # distinct rows each caller sends in turn
@@ -82,3 +88,21 @@ class Load:
         self.stop.set()
         for t in self.threads:
             t.join(30)
+
+
+def rollout(workdir: Path, *args: str, in_process: bool = True) -> subprocess.CompletedProcess[str]:
+    """``inferline rollout ARGS --workdir WORKDIR``: in this process by default (the command's own ``main``, its
+    output captured; seconds of interpreter start saved per call), or as a user runs it (``in_process=False``)."""
+    argv = [*args, "--workdir", str(workdir)]
+    if not in_process:
+        command = [sys.executable, "-m", "inferline", "rollout", *argv]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    from inferline.monitor import rollout_cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = rollout_cli.main(argv)
+        except SystemExit as exc:  # a usage error
+            code = int(exc.code or 0)
+    return subprocess.CompletedProcess(["inferline", "rollout", *argv], code, out.getvalue(), err.getvalue())

@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from inferline.release.registry import Registry
 from inferline.release.rollout import TERMINAL_PHASES, read_rollout
 from inferline.training.train import RunResult
 from tests.rollout_cases import Load
+from tests.rollout_cases import rollout as run_rollout
 
 from .conftest import Published, Supervised, supervised_server, wait_until
 
@@ -62,7 +62,7 @@ def stack(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Ite
     repository = root / "triton_models"
     server = supervised_server(published, root, up=False)  # copies the repository; the monitor reads the same
     config = MonitorConfig(
-        repository=repository, pipeline="fraud", port=free_port(), nvml=False, interval_s=0.5, min_samples=200
+        repository=repository, pipeline="fraud", port=free_port(), nvml=False, interval_s=0.25, min_samples=200
     )
     monitor = Monitor(config)
     server_for_monitor = MonitorServer(monitor, ingest_key=monitor_key(workdir))  # bound: its URL for `serve up`
@@ -93,9 +93,8 @@ def candidate(stack: Stack, run: RunResult) -> int:
     return publish(run.run_dir, stack.repository, promote=False, load_check=False).version
 
 
-def rollout(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "inferline", "rollout", *args, "--workdir", str(stack.server.workdir)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+def rollout(stack: Stack, *args: str, in_process: bool = True) -> subprocess.CompletedProcess[str]:
+    return run_rollout(stack.server.workdir, *args, in_process=in_process)
 
 
 def decided(stack: Stack, version: int, timeout_s: float = 150) -> str:
@@ -136,7 +135,7 @@ def test_a_slower_candidate_is_rolled_back_at_the_first_step_with_the_evidence(s
     version = candidate(stack, run)
     slow_down(stack.repository, version, sleep_s=0.05)
     with Load(fraud, stack.server.record["gateway"], stack.server.record["grpc_edge"]) as load:
-        started = rollout(stack, "canary", str(version), "--steps", "20,50", *POLICY, "--no-wait")
+        started = rollout(stack, "canary", str(version), "--steps", "20,50", *POLICY, "--no-wait", in_process=False)
         assert started.returncode == 0, started.stderr
         phase = decided(stack, version)
     assert phase == "rolled_back"
