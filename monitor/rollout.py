@@ -90,29 +90,19 @@ class RolloutEvidence:
     ) -> None:
         """The accepted rows of one samples body of ``release`` (ignored when it is not one of the rollout's)."""
         with self.lock:
-            self._add(release, latency_s, values, predicted, pairs)
-
-    def _add(
-        self,
-        release: str,
-        latency_s: list[float] | None,
-        values: np.ndarray,
-        predicted: np.ndarray | None,
-        pairs: np.ndarray | None,
-    ) -> None:
-        arm = self.arms.get(release)
-        if arm is None:
-            return
-        arm.latency_s.extend(latency_s or ())
-        arm.values.append(values)
-        if predicted is not None:
-            arm.predicted.append(predicted)
-        arm.rows += len(values)
-        if pairs is not None:
-            answers = predicted if predicted is not None else values[:, 0]
-            for p, a in zip(pairs.tolist(), answers.tolist(), strict=True):
-                if p >= 0:
-                    arm.pairs[int(p)] = float(a)
+            arm = self.arms.get(release)
+            if arm is None:
+                return
+            arm.latency_s.extend(latency_s or ())
+            arm.values.append(values)
+            if predicted is not None:
+                arm.predicted.append(predicted)
+            arm.rows += len(values)
+            if pairs is not None:
+                answers = predicted if predicted is not None else values[:, 0]
+                for p, a in zip(pairs.tolist(), answers.tolist(), strict=True):
+                    if p >= 0:
+                        arm.pairs[int(p)] = float(a)
 
     def arm(self, release: str, model: str, version: str, counters: TritonCounters, regression: bool) -> Arm:
         a = self.arms[release]

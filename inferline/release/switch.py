@@ -110,6 +110,19 @@ def _wait(client: Any, headers: dict[str, str], name: str, versions: set[int], t
         time.sleep(0.1)  # readiness polling interval
 
 
+def _restore(
+    client: Any, headers: dict[str, str], repository: Path, pipeline: str, current: int, models: Sequence[str]
+) -> None:
+    """After a failed switch or load: ``current``'s configs back, and ``models`` reloaded from them (best effort;
+    the served versions stay loaded anyway)."""
+    activate(repository, pipeline, current)
+    for name in models:
+        try:
+            client.load_model(name, headers=headers)
+        except Exception:  # noqa: BLE001 - best effort; the served versions stay loaded anyway
+            pass
+
+
 def switch_release(
     url: str, admin_key: str, repository: Path, pipeline: str, to_version: int, timeout_s: float = 120.0
 ) -> SwitchResult:
@@ -154,12 +167,7 @@ def switch_release(
                 result.steps.append(f"ensemble routes to {pipeline}:{to_version}")
         except Exception as exc:  # any failure: put the served release's configs back (re-raised below)
             if current is not None:
-                activate(repository, pipeline, current)
-                for name in (*inner, public):
-                    try:
-                        client.load_model(name, headers=headers)
-                    except Exception:  # noqa: BLE001 - best effort; the served versions stay loaded anyway
-                        pass
+                _restore(client, headers, repository, pipeline, current, (*inner, public))
             raise ReleaseSwitchError(
                 f"switching {pipeline} from {current} to {to_version} failed ({type(exc).__name__}: {exc}); the "
                 f"server still serves {pipeline}:{current}"
@@ -203,11 +211,7 @@ def load_beside(
             client.load_model(public, headers=headers)
             _wait(client, headers, public, {current, candidate}, timeout_s)
         except Exception as exc:  # put the served release's config back (re-raised below)
-            activate(repository, pipeline, current)
-            try:
-                client.load_model(public, headers=headers)
-            except Exception:  # noqa: BLE001 - best effort; the served version stays loaded anyway
-                pass
+            _restore(client, headers, repository, pipeline, current, (public,))
             raise ReleaseSwitchError(
                 f"loading {pipeline}:{candidate} beside {pipeline}:{current} failed ({type(exc).__name__}: {exc}); "
                 f"the server still serves {pipeline}:{current} alone"
