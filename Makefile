@@ -82,6 +82,7 @@ gpu-check:
 # dependencies (mkdocs, mkdocs-material, mkdocstrings-python, mktestdocs) are not in pyproject.toml yet, so this
 # is not part of `make test` (issue 33)
 docs:
+	$(PY) docs/gen_reference.py
 	$(PY) -m mkdocs build --strict --site-dir site
 
 serve-down:
