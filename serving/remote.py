@@ -92,12 +92,19 @@ def predict(args: argparse.Namespace) -> int:
         return 1
     id_col = client.spec.id_column.name if client.spec.id_column else None
     for i in range(len(p)):
+        ok = p.status[i] == "ok"
+        if p.prediction is not None:  # regression (classes=()): one value per row, no classes
+            answer: dict[str, object] = {"prediction": round(float(p.prediction[i]), 6) if ok else None}
+        else:
+            answer = {
+                "probabilities": [round(float(x), 6) for x in p.probabilities[i]],
+                "predicted_class": client.spec.classes[int(p.predicted_class[i])] if ok else None,
+            }
         print(
             json.dumps(
                 {
                     **({id_col: str(rows[id_col].iloc[i])} if id_col else {}),
-                    "probabilities": [round(float(x), 6) for x in p.probabilities[i]],
-                    "predicted_class": client.spec.classes[int(p.predicted_class[i])] if p.status[i] == "ok" else None,
+                    **answer,
                     "status": p.status[i],
                     "release": p.release[i],
                 }

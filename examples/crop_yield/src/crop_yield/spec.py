@@ -33,9 +33,9 @@ SPEC = PipelineSpec(
     model=ModelParams(
         factory="crop_yield.model:build",  # our own module
         factory_args={"hidden": 32},
-        epochs=4,
+        epochs=40,
         batch_size=128,
-        learning_rate=1e-2,
+        learning_rate=2e-2,
         max_batch_size=64,
     ),
 )
