@@ -258,6 +258,26 @@ def test_metrics_of_each_task(world: World) -> None:
     assert manifests["byom_species"]["model"]["factory"] == "inferline.training.model:tabular_net"
 
 
+def test_serve_predict_prints_a_regression_pipelines_values(world: World) -> None:
+    """``inferline serve predict`` on a regression pipeline (``classes=()``) prints one ``prediction`` per row, the
+    served value (it raised IndexError on the empty classes before; found following the bring-your-own-model
+    tutorial), and ``null`` with the reason for a refused row."""
+    case = world.cases["byom_regression"]
+    rows = case.rows.head(4).drop(columns=["target"]).reset_index(drop=True)
+    rows.at[2, "temperature"] = 99.0  # implausible
+    atomic_write_parquet(world.root / "regression-rows.parquet", rows)
+    done = _cli(
+        "serve", "predict", "--pipeline", "byom_regression", "--url", world.server.config.http_url,
+        "--repository", str(world.repository), "--file", str(world.root / "regression-rows.parquet"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [a["status"] for a in answers] == ["ok", "ok", "temperature:implausible", "ok"]
+    assert answers[2]["prediction"] is None and "probabilities" not in answers[0]
+    served = _served(world, Case(case.spec, case.reference, rows), "http", 7)
+    np.testing.assert_allclose([answers[i]["prediction"] for i in (0, 1, 3)], served.prediction[[0, 1, 3]], atol=1e-5)
+
+
 def test_a_published_onnx_file_rolls_back_like_any_release(world: World) -> None:
     """A second ONNX file for the same spec is published and served; rolling back serves the first again, and the
     batch job scores whichever release it is told to. The server ends where it started (release 1)."""
