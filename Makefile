@@ -8,12 +8,13 @@ PKGS   := inferline $(STAGES)
 
 .PHONY: docs import-graph demo test test-fast bench bench-quick bench-deps wrk system-deps lint typecheck install clean serve-down gpu-check
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/crop_yield/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (CPython 3.11) on PATH"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@start=$$(date +%s); \
 	$(PY) -m pip install --quiet --upgrade pip && \
 	$(PY) -m pip install --quiet -e '.[cpu,dev]' && \
+	$(PY) -m pip install --quiet -e examples/crop_yield && \
 	echo "install took $$(( $$(date +%s) - start )) s"
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -56,8 +57,8 @@ bench-quick: bench-deps wrk
 
 # lint-imports: the layers contract of pyproject.toml ([tool.importlinter]); a back-edge between packages fails here
 lint: $(STAMP)
-	$(VENV)/bin/ruff check $(PKGS) tests
-	$(VENV)/bin/ruff format --check $(PKGS) tests
+	$(VENV)/bin/ruff check $(PKGS) tests examples
+	$(VENV)/bin/ruff format --check $(PKGS) tests examples
 	$(VENV)/bin/lint-imports
 
 import-graph: $(STAMP)  # the packages' import graph, one line per edge, and any cycle
