@@ -60,7 +60,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         type=positive_int,
         default=100,
         help="trace 1 request in N into WORKDIR/trace/ for the monitor (the bundled Triton 2.51 can crash when "
-        "tracing under sustained load, a bug fixed in 25.04: serve such load with --no-trace; see the README)",
+        "tracing under sustained load, a bug fixed in 25.04: serve such load with --no-trace; see "
+        "docs/explanation/benchmarks.md)",
     )
     up.add_argument(
         "--no-trace", action="store_true", help="no request traces (the monitor then has no server timings)"

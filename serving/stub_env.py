@@ -2,7 +2,7 @@
 reach the interpreter inside Triton's Python-backend stubs.
 
 The stub starts an embedded interpreter that ignores ``PYTHONPATH`` (measured: the variable is in its environment,
-its entries are not on ``sys.path``). Two routes work, both documented in the README:
+its entries are not on ``sys.path``). Two routes work, both documented in docs/tutorials/bring-your-own-model.md:
 
 1. an installed package: ``pip install -e .`` (or any install) into the environment inferline runs in. The stubs
    use that environment's ``site-packages`` (``serving.server``: its ``bin/`` is first on ``PATH``);

@@ -1,0 +1,1 @@
+"""A user's own regression model for inferline: crop yield (tonnes per hectare) per plot."""
