@@ -2,24 +2,34 @@
 
 The convention, for README.md and every page under docs/ (docs/reference/ is generated, so not scanned):
 
-- A fenced block runs only when the line right before its opening fence is the HTML comment ``<!-- run -->``
-  (invisible on the rendered page). Every other block is illustration: a diagram, a printed result, a fragment, or
-  a command too expensive for a test (training, serving, ``make demo``, docker, kubectl).
-- A runnable block is ````` ```bash ````` or ````` ```python `````:
-  - ``bash``: run by ``bash -e -u -o pipefail`` in a fresh temporary directory, with this repository's ``.venv/bin``
-    first on ``PATH`` (``inferline`` is the installed one) and ``COLUMNS=100`` (argparse wraps help to it); it must
-    exit 0 within ``TIMEOUT_S`` seconds. stdout and stderr together are its output.
-  - ``python``: executed by mktestdocs (``exec_python``: a fresh ``__main__`` namespace) in a fresh temporary
-    working directory; what it prints is its output. Warnings are errors, as in the rest of the suite.
-- A runnable block must be followed (blank lines allowed between) by a ````` ```text ````` block: its expected output.
+- Every ``bash``, ``sh``, ``console`` or ``python`` block is either run or says why not: the line right before its
+  opening fence is the HTML comment ``<!-- run -->`` or ``<!-- not run: REASON -->`` (both invisible on the
+  rendered page). A command block with neither fails ``test_every_command_block_runs_or_says_why_not``. Other
+  blocks (``text``, ``yaml``, a diagram) are illustration.
+- A page is a session: its ``<!-- run -->`` blocks run in page order in one fresh temporary directory, so a later
+  block sees what an earlier one wrote (a tutorial's ``generate``, then ``train``, then ``export publish``). A
+  server the page starts is stopped (``inferline serve down``) when the page ends, passed or failed.
+- A runnable block is ``bash`` or ``python``:
+  - ``bash``: run by ``bash -e -u -o pipefail`` with this repository's ``.venv/bin`` first on ``PATH``
+    (``inferline`` is the installed one) and ``COLUMNS=100`` (argparse wraps help to it); it must exit 0 within
+    ``TIMEOUT_S`` seconds. stdout and stderr together are its output.
+  - ``python``: executed by mktestdocs (``exec_python``: a fresh ``__main__`` namespace) with the session's
+    directory as the working directory; what it prints is its output. Warnings are errors, as in the rest of the
+    suite.
+- A runnable block must be followed (blank lines allowed between) by a ``text`` block: its expected output.
   Lines are compared one for one, trailing whitespace and leading/trailing blank lines ignored. Inside a line,
-  ``...`` matches any text (timings); a line that is only ``...`` matches any number of lines (a long help text
-  shown in part).
+  ``...`` matches any text (timings, a run's metrics); a line that is only ``...`` matches any number of lines (a
+  long help text or a JSON record shown in part).
+- Ports: a page that serves uses fixed ports below Linux's ephemeral range (32768-60999), which the rest of the
+  suite's free-port picks never return; where one is taken by something else, the page is skipped, saying which.
 
 Why mktestdocs: tried beside pytest-markdown-docs on the same blocks; mktestdocs is a library this file calls, so
 the file decides which blocks run and compares their output, whereas pytest-markdown-docs is a collection plugin
 (``--markdown-docs``) that runs every ``python`` fence unless told ``notest``, runs no shell commands and compares
 no output.
+
+``python tests/system/test_docs_examples.py`` prints how many blocks run, per page, and the ones that do not with
+their reasons.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import contextlib
 import io
 import os
 import re
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +53,10 @@ exec_python = pytest.importorskip(
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 MARKER = "<!-- run -->"
-TIMEOUT_S = 60
+NOT_RUN = re.compile(r"^<!-- not run: (?P<reason>.+?) -->$")
+TIMEOUT_S = 240  # one block: `export publish` starts a scratch Triton, `serve up` the server
 RUNNABLE_LANGS = ("bash", "python")
+COMMAND_LANGS = ("bash", "sh", "shell", "console", "python", "py", "pycon")
 
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 
@@ -56,6 +69,7 @@ class Block:
     lang: str  # the fence's first word, "" when none
     body: str
     marked: bool  # the line before the opening fence is MARKER
+    not_run: str | None  # the reason given by a <!-- not run: REASON --> line before the opening fence
 
     @property
     def id(self) -> str:
@@ -89,6 +103,7 @@ def blocks_of(path: Path) -> list[Block]:
                 lang=info.split()[0].lstrip(".{").rstrip("}") if info else "",
                 body=body,
                 marked=i > 0 and lines[i - 1].strip() == MARKER,
+                not_run=(m2["reason"] if i > 0 and (m2 := NOT_RUN.match(lines[i - 1].strip())) else None),
             )
         )
         i = j + 1
@@ -148,6 +163,7 @@ def run_bash(source: str, cwd: Path) -> str:
         stderr=subprocess.STDOUT,
         text=True,
         timeout=TIMEOUT_S,
+        check=False,
     )
     assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout}"
     return proc.stdout
@@ -162,18 +178,27 @@ def run_python(source: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 EXAMPLES = runnable()
+SESSIONS: dict[str, list[tuple[Block, Block | None]]] = {}
+for _block, _expected in EXAMPLES:
+    SESSIONS.setdefault(_block.page, []).append((_block, _expected))
+PORT_FLAG = re.compile(r"--[a-z-]*port[= ](\d+)")
+
+
+def command_blocks() -> list[Block]:
+    return [b for b in all_blocks() if b.lang in COMMAND_LANGS]
 
 
 def test_the_convention_holds() -> None:
-    """Every marker stands before a runnable fence, and every runnable block has its expected output; the docs have
-    some runnable examples at all."""
+    """Every marker stands before a fenced block, a run block is runnable and has its expected output; the docs
+    have some runnable examples at all."""
     problems = []
     for path in pages():
         lines = path.read_text(encoding="utf-8").splitlines()
         starts = {b.line for b in blocks_of(path)}
         for n, line in enumerate(lines, 1):
-            if line.strip() == MARKER and (n + 1) not in starts:
-                problems.append(f"{path.relative_to(ROOT)}:{n}: {MARKER} is not right before a fenced block")
+            marker = line.strip() == MARKER or NOT_RUN.match(line.strip())
+            if marker and (n + 1) not in starts:
+                problems.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()} is not right before a fenced block")
     for block, expected in EXAMPLES:
         if block.lang not in RUNNABLE_LANGS:
             problems.append(f"{block.id}: a runnable block is one of {RUNNABLE_LANGS}, not {block.lang!r}")
@@ -181,6 +206,16 @@ def test_the_convention_holds() -> None:
             problems.append(f"{block.id}: a runnable block is followed by a ```text block of its expected output")
     assert not problems, "\n".join(problems)
     assert len(EXAMPLES) >= 4, [b.id for b, _ in EXAMPLES]
+
+
+def test_every_command_block_runs_or_says_why_not() -> None:
+    """A command or Python block on a page is run in CI, or the line before it says why not (a silent
+    illustration would be free to rot)."""
+    silent = [b.id for b in command_blocks() if not b.marked and not b.not_run]
+    assert not silent, (
+        f"{len(silent)} command blocks neither run nor say why not; put <!-- run --> (and a ```text block of the "
+        f"output after it) or <!-- not run: REASON --> on the line before each: {silent}"
+    )
 
 
 def test_the_matcher() -> None:
@@ -193,17 +228,55 @@ def test_the_matcher() -> None:
     assert not matches("head\n...\ntail", "head\n1\ntail\nmore")
 
 
-@pytest.mark.parametrize(("block", "expected"), EXAMPLES, ids=[b.id for b, _ in EXAMPLES])
-def test_example_runs_and_prints_what_the_page_says(
-    block: Block, expected: Block | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert expected is not None, f"{block.id}: no ```text block of expected output after it"
-    if block.lang == "bash":
-        actual = run_bash(block.body, tmp_path)
-    elif block.lang == "python":
-        actual = run_python(block.body, tmp_path, monkeypatch)
-    else:
-        pytest.fail(f"{block.id}: cannot run a {block.lang!r} block")
-    assert matches(expected.body, actual), (
-        f"{block.id}: the output is not what {expected.id} says\n--- expected\n{expected.body}\n--- actual\n{actual}"
-    )
+def _ports_taken(blocks: list[tuple[Block, Block | None]]) -> list[int]:
+    taken = []
+    for port in sorted({int(p) for b, _ in blocks if b.lang == "bash" for p in PORT_FLAG.findall(b.body)}):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append(port)
+    return taken
+
+
+def _stop_what_the_page_started(directory: Path) -> None:
+    if (directory / ".inferline").is_dir():
+        subprocess.run(
+            [str(VENV_BIN / "inferline"), "serve", "down"], cwd=directory, capture_output=True, timeout=60, check=False
+        )
+
+
+@pytest.mark.parametrize("page", list(SESSIONS))
+def test_page_runs_as_written(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's run blocks, in order, in one directory: each exits 0 and prints what the ```text block after it
+    says."""
+    blocks = SESSIONS[page]
+    taken = _ports_taken(blocks)
+    if taken:
+        pytest.skip(f"{page} serves on fixed ports and {taken} are taken by another process on this machine")
+    try:
+        for block, expected in blocks:
+            assert expected is not None, f"{block.id}: no ```text block of expected output after it"
+            if block.lang == "bash":
+                actual = run_bash(block.body, tmp_path)
+            elif block.lang == "python":
+                actual = run_python(block.body, tmp_path, monkeypatch)
+            else:
+                pytest.fail(f"{block.id}: cannot run a {block.lang!r} block")
+            assert matches(expected.body, actual), (
+                f"{block.id}: the output is not what {expected.id} says\n--- expected\n{expected.body}\n"
+                f"--- actual\n{actual}"
+            )
+    finally:
+        _stop_what_the_page_started(tmp_path)
+
+
+if __name__ == "__main__":  # the count of examples CI runs, per page, and the blocks that do not run, with why
+    for name, session in SESSIONS.items():
+        print(f"{len(session):3d} run  {name}")
+    print(f"{len(EXAMPLES):3d} run in all, on {len(SESSIONS)} pages")
+    skipped = [b for b in command_blocks() if b.not_run]
+    for b in skipped:
+        print(f"not run  {b.id}: {b.not_run}")
+    print(f"{len(skipped):3d} command blocks not run (each says why)")
