@@ -23,6 +23,8 @@ MAX_MODEL_BYTES = 512 * 2**20
 class UnsafeModel(UserError, ValueError):
     """A model file inferline will not publish or load."""
 
+    docs = "explanation/security.md"
+
 
 def _escapes(location: str, root: Path) -> str | None:
     if os.path.isabs(location):

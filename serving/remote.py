@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from inferline.core.errors import UserError
+from inferline.core.errors import UserError, user_message
 from inferline.core.secrets import admin_key
 from inferline.release.registry import choose_published
 from inferline.serving.client import InferlineClient, InferlineError
@@ -51,7 +51,7 @@ def apply(args: argparse.Namespace) -> int:
     try:
         result = switch_release(url, admin_key(args.workdir), repository, pipeline, target)
     except (ReleaseSwitchError, RegistryError) as exc:
-        print(f"apply FAILED, the server keeps what it served: {exc}")
+        print(f"apply FAILED, the server keeps what it served: {user_message(exc)}")
         return 1
     print(json.dumps({"pipeline": pipeline, "from": result.from_version, "to": target, "steps": result.steps}))
     return 0

@@ -45,7 +45,10 @@ def model_names(pipeline: str) -> dict[str, str]:
 
 
 class RegistryError(UserError, RuntimeError):
-    pass
+    """A release or a registry that is not what a command needs: no current release, an unknown version, an
+    incomplete or modified release, no previous release to roll back to."""
+
+    docs = "how-to/alerts-and-rollback.md"
 
 
 def _now() -> str:
