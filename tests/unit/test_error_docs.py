@@ -105,3 +105,14 @@ def test_the_command_line_boundary_ends_its_one_error_line_with_the_docs_page(
         f"(docs: docs/{PipelineNotFound.docs})\n"
     )
     assert (DOCS / PipelineNotFound.docs.partition("#")[0]).is_file()
+
+
+def test_the_generator_refuses_a_docs_that_names_no_page_or_no_heading(
+    gen: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(SpecError, "docs", "tutorials/bring-your-own-model.md#no-such-step")
+    with pytest.raises(SystemExit, match=r"SpecError.docs names .*no heading #no-such-step"):
+        gen.errors_page()
+    monkeypatch.setattr(SpecError, "docs", "tutorials/no-such-page.md")
+    with pytest.raises(SystemExit, match=r"SpecError.docs names .*no such page"):
+        gen.errors_page()
