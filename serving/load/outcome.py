@@ -28,7 +28,7 @@ PERCENTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("p99.9", 99.9))
 class WrkMissing(UserError, RuntimeError):
     """``wrk`` was asked for and is not installed: a user's error that names the install and the alternative."""
 
-    docs = "explanation/benchmarks.md"
+    docs = "reference/cli.md#inferline-bench-run"
 
 
 @dataclass(frozen=True)
