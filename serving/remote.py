@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from inferline.core.errors import UserError
+from inferline.core.errors import UserError, user_message
 from inferline.core.secrets import admin_key
 from inferline.release.registry import choose_published
 from inferline.serving.client import InferlineClient, InferlineError
+from inferline.serving.server import NoServer
 from inferline.serving.status import read_record
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def apply(args: argparse.Namespace) -> int:
     state = read_record(args.workdir) or {}
     url = args.url or state.get("http")
     if not url:
-        raise UserError(
+        raise NoServer(
             f"no server recorded in --workdir {args.workdir}; start one with `inferline serve up`, pass the work "
             "directory it was started with (--workdir), or its address with --url"
         )
@@ -51,7 +52,7 @@ def apply(args: argparse.Namespace) -> int:
     try:
         result = switch_release(url, admin_key(args.workdir), repository, pipeline, target)
     except (ReleaseSwitchError, RegistryError) as exc:
-        print(f"apply FAILED, the server keeps what it served: {exc}")
+        print(f"apply FAILED, the server keeps what it served: {user_message(exc)}")
         return 1
     print(json.dumps({"pipeline": pipeline, "from": result.from_version, "to": target, "steps": result.steps}))
     return 0
@@ -61,7 +62,7 @@ def predict(args: argparse.Namespace) -> int:
     state = read_record(args.workdir) or {}
     url = args.url or state.get(args.protocol)
     if not url:
-        raise UserError(
+        raise NoServer(
             f"no server recorded in --workdir {args.workdir}; start one with `inferline serve up`, pass the work "
             "directory it was started with (--workdir), or its address with --url"
         )
