@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from inferline.core.errors import UserError, user_message
+from inferline.core.errors import UserError, docs_pointer, user_message
 from inferline.core.secrets import admin_key
 from inferline.release.registry import choose_published
 from inferline.serving.client import InferlineClient, InferlineError
@@ -84,12 +84,9 @@ def predict(args: argparse.Namespace) -> int:
         endpoints = [u.strip() for u in url.split(",") if u.strip()]
         with InferlineClient(endpoints, args.protocol, pipeline=pipeline, spec=spec, timeout_s=args.timeout) as client:
             p = client.predict(rows)
-    except (InferlineError, ValueError) as exc:
-        print(
-            f"predict FAILED: {exc}; is the server up and serving {pipeline!r} at {url}? (`inferline serve status`, "
-            "--url, --pipeline)",
-            file=sys.stderr,
-        )
+    except InferlineError as exc:  # the server refused or did not answer
+        hint = f"is the server up and serving {pipeline!r} at {url}? (`inferline serve status`, --url, --pipeline)"
+        print(f"predict FAILED: {exc}; {hint} (docs: {docs_pointer(exc)})", file=sys.stderr)
         return 1
     id_col = client.spec.id_column.name if client.spec.id_column else None
     for i in range(len(p)):
@@ -97,8 +94,8 @@ def predict(args: argparse.Namespace) -> int:
         if p.prediction is not None:  # regression (classes=()): one value per row, no classes
             answer: dict[str, object] = {"prediction": round(float(p.prediction[i]), 6) if ok else None}
         else:
-            answer = {
-                "probabilities": [round(float(x), 6) for x in p.probabilities[i]],
+            answer = {  # a refused row's scores are of neutral features, not of the row: none is printed
+                "probabilities": [round(float(x), 6) for x in p.probabilities[i]] if ok else None,
                 "predicted_class": client.spec.classes[int(p.predicted_class[i])] if ok else None,
             }
         print(
