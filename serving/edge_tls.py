@@ -8,6 +8,7 @@ one up would drop every connection and what is in flight.
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ReloadingTls", "tls_context"]
+
+log = logging.getLogger("inferline.serving")
 
 
 def tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
@@ -84,7 +87,8 @@ class ReloadingTls:
                 self.context.load_cert_chain(str(cert), str(key))
                 if ca:
                     self.context.load_verify_locations(cafile=str(ca[0]))
-        except (OSError, ssl.SSLError, ValueError):
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.warning("TLS files changed but do not load together (%s); still serving the previous pair", exc)
             return False
         self.reloads += 1
         return True

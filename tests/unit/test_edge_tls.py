@@ -74,10 +74,11 @@ def test_a_half_replaced_pair_keeps_the_old_one_served_until_it_is_whole(files: 
     assert not tls.changed()  # unchanged files are not read again
 
 
-def test_a_file_that_is_not_pem_keeps_the_old_pair(files: tuple[Path, Path]) -> None:
+def test_a_file_that_is_not_pem_keeps_the_old_pair(files: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
     cert, key = files
     tls = ReloadingTls(cert, key)
     cert.write_text("not a certificate\n")
     assert not tls.changed() and served_name(tls.context) == "first"
+    assert "do not load together" in caplog.text and "still serving the previous pair" in caplog.text
     replace(PKI / "first.pem", cert)  # put back: the same pair again is a reload that serves the same certificate
     assert tls.changed() and served_name(tls.context) == "first"
