@@ -96,8 +96,9 @@ class Column:
       kernels as null).
     - ``rules``: the ``Rule`` objects each non-null value must keep (``ge(0, name="negative")``, ...); a row that
       breaks one is quarantined with the reason ``<name>:<rule name>``.
-    - ``unique``: a repeated value is quarantined (``<name>:duplicate``), within a file and across a stage's files;
-      ``duplicates`` says which copies: ``"all"`` (default) or ``"all_but_first"``.
+    - ``unique``, ``duplicates``: with ``unique=True`` a repeated value is quarantined (``<name>:duplicate``),
+      within a file and across a stage's files; ``duplicates`` says which copies: ``"all"`` (default) or
+      ``"all_but_first"`` (the first, in input order, is kept).
     - ``timezone_policy`` (timestamps): ``"to_utc"`` (default) converts an explicit offset to UTC and refuses a
       value without one; ``"assume_utc"`` reads a value without an offset as UTC (recorded as a normalization).
     - ``description``: free text, kept in the release's spec snapshot.
@@ -229,7 +230,9 @@ class ModelParams:
     - ``factory``: the model, a function by import path (``"pkg.mod:build"``), called as
       ``build(layout, **factory_args)`` with a ``ModelLayout`` (the inputs in forward order, the task, the number of
       outputs) and returning a ``torch.nn.Module`` (the forward contract is in ``inferline.training.model``).
-      ``""`` (default) is the built-in TabularNet, sized by ``embedding_dim``, ``hidden`` and ``dropout``.
+      ``""`` (default) is the built-in TabularNet.
+    - ``embedding_dim``, ``hidden``, ``dropout``: the built-in TabularNet's size (each categorical feature's
+      embedding width, the hidden layers' widths, the dropout rate); a factory of your own ignores them.
     - ``max_vocab``: the most values a categorical feature's vocabulary keeps (the most frequent, each seen at
       least 5 times in the training rows); any other value is index 0, unknown.
     - ``factory_args``: the factory's keyword arguments (JSON-able; they go into the release's manifest).
