@@ -41,7 +41,7 @@ class PathNotFound(UserError, FileNotFoundError):
 class PortInUse(UserError):
     """A port a command would listen on is taken by another process (``--port``, ``--http-port``, ...)."""
 
-    docs = "tutorials/bring-your-own-model.md#7-serve"
+    docs = "how-to/recover-a-server.md#a-port-taken-by-another-process"
 
 
 def docs_pointer(exc: BaseException) -> str | None:

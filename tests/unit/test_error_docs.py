@@ -59,7 +59,7 @@ def test_heading_ids_are_mkdocs_ids(gen: Any) -> None:
     ids = gen.heading_ids(DOCS / "tutorials" / "bring-your-own-model.md")
     assert ids["3-check-the-spec"] == "3. Check the spec"
     assert "where-your-modules-must-be-importable" in ids
-    scaling = gen.heading_ids(DOCS / "scaling.md")  # its bash blocks hold `# 1. the image ...` comments
+    scaling = gen.heading_ids(DOCS / "explanation" / "scaling-and-gpu.md")  # its bash blocks hold `# 1. the image ...` comments
     assert "deploy-on-kubernetes" in scaling and not any(i.startswith(("1-", "2-", "fill-")) for i in scaling)
     errors = gen.heading_ids(DOCS / ERRORS_PAGE)
     assert errors["specerror"] == "SpecError" and errors["usererror"] == "UserError"  # the explicit {#id}
@@ -77,7 +77,7 @@ def test_a_class_points_to_its_own_section_unless_it_or_a_parent_names_a_page() 
     assert Mine.docs == f"{ERRORS_PAGE}#mine"
     assert Below.docs == FileLevelError.docs == BrokenFiles.docs == "explanation/data-validation.md"
     assert PipelineNotFound.docs != SpecError.docs  # a subclass may name a page of its own
-    assert PortInUse.docs == "tutorials/bring-your-own-model.md#7-serve"
+    assert PortInUse.docs == "how-to/recover-a-server.md#a-port-taken-by-another-process"
 
 
 def test_user_message_appends_the_pointer() -> None:
