@@ -59,7 +59,7 @@ def test_heading_ids_are_mkdocs_ids(gen: Any) -> None:
     ids = gen.heading_ids(DOCS / "tutorials" / "bring-your-own-model.md")
     assert ids["3-check-the-spec"] == "3. Check the spec"
     assert "where-your-modules-must-be-importable" in ids
-    scaling = gen.heading_ids(DOCS / "explanation" / "scaling-and-gpu.md")  # its bash blocks hold `# 1. the image ...` comments
+    scaling = gen.heading_ids(DOCS / "explanation" / "scaling-and-gpu.md")  # `# 1. ...` in bash
     assert "deploy-on-kubernetes" in scaling and not any(i.startswith(("1-", "2-", "fill-")) for i in scaling)
     errors = gen.heading_ids(DOCS / ERRORS_PAGE)
     assert errors["specerror"] == "SpecError" and errors["usererror"] == "UserError"  # the explicit {#id}
