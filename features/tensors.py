@@ -36,7 +36,7 @@ import numpy as np
 from inferline.core.errors import UserError
 from inferline.features.spec import TENSOR_DTYPES, Column, SpecError
 
-__all__ = ["PreprocessFailed", "TensorPlan", "isolate_rows", "numpy_dtype"]
+__all__ = ["PreprocessFailed", "TensorPlan", "isolate_rows", "numpy_dtype", "parquet_rows"]
 
 DTYPE, SHAPE, NULL, EMPTY, PREPROCESS = "dtype", "shape", "null", "empty", "preprocess"
 log = logging.getLogger(__name__)
@@ -46,6 +46,14 @@ NARROW = frozenset({"UINT8", "INT8", "INT16", "BOOL"})
 
 def numpy_dtype(triton: str) -> np.dtype[Any]:
     return np.dtype(TENSOR_DTYPES[triton])
+
+
+def parquet_rows(column: Column, values: Sequence[Any]) -> list[Any]:
+    """A tensor column's rows as a Parquet list column holds them: an array of more than one dimension flattened
+    when the column's shape is fixed (read back into the shape), nested lists when it has a variable dimension.
+    pyarrow writes neither such array as it is ("Can only convert 1-dimensional array values")."""
+    fixed = all(d > 0 for d in column.shape)
+    return [(v.reshape(-1) if fixed else v.tolist()) if isinstance(v, np.ndarray) and v.ndim > 1 else v for v in values]
 
 
 def _nested(v: Any) -> Any:

@@ -30,3 +30,25 @@ def test_rows_missing_a_column_are_refused_before_sending() -> None:
     rows = fraud.generate(2, seed=0).drop(columns=["amount"])
     with pytest.raises(ValueError, match=r"rows lack column\(s\) \['amount'\]"):
         client.predict(rows)
+
+
+def test_serve_predict_answers_a_refused_row_with_nulls() -> None:
+    """``serve predict`` prints a refused row's status and no probabilities (the model's answer on its stand-in
+    zeros means nothing); an ``ok`` row its probabilities and class. Found with the image tutorial, where a photo
+    of the wrong shape printed ``"probabilities": [0.0, 1.0, 0.0]`` beside ``"status": "image:shape"``."""
+    import numpy as np
+
+    from inferline.serving.client import Predictions
+    from inferline.serving.remote import answers
+
+    rows = fraud.generate(2, seed=0)
+    p = Predictions(
+        probabilities=np.array([[0.25, 0.75], [0.0, 1.0]], dtype=np.float32),
+        predicted_class=np.array([1, 1]),
+        status=["ok", "amount:negative"],
+        release=["fraud:1", "fraud:1"],
+    )
+    ok, refused = answers(p, fraud.SPEC, rows)
+    assert ok["probabilities"] == [0.25, 0.75] and ok["predicted_class"] == fraud.SPEC.classes[1]
+    assert refused["probabilities"] is None and refused["predicted_class"] is None
+    assert refused["status"] == "amount:negative" and refused["transaction_id"] == rows["transaction_id"].iloc[1]
