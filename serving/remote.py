@@ -18,6 +18,7 @@ import pandas as pd
 
 from inferline.core.errors import UserError
 from inferline.core.secrets import admin_key
+from inferline.features.wire import WireError
 from inferline.release.registry import choose_published
 from inferline.serving.client import InferlineClient, InferlineError, Predictions
 from inferline.serving.status import read_record
@@ -83,6 +84,9 @@ def predict(args: argparse.Namespace) -> int:
         endpoints = [u.strip() for u in url.split(",") if u.strip()]
         with InferlineClient(endpoints, args.protocol, pipeline=pipeline, spec=spec, timeout_s=args.timeout) as client:
             p = client.predict(rows)
+    except WireError as exc:  # the rows, before anything was sent
+        print(f"predict FAILED: the rows of {args.file} do not fit pipeline {pipeline!r}: {exc}", file=sys.stderr)
+        return 1
     except (InferlineError, ValueError) as exc:
         print(
             f"predict FAILED: {exc}; is the server up and serving {pipeline!r} at {url}? (`inferline serve status`, "

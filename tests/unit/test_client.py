@@ -52,3 +52,20 @@ def test_serve_predict_answers_a_refused_row_with_nulls() -> None:
     assert ok["probabilities"] == [0.25, 0.75] and ok["predicted_class"] == fraud.SPEC.classes[1]
     assert refused["probabilities"] is None and refused["predicted_class"] is None
     assert refused["status"] == "amount:negative" and refused["transaction_id"] == rows["transaction_id"].iloc[1]
+
+
+def test_rows_are_grouped_by_the_shapes_of_their_variable_tensors() -> None:
+    """``shape_groups``: positions of rows whose variable-length tensors share a shape, in order of first
+    appearance; the rows the wire refuses (no tokens, the wrong rank) one more group, answered with their reasons;
+    a spec without a variable dimension is one group."""
+    import pandas as pd
+
+    from inferline.features.wire import shape_groups
+    from tests.pipelines import byom_images, byom_text
+
+    tokens = [[1, 2, 3], [4, 5], [6, 7, 8], None, [[1, 2]], [9, 9]]
+    rows = pd.DataFrame({"doc_id": list("abcdef"), "tokens": tokens, "mask": [[1] * 3] * 6})
+    groups = [g.tolist() for g in shape_groups(rows, byom_text.SPEC)]
+    assert groups == [[0, 2], [1, 5], [3, 4]]
+    images = byom_images.generate(3, seed=0)
+    assert [g.tolist() for g in shape_groups(images, byom_images.SPEC)] == [[0, 1, 2]]
