@@ -12,7 +12,7 @@ from inferline.batch.job import BatchJobFailed, JobConfig, run_job
 from inferline.batch.plan import EmptyInput
 from inferline.core.alerts import Alert, Alerter
 from inferline.core.command import Parser, new_file, run
-from inferline.core.errors import UserError
+from inferline.core.errors import UserError, user_message
 from inferline.core.options import add_options, from_args
 from inferline.core.secrets import monitor_key
 from inferline.features.dataset import refusal_reason
@@ -35,12 +35,12 @@ def _run(args: argparse.Namespace) -> int:
         report = run_job(config)
     except BatchJobFailed as exc:
         print(json.dumps(exc.report.as_dict(), indent=2))
-        print(f"batch FAILED: {exc}", file=sys.stderr)
+        print(f"batch FAILED: {user_message(exc)}", file=sys.stderr)
         reasons = {f.get("reason", "error") for f in exc.report.failed}  # one reason, or partitions_failed for a mix
         _alert(args, reasons.pop() if len(reasons) == 1 else "partitions_failed", str(exc), exc.report.as_dict())
         return 1
     except (UserError, FileNotFoundError) as exc:  # FileLevelError, EmptyInput, OutputInUse, RegistryError, ...
-        print(f"batch REFUSED, nothing written or changed: {exc}", file=sys.stderr)
+        print(f"batch REFUSED, nothing written or changed: {user_message(exc)}", file=sys.stderr)
         reason = "no_data" if isinstance(exc, EmptyInput) else refusal_reason(exc)
         _alert(args, reason, str(exc), {"input": args.inputs, "output": args.output})
         return 1

@@ -59,9 +59,13 @@ LAYOUT_VERSION = 1
 class OutputInUse(UserError, RuntimeError):
     """The output directory holds another job's results."""
 
+    docs = "tutorials/batch.md"
 
-class BatchJobFailed(RuntimeError):
+
+class BatchJobFailed(UserError, RuntimeError):
     """Some partitions failed; the others are committed and a rerun retries only the failed ones."""
+
+    docs = "tutorials/batch.md"
 
     def __init__(self, report: JobReport) -> None:
         self.report = report

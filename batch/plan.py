@@ -29,9 +29,13 @@ __all__ = ["EmptyInput", "Partition", "Plan", "UnreadableInput", "plan_job"]
 class UnreadableInput(UserError, ValueError):
     """An input file that is not readable Parquet."""
 
+    docs = "tutorials/batch.md"
+
 
 class EmptyInput(UserError, ValueError):
     """The input holds no rows to score."""
+
+    docs = "tutorials/batch.md"
 
 
 @dataclass(frozen=True)

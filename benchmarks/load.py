@@ -14,13 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferline.core.errors import UserError
+from inferline.serving.load.outcome import WrkMissing  # one class for `wrk` missing, wherever it is needed
 
 __all__ = ["LoadResult", "WrkMissing", "run_grpc", "run_wrk"]
-
-
-class WrkMissing(UserError, RuntimeError):
-    pass
 
 
 @dataclass

@@ -7,7 +7,11 @@
   monitor's (a real ``Monitor`` on an empty temporary repository, with rules, a rollback controller and a rollout);
 - ``docs/reference/alerts.md``: a runbook per built-in alert rule (``monitor.rules.DEFAULT_RULES``: its fields and
   PromQL from the code, what it means and what to do per rule kind) and the fixed alert reasons the code raises
-  (found in ``serving/``, ``monitor/`` and ``batch/`` by reading their syntax trees).
+  (found in ``serving/``, ``monitor/`` and ``batch/`` by reading their syntax trees);
+- ``docs/reference/errors.md``: a section per error a user can meet (``inferline.core.errors.UserError`` and every
+  class derived from it, found by importing every module of the package), with its docstring, module and builtin
+  types, and a link to the page its ``docs`` names (an error line ends with ``(docs: docs/<that page>)``); a
+  ``docs`` that names no page or no heading there stops the generator, naming the class.
 
 The prose this script holds (what a rule kind or an alert reason means, what to do, when a metric is exported) is
 checked against the code: a rule kind, an alert reason or a metric family the code gains without prose here stops
@@ -23,18 +27,24 @@ import argparse
 import ast
 import contextlib
 import importlib
+import importlib.util
+import inspect
 import os
+import pkgutil
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python docs/gen_reference.py` from a checkout without the package installed
     sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from inferline.core.errors import UserError
 
 REFERENCE = ROOT / "docs" / "reference"
 WIDTH = "100"  # COLUMNS while formatting the help: the pages do not depend on the terminal that ran this
@@ -660,6 +670,186 @@ def alerts_page() -> str:
     return "\n".join(lines)
 
 
+# ---- the errors ------------------------------------------------------------------------------------------------
+# Modules that cannot be imported outside the process they are made for; they must define no error class (their
+# syntax trees are read to make sure).
+NOT_IMPORTABLE = {
+    "inferline.__main__": "runs the command line when imported",
+    "inferline.benchmarks.fastapi_app": "reads INFERLINE_RUN_DIR at import (started by uvicorn in a benchmark)",
+    "inferline.benchmarks.floor_model": "a Triton Python-backend model (imports triton_python_backend_utils)",
+}
+# The stages in the order of the flow: the errors page lists each stage's errors under it.
+STAGES = ("core", "features", "training", "export", "release", "serving", "batch", "monitor", "benchmarks")
+
+
+def _stage(cls: type) -> str:
+    return cls.__module__.split(".")[1]
+
+
+def error_classes() -> list[type[UserError]]:
+    """``UserError`` and every class derived from it in the project's modules (each imported, but those of
+    ``NOT_IMPORTABLE``), in the order of the errors page: the base, then by stage, then by name. Stops the generator
+    when two share a name (their sections would share an anchor), one has no docstring of its own, or a module it
+    cannot import defines one."""
+    import inferline
+    from inferline.core.errors import UserError
+
+    modules = {"inferline"}
+    skipped: dict[str, set[str]] = {}  # a module not imported: the base classes its classes name
+    for info in pkgutil.walk_packages(inferline.__path__, "inferline."):
+        if info.name in NOT_IMPORTABLE:
+            spec = importlib.util.find_spec(info.name)
+            assert spec is not None and spec.origin is not None
+            tree = ast.parse(Path(spec.origin).read_text(), spec.origin)
+            skipped[info.name] = {_name(b) for n in ast.walk(tree) if isinstance(n, ast.ClassDef) for b in n.bases}
+            continue
+        importlib.import_module(info.name)
+        modules.add(info.name)
+
+    def below(cls: type[UserError]) -> Iterator[type[UserError]]:
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from below(sub)
+
+    found: list[type[UserError]] = [UserError]
+    found += dict.fromkeys(c for c in below(UserError) if c.__module__ in modules)  # not a test's own class
+    problems = [f"{c.__module__}.{c.__name__} has no docstring" for c in found if not c.__dict__.get("__doc__")]
+    problems += [
+        f"{name} (not imported: {NOT_IMPORTABLE[name]}) defines a class derived from {sorted(bases & known)}"
+        for name, bases in skipped.items()
+        if (known := {c.__name__ for c in found}) & bases
+    ]
+    names: dict[str, type[UserError]] = {}
+    for c in found:
+        if c.__name__.lower() in names:
+            problems.append(f"{c.__module__}.{c.__name__} and {names[c.__name__.lower()].__module__} share a name")
+        names[c.__name__.lower()] = c
+    if problems:
+        raise SystemExit(f"gen_reference: error classes: {'; '.join(problems)}")
+    return [UserError, *sorted(found[1:], key=lambda c: (STAGES.index(_stage(c)), c.__name__))]
+
+
+def _name(node: ast.expr) -> str:
+    return node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
+
+
+def heading_ids(page: Path) -> dict[str, str]:
+    """The id of every heading of a docs page, with its text, as MkDocs gives them: the page rendered by
+    Python-Markdown with the extensions of ``mkdocs.yml`` (the toc extension's ids, ``{#id}`` of attr_list)."""
+    import markdown  # type: ignore[import-untyped]
+    import yaml
+
+    site = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    extensions: list[str] = []
+    configs: dict[str, dict[str, Any]] = {}
+    for entry in site.get("markdown_extensions", []):
+        name, config = next(iter(entry.items())) if isinstance(entry, dict) else (entry, None)
+        extensions.append(name)
+        configs[name] = dict(config or {})
+    if "pymdownx.snippets" in configs:  # its base path is the repository's root, wherever this runs from
+        configs["pymdownx.snippets"]["base_path"] = [str(ROOT)]
+    md = markdown.Markdown(extensions=extensions, extension_configs=configs)
+    md.convert(page.read_text())
+    ids: dict[str, str] = {}
+
+    def collect(tokens: list[dict[str, Any]]) -> None:
+        for token in tokens:
+            ids[token["id"]] = token["name"]
+            collect(token["children"])
+
+    collect(md.toc_tokens)
+    return ids
+
+
+def docs_target(docs: str) -> tuple[Path, str]:
+    """The page (a path under ``docs/``) and the anchor (``""``: none) of an error class's ``docs``."""
+    page, _, anchor = docs.partition("#")
+    return ROOT / "docs" / page, anchor
+
+
+def errors_page() -> str:
+    from inferline.core.errors import ERRORS_PAGE
+
+    classes = error_classes()
+    here = ROOT / "docs" / ERRORS_PAGE
+    titles: dict[Path, dict[str, str]] = {}
+    links: dict[type[UserError], str] = {}  # the link to the page that explains a class, when it is not its own section
+    problems = []
+    for cls in classes:
+        page, anchor = docs_target(cls.docs)
+        if page == here:
+            if anchor != cls.__name__.lower():
+                problems.append(f"{cls.__name__}.docs names {cls.docs!r}, not its own section")
+            continue
+        if not page.is_file():
+            problems.append(f"{cls.__name__}.docs names {cls.docs!r}: no such page under docs/")
+            continue
+        ids = titles.setdefault(page, heading_ids(page))
+        if anchor and anchor not in ids:
+            problems.append(f"{cls.__name__}.docs names {cls.docs!r}: the page has no heading #{anchor}")
+            continue
+        title = next(iter(ids.values()), page.stem)
+        text = f"{title}: {ids[anchor]}" if anchor and ids[anchor] != title else title
+        links[cls] = f"[{text}]({os.path.relpath(page, here.parent)}{'#' + anchor if anchor else ''})"
+    if problems:
+        raise SystemExit(f"gen_reference: {'; '.join(problems)}")
+
+    def builtins(cls: type) -> list[str]:
+        return [f"`{c.__name__}`" for c in cls.__mro__ if c.__module__ == "builtins" and c not in _ROOTS]
+
+    def parents(cls: type) -> str:
+        return ", ".join(f"[`{b.__name__}`](#{b.__name__.lower()})" for b in cls.__bases__ if b in classes)
+
+    lines = [
+        HEADER,
+        "# Errors\n",
+        "A mistake in what a command was given (a path, a name, a value, a port) ends the command with exit status",
+        "1 and one line on stderr, which says what was received, what is expected and how to fix it, and ends",
+        "with the docs page that explains the error:",
+        "",
+        "```text",
+        "inferline COMMAND: error: WHAT WAS RECEIVED; WHAT IS EXPECTED: HOW TO FIX IT (docs: docs/PAGE.md#SECTION)",
+        "```",
+        "",
+        "The page is a tutorial step, a how-to or an explanation where one covers the error, else the error's",
+        "section below. A stage's own refusals (`validation FAILED`, `training FAILED`, `export FAILED`,",
+        "`batch REFUSED`) end with the same pointer. A usage error (an unknown option, a value of the wrong type)",
+        "exits 2 with argparse's usage line instead, and any other exception is a bug that keeps its traceback.",
+        "",
+        "In Python each error is a class derived from `inferline.core.errors.UserError` (catch it to catch them",
+        "all) and from the builtin type it is a case of, so that `except ValueError:` keeps working; its `docs`",
+        "attribute names the page (a path under `docs/`).",
+        "",
+        f"{len(classes)} error classes, by stage.",
+        "",
+        "| Error | Stage | Also a | Explained in |",
+        "| --- | --- | --- | --- |",
+    ]
+    for cls in classes:
+        also, where = ", ".join(builtins(cls)) or "-", links.get(cls, "its section")
+        lines.append(f"| [`{cls.__name__}`](#{cls.__name__.lower()}) | {_stage(cls)} | {also} | {where} |")
+    lines.append("")
+    stage = None
+    for cls in classes:
+        level = "##" if cls is classes[0] else "###"
+        if cls is not classes[0] and _stage(cls) != stage:
+            stage = _stage(cls)
+            lines.append(f"## {stage}\n")
+        lines += [f"{level} {cls.__name__} {{#{cls.__name__.lower()}}}\n", f"{inspect.cleandoc(cls.__doc__ or '')}\n"]
+        facts = [f"- **Module**: `{cls.__module__}`"]
+        if parents(cls):
+            facts.append(f"- **Derives from**: {parents(cls)}")
+        if builtins(cls):
+            facts.append(f"- **Also caught as**: {', '.join(builtins(cls))}")
+        if cls in links:
+            facts.append(f"- **Explained in**: {links[cls]}")
+        lines += [*facts, ""]
+    return "\n".join(lines)
+
+
+_ROOTS = (object, BaseException, Exception)
+
+
 # ---- writing ---------------------------------------------------------------------------------------------------
 def pages() -> dict[Path, str]:
     """Each generated page's path and its text."""
@@ -667,6 +857,7 @@ def pages() -> dict[Path, str]:
         REFERENCE / "cli.md": cli_page(),
         REFERENCE / "metrics.md": metrics_page(),
         REFERENCE / "alerts.md": alerts_page(),
+        REFERENCE / "errors.md": errors_page(),
     }
 
 

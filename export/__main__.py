@@ -18,7 +18,7 @@ from inferline.core.command import (
     positive_int,
     run,
 )
-from inferline.core.errors import UserError
+from inferline.core.errors import UserError, user_message
 from inferline.export.candidate import model_candidate
 from inferline.export.parity import ATOL, RTOL, ParityGateFailed
 from inferline.export.publish import publish
@@ -97,7 +97,7 @@ def _publish(args: argparse.Namespace) -> int:
                 },
             )
         )
-        print(f"export FAILED: {exc}", file=sys.stderr)
+        print(f"export FAILED: {user_message(exc)}", file=sys.stderr)
         print(json.dumps(exc.report.as_dict(), indent=2), file=sys.stderr)
         return 1
     except QualityGateRefused as exc:

@@ -38,6 +38,8 @@ GATE_MODELS = {"current": "gate_current", "candidate": "gate_candidate"}
 class GateRefused(UserError, RuntimeError):
     """The candidate release measured slower than the gate allows; it was not made current."""
 
+    docs = "quickstart.md#the-stages-one-command-line-each"
+
     def __init__(self, message: str, report: GateReport) -> None:
         super().__init__(message)
         self.report = report

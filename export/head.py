@@ -26,6 +26,8 @@ MIN_OPSET = 13  # Softmax over one axis and Unsqueeze with an axes input
 class HeadError(UserError, ValueError):
     """An ONNX file the scoring head cannot be attached to."""
 
+    docs = "tutorials/bring-your-own-model.md#publishing-an-onnx-file-with-a-tensor-spec"
+
 
 def _opset(model: onnx.ModelProto) -> int:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)

@@ -50,6 +50,8 @@ class ReleaseUnloadable(UserError, ValueError):
     Triton's own reason from its repository index (``version N: <reason>``; empty when the server itself did not
     come up with the release); ``log_tail`` is the end of the server's log."""
 
+    docs = "tutorials/bring-your-own-model.md#where-your-modules-must-be-importable"
+
     def __init__(self, message: str, failures: Mapping[str, str] | None = None, log_tail: str = "") -> None:
         super().__init__(message)
         self.failures = dict(failures or {})

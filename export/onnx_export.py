@@ -94,3 +94,5 @@ def export_onnx(
 
 class ExportFailed(UserError, RuntimeError):
     """The model could not be exported to ONNX."""
+
+    docs = "tutorials/bring-your-own-model.md#the-forward-contract"

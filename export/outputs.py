@@ -27,6 +27,8 @@ __all__ = ["OutputContractError", "check_batch_axis", "check_outputs"]
 class OutputContractError(UserError, ValueError):
     """A model whose inputs or outputs do not fit the pipeline spec."""
 
+    docs = "tutorials/bring-your-own-model.md#the-forward-contract"
+
 
 def check_batch_axis(onnx_path: Path, what: str | None = None) -> None:
     """Refuse a graph input whose first axis is a fixed size (it must be symbolic: any batch size)."""

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from inferline.core.errors import UserError
 from inferline.features.state import FeatureMatrix
 from inferline.release.runtime import onnx_session
 from inferline.training.model import ScoringModel
@@ -53,8 +54,10 @@ class ParityReport:
         return asdict(self)
 
 
-class ParityGateFailed(RuntimeError):
+class ParityGateFailed(UserError, RuntimeError):
     """The parity gate refused an export; the message names the failing evidence and the advice that fits it."""
+
+    docs = "tutorials/bring-your-own-model.md#6-publish"
 
     def __init__(self, report: ParityReport, pipeline: str = "") -> None:
         self.report = report

@@ -149,6 +149,8 @@ class QualityReport:
 class QualityGateRefused(UserError, RuntimeError):
     """The candidate scored worse than the current release beyond the tolerance, and was not accepted."""
 
+    docs = "quickstart.md#the-stages-one-command-line-each"
+
     def __init__(self, report: QualityReport, what: str) -> None:
         self.report = report
         tol = f"{report.tolerance:g}" + (" relative" if report.relative else "")

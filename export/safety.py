@@ -21,7 +21,9 @@ MAX_MODEL_BYTES = 512 * 2**20
 
 
 class UnsafeModel(UserError, ValueError):
-    """A model file inferline will not publish or load."""
+    """A model file inferline will not publish or load: a symlink or not a regular file, larger than a release's
+    limit, not a readable ONNX model (truncated, no graph nodes), or one that keeps tensor data in external files
+    (a release is one self-contained ONNX file)."""
 
 
 def _escapes(location: str, root: Path) -> str | None:

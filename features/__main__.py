@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from inferline.core.command import Parser, fraction, new_dir, positive_int, run
+from inferline.core.errors import user_message
 from inferline.core.files import atomic_write_parquet
 from inferline.features.dataset import InvalidShareExceeded, expand_paths, load_validated
 from inferline.features.normalize import REASON_ADVICE
@@ -67,7 +68,7 @@ def _validate(args: argparse.Namespace) -> int:
             max_invalid_share=args.max_invalid_share,
         )
     except (FileLevelError, InvalidShareExceeded, FileNotFoundError) as exc:
-        print(f"validation FAILED: {exc}", file=sys.stderr)
+        print(f"validation FAILED: {user_message(exc)}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))

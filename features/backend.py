@@ -34,6 +34,8 @@ BackendName = Literal["auto", "pandas", "cudf"]
 class BackendUnavailable(UserError, RuntimeError):
     """The requested backend's libraries or device are missing."""
 
+    docs = "explanation/scaling-and-gpu.md#gpu"
+
 
 class FrameBackend:
     """pandas + numpy (CPU). Subclasses override only what is spelled differently."""

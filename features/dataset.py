@@ -65,6 +65,8 @@ class InvalidShareExceeded(UserError, ValueError):
     is not hidden by good ones beside it). ``files`` names each such file with its counts and reasons;
     ``quarantine`` is where the refused rows were kept (``None``: they were not written)."""
 
+    docs = "explanation/data-validation.md"
+
     reason = "invalid_share_exceeded"
 
     def __init__(self, files: list[dict[str, Any]], of: int, max_invalid_share: float, quarantine: Path | None) -> None:

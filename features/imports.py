@@ -17,6 +17,8 @@ __all__ = ["ImportPathError", "import_module", "import_object", "import_path_of"
 class ImportPathError(UserError, ValueError):
     """An import path that does not name an importable object."""
 
+    docs = "tutorials/bring-your-own-model.md#where-your-modules-must-be-importable"
+
 
 def import_module(name: str, what: str) -> Any:
     """Import the user's module ``name`` (``what`` names it in the error: "pipeline module", "model factory

@@ -43,6 +43,8 @@ VectorCheck = Callable[[Any, Any], Any]  # (xp, values) -> mask
 class RuleError(UserError, ValueError):
     """A rule is malformed or does not fit its column."""
 
+    docs = "reference/contracts.md"
+
 
 def chars_of(rule: Rule) -> str:
     """The characters a ``forbid_chars`` or ``forbid_code_points`` rule refuses."""

@@ -26,6 +26,7 @@ __all__ = [
     "FeatureDef",
     "ModelParams",
     "PipelineChoice",
+    "PipelineNotFound",
     "PipelineSpec",
     "Rule",
     "SpecError",
@@ -81,6 +82,15 @@ TENSOR_DTYPES: dict[str, str] = {
 
 class SpecError(UserError, ValueError):
     """A pipeline spec is malformed or cannot be found."""
+
+    docs = "tutorials/bring-your-own-model.md#1-the-package-a-spec-a-kernel-a-module"
+
+
+class PipelineNotFound(SpecError):
+    """No pipeline module of that name can be imported: not in ``inferline.features.pipelines``, not installed,
+    not on ``PYTHONPATH``."""
+
+    docs = "tutorials/bring-your-own-model.md#where-your-modules-must-be-importable"
 
 
 @dataclass(frozen=True)
@@ -466,7 +476,7 @@ def load_pipeline_module(name: str) -> ModuleType:
         from inferline.features import pipelines
 
         known = sorted(pipelines.available())
-        raise SpecError(
+        raise PipelineNotFound(
             f"no pipeline {name!r} (looked for module {module_name!r}; {exc.name!r} is not importable); known "
             f"pipelines: {known}. Add one by writing features/pipelines/<name>.py with SPEC and generate(), or "
             "install the package that holds it (or put its folder on PYTHONPATH)"

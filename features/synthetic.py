@@ -22,6 +22,8 @@ __all__ = ["Shift", "ShiftError", "apply_shifts", "parse_shift"]
 class ShiftError(UserError, ValueError):
     """A drift shift (``--shift``) that cannot be parsed or applied to the pipeline's columns."""
 
+    docs = "reference/cli.md#inferline-generate"
+
 
 @dataclass(frozen=True)
 class Shift:

@@ -55,6 +55,8 @@ __all__ = [
 class FileLevelError(UserError, ValueError):
     """A whole file (or partition) breaks the schema: no row of it can be trusted."""
 
+    docs = "explanation/data-validation.md"
+
     def __init__(self, source: str, problems: list[dict[str, Any]]) -> None:
         self.source = source
         self.problems = problems

@@ -58,6 +58,8 @@ _EPOCH_TEXT = re.compile(r"[+-]?\d{9,13}(?:\.\d+)?")
 class WireError(UserError, ValueError):
     """Rows that cannot be put on the wire (a missing column, a value of the wrong type)."""
 
+    docs = "tutorials/bring-your-own-model.md#8-predict"
+
 
 # ------------------------------------------------------------------------------------------ wire -> canonical
 def nfc_texts(texts: Sequence[str | None]) -> tuple[list[str | None], int]:

@@ -33,6 +33,8 @@ __all__ = ["Joined", "LabelsError", "PredictionLog", "RegressionErrors"]
 class LabelsError(UserError, ValueError):
     """Labels that cannot be joined: the pipeline has no id column, or an item is malformed (answered 400)."""
 
+    docs = "tutorials/monitoring.md"
+
 
 @dataclass(frozen=True)
 class Joined:

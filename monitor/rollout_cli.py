@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from inferline.core.command import Parser, positive_float, positive_int, run
-from inferline.core.errors import UserError
 from inferline.core.options import add_options, from_args
 from inferline.monitor.rollout_decision import Policy
 from inferline.release.registry import choose_published
@@ -68,11 +67,12 @@ def parse_share(text: str) -> float:
 
 
 def _server(workdir: Path) -> dict[str, Any]:
+    from inferline.serving.server import NoServer
     from inferline.serving.status import read_record
 
     record = read_record(workdir)
     if not record or not record.get("http"):
-        raise UserError(
+        raise NoServer(
             f"no server runs from {workdir}: start one with `inferline serve up --workdir {workdir}`, or pass its "
             "--workdir"
         )

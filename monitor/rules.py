@@ -270,6 +270,8 @@ DEFAULT_RULES: tuple[AlertRule, ...] = (
 class RulesError(UserError, ValueError):
     """An alert-rules file that cannot be read as rules."""
 
+    docs = "how-to/alerts-and-rollback.md"
+
 
 def load_rules(path: Path | None) -> tuple[AlertRule, ...]:
     """Rules from a JSON list of objects with ``AlertRule``'s fields, or the defaults."""

@@ -32,6 +32,8 @@ _LINE = re.compile(r"([A-Za-z0-9_.@-]{1,64}):([0-9a-f]{64})")
 class ApiKeyError(UserError, ValueError):
     """The keys file is malformed, or a key name is not valid."""
 
+    docs = "explanation/security.md"
+
 
 def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)

@@ -81,6 +81,8 @@ class InferlineError(UserError, RuntimeError):
     """A request the server refused or could not answer; ``retryable`` tells whether trying again later may help,
     ``attempts`` how many times it was sent."""
 
+    docs = "explanation/security.md"
+
     kind = "error"
 
     def __init__(self, message: str, status: str | None = None, retryable: bool = False, attempts: int = 0) -> None:

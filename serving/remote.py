@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from inferline.core.errors import UserError
+from inferline.core.errors import UserError, user_message
 from inferline.core.secrets import admin_key
 from inferline.features.wire import WireError
 from inferline.release.registry import choose_published
 from inferline.serving.client import InferlineClient, InferlineError, Predictions
+from inferline.serving.server import NoServer
 from inferline.serving.status import read_record
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def apply(args: argparse.Namespace) -> int:
     state = read_record(args.workdir) or {}
     url = args.url or state.get("http")
     if not url:
-        raise UserError(
+        raise NoServer(
             f"no server recorded in --workdir {args.workdir}; start one with `inferline serve up`, pass the work "
             "directory it was started with (--workdir), or its address with --url"
         )
@@ -52,7 +53,7 @@ def apply(args: argparse.Namespace) -> int:
     try:
         result = switch_release(url, admin_key(args.workdir), repository, pipeline, target)
     except (ReleaseSwitchError, RegistryError) as exc:
-        print(f"apply FAILED, the server keeps what it served: {exc}")
+        print(f"apply FAILED, the server keeps what it served: {user_message(exc)}")
         return 1
     print(json.dumps({"pipeline": pipeline, "from": result.from_version, "to": target, "steps": result.steps}))
     return 0
@@ -62,7 +63,7 @@ def predict(args: argparse.Namespace) -> int:
     state = read_record(args.workdir) or {}
     url = args.url or state.get(args.protocol)
     if not url:
-        raise UserError(
+        raise NoServer(
             f"no server recorded in --workdir {args.workdir}; start one with `inferline serve up`, pass the work "
             "directory it was started with (--workdir), or its address with --url"
         )
@@ -85,7 +86,10 @@ def predict(args: argparse.Namespace) -> int:
         with InferlineClient(endpoints, args.protocol, pipeline=pipeline, spec=spec, timeout_s=args.timeout) as client:
             p = client.predict(rows)
     except WireError as exc:  # the rows, before anything was sent
-        print(f"predict FAILED: the rows of {args.file} do not fit pipeline {pipeline!r}: {exc}", file=sys.stderr)
+        print(
+            f"predict FAILED: the rows of {args.file} do not fit pipeline {pipeline!r}: {user_message(exc)}",
+            file=sys.stderr,
+        )
         return 1
     except (InferlineError, ValueError) as exc:
         print(

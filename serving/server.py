@@ -61,7 +61,7 @@ from inferline.serving.triton_index import (
     repository_index,
 )
 
-__all__ = ["ServerConfig", "TritonServer", "read_state", "shm_regions", "state_path"]
+__all__ = ["NoServer", "ServerConfig", "TritonServer", "read_state", "shm_regions", "state_path"]
 
 log = logging.getLogger("inferline.serving")
 
@@ -93,6 +93,13 @@ def shm_regions(pids: list[int]) -> set[str]:
 def state_path(workdir: Path) -> Path:
     """Where a running server's record (pid, endpoints, releases) is kept for `serve status|down|predict`."""
     return Path(workdir) / "serving" / "server.json"
+
+
+class NoServer(UserError):
+    """A command needs a running server and finds none: no server record in its ``--workdir`` (no
+    ``inferline serve up`` was run with that work directory), and no address given with ``--url``."""
+
+    docs = "tutorials/bring-your-own-model.md#7-serve"
 
 
 def read_state(workdir: Path, fix: str) -> dict[str, Any] | None:

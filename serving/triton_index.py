@@ -29,7 +29,8 @@ __all__ = [
 
 
 class ServerError(UserError, RuntimeError):
-    pass
+    """The model server cannot be started or asked: it does not answer its repository index, its admin-key helper
+    library cannot be built or read, a part of ``nvidia-pytriton`` is missing, or it is already running."""
 
 
 @dataclass(frozen=True)

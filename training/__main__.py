@@ -9,7 +9,7 @@ from pathlib import Path
 
 from inferline.core.alerts import Alert, Alerter
 from inferline.core.command import Parser, fraction, new_dir, new_file, positive_int, run
-from inferline.core.errors import UserError
+from inferline.core.errors import UserError, user_message
 from inferline.features.dataset import BrokenFiles, InvalidShareExceeded, expand_paths, refusal_reason
 from inferline.features.spec import choose_pipeline, load_pipeline
 from inferline.features.validation import FileLevelError
@@ -113,7 +113,7 @@ def _train(args: argparse.Namespace) -> int:
                 },
             )
         )
-        print(f"training FAILED, last good run kept: {exc}", file=sys.stderr)
+        print(f"training FAILED, last good run kept: {user_message(exc)}", file=sys.stderr)
         if failures:
             print(f"(alert delivery failed for: {failures})", file=sys.stderr)
         return 1

@@ -48,6 +48,8 @@ class PoorlyCalibrated(UserError, ValueError):
     """A classifier whose probabilities stay miscalibrated on the holdout after recalibration. ``reason``: what a
     refused training run's alert says (``features.dataset.refusal_reason``)."""
 
+    docs = "reference/cli.md#inferline-train"  # the --calibration option: what it is for, auto and off
+
     reason = "poorly_calibrated"
 
 

@@ -353,6 +353,8 @@ def _plain(v: Any) -> Any:
 class CheckpointError(UserError, ValueError):
     """A checkpoint inferline refuses to load (pickled code, an unknown format)."""
 
+    docs = "tutorials/bring-your-own-model.md#publishing-a-model-trained-elsewhere"
+
 
 def _load(path: Path) -> Any:
     try:

@@ -54,6 +54,8 @@ class NotEnoughData(UserError, ValueError):
     """The valid rows cannot make a training, a validation and a holdout split (``reason``: ``not_enough_rows``),
     or the training split lacks some of the classes (``missing_classes``: all-zero labels, a single class)."""
 
+    docs = "tutorials/bring-your-own-model.md#5-train"
+
     def __init__(self, message: str, reason: str = "not_enough_rows") -> None:
         super().__init__(message)
         self.reason = reason

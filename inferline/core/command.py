@@ -3,9 +3,10 @@ refuse a bad value at parse time, and the boundary where a user's mistake become
 
 Exit statuses: 0 done; 1 a ``UserError`` (a bad path, a missing run or release, an unknown pipeline, a port in use,
 an unreachable server): one line on stderr, ``<command>: error: <what was received, what is expected, how to fix
-it>``; 2 a usage error found by argparse (an unknown option, a value of the wrong type). Any other exception is a
-bug and keeps its traceback. A reader that goes away early (``inferline serve status | head``) ends the command
-quietly with status 141 (128 + SIGPIPE, what a Unix tool killed by SIGPIPE reports), never a traceback.
+it> (docs: docs/<the page that explains it>)``; 2 a usage error found by argparse (an unknown option, a value of
+the wrong type). Any other exception is a bug and keeps its traceback. A reader that goes away early
+(``inferline serve status | head``) ends the command quietly with status 141 (128 + SIGPIPE, what a Unix tool
+killed by SIGPIPE reports), never a traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inferline.core.errors import UserError
+from inferline.core.errors import PortInUse, UserError, user_message
 
 __all__ = [
     "BROKEN_PIPE_EXIT",
@@ -121,20 +122,20 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         return int(func(args))
     except UserError as exc:
         command = " ".join(x for x in (parser.prog, getattr(args, "command", None)) if x)
-        message = " ".join(str(exc).split())  # one line, whatever the message's own layout
-        print(f"{command}: error: {message}", file=sys.stderr)
+        # one line, whatever the message's own layout, ending with the docs page that explains the error
+        print(f"{command}: error: {user_message(exc, one_line=True)}", file=sys.stderr)
         return 1
 
 
 def check_port_free(flag: str, number: int, host: str = "127.0.0.1") -> None:
     """``number`` can be listened on at ``host`` (bound the way servers bind, with SO_REUSEADDR, so a port in
-    TIME_WAIT after a stop counts as free); else a ``UserError`` naming ``flag``."""
+    TIME_WAIT after a stop counts as free); else a ``PortInUse`` naming ``flag``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, number))
         except OSError as exc:
-            raise UserError(
+            raise PortInUse(
                 f"{flag} {number} is in use on {host} ({exc.strerror}); stop what listens there or choose a free "
                 f"port with {flag} N"
             ) from exc

@@ -45,7 +45,11 @@ def model_names(pipeline: str) -> dict[str, str]:
 
 
 class RegistryError(UserError, RuntimeError):
-    pass
+    """A model repository, a registry or a release that is not what a command needs: no repository or no published
+    pipeline there, several pipelines and none chosen, no current release, an unknown version, an incomplete or
+    modified release, no previous release to roll back to."""
+
+    docs = "tutorials/bring-your-own-model.md#6-publish"
 
 
 def _now() -> str:

@@ -96,6 +96,8 @@ class Release:
 class ModelRefError(UserError, ValueError):
     """A ``--model`` that is not PIPELINE or PIPELINE:VERSION."""
 
+    docs = "reference/cli.md#inferline-batch-run"
+
 
 def parse_model_ref(ref: str) -> tuple[str, int | None]:
     """``fraud`` (the current release) or ``fraud:3`` (release 3)."""

@@ -59,6 +59,8 @@ TERMINAL_PHASES = ("promoted", "rolled_back", "passed", "aborted")
 class RolloutError(UserError, RuntimeError):
     """A rollout that cannot start or go on; the message says why and what to do."""
 
+    docs = "tutorials/rollouts.md"
+
 
 @dataclass
 class Rollout:

@@ -63,6 +63,8 @@ class QualityVerdict(Protocol):
 class ReleaseSwitchError(UserError, RuntimeError):
     """The switch did not happen; the server still serves the release it served before."""
 
+    docs = "how-to/alerts-and-rollback.md"
+
 
 @dataclass
 class SwitchResult:

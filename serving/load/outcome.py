@@ -28,6 +28,8 @@ PERCENTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("p99.9", 99.9))
 class WrkMissing(UserError, RuntimeError):
     """``wrk`` was asked for and is not installed: a user's error that names the install and the alternative."""
 
+    docs = "reference/cli.md#inferline-bench-run"
+
 
 @dataclass(frozen=True)
 class HttpBody:

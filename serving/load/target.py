@@ -77,13 +77,13 @@ def resolve_target(
     runs without an edge). Statistics: ``triton_http``; else the record's Triton when ``url`` is that server's;
     else ``url`` itself when it answers the statistics API (Triton over HTTP); else none, saying why."""
     from inferline.core.secrets import ADMIN_HEADER, admin_key
-    from inferline.serving.server import read_state
+    from inferline.serving.server import NoServer, read_state
 
     record = read_state(workdir, "pass --url HOST:PORT (and --triton-http) instead") if workdir else None
     edge_key = "gateway" if protocol == "http" else "grpc_edge"
     if url is None:
         if record is None:
-            raise UserError(
+            raise NoServer(
                 f"no --url given and no server record in --workdir {workdir}; start one with `inferline serve up`, "
                 "pass the --workdir it was started with, or give the server's address with --url HOST:PORT"
             )

@@ -217,6 +217,22 @@ def test_the_installed_command_reports_a_mistake_in_one_line(
     assert named in done.stderr.strip().splitlines()[-1]
 
 
+def test_a_mistake_ends_its_one_line_with_the_docs_page_that_explains_it(tmp_path: Path) -> None:
+    """The installed ``inferline``, a pipeline that does not exist: one line, exit 1, the page at its end."""
+    from inferline.features.spec import PipelineNotFound
+
+    command = Path(sys.executable).with_name("inferline")
+    done = subprocess.run(
+        [str(command), "check", "no_such_module"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("inferline check: error: no pipeline 'no_such_module'"), line
+    assert line.endswith(f" (docs: docs/{PipelineNotFound.docs})"), line
+    page = line.rpartition("(docs: ")[2].removesuffix(")").partition("#")[0]
+    assert (Path(__file__).resolve().parents[2] / page).is_file(), page
+
+
 def test_a_stage_runs_as_its_own_module_too() -> None:
     """``python -m inferline.serving up ...`` is the command line the detached ``up`` starts: it parses alone."""
     done = subprocess.run(

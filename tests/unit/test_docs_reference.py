@@ -1,7 +1,7 @@
 """The generated reference pages (``docs/reference/*.md``) are what ``docs/gen_reference.py`` writes from the code
-now: a parser, a metric, an alert rule or an alert reason that changed without the pages being regenerated fails
-here, naming the page. The generator is called in process (it builds parsers, registries and a Monitor on a
-temporary directory; it starts nothing)."""
+now: a parser, a metric, an alert rule, an alert reason or an error class that changed without the pages being
+regenerated fails here, naming the page. The generator is called in process (it builds parsers, registries and a
+Monitor on a temporary directory, and imports every module of the package; it starts nothing)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def generated(gen: Any) -> dict[Path, str]:
 
 
 def test_committed_pages_are_what_the_generator_writes(gen: Any, generated: dict[Path, str]) -> None:
-    assert sorted(p.name for p in generated) == ["alerts.md", "cli.md", "metrics.md"]
+    assert sorted(p.name for p in generated) == ["alerts.md", "cli.md", "errors.md", "metrics.md"]
     stale = [str(p.relative_to(ROOT)) for p in gen.stale(generated)]
     assert not stale, f"{stale} differ from what the code gives: run `python docs/gen_reference.py` and commit"
 
@@ -86,3 +86,24 @@ def test_alerts_md_has_a_runbook_per_rule_and_reason(gen: Any) -> None:
     assert raised == set(gen.REASONS)
     for _, reason in raised:
         assert f"| `{reason}` |" in text, reason
+
+
+def test_errors_md_has_a_section_per_error_class(gen: Any) -> None:
+    from inferline.core.errors import PathNotFound, UserError
+    from inferline.export.quality import QualityGateRefused
+    from inferline.features.spec import PipelineNotFound, SpecError
+    from inferline.serving.client import Unavailable
+
+    text = (REFERENCE / "errors.md").read_text()
+    classes = gen.error_classes()
+    assert classes[0] is UserError and len(classes) == len(set(classes))
+    assert {PathNotFound, SpecError, PipelineNotFound, QualityGateRefused, Unavailable} <= set(classes)
+    headings = re.findall(r"^#{2,3} (\w+) \{#(\w+)\}$", text, re.M)
+    assert headings == [(c.__name__, c.__name__.lower()) for c in classes]
+    for cls in classes:
+        assert f"| [`{cls.__name__}`](#{cls.__name__.lower()}) |" in text, cls  # in the table at the top
+    # a section names the page that explains its class, when that is not the section itself
+    section = text.split("### PipelineNotFound {#pipelinenotfound}")[1].split("\n### ")[0]
+    assert "- **Derives from**: [`SpecError`](#specerror)" in section
+    assert "- **Also caught as**: `ValueError`" in section
+    assert "(../tutorials/bring-your-own-model.md#where-your-modules-must-be-importable)" in section
