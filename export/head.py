@@ -26,7 +26,7 @@ MIN_OPSET = 13  # Softmax over one axis and Unsqueeze with an axes input
 class HeadError(UserError, ValueError):
     """An ONNX file the scoring head cannot be attached to."""
 
-    docs = "tutorials/bring-your-own-model.md#publishing-an-onnx-file-with-a-tensor-spec"
+    docs = "tutorials/onnx-file.md#2-what-the-file-must-be"
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -52,7 +52,7 @@ def attach_head(
         raise HeadError(
             f"{source}: the ONNX graph's inputs are {inputs}, but the spec's model inputs are {input_names}; name "
             f"the spec's tensor columns as the graph's inputs ({inputs}), or export the graph again with the spec's "
-            "names (numeric/categorical for tabular features); see docs/tutorials/onnx-file.md"
+            "names (numeric/categorical for tabular features)"
         )
     if _opset(model) < MIN_OPSET:
         raise HeadError(f"{source}: opset {_opset(model)}; inferline needs opset >= {MIN_OPSET}: export it again")

@@ -294,7 +294,7 @@ class PreprocessFailed(UserError, ValueError):
     """A tensor column's preprocessing function raised on some rows (``rows``, a bool mask); each of those rows
     carries the reason ``<column>:preprocess``."""
 
-    docs = "tutorials/bring-your-own-model.md#the-forward-contract"
+    docs = "tutorials/image-model.md#2-the-preprocess-function"
 
     def __init__(self, plan: TensorPlan, rows: np.ndarray, error: BaseException | None) -> None:
         cause = f"{type(error).__name__}: {error}" if error is not None else "an error"
@@ -310,7 +310,7 @@ class PreprocessFailed(UserError, ValueError):
 class RaggedTensors(UserError, ValueError):
     """Rows of a tensor column with different shapes cannot form one batch (see ``Contract.shape_groups``)."""
 
-    docs = "tutorials/bring-your-own-model.md#the-forward-contract"
+    docs = "tutorials/text-model.md#rows-of-different-lengths"
 
     def __init__(self, column: str, shapes: set[tuple[int, ...]]) -> None:
         super().__init__(

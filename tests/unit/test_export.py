@@ -78,6 +78,7 @@ def test_an_onnx_file_whose_inputs_are_named_otherwise_is_refused_saying_both_fi
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    from inferline.core.errors import user_message
     from inferline.export.head import HeadError, attach_head
 
     weights = numpy_helper.from_array(np.zeros((16, 3), dtype=np.float32), "w")
@@ -91,7 +92,7 @@ def test_an_onnx_file_whose_inputs_are_named_otherwise_is_refused_saying_both_fi
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "given.onnx")
     with pytest.raises(HeadError) as refused:
         attach_head(tmp_path / "given.onnx", tmp_path / "out.onnx", "multiclass", 3, input_names=["spectrum"])
-    message = str(refused.value)
+    message = user_message(refused.value)
     assert "inputs are ['x'], but the spec's model inputs are ['spectrum']" in message
     assert "name the spec's tensor columns as the graph's inputs (['x'])" in message
-    assert "docs/tutorials/onnx-file.md" in message
+    assert message.endswith("(docs: docs/tutorials/onnx-file.md#2-what-the-file-must-be)")
