@@ -11,7 +11,11 @@
 - ``docs/reference/errors.md``: a section per error a user can meet (``inferline.core.errors.UserError`` and every
   class derived from it, found by importing every module of the package), with its docstring, module and builtin
   types, and a link to the page its ``docs`` names (an error line ends with ``(docs: docs/<that page>)``); a
-  ``docs`` that names no page or no heading there stops the generator, naming the class.
+  ``docs`` that names no page or no heading there stops the generator, naming the class;
+- the code shown from the repository's files: in every page under ``docs/`` (and README.md), a fenced block whose
+  line before the opening fence is ``<!-- file: PATH -->`` is rewritten to hold exactly the file PATH (relative to
+  the repository's root), so a tutorial shows its example package's code as it is, and reads as plain Markdown
+  too (an include directive would show nothing on GitHub or in an editor).
 
 The prose this script holds (what a rule kind or an alert reason means, what to do, when a metric is exported) is
 checked against the code: a rule kind, an alert reason or a metric family the code gains without prose here stops
@@ -31,6 +35,7 @@ import importlib.util
 import inspect
 import os
 import pkgutil
+import re
 import sys
 import tempfile
 import time
@@ -850,6 +855,43 @@ def errors_page() -> str:
 _ROOTS = (object, BaseException, Exception)
 
 
+# ---- code shown from the repository's files ----------------------------------------------------------------------
+FILE_MARKER = re.compile(r"^<!-- file: (?P<path>\S+) -->$")
+
+
+def with_files_shown(text: str, page: Path) -> str:
+    """``text`` with each fenced block after a ``<!-- file: PATH -->`` line holding exactly the file PATH."""
+    lines, out, i = text.splitlines(keepends=True), [], 0
+    while i < len(lines):
+        out.append(lines[i])
+        marker = FILE_MARKER.match(lines[i].strip())
+        if not marker:
+            i += 1
+            continue
+        if i + 1 >= len(lines) or not lines[i + 1].startswith("```"):
+            raise SystemExit(f"{page.relative_to(ROOT)}:{i + 1}: {lines[i].strip()} is not right before a fence")
+        source = ROOT / marker["path"]
+        if not source.is_file():
+            raise SystemExit(f"{page.relative_to(ROOT)}:{i + 1}: {marker['path']} is not a file of the repository")
+        end = next((j for j in range(i + 2, len(lines)) if lines[j].rstrip() == "```"), None)
+        if end is None:
+            raise SystemExit(f"{page.relative_to(ROOT)}:{i + 2}: the block after {lines[i].strip()} never closes")
+        body = source.read_text(encoding="utf-8")
+        out += [lines[i + 1], body if body.endswith("\n") else body + "\n", lines[end]]
+        i = end + 1
+    return "".join(out)
+
+
+def pages_showing_files() -> dict[Path, str]:
+    """Each page that shows a repository file, and its text with the files as they are now."""
+    found = {}
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        if "<!-- file: " in text:
+            found[page] = with_files_shown(text, page)
+    return found
+
+
 # ---- writing ---------------------------------------------------------------------------------------------------
 def pages() -> dict[Path, str]:
     """Each generated page's path and its text."""
@@ -858,6 +900,7 @@ def pages() -> dict[Path, str]:
         REFERENCE / "metrics.md": metrics_page(),
         REFERENCE / "alerts.md": alerts_page(),
         REFERENCE / "errors.md": errors_page(),
+        **pages_showing_files(),
     }
 
 

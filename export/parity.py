@@ -35,9 +35,21 @@ __all__ = [
 
 @dataclass
 class ParityReport:
-    """``passed``: every output element within ``atol + rtol * |reference|`` and no decision mismatch (outside the
-    decision band). ``outside_tolerance``: elements that broke the rule. ``reference``: what the candidate was
-    compared with ("pytorch", or "alone" for the batch-invariance gate of an ONNX file without its source)."""
+    """The parity gate's verdict, as the release manifest records it (``parity``).
+
+    - ``passed``: every output element within ``atol + rtol * |reference|`` and no decision mismatch (outside the
+      decision band).
+    - ``atol``, ``rtol``: the tolerances (``--parity-atol``, ``--parity-rtol``).
+    - ``max_abs_error``, ``max_rel_error``: the worst differences over every check.
+    - ``class_mismatches``: rows whose predicted class differs.
+    - ``rows``: the rows compared, over every check.
+    - ``checks``: one entry per piece of evidence (``holdout``, then ``batch_1``, ``batch_7``, ``batch_<max>``),
+      each with its ``name``, ``rows``, ``max_abs_error``, ``max_rel_error``, ``outside`` (elements beyond the
+      tolerance), ``class_mismatches``, and a ``note`` when the shapes differ.
+    - ``outside_tolerance``: elements that broke the rule, over every check.
+    - ``reference``: what the candidate was compared with (``"pytorch"``, or ``"alone"`` for the batch-invariance
+      gate of an ONNX file without its source).
+    """
 
     passed: bool
     atol: float

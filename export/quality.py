@@ -95,8 +95,21 @@ class ReleaseModel:
 
 @dataclass
 class QualityReport:
-    """The comparison, as the manifest and the registry record it. ``sets``: per labelled set, the rows both
-    contracts accepted and each side's figure."""
+    """The comparison, as the manifest (``quality``) and the registry record it.
+
+    - ``status``: ``"first_release"`` (nothing was current), ``"same_release"``, ``"not_comparable"`` (``reason``
+      says why: no labelled rows, another task, label or classes), ``"passed"``, ``"worse"`` (never made
+      current) or ``"accepted_worse"`` (made current with ``--accept-worse``).
+    - ``metric``: ``roc_auc`` (binary), ``macro_f1`` (multi-class) or ``rmse`` (regression).
+    - ``tolerance``, ``relative``: how much worse the candidate may score (relative for RMSE).
+    - ``candidate``, ``current``, ``current_version``: the two releases compared (``"release 2"``, ``"release 1"``,
+      1).
+    - ``sets``: per labelled set (``holdout``, ``golden``, ``release N holdout``, ...): ``rows`` (accepted by both
+      contracts), ``rows_in``, each side's figure (``candidate``, ``current``) and ``worse``; or a ``note`` saying
+      why it was not scored.
+    - ``reason``: why the releases were not compared (empty when they were).
+    - ``accepted_reason``: the ``--accept-worse`` reason, or None.
+    """
 
     status: Status
     metric: str | None = None

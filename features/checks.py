@@ -255,7 +255,7 @@ def run_checks(
 
 def parametrize_with_checks(pipelines: Iterable[PipelineLike]) -> Any:
     """A ``pytest.mark.parametrize`` over ``(pipeline, check)``: every check on every pipeline, each a test of its
-    own with the id ``<pipeline>-<check>``. The test calls ``check(pipeline, tmp_path)``::
+    own with the id ``<pipeline>-<check>``. The test calls ``check(pipeline, tmp_path)``:
 
         @parametrize_with_checks(["fraud", "my_project.pipelines.loans"])
         def test_contract(pipeline, check, tmp_path):

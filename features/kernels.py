@@ -33,6 +33,19 @@ NS_PER_DAY = 86_400 * NS_PER_S
 
 @dataclass(frozen=True)
 class Kernel:
+    """A feature kernel: one raw column to one feature, written twice, for one value and for a column.
+
+    - ``name``: its name in the spec snapshot.
+    - ``kinds``: the column kinds it reads (``frozenset({"numeric", "integer"})``, ...).
+    - ``output``: ``"numeric"`` (a float32 feature) or ``"categorical"`` (an int64 vocabulary index).
+    - ``scalar(value, params)``: one value in its canonical form (``None`` for null) to a number.
+    - ``vector(xp, values, params)``: an array to an array of the same length, with ``xp`` numpy (or cupy).
+    - ``doc``: one line saying what it computes.
+
+    A pipeline's own kernel is a module-level ``Kernel`` named in a ``FeatureDef`` by import path
+    (``"crop_yield.kernels:SQRT"``); ``inferline check`` proves its two forms agree.
+    """
+
     name: str
     kinds: frozenset[str]  # the raw column kinds it reads
     output: Literal["numeric", "categorical"]
@@ -191,7 +204,12 @@ def _kernels() -> dict[str, Kernel]:
             name = f"cyclic_{what}_{fn}"
             scalar, vector = _cyclic(unit, vunit, period, fn)
             out[name] = Kernel(
-                name, TIME, "numeric", scalar, vector, f"{fn}(2 pi {what} / {period:g}) in UTC; 0 for null"
+                name,
+                TIME,
+                "numeric",
+                scalar,
+                vector,
+                f"{fn}(2 pi {what} / {period:g}) in UTC; {'0' if fn == 'sin' else '1'} for null (as {what} 0)",
             )
     return out
 

@@ -137,6 +137,7 @@ def between(minimum: float, maximum: float, *, name: str = "out_of_range", messa
 
 
 def finite(*, name: str = "not_finite", message: str = "a finite number (no NaN, no Inf)") -> Rule:
+    """A finite number: no NaN, no infinity (numbers)."""
     return Rule("finite", (), name, message)
 
 
@@ -168,7 +169,7 @@ def max_length(n: int, *, name: str = "too_long", message: str | None = None) ->
 
 
 def forbid_chars(chars: str, *, name: str = "forbidden_chars", message: str | None = None) -> Rule:
-    """None of the characters in ``chars`` (text), e.g. ``CONTROL_CHARS`` or ``"\\ufffd"``."""
+    """None of the characters in ``chars`` (text), e.g. ``features.vocabulary.CONTROL_CHARS`` or ``"\\ufffd"``."""
     if not chars:
         raise RuleError("forbid_chars() needs at least one character")
     return Rule("forbid_chars", (chars,), name, message or f"none of {chars!r}")

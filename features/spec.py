@@ -95,6 +95,34 @@ class PipelineNotFound(SpecError):
 
 @dataclass(frozen=True)
 class Column:
+    """One raw column of a row: its name, its kind, whether it may be null, and the rules its values must keep.
+
+    - ``name``: the column's name in the data files and the name of the request's input tensor.
+    - ``kind``: ``"id"`` (text, e.g. a transaction id), ``"timestamp"`` (RFC 3339 with an offset on the wire),
+      ``"numeric"`` (float64), ``"integer"`` (int64, never null), ``"categorical"`` (text from a small set),
+      ``"text"`` (free text), ``"label"`` (the target: in training data, never in a request) or ``"tensor"`` (one
+      array per row, with ``dtype`` and ``shape``).
+    - ``required``: a null is quarantined with the reason ``<name>:null`` (``False``: nulls pass, and reach the
+      kernels as null).
+    - ``rules``: the ``Rule`` objects each non-null value must keep (``ge(0, name="negative")``, ...); a row that
+      breaks one is quarantined with the reason ``<name>:<rule name>``.
+    - ``unique``, ``duplicates``: with ``unique=True`` a repeated value is quarantined (``<name>:duplicate``),
+      within a file and across a stage's files; ``duplicates`` says which copies: ``"all"`` (default) or
+      ``"all_but_first"`` (the first, in input order, is kept).
+    - ``timezone_policy`` (timestamps): ``"to_utc"`` (default) converts an explicit offset to UTC and refuses a
+      value without one; ``"assume_utc"`` reads a value without an offset as UTC (recorded as a normalization).
+    - ``description``: free text, kept in the release's spec snapshot.
+    - ``dtype``, ``shape``, ``preprocess``, ``model_dtype`` (tensor columns only): the Triton datatype (``"FP32"``,
+      ``"UINT8"``, ...), the per-row shape (``-1`` for a variable dimension, e.g. ``(3, 32, 32)`` or ``(-1,)``), an
+      optional preprocessing function by import path (``"pkg.mod:fn"``, ``fn(xp, batch) -> batch``) and the
+      datatype of its result, which is the model input (default ``dtype``).
+    - ``normalization`` (id, categorical and text columns): ``"nfc"`` (default) normalizes text to Unicode NFC
+      before the rules run, ``"refuse"`` quarantines text that is not NFC, ``"none"`` leaves it as it is.
+    - ``defaults`` (id, categorical and text columns): ``True`` (default) adds the protective rules that the
+      column does not declare itself (``text_defaults``: a maximum length, no control, zero-width or bidi code
+      points; for id and categorical columns also no look-alike characters or untidy white space).
+    """
+
     name: str
     kind: ColumnKind
     required: bool = True
@@ -207,6 +235,22 @@ class FeatureDef:
 
 @dataclass(frozen=True)
 class ModelParams:
+    """How the model is built and trained, and the largest batch the server takes.
+
+    - ``factory``: the model, a function by import path (``"pkg.mod:build"``), called as
+      ``build(layout, **factory_args)`` with a ``ModelLayout`` (the inputs in forward order, the task, the number of
+      outputs) and returning a ``torch.nn.Module`` (the forward contract is in ``inferline.training.model``).
+      ``""`` (default) is the built-in TabularNet.
+    - ``embedding_dim``, ``hidden``, ``dropout``: the built-in TabularNet's size (each categorical feature's
+      embedding width, the hidden layers' widths, the dropout rate); a factory of your own ignores them.
+    - ``max_vocab``: the most values a categorical feature's vocabulary keeps (the most frequent, each seen at
+      least 5 times in the training rows); any other value is index 0, unknown.
+    - ``factory_args``: the factory's keyword arguments (JSON-able; they go into the release's manifest).
+    - ``epochs``, ``batch_size``, ``learning_rate``, ``weight_decay``: training (AdamW).
+    - ``max_batch_size``: the rows of one request or one server batch (Triton's ``max_batch_size``); also the
+      largest batch size the parity gate checks.
+    """
+
     embedding_dim: int = 8
     hidden: tuple[int, ...] = (64, 32)
     dropout: float = 0.1
@@ -224,6 +268,30 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class PipelineSpec:
+    """A pipeline: what a row is, what the model sees, what it predicts and how it is trained. A pipeline module
+    defines one as ``SPEC``, beside ``generate(n_rows, seed)``; every stage reads it, and a training run and a
+    release keep a snapshot of it (``spec.json``), so a release is served by the spec it was trained with.
+
+    - ``name``: the pipeline's name: the served model's name (``fraud``), its registry and its releases
+      (``fraud:3``).
+    - ``version``: the schema version; bump it when a column or a rule changes meaning.
+    - ``columns``: the raw columns (``Column``), the label among them.
+    - ``features``: the model's tabular inputs (``FeatureDef``: a kernel applied to a column); tensor columns are
+      model inputs themselves. A spec needs at least one feature or tensor column.
+    - ``label``: the label column's name.
+    - ``classes``: the class names, in the order of the model's outputs (two: binary, more: multi-class), or
+      ``()`` for a regression (the label is then a float).
+    - ``model``: ``ModelParams``: the model factory and the training settings.
+    - ``description``: free text, kept in the snapshot.
+    - ``golden_set``: a Parquet or CSV file of labelled raw rows on which the quality gate also scores each new
+      release against the current one (``""``: none). A relative path is read from the directory
+      ``inferline train`` and ``inferline export publish`` run in; publish copies the file into the release.
+
+    A spec that contradicts itself is refused when it is built (``SpecError``, saying what to change): a rule that
+    does not apply to its column's kind, a feature reading an unknown column, a label that is not a column, a single
+    class.
+    """
+
     name: str
     version: int  # schema version: bump when columns or rules change meaning
     columns: tuple[Column, ...]

@@ -7,11 +7,17 @@ one up would drop every connection and what is in flight.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import ssl
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 __all__ = ["ReloadingTls", "tls_context"]
+
+log = logging.getLogger("inferline.serving")
 
 
 def tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
@@ -32,12 +38,27 @@ def tls_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSL
     return context
 
 
+@contextlib.contextmanager
+def _snapshot(files: tuple[Path, ...]) -> Iterator[tuple[Path, ...]]:
+    """Private copies of ``files`` (in a folder only this user can read, removed after): what is checked is what is
+    loaded, even if a file is replaced in between."""
+    with tempfile.TemporaryDirectory(prefix="inferline-tls-") as folder:
+        copies = tuple(Path(folder) / f"{i}.pem" for i in range(len(files)))
+        for source, copy in zip(files, copies, strict=True):
+            copy.write_bytes(source.read_bytes())
+        yield copies
+
+
 class ReloadingTls:
     """The edge's TLS files, re-read when they change: a renewed certificate (or CA bundle) is served from the next
     handshake on, without a restart. ``changed()`` reloads the HTTP edge's ``context`` in place (OpenSSL hands new
     connections the context's current certificate); ``grpc_credentials()`` gives the gRPC edge credentials whose
-    fetcher, called by gRPC at each handshake, does the same check. A half-written pair (a certificate without its
-    key yet) fails to load and the previous one stays served until the pair is whole."""
+    fetcher, called by gRPC at each handshake, does the same check. New files are loaded only once they load
+    together in a context of their own: a half-replaced pair (a new certificate beside the old key, in either
+    order) leaves the previous pair served until the pair is whole (loading it in place would have cleared the key
+    and failed every handshake meanwhile). A CA bundle loaded in place adds to what the HTTP edge trusts: a CA
+    removed from ``--tls-client-ca`` is still trusted there until a restart (the gRPC edge takes the new bundle
+    alone)."""
 
     def __init__(self, cert: Path, key: Path, client_ca: Path | None = None) -> None:
         self.cert, self.key, self.client_ca = Path(cert), Path(key), client_ca
@@ -61,10 +82,13 @@ class ReloadingTls:
             return False
         self._stamp = stamp
         try:
-            self.context.load_cert_chain(str(self.cert), str(self.key))
-            if self.client_ca is not None:
-                self.context.load_verify_locations(cafile=str(self.client_ca))
-        except (OSError, ssl.SSLError):
+            with _snapshot(self._files()) as (cert, key, *ca):
+                tls_context(cert, key, ca[0] if ca else None)  # the new files load together, or nothing changes
+                self.context.load_cert_chain(str(cert), str(key))
+                if ca:
+                    self.context.load_verify_locations(cafile=str(ca[0]))
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.warning("TLS files changed but do not load together (%s); still serving the previous pair", exc)
             return False
         self.reloads += 1
         return True
@@ -73,9 +97,12 @@ class ReloadingTls:
         import grpc
 
         def configuration() -> Any:
-            pair = (self.key.read_bytes(), self.cert.read_bytes())
-            ca = Path(self.client_ca).read_bytes() if self.client_ca is not None else None
-            return grpc.ssl_server_certificate_configuration([pair], root_certificates=ca)
+            """The files as they are now, once they load together (else ValueError: gRPC keeps what it has)."""
+            with _snapshot(self._files()) as (cert, key, *ca):
+                tls_context(cert, key, ca[0] if ca else None)
+                pair = (key.read_bytes(), cert.read_bytes())
+                roots = ca[0].read_bytes() if ca else None
+            return grpc.ssl_server_certificate_configuration([pair], root_certificates=roots)
 
         seen = [self._stamp_now()]
 
@@ -84,10 +111,11 @@ class ReloadingTls:
                 stamp = self._stamp_now()
                 if stamp == seen[0]:
                     return None  # unchanged: gRPC keeps the current configuration
-                seen[0] = stamp
-                return configuration()
-            except OSError:
-                return None
+                new = configuration()
+            except (OSError, ValueError):
+                return None  # a file being replaced, or a half-replaced pair: look again at the next handshake
+            seen[0] = stamp
+            return new
 
         return grpc.dynamic_ssl_server_credentials(
             configuration(), fetch, require_client_authentication=self.client_ca is not None

@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from inferline.core.errors import UserError, user_message
+from inferline.core.errors import UserError, docs_pointer, user_message
 from inferline.core.secrets import admin_key
-from inferline.features.wire import WireError
 from inferline.release.registry import choose_published
 from inferline.serving.client import InferlineClient, InferlineError, Predictions
 from inferline.serving.server import NoServer
@@ -85,18 +84,9 @@ def predict(args: argparse.Namespace) -> int:
         endpoints = [u.strip() for u in url.split(",") if u.strip()]
         with InferlineClient(endpoints, args.protocol, pipeline=pipeline, spec=spec, timeout_s=args.timeout) as client:
             p = client.predict(rows)
-    except WireError as exc:  # the rows, before anything was sent
-        print(
-            f"predict FAILED: the rows of {args.file} do not fit pipeline {pipeline!r}: {user_message(exc)}",
-            file=sys.stderr,
-        )
-        return 1
-    except (InferlineError, ValueError) as exc:
-        print(
-            f"predict FAILED: {exc}; is the server up and serving {pipeline!r} at {url}? (`inferline serve status`, "
-            "--url, --pipeline)",
-            file=sys.stderr,
-        )
+    except InferlineError as exc:  # the server refused or did not answer
+        hint = f"is the server up and serving {pipeline!r} at {url}? (`inferline serve status`, --url, --pipeline)"
+        print(f"predict FAILED: {exc}; {hint} (docs: {docs_pointer(exc)})", file=sys.stderr)
         return 1
     for answer in answers(p, client.spec, rows):
         print(json.dumps(answer))
@@ -114,7 +104,7 @@ def answers(p: Predictions, spec: PipelineSpec, rows: pd.DataFrame) -> list[dict
         if p.prediction is not None:  # regression (classes=()): one value per row, no classes
             answer: dict[str, object] = {"prediction": round(float(p.prediction[i]), 6) if ok else None}
         else:
-            answer = {
+            answer = {  # a refused row's scores are of neutral features, not of the row: none is printed
                 "probabilities": [round(float(x), 6) for x in p.probabilities[i]] if ok else None,
                 "predicted_class": spec.classes[int(p.predicted_class[i])] if ok else None,
             }

@@ -17,6 +17,7 @@ from typing import Any
 
 from inferline.core.processes import alive
 from inferline.core.secrets import admin_key
+from inferline.release.registry import RegistryError, published_pipelines
 from inferline.serving.client import ready_models
 from inferline.serving.server import read_state
 from inferline.serving.triton_index import fix_hint, load_status, repository_index
@@ -24,10 +25,12 @@ from inferline.serving.triton_index import fix_hint, load_status, repository_ind
 __all__ = [
     "live_pipelines",
     "loaded_versions",
+    "not_serving",
     "print_ready",
     "read_record",
     "service_pid",
     "status",
+    "warn_behind",
     "warn_unavailable",
 ]
 
@@ -59,6 +62,24 @@ def warn_unavailable(record: dict[str, Any], command: str) -> None:
         )
 
 
+def warn_behind(record: dict[str, Any], current: dict[str, int], command: str) -> None:
+    """One line on stderr per served pipeline whose release is not the registry's current one (``current``): a
+    publish, promote or rollback since, not applied to the running server yet (a restart after a crash would switch
+    it). A pipeline in a rollout serves two releases on purpose and is left out."""
+    rollouts = record.get("rollouts") or {}
+    for name, served in (record.get("pipelines") or {}).items():
+        wanted = current.get(name)
+        if served.get("state") != "READY" or wanted is None or served.get("release") == wanted or name in rollouts:
+            continue
+        print(
+            f"inferline serve {command}: warning: pipeline {name!r} serves release {served.get('release')}, but the "
+            f"registry's current release is {wanted} (`inferline export history` says what moved it); "
+            f"`inferline serve apply --pipeline {name}` serves {wanted}, `inferline export promote "
+            f"{served.get('release')} --pipeline {name}` keeps {served.get('release')}",
+            file=sys.stderr,
+        )
+
+
 def print_ready(record: dict[str, Any], started: float, key: str) -> None:
     loaded = loaded_versions(record["http"], key)
     print(json.dumps({**record, "ready_s": round(time.monotonic() - started, 2), "loaded": loaded}, indent=2))
@@ -86,6 +107,19 @@ def live_pipelines(state: dict[str, Any], key: str) -> dict[str, Any]:
         "pipelines": {name: st.as_dict() for name, st in live.items()},
         "unavailable": {name: st.reason for name, st in live.items() if st.state != "READY"},
     }
+
+
+def not_serving(state: dict[str, Any]) -> str:
+    """The status line of a live supervisor whose tritonserver does not serve now: it is starting, restarting after
+    the crash ``last_crash`` records (the record's ``pid`` is then the new server's once it is started), or it
+    exited and the supervisor has not seen it yet."""
+    crash = state.get("last_crash") or {}
+    if state.get("state") == "starting":
+        return f"down, starting: tritonserver pid {state['pid']} is not ready yet"
+    if state.get("state") == "restarting" and crash:
+        started = f"; the new one is pid {state['pid']}" if state["pid"] != crash.get("pid") else ""
+        return f"down, restarting: tritonserver pid {crash.get('pid')} exited ({crash.get('cause')}){started}"
+    return f"down, restarting: tritonserver pid {state['pid']} exited"
 
 
 def _rollouts(state: dict[str, Any]) -> dict[str, Any]:
@@ -130,8 +164,7 @@ def status(args: argparse.Namespace) -> int:
     if degraded:
         print(f"inferline serve status: warning: degraded: {degraded}", file=sys.stderr)
     elif state.get("state") != "ready" or not alive(state["pid"]):
-        crash = state.get("last_crash") or {}
-        print(f"down, restarting: tritonserver pid {state['pid']} exited ({crash.get('cause', 'starting')})")
+        print(not_serving(state))
         return 2
     key = admin_key(args.workdir)
     try:
@@ -143,4 +176,9 @@ def status(args: argparse.Namespace) -> int:
     record = {**state, **live, "loaded": loaded, "rollouts": _rollouts(state)}
     print(json.dumps(record, indent=2))
     warn_unavailable(record, "status")
+    try:
+        current = published_pipelines(Path(state["repository"]))
+    except (OSError, ValueError, KeyError, RegistryError):  # a repository moved or unreadable since: no comparison
+        current = {}
+    warn_behind(record, current, "status")
     return 0

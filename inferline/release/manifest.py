@@ -103,41 +103,106 @@ class Environment:
 @dataclass
 class Manifest:
     """One release's manifest. The four required fields have been in every manifest inferline wrote; the others
-    default to "not recorded" (None, or an empty collection) for releases published before they existed."""
+    default to "not recorded" (None, or an empty collection) for releases published before they existed.
 
-    release: int  # the version N of every model directory of the release
+    What the release is:
+
+    - ``release``: its number N, the version directory ``N`` of each of its model directories.
+    - ``pipeline``: the pipeline's name (the spec's ``name``), which callers call.
+    - ``task``: ``"binary"``, ``"multiclass"`` or ``"regression"`` (the spec's).
+    - ``models``: its model directories by role: ``ensemble`` (the served name, the pipeline's), ``preprocess``
+      (``<pipeline>_preprocess``: feature state and spec snapshot) and ``model`` (``<pipeline>_model``: the ONNX
+      model, the reference profile, the labelled sets).
+    - ``target``: ``"local"`` (the bundled CPU server) or ``"gpu"`` (NVIDIA's Triton image).
+    - ``layout``: ``"fused"`` (one Python-backend model; the local target) or ``"ensemble"`` (preprocess, then
+      the native ONNX model; the gpu target).
+    - ``created_at``: when it was published, ISO 8601 in UTC.
+
+    Where its model came from (a release made from another one by ``inferline bench tune --publish`` copies these):
+
+    - ``source``: ``"training run"``, ``"module"`` (``export publish --module``) or ``"onnx file"``
+      (``export publish --onnx``).
+    - ``run_id``: the training run's directory name, or None.
+    - ``data_fingerprint``: sha256 over the files the model was trained (or the features fitted) on.
+    - ``data_files``: those files, each ``{file, sha256, bytes}``.
+    - ``checkpoint_sha256``: the PyTorch weights exported (the run's checkpoint, or ``--checkpoint``).
+    - ``model``: the model factory (``factory``), the sha256 of its source file (``source_sha256``), its arguments
+      (``args``) and the input layout it was built for (``layout``: a ``ModelLayout``).
+    - ``onnx_source_sha256``: an ONNX file given with ``--onnx``, before inferline's head was attached.
+    - ``derived_from``: the release whose model this one serves again with other serving settings, or None.
+
+    The contract, and the files a consumer checks byte for byte before it loads them (``Registry.release_files``:
+    a file that differs is refused, and a rollback to it too):
+
+    - ``schema_version``: the spec's ``version``.
+    - ``feature_hash``: ``PipelineSpec.feature_hash()``: columns, rules and features (a change of one of them is a
+      new contract).
+    - ``spec_sha256``: ``<pipeline>_preprocess/N/spec.json``, the spec snapshot the release is served with.
+    - ``feature_state_sha256``: ``<pipeline>_preprocess/N/feature_state.json`` (vocabularies, standardization
+      statistics, decision threshold).
+    - ``onnx_sha256``: ``<pipeline>_model/N/model.onnx``.
+
+    The gates' verdicts:
+
+    - ``parity``: the parity gate (``ParityReport``): onnxruntime against PyTorch on the holdout and at batch
+      sizes 1, 7 and ``max_batch_size``.
+    - ``quality``: the quality gate (``QualityReport``): this release against the one that was current.
+    - ``quality_sets``: the labelled sets kept beside ``model.onnx`` (``holdout``, ``golden``), each
+      ``{file, sha256, rows}``, on which a later release is compared with this one.
+    - ``metrics``: the training run's holdout metrics, for example ``roc_auc``, ``pr_auc``, ``precision``, ``recall``,
+      ``threshold`` (binary); ``accuracy``, ``macro_f1``, ``per_class``, ``confusion_matrix`` (multi-class);
+      ``mae``, ``rmse``, ``r2`` (regression); each with the holdout's ``rows``.
+
+    How it is served:
+
+    - ``configs``: the Triton ``config.pbtxt`` texts the server loads: ``fused``, or ``ensemble``, ``preprocess``
+      and ``model``.
+    - ``config_sha256``: the sha256 of each of those texts.
+    - ``max_batch_size``: the most rows in one request or one batch (the spec's ``ModelParams.max_batch_size``,
+      unless publish was given another).
+    - ``serving_settings``: the instances, queue delay and preferred batch sizes ``inferline bench tune`` chose,
+      or None.
+    - ``reference_profile``: the monitor's drift baseline (``ReferenceProfileEntry``), a file beside
+      ``model.onnx``.
+
+    Who published it:
+
+    - ``code_revision``: the inferline checkout (``CodeRevision``).
+    - ``environment``: the Python, torch, onnxruntime and onnx versions (``Environment``).
+
+    Keys this inferline version does not know (written by another one) are kept in ``extra`` and written back.
+    """
+
+    release: int
     pipeline: str
-    onnx_sha256: str  # model.onnx, as checked by Registry.release_files
-    feature_state_sha256: str  # feature_state.json, likewise
-    task: str | None = None  # the spec's task: binary, multiclass or regression
-    models: dict[str, str] = field(default_factory=dict)  # model_names(pipeline): preprocess, model, ensemble
-    target: str | None = None  # "local" or "gpu" (export.config.Target)
-    layout: str | None = None  # "fused" or "ensemble" (release.registry.Layout)
-    created_at: str | None = None  # ISO 8601, UTC
-    # lineage: where the model came from
-    source: str | None = None  # "training run", "module", "onnx file"
+    onnx_sha256: str
+    feature_state_sha256: str
+    task: str | None = None
+    models: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    layout: str | None = None
+    created_at: str | None = None
+    source: str | None = None
     run_id: str | None = None
-    data_fingerprint: str | None = None  # sha256 over the training (or fitting) data files
-    data_files: list[dict[str, Any]] = field(default_factory=list)  # {file, sha256, bytes} each
+    data_fingerprint: str | None = None
+    data_files: list[dict[str, Any]] = field(default_factory=list)
     schema_version: int | None = None
     feature_hash: str | None = None
-    spec_sha256: str | None = None  # spec.json, the release's contract (absent before spec snapshots)
+    spec_sha256: str | None = None
     checkpoint_sha256: str | None = None
-    model: dict[str, Any] | None = None  # the model factory, its source hash, arguments and input layout
-    onnx_source_sha256: str | None = None  # a given ONNX file, before inferline's head was attached
-    derived_from: int | None = None  # the release whose model this one serves again (other serving settings)
-    # gates
+    model: dict[str, Any] | None = None
+    onnx_source_sha256: str | None = None
+    derived_from: int | None = None
     parity: dict[str, Any] = field(default_factory=dict)  # export.parity.ParityReport.as_dict()
-    quality: dict[str, Any] | None = None  # export.quality.QualityReport.as_dict(): champion / challenger
-    quality_sets: dict[str, LabelledSet] = field(default_factory=dict)  # beside model.onnx, for `export promote`
-    # served configs
+    quality: dict[str, Any] | None = None  # export.quality.QualityReport.as_dict()
+    quality_sets: dict[str, LabelledSet] = field(default_factory=dict)
     config_sha256: dict[str, str] = field(default_factory=dict)
-    configs: dict[str, str] = field(default_factory=dict)  # config.pbtxt texts: fused, or ensemble/preprocess/model
+    configs: dict[str, str] = field(default_factory=dict)
     code_revision: CodeRevision | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)  # holdout metrics of the training run
+    metrics: dict[str, Any] = field(default_factory=dict)
     reference_profile: ReferenceProfileEntry | None = None
     max_batch_size: int | None = None
-    serving_settings: dict[str, Any] | None = None  # `inferline bench tune`'s, when it chose them
+    serving_settings: dict[str, Any] | None = None
     environment: Environment | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they were
 

@@ -16,8 +16,9 @@ pairing one release's features with another release's model:
 4. the models are reloaded with the target version only, which unloads the old release once its requests in flight
    are answered (a rollback to an older release of the fused layout switches here).
 
-If step 2 or 3 fails, the configs are restored and reloaded, and ``ReleaseSwitchError`` says why: the server keeps
-serving what it served. Moving the registry's pointer (and its audit entry) is the caller's step, after success.
+If step 2, 3 or 4 fails, the served release's configs are restored and reloaded, and ``ReleaseSwitchError`` says
+why: the server keeps serving what it served (and it alone). Moving the registry's pointer (and its audit entry)
+is the caller's step, after success.
 """
 
 from __future__ import annotations
@@ -167,6 +168,11 @@ def switch_release(
                 client.load_model(public, headers=headers)
                 _wait(client, headers, public, {1}, timeout_s)
                 result.steps.append(f"ensemble routes to {pipeline}:{to_version}")
+            # 4. only the new release stays loaded, from its own configs: a config Triton refuses fails here (the
+            # fused layout loaded it beside the served one with the served release's config)
+            activate(repository, pipeline, to_version)
+            for name in versioned:
+                client.load_model(name, headers=headers)
         except Exception as exc:  # any failure: put the served release's configs back (re-raised below)
             if current is not None:
                 _restore(client, headers, repository, pipeline, current, (*inner, public))
@@ -174,9 +180,6 @@ def switch_release(
                 f"switching {pipeline} from {current} to {to_version} failed ({type(exc).__name__}: {exc}); the "
                 f"server still serves {pipeline}:{current}"
             ) from exc
-        activate(repository, pipeline, to_version)  # 4. only the new release stays loaded
-        for name in versioned:
-            client.load_model(name, headers=headers)
         result.steps.append(f"unloaded {pipeline}:{current}" if current is not None else "loaded")
     finally:
         client.close()

@@ -119,7 +119,7 @@ def _mistakes(f: dict[str, Path], busy: int) -> list[tuple[list[str], int, str]]
         (
             ["serve", "predict", "--file", str(f["no_amount.jsonl"]), "--url", "x:1", "--pipeline", "fraud"],
             1,
-            "do not fit pipeline 'fraud': rows lack column(s) ['amount']",
+            "rows lack column(s) ['amount']",
         ),
         (
             ["serve", "predict", "--file", str(f["rows.jsonl"]), "--url", unreachable, "--pipeline", "fraud", *quick],

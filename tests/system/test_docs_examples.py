@@ -4,8 +4,10 @@ The convention, for README.md and every page under docs/ (docs/reference/ is gen
 
 - Every ``bash``, ``sh``, ``console`` or ``python`` block is either run or says why not: the line right before its
   opening fence is the HTML comment ``<!-- run -->`` or ``<!-- not run: REASON -->`` (both invisible on the
-  rendered page). A command block with neither fails ``test_every_command_block_runs_or_says_why_not``. Other
-  blocks (``text``, ``yaml``, a diagram) are illustration.
+  rendered page), or ``<!-- file: PATH -->``: the block shows a repository file (an example package's code), kept
+  identical to it by ``docs/gen_reference.py`` (``--check`` in ``make test``). A command block with none of these
+  fails ``test_every_command_block_runs_or_says_why_not``. Other blocks (``text``, ``yaml``, a diagram) are
+  illustration.
 - A page is a session: its ``<!-- run -->`` blocks run in page order in one fresh temporary directory, so a later
   block sees what an earlier one wrote (a tutorial's ``generate``, then ``train``, then ``export publish``). A
   server the page starts is stopped (``inferline serve down``) when the page ends, passed or failed.
@@ -54,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 MARKER = "<!-- run -->"
 NOT_RUN = re.compile(r"^<!-- not run: (?P<reason>.+?) -->$")
+SHOWS_FILE = re.compile(r"^<!-- file: (?P<path>\S+) -->$")
 TIMEOUT_S = 240  # one block: `export publish` starts a scratch Triton, `serve up` the server
 RUNNABLE_LANGS = ("bash", "python")
 COMMAND_LANGS = ("bash", "sh", "shell", "console", "python", "py", "pycon")
@@ -70,6 +73,7 @@ class Block:
     body: str
     marked: bool  # the line before the opening fence is MARKER
     not_run: str | None  # the reason given by a <!-- not run: REASON --> line before the opening fence
+    shows: str | None = None  # the repository file a <!-- file: PATH --> line before the opening fence names
 
     @property
     def id(self) -> str:
@@ -104,6 +108,7 @@ def blocks_of(path: Path) -> list[Block]:
                 body=body,
                 marked=i > 0 and lines[i - 1].strip() == MARKER,
                 not_run=(m2["reason"] if i > 0 and (m2 := NOT_RUN.match(lines[i - 1].strip())) else None),
+                shows=(m3["path"] if i > 0 and (m3 := SHOWS_FILE.match(lines[i - 1].strip())) else None),
             )
         )
         i = j + 1
@@ -196,7 +201,7 @@ def test_the_convention_holds() -> None:
         lines = path.read_text(encoding="utf-8").splitlines()
         starts = {b.line for b in blocks_of(path)}
         for n, line in enumerate(lines, 1):
-            marker = line.strip() == MARKER or NOT_RUN.match(line.strip())
+            marker = line.strip() == MARKER or NOT_RUN.match(line.strip()) or SHOWS_FILE.match(line.strip())
             if marker and (n + 1) not in starts:
                 problems.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()} is not right before a fenced block")
     for block, expected in EXAMPLES:
@@ -211,7 +216,7 @@ def test_the_convention_holds() -> None:
 def test_every_command_block_runs_or_says_why_not() -> None:
     """A command or Python block on a page is run in CI, or the line before it says why not (a silent
     illustration would be free to rot)."""
-    silent = [b.id for b in command_blocks() if not b.marked and not b.not_run]
+    silent = [b.id for b in command_blocks() if not b.marked and not b.not_run and not b.shows]
     assert not silent, (
         f"{len(silent)} command blocks neither run nor say why not; put <!-- run --> (and a ```text block of the "
         f"output after it) or <!-- not run: REASON --> on the line before each: {silent}"
@@ -280,3 +285,5 @@ if __name__ == "__main__":  # the count of examples CI runs, per page, and the b
     for b in skipped:
         print(f"not run  {b.id}: {b.not_run}")
     print(f"{len(skipped):3d} command blocks not run (each says why)")
+    shown = [b for b in command_blocks() if b.shows]
+    print(f"{len(shown):3d} blocks show a repository file (kept identical by docs/gen_reference.py)")

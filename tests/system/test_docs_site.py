@@ -1,6 +1,6 @@
 """The docs site as a reader meets it: built with ``mkdocs build --strict``, served over real HTTP on 127.0.0.1 and
 opened in headless Chromium (the report test's browser: Debian's ``chromium`` through its ``chromedriver``, nothing
-downloaded). The front page with its nav tabs, the rollouts tutorial, and the theme's own search box finding
+downloaded). The front page with its nav tabs, the bring-your-own-model tutorial, and the theme's own search box finding
 "rollback" (the search runs in a web worker that fetches ``search/search_index.json``, so over file:// it cannot
 work: hence the HTTP server). Screenshots of the three go to ``$INFERLINE_DOCS_SHOTS`` when set (the committed ones
 in docs/assets/screenshots came from ``INFERLINE_DOCS_SHOTS=docs/assets/screenshots``), else to the test's tmp.
@@ -27,7 +27,7 @@ import pytest
 from .test_report_browser import browser  # noqa: F401 - the headless Chromium fixture
 
 ROOT = Path(__file__).resolve().parents[2]
-TUTORIAL = ROOT / "docs" / "tutorials" / "rollouts.md"
+TUTORIAL = ROOT / "docs" / "tutorials" / "bring-your-own-model.md"
 # the top-level nav sections (mkdocs.yml), shown as the material theme's tabs after "Home"
 SECTIONS = ["Quickstart", "Tutorials", "How-to", "Reference", "Explanation"]
 ROLLBACK_PAGE = "/how-to/alerts-and-rollback/"
@@ -130,17 +130,22 @@ def test_front_page_and_tutorial(docs_browser: Any, site: str, shots: Path) -> N
     assert not severe(driver, site)
     driver.save_screenshot(str(shots / "front-page.png"))
 
-    # the rollouts tutorial, reached through its nav link as a reader would
-    link = driver.find_element("css selector", 'a[href$="tutorials/rollouts/"]')
+    # the bring-your-own-model tutorial, reached through its nav link as a reader would
+    link = driver.find_element("css selector", 'a[href$="tutorials/bring-your-own-model/"]')
     driver.get(link.get_attribute("href"))
-    wait(driver, lambda d: urlsplit(d.current_url).path == "/tutorials/rollouts/", "the rollouts tutorial")
+    path = "/tutorials/bring-your-own-model/"
+    wait(driver, lambda d: urlsplit(d.current_url).path == path, "the bring-your-own-model tutorial")
     wait(driver, lambda d: d.execute_script("return document.readyState") == "complete", "the tutorial to load")
     expected = next(line[2:].strip() for line in TUTORIAL.read_text().splitlines() if line.startswith("# "))
-    assert expected.startswith("Rollouts")
+    assert expected == "Bring your own model"
     assert heading(driver) == expected
-    assert driver.title == "Rollouts - inferline"
+    assert driver.title == "Bring your own model - inferline"
+    # the example package's code is on the page (a file block), highlighted as Python
+    script = 'return [...document.querySelectorAll("article .highlight code")].map(c => c.textContent)'
+    code = driver.execute_script(script)
+    assert any("SPEC = PipelineSpec(" in c for c in code), "the tutorial shows examples/crop_yield's spec.py"
     assert not severe(driver, site)
-    driver.save_screenshot(str(shots / "tutorial-rollouts.png"))
+    driver.save_screenshot(str(shots / "tutorial-bring-your-own-model.png"))
 
 
 def test_search_finds_rollback(docs_browser: Any, site: str, shots: Path) -> None:

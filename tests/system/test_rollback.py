@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from inferline.core.alerts import Alerter, JsonlSink, WebhookSink
 from inferline.core.processes import free_port
+from inferline.core.secrets import ADMIN_HEADER
 from inferline.features.pipelines import fraud
 from inferline.features.synthetic import apply_shifts, parse_shift
 from inferline.monitor.app import MonitorServer
@@ -26,13 +27,14 @@ from inferline.monitor.rollback import ROLLBACK_USER, RollbackController
 from inferline.monitor.rules import AlertRule, RuleEngine
 from inferline.monitor.service import Monitor
 from inferline.release.registry import Registry
-from inferline.release.switch import set_current, switch_release
+from inferline.release.switch import ReleaseSwitchError, set_current, switch_release
 from inferline.serving.client import InferlineClient
 from inferline.serving.server import TritonServer
 from inferline.serving.tap import MonitorTap
 from tests.conftest import Receiver
 
 from .conftest import Published, private_server
+from .test_loadcheck import REASON, break_dims
 
 PREDICTION_DRIFT = AlertRule("prediction_drift", "drift", target="prediction", severity="critical")
 FEATURE_DRIFT = AlertRule("feature_drift", "drift", target="*", severity="critical")
@@ -202,6 +204,29 @@ def test_corrupt_previous_release_alerts_and_the_current_keeps_serving(serving_v
     assert len(failed) == 1 and failed[0]["severity"] == "critical" and "keeps serving" in failed[0]["message"]
     registry = Registry(stack.repository, "fraud")
     assert (registry.current, registry.previous) == (2, 1) and served(stack) == {"fraud:2"}
+
+
+def test_a_release_whose_own_config_does_not_load_leaves_the_served_one_alone(serving_v2: Stack) -> None:
+    """The last step of a switch loads the target release from its own config: Triton refusing it (here an output
+    of dims [0]) restores the served release's config, so release 2 alone stays loaded, and the switch says why
+    (it left both loaded and raised Triton's exception, found writing docs/how-to/recover-a-server.md)."""
+    stack = serving_v2
+    config = stack.repository / "fraud" / "1" / "release.config.pbtxt"
+    original = config.read_text()
+    break_dims(config)
+    try:
+        with pytest.raises(ReleaseSwitchError, match="the server still serves fraud:2") as refused:
+            switch_release(stack.server.config.http_url, stack.server.admin_key, stack.repository, "fraud", 1)
+    finally:
+        config.write_text(original)
+    assert REASON in str(refused.value)
+    assert served(stack) == {"fraud:2"}
+    client = httpclient.InferenceServerClient(stack.server.config.http_url)
+    try:
+        index = client.get_model_repository_index(headers={ADMIN_HEADER: stack.server.admin_key})
+    finally:
+        client.close()
+    assert {m.get("version") for m in index if m["name"] == "fraud" and m.get("state") == "READY"} == {"2"}
 
 
 def test_promote_rollback_and_history_by_hand(serving_v2: Stack) -> None:

@@ -394,9 +394,18 @@ def test_serving_command_line_up_status_predict_down(
         status = subprocess.run([*base, "status", *wd], capture_output=True, text=True, timeout=60)
         assert status.returncode == 0 and json.loads(status.stdout)["pid"] == info["pid"]
         rows_file = tmp_path / "rows.jsonl"
-        rows = holdout.head(3).drop(columns=["is_fraud"]).copy()
+        rows = holdout.head(4).drop(columns=["is_fraud"]).copy()
         rows["event_time"] = rows["event_time"].map(lambda t: t.isoformat())
+        rows["amount"] = rows["amount"].astype(object)
+        rows.iloc[3, rows.columns.get_loc("amount")] = None  # a refused row: its status, and no scores printed
         rows.to_json(rows_file, orient="records", lines=True)
+        lacking = tmp_path / "lacking.jsonl"
+        rows.drop(columns=["amount"]).to_json(lacking, orient="records", lines=True)
+        command = [*base, "predict", *wd, "--file", str(lacking)]
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and out.stdout == "" and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "error: rows lack column(s) ['amount']" in out.stderr and "(docs: docs/" in out.stderr, out.stderr
+        assert "is the server up" not in out.stderr, out.stderr  # it is: the file is what is wrong
         for protocol in ("http", "grpc"):
             out = subprocess.run(
                 [*base, "predict", *wd, "--file", str(rows_file), "--protocol", protocol],
@@ -407,7 +416,9 @@ def test_serving_command_line_up_status_predict_down(
             assert out.returncode == 0, out.stderr
             lines = [json.loads(x) for x in out.stdout.splitlines()]
             assert [x["transaction_id"] for x in lines] == rows["transaction_id"].tolist()
-            assert all(x["status"] == "ok" and x["release"] == "fraud:2" for x in lines)
+            assert all(x["status"] == "ok" and x["release"] == "fraud:2" for x in lines[:3])
+            assert lines[3]["status"] == "amount:null" and lines[3]["release"] == "fraud:2", lines[3]
+            assert lines[3]["probabilities"] is None and lines[3]["predicted_class"] is None, lines[3]
     finally:
         down = subprocess.run([*base, "down", *wd], capture_output=True, text=True, timeout=60)
     assert down.returncode == 0 and "stopped" in down.stdout

@@ -41,7 +41,9 @@ def generated(gen: Any) -> dict[Path, str]:
 
 
 def test_committed_pages_are_what_the_generator_writes(gen: Any, generated: dict[Path, str]) -> None:
-    assert sorted(p.name for p in generated) == ["alerts.md", "cli.md", "errors.md", "metrics.md"]
+    reference = sorted(p.name for p in generated if p.parent == REFERENCE)
+    assert reference == ["alerts.md", "cli.md", "errors.md", "metrics.md"]
+    assert ROOT / "docs" / "tutorials" / "bring-your-own-model.md" in generated  # it shows examples/crop_yield's files
     stale = [str(p.relative_to(ROOT)) for p in gen.stale(generated)]
     assert not stale, f"{stale} differ from what the code gives: run `python docs/gen_reference.py` and commit"
 
@@ -107,3 +109,14 @@ def test_errors_md_has_a_section_per_error_class(gen: Any) -> None:
     assert "- **Derives from**: [`SpecError`](#specerror)" in section
     assert "- **Also caught as**: `ValueError`" in section
     assert "(../tutorials/bring-your-own-model.md#where-your-modules-must-be-importable)" in section
+
+
+def test_a_page_shows_a_file_as_it_is(gen: Any, tmp_path: Path) -> None:
+    """A ``<!-- file: PATH -->`` block holds the file PATH after the generator, whatever it held before."""
+    page = ROOT / "docs" / "x.md"
+    text = "intro\n\n<!-- file: examples/crop_yield/src/crop_yield/kernels.py -->\n```python\nstale\n```\n\nafter\n"
+    shown = gen.with_files_shown(text, page)
+    source = (ROOT / "examples/crop_yield/src/crop_yield/kernels.py").read_text()
+    assert shown == text.replace("stale\n", source) and gen.with_files_shown(shown, page) == shown
+    with pytest.raises(SystemExit, match=r"no_such\.py is not a file"):
+        gen.with_files_shown("<!-- file: no_such.py -->\n```python\n```\n", page)
