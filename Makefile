@@ -8,13 +8,15 @@ PKGS   := inferline $(STAGES)
 
 .PHONY: docs docs-check import-graph demo test test-fast bench bench-quick bench-deps wrk system-deps lint typecheck install clean serve-down gpu-check
 
-$(STAMP): pyproject.toml examples/crop_yield/pyproject.toml
+$(STAMP): pyproject.toml examples/crop_yield/pyproject.toml examples/leaf_images/pyproject.toml \
+		examples/review_text/pyproject.toml examples/pump_vibration/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (CPython 3.11) on PATH"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@start=$$(date +%s); \
 	$(PY) -m pip install --quiet --upgrade pip && \
 	$(PY) -m pip install --quiet -e '.[cpu,dev]' && \
-	$(PY) -m pip install --quiet -e examples/crop_yield && \
+	$(PY) -m pip install --quiet -e examples/crop_yield -e examples/leaf_images -e examples/review_text \
+		-e examples/pump_vibration && \
 	echo "install took $$(( $$(date +%s) - start )) s"
 	rm -f $(VENV)/.installed-*
 	touch $@

@@ -26,7 +26,7 @@ MIN_OPSET = 13  # Softmax over one axis and Unsqueeze with an axes input
 class HeadError(UserError, ValueError):
     """An ONNX file the scoring head cannot be attached to."""
 
-    docs = "tutorials/bring-your-own-model.md#publishing-an-onnx-file-with-a-tensor-spec"
+    docs = "tutorials/onnx-file.md#2-what-the-file-must-be"
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -51,8 +51,8 @@ def attach_head(
     if input_names is not None and sorted(inputs) != sorted(input_names):
         raise HeadError(
             f"{source}: the ONNX graph's inputs are {inputs}, but the spec's model inputs are {input_names}; name "
-            "the graph's inputs as the spec's tensor columns (numeric/categorical for tabular features) and export "
-            "it again"
+            f"the spec's tensor columns as the graph's inputs ({inputs}), or export the graph again with the spec's "
+            "names (numeric/categorical for tabular features)"
         )
     if _opset(model) < MIN_OPSET:
         raise HeadError(f"{source}: opset {_opset(model)}; inferline needs opset >= {MIN_OPSET}: export it again")

@@ -15,6 +15,7 @@ from inferline.features.dataset import InvalidShareExceeded, expand_paths, load_
 from inferline.features.normalize import REASON_ADVICE
 from inferline.features.spec import choose_pipeline, load_pipeline_module
 from inferline.features.synthetic import Shift, ShiftError, apply_shifts, parse_shift
+from inferline.features.tensors import parquet_rows
 from inferline.features.validation import FileLevelError
 
 
@@ -46,6 +47,8 @@ def _generate(args: argparse.Namespace) -> int:
         frame = module.generate(n, seed=args.seed * 1000 + i)
         if args.shift:
             frame = apply_shifts(frame, module.SPEC, args.shift, seed=args.seed * 1000 + i)
+        if module.SPEC.tensor_columns:  # rows of [3, H, W] arrays: as a Parquet list column holds them
+            frame = frame.assign(**{c.name: parquet_rows(c, frame[c.name]) for c in module.SPEC.tensor_columns})
         path = out / f"{pipeline}-{i:04d}.parquet"
         atomic_write_parquet(path, frame)
         written += n

@@ -24,13 +24,22 @@ import numpy as np
 import pandas as pd
 from pandera.errors import SchemaErrors
 
-from inferline.features.check_strategies import TEXT_EDGES, canonical_samples, check_settings, damage, values_of
+from inferline.features.check_strategies import (
+    TEXT_EDGES,
+    canonical_samples,
+    check_settings,
+    damage,
+    tensor_edges,
+    tensor_rows,
+    values_of,
+)
 from inferline.features.contract import compile_contract
 from inferline.features.kernels import NAT
 from inferline.features.rules import Rule
 from inferline.features.spec import Column, PipelineSpec, SpecError, read_spec, spec_from_dict, write_spec
 from inferline.features.state import fit_state
-from inferline.features.validation import validate_frame
+from inferline.features.tensors import TensorPlan
+from inferline.features.validation import validate_with
 from inferline.features.wire import decode_value, encode_rows, parse_instant, parse_instants
 
 if TYPE_CHECKING:
@@ -105,15 +114,35 @@ def _rule_lowerings_agree(column: Column, values: list[Any]) -> None:
         assert pandera.tolist() == scalar.tolist(), (column.name, rule, values)
 
 
+def _tensor_rule_lowerings_agree(column: Column, rows: list[Any]) -> None:
+    """One example of ``check_rules_agree`` for a tensor column, whose rules run per element (a row fails when any
+    of its elements does): the scalar lowering element by element == the vector lowering over the rows one by one
+    (a Parquet list column) == over them as one dense batch (a request), where they share a shape."""
+    plan = TensorPlan(column, load_preprocess=False)
+    n = len(rows)
+    by_row = plan.rule_reasons(np, rows, n)
+    dense = plan.rule_reasons(np, np.stack(rows), n) if len({r.shape for r in rows}) == 1 else by_row
+    for rule in column.rules:
+        check, reason = rule.scalar(), f"{column.name}:{rule.name}"
+        scalar = [not all(check(v) for v in row.reshape(-1).tolist()) for row in rows]
+        for found in (by_row, dense):
+            got = np.asarray(found.get(reason, np.zeros(n, dtype=bool)), dtype=bool).tolist()
+            assert got == scalar, (column.name, rule, rows)
+
+
 def check_rules_agree(pipeline: Pipeline, workdir: Path) -> None:
-    """Every rule: scalar lowering == vector lowering == pandera check, value by value."""
+    """Every rule: scalar lowering == vector lowering == pandera check, value by value (a tensor column's: element
+    by element, and over its rows one by one and as a batch)."""
     from hypothesis import given
     from hypothesis import strategies as st
 
     spec = pipeline.spec
     frame = pipeline.generate(300, seed=5)
     for column in spec.columns:
-        if column.rules:
+        if column.rules and column.kind == "tensor":
+            strategy = st.lists(tensor_rows(column, canonical_samples(spec, frame, column)), min_size=1, max_size=25)
+            check_settings()(given(values=strategy)(_bound(_tensor_rule_lowerings_agree, column)))()
+        elif column.rules:
             strategy = st.lists(values_of(column, canonical_samples(spec, frame, column)), min_size=1, max_size=25)
             check_settings()(given(values=strategy)(_bound(_rule_lowerings_agree, column)))()
 
@@ -170,9 +199,28 @@ def check_batch_features_agree(pipeline: Pipeline, workdir: Path) -> None:
             np.testing.assert_array_equal(gathered, direct)
 
 
-def _wire_rows(spec: PipelineSpec, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """``frame``'s input columns as the flat wire arrays a request carries."""
-    return {k: v.reshape(-1) for k, v in encode_rows(frame, spec.input_columns).items()}
+def _wire_rows(spec: PipelineSpec, frame: pd.DataFrame, refused: dict[int, str] | None = None) -> dict[str, np.ndarray]:
+    """``frame``'s input columns as the wire arrays a request carries: flat, a tensor column's ``[n, *shape]``.
+    ``refused`` receives the rows the wire cannot carry, with their reason (``features.wire.encode_rows``)."""
+    tensors = {c.name for c in spec.tensor_columns}
+    arrays = encode_rows(frame, spec.input_columns, refused)
+    return {k: v if k in tensors else v.reshape(-1) for k, v in arrays.items()}
+
+
+def _broken_tensor(column: Column, value: Any, data: st.DataObject) -> Any:
+    """A damaged value of a tensor column: none (a required column), a row of the wrong rank, or ``value`` with
+    one element set to an edge of the column's datatype."""
+    from hypothesis import strategies as st
+
+    kinds = ["rank", "element", *(["null"] if column.required else [])]
+    kind = data.draw(st.sampled_from(kinds), label="tensor damage")
+    if kind == "null":
+        return None
+    row = np.array(value, copy=True)
+    if kind == "rank" or not row.size:
+        return np.zeros((1,) * (len(column.shape) + 1), dtype=row.dtype)
+    np.put(row, data.draw(st.integers(0, row.size - 1)), data.draw(st.sampled_from(tensor_edges(column))))
+    return row
 
 
 def check_request_paths_agree(pipeline: Pipeline, workdir: Path) -> None:
@@ -184,7 +232,8 @@ def check_request_paths_agree(pipeline: Pipeline, workdir: Path) -> None:
     spec = pipeline.spec
     pool = pipeline.generate(400, seed=7)
     contract = compile_contract(spec, fit_state(pipeline.generate(800, seed=8), spec))
-    names = [c.name for c in spec.input_columns]
+    names = [c.name for c in spec.input_columns if c.kind != "tensor"]  # tensor columns: a reason and input after
+    tensors = [c.name for c in spec.tensor_columns]
 
     @check_settings()
     @given(start=st.integers(0, 350), n=st.integers(1, 40), data=st.data())
@@ -200,11 +249,20 @@ def check_request_paths_agree(pipeline: Pipeline, workdir: Path) -> None:
         ok = status_rows == "ok"
         bad = ~ok
         assert not by_row.numeric[bad].any() and not by_row.categorical[bad].any(), "bad rows get neutral features"
-        clean = ok & ~np.isin(np.arange(len(rows)), list(touched))
+        request, status = contract.featurize(arrays) if tensors else (by_row, status_rows)
+        if tensors:  # a row the other columns refuse keeps their reason; else its first tensor reason, as in batch
+            found = contract.reasons({name: list(arrays[name]) for name in tensors})
+            for i in range(len(rows)):
+                row_reasons = [reason for reason, mask in found.items() if mask[i]]
+                first = status_rows[i] if status_rows[i] != "ok" else row_reasons[0] if row_reasons else "ok"
+                assert status[i] == first or status[i].endswith(":preprocess"), (i, status[i], first)
+        clean = (status == "ok") & ~np.isin(np.arange(len(rows)), list(touched))
         if clean.any():
             batch = contract.features(rows.reset_index(drop=True)[clean])
             np.testing.assert_allclose(batch.numeric, by_row.numeric[clean], rtol=0, atol=1e-6)
             np.testing.assert_array_equal(batch.categorical, by_row.categorical[clean])
+            for name in tensors:
+                np.testing.assert_allclose(batch.tensors[name], request.tensors[name][clean], rtol=0, atol=1e-6)
 
     agree()
 
@@ -235,24 +293,27 @@ def check_statuses_match_batch_validation(pipeline: Pipeline, workdir: Path) -> 
                 )
             elif column.kind == "numeric":
                 value = data.draw(st.sampled_from([None, -5.0, math.inf, 1e7, 101.0]))
+            elif column.kind == "tensor":
+                value = _broken_tensor(column, frame.at[i, column.name], data)
             else:
                 value = data.draw(st.sampled_from([-1, 4, 0]))
             frame.at[i, column.name] = value
         frame = frame.astype({c.name: c.raw_dtype for c in spec.input_columns})
-        result = validate_frame(frame, spec, include_label=False)
+        numbered = frame.assign(_row=np.arange(len(frame)))  # rows named by position: a spec need not have an id
+        result = validate_with(contract, numbered, include_label=False, keep=["_row"])
         reasons = {
             int(i): set(r.split(";"))
-            for i, r in zip(result.quarantine.index, result.quarantine["_reasons"], strict=True)
+            for i, r in zip(result.quarantine["_row"], result.quarantine["_reasons"], strict=True)
         }
-        _, status = contract.featurize(_wire_rows(spec, frame))
-        quarantined_ids = set(result.quarantine.iloc[:, 1])  # column 0 is _reasons; the first input comes next
+        carried: dict[int, str] = {}  # rows the wire cannot carry (a tensor of the wrong shape): the client answers
+        _, status = contract.featurize(_wire_rows(spec, frame, carried))  # them with that reason, sent as zeros
+        for row, reason in carried.items():
+            if status[row] == "ok":
+                status[row] = reason
         refused = [i for i, s in enumerate(status) if s != "ok"]
-        assert len(refused) == result.rows_quarantined
-        assert {frame.iloc[i, 0] for i in refused} == quarantined_ids
-        by_first = {row[1]: set(row[0].split(";")) for row in result.quarantine.itertuples(index=False)}
+        assert refused == sorted(reasons), (refused, sorted(reasons))
         for i in refused:
-            assert status[i] in by_first[frame.iloc[i, 0]], (status[i], by_first[frame.iloc[i, 0]])
-        assert len(reasons) == result.rows_quarantined
+            assert status[i] in reasons[i], (i, status[i], reasons[i])
 
     agree()
 
@@ -282,6 +343,8 @@ def check_pandera_and_evaluator_agree(pipeline: Pipeline, workdir: Path) -> None
                 value = data.draw(st.sampled_from([None, -5.0, math.inf, -math.inf, 1e7, 101.0, 0.5]))
             elif column.kind == "timestamp":
                 value = data.draw(st.sampled_from([None, pd.Timestamp("1999-12-31T23:59:59", tz="UTC")]))
+            elif column.kind == "tensor":  # pandera sees a row's presence only (its rules run per element)
+                value = None
             else:
                 value = data.draw(st.sampled_from([-1, 4, 0, 2, 9]))
             frame.at[i, column.name] = value

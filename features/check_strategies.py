@@ -2,7 +2,8 @@
 
 Each check drives one agreement between two lowerings of a pipeline spec with hypothesis. The values it draws are
 the pipeline's own (``canonical_samples`` of its generated rows), the edge cases each kind of column meets on the
-wire (``TEXT_EDGES``, nulls, NaN and Inf, far-off integers and timestamps) and anything hypothesis finds
+wire (``TEXT_EDGES``, nulls, NaN and Inf, far-off integers and timestamps, a tensor's elements at the edges of its
+datatype: ``tensor_edges``) and anything hypothesis finds
 (``values_of``); the request-path checks also damage wire arrays the way upstream systems do (``damage``).
 
 hypothesis is imported inside the functions here, never at module import: ``features.checks`` imports its checks to
@@ -25,7 +26,7 @@ import pandas as pd
 
 from inferline.features.contract import compile_contract
 from inferline.features.kernels import NAT
-from inferline.features.spec import Column, PipelineSpec
+from inferline.features.spec import TENSOR_DTYPES, Column, PipelineSpec
 from inferline.features.wire import encode_rows
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ __all__ = [
     "check_settings",
     "damage",
     "run_budget",
+    "tensor_edges",
+    "tensor_rows",
     "values_of",
 ]
 
@@ -96,6 +99,37 @@ def values_of(column: Column, samples: list[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(own, st.integers(-(2**62), 2**62), st.sampled_from([0, -1, 946684800 * 10**9]))
 
 
+def tensor_edges(column: Column) -> list[Any]:
+    """Element values a tensor column's rows meet at the edges of its datatype: its bounds, zero, one and minus one
+    (what fits), NaN and the infinities for floats."""
+    dtype = np.dtype(TENSOR_DTYPES[column.dtype or "FP32"])
+    if dtype.kind == "b":
+        return [False, True]
+    if dtype.kind == "f":
+        big = float(np.finfo(dtype).max)
+        return [0.0, -0.0, 1.0, -1.0, big, -big, math.nan, math.inf, -math.inf]
+    bounds = np.iinfo(dtype)
+    return sorted({int(bounds.min), int(bounds.max), 0, 1, *([-1] if bounds.min < 0 else [])})
+
+
+def tensor_rows(column: Column, samples: list[Any]) -> st.SearchStrategy[np.ndarray]:
+    """Rows of a tensor column: the pipeline's own, with one element hypothesis chose set to an edge of the
+    column's datatype (``tensor_edges``) or left as it is."""
+    from hypothesis import strategies as st
+
+    if not samples:
+        return st.nothing()
+
+    @st.composite
+    def rows(draw: st.DrawFn) -> np.ndarray:
+        row = np.array(draw(st.sampled_from(samples)), copy=True)
+        if row.size and draw(st.booleans()):
+            np.put(row, draw(st.integers(0, row.size - 1)), draw(st.sampled_from(tensor_edges(column))))
+        return row
+
+    return rows()
+
+
 def canonical_samples(spec: PipelineSpec, frame: pd.DataFrame, column: Column) -> list[Any]:
     """``column``'s canonical values in ``frame`` (nulls left out): what the pipeline's own rows look like."""
     arrays = compile_contract(spec).columns_of(frame, include_label=True)[column.name]
@@ -109,12 +143,13 @@ def canonical_samples(spec: PipelineSpec, frame: pd.DataFrame, column: Column) -
 
 
 def damage(spec: PipelineSpec, frame: pd.DataFrame, data: st.DataObject) -> tuple[dict[str, np.ndarray], set[int]]:
-    """Wire arrays of ``frame`` with cells hypothesis chose replaced by what goes wrong upstream, and the rows
-    touched."""
+    """Wire arrays of ``frame`` with cells hypothesis chose replaced by what goes wrong upstream (in a tensor
+    column: one element of the row set to an edge of its datatype), and the rows touched."""
     from hypothesis import strategies as st
 
     frame = frame.reset_index(drop=True)
-    arrays = {k: v.reshape(-1) for k, v in encode_rows(frame, spec.input_columns).items()}
+    tensors = {c.name for c in spec.tensor_columns}  # stay [n, *shape]: one element of a row is damaged
+    arrays = {k: v if k in tensors else v.reshape(-1) for k, v in encode_rows(frame, spec.input_columns).items()}
     n = len(frame)
     touched: set[int] = set()
     for _ in range(data.draw(st.integers(0, max(1, n // 2)), label="cells")):
@@ -130,6 +165,10 @@ def damage(spec: PipelineSpec, frame: pd.DataFrame, data: st.DataObject) -> tupl
             if column.unique:
                 choices.append(values[(i + 1) % n])
             values[i] = data.draw(st.sampled_from(choices), label="bytes")
+        elif column.kind == "tensor":
+            if values[i].size:
+                element = data.draw(st.integers(0, values[i].size - 1), label="element")
+                np.put(values[i], element, data.draw(st.sampled_from(tensor_edges(column)), label="edge"))
         elif column.triton_dtype == "FP64":
             values[i] = data.draw(st.sampled_from([np.nan, np.inf, -1.0, 1e7, 150.0, 0.0]), label="number")
         else:

@@ -36,7 +36,7 @@ import numpy as np
 from inferline.core.errors import UserError
 from inferline.features.spec import TENSOR_DTYPES, Column, SpecError
 
-__all__ = ["PreprocessFailed", "TensorPlan", "isolate_rows", "numpy_dtype"]
+__all__ = ["PreprocessFailed", "TensorPlan", "isolate_rows", "numpy_dtype", "parquet_rows"]
 
 DTYPE, SHAPE, NULL, EMPTY, PREPROCESS = "dtype", "shape", "null", "empty", "preprocess"
 log = logging.getLogger(__name__)
@@ -46,6 +46,14 @@ NARROW = frozenset({"UINT8", "INT8", "INT16", "BOOL"})
 
 def numpy_dtype(triton: str) -> np.dtype[Any]:
     return np.dtype(TENSOR_DTYPES[triton])
+
+
+def parquet_rows(column: Column, values: Sequence[Any]) -> list[Any]:
+    """A tensor column's rows as a Parquet list column holds them: an array of more than one dimension flattened
+    when the column's shape is fixed (read back into the shape), nested lists when it has a variable dimension.
+    pyarrow writes neither such array as it is ("Can only convert 1-dimensional array values")."""
+    fixed = all(d > 0 for d in column.shape)
+    return [(v.reshape(-1) if fixed else v.tolist()) if isinstance(v, np.ndarray) and v.ndim > 1 else v for v in values]
 
 
 def _nested(v: Any) -> Any:
@@ -286,7 +294,7 @@ class PreprocessFailed(UserError, ValueError):
     """A tensor column's preprocessing function raised on some rows (``rows``, a bool mask); each of those rows
     carries the reason ``<column>:preprocess``."""
 
-    docs = "tutorials/bring-your-own-model.md#the-forward-contract"
+    docs = "tutorials/image-model.md#2-the-preprocess-function"
 
     def __init__(self, plan: TensorPlan, rows: np.ndarray, error: BaseException | None) -> None:
         cause = f"{type(error).__name__}: {error}" if error is not None else "an error"
@@ -302,7 +310,7 @@ class PreprocessFailed(UserError, ValueError):
 class RaggedTensors(UserError, ValueError):
     """Rows of a tensor column with different shapes cannot form one batch (see ``Contract.shape_groups``)."""
 
-    docs = "tutorials/bring-your-own-model.md#the-forward-contract"
+    docs = "tutorials/text-model.md#rows-of-different-lengths"
 
     def __init__(self, column: str, shapes: set[tuple[int, ...]]) -> None:
         super().__init__(

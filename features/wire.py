@@ -39,6 +39,7 @@ __all__ = [
     "from_json_columns",
     "nfc_texts",
     "parse_instant",
+    "shape_groups",
     "to_json_columns",
 ]
 
@@ -287,6 +288,27 @@ def encode_rows(
     if missing:
         raise WireError(f"rows lack column(s) {missing}; expected every input column: {[c.name for c in inputs]}")
     return {c.name: _encode_column(c, frame[c.name], refused) for c in inputs}
+
+
+def shape_groups(rows: pd.DataFrame, spec: PipelineSpec) -> list[np.ndarray]:
+    """Positions of ``rows`` grouped by the shapes of their values in the spec's tensor columns with a variable
+    dimension (token ids of different lengths), in order of first appearance: one request carries one shape, so
+    each group goes in requests of its own. One group when no such column varies; the rows the wire refuses (a
+    null, the wrong rank) make one more group, each answered with its reason."""
+    from inferline.features.tensors import TensorPlan
+
+    variable = [c for c in spec.tensor_columns if -1 in c.shape and c.name in rows.columns]
+    if not variable:
+        return [np.arange(len(rows))]
+    keys: list[tuple[Any, ...]] = [()] * len(rows)
+    for c in variable:
+        plan = TensorPlan(c, load_preprocess=False)
+        shapes = [a.shape if a is not None else None for a, _ in map(plan._row, rows[c.name])]
+        keys = [(*k, shape) for k, shape in zip(keys, shapes, strict=True)]
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return [np.asarray(g, dtype=np.int64) for g in groups.values()]
 
 
 # ------------------------------------------------------------------------------------------ wire <-> JSON

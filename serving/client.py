@@ -39,7 +39,7 @@ from inferline.core.errors import UserError
 from inferline.core.http import Backoff
 from inferline.core.secrets import ADMIN_HEADER
 from inferline.features.spec import PipelineSpec, load_pipeline
-from inferline.features.wire import encode_rows
+from inferline.features.wire import encode_rows, shape_groups
 from inferline.serving.triton_index import repository_index
 
 __all__ = [
@@ -375,9 +375,63 @@ class InferlineClient:
     ) -> Predictions:
         """Score ``rows``. ``errors="record"`` marks the rows of a request that failed for good ``failed:<kind>``
         (``Predictions.failed``, ``Predictions.errors``) instead of raising; ``cancel`` stops at once with
-        ``Cancelled`` (its ``done_rows`` were answered); ``progress`` is called with the rows answered so far."""
+        ``Cancelled`` (its ``done_rows`` were answered); ``progress`` is called with the rows answered so far.
+        Rows whose tensor values differ in shape (token ids of different lengths) are sent in requests of one shape
+        each, as Triton needs (``features.wire.shape_groups``), and answered in their order."""
         if errors not in ("raise", "record"):
             raise ValueError(f"errors must be 'raise' or 'record', got {errors!r}")
+        if any(-1 in c.shape for c in self.spec.tensor_columns):
+            frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+            groups = shape_groups(frame, self.spec)
+            if len(groups) > 1:
+                return self._predict_groups(frame, groups, errors, cancel, progress)
+        return self._predict(rows, errors, cancel, progress)
+
+    def _predict_groups(
+        self,
+        frame: pd.DataFrame,
+        groups: list[np.ndarray],
+        errors: Literal["raise", "record"],
+        cancel: Event | None,
+        progress: Callable[[int], None] | None,
+    ) -> Predictions:
+        """``predict`` over each group of rows of one shape, the answers put back in the rows' order
+        (``done_rows`` of a ``Cancelled`` and ``progress`` count the rows of the groups answered before)."""
+        parts: list[Predictions] = []
+        done = 0
+        for group in groups:
+            step = None if progress is None else (lambda k, base=done: progress(base + k))
+            try:
+                parts.append(self._predict(frame.iloc[group], errors, cancel, step))
+            except Cancelled as exc:
+                exc.done_rows += done
+                raise
+            done += len(group)
+        order = np.argsort(np.concatenate(groups), kind="stable")  # answer k of the concatenation -> its row
+
+        def back(values: list[Any]) -> list[Any]:
+            return [values[k] for k in order]
+
+        values = [p.prediction for p in parts if p.prediction is not None]
+        return Predictions(
+            probabilities=np.concatenate([p.probabilities for p in parts])[order],
+            predicted_class=np.concatenate([p.predicted_class for p in parts])[order],
+            status=back([s for p in parts for s in p.status]),
+            release=back([r for p in parts for r in p.release]),
+            latencies_s=[t for p in parts for t in p.latencies_s],
+            errors=[e for p in parts for e in p.errors],
+            prediction=np.concatenate(values)[order] if values else None,
+            served_by=back([e for p in parts for e in p.served_by]),
+        )
+
+    def _predict(
+        self,
+        rows: pd.DataFrame | Sequence[Mapping[str, Any]],
+        errors: Literal["raise", "record"],
+        cancel: Event | None,
+        progress: Callable[[int], None] | None,
+    ) -> Predictions:
+        """``predict`` of rows that share their tensor shapes."""
         refused: dict[int, str] = {}  # rows the wire cannot carry as they are (an integer column's null)
         arrays = encode_rows(rows, self.spec, refused)
         n = len(next(iter(arrays.values())))

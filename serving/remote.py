@@ -19,14 +19,14 @@ import pandas as pd
 from inferline.core.errors import UserError, docs_pointer, user_message
 from inferline.core.secrets import admin_key
 from inferline.release.registry import choose_published
-from inferline.serving.client import InferlineClient, InferlineError
+from inferline.serving.client import InferlineClient, InferlineError, Predictions
 from inferline.serving.server import NoServer
 from inferline.serving.status import read_record
 
 if TYPE_CHECKING:
     from inferline.features.spec import PipelineSpec
 
-__all__ = ["apply", "predict", "published_spec", "read_rows"]
+__all__ = ["answers", "apply", "predict", "published_spec", "read_rows"]
 
 
 def apply(args: argparse.Namespace) -> int:
@@ -88,7 +88,17 @@ def predict(args: argparse.Namespace) -> int:
         hint = f"is the server up and serving {pipeline!r} at {url}? (`inferline serve status`, --url, --pipeline)"
         print(f"predict FAILED: {exc}; {hint} (docs: {docs_pointer(exc)})", file=sys.stderr)
         return 1
-    id_col = client.spec.id_column.name if client.spec.id_column else None
+    for answer in answers(p, client.spec, rows):
+        print(json.dumps(answer))
+    return 0
+
+
+def answers(p: Predictions, spec: PipelineSpec, rows: pd.DataFrame) -> list[dict[str, object]]:
+    """What ``serve predict`` prints for each row: its id (where the spec has an id column), ``probabilities`` and
+    ``predicted_class`` (a classifier) or ``prediction`` (regression), ``status`` and ``release``. A refused row
+    (status other than ``ok``) answers null: what the model said about its stand-in values means nothing."""
+    id_col = spec.id_column.name if spec.id_column else None
+    out = []
     for i in range(len(p)):
         ok = p.status[i] == "ok"
         if p.prediction is not None:  # regression (classes=()): one value per row, no classes
@@ -96,19 +106,11 @@ def predict(args: argparse.Namespace) -> int:
         else:
             answer = {  # a refused row's scores are of neutral features, not of the row: none is printed
                 "probabilities": [round(float(x), 6) for x in p.probabilities[i]] if ok else None,
-                "predicted_class": client.spec.classes[int(p.predicted_class[i])] if ok else None,
+                "predicted_class": spec.classes[int(p.predicted_class[i])] if ok else None,
             }
-        print(
-            json.dumps(
-                {
-                    **({id_col: str(rows[id_col].iloc[i])} if id_col else {}),
-                    **answer,
-                    "status": p.status[i],
-                    "release": p.release[i],
-                }
-            )
-        )
-    return 0
+        identity = {id_col: str(rows[id_col].iloc[i])} if id_col else {}
+        out.append({**identity, **answer, "status": p.status[i], "release": p.release[i]})
+    return out
 
 
 def published_spec(repository: Path | None, pipeline: str) -> PipelineSpec:

@@ -43,7 +43,7 @@ def generate(n_rows: int, seed: int) -> pd.DataFrame:
     tokens = tokens * mask  # padding is token 0
     return pd.DataFrame(
         {
-            "doc_id": [f"d{seed}-{i}" for i in range(n_rows)],
+            "doc_id": pd.Series([f"d{seed}-{i}" for i in range(n_rows)], dtype="string"),
             "tokens": list(tokens),
             "mask": list(mask),
             "label": marked.astype("int64"),

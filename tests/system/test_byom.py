@@ -438,6 +438,24 @@ def test_batch_scores_rows_of_different_lengths_in_groups_of_one_shape(world: Wo
         np.testing.assert_allclose(got, alone[0][0], rtol=0, atol=1e-5)
 
 
+def test_the_client_sends_rows_of_different_lengths_in_requests_of_one_shape(world: World) -> None:
+    """Token ids of three lengths in one ``predict`` call (what ``serve predict`` makes of a JSON-lines file of
+    reviews): the client sends one request per shape (a Triton request holds one) and every row answers, in its
+    place, as the model run on that row alone. It refused the call before ("rows of 3 shapes in one call")."""
+    case = world.cases["byom_text"]
+    rows = case.rows.head(6).drop(columns=["label"]).reset_index(drop=True)
+    for i, length in enumerate([16, 9, 16, 5, 9, 12]):
+        rows.at[i, "tokens"] = np.asarray(rows.at[i, "tokens"])[:length]
+        rows.at[i, "mask"] = np.asarray(rows.at[i, "mask"])[:length]
+    with InferlineClient(world.server.config.http_url, "http", pipeline="byom_text", spec=case.spec) as client:
+        together = client.predict(rows)
+    assert together.status == ["ok"] * 6 and len(together.latencies_s) == 4  # lengths 16, 9, 5, 12
+    registry = Registry(world.repository, "byom_text")
+    for i in range(6):
+        alone = _in_process(Case(case.spec, case.reference, rows.iloc[[i]].reset_index(drop=True)), registry)
+        np.testing.assert_allclose(together.probabilities[i], alone[0][0], rtol=0, atol=1e-5)
+
+
 def test_a_tabular_module_publishes_with_its_state_fitted_on_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

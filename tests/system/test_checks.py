@@ -59,7 +59,7 @@ def _inferline(argv: list[str], tmp_path: Path) -> subprocess.CompletedProcess[s
     )
 
 
-@pytest.mark.parametrize("pipeline", ["fraud", "tests.pipelines.loans"])
+@pytest.mark.parametrize("pipeline", ["fraud", "tests.pipelines.loans", "tests.pipelines.byom_images"])
 def test_every_check_passes_on_a_good_pipeline(pipeline: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", pipeline, *EXAMPLES]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -57,6 +57,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     rows = fraud.generate(2, seed=1).drop(columns=[fraud.SPEC.label])
     rows["event_time"] = rows["event_time"].map(lambda t: t.isoformat())
     rows.to_json(root / "rows.jsonl", orient="records", lines=True)
+    rows.drop(columns=["amount"]).to_json(root / "no_amount.jsonl", orient="records", lines=True)
     workdir = root / "corrupt_work" / "serving"
     workdir.mkdir(parents=True)
     (workdir / "server.json").write_text("{half a record")
@@ -115,6 +116,11 @@ def _mistakes(f: dict[str, Path], busy: int) -> list[tuple[list[str], int, str]]
         (["serve", "predict", "--file", str(f["empty.jsonl"]), "--url", unreachable], 1, "--pipeline"),
         (["serve", "predict", "--file", str(f["empty.jsonl"]), "--url", "x:1", "--pipeline", "fraud"], 1, "no rows"),
         (["serve", "predict", "--file", str(f["broken.json"]), "--url", "x:1", "--pipeline", "fraud"], 1, ".json'"),
+        (
+            ["serve", "predict", "--file", str(f["no_amount.jsonl"]), "--url", "x:1", "--pipeline", "fraud"],
+            1,
+            "rows lack column(s) ['amount']",
+        ),
         (
             ["serve", "predict", "--file", str(f["rows.jsonl"]), "--url", unreachable, "--pipeline", "fraud", *quick],
             1,

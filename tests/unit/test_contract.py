@@ -1,10 +1,11 @@
 """The contract suite: every lowering of every pipeline's rules and kernels agrees, in the manner of scikit-learn's
 ``parametrize_with_checks``.
 
-For each pipeline in ``inferline.features.pipelines`` and each test pipeline (``tests/pipelines``), each of the public
-checks (``inferline.features.checks``, what ``inferline check PIPELINE`` runs) runs as its own test. Values come from
-hypothesis, mixed with the pipeline's own generated rows and the edge cases each kind of column meets on the wire
-(nulls, NaN and Inf, blank and damaged text, naive and far-off timestamps).
+For each pipeline in ``inferline.features.pipelines`` and each test pipeline listed below (``tests/pipelines``: tabular
+ones, and an image and a text pipeline with tensor columns), each of the public checks (``inferline.features.checks``,
+what ``inferline check PIPELINE`` runs) runs as its own test. Values come from hypothesis, mixed with the pipeline's
+own generated rows and the edge cases each kind of column meets on the wire (nulls, NaN and Inf, blank and damaged
+text, naive and far-off timestamps, a tensor's elements at the edges of its datatype).
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from inferline.features.checks import Check, Pipeline, parametrize_with_checks
 from inferline.features.kernels import KERNELS
 from inferline.features.spec import Column, PipelineSpec, SpecError, load_pipeline_module
 from inferline.features.vocabulary import CONTROL_CHARS
-from tests.pipelines import ledger, loans
+from tests.pipelines import byom_images, byom_text, ledger, loans
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _pipeline_modules() -> list[ModuleType]:
     shipped = [load_pipeline_module(name) for name in sorted(pipelines.available())]
-    return [*shipped, loans, ledger]
+    return [*shipped, loans, ledger, byom_images, byom_text]  # the last two: tensor columns
 
 
 @parametrize_with_checks(_pipeline_modules())

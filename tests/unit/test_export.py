@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2
@@ -67,3 +69,30 @@ def test_provider_choice() -> None:
     assert choose_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     with pytest.raises(RuntimeError, match="install the GPU extra"):
         choose_providers("cuda", ["CPUExecutionProvider"])
+
+
+def test_an_onnx_file_whose_inputs_are_named_otherwise_is_refused_saying_both_fixes(tmp_path: Path) -> None:
+    """A ready-made file's input names differ from the spec's tensor columns: the one-line error names both and the
+    two ways out (rename the spec's columns, which needs no export, or export again), and the tutorial's page."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from inferline.core.errors import user_message
+    from inferline.export.head import HeadError, attach_head
+
+    weights = numpy_helper.from_array(np.zeros((16, 3), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["logits"])],
+        "given",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+        [weights],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "given.onnx")
+    with pytest.raises(HeadError) as refused:
+        attach_head(tmp_path / "given.onnx", tmp_path / "out.onnx", "multiclass", 3, input_names=["spectrum"])
+    message = user_message(refused.value)
+    assert "inputs are ['x'], but the spec's model inputs are ['spectrum']" in message
+    assert "name the spec's tensor columns as the graph's inputs (['x'])" in message
+    assert message.endswith("(docs: docs/tutorials/onnx-file.md#2-what-the-file-must-be)")

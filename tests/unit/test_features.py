@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ from inferline.features.backend import FrameBackend, backend_for, get_backend, g
 from inferline.features.contract import compile_contract
 from inferline.features.pipelines import fraud
 from inferline.features.rules import le
-from inferline.features.spec import SpecError, load_pipeline
+from inferline.features.spec import SpecError, load_pipeline, load_pipeline_module
 from inferline.features.state import FeatureState, StateMismatch, compute_features, fit_state
 from inferline.features.validation import FileLevelError, validate_frame
 from inferline.features.wire import encode_rows
@@ -309,3 +310,58 @@ def test_text_encoding_damage_is_caught_on_both_paths(frame: pd.DataFrame, text:
     else:
         assert by_pandera.quarantine["_reasons"].tolist() == [reason]
         assert list(status) == ["ok", reason, "ok"]
+
+
+USER_IMAGES = """
+import numpy as np
+import pandas as pd
+
+from inferline.features.spec import Column, PipelineSpec
+
+SPEC = PipelineSpec(
+    name="user_images",
+    version=1,
+    columns=(
+        Column("image", "tensor", dtype="UINT8", shape=(3, 4, 4), model_dtype="FP32"),
+        Column("steps", "tensor", dtype="FP32", shape=(-1, 2)),
+        Column("label", "label"),
+    ),
+    features=(),
+    label="label",
+    classes=("a", "b"),
+)
+
+
+def generate(n_rows, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "image": list(rng.integers(0, 256, (n_rows, 3, 4, 4)).astype(np.uint8)),
+            "steps": list(rng.normal(size=(n_rows, 5, 2)).astype(np.float32)),
+            "label": rng.integers(0, 2, n_rows),
+        }
+    )
+"""
+
+
+def test_generate_writes_tensor_rows_of_several_dimensions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pipeline's ``generate`` may give a tensor column one [3, H, W] array per row, as a user writes it:
+    ``inferline generate`` stores it as Parquet holds it (flat for a fixed shape, nested lists for a variable one),
+    and the rows read back as they were generated. pyarrow refused such arrays with a traceback before (found with
+    the image tutorial)."""
+    from inferline.cli import main
+    from inferline.features.dataset import load_validated
+
+    (tmp_path / "userpkg").mkdir()
+    (tmp_path / "userpkg" / "__init__.py").write_text("")
+    (tmp_path / "userpkg" / "images.py").write_text(USER_IMAGES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = str(tmp_path / "data")
+    assert main(["generate", "--pipeline", "userpkg.images", "--rows", "6", "--files", "1", "--out", out]) == 0
+    module = load_pipeline_module("userpkg.images")
+    frame, report = load_validated([tmp_path / "data" / "userpkg.images-0000.parquet"], module.SPEC)
+    assert report.rows_quarantined == 0 and len(frame) == 6
+    features = compile_contract(module.SPEC).features(frame)
+    expected = module.generate(6, seed=0)
+    np.testing.assert_array_equal(features.tensors["image"], np.stack(expected["image"]).astype(np.float32))
+    np.testing.assert_array_equal(features.tensors["steps"], np.stack(expected["steps"]))
