@@ -21,6 +21,9 @@ from inferline.release.resolve import ModelRefError, parse_model_ref
 
 
 def _run(args: argparse.Namespace) -> int:
+    import distributed  # noqa: F401  # imported here: dask's logging config sets the "distributed" loggers to INFO
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # the local scheduler's INFO chatter drowns the report
     # --model PIPELINE[:VERSION]; without it, the current release of the repository's only pipeline
     model = args.model or choose_published(Path(args.repository), None, flag="--model")
     config = from_args(
@@ -115,7 +118,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # the scheduler's INFO chatter drowns the report
     return run(build_parser(prog), argv)
 
 

@@ -103,6 +103,30 @@ def _warm(url: str, repository: Path, pipeline: str, version: int, times: int = 
         )
 
 
+def _refuse_worse(release: dict[str, Any], pipeline: str, version: int, accept_worse: str | None) -> None:
+    """A canary ends in the candidate's promotion, which ``inferline export promote`` refuses for a release the
+    quality gate found worse; so does the canary, unless ``--accept-worse`` gives a reason. Its own checks compare
+    the two releases' answers, not their accuracy (a regression's, not at all), so they cannot stand in for it."""
+    quality = release.get("quality") or {}
+    if quality.get("status") != "worse":
+        return
+    if accept_worse is not None and not accept_worse.strip():
+        raise RolloutError('--accept-worse needs a reason for the audit history, e.g. --accept-worse "fewer features"')
+    if accept_worse is not None:
+        return
+    metric = quality.get("metric")
+    figures = "; ".join(
+        f"{metric} on {name} ({s.get('rows')} rows): {s.get('candidate'):.4g} against {s.get('current'):.4g}"
+        for name, s in (quality.get("sets") or {}).items()
+    )
+    raise RolloutError(
+        f"release {pipeline}:{version} is worse than release {quality.get('against')} by the quality gate of its "
+        f"publish ({figures}), and a canary ends in its promotion; the canary's checks compare the releases' answers, "
+        "not their accuracy. Compare it without promoting it (`inferline rollout shadow`), or roll it out on purpose "
+        'with --accept-worse "reason" (recorded in the registry\'s history)'
+    )
+
+
 def _start(args: argparse.Namespace) -> int:
     from inferline.core.secrets import admin_key
     from inferline.release.registry import Registry
@@ -123,6 +147,8 @@ def _start(args: argparse.Namespace) -> int:
         raise RolloutError(f"release {pipeline}:{args.version} is not published; published: {registry.versions()}")
     if args.version == registry.current:
         raise RolloutError(f"release {pipeline}:{args.version} is already current; name a newer release")
+    if args.mode == "canary":
+        _refuse_worse(registry.read()["releases"][str(args.version)], pipeline, args.version, args.accept_worse)
     shares = args.steps if args.mode == "canary" else [args.share]
     policy = _policy(args, len(shares))
     address = str(record["http"])  # host:port, as tritonclient takes it
@@ -153,7 +179,7 @@ def _start(args: argparse.Namespace) -> int:
     with registry.locked() as reg:
         Registry.record(
             reg, "rollout_start", args.version, rollout=rollout.id, mode=args.mode, current=current,
-            shares=shares, sticky_header=args.sticky_header, policy=policy,
+            shares=shares, sticky_header=args.sticky_header, policy=policy, accept_worse=args.accept_worse,
         )  # fmt: skip
     steps = " -> ".join(f"{s:.0%}" for s in shares)
     what = f"copies {shares[0]:.0%} of requests to" if args.mode == "shadow" else f"routes {steps} of requests to"
@@ -268,13 +294,19 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                 help="the candidate's share of requests per step, in percent; promotion to 100 %% follows the last",
             )  # fmt: skip
             s.add_argument(
+                "--accept-worse",
+                metavar="REASON",
+                help="roll out a release the quality gate found worse when it was published (refused without it: a "
+                "canary ends in promotion); the reason goes into the registry's history",
+            )
+            s.add_argument(
                 "--sticky-header",
                 help="a request header (gRPC: metadata key) whose value keeps a caller on one release (hashed); "
                 "without it each request is drawn at random",
             )
         else:
             s.add_argument("--share", type=parse_share, default=0.05, help="the share of requests copied: 5%% or 0.05")
-            s.set_defaults(sticky_header=None)
+            s.set_defaults(sticky_header=None, accept_worse=None)
         add_options(s, Policy)  # the decision's policy: its fields are the flags (monitor.rollout_decision)
         s.add_argument("--no-wait", action="store_true", help="return once traffic moves (the monitor decides)")
         s.add_argument("--timeout", type=positive_float, default=3600.0, help="seconds to follow the rollout")

@@ -22,6 +22,8 @@ The convention, for README.md and every page under docs/ (docs/reference/ is gen
   Lines are compared one for one, trailing whitespace and leading/trailing blank lines ignored. Inside a line,
   ``...`` matches any text (timings, a run's metrics); a line that is only ``...`` matches any number of lines (a
   long help text or a JSON record shown in part).
+- A page that starts a process in the background (a monitor, a Dask scheduler) stops it in a later block; should
+  the page fail first, the test stops every process still running in the session's directory when the page ends.
 - Ports: a page that serves uses fixed ports below Linux's ephemeral range (32768-60999), which the rest of the
   suite's free-port picks never return; where one is taken by something else, the page is skipped, saying which.
 
@@ -40,8 +42,10 @@ import contextlib
 import io
 import os
 import re
+import signal
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -245,11 +249,42 @@ def _ports_taken(blocks: list[tuple[Block, Block | None]]) -> list[int]:
     return taken
 
 
+def _left_running(directory: Path) -> list[int]:
+    """Processes still running whose working directory is the session's (or under it): what the page started in
+    the background (a monitor, a Dask scheduler and its workers) and did not stop. Never this process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = (entry / "cwd").resolve(strict=True)
+        except OSError:  # gone meanwhile, or another user's
+            continue
+        if cwd == directory or directory in cwd.parents:
+            found.append(int(entry.name))
+    return found
+
+
 def _stop_what_the_page_started(directory: Path) -> None:
+    """``inferline serve down`` for a server the page started, then SIGTERM (SIGKILL 20 s later) to every process
+    the page left running in its directory (``_left_running``): a page that failed half-way leaves nothing behind
+    on its fixed ports."""
     if (directory / ".inferline").is_dir():
         subprocess.run(
             [str(VENV_BIN / "inferline"), "serve", "down"], cwd=directory, capture_output=True, timeout=60, check=False
         )
+    directory = directory.resolve()
+    left = _left_running(directory)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = _left_running(directory)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("page", list(SESSIONS))

@@ -313,3 +313,48 @@ def test_status_without_a_server_is_one_line_and_exit_1(tmp_path: Path, capsys: 
     assert captured.err.count("\n") == 1
     assert "Traceback" not in captured.err
     assert str(tmp_path) in captured.err and "inferline serve up" in captured.err
+
+
+def _worse_release_2(tmp_path: Path) -> tuple[Path, Path]:
+    """A repository whose release 2 the quality gate found worse than release 1 when it was published, and the
+    record of a server started from ``tmp_path / "work"`` (never reached: the refusal comes first)."""
+    repository, workdir = tmp_path / "repo", tmp_path / "work"
+    repository.mkdir()
+    (workdir / "serving").mkdir(parents=True)
+    worse = {"status": "worse", "against": 1, "metric": "rmse",
+             "sets": {"holdout": {"rows": 450, "candidate": 0.5215, "current": 0.2667}}}  # fmt: skip
+    registry = {"pipeline": P, "current": 1, "previous": None, "history": [],
+                "releases": {"1": {"quality": {"status": "first_release"}}, "2": {"quality": worse}}}  # fmt: skip
+    (repository / f"{P}.registry.json").write_text(json.dumps(registry))
+    record = {"pid": os.getpid(), "http": "127.0.0.1:9", "repository": str(repository)}
+    (workdir / "serving" / "server.json").write_text(json.dumps(record))
+    return repository, workdir
+
+
+def test_a_canary_of_a_release_the_quality_gate_found_worse_is_refused_before_traffic_moves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A canary ends in promotion, which `export promote` refuses for such a release; its own checks compare the
+    releases' answers, not their accuracy (found following the rollouts tutorial: a regression twice as bad by RMSE
+    was promoted through every step)."""
+    repository, workdir = _worse_release_2(tmp_path)
+    assert rollout_cli.main(["canary", "2", "--workdir", str(workdir)]) == 1
+    err = capsys.readouterr().err
+    assert "worse than release 1" in err and "rmse on holdout (450 rows): 0.5215 against 0.2667" in err
+    assert "--accept-worse" in err and "Traceback" not in err
+    assert read_rollout(repository, P) is None, "nothing was routed"
+    assert rollout_cli.main(["canary", "2", "--workdir", str(workdir), "--accept-worse", " "]) == 1
+    assert "needs a reason" in capsys.readouterr().err
+    assert read_rollout(repository, P) is None
+
+
+def test_a_shadow_of_a_worse_release_is_not_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shadow answers nobody and promotes nothing: the way to compare a worse release."""
+    repository, workdir = _worse_release_2(tmp_path)
+    monkeypatch.setattr(rollout_cli, "wait_for_ack", lambda *_: True)  # no edge here to acknowledge it
+    rollout_cli.main(["shadow", "2", "--workdir", str(workdir)])  # fails later: no server listens at 127.0.0.1:9
+    assert "worse than release 1" not in capsys.readouterr().err
+    written = read_rollout(repository, P)
+    assert written is not None and written.mode == "shadow" and written.phase == "aborted"  # not started: no server
