@@ -868,15 +868,16 @@ def with_files_shown(text: str, page: Path) -> str:
         if not marker:
             i += 1
             continue
-        if i + 1 >= len(lines) or not lines[i + 1].startswith("```"):
+        if i + 1 >= len(lines) or not lines[i + 1].lstrip().startswith("```"):
             raise SystemExit(f"{page.relative_to(ROOT)}:{i + 1}: {lines[i].strip()} is not right before a fence")
         source = ROOT / marker["path"]
         if not source.is_file():
             raise SystemExit(f"{page.relative_to(ROOT)}:{i + 1}: {marker['path']} is not a file of the repository")
-        end = next((j for j in range(i + 2, len(lines)) if lines[j].rstrip() == "```"), None)
+        indent = lines[i + 1][: len(lines[i + 1]) - len(lines[i + 1].lstrip())]  # a block inside an admonition
+        end = next((j for j in range(i + 2, len(lines)) if lines[j].rstrip() == f"{indent}```"), None)
         if end is None:
             raise SystemExit(f"{page.relative_to(ROOT)}:{i + 2}: the block after {lines[i].strip()} never closes")
-        body = source.read_text(encoding="utf-8")
+        body = "".join(f"{indent}{line}" if line.strip() else line for line in source.read_text().splitlines(True))
         out += [lines[i + 1], body if body.endswith("\n") else body + "\n", lines[end]]
         i = end + 1
     return "".join(out)
