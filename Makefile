@@ -91,7 +91,10 @@ docs: $(STAMP)
 
 docs-check: $(STAMP)
 	$(PY) docs/gen_reference.py --check
-	@out=$$(mktemp -d) && $(PY) -m mkdocs build --strict --quiet --site-dir "$$out"; rc=$$?; rm -rf "$$out"; exit $$rc
+	@# not --quiet: mkdocs 1.6 counts no warnings for --strict under --quiet (a broken link then passed); the log
+	@# is shown only when the build fails
+	@out=$$(mktemp -d) && log=$$(mktemp) && { $(PY) -m mkdocs build --strict --site-dir "$$out" >"$$log" 2>&1; rc=$$?; }; \
+	  [ $$rc = 0 ] || cat "$$log"; rm -rf "$$out" "$$log"; exit $$rc
 
 serve-down:
 	$(VENV)/bin/inferline serve down
