@@ -33,11 +33,11 @@ wrk:
 # Debian's real components and tools the tests start: Prometheus + promtool, Alertmanager + amtool, headless Chromium +
 # its driver, iproute2 (`ip netns` for the multi-host tests), wrk (the closed-loop load generator of `bench run`),
 # nginx with njs (its config is checked with `nginx -t`; the edge benchmark's nginx designs) and openssl (test
-# certificates), and gcc (tritonserver gets its admin key through serving/argv_secret.c, built on first use; without a
-# compiler no server starts, saying to install one).
+# certificates), curl (the docs' examples post labels and read /metrics with it), and gcc (tritonserver gets its
+# admin key through serving/argv_secret.c, built on first use; without a compiler no server starts, saying so).
 # Without them (no apt) those tests skip with a reason, and this says so.
-SYSTEM_BINS := prometheus promtool prometheus-alertmanager amtool chromium chromedriver ip wrk nginx openssl gcc
-SYSTEM_PKGS := prometheus prometheus-alertmanager chromium chromium-driver iproute2 wrk nginx libnginx-mod-http-js openssl gcc
+SYSTEM_BINS := prometheus promtool prometheus-alertmanager amtool chromium chromedriver ip wrk nginx openssl gcc curl
+SYSTEM_PKGS := prometheus prometheus-alertmanager chromium chromium-driver iproute2 wrk nginx libnginx-mod-http-js openssl gcc curl
 system-deps:
 	@missing=$$(for b in $(SYSTEM_BINS); do command -v $$b >/dev/null || echo $$b; done; \
 	  test -e /usr/lib/nginx/modules/ngx_http_js_module.so || echo njs); \

@@ -42,6 +42,7 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -190,6 +191,7 @@ EXAMPLES = runnable()
 SESSIONS: dict[str, list[tuple[Block, Block | None]]] = {}
 for _block, _expected in EXAMPLES:
     SESSIONS.setdefault(_block.page, []).append((_block, _expected))
+SYSTEM_TOOLS = ("curl", "openssl", "promtool")  # Debian packages the pages run (Makefile: system-deps)
 PORT_FLAG = re.compile(r"--[a-z-]*port[= ](\d+)")
 
 
@@ -292,6 +294,10 @@ def test_page_runs_as_written(page: str, tmp_path: Path, monkeypatch: pytest.Mon
     """The page's run blocks, in order, in one directory: each exits 0 and prints what the ```text block after it
     says."""
     blocks = SESSIONS[page]
+    tools = {t for t in SYSTEM_TOOLS for b, _ in blocks if b.lang == "bash" and re.search(rf"\b{t}\b", b.body)}
+    missing = sorted(t for t in tools if shutil.which(t) is None)
+    if missing:
+        pytest.skip(f"{page} runs {missing}, not installed here (`make system-deps` installs them from Debian)")
     taken = _ports_taken(blocks)
     if taken:
         pytest.skip(f"{page} serves on fixed ports and {taken} are taken by another process on this machine")
