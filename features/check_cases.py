@@ -29,18 +29,19 @@ from inferline.features.check_strategies import (
     canonical_samples,
     check_settings,
     damage,
-    tensor_edges,
+    set_edge,
     tensor_rows,
     values_of,
+    wire_arrays,
 )
 from inferline.features.contract import compile_contract
 from inferline.features.kernels import NAT
 from inferline.features.rules import Rule
-from inferline.features.spec import Column, PipelineSpec, SpecError, read_spec, spec_from_dict, write_spec
+from inferline.features.spec import Column, SpecError, read_spec, spec_from_dict, write_spec
 from inferline.features.state import fit_state
 from inferline.features.tensors import TensorPlan
 from inferline.features.validation import validate_with
-from inferline.features.wire import decode_value, encode_rows, parse_instant, parse_instants
+from inferline.features.wire import decode_value, parse_instant, parse_instants
 
 if TYPE_CHECKING:
     from hypothesis import strategies as st
@@ -199,14 +200,6 @@ def check_batch_features_agree(pipeline: Pipeline, workdir: Path) -> None:
             np.testing.assert_array_equal(gathered, direct)
 
 
-def _wire_rows(spec: PipelineSpec, frame: pd.DataFrame, refused: dict[int, str] | None = None) -> dict[str, np.ndarray]:
-    """``frame``'s input columns as the wire arrays a request carries: flat, a tensor column's ``[n, *shape]``.
-    ``refused`` receives the rows the wire cannot carry, with their reason (``features.wire.encode_rows``)."""
-    tensors = {c.name for c in spec.tensor_columns}
-    arrays = encode_rows(frame, spec.input_columns, refused)
-    return {k: v if k in tensors else v.reshape(-1) for k, v in arrays.items()}
-
-
 def _broken_tensor(column: Column, value: Any, data: st.DataObject) -> Any:
     """A damaged value of a tensor column: none (a required column), a row of the wrong rank, or ``value`` with
     one element set to an edge of the column's datatype."""
@@ -219,7 +212,7 @@ def _broken_tensor(column: Column, value: Any, data: st.DataObject) -> Any:
     row = np.array(value, copy=True)
     if kind == "rank" or not row.size:
         return np.zeros((1,) * (len(column.shape) + 1), dtype=row.dtype)
-    np.put(row, data.draw(st.integers(0, row.size - 1)), data.draw(st.sampled_from(tensor_edges(column))))
+    set_edge(row, column, data.draw)
     return row
 
 
@@ -306,7 +299,7 @@ def check_statuses_match_batch_validation(pipeline: Pipeline, workdir: Path) -> 
             for i, r in zip(result.quarantine["_row"], result.quarantine["_reasons"], strict=True)
         }
         carried: dict[int, str] = {}  # rows the wire cannot carry (a tensor of the wrong shape): the client answers
-        _, status = contract.featurize(_wire_rows(spec, frame, carried))  # them with that reason, sent as zeros
+        _, status = contract.featurize(wire_arrays(spec, frame, carried))  # them with that reason, sent as zeros
         for row, reason in carried.items():
             if status[row] == "ok":
                 status[row] = reason

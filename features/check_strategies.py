@@ -17,7 +17,7 @@ import contextlib
 import functools
 import math
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -40,9 +40,11 @@ __all__ = [
     "check_settings",
     "damage",
     "run_budget",
+    "set_edge",
     "tensor_edges",
     "tensor_rows",
     "values_of",
+    "wire_arrays",
 ]
 
 EXAMPLES = 60  # hypothesis examples per property: the test suite's budget, and `inferline check`'s default
@@ -124,10 +126,28 @@ def tensor_rows(column: Column, samples: list[Any]) -> st.SearchStrategy[np.ndar
     def rows(draw: st.DrawFn) -> np.ndarray:
         row = np.array(draw(st.sampled_from(samples)), copy=True)
         if row.size and draw(st.booleans()):
-            np.put(row, draw(st.integers(0, row.size - 1)), draw(st.sampled_from(tensor_edges(column))))
+            set_edge(row, column, draw)
         return row
 
     return rows()
+
+
+def set_edge(row: np.ndarray, column: Column, draw: Callable[[st.SearchStrategy[Any]], Any]) -> None:
+    """One element of ``row`` (a non-empty tensor row of ``column``), which ``draw`` chooses, set to an edge of the
+    column's datatype (``tensor_edges``), in place. ``draw``: a composite strategy's, or ``DataObject.draw``."""
+    from hypothesis import strategies as st
+
+    np.put(row, draw(st.integers(0, row.size - 1)), draw(st.sampled_from(tensor_edges(column))))
+
+
+def wire_arrays(
+    spec: PipelineSpec, frame: pd.DataFrame, refused: dict[int, str] | None = None
+) -> dict[str, np.ndarray]:
+    """``frame``'s input columns as the wire arrays a request carries: flat, a tensor column's ``[n, *shape]``.
+    ``refused`` receives the rows the wire cannot carry, with their reason (``features.wire.encode_rows``)."""
+    tensors = {c.name for c in spec.tensor_columns}
+    arrays = encode_rows(frame, spec.input_columns, refused)
+    return {k: v if k in tensors else v.reshape(-1) for k, v in arrays.items()}
 
 
 def canonical_samples(spec: PipelineSpec, frame: pd.DataFrame, column: Column) -> list[Any]:
@@ -148,8 +168,7 @@ def damage(spec: PipelineSpec, frame: pd.DataFrame, data: st.DataObject) -> tupl
     from hypothesis import strategies as st
 
     frame = frame.reset_index(drop=True)
-    tensors = {c.name for c in spec.tensor_columns}  # stay [n, *shape]: one element of a row is damaged
-    arrays = {k: v if k in tensors else v.reshape(-1) for k, v in encode_rows(frame, spec.input_columns).items()}
+    arrays = wire_arrays(spec, frame)  # a tensor column stays [n, *shape]: one element of a row is damaged
     n = len(frame)
     touched: set[int] = set()
     for _ in range(data.draw(st.integers(0, max(1, n // 2)), label="cells")):
@@ -167,8 +186,7 @@ def damage(spec: PipelineSpec, frame: pd.DataFrame, data: st.DataObject) -> tupl
             values[i] = data.draw(st.sampled_from(choices), label="bytes")
         elif column.kind == "tensor":
             if values[i].size:
-                element = data.draw(st.integers(0, values[i].size - 1), label="element")
-                np.put(values[i], element, data.draw(st.sampled_from(tensor_edges(column)), label="edge"))
+                set_edge(values[i], column, data.draw)
         elif column.triton_dtype == "FP64":
             values[i] = data.draw(st.sampled_from([np.nan, np.inf, -1.0, 1e7, 150.0, 0.0]), label="number")
         else:
