@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -29,18 +29,25 @@ if TYPE_CHECKING:
 __all__ = ["answers", "apply", "predict", "published_spec", "read_rows"]
 
 
-def apply(args: argparse.Namespace) -> int:
-    """Serve the registry's current release on the running server (after `inferline export promote|rollback`)."""
-    from inferline.release.registry import Registry, RegistryError
-    from inferline.release.switch import ReleaseSwitchError, switch_release
-
+def _server(args: argparse.Namespace, protocol: str) -> tuple[dict[str, Any], str]:
+    """The server record in ``--workdir`` (empty where there is none) and the address to call: ``--url``, else the
+    record's ``protocol`` address (``http`` or ``grpc``); ``NoServer`` when neither is there."""
     state = read_record(args.workdir) or {}
-    url = args.url or state.get("http")
+    url = args.url or state.get(protocol)
     if not url:
         raise NoServer(
             f"no server recorded in --workdir {args.workdir}; start one with `inferline serve up`, pass the work "
             "directory it was started with (--workdir), or its address with --url"
         )
+    return state, str(url)
+
+
+def apply(args: argparse.Namespace) -> int:
+    """Serve the registry's current release on the running server (after `inferline export promote|rollback`)."""
+    from inferline.release.registry import Registry, RegistryError
+    from inferline.release.switch import ReleaseSwitchError, switch_release
+
+    state, url = _server(args, "http")
     repository = Path(args.repository or state.get("repository") or "triton_models")
     pipeline = choose_published(repository, args.pipeline)
     target = Registry(repository, pipeline).current
@@ -59,13 +66,7 @@ def apply(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    state = read_record(args.workdir) or {}
-    url = args.url or state.get(args.protocol)
-    if not url:
-        raise NoServer(
-            f"no server recorded in --workdir {args.workdir}; start one with `inferline serve up`, pass the work "
-            "directory it was started with (--workdir), or its address with --url"
-        )
+    state, url = _server(args, args.protocol)
     repository = (
         Path(args.repository) if args.repository else Path(state["repository"]) if state.get("repository") else None
     )

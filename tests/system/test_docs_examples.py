@@ -44,13 +44,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from inferline.core.command import check_port_free
+from inferline.core.errors import PortInUse
 
 # exec_python is mktestdocs' Python executor (the package does not re-export it)
 exec_python = pytest.importorskip(
@@ -240,14 +242,13 @@ def test_the_matcher() -> None:
 
 
 def _ports_taken(blocks: list[tuple[Block, Block | None]]) -> list[int]:
+    """The fixed ports the page's commands name (``--http-port 18400``, ...) that cannot be listened on now."""
     taken = []
     for port in sorted({int(p) for b, _ in blocks if b.lang == "bash" for p in PORT_FLAG.findall(b.body)}):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                taken.append(port)
+        try:
+            check_port_free("--port", port)  # bound as the servers bind (SO_REUSEADDR)
+        except PortInUse:
+            taken.append(port)
     return taken
 
 
